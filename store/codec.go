@@ -1,0 +1,90 @@
+package store
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
+)
+
+// InstanceToRecord converts an instance to its stored (log and snapshot) form.
+func InstanceToRecord(i *Instance) *raftcmdv1.Instance {
+	r := &raftcmdv1.Instance{
+		Namespace:                 i.Namespace,
+		Service:                   i.Service,
+		Id:                        i.ID,
+		Address:                   i.Address,
+		Port:                      i.Port,
+		Tags:                      i.Tags,
+		Metadata:                  i.Metadata,
+		Weight:                    i.Weight,
+		Zone:                      i.Zone,
+		TtlNs:                     int64(i.TTL),
+		DeregisterCriticalAfterNs: int64(i.DeregisterCriticalAfter),
+		Status:                    int32(i.Status),
+		StatusReason:              i.StatusReason,
+		StatusChangedUnixNs:       i.StatusChangedAt,
+		Enabled:                   i.Enabled,
+		MaintenanceReason:         i.MaintenanceReason,
+		CreateRevision:            i.CreateRevision,
+		ModRevision:               i.ModRevision,
+		RegistrationRevision:      i.RegistrationRevision,
+	}
+	if c := i.Check; c != nil {
+		r.Check = &raftcmdv1.HealthCheck{
+			Http: c.HTTP, Tcp: c.TCP, Grpc: c.GRPC, GrpcService: c.GRPCService,
+			IntervalNs: int64(c.Interval), TimeoutNs: int64(c.Timeout),
+			FailuresBeforeCritical: c.FailuresBeforeCritical,
+			SuccessesBeforePassing: c.SuccessesBeforePassing,
+		}
+	}
+	return r
+}
+
+// InstanceFromRecord converts a stored record to a new instance.
+func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
+	i := &Instance{
+		Namespace:               r.GetNamespace(),
+		Service:                 r.GetService(),
+		ID:                      r.GetId(),
+		Address:                 r.GetAddress(),
+		Port:                    r.GetPort(),
+		Tags:                    r.GetTags(),
+		Metadata:                r.GetMetadata(),
+		Weight:                  r.GetWeight(),
+		Zone:                    r.GetZone(),
+		TTL:                     time.Duration(r.GetTtlNs()),
+		DeregisterCriticalAfter: time.Duration(r.GetDeregisterCriticalAfterNs()),
+		Status:                  Health(r.GetStatus()),
+		StatusReason:            r.GetStatusReason(),
+		StatusChangedAt:         r.GetStatusChangedUnixNs(),
+		Enabled:                 r.GetEnabled(),
+		MaintenanceReason:       r.GetMaintenanceReason(),
+		CreateRevision:          r.GetCreateRevision(),
+		ModRevision:             r.GetModRevision(),
+		RegistrationRevision:    r.GetRegistrationRevision(),
+	}
+	if c := r.GetCheck(); c != nil {
+		i.Check = &Check{
+			HTTP: c.GetHttp(), TCP: c.GetTcp(), GRPC: c.GetGrpc(), GRPCService: c.GetGrpcService(),
+			Interval: time.Duration(c.GetIntervalNs()), Timeout: time.Duration(c.GetTimeoutNs()),
+			FailuresBeforeCritical: c.GetFailuresBeforeCritical(),
+			SuccessesBeforePassing: c.GetSuccessesBeforePassing(),
+		}
+	}
+	if len(i.Tags) == 0 {
+		i.Tags = nil
+	}
+	if len(i.Metadata) == 0 {
+		i.Metadata = nil
+	}
+	return i
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+// MarshalInstance encodes an instance deterministically (map order fixed).
+func MarshalInstance(i *Instance) ([]byte, error) {
+	return deterministic.Marshal(InstanceToRecord(i))
+}

@@ -1,0 +1,77 @@
+package store
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestHistoryGroupsRevisionsAndCompacts(t *testing.T) {
+	s := New(Options{HistoryEvents: 4, HistoryBytes: 1 << 30})
+	w := s.Begin(10)
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := w.Register(inst("web", id, 80), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	revs, head, _, err := s.History().Since(0, 100)
+	if err != nil || head != 10 || len(revs) != 1 || len(revs[0].Events) != 3 {
+		t.Fatalf("since 0: %v head %d err %v", revs, head, err)
+	}
+	for _, e := range revs[0].Events {
+		if e.Revision != 10 || e.Type != EventPut || e.Prev != nil {
+			t.Fatalf("event %+v", e)
+		}
+	}
+	register(t, s, 11, inst("web", "d", 80))
+	register(t, s, 12, inst("web", "e", 80))
+	// 5 events > 4: revision 10 (3 events) is compacted whole.
+	if c, h := s.History().Bounds(); c != 10 || h != 12 {
+		t.Fatalf("bounds = %d,%d want 10,12", c, h)
+	}
+	if _, _, _, err := s.History().Since(9, 100); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("since 9 after compaction: %v", err)
+	}
+	revs, _, _, err = s.History().Since(10, 1)
+	if err != nil || len(revs) != 1 || revs[0].Revision != 11 {
+		t.Fatalf("since 10 max 1: %v %v", revs, err)
+	}
+}
+
+func TestHistoryNotifiesAndSkipsNoops(t *testing.T) {
+	s := New(DefaultOptions())
+	register(t, s, 1, inst("web", "a", 80))
+	_, _, wait, _ := s.History().Since(1, 10)
+	register(t, s, 2, inst("web", "a", 80)) // identical: no event
+	select {
+	case <-wait:
+		t.Fatal("a no-op write woke watchers")
+	default:
+	}
+	w := s.Begin(3)
+	if _, err := w.Deregister(Key{DefaultNamespace, "web", "a"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Commit()
+	<-wait
+	revs, _, _, _ := s.History().Since(1, 10)
+	if len(revs) != 1 || revs[0].Revision != 3 || revs[0].Events[0].Type != EventDelete || revs[0].Events[0].Prev == nil {
+		t.Fatalf("delete event: %+v", revs)
+	}
+}
+
+func BenchmarkRegister(b *testing.B) {
+	s := New(DefaultOptions())
+	ids := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	b.ReportAllocs()
+	for n := 0; n < b.N; n++ {
+		i := inst("web", ids[n%len(ids)], uint32(n%60000+1))
+		w := s.Begin(uint64(n + 1))
+		if _, err := w.Register(i, int64(n)); err != nil {
+			b.Fatal(err)
+		}
+		_ = w.Commit()
+	}
+}

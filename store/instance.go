@@ -1,0 +1,145 @@
+// Package store is Roster's in-memory registration state: go-memdb tables of
+// instances, services and cluster members, stamped with Raft indexes as
+// revisions, plus the retained history of change events that watches read.
+//
+// Every write happens in a WriteTxn at one Raft index; every read goes
+// through a View, an MVCC snapshot that also yields its revision. Stored
+// objects are immutable: writers clone before they change anything.
+package store
+
+import (
+	"maps"
+	"slices"
+	"time"
+)
+
+// DefaultNamespace is the namespace of instances registered without one.
+const DefaultNamespace = "default"
+
+// Health is an instance's health. Its values equal roster.v1.HealthStatus.
+type Health int32
+
+// Health values.
+const (
+	HealthUnspecified Health = 0
+	HealthPassing     Health = 1
+	HealthWarning     Health = 2
+	HealthCritical    Health = 3
+)
+
+// String returns the lowercase name of h.
+func (h Health) String() string {
+	switch h {
+	case HealthPassing:
+		return "passing"
+	case HealthWarning:
+		return "warning"
+	case HealthCritical:
+		return "critical"
+	default:
+		return "unspecified"
+	}
+}
+
+// Key identifies an instance.
+type Key struct {
+	Namespace string
+	Service   string
+	ID        string
+}
+
+// String returns namespace/service/id.
+func (k Key) String() string { return k.Namespace + "/" + k.Service + "/" + k.ID }
+
+// Check is an active health check definition.
+type Check struct {
+	HTTP                   string
+	TCP                    string
+	GRPC                   string
+	GRPCService            string
+	Interval               time.Duration
+	Timeout                time.Duration
+	FailuresBeforeCritical uint32
+	SuccessesBeforePassing uint32
+}
+
+// Instance is one registered endpoint. Once stored it is never modified.
+type Instance struct {
+	Namespace string
+	Service   string
+	ID        string
+	Address   string
+	Port      uint32
+	Tags      []string
+	Metadata  map[string]string
+	Weight    uint32
+	Zone      string
+
+	TTL                     time.Duration
+	Check                   *Check
+	DeregisterCriticalAfter time.Duration
+
+	Status            Health
+	StatusReason      string
+	StatusChangedAt   int64 // unix nanoseconds, stamped by the leader
+	Enabled           bool
+	MaintenanceReason string
+
+	CreateRevision       uint64
+	ModRevision          uint64
+	RegistrationRevision uint64
+}
+
+// Key returns the instance's key.
+func (i *Instance) Key() Key { return Key{i.Namespace, i.Service, i.ID} }
+
+// Healthy reports whether the instance should receive traffic: passing or
+// warning, and not drained.
+func (i *Instance) Healthy() bool {
+	return i.Enabled && (i.Status == HealthPassing || i.Status == HealthWarning)
+}
+
+// Clone returns a deep copy that the caller may change.
+func (i *Instance) Clone() *Instance {
+	c := *i
+	c.Tags = slices.Clone(i.Tags)
+	c.Metadata = maps.Clone(i.Metadata)
+	if i.Check != nil {
+		ck := *i.Check
+		c.Check = &ck
+	}
+	return &c
+}
+
+// sameRegistration reports whether a and b describe the same registration:
+// everything a client sets, ignoring health, drain state and revisions.
+func sameRegistration(a, b *Instance) bool {
+	return a.Namespace == b.Namespace && a.Service == b.Service && a.ID == b.ID &&
+		a.Address == b.Address && a.Port == b.Port && slices.Equal(a.Tags, b.Tags) &&
+		maps.Equal(a.Metadata, b.Metadata) && a.Weight == b.Weight && a.Zone == b.Zone &&
+		a.TTL == b.TTL && sameCheck(a.Check, b.Check) &&
+		a.DeregisterCriticalAfter == b.DeregisterCriticalAfter
+}
+
+func sameCheck(a, b *Check) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return *a == *b
+}
+
+// Member is a node's entry in the replicated member table, so that any node
+// can find any other node's API address.
+type Member struct {
+	NodeID   string
+	RaftAddr string
+	APIAddr  string
+}
+
+// ServiceSummary counts the instances of one service.
+type ServiceSummary struct {
+	Namespace string
+	Service   string
+	Instances int
+	Passing   int
+}

@@ -1,0 +1,73 @@
+package store
+
+import "github.com/hashicorp/go-memdb"
+
+const (
+	tableInstances = "instances"
+	tableServices  = "services"
+	tableMembers   = "members"
+	tableMeta      = "meta"
+
+	indexID        = "id"
+	indexService   = "service"
+	indexNamespace = "namespace"
+)
+
+// serviceRow remembers the last revision that changed a service and how many
+// instances it has; it exists while the service has instances.
+type serviceRow struct {
+	Namespace   string
+	Service     string
+	ModRevision uint64
+	Count       int
+}
+
+// metaRow holds the registry revision inside the database, so a View's
+// revision is exactly the state it shows.
+type metaRow struct {
+	Key      string
+	Revision uint64
+}
+
+const metaKey = "revision"
+
+func schema() *memdb.DBSchema {
+	nsSvcID := &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+		&memdb.StringFieldIndex{Field: "Namespace"},
+		&memdb.StringFieldIndex{Field: "Service"},
+		&memdb.StringFieldIndex{Field: "ID"},
+	}}
+	nsSvc := &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+		&memdb.StringFieldIndex{Field: "Namespace"},
+		&memdb.StringFieldIndex{Field: "Service"},
+	}}
+	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+		tableInstances: {
+			Name: tableInstances,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID:        {Name: indexID, Unique: true, Indexer: nsSvcID},
+				indexService:   {Name: indexService, Indexer: nsSvc},
+				indexNamespace: {Name: indexNamespace, Indexer: &memdb.StringFieldIndex{Field: "Namespace"}},
+			},
+		},
+		tableServices: {
+			Name: tableServices,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID:        {Name: indexID, Unique: true, Indexer: nsSvc},
+				indexNamespace: {Name: indexNamespace, Indexer: &memdb.StringFieldIndex{Field: "Namespace"}},
+			},
+		},
+		tableMembers: {
+			Name: tableMembers,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "NodeID"}},
+			},
+		},
+		tableMeta: {
+			Name: tableMeta,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+			},
+		},
+	}}
+}

@@ -1,0 +1,166 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Sentinel errors returned by store writes and reads.
+var (
+	// ErrNotFound: the instance is not registered.
+	ErrNotFound = errors.New("instance not found")
+	// ErrStaleRegistration: a command about an older registration of an
+	// instance that has since been re-registered or removed; it changes nothing.
+	ErrStaleRegistration = errors.New("instance was re-registered since")
+)
+
+// Options bound the retained watch history.
+type Options struct {
+	// HistoryEvents is how many change events are kept for watch resumes.
+	HistoryEvents int
+	// HistoryBytes bounds the estimated memory those events hold.
+	HistoryBytes int
+}
+
+// DefaultOptions keeps 100,000 events or 64 MiB, whichever is reached first.
+func DefaultOptions() Options {
+	return Options{HistoryEvents: 100_000, HistoryBytes: 64 << 20}
+}
+
+// Store is the registry state of one node. Writes come only from the FSM, one
+// at a time; reads may come from any goroutine.
+type Store struct {
+	db      atomic.Pointer[memdb.MemDB]
+	history *History
+
+	// abandonMu guards abandonCh, closed when Restore replaces the database
+	// so that blocked readers re-run against the new one.
+	abandonMu sync.Mutex
+	abandonCh chan struct{}
+}
+
+// New returns an empty store.
+func New(opts Options) *Store {
+	s := &Store{history: newHistory(opts), abandonCh: make(chan struct{})}
+	s.db.Store(newDB())
+	return s
+}
+
+func newDB() *memdb.MemDB {
+	db, err := memdb.NewMemDB(schema())
+	if err != nil {
+		// The schema is a constant; an error here is a programming error.
+		panic(fmt.Sprintf("store: invalid schema: %v", err))
+	}
+	return db
+}
+
+// History returns the retained change history that watches read.
+func (s *Store) History() *History { return s.history }
+
+// AbandonCh is closed when the store's contents are replaced wholesale by a
+// snapshot restore; a blocked reader should then read again.
+func (s *Store) AbandonCh() <-chan struct{} {
+	s.abandonMu.Lock()
+	defer s.abandonMu.Unlock()
+	return s.abandonCh
+}
+
+// View returns a consistent read-only snapshot of the store. It stays valid
+// and unchanged however long it is held.
+func (s *Store) View() *View {
+	return &View{txn: s.db.Load().Txn(false)}
+}
+
+// Revision returns the revision of the latest committed change.
+func (s *Store) Revision() uint64 { return s.View().Revision() }
+
+// Restore replaces the whole state with what fill inserts, atomically: on an
+// error the old state is untouched. Readers holding a View keep their
+// snapshot; blocked readers are woken through AbandonCh; watchers learn
+// through the history that everything up to the restored revision is gone.
+func (s *Store) Restore(fill func(r *Restorer) error) error {
+	db := newDB()
+	r := &Restorer{txn: db.Txn(true), services: map[[2]string]*serviceRow{}}
+	defer r.txn.Abort()
+	if err := fill(r); err != nil {
+		return err
+	}
+	if err := r.finish(); err != nil {
+		return err
+	}
+	r.txn.Commit()
+
+	s.db.Store(db)
+	s.history.reset(r.revision)
+	s.abandonMu.Lock()
+	close(s.abandonCh)
+	s.abandonCh = make(chan struct{})
+	s.abandonMu.Unlock()
+	return nil
+}
+
+// Restorer fills a fresh store during Restore.
+type Restorer struct {
+	txn      *memdb.Txn
+	revision uint64
+	services map[[2]string]*serviceRow
+	// serviceRevs may arrive before or after the service's instances.
+	serviceRevs map[[2]string]uint64
+}
+
+// SetRevision sets the registry revision of the restored state.
+func (r *Restorer) SetRevision(rev uint64) { r.revision = rev }
+
+// Instance inserts one instance.
+func (r *Restorer) Instance(inst *Instance) error {
+	if inst.Namespace == "" || inst.Service == "" || inst.ID == "" {
+		return fmt.Errorf("restore: instance with empty key %q", inst.Key())
+	}
+	if err := r.txn.Insert(tableInstances, inst); err != nil {
+		return fmt.Errorf("restore instance %s: %w", inst.Key(), err)
+	}
+	k := [2]string{inst.Namespace, inst.Service}
+	row := r.services[k]
+	if row == nil {
+		row = &serviceRow{Namespace: inst.Namespace, Service: inst.Service}
+		r.services[k] = row
+	}
+	row.Count++
+	row.ModRevision = max(row.ModRevision, inst.ModRevision)
+	return nil
+}
+
+// ServiceRevision records the last revision that changed a service, which may
+// be later than any of its instances' (a deletion).
+func (r *Restorer) ServiceRevision(namespace, service string, rev uint64) {
+	if r.serviceRevs == nil {
+		r.serviceRevs = map[[2]string]uint64{}
+	}
+	k := [2]string{namespace, service}
+	r.serviceRevs[k] = max(r.serviceRevs[k], rev)
+}
+
+// Member inserts one member.
+func (r *Restorer) Member(m *Member) error {
+	if err := r.txn.Insert(tableMembers, m); err != nil {
+		return fmt.Errorf("restore member %s: %w", m.NodeID, err)
+	}
+	return nil
+}
+
+func (r *Restorer) finish() error {
+	for k, row := range r.services {
+		// A service with no instances is not kept; its deletions are
+		// covered by the registry revision.
+		row.ModRevision = max(row.ModRevision, r.serviceRevs[k])
+		if err := r.txn.Insert(tableServices, row); err != nil {
+			return fmt.Errorf("restore service %s/%s: %w", row.Namespace, row.Service, err)
+		}
+	}
+	return r.txn.Insert(tableMeta, &metaRow{Key: metaKey, Revision: r.revision})
+}

@@ -1,0 +1,325 @@
+package store
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+func inst(svc, id string, port uint32) *Instance {
+	return &Instance{Namespace: DefaultNamespace, Service: svc, ID: id, Address: "10.0.0.1", Port: port, Weight: 100}
+}
+
+func register(t *testing.T, s *Store, index uint64, i *Instance) uint64 {
+	t.Helper()
+	w := s.Begin(index)
+	defer w.Abort()
+	rev, err := w.Register(i, int64(index))
+	if err != nil {
+		t.Fatalf("register at %d: %v", index, err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+func TestStoreWrites(t *testing.T) {
+	type step struct {
+		name    string
+		index   uint64
+		op      func(w *WriteTxn) (uint64, error)
+		wantRev uint64
+		wantErr error
+	}
+	key := Key{DefaultNamespace, "web", "a"}
+	ttl := inst("web", "a", 80)
+	ttl.TTL = 10 * time.Second
+	tests := []struct {
+		name      string
+		steps     []step
+		wantCount int
+		wantStore uint64 // registry revision at the end
+		check     func(t *testing.T, v *View)
+	}{
+		{
+			name: "register then identical register is a no-op",
+			steps: []step{
+				{"first", 5, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 80), 1) }, 5, nil},
+				{"same", 6, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 80), 2) }, 5, nil},
+			},
+			wantCount: 1, wantStore: 5,
+			check: func(t *testing.T, v *View) {
+				i, _ := v.Instance(nil, key)
+				if i.CreateRevision != 5 || i.ModRevision != 5 || i.Status != HealthPassing || !i.Enabled {
+					t.Errorf("got %+v", i)
+				}
+			},
+		},
+		{
+			name: "changed register bumps mod revision, keeps create revision",
+			steps: []step{
+				{"first", 5, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 80), 1) }, 5, nil},
+				{"port", 9, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 81), 2) }, 9, nil},
+			},
+			wantCount: 1, wantStore: 9,
+			check: func(t *testing.T, v *View) {
+				i, _ := v.Instance(nil, key)
+				if i.CreateRevision != 5 || i.ModRevision != 9 || i.Port != 81 {
+					t.Errorf("got %+v", i)
+				}
+			},
+		},
+		{
+			name: "ttl re-register always starts a new lease",
+			steps: []step{
+				{"first", 3, func(w *WriteTxn) (uint64, error) { return w.Register(ttl, 1) }, 3, nil},
+				{"again", 4, func(w *WriteTxn) (uint64, error) { return w.Register(ttl, 2) }, 4, nil},
+				{"stale reap", 5, func(w *WriteTxn) (uint64, error) { return w.Reap(key, 3) }, 0, ErrStaleRegistration},
+			},
+			wantCount: 1, wantStore: 4,
+			check: func(t *testing.T, v *View) {
+				i, _ := v.Instance(nil, key)
+				if i.RegistrationRevision != 4 || i.CreateRevision != 3 {
+					t.Errorf("got %+v", i)
+				}
+			},
+		},
+		{
+			name: "deregister, then deregister again is not found",
+			steps: []step{
+				{"reg", 2, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 80), 1) }, 2, nil},
+				{"dereg", 3, func(w *WriteTxn) (uint64, error) { return w.Deregister(key) }, 3, nil},
+				{"again", 4, func(w *WriteTxn) (uint64, error) { return w.Deregister(key) }, 0, ErrNotFound},
+			},
+			wantCount: 0, wantStore: 3,
+		},
+		{
+			name: "health transitions and no-op health",
+			steps: []step{
+				{"reg", 2, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 80), 1) }, 2, nil},
+				{"crit", 3, func(w *WriteTxn) (uint64, error) { return w.SetHealth(key, 2, HealthCritical, "ttl expired", 7) }, 3, nil},
+				{"crit again", 4, func(w *WriteTxn) (uint64, error) { return w.SetHealth(key, 2, HealthCritical, "x", 8) }, 3, nil},
+				{"wrong reg", 5, func(w *WriteTxn) (uint64, error) { return w.SetHealth(key, 1, HealthPassing, "x", 8) }, 0, ErrStaleRegistration},
+				{"missing", 6, func(w *WriteTxn) (uint64, error) {
+					return w.SetHealth(Key{DefaultNamespace, "web", "zz"}, 2, HealthPassing, "x", 8)
+				}, 0, ErrNotFound},
+			},
+			wantCount: 1, wantStore: 3,
+			check: func(t *testing.T, v *View) {
+				i, _ := v.Instance(nil, key)
+				if i.Status != HealthCritical || i.StatusReason != "ttl expired" || i.StatusChangedAt != 7 || i.Healthy() {
+					t.Errorf("got %+v", i)
+				}
+			},
+		},
+		{
+			name: "maintenance drains and restores",
+			steps: []step{
+				{"reg", 2, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 80), 1) }, 2, nil},
+				{"drain", 3, func(w *WriteTxn) (uint64, error) { return w.SetMaintenance(key, false, "deploy") }, 3, nil},
+				{"drain again", 4, func(w *WriteTxn) (uint64, error) { return w.SetMaintenance(key, false, "deploy") }, 3, nil},
+				{"re-register keeps drain", 5, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 80), 1) }, 3, nil},
+			},
+			wantCount: 1, wantStore: 3,
+			check: func(t *testing.T, v *View) {
+				i, _ := v.Instance(nil, key)
+				if i.Enabled || i.MaintenanceReason != "deploy" || i.Healthy() {
+					t.Errorf("got %+v", i)
+				}
+			},
+		},
+		{
+			name: "checked instance starts critical",
+			steps: []step{
+				{"reg", 2, func(w *WriteTxn) (uint64, error) {
+					i := inst("web", "a", 80)
+					i.Check = &Check{TCP: "127.0.0.1:80", Interval: time.Second, Timeout: time.Second}
+					return w.Register(i, 1)
+				}, 2, nil},
+			},
+			wantCount: 1, wantStore: 2,
+			check: func(t *testing.T, v *View) {
+				i, _ := v.Instance(nil, key)
+				if i.Status != HealthCritical {
+					t.Errorf("got %v", i.Status)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(DefaultOptions())
+			for _, st := range tt.steps {
+				w := s.Begin(st.index)
+				rev, err := st.op(w)
+				if !errors.Is(err, st.wantErr) {
+					t.Fatalf("%s: err = %v, want %v", st.name, err, st.wantErr)
+				}
+				if rev != st.wantRev {
+					t.Fatalf("%s: revision = %d, want %d", st.name, rev, st.wantRev)
+				}
+				if err := w.Commit(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			v := s.View()
+			_, insts, err := v.Service(nil, DefaultNamespace, "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(insts) != tt.wantCount {
+				t.Errorf("instances = %d, want %d", len(insts), tt.wantCount)
+			}
+			if got := v.Revision(); got != tt.wantStore {
+				t.Errorf("revision = %d, want %d", got, tt.wantStore)
+			}
+			if tt.check != nil {
+				tt.check(t, v)
+			}
+		})
+	}
+}
+
+func TestStoredObjectsAreImmutable(t *testing.T) {
+	s := New(DefaultOptions())
+	reg := inst("web", "a", 80)
+	reg.Tags = []string{"v1"}
+	register(t, s, 1, reg)
+	reg.Tags[0] = "mutated"
+	reg.Port = 1
+	got, _ := s.View().Instance(nil, reg.Key())
+	if got.Tags[0] != "v1" || got.Port != 80 {
+		t.Fatalf("stored instance changed through the caller's pointer: %+v", got)
+	}
+	old := s.View()
+	register(t, s, 2, inst("web", "a", 81))
+	before, _ := old.Instance(nil, reg.Key())
+	if before.Port != 80 || old.Revision() != 1 {
+		t.Fatalf("an old view changed: port %d revision %d", before.Port, old.Revision())
+	}
+}
+
+func TestQueries(t *testing.T) {
+	s := New(DefaultOptions())
+	register(t, s, 1, inst("web", "b", 80))
+	register(t, s, 2, inst("web", "a", 80))
+	register(t, s, 3, inst("api", "a", 80))
+	other := inst("web", "a", 80)
+	other.Namespace = "prod"
+	register(t, s, 4, other)
+	register(t, s, 5, &Instance{Namespace: "prod2", Service: "x", ID: "1", Port: 1})
+
+	v := s.View()
+	rev, insts, _ := v.Service(nil, DefaultNamespace, "web")
+	if len(insts) != 2 || insts[0].ID != "a" || insts[1].ID != "b" || rev != 2 {
+		t.Fatalf("web: rev %d %v", rev, insts)
+	}
+	all, _ := v.Services(nil, "")
+	want := []string{"default/api", "default/web", "prod/web", "prod2/x"}
+	if len(all) != len(want) {
+		t.Fatalf("services = %v", all)
+	}
+	for i, sv := range all {
+		if sv.Namespace+"/"+sv.Service != want[i] {
+			t.Errorf("services[%d] = %s/%s, want %s", i, sv.Namespace, sv.Service, want[i])
+		}
+	}
+	var ns []string
+	_ = v.Namespace("prod", func(i *Instance) bool { ns = append(ns, i.Key().String()); return true })
+	if len(ns) != 1 || ns[0] != "prod/web/a" {
+		t.Fatalf("namespace prod = %v (a prefix must not match prod2)", ns)
+	}
+	// A deleted service's revision falls back to the registry revision.
+	w := s.Begin(6)
+	_, _ = w.Deregister(Key{DefaultNamespace, "api", "a"})
+	_ = w.Commit()
+	rev, insts, _ = s.View().Service(nil, DefaultNamespace, "api")
+	if len(insts) != 0 || rev != 6 {
+		t.Fatalf("deleted service: rev %d, %d instances", rev, len(insts))
+	}
+}
+
+func TestWatchSetFiresOnChange(t *testing.T) {
+	s := New(DefaultOptions())
+	register(t, s, 1, inst("web", "a", 80))
+	ws := memdb.NewWatchSet()
+	if _, _, err := s.View().Service(ws, DefaultNamespace, "web"); err != nil {
+		t.Fatal(err)
+	}
+	register(t, s, 2, inst("api", "a", 80))
+	register(t, s, 3, inst("web", "b", 80))
+	if timedOut := ws.Watch(time.After(5 * time.Second)); timedOut {
+		t.Fatal("watch set did not fire on a change to the service")
+	}
+}
+
+func TestRestoreReplacesStateAtomically(t *testing.T) {
+	s := New(DefaultOptions())
+	register(t, s, 1, inst("web", "a", 80))
+	old := s.View()
+	abandon := s.AbandonCh()
+
+	err := s.Restore(func(r *Restorer) error {
+		if err := r.Instance(inst("api", "z", 1)); err != nil {
+			return err
+		}
+		return errors.New("corrupt record")
+	})
+	if err == nil {
+		t.Fatal("restore with a failing fill succeeded")
+	}
+	if _, err := s.View().Instance(nil, Key{DefaultNamespace, "web", "a"}); err != nil {
+		t.Fatalf("failed restore lost state: %v", err)
+	}
+
+	restored := inst("api", "z", 1)
+	restored.CreateRevision, restored.ModRevision = 40, 40
+	if err := s.Restore(func(r *Restorer) error {
+		r.SetRevision(42)
+		r.ServiceRevision(DefaultNamespace, "api", 42)
+		return r.Instance(restored)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-abandon:
+	default:
+		t.Fatal("abandon channel not closed by restore")
+	}
+	v := s.View()
+	rev, insts, _ := v.Service(nil, DefaultNamespace, "api")
+	if v.Revision() != 42 || rev != 42 || len(insts) != 1 {
+		t.Fatalf("after restore: revision %d, service rev %d, %v", v.Revision(), rev, insts)
+	}
+	if _, err := old.Instance(nil, Key{DefaultNamespace, "web", "a"}); err != nil {
+		t.Fatalf("a view taken before restore changed: %v", err)
+	}
+	if c, _ := s.History().Bounds(); c != 42 {
+		t.Fatalf("history compacted = %d, want 42", c)
+	}
+}
+
+func TestHashIsDeterministic(t *testing.T) {
+	build := func(order []string) string {
+		s := New(DefaultOptions())
+		for n, id := range order {
+			i := inst("web", id, 80)
+			i.Metadata = map[string]string{"a": "1", "b": "2", "c": "3"}
+			register(t, s, uint64(n+1), i)
+		}
+		h, err := s.View().Hash()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	if a, b := build([]string{"x", "y"}), build([]string{"x", "y"}); a != b {
+		t.Fatalf("same writes, different hashes %s %s", a, b)
+	}
+	if a, b := build([]string{"x", "y"}), build([]string{"y", "x"}); a == b {
+		t.Fatal("different revisions, same hash")
+	}
+}

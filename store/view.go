@@ -1,0 +1,194 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// View is a read-only MVCC snapshot of the store. Reads take an optional
+// memdb.WatchSet: after the read, the set fires when what was read changes,
+// so one function serves a plain read, a blocking query and a watch.
+type View struct {
+	txn *memdb.Txn
+}
+
+// Revision returns the revision of the last change this view contains.
+func (v *View) Revision() uint64 {
+	raw, err := v.txn.First(tableMeta, indexID, metaKey)
+	if err != nil || raw == nil {
+		return 0
+	}
+	return raw.(*metaRow).Revision
+}
+
+// Instance returns one instance, or ErrNotFound.
+func (v *View) Instance(ws memdb.WatchSet, k Key) (*Instance, error) {
+	ch, raw, err := v.txn.FirstWatch(tableInstances, indexID, k.Namespace, k.Service, k.ID)
+	if err != nil {
+		return nil, fmt.Errorf("get instance %s: %w", k, err)
+	}
+	ws.Add(ch)
+	if raw == nil {
+		return nil, ErrNotFound
+	}
+	return raw.(*Instance), nil
+}
+
+// Service returns the instances of one service sorted by id, and the
+// service's revision: the last revision that changed it, or, for a service
+// with no instances, the registry revision.
+func (v *View) Service(ws memdb.WatchSet, namespace, service string) (uint64, []*Instance, error) {
+	it, err := v.txn.Get(tableInstances, indexService, namespace, service)
+	if err != nil {
+		return 0, nil, fmt.Errorf("get service %s/%s: %w", namespace, service, err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*Instance
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Instance))
+	}
+	ch, raw, err := v.txn.FirstWatch(tableServices, indexID, namespace, service)
+	if err != nil {
+		return 0, nil, fmt.Errorf("get service %s/%s: %w", namespace, service, err)
+	}
+	ws.Add(ch)
+	if raw == nil {
+		return v.Revision(), out, nil
+	}
+	return raw.(*serviceRow).ModRevision, out, nil
+}
+
+// Services summarises the services of a namespace, or of every namespace when
+// namespace is empty, sorted by namespace and name.
+func (v *View) Services(ws memdb.WatchSet, namespace string) ([]ServiceSummary, error) {
+	var it memdb.ResultIterator
+	var err error
+	if namespace == "" {
+		it, err = v.txn.Get(tableInstances, indexID)
+	} else {
+		it, err = v.txn.Get(tableInstances, indexNamespace, namespace)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []ServiceSummary
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		inst := raw.(*Instance)
+		n := len(out)
+		if n == 0 || out[n-1].Namespace != inst.Namespace || out[n-1].Service != inst.Service {
+			out = append(out, ServiceSummary{Namespace: inst.Namespace, Service: inst.Service})
+			n++
+		}
+		out[n-1].Instances++
+		if inst.Healthy() {
+			out[n-1].Passing++
+		}
+	}
+	return out, nil
+}
+
+// Instances calls fn for every instance in key order; fn returning false stops.
+func (v *View) Instances(fn func(*Instance) bool) error {
+	it, err := v.txn.Get(tableInstances, indexID)
+	if err != nil {
+		return fmt.Errorf("list instances: %w", err)
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if !fn(raw.(*Instance)) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Namespace calls fn for every instance of one namespace in key order.
+func (v *View) Namespace(namespace string, fn func(*Instance) bool) error {
+	// A non-unique index orders entries by its value, then by primary key.
+	it, err := v.txn.Get(tableInstances, indexNamespace, namespace)
+	if err != nil {
+		return fmt.Errorf("list namespace %s: %w", namespace, err)
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if !fn(raw.(*Instance)) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Members returns the member table sorted by node id.
+func (v *View) Members(ws memdb.WatchSet) ([]*Member, error) {
+	it, err := v.txn.Get(tableMembers, indexID)
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*Member
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Member))
+	}
+	return out, nil
+}
+
+// Member returns one member, or nil.
+func (v *View) Member(nodeID string) *Member {
+	raw, err := v.txn.First(tableMembers, indexID, nodeID)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*Member)
+}
+
+// ServiceRevisions calls fn for every service with its last change revision.
+func (v *View) ServiceRevisions(fn func(namespace, service string, rev uint64)) error {
+	it, err := v.txn.Get(tableServices, indexID)
+	if err != nil {
+		return fmt.Errorf("list service revisions: %w", err)
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		row := raw.(*serviceRow)
+		fn(row.Namespace, row.Service, row.ModRevision)
+	}
+	return nil
+}
+
+// Hash returns a hex SHA-256 of the registry state: every instance with its
+// revisions, the members and the registry revision. Two nodes at the same
+// applied index must report the same hash.
+func (v *View) Hash() (string, error) {
+	h := sha256.New()
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], v.Revision())
+	h.Write(buf[:])
+	var encErr error
+	err := v.Instances(func(inst *Instance) bool {
+		b, err := MarshalInstance(inst)
+		if err != nil {
+			encErr = err
+			return false
+		}
+		binary.BigEndian.PutUint64(buf[:], uint64(len(b)))
+		h.Write(buf[:])
+		h.Write(b)
+		return true
+	})
+	if err != nil {
+		return "", err
+	}
+	if encErr != nil {
+		return "", encErr
+	}
+	members, err := v.Members(nil)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range members {
+		fmt.Fprintf(h, "%q %q %q\n", m.NodeID, m.RaftAddr, m.APIAddr)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

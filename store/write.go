@@ -1,0 +1,286 @@
+package store
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// WriteTxn is one write transaction at one Raft index. Every change it makes
+// carries that index as its revision; all of them become visible, and reach
+// watchers as one revision, at Commit. Operations that fail change nothing,
+// so a failed operation never leaves the transaction half-applied.
+type WriteTxn struct {
+	s      *Store
+	txn    *memdb.Txn
+	index  uint64
+	events []*Event
+	dirty  bool
+}
+
+// Begin starts a write at a Raft index. The FSM is the only writer.
+func (s *Store) Begin(index uint64) *WriteTxn {
+	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index}
+}
+
+// Abort drops the transaction; after Commit it does nothing.
+func (w *WriteTxn) Abort() { w.txn.Abort() }
+
+// Commit makes the changes visible and hands their events to the history as
+// one revision. A transaction that changed nothing commits nothing.
+func (w *WriteTxn) Commit() error {
+	if !w.dirty {
+		w.txn.Abort()
+		return nil
+	}
+	if len(w.events) > 0 {
+		if err := w.txn.Insert(tableMeta, &metaRow{Key: metaKey, Revision: w.index}); err != nil {
+			return fmt.Errorf("set revision: %w", err)
+		}
+	}
+	w.txn.Commit()
+	if len(w.events) > 0 {
+		w.s.history.append(w.index, w.events)
+	}
+	return nil
+}
+
+func (w *WriteTxn) instance(k Key) (*Instance, error) {
+	raw, err := w.txn.First(tableInstances, indexID, k.Namespace, k.Service, k.ID)
+	if err != nil {
+		return nil, fmt.Errorf("get instance %s: %w", k, err)
+	}
+	if raw == nil {
+		return nil, nil
+	}
+	return raw.(*Instance), nil
+}
+
+// put stores next (already stamped) and records the event.
+func (w *WriteTxn) put(prev, next *Instance) error {
+	if err := w.txn.Insert(tableInstances, next); err != nil {
+		return fmt.Errorf("insert instance %s: %w", next.Key(), err)
+	}
+	if err := w.touchService(next.Namespace, next.Service, boolDelta(prev == nil)); err != nil {
+		return err
+	}
+	w.events = append(w.events, &Event{Type: EventPut, Revision: w.index, Key: next.Key(), Instance: next, Prev: prev})
+	w.dirty = true
+	return nil
+}
+
+func (w *WriteTxn) remove(prev *Instance) error {
+	if err := w.txn.Delete(tableInstances, prev); err != nil {
+		return fmt.Errorf("delete instance %s: %w", prev.Key(), err)
+	}
+	if err := w.touchService(prev.Namespace, prev.Service, -1); err != nil {
+		return err
+	}
+	w.events = append(w.events, &Event{Type: EventDelete, Revision: w.index, Key: prev.Key(), Prev: prev})
+	w.dirty = true
+	return nil
+}
+
+func boolDelta(added bool) int {
+	if added {
+		return 1
+	}
+	return 0
+}
+
+func (w *WriteTxn) touchService(namespace, service string, delta int) error {
+	raw, err := w.txn.First(tableServices, indexID, namespace, service)
+	if err != nil {
+		return fmt.Errorf("get service %s/%s: %w", namespace, service, err)
+	}
+	row := &serviceRow{Namespace: namespace, Service: service}
+	if raw != nil {
+		row.Count = raw.(*serviceRow).Count
+	}
+	row.Count += delta
+	row.ModRevision = w.index
+	if row.Count <= 0 {
+		if raw != nil {
+			if err := w.txn.Delete(tableServices, raw); err != nil {
+				return fmt.Errorf("delete service %s/%s: %w", namespace, service, err)
+			}
+		}
+		return nil
+	}
+	if err := w.txn.Insert(tableServices, row); err != nil {
+		return fmt.Errorf("update service %s/%s: %w", namespace, service, err)
+	}
+	return nil
+}
+
+// Register creates or replaces an instance from a registration, stamping its
+// revisions and initial health, and returns the instance's mod revision.
+//
+// Health and drain state are server-owned: a new TTL instance starts passing
+// (its client just spoke to us), a new checked instance starts critical until
+// its first check passes, and a re-registration with an unchanged health
+// definition keeps the current health. A TTL registration always starts a new
+// lease, so an expiry meant for the previous one can never remove it. An
+// identical re-registration without a TTL changes nothing and returns the
+// existing revision.
+func (w *WriteTxn) Register(reg *Instance, now int64) (uint64, error) {
+	prev, err := w.instance(reg.Key())
+	if err != nil {
+		return 0, err
+	}
+	next := reg.Clone()
+	next.ModRevision = w.index
+	next.CreateRevision = w.index
+	next.RegistrationRevision = w.index
+	next.Enabled = true
+	next.MaintenanceReason = ""
+	next.Status, next.StatusReason, next.StatusChangedAt = initialHealth(next), "registered", now
+	if prev != nil {
+		next.CreateRevision = prev.CreateRevision
+		next.Enabled, next.MaintenanceReason = prev.Enabled, prev.MaintenanceReason
+		sameHealth := prev.TTL == next.TTL && sameCheck(prev.Check, next.Check)
+		if sameHealth && next.TTL == 0 {
+			next.RegistrationRevision = prev.RegistrationRevision
+			next.Status, next.StatusReason, next.StatusChangedAt = prev.Status, prev.StatusReason, prev.StatusChangedAt
+			if sameRegistration(prev, next) {
+				return prev.ModRevision, nil
+			}
+		}
+		if next.Status == prev.Status {
+			next.StatusReason, next.StatusChangedAt = prev.StatusReason, prev.StatusChangedAt
+		}
+	}
+	if err := w.put(prev, next); err != nil {
+		return 0, err
+	}
+	return w.index, nil
+}
+
+func initialHealth(i *Instance) Health {
+	if i.Check != nil && i.TTL == 0 {
+		return HealthCritical
+	}
+	return HealthPassing
+}
+
+// Deregister removes an instance; ErrNotFound if it is not registered.
+func (w *WriteTxn) Deregister(k Key) (uint64, error) {
+	prev, err := w.instance(k)
+	if err != nil {
+		return 0, err
+	}
+	if prev == nil {
+		return 0, fmt.Errorf("deregister %s: %w", k, ErrNotFound)
+	}
+	if err := w.remove(prev); err != nil {
+		return 0, err
+	}
+	return w.index, nil
+}
+
+// guarded returns the instance if it still has registration revision regRev.
+func (w *WriteTxn) guarded(k Key, regRev uint64) (*Instance, error) {
+	prev, err := w.instance(k)
+	if err != nil {
+		return nil, err
+	}
+	if prev == nil {
+		return nil, fmt.Errorf("%s: %w", k, ErrNotFound)
+	}
+	if prev.RegistrationRevision != regRev {
+		return nil, fmt.Errorf("%s has registration %d, command is for %d: %w",
+			k, prev.RegistrationRevision, regRev, ErrStaleRegistration)
+	}
+	return prev, nil
+}
+
+// SetHealth records a health transition of registration regRev. It changes
+// nothing when the status is already h, and returns ErrStaleRegistration when
+// the instance was re-registered since.
+func (w *WriteTxn) SetHealth(k Key, regRev uint64, h Health, reason string, now int64) (uint64, error) {
+	prev, err := w.guarded(k, regRev)
+	if err != nil {
+		return 0, err
+	}
+	if prev.Status == h {
+		return prev.ModRevision, nil
+	}
+	next := prev.Clone()
+	next.Status, next.StatusReason, next.StatusChangedAt = h, reason, now
+	next.ModRevision = w.index
+	if err := w.put(prev, next); err != nil {
+		return 0, err
+	}
+	return w.index, nil
+}
+
+// Reap removes registration regRev of an instance (its lease expired, or it
+// stayed critical too long). A re-registered instance is never reaped.
+func (w *WriteTxn) Reap(k Key, regRev uint64) (uint64, error) {
+	prev, err := w.guarded(k, regRev)
+	if err != nil {
+		return 0, err
+	}
+	if err := w.remove(prev); err != nil {
+		return 0, err
+	}
+	return w.index, nil
+}
+
+// SetMaintenance drains (enabled=false) or re-enables an instance.
+func (w *WriteTxn) SetMaintenance(k Key, enabled bool, reason string) (uint64, error) {
+	prev, err := w.instance(k)
+	if err != nil {
+		return 0, err
+	}
+	if prev == nil {
+		return 0, fmt.Errorf("maintenance %s: %w", k, ErrNotFound)
+	}
+	if enabled {
+		reason = ""
+	}
+	if prev.Enabled == enabled && prev.MaintenanceReason == reason {
+		return prev.ModRevision, nil
+	}
+	next := prev.Clone()
+	next.Enabled, next.MaintenanceReason = enabled, reason
+	next.ModRevision = w.index
+	if err := w.put(prev, next); err != nil {
+		return 0, err
+	}
+	return w.index, nil
+}
+
+// UpsertMember records a node's addresses. Members are not registry data:
+// they do not change the registry revision or reach watchers.
+func (w *WriteTxn) UpsertMember(m *Member) error {
+	raw, err := w.txn.First(tableMembers, indexID, m.NodeID)
+	if err != nil {
+		return fmt.Errorf("get member %s: %w", m.NodeID, err)
+	}
+	if raw != nil && *raw.(*Member) == *m {
+		return nil
+	}
+	c := *m
+	if err := w.txn.Insert(tableMembers, &c); err != nil {
+		return fmt.Errorf("upsert member %s: %w", m.NodeID, err)
+	}
+	w.dirty = true
+	return nil
+}
+
+// RemoveMember forgets a node; removing an unknown node is a no-op.
+func (w *WriteTxn) RemoveMember(nodeID string) error {
+	raw, err := w.txn.First(tableMembers, indexID, nodeID)
+	if err != nil {
+		return fmt.Errorf("get member %s: %w", nodeID, err)
+	}
+	if raw == nil {
+		return nil
+	}
+	if err := w.txn.Delete(tableMembers, raw); err != nil {
+		return fmt.Errorf("remove member %s: %w", nodeID, err)
+	}
+	w.dirty = true
+	return nil
+}
