@@ -956,6 +956,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Instance
 	//	*SnapshotRecord_Member
 	//	*SnapshotRecord_Service
+	//	*SnapshotRecord_End
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1025,6 +1026,15 @@ func (x *SnapshotRecord) GetService() *ServiceRevision {
 	return nil
 }
 
+func (x *SnapshotRecord) GetEnd() *SnapshotEnd {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_End); ok {
+			return x.End
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1041,11 +1051,63 @@ type SnapshotRecord_Service struct {
 	Service *ServiceRevision `protobuf:"bytes,3,opt,name=service,proto3,oneof"`
 }
 
+type SnapshotRecord_End struct {
+	End *SnapshotEnd `protobuf:"bytes,4,opt,name=end,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Instance) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Member) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Service) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_End) isSnapshotRecord_Record() {}
+
+// SnapshotEnd closes a snapshot stream, so a truncated stream is detected.
+type SnapshotEnd struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// records is the number of records before this one.
+	Records       uint64 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotEnd) Reset() {
+	*x = SnapshotEnd{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotEnd) ProtoMessage() {}
+
+func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
+func (*SnapshotEnd) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SnapshotEnd) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
 
 // ServiceRevision remembers the last revision that changed a service.
 type ServiceRevision struct {
@@ -1059,7 +1121,7 @@ type ServiceRevision struct {
 
 func (x *ServiceRevision) Reset() {
 	*x = ServiceRevision{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1133,7 @@ func (x *ServiceRevision) String() string {
 func (*ServiceRevision) ProtoMessage() {}
 
 func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1146,7 @@ func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRevision.ProtoReflect.Descriptor instead.
 func (*ServiceRevision) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ServiceRevision) GetNamespace() string {
@@ -1191,12 +1253,15 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
-	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\xb5\x01\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\xe2\x01\n" +
 	"\x0eSnapshotRecord\x122\n" +
 	"\binstance\x18\x01 \x01(\v2\x14.raftcmd.v1.InstanceH\x00R\binstance\x12,\n" +
 	"\x06member\x18\x02 \x01(\v2\x12.raftcmd.v1.MemberH\x00R\x06member\x127\n" +
-	"\aservice\x18\x03 \x01(\v2\x1b.raftcmd.v1.ServiceRevisionH\x00R\aserviceB\b\n" +
-	"\x06record\"l\n" +
+	"\aservice\x18\x03 \x01(\v2\x1b.raftcmd.v1.ServiceRevisionH\x00R\aservice\x12+\n" +
+	"\x03end\x18\x04 \x01(\v2\x17.raftcmd.v1.SnapshotEndH\x00R\x03endB\b\n" +
+	"\x06record\"'\n" +
+	"\vSnapshotEnd\x12\x18\n" +
+	"\arecords\x18\x01 \x01(\x04R\arecords\"l\n" +
 	"\x0fServiceRevision\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -1214,7 +1279,7 @@ func file_raftcmd_v1_raftcmd_proto_rawDescGZIP() []byte {
 	return file_raftcmd_v1_raftcmd_proto_rawDescData
 }
 
-var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_raftcmd_v1_raftcmd_proto_goTypes = []any{
 	(*HealthCheck)(nil),     // 0: raftcmd.v1.HealthCheck
 	(*Instance)(nil),        // 1: raftcmd.v1.Instance
@@ -1229,22 +1294,24 @@ var file_raftcmd_v1_raftcmd_proto_goTypes = []any{
 	(*Batch)(nil),           // 10: raftcmd.v1.Batch
 	(*SnapshotHeader)(nil),  // 11: raftcmd.v1.SnapshotHeader
 	(*SnapshotRecord)(nil),  // 12: raftcmd.v1.SnapshotRecord
-	(*ServiceRevision)(nil), // 13: raftcmd.v1.ServiceRevision
-	nil,                     // 14: raftcmd.v1.Instance.MetadataEntry
+	(*SnapshotEnd)(nil),     // 13: raftcmd.v1.SnapshotEnd
+	(*ServiceRevision)(nil), // 14: raftcmd.v1.ServiceRevision
+	nil,                     // 15: raftcmd.v1.Instance.MetadataEntry
 }
 var file_raftcmd_v1_raftcmd_proto_depIdxs = []int32{
-	14, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
+	15, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
 	0,  // 1: raftcmd.v1.Instance.check:type_name -> raftcmd.v1.HealthCheck
 	1,  // 2: raftcmd.v1.Register.instance:type_name -> raftcmd.v1.Instance
 	7,  // 3: raftcmd.v1.UpsertMember.member:type_name -> raftcmd.v1.Member
 	1,  // 4: raftcmd.v1.SnapshotRecord.instance:type_name -> raftcmd.v1.Instance
 	7,  // 5: raftcmd.v1.SnapshotRecord.member:type_name -> raftcmd.v1.Member
-	13, // 6: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	14, // 6: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
+	13, // 7: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_v1_raftcmd_proto_init() }
@@ -1256,6 +1323,7 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 		(*SnapshotRecord_Instance)(nil),
 		(*SnapshotRecord_Member)(nil),
 		(*SnapshotRecord_Service)(nil),
+		(*SnapshotRecord_End)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1263,7 +1331,7 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_v1_raftcmd_proto_rawDesc), len(file_raftcmd_v1_raftcmd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,166 @@
+// Package fsm is Roster's raft.FSM: it decodes each committed log entry and
+// applies it to the store as one write at the entry's index.
+//
+// Apply is a pure function of (state, index, payload): no clock, no
+// randomness, no map-order dependence. Everything non-deterministic (time,
+// health results) is stamped into the command by the leader. Domain failures
+// (an unknown instance, a command about an older registration) come back as
+// Result.Err; a payload that cannot be decoded, or an unknown command type
+// without SkippableFlag, panics, because going on would let this node's state
+// diverge from its peers'.
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
+	"github.com/roster-registry/roster/store"
+)
+
+// Result is the outcome of one command.
+type Result struct {
+	// Revision is the instance's revision after the command.
+	Revision uint64
+	// Err is a domain error (wrapping store.ErrNotFound or
+	// store.ErrStaleRegistration); nil on success.
+	Err error
+}
+
+// BatchResult holds one Result per entry of a batch, in order.
+type BatchResult []Result
+
+// FSM applies Raft log entries to a store.
+type FSM struct {
+	store  *store.Store
+	logger hclog.Logger
+
+	// applied is the index of the last entry this FSM applied (or restored).
+	// Raft's own AppliedIndex runs ahead of the FSM and skips entries the FSM
+	// never sees, so reads wait on this one.
+	mu      sync.Mutex
+	applied uint64
+	advance chan struct{}
+}
+
+// New returns an FSM over s.
+func New(s *store.Store, logger hclog.Logger) *FSM {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &FSM{store: s, logger: logger, advance: make(chan struct{})}
+}
+
+// Store returns the store this FSM writes.
+func (f *FSM) Store() *store.Store { return f.store }
+
+// Applied returns the last applied index and a channel closed when it moves.
+func (f *FSM) Applied() (uint64, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied, f.advance
+}
+
+func (f *FSM) setApplied(index uint64) {
+	f.mu.Lock()
+	if index > f.applied || index == 0 {
+		f.applied = index
+	}
+	close(f.advance)
+	f.advance = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// Apply implements raft.FSM. It returns a Result, or a BatchResult for a batch.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	res := f.apply(l.Index, l.Data)
+	f.setApplied(l.Index)
+	return res
+}
+
+func (f *FSM) apply(index uint64, data []byte) any {
+	if len(data) == 0 {
+		panic(fmt.Errorf("fsm: entry %d: %w", index, ErrEmptyCommand))
+	}
+	w := f.store.Begin(index)
+	defer w.Abort()
+	var res any
+	if CommandType(data[0]) == BatchType {
+		var b raftcmdv1.Batch
+		if err := proto.Unmarshal(data[1:], &b); err != nil {
+			panic(fmt.Errorf("fsm: entry %d: decode batch: %w", index, err))
+		}
+		out := make(BatchResult, len(b.Entries))
+		for i, e := range b.Entries {
+			if len(e) > 0 && CommandType(e[0]) == BatchType {
+				panic(fmt.Errorf("fsm: entry %d: nested batch", index))
+			}
+			out[i] = f.dispatch(w, index, e)
+		}
+		res = out
+	} else {
+		res = f.dispatch(w, index, data)
+	}
+	if err := w.Commit(); err != nil {
+		panic(fmt.Errorf("fsm: entry %d: commit: %w", index, err))
+	}
+	return res
+}
+
+// dispatch applies one command inside the entry's transaction.
+func (f *FSM) dispatch(w *store.WriteTxn, index uint64, data []byte) Result {
+	if len(data) == 0 {
+		panic(fmt.Errorf("fsm: entry %d: %w", index, ErrEmptyCommand))
+	}
+	t := CommandType(data[0])
+	h, ok := handlers[t]
+	if !ok {
+		if t&SkippableFlag != 0 {
+			f.logger.Warn("skipping unknown command", "type", int(t), "index", index)
+			return Result{}
+		}
+		panic(fmt.Errorf("fsm: entry %d: unknown command type %d; this node is older than the cluster's log", index, t))
+	}
+	rev, err := h(w, data[1:])
+	switch {
+	case err == nil:
+		return Result{Revision: rev}
+	case errors.Is(err, errDecode):
+		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrStaleRegistration):
+		return Result{Err: err}
+	default:
+		// The store failed inside a transaction; its state is unknown.
+		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
+	}
+}
+
+// Restore implements raft.FSM: it replaces the whole state with a snapshot.
+// On any error the previous state is left intact.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	applied, err := restore(f.store, rc)
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	f.setApplied(0)
+	f.setApplied(applied)
+	f.logger.Info("restored snapshot", "applied_index", applied, "revision", f.store.Revision())
+	return nil
+}
+
+// Snapshot implements raft.FSM. It only takes a pointer to the current MVCC
+// view; Persist streams it while Apply goes on.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	applied, _ := f.Applied()
+	return &snapshot{view: f.store.View(), applied: applied}, nil
+}

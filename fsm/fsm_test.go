@@ -1,0 +1,277 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
+	"github.com/roster-registry/roster/store"
+)
+
+func newFSM() *FSM { return New(store.New(store.DefaultOptions()), nil) }
+
+func mustEncode(t testing.TB, ct CommandType, m proto.Message) []byte {
+	t.Helper()
+	b, err := Encode(ct, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func regCmd(t testing.TB, svc, id string, port uint32) []byte {
+	return mustEncode(t, RegisterType, &raftcmdv1.Register{
+		Instance:  &raftcmdv1.Instance{Namespace: "default", Service: svc, Id: id, Address: "10.1.1.1", Port: port, Weight: 100, TtlNs: 0, Metadata: map[string]string{"v": "1"}},
+		NowUnixNs: 1000,
+	})
+}
+
+func apply(f *FSM, index uint64, data []byte) any {
+	return f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data})
+}
+
+func TestApplyEachCommand(t *testing.T) {
+	key := &raftcmdv1.Deregister{Namespace: "default", Service: "web", Id: "a"}
+	tests := []struct {
+		name    string
+		data    func(t testing.TB) []byte
+		wantRev uint64
+		wantErr error
+		check   func(t *testing.T, v *store.View)
+	}{
+		{"register", func(t testing.TB) []byte { return regCmd(t, "web", "a", 80) }, 1, nil, func(t *testing.T, v *store.View) {
+			i, err := v.Instance(nil, store.Key{Namespace: "default", Service: "web", ID: "a"})
+			if err != nil || i.Port != 80 || i.ModRevision != 1 || i.StatusChangedAt != 1000 {
+				t.Fatalf("%+v %v", i, err)
+			}
+		}},
+		{"set health", func(t testing.TB) []byte {
+			return mustEncode(t, SetHealthType, &raftcmdv1.SetHealth{Namespace: "default", Service: "web", Id: "a", RegistrationRevision: 1, Status: int32(store.HealthCritical), Reason: "check failed", NowUnixNs: 2000})
+		}, 2, nil, func(t *testing.T, v *store.View) {
+			i, _ := v.Instance(nil, store.Key{Namespace: "default", Service: "web", ID: "a"})
+			if i.Status != store.HealthCritical || i.StatusReason != "check failed" {
+				t.Fatalf("%+v", i)
+			}
+		}},
+		{"maintenance", func(t testing.TB) []byte {
+			return mustEncode(t, SetMaintenanceType, &raftcmdv1.SetMaintenance{Namespace: "default", Service: "web", Id: "a", Enabled: false, Reason: "deploy"})
+		}, 3, nil, nil},
+		{"stale reap ignored", func(t testing.TB) []byte {
+			return mustEncode(t, ReapType, &raftcmdv1.Reap{Namespace: "default", Service: "web", Id: "a", RegistrationRevision: 99})
+		}, 0, store.ErrStaleRegistration, nil},
+		{"member", func(t testing.TB) []byte {
+			return mustEncode(t, UpsertMemberType, &raftcmdv1.UpsertMember{Member: &raftcmdv1.Member{NodeId: "n1", RaftAddr: "127.0.0.1:1", ApiAddr: "127.0.0.1:2"}})
+		}, 0, nil, func(t *testing.T, v *store.View) {
+			if m := v.Member("n1"); m == nil || m.APIAddr != "127.0.0.1:2" {
+				t.Fatalf("member %+v", m)
+			}
+		}},
+		{"reap", func(t testing.TB) []byte {
+			return mustEncode(t, ReapType, &raftcmdv1.Reap{Namespace: "default", Service: "web", Id: "a", RegistrationRevision: 1})
+		}, 6, nil, nil},
+		{"deregister missing", func(t testing.TB) []byte { return mustEncode(t, DeregisterType, key) }, 0, store.ErrNotFound, nil},
+		{"remove member", func(t testing.TB) []byte {
+			return mustEncode(t, RemoveMemberType, &raftcmdv1.RemoveMember{NodeId: "n1"})
+		}, 0, nil, func(t *testing.T, v *store.View) {
+			if m := v.Member("n1"); m != nil {
+				t.Fatalf("member still there: %+v", m)
+			}
+		}},
+	}
+	f := newFSM()
+	for n, tt := range tests {
+		index := uint64(n + 1)
+		res, ok := apply(f, index, tt.data(t)).(Result)
+		if !ok {
+			t.Fatalf("%s: result type %T", tt.name, res)
+		}
+		if !errors.Is(res.Err, tt.wantErr) || res.Revision != tt.wantRev {
+			t.Fatalf("%s: got (%d, %v), want (%d, %v)", tt.name, res.Revision, res.Err, tt.wantRev, tt.wantErr)
+		}
+		if got, _ := f.Applied(); got != index {
+			t.Fatalf("%s: applied = %d, want %d", tt.name, got, index)
+		}
+		if tt.check != nil {
+			tt.check(t, f.Store().View())
+		}
+	}
+}
+
+func TestBatchAppliesAtOneRevisionWithPerEntryResults(t *testing.T) {
+	f := newFSM()
+	missing := mustEncode(t, DeregisterType, &raftcmdv1.Deregister{Namespace: "default", Service: "web", Id: "zz"})
+	batch, err := EncodeBatch([][]byte{regCmd(t, "web", "a", 80), missing, regCmd(t, "web", "b", 81)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := apply(f, 7, batch).(BatchResult)
+	if len(res) != 3 || res[0].Revision != 7 || !errors.Is(res[1].Err, store.ErrNotFound) || res[2].Revision != 7 {
+		t.Fatalf("results %+v", res)
+	}
+	revs, _, _, _ := f.Store().History().Since(0, 100)
+	if len(revs) != 1 || revs[0].Revision != 7 || len(revs[0].Events) != 2 {
+		t.Fatalf("history %+v", revs)
+	}
+	if _, err := EncodeBatch([][]byte{batch}); err == nil {
+		t.Fatal("nested batch encoded")
+	}
+}
+
+func TestUnknownCommandTypes(t *testing.T) {
+	f := newFSM()
+	skippable := []byte{byte(SkippableFlag | 0x11), 1, 2, 3}
+	if res := apply(f, 1, skippable).(Result); res.Err != nil {
+		t.Fatalf("skippable unknown type: %+v", res)
+	}
+	if got, _ := f.Applied(); got != 1 {
+		t.Fatalf("applied = %d after a skipped entry", got)
+	}
+	for name, data := range map[string][]byte{
+		"unknown type":   {0x11, 1, 2},
+		"garbage":        append([]byte{byte(RegisterType)}, 0xff, 0xff, 0xff),
+		"empty":          {},
+		"no instance":    mustEncode(t, RegisterType, &raftcmdv1.Register{}),
+		"garbage batch":  {byte(BatchType), 0x0a, 0x05, 1},
+		"member without": mustEncode(t, UpsertMemberType, &raftcmdv1.UpsertMember{}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Fatal("no panic: a node must stop rather than diverge")
+				}
+			}()
+			apply(f, 2, data)
+		})
+	}
+}
+
+func snapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := snap.(*snapshot).write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func dump(t *testing.T, f *FSM) string {
+	t.Helper()
+	h, err := f.Store().View().Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	_ = f.Store().View().Instances(func(i *store.Instance) bool {
+		b.WriteString(i.Key().String())
+		return true
+	})
+	_ = f.Store().View().ServiceRevisions(func(ns, s string, rev uint64) { b.WriteString(ns + s + string(rune(rev))) })
+	return h + b.String()
+}
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	f := newFSM()
+	apply(f, 1, regCmd(t, "web", "a", 80))
+	apply(f, 2, regCmd(t, "web", "b", 80))
+	apply(f, 3, regCmd(t, "api", "a", 80))
+	apply(f, 4, mustEncode(t, DeregisterType, &raftcmdv1.Deregister{Namespace: "default", Service: "web", Id: "b"}))
+	apply(f, 5, mustEncode(t, UpsertMemberType, &raftcmdv1.UpsertMember{Member: &raftcmdv1.Member{NodeId: "n1", RaftAddr: "r", ApiAddr: "a"}}))
+	apply(f, 6, mustEncode(t, SetMaintenanceType, &raftcmdv1.SetMaintenance{Namespace: "default", Service: "api", Id: "a", Reason: "x"}))
+
+	data := snapshotBytes(t, f)
+	// Apply continues after the snapshot was taken; it must not leak into it.
+	apply(f, 7, regCmd(t, "late", "a", 80))
+
+	g := newFSM()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := g.Applied(); got != 6 {
+		t.Fatalf("restored applied = %d, want 6", got)
+	}
+	want := newFSM()
+	for i, d := range [][]byte{
+		regCmd(t, "web", "a", 80), regCmd(t, "web", "b", 80), regCmd(t, "api", "a", 80),
+		mustEncode(t, DeregisterType, &raftcmdv1.Deregister{Namespace: "default", Service: "web", Id: "b"}),
+		mustEncode(t, UpsertMemberType, &raftcmdv1.UpsertMember{Member: &raftcmdv1.Member{NodeId: "n1", RaftAddr: "r", ApiAddr: "a"}}),
+		mustEncode(t, SetMaintenanceType, &raftcmdv1.SetMaintenance{Namespace: "default", Service: "api", Id: "a", Reason: "x"}),
+	} {
+		apply(want, uint64(i+1), d)
+	}
+	if a, b := dump(t, g), dump(t, want); a != b {
+		t.Fatalf("restored state differs:\n got %s\nwant %s", a, b)
+	}
+	rev, _, _ := g.Store().View().Service(nil, "default", "web")
+	if rev != 4 {
+		t.Fatalf("web service revision after restore = %d, want 4 (the deletion)", rev)
+	}
+	i, _ := g.Store().View().Instance(nil, store.Key{Namespace: "default", Service: "api", ID: "a"})
+	if i.CreateRevision != 3 || i.ModRevision != 6 || i.Enabled || i.Metadata["v"] != "1" {
+		t.Fatalf("restored instance %+v", i)
+	}
+}
+
+func TestRestoreGarbageKeepsState(t *testing.T) {
+	f := newFSM()
+	apply(f, 1, regCmd(t, "web", "a", 80))
+	before := dump(t, f)
+	good := snapshotBytes(t, newFSM())
+	for name, data := range map[string][]byte{
+		"garbage":   []byte("this is not a snapshot at all, not even close"),
+		"empty":     nil,
+		"truncated": good[:len(good)-3],
+		"no end":    good[:len(good)-4],
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err == nil {
+				t.Fatal("restore of a bad snapshot succeeded")
+			}
+			if after := dump(t, f); after != before {
+				t.Fatal("a failed restore changed the state")
+			}
+			if got, _ := f.Applied(); got != 1 {
+				t.Fatalf("applied = %d after a failed restore", got)
+			}
+		})
+	}
+}
+
+func BenchmarkApplyRegister(b *testing.B) {
+	f := newFSM()
+	// Two ports per key, alternating, so every apply is a real change.
+	cmds := make([][]byte, 128)
+	for i := range cmds {
+		k := i % 64
+		cmds[i] = regCmd(b, "web", string(rune('a'+k%26))+string(rune('a'+k/26)), uint32(i+1))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		apply(f, uint64(n+1), cmds[n%len(cmds)])
+	}
+}
+
+func BenchmarkApplyBatch64(b *testing.B) {
+	f := newFSM()
+	entries := make([][]byte, 64)
+	for i := range entries {
+		entries[i] = regCmd(b, "web", string(rune('a'+i%26))+string(rune('a'+i/26)), uint32(i+1))
+	}
+	batch, _ := EncodeBatch(entries)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		apply(f, uint64(n+1), batch)
+	}
+	b.ReportMetric(float64(b.N*64)/b.Elapsed().Seconds(), "registers/s")
+}

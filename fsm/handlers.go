@@ -1,0 +1,68 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
+	"github.com/roster-registry/roster/store"
+)
+
+// errDecode marks a payload that does not decode: fatal, never a domain error.
+var errDecode = errors.New("decode command")
+
+// handler applies one decoded command in the entry's transaction and returns
+// the affected instance's revision.
+type handler func(w *store.WriteTxn, payload []byte) (uint64, error)
+
+// handlers is the command table. Add a type here and in CommandType; never
+// change what an existing type means.
+var handlers = map[CommandType]handler{
+	RegisterType: typed(func(w *store.WriteTxn, c *raftcmdv1.Register) (uint64, error) {
+		if c.GetInstance() == nil {
+			return 0, fmt.Errorf("%w: register without instance", errDecode)
+		}
+		return w.Register(store.InstanceFromRecord(c.Instance), c.NowUnixNs)
+	}),
+	DeregisterType: typed(func(w *store.WriteTxn, c *raftcmdv1.Deregister) (uint64, error) {
+		return w.Deregister(store.Key{Namespace: c.Namespace, Service: c.Service, ID: c.Id})
+	}),
+	SetHealthType: typed(func(w *store.WriteTxn, c *raftcmdv1.SetHealth) (uint64, error) {
+		k := store.Key{Namespace: c.Namespace, Service: c.Service, ID: c.Id}
+		return w.SetHealth(k, c.RegistrationRevision, store.Health(c.Status), c.Reason, c.NowUnixNs)
+	}),
+	ReapType: typed(func(w *store.WriteTxn, c *raftcmdv1.Reap) (uint64, error) {
+		return w.Reap(store.Key{Namespace: c.Namespace, Service: c.Service, ID: c.Id}, c.RegistrationRevision)
+	}),
+	SetMaintenanceType: typed(func(w *store.WriteTxn, c *raftcmdv1.SetMaintenance) (uint64, error) {
+		k := store.Key{Namespace: c.Namespace, Service: c.Service, ID: c.Id}
+		return w.SetMaintenance(k, c.Enabled, c.Reason)
+	}),
+	UpsertMemberType: typed(func(w *store.WriteTxn, c *raftcmdv1.UpsertMember) (uint64, error) {
+		m := c.GetMember()
+		if m.GetNodeId() == "" {
+			return 0, fmt.Errorf("%w: member without node id", errDecode)
+		}
+		return 0, w.UpsertMember(&store.Member{NodeID: m.NodeId, RaftAddr: m.RaftAddr, APIAddr: m.ApiAddr})
+	}),
+	RemoveMemberType: typed(func(w *store.WriteTxn, c *raftcmdv1.RemoveMember) (uint64, error) {
+		return 0, w.RemoveMember(c.NodeId)
+	}),
+}
+
+// typed adapts a function of a decoded message to a handler.
+func typed[M any, PM interface {
+	*M
+	proto.Message
+}](fn func(*store.WriteTxn, PM) (uint64, error)) handler {
+	return func(w *store.WriteTxn, payload []byte) (uint64, error) {
+		var m M
+		pm := PM(&m)
+		if err := proto.Unmarshal(payload, pm); err != nil {
+			return 0, fmt.Errorf("%w %T: %v", errDecode, pm, err)
+		}
+		return fn(w, pm)
+	}
+}
