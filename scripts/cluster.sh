@@ -1,0 +1,669 @@
+#!/usr/bin/env bash
+# cluster.sh: run a local N-node Roster cluster on 127.0.0.1, for development,
+# demos and chaos runs. Run it with --help for usage.
+set -euo pipefail
+
+prog=cluster.sh
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+usage() {
+  cat <<EOF
+usage: scripts/$prog COMMAND [ARGS]
+
+Runs a local N-node Roster cluster on 127.0.0.1. Node nI listens for gRPC on
+BASE+10*(I-1) and for Raft on BASE+10*(I-1)+1 (BASE is 7420 by default).
+Every node starts with the same --initial-cluster.
+
+commands:
+  up [N] [-- FLAGS...]  start an N-node cluster (default 3) and wait for a leader;
+                        FLAGS are extra rosterd flags for every node (kept for
+                        restarts). On an existing cluster, starts nodes that are
+                        down, from their data.
+  down [--purge]        SIGTERM every node, SIGKILL whatever is left after a
+                        bounded wait; --purge also deletes the cluster directory
+  status                one line per node: process state and Raft view
+  leader                print the leader's node id (exit 1 if there is none)
+  addrs                 print the comma-separated gRPC addresses
+  kill ID               SIGKILL node ID (kill -9)
+  stop ID               SIGTERM node ID and wait for it to exit (SIGKILL and
+                        exit 1 if it has not exited in time)
+  restart ID            stop node ID if it runs, start it again from its data
+                        dir with the same command line, wait until it answers
+  pause ID | resume ID  SIGSTOP / SIGCONT node ID
+  logs ID [-f]          print the last lines of node ID's log, or follow it
+
+ID is n1, n2, ... (or just 1, 2, ...).
+
+environment:
+  ROSTER_CLUSTER_DIR    data, pid files, command lines, logs (default .data/cluster
+                        under the repository)
+  ROSTER_BASE_PORT      first gRPC port (default 7420)
+  ROSTER_BIN            directory holding prebuilt rosterd and roster; otherwise
+                        bin/rosterd and bin/roster are built with go build when
+                        missing or older than the sources
+  ROSTER_UP_TIMEOUT     seconds to wait for a leader / for a node to answer (30)
+  ROSTER_STOP_TIMEOUT   seconds to wait after SIGTERM before SIGKILL (10)
+  ROSTER_LOG_LINES      lines printed by logs (200)
+  ROSTER_KEEP_ON_FAIL=1 leave the nodes running when up fails
+
+exit status: 0 ok, 1 failure, 2 usage error.
+EOF
+}
+
+die() { echo "$prog: $*" >&2; exit 1; }
+usage_error() { echo "$prog: $*" >&2; echo "run scripts/$prog --help for usage" >&2; exit 2; }
+info() { echo "$prog: $*" >&2; }
+
+# The cluster directory is made absolute now, since the nodes, pid files and
+# later invocations must agree on it whatever the caller's working directory.
+cluster_dir=${ROSTER_CLUSTER_DIR:-$root/.data/cluster}
+case $cluster_dir in
+  /*) ;;
+  *) cluster_dir=$PWD/$cluster_dir ;;
+esac
+cluster_dir=${cluster_dir%/}
+[[ -n $cluster_dir ]] || die "ROSTER_CLUSTER_DIR must not be /"
+state_file=$cluster_dir/cluster.env
+up_timeout=${ROSTER_UP_TIMEOUT:-30}
+stop_timeout=${ROSTER_STOP_TIMEOUT:-10}
+host=127.0.0.1
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+is_uint "$up_timeout" || usage_error "ROSTER_UP_TIMEOUT must be a number of seconds, got '$up_timeout'"
+is_uint "$stop_timeout" || usage_error "ROSTER_STOP_TIMEOUT must be a number of seconds, got '$stop_timeout'"
+
+# --- binaries ---------------------------------------------------------------
+
+rosterd_bin=
+roster_bin=
+
+resolve_bins() {
+  if [[ -n ${ROSTER_BIN:-} ]]; then
+    local dir=$ROSTER_BIN
+    [[ -f $dir ]] && dir=$(dirname "$dir")
+    dir=$(cd "$dir" 2>/dev/null && pwd) || die "ROSTER_BIN: no such directory: $ROSTER_BIN"
+    rosterd_bin=$dir/rosterd
+    roster_bin=$dir/roster
+    [[ -x $rosterd_bin ]] || die "ROSTER_BIN: $rosterd_bin is missing or not executable"
+    [[ -x $roster_bin ]] || die "ROSTER_BIN: $roster_bin is missing or not executable"
+    return
+  fi
+  rosterd_bin=$root/bin/rosterd
+  roster_bin=$root/bin/roster
+}
+
+# stale BIN: true when BIN is missing or any Go source, go.mod or go.sum of the
+# module is newer than it.
+stale() {
+  [[ -x $1 ]] || return 0
+  [[ -n $(find "$root" \( -path "$root/.git" -o -path "$root/.data" -o -path "$root/bin" \) -prune \
+    -o \( -name '*.go' -o -name go.mod -o -name go.sum \) -newer "$1" -print -quit) ]]
+}
+
+build_bins() {
+  resolve_bins
+  [[ -n ${ROSTER_BIN:-} ]] && return
+  command -v go >/dev/null || die "go not found; install Go or set ROSTER_BIN to prebuilt binaries"
+  local name
+  for name in rosterd roster; do
+    if stale "$root/bin/$name"; then
+      [[ -d $root/cmd/$name ]] || die "cannot build bin/$name: $root/cmd/$name does not exist"
+      info "building bin/$name"
+      (cd "$root" && go build -o "bin/$name" "./cmd/$name") || die "go build ./cmd/$name failed"
+    fi
+  done
+}
+
+# --- cluster layout ---------------------------------------------------------
+
+nodes=0
+base_port=${ROSTER_BASE_PORT:-7420}
+
+load_state() {
+  [[ -f $state_file ]] || die "no cluster in $cluster_dir (run scripts/$prog up)"
+  local line key val
+  while IFS= read -r line; do
+    key=${line%%=*}
+    val=${line#*=}
+    case $key in
+      nodes) nodes=$val ;;
+      base_port) base_port=$val ;;
+    esac
+  done <"$state_file"
+  if ! is_uint "$nodes" || ((nodes == 0)); then die "$state_file is damaged (nodes='$nodes')"; fi
+  is_uint "$base_port" || die "$state_file is damaged (base_port='$base_port')"
+  if [[ -n ${ROSTER_BASE_PORT:-} && $ROSTER_BASE_PORT != "$base_port" ]]; then
+    info "warning: ROSTER_BASE_PORT=$ROSTER_BASE_PORT ignored; the cluster in $cluster_dir uses $base_port"
+  fi
+}
+
+grpc_port() { echo $((base_port + 10 * ($1 - 1))); }
+raft_port() { echo $((base_port + 10 * ($1 - 1) + 1)); }
+grpc_addr() { echo "$host:$(grpc_port "$1")"; }
+node_dir() { echo "$cluster_dir/n$1"; }
+
+all_addrs() {
+  local i out=
+  for ((i = 1; i <= nodes; i++)); do out+=${out:+,}$(grpc_addr "$i"); done
+  echo "$out"
+}
+
+# node_index ID: prints I for ID n<I> or <I>, after checking it is in the cluster.
+node_index() {
+  local id=${1:-}
+  [[ -n $id ]] || usage_error "missing node id (n1..n$nodes)"
+  local i=${id#n}
+  if ! is_uint "$i" || ((10#$i < 1 || 10#$i > nodes)); then
+    usage_error "no node '$id' in this cluster (n1..n$nodes)"
+  fi
+  echo $((10#$i))
+}
+
+# --- processes --------------------------------------------------------------
+
+# node_pid I: prints the pid of node I if its process is alive and really is
+# node I's rosterd (pids are reused), else nothing. A zombie counts as dead.
+node_pid() {
+  local dir pidfile pid
+  dir=$(node_dir "$1")
+  pidfile=$dir/pid
+  [[ -f $pidfile ]] || return 0
+  pid=$(<"$pidfile")
+  is_uint "$pid" || return 0
+  [[ -r /proc/$pid/cmdline ]] || return 0
+  [[ $(proc_state "$pid") == Z ]] && return 0
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$dir/data" || return 0
+  echo "$pid"
+}
+
+# proc_state PID: the one-letter state from /proc/PID/stat (R, S, D, T, Z...).
+proc_state() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo X; return; }
+  stat=${stat##*) }
+  echo "${stat%% *}"
+}
+
+alive() { [[ -r /proc/$1/stat && $(proc_state "$1") != [ZX] ]]; }
+
+# wait_exit TIMEOUT PID...: waits until every PID has exited; returns 1 if some
+# are still alive after TIMEOUT seconds.
+wait_exit() {
+  local deadline=$((SECONDS + $1)) pid left
+  shift
+  while :; do
+    left=0
+    for pid in "$@"; do alive "$pid" && left=1; done
+    ((left)) || return 0
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
+
+# start_node I: starts node I from the command line stored in its directory.
+start_node() {
+  local i=$1 dir cmdfile pid
+  dir=$(node_dir "$i")
+  cmdfile=$dir/cmdline
+  [[ -f $cmdfile ]] || die "n$i has no stored command line ($cmdfile)"
+  local -a cmd
+  mapfile -t cmd <"$cmdfile"
+  ((${#cmd[@]} > 0)) || die "$cmdfile is empty"
+  [[ -x ${cmd[0]} ]] || die "n$i: ${cmd[0]} is missing or not executable"
+  local p
+  for p in "$(grpc_port "$i")" "$(raft_port "$i")"; do
+    port_open "$p" && die "n$i: port $p on $host is already in use by another process"
+  done
+  {
+    echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) $prog: starting n$i: ${cmd[*]}"
+  } >>"$dir/rosterd.log"
+  # The variables this script sets by flag are removed from the environment, so
+  # a stray ROSTER_JOIN or ROSTER_BOOTSTRAP in the caller's shell cannot clash
+  # with --initial-cluster. setsid: the nodes outlive the terminal.
+  env -u ROSTER_NODE_ID -u ROSTER_DATA_DIR -u ROSTER_RAFT_ADDR -u ROSTER_RAFT_ADVERTISE \
+    -u ROSTER_GRPC_ADDR -u ROSTER_GRPC_ADVERTISE -u ROSTER_INITIAL_CLUSTER \
+    -u ROSTER_BOOTSTRAP -u ROSTER_JOIN -u ROSTER_DEV \
+    setsid "${cmd[@]}" >>"$dir/rosterd.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$dir/pid"
+  # Until the child has exec'd, its /proc cmdline is this script's, and
+  # node_pid would take it for dead.
+  local deadline=$((SECONDS + 5))
+  while alive "$pid" && ! tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$dir/data"; do
+    ((SECONDS < deadline)) || break
+    sleep 0.02
+  done
+}
+
+# signal_stop TIMEOUT I...: SIGTERM the given nodes (SIGCONT first, a stopped
+# process cannot act on SIGTERM), wait, then SIGKILL the rest. Prints the ids
+# that needed SIGKILL; returns 1 if there were any.
+signal_stop() {
+  local timeout=$1 i pid
+  shift
+  local -a pids=() ids=()
+  for i in "$@"; do
+    pid=$(node_pid "$i")
+    [[ -n $pid ]] || continue
+    pids+=("$pid")
+    ids+=("$i")
+    kill -TERM "$pid" 2>/dev/null || true
+    kill -CONT "$pid" 2>/dev/null || true
+  done
+  ((${#pids[@]})) || return 0
+  local rc=0 k
+  if ! wait_exit "$timeout" "${pids[@]}"; then
+    for k in "${!pids[@]}"; do
+      if alive "${pids[$k]}"; then
+        echo "n${ids[$k]}"
+        kill -KILL "${pids[$k]}" 2>/dev/null || true
+        rc=1
+      fi
+    done
+    wait_exit 5 "${pids[@]}" || true
+  fi
+  for i in "${ids[@]}"; do rm -f "$(node_dir "$i")/pid"; done
+  return $rc
+}
+
+# --- talking to nodes -------------------------------------------------------
+
+# node_status I: prints `roster status -o json` of node I, or fails.
+node_status() {
+  timeout 3 "$roster_bin" --addr "$(grpc_addr "$1")" status -o json 2>/dev/null
+}
+
+# json_field JSON NAME: a top-level scalar field of the CLI's JSON, by its
+# snake_case or lowerCamelCase name; strings lose their quotes.
+json_field() {
+  local json=$1 snake=$2 camel re
+  camel=$(sed -E 's/_([a-z])/\U\1/g' <<<"$snake")
+  for name in "$snake" "$camel"; do
+    re="\"$name\"[[:space:]]*:[[:space:]]*(\"([^\"]*)\"|[-0-9.]+|true|false)"
+    if [[ $json =~ $re ]]; then
+      if [[ -n ${BASH_REMATCH[2]} || ${BASH_REMATCH[1]} == '""' ]]; then
+        echo "${BASH_REMATCH[2]}"
+      else
+        echo "${BASH_REMATCH[1]}"
+      fi
+      return 0
+    fi
+  done
+  return 1
+}
+
+# raft_state JSON: leader, follower, candidate... whatever the enum spelling.
+raft_state() {
+  local s
+  s=$(json_field "$1" state) || { echo "?"; return; }
+  s=${s,,}
+  s=${s#raft_state_}
+  s=${s#state_}
+  echo "$s"
+}
+
+# find_leader: prints "ID TERM" of the leader as the nodes see it, or fails. A
+# node that calls itself leader wins (the highest term if several do, since a
+# deposed leader may not know yet); else the leader_id reported at the highest
+# term.
+find_leader() {
+  local i json state term id best='' best_term=-1 seen='' seen_term=-1
+  local pid
+  for ((i = 1; i <= nodes; i++)); do
+    pid=$(node_pid "$i")
+    # A paused node cannot answer; asking it would only wait for the timeout.
+    [[ -n $pid && $(proc_state "$pid") != T ]] || continue
+    json=$(node_status "$i") || continue
+    state=$(raft_state "$json")
+    term=$(json_field "$json" term) || term=0
+    is_uint "$term" || term=0
+    if [[ $state == leader ]] && ((term > best_term)); then
+      best=$(json_field "$json" node_id) || best=n$i
+      best_term=$term
+    fi
+    id=$(json_field "$json" leader_id) || id=
+    if [[ -n $id ]] && ((term > seen_term)); then
+      seen=$id
+      seen_term=$term
+    fi
+  done
+  if [[ -n $best ]]; then
+    echo "$best $best_term"
+  elif [[ -n $seen ]]; then
+    echo "$seen $seen_term"
+  else
+    return 1
+  fi
+}
+
+# --- commands ---------------------------------------------------------------
+
+print_nodes() {
+  local i pid
+  for ((i = 1; i <= nodes; i++)); do
+    pid=$(node_pid "$i")
+    printf 'n%-3s grpc %s  raft %s:%s  pid %-7s log %s\n' "$i" "$(grpc_addr "$i")" \
+      "$host" "$(raft_port "$i")" "${pid:--}" "$(node_dir "$i")/rosterd.log"
+  done
+}
+
+cmd_up() {
+  local want='' arg
+  local -a extra=()
+  while (($#)); do
+    arg=$1
+    shift
+    case $arg in
+      --) extra=("$@"); break ;;
+      -h | --help) usage; exit 0 ;;
+      *)
+        [[ -z $want ]] || usage_error "up: unexpected argument '$arg'"
+        if ! is_uint "$arg" || ((10#$arg < 1 || 10#$arg > 99)); then
+          usage_error "up: N must be a number from 1 to 99, got '$arg'"
+        fi
+        want=$((10#$arg))
+        ;;
+    esac
+  done
+
+  local i fresh=0
+  if [[ -f $state_file ]]; then
+    load_state
+    if [[ -n $want && $want != "$nodes" ]]; then
+      die "the cluster in $cluster_dir has $nodes nodes, not $want; run 'scripts/$prog down --purge' first to change its size"
+    fi
+    ((${#extra[@]} == 0)) || die "up: extra flags are only taken by a new cluster; run 'scripts/$prog down --purge' first"
+  else
+    nodes=${want:-3}
+    if ! is_uint "$base_port" || ((base_port == 0 || base_port + 10 * nodes > 65535)); then
+      usage_error "ROSTER_BASE_PORT must be a port number leaving room for $nodes nodes, got '$base_port'"
+    fi
+    fresh=1
+  fi
+
+  local -a down=()
+  for ((i = 1; i <= nodes; i++)); do
+    [[ -n $(node_pid "$i") ]] || down+=("$i")
+  done
+  if ((${#down[@]} == 0)); then
+    resolve_bins
+    echo "cluster already up: $nodes nodes in $cluster_dir"
+    print_nodes
+    echo "export ROSTER_ADDR=$(all_addrs)"
+    return 0
+  fi
+
+  # All ports are checked before any node starts, so a clash leaves nothing behind.
+  local p
+  for i in "${down[@]}"; do
+    for p in "$(grpc_port "$i")" "$(raft_port "$i")"; do
+      port_open "$p" && die "port $p on $host (n$i) is already in use by another process"
+    done
+  done
+  build_bins
+  if ((fresh)); then
+    local initial=
+    for ((i = 1; i <= nodes; i++)); do initial+=${initial:+,}n$i=$host:$(raft_port "$i"); done
+    mkdir -p "$cluster_dir"
+    for ((i = 1; i <= nodes; i++)); do
+      local dir
+      dir=$(node_dir "$i")
+      mkdir -p "$dir/data"
+      printf '%s\n' "$rosterd_bin" --node-id "n$i" --data-dir "$dir/data" \
+        --raft-addr "$host:$(raft_port "$i")" --grpc-addr "$(grpc_addr "$i")" \
+        --initial-cluster "$initial" ${extra[@]+"${extra[@]}"} >"$dir/cmdline"
+    done
+    printf 'nodes=%s\nbase_port=%s\n' "$nodes" "$base_port" >"$state_file"
+  fi
+
+  ((fresh)) || info "starting ${#down[@]} stopped node(s) of the cluster in $cluster_dir from their data"
+  for i in "${down[@]}"; do start_node "$i"; done
+
+  local started=$SECONDS deadline=$((SECONDS + up_timeout)) leader=
+  local -a dead
+  while :; do
+    dead=()
+    for i in "${down[@]}"; do [[ -n $(node_pid "$i") ]] || dead+=("n$i"); done
+    if ((${#dead[@]})); then
+      up_failed "node(s) ${dead[*]} exited during startup" "${dead[@]}"
+    fi
+    if leader=$(find_leader); then
+      # Every node started now must answer too, so the printed addresses work.
+      local answered=1
+      for i in "${down[@]}"; do node_status "$i" >/dev/null || answered=0; done
+      ((answered)) && break
+    fi
+    ((SECONDS < deadline)) || up_failed "no leader within ${up_timeout}s"
+    sleep 0.2
+  done
+  print_nodes
+  echo "cluster ready: $nodes nodes, leader ${leader% *} (term ${leader#* }) after $((SECONDS - started))s"
+  echo "export ROSTER_ADDR=$(all_addrs)"
+}
+
+# up_failed MESSAGE [nI...]: shows the log tails of the given (or all) nodes and,
+# unless ROSTER_KEEP_ON_FAIL=1, stops the nodes that this invocation started.
+up_failed() {
+  local msg=$1 id i
+  shift
+  local -a show=("$@")
+  ((${#show[@]})) || for i in "${down[@]}"; do show+=("n$i"); done
+  for id in "${show[@]}"; do
+    echo "--- last lines of $id's log ($(node_dir "${id#n}")/rosterd.log):" >&2
+    tail -n 15 "$(node_dir "${id#n}")/rosterd.log" >&2 || true
+  done
+  if [[ ${ROSTER_KEEP_ON_FAIL:-0} == 1 ]]; then
+    info "nodes left running (ROSTER_KEEP_ON_FAIL=1); stop them with scripts/$prog down"
+  else
+    signal_stop "$stop_timeout" "${down[@]}" >/dev/null || true
+  fi
+  die "up failed: $msg"
+}
+
+cmd_down() {
+  local purge=0
+  case ${1:-} in
+    "") ;;
+    --purge) purge=1 ;;
+    *) usage_error "down: unexpected argument '$1'" ;;
+  esac
+  (($# <= 1)) || usage_error "down: too many arguments"
+  if [[ ! -d $cluster_dir ]]; then
+    echo "no cluster in $cluster_dir; nothing to do"
+    return 0
+  fi
+  if [[ ! -f $state_file ]]; then
+    # Never delete a directory this script did not make.
+    ((purge)) && [[ -n $(ls -A "$cluster_dir") ]] &&
+      die "refusing to purge $cluster_dir: it has no cluster.env, so it was not made by $prog"
+    ((purge)) && rmdir "$cluster_dir"
+    echo "no cluster in $cluster_dir; nothing to do"
+    return 0
+  fi
+  # Every nI directory with a pid file counts, whatever cluster.env says.
+  local d i
+  local -a ids=()
+  for d in "$cluster_dir"/n*/; do
+    i=${d%/}
+    i=${i##*/n}
+    is_uint "$i" && ids+=("$i")
+  done
+  local running=0 killed
+  for i in ${ids[@]+"${ids[@]}"}; do [[ -n $(node_pid "$i") ]] && running=$((running + 1)); done
+  if ((running)); then
+    if killed=$(signal_stop "$stop_timeout" "${ids[@]}"); then
+      echo "stopped $running node(s)"
+    else
+      echo "stopped $running node(s); SIGKILLed after ${stop_timeout}s: ${killed//$'\n'/ }"
+    fi
+  else
+    echo "no node running"
+  fi
+  for i in ${ids[@]+"${ids[@]}"}; do rm -f "$(node_dir "$i")/pid"; done
+  if ((purge)); then
+    rm -rf -- "$cluster_dir"
+    echo "purged $cluster_dir"
+  else
+    echo "data kept in $cluster_dir (down --purge deletes it)"
+  fi
+}
+
+cmd_status() {
+  (($# == 0)) || usage_error "status: unexpected argument '$1'"
+  load_state
+  resolve_bins
+  local i pid proc json state term leader commit applied up=0
+  printf '%-4s %-8s %-8s %-16s %-10s %-6s %-7s %-8s %s\n' NODE PID PROCESS GRPC STATE TERM LEADER COMMIT APPLIED
+  for ((i = 1; i <= nodes; i++)); do
+    pid=$(node_pid "$i")
+    state=- term=- leader=- commit=- applied=-
+    if [[ -z $pid ]]; then
+      proc=down
+    elif [[ $(proc_state "$pid") == T ]]; then
+      proc=paused
+    else
+      proc=running
+      up=$((up + 1))
+      if json=$(node_status "$i"); then
+        state=$(raft_state "$json")
+        term=$(json_field "$json" term) || term='?'
+        leader=$(json_field "$json" leader_id) || leader='?'
+        commit=$(json_field "$json" commit_index) || commit='?'
+        applied=$(json_field "$json" applied_index) || applied='?'
+        [[ -n $leader ]] || leader=none
+      else
+        state=no-answer
+      fi
+    fi
+    printf '%-4s %-8s %-8s %-16s %-10s %-6s %-7s %-8s %s\n' "n$i" "${pid:--}" "$proc" \
+      "$(grpc_addr "$i")" "$state" "$term" "$leader" "$commit" "$applied"
+  done
+  echo "$up of $nodes nodes running; data in $cluster_dir"
+}
+
+cmd_leader() {
+  (($# == 0)) || usage_error "leader: unexpected argument '$1'"
+  load_state
+  resolve_bins
+  local leader
+  leader=$(find_leader) || die "no leader (no running node reports one)"
+  echo "${leader% *}"
+}
+
+cmd_addrs() {
+  (($# == 0)) || usage_error "addrs: unexpected argument '$1'"
+  load_state
+  all_addrs
+}
+
+cmd_kill() {
+  (($# == 1)) || usage_error "kill: expected one node id"
+  load_state
+  local i pid
+  i=$(node_index "$1")
+  pid=$(node_pid "$i")
+  [[ -n $pid ]] || die "n$i is not running"
+  kill -KILL "$pid"
+  wait_exit 5 "$pid" || die "n$i (pid $pid) survived SIGKILL for 5s"
+  rm -f "$(node_dir "$i")/pid"
+  echo "killed n$i (pid $pid)"
+}
+
+cmd_stop() {
+  (($# == 1)) || usage_error "stop: expected one node id"
+  load_state
+  local i pid
+  i=$(node_index "$1")
+  pid=$(node_pid "$i")
+  [[ -n $pid ]] || die "n$i is not running"
+  signal_stop "$stop_timeout" "$i" >/dev/null ||
+    die "n$i (pid $pid) did not exit within ${stop_timeout}s of SIGTERM; sent SIGKILL"
+  echo "stopped n$i (pid $pid)"
+}
+
+cmd_restart() {
+  (($# == 1)) || usage_error "restart: expected one node id"
+  load_state
+  resolve_bins
+  local i pid
+  i=$(node_index "$1")
+  pid=$(node_pid "$i")
+  if [[ -n $pid ]]; then
+    signal_stop "$stop_timeout" "$i" >/dev/null ||
+      info "warning: n$i (pid $pid) did not exit within ${stop_timeout}s of SIGTERM; sent SIGKILL"
+  fi
+  start_node "$i"
+  local deadline=$((SECONDS + up_timeout))
+  until node_status "$i" >/dev/null; do
+    if [[ -z $(node_pid "$i") ]]; then
+      echo "--- last lines of n$i's log:" >&2
+      tail -n 15 "$(node_dir "$i")/rosterd.log" >&2 || true
+      die "n$i exited during restart"
+    fi
+    ((SECONDS < deadline)) || die "n$i started (pid $(node_pid "$i")) but did not answer within ${up_timeout}s"
+    sleep 0.2
+  done
+  echo "restarted n$i (pid $(node_pid "$i")) at $(grpc_addr "$i")"
+}
+
+cmd_pause() {
+  (($# == 1)) || usage_error "pause: expected one node id"
+  load_state
+  local i pid
+  i=$(node_index "$1")
+  pid=$(node_pid "$i")
+  [[ -n $pid ]] || die "n$i is not running"
+  kill -STOP "$pid"
+  echo "paused n$i (pid $pid)"
+}
+
+cmd_resume() {
+  (($# == 1)) || usage_error "resume: expected one node id"
+  load_state
+  local i pid
+  i=$(node_index "$1")
+  pid=$(node_pid "$i")
+  [[ -n $pid ]] || die "n$i is not running"
+  kill -CONT "$pid"
+  echo "resumed n$i (pid $pid)"
+}
+
+cmd_logs() {
+  (($# >= 1 && $# <= 2)) || usage_error "logs: expected a node id and optionally -f"
+  load_state
+  local i log
+  i=$(node_index "$1")
+  log=$(node_dir "$i")/rosterd.log
+  [[ -f $log ]] || die "n$i has no log yet ($log)"
+  case ${2:-} in
+    "") tail -n "${ROSTER_LOG_LINES:-200}" "$log" ;;
+    -f) exec tail -n "${ROSTER_LOG_LINES:-200}" -F "$log" ;;
+    *) usage_error "logs: unexpected argument '$2'" ;;
+  esac
+}
+
+main() {
+  (($#)) || { usage >&2; exit 2; }
+  local command=$1
+  shift
+  case $command in
+    -h | --help | help) usage ;;
+    up) cmd_up "$@" ;;
+    down) cmd_down "$@" ;;
+    status) cmd_status "$@" ;;
+    leader) cmd_leader "$@" ;;
+    addrs) cmd_addrs "$@" ;;
+    kill) cmd_kill "$@" ;;
+    stop) cmd_stop "$@" ;;
+    restart) cmd_restart "$@" ;;
+    pause) cmd_pause "$@" ;;
+    resume) cmd_resume "$@" ;;
+    logs) cmd_logs "$@" ;;
+    *) usage_error "unknown command '$command'" ;;
+  esac
+}
+
+main "$@"
