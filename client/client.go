@@ -1,0 +1,279 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// DefaultConnectTimeout is how long a call waits for an endpoint's connection
+// before it gives up on that endpoint and moves to the next one.
+const DefaultConnectTimeout = 3 * time.Second
+
+// DefaultRetryBackoff is the pause before the second attempt of a call; later
+// attempts wait twice as long as the one before.
+const DefaultRetryBackoff = 50 * time.Millisecond
+
+// ErrNoAddresses is returned by New when it is given no address.
+var ErrNoAddresses = errors.New("no server addresses")
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("client closed")
+
+// Option configures a Client.
+type Option func(*options)
+
+type options struct {
+	creds          credentials.TransportCredentials
+	dialOptions    []grpc.DialOption
+	connectTimeout time.Duration
+	retryBackoff   time.Duration
+}
+
+// WithTransportCredentials sets the transport credentials of every
+// connection (TLS, for example). Without it connections are insecure.
+func WithTransportCredentials(creds credentials.TransportCredentials) Option {
+	return func(o *options) { o.creds = creds }
+}
+
+// WithDialOptions appends gRPC dial options to every connection, for example
+// per-RPC credentials carrying a token or interceptors.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// WithConnectTimeout sets how long a call waits for an endpoint to connect
+// before it moves on to the next one (DefaultConnectTimeout when unset).
+func WithConnectTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.connectTimeout = d
+		}
+	}
+}
+
+// WithRetryBackoff sets the pause before a call's second attempt
+// (DefaultRetryBackoff when unset); each later attempt waits twice as long.
+func WithRetryBackoff(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.retryBackoff = d
+		}
+	}
+}
+
+// Client is a multi-endpoint client of a Roster cluster. It is safe for
+// concurrent use.
+type Client struct {
+	addrs []string
+	conns []*grpc.ClientConn
+	opts  options
+
+	// current is the index of the endpoint calls go to first.
+	current atomic.Uint32
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// New returns a Client for the given server addresses (HOST:PORT). It opens
+// one connection per address in the background and does not wait for them:
+// a server that is down shows up on the first call, which then moves on to
+// the next address.
+func New(ctx context.Context, addrs []string, opts ...Option) (*Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		return nil, ErrNoAddresses
+	}
+	o := options{
+		creds:          insecure.NewCredentials(),
+		connectTimeout: DefaultConnectTimeout,
+		retryBackoff:   DefaultRetryBackoff,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	dial := []grpc.DialOption{
+		grpc.WithTransportCredentials(o.creds),
+		// gRPC's default reconnect backoff starts at one second and grows to
+		// two minutes; a registry client wants a restarted node back sooner.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  100 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   3 * time.Second,
+			},
+			MinConnectTimeout: o.connectTimeout,
+		}),
+	}
+	dial = append(dial, o.dialOptions...)
+
+	c := &Client{opts: o, closed: make(chan struct{})}
+	for _, addr := range addrs {
+		conn, err := grpc.NewClient(addr, dial...)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("connect to %s: %w", addr, err)
+		}
+		conn.Connect()
+		c.addrs = append(c.addrs, addr)
+		c.conns = append(c.conns, conn)
+	}
+	return c, nil
+}
+
+// Close closes every connection. Calls in flight fail with codes.Canceled.
+func (c *Client) Close() error {
+	var errs []error
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		for _, conn := range c.conns {
+			if err := conn.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Addrs returns the server addresses the client was created with.
+func (c *Client) Addrs() []string {
+	return append([]string(nil), c.addrs...)
+}
+
+// Endpoint returns the address calls currently go to first.
+func (c *Client) Endpoint() string {
+	return c.addrs[int(c.current.Load())%len(c.addrs)]
+}
+
+// moveOn makes the endpoint after from the current one, unless another call
+// has already moved on from it.
+func (c *Client) moveOn(from int) {
+	next := uint32((from + 1) % len(c.conns))
+	c.current.CompareAndSwap(uint32(from), next)
+}
+
+// connect waits until endpoint i is ready or has failed to connect. It
+// reports whether the connection was ready: a call on a connection that was
+// not ready fails without being sent. It returns an error when the endpoint
+// did not connect within the connect timeout or the client is closed.
+func (c *Client) connect(ctx context.Context, i int) (ready bool, err error) {
+	conn := c.conns[i]
+	wait, cancel := context.WithTimeout(ctx, c.opts.connectTimeout)
+	defer cancel()
+	for {
+		state := conn.GetState()
+		switch state {
+		case connectivity.Ready:
+			return true, nil
+		case connectivity.TransientFailure:
+			// The call fails fast here with gRPC's own reason for the failure.
+			return false, nil
+		case connectivity.Shutdown:
+			return false, ErrClosed
+		case connectivity.Idle:
+			conn.Connect()
+		}
+		if !conn.WaitForStateChange(wait, state) {
+			if err := ctx.Err(); err != nil {
+				return false, status.FromContextError(err).Err()
+			}
+			return false, status.Errorf(codes.Unavailable, "%s: not connected after %s", c.addrs[i], c.opts.connectTimeout)
+		}
+	}
+}
+
+// pause waits before attempt n (counting from zero) of a call.
+func (c *Client) pause(ctx context.Context, attempt int) error {
+	if attempt == 0 {
+		return nil
+	}
+	d := c.opts.retryBackoff << (attempt - 1)
+	if limit := 2 * time.Second; d > limit || d <= 0 {
+		d = limit
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-c.closed:
+		return ErrClosed
+	}
+}
+
+// callFunc makes one attempt of a call on one connection. maybeApplied is
+// true when an earlier attempt of the same call reached a server and failed
+// without saying whether it took effect.
+type callFunc func(ctx context.Context, conn *grpc.ClientConn, maybeApplied bool) error
+
+// invoke runs call on the current endpoint and, when the endpoint turns out
+// to be unreachable, on the next ones: every endpoint at most once. A call
+// that may have reached a server (its connection was ready) is retried only
+// when idempotent is true.
+func (c *Client) invoke(ctx context.Context, idempotent bool, call callFunc) error {
+	select {
+	case <-c.closed:
+		return ErrClosed
+	default:
+	}
+	n := len(c.conns)
+	start := int(c.current.Load()) % n
+	var errs []string
+	var last error
+	maybeApplied := false
+	for attempt := range n {
+		if err := c.pause(ctx, attempt); err != nil {
+			return err
+		}
+		i := (start + attempt) % n
+		ready, err := c.connect(ctx, i)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				return err
+			}
+			last = err
+			errs = append(errs, status.Convert(err).Message())
+			c.moveOn(i)
+			continue
+		}
+		err = call(ctx, c.conns[i], maybeApplied)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || !unreachable(err) || (ready && !idempotent) {
+			return err
+		}
+		maybeApplied = maybeApplied || ready
+		last = err
+		errs = append(errs, c.addrs[i]+": "+status.Convert(err).Message())
+		c.moveOn(i)
+	}
+	if n == 1 {
+		return last
+	}
+	return status.Errorf(status.Code(last), "no endpoint answered: %s", strings.Join(errs, "; "))
+}
+
+// unreachable reports whether err says the server could not be reached or
+// could not serve the call right now, so another endpoint may.
+func unreachable(err error) bool {
+	return status.Code(err) == codes.Unavailable
+}

@@ -1,0 +1,171 @@
+package client
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+func newTestClient(t *testing.T, addrs ...string) *Client {
+	t.Helper()
+	c, err := New(context.Background(), addrs, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond))
+	if err != nil {
+		t.Fatalf("new client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestNewNeedsAddresses(t *testing.T) {
+	if _, err := New(context.Background(), nil); err != ErrNoAddresses {
+		t.Fatalf("New(nil) = %v, want ErrNoAddresses", err)
+	}
+}
+
+func TestFailoverToSecondAddress(t *testing.T) {
+	state := newFakeState()
+	second := startFake(t, state)
+	c := newTestClient(t, deadAddr(t), second.addr)
+	ctx := testContext(t)
+
+	resp, err := c.GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"})
+	if err != nil {
+		t.Fatalf("GetService: %v", err)
+	}
+	if got := resp.GetHeader().GetNodeId(); got != second.addr {
+		t.Fatalf("answered by %q, want %q", got, second.addr)
+	}
+	if got := c.Endpoint(); got != second.addr {
+		t.Fatalf("current endpoint %q, want %q", got, second.addr)
+	}
+	// The next call goes straight to the endpoint that works.
+	if _, err := c.GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"}); err != nil {
+		t.Fatalf("second GetService: %v", err)
+	}
+	if got := second.count("GetService"); got != 2 {
+		t.Fatalf("second server saw %d calls, want 2", got)
+	}
+}
+
+func TestAllEndpointsDown(t *testing.T) {
+	c := newTestClient(t, deadAddr(t), deadAddr(t))
+	_, err := c.GetService(testContext(t), &rosterv1.GetServiceRequest{Service: "web"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("GetService with every endpoint down = %v, want Unavailable", err)
+	}
+}
+
+func TestRetryAfterUnavailableAnswer(t *testing.T) {
+	unavailable := status.Error(codes.Unavailable, "no leader")
+	key := InstanceKey{Service: "web", ID: "w1"}
+	tests := []struct {
+		name string
+		// prepare sets up the first server's failure and the shared state.
+		prepare func(st *fakeState, first *fakeServer)
+		call    func(ctx context.Context, c *Client) error
+		method  string
+		want    codes.Code
+		// secondCalls is how many times the second server must be asked.
+		secondCalls int
+	}{
+		{
+			name:    "register is retried",
+			prepare: func(_ *fakeState, first *fakeServer) { first.setFail("Register", unavailable) },
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.Register(ctx, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{Service: "web", Id: "w1"}})
+				return err
+			},
+			method: "Register", want: codes.OK, secondCalls: 1,
+		},
+		{
+			name: "deregister not found after a lost reply is success",
+			prepare: func(st *fakeState, first *fakeServer) {
+				st.put(key)
+				first.setFail("Deregister", unavailable)
+			},
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.Deregister(ctx, &rosterv1.DeregisterRequest{Service: "web", Id: "w1"})
+				return err
+			},
+			method: "Deregister", want: codes.OK, secondCalls: 1,
+		},
+		{
+			name:    "deregister of an unknown instance is not found",
+			prepare: func(*fakeState, *fakeServer) {},
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.Deregister(ctx, &rosterv1.DeregisterRequest{Service: "web", Id: "nope"})
+				return err
+			},
+			method: "Deregister", want: codes.NotFound, secondCalls: 0,
+		},
+		{
+			name:    "remove node is not retried once sent",
+			prepare: func(_ *fakeState, first *fakeServer) { first.setFail("RemoveNode", unavailable) },
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.RemoveNode(ctx, &rosterv1.RemoveNodeRequest{NodeId: "n2"})
+				return err
+			},
+			method: "RemoveNode", want: codes.Unavailable, secondCalls: 0,
+		},
+		{
+			name: "invalid argument is not retried",
+			prepare: func(_ *fakeState, first *fakeServer) {
+				first.setFail("GetService", status.Error(codes.InvalidArgument, "bad"))
+			},
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"})
+				return err
+			},
+			method: "GetService", want: codes.InvalidArgument, secondCalls: 0,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newFakeState()
+			first, second := startFake(t, st), startFake(t, st)
+			tt.prepare(st, first)
+			c := newTestClient(t, first.addr, second.addr)
+			err := tt.call(testContext(t), c)
+			if got := status.Code(err); got != tt.want {
+				t.Fatalf("call = %v, want code %v", err, tt.want)
+			}
+			if got := first.count(tt.method); got != 1 {
+				t.Fatalf("first server saw %d %s calls, want 1", got, tt.method)
+			}
+			if got := second.count(tt.method); got != tt.secondCalls {
+				t.Fatalf("second server saw %d %s calls, want %d", got, tt.method, tt.secondCalls)
+			}
+		})
+	}
+}
+
+func TestCallRespectsContext(t *testing.T) {
+	c := newTestClient(t, deadAddr(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := c.GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"})
+	if status.Code(err) != codes.Canceled {
+		t.Fatalf("GetService with a cancelled context = %v, want Canceled", err)
+	}
+}
+
+func TestClosedClient(t *testing.T) {
+	f := startFake(t, newFakeState())
+	c := newTestClient(t, f.addr)
+	c.Close()
+	if _, err := c.GetService(testContext(t), &rosterv1.GetServiceRequest{Service: "web"}); err != ErrClosed {
+		t.Fatalf("GetService after Close = %v, want ErrClosed", err)
+	}
+}

@@ -1,0 +1,257 @@
+package client
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// fakeState is the registry state shared by the fake servers of one test,
+// standing in for a replicated cluster.
+type fakeState struct {
+	mu        sync.Mutex
+	instances map[InstanceKey]*rosterv1.Instance
+	history   []*rosterv1.WatchResponse
+	// changed is closed and replaced whenever history grows.
+	changed chan struct{}
+}
+
+func newFakeState() *fakeState {
+	return &fakeState{instances: make(map[InstanceKey]*rosterv1.Instance), changed: make(chan struct{})}
+}
+
+func (st *fakeState) put(k InstanceKey) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.instances[k.normal()] = &rosterv1.Instance{Namespace: k.normal().Namespace, Service: k.Service, Id: k.ID}
+}
+
+func (st *fakeState) remove(k InstanceKey) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	_, ok := st.instances[k.normal()]
+	delete(st.instances, k.normal())
+	return ok
+}
+
+// appendRevisions adds one watch response per revision, each with one PUT.
+func (st *fakeState) appendRevisions(from, to uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for rev := from; rev <= to; rev++ {
+		st.history = append(st.history, &rosterv1.WatchResponse{
+			Revision: rev,
+			Events: []*rosterv1.Event{{
+				Type:     rosterv1.Event_TYPE_PUT,
+				Revision: rev,
+				Instance: &rosterv1.Instance{Namespace: "default", Service: "web", Id: "w1", ModRevision: rev},
+			}},
+		})
+	}
+	close(st.changed)
+	st.changed = make(chan struct{})
+}
+
+// after returns the history past rev and a channel closed when it grows.
+func (st *fakeState) after(rev uint64) ([]*rosterv1.WatchResponse, <-chan struct{}) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []*rosterv1.WatchResponse
+	for _, r := range st.history {
+		if r.GetRevision() > rev {
+			out = append(out, r)
+		}
+	}
+	return out, st.changed
+}
+
+// fakeServer is one in-process gRPC server implementing Registry and
+// Cluster over a fakeState, recording what it is asked.
+type fakeServer struct {
+	rosterv1.UnimplementedRegistryServer
+	rosterv1.UnimplementedClusterServer
+
+	addr  string
+	state *fakeState
+	srv   *grpc.Server
+
+	mu    sync.Mutex
+	calls map[string]int
+	// fail, when set for a method, is returned by it (after applying the
+	// call, for Deregister: a reply lost on the way back).
+	fail        map[string]error
+	watchStarts []uint64
+	// overlap makes Watch resend this many revisions before the start.
+	overlap uint64
+	// cut ends the open Watch or KeepAlive streams with the error sent.
+	cut chan error
+}
+
+func startFake(t *testing.T, state *fakeState) *fakeServer {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	f := &fakeServer{
+		addr:  lis.Addr().String(),
+		state: state,
+		srv:   grpc.NewServer(),
+		calls: make(map[string]int),
+		fail:  make(map[string]error),
+		cut:   make(chan error),
+	}
+	rosterv1.RegisterRegistryServer(f.srv, f)
+	rosterv1.RegisterClusterServer(f.srv, f)
+	go func() { _ = f.srv.Serve(lis) }()
+	t.Cleanup(f.srv.Stop)
+	return f
+}
+
+// deadAddr returns an address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
+}
+
+func (f *fakeServer) record(method string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[method]++
+	return f.fail[method]
+}
+
+func (f *fakeServer) count(method string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[method]
+}
+
+func (f *fakeServer) setFail(method string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail[method] = err
+}
+
+func (f *fakeServer) starts() []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint64(nil), f.watchStarts...)
+}
+
+func (f *fakeServer) Register(_ context.Context, req *rosterv1.RegisterRequest) (*rosterv1.RegisterResponse, error) {
+	if err := f.record("Register"); err != nil {
+		return nil, err
+	}
+	in := req.GetInstance()
+	f.state.put(InstanceKey{Namespace: in.GetNamespace(), Service: in.GetService(), ID: in.GetId()})
+	return &rosterv1.RegisterResponse{Revision: 7}, nil
+}
+
+func (f *fakeServer) Deregister(_ context.Context, req *rosterv1.DeregisterRequest) (*rosterv1.DeregisterResponse, error) {
+	fail := f.record("Deregister")
+	if !f.state.remove(InstanceKey{Namespace: req.GetNamespace(), Service: req.GetService(), ID: req.GetId()}) {
+		return nil, status.Error(codes.NotFound, "instance not found")
+	}
+	if fail != nil {
+		return nil, fail
+	}
+	return &rosterv1.DeregisterResponse{Revision: 8}, nil
+}
+
+func (f *fakeServer) GetService(_ context.Context, req *rosterv1.GetServiceRequest) (*rosterv1.GetServiceResponse, error) {
+	if err := f.record("GetService"); err != nil {
+		return nil, err
+	}
+	return &rosterv1.GetServiceResponse{Header: &rosterv1.ResponseHeader{Revision: 9, NodeId: f.addr}}, nil
+}
+
+func (f *fakeServer) RemoveNode(context.Context, *rosterv1.RemoveNodeRequest) (*rosterv1.RemoveNodeResponse, error) {
+	if err := f.record("RemoveNode"); err != nil {
+		return nil, err
+	}
+	return &rosterv1.RemoveNodeResponse{}, nil
+}
+
+func (f *fakeServer) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingServer[rosterv1.WatchResponse]) error {
+	if err := f.record("Watch"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.watchStarts = append(f.watchStarts, req.GetStartRevision())
+	from := req.GetStartRevision() - min(f.overlap, req.GetStartRevision())
+	f.mu.Unlock()
+	for {
+		batch, changed := f.state.after(from)
+		for _, resp := range batch {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			from = resp.GetRevision()
+		}
+		select {
+		case <-changed:
+		case err := <-f.cut:
+			return err
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+func (f *fakeServer) KeepAlive(stream grpc.BidiStreamingServer[rosterv1.HeartbeatRequest, rosterv1.HeartbeatResponse]) error {
+	reqs := make(chan *rosterv1.HeartbeatRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-stream.Context().Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case req := <-reqs:
+			f.record("KeepAlive")
+			k := InstanceKey{Namespace: req.GetNamespace(), Service: req.GetService(), ID: req.GetId()}.normal()
+			resp := &rosterv1.HeartbeatResponse{Namespace: k.Namespace, Service: k.Service, Id: k.ID, Ttl: durationpb.New(0)}
+			f.state.mu.Lock()
+			_, ok := f.state.instances[k]
+			f.state.mu.Unlock()
+			if !ok {
+				resp.Code = int32(codes.NotFound)
+				resp.Error = "instance " + k.String() + " not found"
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		case err := <-f.cut:
+			return err
+		case <-recvErr:
+			return nil
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}

@@ -1,0 +1,369 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// DefaultNamespace is the namespace the server uses when a request leaves
+// it empty.
+const DefaultNamespace = "default"
+
+// InstanceKey names one registered instance.
+type InstanceKey struct {
+	Namespace string
+	Service   string
+	ID        string
+}
+
+// String returns the key as namespace/service/id.
+func (k InstanceKey) String() string {
+	return k.Namespace + "/" + k.Service + "/" + k.ID
+}
+
+// normal returns k with an empty namespace spelled as the server spells it.
+func (k InstanceKey) normal() InstanceKey {
+	if k.Namespace == "" {
+		k.Namespace = DefaultNamespace
+	}
+	return k
+}
+
+// LeaseEventKind says what a LeaseEvent reports.
+type LeaseEventKind int
+
+const (
+	// LeaseLost: the server no longer holds the instance's lease (it answered
+	// NOT_FOUND, typically because the lease expired and the instance was
+	// removed). The session keeps renewing; re-register to restore it.
+	LeaseLost LeaseEventKind = iota + 1
+	// LeaseRestored: a lease reported lost was renewed again, for example
+	// after the instance was registered again.
+	LeaseRestored
+	// StreamConnected: the keepalive stream to Endpoint answered its first
+	// renewal.
+	StreamConnected
+	// StreamBroken: the keepalive stream to Endpoint failed with Err; the
+	// session reconnects, to the next endpoint when this one is unreachable.
+	StreamBroken
+)
+
+// String returns the kind in words.
+func (k LeaseEventKind) String() string {
+	switch k {
+	case LeaseLost:
+		return "lease lost"
+	case LeaseRestored:
+		return "lease restored"
+	case StreamConnected:
+		return "stream connected"
+	case StreamBroken:
+		return "stream broken"
+	}
+	return fmt.Sprintf("LeaseEventKind(%d)", int(k))
+}
+
+// LeaseEvent is something a Session reports.
+type LeaseEvent struct {
+	Kind LeaseEventKind
+	// Instance is set for LeaseLost and LeaseRestored.
+	Instance InstanceKey
+	// Endpoint is set for StreamConnected and StreamBroken.
+	Endpoint string
+	// Err says why a lease was lost or a stream broke.
+	Err error
+}
+
+// Session keeps the TTL leases of a set of instances alive over one
+// Registry.KeepAlive stream: every ttl/3 it sends one HeartbeatRequest per
+// instance. It reports leases lost and restored, and stream failures, on
+// Events. When the stream breaks it reconnects, moving to the next endpoint
+// when the current one is unreachable, and goes on renewing.
+type Session struct {
+	client   *Client
+	interval time.Duration
+	ttl      time.Duration
+	cancel   context.CancelFunc
+	done     chan struct{}
+	// wake asks the stream to renew now, after Add.
+	wake chan struct{}
+
+	mu     sync.Mutex
+	leases map[InstanceKey]*leaseState
+	queue  []LeaseEvent
+	queued chan struct{}
+	events chan LeaseEvent
+}
+
+type leaseState struct {
+	lost bool
+}
+
+// KeepAlive starts a Session renewing the leases of instances, whose TTL
+// is ttl. The session runs until ctx ends or Close is called.
+func (c *Client) KeepAlive(ctx context.Context, ttl time.Duration, instances ...InstanceKey) (*Session, error) {
+	if ttl <= 0 {
+		return nil, fmt.Errorf("keepalive ttl %s: must be positive", ttl)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s := &Session{
+		client:   c,
+		ttl:      ttl,
+		interval: max(ttl/3, 10*time.Millisecond),
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		leases:   make(map[InstanceKey]*leaseState),
+		queued:   make(chan struct{}, 1),
+		events:   make(chan LeaseEvent),
+	}
+	for _, k := range instances {
+		s.leases[k.normal()] = &leaseState{}
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.forward(ctx)
+	}()
+	go func() {
+		wg.Wait()
+		close(s.done)
+	}()
+	return s, nil
+}
+
+// Add starts renewing the lease of one more instance.
+func (s *Session) Add(k InstanceKey) {
+	s.mu.Lock()
+	if _, ok := s.leases[k.normal()]; !ok {
+		s.leases[k.normal()] = &leaseState{}
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Remove stops renewing the lease of an instance. It does not deregister it.
+func (s *Session) Remove(k InstanceKey) {
+	s.mu.Lock()
+	delete(s.leases, k.normal())
+	s.mu.Unlock()
+}
+
+// Events returns the channel the session reports on. Events are queued, so
+// a slow reader never delays renewals; the channel is closed when the
+// session ends, and events not yet read then are dropped.
+func (s *Session) Events() <-chan LeaseEvent {
+	return s.events
+}
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} {
+	return s.done
+}
+
+// Close stops renewing and waits for the session to end.
+func (s *Session) Close() {
+	s.cancel()
+	<-s.done
+}
+
+func (s *Session) emit(ev LeaseEvent) {
+	s.mu.Lock()
+	s.queue = append(s.queue, ev)
+	s.mu.Unlock()
+	select {
+	case s.queued <- struct{}{}:
+	default:
+	}
+}
+
+// forward moves queued events to the events channel.
+func (s *Session) forward(ctx context.Context) {
+	defer close(s.events)
+	for {
+		select {
+		case <-s.queued:
+		case <-ctx.Done():
+			return
+		}
+		s.mu.Lock()
+		batch := s.queue
+		s.queue = nil
+		s.mu.Unlock()
+		for _, ev := range batch {
+			select {
+			case s.events <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// run keeps a keepalive stream open until ctx ends.
+func (s *Session) run(ctx context.Context) {
+	c := s.client
+	failures := 0
+	for {
+		if err := streamPause(ctx, c, failures); err != nil {
+			return
+		}
+		i := int(c.current.Load()) % len(c.conns)
+		if _, err := c.connect(ctx, i); err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				return
+			}
+			s.emit(LeaseEvent{Kind: StreamBroken, Endpoint: c.addrs[i], Err: err})
+			c.moveOn(i)
+			failures++
+			continue
+		}
+		answered, err := s.stream(ctx, i)
+		if ctx.Err() != nil {
+			return
+		}
+		s.emit(LeaseEvent{Kind: StreamBroken, Endpoint: c.addrs[i], Err: err})
+		if status.Code(err) != codes.ResourceExhausted {
+			c.moveOn(i)
+		}
+		if answered {
+			failures = 0
+		}
+		failures++
+	}
+}
+
+// stream renews leases over one KeepAlive stream to endpoint i until it
+// fails. It reports whether the server answered anything.
+func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := rosterv1.NewRegistryClient(s.client.conns[i]).KeepAlive(ctx)
+	if err != nil {
+		return false, err
+	}
+
+	var mu sync.Mutex
+	pending := 0
+	waitingSince := time.Now()
+	recvErr := make(chan error, 1)
+	go func() {
+		first := true
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			mu.Lock()
+			pending--
+			waitingSince = time.Now()
+			answered = true
+			mu.Unlock()
+			if first {
+				first = false
+				s.emit(LeaseEvent{Kind: StreamConnected, Endpoint: s.client.addrs[i]})
+			}
+			s.renewed(resp)
+		}
+	}()
+	// The receiver owns answered until it has exited; read it only after.
+	finish := func(err error) (bool, error) {
+		cancel()
+		if rerr := <-recvErr; err == nil {
+			err = rerr
+		}
+		return answered, err
+	}
+
+	renew := func() {
+		keys := s.keys()
+		mu.Lock()
+		if pending <= 0 {
+			waitingSince = time.Now()
+		}
+		pending += len(keys)
+		mu.Unlock()
+		for _, k := range keys {
+			if err := stream.Send(&rosterv1.HeartbeatRequest{Namespace: k.Namespace, Service: k.Service, Id: k.ID}); err != nil {
+				// Send only says the stream is gone; Recv says why.
+				return
+			}
+		}
+	}
+	renew()
+	ticker := time.NewTicker(s.interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+			mu.Lock()
+			stalled := pending > 0 && time.Since(waitingSince) > s.ttl
+			mu.Unlock()
+			if stalled {
+				return finish(status.Errorf(codes.DeadlineExceeded, "no keepalive answer from %s within %s", s.client.addrs[i], s.ttl))
+			}
+			renew()
+		case <-s.wake:
+			renew()
+		case err := <-recvErr:
+			return answered, err
+		case <-ctx.Done():
+			return finish(status.FromContextError(ctx.Err()).Err())
+		}
+	}
+}
+
+// keys returns the instances being renewed, in a stable order.
+func (s *Session) keys() []InstanceKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]InstanceKey, 0, len(s.leases))
+	for k := range s.leases {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b InstanceKey) int { return cmp.Compare(a.String(), b.String()) })
+	return keys
+}
+
+// renewed records the server's answer for one instance.
+func (s *Session) renewed(resp *rosterv1.HeartbeatResponse) {
+	k := InstanceKey{Namespace: resp.GetNamespace(), Service: resp.GetService(), ID: resp.GetId()}.normal()
+	code := codes.Code(resp.GetCode())
+	s.mu.Lock()
+	lease, ok := s.leases[k]
+	var ev *LeaseEvent
+	switch {
+	case !ok:
+	case code == codes.NotFound && !lease.lost:
+		lease.lost = true
+		ev = &LeaseEvent{Kind: LeaseLost, Instance: k, Err: status.Error(code, resp.GetError())}
+	case code == codes.OK && lease.lost:
+		lease.lost = false
+		ev = &LeaseEvent{Kind: LeaseRestored, Instance: k}
+	}
+	s.mu.Unlock()
+	// Other codes (no leader for a moment, say) leave the lease as it was:
+	// the next renewal tells.
+	if ev != nil {
+		s.emit(*ev)
+	}
+}

@@ -1,0 +1,184 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"iter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// Watch streams the changes req asks for and keeps streaming across stream
+// failures. Ranging over the result yields each WatchResponse in order; it
+// ends after yielding one non-nil error: the caller's context ending, the
+// client being closed, or a failure that a retry cannot fix (an invalid
+// request, for example). Stopping the range cancels the stream.
+//
+// When the stream breaks (codes.Unavailable, a connection lost, the server
+// ending it) Watch reconnects, to the next endpoint when the current one is
+// unreachable, with start_revision set to the last revision it has fully
+// delivered. codes.ResourceExhausted, which a server sends to a watcher too
+// slow to keep up, is resumed the same way on the same endpoint. Anything
+// already delivered is filtered out of the resumed stream, so the caller
+// sees neither a gap nor a repeat. A reset (the requested revision is no
+// longer in the server's history) is passed on as it is: the caller replaces
+// its state with it.
+func (c *Client) Watch(ctx context.Context, req *rosterv1.WatchRequest, opts ...grpc.CallOption) iter.Seq2[*rosterv1.WatchResponse, error] {
+	return func(yield func(*rosterv1.WatchResponse, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		w := &watchResume{revision: req.GetStartRevision()}
+		failures := 0
+		for {
+			if err := streamPause(ctx, c, failures); err != nil {
+				yield(nil, err)
+				return
+			}
+			i := int(c.current.Load()) % len(c.conns)
+			if _, err := c.connect(ctx, i); err != nil {
+				if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+					yield(nil, err)
+					return
+				}
+				c.moveOn(i)
+				failures++
+				continue
+			}
+			delivered, stopped, err := w.stream(ctx, c.conns[i], req, yield, opts)
+			if stopped {
+				return
+			}
+			if ctx.Err() != nil {
+				yield(nil, status.FromContextError(ctx.Err()).Err())
+				return
+			}
+			if !resumable(err) {
+				yield(nil, err)
+				return
+			}
+			if status.Code(err) != codes.ResourceExhausted {
+				c.moveOn(i)
+			}
+			if delivered {
+				failures = 0
+			}
+			failures++
+		}
+	}
+}
+
+// watchResume remembers how far a watch has been delivered.
+type watchResume struct {
+	// revision is the last revision fully delivered to the caller.
+	revision uint64
+}
+
+// stream runs one Watch stream on conn from w.revision until it fails or the
+// caller stops. It reports whether anything was delivered and whether the
+// caller stopped.
+func (w *watchResume) stream(ctx context.Context, conn *grpc.ClientConn, req *rosterv1.WatchRequest, yield func(*rosterv1.WatchResponse, error) bool, opts []grpc.CallOption) (delivered, stopped bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := rosterv1.NewRegistryClient(conn).Watch(ctx, &rosterv1.WatchRequest{
+		Namespace:        req.GetNamespace(),
+		Service:          req.GetService(),
+		HealthyOnly:      req.GetHealthyOnly(),
+		StartRevision:    w.revision,
+		ProgressInterval: req.GetProgressInterval(),
+	}, opts...)
+	if err != nil {
+		return false, false, err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return delivered, false, err
+		}
+		resp, ok := w.accept(resp)
+		if !ok {
+			continue
+		}
+		delivered = true
+		if !yield(resp, nil) {
+			return true, true, nil
+		}
+	}
+}
+
+// accept advances the delivered revision past resp and returns what of resp
+// is new to the caller; false when nothing is.
+func (w *watchResume) accept(resp *rosterv1.WatchResponse) (*rosterv1.WatchResponse, bool) {
+	rev := resp.GetRevision()
+	if resp.GetReset_() {
+		w.revision = rev
+		return resp, true
+	}
+	var kept []*rosterv1.Event
+	for _, ev := range resp.GetEvents() {
+		if ev.GetRevision() > w.revision {
+			kept = append(kept, ev)
+		}
+		rev = max(rev, ev.GetRevision())
+	}
+	if rev < w.revision || (len(kept) == 0 && !resp.GetProgress()) {
+		return nil, false
+	}
+	w.revision = rev
+	if len(kept) == len(resp.GetEvents()) {
+		return resp, true
+	}
+	return &rosterv1.WatchResponse{
+		Header:   resp.GetHeader(),
+		Events:   kept,
+		Progress: resp.GetProgress(),
+		Revision: resp.GetRevision(),
+	}, true
+}
+
+// resumable reports whether a watch or keepalive stream that ended with err
+// should be opened again.
+func resumable(err error) bool {
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted, codes.Internal,
+		codes.DeadlineExceeded, codes.Canceled:
+		// DeadlineExceeded and Canceled only reach here when the caller's
+		// context is still live: the server or a proxy ended the stream.
+		return true
+	}
+	return false
+}
+
+// streamPause waits before reopening a stream after failures consecutive
+// failed attempts: not at all after the first, then 100ms doubling to 3s.
+func streamPause(ctx context.Context, c *Client, failures int) error {
+	if failures <= 1 {
+		select {
+		case <-c.closed:
+			return ErrClosed
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		default:
+			return nil
+		}
+	}
+	d := min(100*time.Millisecond<<min(failures-2, 5), 3*time.Second)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-c.closed:
+		return ErrClosed
+	}
+}

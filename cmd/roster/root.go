@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/roster-registry/roster/client"
+)
+
+// defaultAddr is the server address used when neither --addr nor
+// ROSTER_ADDR says otherwise.
+const defaultAddr = "127.0.0.1:7420"
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// usageError is a mistake in the command line; it exits 2.
+type usageError struct {
+	err error
+}
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// usagef returns a usageError.
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// app is one invocation of the CLI: its global flags and output streams.
+type app struct {
+	stdout io.Writer
+	stderr io.Writer
+
+	addrFlag string
+	output   string
+	timeout  time.Duration
+
+	addrs []string
+}
+
+// run executes the command line args and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	a := &app{stdout: stdout, stderr: stderr}
+	root := a.rootCommand(getenv)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "roster: "+errorLine(err))
+	if errors.As(err, new(usageError)) {
+		return exitUsage
+	}
+	return exitError
+}
+
+func (a *app) rootCommand(getenv func(string) string) *cobra.Command {
+	addr := defaultAddr
+	if env := getenv("ROSTER_ADDR"); env != "" {
+		addr = env
+	}
+	root := &cobra.Command{
+		Use:   "roster",
+		Short: "Command-line client of the Roster service registry",
+		Long: `roster talks to a Roster cluster over gRPC: it registers and deregisters
+service instances, discovers and watches them, and administers the cluster.
+
+Give every node you know with --addr (or ROSTER_ADDR): calls go to the first
+that answers, and safe calls move on to the next when one is down.
+
+Errors print one line, "roster: <message>", and exit 1; a mistake on the
+command line exits 2 before anything is sent.`,
+		Example: `  roster register payments p1 10.0.0.5:8080 --tag v2 --ttl 30s --keepalive
+  roster get payments --healthy -o json
+  roster --addr 10.0.0.1:7420,10.0.0.2:7420 watch payments`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q (see roster --help)", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			return a.parseGlobal()
+		},
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return usageError{err}
+	})
+	flags := root.PersistentFlags()
+	flags.StringVar(&a.addrFlag, "addr", addr, "server addresses, HOST:PORT[,HOST:PORT...] (env ROSTER_ADDR)")
+	flags.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	flags.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit of each call")
+
+	root.AddCommand(
+		a.registerCommand(),
+		a.deregisterCommand(),
+		a.heartbeatCommand(),
+		a.maintCommand(),
+		a.getCommand(),
+		a.servicesCommand(),
+		a.statusCommand(),
+		a.membersCommand(),
+		a.removeNodeCommand(),
+		a.transferLeadershipCommand(),
+		a.watchCommand(),
+	)
+	return root
+}
+
+// parseGlobal checks the global flags.
+func (a *app) parseGlobal() error {
+	addrs, err := parseAddrList(a.addrFlag)
+	if err != nil {
+		return usagef("--addr: %w", err)
+	}
+	a.addrs = addrs
+	switch a.output {
+	case "table", "json":
+	default:
+		return usagef("--output %q: must be table or json", a.output)
+	}
+	if a.timeout <= 0 {
+		return usagef("--timeout %s: must be positive", a.timeout)
+	}
+	return nil
+}
+
+// json reports whether output is JSON.
+func (a *app) json() bool { return a.output == "json" }
+
+// client connects to the cluster. Nothing is sent until the first call.
+func (a *app) client(ctx context.Context) (*client.Client, error) {
+	c, err := client.New(ctx, a.addrs)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return c, nil
+}
+
+// call runs one call against the cluster within --timeout.
+func (a *app) call(cmd *cobra.Command, do func(ctx context.Context, c *client.Client) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
+	defer cancel()
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return do(ctx, c)
+}
+
+// exactArgs is cobra.ExactArgs reporting a usage error, with the names of
+// the arguments expected.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(names) == 0 && len(args) > 0 {
+			return usagef("%s takes no arguments, got %q", cmd.Name(), args)
+		}
+		if len(args) != len(names) {
+			return usagef("%s needs %d argument(s), %s; got %d", cmd.Name(), len(names), strings.Join(names, " "), len(args))
+		}
+		return nil
+	}
+}
+
+// rangeArgs accepts between lo and hi arguments, reporting a usage error.
+func rangeArgs(lo, hi int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < lo || len(args) > hi {
+			return usagef("%s takes %s; got %d", cmd.Name(), names, len(args))
+		}
+		return nil
+	}
+}
+
+// errorLine renders err as the one line printed after "roster: ". A gRPC
+// status reads "<code in words>: <message>".
+func errorLine(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		st := se.GRPCStatus()
+		return oneLine(codeWords(st.Code()) + ": " + st.Message())
+	}
+	return oneLine(err.Error())
+}
+
+// codeWords spells a gRPC code in lowercase words: InvalidArgument is
+// "invalid argument".
+func codeWords(c codes.Code) string {
+	var b strings.Builder
+	for i, r := range c.String() {
+		if unicode.IsUpper(r) && i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(unicode.ToLower(r))
+	}
+	return b.String()
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// watchLineJSON is one line of watch -o json.
+type watchLineJSON struct {
+	Type      string          `json:"type"`
+	Revision  uint64          `json:"revision"`
+	Namespace string          `json:"namespace"`
+	Service   string          `json:"service"`
+	ID        string          `json:"id"`
+	Instance  *instanceJSON   `json:"instance,omitempty"`
+	Instances *[]instanceJSON `json:"instances,omitempty"`
+}
+
+func (a *app) watchCommand() *cobra.Command {
+	var (
+		namespace string
+		from      uint64
+		healthy   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "watch [SERVICE]",
+		Short: "Stream changes to a service or a whole namespace",
+		Long: `watch prints changes to SERVICE (to every service of --namespace when
+SERVICE is not given) until interrupted. Without --from-revision it starts
+with the current state (a RESET), then prints each change; with
+--from-revision N it prints every change after revision N. When a node fails
+the watch moves to another one and resumes where it stopped: no change is
+missed or printed twice.
+
+Table output prints one line per change (a RESET prints one line per
+instance); progress bookmarks are not printed.
+
+-o json prints one JSON object per line:
+  {"type": "PUT", "revision", "namespace", "service", "id", "instance": {...}}
+  {"type": "DELETE", "revision", "namespace", "service", "id"}
+  {"type": "RESET", "revision", "namespace", "service", "id": "", "instances": [...]}
+  {"type": "PROGRESS", "revision", "namespace", "service", "id": ""}
+A RESET is a single line carrying the complete state at its revision (so an
+empty state is visible too): replace what you have with its instances.
+Instances have the fields of get -o json.`,
+		Example: `  roster watch payments
+  roster watch --namespace staging --from-revision 1200 -o json`,
+		Args: rangeArgs(0, 1, "at most one argument, SERVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var service string
+			if len(args) == 1 {
+				service = args[0]
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			c, err := a.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req := &rosterv1.WatchRequest{Namespace: namespace, Service: service, HealthyOnly: healthy, StartRevision: from}
+			for resp, err := range c.Watch(ctx, req) {
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				if err := a.printWatch(req, resp); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&namespace, "namespace", "default", "namespace to watch")
+	fl.Uint64Var(&from, "from-revision", 0, "print changes after this revision (0: start with the current state)")
+	fl.BoolVar(&healthy, "healthy", false, "report instances leaving the healthy set as deletes")
+	return cmd
+}
+
+// printWatch prints one watch response.
+func (a *app) printWatch(req *rosterv1.WatchRequest, resp *rosterv1.WatchResponse) error {
+	rev := resp.GetRevision()
+	switch {
+	case resp.GetReset_():
+		if a.json() {
+			instances := make([]instanceJSON, 0, len(resp.GetEvents()))
+			for _, ev := range resp.GetEvents() {
+				instances = append(instances, newInstanceJSON(ev.GetInstance()))
+			}
+			return writeJSON(a.stdout, watchLineJSON{Type: "RESET", Revision: rev, Namespace: req.GetNamespace(), Service: req.GetService(), Instances: &instances})
+		}
+		if len(resp.GetEvents()) == 0 {
+			_, err := fmt.Fprintf(a.stdout, "%-8s %-8d (no instances)\n", "RESET", rev)
+			return err
+		}
+		for _, ev := range resp.GetEvents() {
+			if err := a.printEventLine("RESET", rev, ev.GetInstance()); err != nil {
+				return err
+			}
+		}
+		return nil
+	case len(resp.GetEvents()) == 0:
+		if a.json() && resp.GetProgress() {
+			return writeJSON(a.stdout, watchLineJSON{Type: "PROGRESS", Revision: rev, Namespace: req.GetNamespace(), Service: req.GetService()})
+		}
+		return nil
+	}
+	for _, ev := range resp.GetEvents() {
+		typ := "PUT"
+		if ev.GetType() == rosterv1.Event_TYPE_DELETE {
+			typ = "DELETE"
+		}
+		in := ev.GetInstance()
+		if a.json() {
+			line := watchLineJSON{Type: typ, Revision: ev.GetRevision(), Namespace: in.GetNamespace(), Service: in.GetService(), ID: in.GetId()}
+			if typ == "PUT" {
+				j := newInstanceJSON(in)
+				line.Instance = &j
+			}
+			if err := writeJSON(a.stdout, line); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := a.printEventLine(typ, ev.GetRevision(), in); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printEventLine prints one table line of watch.
+func (a *app) printEventLine(typ string, rev uint64, in *rosterv1.Instance) error {
+	name := key(in.GetNamespace(), in.GetService(), in.GetId())
+	if typ == "DELETE" {
+		_, err := fmt.Fprintf(a.stdout, "%-8s %-8d %s\n", typ, rev, name)
+		return err
+	}
+	state := statusWord(in.GetStatus())
+	if !in.GetEnabled() {
+		state += ",drained"
+	}
+	_, err := fmt.Fprintf(a.stdout, "%-8s %-8d %s %s %s\n", typ, rev, name, endpoint(in), state)
+	return err
+}
