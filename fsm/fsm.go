@@ -69,9 +69,7 @@ func (f *FSM) Applied() (uint64, <-chan struct{}) {
 
 func (f *FSM) setApplied(index uint64) {
 	f.mu.Lock()
-	if index > f.applied || index == 0 {
-		f.applied = index
-	}
+	f.applied = index
 	close(f.advance)
 	f.advance = make(chan struct{})
 	f.mu.Unlock()
@@ -152,7 +150,6 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
-	f.setApplied(0)
 	f.setApplied(applied)
 	f.logger.Info("restored snapshot", "applied_index", applied, "revision", f.store.Revision())
 	return nil

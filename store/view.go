@@ -121,6 +121,19 @@ func (v *View) Namespace(namespace string, fn func(*Instance) bool) error {
 	return nil
 }
 
+// Count returns the number of instances.
+func (v *View) Count() int {
+	it, err := v.txn.Get(tableServices, indexID)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		n += raw.(*serviceRow).Count
+	}
+	return n
+}
+
 // Members returns the member table sorted by node id.
 func (v *View) Members(ws memdb.WatchSet) ([]*Member, error) {
 	it, err := v.txn.Get(tableMembers, indexID)

@@ -404,7 +404,11 @@ type JoinRequest struct {
 	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	ApiAddr  string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	// non_voter joins as a read replica.
-	NonVoter      bool `protobuf:"varint,4,opt,name=non_voter,json=nonVoter,proto3" json:"non_voter,omitempty"`
+	NonVoter bool `protobuf:"varint,4,opt,name=non_voter,json=nonVoter,proto3" json:"non_voter,omitempty"`
+	// update_only refreshes the addresses of a node already in the cluster
+	// and never adds one (nodes announce themselves this way, so a removed
+	// node cannot re-add itself).
+	UpdateOnly    bool `protobuf:"varint,5,opt,name=update_only,json=updateOnly,proto3" json:"update_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -463,6 +467,13 @@ func (x *JoinRequest) GetApiAddr() string {
 func (x *JoinRequest) GetNonVoter() bool {
 	if x != nil {
 		return x.NonVoter
+	}
+	return false
+}
+
+func (x *JoinRequest) GetUpdateOnly() bool {
+	if x != nil {
+		return x.UpdateOnly
 	}
 	return false
 }
@@ -796,12 +807,14 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x06leader\x18\x05 \x01(\bR\x06leader\x12\x18\n" +
 	"\ahealthy\x18\x06 \x01(\bR\ahealthy\">\n" +
 	"\x0fMembersResponse\x12+\n" +
-	"\amembers\x18\x01 \x03(\v2\x11.roster.v1.MemberR\amembers\"{\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.roster.v1.MemberR\amembers\"\x9c\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x1b\n" +
-	"\tnon_voter\x18\x04 \x01(\bR\bnonVoter\"\x0e\n" +
+	"\tnon_voter\x18\x04 \x01(\bR\bnonVoter\x12\x1f\n" +
+	"\vupdate_only\x18\x05 \x01(\bR\n" +
+	"updateOnly\"\x0e\n" +
 	"\fJoinResponse\",\n" +
 	"\x11RemoveNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x14\n" +

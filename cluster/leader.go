@@ -1,0 +1,103 @@
+package cluster
+
+import (
+	"context"
+	"time"
+
+	"github.com/roster-registry/roster/store"
+)
+
+// OnLeader registers a duty the node runs while it leads: it is started once
+// the new leader has applied every earlier entry (after a Barrier), and its
+// context is cancelled when leadership is lost. Register duties before the
+// node can win an election, i.e. right after New.
+func (n *Node) OnLeader(duty func(ctx context.Context)) {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	n.duties = append(n.duties, duty)
+}
+
+// LeaderReady reports whether this node leads and has applied every entry
+// of earlier terms, so its state is complete.
+func (n *Node) LeaderReady() bool { return n.leaderReady.Load() && n.IsLeader() }
+
+func (n *Node) monitorLeadership(notify <-chan bool) {
+	defer n.wg.Done()
+	for {
+		select {
+		case leading := <-notify:
+			if leading {
+				n.startLeading()
+			} else {
+				n.stopLeading()
+			}
+		case <-n.shutdownCh:
+			return
+		}
+	}
+}
+
+func (n *Node) startLeading() {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	if n.leaderStop != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.leaderStop = cancel
+	done := make(chan struct{})
+	n.leaderDone = done
+	duties := append([]func(context.Context){}, n.duties...)
+	n.logger.Info("gained leadership", "term", n.raft.CurrentTerm())
+	go func() {
+		defer close(done)
+		n.leaderLoop(ctx, duties)
+	}()
+}
+
+func (n *Node) stopLeading() {
+	n.leaderMu.Lock()
+	stop, done := n.leaderStop, n.leaderDone
+	n.leaderStop, n.leaderDone = nil, nil
+	n.leaderMu.Unlock()
+	n.leaderReady.Store(false)
+	if stop == nil {
+		return
+	}
+	stop()
+	<-done
+	n.logger.Info("lost leadership")
+}
+
+// leaderLoop: barrier, publish our own member record, start the duties.
+func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
+	for {
+		err := n.raft.Barrier(30 * time.Second).Error()
+		if err == nil {
+			break
+		}
+		n.logger.Warn("barrier failed; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	n.leaderReady.Store(true)
+	n.logger.Info("leader ready", "applied_index", n.Applied())
+
+	self := store.Member{NodeID: n.cfg.NodeID, RaftAddr: n.RaftAddr(), APIAddr: n.cfg.APIAddr}
+	if m := n.store.View().Member(self.NodeID); m == nil || *m != self {
+		if err := n.upsertMember(ctx, self); err != nil {
+			n.logger.Warn("could not publish own member record", "error", err)
+		}
+	}
+	for _, d := range duties {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			d(ctx)
+		}()
+	}
+	<-ctx.Done()
+}

@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roster-registry/roster/store"
+)
+
+// Member is a node of the cluster as the leader sees it.
+type Member struct {
+	NodeID   string
+	RaftAddr string
+	APIAddr  string
+	Voter    bool
+	Leader   bool
+	// Healthy: the leader hears from it. Only the leader knows; elsewhere
+	// a node known to the configuration is reported healthy when the
+	// leader is known.
+	Healthy bool
+}
+
+// Join adds a node, or updates its addresses; joining again with the same
+// id and addresses changes nothing. Only the leader may do it.
+func (n *Node) Join(ctx context.Context, id, raftAddr, apiAddr string, voter bool) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return mapRaftError(err)
+	}
+	present := false
+	for _, s := range cf.Configuration().Servers {
+		sameID, sameAddr := s.ID == raft.ServerID(id), s.Address == raft.ServerAddress(raftAddr)
+		switch {
+		case sameID && sameAddr && (s.Suffrage == raft.Voter) == voter:
+			present = true
+		case sameID || sameAddr:
+			// A node that came back with a new address (or an address now
+			// used by a new node): remove the old entry first.
+			n.logger.Info("replacing member", "old_id", s.ID, "old_addr", s.Address, "id", id, "addr", raftAddr)
+			if err := n.raft.RemoveServer(s.ID, 0, 10*time.Second).Error(); err != nil {
+				return mapRaftError(err)
+			}
+		}
+	}
+	if !present {
+		var f raft.IndexFuture
+		if voter {
+			f = n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, 10*time.Second)
+		} else {
+			f = n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, 10*time.Second)
+		}
+		if err := f.Error(); err != nil {
+			return fmt.Errorf("add %s: %w", id, mapRaftError(err))
+		}
+		n.logger.Info("added member", "id", id, "raft_addr", raftAddr, "voter", voter)
+	}
+	want := store.Member{NodeID: id, RaftAddr: raftAddr, APIAddr: apiAddr}
+	if m := n.store.View().Member(id); m != nil && *m == want {
+		return nil
+	}
+	return n.upsertMember(ctx, want)
+}
+
+// Remove takes a node out of the cluster. Removing the leader itself makes
+// it step down once the change commits.
+func (n *Node) Remove(ctx context.Context, id string) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return mapRaftError(err)
+	}
+	found := false
+	for _, s := range cf.Configuration().Servers {
+		if s.ID == raft.ServerID(id) {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: %q", ErrUnknownNode, id)
+	}
+	// Forget its record first: once the leader removes itself it can no
+	// longer write.
+	if err := n.removeMember(ctx, id); err != nil {
+		return err
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		return mapRaftError(err)
+	}
+	n.logger.Info("removed member", "id", id)
+	return nil
+}
+
+// TransferLeadership hands leadership to id, or to a voter Raft picks when
+// id is empty, and returns the id it was handed to when known.
+func (n *Node) TransferLeadership(ctx context.Context, id string) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	if id == "" {
+		return mapRaftError(n.raft.LeadershipTransfer().Error())
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return mapRaftError(err)
+	}
+	for _, s := range cf.Configuration().Servers {
+		if s.ID == raft.ServerID(id) {
+			return mapRaftError(n.raft.LeadershipTransferToServer(s.ID, s.Address).Error())
+		}
+	}
+	return fmt.Errorf("%w: %q", ErrUnknownNode, id)
+}
+
+// Members lists the Raft configuration joined with the member table.
+func (n *Node) Members() ([]Member, error) {
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, mapRaftError(err)
+	}
+	_, leaderID := n.raft.LeaderWithID()
+	leading := n.IsLeader()
+	view := n.store.View()
+	n.healthMu.Lock()
+	defer n.healthMu.Unlock()
+	var out []Member
+	for _, s := range cf.Configuration().Servers {
+		m := Member{
+			NodeID:   string(s.ID),
+			RaftAddr: string(s.Address),
+			Voter:    s.Suffrage == raft.Voter,
+			Leader:   s.ID == leaderID,
+		}
+		if rec := view.Member(m.NodeID); rec != nil {
+			m.APIAddr = rec.APIAddr
+		}
+		_, failing := n.peerFailed[s.ID]
+		switch {
+		case m.NodeID == n.cfg.NodeID:
+			m.Healthy = true
+		case leading:
+			m.Healthy = !failing
+		default:
+			m.Healthy = leaderID != ""
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// watchPeers tracks the followers the leader cannot reach.
+func (n *Node) watchPeers(obs <-chan raft.Observation) {
+	defer n.wg.Done()
+	for {
+		select {
+		case o := <-obs:
+			n.healthMu.Lock()
+			switch d := o.Data.(type) {
+			case raft.FailedHeartbeatObservation:
+				n.peerFailed[d.PeerID] = d.LastContact
+			case raft.ResumedHeartbeatObservation:
+				delete(n.peerFailed, d.PeerID)
+			}
+			n.healthMu.Unlock()
+		case <-n.shutdownCh:
+			return
+		}
+	}
+}
+
+// UpdateMember refreshes the addresses of a node that is already in the
+// Raft configuration; it never adds one.
+func (n *Node) UpdateMember(ctx context.Context, id, raftAddr, apiAddr string) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return mapRaftError(err)
+	}
+	for _, s := range cf.Configuration().Servers {
+		if s.ID == raft.ServerID(id) {
+			want := store.Member{NodeID: id, RaftAddr: raftAddr, APIAddr: apiAddr}
+			if m := n.store.View().Member(id); m != nil && *m == want {
+				return nil
+			}
+			return n.upsertMember(ctx, want)
+		}
+	}
+	return fmt.Errorf("%w: %q is not in the cluster", ErrUnknownNode, id)
+}

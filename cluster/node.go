@@ -1,0 +1,417 @@
+// Package cluster wires Roster's state machine into hashicorp/raft: bolt log
+// and stable stores, file snapshots, the TCP transport, bootstrap, the leader
+// loop, group-committed writes, linearizable read indexes and membership.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/roster-registry/roster/fsm"
+	"github.com/roster-registry/roster/store"
+)
+
+// Peer is a voter of the initial cluster.
+type Peer struct {
+	ID   string
+	Addr string // Raft address
+}
+
+// Config configures one node.
+type Config struct {
+	NodeID string
+	// DataDir holds raft.db (log and stable store) and snapshots/. Empty
+	// only with InMemory.
+	DataDir string
+	// InMemory keeps everything in memory: for --dev and tests.
+	InMemory bool
+	// RaftBind is the TCP address the Raft transport listens on.
+	RaftBind string
+	// RaftAdvertise is the Raft address peers dial; RaftBind when empty.
+	RaftAdvertise string
+	// APIAddr is this node's gRPC address, published in the member table.
+	APIAddr string
+	// Transport replaces the TCP transport (tests use raft.InmemTransport).
+	Transport raft.Transport
+
+	// Bootstrap starts a new single-voter cluster when there is no state.
+	Bootstrap bool
+	// InitialCluster starts a new cluster of these voters when there is no
+	// state. Every initial node is given the same list.
+	InitialCluster []Peer
+
+	Logger hclog.Logger
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	// NoSync skips fsync of the bolt log: only for benchmarks that say so.
+	NoSync bool
+
+	// MaxEntrySize bounds one Raft entry (default 1 MiB).
+	MaxEntrySize int
+	// MaxBatch bounds how many writes one entry may carry (default 256).
+	MaxBatch int
+	// ApplyTimeout bounds handing a command to Raft (default 5s).
+	ApplyTimeout time.Duration
+
+	Store store.Options
+}
+
+func (c *Config) setDefaults() error {
+	if c.NodeID == "" {
+		return errors.New("node id is required")
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if !c.InMemory && c.DataDir == "" {
+		return errors.New("data dir is required (or run in memory)")
+	}
+	self, inCluster := findPeer(c.InitialCluster, c.NodeID)
+	if len(c.InitialCluster) > 0 && !inCluster {
+		return fmt.Errorf("initial cluster does not name this node %q", c.NodeID)
+	}
+	if c.RaftAdvertise == "" {
+		c.RaftAdvertise = c.RaftBind
+		if inCluster {
+			c.RaftAdvertise = self.Addr
+		}
+	}
+	if inCluster && c.Transport == nil && self.Addr != c.RaftAdvertise {
+		return fmt.Errorf("initial cluster gives %s the raft address %s, but it advertises %s", c.NodeID, self.Addr, c.RaftAdvertise)
+	}
+	if c.MaxEntrySize <= 0 {
+		c.MaxEntrySize = 1 << 20
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 256
+	}
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = 5 * time.Second
+	}
+	return nil
+}
+
+func findPeer(ps []Peer, id string) (Peer, bool) {
+	for _, p := range ps {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	return Peer{}, false
+}
+
+// Node is one Roster server's Raft participant and state.
+type Node struct {
+	cfg    Config
+	logger hclog.Logger
+	raft   *raft.Raft
+	fsm    *fsm.FSM
+	store  *store.Store
+
+	transport raft.Transport
+	closers   []func() error
+
+	proposals chan *proposal
+	verify    *Rounds
+
+	leaderReady atomic.Bool
+	leaderMu    sync.Mutex
+	leaderStop  context.CancelFunc
+	leaderDone  chan struct{}
+	duties      []func(ctx context.Context)
+
+	healthMu   sync.Mutex
+	peerFailed map[raft.ServerID]time.Time
+
+	shutdownOnce sync.Once
+	shutdownCh   chan struct{}
+	wg           sync.WaitGroup
+}
+
+// New starts a node: it opens (or creates) the Raft state, bootstraps a new
+// cluster when configured to and there is no existing state, and starts the
+// leader loop. A node with existing state never bootstraps again.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:        cfg,
+		logger:     cfg.Logger,
+		store:      store.New(cfg.Store),
+		proposals:  make(chan *proposal, 4096),
+		peerFailed: map[raft.ServerID]time.Time{},
+		shutdownCh: make(chan struct{}),
+	}
+	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeAll()
+		}
+	}()
+
+	logs, stable, snaps, err := n.openStores()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.openTransport(); err != nil {
+		return nil, err
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = cfg.Logger.Named("raft")
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	if cfg.CommitTimeout > 0 {
+		rc.CommitTimeout = cfg.CommitTimeout
+	}
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	rc.BatchApplyCh = true
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
+
+	hasState, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("check existing raft state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
+	if err != nil {
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n.raft = r
+	n.closers = append([]func() error{func() error { return r.Shutdown().Error() }}, n.closers...)
+	n.verify = NewRounds(n.verifyLeader)
+
+	if hasState {
+		n.logger.Info("existing raft state found; rejoining with it", "node_id", cfg.NodeID)
+	} else if err := n.bootstrap(); err != nil {
+		return nil, err
+	}
+
+	obs := make(chan raft.Observation, 64)
+	r.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
+	}))
+	n.wg.Add(3)
+	go n.watchPeers(obs)
+	go n.monitorLeadership(notify)
+	go n.runProposals()
+	ok = true
+	return n, nil
+}
+
+func (n *Node) openStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
+	if n.cfg.InMemory {
+		mem := raft.NewInmemStore()
+		return mem, mem, raft.NewInmemSnapshotStore(), nil
+	}
+	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
+		return nil, nil, nil, fmt.Errorf("create data dir: %w", err)
+	}
+	bolt, err := raftboltdb.New(raftboltdb.Options{
+		Path:   filepath.Join(n.cfg.DataDir, "raft.db"),
+		NoSync: n.cfg.NoSync,
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open %s: %w", filepath.Join(n.cfg.DataDir, "raft.db"), err)
+	}
+	n.closers = append(n.closers, bolt.Close)
+	logs, err := raft.NewLogCache(512, bolt)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("log cache: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, n.logger.Named("snapshot"))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	return logs, bolt, snaps, nil
+}
+
+func (n *Node) openTransport() error {
+	if n.cfg.Transport != nil {
+		n.transport = n.cfg.Transport
+		return nil
+	}
+	adv, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
+	if err != nil {
+		return fmt.Errorf("raft advertise address %q: %w", n.cfg.RaftAdvertise, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		return fmt.Errorf("raft advertise address %q must be a reachable host, not a wildcard", n.cfg.RaftAdvertise)
+	}
+	t, err := raft.NewTCPTransportWithLogger(n.cfg.RaftBind, adv, 5, 10*time.Second, n.logger.Named("transport"))
+	if err != nil {
+		return fmt.Errorf("listen for raft on %s: %w", n.cfg.RaftBind, err)
+	}
+	n.transport = t
+	n.closers = append(n.closers, t.Close)
+	return nil
+}
+
+func (n *Node) bootstrap() error {
+	var servers []raft.Server
+	switch {
+	case len(n.cfg.InitialCluster) > 0:
+		for _, p := range n.cfg.InitialCluster {
+			servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
+		}
+	case n.cfg.Bootstrap:
+		servers = []raft.Server{{ID: raft.ServerID(n.cfg.NodeID), Address: n.transport.LocalAddr()}}
+	default:
+		n.logger.Info("no raft state and nothing to bootstrap; waiting to be joined", "node_id", n.cfg.NodeID)
+		return nil
+	}
+	n.logger.Info("bootstrapping new cluster", "voters", len(servers))
+	if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the node: the leader loop, then Raft, then the stores.
+// It is safe to call more than once.
+func (n *Node) Shutdown() error {
+	var err error
+	n.shutdownOnce.Do(func() {
+		close(n.shutdownCh)
+		n.stopLeading()
+		err = n.closeAll()
+		n.wg.Wait()
+	})
+	return err
+}
+
+func (n *Node) closeAll() error {
+	var errs []error
+	for _, c := range n.closers {
+		if err := c(); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+			errs = append(errs, err)
+		}
+	}
+	n.closers = nil
+	return errors.Join(errs...)
+}
+
+// ID returns this node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// APIAddr returns this node's advertised gRPC address.
+func (n *Node) APIAddr() string { return n.cfg.APIAddr }
+
+// RaftAddr returns this node's advertised Raft address.
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// Store returns the node's registry state.
+func (n *Node) Store() *store.Store { return n.store }
+
+// Raft exposes the underlying raft instance, for tests and diagnostics.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's id and API address, if known.
+func (n *Node) Leader() (id, apiAddr string) {
+	_, lid := n.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	if string(lid) == n.cfg.NodeID {
+		return n.cfg.NodeID, n.cfg.APIAddr
+	}
+	if m := n.store.View().Member(string(lid)); m != nil {
+		return string(lid), m.APIAddr
+	}
+	return string(lid), ""
+}
+
+// Applied returns the index of the last entry applied to this node's store.
+func (n *Node) Applied() uint64 {
+	a, _ := n.fsm.Applied()
+	return a
+}
+
+// Status is a node's view of the cluster.
+type Status struct {
+	NodeID      string
+	State       string
+	LeaderID    string
+	LeaderAPI   string
+	Term        uint64
+	CommitIndex uint64
+	Applied     uint64
+	LastContact time.Duration
+	Revision    uint64
+}
+
+// Status returns this node's view of the cluster.
+func (n *Node) Status() Status {
+	lid, lapi := n.Leader()
+	st := Status{
+		NodeID:      n.cfg.NodeID,
+		State:       stateName(n.raft.State()),
+		LeaderID:    lid,
+		LeaderAPI:   lapi,
+		Term:        n.raft.CurrentTerm(),
+		CommitIndex: n.raft.CommitIndex(),
+		Applied:     n.Applied(),
+		Revision:    n.store.Revision(),
+	}
+	if st.State != "leader" {
+		if lc := n.raft.LastContact(); !lc.IsZero() {
+			st.LastContact = time.Since(lc)
+		}
+	}
+	return st
+}
+
+func stateName(s raft.RaftState) string {
+	switch s {
+	case raft.Leader:
+		return "leader"
+	case raft.Follower:
+		return "follower"
+	case raft.Candidate:
+		return "candidate"
+	default:
+		return "shutdown"
+	}
+}

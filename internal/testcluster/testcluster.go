@@ -1,0 +1,283 @@
+// Package testcluster starts an in-process Roster cluster for tests: N Raft
+// nodes on an in-memory transport with short timeouts, each serving the real
+// gRPC API on a loopback port, with helpers to partition and heal nodes.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/roster-registry/roster/cluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
+	"github.com/roster-registry/roster/store"
+)
+
+// Node is one member of a test cluster.
+type Node struct {
+	ID        string
+	Node      *cluster.Node
+	Server    *rpc.Server
+	GRPC      *grpc.Server
+	Addr      string
+	Transport *raft.InmemTransport
+	Conn      *grpc.ClientConn
+
+	stopped bool
+}
+
+// Registry returns a client for this node's Registry service.
+func (n *Node) Registry() rosterv1.RegistryClient { return rosterv1.NewRegistryClient(n.Conn) }
+
+// Cluster returns a client for this node's Cluster service.
+func (n *Node) Cluster() rosterv1.ClusterClient { return rosterv1.NewClusterClient(n.Conn) }
+
+// Options tune a test cluster.
+type Options struct {
+	// Configure adjusts each node's cluster config before it starts.
+	Configure func(*cluster.Config)
+	// Store bounds each node's history.
+	Store store.Options
+}
+
+// Cluster is a running test cluster.
+type Cluster struct {
+	t     testing.TB
+	Nodes []*Node
+
+	mu          sync.Mutex
+	partitioned map[string]bool
+}
+
+// New starts n voters bootstrapped together and waits for a leader. The
+// cluster is shut down when the test ends.
+func New(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, partitioned: map[string]bool{}}
+	var peers []cluster.Peer
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("n%d", i)
+		// In-memory addresses still look like HOST:PORT, as Join validates them.
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(id + ".inmem:7421"))
+		c.Nodes = append(c.Nodes, &Node{ID: id, Transport: tr})
+		peers = append(peers, cluster.Peer{ID: id, Addr: string(addr)})
+	}
+	for _, a := range c.Nodes {
+		for _, b := range c.Nodes {
+			if a != b {
+				a.Transport.Connect(b.Transport.LocalAddr(), b.Transport)
+			}
+		}
+	}
+	for _, nd := range c.Nodes {
+		c.start(nd, peers, opts)
+	}
+	t.Cleanup(c.Shutdown)
+	c.WaitLeader()
+	return c
+}
+
+func (c *Cluster) start(nd *Node, peers []cluster.Peer, opts Options) {
+	t := c.t
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	nd.Addr = lis.Addr().String()
+	cfg := cluster.Config{
+		NodeID:             nd.ID,
+		InMemory:           true,
+		APIAddr:            nd.Addr,
+		Transport:          nd.Transport,
+		InitialCluster:     peers,
+		Logger:             hclog.New(&hclog.LoggerOptions{Name: nd.ID, Level: hclog.Warn, Output: testWriter{t}}),
+		HeartbeatTimeout:   100 * time.Millisecond,
+		ElectionTimeout:    100 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		Store:              opts.Store,
+	}
+	if opts.Configure != nil {
+		opts.Configure(&cfg)
+	}
+	node, err := cluster.New(cfg)
+	if err != nil {
+		t.Fatalf("start %s: %v", nd.ID, err)
+	}
+	nd.Node = node
+	nd.Server = rpc.New(node, rpc.Options{Logger: cfg.Logger.Named("rpc"), HoldTimeout: 3 * time.Second})
+	nd.GRPC = grpc.NewServer(nd.Server.ServerOptions()...)
+	nd.Server.RegisterServices(nd.GRPC)
+	nd.Server.Start()
+	go func() { _ = nd.GRPC.Serve(lis) }()
+	nd.Conn, err = grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("dial %s: %v", nd.ID, err)
+	}
+}
+
+// testWriter routes node logs to t.Log so they show only for failing tests.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// Shutdown stops every node that is still running.
+func (c *Cluster) Shutdown() {
+	for _, nd := range c.Nodes {
+		c.Stop(nd)
+	}
+}
+
+// Stop stops one node as a crash would: its server and Raft go away.
+func (c *Cluster) Stop(nd *Node) {
+	if nd.stopped {
+		return
+	}
+	nd.stopped = true
+	nd.GRPC.Stop()
+	nd.Server.Stop()
+	_ = nd.Conn.Close()
+	_ = nd.Node.Shutdown()
+	c.disconnect(nd)
+}
+
+// Running returns the nodes that have not been stopped.
+func (c *Cluster) Running() []*Node {
+	var out []*Node
+	for _, nd := range c.Nodes {
+		if !nd.stopped {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+// Eventually polls cond until it holds or the deadline passes.
+func (c *Cluster) Eventually(what string, timeout time.Duration, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// WaitLeader waits until exactly one running, connected node leads and is
+// ready, and returns it.
+func (c *Cluster) WaitLeader() *Node {
+	c.t.Helper()
+	var leader *Node
+	c.Eventually("a ready leader", 15*time.Second, func() bool {
+		leader = nil
+		for _, nd := range c.Running() {
+			if c.isPartitioned(nd.ID) {
+				continue
+			}
+			if nd.Node.LeaderReady() {
+				if leader != nil {
+					return false
+				}
+				leader = nd
+			}
+		}
+		return leader != nil
+	})
+	return leader
+}
+
+// Leader returns the current leader or nil.
+func (c *Cluster) Leader() *Node {
+	for _, nd := range c.Running() {
+		if nd.Node.IsLeader() && !c.isPartitioned(nd.ID) {
+			return nd
+		}
+	}
+	return nil
+}
+
+// Followers returns the running nodes that are not the leader.
+func (c *Cluster) Followers() []*Node {
+	var out []*Node
+	for _, nd := range c.Running() {
+		if !nd.Node.IsLeader() {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+// Partition cuts nd's Raft traffic to and from every other node. Its gRPC
+// server keeps answering clients, as a partitioned node would for clients on
+// its side of the cut.
+func (c *Cluster) Partition(nd *Node) {
+	c.mu.Lock()
+	c.partitioned[nd.ID] = true
+	c.mu.Unlock()
+	c.disconnect(nd)
+}
+
+func (c *Cluster) disconnect(nd *Node) {
+	nd.Transport.DisconnectAll()
+	for _, other := range c.Nodes {
+		if other != nd {
+			other.Transport.Disconnect(nd.Transport.LocalAddr())
+		}
+	}
+}
+
+// Heal reconnects a partitioned node.
+func (c *Cluster) Heal(nd *Node) {
+	c.mu.Lock()
+	delete(c.partitioned, nd.ID)
+	c.mu.Unlock()
+	for _, other := range c.Nodes {
+		if other != nd && !other.stopped {
+			nd.Transport.Connect(other.Transport.LocalAddr(), other.Transport)
+			other.Transport.Connect(nd.Transport.LocalAddr(), nd.Transport)
+		}
+	}
+}
+
+func (c *Cluster) isPartitioned(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.partitioned[id]
+}
+
+// WaitMembersKnown waits until every running node knows every running
+// node's API address, so forwarding works everywhere.
+func (c *Cluster) WaitMembersKnown() {
+	c.t.Helper()
+	c.Eventually("member table on every node", 15*time.Second, func() bool {
+		for _, a := range c.Running() {
+			for _, b := range c.Running() {
+				m := a.Node.Store().View().Member(b.ID)
+				if m == nil || m.APIAddr != b.Addr {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// Ctx returns a context with a test-sized timeout.
+func Ctx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,129 @@
+package rpc
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/roster-registry/roster/cluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// Status implements rosterv1.ClusterServer.
+func (s *Server) Status(ctx context.Context, req *rosterv1.StatusRequest) (*rosterv1.StatusResponse, error) {
+	st := s.node.Status()
+	out := &rosterv1.StatusResponse{
+		NodeId:        st.NodeID,
+		State:         st.State,
+		LeaderId:      st.LeaderID,
+		LeaderApiAddr: st.LeaderAPI,
+		Term:          st.Term,
+		CommitIndex:   st.CommitIndex,
+		AppliedIndex:  st.Applied,
+		Revision:      st.Revision,
+		RaftAddr:      s.node.RaftAddr(),
+		ApiAddr:       s.node.APIAddr(),
+	}
+	if st.LastContact > 0 {
+		out.LastContact = durationpb.New(st.LastContact)
+	}
+	out.Instances = uint64(s.node.Store().View().Count())
+	if req.IncludeHash {
+		// The view and the applied index must describe the same state: read
+		// the index before and after, and retry if an apply slipped between.
+		for {
+			before := s.node.Applied()
+			v := s.node.Store().View()
+			h, err := v.Hash()
+			if err != nil {
+				return nil, err
+			}
+			if s.node.Applied() == before {
+				out.StateHash, out.HashIndex = h, before
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// Members implements rosterv1.ClusterServer.
+func (s *Server) Members(ctx context.Context, _ *rosterv1.MembersRequest) (*rosterv1.MembersResponse, error) {
+	ms, err := s.node.Members()
+	if err != nil {
+		return nil, err
+	}
+	out := &rosterv1.MembersResponse{}
+	for _, m := range ms {
+		out.Members = append(out.Members, &rosterv1.Member{
+			NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr,
+			Voter: m.Voter, Leader: m.Leader, Healthy: m.Healthy,
+		})
+	}
+	return out, nil
+}
+
+// Join implements rosterv1.ClusterServer.
+func (s *Server) Join(ctx context.Context, req *rosterv1.JoinRequest) (*rosterv1.JoinResponse, error) {
+	if req.NodeId == "" || len(req.NodeId) > MaxIDLen || !idChars.MatchString(req.NodeId) {
+		return nil, invalidf("node id %q must be 1-%d characters of A-Z a-z 0-9 . _ : @ -", truncate(req.NodeId), MaxIDLen)
+	}
+	if err := validateHostPort("raft address", req.RaftAddr); err != nil {
+		return nil, err
+	}
+	if err := validateHostPort("api address", req.ApiAddr); err != nil {
+		return nil, err
+	}
+	return onLeader(ctx, s, idempotentCall,
+		func(ctx context.Context) (*rosterv1.JoinResponse, error) {
+			if req.UpdateOnly {
+				return &rosterv1.JoinResponse{}, s.node.UpdateMember(ctx, req.NodeId, req.RaftAddr, req.ApiAddr)
+			}
+			return &rosterv1.JoinResponse{}, s.node.Join(ctx, req.NodeId, req.RaftAddr, req.ApiAddr, !req.NonVoter)
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.JoinResponse, error) {
+			return rosterv1.NewClusterClient(cc).Join(ctx, req)
+		})
+}
+
+// RemoveNode implements rosterv1.ClusterServer.
+func (s *Server) RemoveNode(ctx context.Context, req *rosterv1.RemoveNodeRequest) (*rosterv1.RemoveNodeResponse, error) {
+	if req.NodeId == "" {
+		return nil, invalidf("node id is required")
+	}
+	return onLeader(ctx, s, idempotentCall,
+		func(ctx context.Context) (*rosterv1.RemoveNodeResponse, error) {
+			return &rosterv1.RemoveNodeResponse{}, s.node.Remove(ctx, req.NodeId)
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.RemoveNodeResponse, error) {
+			return rosterv1.NewClusterClient(cc).RemoveNode(ctx, req)
+		})
+}
+
+// TransferLeadership implements rosterv1.ClusterServer.
+func (s *Server) TransferLeadership(ctx context.Context, req *rosterv1.TransferLeadershipRequest) (*rosterv1.TransferLeadershipResponse, error) {
+	return onLeader(ctx, s, nonIdempotentCall,
+		func(ctx context.Context) (*rosterv1.TransferLeadershipResponse, error) {
+			if err := s.node.TransferLeadership(ctx, req.NodeId); err != nil {
+				return nil, err
+			}
+			id, _ := s.node.Leader()
+			return &rosterv1.TransferLeadershipResponse{LeaderId: id}, nil
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.TransferLeadershipResponse, error) {
+			return rosterv1.NewClusterClient(cc).TransferLeadership(ctx, req)
+		})
+}
+
+// ReadIndex implements rosterv1.ClusterServer; only the leader answers.
+func (s *Server) ReadIndex(ctx context.Context, _ *rosterv1.ReadIndexRequest) (*rosterv1.ReadIndexResponse, error) {
+	if !s.node.IsLeader() {
+		return nil, cluster.ErrNotLeader
+	}
+	idx, err := s.node.ReadIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &rosterv1.ReadIndexResponse{CommitIndex: idx, Term: s.node.Status().Term}, nil
+}

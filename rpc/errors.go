@@ -1,0 +1,100 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/store"
+)
+
+// ErrorDomain is the domain of every ErrorInfo detail Roster attaches.
+const ErrorDomain = "roster.dev"
+
+// Reasons in ErrorInfo details, for clients that act on them.
+const (
+	ReasonNotLeader      = "NOT_LEADER"
+	ReasonNoLeader       = "NO_LEADER"
+	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
+	ReasonInvalid        = "INVALID_ARGUMENT"
+	ReasonNotFound       = "NOT_FOUND"
+	ReasonSlowWatcher    = "SLOW_WATCHER"
+	ReasonShutdown       = "SHUTDOWN"
+)
+
+// invalidError is a request that fails validation.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string { return e.msg }
+
+func invalidf(format string, args ...any) error {
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+// toStatus maps every error a handler can meet to a gRPC status. It is the
+// only place that does.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		// Already a status, e.g. relayed from the leader.
+		return err
+	}
+	var inv *invalidError
+	switch {
+	case errors.As(err, &inv):
+		return withReason(codes.InvalidArgument, inv.msg, ReasonInvalid)
+	case errors.Is(err, store.ErrNotFound):
+		return withReason(codes.NotFound, err.Error(), ReasonNotFound)
+	case errors.Is(err, store.ErrStaleRegistration):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrLeaderNotReady):
+		return withReason(codes.Unavailable, err.Error(), ReasonNotLeader)
+	case errors.Is(err, cluster.ErrNoLeader):
+		return withReason(codes.Unavailable, "no leader: the cluster is electing one or has lost its quorum", ReasonNoLeader)
+	case errors.Is(err, cluster.ErrOutcomeUnknown):
+		return withReason(codes.Unavailable, err.Error(), ReasonOutcomeUnknown)
+	case errors.Is(err, cluster.ErrShutdown):
+		return withReason(codes.Unavailable, err.Error(), ReasonShutdown)
+	case errors.Is(err, cluster.ErrEnqueueTimeout):
+		return withReason(codes.Unavailable, err.Error(), ReasonNotLeader)
+	case errors.Is(err, cluster.ErrEntryTooLarge):
+		return withReason(codes.InvalidArgument, err.Error(), ReasonInvalid)
+	case errors.Is(err, cluster.ErrUnknownNode):
+		return withReason(codes.NotFound, err.Error(), ReasonNotFound)
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	default:
+		return status.Error(codes.Internal, err.Error())
+	}
+}
+
+func withReason(c codes.Code, msg, reason string) error {
+	st := status.New(c, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// Reason returns the ErrorInfo reason Roster attached to err, or "".
+func Reason(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == ErrorDomain {
+			return info.Reason
+		}
+	}
+	return ""
+}

@@ -1,0 +1,66 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+
+	"github.com/roster-registry/roster/cluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// readBarrier makes this node's state fresh enough for a read with opts:
+// linearizable (the default) waits for the leader's read index; stale waits
+// only for min_revision when one is given.
+func (s *Server) readBarrier(ctx context.Context, opts *rosterv1.ReadOptions) error {
+	ctx, cancel := s.withReadTimeout(ctx)
+	defer cancel()
+	want := opts.GetMinRevision()
+	switch opts.GetConsistency() {
+	case rosterv1.Consistency_CONSISTENCY_STALE:
+	case rosterv1.Consistency_CONSISTENCY_UNSPECIFIED, rosterv1.Consistency_CONSISTENCY_LINEARIZABLE:
+		idx, err := s.readIndex(ctx)
+		if err != nil {
+			return err
+		}
+		want = max(want, idx)
+	default:
+		return invalidf("unknown consistency %d", opts.GetConsistency())
+	}
+	if want == 0 {
+		return nil
+	}
+	if err := s.node.WaitApplied(ctx, want); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("this node has applied index %d, not yet %d: %w", s.node.Applied(), want, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// readIndex returns the index a linearizable read must wait for: the
+// leader's, confirmed with a quorum. Concurrent reads share one round.
+func (s *Server) readIndex(ctx context.Context) (uint64, error) {
+	if s.node.IsLeader() {
+		return s.node.ReadIndex(ctx)
+	}
+	if isForwarded(ctx) {
+		return 0, cluster.ErrNotLeader
+	}
+	return s.remoteReadIndex.Do(ctx)
+}
+
+// leaderReadIndex asks the leader for its read index (one round of Rounds).
+func (s *Server) leaderReadIndex(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.HoldTimeout)
+	defer cancel()
+	return onLeader(ctx, s, idempotentCall,
+		func(ctx context.Context) (uint64, error) { return s.node.ReadIndex(ctx) },
+		func(ctx context.Context, cc *grpc.ClientConn) (uint64, error) {
+			resp, err := rosterv1.NewClusterClient(cc).ReadIndex(ctx, &rosterv1.ReadIndexRequest{})
+			return resp.GetCommitIndex(), err
+		})
+}

@@ -1,0 +1,195 @@
+package rpc
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"google.golang.org/grpc"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/store"
+)
+
+// Blocking query bounds.
+const (
+	DefaultWaitTimeout = 60 * time.Second
+	MaxWaitTimeout     = 10 * time.Minute
+)
+
+// Register implements rosterv1.RegistryServer.
+func (s *Server) Register(ctx context.Context, req *rosterv1.RegisterRequest) (*rosterv1.RegisterResponse, error) {
+	inst, err := validateInstance(req.GetInstance())
+	if err != nil {
+		return nil, err
+	}
+	return onLeader(ctx, s, idempotentCall,
+		func(ctx context.Context) (*rosterv1.RegisterResponse, error) {
+			rev, err := s.node.Register(ctx, inst)
+			if err != nil {
+				return nil, err
+			}
+			s.registered(inst, rev)
+			return &rosterv1.RegisterResponse{Header: s.header(s.node.Store().Revision()), Revision: rev}, nil
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.RegisterResponse, error) {
+			return rosterv1.NewRegistryClient(cc).Register(ctx, req)
+		})
+}
+
+// registered tells lease and check bookkeeping about a committed registration.
+// It is replaced by the lease manager when one runs.
+func (s *Server) registered(*store.Instance, uint64) {}
+
+// Deregister implements rosterv1.RegistryServer.
+func (s *Server) Deregister(ctx context.Context, req *rosterv1.DeregisterRequest) (*rosterv1.DeregisterResponse, error) {
+	k, err := validateKey(req.Namespace, req.Service, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return onLeader(ctx, s, nonIdempotentCall,
+		func(ctx context.Context) (*rosterv1.DeregisterResponse, error) {
+			rev, err := s.node.Deregister(ctx, k)
+			if err != nil {
+				return nil, err
+			}
+			return &rosterv1.DeregisterResponse{Header: s.header(s.node.Store().Revision()), Revision: rev}, nil
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.DeregisterResponse, error) {
+			return rosterv1.NewRegistryClient(cc).Deregister(ctx, req)
+		})
+}
+
+// SetMaintenance implements rosterv1.RegistryServer.
+func (s *Server) SetMaintenance(ctx context.Context, req *rosterv1.SetMaintenanceRequest) (*rosterv1.SetMaintenanceResponse, error) {
+	k, err := validateKey(req.Namespace, req.Service, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Reason) > MaxMetadataValue {
+		return nil, invalidf("reason is %d bytes; the limit is %d", len(req.Reason), MaxMetadataValue)
+	}
+	return onLeader(ctx, s, idempotentCall,
+		func(ctx context.Context) (*rosterv1.SetMaintenanceResponse, error) {
+			rev, err := s.node.SetMaintenance(ctx, k, req.Enabled, req.Reason)
+			if err != nil {
+				return nil, err
+			}
+			return &rosterv1.SetMaintenanceResponse{Header: s.header(s.node.Store().Revision()), Revision: rev}, nil
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.SetMaintenanceResponse, error) {
+			return rosterv1.NewRegistryClient(cc).SetMaintenance(ctx, req)
+		})
+}
+
+// GetService implements rosterv1.RegistryServer. With wait_revision it is a
+// blocking query: it returns once the service's revision passes it.
+func (s *Server) GetService(ctx context.Context, req *rosterv1.GetServiceRequest) (*rosterv1.GetServiceResponse, error) {
+	ns, err := validateNamespace(req.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateService(req.Service); err != nil {
+		return nil, err
+	}
+	if err := s.readBarrier(ctx, req.Read); err != nil {
+		return nil, err
+	}
+	var timeout <-chan time.Time
+	if req.WaitRevision > 0 {
+		wait := DefaultWaitTimeout
+		if req.WaitTimeout != nil {
+			wait = req.WaitTimeout.AsDuration()
+		}
+		if wait <= 0 || wait > MaxWaitTimeout {
+			return nil, invalidf("wait_timeout must be between 0 and %s", MaxWaitTimeout)
+		}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		ws := memdb.NewWatchSet()
+		ws.Add(s.node.Store().AbandonCh())
+		view := s.node.Store().View()
+		svcRev, insts, err := view.Service(ws, ns, req.Service)
+		if err != nil {
+			return nil, err
+		}
+		if req.WaitRevision == 0 || svcRev > req.WaitRevision {
+			return &rosterv1.GetServiceResponse{
+				Header:          s.header(view.Revision()),
+				Instances:       filterInstances(insts, req),
+				ServiceRevision: svcRev,
+			}, nil
+		}
+		select {
+		case <-ws.WatchCh(ctx):
+		case <-timeout:
+			return &rosterv1.GetServiceResponse{
+				Header:          s.header(view.Revision()),
+				Instances:       filterInstances(insts, req),
+				ServiceRevision: svcRev,
+			}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func filterInstances(insts []*store.Instance, req *rosterv1.GetServiceRequest) []*rosterv1.Instance {
+	out := make([]*rosterv1.Instance, 0, len(insts))
+next:
+	for _, i := range insts {
+		if req.HealthyOnly && !i.Healthy() {
+			continue
+		}
+		if req.Zone != "" && i.Zone != req.Zone {
+			continue
+		}
+		for _, want := range req.Tags {
+			found := false
+			for _, t := range i.Tags {
+				if t == want {
+					found = true
+					break
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		for k, v := range req.Metadata {
+			if got, ok := i.Metadata[k]; !ok || got != v {
+				continue next
+			}
+		}
+		out = append(out, toAPIInstance(i))
+	}
+	return out
+}
+
+// ListServices implements rosterv1.RegistryServer.
+func (s *Server) ListServices(ctx context.Context, req *rosterv1.ListServicesRequest) (*rosterv1.ListServicesResponse, error) {
+	if req.Namespace != "" {
+		if _, err := validateNamespace(req.Namespace); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.readBarrier(ctx, req.Read); err != nil {
+		return nil, err
+	}
+	view := s.node.Store().View()
+	sums, err := view.Services(nil, req.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	out := &rosterv1.ListServicesResponse{Header: s.header(view.Revision())}
+	for _, sum := range sums {
+		out.Services = append(out.Services, &rosterv1.ServiceSummary{
+			Namespace: sum.Namespace, Service: sum.Service,
+			Instances: uint32(sum.Instances), Passing: uint32(sum.Passing),
+		})
+	}
+	return out, nil
+}

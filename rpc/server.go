@@ -1,0 +1,207 @@
+// Package rpc serves Roster's gRPC API: it validates every request, relays
+// writes to the leader, serves reads at the requested consistency and
+// streams watches from this node's own state. Errors become gRPC statuses in
+// exactly one function (toStatus).
+package rpc
+
+import (
+	"context"
+	"runtime/debug"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/roster-registry/roster/cluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// MaxRequestBytes is the largest request the server reads. It is far above
+// any valid registration, so an oversized one reaches validation and gets a
+// clear InvalidArgument instead of a transport error.
+const MaxRequestBytes = 16 << 20
+
+// Options tune the server.
+type Options struct {
+	// HoldTimeout bounds how long a write waits for a leader (default 5s).
+	HoldTimeout time.Duration
+	// ReadTimeout bounds waiting for a revision or read index when the
+	// caller set no deadline (default 10s).
+	ReadTimeout time.Duration
+	// DialOptions for connections to peers (transport credentials, tokens).
+	DialOptions []grpc.DialOption
+	Logger      hclog.Logger
+}
+
+// Server implements the Registry and Cluster services on one node.
+type Server struct {
+	rosterv1.UnimplementedRegistryServer
+	rosterv1.UnimplementedClusterServer
+
+	node   *cluster.Node
+	opts   Options
+	logger hclog.Logger
+	peers  *conns
+	health *health.Server
+
+	// remoteReadIndex coalesces a follower's read-index requests to the leader.
+	remoteReadIndex *cluster.Rounds
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New returns a server for node.
+func New(node *cluster.Node, opts Options) *Server {
+	if opts.HoldTimeout <= 0 {
+		opts.HoldTimeout = 5 * time.Second
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if len(opts.DialOptions) == 0 {
+		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	s := &Server{
+		node:   node,
+		opts:   opts,
+		logger: opts.Logger,
+		peers:  &conns{dialOpts: opts.DialOptions, byAdr: map[string]*grpc.ClientConn{}},
+		health: health.NewServer(),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	s.remoteReadIndex = cluster.NewRounds(s.leaderReadIndex)
+	return s
+}
+
+// ServerOptions returns the grpc.ServerOptions the services expect: message
+// limits and the interceptors (panic recovery, unknown-field rejection).
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.MaxSendMsgSize(256 << 20),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
+	}
+}
+
+// RegisterServices adds Roster's services, grpc.health.v1 and server
+// reflection to g.
+func (s *Server) RegisterServices(g *grpc.Server) {
+	rosterv1.RegisterRegistryServer(g, s)
+	rosterv1.RegisterClusterServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+	reflection.Register(g)
+}
+
+// Start begins background work: publishing this node's API address in the
+// member table and serving health.
+func (s *Server) Start() {
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(rosterv1.Registry_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	go s.announce()
+}
+
+// Stop marks the node not serving and ends background work.
+func (s *Server) Stop() {
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	s.health.Shutdown()
+	close(s.stop)
+	<-s.done
+	s.peers.close()
+}
+
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
+		}
+	}()
+	if m, ok := req.(proto.Message); ok {
+		if err := rejectUnknownFields(m.ProtoReflect()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	resp, err = h(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("panic in stream handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
+		}
+	}()
+	return toStatus(h(srv, ss))
+}
+
+// header describes this node for a response reflecting revision rev.
+func (s *Server) header(rev uint64) *rosterv1.ResponseHeader {
+	st := s.node.Status()
+	h := &rosterv1.ResponseHeader{
+		NodeId:       st.NodeID,
+		LeaderId:     st.LeaderID,
+		Term:         st.Term,
+		Revision:     rev,
+		AppliedIndex: st.Applied,
+		CommitIndex:  st.CommitIndex,
+	}
+	if st.LastContact > 0 {
+		h.LastContact = durationpb.New(st.LastContact)
+	}
+	return h
+}
+
+// announce keeps this node's addresses in the replicated member table, so
+// every node can find every other node's API address.
+func (s *Server) announce() {
+	defer close(s.done)
+	for {
+		wait := time.Second
+		self := s.node.Store().View().Member(s.node.ID())
+		if self == nil || self.APIAddr != s.node.APIAddr() || self.RaftAddr != s.node.RaftAddr() {
+			if !s.node.IsLeader() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := s.Join(ctx, &rosterv1.JoinRequest{
+					NodeId: s.node.ID(), RaftAddr: s.node.RaftAddr(), ApiAddr: s.node.APIAddr(), UpdateOnly: true,
+				})
+				cancel()
+				if err != nil {
+					s.logger.Debug("announcing addresses failed; will retry", "error", err)
+				}
+			}
+		} else {
+			wait = 10 * time.Second
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (s *Server) withReadTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, s.opts.ReadTimeout)
+}
