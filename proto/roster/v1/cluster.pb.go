@@ -87,8 +87,16 @@ type StatusResponse struct {
 	Leases           uint64 `protobuf:"varint,14,opt,name=leases,proto3" json:"leases,omitempty"`
 	RaftAddr         string `protobuf:"bytes,15,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	ApiAddr          string `protobuf:"bytes,16,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// self_preservation_services lists namespace/service of the services
+	// whose lease expiry the leader holds; empty with self_preservation set
+	// means it holds every expiry.
+	SelfPreservationServices []string `protobuf:"bytes,17,rep,name=self_preservation_services,json=selfPreservationServices,proto3" json:"self_preservation_services,omitempty"`
+	// self_preservation_threshold is the leader's current threshold (0: off).
+	SelfPreservationThreshold float64 `protobuf:"fixed64,18,opt,name=self_preservation_threshold,json=selfPreservationThreshold,proto3" json:"self_preservation_threshold,omitempty"`
+	// held_expiries counts leases past their deadline that the leader holds.
+	HeldExpiries  uint64 `protobuf:"varint,19,opt,name=held_expiries,json=heldExpiries,proto3" json:"held_expiries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -231,6 +239,27 @@ func (x *StatusResponse) GetApiAddr() string {
 		return x.ApiAddr
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetSelfPreservationServices() []string {
+	if x != nil {
+		return x.SelfPreservationServices
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetSelfPreservationThreshold() float64 {
+	if x != nil {
+		return x.SelfPreservationThreshold
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetHeldExpiries() uint64 {
+	if x != nil {
+		return x.HeldExpiries
+	}
+	return 0
 }
 
 type MembersRequest struct {
@@ -771,13 +800,104 @@ func (x *ReadIndexResponse) GetTerm() uint64 {
 	return 0
 }
 
+type SetSelfPreservationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// threshold: the share of leases (0 < t <= 1) that may not expire within
+	// the window; 0 turns self-preservation off.
+	Threshold     float64 `protobuf:"fixed64,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSelfPreservationRequest) Reset() {
+	*x = SetSelfPreservationRequest{}
+	mi := &file_roster_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSelfPreservationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSelfPreservationRequest) ProtoMessage() {}
+
+func (x *SetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSelfPreservationRequest.ProtoReflect.Descriptor instead.
+func (*SetSelfPreservationRequest) Descriptor() ([]byte, []int) {
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SetSelfPreservationRequest) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+type SetSelfPreservationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// threshold now in force on the leader.
+	Threshold     float64 `protobuf:"fixed64,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSelfPreservationResponse) Reset() {
+	*x = SetSelfPreservationResponse{}
+	mi := &file_roster_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSelfPreservationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSelfPreservationResponse) ProtoMessage() {}
+
+func (x *SetSelfPreservationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSelfPreservationResponse.ProtoReflect.Descriptor instead.
+func (*SetSelfPreservationResponse) Descriptor() ([]byte, []int) {
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SetSelfPreservationResponse) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
 var File_roster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1egoogle/protobuf/duration.proto\"2\n" +
 	"\rStatusRequest\x12!\n" +
-	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\"\x93\x04\n" +
+	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\"\xb6\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -797,7 +917,10 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\tinstances\x18\r \x01(\x04R\tinstances\x12\x16\n" +
 	"\x06leases\x18\x0e \x01(\x04R\x06leases\x12\x1b\n" +
 	"\traft_addr\x18\x0f \x01(\tR\braftAddr\x12\x19\n" +
-	"\bapi_addr\x18\x10 \x01(\tR\aapiAddr\"\x10\n" +
+	"\bapi_addr\x18\x10 \x01(\tR\aapiAddr\x12<\n" +
+	"\x1aself_preservation_services\x18\x11 \x03(\tR\x18selfPreservationServices\x12>\n" +
+	"\x1bself_preservation_threshold\x18\x12 \x01(\x01R\x19selfPreservationThreshold\x12#\n" +
+	"\rheld_expiries\x18\x13 \x01(\x04R\fheldExpiries\"\x10\n" +
 	"\x0eMembersRequest\"\xa1\x01\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
@@ -826,7 +949,11 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x10ReadIndexRequest\"J\n" +
 	"\x11ReadIndexResponse\x12!\n" +
 	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term2\xb9\x03\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\":\n" +
+	"\x1aSetSelfPreservationRequest\x12\x1c\n" +
+	"\tthreshold\x18\x01 \x01(\x01R\tthreshold\";\n" +
+	"\x1bSetSelfPreservationResponse\x12\x1c\n" +
+	"\tthreshold\x18\x01 \x01(\x01R\tthreshold2\x9f\x04\n" +
 	"\aCluster\x12=\n" +
 	"\x06Status\x12\x18.roster.v1.StatusRequest\x1a\x19.roster.v1.StatusResponse\x12@\n" +
 	"\aMembers\x12\x19.roster.v1.MembersRequest\x1a\x1a.roster.v1.MembersResponse\x127\n" +
@@ -834,7 +961,8 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"RemoveNode\x12\x1c.roster.v1.RemoveNodeRequest\x1a\x1d.roster.v1.RemoveNodeResponse\x12a\n" +
 	"\x12TransferLeadership\x12$.roster.v1.TransferLeadershipRequest\x1a%.roster.v1.TransferLeadershipResponse\x12F\n" +
-	"\tReadIndex\x12\x1b.roster.v1.ReadIndexRequest\x1a\x1c.roster.v1.ReadIndexResponseB<Z:github.com/roster-registry/roster/proto/roster/v1;rosterv1b\x06proto3"
+	"\tReadIndex\x12\x1b.roster.v1.ReadIndexRequest\x1a\x1c.roster.v1.ReadIndexResponse\x12d\n" +
+	"\x13SetSelfPreservation\x12%.roster.v1.SetSelfPreservationRequest\x1a&.roster.v1.SetSelfPreservationResponseB<Z:github.com/roster-registry/roster/proto/roster/v1;rosterv1b\x06proto3"
 
 var (
 	file_roster_v1_cluster_proto_rawDescOnce sync.Once
@@ -848,25 +976,27 @@ func file_roster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_roster_v1_cluster_proto_rawDescData
 }
 
-var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_roster_v1_cluster_proto_goTypes = []any{
-	(*StatusRequest)(nil),              // 0: roster.v1.StatusRequest
-	(*StatusResponse)(nil),             // 1: roster.v1.StatusResponse
-	(*MembersRequest)(nil),             // 2: roster.v1.MembersRequest
-	(*Member)(nil),                     // 3: roster.v1.Member
-	(*MembersResponse)(nil),            // 4: roster.v1.MembersResponse
-	(*JoinRequest)(nil),                // 5: roster.v1.JoinRequest
-	(*JoinResponse)(nil),               // 6: roster.v1.JoinResponse
-	(*RemoveNodeRequest)(nil),          // 7: roster.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 8: roster.v1.RemoveNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 9: roster.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 10: roster.v1.TransferLeadershipResponse
-	(*ReadIndexRequest)(nil),           // 11: roster.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 12: roster.v1.ReadIndexResponse
-	(*durationpb.Duration)(nil),        // 13: google.protobuf.Duration
+	(*StatusRequest)(nil),               // 0: roster.v1.StatusRequest
+	(*StatusResponse)(nil),              // 1: roster.v1.StatusResponse
+	(*MembersRequest)(nil),              // 2: roster.v1.MembersRequest
+	(*Member)(nil),                      // 3: roster.v1.Member
+	(*MembersResponse)(nil),             // 4: roster.v1.MembersResponse
+	(*JoinRequest)(nil),                 // 5: roster.v1.JoinRequest
+	(*JoinResponse)(nil),                // 6: roster.v1.JoinResponse
+	(*RemoveNodeRequest)(nil),           // 7: roster.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),          // 8: roster.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),   // 9: roster.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),  // 10: roster.v1.TransferLeadershipResponse
+	(*ReadIndexRequest)(nil),            // 11: roster.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),           // 12: roster.v1.ReadIndexResponse
+	(*SetSelfPreservationRequest)(nil),  // 13: roster.v1.SetSelfPreservationRequest
+	(*SetSelfPreservationResponse)(nil), // 14: roster.v1.SetSelfPreservationResponse
+	(*durationpb.Duration)(nil),         // 15: google.protobuf.Duration
 }
 var file_roster_v1_cluster_proto_depIdxs = []int32{
-	13, // 0: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	15, // 0: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
 	3,  // 1: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
 	0,  // 2: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
 	2,  // 3: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
@@ -874,14 +1004,16 @@ var file_roster_v1_cluster_proto_depIdxs = []int32{
 	7,  // 5: roster.v1.Cluster.RemoveNode:input_type -> roster.v1.RemoveNodeRequest
 	9,  // 6: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
 	11, // 7: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
-	1,  // 8: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
-	4,  // 9: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
-	6,  // 10: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
-	8,  // 11: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
-	10, // 12: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
-	12, // 13: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
-	8,  // [8:14] is the sub-list for method output_type
-	2,  // [2:8] is the sub-list for method input_type
+	13, // 8: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
+	1,  // 9: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
+	4,  // 10: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
+	6,  // 11: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
+	8,  // 12: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
+	10, // 13: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
+	12, // 14: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
+	14, // 15: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
+	9,  // [9:16] is the sub-list for method output_type
+	2,  // [2:9] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name
@@ -898,7 +1030,7 @@ func file_roster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_cluster_proto_rawDesc), len(file_roster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

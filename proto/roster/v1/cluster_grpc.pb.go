@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Cluster_Status_FullMethodName             = "/roster.v1.Cluster/Status"
-	Cluster_Members_FullMethodName            = "/roster.v1.Cluster/Members"
-	Cluster_Join_FullMethodName               = "/roster.v1.Cluster/Join"
-	Cluster_RemoveNode_FullMethodName         = "/roster.v1.Cluster/RemoveNode"
-	Cluster_TransferLeadership_FullMethodName = "/roster.v1.Cluster/TransferLeadership"
-	Cluster_ReadIndex_FullMethodName          = "/roster.v1.Cluster/ReadIndex"
+	Cluster_Status_FullMethodName              = "/roster.v1.Cluster/Status"
+	Cluster_Members_FullMethodName             = "/roster.v1.Cluster/Members"
+	Cluster_Join_FullMethodName                = "/roster.v1.Cluster/Join"
+	Cluster_RemoveNode_FullMethodName          = "/roster.v1.Cluster/RemoveNode"
+	Cluster_TransferLeadership_FullMethodName  = "/roster.v1.Cluster/TransferLeadership"
+	Cluster_ReadIndex_FullMethodName           = "/roster.v1.Cluster/ReadIndex"
+	Cluster_SetSelfPreservation_FullMethodName = "/roster.v1.Cluster/SetSelfPreservation"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -47,6 +48,11 @@ type ClusterClient interface {
 	// ReadIndex is answered by the leader only: it confirms it still leads and
 	// returns its commit index. Followers use it for linearizable reads.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
+	// SetSelfPreservation changes the leader's self-preservation threshold
+	// while it leads (0 turns self-preservation off, so held expiries proceed
+	// at the next tick). Forwarded to the leader. A new leader starts again
+	// from its configured threshold.
+	SetSelfPreservation(ctx context.Context, in *SetSelfPreservationRequest, opts ...grpc.CallOption) (*SetSelfPreservationResponse, error)
 }
 
 type clusterClient struct {
@@ -117,6 +123,16 @@ func (c *clusterClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opt
 	return out, nil
 }
 
+func (c *clusterClient) SetSelfPreservation(ctx context.Context, in *SetSelfPreservationRequest, opts ...grpc.CallOption) (*SetSelfPreservationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetSelfPreservationResponse)
+	err := c.cc.Invoke(ctx, Cluster_SetSelfPreservation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -137,6 +153,11 @@ type ClusterServer interface {
 	// ReadIndex is answered by the leader only: it confirms it still leads and
 	// returns its commit index. Followers use it for linearizable reads.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
+	// SetSelfPreservation changes the leader's self-preservation threshold
+	// while it leads (0 turns self-preservation off, so held expiries proceed
+	// at the next tick). Forwarded to the leader. A new leader starts again
+	// from its configured threshold.
+	SetSelfPreservation(context.Context, *SetSelfPreservationRequest) (*SetSelfPreservationResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -164,6 +185,9 @@ func (UnimplementedClusterServer) TransferLeadership(context.Context, *TransferL
 }
 func (UnimplementedClusterServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
+func (UnimplementedClusterServer) SetSelfPreservation(context.Context, *SetSelfPreservationRequest) (*SetSelfPreservationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetSelfPreservation not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -294,6 +318,24 @@ func _Cluster_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_SetSelfPreservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSelfPreservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).SetSelfPreservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_SetSelfPreservation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).SetSelfPreservation(ctx, req.(*SetSelfPreservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -324,6 +366,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadIndex",
 			Handler:    _Cluster_ReadIndex_Handler,
+		},
+		{
+			MethodName: "SetSelfPreservation",
+			Handler:    _Cluster_SetSelfPreservation_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
