@@ -1,0 +1,189 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/roster-registry/roster/cluster"
+)
+
+// flags holds everything the command line (or ROSTER_* environment) says.
+type flags struct {
+	nodeID         string
+	dataDir        string
+	raftAddr       string
+	raftAdvertise  string
+	grpcAddr       string
+	grpcAdvertise  string
+	initialCluster string
+	bootstrap      bool
+	join           string
+	nonVoter       bool
+	dev            bool
+	logLevel       string
+	logJSON        bool
+
+	snapshotThreshold uint64
+	snapshotInterval  time.Duration
+	trailingLogs      uint64
+	historyEvents     int
+	historyBytes      int
+	shutdownTimeout   time.Duration
+}
+
+func (f *flags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.nodeID, "node-id", "", "unique id of this node (required unless --dev)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, stable store and snapshots (required unless --dev)")
+	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7421", "address the Raft transport listens on")
+	fs.StringVar(&f.raftAdvertise, "raft-advertise", "", "Raft address peers dial (default: this node's --initial-cluster entry, else --raft-addr)")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:7420", "address the gRPC API listens on")
+	fs.StringVar(&f.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes and clients use (default --grpc-addr)")
+	fs.StringVar(&f.initialCluster, "initial-cluster", "", "bootstrap a new cluster of these voters: ID=HOST:RAFTPORT,... (same list on every initial node)")
+	fs.BoolVar(&f.bootstrap, "bootstrap", false, "bootstrap a new single-voter cluster that others --join")
+	fs.StringVar(&f.join, "join", "", "join an existing cluster through any of these gRPC addresses: HOST:PORT,...")
+	fs.BoolVar(&f.nonVoter, "non-voter", false, "with --join: join as a non-voting read replica")
+	fs.BoolVar(&f.dev, "dev", false, "run a single in-memory node for trying Roster out; nothing is written to disk")
+	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.BoolVar(&f.logJSON, "log-json", false, "log JSON lines instead of text")
+	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "Raft entries between snapshots")
+	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether a snapshot is due")
+	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot, so slow followers catch up without one")
+	fs.IntVar(&f.historyEvents, "watch-history-events", 100_000, "change events kept for resuming watches")
+	fs.IntVar(&f.historyBytes, "watch-history-bytes", 64<<20, "memory bound of the kept change events")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
+}
+
+// applyEnv sets every flag not given on the command line from ROSTER_<FLAG>
+// (upper case, dashes as underscores), e.g. ROSTER_NODE_ID.
+func applyEnv(cmd *cobra.Command) error {
+	var err error
+	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
+		if err != nil || fl.Changed {
+			return
+		}
+		name := "ROSTER_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if serr := cmd.Flags().Set(fl.Name, v); serr != nil {
+				err = usagef("%s=%q: %v", name, v, serr)
+			}
+		}
+	})
+	return err
+}
+
+// clusterConfig checks the flags and builds the node's configuration.
+func (f *flags) clusterConfig() (cluster.Config, error) {
+	var cfg cluster.Config
+	modes := 0
+	for _, on := range []bool{f.dev, f.bootstrap, f.initialCluster != "", f.join != ""} {
+		if on {
+			modes++
+		}
+	}
+	if modes > 1 {
+		return cfg, usagef("choose one of --dev, --bootstrap, --initial-cluster and --join")
+	}
+	if f.dev {
+		if f.nodeID == "" {
+			f.nodeID = "dev"
+		}
+		cfg.InMemory = true
+		cfg.Bootstrap = true
+	} else {
+		if f.nodeID == "" {
+			return cfg, usagef("--node-id is required (or run --dev)")
+		}
+		if f.dataDir == "" {
+			return cfg, usagef("--data-dir is required (or run --dev)")
+		}
+		if modes == 0 && !hasData(f.dataDir) {
+			return cfg, usagef("%s holds no cluster state: give --initial-cluster, --bootstrap or --join (or --dev)", f.dataDir)
+		}
+	}
+	if f.nonVoter && f.join == "" {
+		return cfg, usagef("--non-voter needs --join")
+	}
+	if err := checkHostPort("--grpc-addr", f.grpcAddr); err != nil {
+		return cfg, err
+	}
+	if !f.dev {
+		if err := checkHostPort("--raft-addr", f.raftAddr); err != nil {
+			return cfg, err
+		}
+	}
+	if f.initialCluster != "" {
+		peers, err := parseInitialCluster(f.initialCluster)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.InitialCluster = peers
+	}
+	cfg.NodeID = f.nodeID
+	cfg.DataDir = f.dataDir
+	cfg.Bootstrap = cfg.Bootstrap || f.bootstrap
+	cfg.RaftBind = f.raftAddr
+	cfg.RaftAdvertise = f.raftAdvertise
+	cfg.SnapshotThreshold = f.snapshotThreshold
+	cfg.SnapshotInterval = f.snapshotInterval
+	cfg.TrailingLogs = f.trailingLogs
+	cfg.Store.HistoryEvents = f.historyEvents
+	cfg.Store.HistoryBytes = f.historyBytes
+	return cfg, nil
+}
+
+// hasData reports whether dir already holds a node's Raft state.
+func hasData(dir string) bool {
+	_, err := os.Stat(dir + "/raft.db")
+	return err == nil
+}
+
+func checkHostPort(flag, hp string) error {
+	if _, _, err := net.SplitHostPort(hp); err != nil {
+		return usagef("%s %q must be HOST:PORT", flag, hp)
+	}
+	return nil
+}
+
+// parseInitialCluster reads ID=HOST:PORT,ID=HOST:PORT.
+func parseInitialCluster(s string) ([]cluster.Peer, error) {
+	var peers []cluster.Peer
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, usagef("--initial-cluster entry %q must be ID=HOST:RAFTPORT", part)
+		}
+		if err := checkHostPort("--initial-cluster", addr); err != nil {
+			return nil, err
+		}
+		if seen[id] {
+			return nil, usagef("--initial-cluster names %q twice", id)
+		}
+		seen[id] = true
+		peers = append(peers, cluster.Peer{ID: id, Addr: addr})
+	}
+	return peers, nil
+}
+
+// advertised returns the address others should dial for a listener bound to
+// bind, unless one is given.
+func advertised(flag, given string, bound net.Addr) (string, error) {
+	if given != "" {
+		return given, checkHostPort(flag, given)
+	}
+	host, port, _ := net.SplitHostPort(bound.String())
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return "", usagef("listening on %s: set %s to an address other nodes can reach", bound, flag)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func (f *flags) String() string {
+	return fmt.Sprintf("node=%s data=%s raft=%s grpc=%s", f.nodeID, f.dataDir, f.raftAddr, f.grpcAddr)
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/roster-registry/roster/cluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
+)
+
+func newCommand() *cobra.Command {
+	f := &flags{}
+	cmd := &cobra.Command{
+		Use:   "rosterd",
+		Short: "Roster server: one node of a Raft-replicated service registry",
+		Long: `rosterd runs one Roster node. Three or more nodes form a cluster that
+replicates every registration through Raft; every node serves reads and
+watches, and forwards writes to the leader.
+
+Every flag can also be set as ROSTER_<FLAG> in the environment, e.g.
+ROSTER_NODE_ID=n1. A node restarted with its --data-dir rejoins with its
+identity and state; bootstrap flags are then ignored.`,
+		Example: `  # try it: one node in memory
+  rosterd --dev
+
+  # a 3-node cluster: the same --initial-cluster on every node
+  rosterd --node-id n1 --data-dir /var/lib/roster --grpc-addr 10.0.0.1:7420 \
+    --raft-addr 10.0.0.1:7421 --initial-cluster n1=10.0.0.1:7421,n2=10.0.0.2:7421,n3=10.0.0.3:7421
+
+  # or grow one: --bootstrap the first, --join the rest
+  rosterd --node-id n1 --data-dir d1 --bootstrap
+  rosterd --node-id n2 --data-dir d2 --grpc-addr 127.0.0.1:7430 --raft-addr 127.0.0.1:7431 --join 127.0.0.1:7420`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			return run(cmd.Context(), f)
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	f.register(cmd.Flags())
+	return cmd
+}
+
+func run(parent context.Context, f *flags) error {
+	if parent == nil {
+		parent = context.Background()
+	}
+	cfg, err := f.clusterConfig()
+	if err != nil {
+		return err
+	}
+	level := hclog.LevelFromString(f.logLevel)
+	if level == hclog.NoLevel {
+		return usagef("--log-level %q: use trace, debug, info, warn or error", f.logLevel)
+	}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "rosterd", Level: level, JSONFormat: f.logJSON, Output: os.Stderr})
+	cfg.Logger = logger
+
+	lis, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("listen for gRPC on %s: %w", f.grpcAddr, err)
+	}
+	defer lis.Close()
+	if cfg.APIAddr, err = advertised("--grpc-advertise", f.grpcAdvertise, lis.Addr()); err != nil {
+		return err
+	}
+	if f.dev {
+		_, cfg.Transport = raft.NewInmemTransport(raft.ServerAddress("dev.inmem:7421"))
+	}
+
+	node, err := cluster.New(cfg)
+	if err != nil {
+		return err
+	}
+	srv := rpc.New(node, rpc.Options{Logger: logger.Named("rpc")})
+	g := grpc.NewServer(srv.ServerOptions()...)
+	srv.RegisterServices(g)
+	srv.Start()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- g.Serve(lis) }()
+	logger.Info("serving", "node_id", cfg.NodeID, "grpc", cfg.APIAddr, "raft", node.RaftAddr(), "dev", f.dev)
+
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if f.join != "" {
+		go joinLoop(ctx, logger, f, node)
+	}
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-serveErr:
+		logger.Error("gRPC server stopped", "error", err)
+	}
+	return shutdown(logger, f.shutdownTimeout, node, srv, g)
+}
+
+// shutdown hands leadership away (so the cluster does not wait an election
+// timeout), drains calls and streams, then stops Raft and closes the stores.
+func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, srv *rpc.Server, g *grpc.Server) error {
+	if node.IsLeader() && voters(node) > 1 {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout/2)
+		if err := node.TransferLeadership(ctx, ""); err != nil {
+			logger.Info("no leadership transfer before shutdown", "reason", err)
+		}
+		cancel()
+	}
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		logger.Warn("calls still running after the shutdown timeout; closing them")
+		g.Stop()
+	}
+	srv.Stop()
+	if err := node.Shutdown(); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// joinLoop asks the cluster to add this node until it is in. A node that
+// already has state is a member and skips it.
+func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.Node) {
+	if cf := node.Raft().GetConfiguration(); cf.Error() == nil && len(cf.Configuration().Servers) > 0 {
+		logger.Info("already a member; not joining again")
+		return
+	}
+	addrs := strings.Split(f.join, ",")
+	req := &rosterv1.JoinRequest{NodeId: node.ID(), RaftAddr: node.RaftAddr(), ApiAddr: node.APIAddr(), NonVoter: f.nonVoter}
+	backoff := 200 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		addr := strings.TrimSpace(addrs[attempt%len(addrs)])
+		err := joinOnce(ctx, addr, req)
+		if err == nil {
+			logger.Info("joined the cluster", "via", addr)
+			return
+		}
+		logger.Warn("join failed; retrying", "via", addr, "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff + time.Duration(rand.Int64N(int64(backoff)))):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func joinOnce(ctx context.Context, addr string, req *rosterv1.JoinRequest) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	_, err = rosterv1.NewClusterClient(cc).Join(ctx, req)
+	return err
+}
+
+func voters(node *cluster.Node) int {
+	ms, err := node.Members()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, m := range ms {
+		if m.Voter {
+			n++
+		}
+	}
+	return n
+}
