@@ -28,7 +28,8 @@ type Event struct {
 	// Prev is the state before the change; nil when the key was new.
 	Prev *Instance
 
-	wire atomic.Pointer[[]byte]
+	wire    atomic.Pointer[[]byte]
+	altWire atomic.Pointer[[]byte]
 }
 
 // Wire returns the memoized encoding of the event, or nil.
@@ -41,6 +42,19 @@ func (e *Event) Wire() []byte {
 
 // SetWire memoizes an encoding of the event for every watcher to share.
 func (e *Event) SetWire(b []byte) { e.wire.Store(&b) }
+
+// AltWire returns the memoized alternative encoding of the event, or nil.
+// Watchers that see the event transformed (a healthy-only watcher sees an
+// instance turning unhealthy as a delete) share this one.
+func (e *Event) AltWire() []byte {
+	if p := e.altWire.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// SetAltWire memoizes the alternative encoding of the event.
+func (e *Event) SetAltWire(b []byte) { e.altWire.Store(&b) }
 
 // Revision groups the events of one revision; they are never split.
 type Revision struct {
@@ -58,8 +72,13 @@ type History struct {
 	maxEvents int
 	maxBytes  int
 
-	mu        sync.RWMutex
-	revs      []Revision
+	mu   sync.RWMutex
+	revs []Revision
+	// ends[i] is the number of events appended since the start up to and
+	// including revs[i], so the events after any retained revision are
+	// counted without a walk.
+	ends      []uint64
+	appended  uint64
 	events    int
 	bytes     int
 	compacted uint64 // every change at or below this revision is gone
@@ -102,6 +121,8 @@ func (h *History) append(rev uint64, evs []*Event) {
 	}
 	h.mu.Lock()
 	h.revs = append(h.revs, Revision{Revision: rev, Events: evs})
+	h.appended += uint64(len(evs))
+	h.ends = append(h.ends, h.appended)
 	h.events += len(evs)
 	h.bytes += size
 	h.head = rev
@@ -129,9 +150,11 @@ func (h *History) trim() {
 	}
 	clear(h.revs[:drop])
 	h.revs = h.revs[drop:]
+	h.ends = h.ends[drop:]
 	// Let go of the dropped prefix's backing array once it dominates.
 	if cap(h.revs) > 2*len(h.revs)+64 {
 		h.revs = append(make([]Revision, 0, len(h.revs)*2), h.revs...)
+		h.ends = append(make([]uint64, 0, len(h.ends)*2), h.ends...)
 	}
 }
 
@@ -139,7 +162,7 @@ func (h *History) trim() {
 func (h *History) reset(rev uint64) {
 	h.mu.Lock()
 	clear(h.revs)
-	h.revs = nil
+	h.revs, h.ends = nil, nil
 	h.events, h.bytes = 0, 0
 	h.compacted = rev
 	h.head = rev
@@ -174,4 +197,21 @@ func (h *History) Bounds() (compacted, head uint64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.compacted, h.head
+}
+
+// Behind returns how many retained events come after rev (how far a reader
+// at rev lags the head) and a channel closed when more arrive.
+// ErrCompacted means the changes right after rev are gone.
+func (h *History) Behind(rev uint64) (int, <-chan struct{}, error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if rev < h.compacted {
+		return 0, h.notify, ErrCompacted
+	}
+	i := sort.Search(len(h.revs), func(i int) bool { return h.revs[i].Revision > rev })
+	if i == len(h.revs) {
+		return 0, h.notify, nil
+	}
+	before := h.ends[i] - uint64(len(h.revs[i].Events))
+	return int(h.appended - before), h.notify, nil
 }

@@ -75,3 +75,39 @@ func BenchmarkRegister(b *testing.B) {
 		_ = w.Commit()
 	}
 }
+
+func TestHistoryBehindCountsEventsAfterARevision(t *testing.T) {
+	s := New(Options{HistoryEvents: 5, HistoryBytes: 1 << 30})
+	for i, id := range []string{"a", "b", "c", "d"} {
+		register(t, s, uint64(10+i), inst("web", id, 80))
+	}
+	tests := []struct {
+		rev  uint64
+		want int
+		err  error
+	}{
+		{9, 4, nil}, {10, 3, nil}, {12, 1, nil}, {13, 0, nil}, {99, 0, nil},
+	}
+	for _, tt := range tests {
+		got, _, err := s.History().Behind(tt.rev)
+		if got != tt.want || !errors.Is(err, tt.err) {
+			t.Errorf("Behind(%d) = %d, %v; want %d, %v", tt.rev, got, err, tt.want, tt.err)
+		}
+	}
+	// Two more events push the history past 5: revision 10 is compacted.
+	register(t, s, 14, inst("web", "e", 80))
+	register(t, s, 15, inst("web", "f", 80))
+	if _, _, err := s.History().Behind(9); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("Behind(9) after compaction: %v, want ErrCompacted", err)
+	}
+	if got, _, err := s.History().Behind(11); got != 4 || err != nil {
+		t.Fatalf("Behind(11) = %d, %v; want 4", got, err)
+	}
+	s.History().reset(20)
+	if _, _, err := s.History().Behind(15); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("Behind(15) after reset to 20: %v, want ErrCompacted", err)
+	}
+	if got, _, err := s.History().Behind(20); got != 0 || err != nil {
+		t.Fatalf("Behind(20) after reset = %d, %v", got, err)
+	}
+}
