@@ -21,6 +21,9 @@ func (s *Server) readBarrier(ctx context.Context, opts *rosterv1.ReadOptions) er
 	switch opts.GetConsistency() {
 	case rosterv1.Consistency_CONSISTENCY_STALE:
 	case rosterv1.Consistency_CONSISTENCY_UNSPECIFIED, rosterv1.Consistency_CONSISTENCY_LINEARIZABLE:
+		if linearizableFromLocalState {
+			break
+		}
 		idx, err := s.readIndex(ctx)
 		if err != nil {
 			return err
