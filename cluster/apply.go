@@ -56,11 +56,21 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, m proto.Message) 
 func (n *Node) runProposals() {
 	defer n.wg.Done()
 	batch := make([]*proposal, 0, n.cfg.MaxBatch)
+	// inflight bounds the entries handed to Raft and not yet applied: while
+	// they replicate, new proposals queue up and leave together in the next
+	// entry. A lone write never waits for a slot.
+	inflight := make(chan struct{}, n.cfg.MaxInflight)
 	for {
 		var first *proposal
 		select {
 		case first = <-n.proposals:
 		case <-n.shutdownCh:
+			return
+		}
+		select {
+		case inflight <- struct{}{}:
+		case <-n.shutdownCh:
+			fail([]*proposal{first}, ErrShutdown)
 			return
 		}
 		batch = append(batch[:0], first)
@@ -70,7 +80,8 @@ func (n *Node) runProposals() {
 			select {
 			case p := <-n.proposals:
 				if size+len(p.data)+8 > n.cfg.MaxEntrySize {
-					n.commit(batch)
+					n.commit(batch, inflight)
+					inflight <- struct{}{}
 					batch = append(batch[:0], p)
 					size = len(p.data)
 					continue
@@ -81,13 +92,13 @@ func (n *Node) runProposals() {
 				break collect
 			}
 		}
-		n.commit(batch)
+		n.commit(batch, inflight)
 	}
 }
 
 // commit hands a batch to Raft without waiting for it; a goroutine delivers
 // the results, so the next batch can be proposed while this one replicates.
-func (n *Node) commit(batch []*proposal) {
+func (n *Node) commit(batch []*proposal, inflight chan struct{}) {
 	ps := append([]*proposal(nil), batch...)
 	var data []byte
 	if len(ps) == 1 {
@@ -99,13 +110,16 @@ func (n *Node) commit(batch []*proposal) {
 		}
 		var err error
 		if data, err = fsm.EncodeBatch(entries); err != nil {
+			<-inflight
 			fail(ps, err)
 			return
 		}
 	}
 	f := n.raft.Apply(data, n.cfg.ApplyTimeout)
 	go func() {
-		if err := f.Error(); err != nil {
+		err := f.Error()
+		<-inflight
+		if err != nil {
 			fail(ps, mapRaftError(err))
 			return
 		}

@@ -67,6 +67,8 @@ type Config struct {
 	MaxEntrySize int
 	// MaxBatch bounds how many writes one entry may carry (default 256).
 	MaxBatch int
+	// MaxInflight bounds the write entries replicating at once (default 4).
+	MaxInflight int
 	// ApplyTimeout bounds handing a command to Raft (default 5s).
 	ApplyTimeout time.Duration
 
@@ -101,6 +103,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 256
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 4
 	}
 	if c.ApplyTimeout <= 0 {
 		c.ApplyTimeout = 5 * time.Second
