@@ -73,6 +73,22 @@ type Config struct {
 	ApplyTimeout time.Duration
 
 	Store store.Options
+
+	// LeaseTick is the lease timer's granularity: an instance that stops
+	// heartbeating is expired within TTL plus one tick (default 100ms).
+	LeaseTick time.Duration
+	// SelfPreservationThreshold is the share of leases (of all, or of one
+	// service's) that may expire within SelfPreservationWindow before the
+	// leader holds expiry. Zero means the default 0.5; negative turns
+	// self-preservation off.
+	SelfPreservationThreshold float64
+	// SelfPreservationWindow is the window "at once" means (default 10s).
+	SelfPreservationWindow time.Duration
+	// SelfPreservationMinLeases: a group of fewer leases never trips
+	// self-preservation (default 3).
+	SelfPreservationMinLeases int
+	// CheckWorkers bounds how many health checks run at once (default 32).
+	CheckWorkers int
 }
 
 func (c *Config) setDefaults() error {
@@ -110,7 +126,43 @@ func (c *Config) setDefaults() error {
 	if c.ApplyTimeout <= 0 {
 		c.ApplyTimeout = 5 * time.Second
 	}
+	if c.LeaseTick <= 0 {
+		c.LeaseTick = 100 * time.Millisecond
+	}
+	if c.SelfPreservationWindow <= 0 {
+		c.SelfPreservationWindow = 10 * time.Second
+	}
+	if c.SelfPreservationMinLeases <= 0 {
+		c.SelfPreservationMinLeases = 3
+	}
+	if c.SelfPreservationThreshold > 1 {
+		return fmt.Errorf("self-preservation threshold %v must be at most 1 (negative turns it off)", c.SelfPreservationThreshold)
+	}
+	if c.CheckWorkers <= 0 {
+		c.CheckWorkers = 32
+	}
 	return nil
+}
+
+// selfPreservationThreshold is the configured threshold, 0 when off.
+func (c *Config) selfPreservationThreshold() float64 {
+	switch {
+	case c.SelfPreservationThreshold < 0:
+		return 0
+	case c.SelfPreservationThreshold == 0:
+		return 0.5
+	default:
+		return c.SelfPreservationThreshold
+	}
+}
+
+// leaderLeaseTimeout is how long a deposed leader may go on believing it
+// leads after losing its quorum.
+func (c *Config) leaderLeaseTimeout() time.Duration {
+	if c.LeaderLeaseTimeout > 0 {
+		return c.LeaderLeaseTimeout
+	}
+	return raft.DefaultConfig().LeaderLeaseTimeout
 }
 
 func findPeer(ps []Peer, id string) (Peer, bool) {
@@ -142,6 +194,9 @@ type Node struct {
 	leaderDone  chan struct{}
 	duties      []func(ctx context.Context)
 
+	leases *leaseTable
+	checks *checkRunner
+
 	healthMu   sync.Mutex
 	peerFailed map[raft.ServerID]time.Time
 
@@ -166,6 +221,10 @@ func New(cfg Config) (*Node, error) {
 		shutdownCh: make(chan struct{}),
 	}
 	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
+	n.leases = newLeaseTable(n)
+	n.checks = newCheckRunner(n)
+	n.OnLeader(n.leases.run)
+	n.OnLeader(n.checks.run)
 	ok := false
 	defer func() {
 		if !ok {
