@@ -11,6 +11,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# grpcurl is the stock gRPC client; an e2e test proves it works against
+# rosterd with no .proto files (reflection). Installed once, pinned.
+export PATH="$(go env GOPATH)/bin:$PATH"
+if ! command -v grpcurl >/dev/null 2>&1; then
+  step "installing grpcurl (once)"
+  go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+fi
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '\.pb\.go$') 2>&1 || true)
 if [ -n "$unformatted" ]; then
