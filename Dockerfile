@@ -38,4 +38,6 @@ VOLUME /data
 EXPOSE 7420 7421
 
 ENTRYPOINT ["/usr/local/bin/rosterd"]
-CMD ["--dev"]
+# Without arguments: one in-memory dev node. rosterd wants an advertise address
+# when it listens on 0.0.0.0; a lone node has no peers, so loopback will do.
+CMD ["--dev", "--grpc-advertise", "127.0.0.1:7420"]

@@ -42,7 +42,7 @@ environment:
                         bin/rosterd and bin/roster are built with go build when
                         missing or older than the sources
   ROSTER_UP_TIMEOUT     seconds to wait for a leader / for a node to answer (30)
-  ROSTER_STOP_TIMEOUT   seconds to wait after SIGTERM before SIGKILL (10)
+  ROSTER_STOP_TIMEOUT   seconds to wait after SIGTERM before SIGKILL (15)
   ROSTER_LOG_LINES      lines printed by logs (200)
   ROSTER_KEEP_ON_FAIL=1 leave the nodes running when up fails
 
@@ -65,7 +65,7 @@ cluster_dir=${cluster_dir%/}
 [[ -n $cluster_dir ]] || die "ROSTER_CLUSTER_DIR must not be /"
 state_file=$cluster_dir/cluster.env
 up_timeout=${ROSTER_UP_TIMEOUT:-30}
-stop_timeout=${ROSTER_STOP_TIMEOUT:-10}
+stop_timeout=${ROSTER_STOP_TIMEOUT:-15}
 host=127.0.0.1
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
@@ -273,7 +273,7 @@ signal_stop() {
 
 # node_status I: prints `roster status -o json` of node I, or fails.
 node_status() {
-  timeout 3 "$roster_bin" --addr "$(grpc_addr "$1")" status -o json 2>/dev/null
+  timeout 4 "$roster_bin" --addr "$(grpc_addr "$1")" --timeout 2s status -o json 2>/dev/null
 }
 
 # json_field JSON NAME: a top-level scalar field of the CLI's JSON, by its
@@ -305,12 +305,12 @@ raft_state() {
   echo "$s"
 }
 
-# find_leader: prints "ID TERM" of the leader as the nodes see it, or fails. A
-# node that calls itself leader wins (the highest term if several do, since a
-# deposed leader may not know yet); else the leader_id reported at the highest
-# term.
+# find_leader: prints "ID TERM" of the running node that calls itself leader, at
+# the highest term if several do (a deposed leader may not know yet), or fails.
+# The leader_id of followers is not trusted: it names a killed leader until the
+# election timeout.
 find_leader() {
-  local i json state term id best='' best_term=-1 seen='' seen_term=-1
+  local i json state term best='' best_term=-1
   local pid
   for ((i = 1; i <= nodes; i++)); do
     pid=$(node_pid "$i")
@@ -324,19 +324,9 @@ find_leader() {
       best=$(json_field "$json" node_id) || best=n$i
       best_term=$term
     fi
-    id=$(json_field "$json" leader_id) || id=
-    if [[ -n $id ]] && ((term > seen_term)); then
-      seen=$id
-      seen_term=$term
-    fi
   done
-  if [[ -n $best ]]; then
-    echo "$best $best_term"
-  elif [[ -n $seen ]]; then
-    echo "$seen $seen_term"
-  else
-    return 1
-  fi
+  [[ -n $best ]] || return 1
+  echo "$best $best_term"
 }
 
 # --- commands ---------------------------------------------------------------

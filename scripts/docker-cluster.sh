@@ -14,8 +14,10 @@ Runs docker-compose.yml: nodes r1, r2, r3 on the bridge network roster-net
 (r1 172.29.42.11, r2 .12, r3 .13), gRPC published on 127.0.0.1:17420/17430/17440.
 
 commands:
-  up                  build the static binaries and the roster:dev image (FROM
-                      scratch, nothing pulled), start the cluster, wait for a leader
+  up [--no-build]     build the static binaries and the roster:dev image (FROM
+                      scratch, nothing pulled), start the cluster (reconnecting and
+                      unpausing nodes left so), wait for a leader; --no-build uses
+                      the image as it is
   down [--purge]      remove the containers and the network; --purge also removes
                       the data volumes
   status              one line per node: container state, network, Raft view
@@ -96,7 +98,13 @@ compose() { "${compose_cmd[@]}" -p "$project" -f "$compose_file" "$@"; }
 
 # cstate NODE: running, paused, exited, created... or absent.
 cstate() {
-  docker inspect -f '{{.State.Status}}' "$(container "$1")" 2>/dev/null || echo absent
+  local st
+  # docker inspect prints an empty line for a missing container before failing.
+  if st=$(docker inspect -f '{{.State.Status}}' "$(container "$1")" 2>/dev/null) && [[ -n $st ]]; then
+    echo "$st"
+  else
+    echo absent
+  fi
 }
 
 # connected NODE: the container is attached to the cluster network.
@@ -109,7 +117,7 @@ connected() {
 # node_status NODE: `roster status -o json` run inside the node's container, so it
 # works on a partitioned node too.
 node_status() {
-  timeout 5 docker exec "$(container "$1")" roster --addr 127.0.0.1:7420 status -o json 2>/dev/null
+  timeout 5 docker exec "$(container "$1")" roster --addr 127.0.0.1:7420 --timeout 3s status -o json 2>/dev/null
 }
 
 # json_field JSON NAME: a top-level scalar field of the CLI's JSON, by its
@@ -140,11 +148,12 @@ raft_state() {
   echo "$s"
 }
 
-# find_leader: "ID TERM" of the leader seen by the running, connected nodes: a
-# node calling itself leader at the highest term, else the leader_id reported at
-# the highest term. A cut-off node is not asked: it may still believe it leads.
+# find_leader: "ID TERM" of the running, connected node that calls itself leader,
+# at the highest term if several do. A cut-off node is not asked: it may still
+# believe it leads. The leader_id of followers is not trusted: it names a killed
+# leader until the election timeout.
 find_leader() {
-  local n json state term id best='' best_term=-1 seen='' seen_term=-1
+  local n json state term best='' best_term=-1
   for n in "${nodes[@]}"; do
     if [[ $(cstate "$n") != running ]] || ! connected "$n"; then continue; fi
     json=$(node_status "$n") || continue
@@ -155,19 +164,9 @@ find_leader() {
       best=$(json_field "$json" node_id) || best=$n
       best_term=$term
     fi
-    id=$(json_field "$json" leader_id) || id=''
-    if [[ -n $id ]] && ((term > seen_term)); then
-      seen=$id
-      seen_term=$term
-    fi
   done
-  if [[ -n $best ]]; then
-    echo "$best $best_term"
-  elif [[ -n $seen ]]; then
-    echo "$seen $seen_term"
-  else
-    return 1
-  fi
+  [[ -n $best ]] || return 1
+  echo "$best $best_term"
 }
 
 all_addrs() {
@@ -198,8 +197,18 @@ build() {
 }
 
 cmd_up() {
-  (($# == 0)) || usage_error "up: unexpected argument '$1'"
-  build
+  local build=1
+  case ${1:-} in
+    "") ;;
+    --no-build) build=0 ;;
+    *) usage_error "up: unexpected argument '$1'" ;;
+  esac
+  (($# <= 1)) || usage_error "up: too many arguments"
+  if ((build)); then
+    build
+  elif ! docker image inspect "$image" >/dev/null 2>&1; then
+    die "up --no-build: there is no image $image yet; run scripts/$prog up"
+  fi
   # Paused or cut-off nodes from an earlier run would stall the wait below.
   local n
   for n in "${nodes[@]}"; do
