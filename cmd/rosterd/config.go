@@ -172,13 +172,17 @@ func parseInitialCluster(s string) ([]cluster.Peer, error) {
 }
 
 // advertised returns the address others should dial for a listener bound to
-// bind, unless one is given.
-func advertised(flag, given string, bound net.Addr) (string, error) {
+// bind, unless one is given. A lone dev node has no peers, so a wildcard
+// bind is advertised as loopback.
+func advertised(flag, given string, bound net.Addr, dev bool) (string, error) {
 	if given != "" {
 		return given, checkHostPort(flag, given)
 	}
 	host, port, _ := net.SplitHostPort(bound.String())
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if dev {
+			return net.JoinHostPort("127.0.0.1", port), nil
+		}
 		return "", usagef("listening on %s: set %s to an address other nodes can reach", bound, flag)
 	}
 	return net.JoinHostPort(host, port), nil

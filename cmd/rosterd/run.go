@@ -79,7 +79,7 @@ func run(parent context.Context, f *flags) error {
 		return fmt.Errorf("listen for gRPC on %s: %w", f.grpcAddr, err)
 	}
 	defer lis.Close()
-	if cfg.APIAddr, err = advertised("--grpc-advertise", f.grpcAdvertise, lis.Addr()); err != nil {
+	if cfg.APIAddr, err = advertised("--grpc-advertise", f.grpcAdvertise, lis.Addr(), f.dev); err != nil {
 		return err
 	}
 	if f.dev {
