@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -47,9 +48,15 @@ func toStatus(err error) error {
 		return err
 	}
 	var inv *invalidError
+	var slow *slowWatcherError
 	switch {
 	case errors.As(err, &inv):
 		return withReason(codes.InvalidArgument, inv.msg, ReasonInvalid)
+	case errors.As(err, &slow):
+		return withInfo(codes.ResourceExhausted, slow.Error(), &errdetails.ErrorInfo{
+			Reason: ReasonSlowWatcher, Domain: ErrorDomain,
+			Metadata: map[string]string{MetaLastRevision: strconv.FormatUint(slow.last, 10)},
+		})
 	case errors.Is(err, store.ErrNotFound):
 		return withReason(codes.NotFound, err.Error(), ReasonNotFound)
 	case errors.Is(err, store.ErrStaleRegistration):
@@ -78,8 +85,12 @@ func toStatus(err error) error {
 }
 
 func withReason(c codes.Code, msg, reason string) error {
+	return withInfo(c, msg, &errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain})
+}
+
+func withInfo(c codes.Code, msg string, info *errdetails.ErrorInfo) error {
 	st := status.New(c, msg)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}); err == nil {
+	if d, err := st.WithDetails(info); err == nil {
 		st = d
 	}
 	return st.Err()
@@ -87,14 +98,22 @@ func withReason(c codes.Code, msg, reason string) error {
 
 // Reason returns the ErrorInfo reason Roster attached to err, or "".
 func Reason(err error) string {
+	if info := errorInfo(err); info != nil {
+		return info.Reason
+	}
+	return ""
+}
+
+// errorInfo returns the ErrorInfo detail Roster attached to err, or nil.
+func errorInfo(err error) *errdetails.ErrorInfo {
 	st, ok := status.FromError(err)
 	if !ok {
-		return ""
+		return nil
 	}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == ErrorDomain {
-			return info.Reason
+			return info
 		}
 	}
-	return ""
+	return nil
 }

@@ -39,6 +39,8 @@ type Options struct {
 	// DialOptions for connections to peers (transport credentials, tokens).
 	DialOptions []grpc.DialOption
 	Logger      hclog.Logger
+	// Watch tunes watch streams.
+	Watch WatchOptions
 }
 
 // Server implements the Registry and Cluster services on one node.
@@ -54,6 +56,7 @@ type Server struct {
 
 	// remoteReadIndex coalesces a follower's read-index requests to the leader.
 	remoteReadIndex *cluster.Rounds
+	watch           watchState
 
 	stop chan struct{}
 	done chan struct{}
@@ -87,9 +90,11 @@ func New(node *cluster.Node, opts Options) *Server {
 }
 
 // ServerOptions returns the grpc.ServerOptions the services expect: message
-// limits and the interceptors (panic recovery, unknown-field rejection).
+// limits, the interceptors (panic recovery, unknown-field rejection) and the
+// codec that sends watch events pre-encoded.
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newServerCodec()),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxSendMsgSize(256 << 20),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),

@@ -82,6 +82,7 @@ type History struct {
 	events    int
 	bytes     int
 	compacted uint64 // every change at or below this revision is gone
+	restored  uint64 // the revision of the last reset (snapshot restore)
 	head      uint64 // the latest revision appended
 	notify    chan struct{}
 }
@@ -165,6 +166,7 @@ func (h *History) reset(rev uint64) {
 	h.revs, h.ends = nil, nil
 	h.events, h.bytes = 0, 0
 	h.compacted = rev
+	h.restored = rev
 	h.head = rev
 	close(h.notify)
 	h.notify = make(chan struct{})
@@ -214,4 +216,12 @@ func (h *History) Behind(rev uint64) (int, <-chan struct{}, error) {
 	}
 	before := h.ends[i] - uint64(len(h.revs[i].Events))
 	return int(h.appended - before), h.notify, nil
+}
+
+// LastRestore returns the revision of the last snapshot restore, or 0: a
+// reader below it lost its place to the restore, not to trimming.
+func (h *History) LastRestore() uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.restored
 }

@@ -47,6 +47,8 @@ type Options struct {
 	Configure func(*cluster.Config)
 	// Store bounds each node's history.
 	Store store.Options
+	// Server adjusts each node's rpc options before its server starts.
+	Server func(*rpc.Options)
 }
 
 // Cluster is a running test cluster.
@@ -114,7 +116,11 @@ func (c *Cluster) start(nd *Node, peers []cluster.Peer, opts Options) {
 		t.Fatalf("start %s: %v", nd.ID, err)
 	}
 	nd.Node = node
-	nd.Server = rpc.New(node, rpc.Options{Logger: cfg.Logger.Named("rpc"), HoldTimeout: 3 * time.Second})
+	ropts := rpc.Options{Logger: cfg.Logger.Named("rpc"), HoldTimeout: 3 * time.Second}
+	if opts.Server != nil {
+		opts.Server(&ropts)
+	}
+	nd.Server = rpc.New(node, ropts)
 	nd.GRPC = grpc.NewServer(nd.Server.ServerOptions()...)
 	nd.Server.RegisterServices(nd.GRPC)
 	nd.Server.Start()

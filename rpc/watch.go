@@ -1,0 +1,442 @@
+package rpc
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/roster-registry/roster/cluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/store"
+)
+
+// Watch bounds.
+const (
+	DefaultProgressInterval = 5 * time.Second
+	MinProgressInterval     = 100 * time.Millisecond
+	MaxProgressInterval     = 10 * time.Minute
+	// DefaultWatchMaxLag is how many events a watcher may trail the history
+	// head while its stream is blocked before it is cut off.
+	DefaultWatchMaxLag = 10_000
+	// DefaultWatchBatchEvents is how many events one message carries at
+	// most, unless a single revision has more (revisions are never split).
+	DefaultWatchBatchEvents = 500
+)
+
+// MetaLastRevision is the ErrorInfo metadata key of the revision a slow
+// watcher was cut off at: everything up to it was sent, so a watch resumed
+// with start_revision set to it loses nothing.
+const MetaLastRevision = "last_revision"
+
+// WatchOptions tune watch streams.
+type WatchOptions struct {
+	// MaxLag is how many events a watcher may fall behind this node's
+	// history while the client is not reading before the stream ends with
+	// ResourceExhausted (default DefaultWatchMaxLag).
+	MaxLag int
+	// BatchEvents bounds the events of one message (default
+	// DefaultWatchBatchEvents).
+	BatchEvents int
+}
+
+// WatchStats are counters of this server's watch streams.
+type WatchStats struct {
+	// Active streams now.
+	Active int64
+	// CutOff streams ended because their consumer was too slow.
+	CutOff uint64
+	// Encodings of events to wire bytes; with sharing, about one per event
+	// however many watchers receive it.
+	Encodings uint64
+}
+
+// watchState is the server's shared watch bookkeeping.
+type watchState struct {
+	active    atomic.Int64
+	cutoff    atomic.Uint64
+	encodings atomic.Uint64
+	// prefix caches the encoded header and revision of event messages at
+	// the latest revision, shared by every watcher sending that revision.
+	prefix atomic.Pointer[watchPrefix]
+}
+
+type watchPrefix struct {
+	rev   uint64
+	at    time.Time
+	bytes []byte
+}
+
+// WatchStats returns the counters of this server's watch streams.
+func (s *Server) WatchStats() WatchStats {
+	return WatchStats{
+		Active:    s.watch.active.Load(),
+		CutOff:    s.watch.cutoff.Load(),
+		Encodings: s.watch.encodings.Load(),
+	}
+}
+
+// slowWatcherError ends a watch whose consumer fell too far behind.
+type slowWatcherError struct {
+	last   uint64
+	behind int
+	limit  int
+}
+
+func (e *slowWatcherError) Error() string {
+	return fmt.Sprintf("watcher too slow: %d events behind, the limit is %d; everything up to revision %d was sent, resume from it",
+		e.behind, e.limit, e.last)
+}
+
+// WatchResumeRevision returns the revision carried by a watch stream's
+// ResourceExhausted status (see MetaLastRevision).
+func WatchResumeRevision(err error) (uint64, bool) {
+	v, ok := errorMetadata(err, ReasonSlowWatcher, MetaLastRevision)
+	if !ok {
+		return 0, false
+	}
+	var rev uint64
+	if _, err := fmt.Sscan(v, &rev); err != nil {
+		return 0, false
+	}
+	return rev, true
+}
+
+// watcher is one Watch stream: its filter and where it stands.
+type watcher struct {
+	s           *Server
+	namespace   string
+	service     string
+	healthyOnly bool
+	progress    time.Duration
+	maxLag      int
+	batch       int
+}
+
+type outMsg struct {
+	msg any // *preEncoded or *rosterv1.WatchResponse
+	rev uint64
+}
+
+// Watch implements rosterv1.RegistryServer. It is served from this node's
+// own applied state: a reset (start_revision 0, or a revision no longer
+// retained), then every revision after it from the shared history, whole
+// revisions per message, in order. A handler goroutine reads the history;
+// a sender goroutine writes to the stream, at most one message behind, so
+// a watcher whose client stops reading holds only its position and is cut
+// off once it trails the head by more than MaxLag events.
+func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingServer[rosterv1.WatchResponse]) error {
+	w, err := s.newWatcher(req)
+	if err != nil {
+		return err
+	}
+	s.watch.active.Add(1)
+	defer s.watch.active.Add(-1)
+	ctx := stream.Context()
+	hist := s.node.Store().History()
+
+	// The sender exits when the handler returns (done) or a send fails. A
+	// send blocked on flow control is interrupted by gRPC when the handler
+	// returns, as gRPC finishes the stream.
+	sendq := make(chan outMsg, 1)
+	sendErr := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
+	var delivered atomic.Uint64
+	delivered.Store(req.StartRevision)
+	go func() {
+		for {
+			select {
+			case m := <-sendq:
+				if err := stream.SendMsg(m.msg); err != nil {
+					sendErr <- err
+					return
+				}
+				delivered.Store(m.rev)
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	progress := time.NewTimer(w.progress)
+	defer progress.Stop()
+	// put hands one message to the sender. While the sender is blocked it
+	// checks, at every new revision, whether the watcher has fallen too far
+	// behind.
+	put := func(m outMsg) error {
+		for {
+			select {
+			case sendq <- m:
+				progress.Reset(w.progress)
+				return nil
+			default:
+			}
+			last := delivered.Load()
+			behind, notify, err := hist.Behind(last)
+			switch {
+			case errors.Is(err, store.ErrCompacted) && last >= hist.LastRestore():
+				// Trimmed while blocked: the history no longer holds what
+				// this watcher needs next.
+				s.watch.cutoff.Add(1)
+				return &slowWatcherError{last: last, behind: -1, limit: w.maxLag}
+			case err == nil && behind > w.maxLag:
+				s.watch.cutoff.Add(1)
+				return &slowWatcherError{last: last, behind: behind, limit: w.maxLag}
+			}
+			// A restore while blocked is not the watcher's fault: once this
+			// message is sent it gets a reset.
+			select {
+			case sendq <- m:
+				progress.Reset(w.progress)
+				return nil
+			case <-notify:
+			case err := <-sendErr:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-s.stop:
+				return cluster.ErrShutdown
+			}
+		}
+	}
+
+	pos := req.StartRevision
+	needReset := pos == 0
+	for {
+		if needReset {
+			m, rev, err := w.reset()
+			if err != nil {
+				return err
+			}
+			if err := put(outMsg{m, rev}); err != nil {
+				return err
+			}
+			pos, needReset = rev, false
+		}
+		revs, _, notify, err := hist.Since(pos, w.batch)
+		if errors.Is(err, store.ErrCompacted) {
+			needReset = true
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if len(revs) > 0 {
+			last := revs[len(revs)-1].Revision
+			if m := w.events(revs); m != nil {
+				if err := put(outMsg{m, last}); err != nil {
+					return err
+				}
+			}
+			pos = last
+			continue
+		}
+		select {
+		case <-notify:
+		case <-progress.C:
+			// A bookmark: everything up to pos has been handed to the
+			// sender, which sends in order.
+			m := &rosterv1.WatchResponse{Header: s.header(pos), Progress: true, Revision: pos}
+			if err := put(outMsg{m, pos}); err != nil {
+				return err
+			}
+			progress.Reset(w.progress)
+		case err := <-sendErr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stop:
+			return cluster.ErrShutdown
+		}
+	}
+}
+
+func (s *Server) newWatcher(req *rosterv1.WatchRequest) (*watcher, error) {
+	ns, err := validateNamespace(req.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	if req.Service != "" {
+		if err := validateService(req.Service); err != nil {
+			return nil, err
+		}
+	}
+	w := &watcher{
+		s: s, namespace: ns, service: req.Service, healthyOnly: req.HealthyOnly,
+		progress: DefaultProgressInterval,
+		maxLag:   s.opts.Watch.MaxLag,
+		batch:    s.opts.Watch.BatchEvents,
+	}
+	if req.ProgressInterval != nil {
+		d := req.ProgressInterval.AsDuration()
+		if d < 0 || d > MaxProgressInterval {
+			return nil, invalidf("progress_interval must be between 0 and %s", MaxProgressInterval)
+		}
+		if d > 0 {
+			w.progress = max(d, MinProgressInterval)
+		}
+	}
+	if w.maxLag <= 0 {
+		w.maxLag = DefaultWatchMaxLag
+	}
+	if w.batch <= 0 {
+		w.batch = DefaultWatchBatchEvents
+	}
+	return w, nil
+}
+
+func (w *watcher) match(k store.Key) bool {
+	return k.Namespace == w.namespace && (w.service == "" || k.Service == w.service)
+}
+
+// reset returns the watcher's complete state at the store's current
+// revision. The revision comes from the same view as the instances, and
+// the stream continues from the history after exactly that revision, so
+// nothing committed in between is lost or repeated.
+func (w *watcher) reset() (*rosterv1.WatchResponse, uint64, error) {
+	view := w.s.node.Store().View()
+	rev := view.Revision()
+	out := &rosterv1.WatchResponse{Header: w.s.header(rev), Reset_: true, Revision: rev}
+	add := func(inst *store.Instance) bool {
+		if !w.healthyOnly || inst.Healthy() {
+			out.Events = append(out.Events, &rosterv1.Event{
+				Type: rosterv1.Event_TYPE_PUT, Revision: inst.ModRevision, Instance: toAPIInstance(inst),
+			})
+		}
+		return true
+	}
+	if w.service != "" {
+		_, insts, err := view.Service(nil, w.namespace, w.service)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, inst := range insts {
+			add(inst)
+		}
+	} else if err := view.Namespace(w.namespace, add); err != nil {
+		return nil, 0, err
+	}
+	return out, rev, nil
+}
+
+// events assembles one message from whole revisions: the shared prefix
+// (header and revision), then each matching event's shared encoding. It
+// returns nil when no event matches.
+func (w *watcher) events(revs []store.Revision) *preEncoded {
+	var p *preEncoded
+	for _, r := range revs {
+		for _, e := range r.Events {
+			if !w.match(e.Key) {
+				continue
+			}
+			b := w.s.eventWire(e, w.healthyOnly)
+			if b == nil {
+				continue
+			}
+			if p == nil {
+				p = &preEncoded{parts: make([][]byte, 1, 8)}
+			}
+			p.add(b)
+		}
+	}
+	if p == nil {
+		return nil
+	}
+	prefix := w.s.watchPrefix(revs[len(revs)-1].Revision)
+	p.parts[0] = prefix
+	p.size += len(prefix)
+	return p
+}
+
+// watchPrefix returns the encoded header and revision fields of an event
+// message at rev, shared by every watcher sending rev while it is fresh.
+func (s *Server) watchPrefix(rev uint64) []byte {
+	now := time.Now()
+	if c := s.watch.prefix.Load(); c != nil && c.rev == rev && now.Sub(c.at) < 100*time.Millisecond {
+		return c.bytes
+	}
+	b, err := proto.Marshal(&rosterv1.WatchResponse{Header: s.header(rev), Revision: rev})
+	if err != nil {
+		// Header fields are plain scalars; marshal cannot fail.
+		panic(fmt.Sprintf("rpc: encode watch header: %v", err))
+	}
+	s.watch.prefix.Store(&watchPrefix{rev: rev, at: now, bytes: b})
+	return b
+}
+
+// eventWire returns the encoding of e as one entry of WatchResponse.events
+// (field tag, length and Event bytes), memoized on the event so that every
+// watcher shares one encoding; nil when a healthy-only watcher does not see
+// e. A healthy-only watcher sees an instance leaving the healthy set as a
+// DELETE and one entering it as a PUT.
+func (s *Server) eventWire(e *store.Event, healthyOnly bool) []byte {
+	asDelete := false
+	if healthyOnly {
+		prevHealthy := e.Prev != nil && e.Prev.Healthy()
+		switch {
+		case e.Type == store.EventPut && e.Instance.Healthy():
+		case e.Type == store.EventPut && prevHealthy:
+			asDelete = true
+		case e.Type == store.EventDelete && prevHealthy:
+		default:
+			return nil
+		}
+	}
+	if asDelete {
+		if b := e.AltWire(); b != nil {
+			return b
+		}
+		b := s.encodeEvent(&rosterv1.Event{
+			Type: rosterv1.Event_TYPE_DELETE, Revision: e.Revision,
+			Instance: keyOnly(e.Key), PrevInstance: toAPIInstance(e.Prev),
+		})
+		e.SetAltWire(b)
+		return b
+	}
+	if b := e.Wire(); b != nil {
+		return b
+	}
+	ev := &rosterv1.Event{Revision: e.Revision}
+	switch e.Type {
+	case store.EventPut:
+		ev.Type, ev.Instance = rosterv1.Event_TYPE_PUT, toAPIInstance(e.Instance)
+	default:
+		ev.Type, ev.Instance = rosterv1.Event_TYPE_DELETE, keyOnly(e.Key)
+	}
+	if e.Prev != nil {
+		ev.PrevInstance = toAPIInstance(e.Prev)
+	}
+	b := s.encodeEvent(ev)
+	e.SetWire(b)
+	return b
+}
+
+// eventsField is WatchResponse.events' field number.
+const eventsField = 2
+
+func (s *Server) encodeEvent(ev *rosterv1.Event) []byte {
+	s.watch.encodings.Add(1)
+	body, err := proto.Marshal(ev)
+	if err != nil {
+		panic(fmt.Sprintf("rpc: encode watch event: %v", err))
+	}
+	b := protowire.AppendTag(make([]byte, 0, len(body)+8), eventsField, protowire.BytesType)
+	b = protowire.AppendBytes(b, body)
+	return b
+}
+
+// errorMetadata returns one metadata value of the Roster ErrorInfo with
+// reason attached to err.
+func errorMetadata(err error, reason, key string) (string, bool) {
+	info := errorInfo(err)
+	if info == nil || info.Reason != reason {
+		return "", false
+	}
+	v, ok := info.Metadata[key]
+	return v, ok
+}
