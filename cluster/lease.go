@@ -641,3 +641,12 @@ func (t *leaseTable) setThreshold(v float64) error {
 	t.logger.Info("self-preservation threshold set", "threshold", v)
 	return nil
 }
+
+func (t *leaseTable) holds(namespace, service string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.sp.Active {
+		return false
+	}
+	return t.sp.All || (service != "" && t.spSvc[serviceKey{namespace, service}])
+}

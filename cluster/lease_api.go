@@ -68,3 +68,9 @@ func (n *Node) SetSelfPreservationThreshold(v float64) error {
 
 // ErrInvalidThreshold: a self-preservation threshold outside [0, 1].
 var ErrInvalidThreshold = errors.New("threshold must be between 0 (off) and 1")
+
+// SelfPreserving reports whether this leader holds lease expiry of a
+// service (namespace/service), or of every service when service is empty.
+func (n *Node) SelfPreserving(namespace, service string) bool {
+	return n.leases.holds(namespace, service)
+}

@@ -29,6 +29,16 @@ func (s *Server) Status(ctx context.Context, req *rosterv1.StatusRequest) (*rost
 		out.LastContact = durationpb.New(st.LastContact)
 	}
 	out.Instances = uint64(s.node.Store().View().Count())
+	out.Leases = uint64(s.node.Leases())
+	if s.node.IsLeader() {
+		sp := s.node.SelfPreservation()
+		out.SelfPreservation = sp.Active
+		out.SelfPreservationServices = sp.Services
+		out.SelfPreservationThreshold = sp.Threshold
+		out.HeldExpiries = uint64(sp.Held)
+	} else {
+		out.SelfPreservation, out.SelfPreservationServices = s.sp.snapshot()
+	}
 	if req.IncludeHash {
 		// The view and the applied index must describe the same state: read
 		// the index before and after, and retry if an apply slipped between.
@@ -126,4 +136,22 @@ func (s *Server) ReadIndex(ctx context.Context, _ *rosterv1.ReadIndexRequest) (*
 		return nil, err
 	}
 	return &rosterv1.ReadIndexResponse{CommitIndex: idx, Term: s.node.Status().Term}, nil
+}
+
+// SetSelfPreservation implements rosterv1.ClusterServer: it changes the
+// leader's self-preservation threshold for its term (0 turns it off).
+func (s *Server) SetSelfPreservation(ctx context.Context, req *rosterv1.SetSelfPreservationRequest) (*rosterv1.SetSelfPreservationResponse, error) {
+	if req.Threshold < 0 || req.Threshold > 1 || req.Threshold != req.Threshold {
+		return nil, invalidf("threshold %v must be between 0 (off) and 1", req.Threshold)
+	}
+	return onLeader(ctx, s, idempotentCall,
+		func(ctx context.Context) (*rosterv1.SetSelfPreservationResponse, error) {
+			if err := s.node.SetSelfPreservationThreshold(req.Threshold); err != nil {
+				return nil, err
+			}
+			return &rosterv1.SetSelfPreservationResponse{Threshold: s.node.SelfPreservation().Threshold}, nil
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.SetSelfPreservationResponse, error) {
+			return rosterv1.NewClusterClient(cc).SetSelfPreservation(ctx, req)
+		})
 }

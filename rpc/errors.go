@@ -59,6 +59,10 @@ func toStatus(err error) error {
 		})
 	case errors.Is(err, store.ErrNotFound):
 		return withReason(codes.NotFound, err.Error(), ReasonNotFound)
+	case errors.Is(err, cluster.ErrNoLease):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, cluster.ErrInvalidThreshold):
+		return withReason(codes.InvalidArgument, err.Error(), ReasonInvalid)
 	case errors.Is(err, store.ErrStaleRegistration):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrLeaderNotReady):

@@ -37,9 +37,11 @@ func (s *Server) Register(ctx context.Context, req *rosterv1.RegisterRequest) (*
 		})
 }
 
-// registered tells lease and check bookkeeping about a committed registration.
-// It is replaced by the lease manager when one runs.
-func (s *Server) registered(*store.Instance, uint64) {}
+// registered tells the leader's lease timers about a registration it just
+// committed, so a heartbeat sent as soon as Register returns finds its lease.
+func (s *Server) registered(inst *store.Instance, rev uint64) {
+	s.node.LeaseRegistered(inst, rev)
+}
 
 // Deregister implements rosterv1.RegistryServer.
 func (s *Server) Deregister(ctx context.Context, req *rosterv1.DeregisterRequest) (*rosterv1.DeregisterResponse, error) {
@@ -118,7 +120,7 @@ func (s *Server) GetService(ctx context.Context, req *rosterv1.GetServiceRequest
 		}
 		if req.WaitRevision == 0 || svcRev > req.WaitRevision {
 			return &rosterv1.GetServiceResponse{
-				Header:          s.header(view.Revision()),
+				Header:          s.serviceHeader(view.Revision(), ns, req.Service),
 				Instances:       filterInstances(insts, req),
 				ServiceRevision: svcRev,
 			}, nil
@@ -127,7 +129,7 @@ func (s *Server) GetService(ctx context.Context, req *rosterv1.GetServiceRequest
 		case <-ws.WatchCh(ctx):
 		case <-timeout:
 			return &rosterv1.GetServiceResponse{
-				Header:          s.header(view.Revision()),
+				Header:          s.serviceHeader(view.Revision(), ns, req.Service),
 				Instances:       filterInstances(insts, req),
 				ServiceRevision: svcRev,
 			}, nil

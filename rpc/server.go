@@ -56,7 +56,10 @@ type Server struct {
 
 	// remoteReadIndex coalesces a follower's read-index requests to the leader.
 	remoteReadIndex *cluster.Rounds
-	watch           watchState
+
+	// sp is a follower's copy of the leader's self-preservation state.
+	sp    selfPreservationView
+	watch watchState
 
 	stop chan struct{}
 	done chan struct{}
@@ -117,6 +120,7 @@ func (s *Server) Start() {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(rosterv1.Registry_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	go s.announce()
+	go s.followSelfPreservation()
 }
 
 // Stop marks the node not serving and ends background work.
@@ -172,6 +176,7 @@ func (s *Server) header(rev uint64) *rosterv1.ResponseHeader {
 	if st.LastContact > 0 {
 		h.LastContact = durationpb.New(st.LastContact)
 	}
+	h.SelfPreservation = s.selfPreserving("", "")
 	return h
 }
 

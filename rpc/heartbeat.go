@@ -1,0 +1,288 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/roster-registry/roster/cluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/store"
+)
+
+// keepAliveWindow bounds the renewals of one KeepAlive stream that may be
+// waiting for their answers; past it the server stops reading the stream.
+const keepAliveWindow = 1024
+
+// Heartbeat implements rosterv1.RegistryServer. It renews the lease on the
+// leader (followers relay it there) and never writes to Raft.
+func (s *Server) Heartbeat(ctx context.Context, req *rosterv1.HeartbeatRequest) (*rosterv1.HeartbeatResponse, error) {
+	k, err := validateKey(req.Namespace, req.Service, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return s.heartbeat(ctx, k, req)
+}
+
+// heartbeat renews one lease at the leader. Renewing is idempotent, so it
+// is retried at a new leader whatever happened to an earlier attempt.
+func (s *Server) heartbeat(ctx context.Context, k store.Key, req *rosterv1.HeartbeatRequest) (*rosterv1.HeartbeatResponse, error) {
+	return onLeader(ctx, s, idempotentCall,
+		func(ctx context.Context) (*rosterv1.HeartbeatResponse, error) {
+			return s.renewLocal(ctx, k)
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.HeartbeatResponse, error) {
+			return rosterv1.NewRegistryClient(cc).Heartbeat(ctx, req)
+		})
+}
+
+func (s *Server) renewLocal(ctx context.Context, k store.Key) (*rosterv1.HeartbeatResponse, error) {
+	ttl, err := s.node.Heartbeat(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return &rosterv1.HeartbeatResponse{
+		Header:    s.leaseHeader(k),
+		Namespace: k.Namespace, Service: k.Service, Id: k.ID,
+		Ttl: durationpb.New(ttl),
+	}, nil
+}
+
+// leaseHeader is the header of a renewal answered here, the leader: cheaper
+// than a full header, as heartbeats are the registry's hottest call.
+func (s *Server) leaseHeader(k store.Key) *rosterv1.ResponseHeader {
+	return &rosterv1.ResponseHeader{
+		NodeId:           s.node.ID(),
+		LeaderId:         s.node.ID(),
+		Term:             s.node.Raft().CurrentTerm(),
+		SelfPreservation: s.node.SelfPreserving(k.Namespace, k.Service),
+	}
+}
+
+// itemError turns a failed renewal into the per-item error of a KeepAlive
+// response; the stream goes on.
+func itemError(req *rosterv1.HeartbeatRequest, err error) *rosterv1.HeartbeatResponse {
+	st := status.Convert(toStatus(err))
+	return &rosterv1.HeartbeatResponse{
+		Namespace: req.Namespace, Service: req.Service, Id: req.Id,
+		Error: st.Message(), Code: int32(st.Code()),
+	}
+}
+
+// renewal is one KeepAlive request waiting for its answer; answers go out
+// in request order whatever order they are ready in.
+type renewal struct {
+	req   *rosterv1.HeartbeatRequest
+	resp  *rosterv1.HeartbeatResponse
+	ready chan struct{}
+}
+
+func (r *renewal) answer(resp *rosterv1.HeartbeatResponse) {
+	r.resp = resp
+	close(r.ready)
+}
+
+// KeepAlive implements rosterv1.RegistryServer: each request renews one
+// lease and gets exactly one response, in order. On the leader renewals are
+// local; on a follower they are pipelined over one upstream KeepAlive
+// stream to the leader, opened again when the leader changes. Renewals an
+// upstream stream took but never answered are retried as unary heartbeats,
+// which follow the leader (a renewal is idempotent).
+func (s *Server) KeepAlive(stream rosterv1.Registry_KeepAliveServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	order := make(chan *renewal, keepAliveWindow)
+	var sendErr error
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		sendErr = sendInOrder(ctx, stream, order)
+	}()
+	relay := &keepAliveRelay{s: s, ctx: ctx}
+	defer relay.close()
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			// The client has said all it will: answer what is pending.
+			close(order)
+			<-sent
+			return sendErr
+		}
+		if err == nil {
+			err = rejectUnknownFields(req.ProtoReflect())
+		}
+		if err != nil {
+			cancel()
+			close(order)
+			<-sent
+			return err
+		}
+		r := &renewal{req: req, ready: make(chan struct{})}
+		select {
+		case order <- r:
+		case <-sent:
+			return sendErr
+		}
+		k, err := validateKey(req.Namespace, req.Service, req.Id)
+		switch {
+		case err != nil:
+			r.answer(itemError(req, err))
+		case s.node.IsLeader():
+			resp, err := s.renewLocal(ctx, k)
+			if err != nil {
+				resp = itemError(req, err)
+			}
+			r.answer(resp)
+		case isForwarded(ctx):
+			// Relayed to us as the leader, but we are not: the relaying
+			// follower retries such answers at the real leader.
+			r.answer(itemError(req, cluster.ErrNotLeader))
+		default:
+			relay.send(k, r)
+		}
+	}
+}
+
+// sendInOrder writes answers in request order until order is closed.
+func sendInOrder(ctx context.Context, stream rosterv1.Registry_KeepAliveServer, order <-chan *renewal) error {
+	for r := range order {
+		select {
+		case <-r.ready:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := stream.Send(r.resp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keepAliveRelay is a follower's upstream KeepAlive stream to the leader.
+type keepAliveRelay struct {
+	s   *Server
+	ctx context.Context
+
+	mu sync.Mutex
+	up *upstream
+}
+
+// upstream is one stream to one leader; the leader answers in order, so
+// its answers match the head of inflight.
+type upstream struct {
+	stream   rosterv1.Registry_KeepAliveClient
+	cancel   context.CancelFunc
+	inflight []*renewal
+	keys     []store.Key
+	broken   bool
+}
+
+// send relays one renewal, opening an upstream stream when there is none.
+// When that fails the renewal falls back to a unary heartbeat. Only the
+// stream's receive loop calls it, so renewals enter inflight in the order
+// they are sent.
+func (ra *keepAliveRelay) send(k store.Key, r *renewal) {
+	ra.mu.Lock()
+	up := ra.up
+	if up == nil || up.broken {
+		up = ra.open()
+		ra.up = up
+	}
+	if up == nil {
+		ra.mu.Unlock()
+		go ra.unary(k, r)
+		return
+	}
+	up.inflight = append(up.inflight, r)
+	up.keys = append(up.keys, k)
+	ra.mu.Unlock()
+	// Not under ra.mu: Send may wait for flow control, which needs the
+	// reader to go on taking answers.
+	if err := up.stream.Send(r.req); err != nil {
+		// Recv reports the failure and hands inflight to unary retries.
+		up.cancel()
+	}
+}
+
+// open starts an upstream stream and its reader; ra.mu is held.
+func (ra *keepAliveRelay) open() *upstream {
+	id, addr := ra.s.node.Leader()
+	if id == "" || addr == "" || id == ra.s.node.ID() {
+		return nil
+	}
+	cc, err := ra.s.peers.get(addr)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ra.ctx, forwardedKey, ra.s.node.ID()))
+	st, err := rosterv1.NewRegistryClient(cc).KeepAlive(ctx)
+	if err != nil {
+		cancel()
+		return nil
+	}
+	up := &upstream{stream: st, cancel: cancel}
+	go ra.read(up)
+	return up
+}
+
+// read matches the leader's answers to the renewals in flight. Answers
+// that say "not the leader" and whatever was in flight when the stream broke
+// are retried as unary heartbeats.
+func (ra *keepAliveRelay) read(up *upstream) {
+	for {
+		resp, err := up.stream.Recv()
+		ra.mu.Lock()
+		if err != nil || len(up.inflight) == 0 {
+			up.broken = true
+			rest, keys := up.inflight, up.keys
+			up.inflight, up.keys = nil, nil
+			ra.mu.Unlock()
+			up.cancel()
+			for i, r := range rest {
+				go ra.unary(keys[i], r)
+			}
+			return
+		}
+		r, k := up.inflight[0], up.keys[0]
+		up.inflight[0], up.keys[0] = nil, store.Key{}
+		up.inflight, up.keys = up.inflight[1:], up.keys[1:]
+		ra.mu.Unlock()
+		if codes.Code(resp.GetCode()) == codes.Unavailable {
+			// That node no longer leads (or not yet): retry this renewal
+			// where the leader is, and open a new stream for the next ones.
+			ra.mu.Lock()
+			up.broken = true
+			ra.mu.Unlock()
+			up.cancel()
+			go ra.unary(k, r)
+			continue
+		}
+		r.answer(resp)
+	}
+}
+
+// unary renews through the unary path, which waits for and follows the
+// leader within the hold timeout.
+func (ra *keepAliveRelay) unary(k store.Key, r *renewal) {
+	resp, err := ra.s.heartbeat(ra.ctx, k, r.req)
+	if err != nil {
+		resp = itemError(r.req, err)
+	}
+	r.answer(resp)
+}
+
+func (ra *keepAliveRelay) close() {
+	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	if ra.up != nil {
+		ra.up.cancel()
+		ra.up = nil
+	}
+}

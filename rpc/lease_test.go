@@ -1,0 +1,451 @@
+package rpc_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/internal/checker"
+	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+func ttlInstance(svc, id string, ttl, criticalAfter time.Duration) *rosterv1.Instance {
+	in := instance(svc, id, 8080)
+	in.Ttl = durationpb.New(ttl)
+	if criticalAfter > 0 {
+		in.DeregisterCriticalAfter = durationpb.New(criticalAfter)
+	}
+	return in
+}
+
+// lookup reads one instance linearizably through nd; nil when absent.
+func lookupInstance(ctx context.Context, t *testing.T, nd *testcluster.Node, svc, id string) *rosterv1.Instance {
+	t.Helper()
+	resp, err := nd.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: svc})
+	if err != nil {
+		t.Fatalf("get %s on %s: %v", svc, nd.ID, err)
+	}
+	for _, in := range resp.Instances {
+		if in.Id == id {
+			return in
+		}
+	}
+	return nil
+}
+
+// pace paces a workload (heartbeat rhythm, a race's timing). Tests never
+// wait for an outcome this way; they poll with a deadline.
+func pace(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func noSelfPreservation(c *cluster.Config) { c.SelfPreservationThreshold = -1 }
+
+func TestLeaseExpiresWithoutHeartbeats(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: noSelfPreservation})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	f := c.Followers()[0]
+	const ttl = time.Second
+
+	call := time.Now()
+	if _, err := f.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", "gone", ttl, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually("the silent instance is removed", 10*time.Second, func() bool {
+		return lookupInstance(ctx, t, f, "web", "gone") == nil
+	})
+	if seen := time.Since(call); seen < ttl {
+		t.Fatalf("removed %s after Register was called, before its %s TTL", seen, ttl)
+	}
+
+	// With deregister_critical_after it turns critical first, a heartbeat
+	// brings it back, and left alone it is removed after the grace.
+	if _, err := f.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", "kept", ttl, 2*time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually("the silent instance turns critical", 10*time.Second, func() bool {
+		in := lookupInstance(ctx, t, f, "web", "kept")
+		return in != nil && in.Status == rosterv1.HealthStatus_HEALTH_STATUS_CRITICAL
+	})
+	if in := lookupInstance(ctx, t, f, "web", "kept"); in.StatusReason != cluster.ReasonLeaseExpired {
+		t.Fatalf("critical for %q, want %q", in.StatusReason, cluster.ReasonLeaseExpired)
+	}
+	healthy, err := f.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "web", HealthyOnly: true})
+	if err != nil || len(healthy.Instances) != 0 {
+		t.Fatalf("healthy_only lists a critical instance: %v %v", healthy.GetInstances(), err)
+	}
+	if _, err := f.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: "web", Id: "kept"}); err != nil {
+		t.Fatalf("heartbeat on a critical (expired, kept) instance: %v", err)
+	}
+	if in := lookupInstance(ctx, t, f, "web", "kept"); in.Status != rosterv1.HealthStatus_HEALTH_STATUS_PASSING {
+		t.Fatalf("after a heartbeat the instance is %v, want passing", in.Status)
+	}
+	c.Eventually("the instance, critical again, is removed after deregister_critical_after", 15*time.Second, func() bool {
+		return lookupInstance(ctx, t, f, "web", "kept") == nil
+	})
+}
+
+func TestHeartbeatErrors(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	if _, err := c.Leader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "static", 80)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
+		_, err := nd.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: "web", Id: "static"})
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("heartbeat of an instance without ttl on %s: %v, want FailedPrecondition", nd.ID, err)
+		}
+		_, err = nd.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: "web", Id: "nobody"})
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("heartbeat of an unknown instance on %s: %v, want NotFound", nd.ID, err)
+		}
+		_, err = nd.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: "Bad", Id: "x"})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("heartbeat with a bad name on %s: %v, want InvalidArgument", nd.ID, err)
+		}
+		// On a stream the same errors are per item, and the stream goes on.
+		st, err := nd.Registry().KeepAlive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []codes.Code{codes.FailedPrecondition, codes.NotFound, codes.InvalidArgument}
+		for _, id := range []string{"static", "nobody"} {
+			if err := st.Send(&rosterv1.HeartbeatRequest{Service: "web", Id: id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.Send(&rosterv1.HeartbeatRequest{Service: "web", Id: ""}); err != nil {
+			t.Fatal(err)
+		}
+		_ = st.CloseSend()
+		for i, code := range want {
+			resp, err := st.Recv()
+			if err != nil {
+				t.Fatalf("keepalive on %s, answer %d: %v", nd.ID, i, err)
+			}
+			if codes.Code(resp.Code) != code || resp.Error == "" {
+				t.Fatalf("keepalive on %s, answer %d: code %v %q, want %v", nd.ID, i, codes.Code(resp.Code), resp.Error, code)
+			}
+		}
+		if _, err := st.Recv(); err != io.EOF {
+			t.Fatalf("keepalive on %s after the last answer: %v, want EOF", nd.ID, err)
+		}
+	}
+}
+
+// heartbeatLoop renews one lease by unary Heartbeat through nd every
+// interval until ctx ends, recording every call.
+func heartbeatLoop(ctx context.Context, nd *testcluster.Node, svc, id string, every time.Duration, rec *leaseRecorder) {
+	for ctx.Err() == nil {
+		call := rec.now()
+		resp, err := nd.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: svc, Id: id})
+		rec.heartbeat(svc, id, call, resp, err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(every):
+		}
+	}
+}
+
+// keepAliveLoop renews leases over one KeepAlive stream through nd.
+func keepAliveLoop(ctx context.Context, t *testing.T, nd *testcluster.Node, svc string, ids []string, every time.Duration, rec *leaseRecorder) {
+	for ctx.Err() == nil {
+		st, err := nd.Registry().KeepAlive(ctx)
+		if err != nil {
+			continue
+		}
+		for ctx.Err() == nil {
+			calls := make([]int64, len(ids))
+			for i, id := range ids {
+				calls[i] = rec.now()
+				if err = st.Send(&rosterv1.HeartbeatRequest{Service: svc, Id: id}); err != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+			for i := range ids {
+				resp, rerr := st.Recv()
+				if rerr != nil {
+					err = rerr
+					break
+				}
+				if resp.Id != ids[i] {
+					t.Errorf("keepalive answer %d is for %s, want %s: answers out of order", i, resp.Id, ids[i])
+				}
+				var ierr error
+				if resp.Code != 0 {
+					ierr = status.Error(codes.Code(resp.Code), resp.Error)
+				}
+				rec.heartbeat(svc, ids[i], calls[i], resp, ierr)
+			}
+			if err != nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(every):
+			}
+		}
+	}
+}
+
+// leaseRecorder keeps a checker history of renewals and observations.
+type leaseRecorder struct {
+	base time.Time
+	mu   sync.Mutex
+	h    checker.History
+	acks map[string]int
+	fail map[string]int
+}
+
+func newLeaseRecorder() *leaseRecorder {
+	return &leaseRecorder{base: time.Now(), acks: map[string]int{}, fail: map[string]int{}}
+}
+
+func (r *leaseRecorder) now() int64 { return int64(time.Since(r.base)) }
+
+func (r *leaseRecorder) register(svc, id string, ttl time.Duration, call int64, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.h.Ops = append(r.h.Ops, checker.Op{Kind: checker.KindRegister, Key: checker.InstanceKey("default", svc, id),
+		Value: id, TTL: ttl, Call: call, Return: r.now(), Outcome: checker.OutcomeOK, Revision: rev})
+}
+
+func (r *leaseRecorder) heartbeat(svc, id string, call int64, resp *rosterv1.HeartbeatResponse, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := checker.InstanceKey("default", svc, id)
+	op := checker.Op{Kind: checker.KindHeartbeat, Key: k, Call: call, Return: r.now(), Outcome: checker.OutcomeOK}
+	if err != nil {
+		op.Outcome, op.Code = checker.OutcomeFail, status.Code(err).String()
+		if status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled {
+			op.Outcome = checker.OutcomeUnknown
+		}
+		r.fail[k]++
+	} else {
+		op.TTL = resp.Ttl.AsDuration()
+		r.acks[k]++
+	}
+	r.h.Ops = append(r.h.Ops, op)
+}
+
+func (r *leaseRecorder) gone(svc, id string, call int64, rev uint64, critical bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.h.Expiries = append(r.h.Expiries, checker.Expiry{Key: checker.InstanceKey("default", svc, id),
+		Time: r.now(), NotBefore: call, Revision: rev, Critical: critical, Source: "get"})
+}
+
+func (r *leaseRecorder) check(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := checker.CheckLeases(&r.h, 0)
+	t.Logf("checker X: %s", res.Summary)
+	if !res.OK() {
+		t.Fatalf("lease safety violated: %s %v", res.Summary, res)
+	}
+}
+
+// observe polls svc through nd until ctx ends, recording each instance of
+// ids it misses (or sees critical) as an expiry, and returns how many it saw.
+// Reads are stale ones at min_revision (after the registrations), so they
+// are served by nd alone, through a failover too.
+func observeLeases(ctx context.Context, nd *testcluster.Node, svc string, ids []string, minRev uint64, rec *leaseRecorder) (misses int) {
+	for ctx.Err() == nil {
+		call := rec.now()
+		resp, err := nd.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: svc,
+			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE, MinRevision: minRev}})
+		if err != nil {
+			continue
+		}
+		seen := map[string]rosterv1.HealthStatus{}
+		for _, in := range resp.Instances {
+			seen[in.Id] = in.Status
+		}
+		for _, id := range ids {
+			st, ok := seen[id]
+			if !ok || st == rosterv1.HealthStatus_HEALTH_STATUS_CRITICAL {
+				misses++
+				rec.gone(svc, id, call, resp.Header.GetRevision(), ok)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return misses
+}
+
+func TestHeartbeatsKeepLeasesForManyTTLs(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader, f := c.Leader(), c.Followers()[0]
+	const ttl = time.Second
+	rec := newLeaseRecorder()
+	ids := []string{"unary-follower", "stream-follower-1", "stream-follower-2", "stream-leader"}
+	var lastRev uint64
+	for _, id := range ids {
+		call := rec.now()
+		resp, err := f.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", id, ttl, 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.register("web", id, ttl, call, resp.Revision)
+		lastRev = resp.Revision
+	}
+	run, stop := context.WithTimeout(ctx, 6*ttl)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); heartbeatLoop(run, f, "web", ids[0], ttl/3, rec) }()
+	go func() { defer wg.Done(); keepAliveLoop(run, t, f, "web", ids[1:3], ttl/3, rec) }()
+	go func() { defer wg.Done(); keepAliveLoop(run, t, leader, "web", ids[3:], ttl/3, rec) }()
+	misses := observeLeases(run, c.Followers()[1], "web", ids, lastRev, rec)
+	wg.Wait()
+	if misses > 0 {
+		t.Errorf("instances renewed every ttl/3 were missing or critical %d times over 6 TTLs", misses)
+	}
+	for _, id := range ids {
+		if n := rec.acks[checker.InstanceKey("default", "web", id)]; n < 10 {
+			t.Errorf("%s: only %d acknowledged renewals in 6 TTLs", id, n)
+		}
+	}
+	st, err := leader.Cluster().Status(ctx, &rosterv1.StatusRequest{})
+	if err != nil || st.Leases != uint64(len(ids)) {
+		t.Fatalf("leader status reports %d leases (%v), want %d", st.GetLeases(), err, len(ids))
+	}
+	rec.check(t)
+}
+
+func TestLeasesSurviveLeaderCrash(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	old := c.Leader()
+	f := c.Followers()[0]
+	const ttl = 2 * time.Second
+	rec := newLeaseRecorder()
+	var ids []string
+	var lastRev uint64
+	for i := 0; i < 6; i++ {
+		id := fmt.Sprintf("i%d", i)
+		ids = append(ids, id)
+		call := rec.now()
+		resp, err := f.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("api", id, ttl, 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.register("api", id, ttl, call, resp.Revision)
+		lastRev = resp.Revision
+	}
+	run, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); heartbeatLoop(run, f, "api", ids[0], ttl/3, rec) }()
+	go func() { defer wg.Done(); heartbeatLoop(run, f, "api", ids[1], ttl/2, rec) }()
+	go func() { defer wg.Done(); keepAliveLoop(run, t, f, "api", ids[2:], ttl/3, rec) }()
+	missesCh := make(chan int, 1)
+	go func() { missesCh <- observeLeases(run, f, "api", ids, lastRev, rec) }()
+
+	// Let the leases run a while, crash the leader, and keep going for
+	// several TTLs under the new one.
+	c.Eventually("renewals flowing", 10*time.Second, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.acks[checker.InstanceKey("default", "api", ids[0])] >= 3
+	})
+	c.Stop(old)
+	leader := c.WaitLeader()
+	if leader == old {
+		t.Fatal("the stopped node still leads")
+	}
+	deadline := time.Now().Add(4 * ttl)
+	c.Eventually("several TTLs under the new leader", 20*time.Second, func() bool { return time.Now().After(deadline) })
+	stop()
+	wg.Wait()
+	if misses := <-missesCh; misses > 0 {
+		t.Errorf("live instances were seen missing or critical %d times across the failover", misses)
+	}
+	if got := leader.Node.Leases(); got != len(ids) {
+		t.Errorf("new leader runs %d leases, want %d", got, len(ids))
+	}
+	rec.check(t)
+}
+
+func TestReregisterJustAsLeaseExpires(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: noSelfPreservation})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader := c.Leader()
+	const ttl = time.Second
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("race-%d", i)
+			nd := c.Running()[i%3]
+			first, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("race", id, ttl, 0)})
+			if err != nil {
+				errs <- err
+				return
+			}
+			// Re-register from 100ms before to 125ms after the first lease
+			// can expire, so some land while its expiry is in flight.
+			at := time.Now().Add(ttl - 100*time.Millisecond + time.Duration(i)*15*time.Millisecond)
+			pace(ctx, time.Until(at))
+			second, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("race", id, ttl, 0)})
+			if err != nil {
+				errs <- err
+				return
+			}
+			if second.Revision <= first.Revision {
+				errs <- fmt.Errorf("%s: second registration at %d, first at %d", id, second.Revision, first.Revision)
+				return
+			}
+			// The new registration must live for as long as it heartbeats.
+			for j := 0; j < 6; j++ {
+				if _, err := nd.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: "race", Id: id}); err != nil {
+					errs <- fmt.Errorf("%s: heartbeat %d of the new registration: %v", id, j, err)
+					return
+				}
+				in := lookupInstance(ctx, t, nd, "race", id)
+				if in == nil || in.RegistrationRevision != second.Revision {
+					errs <- fmt.Errorf("%s: new registration %d gone or replaced: %v", id, second.Revision, in)
+					return
+				}
+				pace(ctx, ttl/4)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := leader.Node.Leases(); got != n {
+		t.Errorf("leader runs %d leases, want %d", got, n)
+	}
+}
