@@ -15,7 +15,30 @@ import (
 // proposal is one write waiting to be committed.
 type proposal struct {
 	data []byte
+	// key is the instance the command changes, "" for other commands.
+	key  string
 	done chan fsm.Result
+}
+
+// instanceKey returns the instance a command changes, or "". A batch never
+// holds two commands on one instance: the batch is one revision, and one
+// revision changes a key at most once (watchers and checker W rely on it).
+func instanceKey(m proto.Message) string {
+	key := func(ns, svc, id string) string { return ns + "/" + svc + "/" + id }
+	switch c := m.(type) {
+	case *raftcmdv1.Register:
+		i := c.GetInstance()
+		return key(i.GetNamespace(), i.GetService(), i.GetId())
+	case *raftcmdv1.Deregister:
+		return key(c.GetNamespace(), c.GetService(), c.GetId())
+	case *raftcmdv1.SetMaintenance:
+		return key(c.GetNamespace(), c.GetService(), c.GetId())
+	case *raftcmdv1.SetHealth:
+		return key(c.GetNamespace(), c.GetService(), c.GetId())
+	case *raftcmdv1.Reap:
+		return key(c.GetNamespace(), c.GetService(), c.GetId())
+	}
+	return ""
 }
 
 // propose hands one encoded command to the group-commit loop and waits for
@@ -34,7 +57,7 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, m proto.Message) 
 	if !n.IsLeader() {
 		return 0, ErrNotLeader
 	}
-	p := &proposal{data: data, done: make(chan fsm.Result, 1)}
+	p := &proposal{data: data, key: instanceKey(m), done: make(chan fsm.Result, 1)}
 	select {
 	case n.proposals <- p:
 	case <-ctx.Done():
@@ -75,19 +98,23 @@ func (n *Node) runProposals() {
 		}
 		batch = append(batch[:0], first)
 		size := len(first.data)
+		keys := map[string]bool{first.key: true}
 	collect:
 		for len(batch) < n.cfg.MaxBatch {
 			select {
 			case p := <-n.proposals:
-				if size+len(p.data)+8 > n.cfg.MaxEntrySize {
+				if size+len(p.data)+8 > n.cfg.MaxEntrySize || (p.key != "" && keys[p.key]) {
 					n.commit(batch, inflight)
 					inflight <- struct{}{}
 					batch = append(batch[:0], p)
 					size = len(p.data)
+					clear(keys)
+					keys[p.key] = true
 					continue
 				}
 				batch = append(batch, p)
 				size += len(p.data) + 8
+				keys[p.key] = true
 			default:
 				break collect
 			}

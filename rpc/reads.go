@@ -56,8 +56,13 @@ func (s *Server) readIndex(ctx context.Context) (uint64, error) {
 	return s.remoteReadIndex.Do(ctx)
 }
 
+// ReadIndexRounds returns how many read-index round trips this node has made
+// to the leader on behalf of linearizable reads; concurrent reads share one.
+func (s *Server) ReadIndexRounds() uint64 { return s.readRounds.Load() }
+
 // leaderReadIndex asks the leader for its read index (one round of Rounds).
 func (s *Server) leaderReadIndex(ctx context.Context) (uint64, error) {
+	s.readRounds.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.HoldTimeout)
 	defer cancel()
 	return onLeader(ctx, s, idempotentCall,

@@ -7,6 +7,7 @@ package rpc
 import (
 	"context"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -56,6 +57,7 @@ type Server struct {
 
 	// remoteReadIndex coalesces a follower's read-index requests to the leader.
 	remoteReadIndex *cluster.Rounds
+	readRounds      atomic.Uint64
 
 	// sp is a follower's copy of the leader's self-preservation state.
 	sp    selfPreservationView
