@@ -449,3 +449,134 @@ func TestReregisterJustAsLeaseExpires(t *testing.T) {
 		t.Errorf("leader runs %d leases, want %d", got, n)
 	}
 }
+
+// heartbeaters runs one cancellable unary heartbeat loop per instance.
+type heartbeaters struct {
+	ctx    context.Context
+	nd     *testcluster.Node
+	rec    *leaseRecorder
+	wg     sync.WaitGroup
+	cancel map[string]context.CancelFunc
+}
+
+func (h *heartbeaters) start(svc string, ids ...string) {
+	for _, id := range ids {
+		ctx, cancel := context.WithCancel(h.ctx)
+		h.cancel[svc+"/"+id] = cancel
+		h.wg.Add(1)
+		go func() { defer h.wg.Done(); heartbeatLoop(ctx, h.nd, svc, id, 250*time.Millisecond, h.rec) }()
+	}
+}
+
+func (h *heartbeaters) stop(svc string, ids ...string) {
+	for _, id := range ids {
+		h.cancel[svc+"/"+id]()
+	}
+}
+
+func TestSelfPreservationHoldsMassExpiryAndLifts(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader, f := c.Leader(), c.Followers()[0]
+	const ttl = time.Second
+	var fleet, steady []string
+	for i := 0; i < 8; i++ {
+		fleet = append(fleet, fmt.Sprintf("f%d", i))
+	}
+	for i := 0; i < 10; i++ {
+		steady = append(steady, fmt.Sprintf("s%d", i))
+	}
+	for svc, ids := range map[string][]string{"fleet": fleet, "steady": steady} {
+		for _, id := range ids {
+			if _, err := f.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance(svc, id, ttl, 0)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hb := &heartbeaters{ctx: ctx, nd: f, rec: newLeaseRecorder(), cancel: map[string]context.CancelFunc{}}
+	defer hb.wg.Wait()
+	hb.start("fleet", fleet...)
+	hb.start("steady", steady...)
+	defer func() {
+		for _, cancel := range hb.cancel {
+			cancel()
+		}
+	}()
+	status := func() *rosterv1.StatusResponse {
+		st, err := leader.Cluster().Status(ctx, &rosterv1.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	count := func(svc string) int {
+		resp, err := f.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Instances)
+	}
+
+	// Six of fleet's eight stop at once: 75% of the service, 33% of all.
+	dying := fleet[2:]
+	hb.stop("fleet", dying...)
+	c.Eventually("self-preservation trips for fleet", 10*time.Second, func() bool {
+		st := status()
+		return st.SelfPreservation && len(st.SelfPreservationServices) == 1 && st.SelfPreservationServices[0] == "default/fleet"
+	})
+	c.Eventually("the fleet read says so on every node", 10*time.Second, func() bool {
+		for _, nd := range c.Nodes {
+			resp, err := nd.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "fleet"})
+			if err != nil || !resp.Header.SelfPreservation {
+				return false
+			}
+		}
+		return true
+	})
+	resp, err := f.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "steady"})
+	if err != nil || resp.Header.SelfPreservation {
+		t.Fatalf("a read of an unaffected service says self-preservation: %v", err)
+	}
+	// Held: three TTLs later most of the silent instances are still listed.
+	until := time.Now().Add(3 * ttl)
+	c.Eventually("three TTLs", 10*time.Second, func() bool { return time.Now().After(until) })
+	if n := count("fleet"); n < 6 {
+		t.Fatalf("only %d of fleet's 8 instances are listed while expiry is held", n)
+	}
+	if st := status(); st.HeldExpiries == 0 {
+		t.Fatalf("status reports no held expiries: %v", st)
+	}
+	// Explicit deregistration is never held.
+	if _, err := f.Registry().Deregister(ctx, &rosterv1.DeregisterRequest{Service: "fleet", Id: dying[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if lookupInstance(ctx, t, f, "fleet", dying[0]) != nil {
+		t.Fatal("a deregistered instance is still listed during self-preservation")
+	}
+	dying = dying[1:]
+
+	// Heartbeats come back: expiry resumes (nothing left to expire).
+	hb.start("fleet", dying...)
+	c.Eventually("self-preservation lifts when heartbeats return", 10*time.Second, func() bool { return !status().SelfPreservation })
+	if n := count("steady"); n != len(steady) {
+		t.Fatalf("steady lost instances: %d of %d", n, len(steady))
+	}
+
+	// They stop again; this time the operator turns self-preservation off
+	// and the held expiries go through.
+	hb.stop("fleet", dying...)
+	c.Eventually("self-preservation trips again", 10*time.Second, func() bool { return status().SelfPreservation })
+	if _, err := f.Cluster().SetSelfPreservation(ctx, &rosterv1.SetSelfPreservationRequest{Threshold: 0}); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually("held instances expire once self-preservation is off", 10*time.Second, func() bool {
+		return count("fleet") == 2 && !status().SelfPreservation
+	})
+	if st := status(); st.SelfPreservationThreshold != 0 {
+		t.Fatalf("threshold %v after turning it off", st.SelfPreservationThreshold)
+	}
+	if n := count("steady"); n != len(steady) {
+		t.Fatalf("steady lost instances: %d of %d", n, len(steady))
+	}
+}
