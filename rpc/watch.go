@@ -20,8 +20,8 @@ const (
 	DefaultProgressInterval = 5 * time.Second
 	MinProgressInterval     = 100 * time.Millisecond
 	MaxProgressInterval     = 10 * time.Minute
-	// DefaultWatchMaxLag is how many events a watcher may trail the history
-	// head while its stream is blocked before it is cut off.
+	// DefaultWatchMaxLag is how many events may be committed while a
+	// watcher's stream is blocked before it is cut off.
 	DefaultWatchMaxLag = 10_000
 	// DefaultWatchBatchEvents is how many events one message carries at
 	// most, unless a single revision has more (revisions are never split).
@@ -35,9 +35,10 @@ const MetaLastRevision = "last_revision"
 
 // WatchOptions tune watch streams.
 type WatchOptions struct {
-	// MaxLag is how many events a watcher may fall behind this node's
-	// history while the client is not reading before the stream ends with
-	// ResourceExhausted (default DefaultWatchMaxLag).
+	// MaxLag is how many events may be committed while a watcher's client
+	// reads nothing (its sends make no progress) before the stream ends
+	// with ResourceExhausted (default DefaultWatchMaxLag). A watcher the
+	// retained history trims past is cut off too.
 	MaxLag int
 	// BatchEvents bounds the events of one message (default
 	// DefaultWatchBatchEvents).
@@ -88,7 +89,10 @@ type slowWatcherError struct {
 }
 
 func (e *slowWatcherError) Error() string {
-	return fmt.Sprintf("watcher too slow: %d events behind, the limit is %d; everything up to revision %d was sent, resume from it",
+	if e.behind < 0 {
+		return fmt.Sprintf("watcher too slow: the retained history moved past it; everything up to revision %d was sent, resume from it", e.last)
+	}
+	return fmt.Sprintf("watcher too slow: %d events behind, more than %d of them committed while it read nothing; everything up to revision %d was sent, resume from it",
 		e.behind, e.limit, e.last)
 }
 
@@ -163,11 +167,22 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 		}
 	}()
 
+	var resetAt uint64 // revision of the last reset handed to the sender
 	progress := time.NewTimer(w.progress)
 	defer progress.Stop()
 	// put hands one message to the sender. While the sender is blocked it
 	// checks, at every new revision, whether the watcher has fallen too far
 	// behind.
+	// stuck is where the sender stood when put last found it busy, and how
+	// far behind the head it was then: a watcher is cut off once more than
+	// MaxLag events are committed while its sender makes no progress. A
+	// watcher that keeps sending, however far behind (say, catching up
+	// after a resume), is left alone until the history trims past it.
+	var stuck struct {
+		valid  bool
+		rev    uint64
+		behind int
+	}
 	put := func(m outMsg) error {
 		for {
 			select {
@@ -176,15 +191,21 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 				return nil
 			default:
 			}
+			// Lag counts from the last revision sent, or from the reset
+			// queued after it: what came before a reset does not matter.
 			last := delivered.Load()
-			behind, notify, err := hist.Behind(last)
+			from := max(last, resetAt)
+			behind, notify, err := hist.Behind(from)
+			if err == nil && (!stuck.valid || stuck.rev != from) {
+				stuck.valid, stuck.rev, stuck.behind = true, from, behind
+			}
 			switch {
-			case errors.Is(err, store.ErrCompacted) && last >= hist.LastRestore():
+			case errors.Is(err, store.ErrCompacted) && from >= hist.LastRestore():
 				// Trimmed while blocked: the history no longer holds what
 				// this watcher needs next.
 				s.watch.cutoff.Add(1)
 				return &slowWatcherError{last: last, behind: -1, limit: w.maxLag}
-			case err == nil && behind > w.maxLag:
+			case err == nil && behind-stuck.behind > w.maxLag:
 				s.watch.cutoff.Add(1)
 				return &slowWatcherError{last: last, behind: behind, limit: w.maxLag}
 			}
@@ -216,7 +237,7 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 			if err := put(outMsg{m, rev}); err != nil {
 				return err
 			}
-			pos, needReset = rev, false
+			pos, needReset, resetAt = rev, false, rev
 		}
 		revs, _, notify, err := hist.Since(pos, w.batch)
 		if errors.Is(err, store.ErrCompacted) {

@@ -464,3 +464,22 @@ func TestWatchRejectsBadRequests(t *testing.T) {
 		}
 	}
 }
+
+func TestWatcherCatchingUpIsNotCutOff(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.Watch.MaxLag = 5; o.Watch.BatchEvents = 2 }})
+	ctx := testcluster.Ctx(t)
+	nd := c.Leader()
+	ops, rev := writes(t, ctx, nd, "web", 0, 100)
+	// Far more than MaxLag behind, but reading: it catches up in many
+	// messages without being cut off, from a revision and from a reset.
+	from := readUntil(t, ctx, nd, &rosterv1.WatchRequest{StartRevision: ops[0].Revision - 1}, rev)
+	reset := readUntil(t, ctx, nd, &rosterv1.WatchRequest{}, rev)
+	if n := nd.Server.WatchStats().CutOff; n != 0 {
+		t.Fatalf("%d watchers cut off", n)
+	}
+	h := &checker.History{Ops: ops, Final: finalLists(t, ctx, nd, []string{"web"}), Watches: []checker.WatchStream{
+		{Watcher: "from", Namespace: "default", Subscriptions: []checker.Subscription{from}},
+		{Watcher: "reset", Namespace: "default", Subscriptions: []checker.Subscription{reset}},
+	}}
+	checkW(t, h)
+}
