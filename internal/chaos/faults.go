@@ -109,6 +109,12 @@ func (f *faulter) run(ctx context.Context, until time.Time) {
 	// Cover every applicable fault once in a shuffled order, then random.
 	order := append([]string(nil), names...)
 	f.r.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	if f.c.docker {
+		// Partitions are what the Docker run is for: do them first.
+		sort.SliceStable(order, func(i, j int) bool {
+			return strings.HasPrefix(order[i], "partition") && !strings.HasPrefix(order[j], "partition")
+		})
+	}
 	for i := 0; ctx.Err() == nil && time.Until(until) > 5*time.Second; i++ {
 		name := names[f.r.IntN(len(names))]
 		if i < len(order) {
@@ -261,10 +267,10 @@ func (f *faulter) inject(ctx context.Context, name string) (string, error) {
 	case "slow-watcher":
 		before := f.w.slowCuts.Load()
 		f.w.slowMode.Store(true)
-		burst := f.fill(ctx, 300)
+		burst := f.fill(ctx, 1000)
 		d := f.hold(ctx, 4*time.Second, 8*time.Second)
 		f.w.slowMode.Store(false)
-		return fmt.Sprintf("watcher w-slow sleeps 50ms per message for %s while %d extra writes land; cut off as slow %d times (it resumes)",
+		return fmt.Sprintf("watcher w-slow sleeps 100ms per message for %s while %d extra writes land; cut off as slow %d times (it resumes)",
 			d.Round(time.Millisecond), burst, f.w.slowCuts.Load()-before), nil
 	}
 	return name, fmt.Errorf("unknown fault %q", name)
@@ -435,6 +441,9 @@ func (f *faulter) diskCorrupt(ctx context.Context, fo *node) (string, error) {
 		return fmt.Sprintf("%s of stopped follower %s; it restarted and serves (the final hashes check its state)", what, fo.id), nil
 	}
 	tail := logTail(fo.logPath, logBefore, 3)
+	if logMentions(fo.logPath, logBefore, "panic:") {
+		f.rec.problem("FINDING disk-corrupt: %s panicked on restart after %s instead of refusing with a clear error (see %s)", fo.id, what, fo.logPath)
+	}
 	f.c.mu.Lock()
 	fo.up = false
 	f.c.mu.Unlock()
@@ -442,7 +451,7 @@ func (f *faulter) diskCorrupt(ctx context.Context, fo *node) (string, error) {
 	if err := f.c.remove(ctx, fo.id); err != nil {
 		return detail, err
 	}
-	if err := f.c.join(fo); err != nil {
+	if err := f.joinVoter(ctx, fo); err != nil {
 		return detail, err
 	}
 	return detail + "; wiped, removed and joined again", nil
@@ -464,19 +473,8 @@ func (f *faulter) membership(ctx context.Context, l *node) (string, error) {
 	if spare == nil {
 		return "membership", errors.New("no spare slot")
 	}
-	if err := f.c.join(spare); err != nil {
+	if err := f.joinVoter(ctx, spare); err != nil {
 		return "join " + spare.id, err
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ids, err := f.c.voters(ctx)
-		if err == nil && contains(ids, spare.id) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return "join " + spare.id, fmt.Errorf("%s not a voter within 30s (voters %v, %v)", spare.id, ids, err)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	sleep(ctx, time.Second)
 	if err := f.c.remove(ctx, l.id); err != nil {
@@ -525,11 +523,30 @@ func (f *faulter) removePartitioned(ctx context.Context, fo *node) (string, erro
 	if err := f.c.kill(fo); err != nil {
 		return "kill " + fo.id, err
 	}
-	if err := f.c.join(fo); err != nil {
+	if err := f.joinVoter(ctx, fo); err != nil {
 		return "join " + fo.id, err
 	}
 	ids, _ := f.c.voters(ctx)
 	return fmt.Sprintf("cut off %s, removed it while cut off, healed, wiped and joined it again; voters now %v", fo.id, ids), nil
+}
+
+// joinVoter starts n with a fresh data directory joining the cluster and
+// waits until the leader lists it as a voter.
+func (f *faulter) joinVoter(ctx context.Context, n *node) error {
+	if err := f.c.join(n); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ids, err := f.c.voters(ctx)
+		if err == nil && contains(ids, n.id) {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s not a voter within 30s (voters %v, %v)", n.id, ids, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func contains(s []string, v string) bool {

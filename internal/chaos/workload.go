@@ -336,7 +336,7 @@ func (w *workload) watchOnce(ctx context.Context, name string, n *node, sub *che
 		if slow && w.slowMode.Load() {
 			// A consumer slower than the event rate: the server must cut it
 			// off with a resumable error rather than buffer without bound.
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	if ctx.Err() == nil {
