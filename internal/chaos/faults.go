@@ -214,7 +214,11 @@ func (f *faulter) inject(ctx context.Context, name string) (string, error) {
 			return "partition " + n.id, err
 		}
 		d := f.hold(ctx, electionWait, 3*electionWait)
-		return fmt.Sprintf("%s cut off from the other nodes (minority) for %s, clients still reach it; healed", n.id, d.Round(time.Millisecond)), f.c.heal()
+		how := "iptables in its namespace; clients still reach it"
+		if f.c.docker {
+			how = "docker network disconnect; clients cannot reach it either"
+		}
+		return fmt.Sprintf("%s cut off from the other nodes (minority, %s) for %s; healed", n.id, how, d.Round(time.Millisecond)), f.c.heal()
 
 	case "partition-bridge":
 		ms := f.c.members()
