@@ -115,13 +115,17 @@ func TestHTTPCheckThresholdsAndNoWritesWhenUnchanged(t *testing.T) {
 		t.Fatalf("flapping results moved the raft log from %d to %d", before, after)
 	}
 
-	// 429 is warning: healthy, still listed by healthy_only.
+	// 429 is warning: still listed, but not healthy (passing and enabled).
 	p.flap.Store(false)
 	p.code.Store(http.StatusTooManyRequests)
 	c.Eventually("warning on 429", 15*time.Second, func() bool { return statusOf(ctx, t, f, "web", "h") == warning })
 	resp, err := f.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "web", HealthyOnly: true})
+	if err != nil || len(resp.Instances) != 0 {
+		t.Fatalf("healthy_only listed a warning instance: %v %v", resp.GetInstances(), err)
+	}
+	resp, err = f.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"})
 	if err != nil || len(resp.Instances) != 1 {
-		t.Fatalf("healthy_only with a warning instance: %v %v", resp.GetInstances(), err)
+		t.Fatalf("a warning instance is not listed: %v %v", resp.GetInstances(), err)
 	}
 	if r := resp.Instances[0].StatusReason; r == "" || resp.Instances[0].StatusChangedAt == nil {
 		t.Fatalf("status reason %q / changed at %v not reported", r, resp.Instances[0].StatusChangedAt)

@@ -93,10 +93,11 @@ type Instance struct {
 // Key returns the instance's key.
 func (i *Instance) Key() Key { return Key{i.Namespace, i.Service, i.ID} }
 
-// Healthy reports whether the instance should receive traffic: passing or
-// warning, and not drained.
+// Healthy reports whether the instance should receive traffic: passing and
+// not drained. A warning instance (an HTTP check answering 429, say) stays
+// listed but is left out of healthy results, as Consul's passing filter does.
 func (i *Instance) Healthy() bool {
-	return i.Enabled && (i.Status == HealthPassing || i.Status == HealthWarning)
+	return i.Enabled && i.Status == HealthPassing
 }
 
 // Clone returns a deep copy that the caller may change.

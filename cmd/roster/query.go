@@ -76,7 +76,7 @@ critical ("unknown" before the first check).`,
 	fl.StringVar(&namespace, "namespace", "default", "namespace of the service")
 	fl.StringVar(&consistency, "consistency", "linearizable", "linearizable or stale")
 	fl.Uint64Var(&minRevision, "min-revision", 0, "wait until the serving node has applied this revision")
-	fl.BoolVar(&healthy, "healthy", false, "only passing or warning instances not in maintenance")
+	fl.BoolVar(&healthy, "healthy", false, "only passing instances not in maintenance")
 	fl.StringArrayVar(&tags, "tag", nil, "only instances with this tag (repeatable: all of them)")
 	fl.StringVar(&zone, "zone", "", "only instances in this zone")
 	return cmd

@@ -35,6 +35,10 @@ type flags struct {
 	historyEvents     int
 	historyBytes      int
 	shutdownTimeout   time.Duration
+
+	selfPreservationThreshold float64
+	selfPreservationWindow    time.Duration
+	leaseTick                 time.Duration
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
@@ -56,6 +60,10 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot, so slow followers catch up without one")
 	fs.IntVar(&f.historyEvents, "watch-history-events", 100_000, "change events kept for resuming watches")
 	fs.IntVar(&f.historyBytes, "watch-history-bytes", 64<<20, "memory bound of the kept change events")
+	fs.Float64Var(&f.selfPreservationThreshold, "self-preservation-threshold", 0.5,
+		"hold lease expiry when more than this share of all leases, or of one service's, would expire within the window; 0 turns self-preservation off")
+	fs.DurationVar(&f.selfPreservationWindow, "self-preservation-window", 10*time.Second, "the window \"at once\" means for self-preservation")
+	fs.DurationVar(&f.leaseTick, "lease-tick", 100*time.Millisecond, "granularity of lease timers: an expired lease is acted on within one tick")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
 }
 
@@ -132,6 +140,19 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 	cfg.SnapshotThreshold = f.snapshotThreshold
 	cfg.SnapshotInterval = f.snapshotInterval
 	cfg.TrailingLogs = f.trailingLogs
+	switch {
+	case f.selfPreservationThreshold < 0 || f.selfPreservationThreshold > 1:
+		return cfg, usagef("--self-preservation-threshold %v must be between 0 (off) and 1", f.selfPreservationThreshold)
+	case f.selfPreservationThreshold == 0:
+		cfg.SelfPreservationThreshold = -1
+	default:
+		cfg.SelfPreservationThreshold = f.selfPreservationThreshold
+	}
+	if f.leaseTick < 10*time.Millisecond || f.leaseTick > 10*time.Second {
+		return cfg, usagef("--lease-tick %s must be between 10ms and 10s", f.leaseTick)
+	}
+	cfg.SelfPreservationWindow = f.selfPreservationWindow
+	cfg.LeaseTick = f.leaseTick
 	cfg.Store.HistoryEvents = f.historyEvents
 	cfg.Store.HistoryBytes = f.historyBytes
 	return cfg, nil

@@ -916,7 +916,7 @@ type GetServiceRequest struct {
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Service   string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
 	Read      *ReadOptions           `protobuf:"bytes,3,opt,name=read,proto3" json:"read,omitempty"`
-	// healthy_only keeps passing (or warning) and enabled instances.
+	// healthy_only keeps passing and enabled instances.
 	HealthyOnly bool `protobuf:"varint,4,opt,name=healthy_only,json=healthyOnly,proto3" json:"healthy_only,omitempty"`
 	// tags: an instance must carry all of them.
 	Tags []string `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
