@@ -272,9 +272,9 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("check existing raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
+	r, err := n.newRaft(rc, logs, stable, snaps)
 	if err != nil {
-		return nil, fmt.Errorf("start raft: %w", err)
+		return nil, err
 	}
 	n.raft = r
 	n.closers = append([]func() error{func() error { return r.Shutdown().Error() }}, n.closers...)
@@ -300,6 +300,28 @@ func New(cfg Config) (*Node, error) {
 	go n.runProposals()
 	ok = true
 	return n, nil
+}
+
+// newRaft starts raft. Raft panics while starting when the snapshot it could
+// restore and the log do not meet (the newest snapshot is unreadable and the
+// log was compacted past the older one); that happens before it starts any
+// goroutine, so it is turned into an error a person can act on.
+func (n *Node) newRaft(rc *raft.Config, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore) (r *raft.Raft, err error) {
+	where := "memory"
+	if !n.cfg.InMemory {
+		where = n.cfg.DataDir
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("the raft state in %s cannot be restored (%v): its newest usable snapshot and its log do not meet; "+
+				"move the data dir aside and rejoin this node to the cluster to copy the state from the others", where, p)
+		}
+	}()
+	r, err = raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
+	if err != nil {
+		return nil, fmt.Errorf("start raft from %s: %w", where, err)
+	}
+	return r, nil
 }
 
 func (n *Node) openStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {

@@ -73,6 +73,11 @@ func run(parent context.Context, f *flags) error {
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "rosterd", Level: level, JSONFormat: f.logJSON, Output: os.Stderr})
 	cfg.Logger = logger
+	if !f.dev && f.trailingLogs < f.snapshotThreshold {
+		logger.Warn("--trailing-logs is below --snapshot-threshold: if the newest snapshot is ever unreadable, "+
+			"the log will not reach back to the older one and this node will need to be rejoined",
+			"trailing_logs", f.trailingLogs, "snapshot_threshold", f.snapshotThreshold)
+	}
 
 	lis, err := net.Listen("tcp", f.grpcAddr)
 	if err != nil {
