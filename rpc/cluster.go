@@ -85,7 +85,7 @@ func (s *Server) Join(ctx context.Context, req *rosterv1.JoinRequest) (*rosterv1
 	if err := validateHostPort("api address", req.ApiAddr); err != nil {
 		return nil, err
 	}
-	return onLeader(ctx, s, idempotentCall,
+	return onLeader(ctx, s, repeatable,
 		func(ctx context.Context) (*rosterv1.JoinResponse, error) {
 			if req.UpdateOnly {
 				return &rosterv1.JoinResponse{}, s.node.UpdateMember(ctx, req.NodeId, req.RaftAddr, req.ApiAddr)
@@ -102,7 +102,7 @@ func (s *Server) RemoveNode(ctx context.Context, req *rosterv1.RemoveNodeRequest
 	if req.NodeId == "" {
 		return nil, invalidf("node id is required")
 	}
-	return onLeader(ctx, s, idempotentCall,
+	return onLeader(ctx, s, applyOnce,
 		func(ctx context.Context) (*rosterv1.RemoveNodeResponse, error) {
 			return &rosterv1.RemoveNodeResponse{}, s.node.Remove(ctx, req.NodeId)
 		},
@@ -113,7 +113,7 @@ func (s *Server) RemoveNode(ctx context.Context, req *rosterv1.RemoveNodeRequest
 
 // TransferLeadership implements rosterv1.ClusterServer.
 func (s *Server) TransferLeadership(ctx context.Context, req *rosterv1.TransferLeadershipRequest) (*rosterv1.TransferLeadershipResponse, error) {
-	return onLeader(ctx, s, nonIdempotentCall,
+	return onLeader(ctx, s, applyOnce,
 		func(ctx context.Context) (*rosterv1.TransferLeadershipResponse, error) {
 			if err := s.node.TransferLeadership(ctx, req.NodeId); err != nil {
 				return nil, err
@@ -144,7 +144,7 @@ func (s *Server) SetSelfPreservation(ctx context.Context, req *rosterv1.SetSelfP
 	if req.Threshold < 0 || req.Threshold > 1 || req.Threshold != req.Threshold {
 		return nil, invalidf("threshold %v must be between 0 (off) and 1", req.Threshold)
 	}
-	return onLeader(ctx, s, idempotentCall,
+	return onLeader(ctx, s, repeatable,
 		func(ctx context.Context) (*rosterv1.SetSelfPreservationResponse, error) {
 			if err := s.node.SetSelfPreservationThreshold(req.Threshold); err != nil {
 				return nil, err

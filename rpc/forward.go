@@ -3,7 +3,9 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,20 +72,48 @@ func retryable(err error) bool {
 	return false
 }
 
-// idempotent calls may also be retried after an error that leaves their
-// outcome unknown: applying them twice is the same as once.
-type idempotency bool
+// callKind says whether a relayed call may be sent again after it may
+// already have reached the leader.
+type callKind bool
 
 const (
-	idempotentCall    idempotency = true
-	nonIdempotentCall idempotency = false
+	// repeatable calls do nothing new when repeated (reads, heartbeats,
+	// setting a value): sending one again is harmless.
+	repeatable callKind = true
+	// applyOnce calls are Raft writes. Sent again after they may have been
+	// applied, one could take effect twice, around another client's write,
+	// which a reader can observe; so they are retried only when provably
+	// not sent, and otherwise fail as outcome unknown.
+	applyOnce callKind = false
 )
+
+// relayFailure classifies a relayed call's error. A transport failure (an
+// Unavailable the leader did not explain) becomes ErrNoLeader, which is
+// retried, when the request was never sent or repeating it is harmless; a
+// write that may have reached the leader becomes ErrOutcomeUnknown.
+func relayFailure(err error, kind callKind) error {
+	if err == nil || status.Code(err) != codes.Unavailable || Reason(err) != "" {
+		return err
+	}
+	msg := status.Convert(err).Message()
+	if kind == repeatable || notSent(err) {
+		return fmt.Errorf("%w: leader unreachable: %s", cluster.ErrNoLeader, msg)
+	}
+	return fmt.Errorf("%w: the connection to the leader failed during the call: %s", cluster.ErrOutcomeUnknown, msg)
+}
+
+// notSent reports whether a transport error says the connection was never
+// established, so the request cannot have reached the server. gRPC reports
+// those as "connection error: desc = ... Error while dialing ...".
+func notSent(err error) bool {
+	return strings.Contains(status.Convert(err).Message(), "connection error")
+}
 
 // onLeader runs a call on the leader: locally when this node leads,
 // otherwise relayed to the leader's API address. While there is no leader
 // (or the call provably did not apply) it retries with jitter until the hold
 // timeout; every other outcome is returned as it is.
-func onLeader[T any](ctx context.Context, s *Server, idem idempotency,
+func onLeader[T any](ctx context.Context, s *Server, kind callKind,
 	local func(ctx context.Context) (T, error),
 	remote func(ctx context.Context, cc *grpc.ClientConn) (T, error),
 ) (T, error) {
@@ -109,10 +139,7 @@ func onLeader[T any](ctx context.Context, s *Server, idem idempotency,
 			err = derr
 		} else {
 			out, err = remote(metadata.AppendToOutgoingContext(ctx, forwardedKey, s.node.ID()), cc)
-			if err != nil && !retryable(err) && idem == idempotentCall && status.Code(err) == codes.Unavailable {
-				// The leader went away mid-call; an idempotent call may try again.
-				err = cluster.ErrNoLeader
-			}
+			err = relayFailure(err, kind)
 		}
 		if err == nil || !retryable(err) {
 			return out, err

@@ -34,7 +34,7 @@ func (s *Server) Heartbeat(ctx context.Context, req *rosterv1.HeartbeatRequest) 
 // heartbeat renews one lease at the leader. Renewing is idempotent, so it
 // is retried at a new leader whatever happened to an earlier attempt.
 func (s *Server) heartbeat(ctx context.Context, k store.Key, req *rosterv1.HeartbeatRequest) (*rosterv1.HeartbeatResponse, error) {
-	return onLeader(ctx, s, idempotentCall,
+	return onLeader(ctx, s, repeatable,
 		func(ctx context.Context) (*rosterv1.HeartbeatResponse, error) {
 			return s.renewLocal(ctx, k)
 		},

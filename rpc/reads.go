@@ -65,7 +65,7 @@ func (s *Server) leaderReadIndex(ctx context.Context) (uint64, error) {
 	s.readRounds.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.HoldTimeout)
 	defer cancel()
-	return onLeader(ctx, s, idempotentCall,
+	return onLeader(ctx, s, repeatable,
 		func(ctx context.Context) (uint64, error) { return s.node.ReadIndex(ctx) },
 		func(ctx context.Context, cc *grpc.ClientConn) (uint64, error) {
 			resp, err := rosterv1.NewClusterClient(cc).ReadIndex(ctx, &rosterv1.ReadIndexRequest{})

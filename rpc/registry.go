@@ -23,7 +23,7 @@ func (s *Server) Register(ctx context.Context, req *rosterv1.RegisterRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return onLeader(ctx, s, idempotentCall,
+	return onLeader(ctx, s, applyOnce,
 		func(ctx context.Context) (*rosterv1.RegisterResponse, error) {
 			rev, err := s.node.Register(ctx, inst)
 			if err != nil {
@@ -49,7 +49,7 @@ func (s *Server) Deregister(ctx context.Context, req *rosterv1.DeregisterRequest
 	if err != nil {
 		return nil, err
 	}
-	return onLeader(ctx, s, nonIdempotentCall,
+	return onLeader(ctx, s, applyOnce,
 		func(ctx context.Context) (*rosterv1.DeregisterResponse, error) {
 			rev, err := s.node.Deregister(ctx, k)
 			if err != nil {
@@ -71,7 +71,7 @@ func (s *Server) SetMaintenance(ctx context.Context, req *rosterv1.SetMaintenanc
 	if len(req.Reason) > MaxMetadataValue {
 		return nil, invalidf("reason is %d bytes; the limit is %d", len(req.Reason), MaxMetadataValue)
 	}
-	return onLeader(ctx, s, idempotentCall,
+	return onLeader(ctx, s, applyOnce,
 		func(ctx context.Context) (*rosterv1.SetMaintenanceResponse, error) {
 			rev, err := s.node.SetMaintenance(ctx, k, req.Enabled, req.Reason)
 			if err != nil {
