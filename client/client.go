@@ -26,6 +26,9 @@ const DefaultConnectTimeout = 3 * time.Second
 // attempts wait twice as long as the one before.
 const DefaultRetryBackoff = 50 * time.Millisecond
 
+// MaxResponseBytes is the largest response the client accepts.
+const MaxResponseBytes = 256 << 20
+
 // ErrNoAddresses is returned by New when it is given no address.
 var ErrNoAddresses = errors.New("no server addresses")
 
@@ -109,6 +112,9 @@ func New(ctx context.Context, addrs []string, opts ...Option) (*Client, error) {
 	}
 	dial := []grpc.DialOption{
 		grpc.WithTransportCredentials(o.creds),
+		// A watch reset or a large service is one message; gRPC's default
+		// 4 MiB receive limit would fail it. The server sends at most 256 MiB.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes)),
 		// gRPC's default reconnect backoff starts at one second and grows to
 		// two minutes; a registry client wants a restarted node back sooner.
 		grpc.WithConnectParams(grpc.ConnectParams{
