@@ -125,6 +125,7 @@ command line exits 2 before anything is sent.`,
 		a.removeNodeCommand(),
 		a.transferLeadershipCommand(),
 		a.watchCommand(),
+		a.benchCommand(),
 	)
 	return root
 }

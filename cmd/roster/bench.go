@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// benchOptions are the flags of roster bench.
+type benchOptions struct {
+	clients     int
+	conns       int
+	duration    time.Duration
+	count       int
+	keys        int
+	service     string
+	consistency string
+	ttl         time.Duration
+}
+
+// benchResult is what roster bench reports; -o json prints it as is.
+type benchResult struct {
+	Op           string             `json:"op"`
+	Addrs        []string           `json:"addrs"`
+	Clients      int                `json:"clients"`
+	Conns        int                `json:"conns_per_addr"`
+	Keys         int                `json:"keys"`
+	Ops          int64              `json:"ops"`
+	Errors       int64              `json:"errors"`
+	ErrorsByCode map[string]int64   `json:"errors_by_code"`
+	FirstErrors  map[string]string  `json:"first_errors"`
+	DurationS    float64            `json:"duration_s"`
+	OpsPerS      float64            `json:"ops_per_s"`
+	LatencyMS    map[string]float64 `json:"latency_ms"`
+	CPUs         int                `json:"client_cpus"`
+}
+
+func (a *app) benchCommand() *cobra.Command {
+	o := benchOptions{}
+	cmd := &cobra.Command{
+		Use:   "bench register|get|heartbeat",
+		Short: "Measure throughput and latency of one kind of call",
+		Long: `bench runs --clients concurrent callers, each with one call in flight,
+spread over every --addr (each address gets --conns connections), for
+--duration or until --count calls are done, printing progress every second
+on stderr. It reports calls per second and latency percentiles of the
+successful calls; errors are counted by code.
+
+  register   upserts instances bench-0..bench-(keys-1) of --service, with a
+             changing port so every call is a real write through Raft
+  get        reads --service at --consistency (registers --keys instances first)
+  heartbeat  renews TTL leases of --keys instances (registered first with --ttl);
+             heartbeats never write to Raft
+
+Calls go straight to the given nodes (a follower forwards writes to the
+leader) without client-side retries, so every call is measured as sent.`,
+		Example: `  roster --addr 127.0.0.1:7420,127.0.0.1:7430,127.0.0.1:7440 bench register --clients 256 --duration 20s
+  roster bench get --consistency stale --clients 64 -o json`,
+		Args: exactArgs("register|get|heartbeat"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch args[0] {
+			case "register", "get", "heartbeat":
+			default:
+				return usagef("bench %q: choose register, get or heartbeat", args[0])
+			}
+			if o.clients < 1 || o.clients > 100_000 {
+				return usagef("--clients %d: must be 1-100000", o.clients)
+			}
+			if o.conns < 1 || o.conns > 1000 {
+				return usagef("--conns %d: must be 1-1000", o.conns)
+			}
+			if o.keys < 1 || o.keys > 1_000_000 {
+				return usagef("--keys %d: must be 1-1000000", o.keys)
+			}
+			if o.duration <= 0 && o.count <= 0 {
+				return usagef("give a positive --duration or --count")
+			}
+			cons, err := parseConsistency(o.consistency)
+			if err != nil {
+				return err
+			}
+			return a.bench(cmd.Context(), args[0], o, cons)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.clients, "clients", 64, "concurrent callers, each with one call in flight")
+	f.IntVar(&o.conns, "conns", 1, "gRPC connections per address")
+	f.DurationVar(&o.duration, "duration", 10*time.Second, "how long to run (0 with --count: until count)")
+	f.IntVar(&o.count, "count", 0, "stop after this many calls (0: run for --duration)")
+	f.IntVar(&o.keys, "keys", 1000, "distinct instances the calls touch")
+	f.StringVar(&o.service, "service", "bench", "service the benchmark writes and reads")
+	f.StringVar(&o.consistency, "consistency", "linearizable", "for get: linearizable or stale")
+	f.DurationVar(&o.ttl, "ttl", 30*time.Second, "for heartbeat: the instances' TTL")
+	return cmd
+}
+
+func parseConsistency(s string) (rosterv1.Consistency, error) {
+	switch s {
+	case "linearizable", "":
+		return rosterv1.Consistency_CONSISTENCY_LINEARIZABLE, nil
+	case "stale":
+		return rosterv1.Consistency_CONSISTENCY_STALE, nil
+	}
+	return 0, usagef("--consistency %q: must be linearizable or stale", s)
+}
+
+func (a *app) bench(ctx context.Context, op string, o benchOptions, cons rosterv1.Consistency) error {
+	var stubs []rosterv1.RegistryClient
+	for _, addr := range a.addrs {
+		for range o.conns {
+			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return fmt.Errorf("connect to %s: %w", addr, err)
+			}
+			defer cc.Close()
+			stubs = append(stubs, rosterv1.NewRegistryClient(cc))
+		}
+	}
+	inst := func(k, port int) *rosterv1.Instance {
+		i := &rosterv1.Instance{Service: o.service, Id: fmt.Sprintf("bench-%d", k), Address: "10.0.0.1", Port: uint32(port%65535 + 1)}
+		if op == "heartbeat" {
+			i.Ttl = durationpb.New(o.ttl)
+		}
+		return i
+	}
+	if op != "register" {
+		fmt.Fprintf(a.stderr, "bench: registering %d instances of %s first\n", o.keys, o.service)
+		for k := range o.keys {
+			cctx, cancel := context.WithTimeout(ctx, a.timeout)
+			_, err := stubs[k%len(stubs)].Register(cctx, &rosterv1.RegisterRequest{Instance: inst(k, k)})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("prepare: %w", err)
+			}
+		}
+	}
+	call := func(ctx context.Context, stub rosterv1.RegistryClient, n int) error {
+		k := n % o.keys
+		var err error
+		switch op {
+		case "register":
+			_, err = stub.Register(ctx, &rosterv1.RegisterRequest{Instance: inst(k, n)})
+		case "get":
+			_, err = stub.GetService(ctx, &rosterv1.GetServiceRequest{Service: o.service, Read: &rosterv1.ReadOptions{Consistency: cons}})
+		case "heartbeat":
+			_, err = stub.Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: o.service, Id: fmt.Sprintf("bench-%d", k)})
+		}
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if o.duration > 0 {
+		runCtx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	var (
+		seq, done, failed atomic.Int64
+		mu                sync.Mutex
+		byCode            = map[string]int64{}
+		firstErr          = map[string]string{}
+		lat               = make([][]time.Duration, o.clients)
+		wg                sync.WaitGroup
+	)
+	start := time.Now()
+	for c := range o.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stub := stubs[c%len(stubs)]
+			// gRPC fails a call whose deadline has passed before the
+			// context's timer marks it done: compare with the deadline too.
+			over := func() bool {
+				if runCtx.Err() != nil {
+					return true
+				}
+				d, ok := runCtx.Deadline()
+				return ok && !time.Now().Before(d)
+			}
+			for !over() {
+				n := int(seq.Add(1))
+				if o.count > 0 && n > o.count {
+					return
+				}
+				cctx, ccancel := context.WithTimeout(runCtx, a.timeout)
+				t0 := time.Now()
+				err := call(cctx, stub, n)
+				d := time.Since(t0)
+				ccancel()
+				if err != nil {
+					if over() {
+						return // the run ended mid-call: not an error of the server
+					}
+					failed.Add(1)
+					mu.Lock()
+					code := status.Code(err).String()
+					if byCode[code]++; byCode[code] == 1 {
+						firstErr[code] = status.Convert(err).Message()
+					}
+					mu.Unlock()
+					continue
+				}
+				done.Add(1)
+				lat[c] = append(lat[c], d)
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	go a.benchProgress(start, &done, &failed, stop)
+	wg.Wait()
+	close(stop)
+	elapsed := time.Since(start)
+
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	res := benchResult{
+		Op: op, Addrs: a.addrs, Clients: o.clients, Conns: o.conns, Keys: o.keys,
+		Ops: done.Load(), Errors: failed.Load(), ErrorsByCode: byCode, FirstErrors: firstErr,
+		DurationS: elapsed.Seconds(), OpsPerS: float64(done.Load()) / elapsed.Seconds(),
+		LatencyMS: map[string]float64{}, CPUs: runtime.NumCPU(),
+	}
+	for _, q := range []struct {
+		name string
+		p    float64
+	}{{"p50", 0.50}, {"p90", 0.90}, {"p99", 0.99}, {"p999", 0.999}, {"max", 1}} {
+		res.LatencyMS[q.name] = percentile(all, q.p)
+	}
+	if a.json() {
+		return writeJSON(a.stdout, res)
+	}
+	t := newTable(a.stdout, "OP", "CLIENTS", "CALLS", "ERRORS", "SECONDS", "CALLS/S", "P50", "P90", "P99", "P99.9", "MAX")
+	ms := func(v float64) string { return fmt.Sprintf("%.2fms", v) }
+	t.row(op, fmt.Sprint(o.clients), fmt.Sprint(res.Ops), fmt.Sprint(res.Errors), fmt.Sprintf("%.1f", res.DurationS),
+		fmt.Sprintf("%.0f", res.OpsPerS), ms(res.LatencyMS["p50"]), ms(res.LatencyMS["p90"]), ms(res.LatencyMS["p99"]),
+		ms(res.LatencyMS["p999"]), ms(res.LatencyMS["max"]))
+	if err := t.flush(); err != nil {
+		return err
+	}
+	for code, n := range byCode {
+		fmt.Fprintf(a.stdout, "errors %s: %d (first: %s)\n", code, n, firstErr[code])
+	}
+	return nil
+}
+
+// percentile of sorted latencies, in milliseconds.
+func percentile(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p*float64(len(sorted))+0.5) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return float64(sorted[i]) / float64(time.Millisecond)
+}
+
+// benchProgress prints one line a second on stderr until stop closes.
+func (a *app) benchProgress(start time.Time, done, failed *atomic.Int64, stop <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := int64(0)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			n := done.Load()
+			fmt.Fprintf(a.stderr, "bench: %4.0fs  %d calls  %d/s  %d errors\n", time.Since(start).Seconds(), n, n-last, failed.Load())
+			last = n
+		}
+	}
+}
