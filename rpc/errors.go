@@ -28,6 +28,9 @@ const (
 	ReasonShutdown       = "SHUTDOWN"
 )
 
+// errNoSuchStream: RequestProgress named no open watch stream.
+var errNoSuchStream = errors.New("no such watch stream")
+
 // invalidError is a request that fails validation.
 type invalidError struct{ msg string }
 
@@ -57,7 +60,7 @@ func toStatus(err error) error {
 			Reason: ReasonSlowWatcher, Domain: ErrorDomain,
 			Metadata: map[string]string{MetaLastRevision: strconv.FormatUint(slow.last, 10)},
 		})
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNoSuchStream):
 		return withReason(codes.NotFound, err.Error(), ReasonNotFound)
 	case errors.Is(err, cluster.ErrNoLease):
 		return status.Error(codes.FailedPrecondition, err.Error())

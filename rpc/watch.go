@@ -1,8 +1,10 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +66,62 @@ type watchState struct {
 	// prefix caches the encoded header and revision of event messages at
 	// the latest revision, shared by every watcher sending that revision.
 	prefix atomic.Pointer[watchPrefix]
+
+	// asks holds, per progress_id, the channels of the streams that
+	// RequestProgress pokes.
+	asksMu sync.Mutex
+	asks   map[string]map[chan struct{}]bool
+}
+
+// listenProgress registers a stream's progress_id; the returned channel
+// receives a value when a bookmark is asked for. Call the func to stop.
+func (ws *watchState) listenProgress(id string) (<-chan struct{}, func()) {
+	if id == "" {
+		return nil, func() {}
+	}
+	ch := make(chan struct{}, 1)
+	ws.asksMu.Lock()
+	if ws.asks == nil {
+		ws.asks = map[string]map[chan struct{}]bool{}
+	}
+	if ws.asks[id] == nil {
+		ws.asks[id] = map[chan struct{}]bool{}
+	}
+	ws.asks[id][ch] = true
+	ws.asksMu.Unlock()
+	return ch, func() {
+		ws.asksMu.Lock()
+		delete(ws.asks[id], ch)
+		if len(ws.asks[id]) == 0 {
+			delete(ws.asks, id)
+		}
+		ws.asksMu.Unlock()
+	}
+}
+
+// askProgress pokes every stream named id and returns how many there are.
+func (ws *watchState) askProgress(id string) int {
+	ws.asksMu.Lock()
+	defer ws.asksMu.Unlock()
+	for ch := range ws.asks[id] {
+		select {
+		case ch <- struct{}{}:
+		default: // already asked; one bookmark answers both
+		}
+	}
+	return len(ws.asks[id])
+}
+
+// RequestProgress implements rosterv1.RegistryServer.
+func (s *Server) RequestProgress(_ context.Context, req *rosterv1.RequestProgressRequest) (*rosterv1.RequestProgressResponse, error) {
+	if req.ProgressId == "" {
+		return nil, invalidf("progress_id is required")
+	}
+	n := s.watch.askProgress(req.ProgressId)
+	if n == 0 {
+		return nil, fmt.Errorf("no watch stream named %q on this node: %w", truncate(req.ProgressId), errNoSuchStream)
+	}
+	return &rosterv1.RequestProgressResponse{Streams: uint32(n)}, nil
 }
 
 type watchPrefix struct {
@@ -170,6 +228,8 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	var resetAt uint64 // revision of the last reset handed to the sender
 	progress := time.NewTimer(w.progress)
 	defer progress.Stop()
+	asked, unlisten := s.watch.listenProgress(req.ProgressId)
+	defer unlisten()
 	// put hands one message to the sender. While the sender is blocked it
 	// checks, at every new revision, whether the watcher has fallen too far
 	// behind.
@@ -257,22 +317,30 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 			pos = last
 			continue
 		}
+		// Caught up: wait for a change, or send a bookmark when it is time
+		// or when one is asked for.
+		bookmark := false
 		select {
 		case <-notify:
 		case <-progress.C:
-			// A bookmark: everything up to pos has been handed to the
-			// sender, which sends in order.
-			m := &rosterv1.WatchResponse{Header: s.header(pos), Progress: true, Revision: pos}
-			if err := put(outMsg{m, pos}); err != nil {
-				return err
-			}
-			progress.Reset(w.progress)
+			bookmark = true
+		case <-asked:
+			bookmark = true
 		case err := <-sendErr:
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.stop:
 			return cluster.ErrShutdown
+		}
+		if bookmark {
+			// Everything up to pos has been handed to the sender, which
+			// sends in order.
+			m := &rosterv1.WatchResponse{Header: s.header(pos), Progress: true, Revision: pos}
+			if err := put(outMsg{m, pos}); err != nil {
+				return err
+			}
+			progress.Reset(w.progress)
 		}
 	}
 }

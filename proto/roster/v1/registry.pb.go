@@ -179,7 +179,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{18, 0}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{20, 0}
 }
 
 // HealthCheck is an active check the cluster runs against an instance.
@@ -1557,8 +1557,11 @@ type WatchRequest struct {
 	StartRevision uint64 `protobuf:"varint,4,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
 	// progress_interval between bookmark messages (default 5s, at least 100ms).
 	ProgressInterval *durationpb.Duration `protobuf:"bytes,5,opt,name=progress_interval,json=progressInterval,proto3" json:"progress_interval,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// progress_id names this stream for RequestProgress on the same node;
+	// choose a random one. Empty: bookmarks only every progress_interval.
+	ProgressId    string `protobuf:"bytes,6,opt,name=progress_id,json=progressId,proto3" json:"progress_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchRequest) Reset() {
@@ -1626,6 +1629,102 @@ func (x *WatchRequest) GetProgressInterval() *durationpb.Duration {
 	return nil
 }
 
+func (x *WatchRequest) GetProgressId() string {
+	if x != nil {
+		return x.ProgressId
+	}
+	return ""
+}
+
+type RequestProgressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProgressId    string                 `protobuf:"bytes,1,opt,name=progress_id,json=progressId,proto3" json:"progress_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestProgressRequest) Reset() {
+	*x = RequestProgressRequest{}
+	mi := &file_roster_v1_registry_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestProgressRequest) ProtoMessage() {}
+
+func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestProgressRequest.ProtoReflect.Descriptor instead.
+func (*RequestProgressRequest) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RequestProgressRequest) GetProgressId() string {
+	if x != nil {
+		return x.ProgressId
+	}
+	return ""
+}
+
+type RequestProgressResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// streams is how many open streams were asked for a bookmark.
+	Streams       uint32 `protobuf:"varint,1,opt,name=streams,proto3" json:"streams,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestProgressResponse) Reset() {
+	*x = RequestProgressResponse{}
+	mi := &file_roster_v1_registry_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestProgressResponse) ProtoMessage() {}
+
+func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestProgressResponse.ProtoReflect.Descriptor instead.
+func (*RequestProgressResponse) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RequestProgressResponse) GetStreams() uint32 {
+	if x != nil {
+		return x.Streams
+	}
+	return 0
+}
+
 // Event is one change to one instance.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1642,7 +1741,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_roster_v1_registry_proto_msgTypes[18]
+	mi := &file_roster_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1753,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[18]
+	mi := &file_roster_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1766,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -1716,7 +1815,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[19]
+	mi := &file_roster_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1827,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[19]
+	mi := &file_roster_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1840,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -1891,13 +1990,20 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\"g\n" +
 	"\x16SetMaintenanceResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xd8\x01\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xf9\x01\n" +
 	"\fWatchRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
 	"\fhealthy_only\x18\x03 \x01(\bR\vhealthyOnly\x12%\n" +
 	"\x0estart_revision\x18\x04 \x01(\x04R\rstartRevision\x12F\n" +
-	"\x11progress_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10progressInterval\"\xf6\x01\n" +
+	"\x11progress_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10progressInterval\x12\x1f\n" +
+	"\vprogress_id\x18\x06 \x01(\tR\n" +
+	"progressId\"9\n" +
+	"\x16RequestProgressRequest\x12\x1f\n" +
+	"\vprogress_id\x18\x01 \x01(\tR\n" +
+	"progressId\"3\n" +
+	"\x17RequestProgressResponse\x12\x18\n" +
+	"\astreams\x18\x01 \x01(\rR\astreams\"\xf6\x01\n" +
 	"\x05Event\x12)\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x15.roster.v1.Event.TypeR\x04type\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12/\n" +
@@ -1921,7 +2027,7 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x022\xdf\x04\n" +
+	"\x11CONSISTENCY_STALE\x10\x022\xb9\x05\n" +
 	"\bRegistry\x12C\n" +
 	"\bRegister\x12\x1a.roster.v1.RegisterRequest\x1a\x1b.roster.v1.RegisterResponse\x12I\n" +
 	"\n" +
@@ -1932,7 +2038,8 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse\x12J\n" +
 	"\tKeepAlive\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse(\x010\x01\x12U\n" +
 	"\x0eSetMaintenance\x12 .roster.v1.SetMaintenanceRequest\x1a!.roster.v1.SetMaintenanceResponse\x12<\n" +
-	"\x05Watch\x12\x17.roster.v1.WatchRequest\x1a\x18.roster.v1.WatchResponse0\x01B<Z:github.com/roster-registry/roster/proto/roster/v1;rosterv1b\x06proto3"
+	"\x05Watch\x12\x17.roster.v1.WatchRequest\x1a\x18.roster.v1.WatchResponse0\x01\x12X\n" +
+	"\x0fRequestProgress\x12!.roster.v1.RequestProgressRequest\x1a\".roster.v1.RequestProgressResponseB<Z:github.com/roster-registry/roster/proto/roster/v1;rosterv1b\x06proto3"
 
 var (
 	file_roster_v1_registry_proto_rawDescOnce sync.Once
@@ -1947,67 +2054,69 @@ func file_roster_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_roster_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_roster_v1_registry_proto_goTypes = []any{
-	(HealthStatus)(0),              // 0: roster.v1.HealthStatus
-	(Consistency)(0),               // 1: roster.v1.Consistency
-	(Event_Type)(0),                // 2: roster.v1.Event.Type
-	(*HealthCheck)(nil),            // 3: roster.v1.HealthCheck
-	(*Instance)(nil),               // 4: roster.v1.Instance
-	(*ResponseHeader)(nil),         // 5: roster.v1.ResponseHeader
-	(*RegisterRequest)(nil),        // 6: roster.v1.RegisterRequest
-	(*RegisterResponse)(nil),       // 7: roster.v1.RegisterResponse
-	(*DeregisterRequest)(nil),      // 8: roster.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),     // 9: roster.v1.DeregisterResponse
-	(*ReadOptions)(nil),            // 10: roster.v1.ReadOptions
-	(*GetServiceRequest)(nil),      // 11: roster.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),     // 12: roster.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),    // 13: roster.v1.ListServicesRequest
-	(*ServiceSummary)(nil),         // 14: roster.v1.ServiceSummary
-	(*ListServicesResponse)(nil),   // 15: roster.v1.ListServicesResponse
-	(*HeartbeatRequest)(nil),       // 16: roster.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),      // 17: roster.v1.HeartbeatResponse
-	(*SetMaintenanceRequest)(nil),  // 18: roster.v1.SetMaintenanceRequest
-	(*SetMaintenanceResponse)(nil), // 19: roster.v1.SetMaintenanceResponse
-	(*WatchRequest)(nil),           // 20: roster.v1.WatchRequest
-	(*Event)(nil),                  // 21: roster.v1.Event
-	(*WatchResponse)(nil),          // 22: roster.v1.WatchResponse
-	nil,                            // 23: roster.v1.Instance.MetadataEntry
-	nil,                            // 24: roster.v1.GetServiceRequest.MetadataEntry
-	(*durationpb.Duration)(nil),    // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	(HealthStatus)(0),               // 0: roster.v1.HealthStatus
+	(Consistency)(0),                // 1: roster.v1.Consistency
+	(Event_Type)(0),                 // 2: roster.v1.Event.Type
+	(*HealthCheck)(nil),             // 3: roster.v1.HealthCheck
+	(*Instance)(nil),                // 4: roster.v1.Instance
+	(*ResponseHeader)(nil),          // 5: roster.v1.ResponseHeader
+	(*RegisterRequest)(nil),         // 6: roster.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 7: roster.v1.RegisterResponse
+	(*DeregisterRequest)(nil),       // 8: roster.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),      // 9: roster.v1.DeregisterResponse
+	(*ReadOptions)(nil),             // 10: roster.v1.ReadOptions
+	(*GetServiceRequest)(nil),       // 11: roster.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),      // 12: roster.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),     // 13: roster.v1.ListServicesRequest
+	(*ServiceSummary)(nil),          // 14: roster.v1.ServiceSummary
+	(*ListServicesResponse)(nil),    // 15: roster.v1.ListServicesResponse
+	(*HeartbeatRequest)(nil),        // 16: roster.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 17: roster.v1.HeartbeatResponse
+	(*SetMaintenanceRequest)(nil),   // 18: roster.v1.SetMaintenanceRequest
+	(*SetMaintenanceResponse)(nil),  // 19: roster.v1.SetMaintenanceResponse
+	(*WatchRequest)(nil),            // 20: roster.v1.WatchRequest
+	(*RequestProgressRequest)(nil),  // 21: roster.v1.RequestProgressRequest
+	(*RequestProgressResponse)(nil), // 22: roster.v1.RequestProgressResponse
+	(*Event)(nil),                   // 23: roster.v1.Event
+	(*WatchResponse)(nil),           // 24: roster.v1.WatchResponse
+	nil,                             // 25: roster.v1.Instance.MetadataEntry
+	nil,                             // 26: roster.v1.GetServiceRequest.MetadataEntry
+	(*durationpb.Duration)(nil),     // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 28: google.protobuf.Timestamp
 }
 var file_roster_v1_registry_proto_depIdxs = []int32{
-	25, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	25, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	23, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
-	25, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	27, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	27, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	25, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
+	27, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	3,  // 4: roster.v1.Instance.check:type_name -> roster.v1.HealthCheck
-	25, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
+	27, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
 	0,  // 6: roster.v1.Instance.status:type_name -> roster.v1.HealthStatus
-	26, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
-	25, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
+	28, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
+	27, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
 	4,  // 9: roster.v1.RegisterRequest.instance:type_name -> roster.v1.Instance
 	5,  // 10: roster.v1.RegisterResponse.header:type_name -> roster.v1.ResponseHeader
 	5,  // 11: roster.v1.DeregisterResponse.header:type_name -> roster.v1.ResponseHeader
 	1,  // 12: roster.v1.ReadOptions.consistency:type_name -> roster.v1.Consistency
 	10, // 13: roster.v1.GetServiceRequest.read:type_name -> roster.v1.ReadOptions
-	24, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
-	25, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
+	26, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
+	27, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
 	5,  // 16: roster.v1.GetServiceResponse.header:type_name -> roster.v1.ResponseHeader
 	4,  // 17: roster.v1.GetServiceResponse.instances:type_name -> roster.v1.Instance
 	10, // 18: roster.v1.ListServicesRequest.read:type_name -> roster.v1.ReadOptions
 	5,  // 19: roster.v1.ListServicesResponse.header:type_name -> roster.v1.ResponseHeader
 	14, // 20: roster.v1.ListServicesResponse.services:type_name -> roster.v1.ServiceSummary
 	5,  // 21: roster.v1.HeartbeatResponse.header:type_name -> roster.v1.ResponseHeader
-	25, // 22: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
+	27, // 22: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
 	5,  // 23: roster.v1.SetMaintenanceResponse.header:type_name -> roster.v1.ResponseHeader
-	25, // 24: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	27, // 24: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
 	2,  // 25: roster.v1.Event.type:type_name -> roster.v1.Event.Type
 	4,  // 26: roster.v1.Event.instance:type_name -> roster.v1.Instance
 	4,  // 27: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
 	5,  // 28: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
-	21, // 29: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
+	23, // 29: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
 	6,  // 30: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
 	8,  // 31: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
 	11, // 32: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
@@ -2016,16 +2125,18 @@ var file_roster_v1_registry_proto_depIdxs = []int32{
 	16, // 35: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
 	18, // 36: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
 	20, // 37: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
-	7,  // 38: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
-	9,  // 39: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
-	12, // 40: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
-	15, // 41: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
-	17, // 42: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
-	17, // 43: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
-	19, // 44: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
-	22, // 45: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
-	38, // [38:46] is the sub-list for method output_type
-	30, // [30:38] is the sub-list for method input_type
+	21, // 38: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
+	7,  // 39: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
+	9,  // 40: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
+	12, // 41: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
+	15, // 42: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
+	17, // 43: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
+	17, // 44: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
+	19, // 45: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
+	24, // 46: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
+	22, // 47: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
+	39, // [39:48] is the sub-list for method output_type
+	30, // [30:39] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -2047,7 +2158,7 @@ func file_roster_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_registry_proto_rawDesc), len(file_roster_v1_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

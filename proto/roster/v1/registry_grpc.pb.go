@@ -22,14 +22,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Registry_Register_FullMethodName       = "/roster.v1.Registry/Register"
-	Registry_Deregister_FullMethodName     = "/roster.v1.Registry/Deregister"
-	Registry_GetService_FullMethodName     = "/roster.v1.Registry/GetService"
-	Registry_ListServices_FullMethodName   = "/roster.v1.Registry/ListServices"
-	Registry_Heartbeat_FullMethodName      = "/roster.v1.Registry/Heartbeat"
-	Registry_KeepAlive_FullMethodName      = "/roster.v1.Registry/KeepAlive"
-	Registry_SetMaintenance_FullMethodName = "/roster.v1.Registry/SetMaintenance"
-	Registry_Watch_FullMethodName          = "/roster.v1.Registry/Watch"
+	Registry_Register_FullMethodName        = "/roster.v1.Registry/Register"
+	Registry_Deregister_FullMethodName      = "/roster.v1.Registry/Deregister"
+	Registry_GetService_FullMethodName      = "/roster.v1.Registry/GetService"
+	Registry_ListServices_FullMethodName    = "/roster.v1.Registry/ListServices"
+	Registry_Heartbeat_FullMethodName       = "/roster.v1.Registry/Heartbeat"
+	Registry_KeepAlive_FullMethodName       = "/roster.v1.Registry/KeepAlive"
+	Registry_SetMaintenance_FullMethodName  = "/roster.v1.Registry/SetMaintenance"
+	Registry_Watch_FullMethodName           = "/roster.v1.Registry/Watch"
+	Registry_RequestProgress_FullMethodName = "/roster.v1.Registry/RequestProgress"
 )
 
 // RegistryClient is the client API for Registry service.
@@ -56,6 +57,10 @@ type RegistryClient interface {
 	SetMaintenance(ctx context.Context, in *SetMaintenanceRequest, opts ...grpc.CallOption) (*SetMaintenanceResponse, error)
 	// Watch streams changes to a namespace or one service, from a revision.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// RequestProgress asks this node's watch streams named progress_id to
+	// send a bookmark as soon as they have sent every change they know of.
+	// NotFound when no such stream is open on this node.
+	RequestProgress(ctx context.Context, in *RequestProgressRequest, opts ...grpc.CallOption) (*RequestProgressResponse, error)
 }
 
 type registryClient struct {
@@ -158,6 +163,16 @@ func (c *registryClient) Watch(ctx context.Context, in *WatchRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *registryClient) RequestProgress(ctx context.Context, in *RequestProgressRequest, opts ...grpc.CallOption) (*RequestProgressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequestProgressResponse)
+	err := c.cc.Invoke(ctx, Registry_RequestProgress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServer is the server API for Registry service.
 // All implementations must embed UnimplementedRegistryServer
 // for forward compatibility.
@@ -182,6 +197,10 @@ type RegistryServer interface {
 	SetMaintenance(context.Context, *SetMaintenanceRequest) (*SetMaintenanceResponse, error)
 	// Watch streams changes to a namespace or one service, from a revision.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// RequestProgress asks this node's watch streams named progress_id to
+	// send a bookmark as soon as they have sent every change they know of.
+	// NotFound when no such stream is open on this node.
+	RequestProgress(context.Context, *RequestProgressRequest) (*RequestProgressResponse, error)
 	mustEmbedUnimplementedRegistryServer()
 }
 
@@ -215,6 +234,9 @@ func (UnimplementedRegistryServer) SetMaintenance(context.Context, *SetMaintenan
 }
 func (UnimplementedRegistryServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedRegistryServer) RequestProgress(context.Context, *RequestProgressRequest) (*RequestProgressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RequestProgress not implemented")
 }
 func (UnimplementedRegistryServer) mustEmbedUnimplementedRegistryServer() {}
 func (UnimplementedRegistryServer) testEmbeddedByValue()                  {}
@@ -363,6 +385,24 @@ func _Registry_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _Registry_RequestProgress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequestProgressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServer).RequestProgress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Registry_RequestProgress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServer).RequestProgress(ctx, req.(*RequestProgressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Registry_ServiceDesc is the grpc.ServiceDesc for Registry service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -393,6 +433,10 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetMaintenance",
 			Handler:    _Registry_SetMaintenance_Handler,
+		},
+		{
+			MethodName: "RequestProgress",
+			Handler:    _Registry_RequestProgress_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
