@@ -213,6 +213,11 @@ func (c *Client) pause(ctx context.Context, attempt int) error {
 	if limit := 2 * time.Second; d > limit || d <= 0 {
 		d = limit
 	}
+	return c.sleep(ctx, d)
+}
+
+// sleep waits d, or until ctx ends or the client is closed.
+func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -170,15 +170,5 @@ func streamPause(ctx context.Context, c *Client, failures int) error {
 			return nil
 		}
 	}
-	d := min(100*time.Millisecond<<min(failures-2, 5), 3*time.Second)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
-	case <-c.closed:
-		return ErrClosed
-	}
+	return c.sleep(ctx, min(100*time.Millisecond<<min(failures-2, 5), 3*time.Second))
 }
