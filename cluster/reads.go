@@ -16,6 +16,7 @@ type Rounds struct {
 	mu      sync.Mutex
 	running bool
 	next    *round
+	waiting int // callers registered for next
 }
 
 type round struct {
@@ -36,6 +37,7 @@ func (r *Rounds) Do(ctx context.Context) (uint64, error) {
 		r.next = &round{done: make(chan struct{})}
 	}
 	rd := r.next
+	r.waiting++
 	if !r.running {
 		r.startLocked()
 	}
@@ -48,9 +50,20 @@ func (r *Rounds) Do(ctx context.Context) (uint64, error) {
 	}
 }
 
+// Waiting returns how many callers wait for the round after the one in flight.
+func (r *Rounds) Waiting() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		return r.waiting
+	}
+	return 0
+}
+
 func (r *Rounds) startLocked() {
 	rd := r.next
 	r.next = nil
+	r.waiting = 0
 	r.running = true
 	go func() {
 		// A round outlives any one caller's context.
