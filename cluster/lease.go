@@ -43,9 +43,13 @@ type lease struct {
 	// reapAt (deregister_critical_after); a heartbeat revives it.
 	expired bool
 	reapAt  time.Time
-	due     bool // in leaseTable.due
-	inHeap  bool
-	heapAt  time.Time // when the lease's live heap entry fires
+	// reviving counts heartbeats committing the instance passing again;
+	// revived: one of them has since the lease was last found expired.
+	reviving int
+	revived  bool
+	due      bool // in leaseTable.due
+	inHeap   bool
+	heapAt   time.Time // when the lease's live heap entry fires
 }
 
 // next is when the lease next needs the timer's attention.
@@ -357,7 +361,17 @@ func (t *leaseTable) renew(k store.Key) (renewal, error) {
 			l.due = false
 			delete(t.due, l)
 		}
-		r := renewal{ttl: l.ttl, regRev: l.regRev, revive: l.expired}
+		// While a revival is being committed, the instance is still critical
+		// in the log: a heartbeat then must commit it too before it is
+		// acknowledged, or a failed revival (or a new leader) would leave the
+		// acknowledged instance critical and reap it.
+		if l.expired {
+			l.revived = false
+		}
+		r := renewal{ttl: l.ttl, regRev: l.regRev, revive: l.expired || l.reviving > 0}
+		if r.revive {
+			l.reviving++
+		}
 		l.expired = false
 		t.schedule(l)
 		t.mu.Unlock()
@@ -384,20 +398,26 @@ func (t *leaseTable) lookup(k store.Key, seen uint64) error {
 	return nil
 }
 
-// revived records that reviving a lease failed to commit, so the next
+// reviveDone records the outcome of a heartbeat's revival. When every
+// revival under way has failed, the lease is expired again, so the next
 // heartbeat tries again; a stale registration loses its lease.
-func (t *leaseTable) reviveFailed(k store.Key, regRev uint64, err error) {
+func (t *leaseTable) reviveDone(k store.Key, regRev uint64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.leases[k]
 	if l == nil || l.regRev != regRev {
 		return
 	}
+	l.reviving--
+	if err == nil {
+		l.revived = true
+		return
+	}
 	if errors.Is(err, store.ErrStaleRegistration) || errors.Is(err, store.ErrNotFound) {
 		t.drop(l)
 		return
 	}
-	if !l.expiring {
+	if l.reviving == 0 && !l.revived && !l.expiring {
 		l.expired = true
 		l.reapAt = time.Now().Add(l.dca)
 	}

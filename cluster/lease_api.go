@@ -26,8 +26,9 @@ func (n *Node) Heartbeat(ctx context.Context, k store.Key) (time.Duration, error
 		return 0, err
 	}
 	if r.revive {
-		if _, err := n.SetHealth(ctx, k, r.regRev, store.HealthPassing, "heartbeat resumed"); err != nil {
-			n.leases.reviveFailed(k, r.regRev, err)
+		_, err := n.SetHealth(ctx, k, r.regRev, store.HealthPassing, "heartbeat resumed")
+		n.leases.reviveDone(k, r.regRev, err)
+		if err != nil {
 			if errors.Is(err, store.ErrStaleRegistration) {
 				return 0, fmt.Errorf("heartbeat %s: re-registered meanwhile: %w", k, store.ErrNotFound)
 			}

@@ -580,3 +580,59 @@ func TestSelfPreservationHoldsMassExpiryAndLifts(t *testing.T) {
 		t.Fatalf("steady lost instances: %d of %d", n, len(steady))
 	}
 }
+
+// A heartbeat on an expired lease (the instance kept critical) must not be
+// acknowledged before the instance is committed passing again, even when
+// another heartbeat of the same instance is committing that already: the
+// leader here is cut off, so that commit never happens, and the new leader
+// sees only what was committed.
+func TestConcurrentHeartbeatsOnExpiredLeaseAckOnlyOnceRevived(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: noSelfPreservation})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	old := c.Leader()
+	const ttl = 2 * time.Second
+	rec := newLeaseRecorder()
+	call := rec.now()
+	resp, err := old.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("rev", "x", ttl, time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.register("rev", "x", ttl, call, resp.Revision)
+	c.Eventually("the silent instance turns critical", 10*time.Second, func() bool {
+		in := lookupInstance(ctx, t, old, "rev", "x")
+		return in != nil && in.Status == rosterv1.HealthStatus_HEALTH_STATUS_CRITICAL
+	})
+
+	// Cut the leader off and renew at once, several times: one heartbeat
+	// starts committing the revival, which cannot commit now.
+	c.Partition(old)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			call := rec.now()
+			resp, err := old.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: "rev", Id: "x"})
+			rec.heartbeat("rev", "x", call, resp, err)
+		}()
+	}
+	wg.Wait()
+	leader := c.WaitLeader()
+	call = rec.now()
+	get, err := leader.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "rev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in *rosterv1.Instance
+	for _, i := range get.Instances {
+		if i.Id == "x" {
+			in = i
+		}
+	}
+	if in == nil || in.Status == rosterv1.HealthStatus_HEALTH_STATUS_CRITICAL {
+		rec.gone("rev", "x", call, get.Header.GetRevision(), in != nil)
+	}
+	t.Logf("acknowledged heartbeats while cut off: %d", rec.acks[checker.InstanceKey("default", "rev", "x")])
+	rec.check(t)
+}
