@@ -408,7 +408,9 @@ func (t *leaseTable) reviveDone(k store.Key, regRev uint64, err error) {
 	if l == nil || l.regRev != regRev {
 		return
 	}
-	l.reviving--
+	if l.reviving > 0 {
+		l.reviving--
+	}
 	if err == nil {
 		l.revived = true
 		return
