@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/roster-registry/roster/store"
@@ -56,15 +57,22 @@ func (n *Node) startLeading() {
 }
 
 func (n *Node) stopLeading() {
+	// Under leaderMu: cancelling the term and clearing readiness happen
+	// together, so a barrier of this term that finishes late cannot mark a
+	// later term ready (see leaderLoop).
 	n.leaderMu.Lock()
 	stop, done := n.leaderStop, n.leaderDone
 	n.leaderStop, n.leaderDone = nil, nil
-	n.leaderMu.Unlock()
 	n.leaderReady.Store(false)
+	if stop != nil {
+		stop()
+	}
+	n.leaderMu.Unlock()
 	if stop == nil {
 		return
 	}
-	stop()
+	// The term's duties have ended too: a new term never shares the node
+	// with the old term's lease table or checks.
 	<-done
 	n.logger.Info("lost leadership")
 }
@@ -83,7 +91,14 @@ func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	n.leaderMu.Lock()
+	if ctx.Err() != nil {
+		// This term ended while the barrier ran.
+		n.leaderMu.Unlock()
+		return
+	}
 	n.leaderReady.Store(true)
+	n.leaderMu.Unlock()
 	n.logger.Info("leader ready", "applied_index", n.Applied())
 
 	self := store.Member{NodeID: n.cfg.NodeID, RaftAddr: n.RaftAddr(), APIAddr: n.cfg.APIAddr}
@@ -92,12 +107,14 @@ func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 			n.logger.Warn("could not publish own member record", "error", err)
 		}
 	}
+	var running sync.WaitGroup
 	for _, d := range duties {
-		n.wg.Add(1)
+		running.Add(1)
 		go func() {
-			defer n.wg.Done()
+			defer running.Done()
 			d(ctx)
 		}()
 	}
 	<-ctx.Done()
+	running.Wait()
 }
