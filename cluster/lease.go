@@ -267,6 +267,12 @@ func (t *leaseTable) adopt(inst *store.Instance, rev uint64) {
 	if l := t.leases[inst.Key()]; l != nil && l.regRev >= rev {
 		return
 	}
+	// The registration may already be gone (deregistered or replaced in a
+	// later revision the history follower has not reached yet): a lease for
+	// it would let heartbeats succeed on an instance nobody can discover.
+	if cur, err := t.n.store.View().Instance(nil, inst.Key()); err != nil || cur.RegistrationRevision != rev {
+		return
+	}
 	c := *inst
 	c.RegistrationRevision = rev
 	t.put(&c, time.Now())
