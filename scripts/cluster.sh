@@ -5,6 +5,8 @@ set -euo pipefail
 
 prog=cluster.sh
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/cli-json.sh
+. "$root/scripts/cli-json.sh"
 
 usage() {
   cat <<EOF
@@ -274,35 +276,6 @@ signal_stop() {
 # node_status I: prints `roster status -o json` of node I, or fails.
 node_status() {
   timeout 4 "$roster_bin" --addr "$(grpc_addr "$1")" --timeout 2s status -o json 2>/dev/null
-}
-
-# json_field JSON NAME: a top-level scalar field of the CLI's JSON, by its
-# snake_case or lowerCamelCase name; strings lose their quotes.
-json_field() {
-  local json=$1 snake=$2 camel re
-  camel=$(sed -E 's/_([a-z])/\U\1/g' <<<"$snake")
-  for name in "$snake" "$camel"; do
-    re="\"$name\"[[:space:]]*:[[:space:]]*(\"([^\"]*)\"|[-0-9.]+|true|false)"
-    if [[ $json =~ $re ]]; then
-      if [[ -n ${BASH_REMATCH[2]} || ${BASH_REMATCH[1]} == '""' ]]; then
-        echo "${BASH_REMATCH[2]}"
-      else
-        echo "${BASH_REMATCH[1]}"
-      fi
-      return 0
-    fi
-  done
-  return 1
-}
-
-# raft_state JSON: leader, follower, candidate... whatever the enum spelling.
-raft_state() {
-  local s
-  s=$(json_field "$1" state) || { echo "?"; return; }
-  s=${s,,}
-  s=${s#raft_state_}
-  s=${s#state_}
-  echo "$s"
 }
 
 # find_leader: prints "ID TERM" of the running node that calls itself leader, at

@@ -5,6 +5,8 @@ set -euo pipefail
 
 prog=docker-cluster.sh
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/cli-json.sh
+. "$root/scripts/cli-json.sh"
 
 usage() {
   cat <<EOF
@@ -118,34 +120,6 @@ connected() {
 # works on a partitioned node too.
 node_status() {
   timeout 5 docker exec "$(container "$1")" roster --addr 127.0.0.1:7420 --timeout 3s status -o json 2>/dev/null
-}
-
-# json_field JSON NAME: a top-level scalar field of the CLI's JSON, by its
-# snake_case or lowerCamelCase name; strings lose their quotes.
-json_field() {
-  local json=$1 snake=$2 camel re name
-  camel=$(sed -E 's/_([a-z])/\U\1/g' <<<"$snake")
-  for name in "$snake" "$camel"; do
-    re="\"$name\"[[:space:]]*:[[:space:]]*(\"([^\"]*)\"|[-0-9.]+|true|false)"
-    if [[ $json =~ $re ]]; then
-      if [[ -n ${BASH_REMATCH[2]} || ${BASH_REMATCH[1]} == '""' ]]; then
-        echo "${BASH_REMATCH[2]}"
-      else
-        echo "${BASH_REMATCH[1]}"
-      fi
-      return 0
-    fi
-  done
-  return 1
-}
-
-raft_state() {
-  local s
-  s=$(json_field "$1" state) || { echo "?"; return; }
-  s=${s,,}
-  s=${s#raft_state_}
-  s=${s#state_}
-  echo "$s"
 }
 
 # find_leader: "ID TERM" of the running, connected node that calls itself leader,
