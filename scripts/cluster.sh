@@ -572,27 +572,22 @@ cmd_restart() {
   echo "restarted n$i (pid $(node_pid "$i")) at $(grpc_addr "$i")"
 }
 
-cmd_pause() {
-  (($# == 1)) || usage_error "pause: expected one node id"
+# signal_node SIGNAL VERB ID: send SIGNAL to node ID and say "VERB nI".
+signal_node() {
+  local sig=$1 verb=$2
+  shift 2
+  (($# == 1)) || usage_error "expected one node id"
   load_state
   local i pid
   i=$(node_index "$1")
   pid=$(node_pid "$i")
   [[ -n $pid ]] || die "n$i is not running"
-  kill -STOP "$pid"
-  echo "paused n$i (pid $pid)"
+  kill "-$sig" "$pid"
+  echo "$verb n$i (pid $pid)"
 }
 
-cmd_resume() {
-  (($# == 1)) || usage_error "resume: expected one node id"
-  load_state
-  local i pid
-  i=$(node_index "$1")
-  pid=$(node_pid "$i")
-  [[ -n $pid ]] || die "n$i is not running"
-  kill -CONT "$pid"
-  echo "resumed n$i (pid $pid)"
-}
+cmd_pause() { signal_node STOP paused "$@"; }
+cmd_resume() { signal_node CONT resumed "$@"; }
 
 cmd_logs() {
   (($# >= 1 && $# <= 2)) || usage_error "logs: expected a node id and optionally -f"
