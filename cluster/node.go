@@ -48,8 +48,20 @@ type Config struct {
 	// Bootstrap starts a new single-voter cluster when there is no state.
 	Bootstrap bool
 	// InitialCluster starts a new cluster of these voters when there is no
-	// state. Every initial node is given the same list.
+	// state, once a majority of them answers that it has no cluster either;
+	// when one answers with a cluster, the node waits to be caught up
+	// instead. Every initial node is given the same list.
 	InitialCluster []Peer
+	// Existing says the node belongs to a cluster that already exists: with
+	// no state it never bootstraps, and waits for the leader to catch it up
+	// (or to be joined).
+	Existing bool
+	// ProbeTimeout bounds one probe of an initial-cluster peer (default 1s).
+	ProbeTimeout time.Duration
+	// BootstrapListen is how long a Bootstrap node with no state listens for
+	// a cluster that already counts it as a member before it bootstraps
+	// (default twice the heartbeat timeout; none in memory).
+	BootstrapListen time.Duration
 
 	Logger hclog.Logger
 
@@ -113,6 +125,18 @@ func (c *Config) setDefaults() error {
 	}
 	if inCluster && c.Transport == nil && self.Addr != c.RaftAdvertise {
 		return fmt.Errorf("initial cluster gives %s the raft address %s, but it advertises %s", c.NodeID, self.Addr, c.RaftAdvertise)
+	}
+	if c.Existing && c.Bootstrap {
+		return errors.New("a node of an existing cluster cannot bootstrap one")
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = time.Second
+	}
+	if c.BootstrapListen == 0 && !c.InMemory {
+		c.BootstrapListen = 2 * raft.DefaultConfig().HeartbeatTimeout
+		if c.HeartbeatTimeout > 0 {
+			c.BootstrapListen = 2 * c.HeartbeatTimeout
+		}
 	}
 	if c.MaxEntrySize <= 0 {
 		c.MaxEntrySize = 1 << 20
@@ -272,6 +296,10 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("check existing raft state: %w", err)
 	}
+	guard, err := n.guardVotes(stable, hasState)
+	if err != nil {
+		return nil, err
+	}
 	r, err := n.newRaft(rc, logs, stable, snaps)
 	if err != nil {
 		return nil, err
@@ -280,10 +308,20 @@ func New(cfg Config) (*Node, error) {
 	n.closers = append([]func() error{func() error { return r.Shutdown().Error() }}, n.closers...)
 	n.verify = NewRounds(n.verifyLeader)
 
-	if hasState {
+	switch {
+	case hasState:
 		n.logger.Info("existing raft state found; rejoining with it", "node_id", cfg.NodeID)
-	} else if err := n.bootstrap(); err != nil {
-		return nil, err
+	case cfg.InMemory:
+		if err := n.bootstrapInMemory(); err != nil {
+			return nil, err
+		}
+	default:
+		n.wg.Add(1)
+		go n.startWithoutState(guard)
+	}
+	if guard.active() {
+		n.wg.Add(1)
+		go n.watchVoteGuard(guard)
 	}
 
 	obs := make(chan raft.Observation, 64)
@@ -372,9 +410,39 @@ func (n *Node) openTransport() error {
 	return nil
 }
 
-func (n *Node) bootstrap() error {
+// guardVotes keeps a node that starts without state (or has not been
+// caught up since it did) out of elections; see voteGuard.
+// An in-memory node starts empty every time by design and is never
+// guarded.
+func (n *Node) guardVotes(stable raft.StableStore, hasState bool) (*voteGuard, error) {
+	if n.cfg.InMemory {
+		return newVoteGuard(stable, false), nil
+	}
+	on, err := armed(stable)
+	if err != nil {
+		return nil, fmt.Errorf("read vote guard: %w", err)
+	}
+	g := newVoteGuard(stable, on || !hasState)
+	if !g.active() {
+		return g, nil
+	}
+	if err := g.arm(); err != nil {
+		return nil, fmt.Errorf("record vote guard: %w", err)
+	}
+	t := newGuardedTransport(n.transport, g, n.cfg.NodeID)
+	n.transport = t
+	n.closers = append(n.closers, t.(raft.WithClose).Close)
+	return g, nil
+}
+
+// bootstrapInMemory bootstraps an in-memory node (--dev, the in-process
+// test harness) at once, as configured.
+func (n *Node) bootstrapInMemory() error {
 	var servers []raft.Server
 	switch {
+	case n.cfg.Existing:
+		n.logger.Info("no raft state; waiting for the cluster's leader to catch this node up", "node_id", n.cfg.NodeID)
+		return nil
 	case len(n.cfg.InitialCluster) > 0:
 		for _, p := range n.cfg.InitialCluster {
 			servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})

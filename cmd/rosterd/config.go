@@ -22,6 +22,7 @@ type flags struct {
 	grpcAddr       string
 	grpcAdvertise  string
 	initialCluster string
+	clusterState   string
 	bootstrap      bool
 	join           string
 	nonVoter       bool
@@ -48,9 +49,15 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.raftAdvertise, "raft-advertise", "", "Raft address peers dial (default: this node's --initial-cluster entry, else --raft-addr)")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:7420", "address the gRPC API listens on")
 	fs.StringVar(&f.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes and clients use (default --grpc-addr)")
-	fs.StringVar(&f.initialCluster, "initial-cluster", "", "bootstrap a new cluster of these voters: ID=HOST:RAFTPORT,... (same list on every initial node)")
-	fs.BoolVar(&f.bootstrap, "bootstrap", false, "bootstrap a new single-voter cluster that others --join")
-	fs.StringVar(&f.join, "join", "", "join an existing cluster through any of these gRPC addresses: HOST:PORT,...")
+	fs.StringVar(&f.initialCluster, "initial-cluster", "", "the voters of the cluster: ID=HOST:RAFTPORT,... (same list on every initial node). "+
+		"With an empty data dir and --initial-cluster-state new, the node bootstraps once a majority of them answer that they have no cluster yet, "+
+		"and waits to be caught up when one answers that it has; ignored when the data dir holds state")
+	fs.StringVar(&f.clusterState, "initial-cluster-state", "new", "new: bootstrap --initial-cluster unless its peers already form a cluster; "+
+		"existing: never bootstrap, an empty node waits for the leader to catch it up (or joins through --join)")
+	fs.BoolVar(&f.bootstrap, "bootstrap", false, "first start of a grown cluster's first node only: bootstrap a new single-voter cluster that others --join. "+
+		"Refused when the data dir holds state: restart that node with --join like the others")
+	fs.StringVar(&f.join, "join", "", "join an existing cluster through any of these gRPC addresses: HOST:PORT,...; "+
+		"also how any node, the first one included, restarts or replaces a lost data dir")
 	fs.BoolVar(&f.nonVoter, "non-voter", false, "with --join: join as a non-voting read replica")
 	fs.BoolVar(&f.dev, "dev", false, "run a single in-memory node for trying Roster out; nothing is written to disk")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
@@ -97,6 +104,20 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 	if modes > 1 {
 		return cfg, usagef("choose one of --dev, --bootstrap, --initial-cluster and --join")
 	}
+	existing := false
+	switch f.clusterState {
+	case "new":
+	case "existing":
+		existing = true
+		if f.dev {
+			return cfg, usagef("--initial-cluster-state existing cannot be combined with --dev")
+		}
+		if f.bootstrap {
+			return cfg, usagef("--initial-cluster-state existing cannot be combined with --bootstrap: an existing cluster is never bootstrapped again")
+		}
+	default:
+		return cfg, usagef("--initial-cluster-state %q: use new or existing", f.clusterState)
+	}
 	if f.dev {
 		if f.nodeID == "" {
 			f.nodeID = "dev"
@@ -110,8 +131,12 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 		if f.dataDir == "" {
 			return cfg, usagef("--data-dir is required (or run --dev)")
 		}
-		if modes == 0 && !hasData(f.dataDir) {
+		if modes == 0 && !existing && !hasData(f.dataDir) {
 			return cfg, usagef("%s holds no cluster state: give --initial-cluster, --bootstrap or --join (or --dev)", f.dataDir)
+		}
+		if f.bootstrap && hasData(f.dataDir) {
+			return cfg, usagef("%s already holds this node's raft state and --bootstrap only starts a new cluster: "+
+				"restart it with --join and the other members' gRPC addresses", f.dataDir)
 		}
 	}
 	if f.nonVoter && f.join == "" {
@@ -135,6 +160,7 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 	cfg.NodeID = f.nodeID
 	cfg.DataDir = f.dataDir
 	cfg.Bootstrap = cfg.Bootstrap || f.bootstrap
+	cfg.Existing = existing || f.join != ""
 	cfg.RaftBind = f.raftAddr
 	cfg.RaftAdvertise = f.raftAdvertise
 	cfg.SnapshotThreshold = f.snapshotThreshold

@@ -33,7 +33,15 @@ watches, and forwards writes to the leader.
 
 Every flag can also be set as ROSTER_<FLAG> in the environment, e.g.
 ROSTER_NODE_ID=n1. A node restarted with its --data-dir rejoins with its
-identity and state; bootstrap flags are then ignored.`,
+identity and state; --initial-cluster is then ignored, and --bootstrap is
+refused (restart that node with --join).
+
+A node that starts with an empty data dir never starts a second cluster:
+with --initial-cluster it first asks its peers, and waits to be caught up
+when they already form a cluster; with --initial-cluster-state existing or
+--join it never bootstraps. Until a leader has caught it up it takes no
+part in elections, so a node that lost its disk cannot help elect a leader
+that lacks the writes it had acknowledged.`,
 		Example: `  # try it: one node in memory
   rosterd --dev
 
@@ -41,9 +49,12 @@ identity and state; bootstrap flags are then ignored.`,
   rosterd --node-id n1 --data-dir /var/lib/roster --grpc-addr 10.0.0.1:7420 \
     --raft-addr 10.0.0.1:7421 --initial-cluster n1=10.0.0.1:7421,n2=10.0.0.2:7421,n3=10.0.0.3:7421
 
-  # or grow one: --bootstrap the first, --join the rest
+  # or grow one: --bootstrap the first (first start only), --join the rest
   rosterd --node-id n1 --data-dir d1 --bootstrap
-  rosterd --node-id n2 --data-dir d2 --grpc-addr 127.0.0.1:7430 --raft-addr 127.0.0.1:7431 --join 127.0.0.1:7420`,
+  rosterd --node-id n2 --data-dir d2 --grpc-addr 127.0.0.1:7430 --raft-addr 127.0.0.1:7431 --join 127.0.0.1:7420
+
+  # restart the first node later, with or without its data: --join the others
+  rosterd --node-id n1 --data-dir d1 --join 127.0.0.1:7430,127.0.0.1:7440`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
