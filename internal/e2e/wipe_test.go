@@ -151,12 +151,14 @@ func (w *writer) halt() {
 type leaderLog struct {
 	mu      sync.Mutex
 	leaders map[uint64]map[string]bool
-	stop    chan struct{}
-	done    chan struct{}
+	// lowest is the lowest applied index each node reported while leader.
+	lowest map[string]uint64
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 func watchLeaders(clients []*client) *leaderLog {
-	l := &leaderLog{leaders: map[uint64]map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &leaderLog{leaders: map[uint64]map[string]bool{}, lowest: map[string]uint64{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		for {
@@ -170,6 +172,9 @@ func watchLeaders(clients []*client) *leaderLog {
 					l.leaders[st.Term] = map[string]bool{}
 				}
 				l.leaders[st.Term][st.NodeId] = true
+				if low, ok := l.lowest[st.NodeId]; !ok || st.AppliedIndex < low {
+					l.lowest[st.NodeId] = st.AppliedIndex
+				}
 				l.mu.Unlock()
 			}
 			select {
@@ -219,6 +224,15 @@ func (l *leaderLog) led(id string) bool {
 		}
 	}
 	return false
+}
+
+// ledBelow reports whether id called itself leader while it had applied
+// less than index: a leader that lacks what the cluster had committed.
+func (l *leaderLog) ledBelow(id string, index uint64) (uint64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	low, ok := l.lowest[id]
+	return low, ok && low < index
 }
 
 // converged waits until every node reports the same state hash at the same
@@ -428,18 +442,26 @@ func grownCluster(t *testing.T) *Cluster {
 // TestWipedFirstNodeOfGrownCluster wipes the data dir of the node that
 // bootstrapped a grown cluster and starts it again, with the command the
 // README gives (--join the others) and with its original --bootstrap
-// command. Writes sent to it while the other two are up must never be lost:
-// it must not lead a cluster of its own.
+// command, at once and after the other two elected a new leader. Writes
+// sent to it while the other two are up must never be lost: it must not
+// lead a cluster of its own.
 func TestWipedFirstNodeOfGrownCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
+	readme := func(c *Cluster) []string { return []string{"--join", c.Procs[1].GRPC + "," + c.Procs[2].GRPC} }
+	original := func(*Cluster) []string { return []string{"--bootstrap"} }
 	for _, tc := range []struct {
 		name string
 		args func(c *Cluster) []string
+		// atOnce restarts the node right after the kill, before the other
+		// two have elected a leader: a process supervisor's restart.
+		atOnce bool
 	}{
-		{"readme join", func(c *Cluster) []string { return []string{"--join", c.Procs[1].GRPC + "," + c.Procs[2].GRPC} }},
-		{"original bootstrap", func(*Cluster) []string { return []string{"--bootstrap"} }},
+		{"readme join at once", readme, true},
+		{"readme join after a new leader", readme, false},
+		{"original bootstrap at once", original, true},
+		{"original bootstrap after a new leader", original, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := grownCluster(t)
@@ -451,12 +473,20 @@ func TestWipedFirstNodeOfGrownCluster(t *testing.T) {
 			leaders := watchLeaders(clients)
 			var a acked
 			mustWrite(t, clients[1], &a, "before", 10)
+			st, err := clients[1].status(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			committed := st.CommitIndex
 
 			first.Kill()
 			wipe(t, first)
-			c.Leader(c.Procs[1], c.Procs[2])
+			if !tc.atOnce {
+				c.Leader(c.Procs[1], c.Procs[2])
+			}
 			first.args = append([]string{"--node-id", first.ID, "--data-dir", first.DataDir, "--grpc-addr", first.GRPC,
 				"--raft-addr", first.Raft, "--log-level", "debug"}, tc.args(c)...)
+			restarted := watchLeaders(clients[:1])
 			first.Start()
 			// Writes go to the restarted node from the moment it listens.
 			w := startWriter([]*client{clients[0]}, &a, "to-first")
@@ -474,10 +504,17 @@ func TestWipedFirstNodeOfGrownCluster(t *testing.T) {
 				return false
 			})
 			// A few more acknowledged writes through it once it follows.
+			if low, bad := restarted.ledBelow(first.ID, committed); bad {
+				t.Errorf("the wiped %s led at applied index %d, below the %d the cluster had committed: a cluster of its own", first.ID, low, committed)
+			}
 			mustWrite(t, clients[0], &a, "after", 5)
 			w.halt()
 			others.halt()
 			leaders.check(t)
+			restarted.check(t)
+			if low, bad := restarted.ledBelow(first.ID, committed); bad {
+				t.Errorf("the wiped %s led at applied index %d, below the %d the cluster had committed: a cluster of its own", first.ID, low, committed)
+			}
 			converged(t, c, clients, &a)
 		})
 	}
