@@ -162,6 +162,11 @@ func (n *Node) awaitInitialCluster(g *voteGuard) {
 		}
 		switch d {
 		case decideExisting:
+			for _, a := range answers {
+				if a.answered {
+					g.raiseFloor(a.term)
+				}
+			}
 			n.logger.Info("the initial cluster already exists; not bootstrapping, waiting for its leader to catch this node up")
 			return
 		case decideBootstrap:

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -96,6 +97,19 @@ func TestVoteGuardCaughtUp(t *testing.T) {
 	}
 }
 
+func TestVoteGuardIgnoresDeposedLeaders(t *testing.T) {
+	g := newVoteGuard(raft.NewInmemStore(), true)
+	g.raiseFloor(8)
+	g.observe(&raft.AppendEntriesRequest{Term: 7, LeaderCommitIndex: 10, PrevLogEntry: 10})
+	if g.caughtUp(10, 7) || g.caughtUp(50, 7) {
+		t.Fatal("a leader of a term below what a peer reported counted")
+	}
+	g.observe(&raft.AppendEntriesRequest{Term: 8, LeaderCommitIndex: 20, PrevLogEntry: 20})
+	if !g.caughtUp(20, 8) {
+		t.Fatal("the current leader did not count")
+	}
+}
+
 func TestVoteGuardIsDurable(t *testing.T) {
 	stable := raft.NewInmemStore()
 	if on, err := armed(stable); err != nil || on {
@@ -113,5 +127,66 @@ func TestVoteGuardIsDurable(t *testing.T) {
 	}
 	if on, _ := armed(stable); on || g.active() {
 		t.Fatal("lift did not persist")
+	}
+}
+
+// TestProbeChangesNothing probes a leader with data and a node with none
+// over the Raft transport: each answers with its term and last index, and
+// neither changes its term, its leader or its role.
+func TestProbeChangesNothing(t *testing.T) {
+	_, leaderTr := raft.NewInmemTransport("leader.inmem:7421")
+	_, emptyTr := raft.NewInmemTransport("empty.inmem:7421")
+	_, probeTr := raft.NewInmemTransport("probe.inmem:7421")
+	cfg := func(id, dir string, tr raft.Transport) Config {
+		return Config{NodeID: id, DataDir: dir, Transport: tr, APIAddr: "127.0.0.1:1",
+			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}
+	}
+	lc := cfg("leader", t.TempDir(), leaderTr)
+	lc.Bootstrap = true
+	lc.BootstrapListen = -1
+	leader, err := New(lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Shutdown()
+	ec := cfg("empty", t.TempDir(), emptyTr)
+	ec.Existing = true
+	empty, err := New(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Shutdown()
+	probeTr.Connect("leader.inmem:7421", leaderTr)
+	probeTr.Connect("empty.inmem:7421", emptyTr)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for !leader.LeaderReady() {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	before, emptyBefore := leader.Status(), empty.Status()
+	answers := probeAll(probeTr, []Peer{{ID: "leader", Addr: "leader.inmem:7421"}, {ID: "empty", Addr: "empty.inmem:7421"},
+		{ID: "gone", Addr: "gone.inmem:7421"}}, time.Second)
+	if a := answers[0]; !a.answered || a.term != before.Term || a.lastLog != leader.Raft().LastIndex() || a.lastLog <= bootstrapIndex {
+		t.Fatalf("leader answered %+v; its term is %d and last index %d", a, before.Term, leader.Raft().LastIndex())
+	}
+	if a := answers[1]; !a.answered || a.term != 0 || a.lastLog != 0 {
+		t.Fatalf("empty node answered %+v", a)
+	}
+	if answers[2].answered {
+		t.Fatal("an unreachable peer answered")
+	}
+	if d := decideInitial(3, answers[:1]); d != decideExisting {
+		t.Fatalf("a leader's answer decided %s", d)
+	}
+	after, emptyAfter := leader.Status(), empty.Status()
+	if after.State != "leader" || after.Term != before.Term || after.LeaderID != "leader" {
+		t.Fatalf("the probe changed the leader: %+v, was %+v", after, before)
+	}
+	if emptyAfter.Term != emptyBefore.Term || emptyAfter.LeaderID != "" || emptyAfter.State != "follower" {
+		t.Fatalf("the probe changed the empty node: %+v, was %+v", emptyAfter, emptyBefore)
 	}
 }

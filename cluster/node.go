@@ -60,7 +60,7 @@ type Config struct {
 	ProbeTimeout time.Duration
 	// BootstrapListen is how long a Bootstrap node with no state listens for
 	// a cluster that already counts it as a member before it bootstraps
-	// (default twice the heartbeat timeout; none in memory).
+	// (default twice the heartbeat timeout; none in memory; negative: none).
 	BootstrapListen time.Duration
 
 	Logger hclog.Logger

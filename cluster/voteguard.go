@@ -41,6 +41,7 @@ type voteGuard struct {
 	on      bool
 	term    uint64 // highest term a leader replicated to this node in
 	commit  uint64 // the first commit index a leader of term sent
+	floor   uint64 // terms below it are deposed leaders'; see raiseFloor
 	contact chan struct{}
 	once    sync.Once
 }
@@ -115,10 +116,20 @@ func (g *voteGuard) observe(cmd any) {
 	}
 }
 
+// raiseFloor ignores replication from terms below term: a peer answered
+// that the cluster has reached it, so a leader of an older term is one
+// that was deposed without knowing, and its log may lack what its
+// successors committed with this node's forgotten acknowledgements.
+func (g *voteGuard) raiseFloor(term uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.floor = max(g.floor, term)
+}
+
 func (g *voteGuard) sawLeader(term, commit uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if term > g.term {
+	if term >= g.floor && term > g.term {
 		g.term, g.commit = term, commit
 	}
 }

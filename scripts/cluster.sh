@@ -30,7 +30,11 @@ commands:
   stop ID               SIGTERM node ID and wait for it to exit (SIGKILL and
                         exit 1 if it has not exited in time)
   restart ID            stop node ID if it runs, start it again from its data
-                        dir with the same command line, wait until it answers
+                        dir with the same command line, wait until it answers.
+                        Once the cluster has formed, every node starts with
+                        --initial-cluster-state existing: a node whose data dir
+                        was deleted waits for the leader to copy the state back
+                        and never bootstraps a cluster of its own
   pause ID | resume ID  SIGSTOP / SIGCONT node ID
   logs ID [-f]          print the last lines of node ID's log, or follow it
 
@@ -214,6 +218,8 @@ start_node() {
   local -a cmd
   mapfile -t cmd <"$cmdfile"
   ((${#cmd[@]} > 0)) || die "$cmdfile is empty"
+  # After the first leader, no node bootstraps again, whatever its data dir holds.
+  [[ -f $cluster_dir/formed ]] && cmd+=(--initial-cluster-state existing)
   [[ -x ${cmd[0]} ]] || die "n$i: ${cmd[0]} is missing or not executable"
   local p
   for p in "$(grpc_port "$i")" "$(raft_port "$i")"; do
@@ -227,7 +233,7 @@ start_node() {
   # with --initial-cluster. setsid: the nodes outlive the terminal.
   env -u ROSTER_NODE_ID -u ROSTER_DATA_DIR -u ROSTER_RAFT_ADDR -u ROSTER_RAFT_ADVERTISE \
     -u ROSTER_GRPC_ADDR -u ROSTER_GRPC_ADVERTISE -u ROSTER_INITIAL_CLUSTER \
-    -u ROSTER_BOOTSTRAP -u ROSTER_JOIN -u ROSTER_DEV \
+    -u ROSTER_BOOTSTRAP -u ROSTER_JOIN -u ROSTER_DEV -u ROSTER_INITIAL_CLUSTER_STATE \
     setsid "${cmd[@]}" >>"$dir/rosterd.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$dir/pid"
@@ -402,6 +408,7 @@ cmd_up() {
     ((SECONDS < deadline)) || up_failed "no leader within ${up_timeout}s"
     sleep 0.2
   done
+  touch "$cluster_dir/formed"
   print_nodes
   echo "cluster ready: $nodes nodes, leader ${leader% *} (term ${leader#* }) after $((SECONDS - started))s"
   echo "export ROSTER_ADDR=$(all_addrs)"

@@ -23,6 +23,8 @@ func TestRosterdRejectsBadFlagsWithOneLine(t *testing.T) {
 		{"no node id", []string{"--data-dir", dir, "--bootstrap"}, "--node-id is required"},
 		{"bad initial cluster", []string{"--node-id", "n1", "--data-dir", dir, "--initial-cluster", "n1"}, "must be ID=HOST:RAFTPORT"},
 		{"self missing", []string{"--node-id", "n9", "--data-dir", dir, "--initial-cluster", "n1=127.0.0.1:1", "--grpc-addr", "127.0.0.1:0"}, "does not name this node"},
+		{"bad cluster state", []string{"--node-id", "n1", "--data-dir", dir, "--initial-cluster", "n1=127.0.0.1:1", "--initial-cluster-state", "old"}, "--initial-cluster-state"},
+		{"existing with bootstrap", []string{"--node-id", "n1", "--data-dir", dir, "--bootstrap", "--initial-cluster-state", "existing"}, "cannot be combined with --bootstrap"},
 		{"unknown flag", []string{"--frobnicate"}, "unknown flag"},
 		{"bad level", []string{"--dev", "--log-level", "loud", "--grpc-addr", "127.0.0.1:0"}, "--log-level"},
 	}
