@@ -410,31 +410,6 @@ func (n *Node) openTransport() error {
 	return nil
 }
 
-// guardVotes keeps a node that starts without state (or has not been
-// caught up since it did) out of elections; see voteGuard.
-// An in-memory node starts empty every time by design and is never
-// guarded.
-func (n *Node) guardVotes(stable raft.StableStore, hasState bool) (*voteGuard, error) {
-	if n.cfg.InMemory {
-		return newVoteGuard(stable, false), nil
-	}
-	on, err := armed(stable)
-	if err != nil {
-		return nil, fmt.Errorf("read vote guard: %w", err)
-	}
-	g := newVoteGuard(stable, on || !hasState)
-	if !g.active() {
-		return g, nil
-	}
-	if err := g.arm(); err != nil {
-		return nil, fmt.Errorf("record vote guard: %w", err)
-	}
-	t := newGuardedTransport(n.transport, g, n.cfg.NodeID)
-	n.transport = t
-	n.closers = append(n.closers, t.(raft.WithClose).Close)
-	return g, nil
-}
-
 // bootstrapInMemory bootstraps an in-memory node (--dev, the in-process
 // test harness) at once, as configured.
 func (n *Node) bootstrapInMemory() error {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -145,7 +146,32 @@ func (g *voteGuard) caughtUp(index, term uint64) bool {
 	return term > g.term || (term == g.term && index >= g.commit)
 }
 
-// watch lifts the guard once raft's log has caught up.
+// guardVotes keeps a node that starts without state (or has not been
+// caught up since it did) out of elections; see voteGuard.
+// An in-memory node starts empty every time by design and is never
+// guarded.
+func (n *Node) guardVotes(stable raft.StableStore, hasState bool) (*voteGuard, error) {
+	if n.cfg.InMemory {
+		return newVoteGuard(stable, false), nil
+	}
+	on, err := armed(stable)
+	if err != nil {
+		return nil, fmt.Errorf("read vote guard: %w", err)
+	}
+	g := newVoteGuard(stable, on || !hasState)
+	if !g.active() {
+		return g, nil
+	}
+	if err := g.arm(); err != nil {
+		return nil, fmt.Errorf("record vote guard: %w", err)
+	}
+	t := newGuardedTransport(n.transport, g, n.cfg.NodeID)
+	n.transport = t
+	n.closers = append(n.closers, t.(raft.WithClose).Close)
+	return g, nil
+}
+
+// watchVoteGuard lifts the guard once raft's log has caught up.
 func (n *Node) watchVoteGuard(g *voteGuard) {
 	defer n.wg.Done()
 	t := time.NewTicker(50 * time.Millisecond)
