@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -103,7 +104,8 @@ type Registration struct {
 	inst *rosterv1.Instance
 	sess *Session
 
-	// ctx ends at Close, stopping a re-registration in progress.
+	// ctx ends at Close, stopping the pauses between attempts at
+	// registering again.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -218,6 +220,15 @@ func (r *Registration) Close(ctx context.Context) error {
 	return err
 }
 
+// reregisterTimeout bounds one attempt at registering a lost instance
+// again. The attempt is not cut short by Close: Close waits for it, so that
+// its Register cannot reach the cluster after Close's Deregister.
+const reregisterTimeout = 10 * time.Second
+
+// beforeReregister, when set by a test, runs before each attempt at
+// registering a lost instance again, with the registration locked.
+var beforeReregister func(*Registration)
+
 // leaseLost registers the instance again, retrying until it succeeds or
 // the registration is closed.
 func (r *Registration) leaseLost(cause error) {
@@ -231,33 +242,43 @@ func (r *Registration) leaseLost(cause error) {
 	r.mu.Unlock()
 	log := r.c.discovery.logger.With("instance", r.key.String())
 	log.Warn("instance lease lost; registering again", "error", cause)
+	defer func() {
+		r.mu.Lock()
+		r.retrying = false
+		r.mu.Unlock()
+	}()
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 && r.c.sleep(r.ctx, min(100*time.Millisecond<<min(attempt-1, 5), 3*time.Second)) != nil {
-			break
-		}
-		r.mu.Lock()
-		if r.closed || r.ctx.Err() != nil {
-			r.mu.Unlock()
-			break
-		}
-		resp, err := r.c.Register(r.ctx, &rosterv1.RegisterRequest{Instance: r.inst})
-		if err == nil {
-			r.revision = resp.GetRevision()
-			r.retrying = false
-			r.emit(RegistrationEvent{Kind: RegistrationRestored, Instance: r.key, Revision: r.revision})
-			r.mu.Unlock()
-			log.Info("instance registered again", "revision", resp.GetRevision())
 			return
 		}
-		if !r.closed && r.ctx.Err() == nil {
-			r.emit(RegistrationEvent{Kind: RegistrationRetry, Instance: r.key, Err: err})
+		if done := r.reregister(log); done {
+			return
 		}
-		r.mu.Unlock()
-		log.Warn("registering again failed", "error", err)
 	}
+}
+
+// reregister makes one attempt; it reports whether to stop trying.
+func (r *Registration) reregister(log hclog.Logger) bool {
 	r.mu.Lock()
-	r.retrying = false
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if r.closed || r.ctx.Err() != nil {
+		return true
+	}
+	if beforeReregister != nil {
+		beforeReregister(r)
+	}
+	ctx, cancel := context.WithTimeout(r.c.discovery.ctx, reregisterTimeout)
+	defer cancel()
+	resp, err := r.c.Register(ctx, &rosterv1.RegisterRequest{Instance: r.inst})
+	if err == nil {
+		r.revision = resp.GetRevision()
+		r.emit(RegistrationEvent{Kind: RegistrationRestored, Instance: r.key, Revision: r.revision})
+		log.Info("instance registered again", "revision", resp.GetRevision())
+		return true
+	}
+	r.emit(RegistrationEvent{Kind: RegistrationRetry, Instance: r.key, Err: err})
+	log.Warn("registering again failed", "error", err)
+	return false
 }
 
 // session returns the client's keepalive session for leases of ttl,
