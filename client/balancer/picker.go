@@ -226,7 +226,8 @@ func (p *Picker) smooth() int {
 }
 
 // twoChoices draws two different endpoints and returns the one with fewer
-// calls in flight; on a tie the heavier one, so weights still count.
+// calls in flight; on a tie one of the two in proportion to their weights,
+// so weights still count when the endpoints are idle.
 func (p *Picker) twoChoices() int {
 	n := uint64(len(p.endpoints))
 	if n == 1 {
@@ -243,7 +244,9 @@ func (p *Picker) twoChoices() int {
 		return int(a)
 	case lb < la:
 		return int(b)
-	case p.weights[b] > p.weights[a]:
+	}
+	wa, wb := uint64(p.weights[a]), uint64(p.weights[b])
+	if p.uint64n(wa+wb) < wb {
 		return int(b)
 	}
 	return int(a)
@@ -257,4 +260,24 @@ func (p *Picker) uint64n(n uint64) uint64 {
 	v := p.rnd.Uint64N(n)
 	p.rmu.Unlock()
 	return v
+}
+
+// P2CIdleShares returns the share of picks each endpoint gets under P2C
+// while no call is in flight: every pair is drawn equally often and its tie
+// settled by weight. Tests compare observed splits with it.
+func P2CIdleShares(weights []float64) []float64 {
+	n := len(weights)
+	out := make([]float64, n)
+	if n == 1 {
+		out[0] = 1
+		return out
+	}
+	pairs := float64(n * (n - 1) / 2)
+	for i := range n {
+		for j := i + 1; j < n; j++ {
+			out[i] += weights[i] / (weights[i] + weights[j]) / pairs
+			out[j] += weights[j] / (weights[i] + weights[j]) / pairs
+		}
+	}
+	return out
 }

@@ -69,8 +69,8 @@ func TestStrategiesSplit(t *testing.T) {
 		{WeightedRoundRobin, []float64{100, 200, 300}, 0},
 		{Random, []float64{1, 1, 1}, 0.01},
 		{WeightedRandom, []float64{100, 200, 300}, 0.01},
-		// Nothing is in flight, so ties go to the heavier of the two drawn.
-		{P2C, []float64{1, 2, 3}, 0.01},
+		// Nothing is in flight: every draw is a tie, settled by weight.
+		{P2C, P2CIdleShares([]float64{100, 200, 300}), 0.01},
 	} {
 		t.Run(string(tc.policy), func(t *testing.T) {
 			p, err := NewPicker(tc.policy, endpoints(100, 200, 300), WithSeed(7))
@@ -78,10 +78,6 @@ func TestStrategiesSplit(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := counts(p, n)
-			if tc.policy == P2C {
-				// a vs b -> b, a vs c -> c, b vs c -> c: shares 0, 1/3, 2/3.
-				tc.share = []float64{0, 1, 2}
-			}
 			withinShare(t, got, tc.share, n, tc.tol)
 		})
 	}
