@@ -37,11 +37,10 @@ const persistedStartWait = 2 * time.Second
 
 // discoveryOptions configure the discovery cache and the registrar.
 type discoveryOptions struct {
-	cacheDir  string
-	grace     time.Duration
-	graceSet  bool
-	logger    hclog.Logger
-	startWait time.Duration
+	cacheDir string
+	grace    time.Duration
+	graceSet bool
+	logger   hclog.Logger
 }
 
 // WithCacheDir makes the discovery cache keep each service's last known
@@ -248,16 +247,14 @@ func (d *discovery) entry(c *Client, namespace, service string) (*serviceCache, 
 	o := c.opts.discovery
 	e := &serviceCache{
 		c: c, key: k, logger: d.logger.With("namespace", namespace, "service", service),
-		grace: DefaultEmptyListGrace, dir: o.cacheDir, startWait: persistedStartWait,
+		grace: DefaultEmptyListGrace, dir: o.cacheDir,
 		all: map[string]*rosterv1.Instance{}, subs: map[*Subscription]struct{}{},
 		live: make(chan struct{}), done: make(chan struct{}),
 	}
 	if o.graceSet {
 		e.grace = o.grace
 	}
-	if o.startWait > 0 {
-		e.startWait = o.startWait
-	}
+	e.waitUntil = time.Now().Add(persistedStartWait)
 	e.load()
 	d.services[k] = e
 	go e.run(d.ctx)
@@ -266,12 +263,14 @@ func (d *discovery) entry(c *Client, namespace, service string) (*serviceCache, 
 
 // serviceCache is the discovery cache of one service.
 type serviceCache struct {
-	c         *Client
-	key       serviceKey
-	logger    hclog.Logger
-	grace     time.Duration
-	dir       string
-	startWait time.Duration
+	c      *Client
+	key    serviceKey
+	logger hclog.Logger
+	grace  time.Duration
+	dir    string
+	// waitUntil is when lookups stop waiting for the cluster and serve a
+	// list read from the cache dir.
+	waitUntil time.Time
 
 	// live is closed when the first list from the cluster has arrived;
 	// done when the watch has ended for good.
@@ -297,15 +296,17 @@ type serviceCache struct {
 
 func (e *serviceCache) haveData() bool { return e.isLive || e.loaded }
 
-// wait waits for a list: the cluster's, or after startWait the one from the
-// cache dir.
+// wait waits for a list: the cluster's, or the one from the cache dir once
+// the service has waited persistedStartWait for the cluster.
 func (e *serviceCache) wait(ctx context.Context) error {
 	e.mu.Lock()
 	loaded := e.loaded
 	e.mu.Unlock()
 	var fallback <-chan time.Time
 	if loaded {
-		t := time.NewTimer(e.startWait)
+		// Only the first lookups wait; once waitUntil has passed, the
+		// persisted list is served at once.
+		t := time.NewTimer(time.Until(e.waitUntil))
 		defer t.Stop()
 		fallback = t.C
 	}

@@ -221,6 +221,13 @@ func TestCacheDirStartsWithoutRegistry(t *testing.T) {
 	if !slices.Equal(ids(s.Instances), []string{"a", "b"}) || !s.Stale {
 		t.Fatalf("got %v stale=%v, want the persisted [a b], stale", ids(s.Instances), s.Stale)
 	}
+	// Only the first lookup waits for the cluster; later ones answer at
+	// once, well inside a deadline shorter than that first wait.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if got, err := c2.Instances(ctx, "svc"); err != nil || len(got) != 2 {
+		t.Fatalf("second lookup without registry: %v, %v", ids(got), err)
+	}
 }
 
 func TestCacheHoldsEmptyUpdate(t *testing.T) {
