@@ -171,8 +171,9 @@ func (c *Client) Subscribe(service string, opts ...DiscoveryOption) (*Subscripti
 }
 
 // Changed receives after the list has changed (and once at the start when
-// a list is already known). Changes that come quicker than they are read
-// are merged into one.
+// a list is already known), and when the service's watch has ended for
+// good (see Err). Changes that come quicker than they are read are merged
+// into one.
 func (s *Subscription) Changed() <-chan struct{} { return s.changed }
 
 // Service returns the current list; Revision is zero while none is known.
@@ -357,6 +358,7 @@ func (e *serviceCache) run(ctx context.Context) {
 			}
 			e.mu.Lock()
 			e.err = fmt.Errorf("watch %s/%s: %w", e.key.namespace, e.key.service, err)
+			e.notify()
 			e.mu.Unlock()
 			return
 		}
@@ -444,6 +446,11 @@ func (e *serviceCache) release() {
 func (e *serviceCache) set(all, healthy []*rosterv1.Instance) {
 	e.published, e.healthy, e.publishedRev = all, healthy, e.revision
 	e.save()
+	e.notify()
+}
+
+// notify signals every subscription; e.mu is held.
+func (e *serviceCache) notify() {
 	for s := range e.subs {
 		select {
 		case s.changed <- struct{}{}:

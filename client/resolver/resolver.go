@@ -140,6 +140,12 @@ func (r *rosterResolver) run() {
 		case <-r.sub.Changed():
 		}
 		s := r.sub.Service()
+		if err := r.sub.Err(); err != nil && len(s.Instances) == 0 {
+			// The watch cannot work (an invalid service name, say):
+			// calls fail with why instead of waiting.
+			r.cc.ReportError(err)
+			continue
+		}
 		addrs := make([]grpcresolver.Address, 0, len(s.Instances))
 		for _, inst := range s.Instances {
 			addrs = append(addrs, Address(inst))

@@ -259,6 +259,14 @@ func TestNamespaceAndAddressTargets(t *testing.T) {
 	conn = dial(t, "roster:///team/echo", balancer.P2C, grpc.WithResolvers(resolver.NewBuilder(c)))
 	waitServing(t, conn, b)
 
+	// A name the registry refuses fails calls with the reason.
+	conn = dial(t, "roster:///Not_A_Name", balancer.RoundRobin, grpc.WithResolvers(resolver.NewBuilder(c)))
+	ctx0, cancel0 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel0()
+	if _, err := echo.Call(ctx0, conn, "hi"); err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
+		t.Fatalf("call to an invalid service name: %v", err)
+	}
+
 	// Without a client and without addresses there is no registry.
 	bad, err := grpc.NewClient("roster:///echo", grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -437,4 +445,28 @@ func BenchmarkRegistrationToFirstPick(b *testing.B) {
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/first-pick")
 	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(all[len(all)-1].Microseconds())/1000, "max-ms")
+}
+
+func TestZonePreferenceFallsBack(t *testing.T) {
+	e := newEnv(t)
+	near, far := testdiscovery.StartEcho(t), testdiscovery.StartEcho(t)
+	in := near.Instance("echo", "near", 100)
+	in.Zone = "z1"
+	e.register(in)
+	out := far.Instance("echo", "far", 100)
+	out.Zone = "z2"
+	e.register(out)
+	c := e.client(e.addrs())
+	conn, err := grpc.NewClient("roster:///echo",
+		grpc.WithResolvers(resolver.NewBuilder(c)),
+		grpc.WithDefaultServiceConfig(balancer.ServiceConfig(balancer.RoundRobin, "z1")),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitServing(t, conn, near)
+	// No healthy instance left in the zone: every zone will do.
+	e.drain("echo", "near")
+	waitServing(t, conn, far)
 }
