@@ -339,8 +339,10 @@ func TestResolverMovesOnWhenItsNodeIsKilled(t *testing.T) {
 	c := e.client(e.addrs())
 	conn := dial(t, "roster:///echo", balancer.RoundRobin, grpc.WithResolvers(resolver.NewBuilder(c)))
 	waitServing(t, conn, a)
+	// The client moves on as soon as its node dies: read its endpoint once.
+	first := c.Endpoint()
 	for _, nd := range e.tc.Nodes {
-		if nd.Addr == c.Endpoint() {
+		if nd.Addr == first {
 			e.tc.Stop(nd)
 		}
 	}
@@ -348,6 +350,9 @@ func TestResolverMovesOnWhenItsNodeIsKilled(t *testing.T) {
 	b := testdiscovery.StartEcho(t)
 	e.register(b.Instance("echo", "b", 100))
 	waitServing(t, conn, a, b)
+	if c.Endpoint() == first {
+		t.Fatalf("client still on the killed node %s", first)
+	}
 }
 
 // TestConcurrentPicksAndUpdates runs calls on every balancer while the
