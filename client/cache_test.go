@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/roster-registry/roster/client"
@@ -56,20 +58,28 @@ func (w testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// register writes inst through a running node and returns its revision.
-func register(t *testing.T, tc *testcluster.Cluster, inst *rosterv1.Instance) uint64 {
+// register writes inst through a running node.
+func register(t *testing.T, tc *testcluster.Cluster, inst *rosterv1.Instance) {
 	t.Helper()
-	resp, err := tc.Running()[0].Registry().Register(testcluster.Ctx(t), &rosterv1.RegisterRequest{Instance: inst})
-	if err != nil {
+	if err := testdiscovery.Retry(t, func(ctx context.Context) error {
+		_, err := tc.Running()[0].Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: inst})
+		return err
+	}); err != nil {
 		t.Fatalf("register %s: %v", inst.GetId(), err)
 	}
-	return resp.GetRevision()
 }
 
 func deregister(t *testing.T, tc *testcluster.Cluster, service, id string) {
 	t.Helper()
-	_, err := tc.Running()[0].Registry().Deregister(testcluster.Ctx(t), &rosterv1.DeregisterRequest{Service: service, Id: id})
-	if err != nil {
+	retried := false
+	if err := testdiscovery.Retry(t, func(ctx context.Context) error {
+		_, err := tc.Running()[0].Registry().Deregister(ctx, &rosterv1.DeregisterRequest{Service: service, Id: id})
+		if status.Code(err) == codes.NotFound && retried {
+			return nil // an earlier attempt took effect
+		}
+		retried = true
+		return err
+	}); err != nil {
 		t.Fatalf("deregister %s: %v", id, err)
 	}
 }
@@ -77,21 +87,24 @@ func deregister(t *testing.T, tc *testcluster.Cluster, service, id string) {
 // setCritical commits a health check failure of an instance on the leader.
 func setCritical(t *testing.T, tc *testcluster.Cluster, service, id string) {
 	t.Helper()
-	leader := tc.WaitLeader()
 	k := store.Key{Namespace: client.DefaultNamespace, Service: service, ID: id}
-	inst, err := leader.Node.Store().View().Instance(nil, k)
-	if err != nil || inst == nil {
-		t.Fatalf("instance %s: %v", id, err)
-	}
-	if _, err := leader.Node.SetHealth(testcluster.Ctx(t), k, inst.RegistrationRevision, store.HealthCritical, "test check failed"); err != nil {
-		t.Fatalf("set critical: %v", err)
-	}
+	testdiscovery.Eventually(t, "a committed critical status", waitLong, func() bool {
+		leader := tc.WaitLeader()
+		inst, err := leader.Node.Store().View().Instance(nil, k)
+		if err != nil || inst == nil {
+			t.Fatalf("instance %s: %v", id, err)
+		}
+		_, err = leader.Node.SetHealth(testcluster.Ctx(t), k, inst.RegistrationRevision, store.HealthCritical, "test check failed")
+		return err == nil
+	})
 }
 
 func drain(t *testing.T, tc *testcluster.Cluster, service, id string) {
 	t.Helper()
-	_, err := tc.Running()[0].Registry().SetMaintenance(testcluster.Ctx(t), &rosterv1.SetMaintenanceRequest{Service: service, Id: id, Enabled: false, Reason: "test"})
-	if err != nil {
+	if err := testdiscovery.Retry(t, func(ctx context.Context) error {
+		_, err := tc.Running()[0].Registry().SetMaintenance(ctx, &rosterv1.SetMaintenanceRequest{Service: service, Id: id, Enabled: false, Reason: "test"})
+		return err
+	}); err != nil {
 		t.Fatalf("drain %s: %v", id, err)
 	}
 }

@@ -47,9 +47,14 @@ func (w logWriter) Write(p []byte) (int, error) {
 // lookup reads the instance from a node of the cluster: nil when absent.
 func lookup(t *testing.T, tc *testcluster.Cluster, k InstanceKey) *rosterv1.Instance {
 	t.Helper()
-	resp, err := tc.Running()[0].Registry().GetService(testcluster.Ctx(t), &rosterv1.GetServiceRequest{
-		Namespace: k.Namespace, Service: k.Service,
-		Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
+	var resp *rosterv1.GetServiceResponse
+	err := testdiscovery.Retry(t, func(ctx context.Context) error {
+		var err error
+		resp, err = tc.Running()[0].Registry().GetService(ctx, &rosterv1.GetServiceRequest{
+			Namespace: k.Namespace, Service: k.Service,
+			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
+		})
+		return err
 	})
 	if err != nil && status.Code(err) != codes.NotFound {
 		t.Fatalf("get service: %v", err)
@@ -188,7 +193,10 @@ func TestRegistrarNeverUndoesClose(t *testing.T) {
 	t.Cleanup(func() { beforeReregister = nil })
 
 	// Someone removes the instance; the next renewal reports the lease lost.
-	if _, err := tc.Running()[0].Registry().Deregister(ctx, &rosterv1.DeregisterRequest{Namespace: DefaultNamespace, Service: "svc", Id: "a"}); err != nil {
+	if err := testdiscovery.Retry(t, func(ctx context.Context) error {
+		_, err := tc.Running()[0].Registry().Deregister(ctx, &rosterv1.DeregisterRequest{Namespace: DefaultNamespace, Service: "svc", Id: "a"})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	select {

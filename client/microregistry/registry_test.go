@@ -1,12 +1,14 @@
 package microregistry
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/roster-registry/roster/internal/testcluster"
+	"github.com/roster-registry/roster/internal/testdiscovery"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
@@ -92,7 +94,10 @@ func TestRegistryShape(t *testing.T) {
 	}
 
 	// Draining a node is a delete for the watcher.
-	if _, err := tc.Running()[0].Registry().SetMaintenance(testcluster.Ctx(t), &rosterv1.SetMaintenanceRequest{Service: "greeter", Id: "greeter-2", Reason: "test"}); err != nil {
+	if err := testdiscovery.Retry(t, func(ctx context.Context) error {
+		_, err := tc.Running()[0].Registry().SetMaintenance(ctx, &rosterv1.SetMaintenanceRequest{Service: "greeter", Id: "greeter-2", Reason: "test"})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if res := nextResult(t, w); res.Action != "delete" || res.Service.Nodes[0].Id != "greeter-2" {

@@ -13,7 +13,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/client/balancer"
@@ -67,40 +69,53 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (e *env) register(inst *rosterv1.Instance) uint64 {
+func (e *env) register(inst *rosterv1.Instance) {
 	e.t.Helper()
-	resp, err := e.tc.Running()[0].Registry().Register(testcluster.Ctx(e.t), &rosterv1.RegisterRequest{Instance: inst})
-	if err != nil {
+	if err := testdiscovery.Retry(e.t, func(ctx context.Context) error {
+		_, err := e.tc.Running()[0].Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: inst})
+		return err
+	}); err != nil {
 		e.t.Fatalf("register: %v", err)
 	}
-	return resp.GetRevision()
 }
 
 func (e *env) deregister(service, id string) {
 	e.t.Helper()
-	if _, err := e.tc.Running()[0].Registry().Deregister(testcluster.Ctx(e.t), &rosterv1.DeregisterRequest{Service: service, Id: id}); err != nil {
+	retried := false
+	if err := testdiscovery.Retry(e.t, func(ctx context.Context) error {
+		_, err := e.tc.Running()[0].Registry().Deregister(ctx, &rosterv1.DeregisterRequest{Service: service, Id: id})
+		if status.Code(err) == codes.NotFound && retried {
+			return nil // an earlier attempt took effect
+		}
+		retried = true
+		return err
+	}); err != nil {
 		e.t.Fatalf("deregister: %v", err)
 	}
 }
 
 func (e *env) drain(service, id string) {
 	e.t.Helper()
-	if _, err := e.tc.Running()[0].Registry().SetMaintenance(testcluster.Ctx(e.t), &rosterv1.SetMaintenanceRequest{Service: service, Id: id, Reason: "test"}); err != nil {
+	if err := testdiscovery.Retry(e.t, func(ctx context.Context) error {
+		_, err := e.tc.Running()[0].Registry().SetMaintenance(ctx, &rosterv1.SetMaintenanceRequest{Service: service, Id: id, Reason: "test"})
+		return err
+	}); err != nil {
 		e.t.Fatalf("drain: %v", err)
 	}
 }
 
 func (e *env) critical(service, id string) {
 	e.t.Helper()
-	leader := e.tc.WaitLeader()
 	k := store.Key{Namespace: client.DefaultNamespace, Service: service, ID: id}
-	inst, err := leader.Node.Store().View().Instance(nil, k)
-	if err != nil || inst == nil {
-		e.t.Fatalf("instance %s: %v", id, err)
-	}
-	if _, err := leader.Node.SetHealth(testcluster.Ctx(e.t), k, inst.RegistrationRevision, store.HealthCritical, "test check failed"); err != nil {
-		e.t.Fatalf("set critical: %v", err)
-	}
+	testdiscovery.Eventually(e.t, "a committed critical status", waitLong, func() bool {
+		leader := e.tc.WaitLeader()
+		inst, err := leader.Node.Store().View().Instance(nil, k)
+		if err != nil || inst == nil {
+			e.t.Fatalf("instance %s: %v", id, err)
+		}
+		_, err = leader.Node.SetHealth(testcluster.Ctx(e.t), k, inst.RegistrationRevision, store.HealthCritical, "test check failed")
+		return err == nil
+	})
 }
 
 // dial opens a channel to target with policy, seeded for reproducible

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/roster-registry/roster/examples/echo/echo"
@@ -156,4 +158,22 @@ func Ctx(t testing.TB) context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Retry runs call until it succeeds or fails with something other than
+// codes.Unavailable (a leader change on a busy machine), for at most 15s.
+// It returns the last error. A call retried after Unavailable may have
+// taken effect already: the caller accepts that (an upsert) or checks.
+func Retry(t testing.TB, call func(ctx context.Context) error) error {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := call(ctx)
+		cancel()
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
