@@ -98,6 +98,7 @@ func newQuery(opts []DiscoveryOption) discoveryQuery {
 
 // CachedService is what the discovery cache knows about one service.
 type CachedService struct {
+	// Namespace and Service name the service.
 	Namespace string
 	Service   string
 	// Instances are sorted by id. They are shared: do not change them.

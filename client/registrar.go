@@ -89,10 +89,14 @@ func (k RegistrationEventKind) String() string {
 
 // RegistrationEvent is something a Registration reports.
 type RegistrationEvent struct {
-	Kind     RegistrationEventKind
+	// Kind says what happened.
+	Kind RegistrationEventKind
+	// Instance is the registration's instance.
 	Instance InstanceKey
+	// Revision is the new registration's revision (RegistrationRestored).
 	Revision uint64
-	Err      error
+	// Err says why the lease was lost or an attempt failed.
+	Err error
 }
 
 // Registration is an instance registered by RegisterInstance: its lease is

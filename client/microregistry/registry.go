@@ -57,23 +57,32 @@ var ErrNoClient = errors.New("registry has no addresses")
 
 // Service mirrors go-micro's registry.Service.
 type Service struct {
-	Name      string            `json:"name"`
-	Version   string            `json:"version"`
-	Metadata  map[string]string `json:"metadata"`
-	Endpoints []*Endpoint       `json:"endpoints"`
-	Nodes     []*Node           `json:"nodes"`
+	// Name is the service name.
+	Name string `json:"name"`
+	// Version is kept in each node's metadata under VersionKey.
+	Version string `json:"version"`
+	// Metadata is not stored by Roster.
+	Metadata map[string]string `json:"metadata"`
+	// Endpoints are not stored by Roster.
+	Endpoints []*Endpoint `json:"endpoints"`
+	// Nodes are the service's instances.
+	Nodes []*Node `json:"nodes"`
 }
 
 // Node mirrors go-micro's registry.Node.
 type Node struct {
-	Id       string            `json:"id"`
-	Address  string            `json:"address"`
+	// Id is the instance id.
+	Id string `json:"id"`
+	// Address is the instance's HOST:PORT.
+	Address string `json:"address"`
+	// Metadata is the instance's metadata.
 	Metadata map[string]string `json:"metadata"`
 }
 
 // Endpoint mirrors go-micro's registry.Endpoint. Roster does not store
 // endpoints; the type is here so that Service converts field for field.
 type Endpoint struct {
+	// Name, Request, Response and Metadata are go-micro's.
 	Name     string            `json:"name"`
 	Request  *Value            `json:"request"`
 	Response *Value            `json:"response"`
@@ -82,6 +91,7 @@ type Endpoint struct {
 
 // Value mirrors go-micro's registry.Value.
 type Value struct {
+	// Name, Type and Values are go-micro's.
 	Name   string   `json:"name"`
 	Type   string   `json:"type"`
 	Values []*Value `json:"values"`
@@ -90,15 +100,20 @@ type Value struct {
 // Result mirrors go-micro's registry.Result: Action is "create", "update"
 // or "delete", and Service holds the one node concerned.
 type Result struct {
-	Action  string
+	// Action is "create", "update" or "delete".
+	Action string
+	// Service holds the node concerned.
 	Service *Service
 }
 
 // Options mirrors go-micro's registry.Options, less its TLS and logger
 // fields (use client options through WithClientOptions).
 type Options struct {
-	Addrs   []string
+	// Addrs are the registry nodes, HOST:PORT each.
+	Addrs []string
+	// Timeout bounds each call.
 	Timeout time.Duration
+	// Context is the parent of every call's context.
 	Context context.Context
 	// Client, when set, is used instead of a client made from Addrs.
 	Client *client.Client
@@ -125,9 +140,12 @@ func WithClientOptions(opts ...client.Option) Option {
 
 // RegisterOptions mirrors go-micro's registry.RegisterOptions.
 type RegisterOptions struct {
-	TTL     time.Duration
+	// TTL, when positive, gives the nodes a lease kept alive by the client.
+	TTL time.Duration
+	// Context bounds the call.
 	Context context.Context
-	Domain  string
+	// Domain is the namespace.
+	Domain string
 }
 
 // RegisterOption mirrors go-micro's registry.RegisterOption.
@@ -148,8 +166,10 @@ func RegisterContext(ctx context.Context) RegisterOption {
 
 // DeregisterOptions mirrors go-micro's registry.DeregisterOptions.
 type DeregisterOptions struct {
+	// Context bounds the call.
 	Context context.Context
-	Domain  string
+	// Domain is the namespace.
+	Domain string
 }
 
 // DeregisterOption mirrors go-micro's registry.DeregisterOption.
@@ -162,8 +182,10 @@ func DeregisterDomain(d string) DeregisterOption {
 
 // GetOptions mirrors go-micro's registry.GetOptions.
 type GetOptions struct {
+	// Context bounds the call.
 	Context context.Context
-	Domain  string
+	// Domain is the namespace.
+	Domain string
 }
 
 // GetOption mirrors go-micro's registry.GetOption.
@@ -174,8 +196,10 @@ func GetDomain(d string) GetOption { return func(o *GetOptions) { o.Domain = d }
 
 // ListOptions mirrors go-micro's registry.ListOptions.
 type ListOptions struct {
+	// Context bounds the call.
 	Context context.Context
-	Domain  string
+	// Domain is the namespace.
+	Domain string
 }
 
 // ListOption mirrors go-micro's registry.ListOption.
@@ -188,8 +212,10 @@ func ListDomain(d string) ListOption { return func(o *ListOptions) { o.Domain = 
 type WatchOptions struct {
 	// Service limits the watch to one service; empty watches all.
 	Service string
+	// Context ends the watch.
 	Context context.Context
-	Domain  string
+	// Domain is the namespace.
+	Domain string
 }
 
 // WatchOption mirrors go-micro's registry.WatchOption.
