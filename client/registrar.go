@@ -203,7 +203,9 @@ func (r *Registration) emit(ev RegistrationEvent) {
 
 // Close stops keeping the instance alive and deregisters it. It is not
 // registered again after Close, whatever happens. An instance the cluster
-// no longer holds counts as deregistered.
+// no longer holds counts as deregistered. When the Deregister fails (the
+// cluster is unreachable) Close returns its error; the lease, no longer
+// renewed, then expires within its TTL.
 func (r *Registration) Close(ctx context.Context) error {
 	r.cancel()
 	r.mu.Lock()

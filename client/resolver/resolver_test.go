@@ -269,6 +269,10 @@ func TestNamespaceAndAddressTargets(t *testing.T) {
 	waitServing(t, conn, a)
 	conn = dial(t, "roster://"+strings.Join(e.addrs(), ",")+"/team/echo", balancer.RoundRobin)
 	waitServing(t, conn, b)
+	// The same with options for the resolver's own client.
+	conn = dial(t, "roster://"+strings.Join(e.addrs(), ",")+"/team/echo", balancer.RoundRobin,
+		grpc.WithResolvers(resolver.NewBuilderWithOptions(client.WithConnectTimeout(time.Second))))
+	waitServing(t, conn, b)
 
 	c := e.client(e.addrs())
 	conn = dial(t, "roster:///team/echo", balancer.P2C, grpc.WithResolvers(resolver.NewBuilder(c)))
