@@ -43,6 +43,8 @@ type options struct {
 	dialOptions    []grpc.DialOption
 	connectTimeout time.Duration
 	retryBackoff   time.Duration
+	// discovery configures the discovery cache and the registrar (cache.go).
+	discovery discoveryOptions
 }
 
 // WithTransportCredentials sets the transport credentials of every
@@ -89,6 +91,10 @@ type Client struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	// discovery holds the discovery cache and the shared keepalive
+	// sessions of registrations, started on first use (cache.go).
+	discovery discovery
 }
 
 // New returns a Client for the given server addresses (HOST:PORT). It opens

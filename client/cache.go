@@ -1,0 +1,547 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// DefaultEmptyListGrace is how long the discovery cache holds back an
+// update that would leave a service with no healthy instance.
+const DefaultEmptyListGrace = 30 * time.Second
+
+// cacheProgressInterval is how often a cache watch asks for a bookmark:
+// every message from the cluster proves the copy current, so a silent
+// stream shows up as a growing age.
+const cacheProgressInterval = time.Second
+
+// staleAfter is the age past which a cached list counts as stale.
+const staleAfter = 3 * cacheProgressInterval
+
+// persistedStartWait bounds how long the first lookup of a service waits
+// for the cluster when a list persisted by WithCacheDir is at hand.
+const persistedStartWait = 2 * time.Second
+
+// discoveryOptions configure the discovery cache and the registrar.
+type discoveryOptions struct {
+	cacheDir string
+	grace    time.Duration
+	graceSet bool
+	logger   hclog.Logger
+}
+
+// WithCacheDir makes the discovery cache keep each service's last known
+// list in dir (one JSON file per service), so that a process starting while
+// the cluster is unreachable begins with it.
+func WithCacheDir(dir string) Option {
+	return func(o *options) { o.discovery.cacheDir = dir }
+}
+
+// WithEmptyListGrace sets how long the discovery cache holds back an update
+// that would take a service from some healthy instances to none
+// (DefaultEmptyListGrace when unset). The held update is logged, and applied
+// when the grace period ends with the service still empty. Zero or less
+// turns the protection off.
+func WithEmptyListGrace(d time.Duration) Option {
+	return func(o *options) { o.discovery.grace, o.discovery.graceSet = d, true }
+}
+
+// WithLogger sets the logger of the discovery cache and the registrar
+// (hclog.Default when unset).
+func WithLogger(l hclog.Logger) Option {
+	return func(o *options) { o.discovery.logger = l }
+}
+
+// DiscoveryOption narrows a lookup in the discovery cache.
+type DiscoveryOption func(*discoveryQuery)
+
+type discoveryQuery struct {
+	namespace string
+	all       bool
+}
+
+// InNamespace looks the service up in namespace ns instead of the default
+// one.
+func InNamespace(ns string) DiscoveryOption {
+	return func(q *discoveryQuery) { q.namespace = ns }
+}
+
+// IncludeUnhealthy returns every registered instance, not only the
+// healthy ones (passing and not drained).
+func IncludeUnhealthy() DiscoveryOption {
+	return func(q *discoveryQuery) { q.all = true }
+}
+
+func newQuery(opts []DiscoveryOption) discoveryQuery {
+	var q discoveryQuery
+	for _, opt := range opts {
+		opt(&q)
+	}
+	if q.namespace == "" {
+		q.namespace = DefaultNamespace
+	}
+	return q
+}
+
+// CachedService is what the discovery cache knows about one service.
+type CachedService struct {
+	// Namespace and Service name the service.
+	Namespace string
+	Service   string
+	// Instances are sorted by id. They are shared: do not change them.
+	Instances []*rosterv1.Instance
+	// Revision is the cluster revision the list reflects.
+	Revision uint64
+	// SyncedAt is when the cache last heard from the cluster about the
+	// service (an event or a bookmark); for a list read from the cache dir,
+	// when it was written.
+	SyncedAt time.Time
+	// Stale is true while the cache has not heard from the cluster lately
+	// (the cluster is unreachable, say) or serves a list from the cache dir:
+	// Instances is then the last known list.
+	Stale bool
+	// Held is true while an update that would leave no healthy instance is
+	// held back (see WithEmptyListGrace).
+	Held bool
+}
+
+// Age returns how long ago the cache last heard from the cluster.
+func (s CachedService) Age() time.Duration { return time.Since(s.SyncedAt) }
+
+// Instances returns the instances of service from the discovery cache:
+// healthy ones unless IncludeUnhealthy is given. The first lookup of a
+// service starts one watch for it, which keeps the copy current and resumes
+// by revision after failures, and waits for its first list. Later lookups
+// answer from memory, and keep answering with the last known list while the
+// cluster is unreachable.
+func (c *Client) Instances(ctx context.Context, service string, opts ...DiscoveryOption) ([]*rosterv1.Instance, error) {
+	s, err := c.CachedService(ctx, service, opts...)
+	return s.Instances, err
+}
+
+// CachedService is Instances with the list's revision, age and staleness.
+func (c *Client) CachedService(ctx context.Context, service string, opts ...DiscoveryOption) (CachedService, error) {
+	q := newQuery(opts)
+	e, err := c.discovery.entry(c, q.namespace, service)
+	if err != nil {
+		return CachedService{}, err
+	}
+	if err := e.wait(ctx); err != nil {
+		return CachedService{}, err
+	}
+	return e.snapshot(q.all), nil
+}
+
+// Subscription follows one service in the discovery cache.
+type Subscription struct {
+	e       *serviceCache
+	all     bool
+	changed chan struct{}
+}
+
+// Subscribe follows service in the discovery cache: Changed signals each
+// change of its list, and Service returns the list. It does not wait for the
+// cluster.
+func (c *Client) Subscribe(service string, opts ...DiscoveryOption) (*Subscription, error) {
+	q := newQuery(opts)
+	e, err := c.discovery.entry(c, q.namespace, service)
+	if err != nil {
+		return nil, err
+	}
+	s := &Subscription{e: e, all: q.all, changed: make(chan struct{}, 1)}
+	e.mu.Lock()
+	e.subs[s] = struct{}{}
+	if e.haveData() {
+		s.changed <- struct{}{}
+	}
+	e.mu.Unlock()
+	return s, nil
+}
+
+// Changed receives after the list has changed (and once at the start when
+// a list is already known), and when the service's watch has ended for
+// good (see Err). Changes that come quicker than they are read are merged
+// into one.
+func (s *Subscription) Changed() <-chan struct{} { return s.changed }
+
+// Service returns the current list; Revision is zero while none is known.
+func (s *Subscription) Service() CachedService { return s.e.snapshot(s.all) }
+
+// Err returns the error that ended the service's watch, if one did: a
+// failure that retrying cannot fix, such as an invalid service name.
+func (s *Subscription) Err() error {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	return s.e.err
+}
+
+// Close stops the subscription's signals. The cache keeps the service.
+func (s *Subscription) Close() {
+	s.e.mu.Lock()
+	delete(s.e.subs, s)
+	s.e.mu.Unlock()
+}
+
+// discovery is a Client's discovery cache and registrar state.
+type discovery struct {
+	once   sync.Once
+	ctx    context.Context
+	logger hclog.Logger
+
+	mu       sync.Mutex
+	services map[serviceKey]*serviceCache
+	sessions map[time.Duration]*Session
+	// registrations are those with a lease, by instance, for the sessions'
+	// lost-lease events.
+	registrations map[InstanceKey]*Registration
+}
+
+type serviceKey struct{ namespace, service string }
+
+func (d *discovery) init(c *Client) {
+	d.once.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			<-c.closed
+			cancel()
+		}()
+		d.ctx = ctx
+		d.logger = c.opts.discovery.logger
+		if d.logger == nil {
+			d.logger = hclog.Default()
+		}
+		d.logger = d.logger.Named("discovery")
+		d.services = map[serviceKey]*serviceCache{}
+		d.sessions = map[time.Duration]*Session{}
+	})
+}
+
+// entry returns the cache of one service, starting its watch on first use.
+func (d *discovery) entry(c *Client, namespace, service string) (*serviceCache, error) {
+	select {
+	case <-c.closed:
+		return nil, ErrClosed
+	default:
+	}
+	if service == "" {
+		return nil, errors.New("service name is empty")
+	}
+	d.init(c)
+	k := serviceKey{namespace, service}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.services[k]; ok {
+		return e, nil
+	}
+	o := c.opts.discovery
+	e := &serviceCache{
+		c: c, key: k, logger: d.logger.With("namespace", namespace, "service", service),
+		grace: DefaultEmptyListGrace, dir: o.cacheDir,
+		all: map[string]*rosterv1.Instance{}, subs: map[*Subscription]struct{}{},
+		live: make(chan struct{}), done: make(chan struct{}),
+	}
+	if o.graceSet {
+		e.grace = o.grace
+	}
+	e.waitUntil = time.Now().Add(persistedStartWait)
+	e.load()
+	d.services[k] = e
+	go e.run(d.ctx)
+	return e, nil
+}
+
+// serviceCache is the discovery cache of one service.
+type serviceCache struct {
+	c      *Client
+	key    serviceKey
+	logger hclog.Logger
+	grace  time.Duration
+	dir    string
+	// waitUntil is when lookups stop waiting for the cluster and serve a
+	// list read from the cache dir.
+	waitUntil time.Time
+
+	// live is closed when the first list from the cluster has arrived;
+	// done when the watch has ended for good.
+	live chan struct{}
+	done chan struct{}
+
+	mu sync.Mutex
+	// all is the service as the watch has delivered it, by id.
+	all      map[string]*rosterv1.Instance
+	revision uint64
+	isLive   bool
+	syncedAt time.Time
+	// published is what lookups see; healthy is its healthy subset.
+	published    []*rosterv1.Instance
+	healthy      []*rosterv1.Instance
+	publishedRev uint64
+	loaded       bool // published came from the cache dir
+	heldSince    time.Time
+	holdTimer    *time.Timer
+	err          error
+	subs         map[*Subscription]struct{}
+}
+
+func (e *serviceCache) haveData() bool { return e.isLive || e.loaded }
+
+// wait waits for a list: the cluster's, or the one from the cache dir once
+// the service has waited persistedStartWait for the cluster.
+func (e *serviceCache) wait(ctx context.Context) error {
+	e.mu.Lock()
+	loaded := e.loaded
+	e.mu.Unlock()
+	var fallback <-chan time.Time
+	if loaded {
+		// Only the first lookups wait; once waitUntil has passed, the
+		// persisted list is served at once.
+		t := time.NewTimer(time.Until(e.waitUntil))
+		defer t.Stop()
+		fallback = t.C
+	}
+	select {
+	case <-e.live:
+		return nil
+	case <-fallback:
+		return nil
+	case <-e.done:
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.haveData() {
+			return nil
+		}
+		return e.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *serviceCache) snapshot(all bool) CachedService {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := CachedService{
+		Namespace: e.key.namespace, Service: e.key.service,
+		Instances: e.healthy, Revision: e.publishedRev, SyncedAt: e.syncedAt,
+		Held: !e.heldSince.IsZero(),
+	}
+	if all {
+		s.Instances = e.published
+	}
+	s.Stale = !e.isLive || time.Since(e.syncedAt) > staleAfter
+	return s
+}
+
+// run feeds the cache from one watch until the client is closed.
+func (e *serviceCache) run(ctx context.Context) {
+	defer close(e.done)
+	req := &rosterv1.WatchRequest{
+		Namespace:        e.key.namespace,
+		Service:          e.key.service,
+		ProgressInterval: durationpb.New(cacheProgressInterval),
+	}
+	for resp, err := range e.c.Watch(ctx, req) {
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
+				e.logger.Error("service watch ended", "error", err)
+			}
+			e.mu.Lock()
+			e.err = fmt.Errorf("watch %s/%s: %w", e.key.namespace, e.key.service, err)
+			e.notify()
+			e.mu.Unlock()
+			return
+		}
+		e.apply(resp)
+	}
+}
+
+// apply folds one watch message into the cache.
+func (e *serviceCache) apply(resp *rosterv1.WatchResponse) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.syncedAt = time.Now()
+	first := !e.isLive
+	if resp.GetReset_() {
+		clear(e.all)
+	}
+	for _, ev := range resp.GetEvents() {
+		inst := ev.GetInstance()
+		switch ev.GetType() {
+		case rosterv1.Event_TYPE_PUT:
+			e.all[inst.GetId()] = inst
+		case rosterv1.Event_TYPE_DELETE:
+			delete(e.all, inst.GetId())
+		}
+	}
+	changed := resp.GetReset_() || len(resp.GetEvents()) > 0
+	e.revision = max(e.revision, resp.GetRevision())
+	if first && (resp.GetReset_() || len(resp.GetEvents()) > 0) {
+		e.isLive = true
+		if e.loaded {
+			e.logger.Info("service list from the cluster replaces the persisted one", "revision", e.revision, "instances", len(e.all))
+		}
+		e.loaded = false
+		close(e.live)
+	}
+	if changed {
+		e.publish()
+	}
+}
+
+// publish makes the watched state what lookups see, unless it would take
+// the service from some healthy instances to none: that is held for the
+// grace period.
+func (e *serviceCache) publish() {
+	all := make([]*rosterv1.Instance, 0, len(e.all))
+	for _, inst := range e.all {
+		all = append(all, inst)
+	}
+	slices.SortFunc(all, func(a, b *rosterv1.Instance) int { return cmp.Compare(a.GetId(), b.GetId()) })
+	healthy := healthyOf(all)
+	if len(healthy) == 0 && len(e.healthy) > 0 && e.grace > 0 {
+		if e.heldSince.IsZero() {
+			e.heldSince = time.Now()
+			e.logger.Warn("update leaving no healthy instance held", "grace", e.grace, "revision", e.revision, "healthy_before", len(e.healthy))
+			e.holdTimer = time.AfterFunc(e.grace, e.release)
+		}
+		return
+	}
+	if !e.heldSince.IsZero() {
+		e.logger.Info("held empty update replaced by one with healthy instances", "revision", e.revision, "healthy", len(healthy))
+		e.heldSince = time.Time{}
+		e.holdTimer.Stop()
+	}
+	e.set(all, healthy)
+}
+
+// release applies a held update once the grace period has passed, if the
+// service is still without healthy instances.
+func (e *serviceCache) release() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.heldSince.IsZero() {
+		return
+	}
+	e.logger.Warn("service has had no healthy instance for the whole grace period; applying", "grace", e.grace, "revision", e.revision)
+	e.heldSince = time.Time{}
+	all := make([]*rosterv1.Instance, 0, len(e.all))
+	for _, inst := range e.all {
+		all = append(all, inst)
+	}
+	slices.SortFunc(all, func(a, b *rosterv1.Instance) int { return cmp.Compare(a.GetId(), b.GetId()) })
+	e.set(all, healthyOf(all))
+}
+
+func (e *serviceCache) set(all, healthy []*rosterv1.Instance) {
+	e.published, e.healthy, e.publishedRev = all, healthy, e.revision
+	e.save()
+	e.notify()
+}
+
+// notify signals every subscription; e.mu is held.
+func (e *serviceCache) notify() {
+	for s := range e.subs {
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Healthy reports whether inst should receive traffic: passing and not
+// drained, as the server's healthy-only reads decide.
+func Healthy(inst *rosterv1.Instance) bool {
+	return inst.GetEnabled() && inst.GetStatus() == rosterv1.HealthStatus_HEALTH_STATUS_PASSING
+}
+
+func healthyOf(all []*rosterv1.Instance) []*rosterv1.Instance {
+	var out []*rosterv1.Instance
+	for _, inst := range all {
+		if Healthy(inst) {
+			out = append(out, inst)
+		}
+	}
+	return out
+}
+
+// path returns the file the service is kept in under the cache dir.
+func (e *serviceCache) path() string {
+	return filepath.Join(e.dir, url.PathEscape(e.key.namespace), url.PathEscape(e.key.service)+".json")
+}
+
+// save writes the published list to the cache dir, replacing the file at
+// once so that a crash leaves the old list or the new one.
+func (e *serviceCache) save() {
+	if e.dir == "" {
+		return
+	}
+	b, err := protojson.Marshal(&rosterv1.GetServiceResponse{Instances: e.published, ServiceRevision: e.publishedRev})
+	if err == nil {
+		err = writeFileAtomic(e.path(), b)
+	}
+	if err != nil {
+		e.logger.Warn("cannot persist service list", "dir", e.dir, "error", err)
+	}
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
+}
+
+// load reads the service's list from the cache dir, when there is one.
+func (e *serviceCache) load() {
+	if e.dir == "" {
+		return
+	}
+	b, err := os.ReadFile(e.path())
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var saved rosterv1.GetServiceResponse
+	if err == nil {
+		err = protojson.Unmarshal(b, &saved)
+	}
+	if err != nil {
+		e.logger.Warn("ignoring unreadable persisted service list", "path", e.path(), "error", err)
+		return
+	}
+	st, err := os.Stat(e.path())
+	if err != nil {
+		return
+	}
+	e.published = saved.GetInstances()
+	e.healthy = healthyOf(e.published)
+	e.publishedRev = saved.GetServiceRevision()
+	e.syncedAt = st.ModTime()
+	e.loaded = true
+	e.logger.Info("starting with persisted service list", "path", e.path(), "revision", e.publishedRev, "instances", len(e.published))
+}

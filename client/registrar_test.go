@@ -1,0 +1,239 @@
+package client
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/roster-registry/roster/internal/testcluster"
+	"github.com/roster-registry/roster/internal/testdiscovery"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// registrarSetup starts a cluster and a client that reaches every node
+// through a proxy, so the test can cut the client off.
+func registrarSetup(t *testing.T) (*testcluster.Cluster, *Client, []*testdiscovery.Proxy) {
+	t.Helper()
+	tc := testcluster.New(t, 3, testcluster.Options{})
+	tc.WaitMembersKnown()
+	var proxies []*testdiscovery.Proxy
+	var addrs []string
+	for _, nd := range tc.Nodes {
+		p := testdiscovery.NewProxy(t, nd.Addr)
+		proxies = append(proxies, p)
+		addrs = append(addrs, p.Addr)
+	}
+	c, err := New(context.Background(), addrs, WithConnectTimeout(500*time.Millisecond),
+		WithLogger(hclog.New(&hclog.LoggerOptions{Output: logWriter{t}})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return tc, c, proxies
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// lookup reads the instance from a node of the cluster: nil when absent.
+func lookup(t *testing.T, tc *testcluster.Cluster, k InstanceKey) *rosterv1.Instance {
+	t.Helper()
+	var resp *rosterv1.GetServiceResponse
+	err := testdiscovery.Retry(t, func(ctx context.Context) error {
+		var err error
+		resp, err = tc.Running()[0].Registry().GetService(ctx, &rosterv1.GetServiceRequest{
+			Namespace: k.Namespace, Service: k.Service,
+			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
+		})
+		return err
+	})
+	if err != nil && status.Code(err) != codes.NotFound {
+		t.Fatalf("get service: %v", err)
+	}
+	for _, inst := range resp.GetInstances() {
+		if inst.GetId() == k.ID {
+			return inst
+		}
+	}
+	return nil
+}
+
+func nextRegistrationEvent(t *testing.T, r *Registration, kind RegistrationEventKind) RegistrationEvent {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case ev, ok := <-r.Events():
+			if !ok {
+				t.Fatalf("events closed before %s", kind)
+			}
+			if ev.Kind == kind {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no %s event", kind)
+		}
+	}
+}
+
+func testInstance(id string) *rosterv1.Instance {
+	return &rosterv1.Instance{Service: "svc", Id: id, Address: "127.0.0.1", Port: 9000}
+}
+
+func TestRegistrarRegistersKeepsAliveAndCloses(t *testing.T) {
+	tc, c, _ := registrarSetup(t)
+	ctx := testcluster.Ctx(t)
+	reg, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Second),
+		WithWeight(300), WithZone("z1"), WithTags("v2"), WithMetadata(map[string]string{"k": "v"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := lookup(t, tc, reg.Key())
+	if got == nil || got.GetWeight() != 300 || got.GetZone() != "z1" || got.GetTags()[0] != "v2" ||
+		got.GetMetadata()["k"] != "v" || got.GetTtl().AsDuration() != time.Second {
+		t.Fatalf("registered %v", got)
+	}
+	// A second registration with the same TTL shares the session.
+	reg2, err := c.RegisterInstance(ctx, testInstance("b"), WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.discovery.sessions) != 1 {
+		t.Fatalf("%d keepalive sessions, want one shared", len(c.discovery.sessions))
+	}
+	// Without renewals a 1s lease is gone within a few seconds; the
+	// instance must still be there, passing, with the same registration,
+	// after five of them.
+	end := time.Now().Add(5 * time.Second)
+	for time.Now().Before(end) {
+		cur := lookup(t, tc, reg.Key())
+		if cur == nil || !Healthy(cur) || cur.GetRegistrationRevision() != got.GetRegistrationRevision() {
+			t.Fatalf("instance lost its lease while kept alive: %v", cur)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := reg.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if lookup(t, tc, reg.Key()) != nil {
+		t.Fatal("instance still registered after Close")
+	}
+	if _, ok := <-reg.Events(); ok {
+		t.Fatal("events channel open after Close")
+	}
+	// Closing twice is harmless; the other registration lives on.
+	if err := reg.Close(ctx); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if lookup(t, tc, reg2.Key()) == nil {
+		t.Fatal("other registration gone")
+	}
+}
+
+func TestRegistrarRegistersAgainAfterLeaseLost(t *testing.T) {
+	tc, c, proxies := registrarSetup(t)
+	ctx := testcluster.Ctx(t)
+	reg, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := reg.Revision()
+	// A partition longer than the TTL: the cluster expires the instance.
+	for _, p := range proxies {
+		p.Cut()
+	}
+	testdiscovery.Eventually(t, "the lease to expire", 15*time.Second, func() bool {
+		return lookup(t, tc, reg.Key()) == nil
+	})
+	for _, p := range proxies {
+		p.Restore()
+	}
+	nextRegistrationEvent(t, reg, RegistrationLeaseLost)
+	ev := nextRegistrationEvent(t, reg, RegistrationRestored)
+	if ev.Revision <= first {
+		t.Fatalf("registered again at %d, first at %d", ev.Revision, first)
+	}
+	testdiscovery.Eventually(t, "the instance back", 15*time.Second, func() bool {
+		cur := lookup(t, tc, reg.Key())
+		return cur != nil && Healthy(cur)
+	})
+	if err := reg.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRegistrarNeverUndoesClose forces the worst interleaving: a lost
+// lease is being registered again when Close starts. Close must wait for
+// that Register, so its Deregister is the last word.
+func TestRegistrarNeverUndoesClose(t *testing.T) {
+	tc, c, _ := registrarSetup(t)
+	ctx := testcluster.Ctx(t)
+	reg, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closing := make(chan error, 1)
+	beforeReregister = func(r *Registration) {
+		if r != reg {
+			return
+		}
+		go func() { closing <- reg.Close(ctx) }()
+		// Close has begun once it has cancelled the registration.
+		<-r.ctx.Done()
+	}
+	t.Cleanup(func() { beforeReregister = nil })
+
+	// Someone removes the instance; the next renewal reports the lease lost.
+	if err := testdiscovery.Retry(t, func(ctx context.Context) error {
+		_, err := tc.Running()[0].Registry().Deregister(ctx, &rosterv1.DeregisterRequest{Namespace: DefaultNamespace, Service: "svc", Id: "a"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-closing:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if inst := lookup(t, tc, reg.Key()); inst != nil {
+		t.Fatalf("instance registered again after Close: %v", inst)
+	}
+}
+
+func TestDeregisterOnSignal(t *testing.T) {
+	tc, c, _ := registrarSetup(t)
+	ctx := testcluster.Ctx(t)
+	reg, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := DeregisterOnSignal(ctx, 5*time.Second, reg)
+	// The handler is installed before DeregisterOnSignal returns, so the
+	// signal is caught, not fatal.
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("deregister on signal: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no deregistration after SIGTERM")
+	}
+	if lookup(t, tc, reg.Key()) != nil {
+		t.Fatal("instance still registered after SIGTERM")
+	}
+}
