@@ -89,6 +89,18 @@ type Config struct {
 	SelfPreservationMinLeases int
 	// CheckWorkers bounds how many health checks run at once (default 32).
 	CheckWorkers int
+
+	// TestHooks force interleavings in tests; production leaves them empty.
+	TestHooks TestHooks
+}
+
+// TestHooks are seams for tests on a node's apply and read paths.
+type TestHooks struct {
+	// FSM runs on this node's apply path (see fsm.Hooks).
+	FSM fsm.Hooks
+	// ReadWait runs when a read finds this node's state behind the index it
+	// needs, just before it starts waiting.
+	ReadWait func(index uint64)
 }
 
 func (c *Config) setDefaults() error {
@@ -221,6 +233,7 @@ func New(cfg Config) (*Node, error) {
 		shutdownCh: make(chan struct{}),
 	}
 	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
+	n.fsm.SetHooks(cfg.TestHooks.FSM)
 	n.leases = newLeaseTable(n)
 	n.checks = newCheckRunner(n)
 	n.OnLeader(n.leases.run)

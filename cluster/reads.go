@@ -111,10 +111,15 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 
 // WaitApplied blocks until this node has applied index, or ctx ends.
 func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
+	hooked := false
 	for {
 		applied, advanced := n.fsm.Applied()
 		if applied >= index {
 			return nil
+		}
+		if !hooked && n.cfg.TestHooks.ReadWait != nil {
+			hooked = true
+			n.cfg.TestHooks.ReadWait(index)
 		}
 		select {
 		case <-advanced:

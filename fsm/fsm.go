@@ -47,7 +47,22 @@ type FSM struct {
 	mu      sync.Mutex
 	applied uint64
 	advance chan struct{}
+
+	hooks Hooks
 }
+
+// Hooks are seams for tests to force an interleaving on the apply path; a
+// production FSM has none.
+type Hooks struct {
+	// BeforeApply runs before entry index changes anything.
+	BeforeApply func(index uint64)
+	// AfterCommit runs once entry index's changes are visible in the store,
+	// before Apply returns.
+	AfterCommit func(index uint64)
+}
+
+// SetHooks installs test hooks. Call it before the FSM is handed to Raft.
+func (f *FSM) SetHooks(h Hooks) { f.hooks = h }
 
 // New returns an FSM over s.
 func New(s *store.Store, logger hclog.Logger) *FSM {
@@ -80,7 +95,13 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	if f.hooks.BeforeApply != nil {
+		f.hooks.BeforeApply(l.Index)
+	}
 	res := f.apply(l.Index, l.Data)
+	if f.hooks.AfterCommit != nil {
+		f.hooks.AfterCommit(l.Index)
+	}
 	f.setApplied(l.Index)
 	return res
 }
