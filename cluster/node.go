@@ -193,6 +193,8 @@ type Node struct {
 	raft   *raft.Raft
 	fsm    *fsm.FSM
 	store  *store.Store
+	// logs is Raft's log store; read indexes look up entry types in it.
+	logs raft.LogStore
 
 	transport raft.Transport
 	closers   []func() error
@@ -201,10 +203,13 @@ type Node struct {
 	verify    *Rounds
 
 	leaderReady atomic.Bool
-	leaderMu    sync.Mutex
-	leaderStop  context.CancelFunc
-	leaderDone  chan struct{}
-	duties      []func(ctx context.Context)
+	// readyTerm is the term whose barrier made this node ready, 0 when
+	// not ready; a read index is only taken within that term.
+	readyTerm  atomic.Uint64
+	leaderMu   sync.Mutex
+	leaderStop context.CancelFunc
+	leaderDone chan struct{}
+	duties     []func(ctx context.Context)
 
 	leases *leaseTable
 	checks *checkRunner
@@ -249,6 +254,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.logs = logs
 	if err := n.openTransport(); err != nil {
 		return nil, err
 	}
@@ -463,10 +469,7 @@ func (n *Node) Leader() (id, apiAddr string) {
 }
 
 // Applied returns the index of the last entry applied to this node's store.
-func (n *Node) Applied() uint64 {
-	a, _ := n.fsm.Applied()
-	return a
-}
+func (n *Node) Applied() uint64 { return n.store.View().Applied() }
 
 // Status is a node's view of the cluster.
 type Status struct {
@@ -484,6 +487,7 @@ type Status struct {
 // Status returns this node's view of the cluster.
 func (n *Node) Status() Status {
 	lid, lapi := n.Leader()
+	v := n.store.View()
 	st := Status{
 		NodeID:      n.cfg.NodeID,
 		State:       stateName(n.raft.State()),
@@ -491,8 +495,8 @@ func (n *Node) Status() Status {
 		LeaderAPI:   lapi,
 		Term:        n.raft.CurrentTerm(),
 		CommitIndex: n.raft.CommitIndex(),
-		Applied:     n.Applied(),
-		Revision:    n.store.Revision(),
+		Applied:     v.Applied(),
+		Revision:    v.Revision(),
 	}
 	if st.State != "leader" {
 		if lc := n.raft.LastContact(); !lc.IsZero() {
