@@ -203,13 +203,14 @@ type Node struct {
 	verify    *Rounds
 
 	leaderReady atomic.Bool
+	leaderMu    sync.Mutex
+	leaderStop  context.CancelFunc
+	leaderDone  chan struct{}
+	duties      []func(ctx context.Context)
+
 	// readyTerm is the term whose barrier made this node ready, 0 when
 	// not ready; a read index is only taken within that term.
-	readyTerm  atomic.Uint64
-	leaderMu   sync.Mutex
-	leaderStop context.CancelFunc
-	leaderDone chan struct{}
-	duties     []func(ctx context.Context)
+	readyTerm atomic.Uint64
 
 	leases *leaseTable
 	checks *checkRunner
