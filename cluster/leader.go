@@ -64,6 +64,7 @@ func (n *Node) stopLeading() {
 	stop, done := n.leaderStop, n.leaderDone
 	n.leaderStop, n.leaderDone = nil, nil
 	n.leaderReady.Store(false)
+	n.readyTerm.Store(0)
 	if stop != nil {
 		stop()
 	}
@@ -79,7 +80,12 @@ func (n *Node) stopLeading() {
 
 // leaderLoop: barrier, publish our own member record, start the duties.
 func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
+	var term uint64
 	for {
+		// The term read before the barrier: if leadership changed meanwhile,
+		// the term is older than the barrier's and reads wait for the next
+		// round of readiness rather than trust a stale one.
+		term = n.raft.CurrentTerm()
 		err := n.raft.Barrier(30 * time.Second).Error()
 		if err == nil {
 			break
@@ -98,6 +104,7 @@ func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 		return
 	}
 	n.leaderReady.Store(true)
+	n.readyTerm.Store(term)
 	n.leaderMu.Unlock()
 	n.logger.Info("leader ready", "applied_index", n.Applied())
 

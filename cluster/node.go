@@ -101,6 +101,18 @@ type Config struct {
 	SelfPreservationMinLeases int
 	// CheckWorkers bounds how many health checks run at once (default 32).
 	CheckWorkers int
+
+	// TestHooks force interleavings in tests; production leaves them empty.
+	TestHooks TestHooks
+}
+
+// TestHooks are seams for tests on a node's apply and read paths.
+type TestHooks struct {
+	// FSM runs on this node's apply path (see fsm.Hooks).
+	FSM fsm.Hooks
+	// ReadWait runs when a read finds this node's state behind the index it
+	// needs, just before it starts waiting.
+	ReadWait func(index uint64)
 }
 
 func (c *Config) setDefaults() error {
@@ -205,6 +217,8 @@ type Node struct {
 	raft   *raft.Raft
 	fsm    *fsm.FSM
 	store  *store.Store
+	// logs is Raft's log store; read indexes look up entry types in it.
+	logs raft.LogStore
 
 	transport raft.Transport
 	closers   []func() error
@@ -217,6 +231,10 @@ type Node struct {
 	leaderStop  context.CancelFunc
 	leaderDone  chan struct{}
 	duties      []func(ctx context.Context)
+
+	// readyTerm is the term whose barrier made this node ready, 0 when
+	// not ready; a read index is only taken within that term.
+	readyTerm atomic.Uint64
 
 	leases *leaseTable
 	checks *checkRunner
@@ -245,6 +263,7 @@ func New(cfg Config) (*Node, error) {
 		shutdownCh: make(chan struct{}),
 	}
 	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
+	n.fsm.SetHooks(cfg.TestHooks.FSM)
 	n.leases = newLeaseTable(n)
 	n.checks = newCheckRunner(n)
 	n.OnLeader(n.leases.run)
@@ -260,6 +279,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.logs = logs
 	if err := n.openTransport(); err != nil {
 		return nil, err
 	}
@@ -493,10 +513,7 @@ func (n *Node) Leader() (id, apiAddr string) {
 }
 
 // Applied returns the index of the last entry applied to this node's store.
-func (n *Node) Applied() uint64 {
-	a, _ := n.fsm.Applied()
-	return a
-}
+func (n *Node) Applied() uint64 { return n.store.View().Applied() }
 
 // Status is a node's view of the cluster.
 type Status struct {
@@ -514,6 +531,7 @@ type Status struct {
 // Status returns this node's view of the cluster.
 func (n *Node) Status() Status {
 	lid, lapi := n.Leader()
+	v := n.store.View()
 	st := Status{
 		NodeID:      n.cfg.NodeID,
 		State:       stateName(n.raft.State()),
@@ -521,8 +539,8 @@ func (n *Node) Status() Status {
 		LeaderAPI:   lapi,
 		Term:        n.raft.CurrentTerm(),
 		CommitIndex: n.raft.CommitIndex(),
-		Applied:     n.Applied(),
-		Revision:    n.store.Revision(),
+		Applied:     v.Applied(),
+		Revision:    v.Revision(),
 	}
 	if st.State != "leader" {
 		if lc := n.raft.LastContact(); !lc.IsZero() {

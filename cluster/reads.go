@@ -2,7 +2,11 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
+
+	"github.com/hashicorp/raft"
 )
 
 // Rounds coalesces concurrent callers of an expensive check into rounds: a
@@ -78,25 +82,58 @@ func (r *Rounds) startLocked() {
 	}()
 }
 
-// verifyLeader confirms leadership with a quorum and returns the index of
-// the last entry this node has applied. Every write acknowledged before the
-// confirmation started was applied here first (acknowledgement waits for the
-// leader's FSM), so a read that waits for this index sees all of them.
+// verifyLeader returns the read index: the index that a node's state must
+// reflect for a read to see every write that committed, and every state any
+// read returned, before the read began.
+//
+// It takes Raft's commit index when the round starts and then confirms
+// leadership with a quorum. Not the leader's applied index: the leader
+// advances its commit index first and feeds its FSM later, while followers
+// learn the same commit index and may apply an entry before the leader does.
+// The whole round must fall inside the term whose barrier made this node
+// ready, since a node that lost and regained leadership may hold a commit
+// index behind entries another leader committed in between.
 func (n *Node) verifyLeader(ctx context.Context) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, ErrNotLeader
 	}
-	if !n.leaderReady.Load() {
+	term := n.readyTerm.Load()
+	if term == 0 || n.raft.CurrentTerm() != term {
 		return 0, ErrLeaderNotReady
 	}
+	commit := n.raft.CommitIndex()
 	if err := n.raft.VerifyLeader().Error(); err != nil {
 		return 0, mapRaftError(err)
 	}
-	// Re-check: leadership may have been lost and regained during the round.
-	if !n.leaderReady.Load() {
+	// Leading in the same term before and after means this node led, ready,
+	// all along: leadership within one term never comes back once lost.
+	if n.readyTerm.Load() != term || n.raft.CurrentTerm() != term {
 		return 0, ErrLeaderNotReady
 	}
-	return n.Applied(), nil
+	return n.lastCommand(commit)
+}
+
+// lastCommand maps a committed index to the index of the last entry at or
+// below it that the FSM applies. No-op, barrier and configuration entries
+// never reach the store, so no node's applied index ever equals theirs and a
+// read waiting for one would hang. Usually zero to two steps back.
+func (n *Node) lastCommand(index uint64) (uint64, error) {
+	var l raft.Log
+	for i := index; i > 0; i-- {
+		err := n.logs.GetLog(i, &l)
+		if errors.Is(err, raft.ErrLogNotFound) {
+			// Compacted into a snapshot, which this node's FSM had applied
+			// (or restored): every command at or below i is in its state.
+			return n.Applied(), nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read index: log entry %d: %w", i, err)
+		}
+		if l.Type == raft.LogCommand {
+			return i, nil
+		}
+	}
+	return 0, nil
 }
 
 // ReadIndex returns an index that a linearizable read must wait for. Only
@@ -109,12 +146,18 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	return n.verify.Do(ctx)
 }
 
-// WaitApplied blocks until this node has applied index, or ctx ends.
+// WaitApplied blocks until this node's state reflects index (its applied
+// index, kept in the store with the state, has reached it), or ctx ends.
 func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
+	hooked := false
 	for {
 		applied, advanced := n.fsm.Applied()
 		if applied >= index {
 			return nil
+		}
+		if !hooked && n.cfg.TestHooks.ReadWait != nil {
+			hooked = true
+			n.cfg.TestHooks.ReadWait(index)
 		}
 		select {
 		case <-advanced:

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -40,48 +39,52 @@ type BatchResult []Result
 type FSM struct {
 	store  *store.Store
 	logger hclog.Logger
-
-	// applied is the index of the last entry this FSM applied (or restored).
-	// Raft's own AppliedIndex runs ahead of the FSM and skips entries the FSM
-	// never sees, so reads wait on this one.
-	mu      sync.Mutex
-	applied uint64
-	advance chan struct{}
+	hooks  Hooks
 }
+
+// Hooks are seams for tests to force an interleaving on the apply path; a
+// production FSM has none.
+type Hooks struct {
+	// BeforeApply runs before entry index changes anything.
+	BeforeApply func(index uint64)
+	// AfterCommit runs once entry index's changes are visible in the store,
+	// before Apply returns.
+	AfterCommit func(index uint64)
+}
+
+// SetHooks installs test hooks. Call it before the FSM is handed to Raft.
+func (f *FSM) SetHooks(h Hooks) { f.hooks = h }
 
 // New returns an FSM over s.
 func New(s *store.Store, logger hclog.Logger) *FSM {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &FSM{store: s, logger: logger, advance: make(chan struct{})}
+	return &FSM{store: s, logger: logger}
 }
 
 // Store returns the store this FSM writes.
 func (f *FSM) Store() *store.Store { return f.store }
 
-// Applied returns the last applied index and a channel closed when it moves.
-func (f *FSM) Applied() (uint64, <-chan struct{}) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.applied, f.advance
-}
-
-func (f *FSM) setApplied(index uint64) {
-	f.mu.Lock()
-	f.applied = index
-	close(f.advance)
-	f.advance = make(chan struct{})
-	f.mu.Unlock()
-}
+// Applied returns the index of the last entry applied (or restored) and a
+// channel closed when it moves. The index lives in the store, committed
+// with the entry's changes, so state and index are never seen apart.
+// Raft's own AppliedIndex runs ahead of the FSM and counts entries the FSM
+// never sees (no-op, barrier, configuration), so reads wait on this one.
+func (f *FSM) Applied() (uint64, <-chan struct{}) { return f.store.Applied() }
 
 // Apply implements raft.FSM. It returns a Result, or a BatchResult for a batch.
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	if f.hooks.BeforeApply != nil {
+		f.hooks.BeforeApply(l.Index)
+	}
 	res := f.apply(l.Index, l.Data)
-	f.setApplied(l.Index)
+	if f.hooks.AfterCommit != nil {
+		f.hooks.AfterCommit(l.Index)
+	}
 	return res
 }
 
@@ -150,7 +153,6 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
-	f.setApplied(applied)
 	f.logger.Info("restored snapshot", "applied_index", applied, "revision", f.store.Revision())
 	return nil
 }
@@ -158,6 +160,5 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 // Snapshot implements raft.FSM. It only takes a pointer to the current MVCC
 // view; Persist streams it while Apply goes on.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	applied, _ := f.Applied()
-	return &snapshot{view: f.store.View(), applied: applied}, nil
+	return &snapshot{view: f.store.View()}, nil
 }

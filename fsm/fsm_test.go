@@ -280,3 +280,48 @@ func BenchmarkApplyBatch64(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*64)/b.Elapsed().Seconds(), "registers/s")
 }
+
+// TestViewAppliedIndexMatchesItsState: the applied index is committed with
+// the entry's changes, so a view taken at any moment (here: right after an
+// entry's changes became visible, the moment a read index used to be taken
+// one entry behind) shows the state of exactly its applied index. An entry
+// that changes nothing still moves the index; a snapshot carries it.
+func TestViewAppliedIndexMatchesItsState(t *testing.T) {
+	f := newFSM()
+	var seen []*store.View
+	f.SetHooks(Hooks{AfterCommit: func(uint64) { seen = append(seen, f.Store().View()) }})
+	apply(f, 1, regCmd(t, "web", "a", 80))
+	// A deregister of an unknown instance changes nothing.
+	apply(f, 2, mustEncode(t, DeregisterType, &raftcmdv1.Deregister{Namespace: "default", Service: "web", Id: "zz"}))
+	apply(f, 3, regCmd(t, "web", "a", 81))
+	for i, want := range []struct {
+		applied, revision uint64
+		port              uint32
+	}{{1, 1, 80}, {2, 1, 80}, {3, 3, 81}} {
+		v := seen[i]
+		inst, err := v.Instance(nil, store.Key{Namespace: "default", Service: "web", ID: "a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Applied() != want.applied || v.Revision() != want.revision || inst.Port != want.port {
+			t.Fatalf("view after entry %d: applied %d revision %d port %d, want %+v",
+				i+1, v.Applied(), v.Revision(), inst.Port, want)
+		}
+	}
+	if got, _ := f.Applied(); got != 3 {
+		t.Fatalf("applied %d, want 3", got)
+	}
+	// Raft never hands the FSM no-op entries; barriers and configuration
+	// changes reach Apply and leave the index where it was.
+	f.Apply(&raft.Log{Index: 4, Term: 1, Type: raft.LogBarrier})
+	if got, _ := f.Applied(); got != 3 {
+		t.Fatalf("applied %d after a barrier, want 3", got)
+	}
+	g := newFSM()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
+		t.Fatal(err)
+	}
+	if v := g.Store().View(); v.Applied() != 3 || v.Revision() != 3 {
+		t.Fatalf("restored view: applied %d revision %d, want 3 and 3", v.Applied(), v.Revision())
+	}
+}

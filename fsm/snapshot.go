@@ -20,8 +20,7 @@ const snapshotVersion = 1
 // snapshot is a point-in-time MVCC view of the store. It holds no lock:
 // Persist may run while Apply goes on.
 type snapshot struct {
-	view    *store.View
-	applied uint64
+	view *store.View
 }
 
 // Persist writes: header, then one length-delimited record per instance,
@@ -36,7 +35,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *snapshot) write(sink io.Writer) error {
 	w := bufio.NewWriterSize(sink, 256<<10)
-	hdr := &raftcmdv1.SnapshotHeader{Version: snapshotVersion, Revision: s.view.Revision(), AppliedIndex: s.applied}
+	hdr := &raftcmdv1.SnapshotHeader{Version: snapshotVersion, Revision: s.view.Revision(), AppliedIndex: s.view.Applied()}
 	if _, err := protodelim.MarshalTo(w, hdr); err != nil {
 		return err
 	}
@@ -103,6 +102,7 @@ func restore(s *store.Store, r io.Reader) (uint64, error) {
 	}
 	err := s.Restore(func(rs *store.Restorer) error {
 		rs.SetRevision(hdr.Revision)
+		rs.SetApplied(hdr.AppliedIndex)
 		var n uint64
 		for {
 			var rec raftcmdv1.SnapshotRecord

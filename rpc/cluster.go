@@ -40,20 +40,17 @@ func (s *Server) Status(ctx context.Context, req *rosterv1.StatusRequest) (*rost
 		out.SelfPreservation, out.SelfPreservationServices = s.sp.snapshot()
 	}
 	if req.IncludeHash {
-		// The view and the applied index must describe the same state: read
-		// the index before and after, and retry if an apply slipped between.
-		for {
-			before := s.node.Applied()
-			v := s.node.Store().View()
-			h, err := v.Hash()
-			if err != nil {
-				return nil, err
-			}
-			if s.node.Applied() == before {
-				out.StateHash, out.HashIndex = h, before
-				break
-			}
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
+		// One view holds the state and the applied index committed with
+		// it, so the hash and its index always describe the same state.
+		v := s.node.Store().View()
+		h, err := v.Hash()
+		if err != nil {
+			return nil, err
+		}
+		out.StateHash, out.HashIndex = h, v.Applied()
 	}
 	return out, nil
 }
@@ -135,7 +132,7 @@ func (s *Server) ReadIndex(ctx context.Context, _ *rosterv1.ReadIndexRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return &rosterv1.ReadIndexResponse{CommitIndex: idx, Term: s.node.Status().Term}, nil
+	return &rosterv1.ReadIndexResponse{ReadIndex: idx, Term: s.node.Status().Term}, nil
 }
 
 // SetSelfPreservation implements rosterv1.ClusterServer: it changes the

@@ -69,6 +69,6 @@ func (s *Server) leaderReadIndex(ctx context.Context) (uint64, error) {
 		func(ctx context.Context) (uint64, error) { return s.node.ReadIndex(ctx) },
 		func(ctx context.Context, cc *grpc.ClientConn) (uint64, error) {
 			resp, err := rosterv1.NewClusterClient(cc).ReadIndex(ctx, &rosterv1.ReadIndexRequest{})
-			return resp.GetCommitIndex(), err
+			return resp.GetReadIndex(), err
 		})
 }

@@ -26,7 +26,7 @@ usage: scripts/$prog [--duration 2m] [--seed N] [--nodes 3] [--docker auto|on|of
                  e.g. -- --faults crash-leader,partition-leader --allow-skips
 
 Each run prints the faults it injected, operation counts and one verdict line:
-  verdict: PASS | FAIL | INCOMPLETE (L ..., W ..., D ..., X ...)
+  verdict: PASS | FAIL | INCOMPLETE (L ..., W ..., D ..., X ..., R ...)
 and keeps history.json, report.txt, porcupine.html (on a violation), run.log and
 nodes/*.log under DIR/process (and DIR/docker for the Docker run).
 

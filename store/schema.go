@@ -22,11 +22,15 @@ type serviceRow struct {
 	Count       int
 }
 
-// metaRow holds the registry revision inside the database, so a View's
-// revision is exactly the state it shows.
+// metaRow holds the registry revision and the applied index inside the
+// database, so a View's revision and applied index are exactly the state it
+// shows: both change in the same commit as the state.
 type metaRow struct {
 	Key      string
 	Revision uint64
+	// Applied is the Raft index of the last entry written, whether or not
+	// it changed anything.
+	Applied uint64
 }
 
 const metaKey = "revision"

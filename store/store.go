@@ -41,11 +41,16 @@ type Store struct {
 	// so that blocked readers re-run against the new one.
 	abandonMu sync.Mutex
 	abandonCh chan struct{}
+
+	// appliedMu guards appliedCh, closed after every commit and restore so
+	// that readers waiting for an applied index look again.
+	appliedMu sync.Mutex
+	appliedCh chan struct{}
 }
 
 // New returns an empty store.
 func New(opts Options) *Store {
-	s := &Store{history: newHistory(opts), abandonCh: make(chan struct{})}
+	s := &Store{history: newHistory(opts), abandonCh: make(chan struct{}), appliedCh: make(chan struct{})}
 	s.db.Store(newDB())
 	return s
 }
@@ -68,6 +73,23 @@ func (s *Store) AbandonCh() <-chan struct{} {
 	s.abandonMu.Lock()
 	defer s.abandonMu.Unlock()
 	return s.abandonCh
+}
+
+// Applied returns the applied index of the current state and a channel
+// closed when it next moves. The channel is taken before the index, so a
+// caller that waits on it after finding the index too low misses no change.
+func (s *Store) Applied() (uint64, <-chan struct{}) {
+	s.appliedMu.Lock()
+	ch := s.appliedCh
+	s.appliedMu.Unlock()
+	return s.View().Applied(), ch
+}
+
+func (s *Store) notifyApplied() {
+	s.appliedMu.Lock()
+	close(s.appliedCh)
+	s.appliedCh = make(chan struct{})
+	s.appliedMu.Unlock()
 }
 
 // View returns a consistent read-only snapshot of the store. It stays valid
@@ -101,6 +123,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	close(s.abandonCh)
 	s.abandonCh = make(chan struct{})
 	s.abandonMu.Unlock()
+	s.notifyApplied()
 	return nil
 }
 
@@ -108,6 +131,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 type Restorer struct {
 	txn      *memdb.Txn
 	revision uint64
+	applied  uint64
 	services map[[2]string]*serviceRow
 	// serviceRevs may arrive before or after the service's instances.
 	serviceRevs map[[2]string]uint64
@@ -115,6 +139,9 @@ type Restorer struct {
 
 // SetRevision sets the registry revision of the restored state.
 func (r *Restorer) SetRevision(rev uint64) { r.revision = rev }
+
+// SetApplied sets the applied index of the restored state.
+func (r *Restorer) SetApplied(index uint64) { r.applied = index }
 
 // Instance inserts one instance.
 func (r *Restorer) Instance(inst *Instance) error {
@@ -162,5 +189,5 @@ func (r *Restorer) finish() error {
 			return fmt.Errorf("restore service %s/%s: %w", row.Namespace, row.Service, err)
 		}
 	}
-	return r.txn.Insert(tableMeta, &metaRow{Key: metaKey, Revision: r.revision})
+	return r.txn.Insert(tableMeta, &metaRow{Key: metaKey, Revision: r.revision, Applied: r.applied})
 }

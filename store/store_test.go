@@ -323,3 +323,39 @@ func TestHashIsDeterministic(t *testing.T) {
 		t.Fatal("different revisions, same hash")
 	}
 }
+
+func TestAppliedIndexMovesWithTheState(t *testing.T) {
+	s := New(DefaultOptions())
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	_, ch := s.Applied()
+	register(t, s, 3, inst("web", "a", 80))
+	if v := s.View(); v.Applied() != 3 || v.Revision() != 3 || !closed(ch) {
+		t.Fatalf("after a change at 3: applied %d revision %d, notified %v", v.Applied(), v.Revision(), closed(ch))
+	}
+	// A write that changes nothing moves the applied index, not the revision.
+	_, ch = s.Applied()
+	w := s.Begin(4)
+	if _, err := w.Deregister(Key{DefaultNamespace, "web", "nope"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deregister unknown: %v", err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.View(); v.Applied() != 4 || v.Revision() != 3 || !closed(ch) {
+		t.Fatalf("after a no-op at 4: applied %d revision %d, notified %v", v.Applied(), v.Revision(), closed(ch))
+	}
+	_, ch = s.Applied()
+	if err := s.Restore(func(r *Restorer) error { r.SetRevision(8); r.SetApplied(9); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := s.Applied(); a != 9 || s.Revision() != 8 || !closed(ch) {
+		t.Fatalf("after restore: applied %d revision %d, notified %v", a, s.Revision(), closed(ch))
+	}
+}

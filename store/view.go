@@ -17,12 +17,18 @@ type View struct {
 }
 
 // Revision returns the revision of the last change this view contains.
-func (v *View) Revision() uint64 {
+func (v *View) Revision() uint64 { return v.meta().Revision }
+
+// Applied returns the Raft index of the last entry this view contains: every
+// command at or below it, and none after it, is reflected in the view.
+func (v *View) Applied() uint64 { return v.meta().Applied }
+
+func (v *View) meta() metaRow {
 	raw, err := v.txn.First(tableMeta, indexID, metaKey)
 	if err != nil || raw == nil {
-		return 0
+		return metaRow{}
 	}
-	return raw.(*metaRow).Revision
+	return *raw.(*metaRow)
 }
 
 // Instance returns one instance, or ErrNotFound.

@@ -15,7 +15,6 @@ type WriteTxn struct {
 	txn    *memdb.Txn
 	index  uint64
 	events []*Event
-	dirty  bool
 }
 
 // Begin starts a write at a Raft index. The FSM is the only writer.
@@ -26,22 +25,30 @@ func (s *Store) Begin(index uint64) *WriteTxn {
 // Abort drops the transaction; after Commit it does nothing.
 func (w *WriteTxn) Abort() { w.txn.Abort() }
 
-// Commit makes the changes visible and hands their events to the history as
-// one revision. A transaction that changed nothing commits nothing.
+// Commit makes the changes visible together with the transaction's index as
+// the store's applied index, and hands their events to the history as one
+// revision. A transaction that changed nothing moves only the applied index.
 func (w *WriteTxn) Commit() error {
-	if !w.dirty {
-		w.txn.Abort()
-		return nil
+	raw, err := w.txn.First(tableMeta, indexID, metaKey)
+	if err != nil {
+		return fmt.Errorf("get revision: %w", err)
 	}
+	meta := metaRow{Key: metaKey}
+	if raw != nil {
+		meta = *raw.(*metaRow)
+	}
+	meta.Applied = w.index
 	if len(w.events) > 0 {
-		if err := w.txn.Insert(tableMeta, &metaRow{Key: metaKey, Revision: w.index}); err != nil {
-			return fmt.Errorf("set revision: %w", err)
-		}
+		meta.Revision = w.index
+	}
+	if err := w.txn.Insert(tableMeta, &meta); err != nil {
+		return fmt.Errorf("set revision: %w", err)
 	}
 	w.txn.Commit()
 	if len(w.events) > 0 {
 		w.s.history.append(w.index, w.events)
 	}
+	w.s.notifyApplied()
 	return nil
 }
 
@@ -65,7 +72,6 @@ func (w *WriteTxn) put(prev, next *Instance) error {
 		return err
 	}
 	w.events = append(w.events, &Event{Type: EventPut, Revision: w.index, Key: next.Key(), Instance: next, Prev: prev})
-	w.dirty = true
 	return nil
 }
 
@@ -77,7 +83,6 @@ func (w *WriteTxn) remove(prev *Instance) error {
 		return err
 	}
 	w.events = append(w.events, &Event{Type: EventDelete, Revision: w.index, Key: prev.Key(), Prev: prev})
-	w.dirty = true
 	return nil
 }
 
@@ -265,7 +270,6 @@ func (w *WriteTxn) UpsertMember(m *Member) error {
 	if err := w.txn.Insert(tableMembers, &c); err != nil {
 		return fmt.Errorf("upsert member %s: %w", m.NodeID, err)
 	}
-	w.dirty = true
 	return nil
 }
 
@@ -281,6 +285,5 @@ func (w *WriteTxn) RemoveMember(nodeID string) error {
 	if err := w.txn.Delete(tableMembers, raw); err != nil {
 		return fmt.Errorf("remove member %s: %w", nodeID, err)
 	}
-	w.dirty = true
 	return nil
 }

@@ -2,7 +2,8 @@
 // recorded workload while it injects crashes, pauses, partitions, a slow
 // network, snapshot catch-up, membership changes and a slow watcher, then
 // judges the history with checkers L (linearizability), W (watch
-// invariants), D (durability and state hashes) and X (lease safety).
+// invariants), D (durability and state hashes), X (lease safety) and R
+// (linearizable reads never go back in time, across nodes and keys).
 //
 // It prints the faults it injected, operation counts and one verdict line,
 // keeps history.json, report.txt, porcupine.html (on a violation) and every

@@ -4,7 +4,7 @@
 // per-node gRPC connections, injects the faults of RELIABILITY.md (kill -9,
 // SIGSTOP, partitions, a slow network, snapshot catch-up, membership changes,
 // a slow watcher), heals, settles, takes final linearizable lists and state
-// hashes, and judges the history with internal/checker (L, W, D, X).
+// hashes, and judges the history with internal/checker (L, W, D, X, R).
 //
 // Every recorded client call is one attempt: the workload never uses the
 // retrying SDK, so an op's outcome is exactly what one RPC learned. Parts the

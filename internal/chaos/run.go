@@ -104,6 +104,13 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 			wl.client(clientCtx, seed(uint64(i)))
 		}()
 	}
+	for i := 0; i < readPairClients; i++ {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			wl.readPairs(clientCtx, seed(300+uint64(i)))
+		}()
+	}
 	for i := 0; i < cfg.Leased; i++ {
 		leases.Add(1)
 		go func() {

@@ -1,5 +1,5 @@
 // Package checker holds the history model that Roster's chaos harness records
-// and the four checkers that judge it, as RELIABILITY.md names them:
+// and the five checkers that judge it, as RELIABILITY.md names them:
 //
 //   - L: linearizability of register, deregister and linearizable get, by
 //     porcupine over the history partitioned per instance key.
@@ -11,6 +11,9 @@
 //     every node reports the same state hash at the same applied index.
 //   - X: lease safety: no instance is seen expired before its last
 //     acknowledged renewal's call time plus its TTL.
+//   - R: reads never go back in time: over all successful linearizable
+//     gets, on any node and of any service, a get called after another
+//     returned reports a header revision at least as high.
 //
 // The package depends only on the standard library and porcupine, never on
 // the wire types, so a history is a plain JSON document (History.Save,

@@ -223,7 +223,8 @@ func TestLinearizableTimeoutIsNotAPass(t *testing.T) {
 		t.Fatalf("want unknown, got %s: %s", r.Verdict, r.Short)
 	}
 	rep := Report{L: r, W: Result{Verdict: VerdictOK, Short: "W ok"},
-		D: Result{Verdict: VerdictOK, Short: "D ok"}, X: Result{Verdict: VerdictOK, Short: "X ok"}}
+		D: Result{Verdict: VerdictOK, Short: "D ok"}, X: Result{Verdict: VerdictOK, Short: "X ok"},
+		R: Result{Verdict: VerdictOK, Short: "R ok"}}
 	if line := rep.VerdictLine(); !strings.HasPrefix(line, "verdict: FAIL (L unknown") {
 		t.Fatalf("verdict line %q", line)
 	}

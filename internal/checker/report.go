@@ -24,7 +24,7 @@ const maxDetails = 50
 
 // Result is one checker's conclusion.
 type Result struct {
-	// Checker is "L", "W", "D" or "X".
+	// Checker is "L", "W", "D", "X" or "R".
 	Checker string  `json:"checker"`
 	Verdict Verdict `json:"verdict"`
 	// Short is the checker's part of the verdict line, e.g. "L ok ops=120".
@@ -71,11 +71,11 @@ type Options struct {
 
 // Report is the outcome of CheckAll.
 type Report struct {
-	L, W, D, X Result
+	L, W, D, X, R Result
 }
 
-// Results returns the four results in L, W, D, X order.
-func (r Report) Results() []Result { return []Result{r.L, r.W, r.D, r.X} }
+// Results returns the results in L, W, D, X, R order.
+func (r Report) Results() []Result { return []Result{r.L, r.W, r.D, r.X, r.R} }
 
 // OK reports whether every checker passed.
 func (r Report) OK() bool {
@@ -88,10 +88,10 @@ func (r Report) OK() bool {
 }
 
 // VerdictLine returns the one line a run ends with:
-// "verdict: PASS (L ok ops=…, W ok events=…, D ok, X ok)" or
+// "verdict: PASS (L ok ops=…, W ok events=…, D ok, X ok, R ok reads=…)" or
 // "verdict: FAIL (…)".
 func (r Report) VerdictLine() string {
-	parts := make([]string, 0, 4)
+	parts := make([]string, 0, 5)
 	for _, res := range r.Results() {
 		parts = append(parts, res.Short)
 	}
@@ -127,7 +127,7 @@ func (r Report) Write(w io.Writer) error {
 	return err
 }
 
-// CheckAll runs L, W, D and X over the history and, when opts.Out is set,
+// CheckAll runs L, W, D, X and R over the history and, when opts.Out is set,
 // prints the report ending in the verdict line.
 func CheckAll(h *History, opts Options) Report {
 	r := Report{
@@ -138,6 +138,7 @@ func CheckAll(h *History, opts Options) Report {
 		W: CheckWatches(h),
 		D: CheckDurable(h),
 		X: CheckLeases(h, opts.LeaseSlack),
+		R: CheckReadOrder(h),
 	}
 	if opts.Out != nil {
 		_ = r.Write(opts.Out)

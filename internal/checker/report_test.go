@@ -13,7 +13,7 @@ func TestCheckAllPass(t *testing.T) {
 	if !r.OK() {
 		t.Fatalf("good history failed:\n%s", out.String())
 	}
-	want := "verdict: PASS (L ok ops=15, W ok events=10, D ok, X ok expiries=1)"
+	want := "verdict: PASS (L ok ops=15, W ok events=10, D ok, X ok expiries=1, R ok reads=3)"
 	if line := r.VerdictLine(); line != want {
 		t.Fatalf("verdict line\n got %q\nwant %q", line, want)
 	}
@@ -25,7 +25,8 @@ func TestCheckAllPass(t *testing.T) {
 
 func TestCheckAllFail(t *testing.T) {
 	h := goodHistory()
-	// A stale read, a lost write and a split hash.
+	// A stale read (which also goes back in time), a lost write and a split
+	// hash.
 	h.Ops = append(h.Ops, get(3, map[string]string{"b": "w1"}, 200, 210, 6))
 	h.Final[0].Instances = map[string]string{}
 	h.NodeHashes[1].Hash = "bad"
@@ -34,7 +35,7 @@ func TestCheckAllFail(t *testing.T) {
 	r := CheckAll(h, Options{LinearizableTimeout: time.Minute, VisualizationPath: viz, Out: &out})
 	line := r.VerdictLine()
 	if r.OK() || !strings.HasPrefix(line, "verdict: FAIL (L violation keys=1, W violation") ||
-		!strings.Contains(line, "D violation lost=1 hashes=1") {
+		!strings.Contains(line, "D violation lost=1 hashes=1") || !strings.HasSuffix(line, "R violation back=1 reads=4)") {
 		t.Fatalf("verdict line %q", line)
 	}
 	for _, want := range []string{"key default/web/b: no linearization", "visualization: " + viz, "applied index 10"} {

@@ -24,7 +24,8 @@ const (
 
 type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// include_hash computes a hash of the registry state at the applied index.
+	// include_hash computes a hash of the registry state; hash_index is the
+	// applied index of exactly the state hashed.
 	IncludeHash   bool `protobuf:"varint,1,opt,name=include_hash,json=includeHash,proto3" json:"include_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -749,9 +750,12 @@ func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
 }
 
 type ReadIndexResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CommitIndex   uint64                 `protobuf:"varint,1,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// read_index is the index a node's state must reflect to serve a
+	// linearizable read: the last entry the state machine applies at or below
+	// the leader's commit index when its leadership confirmation began.
+	ReadIndex     uint64 `protobuf:"varint,1,opt,name=read_index,json=readIndex,proto3" json:"read_index,omitempty"`
+	Term          uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -786,9 +790,9 @@ func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
 	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
-func (x *ReadIndexResponse) GetCommitIndex() uint64 {
+func (x *ReadIndexResponse) GetReadIndex() uint64 {
 	if x != nil {
-		return x.CommitIndex
+		return x.ReadIndex
 	}
 	return 0
 }
@@ -946,9 +950,10 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"9\n" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x12\n" +
-	"\x10ReadIndexRequest\"J\n" +
-	"\x11ReadIndexResponse\x12!\n" +
-	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex\x12\x12\n" +
+	"\x10ReadIndexRequest\"F\n" +
+	"\x11ReadIndexResponse\x12\x1d\n" +
+	"\n" +
+	"read_index\x18\x01 \x01(\x04R\treadIndex\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\":\n" +
 	"\x1aSetSelfPreservationRequest\x12\x1c\n" +
 	"\tthreshold\x18\x01 \x01(\x01R\tthreshold\";\n" +

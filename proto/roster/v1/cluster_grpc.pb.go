@@ -45,8 +45,9 @@ type ClusterClient interface {
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 	// TransferLeadership asks the leader to hand over to another voter.
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
-	// ReadIndex is answered by the leader only: it confirms it still leads and
-	// returns its commit index. Followers use it for linearizable reads.
+	// ReadIndex is answered by the leader only: it takes its commit index,
+	// confirms it still leads, and returns the read index for that commit
+	// index. Followers use it for linearizable reads.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
 	// SetSelfPreservation changes the leader's self-preservation threshold
 	// while it leads (0 turns self-preservation off, so held expiries proceed
@@ -150,8 +151,9 @@ type ClusterServer interface {
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	// TransferLeadership asks the leader to hand over to another voter.
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
-	// ReadIndex is answered by the leader only: it confirms it still leads and
-	// returns its commit index. Followers use it for linearizable reads.
+	// ReadIndex is answered by the leader only: it takes its commit index,
+	// confirms it still leads, and returns the read index for that commit
+	// index. Followers use it for linearizable reads.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
 	// SetSelfPreservation changes the leader's self-preservation threshold
 	// while it leads (0 turns self-preservation off, so held expiries proceed
