@@ -72,8 +72,8 @@ type lease struct {
 	markRev uint64
 	marking bool
 	due     bool // in leaseTable.due
-	inHeap   bool
-	heapAt   time.Time // when the lease's live heap entry fires
+	inHeap  bool
+	heapAt  time.Time // when the lease's live heap entry fires
 }
 
 // next is when the lease next needs the timer's attention.
