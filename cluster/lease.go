@@ -583,7 +583,7 @@ func (t *leaseTable) timerTick(now time.Time) leaseWork {
 				continue
 			}
 			t.logger.Warn("self-preservation: lease held for the maximum; expiring it",
-				"instance", l.key.String(), "held_since", l.heldSince, "max_hold", settings.MaxHold)
+				"instance", l.key.String(), "held_since", l.heldSince.UTC().Format(time.RFC3339), "max_hold", settings.MaxHold)
 		}
 		delete(t.due, l)
 		l.due = false
