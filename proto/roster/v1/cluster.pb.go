@@ -91,7 +91,10 @@ type StatusResponse struct {
 	// whose lease expiry the leader holds; empty with self_preservation set
 	// means it holds every expiry.
 	SelfPreservationServices []string `protobuf:"bytes,17,rep,name=self_preservation_services,json=selfPreservationServices,proto3" json:"self_preservation_services,omitempty"`
-	// self_preservation_threshold is the leader's current threshold (0: off).
+	// self_preservation_threshold is the threshold in force (0: off). This
+	// and the other self_preservation_ settings below come from the
+	// answering node's own state, so every node reports the cluster's
+	// replicated settings.
 	SelfPreservationThreshold float64 `protobuf:"fixed64,18,opt,name=self_preservation_threshold,json=selfPreservationThreshold,proto3" json:"self_preservation_threshold,omitempty"`
 	// held_expiries counts leases past their deadline that the leader holds.
 	HeldExpiries uint64 `protobuf:"varint,19,opt,name=held_expiries,json=heldExpiries,proto3" json:"held_expiries,omitempty"`
