@@ -620,9 +620,10 @@ func (t *leaseTable) mark(ctx context.Context, l *lease, held bool) {
 	}
 	switch {
 	case err == nil:
-		if rev > l.markRev {
-			l.marked, l.markRev = held, rev
-		}
+		// Marked as far as this leader is concerned, even when the store
+		// left a critical instance alone: proposing again would not change
+		// that.
+		l.marked, l.markRev = held, max(l.markRev, rev)
 		if held && !l.due {
 			t.release[l] = struct{}{} // it heartbeat while being marked
 		}

@@ -469,3 +469,36 @@ func TestRegisterAdoptsItsLease(t *testing.T) {
 		t.Fatalf("leases right after Register returned: %d, want 1", got)
 	}
 }
+
+// TestHeldInstanceTurningCriticalIsMarkedOnce: a check turns a held
+// instance critical, which clears its hold mark, and a critical instance is
+// never marked. The leader must not propose a mark again at every tick.
+func TestHeldInstanceTurningCriticalIsMarkedOnce(t *testing.T) {
+	h := newLeaseHarness(t, nil)
+	fleet := ids("f", 12)
+	for _, id := range fleet {
+		h.register("web", id, 2*time.Second, 0)
+	}
+	h.keepAlive(names("web", fleet[:4]...)...)
+	h.until(3 * time.Second)
+	inst := h.instance("web", "f9")
+	if _, err := h.prop.SetHealth(context.Background(), inst.Key(), inst.RegistrationRevision, store.HealthCritical, "http GET /: 500"); err != nil {
+		t.Fatal(err)
+	}
+	h.follow()
+	h.until(13 * time.Second)
+	marks := 0
+	h.prop.mu.Lock()
+	for _, c := range h.prop.calls {
+		if c == "hold default/web/f9" {
+			marks++
+		}
+	}
+	h.prop.mu.Unlock()
+	if marks > 2 {
+		t.Fatalf("%d hold marks proposed for one held lease over 100 ticks", marks)
+	}
+	if s := h.state("web", "f9"); s != "critical" {
+		t.Fatalf("f9 is %s", s)
+	}
+}
