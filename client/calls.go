@@ -110,3 +110,12 @@ func (c *Client) TransferLeadership(ctx context.Context, req *rosterv1.TransferL
 		return rosterv1.NewClusterClient(conn).TransferLeadership(ctx, req, opts...)
 	})
 }
+
+// SetSelfPreservation changes the cluster's replicated self-preservation
+// settings (forwarded to the leader). The change sets absolute values, so
+// it is safe to send again.
+func (c *Client) SetSelfPreservation(ctx context.Context, req *rosterv1.SetSelfPreservationRequest, opts ...grpc.CallOption) (*rosterv1.SetSelfPreservationResponse, error) {
+	return call(ctx, c, true, func(ctx context.Context, conn *grpc.ClientConn) (*rosterv1.SetSelfPreservationResponse, error) {
+		return rosterv1.NewClusterClient(conn).SetSelfPreservation(ctx, req, opts...)
+	})
+}

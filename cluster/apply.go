@@ -37,6 +37,10 @@ func instanceKey(m proto.Message) string {
 		return key(c.GetNamespace(), c.GetService(), c.GetId())
 	case *raftcmdv1.Reap:
 		return key(c.GetNamespace(), c.GetService(), c.GetId())
+	case *raftcmdv1.SelfPreservation:
+		if h := c.GetHold(); h != nil {
+			return key(h.GetNamespace(), h.GetService(), h.GetId())
+		}
 	}
 	return ""
 }
@@ -172,9 +176,16 @@ func fail(ps []*proposal, err error) {
 func now() int64 { return time.Now().UnixNano() }
 
 // Register upserts an instance and returns its revision. The instance must
-// already be validated; the leader stamps the time.
+// already be validated; the leader stamps the time. A TTL registration's
+// lease is running when Register returns.
 func (n *Node) Register(ctx context.Context, inst *store.Instance) (uint64, error) {
-	return n.propose(ctx, fsm.RegisterType, &raftcmdv1.Register{Instance: store.InstanceToRecord(inst), NowUnixNs: now()})
+	rev, err := n.propose(ctx, fsm.RegisterType, &raftcmdv1.Register{Instance: store.InstanceToRecord(inst), NowUnixNs: now()})
+	if err == nil {
+		// The lease starts here, whichever front end registered, so a
+		// heartbeat sent as soon as Register returns finds it.
+		n.leases.adopt(inst, rev)
+	}
+	return rev, err
 }
 
 // Deregister removes an instance; store.ErrNotFound if it is not registered.

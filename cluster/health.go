@@ -12,14 +12,19 @@ import (
 	"github.com/roster-registry/roster/store"
 )
 
-// checkRunner runs the active health checks while this node leads. Each
-// check has its own loop; probes share a pool of CheckWorkers slots, so a
+// checkRunner runs the active health checks while this node leads. Time
+// comes from its clock and every transition goes through its proposer, so
+// tests drive it with a fake clock and fake probes. Each check has its own
+// loop; probes share a pool of CheckWorkers slots, so a
 // thousand slow targets cannot make a thousand concurrent connections.
 // Only transitions are committed, each carrying the registration revision.
 type checkRunner struct {
-	n       *Node
-	logger  hclog.Logger
-	workers int
+	logger    hclog.Logger
+	clock     clock
+	prop      proposer
+	store     *store.Store
+	workers   int
+	newProber func(*store.Check) prober
 
 	mu     sync.Mutex
 	checks map[store.Key]*checkState
@@ -47,8 +52,8 @@ type checkState struct {
 	cancel context.CancelFunc
 }
 
-func newCheckRunner(n *Node) *checkRunner {
-	return &checkRunner{n: n, logger: n.logger.Named("check"), workers: n.cfg.CheckWorkers}
+func newCheckRunner(logger hclog.Logger, clk clock, p proposer, s *store.Store, workers int) *checkRunner {
+	return &checkRunner{logger: logger, clock: clk, prop: p, store: s, workers: workers, newProber: newProber}
 }
 
 // run is the leader duty.
@@ -57,7 +62,7 @@ func (r *checkRunner) run(ctx context.Context) {
 	r.checks = map[store.Key]*checkState{}
 	r.slots = make(chan struct{}, r.workers)
 	r.mu.Unlock()
-	followInstances(ctx, r.n.store, r.sync, r.change, func(uint64) {})
+	followInstances(ctx, r.store, r.sync, r.change, func(uint64) {})
 	r.mu.Lock()
 	for _, c := range r.checks {
 		c.cancel()
@@ -123,9 +128,9 @@ func (r *checkRunner) upsert(inst *store.Instance) {
 	if c.status == store.HealthCritical {
 		// Never reap early: the critical time counts from when this leader
 		// first saw it.
-		c.criticalSince = time.Now()
+		c.criticalSince = r.clock.Now()
 	}
-	c.probe = newProber(&c.check)
+	c.probe = r.newProber(&c.check)
 	r.checks[k] = c
 	r.wg.Add(1)
 	go func() {
@@ -140,13 +145,13 @@ func (r *checkRunner) upsert(inst *store.Instance) {
 // leader do not all fire at once.
 func (r *checkRunner) loop(ctx context.Context, c *checkState) {
 	wait := time.Duration(rand.Int64N(int64(max(c.check.Interval, time.Millisecond))))
-	t := time.NewTimer(wait)
+	t := r.clock.NewTimer(wait)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		select {
 		case r.slots <- struct{}{}:
@@ -197,13 +202,13 @@ func (r *checkRunner) observe(ctx context.Context, c *checkState, h store.Health
 		}
 	}
 	if want != c.status {
-		_, err := r.n.SetHealth(ctx, c.key, c.regRev, want, reason)
+		_, err := r.prop.SetHealth(ctx, c.key, c.regRev, want, reason)
 		switch {
 		case err == nil:
 			r.logger.Debug("health transition", "instance", c.key.String(), "from", c.status, "to", want, "reason", reason)
 			c.status = want
 			if want == store.HealthCritical {
-				c.criticalSince = time.Now()
+				c.criticalSince = r.clock.Now()
 			}
 		case errors.Is(err, store.ErrStaleRegistration), errors.Is(err, store.ErrNotFound):
 			return false
@@ -213,8 +218,8 @@ func (r *checkRunner) observe(ctx context.Context, c *checkState, h store.Health
 			}
 		}
 	}
-	if c.status == store.HealthCritical && c.dca > 0 && time.Since(c.criticalSince) >= c.dca {
-		_, err := r.n.Reap(ctx, c.key, c.regRev, "critical longer than deregister_critical_after")
+	if c.status == store.HealthCritical && c.dca > 0 && r.clock.Now().Sub(c.criticalSince) >= c.dca {
+		_, err := r.prop.Reap(ctx, c.key, c.regRev, "critical longer than deregister_critical_after")
 		if err == nil || errors.Is(err, store.ErrStaleRegistration) || errors.Is(err, store.ErrNotFound) {
 			return false
 		}
@@ -223,7 +228,7 @@ func (r *checkRunner) observe(ctx context.Context, c *checkState, h store.Health
 }
 
 func (r *checkRunner) leaseExpired(c *checkState) bool {
-	inst, err := r.n.store.View().Instance(nil, c.key)
+	inst, err := r.store.View().Instance(nil, c.key)
 	return err == nil && inst.Status == store.HealthCritical && inst.StatusReason == ReasonLeaseExpired
 }
 

@@ -6,17 +6,33 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
 
 	"github.com/roster-registry/roster/store"
 )
 
-// ReasonLeaseExpired is the status reason of an instance whose TTL lease
-// ran out; a heartbeat turns such an instance passing again.
-const ReasonLeaseExpired = "ttl expired"
+// Status reasons the lease table writes.
+const (
+	// ReasonLeaseExpired is the status reason of an instance whose TTL
+	// lease ran out; a heartbeat turns such an instance passing again.
+	ReasonLeaseExpired = "ttl expired"
+	// ReasonHeartbeatResumed is the status reason of an instance whose
+	// heartbeats came back after its lease expired or was held.
+	ReasonHeartbeatResumed = "heartbeat resumed"
+	// ReasonHeldPrefix starts the status reason of an instance whose lease
+	// ran out while self-preservation holds its expiry; the rest says since
+	// when and until when at the latest.
+	ReasonHeldPrefix = "held by self-preservation"
+)
+
+// heldReason is the status reason of a lease held since since.
+func heldReason(since time.Time, maxHold time.Duration) string {
+	return fmt.Sprintf("%s since %s, expires at %s at the latest: no heartbeat within the ttl",
+		ReasonHeldPrefix, since.UTC().Format(time.RFC3339), since.Add(maxHold).UTC().Format(time.RFC3339))
+}
 
 // Lease errors.
 var (
@@ -47,9 +63,17 @@ type lease struct {
 	// revived: one of them has since the lease was last found expired.
 	reviving int
 	revived  bool
-	due      bool // in leaseTable.due
-	inHeap   bool
-	heapAt   time.Time // when the lease's live heap entry fires
+	// heldSince: self-preservation has held this lease's expiry since
+	// then (zero: not held). A heartbeat ends the hold.
+	heldSince time.Time
+	// marked: the store shows the hold (held_since and status reason), as
+	// of markRev; marking: a hold mark or its release is being committed.
+	marked  bool
+	markRev uint64
+	marking bool
+	due     bool // in leaseTable.due
+	inHeap  bool
+	heapAt  time.Time // when the lease's live heap entry fires
 }
 
 // next is when the lease next needs the timer's attention.
@@ -86,26 +110,34 @@ type serviceKey struct{ namespace, service string }
 
 func (s serviceKey) String() string { return s.namespace + "/" + s.service }
 
-// leaseTable runs the TTL leases while this node leads.
+// leaseTable runs the TTL leases while this node leads. Time comes from
+// its clock and every write goes through its proposer, so the whole lease
+// logic runs in tests on a fake clock.
 type leaseTable struct {
-	n      *Node
-	logger hclog.Logger
-	tick   time.Duration
-	window time.Duration
-	minSP  int
-	grace  time.Duration
+	logger   hclog.Logger
+	clock    clock
+	prop     proposer
+	store    *store.Store
+	isLeader func() bool
+	tick     time.Duration
+	grace    time.Duration
+	defaults SelfPreservationSettings
+	// beforeChange, when set, runs before each followed change (tests).
+	beforeChange atomic.Pointer[func()]
 
-	mu        sync.Mutex
-	active    bool
-	seen      uint64 // the history revision the table has caught up with
-	threshold float64
-	leases    map[store.Key]*lease
-	perSvc    map[serviceKey]int
-	timers    leaseHeap
-	due       map[*lease]struct{}
-	recent    []recentExpiry
-	sp        SelfPreservation
-	spSvc     map[serviceKey]bool
+	mu     sync.Mutex
+	active bool
+	seen   uint64 // the history revision the table has caught up with
+	cur    SelfPreservationSettings
+	leases map[store.Key]*lease
+	perSvc map[serviceKey]int
+	timers leaseHeap
+	due    map[*lease]struct{}
+	// release: held leases that heartbeat again, whose mark is to go.
+	release map[*lease]struct{}
+	recent  []recentExpiry
+	sp      SelfPreservation
+	spSvc   map[serviceKey]bool
 }
 
 type recentExpiry struct {
@@ -113,76 +145,105 @@ type recentExpiry struct {
 	svc serviceKey
 }
 
-func newLeaseTable(n *Node) *leaseTable {
+func newLeaseTable(logger hclog.Logger, clk clock, p proposer, s *store.Store, isLeader func() bool, cfg *Config) *leaseTable {
 	return &leaseTable{
-		n:         n,
-		logger:    n.logger.Named("lease"),
-		tick:      n.cfg.LeaseTick,
-		window:    n.cfg.SelfPreservationWindow,
-		minSP:     n.cfg.SelfPreservationMinLeases,
-		grace:     n.cfg.leaderLeaseTimeout(),
-		threshold: n.cfg.selfPreservationThreshold(),
+		logger:   logger,
+		clock:    clk,
+		prop:     p,
+		store:    s,
+		isLeader: isLeader,
+		tick:     cfg.LeaseTick,
+		grace:    cfg.leaderLeaseTimeout(),
+		defaults: cfg.selfPreservationDefaults(),
 	}
+}
+
+// settings returns the self-preservation settings in force now.
+func (t *leaseTable) settings() SelfPreservationSettings {
+	return overlay(t.defaults, t.store.View().SelfPreservation())
+}
+
+// start resets the table for a new term.
+func (t *leaseTable) start() {
+	cur := t.settings()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.active = true
+	t.seen = 0
+	t.cur = cur
+	t.leases = map[store.Key]*lease{}
+	t.perSvc = map[serviceKey]int{}
+	t.timers = nil
+	t.due = map[*lease]struct{}{}
+	t.release = map[*lease]struct{}{}
+	t.recent = nil
+	t.sp = SelfPreservation{}
+	t.spSvc = nil
+}
+
+// stop forgets everything when the term ends.
+func (t *leaseTable) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.active = false
+	t.leases, t.perSvc, t.timers, t.due, t.release, t.recent = nil, nil, nil, nil, nil, nil
+	t.sp, t.spSvc = SelfPreservation{}, nil
 }
 
 // run is the leader duty: load every lease with a full TTL from now, follow
 // registrations, expire what runs out. It ends when leadership is lost.
 func (t *leaseTable) run(ctx context.Context) {
-	t.mu.Lock()
-	t.active = true
-	t.seen = 0
-	t.threshold = t.n.cfg.selfPreservationThreshold()
-	t.leases = map[store.Key]*lease{}
-	t.perSvc = map[serviceKey]int{}
-	t.timers = nil
-	t.due = map[*lease]struct{}{}
-	t.recent = nil
-	t.sp = SelfPreservation{Threshold: t.threshold}
-	t.spSvc = nil
-	t.mu.Unlock()
-	defer func() {
-		t.mu.Lock()
-		t.active = false
-		t.leases, t.perSvc, t.timers, t.due, t.recent = nil, nil, nil, nil, nil
-		t.sp, t.spSvc = SelfPreservation{}, nil
-		t.mu.Unlock()
-	}()
+	t.start()
+	defer t.stop()
 
 	follow := make(chan struct{})
 	go func() {
 		defer close(follow)
-		followInstances(ctx, t.n.store, t.sync, t.change, t.caughtUp)
+		followInstances(ctx, t.store, t.sync, t.change, t.caughtUp)
 	}()
 	defer func() { <-follow }()
 
-	ticker := time.NewTicker(t.tick)
+	ticker := t.clock.NewTicker(t.tick)
 	defer ticker.Stop()
 	sem := make(chan struct{}, 64)
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
+	spawn := func(fn func()) {
+		sem <- struct{}{}
+		inflight.Add(1)
+		go func() {
+			defer func() { <-sem; inflight.Done() }()
+			fn()
+		}()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
+		case <-ticker.C():
 		}
-		expire, reap := t.timerTick(time.Now())
-		for _, l := range expire {
-			sem <- struct{}{}
-			inflight.Add(1)
-			go func() {
-				defer func() { <-sem; inflight.Done() }()
-				t.expire(ctx, l)
-			}()
-		}
-		for _, l := range reap {
-			sem <- struct{}{}
-			inflight.Add(1)
-			go func() {
-				defer func() { <-sem; inflight.Done() }()
-				t.reap(ctx, l, "critical longer than deregister_critical_after")
-			}()
-		}
+		t.timerTick(t.clock.Now()).do(ctx, t, spawn)
+	}
+}
+
+// leaseWork is what one timer tick decided to commit.
+type leaseWork struct {
+	expire, reap, hold, release []*lease
+}
+
+// do commits the work, each item through spawn.
+func (w leaseWork) do(ctx context.Context, t *leaseTable, spawn func(func())) {
+	for _, l := range w.expire {
+		spawn(func() { t.expire(ctx, l) })
+	}
+	for _, l := range w.reap {
+		spawn(func() { t.reap(ctx, l, "critical longer than deregister_critical_after") })
+	}
+	for _, l := range w.hold {
+		spawn(func() { t.mark(ctx, l, true) })
+	}
+	for _, l := range w.release {
+		spawn(func() { t.mark(ctx, l, false) })
 	}
 }
 
@@ -190,7 +251,7 @@ func (t *leaseTable) run(ctx context.Context) {
 // leader lease timeout, covering heartbeats a deposed leader acknowledged
 // just before it stepped down) from now.
 func (t *leaseTable) sync(v *store.View, rev uint64) {
-	now := time.Now()
+	now := t.clock.Now()
 	present := map[store.Key]bool{}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -220,6 +281,9 @@ func (t *leaseTable) sync(v *store.View, rev uint64) {
 
 // change follows one committed change.
 func (t *leaseTable) change(ev *store.Event) {
+	if hook := t.beforeChange.Load(); hook != nil {
+		(*hook)()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.leases[ev.Key]
@@ -240,9 +304,14 @@ func (t *leaseTable) change(ev *store.Event) {
 			return
 		}
 		if l != nil && l.regRev == inst.RegistrationRevision {
-			return // a health or drain change of a known lease
+			// A health, drain or hold change of a known lease: a status
+			// change clears a hold mark.
+			if inst.ModRevision > l.markRev {
+				l.marked, l.markRev = inst.HeldSince != 0, inst.ModRevision
+			}
+			return
 		}
-		t.put(inst, time.Now())
+		t.put(inst, t.clock.Now())
 	}
 }
 
@@ -270,12 +339,12 @@ func (t *leaseTable) adopt(inst *store.Instance, rev uint64) {
 	// The registration may already be gone (deregistered or replaced in a
 	// later revision the history follower has not reached yet): a lease for
 	// it would let heartbeats succeed on an instance nobody can discover.
-	if cur, err := t.n.store.View().Instance(nil, inst.Key()); err != nil || cur.RegistrationRevision != rev {
+	if cur, err := t.store.View().Instance(nil, inst.Key()); err != nil || cur.RegistrationRevision != rev {
 		return
 	}
 	c := *inst
 	c.RegistrationRevision = rev
-	t.put(&c, time.Now())
+	t.put(&c, t.clock.Now())
 }
 
 // put starts a lease for inst, replacing any older one; t.mu is held.
@@ -286,6 +355,11 @@ func (t *leaseTable) put(inst *store.Instance, now time.Time) *lease {
 	}
 	l := &lease{key: k, regRev: inst.RegistrationRevision, ttl: inst.TTL, dca: inst.DeregisterCriticalAfter,
 		deadline: now.Add(inst.TTL), lastRenew: now}
+	if inst.HeldSince != 0 {
+		// Held under an earlier leader: the hold keeps its start, so a
+		// failover never extends it beyond the maximum.
+		l.marked, l.markRev, l.heldSince = true, inst.ModRevision, time.Unix(0, inst.HeldSince)
+	}
 	t.leases[k] = l
 	t.perSvc[serviceKey{k.Namespace, k.Service}]++
 	t.schedule(l)
@@ -300,6 +374,7 @@ func (t *leaseTable) drop(l *lease) {
 	}
 	delete(t.leases, l.key)
 	delete(t.due, l)
+	delete(t.release, l)
 	l.due = false
 	sk := serviceKey{l.key.Namespace, l.key.Service}
 	if t.perSvc[sk]--; t.perSvc[sk] <= 0 {
@@ -341,7 +416,7 @@ func (t *leaseTable) renew(k store.Key) (renewal, error) {
 		}
 		// Ask raft, not our own flag: after a step-down the duty stops a
 		// moment later, and a deposed leader must not acknowledge anything.
-		if t.n.raft.State() != raft.Leader {
+		if !t.isLeader() {
 			t.mu.Unlock()
 			return renewal{}, ErrNotLeader
 		}
@@ -361,11 +436,16 @@ func (t *leaseTable) renew(k store.Key) (renewal, error) {
 			t.mu.Unlock()
 			return renewal{}, fmt.Errorf("heartbeat %s: %w", k, errLeaseExpiring)
 		}
-		now := time.Now()
+		now := t.clock.Now()
 		l.deadline, l.lastRenew = now.Add(l.ttl), now
 		if l.due {
 			l.due = false
 			delete(t.due, l)
+		}
+		// A heartbeat ends a hold; its mark goes at the next tick.
+		l.heldSince = time.Time{}
+		if l.marked || l.marking {
+			t.release[l] = struct{}{}
 		}
 		// While a revival is being committed, the instance is still critical
 		// in the log: a heartbeat then must commit it too before it is
@@ -389,7 +469,7 @@ func (t *leaseTable) renew(k store.Key) (renewal, error) {
 // registered without a TTL, or registered after what the table has followed
 // (then it is adopted).
 func (t *leaseTable) lookup(k store.Key, seen uint64) error {
-	inst, err := t.n.store.View().Instance(nil, k)
+	inst, err := t.store.View().Instance(nil, k)
 	if err != nil {
 		return fmt.Errorf("heartbeat %s: %w", k, err)
 	}
@@ -427,15 +507,23 @@ func (t *leaseTable) reviveDone(k store.Key, regRev uint64, err error) {
 	}
 	if l.reviving == 0 && !l.revived && !l.expiring {
 		l.expired = true
-		l.reapAt = time.Now().Add(l.dca)
+		l.reapAt = t.clock.Now().Add(l.dca)
 	}
 }
 
-// timerTick collects what is due at now: leases to expire (unless held by
-// self-preservation) and expired leases to reap.
-func (t *leaseTable) timerTick(now time.Time) (expire, reap []*lease) {
+// timerTick collects what is due at now: leases to expire, expired leases
+// to reap, and the hold marks to commit or release. A lease whose expiry
+// self-preservation holds stays due; once it has been held for the maximum
+// hold it expires all the same.
+func (t *leaseTable) timerTick(now time.Time) leaseWork {
+	settings := t.settings()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var w leaseWork
+	if !t.active {
+		return w
+	}
+	t.cur = settings
 	for len(t.timers) > 0 && !t.timers[0].at.After(now) {
 		e := heap.Pop(&t.timers).(leaseEntry)
 		l := e.l
@@ -452,35 +540,103 @@ func (t *leaseTable) timerTick(now time.Time) (expire, reap []*lease) {
 		}
 		if l.expired {
 			l.expiring = true
-			reap = append(reap, l)
+			w.reap = append(w.reap, l)
 			continue
 		}
 		l.due = true
 		t.due[l] = struct{}{}
 	}
 	cut := 0
-	for cut < len(t.recent) && now.Sub(t.recent[cut].at) > t.window {
+	for cut < len(t.recent) && now.Sub(t.recent[cut].at) > settings.Window {
 		cut++
 	}
 	t.recent = t.recent[cut:]
-	if len(t.due) == 0 {
-		t.setSelfPreservation(false, nil, 0)
-		return expire, reap
+	for l := range t.release {
+		if t.leases[l.key] != l || !l.marked || l.due || l.expiring {
+			delete(t.release, l)
+			continue
+		}
+		if l.marking {
+			continue // a mark still in flight; released once it lands
+		}
+		delete(t.release, l)
+		l.marking = true
+		w.release = append(w.release, l)
 	}
-	all, held := t.assess(now)
-	t.setSelfPreservation(all, held, len(t.due))
+	if len(t.due) == 0 {
+		t.setSelfPreservation(false, nil, 0, settings)
+		return w
+	}
+	all, held := t.assess(now, settings)
+	t.setSelfPreservation(all, held, len(t.due), settings)
 	for l := range t.due {
 		sk := serviceKey{l.key.Namespace, l.key.Service}
 		if all || held[sk] {
-			continue
+			if l.heldSince.IsZero() {
+				l.heldSince = now
+			}
+			if now.Sub(l.heldSince) < settings.MaxHold {
+				if !l.marked && !l.marking {
+					l.marking = true
+					w.hold = append(w.hold, l)
+				}
+				continue
+			}
+			t.logger.Warn("self-preservation: lease held for the maximum; expiring it",
+				"instance", l.key.String(), "held_since", l.heldSince.UTC().Format(time.RFC3339), "max_hold", settings.MaxHold)
 		}
 		delete(t.due, l)
 		l.due = false
 		l.expiring = true
 		t.recent = append(t.recent, recentExpiry{at: now, svc: sk})
-		expire = append(expire, l)
+		w.expire = append(w.expire, l)
 	}
-	return expire, reap
+	return w
+}
+
+// mark commits a hold mark of a held lease (held), or its release once
+// heartbeats are back.
+func (t *leaseTable) mark(ctx context.Context, l *lease, held bool) {
+	var since time.Time
+	reason := ReasonHeartbeatResumed
+	t.mu.Lock()
+	if held {
+		if l.heldSince.IsZero() {
+			// It heartbeat after the tick that decided to mark it.
+			l.marking = false
+			t.mu.Unlock()
+			return
+		}
+		since = l.heldSince
+		reason = heldReason(since, t.cur.MaxHold)
+	}
+	t.mu.Unlock()
+	rev, err := t.prop.holdMark(ctx, l.key, l.regRev, since, reason)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l.marking = false
+	if t.leases == nil || t.leases[l.key] != l {
+		return
+	}
+	switch {
+	case err == nil:
+		// Marked as far as this leader is concerned, even when the store
+		// left a critical instance alone: proposing again would not change
+		// that.
+		l.marked, l.markRev = held, max(l.markRev, rev)
+		if held && !l.due {
+			t.release[l] = struct{}{} // it heartbeat while being marked
+		}
+	case errors.Is(err, store.ErrStaleRegistration), errors.Is(err, store.ErrNotFound):
+		t.drop(l)
+	default:
+		if ctx.Err() == nil {
+			t.logger.Warn("committing a self-preservation hold mark failed; will retry", "instance", l.key.String(), "error", err)
+		}
+		if !held {
+			t.release[l] = struct{}{}
+		}
+	}
 }
 
 // expire commits the end of a lease: the instance turns critical when it
@@ -490,7 +646,7 @@ func (t *leaseTable) expire(ctx context.Context, l *lease) {
 		t.reap(ctx, l, ReasonLeaseExpired)
 		return
 	}
-	_, err := t.n.SetHealth(ctx, l.key, l.regRev, store.HealthCritical, ReasonLeaseExpired)
+	_, err := t.prop.SetHealth(ctx, l.key, l.regRev, store.HealthCritical, ReasonLeaseExpired)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.leases == nil || t.leases[l.key] != l {
@@ -500,7 +656,8 @@ func (t *leaseTable) expire(ctx context.Context, l *lease) {
 	case err == nil:
 		l.expiring = false
 		l.expired = true
-		l.reapAt = time.Now().Add(l.dca)
+		l.heldSince, l.marked = time.Time{}, false
+		l.reapAt = t.clock.Now().Add(l.dca)
 		t.schedule(l)
 	case errors.Is(err, store.ErrStaleRegistration), errors.Is(err, store.ErrNotFound):
 		t.drop(l)
@@ -511,7 +668,7 @@ func (t *leaseTable) expire(ctx context.Context, l *lease) {
 
 // reap removes the registration of an expired lease.
 func (t *leaseTable) reap(ctx context.Context, l *lease, reason string) {
-	_, err := t.n.Reap(ctx, l.key, l.regRev, reason)
+	_, err := t.prop.Reap(ctx, l.key, l.regRev, reason)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.leases == nil || t.leases[l.key] != l {

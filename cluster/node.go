@@ -87,18 +87,24 @@ type Config struct {
 	Store store.Options
 
 	// LeaseTick is the lease timer's granularity: an instance that stops
-	// heartbeating is expired within TTL plus one tick (default 100ms).
+	// heartbeating is expired within TTL plus one tick (default
+	// DefaultLeaseTick).
 	LeaseTick time.Duration
 	// SelfPreservationThreshold is the share of leases (of all, or of one
 	// service's) that may expire within SelfPreservationWindow before the
-	// leader holds expiry. Zero means the default 0.5; negative turns
-	// self-preservation off.
-	SelfPreservationThreshold float64
-	// SelfPreservationWindow is the window "at once" means (default 10s).
+	// leader holds expiry. nil means DefaultSelfPreservationThreshold; 0
+	// turns self-preservation off. The operator's replicated setting, once
+	// made, overrides it on every leader.
+	SelfPreservationThreshold *float64
+	// SelfPreservationWindow is the window "at once" means (default
+	// DefaultSelfPreservationWindow).
 	SelfPreservationWindow time.Duration
 	// SelfPreservationMinLeases: a group of fewer leases never trips
-	// self-preservation (default 3).
+	// self-preservation (default DefaultSelfPreservationMinLeases).
 	SelfPreservationMinLeases int
+	// SelfPreservationMaxHold bounds how long one lease's expiry is held
+	// (default DefaultSelfPreservationMaxHold); then it expires.
+	SelfPreservationMaxHold time.Duration
 	// CheckWorkers bounds how many health checks run at once (default 32).
 	CheckWorkers int
 
@@ -163,33 +169,29 @@ func (c *Config) setDefaults() error {
 		c.ApplyTimeout = 5 * time.Second
 	}
 	if c.LeaseTick <= 0 {
-		c.LeaseTick = 100 * time.Millisecond
+		c.LeaseTick = DefaultLeaseTick
 	}
 	if c.SelfPreservationWindow <= 0 {
-		c.SelfPreservationWindow = 10 * time.Second
+		c.SelfPreservationWindow = DefaultSelfPreservationWindow
 	}
 	if c.SelfPreservationMinLeases <= 0 {
-		c.SelfPreservationMinLeases = 3
+		c.SelfPreservationMinLeases = DefaultSelfPreservationMinLeases
 	}
-	if c.SelfPreservationThreshold > 1 {
-		return fmt.Errorf("self-preservation threshold %v must be at most 1 (negative turns it off)", c.SelfPreservationThreshold)
+	if c.SelfPreservationMaxHold == 0 {
+		c.SelfPreservationMaxHold = DefaultSelfPreservationMaxHold
+	}
+	if err := checkMaxHold(c.SelfPreservationMaxHold); err != nil {
+		return err
+	}
+	if c.SelfPreservationThreshold != nil {
+		if err := checkThreshold(*c.SelfPreservationThreshold); err != nil {
+			return err
+		}
 	}
 	if c.CheckWorkers <= 0 {
 		c.CheckWorkers = 32
 	}
 	return nil
-}
-
-// selfPreservationThreshold is the configured threshold, 0 when off.
-func (c *Config) selfPreservationThreshold() float64 {
-	switch {
-	case c.SelfPreservationThreshold < 0:
-		return 0
-	case c.SelfPreservationThreshold == 0:
-		return 0.5
-	default:
-		return c.SelfPreservationThreshold
-	}
 }
 
 // leaderLeaseTimeout is how long a deposed leader may go on believing it
@@ -264,8 +266,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
 	n.fsm.SetHooks(cfg.TestHooks.FSM)
-	n.leases = newLeaseTable(n)
-	n.checks = newCheckRunner(n)
+	n.leases = newLeaseTable(n.logger.Named("lease"), realClock{}, n, n.store, n.IsLeader, &n.cfg)
+	n.checks = newCheckRunner(n.logger.Named("check"), realClock{}, n, n.store, n.cfg.CheckWorkers)
 	n.OnLeader(n.leases.run)
 	n.OnLeader(n.checks.run)
 	ok := false

@@ -8,8 +8,12 @@ import (
 // Self-preservation: when more than a share of all leases, or of one
 // service's, would expire within a short window, the cause is far more
 // likely a network problem between clients and the cluster than that many
-// crashes, so the leader holds those expiries until heartbeats return or an
-// operator turns it off. Explicit deregistrations are never held.
+// crashes, so the leader holds those expiries until heartbeats return, an
+// operator turns it off, or a lease has been held for the maximum hold.
+// Groups smaller than the minimum lease count never trip. A held lease's
+// instance stays as it was, with a status reason saying it is held, since
+// when and until when at the latest. Explicit deregistrations are never
+// held.
 
 // SelfPreservation describes what the leader holds.
 type SelfPreservation struct {
@@ -21,19 +25,17 @@ type SelfPreservation struct {
 	Services []string
 	// Held counts leases past their deadline that are being held.
 	Held int
-	// Threshold in force (0: self-preservation is off).
-	Threshold float64
 }
 
 // assess decides whether expiry must be held: within the window, more than
-// the threshold share of all leases, or of one service's (with at least
-// minSP leases), would expire. "Would expire" counts leases already past
+// the threshold share of all leases (at least the minimum lease count of
+// them), or of one service's (at least its minimum), would expire. "Would expire" counts leases already past
 // their deadline, leases expired in the last window, and silent leases
 // (no heartbeat for over half their TTL) whose deadline falls within the
 // window: the signature of clients cut off from the cluster, seen before
 // most of them have expired.
-func (t *leaseTable) assess(now time.Time) (all bool, held map[serviceKey]bool) {
-	if t.threshold <= 0 {
+func (t *leaseTable) assess(now time.Time, s SelfPreservationSettings) (all bool, held map[serviceKey]bool) {
+	if s.Threshold <= 0 {
 		return false, nil
 	}
 	type count struct{ total, dying int }
@@ -47,7 +49,7 @@ func (t *leaseTable) assess(now time.Time) (all bool, held map[serviceKey]bool) 
 		}
 		return c
 	}
-	horizon := now.Add(t.window)
+	horizon := now.Add(s.Window)
 	for _, l := range t.leases {
 		if l.expired {
 			continue
@@ -67,14 +69,14 @@ func (t *leaseTable) assess(now time.Time) (all bool, held map[serviceKey]bool) 
 		sum.total++
 		sum.dying++
 	}
-	trips := func(c count) bool {
-		return c.total >= t.minSP && float64(c.dying) > t.threshold*float64(c.total)
+	trips := func(c count, minLeases int) bool {
+		return c.total >= minLeases && float64(c.dying) > s.Threshold*float64(c.total)
 	}
-	if trips(sum) {
+	if trips(sum, s.MinLeases) {
 		return true, nil
 	}
 	for sk, c := range counts {
-		if trips(*c) {
+		if trips(*c, s.minLeases(sk)) {
 			if held == nil {
 				held = map[serviceKey]bool{}
 			}
@@ -86,7 +88,7 @@ func (t *leaseTable) assess(now time.Time) (all bool, held map[serviceKey]bool) 
 
 // setSelfPreservation publishes the hold state and logs its changes; t.mu
 // is held.
-func (t *leaseTable) setSelfPreservation(all bool, held map[serviceKey]bool, due int) {
+func (t *leaseTable) setSelfPreservation(all bool, held map[serviceKey]bool, due int, s SelfPreservationSettings) {
 	active := all || len(held) > 0
 	was := t.sp.Active
 	changed := active != was || all != t.sp.All || len(held) != len(t.spSvc)
@@ -103,12 +105,13 @@ func (t *leaseTable) setSelfPreservation(all bool, held map[serviceKey]bool, due
 		names = append(names, sk.String())
 	}
 	slices.Sort(names)
-	t.sp = SelfPreservation{Active: active, All: all, Services: names, Threshold: t.threshold}
+	t.sp = SelfPreservation{Active: active, All: all, Services: names}
 	t.spSvc = held
 	switch {
 	case active:
 		t.logger.Warn("self-preservation: holding lease expiry; too many leases would expire at once",
-			"all", all, "services", names, "due", due, "leases", len(t.leases), "threshold", t.threshold, "window", t.window)
+			"all", all, "services", names, "due", due, "leases", len(t.leases), "threshold", s.Threshold, "window", s.Window,
+			"min_leases", s.MinLeases, "max_hold", s.MaxHold)
 	case was:
 		t.logger.Info("self-preservation lifted; lease expiry resumes", "due", due, "leases", len(t.leases))
 	}
@@ -120,21 +123,9 @@ func (t *leaseTable) selfPreservation() SelfPreservation {
 	sp := t.sp
 	sp.Services = append([]string(nil), t.sp.Services...)
 	if t.active {
-		sp.Threshold = t.threshold
 		sp.Held = len(t.due)
 	}
 	return sp
-}
-
-func (t *leaseTable) setThreshold(v float64) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.active {
-		return ErrLeaderNotReady
-	}
-	t.threshold = v
-	t.logger.Info("self-preservation threshold set", "threshold", v)
-	return nil
 }
 
 func (t *leaseTable) holds(namespace, service string) bool {

@@ -24,6 +24,9 @@ const (
 	UpsertMemberType   CommandType = 6
 	RemoveMemberType   CommandType = 7
 	BatchType          CommandType = 8
+	// SelfPreservationType changes the replicated self-preservation
+	// settings or marks a lease held (raftcmd.SelfPreservation).
+	SelfPreservationType CommandType = 9
 
 	// SkippableFlag marks a command that older nodes may safely ignore.
 	SkippableFlag CommandType = 0x80

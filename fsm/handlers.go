@@ -50,6 +50,25 @@ var handlers = map[CommandType]handler{
 	RemoveMemberType: typed(func(w *store.WriteTxn, c *raftcmdv1.RemoveMember) (uint64, error) {
 		return 0, w.RemoveMember(c.NodeId)
 	}),
+	SelfPreservationType: typed(applySelfPreservation),
+}
+
+// applySelfPreservation applies a settings change or a hold mark.
+func applySelfPreservation(w *store.WriteTxn, c *raftcmdv1.SelfPreservation) (uint64, error) {
+	switch ch := c.Change.(type) {
+	case *raftcmdv1.SelfPreservation_Settings:
+		set := store.SelfPreservationSettings{}
+		if ch.Settings.GetSet() != nil {
+			set = store.SelfPreservationSettingsFromRecord(ch.Settings.Set)
+		}
+		return 0, w.ChangeSelfPreservation(ch.Settings.GetReset_(), set)
+	case *raftcmdv1.SelfPreservation_Hold:
+		h := ch.Hold
+		k := store.Key{Namespace: h.Namespace, Service: h.Service, ID: h.Id}
+		return w.SetHeld(k, h.RegistrationRevision, h.HeldSinceUnixNs, h.Reason)
+	default:
+		return 0, fmt.Errorf("%w: self-preservation command without a change", errDecode)
+	}
 }
 
 // typed adapts a function of a decoded message to a handler.

@@ -24,7 +24,7 @@ type snapshot struct {
 }
 
 // Persist writes: header, then one length-delimited record per instance,
-// service revision and member, then an end record with the count.
+// service revision and member, the self-preservation settings when set, then an end record with the count.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.write(sink); err != nil {
 		_ = sink.Cancel()
@@ -71,6 +71,10 @@ func (s *snapshot) write(sink io.Writer) error {
 	for _, m := range members {
 		put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Member{
 			Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr}}})
+	}
+	if sp := s.view.SelfPreservation(); !sp.IsZero() {
+		put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Settings{
+			Settings: store.SelfPreservationSettingsToRecord(sp)}})
 	}
 	if werr != nil {
 		return werr
@@ -124,6 +128,10 @@ func restore(s *store.Store, r io.Reader) (uint64, error) {
 					return fmt.Errorf("record %d: member without node id", n)
 				}
 				if err := rs.Member(&store.Member{NodeID: r.Member.NodeId, RaftAddr: r.Member.RaftAddr, APIAddr: r.Member.ApiAddr}); err != nil {
+					return err
+				}
+			case *raftcmdv1.SnapshotRecord_Settings:
+				if err := rs.SelfPreservation(store.SelfPreservationSettingsFromRecord(r.Settings)); err != nil {
 					return err
 				}
 			case *raftcmdv1.SnapshotRecord_End:

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -30,11 +31,16 @@ func (s *Server) Status(ctx context.Context, req *rosterv1.StatusRequest) (*rost
 	}
 	out.Instances = uint64(s.node.Store().View().Count())
 	out.Leases = uint64(s.node.Leases())
+	set := s.node.SelfPreservationSettings()
+	out.SelfPreservationThreshold = set.Threshold
+	out.SelfPreservationMinLeases = uint32(set.MinLeases)
+	out.SelfPreservationMaxHold = durationpb.New(set.MaxHold)
+	out.SelfPreservationWindow = durationpb.New(set.Window)
+	out.SelfPreservationServiceMinLeases = serviceMinLeases(set.ServiceMinLeases)
 	if s.node.IsLeader() {
 		sp := s.node.SelfPreservation()
 		out.SelfPreservation = sp.Active
 		out.SelfPreservationServices = sp.Services
-		out.SelfPreservationThreshold = sp.Threshold
 		out.HeldExpiries = uint64(sp.Held)
 	} else {
 		out.SelfPreservation, out.SelfPreservationServices = s.sp.snapshot()
@@ -135,20 +141,75 @@ func (s *Server) ReadIndex(ctx context.Context, _ *rosterv1.ReadIndexRequest) (*
 	return &rosterv1.ReadIndexResponse{ReadIndex: idx, Term: s.node.Status().Term}, nil
 }
 
-// SetSelfPreservation implements rosterv1.ClusterServer: it changes the
-// leader's self-preservation threshold for its term (0 turns it off).
+// SetSelfPreservation implements rosterv1.ClusterServer: it commits a
+// change of the replicated self-preservation settings. A request that sets
+// nothing turns self-preservation off, as threshold 0 did before the other
+// fields existed.
 func (s *Server) SetSelfPreservation(ctx context.Context, req *rosterv1.SetSelfPreservationRequest) (*rosterv1.SetSelfPreservationResponse, error) {
-	if req.Threshold < 0 || req.Threshold > 1 || req.Threshold != req.Threshold {
-		return nil, invalidf("threshold %v must be between 0 (off) and 1", req.Threshold)
+	change, err := selfPreservationChange(req)
+	if err != nil {
+		return nil, err
 	}
 	return onLeader(ctx, s, repeatable,
 		func(ctx context.Context) (*rosterv1.SetSelfPreservationResponse, error) {
-			if err := s.node.SetSelfPreservationThreshold(req.Threshold); err != nil {
+			set, err := s.node.SetSelfPreservation(ctx, change)
+			if err != nil {
 				return nil, err
 			}
-			return &rosterv1.SetSelfPreservationResponse{Threshold: s.node.SelfPreservation().Threshold}, nil
+			return &rosterv1.SetSelfPreservationResponse{
+				Threshold: set.Threshold, MinLeases: uint32(set.MinLeases), MaxHold: durationpb.New(set.MaxHold),
+				ServiceMinLeases: serviceMinLeases(set.ServiceMinLeases), Window: durationpb.New(set.Window),
+			}, nil
 		},
 		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.SetSelfPreservationResponse, error) {
 			return rosterv1.NewClusterClient(cc).SetSelfPreservation(ctx, req)
 		})
+}
+
+// selfPreservationChange validates a request and converts it.
+func selfPreservationChange(req *rosterv1.SetSelfPreservationRequest) (cluster.SelfPreservationChange, error) {
+	c := cluster.SelfPreservationChange{Reset: req.Reset_, Threshold: req.Threshold}
+	if req.MinLeases != nil {
+		v := int(*req.MinLeases)
+		c.MinLeases = &v
+	}
+	if req.MaxHold != nil {
+		if err := req.MaxHold.CheckValid(); err != nil {
+			return c, invalidf("max_hold: %v", err)
+		}
+		d := req.MaxHold.AsDuration()
+		c.MaxHold = &d
+	}
+	for svc, n := range req.ServiceMinLeases {
+		ns, name, ok := strings.Cut(svc, "/")
+		if !ok {
+			return c, invalidf("service_min_leases key %q must be namespace/service", truncate(svc))
+		}
+		if _, err := validateNamespace(ns); err != nil {
+			return c, err
+		}
+		if err := validateService(name); err != nil {
+			return c, err
+		}
+		if c.ServiceMinLeases == nil {
+			c.ServiceMinLeases = map[string]int{}
+		}
+		c.ServiceMinLeases[svc] = int(n)
+	}
+	if c.IsZero() {
+		off := 0.0
+		c.Threshold = &off
+	}
+	return c, c.Validate()
+}
+
+func serviceMinLeases(m map[string]int) map[string]uint32 {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]uint32, len(m))
+	for k, v := range m {
+		out[k] = uint32(v)
+	}
+	return out
 }

@@ -64,7 +64,7 @@ func toStatus(err error) error {
 		return withReason(codes.NotFound, err.Error(), ReasonNotFound)
 	case errors.Is(err, cluster.ErrNoLease):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, cluster.ErrInvalidThreshold):
+	case errors.Is(err, cluster.ErrInvalidSelfPreservation):
 		return withReason(codes.InvalidArgument, err.Error(), ReasonInvalid)
 	case errors.Is(err, store.ErrStaleRegistration):
 		return status.Error(codes.FailedPrecondition, err.Error())

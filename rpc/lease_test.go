@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,7 +52,7 @@ func pace(ctx context.Context, d time.Duration) {
 	}
 }
 
-func noSelfPreservation(c *cluster.Config) { c.SelfPreservationThreshold = -1 }
+func noSelfPreservation(c *cluster.Config) { c.SelfPreservationThreshold = new(float64) }
 
 func TestLeaseExpiresWithoutHeartbeats(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{Configure: noSelfPreservation})
@@ -475,7 +476,8 @@ func (h *heartbeaters) stop(svc string, ids ...string) {
 }
 
 func TestSelfPreservationHoldsMassExpiryAndLifts(t *testing.T) {
-	c := testcluster.New(t, 3, testcluster.Options{})
+	// fleet has 8 leases, below the default minimum of a group.
+	c := testcluster.New(t, 3, testcluster.Options{Configure: func(c *cluster.Config) { c.SelfPreservationMinLeases = 3 }})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
 	leader, f := c.Leader(), c.Followers()[0]
@@ -534,6 +536,26 @@ func TestSelfPreservationHoldsMassExpiryAndLifts(t *testing.T) {
 		}
 		return true
 	})
+	// A held instance says so in its status reason, on every node, and
+	// stays in healthy reads.
+	c.Eventually("a held instance's status reason says it is held", 10*time.Second, func() bool {
+		for _, nd := range c.Nodes {
+			resp, err := nd.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "fleet", HealthyOnly: true})
+			if err != nil {
+				return false
+			}
+			held := 0
+			for _, in := range resp.Instances {
+				if strings.HasPrefix(in.StatusReason, cluster.ReasonHeldPrefix) && in.Status == rosterv1.HealthStatus_HEALTH_STATUS_PASSING {
+					held++
+				}
+			}
+			if held == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	resp, err := f.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "steady"})
 	if err != nil || resp.Header.SelfPreservation {
 		t.Fatalf("a read of an unaffected service says self-preservation: %v", err)
@@ -567,7 +589,8 @@ func TestSelfPreservationHoldsMassExpiryAndLifts(t *testing.T) {
 	// and the held expiries go through.
 	hb.stop("fleet", dying...)
 	c.Eventually("self-preservation trips again", 10*time.Second, func() bool { return status().SelfPreservation })
-	if _, err := f.Cluster().SetSelfPreservation(ctx, &rosterv1.SetSelfPreservationRequest{Threshold: 0}); err != nil {
+	off := 0.0
+	if _, err := f.Cluster().SetSelfPreservation(ctx, &rosterv1.SetSelfPreservationRequest{Threshold: &off}); err != nil {
 		t.Fatal(err)
 	}
 	c.Eventually("held instances expire once self-preservation is off", 10*time.Second, func() bool {

@@ -29,18 +29,11 @@ func (s *Server) Register(ctx context.Context, req *rosterv1.RegisterRequest) (*
 			if err != nil {
 				return nil, err
 			}
-			s.registered(inst, rev)
 			return &rosterv1.RegisterResponse{Header: s.header(s.node.Store().Revision()), Revision: rev}, nil
 		},
 		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.RegisterResponse, error) {
 			return rosterv1.NewRegistryClient(cc).Register(ctx, req)
 		})
-}
-
-// registered tells the leader's lease timers about a registration it just
-// committed, so a heartbeat sent as soon as Register returns finds its lease.
-func (s *Server) registered(inst *store.Instance, rev uint64) {
-	s.node.LeaseRegistered(inst, rev)
 }
 
 // Deregister implements rosterv1.RegistryServer.

@@ -30,6 +30,7 @@ func InstanceToRecord(i *Instance) *raftcmdv1.Instance {
 		CreateRevision:            i.CreateRevision,
 		ModRevision:               i.ModRevision,
 		RegistrationRevision:      i.RegistrationRevision,
+		HeldSinceUnixNs:           i.HeldSince,
 	}
 	if c := i.Check; c != nil {
 		r.Check = &raftcmdv1.HealthCheck{
@@ -64,6 +65,7 @@ func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
 		CreateRevision:          r.GetCreateRevision(),
 		ModRevision:             r.GetModRevision(),
 		RegistrationRevision:    r.GetRegistrationRevision(),
+		HeldSince:               r.GetHeldSinceUnixNs(),
 	}
 	if c := r.GetCheck(); c != nil {
 		i.Check = &Check{

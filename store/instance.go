@@ -84,6 +84,10 @@ type Instance struct {
 	StatusChangedAt   int64 // unix nanoseconds, stamped by the leader
 	Enabled           bool
 	MaintenanceReason string
+	// HeldSince is when the leader began holding this lease's expiry by
+	// self-preservation (unix nanoseconds, stamped by the leader); 0 when
+	// it is not held.
+	HeldSince int64
 
 	CreateRevision       uint64
 	ModRevision          uint64

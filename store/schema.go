@@ -7,6 +7,7 @@ const (
 	tableServices  = "services"
 	tableMembers   = "members"
 	tableMeta      = "meta"
+	tableSettings  = "settings"
 
 	indexID        = "id"
 	indexService   = "service"
@@ -65,6 +66,12 @@ func schema() *memdb.DBSchema {
 			Name: tableMembers,
 			Indexes: map[string]*memdb.IndexSchema{
 				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "NodeID"}},
+			},
+		},
+		tableSettings: {
+			Name: tableSettings,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
 			},
 		},
 		tableMeta: {

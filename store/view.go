@@ -209,5 +209,12 @@ func (v *View) Hash() (string, error) {
 	for _, m := range members {
 		fmt.Fprintf(h, "%q %q %q\n", m.NodeID, m.RaftAddr, m.APIAddr)
 	}
+	if sp := v.SelfPreservation(); !sp.IsZero() {
+		b, err := deterministic.Marshal(SelfPreservationSettingsToRecord(sp))
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "settings %x\n", b)
+	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -151,7 +151,9 @@ func (w *WriteTxn) Register(reg *Instance, now int64) (uint64, error) {
 				return prev.ModRevision, nil
 			}
 		}
-		if next.Status == prev.Status {
+		// A new registration starts a new lease, so a hold of the old one
+		// does not carry over, nor does the reason that says so.
+		if next.Status == prev.Status && prev.HeldSince == 0 {
 			next.StatusReason, next.StatusChangedAt = prev.StatusReason, prev.StatusChangedAt
 		}
 	}
@@ -212,6 +214,9 @@ func (w *WriteTxn) SetHealth(k Key, regRev uint64, h Health, reason string, now 
 	}
 	next := prev.Clone()
 	next.Status, next.StatusReason, next.StatusChangedAt = h, reason, now
+	// A status change ends any self-preservation hold mark: the reason it
+	// showed is replaced.
+	next.HeldSince = 0
 	next.ModRevision = w.index
 	if err := w.put(prev, next); err != nil {
 		return 0, err

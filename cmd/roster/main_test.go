@@ -79,7 +79,7 @@ func TestJSONOutput(t *testing.T) {
 					t.Fatalf("revision %v, want 42", out["revision"])
 				}
 				ins := out["instances"].([]any)
-				want := []string{"address", "create_revision", "enabled", "id", "metadata", "mod_revision", "namespace", "port", "service", "status", "tags", "weight", "zone"}
+				want := []string{"address", "create_revision", "enabled", "id", "metadata", "mod_revision", "namespace", "port", "service", "status", "status_reason", "tags", "weight", "zone"}
 				for _, raw := range ins {
 					if got := keys(raw.(map[string]any)); !slices.Equal(got, want) {
 						t.Fatalf("instance keys %v, want %v", got, want)
@@ -215,6 +215,12 @@ func TestBadInput(t *testing.T) {
 		{"bad consistency", []string{"get", "payments", "--consistency", "eventual"}, `must be linearizable or stale`},
 		{"bad output", []string{"status", "-o", "yaml"}, `must be table or json`},
 		{"bad addr", []string{"--addr", "127.0.0.1:99999", "status"}, `--addr: address "127.0.0.1:99999"`},
+		{"bad threshold", []string{"self-preservation", "--threshold", "1.5"}, `--threshold 1.5: must be between 0 (off) and 1`},
+		{"off and threshold", []string{"self-preservation", "--off", "--threshold", "0.5"}, `--off and --threshold: give one`},
+		{"bad min leases", []string{"self-preservation", "--min-leases", "0"}, `--min-leases 0: must be at least 1`},
+		{"bad max hold", []string{"self-preservation", "--max-hold", "100ms"}, `--max-hold 100ms: must be between 1s and 24h0m0s`},
+		{"bad service min", []string{"self-preservation", "--service-min-leases", "payments"}, `want [NAMESPACE/]SERVICE=N`},
+		{"bad service min count", []string{"self-preservation", "--service-min-leases", "payments=-1"}, `N must be a whole number`},
 	}
 	f := startFake(t)
 	for _, tt := range tests {

@@ -25,6 +25,7 @@ type instanceJSON struct {
 	Weight         uint32            `json:"weight"`
 	Zone           string            `json:"zone"`
 	Status         string            `json:"status"`
+	StatusReason   string            `json:"status_reason"`
 	Enabled        bool              `json:"enabled"`
 	CreateRevision uint64            `json:"create_revision"`
 	ModRevision    uint64            `json:"mod_revision"`
@@ -55,6 +56,7 @@ func newInstanceJSON(in *rosterv1.Instance) instanceJSON {
 		Weight:         in.GetWeight(),
 		Zone:           in.GetZone(),
 		Status:         statusWord(in.GetStatus()),
+		StatusReason:   in.GetStatusReason(),
 		Enabled:        in.GetEnabled(),
 		CreateRevision: in.GetCreateRevision(),
 		ModRevision:    in.GetModRevision(),
@@ -67,6 +69,20 @@ func instancesJSON(ins []*rosterv1.Instance) []instanceJSON {
 		out = append(out, newInstanceJSON(in))
 	}
 	return out
+}
+
+// heldReasonPrefix starts the status reason of an instance whose lease
+// expiry self-preservation holds (the server's cluster.ReasonHeldPrefix).
+const heldReasonPrefix = "held by self-preservation"
+
+// healthWord is an instance's status, with ",held" when self-preservation
+// holds its lease expiry: it looks passing, but has stopped heartbeating.
+func healthWord(in *rosterv1.Instance) string {
+	w := statusWord(in.GetStatus())
+	if strings.HasPrefix(in.GetStatusReason(), heldReasonPrefix) {
+		w += ",held"
+	}
+	return w
 }
 
 // statusWord spells a health status as one lowercase word.

@@ -35,10 +35,14 @@ func (a *app) getCommand() *cobra.Command {
 answers from the serving node's own state. --min-revision N waits until the
 serving node has applied revision N (read your own writes).
 
+STATUS reads "passing,held" for an instance that stopped heartbeating while
+self-preservation holds its lease expiry; its status_reason says since when
+and until when at the latest.
+
 -o json prints {"revision": N, "instances": [{"namespace", "service", "id",
-"address", "port", "tags", "metadata", "weight", "zone", "status", "enabled",
-"create_revision", "mod_revision"}]} where status is passing, warning or
-critical ("unknown" before the first check).`,
+"address", "port", "tags", "metadata", "weight", "zone", "status",
+"status_reason", "enabled", "create_revision", "mod_revision"}]} where status
+is passing, warning or critical ("unknown" before the first check).`,
 		Example: `  roster get payments
   roster get payments --healthy --tag v2 --zone eu-1 -o json
   roster get payments --consistency stale --min-revision 42`,
@@ -85,7 +89,7 @@ critical ("unknown" before the first check).`,
 func (a *app) instanceTable(ins []*rosterv1.Instance) error {
 	t := newTable(a.stdout, "NAMESPACE", "SERVICE", "ID", "ADDRESS", "STATUS", "ENABLED", "WEIGHT", "ZONE", "TAGS", "REVISION")
 	for _, in := range ins {
-		t.row(in.GetNamespace(), in.GetService(), in.GetId(), endpoint(in), statusWord(in.GetStatus()),
+		t.row(in.GetNamespace(), in.GetService(), in.GetId(), endpoint(in), healthWord(in),
 			strconv.FormatBool(in.GetEnabled()), strconv.FormatUint(uint64(in.GetWeight()), 10),
 			orDash(in.GetZone()), orDash(strings.Join(in.GetTags(), ",")), strconv.FormatUint(in.GetModRevision(), 10))
 	}

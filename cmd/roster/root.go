@@ -124,6 +124,7 @@ command line exits 2 before anything is sent.`,
 		a.membersCommand(),
 		a.removeNodeCommand(),
 		a.transferLeadershipCommand(),
+		a.selfPreservationCommand(),
 		a.watchCommand(),
 		a.benchCommand(),
 	)

@@ -145,7 +145,7 @@ func (a *app) printEventLine(typ string, rev uint64, in *rosterv1.Instance) erro
 		_, err := fmt.Fprintf(a.stdout, "%-8s %-8d %s\n", typ, rev, name)
 		return err
 	}
-	state := statusWord(in.GetStatus())
+	state := healthWord(in)
 	if !in.GetEnabled() {
 		state += ",drained"
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -39,6 +40,8 @@ type flags struct {
 
 	selfPreservationThreshold float64
 	selfPreservationWindow    time.Duration
+	selfPreservationMinLeases int
+	selfPreservationMaxHold   time.Duration
 	leaseTick                 time.Duration
 }
 
@@ -67,10 +70,17 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot, so slow followers catch up without one")
 	fs.IntVar(&f.historyEvents, "watch-history-events", 100_000, "change events kept for resuming watches")
 	fs.IntVar(&f.historyBytes, "watch-history-bytes", 64<<20, "memory bound of the kept change events")
-	fs.Float64Var(&f.selfPreservationThreshold, "self-preservation-threshold", 0.5,
-		"hold lease expiry when more than this share of all leases, or of one service's, would expire within the window; 0 turns self-preservation off")
-	fs.DurationVar(&f.selfPreservationWindow, "self-preservation-window", 10*time.Second, "the window \"at once\" means for self-preservation")
-	fs.DurationVar(&f.leaseTick, "lease-tick", 100*time.Millisecond, "granularity of lease timers: an expired lease is acted on within one tick")
+	fs.Float64Var(&f.selfPreservationThreshold, "self-preservation-threshold", cluster.DefaultSelfPreservationThreshold,
+		"hold lease expiry when more than this share of all leases, or of one service's, would expire within the window; 0 turns self-preservation off; "+
+			"the roster self-preservation command overrides it for the whole cluster")
+	fs.DurationVar(&f.selfPreservationWindow, "self-preservation-window", cluster.DefaultSelfPreservationWindow, "the window \"at once\" means for self-preservation")
+	fs.IntVar(&f.selfPreservationMinLeases, "self-preservation-min-leases", cluster.DefaultSelfPreservationMinLeases,
+		"a group of fewer leases (all of them, or one service's) never trips self-preservation, so losing 2 of 3 instances is never held; "+
+			"the roster self-preservation command overrides it for the whole cluster or one service")
+	fs.DurationVar(&f.selfPreservationMaxHold, "self-preservation-max-hold", cluster.DefaultSelfPreservationMaxHold,
+		fmt.Sprintf("the longest self-preservation holds one lease's expiry (%s to %s); then it expires all the same",
+			cluster.MinSelfPreservationMaxHold, cluster.MaxSelfPreservationMaxHold))
+	fs.DurationVar(&f.leaseTick, "lease-tick", cluster.DefaultLeaseTick, "granularity of lease timers: an expired lease is acted on within one tick")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
 }
 
@@ -166,22 +176,39 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 	cfg.SnapshotThreshold = f.snapshotThreshold
 	cfg.SnapshotInterval = f.snapshotInterval
 	cfg.TrailingLogs = f.trailingLogs
-	switch {
-	case f.selfPreservationThreshold < 0 || f.selfPreservationThreshold > 1:
-		return cfg, usagef("--self-preservation-threshold %v must be between 0 (off) and 1", f.selfPreservationThreshold)
-	case f.selfPreservationThreshold == 0:
-		cfg.SelfPreservationThreshold = -1
-	default:
-		cfg.SelfPreservationThreshold = f.selfPreservationThreshold
+	if err := f.selfPreservation(&cfg); err != nil {
+		return cfg, err
 	}
 	if f.leaseTick < 10*time.Millisecond || f.leaseTick > 10*time.Second {
 		return cfg, usagef("--lease-tick %s must be between 10ms and 10s", f.leaseTick)
 	}
-	cfg.SelfPreservationWindow = f.selfPreservationWindow
 	cfg.LeaseTick = f.leaseTick
 	cfg.Store.HistoryEvents = f.historyEvents
 	cfg.Store.HistoryBytes = f.historyBytes
 	return cfg, nil
+}
+
+// selfPreservation checks the self-preservation flags into cfg.
+func (f *flags) selfPreservation(cfg *cluster.Config) error {
+	if math.IsNaN(f.selfPreservationThreshold) || f.selfPreservationThreshold < 0 || f.selfPreservationThreshold > 1 {
+		return usagef("--self-preservation-threshold %v must be between 0 (off) and 1", f.selfPreservationThreshold)
+	}
+	if f.selfPreservationWindow < time.Second || f.selfPreservationWindow > time.Hour {
+		return usagef("--self-preservation-window %s must be between 1s and 1h", f.selfPreservationWindow)
+	}
+	if f.selfPreservationMinLeases < 1 {
+		return usagef("--self-preservation-min-leases %d must be at least 1", f.selfPreservationMinLeases)
+	}
+	if f.selfPreservationMaxHold < cluster.MinSelfPreservationMaxHold || f.selfPreservationMaxHold > cluster.MaxSelfPreservationMaxHold {
+		return usagef("--self-preservation-max-hold %s must be between %s and %s",
+			f.selfPreservationMaxHold, cluster.MinSelfPreservationMaxHold, cluster.MaxSelfPreservationMaxHold)
+	}
+	threshold := f.selfPreservationThreshold
+	cfg.SelfPreservationThreshold = &threshold
+	cfg.SelfPreservationWindow = f.selfPreservationWindow
+	cfg.SelfPreservationMinLeases = f.selfPreservationMinLeases
+	cfg.SelfPreservationMaxHold = f.selfPreservationMaxHold
+	return nil
 }
 
 // hasData reports whether dir already holds a node's Raft state.

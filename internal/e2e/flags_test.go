@@ -27,6 +27,9 @@ func TestRosterdRejectsBadFlagsWithOneLine(t *testing.T) {
 		{"existing with bootstrap", []string{"--node-id", "n1", "--data-dir", dir, "--bootstrap", "--initial-cluster-state", "existing"}, "cannot be combined with --bootstrap"},
 		{"unknown flag", []string{"--frobnicate"}, "unknown flag"},
 		{"bad level", []string{"--dev", "--log-level", "loud", "--grpc-addr", "127.0.0.1:0"}, "--log-level"},
+		{"bad self-preservation threshold", []string{"--dev", "--self-preservation-threshold", "1.5", "--grpc-addr", "127.0.0.1:0"}, "--self-preservation-threshold 1.5 must be between 0 (off) and 1"},
+		{"bad self-preservation max hold", []string{"--dev", "--self-preservation-max-hold", "0s", "--grpc-addr", "127.0.0.1:0"}, "--self-preservation-max-hold 0s must be between 1s and 24h"},
+		{"bad self-preservation min leases", []string{"--dev", "--self-preservation-min-leases", "0", "--grpc-addr", "127.0.0.1:0"}, "--self-preservation-min-leases 0 must be at least 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

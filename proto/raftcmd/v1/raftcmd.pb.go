@@ -151,8 +151,12 @@ type Instance struct {
 	CreateRevision       uint64 `protobuf:"varint,25,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
 	ModRevision          uint64 `protobuf:"varint,26,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
 	RegistrationRevision uint64 `protobuf:"varint,27,opt,name=registration_revision,json=registrationRevision,proto3" json:"registration_revision,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// held_since_unix_ns: the leader holds this lease's expiry by
+	// self-preservation since then (0: not held). Set and cleared only by
+	// SelfPreservation hold marks; a health change or re-registration clears it.
+	HeldSinceUnixNs int64 `protobuf:"varint,28,opt,name=held_since_unix_ns,json=heldSinceUnixNs,proto3" json:"held_since_unix_ns,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
@@ -321,6 +325,13 @@ func (x *Instance) GetModRevision() uint64 {
 func (x *Instance) GetRegistrationRevision() uint64 {
 	if x != nil {
 		return x.RegistrationRevision
+	}
+	return 0
+}
+
+func (x *Instance) GetHeldSinceUnixNs() int64 {
+	if x != nil {
+		return x.HeldSinceUnixNs
 	}
 	return 0
 }
@@ -886,6 +897,312 @@ func (x *Batch) GetEntries() [][]byte {
 	return nil
 }
 
+// SelfPreservationSettings are the operator's self-preservation settings,
+// replicated so that every leader, after any failover, uses the same ones.
+// An unset field falls back to the leader's own configuration.
+type SelfPreservationSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// threshold: share of leases that may not expire within the window
+	// (0 turns self-preservation off).
+	Threshold *float64 `protobuf:"fixed64,1,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
+	// min_leases: a group of fewer leases (all of them, or one service's)
+	// never trips.
+	MinLeases *uint32 `protobuf:"varint,2,opt,name=min_leases,json=minLeases,proto3,oneof" json:"min_leases,omitempty"`
+	// max_hold_ns bounds how long one lease's expiry is held.
+	MaxHoldNs *int64 `protobuf:"varint,3,opt,name=max_hold_ns,json=maxHoldNs,proto3,oneof" json:"max_hold_ns,omitempty"`
+	// service_min_leases overrides min_leases for one service, keyed by
+	// namespace/service.
+	ServiceMinLeases map[string]uint32 `protobuf:"bytes,4,rep,name=service_min_leases,json=serviceMinLeases,proto3" json:"service_min_leases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SelfPreservationSettings) Reset() {
+	*x = SelfPreservationSettings{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelfPreservationSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelfPreservationSettings) ProtoMessage() {}
+
+func (x *SelfPreservationSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelfPreservationSettings.ProtoReflect.Descriptor instead.
+func (*SelfPreservationSettings) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SelfPreservationSettings) GetThreshold() float64 {
+	if x != nil && x.Threshold != nil {
+		return *x.Threshold
+	}
+	return 0
+}
+
+func (x *SelfPreservationSettings) GetMinLeases() uint32 {
+	if x != nil && x.MinLeases != nil {
+		return *x.MinLeases
+	}
+	return 0
+}
+
+func (x *SelfPreservationSettings) GetMaxHoldNs() int64 {
+	if x != nil && x.MaxHoldNs != nil {
+		return *x.MaxHoldNs
+	}
+	return 0
+}
+
+func (x *SelfPreservationSettings) GetServiceMinLeases() map[string]uint32 {
+	if x != nil {
+		return x.ServiceMinLeases
+	}
+	return nil
+}
+
+// SelfPreservationChange changes the replicated settings: reset first
+// clears every setting, then each field set in set replaces the stored one;
+// a service_min_leases entry of 0 removes that service's override.
+type SelfPreservationChange struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	Reset_        bool                      `protobuf:"varint,1,opt,name=reset,proto3" json:"reset,omitempty"`
+	Set           *SelfPreservationSettings `protobuf:"bytes,2,opt,name=set,proto3" json:"set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelfPreservationChange) Reset() {
+	*x = SelfPreservationChange{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelfPreservationChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelfPreservationChange) ProtoMessage() {}
+
+func (x *SelfPreservationChange) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelfPreservationChange.ProtoReflect.Descriptor instead.
+func (*SelfPreservationChange) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SelfPreservationChange) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
+func (x *SelfPreservationChange) GetSet() *SelfPreservationSettings {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+// HoldMark records that the leader holds (held_since_unix_ns > 0) or no
+// longer holds (0) the lease expiry of registration registration_revision,
+// with the status reason to show. It never changes the status itself, and
+// is ignored for a critical instance.
+type HoldMark struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Namespace            string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Service              string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Id                   string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	RegistrationRevision uint64                 `protobuf:"varint,4,opt,name=registration_revision,json=registrationRevision,proto3" json:"registration_revision,omitempty"`
+	HeldSinceUnixNs      int64                  `protobuf:"varint,5,opt,name=held_since_unix_ns,json=heldSinceUnixNs,proto3" json:"held_since_unix_ns,omitempty"`
+	Reason               string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *HoldMark) Reset() {
+	*x = HoldMark{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldMark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldMark) ProtoMessage() {}
+
+func (x *HoldMark) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldMark.ProtoReflect.Descriptor instead.
+func (*HoldMark) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HoldMark) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *HoldMark) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *HoldMark) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *HoldMark) GetRegistrationRevision() uint64 {
+	if x != nil {
+		return x.RegistrationRevision
+	}
+	return 0
+}
+
+func (x *HoldMark) GetHeldSinceUnixNs() int64 {
+	if x != nil {
+		return x.HeldSinceUnixNs
+	}
+	return 0
+}
+
+func (x *HoldMark) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// SelfPreservation (type 9) changes the operator settings or marks a held
+// lease. The leader proposes a hold mark only when a lease goes into or
+// out of hold, never per timer tick.
+type SelfPreservation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Change:
+	//
+	//	*SelfPreservation_Settings
+	//	*SelfPreservation_Hold
+	Change        isSelfPreservation_Change `protobuf_oneof:"change"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelfPreservation) Reset() {
+	*x = SelfPreservation{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelfPreservation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelfPreservation) ProtoMessage() {}
+
+func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelfPreservation.ProtoReflect.Descriptor instead.
+func (*SelfPreservation) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SelfPreservation) GetChange() isSelfPreservation_Change {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *SelfPreservation) GetSettings() *SelfPreservationChange {
+	if x != nil {
+		if x, ok := x.Change.(*SelfPreservation_Settings); ok {
+			return x.Settings
+		}
+	}
+	return nil
+}
+
+func (x *SelfPreservation) GetHold() *HoldMark {
+	if x != nil {
+		if x, ok := x.Change.(*SelfPreservation_Hold); ok {
+			return x.Hold
+		}
+	}
+	return nil
+}
+
+type isSelfPreservation_Change interface {
+	isSelfPreservation_Change()
+}
+
+type SelfPreservation_Settings struct {
+	Settings *SelfPreservationChange `protobuf:"bytes,1,opt,name=settings,proto3,oneof"`
+}
+
+type SelfPreservation_Hold struct {
+	Hold *HoldMark `protobuf:"bytes,2,opt,name=hold,proto3,oneof"`
+}
+
+func (*SelfPreservation_Settings) isSelfPreservation_Change() {}
+
+func (*SelfPreservation_Hold) isSelfPreservation_Change() {}
+
 // SnapshotHeader starts a snapshot stream.
 type SnapshotHeader struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -899,7 +1216,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1228,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1241,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{11}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -957,6 +1274,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Member
 	//	*SnapshotRecord_Service
 	//	*SnapshotRecord_End
+	//	*SnapshotRecord_Settings
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -964,7 +1282,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1294,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1307,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{12}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1035,6 +1353,15 @@ func (x *SnapshotRecord) GetEnd() *SnapshotEnd {
 	return nil
 }
 
+func (x *SnapshotRecord) GetSettings() *SelfPreservationSettings {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Settings); ok {
+			return x.Settings
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1055,6 +1382,10 @@ type SnapshotRecord_End struct {
 	End *SnapshotEnd `protobuf:"bytes,4,opt,name=end,proto3,oneof"`
 }
 
+type SnapshotRecord_Settings struct {
+	Settings *SelfPreservationSettings `protobuf:"bytes,6,opt,name=settings,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Instance) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Member) isSnapshotRecord_Record() {}
@@ -1062,6 +1393,8 @@ func (*SnapshotRecord_Member) isSnapshotRecord_Record() {}
 func (*SnapshotRecord_Service) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_End) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_Settings) isSnapshotRecord_Record() {}
 
 // SnapshotEnd closes a snapshot stream, so a truncated stream is detected.
 type SnapshotEnd struct {
@@ -1074,7 +1407,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1419,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1432,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotEnd) GetRecords() uint64 {
@@ -1121,7 +1454,7 @@ type ServiceRevision struct {
 
 func (x *ServiceRevision) Reset() {
 	*x = ServiceRevision{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1466,7 @@ func (x *ServiceRevision) String() string {
 func (*ServiceRevision) ProtoMessage() {}
 
 func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1479,7 @@ func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRevision.ProtoReflect.Descriptor instead.
 func (*ServiceRevision) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{14}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ServiceRevision) GetNamespace() string {
@@ -1186,7 +1519,7 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ns\x18\x06 \x01(\x03R\ttimeoutNs\x128\n" +
 	"\x18failures_before_critical\x18\a \x01(\rR\x16failuresBeforeCritical\x128\n" +
-	"\x18successes_before_passing\x18\b \x01(\rR\x16successesBeforePassing\"\x80\x06\n" +
+	"\x18successes_before_passing\x18\b \x01(\rR\x16successesBeforePassing\"\xad\x06\n" +
 	"\bInstance\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
@@ -1208,7 +1541,8 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\x12maintenance_reason\x18\x18 \x01(\tR\x11maintenanceReason\x12'\n" +
 	"\x0fcreate_revision\x18\x19 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x1a \x01(\x04R\vmodRevision\x123\n" +
-	"\x15registration_revision\x18\x1b \x01(\x04R\x14registrationRevision\x1a;\n" +
+	"\x15registration_revision\x18\x1b \x01(\x04R\x14registrationRevision\x12+\n" +
+	"\x12held_since_unix_ns\x18\x1c \x01(\x03R\x0fheldSinceUnixNs\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
@@ -1249,16 +1583,44 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\fRemoveMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"!\n" +
 	"\x05Batch\x12\x18\n" +
-	"\aentries\x18\x01 \x03(\fR\aentries\"k\n" +
+	"\aentries\x18\x01 \x03(\fR\aentries\"\xe2\x02\n" +
+	"\x18SelfPreservationSettings\x12!\n" +
+	"\tthreshold\x18\x01 \x01(\x01H\x00R\tthreshold\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"min_leases\x18\x02 \x01(\rH\x01R\tminLeases\x88\x01\x01\x12#\n" +
+	"\vmax_hold_ns\x18\x03 \x01(\x03H\x02R\tmaxHoldNs\x88\x01\x01\x12h\n" +
+	"\x12service_min_leases\x18\x04 \x03(\v2:.raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntryR\x10serviceMinLeases\x1aC\n" +
+	"\x15ServiceMinLeasesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01B\f\n" +
+	"\n" +
+	"_thresholdB\r\n" +
+	"\v_min_leasesB\x0e\n" +
+	"\f_max_hold_ns\"f\n" +
+	"\x16SelfPreservationChange\x12\x14\n" +
+	"\x05reset\x18\x01 \x01(\bR\x05reset\x126\n" +
+	"\x03set\x18\x02 \x01(\v2$.raftcmd.v1.SelfPreservationSettingsR\x03set\"\xcc\x01\n" +
+	"\bHoldMark\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x123\n" +
+	"\x15registration_revision\x18\x04 \x01(\x04R\x14registrationRevision\x12+\n" +
+	"\x12held_since_unix_ns\x18\x05 \x01(\x03R\x0fheldSinceUnixNs\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x8a\x01\n" +
+	"\x10SelfPreservation\x12@\n" +
+	"\bsettings\x18\x01 \x01(\v2\".raftcmd.v1.SelfPreservationChangeH\x00R\bsettings\x12*\n" +
+	"\x04hold\x18\x02 \x01(\v2\x14.raftcmd.v1.HoldMarkH\x00R\x04holdB\b\n" +
+	"\x06change\"k\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
-	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\xe2\x01\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\xa6\x02\n" +
 	"\x0eSnapshotRecord\x122\n" +
 	"\binstance\x18\x01 \x01(\v2\x14.raftcmd.v1.InstanceH\x00R\binstance\x12,\n" +
 	"\x06member\x18\x02 \x01(\v2\x12.raftcmd.v1.MemberH\x00R\x06member\x127\n" +
 	"\aservice\x18\x03 \x01(\v2\x1b.raftcmd.v1.ServiceRevisionH\x00R\aservice\x12+\n" +
-	"\x03end\x18\x04 \x01(\v2\x17.raftcmd.v1.SnapshotEndH\x00R\x03endB\b\n" +
+	"\x03end\x18\x04 \x01(\v2\x17.raftcmd.v1.SnapshotEndH\x00R\x03end\x12B\n" +
+	"\bsettings\x18\x06 \x01(\v2$.raftcmd.v1.SelfPreservationSettingsH\x00R\bsettingsB\b\n" +
 	"\x06record\"'\n" +
 	"\vSnapshotEnd\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\"l\n" +
@@ -1279,39 +1641,49 @@ func file_raftcmd_v1_raftcmd_proto_rawDescGZIP() []byte {
 	return file_raftcmd_v1_raftcmd_proto_rawDescData
 }
 
-var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_raftcmd_v1_raftcmd_proto_goTypes = []any{
-	(*HealthCheck)(nil),     // 0: raftcmd.v1.HealthCheck
-	(*Instance)(nil),        // 1: raftcmd.v1.Instance
-	(*Register)(nil),        // 2: raftcmd.v1.Register
-	(*Deregister)(nil),      // 3: raftcmd.v1.Deregister
-	(*SetHealth)(nil),       // 4: raftcmd.v1.SetHealth
-	(*Reap)(nil),            // 5: raftcmd.v1.Reap
-	(*SetMaintenance)(nil),  // 6: raftcmd.v1.SetMaintenance
-	(*Member)(nil),          // 7: raftcmd.v1.Member
-	(*UpsertMember)(nil),    // 8: raftcmd.v1.UpsertMember
-	(*RemoveMember)(nil),    // 9: raftcmd.v1.RemoveMember
-	(*Batch)(nil),           // 10: raftcmd.v1.Batch
-	(*SnapshotHeader)(nil),  // 11: raftcmd.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),  // 12: raftcmd.v1.SnapshotRecord
-	(*SnapshotEnd)(nil),     // 13: raftcmd.v1.SnapshotEnd
-	(*ServiceRevision)(nil), // 14: raftcmd.v1.ServiceRevision
-	nil,                     // 15: raftcmd.v1.Instance.MetadataEntry
+	(*HealthCheck)(nil),              // 0: raftcmd.v1.HealthCheck
+	(*Instance)(nil),                 // 1: raftcmd.v1.Instance
+	(*Register)(nil),                 // 2: raftcmd.v1.Register
+	(*Deregister)(nil),               // 3: raftcmd.v1.Deregister
+	(*SetHealth)(nil),                // 4: raftcmd.v1.SetHealth
+	(*Reap)(nil),                     // 5: raftcmd.v1.Reap
+	(*SetMaintenance)(nil),           // 6: raftcmd.v1.SetMaintenance
+	(*Member)(nil),                   // 7: raftcmd.v1.Member
+	(*UpsertMember)(nil),             // 8: raftcmd.v1.UpsertMember
+	(*RemoveMember)(nil),             // 9: raftcmd.v1.RemoveMember
+	(*Batch)(nil),                    // 10: raftcmd.v1.Batch
+	(*SelfPreservationSettings)(nil), // 11: raftcmd.v1.SelfPreservationSettings
+	(*SelfPreservationChange)(nil),   // 12: raftcmd.v1.SelfPreservationChange
+	(*HoldMark)(nil),                 // 13: raftcmd.v1.HoldMark
+	(*SelfPreservation)(nil),         // 14: raftcmd.v1.SelfPreservation
+	(*SnapshotHeader)(nil),           // 15: raftcmd.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),           // 16: raftcmd.v1.SnapshotRecord
+	(*SnapshotEnd)(nil),              // 17: raftcmd.v1.SnapshotEnd
+	(*ServiceRevision)(nil),          // 18: raftcmd.v1.ServiceRevision
+	nil,                              // 19: raftcmd.v1.Instance.MetadataEntry
+	nil,                              // 20: raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
 }
 var file_raftcmd_v1_raftcmd_proto_depIdxs = []int32{
-	15, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
+	19, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
 	0,  // 1: raftcmd.v1.Instance.check:type_name -> raftcmd.v1.HealthCheck
 	1,  // 2: raftcmd.v1.Register.instance:type_name -> raftcmd.v1.Instance
 	7,  // 3: raftcmd.v1.UpsertMember.member:type_name -> raftcmd.v1.Member
-	1,  // 4: raftcmd.v1.SnapshotRecord.instance:type_name -> raftcmd.v1.Instance
-	7,  // 5: raftcmd.v1.SnapshotRecord.member:type_name -> raftcmd.v1.Member
-	14, // 6: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
-	13, // 7: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	20, // 4: raftcmd.v1.SelfPreservationSettings.service_min_leases:type_name -> raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
+	11, // 5: raftcmd.v1.SelfPreservationChange.set:type_name -> raftcmd.v1.SelfPreservationSettings
+	12, // 6: raftcmd.v1.SelfPreservation.settings:type_name -> raftcmd.v1.SelfPreservationChange
+	13, // 7: raftcmd.v1.SelfPreservation.hold:type_name -> raftcmd.v1.HoldMark
+	1,  // 8: raftcmd.v1.SnapshotRecord.instance:type_name -> raftcmd.v1.Instance
+	7,  // 9: raftcmd.v1.SnapshotRecord.member:type_name -> raftcmd.v1.Member
+	18, // 10: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
+	17, // 11: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
+	11, // 12: raftcmd.v1.SnapshotRecord.settings:type_name -> raftcmd.v1.SelfPreservationSettings
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_v1_raftcmd_proto_init() }
@@ -1319,11 +1691,17 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 	if File_raftcmd_v1_raftcmd_proto != nil {
 		return
 	}
-	file_raftcmd_v1_raftcmd_proto_msgTypes[12].OneofWrappers = []any{
+	file_raftcmd_v1_raftcmd_proto_msgTypes[11].OneofWrappers = []any{}
+	file_raftcmd_v1_raftcmd_proto_msgTypes[14].OneofWrappers = []any{
+		(*SelfPreservation_Settings)(nil),
+		(*SelfPreservation_Hold)(nil),
+	}
+	file_raftcmd_v1_raftcmd_proto_msgTypes[16].OneofWrappers = []any{
 		(*SnapshotRecord_Instance)(nil),
 		(*SnapshotRecord_Member)(nil),
 		(*SnapshotRecord_Service)(nil),
 		(*SnapshotRecord_End)(nil),
+		(*SnapshotRecord_Settings)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1331,7 +1709,7 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_v1_raftcmd_proto_rawDesc), len(file_raftcmd_v1_raftcmd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -92,12 +92,24 @@ type StatusResponse struct {
 	// whose lease expiry the leader holds; empty with self_preservation set
 	// means it holds every expiry.
 	SelfPreservationServices []string `protobuf:"bytes,17,rep,name=self_preservation_services,json=selfPreservationServices,proto3" json:"self_preservation_services,omitempty"`
-	// self_preservation_threshold is the leader's current threshold (0: off).
+	// self_preservation_threshold is the threshold in force (0: off). This
+	// and the other self_preservation_ settings below come from the
+	// answering node's own state, so every node reports the cluster's
+	// replicated settings.
 	SelfPreservationThreshold float64 `protobuf:"fixed64,18,opt,name=self_preservation_threshold,json=selfPreservationThreshold,proto3" json:"self_preservation_threshold,omitempty"`
 	// held_expiries counts leases past their deadline that the leader holds.
-	HeldExpiries  uint64 `protobuf:"varint,19,opt,name=held_expiries,json=heldExpiries,proto3" json:"held_expiries,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HeldExpiries uint64 `protobuf:"varint,19,opt,name=held_expiries,json=heldExpiries,proto3" json:"held_expiries,omitempty"`
+	// self_preservation_min_leases: a group of fewer leases never trips.
+	SelfPreservationMinLeases uint32 `protobuf:"varint,20,opt,name=self_preservation_min_leases,json=selfPreservationMinLeases,proto3" json:"self_preservation_min_leases,omitempty"`
+	// self_preservation_max_hold bounds how long one expiry is held.
+	SelfPreservationMaxHold *durationpb.Duration `protobuf:"bytes,21,opt,name=self_preservation_max_hold,json=selfPreservationMaxHold,proto3" json:"self_preservation_max_hold,omitempty"`
+	// self_preservation_service_min_leases: per-service minimums, keyed by
+	// namespace/service.
+	SelfPreservationServiceMinLeases map[string]uint32 `protobuf:"bytes,22,rep,name=self_preservation_service_min_leases,json=selfPreservationServiceMinLeases,proto3" json:"self_preservation_service_min_leases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// self_preservation_window is the window "at once" means.
+	SelfPreservationWindow *durationpb.Duration `protobuf:"bytes,23,opt,name=self_preservation_window,json=selfPreservationWindow,proto3" json:"self_preservation_window,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -261,6 +273,34 @@ func (x *StatusResponse) GetHeldExpiries() uint64 {
 		return x.HeldExpiries
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetSelfPreservationMinLeases() uint32 {
+	if x != nil {
+		return x.SelfPreservationMinLeases
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetSelfPreservationMaxHold() *durationpb.Duration {
+	if x != nil {
+		return x.SelfPreservationMaxHold
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetSelfPreservationServiceMinLeases() map[string]uint32 {
+	if x != nil {
+		return x.SelfPreservationServiceMinLeases
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetSelfPreservationWindow() *durationpb.Duration {
+	if x != nil {
+		return x.SelfPreservationWindow
+	}
+	return nil
 }
 
 type MembersRequest struct {
@@ -804,11 +844,25 @@ func (x *ReadIndexResponse) GetTerm() uint64 {
 	return 0
 }
 
+// SetSelfPreservationRequest changes the fields it sets and leaves the
+// others alone. A request that sets nothing turns self-preservation off:
+// that is what a client that knows only threshold sends for threshold 0.
 type SetSelfPreservationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// threshold: the share of leases (0 < t <= 1) that may not expire within
 	// the window; 0 turns self-preservation off.
-	Threshold     float64 `protobuf:"fixed64,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	Threshold *float64 `protobuf:"fixed64,1,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
+	// min_leases: a group of fewer leases (all of them, or one service's
+	// without its own minimum) never trips; at least 1.
+	MinLeases *uint32 `protobuf:"varint,2,opt,name=min_leases,json=minLeases,proto3,oneof" json:"min_leases,omitempty"`
+	// max_hold: no lease expiry is held longer than this (1s to 24h).
+	MaxHold *durationpb.Duration `protobuf:"bytes,3,opt,name=max_hold,json=maxHold,proto3" json:"max_hold,omitempty"`
+	// service_min_leases sets the minimum of single services, keyed by
+	// namespace/service; 0 removes a service's own minimum.
+	ServiceMinLeases map[string]uint32 `protobuf:"bytes,4,rep,name=service_min_leases,json=serviceMinLeases,proto3" json:"service_min_leases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// reset drops every setting made so far (applied before the others), so
+	// each leader uses its configuration again.
+	Reset_        bool `protobuf:"varint,5,opt,name=reset,proto3" json:"reset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -844,18 +898,50 @@ func (*SetSelfPreservationRequest) Descriptor() ([]byte, []int) {
 }
 
 func (x *SetSelfPreservationRequest) GetThreshold() float64 {
-	if x != nil {
-		return x.Threshold
+	if x != nil && x.Threshold != nil {
+		return *x.Threshold
 	}
 	return 0
 }
 
+func (x *SetSelfPreservationRequest) GetMinLeases() uint32 {
+	if x != nil && x.MinLeases != nil {
+		return *x.MinLeases
+	}
+	return 0
+}
+
+func (x *SetSelfPreservationRequest) GetMaxHold() *durationpb.Duration {
+	if x != nil {
+		return x.MaxHold
+	}
+	return nil
+}
+
+func (x *SetSelfPreservationRequest) GetServiceMinLeases() map[string]uint32 {
+	if x != nil {
+		return x.ServiceMinLeases
+	}
+	return nil
+}
+
+func (x *SetSelfPreservationRequest) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
 type SetSelfPreservationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// threshold now in force on the leader.
-	Threshold     float64 `protobuf:"fixed64,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// threshold now in force (0: off).
+	Threshold        float64              `protobuf:"fixed64,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	MinLeases        uint32               `protobuf:"varint,2,opt,name=min_leases,json=minLeases,proto3" json:"min_leases,omitempty"`
+	MaxHold          *durationpb.Duration `protobuf:"bytes,3,opt,name=max_hold,json=maxHold,proto3" json:"max_hold,omitempty"`
+	ServiceMinLeases map[string]uint32    `protobuf:"bytes,4,rep,name=service_min_leases,json=serviceMinLeases,proto3" json:"service_min_leases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Window           *durationpb.Duration `protobuf:"bytes,5,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SetSelfPreservationResponse) Reset() {
@@ -895,13 +981,41 @@ func (x *SetSelfPreservationResponse) GetThreshold() float64 {
 	return 0
 }
 
+func (x *SetSelfPreservationResponse) GetMinLeases() uint32 {
+	if x != nil {
+		return x.MinLeases
+	}
+	return 0
+}
+
+func (x *SetSelfPreservationResponse) GetMaxHold() *durationpb.Duration {
+	if x != nil {
+		return x.MaxHold
+	}
+	return nil
+}
+
+func (x *SetSelfPreservationResponse) GetServiceMinLeases() map[string]uint32 {
+	if x != nil {
+		return x.ServiceMinLeases
+	}
+	return nil
+}
+
+func (x *SetSelfPreservationResponse) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
 var File_roster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1egoogle/protobuf/duration.proto\"2\n" +
 	"\rStatusRequest\x12!\n" +
-	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\"\xb6\x05\n" +
+	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\"\x8b\t\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -924,7 +1038,14 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\bapi_addr\x18\x10 \x01(\tR\aapiAddr\x12<\n" +
 	"\x1aself_preservation_services\x18\x11 \x03(\tR\x18selfPreservationServices\x12>\n" +
 	"\x1bself_preservation_threshold\x18\x12 \x01(\x01R\x19selfPreservationThreshold\x12#\n" +
-	"\rheld_expiries\x18\x13 \x01(\x04R\fheldExpiries\"\x10\n" +
+	"\rheld_expiries\x18\x13 \x01(\x04R\fheldExpiries\x12?\n" +
+	"\x1cself_preservation_min_leases\x18\x14 \x01(\rR\x19selfPreservationMinLeases\x12V\n" +
+	"\x1aself_preservation_max_hold\x18\x15 \x01(\v2\x19.google.protobuf.DurationR\x17selfPreservationMaxHold\x12\x8f\x01\n" +
+	"$self_preservation_service_min_leases\x18\x16 \x03(\v2?.roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntryR selfPreservationServiceMinLeases\x12S\n" +
+	"\x18self_preservation_window\x18\x17 \x01(\v2\x19.google.protobuf.DurationR\x16selfPreservationWindow\x1aS\n" +
+	"%SelfPreservationServiceMinLeasesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x10\n" +
 	"\x0eMembersRequest\"\xa1\x01\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
@@ -954,11 +1075,30 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x11ReadIndexResponse\x12\x1d\n" +
 	"\n" +
 	"read_index\x18\x01 \x01(\x04R\treadIndex\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\":\n" +
-	"\x1aSetSelfPreservationRequest\x12\x1c\n" +
-	"\tthreshold\x18\x01 \x01(\x01R\tthreshold\";\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"\xfc\x02\n" +
+	"\x1aSetSelfPreservationRequest\x12!\n" +
+	"\tthreshold\x18\x01 \x01(\x01H\x00R\tthreshold\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"min_leases\x18\x02 \x01(\rH\x01R\tminLeases\x88\x01\x01\x124\n" +
+	"\bmax_hold\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\amaxHold\x12i\n" +
+	"\x12service_min_leases\x18\x04 \x03(\v2;.roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntryR\x10serviceMinLeases\x12\x14\n" +
+	"\x05reset\x18\x05 \x01(\bR\x05reset\x1aC\n" +
+	"\x15ServiceMinLeasesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01B\f\n" +
+	"\n" +
+	"_thresholdB\r\n" +
+	"\v_min_leases\"\xf4\x02\n" +
 	"\x1bSetSelfPreservationResponse\x12\x1c\n" +
-	"\tthreshold\x18\x01 \x01(\x01R\tthreshold2\x9f\x04\n" +
+	"\tthreshold\x18\x01 \x01(\x01R\tthreshold\x12\x1d\n" +
+	"\n" +
+	"min_leases\x18\x02 \x01(\rR\tminLeases\x124\n" +
+	"\bmax_hold\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\amaxHold\x12j\n" +
+	"\x12service_min_leases\x18\x04 \x03(\v2<.roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntryR\x10serviceMinLeases\x121\n" +
+	"\x06window\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06window\x1aC\n" +
+	"\x15ServiceMinLeasesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x012\x9f\x04\n" +
 	"\aCluster\x12=\n" +
 	"\x06Status\x12\x18.roster.v1.StatusRequest\x1a\x19.roster.v1.StatusResponse\x12@\n" +
 	"\aMembers\x12\x19.roster.v1.MembersRequest\x1a\x1a.roster.v1.MembersResponse\x127\n" +
@@ -981,7 +1121,7 @@ func file_roster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_roster_v1_cluster_proto_rawDescData
 }
 
-var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_roster_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),               // 0: roster.v1.StatusRequest
 	(*StatusResponse)(nil),              // 1: roster.v1.StatusResponse
@@ -998,30 +1138,41 @@ var file_roster_v1_cluster_proto_goTypes = []any{
 	(*ReadIndexResponse)(nil),           // 12: roster.v1.ReadIndexResponse
 	(*SetSelfPreservationRequest)(nil),  // 13: roster.v1.SetSelfPreservationRequest
 	(*SetSelfPreservationResponse)(nil), // 14: roster.v1.SetSelfPreservationResponse
-	(*durationpb.Duration)(nil),         // 15: google.protobuf.Duration
+	nil,                                 // 15: roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
+	nil,                                 // 16: roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
+	nil,                                 // 17: roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
+	(*durationpb.Duration)(nil),         // 18: google.protobuf.Duration
 }
 var file_roster_v1_cluster_proto_depIdxs = []int32{
-	15, // 0: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	3,  // 1: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
-	0,  // 2: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
-	2,  // 3: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
-	5,  // 4: roster.v1.Cluster.Join:input_type -> roster.v1.JoinRequest
-	7,  // 5: roster.v1.Cluster.RemoveNode:input_type -> roster.v1.RemoveNodeRequest
-	9,  // 6: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
-	11, // 7: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
-	13, // 8: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
-	1,  // 9: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
-	4,  // 10: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
-	6,  // 11: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
-	8,  // 12: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
-	10, // 13: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
-	12, // 14: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
-	14, // 15: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
-	9,  // [9:16] is the sub-list for method output_type
-	2,  // [2:9] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	18, // 0: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	18, // 1: roster.v1.StatusResponse.self_preservation_max_hold:type_name -> google.protobuf.Duration
+	15, // 2: roster.v1.StatusResponse.self_preservation_service_min_leases:type_name -> roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
+	18, // 3: roster.v1.StatusResponse.self_preservation_window:type_name -> google.protobuf.Duration
+	3,  // 4: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
+	18, // 5: roster.v1.SetSelfPreservationRequest.max_hold:type_name -> google.protobuf.Duration
+	16, // 6: roster.v1.SetSelfPreservationRequest.service_min_leases:type_name -> roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
+	18, // 7: roster.v1.SetSelfPreservationResponse.max_hold:type_name -> google.protobuf.Duration
+	17, // 8: roster.v1.SetSelfPreservationResponse.service_min_leases:type_name -> roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
+	18, // 9: roster.v1.SetSelfPreservationResponse.window:type_name -> google.protobuf.Duration
+	0,  // 10: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
+	2,  // 11: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
+	5,  // 12: roster.v1.Cluster.Join:input_type -> roster.v1.JoinRequest
+	7,  // 13: roster.v1.Cluster.RemoveNode:input_type -> roster.v1.RemoveNodeRequest
+	9,  // 14: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
+	11, // 15: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
+	13, // 16: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
+	1,  // 17: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
+	4,  // 18: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
+	6,  // 19: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
+	8,  // 20: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
+	10, // 21: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
+	12, // 22: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
+	14, // 23: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_roster_v1_cluster_proto_init() }
@@ -1029,13 +1180,14 @@ func file_roster_v1_cluster_proto_init() {
 	if File_roster_v1_cluster_proto != nil {
 		return
 	}
+	file_roster_v1_cluster_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_cluster_proto_rawDesc), len(file_roster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

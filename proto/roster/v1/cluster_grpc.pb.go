@@ -49,10 +49,11 @@ type ClusterClient interface {
 	// confirms it still leads, and returns the read index for that commit
 	// index. Followers use it for linearizable reads.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
-	// SetSelfPreservation changes the leader's self-preservation threshold
-	// while it leads (0 turns self-preservation off, so held expiries proceed
-	// at the next tick). Forwarded to the leader. A new leader starts again
-	// from its configured threshold.
+	// SetSelfPreservation changes the cluster's self-preservation settings
+	// (threshold, minimum lease counts, maximum hold). They are committed
+	// through Raft, so every later leader uses them; a threshold of 0 turns
+	// self-preservation off and held expiries proceed at the next tick.
+	// Forwarded to the leader.
 	SetSelfPreservation(ctx context.Context, in *SetSelfPreservationRequest, opts ...grpc.CallOption) (*SetSelfPreservationResponse, error)
 }
 
@@ -155,10 +156,11 @@ type ClusterServer interface {
 	// confirms it still leads, and returns the read index for that commit
 	// index. Followers use it for linearizable reads.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
-	// SetSelfPreservation changes the leader's self-preservation threshold
-	// while it leads (0 turns self-preservation off, so held expiries proceed
-	// at the next tick). Forwarded to the leader. A new leader starts again
-	// from its configured threshold.
+	// SetSelfPreservation changes the cluster's self-preservation settings
+	// (threshold, minimum lease counts, maximum hold). They are committed
+	// through Raft, so every later leader uses them; a threshold of 0 turns
+	// self-preservation off and held expiries proceed at the next tick.
+	// Forwarded to the leader.
 	SetSelfPreservation(context.Context, *SetSelfPreservationRequest) (*SetSelfPreservationResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
