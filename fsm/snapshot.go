@@ -25,7 +25,8 @@ type snapshot struct {
 }
 
 // Persist writes: header, then one length-delimited record per instance,
-// service revision and member, then an end record with the count.
+// service revision, member and remembered request result, then an end
+// record with the count.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.write(sink); err != nil {
 		_ = sink.Cancel()
@@ -72,6 +73,14 @@ func (s *snapshot) write(sink io.Writer) error {
 	for _, m := range members {
 		put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Member{
 			Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr}}})
+	}
+	if werr != nil {
+		return werr
+	}
+	if err := s.view.Requests(func(r *store.RequestResult) bool {
+		return put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Request{Request: store.RequestResultToRecord(r)}})
+	}); err != nil {
+		return err
 	}
 	if werr != nil {
 		return werr
@@ -125,6 +134,10 @@ func restore(s *store.Store, r io.Reader) (uint64, error) {
 				}
 				if err := rs.Member(&store.Member{NodeID: r.Member.NodeId, RaftAddr: r.Member.RaftAddr, APIAddr: r.Member.ApiAddr}); err != nil {
 					return err
+				}
+			case *raftcmdv1.SnapshotRecord_Request:
+				if err := rs.Request(store.RequestResultFromRecord(r.Request)); err != nil {
+					return fmt.Errorf("record %d: %w", n, err)
 				}
 			case *raftcmdv1.SnapshotRecord_End:
 				if r.End.Records != n {

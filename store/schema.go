@@ -7,10 +7,12 @@ const (
 	tableServices  = "services"
 	tableMembers   = "members"
 	tableMeta      = "meta"
+	tableRequests  = "requests"
 
 	indexID        = "id"
 	indexService   = "service"
 	indexNamespace = "namespace"
+	indexIndex     = "index"
 )
 
 // serviceRow remembers the last revision that changed a service and how many
@@ -61,6 +63,14 @@ func schema() *memdb.DBSchema {
 			Name: tableMembers,
 			Indexes: map[string]*memdb.IndexSchema{
 				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "NodeID"}},
+			},
+		},
+		tableRequests: {
+			Name: tableRequests,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+				// Oldest first: pruning walks this index.
+				indexIndex: {Name: indexIndex, Indexer: &memdb.UintFieldIndex{Field: "Index"}},
 			},
 		},
 		tableMeta: {

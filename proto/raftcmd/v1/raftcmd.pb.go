@@ -26,6 +26,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Error kinds of a remembered result.
+type RequestResult_Error int32
+
+const (
+	RequestResult_ERROR_NONE               RequestResult_Error = 0
+	RequestResult_ERROR_NOT_FOUND          RequestResult_Error = 1
+	RequestResult_ERROR_STALE_REGISTRATION RequestResult_Error = 2
+)
+
+// Enum value maps for RequestResult_Error.
+var (
+	RequestResult_Error_name = map[int32]string{
+		0: "ERROR_NONE",
+		1: "ERROR_NOT_FOUND",
+		2: "ERROR_STALE_REGISTRATION",
+	}
+	RequestResult_Error_value = map[string]int32{
+		"ERROR_NONE":               0,
+		"ERROR_NOT_FOUND":          1,
+		"ERROR_STALE_REGISTRATION": 2,
+	}
+)
+
+func (x RequestResult_Error) Enum() *RequestResult_Error {
+	p := new(RequestResult_Error)
+	*p = x
+	return p
+}
+
+func (x RequestResult_Error) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RequestResult_Error) Descriptor() protoreflect.EnumDescriptor {
+	return file_raftcmd_v1_raftcmd_proto_enumTypes[0].Descriptor()
+}
+
+func (RequestResult_Error) Type() protoreflect.EnumType {
+	return &file_raftcmd_v1_raftcmd_proto_enumTypes[0]
+}
+
+func (x RequestResult_Error) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RequestResult_Error.Descriptor instead.
+func (RequestResult_Error) EnumDescriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{12, 0}
+}
+
 // HealthCheck mirrors the API check; durations in nanoseconds.
 type HealthCheck struct {
 	state                  protoimpl.MessageState `protogen:"open.v1"`
@@ -886,6 +936,178 @@ func (x *Batch) GetEntries() [][]byte {
 	return nil
 }
 
+// Request (type 10) wraps one client write with its request id, so the state
+// machine applies it at most once. The leader stamps now_unix_ns and the
+// digest of what the client asked for; every node prunes and compares with
+// these, never with its own clock.
+type Request struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	NowUnixNs int64                  `protobuf:"varint,2,opt,name=now_unix_ns,json=nowUnixNs,proto3" json:"now_unix_ns,omitempty"`
+	// digest is SHA-256 of the inner command with its own time stamp cleared:
+	// the same id with another digest is a different request.
+	Digest []byte `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// command is the wrapped [type byte][message]; never a Batch or a Request.
+	Command       []byte `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Request) Reset() {
+	*x = Request{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Request) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Request) ProtoMessage() {}
+
+func (x *Request) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Request.ProtoReflect.Descriptor instead.
+func (*Request) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Request) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Request) GetNowUnixNs() int64 {
+	if x != nil {
+		return x.NowUnixNs
+	}
+	return 0
+}
+
+func (x *Request) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *Request) GetCommand() []byte {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+// RequestResult remembers the first result of one request id.
+type RequestResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// revision the first application returned.
+	Revision uint64              `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Error    RequestResult_Error `protobuf:"varint,3,opt,name=error,proto3,enum=raftcmd.v1.RequestResult_Error" json:"error,omitempty"`
+	// error_message is the first application's error text.
+	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// now_unix_ns is the leader's stamp on the first application.
+	NowUnixNs int64 `protobuf:"varint,5,opt,name=now_unix_ns,json=nowUnixNs,proto3" json:"now_unix_ns,omitempty"`
+	// index is the Raft index of the first application.
+	Index         uint64 `protobuf:"varint,6,opt,name=index,proto3" json:"index,omitempty"`
+	Digest        []byte `protobuf:"bytes,7,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestResult) Reset() {
+	*x = RequestResult{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestResult) ProtoMessage() {}
+
+func (x *RequestResult) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestResult.ProtoReflect.Descriptor instead.
+func (*RequestResult) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RequestResult) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RequestResult) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RequestResult) GetError() RequestResult_Error {
+	if x != nil {
+		return x.Error
+	}
+	return RequestResult_ERROR_NONE
+}
+
+func (x *RequestResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *RequestResult) GetNowUnixNs() int64 {
+	if x != nil {
+		return x.NowUnixNs
+	}
+	return 0
+}
+
+func (x *RequestResult) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RequestResult) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
 // SnapshotHeader starts a snapshot stream.
 type SnapshotHeader struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -899,7 +1121,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1133,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1146,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{11}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -957,6 +1179,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Member
 	//	*SnapshotRecord_Service
 	//	*SnapshotRecord_End
+	//	*SnapshotRecord_Request
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -964,7 +1187,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1199,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1212,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{12}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1035,6 +1258,15 @@ func (x *SnapshotRecord) GetEnd() *SnapshotEnd {
 	return nil
 }
 
+func (x *SnapshotRecord) GetRequest() *RequestResult {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Request); ok {
+			return x.Request
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1055,6 +1287,10 @@ type SnapshotRecord_End struct {
 	End *SnapshotEnd `protobuf:"bytes,4,opt,name=end,proto3,oneof"`
 }
 
+type SnapshotRecord_Request struct {
+	Request *RequestResult `protobuf:"bytes,5,opt,name=request,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Instance) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Member) isSnapshotRecord_Record() {}
@@ -1062,6 +1298,8 @@ func (*SnapshotRecord_Member) isSnapshotRecord_Record() {}
 func (*SnapshotRecord_Service) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_End) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_Request) isSnapshotRecord_Record() {}
 
 // SnapshotEnd closes a snapshot stream, so a truncated stream is detected.
 type SnapshotEnd struct {
@@ -1074,7 +1312,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1324,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1337,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotEnd) GetRecords() uint64 {
@@ -1121,7 +1359,7 @@ type ServiceRevision struct {
 
 func (x *ServiceRevision) Reset() {
 	*x = ServiceRevision{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1371,7 @@ func (x *ServiceRevision) String() string {
 func (*ServiceRevision) ProtoMessage() {}
 
 func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1384,7 @@ func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRevision.ProtoReflect.Descriptor instead.
 func (*ServiceRevision) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{14}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServiceRevision) GetNamespace() string {
@@ -1249,16 +1487,37 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\fRemoveMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"!\n" +
 	"\x05Batch\x12\x18\n" +
-	"\aentries\x18\x01 \x03(\fR\aentries\"k\n" +
+	"\aentries\x18\x01 \x03(\fR\aentries\"z\n" +
+	"\aRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1e\n" +
+	"\vnow_unix_ns\x18\x02 \x01(\x03R\tnowUnixNs\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x18\n" +
+	"\acommand\x18\x04 \x01(\fR\acommand\"\xc0\x02\n" +
+	"\rRequestResult\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x125\n" +
+	"\x05error\x18\x03 \x01(\x0e2\x1f.raftcmd.v1.RequestResult.ErrorR\x05error\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12\x1e\n" +
+	"\vnow_unix_ns\x18\x05 \x01(\x03R\tnowUnixNs\x12\x14\n" +
+	"\x05index\x18\x06 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06digest\x18\a \x01(\fR\x06digest\"J\n" +
+	"\x05Error\x12\x0e\n" +
+	"\n" +
+	"ERROR_NONE\x10\x00\x12\x13\n" +
+	"\x0fERROR_NOT_FOUND\x10\x01\x12\x1c\n" +
+	"\x18ERROR_STALE_REGISTRATION\x10\x02\"k\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
-	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\xe2\x01\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\x99\x02\n" +
 	"\x0eSnapshotRecord\x122\n" +
 	"\binstance\x18\x01 \x01(\v2\x14.raftcmd.v1.InstanceH\x00R\binstance\x12,\n" +
 	"\x06member\x18\x02 \x01(\v2\x12.raftcmd.v1.MemberH\x00R\x06member\x127\n" +
 	"\aservice\x18\x03 \x01(\v2\x1b.raftcmd.v1.ServiceRevisionH\x00R\aservice\x12+\n" +
-	"\x03end\x18\x04 \x01(\v2\x17.raftcmd.v1.SnapshotEndH\x00R\x03endB\b\n" +
+	"\x03end\x18\x04 \x01(\v2\x17.raftcmd.v1.SnapshotEndH\x00R\x03end\x125\n" +
+	"\arequest\x18\x05 \x01(\v2\x19.raftcmd.v1.RequestResultH\x00R\arequestB\b\n" +
 	"\x06record\"'\n" +
 	"\vSnapshotEnd\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\"l\n" +
@@ -1279,39 +1538,45 @@ func file_raftcmd_v1_raftcmd_proto_rawDescGZIP() []byte {
 	return file_raftcmd_v1_raftcmd_proto_rawDescData
 }
 
-var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_raftcmd_v1_raftcmd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_raftcmd_v1_raftcmd_proto_goTypes = []any{
-	(*HealthCheck)(nil),     // 0: raftcmd.v1.HealthCheck
-	(*Instance)(nil),        // 1: raftcmd.v1.Instance
-	(*Register)(nil),        // 2: raftcmd.v1.Register
-	(*Deregister)(nil),      // 3: raftcmd.v1.Deregister
-	(*SetHealth)(nil),       // 4: raftcmd.v1.SetHealth
-	(*Reap)(nil),            // 5: raftcmd.v1.Reap
-	(*SetMaintenance)(nil),  // 6: raftcmd.v1.SetMaintenance
-	(*Member)(nil),          // 7: raftcmd.v1.Member
-	(*UpsertMember)(nil),    // 8: raftcmd.v1.UpsertMember
-	(*RemoveMember)(nil),    // 9: raftcmd.v1.RemoveMember
-	(*Batch)(nil),           // 10: raftcmd.v1.Batch
-	(*SnapshotHeader)(nil),  // 11: raftcmd.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),  // 12: raftcmd.v1.SnapshotRecord
-	(*SnapshotEnd)(nil),     // 13: raftcmd.v1.SnapshotEnd
-	(*ServiceRevision)(nil), // 14: raftcmd.v1.ServiceRevision
-	nil,                     // 15: raftcmd.v1.Instance.MetadataEntry
+	(RequestResult_Error)(0), // 0: raftcmd.v1.RequestResult.Error
+	(*HealthCheck)(nil),      // 1: raftcmd.v1.HealthCheck
+	(*Instance)(nil),         // 2: raftcmd.v1.Instance
+	(*Register)(nil),         // 3: raftcmd.v1.Register
+	(*Deregister)(nil),       // 4: raftcmd.v1.Deregister
+	(*SetHealth)(nil),        // 5: raftcmd.v1.SetHealth
+	(*Reap)(nil),             // 6: raftcmd.v1.Reap
+	(*SetMaintenance)(nil),   // 7: raftcmd.v1.SetMaintenance
+	(*Member)(nil),           // 8: raftcmd.v1.Member
+	(*UpsertMember)(nil),     // 9: raftcmd.v1.UpsertMember
+	(*RemoveMember)(nil),     // 10: raftcmd.v1.RemoveMember
+	(*Batch)(nil),            // 11: raftcmd.v1.Batch
+	(*Request)(nil),          // 12: raftcmd.v1.Request
+	(*RequestResult)(nil),    // 13: raftcmd.v1.RequestResult
+	(*SnapshotHeader)(nil),   // 14: raftcmd.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),   // 15: raftcmd.v1.SnapshotRecord
+	(*SnapshotEnd)(nil),      // 16: raftcmd.v1.SnapshotEnd
+	(*ServiceRevision)(nil),  // 17: raftcmd.v1.ServiceRevision
+	nil,                      // 18: raftcmd.v1.Instance.MetadataEntry
 }
 var file_raftcmd_v1_raftcmd_proto_depIdxs = []int32{
-	15, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
-	0,  // 1: raftcmd.v1.Instance.check:type_name -> raftcmd.v1.HealthCheck
-	1,  // 2: raftcmd.v1.Register.instance:type_name -> raftcmd.v1.Instance
-	7,  // 3: raftcmd.v1.UpsertMember.member:type_name -> raftcmd.v1.Member
-	1,  // 4: raftcmd.v1.SnapshotRecord.instance:type_name -> raftcmd.v1.Instance
-	7,  // 5: raftcmd.v1.SnapshotRecord.member:type_name -> raftcmd.v1.Member
-	14, // 6: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
-	13, // 7: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	18, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
+	1,  // 1: raftcmd.v1.Instance.check:type_name -> raftcmd.v1.HealthCheck
+	2,  // 2: raftcmd.v1.Register.instance:type_name -> raftcmd.v1.Instance
+	8,  // 3: raftcmd.v1.UpsertMember.member:type_name -> raftcmd.v1.Member
+	0,  // 4: raftcmd.v1.RequestResult.error:type_name -> raftcmd.v1.RequestResult.Error
+	2,  // 5: raftcmd.v1.SnapshotRecord.instance:type_name -> raftcmd.v1.Instance
+	8,  // 6: raftcmd.v1.SnapshotRecord.member:type_name -> raftcmd.v1.Member
+	17, // 7: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
+	16, // 8: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
+	13, // 9: raftcmd.v1.SnapshotRecord.request:type_name -> raftcmd.v1.RequestResult
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_v1_raftcmd_proto_init() }
@@ -1319,24 +1584,26 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 	if File_raftcmd_v1_raftcmd_proto != nil {
 		return
 	}
-	file_raftcmd_v1_raftcmd_proto_msgTypes[12].OneofWrappers = []any{
+	file_raftcmd_v1_raftcmd_proto_msgTypes[14].OneofWrappers = []any{
 		(*SnapshotRecord_Instance)(nil),
 		(*SnapshotRecord_Member)(nil),
 		(*SnapshotRecord_Service)(nil),
 		(*SnapshotRecord_End)(nil),
+		(*SnapshotRecord_Request)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_v1_raftcmd_proto_rawDesc), len(file_raftcmd_v1_raftcmd_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   16,
+			NumEnums:      1,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_raftcmd_v1_raftcmd_proto_goTypes,
 		DependencyIndexes: file_raftcmd_v1_raftcmd_proto_depIdxs,
+		EnumInfos:         file_raftcmd_v1_raftcmd_proto_enumTypes,
 		MessageInfos:      file_raftcmd_v1_raftcmd_proto_msgTypes,
 	}.Build()
 	File_raftcmd_v1_raftcmd_proto = out.File
