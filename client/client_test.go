@@ -90,7 +90,7 @@ func TestRetryAfterUnavailableAnswer(t *testing.T) {
 			method: "Register", want: codes.OK, secondCalls: 1,
 		},
 		{
-			name: "deregister not found after a lost reply is success",
+			name: "deregister retried after a lost reply gets the first result",
 			prepare: func(st *fakeState, first *fakeServer) {
 				st.put(key)
 				first.setFail("Deregister", unavailable)

@@ -19,13 +19,16 @@ import (
 type fakeState struct {
 	mu        sync.Mutex
 	instances map[InstanceKey]*rosterv1.Instance
+	// deregistered remembers the request ids of applied deregistrations,
+	// as the real state machine does, so a repeat is answered, not applied.
+	deregistered map[string]bool
 	history   []*rosterv1.WatchResponse
 	// changed is closed and replaced whenever history grows.
 	changed chan struct{}
 }
 
 func newFakeState() *fakeState {
-	return &fakeState{instances: make(map[InstanceKey]*rosterv1.Instance), changed: make(chan struct{})}
+	return &fakeState{instances: make(map[InstanceKey]*rosterv1.Instance), deregistered: map[string]bool{}, changed: make(chan struct{})}
 }
 
 func (st *fakeState) put(k InstanceKey) {
@@ -34,10 +37,18 @@ func (st *fakeState) put(k InstanceKey) {
 	st.instances[k.normal()] = &rosterv1.Instance{Namespace: k.normal().Namespace, Service: k.Service, Id: k.ID}
 }
 
-func (st *fakeState) remove(k InstanceKey) bool {
+// remove deletes k once per request id; a repeated id reports success
+// without touching the state.
+func (st *fakeState) remove(k InstanceKey, requestID string) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if requestID != "" && st.deregistered[requestID] {
+		return true
+	}
 	_, ok := st.instances[k.normal()]
+	if ok && requestID != "" {
+		st.deregistered[requestID] = true
+	}
 	delete(st.instances, k.normal())
 	return ok
 }
@@ -164,7 +175,7 @@ func (f *fakeServer) Register(_ context.Context, req *rosterv1.RegisterRequest) 
 
 func (f *fakeServer) Deregister(_ context.Context, req *rosterv1.DeregisterRequest) (*rosterv1.DeregisterResponse, error) {
 	fail := f.record("Deregister")
-	if !f.state.remove(InstanceKey{Namespace: req.GetNamespace(), Service: req.GetService(), ID: req.GetId()}) {
+	if !f.state.remove(InstanceKey{Namespace: req.GetNamespace(), Service: req.GetService(), ID: req.GetId()}, req.GetRequestId()) {
 		return nil, status.Error(codes.NotFound, "instance not found")
 	}
 	if fail != nil {
