@@ -22,7 +22,7 @@ type fakeState struct {
 	// deregistered remembers the request ids of applied deregistrations,
 	// as the real state machine does, so a repeat is answered, not applied.
 	deregistered map[string]bool
-	history   []*rosterv1.WatchResponse
+	history      []*rosterv1.WatchResponse
 	// changed is closed and replaced whenever history grows.
 	changed chan struct{}
 }

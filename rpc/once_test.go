@@ -200,4 +200,3 @@ func silentServer(t *testing.T) string {
 	t.Cleanup(g.Stop)
 	return lis.Addr().String()
 }
-
