@@ -100,6 +100,8 @@ type fakeServer struct {
 	// call, for Deregister: a reply lost on the way back).
 	fail        map[string]error
 	watchStarts []uint64
+	// requestIDs are the request ids of the writes received, in order.
+	requestIDs []string
 	// overlap makes Watch resend this many revisions before the start.
 	overlap uint64
 	// cut ends the open Watch or KeepAlive streams with the error sent.
@@ -146,6 +148,12 @@ func (f *fakeServer) record(method string) error {
 	return f.fail[method]
 }
 
+func (f *fakeServer) ids() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.requestIDs...)
+}
+
 func (f *fakeServer) count(method string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -165,6 +173,9 @@ func (f *fakeServer) starts() []uint64 {
 }
 
 func (f *fakeServer) Register(_ context.Context, req *rosterv1.RegisterRequest) (*rosterv1.RegisterResponse, error) {
+	f.mu.Lock()
+	f.requestIDs = append(f.requestIDs, req.GetRequestId())
+	f.mu.Unlock()
 	if err := f.record("Register"); err != nil {
 		return nil, err
 	}
