@@ -296,3 +296,27 @@ func TestRequestResultsSurviveSnapshot(t *testing.T) {
 		t.Fatalf("repeat after restore changed the state: %+v revision %d", inst, g.Store().Revision())
 	}
 }
+
+// BenchmarkApplyRegisterRequest is BenchmarkApplyRegister with every command
+// carrying a request id: the cost of remembering results (and of pruning
+// once the count bound is reached).
+func BenchmarkApplyRegisterRequest(b *testing.B) {
+	opts := store.DefaultOptions()
+	opts.RequestResults = 10_000
+	f := New(store.New(opts), nil)
+	cmds := make([]*raftcmdv1.Register, 128)
+	for i := range cmds {
+		k := i % 64
+		cmds[i] = register("web", string(rune('a'+k%26))+string(rune('a'+k/26)), "10.0.0.1", 0, 1)
+		cmds[i].Instance.Port = uint32(i + 1)
+	}
+	data := make([][]byte, b.N)
+	for n := range data {
+		data[n] = wrap(b, fmt.Sprintf("req-%d", n), int64(n), RegisterType, cmds[n%len(cmds)])
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		apply(f, uint64(n+1), data[n])
+	}
+}

@@ -99,32 +99,11 @@ func newRequestBounds(opts Options) requestBounds {
 	return b
 }
 
-// requestCountRow counts the remembered request results (memdb keeps no
-// counts), so the count bound costs no walk.
-type requestCountRow struct {
-	Key   string
-	Count int
-}
-
-const requestCountKey = "requests"
-
-func (w *WriteTxn) requestCount() (int, error) {
-	raw, err := w.txn.First(tableMeta, indexID, requestCountKey)
-	if err != nil {
-		return 0, fmt.Errorf("get request count: %w", err)
-	}
-	if raw == nil {
-		return 0, nil
-	}
-	return raw.(*requestCountRow).Count, nil
-}
-
-func (w *WriteTxn) setRequestCount(n int) error {
-	if err := w.txn.Insert(tableMeta, &requestCountRow{Key: requestCountKey, Count: n}); err != nil {
-		return fmt.Errorf("set request count: %w", err)
-	}
-	return nil
-}
+// requestCount is how many request results the transaction's state holds:
+// the store's count, kept outside the database (only the FSM's goroutine
+// writes or restores, so nothing else reads it), plus this transaction's
+// changes, which Commit folds in. It saves a meta row write per request.
+func (w *WriteTxn) requestCount() int { return w.s.requestCount + w.requestDelta }
 
 // Request returns the remembered result of request id, or nil.
 func (w *WriteTxn) Request(id string) (*RequestResult, error) {
@@ -150,10 +129,7 @@ func (w *WriteTxn) PruneRequests(now int64) error {
 // pruneRequests forgets, oldest first, results stamped before cutoff and
 // results beyond the count bound.
 func (w *WriteTxn) pruneRequests(cutoff int64) error {
-	n, err := w.requestCount()
-	if err != nil {
-		return err
-	}
+	n := w.requestCount()
 	if n == 0 {
 		return nil
 	}
@@ -182,34 +158,25 @@ func (w *WriteTxn) pruneRequests(cutoff int64) error {
 		}
 	}
 	w.dirty = true
-	return w.setRequestCount(left)
+	w.requestDelta -= len(drop)
+	return nil
 }
 
-// RememberRequest stores the first result of a request and, when that
-// passes the count bound, forgets the oldest one.
+// RememberRequest stores the first result of a request the caller found
+// unknown (Request returned nil) and, when that passes the count bound,
+// forgets the oldest one.
 func (w *WriteTxn) RememberRequest(r *RequestResult) error {
 	if r.ID == "" {
 		return errors.New("remember request: empty id")
 	}
-	prev, err := w.Request(r.ID)
-	if err != nil {
-		return err
-	}
-	if prev != nil {
-		return fmt.Errorf("remember request %q: already remembered", r.ID)
-	}
+	// The caller looked the id up first (Request): an insert never
+	// replaces a remembered result.
 	if err := w.txn.Insert(tableRequests, r); err != nil {
 		return fmt.Errorf("remember request %q: %w", r.ID, err)
 	}
-	n, err := w.requestCount()
-	if err != nil {
-		return err
-	}
 	w.dirty = true
-	if err := w.setRequestCount(n + 1); err != nil {
-		return err
-	}
-	if n+1 <= w.s.requests.max {
+	w.requestDelta++
+	if w.requestCount() <= w.s.requests.max {
 		return nil
 	}
 	return w.pruneRequests(math.MinInt64)

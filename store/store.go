@@ -51,8 +51,11 @@ func DefaultOptions() Options {
 type Store struct {
 	db      atomic.Pointer[memdb.MemDB]
 	history *History
-	// requests bounds the remembered request results.
-	requests requestBounds
+	// requests bounds the remembered request results; requestCount is how
+	// many there are, touched only by the FSM's goroutine (WriteTxn.Commit
+	// and Restore).
+	requests     requestBounds
+	requestCount int
 
 	// abandonMu guards abandonCh, closed when Restore replaces the database
 	// so that blocked readers re-run against the new one.
@@ -113,6 +116,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	r.txn.Commit()
 
 	s.db.Store(db)
+	s.requestCount = r.requests
 	s.history.reset(r.revision)
 	s.abandonMu.Lock()
 	close(s.abandonCh)
@@ -191,9 +195,6 @@ func (r *Restorer) finish() error {
 		if err := r.txn.Insert(tableServices, row); err != nil {
 			return fmt.Errorf("restore service %s/%s: %w", row.Namespace, row.Service, err)
 		}
-	}
-	if err := r.txn.Insert(tableMeta, &requestCountRow{Key: requestCountKey, Count: r.requests}); err != nil {
-		return fmt.Errorf("restore request count: %w", err)
 	}
 	return r.txn.Insert(tableMeta, &metaRow{Key: metaKey, Revision: r.revision})
 }

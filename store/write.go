@@ -16,6 +16,8 @@ type WriteTxn struct {
 	index  uint64
 	events []*Event
 	dirty  bool
+	// requestDelta is the change to the store's request count.
+	requestDelta int
 }
 
 // Begin starts a write at a Raft index. The FSM is the only writer.
@@ -39,6 +41,7 @@ func (w *WriteTxn) Commit() error {
 		}
 	}
 	w.txn.Commit()
+	w.s.requestCount += w.requestDelta
 	if len(w.events) > 0 {
 		w.s.history.append(w.index, w.events)
 	}
