@@ -266,6 +266,17 @@ const (
 	reasonOutcomeUnknown = "OUTCOME_UNKNOWN"
 )
 
+// notApplied reports whether the server said the call was not applied: no
+// leader, or not the leader (the reasons NO_LEADER and NOT_LEADER).
+func notApplied(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == errorDomain {
+			return info.Reason == "NO_LEADER" || info.Reason == "NOT_LEADER"
+		}
+	}
+	return false
+}
+
 // invoke runs call on the current endpoint and, when the endpoint turns out
 // to be unreachable or unable to serve, on the next ones, as policy allows.
 func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) error {
@@ -314,7 +325,7 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 			}
 			return err
 		}
-		maybeApplied = maybeApplied || (ready && policy == retryWrite)
+		maybeApplied = maybeApplied || (ready && policy == retryWrite && !notApplied(err))
 		last = err
 		if len(errs) < 2*n {
 			errs = append(errs, c.addrs[i]+": "+status.Convert(err).Message())

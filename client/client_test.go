@@ -206,6 +206,16 @@ func TestWriteRetriedWithOneRequestID(t *testing.T) {
 	if status.Code(err) != codes.Unavailable || !hasReason(err, reasonOutcomeUnknown) {
 		t.Fatalf("register with no endpoint answering = %v, want Unavailable with OUTCOME_UNKNOWN", err)
 	}
+
+	// Servers that say nothing was applied leave nothing unknown.
+	noLeader, _ := status.New(codes.Unavailable, "no leader").
+		WithDetails(&errdetails.ErrorInfo{Reason: "NO_LEADER", Domain: errorDomain})
+	first.setFail("Register", noLeader.Err())
+	second.setFail("Register", noLeader.Err())
+	_, err = c.Register(context.Background(), req)
+	if status.Code(err) != codes.Unavailable || hasReason(err, reasonOutcomeUnknown) {
+		t.Fatalf("register with no leader anywhere = %v, want Unavailable without OUTCOME_UNKNOWN", err)
+	}
 }
 
 func hasReason(err error, reason string) bool {
