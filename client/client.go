@@ -4,17 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 )
 
@@ -132,6 +135,10 @@ func New(ctx context.Context, addrs []string, opts ...Option) (*Client, error) {
 			},
 			MinConnectTimeout: o.connectTimeout,
 		}),
+		// A server that stops answering (a black-holed host) is noticed
+		// within seconds: the connection closes and calls move on. Roster
+		// servers permit pings this often.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}
 	dial = append(dial, o.dialOptions...)
 
@@ -236,34 +243,77 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// callFunc makes one attempt of a call on one connection. maybeApplied is
-// true when an earlier attempt of the same call reached a server and failed
-// without saying whether it took effect.
-type callFunc func(ctx context.Context, conn *grpc.ClientConn, maybeApplied bool) error
+// callFunc makes one attempt of a call on one connection.
+type callFunc func(ctx context.Context, conn *grpc.ClientConn) error
+
+// retryPolicy says when a call moves on to the next endpoint and tries
+// again.
+type retryPolicy int
+
+const (
+	// retryRead: a call that changes nothing (reads, Heartbeat) is retried
+	// after any Unavailable, on every endpoint at most once.
+	retryRead retryPolicy = iota
+	// retryWrite: a write carrying a request id is retried after any
+	// Unavailable, OUTCOME_UNKNOWN included, with the same id: the cluster
+	// applies an id once and answers a repeat with the first result. With
+	// a deadline it goes round the endpoints until the deadline; without
+	// one, every endpoint at most once.
+	retryWrite
+	// retryUnsent: a call without a request id that must not apply twice
+	// (RemoveNode, TransferLeadership) moves on only when it was never sent.
+	retryUnsent
+)
+
+// Roster's ErrorInfo domain and the reason of a write whose outcome is
+// unknown, as the server sends them.
+const (
+	errorDomain          = "roster.dev"
+	reasonOutcomeUnknown = "OUTCOME_UNKNOWN"
+)
+
+// notApplied reports whether the server said the call was not applied: no
+// leader, or not the leader (the reasons NO_LEADER and NOT_LEADER).
+func notApplied(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == errorDomain {
+			return info.Reason == "NO_LEADER" || info.Reason == "NOT_LEADER"
+		}
+	}
+	return false
+}
 
 // invoke runs call on the current endpoint and, when the endpoint turns out
-// to be unreachable, on the next ones: every endpoint at most once. A call
-// that may have reached a server (its connection was ready) is retried only
-// when idempotent is true.
-func (c *Client) invoke(ctx context.Context, idempotent bool, call callFunc) error {
+// to be unreachable or unable to serve, on the next ones, as policy allows.
+func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) error {
 	select {
 	case <-c.closed:
 		return ErrClosed
 	default:
 	}
 	n := len(c.conns)
+	attempts := n
+	if _, ok := ctx.Deadline(); ok && policy == retryWrite {
+		attempts = math.MaxInt
+	}
 	start := int(c.current.Load()) % n
 	var errs []string
 	var last error
 	maybeApplied := false
-	for attempt := range n {
+	for attempt := 0; attempt < attempts; attempt++ {
 		if err := c.pause(ctx, attempt); err != nil {
+			if maybeApplied {
+				return outcomeUnknown(err, errs)
+			}
 			return err
 		}
 		i := (start + attempt) % n
 		ready, err := c.connect(ctx, i)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				if maybeApplied {
+					return outcomeUnknown(err, errs)
+				}
 				return err
 			}
 			last = err
@@ -271,22 +321,49 @@ func (c *Client) invoke(ctx context.Context, idempotent bool, call callFunc) err
 			c.moveOn(i)
 			continue
 		}
-		err = call(ctx, c.conns[i], maybeApplied)
+		err = call(ctx, c.conns[i])
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !unreachable(err) || (ready && !idempotent) {
+		if ctx.Err() != nil || !unreachable(err) || (ready && policy == retryUnsent) {
+			if maybeApplied && unreachable(err) {
+				return outcomeUnknown(err, errs)
+			}
 			return err
 		}
-		maybeApplied = maybeApplied || ready
+		maybeApplied = maybeApplied || (ready && policy == retryWrite && !notApplied(err))
 		last = err
-		errs = append(errs, c.addrs[i]+": "+status.Convert(err).Message())
+		if len(errs) < 2*n {
+			errs = append(errs, c.addrs[i]+": "+status.Convert(err).Message())
+		}
 		c.moveOn(i)
+	}
+	if maybeApplied {
+		return outcomeUnknown(last, errs)
 	}
 	if n == 1 {
 		return last
 	}
 	return status.Errorf(status.Code(last), "no endpoint answered: %s", strings.Join(errs, "; "))
+}
+
+// outcomeUnknown is the error of a write that may have been applied: an
+// attempt reached a server and no later attempt got its result. It carries
+// the server's OUTCOME_UNKNOWN reason, so callers need not parse text.
+func outcomeUnknown(last error, errs []string) error {
+	msg := "outcome unknown: " + status.Convert(last).Message()
+	if len(errs) > 0 {
+		msg = "outcome unknown: " + strings.Join(errs, "; ")
+	}
+	code := codes.Unavailable
+	if c := status.Code(last); c == codes.DeadlineExceeded || c == codes.Canceled {
+		code = c
+	}
+	st := status.New(code, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reasonOutcomeUnknown, Domain: errorDomain}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 // unreachable reports whether err says the server could not be reached or

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -90,7 +91,7 @@ func TestRetryAfterUnavailableAnswer(t *testing.T) {
 			method: "Register", want: codes.OK, secondCalls: 1,
 		},
 		{
-			name: "deregister not found after a lost reply is success",
+			name: "deregister retried after a lost reply gets the first result",
 			prepare: func(st *fakeState, first *fakeServer) {
 				st.put(key)
 				first.setFail("Deregister", unavailable)
@@ -168,4 +169,60 @@ func TestClosedClient(t *testing.T) {
 	if _, err := c.GetService(testContext(t), &rosterv1.GetServiceRequest{Service: "web"}); err != ErrClosed {
 		t.Fatalf("GetService after Close = %v, want ErrClosed", err)
 	}
+}
+
+// TestWriteRetriedWithOneRequestID: a write is retried on the next endpoint
+// after an Unavailable that may follow its application, with the same
+// request id, and the caller's request is left as it was. When no endpoint
+// answers, the error says OUTCOME_UNKNOWN.
+func TestWriteRetriedWithOneRequestID(t *testing.T) {
+	st := newFakeState()
+	first, second := startFake(t, st), startFake(t, st)
+	unknown, _ := status.New(codes.Unavailable, "leadership lost").
+		WithDetails(&errdetails.ErrorInfo{Reason: reasonOutcomeUnknown, Domain: errorDomain})
+	first.setFail("Register", unknown.Err())
+	c := newTestClient(t, first.addr, second.addr)
+	req := &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{Service: "web", Id: "w1"}}
+	if _, err := c.Register(testContext(t), req); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	if req.RequestId != "" {
+		t.Fatalf("the caller's request was changed: %v", req)
+	}
+	a, b := first.ids(), second.ids()
+	if len(a) != 1 || len(b) != 1 || a[0] == "" || a[0] != b[0] {
+		t.Fatalf("request ids %v then %v, want one id sent twice", a, b)
+	}
+	// A new call is a new request.
+	if _, err := c.Register(testContext(t), req); err != nil {
+		t.Fatal(err)
+	}
+	if b = second.ids(); len(b) != 2 || b[1] == a[0] {
+		t.Fatalf("second call's request ids %v reuse the first call's %s", b, a[0])
+	}
+
+	second.setFail("Register", status.Error(codes.Unavailable, "connection reset"))
+	_, err := c.Register(context.Background(), req)
+	if status.Code(err) != codes.Unavailable || !hasReason(err, reasonOutcomeUnknown) {
+		t.Fatalf("register with no endpoint answering = %v, want Unavailable with OUTCOME_UNKNOWN", err)
+	}
+
+	// Servers that say nothing was applied leave nothing unknown.
+	noLeader, _ := status.New(codes.Unavailable, "no leader").
+		WithDetails(&errdetails.ErrorInfo{Reason: "NO_LEADER", Domain: errorDomain})
+	first.setFail("Register", noLeader.Err())
+	second.setFail("Register", noLeader.Err())
+	_, err = c.Register(context.Background(), req)
+	if status.Code(err) != codes.Unavailable || hasReason(err, reasonOutcomeUnknown) {
+		t.Fatalf("register with no leader anywhere = %v, want Unavailable without OUTCOME_UNKNOWN", err)
+	}
+}
+
+func hasReason(err error, reason string) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Reason == reason && info.Domain == errorDomain {
+			return true
+		}
+	}
+	return false
 }

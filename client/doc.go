@@ -4,11 +4,31 @@
 // A Client holds one connection per configured address and sends every call
 // to its current endpoint. When that endpoint is unreachable (the connection
 // cannot be made within the connect timeout, or the call fails with
-// codes.Unavailable) the client moves on to the next address and, for calls
-// that are safe to repeat, retries there: reads, Heartbeat, and the
-// idempotent writes Register, Deregister and SetMaintenance. Each address is
-// tried at most once per call, with a short backoff in between, and the
-// caller's context bounds everything.
+// codes.Unavailable) the client moves on to the next address and retries
+// there, with a short backoff in between; the caller's context bounds
+// everything. Connections use gRPC keepalive, so a server that stops
+// answering is noticed within seconds.
+//
+// What is retried:
+//
+//   - Reads and Heartbeat: after any Unavailable, each address at most once.
+//   - Register, Deregister and SetMaintenance: every call carries a request
+//     id (a fresh one when the request's RequestId is empty; the caller's
+//     request is not changed). The cluster applies an id at most once and
+//     answers a repeat with the first result — same revision, same error —
+//     so these writes are retried after any Unavailable, OUTCOME_UNKNOWN
+//     included, with the same id: round the addresses until the context's
+//     deadline, or each address once when it has none. A retry never
+//     brings back a value another client has since overwritten, and a
+//     retried Deregister never deletes a later re-registration. A write
+//     that may have been applied without any attempt returning its result
+//     fails with codes.Unavailable and reason OUTCOME_UNKNOWN (or the
+//     context's error). Set RequestId yourself to retry across calls (after
+//     a restart of your process, say) within the cluster's memory of ids,
+//     10 minutes; never reuse one for a different request (InvalidArgument,
+//     reason REQUEST_ID_REUSED).
+//   - RemoveNode and TransferLeadership: only when the request was never
+//     sent.
 //
 // Two long-lived helpers build on that:
 //

@@ -19,13 +19,16 @@ import (
 type fakeState struct {
 	mu        sync.Mutex
 	instances map[InstanceKey]*rosterv1.Instance
-	history   []*rosterv1.WatchResponse
+	// deregistered remembers the request ids of applied deregistrations,
+	// as the real state machine does, so a repeat is answered, not applied.
+	deregistered map[string]bool
+	history      []*rosterv1.WatchResponse
 	// changed is closed and replaced whenever history grows.
 	changed chan struct{}
 }
 
 func newFakeState() *fakeState {
-	return &fakeState{instances: make(map[InstanceKey]*rosterv1.Instance), changed: make(chan struct{})}
+	return &fakeState{instances: make(map[InstanceKey]*rosterv1.Instance), deregistered: map[string]bool{}, changed: make(chan struct{})}
 }
 
 func (st *fakeState) put(k InstanceKey) {
@@ -34,10 +37,18 @@ func (st *fakeState) put(k InstanceKey) {
 	st.instances[k.normal()] = &rosterv1.Instance{Namespace: k.normal().Namespace, Service: k.Service, Id: k.ID}
 }
 
-func (st *fakeState) remove(k InstanceKey) bool {
+// remove deletes k once per request id; a repeated id reports success
+// without touching the state.
+func (st *fakeState) remove(k InstanceKey, requestID string) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if requestID != "" && st.deregistered[requestID] {
+		return true
+	}
 	_, ok := st.instances[k.normal()]
+	if ok && requestID != "" {
+		st.deregistered[requestID] = true
+	}
 	delete(st.instances, k.normal())
 	return ok
 }
@@ -89,6 +100,8 @@ type fakeServer struct {
 	// call, for Deregister: a reply lost on the way back).
 	fail        map[string]error
 	watchStarts []uint64
+	// requestIDs are the request ids of the writes received, in order.
+	requestIDs []string
 	// overlap makes Watch resend this many revisions before the start.
 	overlap uint64
 	// cut ends the open Watch or KeepAlive streams with the error sent.
@@ -135,6 +148,12 @@ func (f *fakeServer) record(method string) error {
 	return f.fail[method]
 }
 
+func (f *fakeServer) ids() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.requestIDs...)
+}
+
 func (f *fakeServer) count(method string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -154,6 +173,9 @@ func (f *fakeServer) starts() []uint64 {
 }
 
 func (f *fakeServer) Register(_ context.Context, req *rosterv1.RegisterRequest) (*rosterv1.RegisterResponse, error) {
+	f.mu.Lock()
+	f.requestIDs = append(f.requestIDs, req.GetRequestId())
+	f.mu.Unlock()
 	if err := f.record("Register"); err != nil {
 		return nil, err
 	}
@@ -164,7 +186,7 @@ func (f *fakeServer) Register(_ context.Context, req *rosterv1.RegisterRequest) 
 
 func (f *fakeServer) Deregister(_ context.Context, req *rosterv1.DeregisterRequest) (*rosterv1.DeregisterResponse, error) {
 	fail := f.record("Deregister")
-	if !f.state.remove(InstanceKey{Namespace: req.GetNamespace(), Service: req.GetService(), ID: req.GetId()}) {
+	if !f.state.remove(InstanceKey{Namespace: req.GetNamespace(), Service: req.GetService(), ID: req.GetId()}, req.GetRequestId()) {
 		return nil, status.Error(codes.NotFound, "instance not found")
 	}
 	if fail != nil {

@@ -46,7 +46,7 @@ func TestKeepAliveReportsLostAndRestored(t *testing.T) {
 	// Renewals keep coming, one per ttl/3.
 	waitFor(t, "three renewals", func() bool { return first.count("KeepAlive") >= 3 })
 
-	st.remove(key)
+	st.remove(key, "")
 	lost := nextEvent(t, s, LeaseLost)
 	if lost.Instance != key.normal() || status.Code(lost.Err) != codes.NotFound {
 		t.Fatalf("lost event %+v, want %v with NotFound", lost, key.normal())

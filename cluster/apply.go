@@ -51,7 +51,20 @@ func instanceKey(m proto.Message) string {
 // as one batch entry, so under load one fsync and one FSM transaction serve
 // many calls, while a lone write pays no extra latency.
 func (n *Node) propose(ctx context.Context, t fsm.CommandType, m proto.Message) (uint64, error) {
-	data, err := fsm.Encode(t, m)
+	return n.proposeRequest(ctx, "", 0, t, m)
+}
+
+// proposeRequest proposes a client write. With a request id the command is
+// wrapped in a Request stamped with now, and the state machine applies it
+// at most once: a repeat of the id returns the first result.
+func (n *Node) proposeRequest(ctx context.Context, requestID string, now int64, t fsm.CommandType, m proto.Message) (uint64, error) {
+	var data []byte
+	var err error
+	if requestID != "" {
+		data, err = fsm.EncodeRequest(requestID, now, t, m)
+	} else {
+		data, err = fsm.Encode(t, m)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -176,10 +189,13 @@ func fail(ps []*proposal, err error) {
 func now() int64 { return time.Now().UnixNano() }
 
 // Register upserts an instance and returns its revision. The instance must
-// already be validated; the leader stamps the time. A TTL registration's
-// lease is running when Register returns.
-func (n *Node) Register(ctx context.Context, inst *store.Instance) (uint64, error) {
-	rev, err := n.propose(ctx, fsm.RegisterType, &raftcmdv1.Register{Instance: store.InstanceToRecord(inst), NowUnixNs: now()})
+// already be validated; the leader stamps the time. requestID names the
+// client's call: a repeat of it returns the first result and changes
+// nothing ("" applies unconditionally). A TTL registration's lease is
+// running when Register returns.
+func (n *Node) Register(ctx context.Context, inst *store.Instance, requestID string) (uint64, error) {
+	t := now()
+	rev, err := n.proposeRequest(ctx, requestID, t, fsm.RegisterType, &raftcmdv1.Register{Instance: store.InstanceToRecord(inst), NowUnixNs: t})
 	if err == nil {
 		// The lease starts here, whichever front end registered, so a
 		// heartbeat sent as soon as Register returns finds it.
@@ -189,13 +205,15 @@ func (n *Node) Register(ctx context.Context, inst *store.Instance) (uint64, erro
 }
 
 // Deregister removes an instance; store.ErrNotFound if it is not registered.
-func (n *Node) Deregister(ctx context.Context, k store.Key) (uint64, error) {
-	return n.propose(ctx, fsm.DeregisterType, &raftcmdv1.Deregister{Namespace: k.Namespace, Service: k.Service, Id: k.ID})
+// requestID is as for Register.
+func (n *Node) Deregister(ctx context.Context, k store.Key, requestID string) (uint64, error) {
+	return n.proposeRequest(ctx, requestID, now(), fsm.DeregisterType, &raftcmdv1.Deregister{Namespace: k.Namespace, Service: k.Service, Id: k.ID})
 }
 
 // SetMaintenance drains (enabled=false) or re-enables an instance.
-func (n *Node) SetMaintenance(ctx context.Context, k store.Key, enabled bool, reason string) (uint64, error) {
-	return n.propose(ctx, fsm.SetMaintenanceType, &raftcmdv1.SetMaintenance{
+// requestID is as for Register.
+func (n *Node) SetMaintenance(ctx context.Context, k store.Key, enabled bool, reason, requestID string) (uint64, error) {
+	return n.proposeRequest(ctx, requestID, now(), fsm.SetMaintenanceType, &raftcmdv1.SetMaintenance{
 		Namespace: k.Namespace, Service: k.Service, Id: k.ID, Enabled: enabled, Reason: reason})
 }
 

@@ -462,7 +462,7 @@ func TestRegisterAdoptsItsLease(t *testing.T) {
 	defer close(gate)
 
 	inst := &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: "10.0.0.1", Port: 80, Weight: 100, TTL: time.Minute}
-	if _, err := n.Register(context.Background(), inst); err != nil {
+	if _, err := n.Register(context.Background(), inst, ""); err != nil {
 		t.Fatal(err)
 	}
 	if got := n.Leases(); got != 1 {

@@ -54,7 +54,7 @@ func writeAndSnapshot(t *testing.T, n *cluster.Node, from, count int) {
 	ctx := context.Background()
 	for i := from; i < from+count; i++ {
 		inst := &store.Instance{Namespace: "default", Service: "web", ID: fmt.Sprintf("i%d", i), Address: "10.0.0.1", Port: 80, Weight: 100}
-		if _, err := n.Register(ctx, inst); err != nil {
+		if _, err := n.Register(ctx, inst, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -108,7 +108,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func register(t *testing.T, n *cluster.Node, id string) {
 	t.Helper()
 	inst := &store.Instance{Namespace: "default", Service: "web", ID: id, Address: "10.0.0.1", Port: 80, Weight: 100}
-	if _, err := n.Register(context.Background(), inst); err != nil {
+	if _, err := n.Register(context.Background(), inst, ""); err != nil {
 		t.Fatalf("register %s: %v", id, err)
 	}
 }

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -27,6 +28,10 @@ const (
 	// SelfPreservationType changes the replicated self-preservation
 	// settings or marks a lease held (raftcmd.SelfPreservation).
 	SelfPreservationType CommandType = 9
+	// RequestType wraps a client write with its request id (raftcmd
+	// Request), so the state machine applies it at most once. It is not
+	// skippable: a node that cannot deduplicate must stop, not diverge.
+	RequestType CommandType = 10
 
 	// SkippableFlag marks a command that older nodes may safely ignore.
 	SkippableFlag CommandType = 0x80
@@ -54,4 +59,44 @@ func EncodeBatch(entries [][]byte) ([]byte, error) {
 		}
 	}
 	return Encode(BatchType, &raftcmdv1.Batch{Entries: entries})
+}
+
+// EncodeRequest wraps command m of type t, sent by a client as request id,
+// into a Request entry stamped with the leader's time now. The digest covers
+// the command with its own time stamp (a now_unix_ns field) cleared, so a
+// retry stamped later by another leader is still the same request.
+func EncodeRequest(id string, now int64, t CommandType, m proto.Message) ([]byte, error) {
+	if id == "" {
+		return nil, errors.New("encode request: empty request id")
+	}
+	if t == BatchType || t == RequestType {
+		return nil, fmt.Errorf("encode request: command type %d cannot be wrapped", t)
+	}
+	inner, err := Encode(t, m)
+	if err != nil {
+		return nil, err
+	}
+	digest, err := requestDigest(t, m)
+	if err != nil {
+		return nil, err
+	}
+	return Encode(RequestType, &raftcmdv1.Request{RequestId: id, NowUnixNs: now, Digest: digest, Command: inner})
+}
+
+// requestDigest hashes what the client asked for: the command without the
+// leader's time stamp, encoded deterministically.
+func requestDigest(t CommandType, m proto.Message) ([]byte, error) {
+	c := proto.Clone(m)
+	r := c.ProtoReflect()
+	if fd := r.Descriptor().Fields().ByName("now_unix_ns"); fd != nil {
+		r.Clear(fd)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("digest command %d: %w", t, err)
+	}
+	h := sha256.New()
+	h.Write([]byte{byte(t)})
+	h.Write(b)
+	return h.Sum(nil), nil
 }

@@ -11,6 +11,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -27,8 +28,8 @@ import (
 type Result struct {
 	// Revision is the instance's revision after the command.
 	Revision uint64
-	// Err is a domain error (wrapping store.ErrNotFound or
-	// store.ErrStaleRegistration); nil on success.
+	// Err is a domain error (wrapping store.ErrNotFound,
+	// store.ErrStaleRegistration or store.ErrRequestReused); nil on success.
 	Err error
 }
 
@@ -123,6 +124,9 @@ func (f *FSM) dispatch(w *store.WriteTxn, index uint64, data []byte) Result {
 		panic(fmt.Errorf("fsm: entry %d: %w", index, ErrEmptyCommand))
 	}
 	t := CommandType(data[0])
+	if t == RequestType {
+		return f.applyRequest(w, index, data[1:])
+	}
 	h, ok := handlers[t]
 	if !ok {
 		if t&SkippableFlag != 0 {
@@ -143,6 +147,45 @@ func (f *FSM) dispatch(w *store.WriteTxn, index uint64, data []byte) Result {
 		// The store failed inside a transaction; its state is unknown.
 		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
 	}
+}
+
+// applyRequest applies a client write at most once per request id. It first
+// forgets results older than the command's stamp allows (so pruning depends
+// on the log alone), then answers a repeated id with its first result,
+// changing nothing, or applies the wrapped command and remembers its result.
+func (f *FSM) applyRequest(w *store.WriteTxn, index uint64, payload []byte) Result {
+	var c raftcmdv1.Request
+	if err := proto.Unmarshal(payload, &c); err != nil {
+		panic(fmt.Errorf("fsm: entry %d: %w request: %v", index, errDecode, err))
+	}
+	if c.RequestId == "" || len(c.Command) == 0 {
+		panic(fmt.Errorf("fsm: entry %d: %w: request without id or command", index, errDecode))
+	}
+	if t := CommandType(c.Command[0]); t == BatchType || t == RequestType {
+		panic(fmt.Errorf("fsm: entry %d: request wraps command type %d", index, t))
+	}
+	if err := w.PruneRequests(c.NowUnixNs); err != nil {
+		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
+	}
+	prev, err := w.Request(c.RequestId)
+	if err != nil {
+		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
+	}
+	if prev != nil {
+		if !bytes.Equal(prev.Digest, c.Digest) {
+			return Result{Err: fmt.Errorf("request %q (first applied at index %d): %w", c.RequestId, prev.Index, store.ErrRequestReused)}
+		}
+		return Result{Revision: prev.Revision, Err: prev.Err()}
+	}
+	res := f.dispatch(w, index, c.Command)
+	rr, err := store.NewRequestResult(c.RequestId, c.Digest, c.NowUnixNs, index, res.Revision, res.Err)
+	if err != nil {
+		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
+	}
+	if err := w.RememberRequest(rr); err != nil {
+		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
+	}
+	return res
 }
 
 // Restore implements raft.FSM: it replaces the whole state with a snapshot.

@@ -3,9 +3,11 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -176,6 +178,10 @@ func dump(t *testing.T, f *FSM) string {
 		return true
 	})
 	_ = f.Store().View().ServiceRevisions(func(ns, s string, rev uint64) { b.WriteString(ns + s + string(rune(rev))) })
+	_ = f.Store().View().Requests(func(r *store.RequestResult) bool {
+		fmt.Fprintf(&b, " request %+v", *r)
+		return true
+	})
 	return h + b.String()
 }
 
@@ -187,17 +193,20 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	apply(f, 4, mustEncode(t, DeregisterType, &raftcmdv1.Deregister{Namespace: "default", Service: "web", Id: "b"}))
 	apply(f, 5, mustEncode(t, UpsertMemberType, &raftcmdv1.UpsertMember{Member: &raftcmdv1.Member{NodeId: "n1", RaftAddr: "r", ApiAddr: "a"}}))
 	apply(f, 6, mustEncode(t, SetMaintenanceType, &raftcmdv1.SetMaintenance{Namespace: "default", Service: "api", Id: "a", Reason: "x"}))
+	for i, d := range requestEntries(t) {
+		apply(f, uint64(7+i), d)
+	}
 
 	data := snapshotBytes(t, f)
 	// Apply continues after the snapshot was taken; it must not leak into it.
-	apply(f, 7, regCmd(t, "late", "a", 80))
+	apply(f, 9, regCmd(t, "late", "a", 80))
 
 	g := newFSM()
 	if err := g.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := g.Applied(); got != 6 {
-		t.Fatalf("restored applied = %d, want 6", got)
+	if got, _ := g.Applied(); got != 8 {
+		t.Fatalf("restored applied = %d, want 8", got)
 	}
 	want := newFSM()
 	for i, d := range [][]byte{
@@ -207,6 +216,12 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		mustEncode(t, SetMaintenanceType, &raftcmdv1.SetMaintenance{Namespace: "default", Service: "api", Id: "a", Reason: "x"}),
 	} {
 		apply(want, uint64(i+1), d)
+	}
+	for i, d := range requestEntries(t) {
+		apply(want, uint64(7+i), d)
+	}
+	if got := requestIDs(t, g); fmt.Sprint(got) != "[req-reg req-gone]" {
+		t.Fatalf("restored request results %v", got)
 	}
 	if a, b := dump(t, g), dump(t, want); a != b {
 		t.Fatalf("restored state differs:\n got %s\nwant %s", a, b)
@@ -218,6 +233,15 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	i, _ := g.Store().View().Instance(nil, store.Key{Namespace: "default", Service: "api", ID: "a"})
 	if i.CreateRevision != 3 || i.ModRevision != 6 || i.Enabled || i.Metadata["v"] != "1" {
 		t.Fatalf("restored instance %+v", i)
+	}
+}
+
+// requestEntries are two client writes with request ids, one succeeding and
+// one failing, so a snapshot carries both kinds of remembered result.
+func requestEntries(t *testing.T) [][]byte {
+	return [][]byte{
+		wrap(t, "req-reg", 7, RegisterType, register("reqs", "c", "10.0.0.3", time.Minute, 7)),
+		wrap(t, "req-gone", 8, DeregisterType, deregister("reqs", "nope")),
 	}
 }
 

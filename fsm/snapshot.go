@@ -24,7 +24,8 @@ type snapshot struct {
 }
 
 // Persist writes: header, then one length-delimited record per instance,
-// service revision and member, the self-preservation settings when set, then an end record with the count.
+// service revision and member, remembered request result, and the
+// self-preservation settings when set, then an end record with the count.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.write(sink); err != nil {
 		_ = sink.Cancel()
@@ -75,6 +76,14 @@ func (s *snapshot) write(sink io.Writer) error {
 	if sp := s.view.SelfPreservation(); !sp.IsZero() {
 		put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Settings{
 			Settings: store.SelfPreservationSettingsToRecord(sp)}})
+	}
+	if werr != nil {
+		return werr
+	}
+	if err := s.view.Requests(func(r *store.RequestResult) bool {
+		return put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Request{Request: store.RequestResultToRecord(r)}})
+	}); err != nil {
+		return err
 	}
 	if werr != nil {
 		return werr
@@ -133,6 +142,10 @@ func restore(s *store.Store, r io.Reader) (uint64, error) {
 			case *raftcmdv1.SnapshotRecord_Settings:
 				if err := rs.SelfPreservation(store.SelfPreservationSettingsFromRecord(r.Settings)); err != nil {
 					return err
+				}
+			case *raftcmdv1.SnapshotRecord_Request:
+				if err := rs.Request(store.RequestResultFromRecord(r.Request)); err != nil {
+					return fmt.Errorf("record %d: %w", n, err)
 				}
 			case *raftcmdv1.SnapshotRecord_End:
 				if r.End.Records != n {

@@ -26,6 +26,9 @@ const (
 	ReasonNotFound       = "NOT_FOUND"
 	ReasonSlowWatcher    = "SLOW_WATCHER"
 	ReasonShutdown       = "SHUTDOWN"
+	// ReasonRequestReused: the request id was already used by a different
+	// request; nothing was applied.
+	ReasonRequestReused = "REQUEST_ID_REUSED"
 )
 
 // errNoSuchStream: RequestProgress named no open watch stream.
@@ -70,6 +73,10 @@ func toStatus(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrLeaderNotReady):
 		return withReason(codes.Unavailable, err.Error(), ReasonNotLeader)
+	case errors.Is(err, errLeaderUnreachable):
+		return withReason(codes.Unavailable, err.Error(), ReasonNoLeader)
+	case errors.Is(err, store.ErrRequestReused):
+		return withReason(codes.InvalidArgument, err.Error(), ReasonRequestReused)
 	case errors.Is(err, cluster.ErrNoLeader):
 		return withReason(codes.Unavailable, "no leader: the cluster is electing one or has lost its quorum", ReasonNoLeader)
 	case errors.Is(err, cluster.ErrOutcomeUnknown):

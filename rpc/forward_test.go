@@ -1,53 +1,83 @@
 package rpc
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/store"
 )
 
-// TestRelayFailureNeverRetriesAWriteThatMayHaveApplied: a write relayed to
-// the leader whose connection broke mid-call may have been applied; sending
-// it again could apply it twice around another client's write. It must come
-// back as outcome unknown, while a write that was never sent (the dial
-// failed) and harmless repeats are retried.
-func TestRelayFailureNeverRetriesAWriteThatMayHaveApplied(t *testing.T) {
-	dialFailed := status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:7420: connect: connection refused"`)
+// TestJudgeRetriesByWhatTheCallIs: no error text is parsed. A write with a
+// request id is retried after any failure that leaves its outcome open
+// (after a GOAWAY grpc-go reports "connection error" on streams that were
+// sent, which once passed for "never sent"); a call without one is retried
+// only when provably not applied; the leader's answers are final.
+func TestJudgeRetriesByWhatTheCallIs(t *testing.T) {
+	goaway := status.Error(codes.Unavailable, `connection error: desc = "transport is closing"`)
 	brokeMidCall := status.Error(codes.Unavailable, "error reading from server: EOF")
+	attemptTimedOut := status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+	neverSent := fmt.Errorf("%w: n1 at 127.0.0.1:1: not connected", errLeaderUnreachable)
 	leaderSaidNoLeader := withReason(codes.Unavailable, "no leader", ReasonNoLeader)
 	leaderSaidUnknown := withReason(codes.Unavailable, "outcome unknown", ReasonOutcomeUnknown)
-	notFound := status.Error(codes.NotFound, "instance not found")
+	notFound := withReason(codes.NotFound, "instance not found", ReasonNotFound)
+	localUnknown := fmt.Errorf("%w: %w", cluster.ErrOutcomeUnknown, context.DeadlineExceeded)
 
 	tests := []struct {
-		name      string
-		err       error
-		kind      callKind
-		wantRetry bool
-		wantIs    error
+		name   string
+		err    error
+		kind   callKind
+		want   verdict
+		wantIs error
 	}{
-		{"write, dial failed", dialFailed, applyOnce, true, cluster.ErrNoLeader},
-		{"write, broke mid-call", brokeMidCall, applyOnce, false, cluster.ErrOutcomeUnknown},
-		{"read, broke mid-call", brokeMidCall, repeatable, true, cluster.ErrNoLeader},
-		{"leader said no leader", leaderSaidNoLeader, applyOnce, true, nil},
-		{"leader said outcome unknown", leaderSaidUnknown, applyOnce, false, nil},
-		{"domain error passes through", notFound, applyOnce, false, nil},
+		{"write after goaway", goaway, deduplicated, retryMaybeApplied, nil},
+		{"write broke mid-call", brokeMidCall, deduplicated, retryMaybeApplied, nil},
+		{"write attempt timed out", attemptTimedOut, deduplicated, retryMaybeApplied, nil},
+		{"write, leader lost leadership", leaderSaidUnknown, deduplicated, retryMaybeApplied, nil},
+		{"local write, leadership lost", localUnknown, deduplicated, retryMaybeApplied, nil},
+		{"write never sent", neverSent, deduplicated, retryNotApplied, nil},
+		{"write, leader said no leader", leaderSaidNoLeader, deduplicated, retryNotApplied, nil},
+		{"write, not found is the answer", notFound, deduplicated, stop, nil},
+		{"write, reused id is the answer", fmt.Errorf("request: %w", store.ErrRequestReused), deduplicated, stop, store.ErrRequestReused},
+		{"read broke mid-call", brokeMidCall, repeatable, retryMaybeApplied, nil},
+		{"remove node after goaway", goaway, applyOnce, stop, cluster.ErrOutcomeUnknown},
+		{"remove node never sent", neverSent, applyOnce, retryNotApplied, nil},
+		{"remove node, leader said outcome unknown", leaderSaidUnknown, applyOnce, stop, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := relayFailure(tt.err, tt.kind)
-			if retryable(got) != tt.wantRetry {
-				t.Fatalf("retryable(%v) = %v, want %v", got, retryable(got), tt.wantRetry)
+			v, err := judge(tt.err, tt.kind)
+			if v != tt.want {
+				t.Fatalf("judge(%v) = %v, want %v", tt.err, v, tt.want)
 			}
-			if tt.wantIs != nil && !errors.Is(got, tt.wantIs) {
-				t.Fatalf("got %v, want it to wrap %v", got, tt.wantIs)
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Fatalf("got %v, want it to wrap %v", err, tt.wantIs)
 			}
-			if tt.wantIs == cluster.ErrOutcomeUnknown && Reason(toStatus(got)) != ReasonOutcomeUnknown {
-				t.Fatalf("client sees %v, want reason %s", toStatus(got), ReasonOutcomeUnknown)
+			if tt.wantIs == cluster.ErrOutcomeUnknown && Reason(toStatus(err)) != ReasonOutcomeUnknown {
+				t.Fatalf("client sees %v, want reason %s", toStatus(err), ReasonOutcomeUnknown)
 			}
 		})
+	}
+}
+
+func TestRequestIDValidation(t *testing.T) {
+	for _, id := range []string{"a b", "tab\there", "é", string(make([]byte, MaxRequestIDLen+1))} {
+		if _, err := requestID(id); err == nil {
+			t.Errorf("request id %q accepted", id)
+		}
+	}
+	ok := "0123456789abcdef-_.:@/+="
+	if got, err := requestID(ok); err != nil || got != ok {
+		t.Fatalf("requestID(%q) = %q, %v", ok, got, err)
+	}
+	a, _ := requestID("")
+	b, _ := requestID("")
+	if a == "" || a == b {
+		t.Fatalf("generated ids %q and %q", a, b)
 	}
 }

@@ -18,14 +18,17 @@ const (
 )
 
 // Register implements rosterv1.RegistryServer.
-func (s *Server) Register(ctx context.Context, req *rosterv1.RegisterRequest) (*rosterv1.RegisterResponse, error) {
+func (s *Server) Register(ctx context.Context, req *rosterv1.RegisterRequest) (_ *rosterv1.RegisterResponse, err error) {
+	if req.RequestId, err = requestID(req.RequestId); err != nil {
+		return nil, err
+	}
 	inst, err := validateInstance(req.GetInstance())
 	if err != nil {
 		return nil, err
 	}
-	return onLeader(ctx, s, applyOnce,
+	return onLeader(ctx, s, deduplicated,
 		func(ctx context.Context) (*rosterv1.RegisterResponse, error) {
-			rev, err := s.node.Register(ctx, inst)
+			rev, err := s.node.Register(ctx, inst, req.RequestId)
 			if err != nil {
 				return nil, err
 			}
@@ -37,14 +40,17 @@ func (s *Server) Register(ctx context.Context, req *rosterv1.RegisterRequest) (*
 }
 
 // Deregister implements rosterv1.RegistryServer.
-func (s *Server) Deregister(ctx context.Context, req *rosterv1.DeregisterRequest) (*rosterv1.DeregisterResponse, error) {
+func (s *Server) Deregister(ctx context.Context, req *rosterv1.DeregisterRequest) (_ *rosterv1.DeregisterResponse, err error) {
+	if req.RequestId, err = requestID(req.RequestId); err != nil {
+		return nil, err
+	}
 	k, err := validateKey(req.Namespace, req.Service, req.Id)
 	if err != nil {
 		return nil, err
 	}
-	return onLeader(ctx, s, applyOnce,
+	return onLeader(ctx, s, deduplicated,
 		func(ctx context.Context) (*rosterv1.DeregisterResponse, error) {
-			rev, err := s.node.Deregister(ctx, k)
+			rev, err := s.node.Deregister(ctx, k, req.RequestId)
 			if err != nil {
 				return nil, err
 			}
@@ -56,7 +62,10 @@ func (s *Server) Deregister(ctx context.Context, req *rosterv1.DeregisterRequest
 }
 
 // SetMaintenance implements rosterv1.RegistryServer.
-func (s *Server) SetMaintenance(ctx context.Context, req *rosterv1.SetMaintenanceRequest) (*rosterv1.SetMaintenanceResponse, error) {
+func (s *Server) SetMaintenance(ctx context.Context, req *rosterv1.SetMaintenanceRequest) (_ *rosterv1.SetMaintenanceResponse, err error) {
+	if req.RequestId, err = requestID(req.RequestId); err != nil {
+		return nil, err
+	}
 	k, err := validateKey(req.Namespace, req.Service, req.Id)
 	if err != nil {
 		return nil, err
@@ -64,9 +73,9 @@ func (s *Server) SetMaintenance(ctx context.Context, req *rosterv1.SetMaintenanc
 	if len(req.Reason) > MaxMetadataValue {
 		return nil, invalidf("reason is %d bytes; the limit is %d", len(req.Reason), MaxMetadataValue)
 	}
-	return onLeader(ctx, s, applyOnce,
+	return onLeader(ctx, s, deduplicated,
 		func(ctx context.Context) (*rosterv1.SetMaintenanceResponse, error) {
-			rev, err := s.node.SetMaintenance(ctx, k, req.Enabled, req.Reason)
+			rev, err := s.node.SetMaintenance(ctx, k, req.Enabled, req.Reason, req.RequestId)
 			if err != nil {
 				return nil, err
 			}

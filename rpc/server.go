@@ -7,6 +7,7 @@ package rpc
 import (
 	"context"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -32,8 +34,14 @@ const MaxRequestBytes = 16 << 20
 
 // Options tune the server.
 type Options struct {
-	// HoldTimeout bounds how long a write waits for a leader (default 5s).
+	// HoldTimeout bounds how long a call that must run on the leader (a
+	// write, a heartbeat, a read index) may take, retries included, when the
+	// caller's deadline is later (default 5s).
 	HoldTimeout time.Duration
+	// ForwardTimeout bounds one attempt of a call relayed to the leader
+	// (default 2s, at most HoldTimeout), so a leader that accepts the
+	// connection and never answers cannot hold the call.
+	ForwardTimeout time.Duration
 	// ReadTimeout bounds waiting for a revision or read index when the
 	// caller set no deadline (default 10s).
 	ReadTimeout time.Duration
@@ -72,6 +80,10 @@ func New(node *cluster.Node, opts Options) *Server {
 	if opts.HoldTimeout <= 0 {
 		opts.HoldTimeout = 5 * time.Second
 	}
+	if opts.ForwardTimeout <= 0 {
+		opts.ForwardTimeout = 2 * time.Second
+	}
+	opts.ForwardTimeout = min(opts.ForwardTimeout, opts.HoldTimeout)
 	if opts.ReadTimeout <= 0 {
 		opts.ReadTimeout = 10 * time.Second
 	}
@@ -85,7 +97,10 @@ func New(node *cluster.Node, opts Options) *Server {
 		node:   node,
 		opts:   opts,
 		logger: opts.Logger,
-		peers:  &conns{dialOpts: opts.DialOptions, byAdr: map[string]*grpc.ClientConn{}},
+		peers: &conns{
+			dialOpts: slices.Concat(opts.DialOptions, []grpc.DialOption{grpc.WithKeepaliveParams(peerKeepalive)}),
+			byAdr:    map[string]*grpc.ClientConn{},
+		},
 		health: health.NewServer(),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
@@ -95,10 +110,12 @@ func New(node *cluster.Node, opts Options) *Server {
 }
 
 // ServerOptions returns the grpc.ServerOptions the services expect: message
-// limits, the interceptors (panic recovery, unknown-field rejection) and the
-// codec that sends watch events pre-encoded.
+// limits, the interceptors (panic recovery, unknown-field rejection), the
+// codec that sends watch events pre-encoded, and a keepalive policy that
+// lets peers and SDK clients ping as often as their keepalive asks.
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.ForceServerCodecV2(newServerCodec()),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxSendMsgSize(256 << 20),

@@ -1,6 +1,8 @@
 package rpc
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"net"
 	"net/url"
 	"regexp"
@@ -32,6 +34,7 @@ const (
 	MaxCheckInterval = 24 * time.Hour
 	MaxThreshold     = 100
 	MaxCriticalAfter = 30 * 24 * time.Hour
+	MaxRequestIDLen  = 128
 )
 
 var (
@@ -69,6 +72,27 @@ func validateID(id string) error {
 		return invalidf("instance id %q must be 1-%d characters of A-Z a-z 0-9 . _ : @ -", truncate(id), MaxIDLen)
 	}
 	return nil
+}
+
+// requestID returns the request id of a write: the client's, validated, or
+// a fresh one when the client sent none. The node that receives the call
+// picks it, so its own retries of the call (forwarding) carry the same id.
+func requestID(id string) (string, error) {
+	if id == "" {
+		var b [16]byte
+		// crypto/rand.Read never fails (it crashes the program instead).
+		_, _ = rand.Read(b[:])
+		return hex.EncodeToString(b[:]), nil
+	}
+	if len(id) > MaxRequestIDLen {
+		return "", invalidf("request id is %d bytes; the limit is %d", len(id), MaxRequestIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return "", invalidf("request id %q must be printable ASCII without spaces", truncate(id))
+		}
+	}
+	return id, nil
 }
 
 func truncate(s string) string {

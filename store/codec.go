@@ -84,6 +84,32 @@ func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
 	return i
 }
 
+// RequestResultToRecord converts a request result to its snapshot form.
+func RequestResultToRecord(r *RequestResult) *raftcmdv1.RequestResult {
+	return &raftcmdv1.RequestResult{
+		RequestId:    r.ID,
+		Revision:     r.Revision,
+		Error:        raftcmdv1.RequestResult_Error(r.ErrKind),
+		ErrorMessage: r.ErrMessage,
+		NowUnixNs:    r.Time,
+		Index:        r.Index,
+		Digest:       r.Digest,
+	}
+}
+
+// RequestResultFromRecord converts a snapshot record to a new request result.
+func RequestResultFromRecord(r *raftcmdv1.RequestResult) *RequestResult {
+	return &RequestResult{
+		ID:         r.GetRequestId(),
+		Revision:   r.GetRevision(),
+		ErrKind:    RequestError(r.GetError()),
+		ErrMessage: r.GetErrorMessage(),
+		Time:       r.GetNowUnixNs(),
+		Index:      r.GetIndex(),
+		Digest:     r.GetDigest(),
+	}
+}
+
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
 // MarshalInstance encodes an instance deterministically (map order fixed).

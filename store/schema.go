@@ -8,10 +8,12 @@ const (
 	tableMembers   = "members"
 	tableMeta      = "meta"
 	tableSettings  = "settings"
+	tableRequests  = "requests"
 
 	indexID        = "id"
 	indexService   = "service"
 	indexNamespace = "namespace"
+	indexIndex     = "index"
 )
 
 // serviceRow remembers the last revision that changed a service and how many
@@ -72,6 +74,14 @@ func schema() *memdb.DBSchema {
 			Name: tableSettings,
 			Indexes: map[string]*memdb.IndexSchema{
 				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+			},
+		},
+		tableRequests: {
+			Name: tableRequests,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+				// Oldest first: pruning walks this index.
+				indexIndex: {Name: indexIndex, Indexer: &memdb.UintFieldIndex{Field: "Index"}},
 			},
 		},
 		tableMeta: {

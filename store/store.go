@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -16,19 +17,33 @@ var (
 	// ErrStaleRegistration: a command about an older registration of an
 	// instance that has since been re-registered or removed; it changes nothing.
 	ErrStaleRegistration = errors.New("instance was re-registered since")
+	// ErrRequestReused: a request id the store remembers came back with a
+	// different request; it changes nothing.
+	ErrRequestReused = errors.New("request id already used by a different request")
 )
 
-// Options bound the retained watch history.
+// Options bound the retained watch history and the remembered request
+// results.
 type Options struct {
 	// HistoryEvents is how many change events are kept for watch resumes.
 	HistoryEvents int
 	// HistoryBytes bounds the estimated memory those events hold.
 	HistoryBytes int
+	// RequestResults is how many request results are remembered. Pruning
+	// happens inside Apply, so every node of a cluster must use the same
+	// value, or their states diverge.
+	RequestResults int
+	// RequestResultAge is how long, by the leader's stamps, a request result
+	// is remembered. The same on every node, like RequestResults.
+	RequestResultAge time.Duration
 }
 
-// DefaultOptions keeps 100,000 events or 64 MiB, whichever is reached first.
+// DefaultOptions keeps 100,000 events or 64 MiB, whichever is reached
+// first, and remembers the results of the last 100,000 requests of the last
+// 10 minutes.
 func DefaultOptions() Options {
-	return Options{HistoryEvents: 100_000, HistoryBytes: 64 << 20}
+	return Options{HistoryEvents: 100_000, HistoryBytes: 64 << 20,
+		RequestResults: 100_000, RequestResultAge: 10 * time.Minute}
 }
 
 // Store is the registry state of one node. Writes come only from the FSM, one
@@ -36,6 +51,11 @@ func DefaultOptions() Options {
 type Store struct {
 	db      atomic.Pointer[memdb.MemDB]
 	history *History
+	// requests bounds the remembered request results; requestCount is how
+	// many there are, touched only by the FSM's goroutine (WriteTxn.Commit
+	// and Restore).
+	requests     requestBounds
+	requestCount int
 
 	// abandonMu guards abandonCh, closed when Restore replaces the database
 	// so that blocked readers re-run against the new one.
@@ -50,7 +70,7 @@ type Store struct {
 
 // New returns an empty store.
 func New(opts Options) *Store {
-	s := &Store{history: newHistory(opts), abandonCh: make(chan struct{}), appliedCh: make(chan struct{})}
+	s := &Store{history: newHistory(opts), requests: newRequestBounds(opts), abandonCh: make(chan struct{}), appliedCh: make(chan struct{})}
 	s.db.Store(newDB())
 	return s
 }
@@ -118,6 +138,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	r.txn.Commit()
 
 	s.db.Store(db)
+	s.requestCount = r.requests
 	s.history.reset(r.revision)
 	s.abandonMu.Lock()
 	close(s.abandonCh)
@@ -135,6 +156,7 @@ type Restorer struct {
 	services map[[2]string]*serviceRow
 	// serviceRevs may arrive before or after the service's instances.
 	serviceRevs map[[2]string]uint64
+	requests    int
 }
 
 // SetRevision sets the registry revision of the restored state.
@@ -170,6 +192,18 @@ func (r *Restorer) ServiceRevision(namespace, service string, rev uint64) {
 	}
 	k := [2]string{namespace, service}
 	r.serviceRevs[k] = max(r.serviceRevs[k], rev)
+}
+
+// Request inserts one remembered request result.
+func (r *Restorer) Request(res *RequestResult) error {
+	if res.ID == "" {
+		return errors.New("restore: request result without an id")
+	}
+	if err := r.txn.Insert(tableRequests, res); err != nil {
+		return fmt.Errorf("restore request %q: %w", res.ID, err)
+	}
+	r.requests++
+	return nil
 }
 
 // Member inserts one member.

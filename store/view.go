@@ -177,8 +177,8 @@ func (v *View) ServiceRevisions(fn func(namespace, service string, rev uint64)) 
 }
 
 // Hash returns a hex SHA-256 of the registry state: every instance with its
-// revisions, the members and the registry revision. Two nodes at the same
-// applied index must report the same hash.
+// revisions, the members, the remembered request results and the registry
+// revision. Two nodes at the same applied index must report the same hash.
 func (v *View) Hash() (string, error) {
 	h := sha256.New()
 	var buf [8]byte
@@ -215,6 +215,14 @@ func (v *View) Hash() (string, error) {
 			return "", err
 		}
 		fmt.Fprintf(h, "settings %x\n", b)
+	}
+	// Remembered request results decide what a repeated write does, so two
+	// nodes that disagree on them could diverge: they are state too.
+	if err := v.Requests(func(r *RequestResult) bool {
+		fmt.Fprintf(h, "%q %d %d %q %d %d %x\n", r.ID, r.Revision, r.ErrKind, r.ErrMessage, r.Time, r.Index, r.Digest)
+		return true
+	}); err != nil {
+		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

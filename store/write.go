@@ -15,6 +15,8 @@ type WriteTxn struct {
 	txn    *memdb.Txn
 	index  uint64
 	events []*Event
+	// requestDelta is the change to the store's request count.
+	requestDelta int
 }
 
 // Begin starts a write at a Raft index. The FSM is the only writer.
@@ -45,6 +47,7 @@ func (w *WriteTxn) Commit() error {
 		return fmt.Errorf("set revision: %w", err)
 	}
 	w.txn.Commit()
+	w.s.requestCount += w.requestDelta
 	if len(w.events) > 0 {
 		w.s.history.append(w.index, w.events)
 	}

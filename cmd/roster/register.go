@@ -201,8 +201,9 @@ func (a *app) deregisterCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "deregister SERVICE ID",
 		Short: "Remove a service instance",
-		Long: `deregister removes the instance ID of SERVICE. -o json prints {"revision": N}
-(0 when a retried call found the instance already gone).`,
+		Long: `deregister removes the instance ID of SERVICE. -o json prints {"revision": N}.
+A call retried after a failure is applied at most once and reports the
+revision of the first application.`,
 		Example: `  roster deregister payments p1`,
 		Args:    exactArgs("SERVICE", "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {

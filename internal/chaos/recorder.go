@@ -49,6 +49,9 @@ func (r *recorder) add(op checker.Op) {
 	if op.Stale {
 		kind += "(stale)"
 	}
+	if op.Node == viaSDK.id {
+		kind += "(sdk)"
+	}
 	r.counts[kind+" "+string(op.Outcome)]++
 	if op.Code != "" {
 		r.codes[kind+" "+op.Code]++
@@ -101,6 +104,24 @@ func outcome(err error) (checker.Outcome, string) {
 		}
 	}
 	return checker.OutcomeUnknown, code.String()
+}
+
+// outcomeVia classifies the error of a write sent to node n. A write
+// through the SDK is OutcomeFail only on a domain error: the SDK may have
+// sent it to one endpoint before it failed to dial the next, so even a
+// dial error in its message proves nothing.
+func outcomeVia(n *node, err error) (checker.Outcome, string) {
+	o, code := outcome(err)
+	if n != viaSDK || err == nil {
+		return o, code
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.AlreadyExists,
+		codes.PermissionDenied, codes.Unauthenticated, codes.OutOfRange, codes.Unimplemented,
+		codes.ResourceExhausted:
+		return o, code
+	}
+	return checker.OutcomeUnknown, status.Code(err).String()
 }
 
 // countsReport lists operation counts by kind and outcome.

@@ -75,7 +75,11 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 	}
 	logf("cluster up: %d nodes, leader %s", len(c.members()), l.id)
 
-	wl := newWorkload(&cfg, c, rec)
+	wl, err := newWorkload(&cfg, c, rec)
+	if err != nil {
+		return out, err
+	}
+	defer wl.close()
 	seed := func(i uint64) *rand.Rand { return rand.New(rand.NewPCG(cfg.Seed, i)) }
 
 	clientCtx, stopClients := context.WithCancel(ctx)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/internal/checker"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
@@ -36,6 +37,9 @@ type workload struct {
 	cfg *Config
 	c   *cluster
 	rec *recorder
+	// sdk is the Go SDK over every node's address: half the writes go
+	// through it, so the checkers judge its retries too.
+	sdk *client.Client
 
 	services []string
 	values   atomic.Uint64
@@ -61,8 +65,21 @@ type workload struct {
 	nextClient atomic.Int64
 }
 
-func newWorkload(cfg *Config, c *cluster, rec *recorder) *workload {
+// viaSDK stands for "through the SDK" where a write names the node it goes
+// to: the SDK picks endpoints and retries on its own.
+var viaSDK = &node{id: "sdk"}
+
+func newWorkload(cfg *Config, c *cluster, rec *recorder) (*workload, error) {
 	w := &workload{cfg: cfg, c: c, rec: rec, watchLast: map[string]uint64{}, leasedTried: map[string]bool{}}
+	var addrs []string
+	for _, n := range c.nodes {
+		addrs = append(addrs, n.api)
+	}
+	sdk, err := client.New(context.Background(), addrs, client.WithConnectTimeout(time.Second), client.WithRetryBackoff(20*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("sdk client: %w", err)
+	}
+	w.sdk = sdk
 	for i := 0; i < cfg.Services; i++ {
 		w.services = append(w.services, fmt.Sprintf("s%d", i))
 	}
@@ -74,7 +91,19 @@ func newWorkload(cfg *Config, c *cluster, rec *recorder) *workload {
 	for i := 0; i < cfg.Leased; i++ {
 		rec.h.KeySpace = append(rec.h.KeySpace, checker.InstanceKey(namespace, leasedService, fmt.Sprintf("l%d", i)))
 	}
-	return w
+	return w, nil
+}
+
+// close releases the SDK's connections.
+func (w *workload) close() { _ = w.sdk.Close() }
+
+// writeTo picks where a write goes: the SDK half the time, otherwise a
+// random serving node.
+func (w *workload) writeTo(r *rand.Rand) *node {
+	if r.IntN(2) == 0 {
+		return viaSDK
+	}
+	return w.c.pick(r)
 }
 
 // clientID hands out a fresh client id: each id has one call in flight.
@@ -90,7 +119,8 @@ func valueOf(inst *rosterv1.Instance) string {
 	return fmt.Sprintf("%s:%d", inst.GetAddress(), inst.GetPort())
 }
 
-// register records one Register attempt.
+// register records one Register attempt on node n, or through the SDK
+// when n is viaSDK.
 func (w *workload) register(ctx context.Context, client int, n *node, svc, id string, ttl time.Duration) checker.Op {
 	addr, port := w.value()
 	inst := &rosterv1.Instance{Namespace: namespace, Service: svc, Id: id, Address: addr, Port: port}
@@ -101,10 +131,16 @@ func (w *workload) register(ctx context.Context, client int, n *node, svc, id st
 		Value: valueOf(inst), TTL: ttl, Node: n.id}
 	cctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	op.Call = w.rec.now()
-	resp, err := n.reg.Register(cctx, &rosterv1.RegisterRequest{Instance: inst})
+	var resp *rosterv1.RegisterResponse
+	var err error
+	if n == viaSDK {
+		resp, err = w.sdk.Register(cctx, &rosterv1.RegisterRequest{Instance: inst})
+	} else {
+		resp, err = n.reg.Register(cctx, &rosterv1.RegisterRequest{Instance: inst})
+	}
 	op.Return = w.rec.now()
 	cancel()
-	op.Outcome, op.Code = outcome(err)
+	op.Outcome, op.Code = outcomeVia(n, err)
 	if err == nil {
 		op.Revision = resp.Revision
 	}
@@ -112,15 +148,23 @@ func (w *workload) register(ctx context.Context, client int, n *node, svc, id st
 	return op
 }
 
-// deregister records one Deregister attempt.
+// deregister records one Deregister attempt on node n, or through the SDK
+// when n is viaSDK.
 func (w *workload) deregister(ctx context.Context, client int, n *node, svc, id string) checker.Op {
 	op := checker.Op{ClientID: client, Kind: checker.KindDeregister, Key: checker.InstanceKey(namespace, svc, id), Node: n.id}
 	cctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	op.Call = w.rec.now()
-	resp, err := n.reg.Deregister(cctx, &rosterv1.DeregisterRequest{Namespace: namespace, Service: svc, Id: id})
+	req := &rosterv1.DeregisterRequest{Namespace: namespace, Service: svc, Id: id}
+	var resp *rosterv1.DeregisterResponse
+	var err error
+	if n == viaSDK {
+		resp, err = w.sdk.Deregister(cctx, req)
+	} else {
+		resp, err = n.reg.Deregister(cctx, req)
+	}
 	op.Return = w.rec.now()
 	cancel()
-	op.Outcome, op.Code = outcome(err)
+	op.Outcome, op.Code = outcomeVia(n, err)
 	if err == nil {
 		op.Revision = resp.Revision
 	}
@@ -182,9 +226,9 @@ func (w *workload) client(ctx context.Context, r *rand.Rand) {
 		inst := fmt.Sprintf("i%d", r.IntN(w.cfg.IDs))
 		switch x := r.IntN(100); {
 		case x < 35:
-			w.register(ctx, id, w.c.pick(r), svc, inst, 0)
+			w.register(ctx, id, w.writeTo(r), svc, inst, 0)
 		case x < 50:
-			w.deregister(ctx, id, w.c.pick(r), svc, inst)
+			w.deregister(ctx, id, w.writeTo(r), svc, inst)
 		default:
 			// Reads go anywhere, paused and cut-off nodes included: a node
 			// that should not answer must not answer stale.
@@ -211,7 +255,7 @@ func (w *workload) leaseOwner(ctx context.Context, r *rand.Rand, id string) {
 			w.leasedMu.Lock()
 			w.leasedTried[key] = true
 			w.leasedMu.Unlock()
-			op := w.register(ctx, client, w.c.pick(r), leasedService, id, w.cfg.TTL)
+			op := w.register(ctx, client, w.writeTo(r), leasedService, id, w.cfg.TTL)
 			registered = op.Outcome == checker.OutcomeOK
 			if !registered {
 				sleep(ctx, 300*time.Millisecond)

@@ -49,6 +49,9 @@ type Options struct {
 	Store store.Options
 	// Server adjusts each node's rpc options before its server starts.
 	Server func(*rpc.Options)
+	// GRPCOptions returns extra gRPC server options for a node (test hooks
+	// such as interceptors), added after the server's own.
+	GRPCOptions func(nodeID string) []grpc.ServerOption
 }
 
 // Cluster is a running test cluster.
@@ -121,7 +124,11 @@ func (c *Cluster) start(nd *Node, peers []cluster.Peer, opts Options) {
 		opts.Server(&ropts)
 	}
 	nd.Server = rpc.New(node, ropts)
-	nd.GRPC = grpc.NewServer(nd.Server.ServerOptions()...)
+	gopts := nd.Server.ServerOptions()
+	if opts.GRPCOptions != nil {
+		gopts = append(gopts, opts.GRPCOptions(nd.ID)...)
+	}
+	nd.GRPC = grpc.NewServer(gopts...)
 	nd.Server.RegisterServices(nd.GRPC)
 	nd.Server.Start()
 	go func() { _ = nd.GRPC.Serve(lis) }()

@@ -26,6 +26,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Error kinds of a remembered result.
+type RequestResult_Error int32
+
+const (
+	RequestResult_ERROR_NONE               RequestResult_Error = 0
+	RequestResult_ERROR_NOT_FOUND          RequestResult_Error = 1
+	RequestResult_ERROR_STALE_REGISTRATION RequestResult_Error = 2
+)
+
+// Enum value maps for RequestResult_Error.
+var (
+	RequestResult_Error_name = map[int32]string{
+		0: "ERROR_NONE",
+		1: "ERROR_NOT_FOUND",
+		2: "ERROR_STALE_REGISTRATION",
+	}
+	RequestResult_Error_value = map[string]int32{
+		"ERROR_NONE":               0,
+		"ERROR_NOT_FOUND":          1,
+		"ERROR_STALE_REGISTRATION": 2,
+	}
+)
+
+func (x RequestResult_Error) Enum() *RequestResult_Error {
+	p := new(RequestResult_Error)
+	*p = x
+	return p
+}
+
+func (x RequestResult_Error) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RequestResult_Error) Descriptor() protoreflect.EnumDescriptor {
+	return file_raftcmd_v1_raftcmd_proto_enumTypes[0].Descriptor()
+}
+
+func (RequestResult_Error) Type() protoreflect.EnumType {
+	return &file_raftcmd_v1_raftcmd_proto_enumTypes[0]
+}
+
+func (x RequestResult_Error) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RequestResult_Error.Descriptor instead.
+func (RequestResult_Error) EnumDescriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16, 0}
+}
+
 // HealthCheck mirrors the API check; durations in nanoseconds.
 type HealthCheck struct {
 	state                  protoimpl.MessageState `protogen:"open.v1"`
@@ -1203,6 +1253,178 @@ func (*SelfPreservation_Settings) isSelfPreservation_Change() {}
 
 func (*SelfPreservation_Hold) isSelfPreservation_Change() {}
 
+// Request (type 10) wraps one client write with its request id, so the state
+// machine applies it at most once. The leader stamps now_unix_ns and the
+// digest of what the client asked for; every node prunes and compares with
+// these, never with its own clock.
+type Request struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	NowUnixNs int64                  `protobuf:"varint,2,opt,name=now_unix_ns,json=nowUnixNs,proto3" json:"now_unix_ns,omitempty"`
+	// digest is SHA-256 of the inner command with its own time stamp cleared:
+	// the same id with another digest is a different request.
+	Digest []byte `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// command is the wrapped [type byte][message]; never a Batch or a Request.
+	Command       []byte `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Request) Reset() {
+	*x = Request{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Request) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Request) ProtoMessage() {}
+
+func (x *Request) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Request.ProtoReflect.Descriptor instead.
+func (*Request) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Request) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Request) GetNowUnixNs() int64 {
+	if x != nil {
+		return x.NowUnixNs
+	}
+	return 0
+}
+
+func (x *Request) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *Request) GetCommand() []byte {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+// RequestResult remembers the first result of one request id.
+type RequestResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// revision the first application returned.
+	Revision uint64              `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Error    RequestResult_Error `protobuf:"varint,3,opt,name=error,proto3,enum=raftcmd.v1.RequestResult_Error" json:"error,omitempty"`
+	// error_message is the first application's error text.
+	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// now_unix_ns is the leader's stamp on the first application.
+	NowUnixNs int64 `protobuf:"varint,5,opt,name=now_unix_ns,json=nowUnixNs,proto3" json:"now_unix_ns,omitempty"`
+	// index is the Raft index of the first application.
+	Index         uint64 `protobuf:"varint,6,opt,name=index,proto3" json:"index,omitempty"`
+	Digest        []byte `protobuf:"bytes,7,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestResult) Reset() {
+	*x = RequestResult{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestResult) ProtoMessage() {}
+
+func (x *RequestResult) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestResult.ProtoReflect.Descriptor instead.
+func (*RequestResult) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RequestResult) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RequestResult) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RequestResult) GetError() RequestResult_Error {
+	if x != nil {
+		return x.Error
+	}
+	return RequestResult_ERROR_NONE
+}
+
+func (x *RequestResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *RequestResult) GetNowUnixNs() int64 {
+	if x != nil {
+		return x.NowUnixNs
+	}
+	return 0
+}
+
+func (x *RequestResult) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RequestResult) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
 // SnapshotHeader starts a snapshot stream.
 type SnapshotHeader struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1216,7 +1438,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1450,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1463,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{15}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -1275,6 +1497,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Service
 	//	*SnapshotRecord_End
 	//	*SnapshotRecord_Settings
+	//	*SnapshotRecord_Request
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1282,7 +1505,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1517,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1530,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1362,6 +1585,15 @@ func (x *SnapshotRecord) GetSettings() *SelfPreservationSettings {
 	return nil
 }
 
+func (x *SnapshotRecord) GetRequest() *RequestResult {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Request); ok {
+			return x.Request
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1386,6 +1618,10 @@ type SnapshotRecord_Settings struct {
 	Settings *SelfPreservationSettings `protobuf:"bytes,6,opt,name=settings,proto3,oneof"`
 }
 
+type SnapshotRecord_Request struct {
+	Request *RequestResult `protobuf:"bytes,5,opt,name=request,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Instance) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Member) isSnapshotRecord_Record() {}
@@ -1395,6 +1631,8 @@ func (*SnapshotRecord_Service) isSnapshotRecord_Record() {}
 func (*SnapshotRecord_End) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Settings) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_Request) isSnapshotRecord_Record() {}
 
 // SnapshotEnd closes a snapshot stream, so a truncated stream is detected.
 type SnapshotEnd struct {
@@ -1407,7 +1645,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1657,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1670,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{17}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotEnd) GetRecords() uint64 {
@@ -1454,7 +1692,7 @@ type ServiceRevision struct {
 
 func (x *ServiceRevision) Reset() {
 	*x = ServiceRevision{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1704,7 @@ func (x *ServiceRevision) String() string {
 func (*ServiceRevision) ProtoMessage() {}
 
 func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1717,7 @@ func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRevision.ProtoReflect.Descriptor instead.
 func (*ServiceRevision) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{18}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ServiceRevision) GetNamespace() string {
@@ -1610,17 +1848,38 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\x10SelfPreservation\x12@\n" +
 	"\bsettings\x18\x01 \x01(\v2\".raftcmd.v1.SelfPreservationChangeH\x00R\bsettings\x12*\n" +
 	"\x04hold\x18\x02 \x01(\v2\x14.raftcmd.v1.HoldMarkH\x00R\x04holdB\b\n" +
-	"\x06change\"k\n" +
+	"\x06change\"z\n" +
+	"\aRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1e\n" +
+	"\vnow_unix_ns\x18\x02 \x01(\x03R\tnowUnixNs\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x18\n" +
+	"\acommand\x18\x04 \x01(\fR\acommand\"\xc0\x02\n" +
+	"\rRequestResult\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x125\n" +
+	"\x05error\x18\x03 \x01(\x0e2\x1f.raftcmd.v1.RequestResult.ErrorR\x05error\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12\x1e\n" +
+	"\vnow_unix_ns\x18\x05 \x01(\x03R\tnowUnixNs\x12\x14\n" +
+	"\x05index\x18\x06 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06digest\x18\a \x01(\fR\x06digest\"J\n" +
+	"\x05Error\x12\x0e\n" +
+	"\n" +
+	"ERROR_NONE\x10\x00\x12\x13\n" +
+	"\x0fERROR_NOT_FOUND\x10\x01\x12\x1c\n" +
+	"\x18ERROR_STALE_REGISTRATION\x10\x02\"k\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
-	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\xa6\x02\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\xdd\x02\n" +
 	"\x0eSnapshotRecord\x122\n" +
 	"\binstance\x18\x01 \x01(\v2\x14.raftcmd.v1.InstanceH\x00R\binstance\x12,\n" +
 	"\x06member\x18\x02 \x01(\v2\x12.raftcmd.v1.MemberH\x00R\x06member\x127\n" +
 	"\aservice\x18\x03 \x01(\v2\x1b.raftcmd.v1.ServiceRevisionH\x00R\aservice\x12+\n" +
 	"\x03end\x18\x04 \x01(\v2\x17.raftcmd.v1.SnapshotEndH\x00R\x03end\x12B\n" +
-	"\bsettings\x18\x06 \x01(\v2$.raftcmd.v1.SelfPreservationSettingsH\x00R\bsettingsB\b\n" +
+	"\bsettings\x18\x06 \x01(\v2$.raftcmd.v1.SelfPreservationSettingsH\x00R\bsettings\x125\n" +
+	"\arequest\x18\x05 \x01(\v2\x19.raftcmd.v1.RequestResultH\x00R\arequestB\b\n" +
 	"\x06record\"'\n" +
 	"\vSnapshotEnd\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\"l\n" +
@@ -1641,49 +1900,55 @@ func file_raftcmd_v1_raftcmd_proto_rawDescGZIP() []byte {
 	return file_raftcmd_v1_raftcmd_proto_rawDescData
 }
 
-var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_raftcmd_v1_raftcmd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_raftcmd_v1_raftcmd_proto_goTypes = []any{
-	(*HealthCheck)(nil),              // 0: raftcmd.v1.HealthCheck
-	(*Instance)(nil),                 // 1: raftcmd.v1.Instance
-	(*Register)(nil),                 // 2: raftcmd.v1.Register
-	(*Deregister)(nil),               // 3: raftcmd.v1.Deregister
-	(*SetHealth)(nil),                // 4: raftcmd.v1.SetHealth
-	(*Reap)(nil),                     // 5: raftcmd.v1.Reap
-	(*SetMaintenance)(nil),           // 6: raftcmd.v1.SetMaintenance
-	(*Member)(nil),                   // 7: raftcmd.v1.Member
-	(*UpsertMember)(nil),             // 8: raftcmd.v1.UpsertMember
-	(*RemoveMember)(nil),             // 9: raftcmd.v1.RemoveMember
-	(*Batch)(nil),                    // 10: raftcmd.v1.Batch
-	(*SelfPreservationSettings)(nil), // 11: raftcmd.v1.SelfPreservationSettings
-	(*SelfPreservationChange)(nil),   // 12: raftcmd.v1.SelfPreservationChange
-	(*HoldMark)(nil),                 // 13: raftcmd.v1.HoldMark
-	(*SelfPreservation)(nil),         // 14: raftcmd.v1.SelfPreservation
-	(*SnapshotHeader)(nil),           // 15: raftcmd.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),           // 16: raftcmd.v1.SnapshotRecord
-	(*SnapshotEnd)(nil),              // 17: raftcmd.v1.SnapshotEnd
-	(*ServiceRevision)(nil),          // 18: raftcmd.v1.ServiceRevision
-	nil,                              // 19: raftcmd.v1.Instance.MetadataEntry
-	nil,                              // 20: raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
+	(RequestResult_Error)(0),         // 0: raftcmd.v1.RequestResult.Error
+	(*HealthCheck)(nil),              // 1: raftcmd.v1.HealthCheck
+	(*Instance)(nil),                 // 2: raftcmd.v1.Instance
+	(*Register)(nil),                 // 3: raftcmd.v1.Register
+	(*Deregister)(nil),               // 4: raftcmd.v1.Deregister
+	(*SetHealth)(nil),                // 5: raftcmd.v1.SetHealth
+	(*Reap)(nil),                     // 6: raftcmd.v1.Reap
+	(*SetMaintenance)(nil),           // 7: raftcmd.v1.SetMaintenance
+	(*Member)(nil),                   // 8: raftcmd.v1.Member
+	(*UpsertMember)(nil),             // 9: raftcmd.v1.UpsertMember
+	(*RemoveMember)(nil),             // 10: raftcmd.v1.RemoveMember
+	(*Batch)(nil),                    // 11: raftcmd.v1.Batch
+	(*SelfPreservationSettings)(nil), // 12: raftcmd.v1.SelfPreservationSettings
+	(*SelfPreservationChange)(nil),   // 13: raftcmd.v1.SelfPreservationChange
+	(*HoldMark)(nil),                 // 14: raftcmd.v1.HoldMark
+	(*SelfPreservation)(nil),         // 15: raftcmd.v1.SelfPreservation
+	(*Request)(nil),                  // 16: raftcmd.v1.Request
+	(*RequestResult)(nil),            // 17: raftcmd.v1.RequestResult
+	(*SnapshotHeader)(nil),           // 18: raftcmd.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),           // 19: raftcmd.v1.SnapshotRecord
+	(*SnapshotEnd)(nil),              // 20: raftcmd.v1.SnapshotEnd
+	(*ServiceRevision)(nil),          // 21: raftcmd.v1.ServiceRevision
+	nil,                              // 22: raftcmd.v1.Instance.MetadataEntry
+	nil,                              // 23: raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
 }
 var file_raftcmd_v1_raftcmd_proto_depIdxs = []int32{
-	19, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
-	0,  // 1: raftcmd.v1.Instance.check:type_name -> raftcmd.v1.HealthCheck
-	1,  // 2: raftcmd.v1.Register.instance:type_name -> raftcmd.v1.Instance
-	7,  // 3: raftcmd.v1.UpsertMember.member:type_name -> raftcmd.v1.Member
-	20, // 4: raftcmd.v1.SelfPreservationSettings.service_min_leases:type_name -> raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
-	11, // 5: raftcmd.v1.SelfPreservationChange.set:type_name -> raftcmd.v1.SelfPreservationSettings
-	12, // 6: raftcmd.v1.SelfPreservation.settings:type_name -> raftcmd.v1.SelfPreservationChange
-	13, // 7: raftcmd.v1.SelfPreservation.hold:type_name -> raftcmd.v1.HoldMark
-	1,  // 8: raftcmd.v1.SnapshotRecord.instance:type_name -> raftcmd.v1.Instance
-	7,  // 9: raftcmd.v1.SnapshotRecord.member:type_name -> raftcmd.v1.Member
-	18, // 10: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
-	17, // 11: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
-	11, // 12: raftcmd.v1.SnapshotRecord.settings:type_name -> raftcmd.v1.SelfPreservationSettings
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	22, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
+	1,  // 1: raftcmd.v1.Instance.check:type_name -> raftcmd.v1.HealthCheck
+	2,  // 2: raftcmd.v1.Register.instance:type_name -> raftcmd.v1.Instance
+	8,  // 3: raftcmd.v1.UpsertMember.member:type_name -> raftcmd.v1.Member
+	23, // 4: raftcmd.v1.SelfPreservationSettings.service_min_leases:type_name -> raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
+	12, // 5: raftcmd.v1.SelfPreservationChange.set:type_name -> raftcmd.v1.SelfPreservationSettings
+	13, // 6: raftcmd.v1.SelfPreservation.settings:type_name -> raftcmd.v1.SelfPreservationChange
+	14, // 7: raftcmd.v1.SelfPreservation.hold:type_name -> raftcmd.v1.HoldMark
+	0,  // 8: raftcmd.v1.RequestResult.error:type_name -> raftcmd.v1.RequestResult.Error
+	2,  // 9: raftcmd.v1.SnapshotRecord.instance:type_name -> raftcmd.v1.Instance
+	8,  // 10: raftcmd.v1.SnapshotRecord.member:type_name -> raftcmd.v1.Member
+	21, // 11: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
+	20, // 12: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
+	12, // 13: raftcmd.v1.SnapshotRecord.settings:type_name -> raftcmd.v1.SelfPreservationSettings
+	17, // 14: raftcmd.v1.SnapshotRecord.request:type_name -> raftcmd.v1.RequestResult
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_v1_raftcmd_proto_init() }
@@ -1696,25 +1961,27 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 		(*SelfPreservation_Settings)(nil),
 		(*SelfPreservation_Hold)(nil),
 	}
-	file_raftcmd_v1_raftcmd_proto_msgTypes[16].OneofWrappers = []any{
+	file_raftcmd_v1_raftcmd_proto_msgTypes[18].OneofWrappers = []any{
 		(*SnapshotRecord_Instance)(nil),
 		(*SnapshotRecord_Member)(nil),
 		(*SnapshotRecord_Service)(nil),
 		(*SnapshotRecord_End)(nil),
 		(*SnapshotRecord_Settings)(nil),
+		(*SnapshotRecord_Request)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_v1_raftcmd_proto_rawDesc), len(file_raftcmd_v1_raftcmd_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   21,
+			NumEnums:      1,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_raftcmd_v1_raftcmd_proto_goTypes,
 		DependencyIndexes: file_raftcmd_v1_raftcmd_proto_depIdxs,
+		EnumInfos:         file_raftcmd_v1_raftcmd_proto_enumTypes,
 		MessageInfos:      file_raftcmd_v1_raftcmd_proto_msgTypes,
 	}.Build()
 	File_raftcmd_v1_raftcmd_proto = out.File

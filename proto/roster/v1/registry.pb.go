@@ -648,8 +648,14 @@ func (x *ResponseHeader) GetSelfPreservation() bool {
 }
 
 type RegisterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// request_id names this logical write (printable ASCII, at most 128
+	// bytes). Every attempt of one call, every retry included, carries the same
+	// id; the cluster applies it at most once and answers a repeat with the
+	// first result. Empty: the node that receives the call picks one (the Go
+	// SDK always sends one).
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -689,6 +695,13 @@ func (x *RegisterRequest) GetInstance() *Instance {
 		return x.Instance
 	}
 	return nil
+}
+
+func (x *RegisterRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type RegisterResponse struct {
@@ -745,10 +758,12 @@ func (x *RegisterResponse) GetRevision() uint64 {
 }
 
 type DeregisterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
-	Id            string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Service   string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Id        string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	// request_id: as in RegisterRequest.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -800,6 +815,13 @@ func (x *DeregisterRequest) GetService() string {
 func (x *DeregisterRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *DeregisterRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1421,8 +1443,10 @@ type SetMaintenanceRequest struct {
 	Service   string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
 	Id        string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
 	// enabled=false drains the instance; true returns it to service.
-	Enabled       bool   `protobuf:"varint,4,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Enabled bool   `protobuf:"varint,4,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	Reason  string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// request_id: as in RegisterRequest.
+	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1488,6 +1512,13 @@ func (x *SetMaintenanceRequest) GetEnabled() bool {
 func (x *SetMaintenanceRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *SetMaintenanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1926,16 +1957,20 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12!\n" +
 	"\fcommit_index\x18\x06 \x01(\x04R\vcommitIndex\x12<\n" +
 	"\flast_contact\x18\a \x01(\v2\x19.google.protobuf.DurationR\vlastContact\x12+\n" +
-	"\x11self_preservation\x18\b \x01(\bR\x10selfPreservation\"B\n" +
+	"\x11self_preservation\x18\b \x01(\bR\x10selfPreservation\"a\n" +
 	"\x0fRegisterRequest\x12/\n" +
-	"\binstance\x18\x01 \x01(\v2\x13.roster.v1.InstanceR\binstance\"a\n" +
+	"\binstance\x18\x01 \x01(\v2\x13.roster.v1.InstanceR\binstance\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"a\n" +
 	"\x10RegisterResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"[\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"z\n" +
 	"\x11DeregisterRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
-	"\x02id\x18\x03 \x01(\tR\x02id\"c\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"c\n" +
 	"\x12DeregisterResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"j\n" +
@@ -1981,13 +2016,15 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\x02id\x18\x04 \x01(\tR\x02id\x12+\n" +
 	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x12\n" +
-	"\x04code\x18\a \x01(\x05R\x04code\"\x91\x01\n" +
+	"\x04code\x18\a \x01(\x05R\x04code\"\xb0\x01\n" +
 	"\x15SetMaintenanceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\tR\x02id\x12\x18\n" +
 	"\aenabled\x18\x04 \x01(\bR\aenabled\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"g\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"g\n" +
 	"\x16SetMaintenanceResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"\xf9\x01\n" +
