@@ -7,6 +7,7 @@ package rpc
 import (
 	"context"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,6 +64,10 @@ type Server struct {
 	sp    selfPreservationView
 	watch watchState
 
+	// draining is closed by Drain: streams end and new ones are refused.
+	draining  chan struct{}
+	drainOnce sync.Once
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -82,13 +87,14 @@ func New(node *cluster.Node, opts Options) *Server {
 		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
 	s := &Server{
-		node:   node,
-		opts:   opts,
-		logger: opts.Logger,
-		peers:  &conns{dialOpts: opts.DialOptions, byAdr: map[string]*grpc.ClientConn{}},
-		health: health.NewServer(),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		node:     node,
+		opts:     opts,
+		logger:   opts.Logger,
+		peers:    &conns{dialOpts: opts.DialOptions, byAdr: map[string]*grpc.ClientConn{}},
+		health:   health.NewServer(),
+		draining: make(chan struct{}),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	s.remoteReadIndex = cluster.NewRounds(s.leaderReadIndex)
 	return s
@@ -112,7 +118,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 func (s *Server) RegisterServices(g *grpc.Server) {
 	rosterv1.RegisterRegistryServer(g, s)
 	rosterv1.RegisterClusterServer(g, s)
-	healthpb.RegisterHealthServer(g, s.health)
+	healthpb.RegisterHealthServer(g, drainingHealth{Server: s.health, draining: s.draining})
 	reflection.Register(g)
 }
 
@@ -125,14 +131,15 @@ func (s *Server) Start() {
 	go s.followSelfPreservation()
 }
 
-// Stop marks the node not serving and ends background work.
+// Stop marks the node not serving, ends its streams (see Drain) and ends
+// background work.
 func (s *Server) Stop() {
 	select {
 	case <-s.stop:
 		return
 	default:
 	}
-	s.health.Shutdown()
+	s.Drain()
 	close(s.stop)
 	<-s.done
 	s.peers.close()
@@ -161,6 +168,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 			err = status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
 		}
 	}()
+	if s.isDraining() {
+		return toStatus(errDraining)
+	}
 	return toStatus(h(srv, ss))
 }
 

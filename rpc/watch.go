@@ -280,6 +280,8 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 				return err
 			case <-ctx.Done():
 				return ctx.Err()
+			case <-s.draining:
+				return errDraining
 			case <-s.stop:
 				return cluster.ErrShutdown
 			}
@@ -289,6 +291,11 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	pos := req.StartRevision
 	needReset := pos == 0
 	for {
+		if s.isDraining() {
+			// Checked here too: a watcher that never catches up would
+			// otherwise not look at draining until it did.
+			return errDraining
+		}
 		if needReset {
 			m, rev, err := w.reset()
 			if err != nil {
@@ -330,6 +337,8 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.draining:
+			return errDraining
 		case <-s.stop:
 			return cluster.ErrShutdown
 		}

@@ -119,7 +119,9 @@ func run(parent context.Context, f *flags) error {
 }
 
 // shutdown hands leadership away (so the cluster does not wait an election
-// timeout), drains calls and streams, then stops Raft and closes the stores.
+// timeout), drains (health NOT_SERVING, streams ended so their clients
+// reconnect elsewhere), lets unary calls finish, then stops Raft and closes
+// the stores.
 func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, srv *rpc.Server, g *grpc.Server) error {
 	if node.IsLeader() && voters(node) > 1 {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout/2)
@@ -128,6 +130,7 @@ func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, sr
 		}
 		cancel()
 	}
+	srv.Drain()
 	done := make(chan struct{})
 	go func() { g.GracefulStop(); close(done) }()
 	select {
