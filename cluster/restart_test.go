@@ -58,7 +58,7 @@ func writeAndSnapshot(t *testing.T, n *cluster.Node, from, count int) {
 			t.Fatal(err)
 		}
 	}
-	if err := n.Raft().Snapshot().Error(); err != nil {
+	if err := n.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -61,7 +61,7 @@ func (s *Server) leaseHeader(k store.Key) *rosterv1.ResponseHeader {
 	return &rosterv1.ResponseHeader{
 		NodeId:           s.node.ID(),
 		LeaderId:         s.node.ID(),
-		Term:             s.node.Raft().CurrentTerm(),
+		Term:             s.node.Term(),
 		SelfPreservation: s.node.SelfPreserving(k.Namespace, k.Service),
 	}
 }

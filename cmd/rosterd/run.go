@@ -150,7 +150,7 @@ func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, sr
 // joinLoop asks the cluster to add this node until it is in. A node that
 // already has state is a member and skips it.
 func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.Node) {
-	if cf := node.Raft().GetConfiguration(); cf.Error() == nil && len(cf.Configuration().Servers) > 0 {
+	if ms, err := node.Members(); err == nil && len(ms) > 0 {
 		logger.Info("already a member; not joining again")
 		return
 	}
