@@ -17,9 +17,9 @@ import (
 // heartbeats would succeed on an instance nobody can discover.
 func TestLateLeaseRegisteredForAGoneInstanceMakesNoLease(t *testing.T) {
 	_, tr := raft.NewInmemTransport(raft.ServerAddress("n1.inmem:7421"))
-	n, err := New(Config{NodeID: "n1", InMemory: true, Transport: tr, Bootstrap: true, APIAddr: "127.0.0.1:1",
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond})
+	cfg := Config{NodeID: "n1", InMemory: true, Transport: tr, Bootstrap: true, APIAddr: "127.0.0.1:1"}
+	cfg.UseFastTimeouts()
+	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
