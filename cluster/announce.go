@@ -26,6 +26,11 @@ const (
 // them itself and a follower asks the leader through relay. The loop ends
 // when stop is called or the node shuts down; stop waits for it.
 func (n *Node) StartAnnouncing(relay Relay) (stop func()) {
+	select {
+	case <-n.shutdownCh:
+		return func() {}
+	default:
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	n.wg.Add(1)
