@@ -138,9 +138,9 @@ func TestProbeChangesNothing(t *testing.T) {
 	_, emptyTr := raft.NewInmemTransport("empty.inmem:7421")
 	_, probeTr := raft.NewInmemTransport("probe.inmem:7421")
 	cfg := func(id, dir string, tr raft.Transport) Config {
-		return Config{NodeID: id, DataDir: dir, Transport: tr, APIAddr: "127.0.0.1:1",
-			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}
+		c := Config{NodeID: id, DataDir: dir, Transport: tr, APIAddr: "127.0.0.1:1"}
+		c.UseFastTimeouts()
+		return c
 	}
 	lc := cfg("leader", t.TempDir(), leaderTr)
 	lc.Bootstrap = true
@@ -170,8 +170,8 @@ func TestProbeChangesNothing(t *testing.T) {
 	before, emptyBefore := leader.Status(), empty.Status()
 	answers := probeAll(probeTr, []Peer{{ID: "leader", Addr: "leader.inmem:7421"}, {ID: "empty", Addr: "empty.inmem:7421"},
 		{ID: "gone", Addr: "gone.inmem:7421"}}, time.Second)
-	if a := answers[0]; !a.answered || a.term != before.Term || a.lastLog != leader.Raft().LastIndex() || a.lastLog <= bootstrapIndex {
-		t.Fatalf("leader answered %+v; its term is %d and last index %d", a, before.Term, leader.Raft().LastIndex())
+	if a := answers[0]; !a.answered || a.term != before.Term || a.lastLog != leader.LastIndex() || a.lastLog <= bootstrapIndex {
+		t.Fatalf("leader answered %+v; its term is %d and last index %d", a, before.Term, leader.LastIndex())
 	}
 	if a := answers[1]; !a.answered || a.term != 0 || a.lastLog != 0 {
 		t.Fatalf("empty node answered %+v", a)

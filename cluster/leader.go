@@ -2,11 +2,19 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/roster-registry/roster/store"
 )
+
+// testHookLeadershipNotice, when set, runs as monitorLeadership takes each
+// leadership notice, before acting on it. Tests use it to force
+// interleavings with Shutdown.
+var testHookLeadershipNotice func(n *Node, leading bool)
 
 // OnLeader registers a duty the node runs while it leads: it is started once
 // the new leader has applied every earlier entry (after a Barrier), and its
@@ -27,6 +35,9 @@ func (n *Node) monitorLeadership(notify <-chan bool) {
 	for {
 		select {
 		case leading := <-notify:
+			if testHookLeadershipNotice != nil {
+				testHookLeadershipNotice(n, leading)
+			}
 			if leading {
 				n.startLeading()
 			} else {
@@ -44,13 +55,25 @@ func (n *Node) startLeading() {
 	if n.leaderStop != nil {
 		return
 	}
+	select {
+	case <-n.shutdownCh:
+		// A notice still buffered when Shutdown began: Shutdown has
+		// stopped leading (or will find nothing to stop), so a loop
+		// started now would outlive the node.
+		return
+	default:
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.leaderStop = cancel
 	done := make(chan struct{})
 	n.leaderDone = done
 	duties := append([]func(context.Context){}, n.duties...)
 	n.logger.Info("gained leadership", "term", n.raft.CurrentTerm())
+	// Added under leaderMu before Shutdown can have stopped leading, so
+	// before its Wait.
+	n.wg.Add(1)
 	go func() {
+		defer n.wg.Done()
 		defer close(done)
 		n.leaderLoop(ctx, duties)
 	}()
@@ -89,6 +112,9 @@ func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 		err := n.raft.Barrier(30 * time.Second).Error()
 		if err == nil {
 			break
+		}
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return
 		}
 		n.logger.Warn("barrier failed; retrying", "error", err)
 		select {

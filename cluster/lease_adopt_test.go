@@ -16,7 +16,7 @@ import (
 // lease table has not caught up with). It must not create a lease, or
 // heartbeats would succeed on an instance nobody can discover.
 func TestLateLeaseRegisteredForAGoneInstanceMakesNoLease(t *testing.T) {
-	n := newTestNode(t)
+	n := newReadyLeader(t)
 
 	gone := &store.Instance{Namespace: "default", Service: "web", ID: "gone", Address: "10.0.0.1", Port: 80, Weight: 100, TTL: 10 * time.Second}
 	// A registration revision beyond anything the table has seen, for an
@@ -36,12 +36,12 @@ func leaseTableActive(n *Node) bool {
 
 // newTestNode starts a single in-memory node and waits until it leads with
 // its lease table running.
-func newTestNode(t *testing.T) *Node {
+func newReadyLeader(t *testing.T) *Node {
 	t.Helper()
 	_, tr := raft.NewInmemTransport(raft.ServerAddress("n1.inmem:7421"))
-	n, err := New(Config{NodeID: "n1", InMemory: true, Transport: tr, Bootstrap: true, APIAddr: "127.0.0.1:1",
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond})
+	cfg := Config{NodeID: "n1", InMemory: true, Transport: tr, Bootstrap: true, APIAddr: "127.0.0.1:1"}
+	cfg.UseFastTimeouts()
+	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

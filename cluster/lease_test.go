@@ -455,7 +455,7 @@ func TestLateExpireNeverDeletesReregistration(t *testing.T) {
 // whichever front end registered, the lease runs when Register returns,
 // even while the lease table's follower of the store is behind.
 func TestRegisterAdoptsItsLease(t *testing.T) {
-	n := newTestNode(t)
+	n := newReadyLeader(t)
 	gate := make(chan struct{})
 	hook := func() { <-gate }
 	n.leases.beforeChange.Store(&hook)

@@ -493,9 +493,6 @@ func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
 // Store returns the node's registry state.
 func (n *Node) Store() *store.Store { return n.store }
 
-// Raft exposes the underlying raft instance, for tests and diagnostics.
-func (n *Node) Raft() *raft.Raft { return n.raft }
-
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 

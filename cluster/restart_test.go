@@ -18,12 +18,12 @@ import (
 
 func diskNode(t *testing.T, dir string, threshold, trailing uint64) (*cluster.Node, error) {
 	_, tr := raft.NewInmemTransport(raft.ServerAddress("n1.inmem:7421"))
-	return cluster.New(cluster.Config{
+	cfg := cluster.Config{
 		NodeID: "n1", DataDir: dir, Transport: tr, Bootstrap: true, APIAddr: "127.0.0.1:1",
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		SnapshotThreshold: threshold, TrailingLogs: trailing, SnapshotInterval: time.Hour,
-	})
+	}
+	cfg.UseFastTimeouts()
+	return cluster.New(cfg)
 }
 
 // newest returns the snapshot with the highest index; directory names are
@@ -58,7 +58,7 @@ func writeAndSnapshot(t *testing.T, n *cluster.Node, from, count int) {
 			t.Fatal(err)
 		}
 	}
-	if err := n.Raft().Snapshot().Error(); err != nil {
+	if err := n.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
 }

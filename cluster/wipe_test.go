@@ -50,13 +50,13 @@ func (p *diskPeer) start(t *testing.T, peers []cluster.Peer) {
 	t.Helper()
 	_, p.tr = raft.NewInmemTransport(p.addr)
 	p.log = &logCount{}
-	n, err := cluster.New(cluster.Config{
+	cfg := cluster.Config{
 		NodeID: p.id, DataDir: p.dir, Transport: p.tr, InitialCluster: peers, APIAddr: "127.0.0.1:1",
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		ProbeTimeout: 200 * time.Millisecond,
 		Logger:       hclog.New(&hclog.LoggerOptions{Name: p.id, Level: hclog.Info, Output: p.log}),
-	})
+	}
+	cfg.UseFastTimeouts()
+	n, err := cluster.New(cfg)
 	if err != nil {
 		t.Fatalf("start %s: %v", p.id, err)
 	}

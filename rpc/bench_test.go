@@ -31,7 +31,7 @@ func BenchmarkRegister3Node(b *testing.B) {
 					nd = c.Followers()[0]
 				}
 				reg := nd.Registry()
-				startIndex := c.Leader().Node.Raft().LastIndex()
+				startIndex := c.Leader().Node.LastIndex()
 				var seq atomic.Int64
 				b.SetParallelism(par)
 				b.ReportAllocs()
@@ -50,7 +50,7 @@ func BenchmarkRegister3Node(b *testing.B) {
 					}
 				})
 				b.StopTimer()
-				entries := c.Leader().Node.Raft().LastIndex() - startIndex
+				entries := c.Leader().Node.LastIndex() - startIndex
 				b.ReportMetric(float64(entries)/float64(b.N), "raft-entries/op")
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "registers/s")
 			})

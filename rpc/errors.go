@@ -29,6 +29,9 @@ const (
 	// ReasonRequestReused: the request id was already used by a different
 	// request; nothing was applied.
 	ReasonRequestReused = "REQUEST_ID_REUSED"
+	// ReasonNodeDraining ends the streams of a node that is shutting down:
+	// reconnect to another node.
+	ReasonNodeDraining = "NODE_DRAINING"
 )
 
 // errNoSuchStream: RequestProgress named no open watch stream.
@@ -81,6 +84,8 @@ func toStatus(err error) error {
 		return withReason(codes.Unavailable, "no leader: the cluster is electing one or has lost its quorum", ReasonNoLeader)
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
 		return withReason(codes.Unavailable, err.Error(), ReasonOutcomeUnknown)
+	case errors.Is(err, errDraining):
+		return withReason(codes.Unavailable, err.Error(), ReasonNodeDraining)
 	case errors.Is(err, cluster.ErrShutdown):
 		return withReason(codes.Unavailable, err.Error(), ReasonShutdown)
 	case errors.Is(err, cluster.ErrEnqueueTimeout):

@@ -89,9 +89,9 @@ func TestHTTPCheckThresholdsAndNoWritesWhenUnchanged(t *testing.T) {
 
 	// Unchanged results write nothing to Raft.
 	leader := c.Leader()
-	before := leader.Node.Raft().LastIndex()
+	before := leader.Node.LastIndex()
 	waitProbes(c, p, 3)
-	if after := leader.Node.Raft().LastIndex(); after != before {
+	if after := leader.Node.LastIndex(); after != before {
 		t.Fatalf("three unchanged results moved the raft log from %d to %d", before, after)
 	}
 
@@ -106,12 +106,12 @@ func TestHTTPCheckThresholdsAndNoWritesWhenUnchanged(t *testing.T) {
 	// Flapping (200, 500, 200, ...) never meets either threshold: no
 	// transition and no raft write.
 	p.flap.Store(true)
-	before = leader.Node.Raft().LastIndex()
+	before = leader.Node.LastIndex()
 	waitProbes(c, p, 5)
 	if st := statusOf(ctx, t, f, "web", "h"); st != critical {
 		t.Fatalf("a flapping target moved the instance to %v", st)
 	}
-	if after := leader.Node.Raft().LastIndex(); after != before {
+	if after := leader.Node.LastIndex(); after != before {
 		t.Fatalf("flapping results moved the raft log from %d to %d", before, after)
 	}
 

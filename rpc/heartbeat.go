@@ -61,7 +61,7 @@ func (s *Server) leaseHeader(k store.Key) *rosterv1.ResponseHeader {
 	return &rosterv1.ResponseHeader{
 		NodeId:           s.node.ID(),
 		LeaderId:         s.node.ID(),
-		Term:             s.node.Raft().CurrentTerm(),
+		Term:             s.node.Term(),
 		SelfPreservation: s.node.SelfPreserving(k.Namespace, k.Service),
 	}
 }
@@ -107,28 +107,58 @@ func (s *Server) KeepAlive(stream rosterv1.Registry_KeepAliveServer) error {
 	}()
 	relay := &keepAliveRelay{s: s, ctx: ctx}
 	defer relay.close()
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
+	// Requests are read on their own goroutine so that draining can end
+	// the stream while a Recv waits; gRPC interrupts that Recv when this
+	// handler returns.
+	received := make(chan error, 1)
+	go func() { received <- s.keepAliveRecv(ctx, stream, order, sent, relay) }()
+	select {
+	case err := <-received:
+		switch {
+		case errors.Is(err, io.EOF):
 			// The client has said all it will: answer what is pending.
 			close(order)
 			<-sent
 			return sendErr
+		case errors.Is(err, errSenderDone):
+			return sendErr
+		default:
+			cancel()
+			close(order)
+			<-sent
+			return err
 		}
+	case <-s.draining:
+		// Answers not sent yet are dropped: the client renews them on the
+		// node it reconnects to.
+		cancel()
+		<-sent
+		return errDraining
+	}
+}
+
+// errSenderDone: the sender of a KeepAlive stream stopped, so reading more
+// requests is pointless.
+var errSenderDone = errors.New("keepalive sender done")
+
+// keepAliveRecv reads a KeepAlive stream's requests and starts each
+// renewal until the stream or its sender ends. It returns io.EOF when the
+// client closed its side, errSenderDone when the sender stopped, or the
+// error that ended reading.
+func (s *Server) keepAliveRecv(ctx context.Context, stream rosterv1.Registry_KeepAliveServer, order chan<- *renewal, sent <-chan struct{}, relay *keepAliveRelay) error {
+	for {
+		req, err := stream.Recv()
 		if err == nil {
 			err = rejectUnknownFields(req.ProtoReflect())
 		}
 		if err != nil {
-			cancel()
-			close(order)
-			<-sent
 			return err
 		}
 		r := &renewal{req: req, ready: make(chan struct{})}
 		select {
 		case order <- r:
 		case <-sent:
-			return sendErr
+			return errSenderDone
 		}
 		k, err := validateKey(req.Namespace, req.Service, req.Id)
 		switch {
@@ -152,7 +182,17 @@ func (s *Server) KeepAlive(stream rosterv1.Registry_KeepAliveServer) error {
 
 // sendInOrder writes answers in request order until order is closed.
 func sendInOrder(ctx context.Context, stream rosterv1.Registry_KeepAliveServer, order <-chan *renewal) error {
-	for r := range order {
+	for {
+		var r *renewal
+		select {
+		case next, ok := <-order:
+			if !ok {
+				return nil
+			}
+			r = next
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		select {
 		case <-r.ready:
 		case <-ctx.Done():
@@ -162,7 +202,6 @@ func sendInOrder(ctx context.Context, stream rosterv1.Registry_KeepAliveServer, 
 			return err
 		}
 	}
-	return nil
 }
 
 // keepAliveRelay is a follower's upstream KeepAlive stream to the leader.

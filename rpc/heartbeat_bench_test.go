@@ -44,7 +44,7 @@ func BenchmarkKeepAlive(b *testing.B) {
 			for i := range reqs {
 				reqs[i] = &rosterv1.HeartbeatRequest{Service: "bench", Id: fmt.Sprintf("i%d", i)}
 			}
-			startIndex := leader.Node.Raft().LastIndex()
+			startIndex := leader.Node.LastIndex()
 			b.ReportAllocs()
 			b.ResetTimer()
 			sendErr := make(chan error, 1)
@@ -71,7 +71,7 @@ func BenchmarkKeepAlive(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "heartbeats/s")
-			b.ReportMetric(float64(leader.Node.Raft().LastIndex()-startIndex), "raft-entries")
+			b.ReportMetric(float64(leader.Node.LastIndex()-startIndex), "raft-entries")
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 
 	"github.com/roster-registry/roster/cluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/store"
 )
 
 // MaxRequestBytes is the largest request the server reads. It is far above
@@ -71,8 +73,12 @@ type Server struct {
 	sp    selfPreservationView
 	watch watchState
 
-	stop chan struct{}
-	done chan struct{}
+	// draining is closed by Drain: streams end and new ones are refused.
+	draining  chan struct{}
+	drainOnce sync.Once
+
+	stopAnnouncing func()
+	stop           chan struct{}
 }
 
 // New returns a server for node.
@@ -101,9 +107,9 @@ func New(node *cluster.Node, opts Options) *Server {
 			dialOpts: slices.Concat(opts.DialOptions, []grpc.DialOption{grpc.WithKeepaliveParams(peerKeepalive)}),
 			byAdr:    map[string]*grpc.ClientConn{},
 		},
-		health: health.NewServer(),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		health:   health.NewServer(),
+		draining: make(chan struct{}),
+		stop:     make(chan struct{}),
 	}
 	s.remoteReadIndex = cluster.NewRounds(s.leaderReadIndex)
 	return s
@@ -129,29 +135,33 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 func (s *Server) RegisterServices(g *grpc.Server) {
 	rosterv1.RegisterRegistryServer(g, s)
 	rosterv1.RegisterClusterServer(g, s)
-	healthpb.RegisterHealthServer(g, s.health)
+	healthpb.RegisterHealthServer(g, drainingHealth{Server: s.health, draining: s.draining})
 	reflection.Register(g)
 }
 
-// Start begins background work: publishing this node's API address in the
-// member table and serving health.
+// Start begins background work: the node's loop publishing its API address
+// in the member table (relayed to the leader through this server), and
+// serving health.
 func (s *Server) Start() {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(rosterv1.Registry_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	go s.announce()
+	s.stopAnnouncing = s.node.StartAnnouncing(s.relayAnnounce)
 	go s.followSelfPreservation()
 }
 
-// Stop marks the node not serving and ends background work.
+// Stop marks the node not serving, ends its streams (see Drain) and ends
+// background work.
 func (s *Server) Stop() {
 	select {
 	case <-s.stop:
 		return
 	default:
 	}
-	s.health.Shutdown()
+	s.Drain()
 	close(s.stop)
-	<-s.done
+	if s.stopAnnouncing != nil {
+		s.stopAnnouncing()
+	}
 	s.peers.close()
 }
 
@@ -178,6 +188,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 			err = status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
 		}
 	}()
+	if s.isDraining() {
+		return toStatus(errDraining)
+	}
 	return toStatus(h(srv, ss))
 }
 
@@ -199,33 +212,13 @@ func (s *Server) header(rev uint64) *rosterv1.ResponseHeader {
 	return h
 }
 
-// announce keeps this node's addresses in the replicated member table, so
-// every node can find every other node's API address.
-func (s *Server) announce() {
-	defer close(s.done)
-	for {
-		wait := time.Second
-		self := s.node.Store().View().Member(s.node.ID())
-		if self == nil || self.APIAddr != s.node.APIAddr() || self.RaftAddr != s.node.RaftAddr() {
-			if !s.node.IsLeader() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, err := s.Join(ctx, &rosterv1.JoinRequest{
-					NodeId: s.node.ID(), RaftAddr: s.node.RaftAddr(), ApiAddr: s.node.APIAddr(), UpdateOnly: true,
-				})
-				cancel()
-				if err != nil {
-					s.logger.Debug("announcing addresses failed; will retry", "error", err)
-				}
-			}
-		} else {
-			wait = 10 * time.Second
-		}
-		select {
-		case <-s.stop:
-			return
-		case <-time.After(wait):
-		}
-	}
+// relayAnnounce asks the leader to record self's addresses, for the node's
+// announce loop.
+func (s *Server) relayAnnounce(ctx context.Context, self store.Member) error {
+	_, err := s.Join(ctx, &rosterv1.JoinRequest{
+		NodeId: self.NodeID, RaftAddr: self.RaftAddr, ApiAddr: self.APIAddr, UpdateOnly: true,
+	})
+	return err
 }
 
 func (s *Server) withReadTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -63,6 +63,8 @@ type watchState struct {
 	active    atomic.Int64
 	cutoff    atomic.Uint64
 	encodings atomic.Uint64
+	// wire memoizes event encodings, shared by every watcher.
+	wire wireCache
 	// prefix caches the encoded header and revision of event messages at
 	// the latest revision, shared by every watcher sending that revision.
 	prefix atomic.Pointer[watchPrefix]
@@ -280,6 +282,8 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 				return err
 			case <-ctx.Done():
 				return ctx.Err()
+			case <-s.draining:
+				return errDraining
 			case <-s.stop:
 				return cluster.ErrShutdown
 			}
@@ -289,6 +293,11 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	pos := req.StartRevision
 	needReset := pos == 0
 	for {
+		if s.isDraining() {
+			// Checked here too: a watcher that never catches up would
+			// otherwise not look at draining until it did.
+			return errDraining
+		}
 		if needReset {
 			m, rev, err := w.reset()
 			if err != nil {
@@ -330,6 +339,8 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.draining:
+			return errDraining
 		case <-s.stop:
 			return cluster.ErrShutdown
 		}
@@ -459,10 +470,10 @@ func (s *Server) watchPrefix(rev uint64) []byte {
 }
 
 // eventWire returns the encoding of e as one entry of WatchResponse.events
-// (field tag, length and Event bytes), memoized on the event so that every
-// watcher shares one encoding; nil when a healthy-only watcher does not see
-// e. A healthy-only watcher sees an instance leaving the healthy set as a
-// DELETE and one entering it as a PUT.
+// (field tag, length and Event bytes), memoized in the server's wire cache
+// so that every watcher shares one encoding; nil when a healthy-only
+// watcher does not see e. A healthy-only watcher sees an instance leaving
+// the healthy set as a DELETE and one entering it as a PUT.
 func (s *Server) eventWire(e *store.Event, healthyOnly bool) []byte {
 	asDelete := false
 	if healthyOnly {
@@ -476,33 +487,28 @@ func (s *Server) eventWire(e *store.Event, healthyOnly bool) []byte {
 			return nil
 		}
 	}
+	w := s.watch.wire.entry(e)
 	if asDelete {
-		if b := e.AltWire(); b != nil {
-			return b
-		}
-		b := s.encodeEvent(&rosterv1.Event{
-			Type: rosterv1.Event_TYPE_DELETE, Revision: e.Revision,
-			Instance: keyOnly(e.Key), PrevInstance: toAPIInstance(e.Prev),
+		return w.deleteWire(func() []byte {
+			return s.encodeEvent(&rosterv1.Event{
+				Type: rosterv1.Event_TYPE_DELETE, Revision: e.Revision,
+				Instance: keyOnly(e.Key), PrevInstance: toAPIInstance(e.Prev),
+			})
 		})
-		e.SetAltWire(b)
-		return b
 	}
-	if b := e.Wire(); b != nil {
-		return b
-	}
-	ev := &rosterv1.Event{Revision: e.Revision}
-	switch e.Type {
-	case store.EventPut:
-		ev.Type, ev.Instance = rosterv1.Event_TYPE_PUT, toAPIInstance(e.Instance)
-	default:
-		ev.Type, ev.Instance = rosterv1.Event_TYPE_DELETE, keyOnly(e.Key)
-	}
-	if e.Prev != nil {
-		ev.PrevInstance = toAPIInstance(e.Prev)
-	}
-	b := s.encodeEvent(ev)
-	e.SetWire(b)
-	return b
+	return w.plainWire(func() []byte {
+		ev := &rosterv1.Event{Revision: e.Revision}
+		switch e.Type {
+		case store.EventPut:
+			ev.Type, ev.Instance = rosterv1.Event_TYPE_PUT, toAPIInstance(e.Instance)
+		default:
+			ev.Type, ev.Instance = rosterv1.Event_TYPE_DELETE, keyOnly(e.Key)
+		}
+		if e.Prev != nil {
+			ev.PrevInstance = toAPIInstance(e.Prev)
+		}
+		return s.encodeEvent(ev)
+	})
 }
 
 // eventsField is WatchResponse.events' field number.

@@ -281,7 +281,7 @@ func TestWatchFollowerSnapshotInstallStaysGapless(t *testing.T) {
 
 	c.Partition(f)
 	ops2, rev2 := writes(t, ctx, leader, "api", 10, 200)
-	if err := leader.Node.Raft().Snapshot().Error(); err != nil {
+	if err := leader.Node.Snapshot(); err != nil {
 		t.Fatalf("snapshot on the leader: %v", err)
 	}
 	c.Heal(f)

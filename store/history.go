@@ -4,7 +4,6 @@ import (
 	"errors"
 	"sort"
 	"sync"
-	"sync/atomic"
 )
 
 // EventType says what a change did to an instance.
@@ -17,8 +16,7 @@ const (
 )
 
 // Event is one change to one instance at one revision. Events are shared by
-// every reader of the history and never modified, except for the memoized
-// wire encoding, which is set once.
+// every reader of the history and never modified.
 type Event struct {
 	Type     EventType
 	Revision uint64
@@ -27,34 +25,7 @@ type Event struct {
 	Instance *Instance
 	// Prev is the state before the change; nil when the key was new.
 	Prev *Instance
-
-	wire    atomic.Pointer[[]byte]
-	altWire atomic.Pointer[[]byte]
 }
-
-// Wire returns the memoized encoding of the event, or nil.
-func (e *Event) Wire() []byte {
-	if p := e.wire.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// SetWire memoizes an encoding of the event for every watcher to share.
-func (e *Event) SetWire(b []byte) { e.wire.Store(&b) }
-
-// AltWire returns the memoized alternative encoding of the event, or nil.
-// Watchers that see the event transformed (a healthy-only watcher sees an
-// instance turning unhealthy as a delete) share this one.
-func (e *Event) AltWire() []byte {
-	if p := e.altWire.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// SetAltWire memoizes the alternative encoding of the event.
-func (e *Event) SetAltWire(b []byte) { e.altWire.Store(&b) }
 
 // Revision groups the events of one revision; they are never split.
 type Revision struct {

@@ -130,7 +130,9 @@ func run(parent context.Context, f *flags) error {
 }
 
 // shutdown hands leadership away (so the cluster does not wait an election
-// timeout), drains calls and streams, then stops Raft and closes the stores.
+// timeout), drains (health NOT_SERVING, streams ended so their clients
+// reconnect elsewhere), lets unary calls finish, then stops Raft and closes
+// the stores.
 func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, srv *rpc.Server, g *grpc.Server) error {
 	if node.IsLeader() && voters(node) > 1 {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout/2)
@@ -139,6 +141,7 @@ func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, sr
 		}
 		cancel()
 	}
+	srv.Drain()
 	done := make(chan struct{})
 	go func() { g.GracefulStop(); close(done) }()
 	select {
@@ -158,7 +161,7 @@ func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, sr
 // joinLoop asks the cluster to add this node until it is in. A node that
 // already has state is a member and skips it.
 func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.Node) {
-	if cf := node.Raft().GetConfiguration(); cf.Error() == nil && len(cf.Configuration().Servers) > 0 {
+	if ms, err := node.Members(); err == nil && len(ms) > 0 {
 		logger.Info("already a member; not joining again")
 		return
 	}

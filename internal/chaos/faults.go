@@ -14,8 +14,8 @@ import (
 	"github.com/roster-registry/roster/internal/checker"
 )
 
-// FaultNames lists every fault the harness can inject, in the order of
-// RELIABILITY.md's table.
+// FaultNames lists every fault the harness can inject, in the order of the
+// fault table in RELIABILITY.md (repository root); keep the two in step.
 var FaultNames = []string{
 	"crash-leader", "crash-follower",
 	"pause-leader", "pause-follower", "stale-read",

@@ -1,5 +1,6 @@
 // Package checker holds the history model that Roster's chaos harness records
-// and the five checkers that judge it, as RELIABILITY.md names them:
+// and the five checkers that judge it, as RELIABILITY.md (at the repository
+// root) names them:
 //
 //   - L: linearizability of register, deregister and linearizable get, by
 //     porcupine over the history partitioned per instance key.

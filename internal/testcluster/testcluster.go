@@ -59,15 +59,18 @@ type Cluster struct {
 	t     testing.TB
 	Nodes []*Node
 
-	mu          sync.Mutex
-	partitioned map[string]bool
+	mu sync.Mutex
+	// group is each node's side of a partition; 0, or absent, is the side
+	// of every node not cut off.
+	group     map[string]int
+	nextGroup int
 }
 
 // New starts n voters bootstrapped together and waits for a leader. The
 // cluster is shut down when the test ends.
 func New(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, partitioned: map[string]bool{}}
+	c := &Cluster{t: t, group: map[string]int{}}
 	var peers []cluster.Peer
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
@@ -99,18 +102,15 @@ func (c *Cluster) start(nd *Node, peers []cluster.Peer, opts Options) {
 	}
 	nd.Addr = lis.Addr().String()
 	cfg := cluster.Config{
-		NodeID:             nd.ID,
-		InMemory:           true,
-		APIAddr:            nd.Addr,
-		Transport:          nd.Transport,
-		InitialCluster:     peers,
-		Logger:             hclog.New(&hclog.LoggerOptions{Name: nd.ID, Level: hclog.Warn, Output: testWriter{t}}),
-		HeartbeatTimeout:   100 * time.Millisecond,
-		ElectionTimeout:    100 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond,
-		CommitTimeout:      5 * time.Millisecond,
-		Store:              opts.Store,
+		NodeID:         nd.ID,
+		InMemory:       true,
+		APIAddr:        nd.Addr,
+		Transport:      nd.Transport,
+		InitialCluster: peers,
+		Logger:         hclog.New(&hclog.LoggerOptions{Name: nd.ID, Level: hclog.Warn, Output: testWriter{t}}),
+		Store:          opts.Store,
 	}
+	cfg.UseFastTimeouts()
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}
@@ -233,14 +233,64 @@ func (c *Cluster) Followers() []*Node {
 	return out
 }
 
-// Partition cuts nd's Raft traffic to and from every other node. Its gRPC
-// server keeps answering clients, as a partitioned node would for clients on
-// its side of the cut.
-func (c *Cluster) Partition(nd *Node) {
+// Partition cuts the given nodes off from the rest: they form one group
+// whose Raft traffic reaches only each other, and the other nodes keep
+// theirs. Their gRPC servers keep answering clients, as partitioned nodes
+// would for clients on their side of the cut. Partition(nd) isolates one
+// node; Partition(a, b) cuts a and b off together.
+func (c *Cluster) Partition(nodes ...*Node) {
+	c.Split(nodes)
+}
+
+// Split divides the cluster into groups of nodes that reach only the nodes
+// of their own group; the nodes not named in any group form one more group.
+// Split(nil) or Heal() with no argument joins everything again.
+func (c *Cluster) Split(groups ...[]*Node) {
 	c.mu.Lock()
-	c.partitioned[nd.ID] = true
+	for _, g := range groups {
+		if len(g) == 0 {
+			continue
+		}
+		c.nextGroup++
+		for _, nd := range g {
+			c.group[nd.ID] = c.nextGroup
+		}
+	}
 	c.mu.Unlock()
-	c.disconnect(nd)
+	c.rewire()
+}
+
+// Heal joins the given nodes (every node when none is given) to the side
+// of the nodes that were never cut off.
+func (c *Cluster) Heal(nodes ...*Node) {
+	c.mu.Lock()
+	if len(nodes) == 0 {
+		clear(c.group)
+	}
+	for _, nd := range nodes {
+		delete(c.group, nd.ID)
+	}
+	c.mu.Unlock()
+	c.rewire()
+}
+
+// rewire connects every pair of running nodes on the same side and
+// disconnects every other pair.
+func (c *Cluster) rewire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range c.Nodes {
+		for _, b := range c.Nodes {
+			if a == b {
+				continue
+			}
+			if !a.stopped && !b.stopped && c.group[a.ID] == c.group[b.ID] {
+				a.Transport.Connect(b.Transport.LocalAddr(), b.Transport)
+			} else {
+				a.Transport.Disconnect(b.Transport.LocalAddr())
+			}
+		}
+	}
 }
 
 func (c *Cluster) disconnect(nd *Node) {
@@ -252,23 +302,75 @@ func (c *Cluster) disconnect(nd *Node) {
 	}
 }
 
-// Heal reconnects a partitioned node.
-func (c *Cluster) Heal(nd *Node) {
-	c.mu.Lock()
-	delete(c.partitioned, nd.ID)
-	c.mu.Unlock()
-	for _, other := range c.Nodes {
-		if other != nd && !other.stopped {
-			nd.Transport.Connect(other.Transport.LocalAddr(), other.Transport)
-			other.Transport.Connect(nd.Transport.LocalAddr(), nd.Transport)
-		}
-	}
-}
-
+// isPartitioned reports whether the node with id is on a side of a
+// partition too small to elect a leader: it cannot take part in the
+// cluster's decisions.
 func (c *Cluster) isPartitioned(id string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.partitioned[id]
+	mine, size := c.group[id], 0
+	for _, nd := range c.Nodes {
+		if c.group[nd.ID] == mine {
+			size++
+		}
+	}
+	return 2*size <= len(c.Nodes)
+}
+
+// EnsureSame fails the test unless every running node holds the same state
+// at the same applied index (see Same).
+func (c *Cluster) EnsureSame() {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := c.Same(ctx); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Same polls every running node's state hash with the index it was taken
+// at, until all nodes report the same index, and then compares the hashes.
+// It returns an error when they differ, or when the nodes never reach one
+// index before ctx ends (writes still going on, or a node cut off).
+func (c *Cluster) Same(ctx context.Context) error {
+	for {
+		type at struct {
+			index uint64
+			hash  string
+		}
+		got := map[string]at{}
+		agree := true
+		var first *at
+		for _, nd := range c.Running() {
+			st, err := nd.Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("state hashes: %w", err)
+				}
+				agree = false
+				break
+			}
+			got[nd.ID] = at{st.HashIndex, st.StateHash}
+			if first == nil {
+				first = &at{st.HashIndex, st.StateHash}
+			} else if st.HashIndex != first.index {
+				agree = false
+			}
+		}
+		if agree && first != nil {
+			for _, a := range got {
+				if a.hash != first.hash {
+					return fmt.Errorf("state hashes differ at applied index %d: %v", first.index, got)
+				}
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nodes never reported one applied index: last %v: %w", got, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // WaitMembersKnown waits until every running node knows every running
