@@ -103,7 +103,7 @@ func newRequestBounds(opts Options) requestBounds {
 // the store's count, kept outside the database (only the FSM's goroutine
 // writes or restores, so nothing else reads it), plus this transaction's
 // changes, which Commit folds in. It saves a meta row write per request.
-func (w *WriteTxn) requestCount() int { return w.s.requestCount + w.requestDelta }
+func (w *WriteTxn) requestCount() int { return int(w.s.requestCount.Load()) + w.requestDelta }
 
 // Request returns the remembered result of request id, or nil.
 func (w *WriteTxn) Request(id string) (*RequestResult, error) {

@@ -52,10 +52,12 @@ type Store struct {
 	db      atomic.Pointer[memdb.MemDB]
 	history *History
 	// requests bounds the remembered request results; requestCount is how
-	// many there are, touched only by the FSM's goroutine (WriteTxn.Commit
-	// and Restore).
+	// many there are. Only writers touch it, and memdb's writer lock orders
+	// them (WriteTxn.Commit updates it before releasing that lock); it is
+	// atomic so that a writer outside the FSM (a test changing a store
+	// behind Raft's back) is no data race.
 	requests     requestBounds
-	requestCount int
+	requestCount atomic.Int64
 
 	// abandonMu guards abandonCh, closed when Restore replaces the database
 	// so that blocked readers re-run against the new one.
@@ -138,7 +140,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	r.txn.Commit()
 
 	s.db.Store(db)
-	s.requestCount = r.requests
+	s.requestCount.Store(int64(r.requests))
 	s.history.reset(r.revision)
 	s.abandonMu.Lock()
 	close(s.abandonCh)

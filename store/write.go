@@ -46,8 +46,10 @@ func (w *WriteTxn) Commit() error {
 	if err := w.txn.Insert(tableMeta, &meta); err != nil {
 		return fmt.Errorf("set revision: %w", err)
 	}
+	// Before the memdb commit releases the writer lock: the next writer
+	// must see this transaction's count.
+	w.s.requestCount.Add(int64(w.requestDelta))
 	w.txn.Commit()
-	w.s.requestCount += w.requestDelta
 	if len(w.events) > 0 {
 		w.s.history.append(w.index, w.events)
 	}
