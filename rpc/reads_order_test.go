@@ -192,24 +192,7 @@ func TestLinearizableReadOnLeaderSeesWhatAFollowerReturned(t *testing.T) {
 func TestLinearizableReadOnFollowerSeesWhatTheLeaderReturned(t *testing.T) {
 	c, hooks := gatedCluster(t)
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
-	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
-		t.Fatal(err)
-	}
-	lh, fh := hooks[leader.ID], hooks[f.ID]
-	c.Eventually("the follower applies v1", 10*time.Second, func() bool {
-		p, _ := readPort(ctx, t, f, "web", stale)
-		return p == 1
-	})
-	fh.before.holdAbove(f.Node.Applied())
-	lh.after.holdAbove(leader.Node.Applied())
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 2)})
-		wrote <- err
-	}()
-	c.Eventually("v2 visible on the leader, held before its apply ends", 10*time.Second, func() bool { return lh.after.heldIndex() > 0 })
-	c.Eventually("the follower holds v2", 10*time.Second, func() bool { return fh.before.heldIndex() > 0 })
+	leader, f, lh, fh, wrote := holdV2VisibleOnLeader(ctx, t, c, hooks)
 	if p, _ := readPort(ctx, t, leader, "web", nil); p != 2 {
 		t.Fatalf("linearizable read on leader %s saw port %d, want 2", leader.ID, p)
 	}
@@ -230,24 +213,7 @@ func TestLinearizableReadOnFollowerSeesWhatTheLeaderReturned(t *testing.T) {
 func TestStatusHashMatchesItsIndex(t *testing.T) {
 	c, hooks := gatedCluster(t)
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
-	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
-		t.Fatal(err)
-	}
-	lh, fh := hooks[leader.ID], hooks[f.ID]
-	c.Eventually("the follower applies v1", 10*time.Second, func() bool {
-		p, _ := readPort(ctx, t, f, "web", stale)
-		return p == 1
-	})
-	fh.before.holdAbove(f.Node.Applied())
-	lh.after.holdAbove(leader.Node.Applied())
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 2)})
-		wrote <- err
-	}()
-	c.Eventually("v2 visible on the leader, held before its apply ends", 10*time.Second, func() bool { return lh.after.heldIndex() > 0 })
-	c.Eventually("the follower holds v2", 10*time.Second, func() bool { return fh.before.heldIndex() > 0 })
+	leader, f, lh, fh, wrote := holdV2VisibleOnLeader(ctx, t, c, hooks)
 	ls, err := leader.Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
 	if err != nil {
 		t.Fatal(err)
@@ -371,4 +337,32 @@ func TestReadPairsAcrossNodesNeverGoBackInTime(t *testing.T) {
 	if back.Load() != 0 {
 		t.Fatalf("%d of %d read pairs went back in time", back.Load(), pairs.Load())
 	}
+}
+
+// holdV2VisibleOnLeader registers v1 and waits for a follower to apply it,
+// then registers v2 with the leader's FSM held right after v2 became visible
+// in its store and the follower's FSM held before v2. wrote gets the v2
+// write's result once the leader's hook is opened.
+func holdV2VisibleOnLeader(ctx context.Context, t *testing.T, c *testcluster.Cluster, hooks map[string]*nodeHooks) (
+	leader, f *testcluster.Node, lh, fh *nodeHooks, wrote chan error) {
+	t.Helper()
+	leader, f = c.Leader(), c.Followers()[0]
+	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	lh, fh = hooks[leader.ID], hooks[f.ID]
+	c.Eventually("the follower applies v1", 10*time.Second, func() bool {
+		p, _ := readPort(ctx, t, f, "web", stale)
+		return p == 1
+	})
+	fh.before.holdAbove(f.Node.Applied())
+	lh.after.holdAbove(leader.Node.Applied())
+	wrote = make(chan error, 1)
+	go func() {
+		_, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 2)})
+		wrote <- err
+	}()
+	c.Eventually("v2 visible on the leader, held before its apply ends", 10*time.Second, func() bool { return lh.after.heldIndex() > 0 })
+	c.Eventually("the follower holds v2", 10*time.Second, func() bool { return fh.before.heldIndex() > 0 })
+	return leader, f, lh, fh, wrote
 }
