@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -87,7 +88,7 @@ func (r *Rounds) startLocked() {
 // read returned, before the read began.
 //
 // It takes Raft's commit index when the round starts and then confirms
-// leadership with a quorum. Not the leader's applied index: the leader
+// leadership with a quorum (confirmLeadership). Not the leader's applied index: the leader
 // advances its commit index first and feeds its FSM later, while followers
 // learn the same commit index and may apply an entry before the leader does.
 // The whole round must fall inside the term whose barrier made this node
@@ -102,8 +103,8 @@ func (n *Node) verifyLeader(ctx context.Context) (uint64, error) {
 		return 0, ErrLeaderNotReady
 	}
 	commit := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return 0, mapRaftError(err)
+	if err := n.confirmLeadership(term); err != nil {
+		return 0, err
 	}
 	// Leading in the same term before and after means this node led, ready,
 	// all along: leadership within one term never comes back once lost.
@@ -111,6 +112,57 @@ func (n *Node) verifyLeader(ctx context.Context) (uint64, error) {
 		return 0, ErrLeaderNotReady
 	}
 	return n.lastCommand(commit)
+}
+
+// confirmLeadership returns once a quorum has acknowledged, in this term, an
+// entry appended after the call began: proof that this node still led after
+// the call began.
+//
+// Not raft's VerifyLeader: it counts any successful replication response
+// that arrives after it was called, including one to a request sent before
+// (say, just before this process was paused). A leader deposed while paused
+// then confirms itself with its followers' old answers and serves a stale
+// read; a chaos run caught exactly that. An entry appended after the call
+// began can only be acknowledged by a request sent after it, and a deposed
+// leader's entries never commit. A barrier makes sure there is such an
+// entry when no write is in flight; its future is not awaited, since it
+// answers only once this node's FSM has reached it, and a read must not
+// wait for the leader's FSM (followers may be ahead of it).
+func (n *Node) confirmLeadership(term uint64) error {
+	last := n.raft.LastIndex()
+	if err := n.barrierNoWait(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(n.cfg.ApplyTimeout)
+	wait := 20 * time.Microsecond
+	for n.raft.CommitIndex() <= last {
+		if !n.IsLeader() || n.raft.CurrentTerm() != term {
+			return ErrNotLeader
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: no quorum acknowledged this leader within %s", ErrNoLeader, n.cfg.ApplyTimeout)
+		}
+		select {
+		case <-n.shutdownCh:
+			return ErrShutdown
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Millisecond)
+	}
+	return nil
+}
+
+// barrierNoWait appends a barrier entry without waiting for it to apply.
+func (n *Node) barrierNoWait() error {
+	f := n.raft.Barrier(n.cfg.ApplyTimeout)
+	if _, enqueued := f.(raft.IndexFuture); enqueued {
+		return nil
+	}
+	// The barrier was never enqueued: the future already holds why.
+	if err := f.Error(); err != nil {
+		return mapRaftError(err)
+	}
+	return nil
 }
 
 // lastCommand maps a committed index to the index of the last entry at or
