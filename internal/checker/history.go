@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -337,4 +338,103 @@ func firstSeen(h *History) map[[2]string]int64 {
 		}
 	}
 	return seen
+}
+
+// watchCoverage is what one watcher proves it saw: every change in its
+// scope within each covered range of revisions, and when each revision had
+// reached it.
+type watchCoverage struct {
+	namespace, service string
+	// ranges are (from, to] revision ranges in which every change in scope
+	// was delivered as an event, in order.
+	ranges [][2]uint64
+	// times and revs: message receive times and the revision each message
+	// completed, in order.
+	times []int64
+	revs  []uint64
+}
+
+// coverage lists, per watcher that sees every change (not healthy-only),
+// the revision ranges it saw whole. A reset proves the state at its
+// revision but not the changes before it, so it starts a new range; a
+// resume from revision N continues a range only when N is the last
+// revision received.
+func coverage(h *History) []watchCoverage {
+	var out []watchCoverage
+	for _, w := range h.Watches {
+		if w.HealthyOnly {
+			continue
+		}
+		c := watchCoverage{namespace: w.Namespace, service: w.Service}
+		var last uint64
+		open := false // a range is open at last
+		for _, s := range w.Subscriptions {
+			if s.StartRevision == 0 || !open || s.StartRevision != last {
+				open = false
+			}
+			for _, m := range s.Messages {
+				c.times = append(c.times, m.Time)
+				c.revs = append(c.revs, m.Revision)
+				switch {
+				case m.Reset:
+					c.ranges = append(c.ranges, [2]uint64{m.Revision, m.Revision})
+					open = true
+				case open && m.Revision >= last:
+					c.ranges[len(c.ranges)-1][1] = m.Revision
+				case !open && s.StartRevision > 0 && s.StartRevision <= m.Revision:
+					c.ranges = append(c.ranges, [2]uint64{s.StartRevision, m.Revision})
+					open = true
+				}
+				last = max(last, m.Revision)
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// covers reports whether the watcher saw, as events, every change to key
+// at a revision committed after time t: from the last revision it had
+// received before t to the end of what it received.
+func (c watchCoverage) covers(key string, t int64) bool {
+	if !strings.HasPrefix(key, c.namespace+"/") {
+		return false
+	}
+	if c.service != "" && serviceOf(key) != c.namespace+"/"+c.service {
+		return false
+	}
+	var from uint64
+	have := false
+	for i, at := range c.times {
+		if at < t {
+			from, have = c.revs[i], true
+		}
+	}
+	if !have || len(c.revs) == 0 {
+		return false
+	}
+	end := slices.Max(c.revs)
+	for _, r := range c.ranges {
+		if r[0] <= from && end <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// neverApplied reports, for a register of unknown outcome whose value was
+// never seen, whether a watcher proves it never took effect: the watcher
+// saw every change to its key after the call, and a register writes a value
+// no other register writes, so had it applied the watcher would have seen
+// that value. Leaving such writes open to the end of the history would let
+// porcupine apply each of them at any point, which with many of them on one
+// key makes its search explode; dropping them loses no behaviour the
+// history can show.
+func neverApplied(cov []watchCoverage, op Op) bool {
+	for _, c := range cov {
+		if c.covers(op.Key, op.Call) {
+			return true
+		}
+	}
+	return false
 }

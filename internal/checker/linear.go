@@ -237,6 +237,7 @@ func linearOps(h *History) (byKey map[string][]porcupine.Operation, total, unkno
 	}
 	space := keySpace(h)
 	seen := firstSeen(h)
+	cov := coverage(h)
 	for _, op := range h.Ops {
 		switch {
 		case op.Kind == KindRegister || op.Kind == KindDeregister:
@@ -251,9 +252,15 @@ func linearOps(h *History) (byKey map[string][]porcupine.Operation, total, unkno
 				// A register seen applied took effect before it was seen:
 				// close its interval there, which keeps porcupine's search
 				// small.
-				if t, ok := seen[[2]string{op.Key, op.Value}]; ok && op.Kind == KindRegister {
+				t, ok := seen[[2]string{op.Key, op.Value}]
+				switch {
+				case ok && op.Kind == KindRegister:
 					add(op.ClientID, nextClient, op.Call, max(t, op.Call), in, keyOutput{Seen: true})
-				} else {
+				case op.Kind == KindRegister && neverApplied(cov, op):
+					// A watcher saw every change to the key after the call
+					// and never this value: it did not take effect.
+					continue
+				default:
 					add(op.ClientID, nextClient, op.Call, end, in, keyOutput{Unknown: true})
 				}
 				nextClient++
