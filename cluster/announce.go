@@ -68,16 +68,13 @@ func (n *Node) announce(ctx context.Context, relay Relay) {
 	}
 }
 
-// announceOnce records self through the leader, or directly when this node
-// leads and is ready (its leader loop also does so when it takes over).
+// announceOnce records self through the leader. A leader does nothing: its
+// leader loop publishes its record when it takes over, and while it leads
+// it does not fight a later change of that record (an operator's, say).
 func (n *Node) announceOnce(ctx context.Context, relay Relay, self store.Member) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if n.LeaderReady() {
-		return n.UpdateMember(ctx, self.NodeID, self.RaftAddr, self.APIAddr)
-	}
 	if n.IsLeader() {
-		// Not ready yet: the leader loop publishes the record once it is.
 		return nil
 	}
 	return relay(ctx, self)

@@ -87,11 +87,18 @@ func TestHTTPCheckThresholdsAndNoWritesWhenUnchanged(t *testing.T) {
 	}
 	c.Eventually("passing after two successes", 15*time.Second, func() bool { return statusOf(ctx, t, f, "web", "h") == passing })
 
-	// Unchanged results write nothing to Raft.
+	// Unchanged results write nothing to Raft. A linearizable read brings
+	// the leader's state up to every command committed before it; the
+	// applied index moves with every command and with nothing else (the
+	// barrier entries reads append never reach the FSM).
 	leader := c.Leader()
-	before := leader.Node.LastIndex()
+	commands := func() uint64 {
+		lookupInstance(ctx, t, leader, "web", "h")
+		return leader.Node.Applied()
+	}
+	before := commands()
 	waitProbes(c, p, 3)
-	if after := leader.Node.LastIndex(); after != before {
+	if after := commands(); after != before {
 		t.Fatalf("three unchanged results moved the raft log from %d to %d", before, after)
 	}
 
@@ -106,12 +113,12 @@ func TestHTTPCheckThresholdsAndNoWritesWhenUnchanged(t *testing.T) {
 	// Flapping (200, 500, 200, ...) never meets either threshold: no
 	// transition and no raft write.
 	p.flap.Store(true)
-	before = leader.Node.LastIndex()
+	before = commands()
 	waitProbes(c, p, 5)
 	if st := statusOf(ctx, t, f, "web", "h"); st != critical {
 		t.Fatalf("a flapping target moved the instance to %v", st)
 	}
-	if after := leader.Node.LastIndex(); after != before {
+	if after := commands(); after != before {
 		t.Fatalf("flapping results moved the raft log from %d to %d", before, after)
 	}
 
