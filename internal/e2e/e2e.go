@@ -98,6 +98,42 @@ type Cluster struct {
 	Roster string
 }
 
+// newProc describes node i (n1, n2, ...) on two of ports, with its data
+// dir and log under base. It is not started.
+func newProc(t testing.TB, rosterd, base string, ports []int, i int) *Proc {
+	p := &Proc{
+		ID:      fmt.Sprintf("n%d", i+1),
+		GRPC:    fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
+		Raft:    fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
+		DataDir: filepath.Join(base, fmt.Sprintf("n%d", i+1)),
+		rosterd: rosterd,
+		t:       t,
+	}
+	p.LogPath = p.DataDir + ".log"
+	return p
+}
+
+// killOnCleanup kills every process when the test ends and, when it
+// failed, logs the last tail lines of each node's log.
+func (c *Cluster) killOnCleanup(tail int) {
+	t := c.T
+	t.Cleanup(func() {
+		for _, p := range c.Procs {
+			p.Kill()
+		}
+		if t.Failed() {
+			for _, p := range c.Procs {
+				b, _ := os.ReadFile(p.LogPath)
+				lines := strings.Split(string(b), "\n")
+				if len(lines) > tail {
+					lines = lines[len(lines)-tail:]
+				}
+				t.Logf("--- last lines of %s's log:\n%s", p.ID, strings.Join(lines, "\n"))
+			}
+		}
+	})
+}
+
 // StartCluster starts n nodes on free loopback ports with data under a temp
 // dir. Every process is killed when the test ends.
 func StartCluster(t testing.TB, n int, extra ...string) *Cluster {
@@ -108,15 +144,7 @@ func StartCluster(t testing.TB, n int, extra ...string) *Cluster {
 	c := &Cluster{T: t, Roster: roster}
 	var initial []string
 	for i := 0; i < n; i++ {
-		p := &Proc{
-			ID:      fmt.Sprintf("n%d", i+1),
-			GRPC:    fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
-			Raft:    fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
-			DataDir: filepath.Join(base, fmt.Sprintf("n%d", i+1)),
-			rosterd: rosterd,
-			t:       t,
-		}
-		p.LogPath = p.DataDir + ".log"
+		p := newProc(t, rosterd, base, ports, i)
 		initial = append(initial, p.ID+"="+p.Raft)
 		c.Procs = append(c.Procs, p)
 	}
@@ -125,21 +153,7 @@ func StartCluster(t testing.TB, n int, extra ...string) *Cluster {
 			"--raft-addr", p.Raft, "--initial-cluster", strings.Join(initial, ","), "--log-level", "debug"}, extra...)
 		p.Start()
 	}
-	t.Cleanup(func() {
-		for _, p := range c.Procs {
-			p.Kill()
-		}
-		if t.Failed() {
-			for _, p := range c.Procs {
-				b, _ := os.ReadFile(p.LogPath)
-				lines := strings.Split(string(b), "\n")
-				if len(lines) > 40 {
-					lines = lines[len(lines)-40:]
-				}
-				t.Logf("--- last lines of %s's log:\n%s", p.ID, strings.Join(lines, "\n"))
-			}
-		}
-	})
+	c.killOnCleanup(40)
 	return c
 }
 

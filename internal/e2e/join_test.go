@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -35,14 +33,7 @@ func TestBootstrapJoinRemoveTransfer(t *testing.T) {
 	base := t.TempDir()
 	c := &Cluster{T: t, Roster: roster}
 	for i := 0; i < 3; i++ {
-		p := &Proc{
-			ID:      fmt.Sprintf("n%d", i+1),
-			GRPC:    fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
-			Raft:    fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
-			DataDir: filepath.Join(base, fmt.Sprintf("n%d", i+1)),
-			rosterd: rosterd, t: t,
-		}
-		p.LogPath = p.DataDir + ".log"
+		p := newProc(t, rosterd, base, ports, i)
 		p.args = []string{"--node-id", p.ID, "--data-dir", p.DataDir, "--grpc-addr", p.GRPC, "--raft-addr", p.Raft}
 		switch i {
 		case 0:
@@ -54,11 +45,7 @@ func TestBootstrapJoinRemoveTransfer(t *testing.T) {
 		}
 		c.Procs = append(c.Procs, p)
 	}
-	t.Cleanup(func() {
-		for _, p := range c.Procs {
-			p.Kill()
-		}
-	})
+	c.killOnCleanup(40)
 	for _, p := range c.Procs {
 		p.Start()
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -387,14 +386,7 @@ func grownCluster(t *testing.T) *Cluster {
 	base := t.TempDir()
 	c := &Cluster{T: t, Roster: roster}
 	for i := 0; i < 3; i++ {
-		p := &Proc{
-			ID:      fmt.Sprintf("n%d", i+1),
-			GRPC:    fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
-			Raft:    fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
-			DataDir: filepath.Join(base, fmt.Sprintf("n%d", i+1)),
-			rosterd: rosterd, t: t,
-		}
-		p.LogPath = p.DataDir + ".log"
+		p := newProc(t, rosterd, base, ports, i)
 		p.args = []string{"--node-id", p.ID, "--data-dir", p.DataDir, "--grpc-addr", p.GRPC, "--raft-addr", p.Raft, "--log-level", "debug"}
 		switch i {
 		case 0:
@@ -406,21 +398,7 @@ func grownCluster(t *testing.T) *Cluster {
 		}
 		c.Procs = append(c.Procs, p)
 	}
-	t.Cleanup(func() {
-		for _, p := range c.Procs {
-			p.Kill()
-		}
-		if t.Failed() {
-			for _, p := range c.Procs {
-				b, _ := os.ReadFile(p.LogPath)
-				lines := strings.Split(string(b), "\n")
-				if len(lines) > 60 {
-					lines = lines[len(lines)-60:]
-				}
-				t.Logf("--- last lines of %s's log:\n%s", p.ID, strings.Join(lines, "\n"))
-			}
-		}
-	})
+	c.killOnCleanup(60)
 	for _, p := range c.Procs {
 		p.Start()
 	}
