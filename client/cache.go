@@ -351,8 +351,15 @@ func (e *serviceCache) run(ctx context.Context) {
 		Namespace:        e.key.namespace,
 		Service:          e.key.service,
 		ProgressInterval: durationpb.New(cacheProgressInterval),
+		// The first list shows every write acknowledged before it was
+		// asked for, on whichever node serves it; without a quorum to
+		// confirm that, the freshest list a node can give.
+		StartRead: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
 	}
-	for resp, err := range e.c.Watch(ctx, req) {
+	degrade := func(err error) {
+		e.logger.Warn("no node could confirm a linearizable first list; starting from a node's own state", "error", err)
+	}
+	for resp, err := range e.c.watch(ctx, req, degrade, nil) {
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
 				e.logger.Error("service watch ended", "error", err)

@@ -171,6 +171,38 @@ func TestCacheFollowsServiceHealthyOnly(t *testing.T) {
 	waitIDs(t, c, "svc", []string{"x"}, client.InNamespace("other"))
 }
 
+// TestCacheFirstListIsLinearizable: an instance acknowledged before the
+// first lookup is in the first list, whichever node serves the watch.
+func TestCacheFirstListIsLinearizable(t *testing.T) {
+	tc := newCluster(t)
+	for round := range 3 {
+		id := fmt.Sprintf("i%d", round)
+		register(t, tc, inst("svc", id))
+		// A new client each round, each on a different node first.
+		addrs := addrsOf(tc)
+		c := newClient(t, append(addrs[round:], addrs[:round]...))
+		if got := cachedIDs(t, c, "svc"); !slices.Contains(got, id) {
+			t.Fatalf("first lookup through %s after %s was acknowledged: %v", addrs[round], id, got)
+		}
+	}
+}
+
+// TestCacheStartsWithoutQuorum: with two of three nodes down no node can
+// confirm a linearizable first list, so a new client's cache starts from
+// the survivor's own state rather than from nothing.
+func TestCacheStartsWithoutQuorum(t *testing.T) {
+	tc := newCluster(t)
+	register(t, tc, inst("svc", "a"))
+	tc.EnsureSame()
+	addrs := addrsOf(tc)
+	tc.Stop(tc.Nodes[0])
+	tc.Stop(tc.Nodes[1])
+	c := newClient(t, addrs)
+	if got := cachedIDs(t, c, "svc"); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("first lookup without quorum: %v", got)
+	}
+}
+
 func TestCacheServesLastListThroughOutageAndCatchesUp(t *testing.T) {
 	tc := newCluster(t)
 	register(t, tc, inst("svc", "a"))

@@ -100,6 +100,9 @@ type fakeServer struct {
 	// call, for Deregister: a reply lost on the way back).
 	fail        map[string]error
 	watchStarts []uint64
+	// watchReads are the start_read consistencies of the watches opened,
+	// "" where none was sent.
+	watchReads []string
 	// requestIDs are the request ids of the writes received, in order.
 	requestIDs []string
 	// overlap makes Watch resend this many revisions before the start.
@@ -166,6 +169,12 @@ func (f *fakeServer) setFail(method string, err error) {
 	f.fail[method] = err
 }
 
+func (f *fakeServer) startReads() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.watchReads...)
+}
+
 func (f *fakeServer) starts() []uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -215,6 +224,11 @@ func (f *fakeServer) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreami
 	}
 	f.mu.Lock()
 	f.watchStarts = append(f.watchStarts, req.GetStartRevision())
+	read := ""
+	if req.GetStartRead() != nil {
+		read = req.GetStartRead().GetConsistency().String()
+	}
+	f.watchReads = append(f.watchReads, read)
 	from := req.GetStartRevision() - min(f.overlap, req.GetStartRevision())
 	f.mu.Unlock()
 	for {

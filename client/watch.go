@@ -29,12 +29,26 @@ import (
 // sees neither a gap nor a repeat. A reset (the requested revision is no
 // longer in the server's history) is passed on as it is: the caller replaces
 // its state with it.
+//
+// A start_read is sent only while nothing has been delivered: it shapes the
+// first reset, and a resumed stream starts from a revision instead.
 func (c *Client) Watch(ctx context.Context, req *rosterv1.WatchRequest, opts ...grpc.CallOption) iter.Seq2[*rosterv1.WatchResponse, error] {
+	return c.watch(ctx, req, nil, opts)
+}
+
+// watch is Watch. When degrade is set and the request's start_read is
+// linearizable, a first reset that no endpoint could confirm (every one has
+// been tried without a message) is asked for again at the serving node's
+// own state, and degrade is called once: a discovery cache would rather
+// start from the freshest list it can reach than from none while the
+// cluster has no quorum.
+func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, degrade func(error), opts []grpc.CallOption) iter.Seq2[*rosterv1.WatchResponse, error] {
 	return func(yield func(*rosterv1.WatchResponse, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		w := &watchResume{revision: req.GetStartRevision()}
+		w := &watchResume{revision: req.GetStartRevision(), startRead: req.GetStartRead()}
 		failures := 0
+		undelivered := 0 // streams in a row that ended before their first message
 		for {
 			if err := streamPause(ctx, c, failures); err != nil {
 				yield(nil, err)
@@ -66,9 +80,16 @@ func (c *Client) Watch(ctx context.Context, req *rosterv1.WatchRequest, opts ...
 				c.moveOn(i)
 			}
 			if delivered {
-				failures = 0
+				failures, undelivered = 0, 0
+			} else {
+				undelivered++
 			}
 			failures++
+			if degrade != nil && w.revision == 0 && undelivered >= len(c.conns) &&
+				w.startRead.GetConsistency() == rosterv1.Consistency_CONSISTENCY_LINEARIZABLE {
+				w.startRead = nil
+				degrade(err)
+			}
 		}
 	}
 }
@@ -77,6 +98,8 @@ func (c *Client) Watch(ctx context.Context, req *rosterv1.WatchRequest, opts ...
 type watchResume struct {
 	// revision is the last revision fully delivered to the caller.
 	revision uint64
+	// startRead shapes the first reset; see rosterv1.WatchRequest.
+	startRead *rosterv1.ReadOptions
 }
 
 // stream runs one Watch stream on conn from w.revision until it fails or the
@@ -91,6 +114,7 @@ func (w *watchResume) stream(ctx context.Context, conn *grpc.ClientConn, req *ro
 		HealthyOnly:      req.GetHealthyOnly(),
 		StartRevision:    w.revision,
 		ProgressInterval: req.GetProgressInterval(),
+		StartRead:        w.startReadFor(),
 	}, opts...)
 	if err != nil {
 		return false, false, err
@@ -109,6 +133,15 @@ func (w *watchResume) stream(ctx context.Context, conn *grpc.ClientConn, req *ro
 			return true, true, nil
 		}
 	}
+}
+
+// startReadFor is the start_read of the next stream: only a stream that
+// starts from nothing gets one.
+func (w *watchResume) startReadFor() *rosterv1.ReadOptions {
+	if w.revision != 0 {
+		return nil
+	}
+	return w.startRead
 }
 
 // accept advances the delivered revision past resp and returns what of resp

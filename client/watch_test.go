@@ -78,7 +78,10 @@ func TestWatchResumesWithoutGapOrRepeat(t *testing.T) {
 	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()
 
-	out, errc := collectWatch(ctx, c, &rosterv1.WatchRequest{Service: "web"})
+	out, errc := collectWatch(ctx, c, &rosterv1.WatchRequest{
+		Service:   "web",
+		StartRead: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
+	})
 	expectRevisions(t, out, errc, 1, 2, 3)
 
 	// The first server's stream breaks; the watch moves to the second one.
@@ -98,6 +101,13 @@ func TestWatchResumesWithoutGapOrRepeat(t *testing.T) {
 	}
 	if got := first.starts(); !slices.Equal(got, []uint64{0}) {
 		t.Fatalf("first server watch start revisions %v, want [0]", got)
+	}
+	// start_read shapes only the first reset: resumed streams go without.
+	if got := first.startReads(); !slices.Equal(got, []string{"CONSISTENCY_LINEARIZABLE"}) {
+		t.Fatalf("first server start_read %v", got)
+	}
+	if got := second.startReads(); !slices.Equal(got, []string{"", ""}) {
+		t.Fatalf("second server start_read %v, want none on resumed streams", got)
 	}
 }
 

@@ -366,3 +366,76 @@ func holdV2VisibleOnLeader(ctx context.Context, t *testing.T, c *testcluster.Clu
 	c.Eventually("the follower holds v2", 10*time.Second, func() bool { return fh.before.heldIndex() > 0 })
 	return leader, f, lh, fh, wrote
 }
+
+// resetPort opens a watch of svc on nd with startRead and returns the port
+// its first message (a reset) shows, 0 when the service is empty. When the
+// watch waits for its node's state instead, it opens g.
+func resetPort(ctx context.Context, t *testing.T, nd *testcluster.Node, svc string, startRead *rosterv1.ReadOptions, h *nodeHooks, g *gate) uint32 {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	first := make(chan *rosterv1.WatchResponse, 1)
+	errc := make(chan error, 1)
+	go func() {
+		w, err := nd.Registry().Watch(ctx, &rosterv1.WatchRequest{Service: svc, StartRead: startRead})
+		if err == nil {
+			var resp *rosterv1.WatchResponse
+			if resp, err = w.Recv(); err == nil {
+				first <- resp
+				return
+			}
+		}
+		errc <- err
+	}()
+	var resp *rosterv1.WatchResponse
+	select {
+	case resp = <-first:
+	case err := <-errc:
+		t.Fatalf("watch on %s: %v", nd.ID, err)
+	case <-h.waits:
+		g.open()
+		select {
+		case resp = <-first:
+		case err := <-errc:
+			t.Fatalf("watch on %s: %v", nd.ID, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("watch neither started nor waited")
+	}
+	if !resp.GetReset_() {
+		t.Fatalf("first watch message is not a reset: %v", resp)
+	}
+	if len(resp.Events) != 1 {
+		return 0
+	}
+	return resp.Events[0].Instance.Port
+}
+
+// TestWatchStartReadLinearizable: a follower's FSM is held before v2 while
+// the leader acknowledges v2. A watch on that follower started with a
+// linearizable start_read must begin from v2; without one it begins from
+// the follower's own state, v1.
+func TestWatchStartReadLinearizable(t *testing.T) {
+	c, hooks := gatedCluster(t)
+	ctx := testcluster.Ctx(t)
+	leader, f := c.Leader(), c.Followers()[0]
+	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	fh := hooks[f.ID]
+	c.Eventually("the follower applies v1", 10*time.Second, func() bool {
+		p, _ := readPort(ctx, t, f, "web", stale)
+		return p == 1
+	})
+	fh.before.holdAbove(f.Node.Applied())
+	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if p := resetPort(ctx, t, f, "web", stale, fh, fh.before); p != 1 {
+		t.Fatalf("stale watch on held follower %s began at port %d, want its own state 1", f.ID, p)
+	}
+	linearizable := &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE}
+	if p := resetPort(ctx, t, f, "web", linearizable, fh, fh.before); p != 2 {
+		t.Fatalf("linearizable watch on follower %s began at port %d after the leader acknowledged 2", f.ID, p)
+	}
+}

@@ -292,6 +292,11 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 
 	pos := req.StartRevision
 	needReset := pos == 0
+	if needReset && req.StartRead != nil {
+		if err := s.readBarrier(ctx, req.StartRead); err != nil {
+			return err
+		}
+	}
 	for {
 		if s.isDraining() {
 			// Checked here too: a watcher that never catches up would

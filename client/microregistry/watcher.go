@@ -2,6 +2,7 @@ package microregistry
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
@@ -18,7 +19,11 @@ type Watcher struct {
 }
 
 // Watch reports changes of the healthy nodes of one service
-// (WatchService) or of every service of the domain, from now on.
+// (WatchService) or of every service of the domain, from now on: it returns
+// once the watch has its starting state, which holds every change
+// acknowledged before Watch was called, so every change after Watch returns
+// is reported. It fails when no starting state arrives within the
+// registry's timeout.
 func (r *Registry) Watch(opts ...WatchOption) (*Watcher, error) {
 	c, o, err := r.client()
 	if err != nil {
@@ -36,7 +41,9 @@ func (r *Registry) Watch(opts ...WatchOption) (*Watcher, error) {
 	w := &Watcher{cancel: cancel, results: make(chan *Result), done: make(chan struct{})}
 	req := &rosterv1.WatchRequest{
 		Namespace: domainOr(wo.Domain), Service: wo.Service, HealthyOnly: true,
+		StartRead: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
 	}
+	started := make(chan struct{})
 	go func() {
 		defer close(w.done)
 		known := map[string]*rosterv1.Instance{}
@@ -48,6 +55,9 @@ func (r *Registry) Watch(opts ...WatchOption) (*Watcher, error) {
 				w.mu.Unlock()
 				return
 			}
+			if first {
+				close(started)
+			}
 			for _, res := range w.translate(resp, known, first) {
 				select {
 				case w.results <- res:
@@ -55,12 +65,26 @@ func (r *Registry) Watch(opts ...WatchOption) (*Watcher, error) {
 					return
 				}
 			}
-			if resp.GetReset_() {
-				first = false
-			}
+			first = false
 		}
 	}()
-	return w, nil
+	wait, cancelWait := r.ctx(wo.Context, o)
+	defer cancelWait()
+	select {
+	case <-started:
+		return w, nil
+	case <-w.done:
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.err == nil {
+			return nil, ErrWatcherStopped
+		}
+		return nil, w.err
+	case <-wait.Done():
+		cancel()
+		<-w.done
+		return nil, fmt.Errorf("watch: no starting state within %s: %w", o.Timeout, wait.Err())
+	}
 }
 
 func instanceKey(i *rosterv1.Instance) string {

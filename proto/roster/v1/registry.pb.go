@@ -1590,7 +1590,12 @@ type WatchRequest struct {
 	ProgressInterval *durationpb.Duration `protobuf:"bytes,5,opt,name=progress_interval,json=progressInterval,proto3" json:"progress_interval,omitempty"`
 	// progress_id names this stream for RequestProgress on the same node;
 	// choose a random one. Empty: bookmarks only every progress_interval.
-	ProgressId    string `protobuf:"bytes,6,opt,name=progress_id,json=progressId,proto3" json:"progress_id,omitempty"`
+	ProgressId string `protobuf:"bytes,6,opt,name=progress_id,json=progressId,proto3" json:"progress_id,omitempty"`
+	// start_read, with start_revision 0, chooses how fresh the reset is:
+	// LINEARIZABLE holds it until this node has applied everything committed
+	// when the watch began, so it shows every write acknowledged before.
+	// Unset: the serving node's current state, which may trail the leader.
+	StartRead     *ReadOptions `protobuf:"bytes,7,opt,name=start_read,json=startRead,proto3" json:"start_read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1665,6 +1670,13 @@ func (x *WatchRequest) GetProgressId() string {
 		return x.ProgressId
 	}
 	return ""
+}
+
+func (x *WatchRequest) GetStartRead() *ReadOptions {
+	if x != nil {
+		return x.StartRead
+	}
+	return nil
 }
 
 type RequestProgressRequest struct {
@@ -2027,7 +2039,7 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"request_id\x18\x06 \x01(\tR\trequestId\"g\n" +
 	"\x16SetMaintenanceResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xf9\x01\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xb0\x02\n" +
 	"\fWatchRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -2035,7 +2047,9 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\x0estart_revision\x18\x04 \x01(\x04R\rstartRevision\x12F\n" +
 	"\x11progress_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10progressInterval\x12\x1f\n" +
 	"\vprogress_id\x18\x06 \x01(\tR\n" +
-	"progressId\"9\n" +
+	"progressId\x125\n" +
+	"\n" +
+	"start_read\x18\a \x01(\v2\x16.roster.v1.ReadOptionsR\tstartRead\"9\n" +
 	"\x16RequestProgressRequest\x12\x1f\n" +
 	"\vprogress_id\x18\x01 \x01(\tR\n" +
 	"progressId\"3\n" +
@@ -2149,34 +2163,35 @@ var file_roster_v1_registry_proto_depIdxs = []int32{
 	27, // 22: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
 	5,  // 23: roster.v1.SetMaintenanceResponse.header:type_name -> roster.v1.ResponseHeader
 	27, // 24: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
-	2,  // 25: roster.v1.Event.type:type_name -> roster.v1.Event.Type
-	4,  // 26: roster.v1.Event.instance:type_name -> roster.v1.Instance
-	4,  // 27: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
-	5,  // 28: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
-	23, // 29: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
-	6,  // 30: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
-	8,  // 31: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
-	11, // 32: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
-	13, // 33: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
-	16, // 34: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
-	16, // 35: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
-	18, // 36: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
-	20, // 37: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
-	21, // 38: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
-	7,  // 39: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
-	9,  // 40: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
-	12, // 41: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
-	15, // 42: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
-	17, // 43: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
-	17, // 44: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
-	19, // 45: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
-	24, // 46: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
-	22, // 47: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
-	39, // [39:48] is the sub-list for method output_type
-	30, // [30:39] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	10, // 25: roster.v1.WatchRequest.start_read:type_name -> roster.v1.ReadOptions
+	2,  // 26: roster.v1.Event.type:type_name -> roster.v1.Event.Type
+	4,  // 27: roster.v1.Event.instance:type_name -> roster.v1.Instance
+	4,  // 28: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
+	5,  // 29: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
+	23, // 30: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
+	6,  // 31: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
+	8,  // 32: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
+	11, // 33: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
+	13, // 34: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
+	16, // 35: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
+	16, // 36: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
+	18, // 37: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
+	20, // 38: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
+	21, // 39: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
+	7,  // 40: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
+	9,  // 41: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
+	12, // 42: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
+	15, // 43: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
+	17, // 44: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
+	17, // 45: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
+	19, // 46: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
+	24, // 47: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
+	22, // 48: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
+	40, // [40:49] is the sub-list for method output_type
+	31, // [31:40] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_roster_v1_registry_proto_init() }
