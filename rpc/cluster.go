@@ -13,6 +13,11 @@ import (
 
 // Status implements rosterv1.ClusterServer.
 func (s *Server) Status(ctx context.Context, req *rosterv1.StatusRequest) (*rosterv1.StatusResponse, error) {
+	if req.Read != nil {
+		if err := s.readBarrier(ctx, req.Read); err != nil {
+			return nil, err
+		}
+	}
 	st := s.node.Status()
 	out := &rosterv1.StatusResponse{
 		NodeId:        st.NodeID,

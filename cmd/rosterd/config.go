@@ -22,6 +22,8 @@ type flags struct {
 	raftAdvertise  string
 	grpcAddr       string
 	grpcAdvertise  string
+	httpAddr       string
+	httpAddrSet    bool
 	initialCluster string
 	clusterState   string
 	bootstrap      bool
@@ -52,6 +54,8 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.raftAdvertise, "raft-advertise", "", "Raft address peers dial (default: this node's --initial-cluster entry, else --raft-addr)")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:7420", "address the gRPC API listens on")
 	fs.StringVar(&f.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes and clients use (default --grpc-addr)")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "address the HTTP API listens on: JSON API, Consul-compatible endpoints, /metrics, /health, /ready "+
+		"(off when empty; --dev serves it on 127.0.0.1:8500, Consul's port, unless set)")
 	fs.StringVar(&f.initialCluster, "initial-cluster", "", "the voters of the cluster: ID=HOST:RAFTPORT,... (same list on every initial node). "+
 		"With an empty data dir and --initial-cluster-state new, the node bootstraps once a majority of them answer that they have no cluster yet, "+
 		"and waits to be caught up when one answers that it has; ignored when the data dir holds state")
@@ -154,6 +158,14 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 	}
 	if err := checkHostPort("--grpc-addr", f.grpcAddr); err != nil {
 		return cfg, err
+	}
+	if f.dev && !f.httpAddrSet {
+		f.httpAddr = "127.0.0.1:8500"
+	}
+	if f.httpAddr != "" {
+		if err := checkHostPort("--http-addr", f.httpAddr); err != nil {
+			return cfg, err
+		}
 	}
 	if !f.dev {
 		if err := checkHostPort("--raft-addr", f.raftAddr); err != nil {

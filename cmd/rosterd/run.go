@@ -62,6 +62,7 @@ that lacks the writes it had acknowledged.`,
 			if err := applyEnv(cmd); err != nil {
 				return err
 			}
+			f.httpAddrSet = cmd.Flags().Changed("http-addr")
 			return run(cmd.Context(), f)
 		},
 	}
@@ -112,7 +113,14 @@ func run(parent context.Context, f *flags) error {
 	srv.Start()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
-	logger.Info("serving", "node_id", cfg.NodeID, "grpc", cfg.APIAddr, "raft", node.RaftAddr(), "dev", f.dev)
+	var front *frontEnds
+	if front, err = startFrontEnds(f, logger, g, serveErr); err != nil {
+		srv.Stop()
+		g.Stop()
+		_ = node.Shutdown()
+		return err
+	}
+	logger.Info("serving", "node_id", cfg.NodeID, "grpc", cfg.APIAddr, "raft", node.RaftAddr(), "http", front.httpAddr(), "dev", f.dev)
 
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -124,16 +132,16 @@ func run(parent context.Context, f *flags) error {
 	case <-ctx.Done():
 		logger.Info("shutting down")
 	case err := <-serveErr:
-		logger.Error("gRPC server stopped", "error", err)
+		logger.Error("a listener stopped", "error", err)
 	}
-	return shutdown(logger, f.shutdownTimeout, node, srv, g)
+	return shutdown(logger, f.shutdownTimeout, node, srv, g, front)
 }
 
 // shutdown hands leadership away (so the cluster does not wait an election
 // timeout), drains (health NOT_SERVING, streams ended so their clients
 // reconnect elsewhere), lets unary calls finish, then stops Raft and closes
 // the stores.
-func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, srv *rpc.Server, g *grpc.Server) error {
+func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, srv *rpc.Server, g *grpc.Server, front *frontEnds) error {
 	if node.IsLeader() && voters(node) > 1 {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout/2)
 		if err := node.TransferLeadership(ctx, ""); err != nil {
@@ -142,6 +150,7 @@ func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, sr
 		cancel()
 	}
 	srv.Drain()
+	front.stop(logger, timeout)
 	done := make(chan struct{})
 	go func() { g.GracefulStop(); close(done) }()
 	select {

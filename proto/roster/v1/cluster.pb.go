@@ -26,7 +26,12 @@ type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// include_hash computes a hash of the registry state; hash_index is the
 	// applied index of exactly the state hashed.
-	IncludeHash   bool `protobuf:"varint,1,opt,name=include_hash,json=includeHash,proto3" json:"include_hash,omitempty"`
+	IncludeHash bool `protobuf:"varint,1,opt,name=include_hash,json=includeHash,proto3" json:"include_hash,omitempty"`
+	// read, when set, first brings this node to that freshness, as a read
+	// would: with LINEARIZABLE the call fails (Unavailable) unless a leader
+	// confirms its read index and this node has applied it, which is what
+	// readiness means.
+	Read          *ReadOptions `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -66,6 +71,13 @@ func (x *StatusRequest) GetIncludeHash() bool {
 		return x.IncludeHash
 	}
 	return false
+}
+
+func (x *StatusRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
 }
 
 type StatusResponse struct {
@@ -1013,9 +1025,10 @@ var File_roster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1egoogle/protobuf/duration.proto\"2\n" +
+	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18roster/v1/registry.proto\"^\n" +
 	"\rStatusRequest\x12!\n" +
-	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\"\x8b\t\n" +
+	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\x12*\n" +
+	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\x8b\t\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -1141,38 +1154,40 @@ var file_roster_v1_cluster_proto_goTypes = []any{
 	nil,                                 // 15: roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
 	nil,                                 // 16: roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
 	nil,                                 // 17: roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
-	(*durationpb.Duration)(nil),         // 18: google.protobuf.Duration
+	(*ReadOptions)(nil),                 // 18: roster.v1.ReadOptions
+	(*durationpb.Duration)(nil),         // 19: google.protobuf.Duration
 }
 var file_roster_v1_cluster_proto_depIdxs = []int32{
-	18, // 0: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	18, // 1: roster.v1.StatusResponse.self_preservation_max_hold:type_name -> google.protobuf.Duration
-	15, // 2: roster.v1.StatusResponse.self_preservation_service_min_leases:type_name -> roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
-	18, // 3: roster.v1.StatusResponse.self_preservation_window:type_name -> google.protobuf.Duration
-	3,  // 4: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
-	18, // 5: roster.v1.SetSelfPreservationRequest.max_hold:type_name -> google.protobuf.Duration
-	16, // 6: roster.v1.SetSelfPreservationRequest.service_min_leases:type_name -> roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
-	18, // 7: roster.v1.SetSelfPreservationResponse.max_hold:type_name -> google.protobuf.Duration
-	17, // 8: roster.v1.SetSelfPreservationResponse.service_min_leases:type_name -> roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
-	18, // 9: roster.v1.SetSelfPreservationResponse.window:type_name -> google.protobuf.Duration
-	0,  // 10: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
-	2,  // 11: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
-	5,  // 12: roster.v1.Cluster.Join:input_type -> roster.v1.JoinRequest
-	7,  // 13: roster.v1.Cluster.RemoveNode:input_type -> roster.v1.RemoveNodeRequest
-	9,  // 14: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
-	11, // 15: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
-	13, // 16: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
-	1,  // 17: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
-	4,  // 18: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
-	6,  // 19: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
-	8,  // 20: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
-	10, // 21: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
-	12, // 22: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
-	14, // 23: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	18, // 0: roster.v1.StatusRequest.read:type_name -> roster.v1.ReadOptions
+	19, // 1: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	19, // 2: roster.v1.StatusResponse.self_preservation_max_hold:type_name -> google.protobuf.Duration
+	15, // 3: roster.v1.StatusResponse.self_preservation_service_min_leases:type_name -> roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
+	19, // 4: roster.v1.StatusResponse.self_preservation_window:type_name -> google.protobuf.Duration
+	3,  // 5: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
+	19, // 6: roster.v1.SetSelfPreservationRequest.max_hold:type_name -> google.protobuf.Duration
+	16, // 7: roster.v1.SetSelfPreservationRequest.service_min_leases:type_name -> roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
+	19, // 8: roster.v1.SetSelfPreservationResponse.max_hold:type_name -> google.protobuf.Duration
+	17, // 9: roster.v1.SetSelfPreservationResponse.service_min_leases:type_name -> roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
+	19, // 10: roster.v1.SetSelfPreservationResponse.window:type_name -> google.protobuf.Duration
+	0,  // 11: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
+	2,  // 12: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
+	5,  // 13: roster.v1.Cluster.Join:input_type -> roster.v1.JoinRequest
+	7,  // 14: roster.v1.Cluster.RemoveNode:input_type -> roster.v1.RemoveNodeRequest
+	9,  // 15: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
+	11, // 16: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
+	13, // 17: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
+	1,  // 18: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
+	4,  // 19: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
+	6,  // 20: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
+	8,  // 21: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
+	10, // 22: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
+	12, // 23: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
+	14, // 24: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
+	18, // [18:25] is the sub-list for method output_type
+	11, // [11:18] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_roster_v1_cluster_proto_init() }
@@ -1180,6 +1195,7 @@ func file_roster_v1_cluster_proto_init() {
 	if File_roster_v1_cluster_proto != nil {
 		return
 	}
+	file_roster_v1_registry_proto_init()
 	file_roster_v1_cluster_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+
+	"github.com/roster-registry/roster/httpapi"
+	"github.com/roster-registry/roster/rpc"
+)
+
+// frontEnds are the listeners beside gRPC: they reach the node through an
+// in-process gRPC connection, never around it.
+type frontEnds struct {
+	conn *grpc.ClientConn
+	http *http.Server
+	lis  net.Listener
+}
+
+// startFrontEnds starts the HTTP front end when --http-addr is set. A
+// server that stops on its own reports on serveErr.
+func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, serveErr chan<- error) (*frontEnds, error) {
+	fe := &frontEnds{}
+	if f.httpAddr == "" {
+		return fe, nil
+	}
+	conn, err := rpc.InProcess(g)
+	if err != nil {
+		return nil, fmt.Errorf("in-process gRPC connection: %w", err)
+	}
+	fe.conn = conn
+	h, err := httpapi.New(httpapi.Config{Conn: conn, Logger: logger.Named("http")})
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("listen for HTTP on %s: %w", f.httpAddr, err)
+	}
+	fe.lis = lis
+	fe.http = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	go func() {
+		if err := fe.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	return fe, nil
+}
+
+func (fe *frontEnds) httpAddr() string {
+	if fe == nil || fe.lis == nil {
+		return ""
+	}
+	return fe.lis.Addr().String()
+}
+
+// stop lets HTTP calls finish (streams end when the gRPC server drains)
+// within timeout, then closes what is left.
+func (fe *frontEnds) stop(logger hclog.Logger, timeout time.Duration) {
+	if fe == nil {
+		return
+	}
+	if fe.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		if err := fe.http.Shutdown(ctx); err != nil {
+			logger.Warn("HTTP calls still running after the shutdown timeout; closing them")
+			_ = fe.http.Close()
+		}
+		cancel()
+	}
+	if fe.conn != nil {
+		_ = fe.conn.Close()
+	}
+}

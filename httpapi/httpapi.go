@@ -1,0 +1,95 @@
+// Package httpapi serves Roster over HTTP: the JSON API, a Consul-compatible
+// subset, Prometheus metrics and probe endpoints. Every handler reaches the
+// node through its gRPC services on an in-process connection, so
+// validation, forwarding to the leader, leases and read consistency are the
+// gRPC API's own; nothing here writes state another way.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// Config is what the HTTP front end needs.
+type Config struct {
+	// Conn reaches this node's gRPC services (rpc.InProcess).
+	Conn grpc.ClientConnInterface
+	// Logger; a null logger when nil.
+	Logger hclog.Logger
+	// ReadyTimeout bounds the leader round trip of one /ready probe
+	// (default 2s).
+	ReadyTimeout time.Duration
+}
+
+// Handler is the HTTP front end of one node.
+type Handler struct {
+	cfg      Config
+	logger   hclog.Logger
+	registry rosterv1.RegistryClient
+	cluster  rosterv1.ClusterClient
+	mux      *http.ServeMux
+}
+
+// New returns the handler for cfg.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 2 * time.Second
+	}
+	h := &Handler{
+		cfg:      cfg,
+		logger:   cfg.Logger,
+		registry: rosterv1.NewRegistryClient(cfg.Conn),
+		cluster:  rosterv1.NewClusterClient(cfg.Conn),
+		mux:      http.NewServeMux(),
+	}
+	h.mux.HandleFunc("GET /health", h.health)
+	h.mux.HandleFunc("GET /ready", h.ready)
+	return h, nil
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// health answers 200 while the process serves HTTP at all: a liveness probe.
+func (h *Handler) health(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+// ready answers 200 when a leader is known and this node has applied
+// everything committed when the probe began (a linearizable read would be
+// served now), else 503 with the reason.
+func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ReadyTimeout)
+	defer cancel()
+	st, err := h.cluster.Status(ctx, &rosterv1.StatusRequest{
+		Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
+	})
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
+			"ready": false, "reason": status.Convert(err).Message(),
+		})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"ready": true, "node_id": st.NodeId, "state": st.State, "leader_id": st.LeaderId,
+		"applied_index": st.AppliedIndex, "revision": st.Revision,
+	})
+}
+
+// writeJSON writes v as the response body with code.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}

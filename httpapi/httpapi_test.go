@@ -1,0 +1,77 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/roster-registry/roster/httpapi"
+	"github.com/roster-registry/roster/internal/testcluster"
+)
+
+// serve starts nd's HTTP front end on a loopback port.
+func serve(t *testing.T, nd *testcluster.Node) *httptest.Server {
+	t.Helper()
+	h, err := httpapi.New(httpapi.Config{Conn: nd.Conn, ReadyTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// get returns the status code and the decoded JSON body of GET url.
+func get(t *testing.T, url string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	if err := json.Unmarshal(b, &body); err != nil {
+		t.Fatalf("GET %s: %d, body %q is not JSON: %v", url, resp.StatusCode, b, err)
+	}
+	return resp.StatusCode, body
+}
+
+// TestReadyFollowsTheLeader: /ready is 200 on a follower while the
+// cluster has a leader, and 503 with a reason once it has none; /health
+// stays 200 throughout.
+func TestReadyFollowsTheLeader(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	f := c.Followers()[0]
+	srv := serve(t, f)
+	c.Eventually("the follower is ready", 10*time.Second, func() bool {
+		code, _ := get(t, srv.URL+"/ready")
+		return code == http.StatusOK
+	})
+	code, body := get(t, srv.URL+"/ready")
+	if code != http.StatusOK || body["ready"] != true || body["leader_id"] == "" {
+		t.Fatalf("/ready: %d %v", code, body)
+	}
+	for _, nd := range c.Nodes {
+		if nd != f {
+			c.Stop(nd)
+		}
+	}
+	c.Eventually("the follower stops being ready", 20*time.Second, func() bool {
+		code, _ := get(t, srv.URL+"/ready")
+		return code == http.StatusServiceUnavailable
+	})
+	code, body = get(t, srv.URL+"/ready")
+	if code != http.StatusServiceUnavailable || body["ready"] != false || body["reason"] == "" {
+		t.Fatalf("/ready without a leader: %d %v", code, body)
+	}
+	if code, body := get(t, srv.URL+"/health"); code != http.StatusOK || body["status"] != "ok" {
+		t.Fatalf("/health: %d %v", code, body)
+	}
+}
