@@ -7,6 +7,7 @@
 package rosterv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -1025,7 +1026,7 @@ var File_roster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18roster/v1/registry.proto\"^\n" +
+	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x18roster/v1/registry.proto\"^\n" +
 	"\rStatusRequest\x12!\n" +
 	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\x12*\n" +
 	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\x8b\t\n" +
@@ -1111,10 +1112,10 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x06window\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06window\x1aC\n" +
 	"\x15ServiceMinLeasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x012\x9f\x04\n" +
-	"\aCluster\x12=\n" +
-	"\x06Status\x12\x18.roster.v1.StatusRequest\x1a\x19.roster.v1.StatusResponse\x12@\n" +
-	"\aMembers\x12\x19.roster.v1.MembersRequest\x1a\x1a.roster.v1.MembersResponse\x127\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x012\xd0\x04\n" +
+	"\aCluster\x12U\n" +
+	"\x06Status\x12\x18.roster.v1.StatusRequest\x1a\x19.roster.v1.StatusResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/status\x12Y\n" +
+	"\aMembers\x12\x19.roster.v1.MembersRequest\x1a\x1a.roster.v1.MembersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/members\x127\n" +
 	"\x04Join\x12\x16.roster.v1.JoinRequest\x1a\x17.roster.v1.JoinResponse\x12I\n" +
 	"\n" +
 	"RemoveNode\x12\x1c.roster.v1.RemoveNodeRequest\x1a\x1d.roster.v1.RemoveNodeResponse\x12a\n" +

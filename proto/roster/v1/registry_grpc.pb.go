@@ -56,6 +56,8 @@ type RegistryClient interface {
 	// SetMaintenance disables (drains) or re-enables an instance without deregistering it.
 	SetMaintenance(ctx context.Context, in *SetMaintenanceRequest, opts ...grpc.CallOption) (*SetMaintenanceResponse, error)
 	// Watch streams changes to a namespace or one service, from a revision.
+	// Over HTTP it is served as server-sent events at GET /api/v1/watch
+	// (httpapi), not through a generated route.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// RequestProgress asks this node's watch streams named progress_id to
 	// send a bookmark as soon as they have sent every change they know of.
@@ -196,6 +198,8 @@ type RegistryServer interface {
 	// SetMaintenance disables (drains) or re-enables an instance without deregistering it.
 	SetMaintenance(context.Context, *SetMaintenanceRequest) (*SetMaintenanceResponse, error)
 	// Watch streams changes to a namespace or one service, from a revision.
+	// Over HTTP it is served as server-sent events at GET /api/v1/watch
+	// (httpapi), not through a generated route.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// RequestProgress asks this node's watch streams named progress_id to
 	// send a bookmark as soon as they have sent every change they know of.
