@@ -55,6 +55,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h.mux.HandleFunc("GET /health", h.health)
 	h.mux.HandleFunc("GET /ready", h.ready)
+	if err := h.mountGateway(context.Background()); err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
