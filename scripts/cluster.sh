@@ -13,8 +13,10 @@ usage() {
 usage: scripts/$prog COMMAND [ARGS]
 
 Runs a local N-node Roster cluster on 127.0.0.1. Node nI listens for gRPC on
-BASE+10*(I-1) and for Raft on BASE+10*(I-1)+1 (BASE is 7420 by default).
-Every node starts with the same --initial-cluster.
+BASE+10*(I-1), for Raft on BASE+10*(I-1)+1 and for HTTP (the JSON API,
+/health, /ready) on BASE+10*(I-1)+2 (BASE is 7420 by default: n1 serves
+gRPC on 7420 and HTTP on 7422, n2 on 7430 and 7432, ...). Every node starts
+with the same --initial-cluster.
 
 commands:
   up [N] [-- FLAGS...]  start an N-node cluster (default 3) and wait for a leader;
@@ -25,7 +27,8 @@ commands:
                         bounded wait; --purge also deletes the cluster directory
   status                one line per node: process state and Raft view
   leader                print the leader's node id (exit 1 if there is none)
-  addrs                 print the comma-separated gRPC addresses
+  addrs [--http]        print the comma-separated gRPC addresses, or with
+                        --http the HTTP base URLs (http://HOST:PORT)
   kill ID               SIGKILL node ID (kill -9)
   stop ID               SIGTERM node ID and wait for it to exit (SIGKILL and
                         exit 1 if it has not exited in time)
@@ -145,12 +148,31 @@ load_state() {
 
 grpc_port() { echo $((base_port + 10 * ($1 - 1))); }
 raft_port() { echo $((base_port + 10 * ($1 - 1) + 1)); }
+http_port() { echo $((base_port + 10 * ($1 - 1) + 2)); }
 grpc_addr() { echo "$host:$(grpc_port "$1")"; }
+http_addr() { echo "$host:$(http_port "$1")"; }
+# has_http I: node I was started with --http-addr (clusters made by an
+# older cluster.sh were not).
+has_http() { grep -qxF -- --http-addr "$(node_dir "$1")/cmdline" 2>/dev/null; }
+# node_ports I: the ports node I listens on.
+node_ports() {
+  grpc_port "$1"
+  raft_port "$1"
+  if has_http "$1"; then http_port "$1"; fi
+}
 node_dir() { echo "$cluster_dir/n$1"; }
 
 all_addrs() {
   local i out=
   for ((i = 1; i <= nodes; i++)); do out+=${out:+,}$(grpc_addr "$i"); done
+  echo "$out"
+}
+
+all_http_urls() {
+  local i out=
+  for ((i = 1; i <= nodes; i++)); do
+    has_http "$i" && out+=${out:+,}http://$(http_addr "$i")
+  done
   echo "$out"
 }
 
@@ -222,7 +244,7 @@ start_node() {
   [[ -f $cluster_dir/formed ]] && cmd+=(--initial-cluster-state existing)
   [[ -x ${cmd[0]} ]] || die "n$i: ${cmd[0]} is missing or not executable"
   local p
-  for p in "$(grpc_port "$i")" "$(raft_port "$i")"; do
+  for p in $(node_ports "$i"); do
     port_open "$p" && die "n$i: port $p on $host is already in use by another process"
   done
   {
@@ -232,7 +254,7 @@ start_node() {
   # a stray ROSTER_JOIN or ROSTER_BOOTSTRAP in the caller's shell cannot clash
   # with --initial-cluster. setsid: the nodes outlive the terminal.
   env -u ROSTER_NODE_ID -u ROSTER_DATA_DIR -u ROSTER_RAFT_ADDR -u ROSTER_RAFT_ADVERTISE \
-    -u ROSTER_GRPC_ADDR -u ROSTER_GRPC_ADVERTISE -u ROSTER_INITIAL_CLUSTER \
+    -u ROSTER_GRPC_ADDR -u ROSTER_GRPC_ADVERTISE -u ROSTER_INITIAL_CLUSTER -u ROSTER_HTTP_ADDR \
     -u ROSTER_BOOTSTRAP -u ROSTER_JOIN -u ROSTER_DEV -u ROSTER_INITIAL_CLUSTER_STATE \
     setsid "${cmd[@]}" >>"$dir/rosterd.log" 2>&1 </dev/null &
   pid=$!
@@ -311,11 +333,13 @@ find_leader() {
 # --- commands ---------------------------------------------------------------
 
 print_nodes() {
-  local i pid
+  local i pid http
   for ((i = 1; i <= nodes; i++)); do
     pid=$(node_pid "$i")
-    printf 'n%-3s grpc %s  raft %s:%s  pid %-7s log %s\n' "$i" "$(grpc_addr "$i")" \
-      "$host" "$(raft_port "$i")" "${pid:--}" "$(node_dir "$i")/rosterd.log"
+    http=-
+    has_http "$i" && http=http://$(http_addr "$i")
+    printf 'n%-3s grpc %s  raft %s:%s  http %s  pid %-7s log %s\n' "$i" "$(grpc_addr "$i")" \
+      "$host" "$(raft_port "$i")" "$http" "${pid:--}" "$(node_dir "$i")/rosterd.log"
   done
 }
 
@@ -367,8 +391,13 @@ cmd_up() {
 
   # All ports are checked before any node starts, so a clash leaves nothing behind.
   local p
+  local -a ports
   for i in "${down[@]}"; do
-    for p in "$(grpc_port "$i")" "$(raft_port "$i")"; do
+    mapfile -t ports < <(node_ports "$i")
+    # A new cluster's nodes get an HTTP port too (their cmdline is written
+    # below, so node_ports cannot see it yet).
+    if ((fresh)); then ports+=("$(http_port "$i")"); fi
+    for p in "${ports[@]}"; do
       port_open "$p" && die "port $p on $host (n$i) is already in use by another process"
     done
   done
@@ -383,7 +412,7 @@ cmd_up() {
       mkdir -p "$dir/data"
       printf '%s\n' "$rosterd_bin" --node-id "n$i" --data-dir "$dir/data" \
         --raft-addr "$host:$(raft_port "$i")" --grpc-addr "$(grpc_addr "$i")" \
-        --initial-cluster "$initial" ${extra[@]+"${extra[@]}"} >"$dir/cmdline"
+        --http-addr "$(http_addr "$i")" --initial-cluster "$initial" ${extra[@]+"${extra[@]}"} >"$dir/cmdline"
     done
     printf 'nodes=%s\nbase_port=%s\n' "$nodes" "$base_port" >"$state_file"
   fi
@@ -524,9 +553,18 @@ cmd_leader() {
 }
 
 cmd_addrs() {
+  local http=0
+  case ${1:-} in
+    "") ;;
+    --http) http=1; shift ;;
+  esac
   (($# == 0)) || usage_error "addrs: unexpected argument '$1'"
   load_state
-  all_addrs
+  if ((http)); then
+    all_http_urls
+  else
+    all_addrs
+  fi
 }
 
 cmd_kill() {
