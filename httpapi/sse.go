@@ -106,7 +106,14 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request) {
 	bw := bufio.NewWriter(w)
 	// A comment line first, so a client sees the stream open before the
 	// first event.
-	fmt.Fprintf(bw, ": watching namespace=%q service=%q from revision %d\n\n", req.Namespace, req.Service, req.StartRevision)
+	ns, svc := req.Namespace, req.Service
+	if ns == "" {
+		ns = "default"
+	}
+	if svc == "" {
+		svc = "*"
+	}
+	fmt.Fprintf(bw, ": watch %s/%s from revision %d\n\n", ns, svc, req.StartRevision)
 	if bw.Flush() != nil || rc.Flush() != nil {
 		return
 	}
