@@ -67,6 +67,9 @@ func (h *Handler) mountGateway(ctx context.Context) error {
 	}
 	h.mux.Handle(APIPrefix, http.MaxBytesHandler(gw, maxBodyBytes))
 	h.mux.HandleFunc("GET "+APIPrefix+"watch", h.watch)
+	h.mux.HandleFunc(APIPrefix+"watch", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, status.Errorf(codes.Unimplemented, "method %s not allowed on %s", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
+	})
 	return nil
 }
 

@@ -271,6 +271,7 @@ func TestJSONAPIBadInput(t *testing.T) {
 		{"deregister unknown", "DELETE", "/services/default/web/instances/nobody", "", 404, "NOT_FOUND", "not found"},
 		{"unknown path", "GET", "/nothing/here", "", 404, "NOT_FOUND", "no such endpoint: GET /api/v1/nothing/here"},
 		{"wrong method", "PATCH", "/services/default/web", "", 405, "UNIMPLEMENTED", "method PATCH not allowed"},
+		{"watch by POST", "POST", "/watch", "", 405, "UNIMPLEMENTED", "method POST not allowed"},
 		{"watch bad name", "GET", "/watch?service=Web_1", "", 400, "INVALID_ARGUMENT", "lowercase DNS label"},
 		{"watch unknown parameter", "GET", "/watch?servce=web", "", 400, "INVALID_ARGUMENT", `unknown query parameter "servce"`},
 		{"watch bad start_revision", "GET", "/watch?start_revision=-1", "", 400, "INVALID_ARGUMENT", "start_revision"},
