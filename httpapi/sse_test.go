@@ -188,6 +188,17 @@ func TestWatchServerSentEvents(t *testing.T) {
 		t.Fatalf("resumed after %d: %v, last id %s (want %d)", rev2, seen, last, revDel)
 	}
 
+	// A watch resumed at the head has nothing to send at first: it opens
+	// all the same, and carries the next change.
+	head := openWatch(t, a+"/watch?service=web&progress_interval=10m", last)
+	rev4 := register(b, "w4")
+	if ev := head.next(); ev.event != "events" || strings.Join(changes(ev), ",") != "PUT w4" || ev.id != strconv.FormatUint(rev4, 10) {
+		t.Fatalf("watch from the head (%s): %+v", last, ev)
+	}
+	if ev := w.next(); strings.Join(changes(ev), ",") != "PUT w4" {
+		t.Fatalf("resumed watch: %+v", ev)
+	}
+
 	// Draining the node ends the stream with an error event naming why.
 	watchNode.Server.Drain()
 	ev = w.next()
