@@ -27,6 +27,11 @@ import (
 // this wait.
 var watchOpenWait = time.Second
 
+// watchWriteTimeout bounds the write of one event: a client that reads
+// nothing for this long (or vanished without closing its connection) is
+// cut off, rather than holding the handler and its gRPC stream.
+const watchWriteTimeout = time.Minute
+
 // watch serves Registry.Watch as server-sent events:
 //
 //	GET /api/v1/watch?namespace=N&service=S&healthy_only=true&start_revision=R
@@ -102,6 +107,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no")
+	_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
 	// A comment line first, so a client sees the stream open before the
@@ -118,6 +124,9 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	send := func(m received) error {
+		// Not every ResponseWriter supports deadlines; without one a
+		// write waits as long as the connection lets it.
+		_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
 		if m.err != nil {
 			b, err := json.Marshal(newErrorBody(status.Convert(m.err)))
 			if err != nil {
