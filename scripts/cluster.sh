@@ -145,6 +145,7 @@ load_state() {
 
 grpc_port() { echo $((base_port + 10 * ($1 - 1))); }
 raft_port() { echo $((base_port + 10 * ($1 - 1) + 1)); }
+dns_port() { echo $((base_port + 10 * ($1 - 1) + 3)); }
 grpc_addr() { echo "$host:$(grpc_port "$1")"; }
 node_dir() { echo "$cluster_dir/n$1"; }
 
@@ -222,7 +223,7 @@ start_node() {
   [[ -f $cluster_dir/formed ]] && cmd+=(--initial-cluster-state existing)
   [[ -x ${cmd[0]} ]] || die "n$i: ${cmd[0]} is missing or not executable"
   local p
-  for p in "$(grpc_port "$i")" "$(raft_port "$i")"; do
+  for p in "$(grpc_port "$i")" "$(raft_port "$i")" "$(dns_port "$i")"; do
     port_open "$p" && die "n$i: port $p on $host is already in use by another process"
   done
   {
@@ -314,8 +315,8 @@ print_nodes() {
   local i pid
   for ((i = 1; i <= nodes; i++)); do
     pid=$(node_pid "$i")
-    printf 'n%-3s grpc %s  raft %s:%s  pid %-7s log %s\n' "$i" "$(grpc_addr "$i")" \
-      "$host" "$(raft_port "$i")" "${pid:--}" "$(node_dir "$i")/rosterd.log"
+    printf 'n%-3s grpc %s  raft %s:%s  dns %s:%s  pid %-7s log %s\n' "$i" "$(grpc_addr "$i")" \
+      "$host" "$(raft_port "$i")" "$host" "$(dns_port "$i")" "${pid:--}" "$(node_dir "$i")/rosterd.log"
   done
 }
 
@@ -368,7 +369,7 @@ cmd_up() {
   # All ports are checked before any node starts, so a clash leaves nothing behind.
   local p
   for i in "${down[@]}"; do
-    for p in "$(grpc_port "$i")" "$(raft_port "$i")"; do
+    for p in "$(grpc_port "$i")" "$(raft_port "$i")" "$(dns_port "$i")"; do
       port_open "$p" && die "port $p on $host (n$i) is already in use by another process"
     done
   done
@@ -383,6 +384,7 @@ cmd_up() {
       mkdir -p "$dir/data"
       printf '%s\n' "$rosterd_bin" --node-id "n$i" --data-dir "$dir/data" \
         --raft-addr "$host:$(raft_port "$i")" --grpc-addr "$(grpc_addr "$i")" \
+        --dns-addr "$host:$(dns_port "$i")" \
         --initial-cluster "$initial" ${extra[@]+"${extra[@]}"} >"$dir/cmdline"
     done
     printf 'nodes=%s\nbase_port=%s\n' "$nodes" "$base_port" >"$state_file"
