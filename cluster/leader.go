@@ -38,6 +38,7 @@ func (n *Node) monitorLeadership(notify <-chan bool) {
 			if testHookLeadershipNotice != nil {
 				testHookLeadershipNotice(n, leading)
 			}
+			n.stats.leadership(leading)
 			if leading {
 				n.startLeading()
 			} else {

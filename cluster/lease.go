@@ -138,6 +138,10 @@ type leaseTable struct {
 	recent  []recentExpiry
 	sp      SelfPreservation
 	spSvc   map[serviceKey]bool
+
+	// Counters for metrics, kept across terms.
+	heartbeats atomic.Uint64
+	expired    atomic.Uint64
 }
 
 type recentExpiry struct {
@@ -647,6 +651,9 @@ func (t *leaseTable) expire(ctx context.Context, l *lease) {
 		return
 	}
 	_, err := t.prop.SetHealth(ctx, l.key, l.regRev, store.HealthCritical, ReasonLeaseExpired)
+	if err == nil {
+		t.expired.Add(1)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.leases == nil || t.leases[l.key] != l {
@@ -669,6 +676,9 @@ func (t *leaseTable) expire(ctx context.Context, l *lease) {
 // reap removes the registration of an expired lease.
 func (t *leaseTable) reap(ctx context.Context, l *lease, reason string) {
 	_, err := t.prop.Reap(ctx, l.key, l.regRev, reason)
+	if err == nil && reason == ReasonLeaseExpired {
+		t.expired.Add(1)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.leases == nil || t.leases[l.key] != l {

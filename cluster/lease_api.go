@@ -41,6 +41,7 @@ func (t *leaseTable) heartbeat(ctx context.Context, k store.Key) (time.Duration,
 			return 0, err
 		}
 	}
+	t.heartbeats.Add(1)
 	return r.ttl, nil
 }
 

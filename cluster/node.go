@@ -240,6 +240,7 @@ type Node struct {
 
 	leases *leaseTable
 	checks *checkRunner
+	stats  nodeStats
 
 	healthMu   sync.Mutex
 	peerFailed map[raft.ServerID]time.Time

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
@@ -27,6 +28,9 @@ type Config struct {
 	// ReadyTimeout bounds the leader round trip of one /ready probe
 	// (default 2s).
 	ReadyTimeout time.Duration
+	// Metrics is served on /metrics in Prometheus format; no /metrics
+	// when nil.
+	Metrics prometheus.Gatherer
 }
 
 // Handler is the HTTP front end of one node.
@@ -58,6 +62,7 @@ func New(cfg Config) (*Handler, error) {
 	if err := h.mountGateway(context.Background()); err != nil {
 		return nil, err
 	}
+	h.mountMetrics()
 	return h, nil
 }
 

@@ -262,6 +262,7 @@ func (ra *keepAliveRelay) open() *upstream {
 	}
 	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ra.ctx, forwardedKey, ra.s.node.ID()))
 	st, err := rosterv1.NewRegistryClient(cc).KeepAlive(ctx)
+	ra.s.metrics.forwarded.WithLabelValues(rosterv1.Registry_KeepAlive_FullMethodName[1:], status.Code(err).String()).Inc()
 	if err != nil {
 		cancel()
 		return nil

@@ -70,8 +70,9 @@ type Server struct {
 	readRounds      atomic.Uint64
 
 	// sp is a follower's copy of the leader's self-preservation state.
-	sp    selfPreservationView
-	watch watchState
+	sp      selfPreservationView
+	watch   watchState
+	metrics *serverMetrics
 
 	// draining is closed by Drain: streams end and new ones are refused.
 	draining  chan struct{}
@@ -108,6 +109,7 @@ func New(node *cluster.Node, opts Options) *Server {
 			byAdr:    map[string]*grpc.ClientConn{},
 		},
 		health:   health.NewServer(),
+		metrics:  newServerMetrics(),
 		draining: make(chan struct{}),
 		stop:     make(chan struct{}),
 	}
@@ -116,7 +118,7 @@ func New(node *cluster.Node, opts Options) *Server {
 }
 
 // ServerOptions returns the grpc.ServerOptions the services expect: message
-// limits, the interceptors (panic recovery, unknown-field rejection), the
+// limits, the interceptors (metrics, panic recovery, unknown-field rejection), the
 // codec that sends watch events pre-encoded, and a keepalive policy that
 // lets peers and SDK clients ping as often as their keepalive asks.
 func (s *Server) ServerOptions() []grpc.ServerOption {
@@ -125,8 +127,8 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		grpc.ForceServerCodecV2(newServerCodec()),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxSendMsgSize(256 << 20),
-		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.ChainUnaryInterceptor(s.metricsUnary, s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.metricsStream, s.streamInterceptor),
 	}
 }
 

@@ -212,6 +212,11 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	defer close(done)
 	var delivered atomic.Uint64
 	delivered.Store(req.StartRevision)
+	// at is where the reader stands, for the watch lag metric: the sender
+	// is at most one message behind it.
+	var at atomic.Uint64
+	at.Store(req.StartRevision)
+	defer s.trackWatcher(&at)()
 	go func() {
 		for {
 			select {
@@ -312,6 +317,7 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 				return err
 			}
 			pos, needReset, resetAt = rev, false, rev
+			at.Store(pos)
 		}
 		revs, _, notify, err := hist.Since(pos, w.batch)
 		if errors.Is(err, store.ErrCompacted) {
@@ -329,6 +335,7 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 				}
 			}
 			pos = last
+			at.Store(pos)
 			continue
 		}
 		// Caught up: wait for a change, or send a bookmark when it is time

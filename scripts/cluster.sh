@@ -149,16 +149,19 @@ load_state() {
 grpc_port() { echo $((base_port + 10 * ($1 - 1))); }
 raft_port() { echo $((base_port + 10 * ($1 - 1) + 1)); }
 http_port() { echo $((base_port + 10 * ($1 - 1) + 2)); }
+dns_port() { echo $((base_port + 10 * ($1 - 1) + 3)); }
 grpc_addr() { echo "$host:$(grpc_port "$1")"; }
 http_addr() { echo "$host:$(http_port "$1")"; }
 # has_http I: node I was started with --http-addr (clusters made by an
 # older cluster.sh were not).
 has_http() { grep -qxF -- --http-addr "$(node_dir "$1")/cmdline" 2>/dev/null; }
+has_dns() { grep -qxF -- --dns-addr "$(node_dir "$1")/cmdline" 2>/dev/null; }
 # node_ports I: the ports node I listens on.
 node_ports() {
   grpc_port "$1"
   raft_port "$1"
   if has_http "$1"; then http_port "$1"; fi
+  if has_dns "$1"; then dns_port "$1"; fi
 }
 node_dir() { echo "$cluster_dir/n$1"; }
 
@@ -333,13 +336,15 @@ find_leader() {
 # --- commands ---------------------------------------------------------------
 
 print_nodes() {
-  local i pid http
+  local i pid http dns
   for ((i = 1; i <= nodes; i++)); do
     pid=$(node_pid "$i")
     http=-
     has_http "$i" && http=http://$(http_addr "$i")
-    printf 'n%-3s grpc %s  raft %s:%s  http %s  pid %-7s log %s\n' "$i" "$(grpc_addr "$i")" \
-      "$host" "$(raft_port "$i")" "$http" "${pid:--}" "$(node_dir "$i")/rosterd.log"
+    dns=-
+    has_dns "$i" && dns=$host:$(dns_port "$i")
+    printf 'n%-3s grpc %s  raft %s:%s  http %s  dns %s  pid %-7s log %s\n' "$i" "$(grpc_addr "$i")" \
+      "$host" "$(raft_port "$i")" "$http" "$dns" "${pid:--}" "$(node_dir "$i")/rosterd.log"
   done
 }
 
@@ -394,9 +399,9 @@ cmd_up() {
   local -a ports
   for i in "${down[@]}"; do
     mapfile -t ports < <(node_ports "$i")
-    # A new cluster's nodes get an HTTP port too (their cmdline is written
-    # below, so node_ports cannot see it yet).
-    if ((fresh)); then ports+=("$(http_port "$i")"); fi
+    # A new cluster's nodes get HTTP and DNS ports too (their cmdline is
+    # written below, so node_ports cannot see them yet).
+    if ((fresh)); then ports+=("$(http_port "$i")" "$(dns_port "$i")"); fi
     for p in "${ports[@]}"; do
       port_open "$p" && die "port $p on $host (n$i) is already in use by another process"
     done
@@ -412,7 +417,8 @@ cmd_up() {
       mkdir -p "$dir/data"
       printf '%s\n' "$rosterd_bin" --node-id "n$i" --data-dir "$dir/data" \
         --raft-addr "$host:$(raft_port "$i")" --grpc-addr "$(grpc_addr "$i")" \
-        --http-addr "$(http_addr "$i")" --initial-cluster "$initial" ${extra[@]+"${extra[@]}"} >"$dir/cmdline"
+        --http-addr "$(http_addr "$i")" --dns-addr "$host:$(dns_port "$i")" \
+        --initial-cluster "$initial" ${extra[@]+"${extra[@]}"} >"$dir/cmdline"
     done
     printf 'nodes=%s\nbase_port=%s\n' "$nodes" "$base_port" >"$state_file"
   fi

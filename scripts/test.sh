@@ -19,6 +19,19 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 fi
 
+# dig checks the DNS server as resolvers see it; the DNS tests skip that
+# check (and say so) when it cannot be installed.
+if ! command -v dig >/dev/null 2>&1; then
+  step "installing dig (dnsutils), if apt-get can"
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q dnsutils >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dnsutils >/dev/null 2>&1; } ||
+      echo "could not install dnsutils; the dig test will be skipped"
+  else
+    echo "no apt-get as root; the dig test will be skipped"
+  fi
+fi
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '\.pb\.go$') 2>&1 || true)
 if [ -n "$unformatted" ]; then

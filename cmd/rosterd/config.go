@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -24,6 +25,10 @@ type flags struct {
 	grpcAdvertise  string
 	httpAddr       string
 	httpAddrSet    bool
+	dnsAddr        string
+	dnsAddrSet     bool
+	dnsDomain      string
+	dnsTTL         time.Duration
 	initialCluster string
 	clusterState   string
 	bootstrap      bool
@@ -56,6 +61,10 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes and clients use (default --grpc-addr)")
 	fs.StringVar(&f.httpAddr, "http-addr", "", "address the HTTP API listens on: JSON API, Consul-compatible endpoints, /metrics, /health, /ready "+
 		"(off when empty; --dev serves it on 127.0.0.1:8500, Consul's port, unless set)")
+	fs.StringVar(&f.dnsAddr, "dns-addr", "", "address the DNS server listens on, UDP and TCP: SERVICE.service.DOMAIN and _SERVICE._tcp.service.DOMAIN "+
+		"(off when empty; --dev serves it on 127.0.0.1:8600, Consul's DNS port, unless set)")
+	fs.StringVar(&f.dnsDomain, "dns-domain", "roster.", "the domain the DNS server answers for; names outside it are refused")
+	fs.DurationVar(&f.dnsTTL, "dns-ttl", 5*time.Second, "TTL of DNS answers, and of negative answers (1s to 1h)")
 	fs.StringVar(&f.initialCluster, "initial-cluster", "", "the voters of the cluster: ID=HOST:RAFTPORT,... (same list on every initial node). "+
 		"With an empty data dir and --initial-cluster-state new, the node bootstraps once a majority of them answer that they have no cluster yet, "+
 		"and waits to be caught up when one answers that it has; ignored when the data dir holds state")
@@ -167,6 +176,9 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 			return cfg, err
 		}
 	}
+	if err := f.checkDNS(); err != nil {
+		return cfg, err
+	}
 	if !f.dev {
 		if err := checkHostPort("--raft-addr", f.raftAddr); err != nil {
 			return cfg, err
@@ -220,6 +232,26 @@ func (f *flags) selfPreservation(cfg *cluster.Config) error {
 	cfg.SelfPreservationWindow = f.selfPreservationWindow
 	cfg.SelfPreservationMinLeases = f.selfPreservationMinLeases
 	cfg.SelfPreservationMaxHold = f.selfPreservationMaxHold
+	return nil
+}
+
+// checkDNS checks the DNS flags; --dev turns DNS on unless --dns-addr was given.
+func (f *flags) checkDNS() error {
+	if f.dev && !f.dnsAddrSet {
+		f.dnsAddr = "127.0.0.1:8600"
+	}
+	if f.dnsAddr == "" {
+		return nil
+	}
+	if err := checkHostPort("--dns-addr", f.dnsAddr); err != nil {
+		return err
+	}
+	if _, ok := dns.IsDomainName(f.dnsDomain); !ok || strings.Trim(f.dnsDomain, ".") == "" {
+		return usagef("--dns-domain %q must be a domain name such as roster.", f.dnsDomain)
+	}
+	if f.dnsTTL < time.Second || f.dnsTTL > time.Hour {
+		return usagef("--dns-ttl %s must be between 1s and 1h", f.dnsTTL)
+	}
 	return nil
 }
 

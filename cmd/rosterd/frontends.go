@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/roster-registry/roster/dnsapi"
 	"github.com/roster-registry/roster/httpapi"
 	"github.com/roster-registry/roster/rpc"
 )
@@ -21,13 +23,15 @@ type frontEnds struct {
 	conn *grpc.ClientConn
 	http *http.Server
 	lis  net.Listener
+	dns  *dnsapi.Server
 }
 
-// startFrontEnds starts the HTTP front end when --http-addr is set. A
-// server that stops on its own reports on serveErr.
-func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, serveErr chan<- error) (*frontEnds, error) {
+// startFrontEnds starts the HTTP front end when --http-addr is set, and
+// the DNS server when --dns-addr is. A server that stops on its own
+// reports on serveErr.
+func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, metrics prometheus.Gatherer, serveErr chan<- error) (*frontEnds, error) {
 	fe := &frontEnds{}
-	if f.httpAddr == "" {
+	if f.httpAddr == "" && f.dnsAddr == "" {
 		return fe, nil
 	}
 	conn, err := rpc.InProcess(g)
@@ -35,13 +39,22 @@ func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, serveErr chan
 		return nil, fmt.Errorf("in-process gRPC connection: %w", err)
 	}
 	fe.conn = conn
-	h, err := httpapi.New(httpapi.Config{Conn: conn, Logger: logger.Named("http")})
+	if err := fe.startDNS(f, logger, serveErr); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	if f.httpAddr == "" {
+		return fe, nil
+	}
+	h, err := httpapi.New(httpapi.Config{Conn: conn, Logger: logger.Named("http"), Metrics: metrics})
 	if err != nil {
+		fe.stopDNS(logger, time.Second)
 		_ = conn.Close()
 		return nil, err
 	}
 	lis, err := net.Listen("tcp", f.httpAddr)
 	if err != nil {
+		fe.stopDNS(logger, time.Second)
 		_ = conn.Close()
 		return nil, fmt.Errorf("listen for HTTP on %s: %w", f.httpAddr, err)
 	}
@@ -80,7 +93,42 @@ func (fe *frontEnds) stop(logger hclog.Logger, timeout time.Duration) {
 		}
 		cancel()
 	}
+	fe.stopDNS(logger, timeout)
 	if fe.conn != nil {
 		_ = fe.conn.Close()
 	}
+}
+
+// startDNS starts the DNS server when --dns-addr is set.
+func (fe *frontEnds) startDNS(f *flags, logger hclog.Logger, serveErr chan<- error) error {
+	if f.dnsAddr == "" {
+		return nil
+	}
+	s, err := dnsapi.Listen(f.dnsAddr, dnsapi.Config{
+		Conn: fe.conn, Domain: f.dnsDomain, TTL: f.dnsTTL, Logger: logger.Named("dns"),
+	})
+	if err != nil {
+		return err
+	}
+	s.Start(serveErr)
+	fe.dns = s
+	return nil
+}
+
+func (fe *frontEnds) stopDNS(logger hclog.Logger, timeout time.Duration) {
+	if fe.dns == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := fe.dns.Shutdown(ctx); err != nil {
+		logger.Warn("stopping the DNS server", "error", err)
+	}
+}
+
+func (fe *frontEnds) dnsAddr() string {
+	if fe == nil || fe.dns == nil {
+		return ""
+	}
+	return fe.dns.Addr()
 }

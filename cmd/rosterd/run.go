@@ -63,6 +63,7 @@ that lacks the writes it had acknowledged.`,
 				return err
 			}
 			f.httpAddrSet = cmd.Flags().Changed("http-addr")
+			f.dnsAddrSet = cmd.Flags().Changed("dns-addr")
 			return run(cmd.Context(), f)
 		},
 	}
@@ -103,24 +104,30 @@ func run(parent context.Context, f *flags) error {
 		_, cfg.Transport = raft.NewInmemTransport(raft.ServerAddress("dev.inmem:7421"))
 	}
 
+	// Before the node starts, so Raft's metrics of the first election count.
+	metrics, err := newMetrics(f)
+	if err != nil {
+		return err
+	}
 	node, err := cluster.New(cfg)
 	if err != nil {
 		return err
 	}
 	srv := rpc.New(node, rpc.Options{Logger: logger.Named("rpc")})
+	metrics.MustRegister(srv.Collector())
 	g := grpc.NewServer(srv.ServerOptions()...)
 	srv.RegisterServices(g)
 	srv.Start()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
 	var front *frontEnds
-	if front, err = startFrontEnds(f, logger, g, serveErr); err != nil {
+	if front, err = startFrontEnds(f, logger, g, metrics, serveErr); err != nil {
 		srv.Stop()
 		g.Stop()
 		_ = node.Shutdown()
 		return err
 	}
-	logger.Info("serving", "node_id", cfg.NodeID, "grpc", cfg.APIAddr, "raft", node.RaftAddr(), "http", front.httpAddr(), "dev", f.dev)
+	logger.Info("serving", "node_id", cfg.NodeID, "grpc", cfg.APIAddr, "raft", node.RaftAddr(), "http", front.httpAddr(), "dns", front.dnsAddr(), "dev", f.dev)
 
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

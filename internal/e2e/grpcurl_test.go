@@ -22,7 +22,7 @@ func TestGrpcurlWorksOutOfTheBox(t *testing.T) {
 	rosterd, roster := Binaries(t)
 	addr := "127.0.0.1:" + strconv.Itoa(FreePorts(t, 1)[0])
 	p := &Proc{ID: "dev", GRPC: addr, LogPath: t.TempDir() + "/dev.log", rosterd: rosterd, t: t,
-		args: []string{"--dev", "--grpc-addr", addr, "--http-addr", "127.0.0.1:0"}}
+		args: []string{"--dev", "--grpc-addr", addr, "--http-addr", "127.0.0.1:0", "--dns-addr", ""}}
 	p.Start()
 	t.Cleanup(p.Kill)
 	c := &Cluster{T: t, Roster: roster, Procs: []*Proc{p}}

@@ -1,0 +1,312 @@
+package dnsapi
+
+import (
+	"context"
+	"encoding/hex"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/miekg/dns"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// handler answers queries; see the README's DNS section for the names.
+type handler struct {
+	cfg      Config
+	domain   string // canonical, with the trailing dot
+	ttl      uint32
+	registry rosterv1.RegistryClient
+	logger   hclog.Logger
+}
+
+// lookup is a parsed service name.
+type lookup struct {
+	namespace string
+	service   string
+	tag       string
+	srvForm   bool // _SERVICE._tcp: the RFC 2782 form
+}
+
+// ServeDNS implements dns.Handler.
+func (h *handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	m.RecursionAvailable = false
+	m.Compress = true
+	switch {
+	case r.Opcode != dns.OpcodeQuery:
+		m.SetRcode(r, dns.RcodeNotImplemented)
+	case len(r.Question) != 1:
+		m.SetRcode(r, dns.RcodeFormatError)
+	default:
+		h.answer(m, r.Question[0])
+	}
+	h.send(w, r, m)
+}
+
+// send fits m in what the client can take: over UDP 512 bytes, or the
+// EDNS0 buffer size it advertised; over TCP a whole message. Records that
+// do not fit are left out, and the TC bit tells the client to ask over TCP
+// when answers were.
+func (h *handler) send(w dns.ResponseWriter, r *dns.Msg, m *dns.Msg) {
+	size := dns.MaxMsgSize
+	if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
+		size = dns.MinMsgSize
+		if opt := r.IsEdns0(); opt != nil {
+			size = max(int(opt.UDPSize()), dns.MinMsgSize)
+		}
+	}
+	if opt := r.IsEdns0(); opt != nil {
+		m.SetEdns0(uint16(min(size, dns.MaxMsgSize)), false)
+	}
+	m.Truncate(size)
+	if err := w.WriteMsg(m); err != nil {
+		h.logger.Debug("writing a DNS answer failed", "error", err)
+	}
+}
+
+func (h *handler) answer(m *dns.Msg, q dns.Question) {
+	name := dns.CanonicalName(q.Name)
+	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
+		m.Rcode = dns.RcodeRefused
+		return
+	}
+	if !dns.IsSubDomain(h.domain, name) {
+		m.Rcode = dns.RcodeRefused
+		return
+	}
+	labels := dns.SplitDomainName(strings.TrimSuffix(strings.TrimSuffix(name, h.domain), "."))
+	if name == h.domain {
+		labels = nil
+	}
+	switch {
+	case len(labels) == 0:
+		h.apex(m, q)
+		return
+	case len(labels) == 2 && labels[1] == "addr":
+		h.addr(m, q, name, labels[0])
+		return
+	}
+	lk, ok := parseService(labels)
+	if !ok {
+		h.nxdomain(m)
+		return
+	}
+	insts, rcode := h.instances(lk)
+	if rcode != dns.RcodeSuccess {
+		m.Rcode = rcode
+		if rcode == dns.RcodeNameError {
+			m.Ns = []dns.RR{h.soa()}
+		}
+		return
+	}
+	rand.Shuffle(len(insts), func(i, j int) { insts[i], insts[j] = insts[j], insts[i] })
+	switch q.Qtype {
+	case dns.TypeSRV:
+		h.srv(m, name, insts)
+	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
+		if lk.srvForm && q.Qtype != dns.TypeANY {
+			break // the RFC 2782 name only has SRV records
+		}
+		seen := map[netip.Addr]bool{}
+		for _, inst := range insts {
+			ip, err := netip.ParseAddr(inst.Address)
+			if err != nil || seen[ip] {
+				continue // a hostname: only in SRV answers
+			}
+			if rr := h.ipRR(name, ip, q.Qtype); rr != nil {
+				seen[ip] = true
+				m.Answer = append(m.Answer, rr)
+			}
+		}
+	}
+	if len(m.Answer) == 0 {
+		m.Ns = []dns.RR{h.soa()} // NODATA: the name exists, not this type
+	}
+}
+
+// parseService reads the labels before the domain:
+//
+//	SERVICE.service[.NAMESPACE.ns]
+//	TAG.SERVICE.service[.NAMESPACE.ns]
+//	_SERVICE._tcp.service[.NAMESPACE.ns]  (RFC 2782; _udp alike)
+//	_SERVICE._TAG.service[.NAMESPACE.ns]
+func parseService(labels []string) (lookup, bool) {
+	var lk lookup
+	if n := len(labels); n >= 2 && labels[n-1] == "ns" {
+		lk.namespace = labels[n-2]
+		labels = labels[:n-2]
+	}
+	if n := len(labels); n < 2 || labels[n-1] != "service" {
+		return lk, false
+	}
+	labels = labels[:len(labels)-1]
+	switch {
+	case len(labels) == 1:
+		lk.service = labels[0]
+	case len(labels) == 2 && strings.HasPrefix(labels[0], "_") && strings.HasPrefix(labels[1], "_"):
+		lk.service = labels[0][1:]
+		if p := labels[1][1:]; p != "tcp" && p != "udp" {
+			lk.tag = p
+		}
+		lk.srvForm = true
+	case len(labels) == 2:
+		lk.tag, lk.service = labels[0], labels[1]
+	default:
+		return lk, false
+	}
+	return lk, lk.service != ""
+}
+
+// instances returns the healthy instances of lk from this node's state,
+// or the rcode to answer with: NXDOMAIN for an unknown or invalid name
+// (the registry's validation decides) or a service with no healthy
+// instance, SERVFAIL when the node cannot answer.
+func (h *handler) instances(lk lookup) ([]*rosterv1.Instance, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+	defer cancel()
+	req := &rosterv1.GetServiceRequest{
+		Namespace:   lk.namespace,
+		Service:     lk.service,
+		HealthyOnly: true,
+		Read:        &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE},
+	}
+	if lk.tag != "" {
+		req.Tags = []string{lk.tag}
+	}
+	resp, err := h.registry.GetService(ctx, req)
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.NotFound, codes.InvalidArgument:
+		return nil, dns.RcodeNameError
+	default:
+		h.logger.Warn("dns lookup failed", "namespace", lk.namespace, "service", lk.service, "error", err)
+		return nil, dns.RcodeServerFailure
+	}
+	if len(resp.Instances) == 0 {
+		return nil, dns.RcodeNameError
+	}
+	return resp.Instances, dns.RcodeSuccess
+}
+
+// srv answers SRV records: an IP address becomes a target name under
+// addr.DOMAIN, with its A/AAAA record in the additional section; a hostname
+// is the target as it is.
+func (h *handler) srv(m *dns.Msg, name string, insts []*rosterv1.Instance) {
+	extra := map[string]bool{}
+	for _, inst := range insts {
+		weight := inst.Weight
+		if weight == 0 {
+			weight = 100
+		}
+		rr := &dns.SRV{
+			Hdr:      dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: h.ttl},
+			Priority: 1,
+			Weight:   uint16(min(weight, 65535)),
+			Port:     uint16(inst.Port),
+		}
+		if ip, err := netip.ParseAddr(inst.Address); err == nil {
+			ip = ip.Unmap()
+			rr.Target = h.addrName(ip)
+			if !extra[rr.Target] {
+				extra[rr.Target] = true
+				qt := dns.TypeA
+				if ip.Is6() {
+					qt = dns.TypeAAAA
+				}
+				m.Extra = append(m.Extra, h.ipRR(rr.Target, ip, qt))
+			}
+		} else if _, ok := dns.IsDomainName(inst.Address); ok && inst.Address != "" {
+			rr.Target = dns.Fqdn(inst.Address)
+		} else {
+			continue
+		}
+		m.Answer = append(m.Answer, rr)
+	}
+}
+
+// addrName is the name of an IP address: its bytes in hex under
+// addr.DOMAIN, as Consul spells it.
+func (h *handler) addrName(ip netip.Addr) string {
+	b := ip.AsSlice()
+	return hex.EncodeToString(b) + ".addr." + h.domain
+}
+
+// addr answers HEX.addr.DOMAIN with the address it spells.
+func (h *handler) addr(m *dns.Msg, q dns.Question, name, label string) {
+	b, err := hex.DecodeString(label)
+	ip, ok := netip.AddrFromSlice(b)
+	if err != nil || !ok {
+		h.nxdomain(m)
+		return
+	}
+	qt := q.Qtype
+	if qt == dns.TypeANY {
+		qt = dns.TypeA
+		if ip.Is6() {
+			qt = dns.TypeAAAA
+		}
+	}
+	if rr := h.ipRR(name, ip, qt); rr != nil {
+		m.Answer = append(m.Answer, rr)
+		return
+	}
+	m.Ns = []dns.RR{h.soa()}
+}
+
+// ipRR is the A (qtype A) or AAAA (qtype AAAA) record of ip, or nil when ip
+// is of the other family.
+func (h *handler) ipRR(name string, ip netip.Addr, qtype uint16) dns.RR {
+	ip = ip.Unmap()
+	switch {
+	case ip.Is4() && (qtype == dns.TypeA || qtype == dns.TypeANY):
+		return &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: h.ttl}, A: ip.AsSlice()}
+	case ip.Is6() && (qtype == dns.TypeAAAA || qtype == dns.TypeANY):
+		return &dns.AAAA{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: h.ttl}, AAAA: ip.AsSlice()}
+	}
+	return nil
+}
+
+// apex answers the domain itself: its SOA and NS.
+func (h *handler) apex(m *dns.Msg, q dns.Question) {
+	switch q.Qtype {
+	case dns.TypeSOA, dns.TypeANY:
+		m.Answer = append(m.Answer, h.soa())
+	case dns.TypeNS:
+		m.Answer = append(m.Answer, &dns.NS{
+			Hdr: dns.RR_Header{Name: h.domain, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: h.ttl},
+			Ns:  "ns." + h.domain,
+		})
+	default:
+		m.Ns = []dns.RR{h.soa()}
+	}
+}
+
+func (h *handler) nxdomain(m *dns.Msg) {
+	m.Rcode = dns.RcodeNameError
+	m.Ns = []dns.RR{h.soa()}
+}
+
+// soa is the domain's SOA record; its minimum (the negative-caching TTL)
+// is the record TTL, so a new service is found as soon as a record would
+// have expired.
+func (h *handler) soa() dns.RR {
+	return &dns.SOA{
+		Hdr:     dns.RR_Header{Name: h.domain, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: h.ttl},
+		Ns:      "ns." + h.domain,
+		Mbox:    "hostmaster." + h.domain,
+		Serial:  uint32(time.Now().Unix()),
+		Refresh: 3600,
+		Retry:   600,
+		Expire:  86400,
+		Minttl:  h.ttl,
+	}
+}
