@@ -27,6 +27,9 @@ type Config struct {
 	// ReadyTimeout bounds the leader round trip of one /ready probe
 	// (default 2s).
 	ReadyTimeout time.Duration
+	// Datacenter is the name the Consul-compatible API reports (default
+	// "dc1").
+	Datacenter string
 }
 
 // Handler is the HTTP front end of one node.
@@ -55,6 +58,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h.mux.HandleFunc("GET /health", h.health)
 	h.mux.HandleFunc("GET /ready", h.ready)
+	h.mountConsul()
 	return h, nil
 }
 
