@@ -437,7 +437,7 @@ func (c *consulAPI) agentSelf(w http.ResponseWriter, r *http.Request) {
 		"Stats": map[string]any{
 			"raft": map[string]string{
 				"state": st.State, "term": strconv.FormatUint(st.Term, 10),
-				"commit_index": strconv.FormatUint(st.CommitIndex, 10),
+				"commit_index":  strconv.FormatUint(st.CommitIndex, 10),
 				"applied_index": strconv.FormatUint(st.AppliedIndex, 10),
 			},
 		},
@@ -490,4 +490,3 @@ func (c *consulAPI) statusPeers(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, peers)
 }
-

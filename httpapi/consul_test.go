@@ -355,7 +355,6 @@ func rawGet(t *testing.T, u string) (int, string) {
 	return resp.StatusCode, errorText(b)
 }
 
-
 func rawPut(t *testing.T, u, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPut, u, strings.NewReader(body))
