@@ -19,6 +19,17 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 fi
 
+# A real Prometheus server discovers targets through the Consul-compatible
+# API (internal/e2e TestPrometheusConsulSD). Debian's package, installed
+# here when missing, never fails the run: the test skips, saying why, when
+# there is no binary or it lacks Consul discovery (Debian bookworm's does);
+# ROSTER_PROMETHEUS names another build.
+if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  step "installing prometheus (Debian package, once)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null 2>&1 \
+    || echo "could not install prometheus here; TestPrometheusConsulSD will skip"
+fi
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '\.pb\.go$') 2>&1 || true)
 if [ -n "$unformatted" ]; then
