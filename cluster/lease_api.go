@@ -45,6 +45,52 @@ func (t *leaseTable) heartbeat(ctx context.Context, k store.Key) (time.Duration,
 	return r.ttl, nil
 }
 
+// ReportHealth renews the TTL lease of an instance, as Heartbeat does, and
+// sets its status to h with reason when it is not h already, committing the
+// same SetHealth command the cluster's own checks and lease expiry commit.
+// It returns the TTL and the revision of the change (the instance's
+// mod_revision when nothing changed). A status equal to the current one
+// writes nothing to Raft, so a process reporting "passing" at heartbeat
+// rate costs what heartbeats cost.
+//
+// Errors: as Heartbeat's.
+func (n *Node) ReportHealth(ctx context.Context, k store.Key, h store.Health, reason string) (time.Duration, uint64, error) {
+	if !n.IsLeader() {
+		return 0, 0, ErrNotLeader
+	}
+	return n.leases.report(ctx, k, h, reason)
+}
+
+// report renews a lease and commits the reported status when it differs.
+// An expired lease is revived straight into the reported status.
+func (t *leaseTable) report(ctx context.Context, k store.Key, h store.Health, reason string) (time.Duration, uint64, error) {
+	r, err := t.renew(k)
+	if err != nil {
+		return 0, 0, err
+	}
+	inst, err := t.store.View().Instance(nil, k)
+	if err != nil {
+		if r.revive {
+			t.reviveDone(k, r.regRev, err)
+		}
+		return 0, 0, fmt.Errorf("report health %s: %w", k, err)
+	}
+	if !r.revive && inst.RegistrationRevision == r.regRev && inst.Status == h {
+		return r.ttl, inst.ModRevision, nil
+	}
+	rev, err := t.prop.SetHealth(ctx, k, r.regRev, h, reason)
+	if r.revive {
+		t.reviveDone(k, r.regRev, err)
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrStaleRegistration) {
+			return 0, 0, fmt.Errorf("report health %s: re-registered meanwhile: %w", k, store.ErrNotFound)
+		}
+		return 0, 0, err
+	}
+	return r.ttl, rev, nil
+}
+
 // Leases returns how many TTL leases this node runs: all of them on a ready
 // leader, 0 elsewhere.
 func (n *Node) Leases() int { return n.leases.count() }

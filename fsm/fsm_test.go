@@ -236,6 +236,25 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 }
 
+// TestSnapshotKeepsTheExtinctRevision: the revision an absent service
+// reports survives a snapshot, so a blocking query resumed on a restored
+// node is not woken early.
+func TestSnapshotKeepsTheExtinctRevision(t *testing.T) {
+	f := newFSM()
+	apply(f, 1, regCmd(t, "gone", "a", 80))
+	apply(f, 2, mustEncode(t, DeregisterType, &raftcmdv1.Deregister{Namespace: "default", Service: "gone", Id: "a"}))
+	apply(f, 3, regCmd(t, "web", "a", 80))
+	g := newFSM()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"gone", "never"} {
+		if rev, _, _ := g.Store().View().Service(nil, "default", svc); rev != 2 {
+			t.Fatalf("%s after restore: revision %d, want 2", svc, rev)
+		}
+	}
+}
+
 // requestEntries are two client writes with request ids, one succeeding and
 // one failing, so a snapshot carries both kinds of remembered result.
 func requestEntries(t *testing.T) [][]byte {

@@ -36,7 +36,8 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *snapshot) write(sink io.Writer) error {
 	w := bufio.NewWriterSize(sink, 256<<10)
-	hdr := &raftcmdv1.SnapshotHeader{Version: snapshotVersion, Revision: s.view.Revision(), AppliedIndex: s.view.Applied()}
+	extinct := s.view.Extinct()
+	hdr := &raftcmdv1.SnapshotHeader{Version: snapshotVersion, Revision: s.view.Revision(), AppliedIndex: s.view.Applied(), ExtinctRevision: &extinct}
 	if _, err := protodelim.MarshalTo(w, hdr); err != nil {
 		return err
 	}
@@ -116,6 +117,12 @@ func restore(s *store.Store, r io.Reader) (uint64, error) {
 	err := s.Restore(func(rs *store.Restorer) error {
 		rs.SetRevision(hdr.Revision)
 		rs.SetApplied(hdr.AppliedIndex)
+		// A snapshot from before extinct_revision existed: every deletion
+		// it covers is at or below its revision.
+		rs.SetExtinct(hdr.GetRevision())
+		if hdr.ExtinctRevision != nil {
+			rs.SetExtinct(hdr.GetExtinctRevision())
+		}
 		var n uint64
 		for {
 			var rec raftcmdv1.SnapshotRecord

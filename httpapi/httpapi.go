@@ -31,6 +31,9 @@ type Config struct {
 	// Metrics is served on /metrics in Prometheus format; no /metrics
 	// when nil.
 	Metrics prometheus.Gatherer
+	// Datacenter is the name the Consul-compatible API reports (default
+	// "dc1").
+	Datacenter string
 }
 
 // Handler is the HTTP front end of one node.
@@ -63,6 +66,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h.mountMetrics()
+	h.mountConsul()
 	return h, nil
 }
 

@@ -326,3 +326,33 @@ func (ra *keepAliveRelay) close() {
 		ra.up = nil
 	}
 }
+
+// ReportHealth implements rosterv1.RegistryServer: a heartbeat that also
+// sets the instance's status (a TTL check's pass, warn or fail). It runs on
+// the leader; a repeat sets the same status again, so it is retried like a
+// heartbeat.
+func (s *Server) ReportHealth(ctx context.Context, req *rosterv1.ReportHealthRequest) (*rosterv1.ReportHealthResponse, error) {
+	k, err := validateKey(req.Namespace, req.Service, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	switch req.Status {
+	case rosterv1.HealthStatus_HEALTH_STATUS_PASSING, rosterv1.HealthStatus_HEALTH_STATUS_WARNING, rosterv1.HealthStatus_HEALTH_STATUS_CRITICAL:
+	default:
+		return nil, invalidf("status must be PASSING, WARNING or CRITICAL, not %s", req.Status)
+	}
+	if len(req.Reason) > MaxMetadataValue {
+		return nil, invalidf("reason is %d bytes; the limit is %d", len(req.Reason), MaxMetadataValue)
+	}
+	return onLeader(ctx, s, repeatable,
+		func(ctx context.Context) (*rosterv1.ReportHealthResponse, error) {
+			ttl, rev, err := s.node.ReportHealth(ctx, k, store.Health(req.Status), req.Reason)
+			if err != nil {
+				return nil, err
+			}
+			return &rosterv1.ReportHealthResponse{Header: s.leaseHeader(k), Ttl: durationpb.New(ttl), Revision: rev}, nil
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.ReportHealthResponse, error) {
+			return rosterv1.NewRegistryClient(cc).ReportHealth(ctx, req)
+		})
+}

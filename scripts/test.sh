@@ -32,6 +32,38 @@ if ! command -v dig >/dev/null 2>&1; then
   fi
 fi
 
+# A real Prometheus server discovers targets through the Consul-compatible
+# API (internal/e2e TestPrometheusConsulSD). Debian's package, installed
+# here when missing, never fails the run: the test skips, saying why, when
+# there is no binary or it lacks Consul discovery (Debian bookworm's does);
+# ROSTER_PROMETHEUS names another build.
+if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  step "installing prometheus (Debian package, once)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null 2>&1 \
+    || echo "could not install prometheus here; TestPrometheusConsulSD will skip"
+fi
+# Debian bookworm's prometheus is built with Consul discovery disabled; then
+# build the upstream server once (pinned, like grpcurl) for the test.
+if [ -z "${ROSTER_PROMETHEUS:-}" ]; then
+  probe=$(mktemp)
+  printf 'scrape_configs:\n  - job_name: probe\n    consul_sd_configs:\n      - server: 127.0.0.1:8500\n' >"$probe"
+  if ! { command -v promtool >/dev/null 2>&1 && promtool check config "$probe" >/dev/null 2>&1; }; then
+    upstream="$(go env GOPATH)/bin/prometheus-upstream"
+    if [ ! -x "$upstream" ]; then
+      step "building upstream prometheus with Consul discovery (once; takes minutes)"
+      tmpbin=$(mktemp -d)
+      if GOBIN="$tmpbin" go install github.com/prometheus/prometheus/cmd/prometheus@v0.316.0 >/dev/null 2>&1; then
+        mv "$tmpbin/prometheus" "$upstream"
+      else
+        echo "could not build prometheus here; TestPrometheusConsulSD will skip"
+      fi
+      rm -rf "$tmpbin"
+    fi
+    [ -x "$upstream" ] && export ROSTER_PROMETHEUS="$upstream"
+  fi
+  rm -f "$probe"
+fi
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '\.pb\.go$') 2>&1 || true)
 if [ -n "$unformatted" ]; then

@@ -34,6 +34,10 @@ type metaRow struct {
 	// Applied is the Raft index of the last entry written, whether or not
 	// it changed anything.
 	Applied uint64
+	// Extinct is the last revision at which a service lost its last
+	// instance: the revision an absent service reports, so a blocking query
+	// on it is not woken by changes to other services.
+	Extinct uint64
 }
 
 const metaKey = "revision"

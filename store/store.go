@@ -155,6 +155,7 @@ type Restorer struct {
 	txn      *memdb.Txn
 	revision uint64
 	applied  uint64
+	extinct  uint64
 	services map[[2]string]*serviceRow
 	// serviceRevs may arrive before or after the service's instances.
 	serviceRevs map[[2]string]uint64
@@ -163,6 +164,10 @@ type Restorer struct {
 
 // SetRevision sets the registry revision of the restored state.
 func (r *Restorer) SetRevision(rev uint64) { r.revision = rev }
+
+// SetExtinct sets the last revision at which a service lost its last
+// instance (see View.Extinct).
+func (r *Restorer) SetExtinct(rev uint64) { r.extinct = rev }
 
 // SetApplied sets the applied index of the restored state.
 func (r *Restorer) SetApplied(index uint64) { r.applied = index }
@@ -225,5 +230,5 @@ func (r *Restorer) finish() error {
 			return fmt.Errorf("restore service %s/%s: %w", row.Namespace, row.Service, err)
 		}
 	}
-	return r.txn.Insert(tableMeta, &metaRow{Key: metaKey, Revision: r.revision, Applied: r.applied})
+	return r.txn.Insert(tableMeta, &metaRow{Key: metaKey, Revision: r.revision, Applied: r.applied, Extinct: r.extinct})
 }

@@ -232,13 +232,32 @@ func TestQueries(t *testing.T) {
 	if len(ns) != 1 || ns[0] != "prod/web/a" {
 		t.Fatalf("namespace prod = %v (a prefix must not match prod2)", ns)
 	}
-	// A deleted service's revision falls back to the registry revision.
+	// A service never seen reports 0.
+	if rev, _, _ := v.Service(nil, DefaultNamespace, "never"); rev != 0 {
+		t.Fatalf("unknown service: rev %d, want 0", rev)
+	}
+	// A deleted service reports the last extinction, its own deletion.
 	w := s.Begin(6)
 	_, _ = w.Deregister(Key{DefaultNamespace, "api", "a"})
 	_ = w.Commit()
 	rev, insts, _ = s.View().Service(nil, DefaultNamespace, "api")
 	if len(insts) != 0 || rev != 6 {
 		t.Fatalf("deleted service: rev %d, %d instances", rev, len(insts))
+	}
+	// Changes to services that keep instances move neither an absent
+	// service's revision nor a never-seen one's: a blocking query on them
+	// is not woken by the rest of the registry.
+	register(t, s, 7, inst("web", "c", 80))
+	w = s.Begin(8)
+	_, _ = w.Deregister(Key{DefaultNamespace, "web", "c"})
+	_ = w.Commit()
+	for _, svc := range []string{"api", "never"} {
+		if rev, _, _ := s.View().Service(nil, DefaultNamespace, svc); rev != 6 {
+			t.Fatalf("%s after other services changed: rev %d, want 6", svc, rev)
+		}
+	}
+	if got := s.View().Revision(); got != 8 {
+		t.Fatalf("registry revision %d, want 8", got)
 	}
 }
 

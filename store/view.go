@@ -23,6 +23,11 @@ func (v *View) Revision() uint64 { return v.meta().Revision }
 // command at or below it, and none after it, is reflected in the view.
 func (v *View) Applied() uint64 { return v.meta().Applied }
 
+// Extinct returns the last revision at which a service lost its last
+// instance, 0 when none has: the revision Service reports for a service
+// that has no instances.
+func (v *View) Extinct() uint64 { return v.meta().Extinct }
+
 func (v *View) meta() metaRow {
 	raw, err := v.txn.First(tableMeta, indexID, metaKey)
 	if err != nil || raw == nil {
@@ -46,7 +51,8 @@ func (v *View) Instance(ws memdb.WatchSet, k Key) (*Instance, error) {
 
 // Service returns the instances of one service sorted by id, and the
 // service's revision: the last revision that changed it, or, for a service
-// with no instances, the registry revision.
+// with no instances, Extinct (at least the revision of its own last
+// deletion, and moved by no change to a service that has instances).
 func (v *View) Service(ws memdb.WatchSet, namespace, service string) (uint64, []*Instance, error) {
 	it, err := v.txn.Get(tableInstances, indexService, namespace, service)
 	if err != nil {
@@ -63,7 +69,9 @@ func (v *View) Service(ws memdb.WatchSet, namespace, service string) (uint64, []
 	}
 	ws.Add(ch)
 	if raw == nil {
-		return v.Revision(), out, nil
+		// Not the registry revision: that moves with every other service,
+		// and a blocking query on this one would wake for each.
+		return v.Extinct(), out, nil
 	}
 	return raw.(*serviceRow).ModRevision, out, nil
 }

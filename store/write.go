@@ -17,6 +17,8 @@ type WriteTxn struct {
 	events []*Event
 	// requestDelta is the change to the store's request count.
 	requestDelta int
+	// extinct: a service lost its last instance in this transaction.
+	extinct bool
 }
 
 // Begin starts a write at a Raft index. The FSM is the only writer.
@@ -42,6 +44,9 @@ func (w *WriteTxn) Commit() error {
 	meta.Applied = w.index
 	if len(w.events) > 0 {
 		meta.Revision = w.index
+	}
+	if w.extinct {
+		meta.Extinct = w.index
 	}
 	if err := w.txn.Insert(tableMeta, &meta); err != nil {
 		return fmt.Errorf("set revision: %w", err)
@@ -114,6 +119,7 @@ func (w *WriteTxn) touchService(namespace, service string, delta int) error {
 			if err := w.txn.Delete(tableServices, raw); err != nil {
 				return fmt.Errorf("delete service %s/%s: %w", namespace, service, err)
 			}
+			w.extinct = true
 		}
 		return nil
 	}

@@ -1430,10 +1430,15 @@ type SnapshotHeader struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Version uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// revision of the registry when the snapshot was taken.
-	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	AppliedIndex  uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Revision     uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// extinct_revision is the last revision at which a service lost its
+	// last instance (0: none yet). An absent service reports it as its
+	// revision, so blocking queries on it wake only when a service appears
+	// or disappears. Absent in older snapshots: restored as revision.
+	ExtinctRevision *uint64 `protobuf:"varint,4,opt,name=extinct_revision,json=extinctRevision,proto3,oneof" json:"extinct_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
@@ -1483,6 +1488,13 @@ func (x *SnapshotHeader) GetRevision() uint64 {
 func (x *SnapshotHeader) GetAppliedIndex() uint64 {
 	if x != nil {
 		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetExtinctRevision() uint64 {
+	if x != nil && x.ExtinctRevision != nil {
+		return *x.ExtinctRevision
 	}
 	return 0
 }
@@ -1868,11 +1880,13 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x13\n" +
 	"\x0fERROR_NOT_FOUND\x10\x01\x12\x1c\n" +
-	"\x18ERROR_STALE_REGISTRATION\x10\x02\"k\n" +
+	"\x18ERROR_STALE_REGISTRATION\x10\x02\"\xb0\x01\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
-	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\xdd\x02\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12.\n" +
+	"\x10extinct_revision\x18\x04 \x01(\x04H\x00R\x0fextinctRevision\x88\x01\x01B\x13\n" +
+	"\x11_extinct_revision\"\xdd\x02\n" +
 	"\x0eSnapshotRecord\x122\n" +
 	"\binstance\x18\x01 \x01(\v2\x14.raftcmd.v1.InstanceH\x00R\binstance\x12,\n" +
 	"\x06member\x18\x02 \x01(\v2\x12.raftcmd.v1.MemberH\x00R\x06member\x127\n" +
@@ -1961,6 +1975,7 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 		(*SelfPreservation_Settings)(nil),
 		(*SelfPreservation_Hold)(nil),
 	}
+	file_raftcmd_v1_raftcmd_proto_msgTypes[17].OneofWrappers = []any{}
 	file_raftcmd_v1_raftcmd_proto_msgTypes[18].OneofWrappers = []any{
 		(*SnapshotRecord_Instance)(nil),
 		(*SnapshotRecord_Member)(nil),

@@ -180,7 +180,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{20, 0}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{22, 0}
 }
 
 // HealthCheck is an active check the cluster runs against an instance.
@@ -1052,7 +1052,9 @@ type GetServiceResponse struct {
 	Header    *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Instances []*Instance            `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
 	// service_revision is the highest mod revision among the service's
-	// instances, or of its last deletion.
+	// instances, or of its last deletion. A service with no instances reports
+	// the last revision at which any service lost its last instance (0 when
+	// none has): it moves with no change to a service that has instances.
 	ServiceRevision uint64 `protobuf:"varint,3,opt,name=service_revision,json=serviceRevision,proto3" json:"service_revision,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -1438,6 +1440,148 @@ func (x *HeartbeatResponse) GetCode() int32 {
 	return 0
 }
 
+type ReportHealthRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Service   string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Id        string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	// status: PASSING, WARNING or CRITICAL.
+	Status HealthStatus `protobuf:"varint,4,opt,name=status,proto3,enum=roster.v1.HealthStatus" json:"status,omitempty"`
+	// reason is stored as the instance's status_reason when the status
+	// changes (at most 1024 bytes).
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportHealthRequest) Reset() {
+	*x = ReportHealthRequest{}
+	mi := &file_roster_v1_registry_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportHealthRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportHealthRequest) ProtoMessage() {}
+
+func (x *ReportHealthRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportHealthRequest.ProtoReflect.Descriptor instead.
+func (*ReportHealthRequest) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReportHealthRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ReportHealthRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ReportHealthRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReportHealthRequest) GetStatus() HealthStatus {
+	if x != nil {
+		return x.Status
+	}
+	return HealthStatus_HEALTH_STATUS_UNSPECIFIED
+}
+
+func (x *ReportHealthRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ReportHealthResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// ttl of the renewed lease.
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// revision of the status change, or the instance's mod_revision when the
+	// status was already the one reported (nothing was written).
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportHealthResponse) Reset() {
+	*x = ReportHealthResponse{}
+	mi := &file_roster_v1_registry_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportHealthResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportHealthResponse) ProtoMessage() {}
+
+func (x *ReportHealthResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportHealthResponse.ProtoReflect.Descriptor instead.
+func (*ReportHealthResponse) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReportHealthResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ReportHealthResponse) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *ReportHealthResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type SetMaintenanceRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -1454,7 +1598,7 @@ type SetMaintenanceRequest struct {
 
 func (x *SetMaintenanceRequest) Reset() {
 	*x = SetMaintenanceRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[15]
+	mi := &file_roster_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1610,7 @@ func (x *SetMaintenanceRequest) String() string {
 func (*SetMaintenanceRequest) ProtoMessage() {}
 
 func (x *SetMaintenanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[15]
+	mi := &file_roster_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1623,7 @@ func (x *SetMaintenanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMaintenanceRequest.ProtoReflect.Descriptor instead.
 func (*SetMaintenanceRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetMaintenanceRequest) GetNamespace() string {
@@ -1534,7 +1678,7 @@ type SetMaintenanceResponse struct {
 
 func (x *SetMaintenanceResponse) Reset() {
 	*x = SetMaintenanceResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[16]
+	mi := &file_roster_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1690,7 @@ func (x *SetMaintenanceResponse) String() string {
 func (*SetMaintenanceResponse) ProtoMessage() {}
 
 func (x *SetMaintenanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[16]
+	mi := &file_roster_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1703,7 @@ func (x *SetMaintenanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMaintenanceResponse.ProtoReflect.Descriptor instead.
 func (*SetMaintenanceResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetMaintenanceResponse) GetHeader() *ResponseHeader {
@@ -1603,7 +1747,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[17]
+	mi := &file_roster_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1759,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[17]
+	mi := &file_roster_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1772,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchRequest) GetNamespace() string {
@@ -1689,7 +1833,7 @@ type RequestProgressRequest struct {
 
 func (x *RequestProgressRequest) Reset() {
 	*x = RequestProgressRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[18]
+	mi := &file_roster_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1845,7 @@ func (x *RequestProgressRequest) String() string {
 func (*RequestProgressRequest) ProtoMessage() {}
 
 func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[18]
+	mi := &file_roster_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1858,7 @@ func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressRequest.ProtoReflect.Descriptor instead.
 func (*RequestProgressRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RequestProgressRequest) GetProgressId() string {
@@ -1734,7 +1878,7 @@ type RequestProgressResponse struct {
 
 func (x *RequestProgressResponse) Reset() {
 	*x = RequestProgressResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[19]
+	mi := &file_roster_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1890,7 @@ func (x *RequestProgressResponse) String() string {
 func (*RequestProgressResponse) ProtoMessage() {}
 
 func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[19]
+	mi := &file_roster_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1903,7 @@ func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressResponse.ProtoReflect.Descriptor instead.
 func (*RequestProgressResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RequestProgressResponse) GetStreams() uint32 {
@@ -1785,7 +1929,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_roster_v1_registry_proto_msgTypes[20]
+	mi := &file_roster_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1941,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[20]
+	mi := &file_roster_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1954,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -1859,7 +2003,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[21]
+	mi := &file_roster_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2015,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[21]
+	mi := &file_roster_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2028,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -2029,7 +2173,17 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\x02id\x18\x04 \x01(\tR\x02id\x12+\n" +
 	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x12\n" +
-	"\x04code\x18\a \x01(\x05R\x04code\"\xb0\x01\n" +
+	"\x04code\x18\a \x01(\x05R\x04code\"\xa6\x01\n" +
+	"\x13ReportHealthRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12/\n" +
+	"\x06status\x18\x04 \x01(\x0e2\x17.roster.v1.HealthStatusR\x06status\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x92\x01\n" +
+	"\x14ReportHealthResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xb0\x01\n" +
 	"\x15SetMaintenanceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
@@ -2079,7 +2233,7 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x022\x89\n" +
+	"\x11CONSISTENCY_STALE\x10\x022\xda\n" +
 	"\n" +
 	"\bRegistry\x12\xbf\x01\n" +
 	"\bRegister\x12\x1a.roster.v1.RegisterRequest\x1a\x1b.roster.v1.RegisterResponse\"z\x82\xd3\xe4\x93\x02t:\x01*Z\\:\binstance\x1aP/api/v1/services/{instance.namespace}/{instance.service}/instances/{instance.id}\"\x11/api/v1/instances\x12\x88\x01\n" +
@@ -2089,7 +2243,8 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"GetService\x12\x1c.roster.v1.GetServiceRequest\x1a\x1d.roster.v1.GetServiceResponse\".\x82\xd3\xe4\x93\x02(\x12&/api/v1/services/{namespace}/{service}\x12\x89\x01\n" +
 	"\fListServices\x12\x1e.roster.v1.ListServicesRequest\x1a\x1f.roster.v1.ListServicesResponse\"8\x82\xd3\xe4\x93\x022Z\x1e\x12\x1c/api/v1/services/{namespace}\x12\x10/api/v1/services\x12\xd4\x01\n" +
 	"\tHeartbeat\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse\"\x8b\x01\x82\xd3\xe4\x93\x02\x84\x01ZA\x1a?/api/v1/services/{namespace}/{service}/instances/{id}/heartbeat\"?/api/v1/services/{namespace}/{service}/instances/{id}/heartbeat\x12J\n" +
-	"\tKeepAlive\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse(\x010\x01\x12\xed\x01\n" +
+	"\tKeepAlive\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse(\x010\x01\x12O\n" +
+	"\fReportHealth\x12\x1e.roster.v1.ReportHealthRequest\x1a\x1f.roster.v1.ReportHealthResponse\x12\xed\x01\n" +
 	"\x0eSetMaintenance\x12 .roster.v1.SetMaintenanceRequest\x1a!.roster.v1.SetMaintenanceResponse\"\x95\x01\x82\xd3\xe4\x93\x02\x8e\x01:\x01*ZF:\x01*\"A/api/v1/services/{namespace}/{service}/instances/{id}/maintenance\x1aA/api/v1/services/{namespace}/{service}/instances/{id}/maintenance\x12<\n" +
 	"\x05Watch\x12\x17.roster.v1.WatchRequest\x1a\x18.roster.v1.WatchResponse0\x01\x12X\n" +
 	"\x0fRequestProgress\x12!.roster.v1.RequestProgressRequest\x1a\".roster.v1.RequestProgressResponseB<Z:github.com/roster-registry/roster/proto/roster/v1;rosterv1b\x06proto3"
@@ -2107,7 +2262,7 @@ func file_roster_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_roster_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_roster_v1_registry_proto_goTypes = []any{
 	(HealthStatus)(0),               // 0: roster.v1.HealthStatus
 	(Consistency)(0),                // 1: roster.v1.Consistency
@@ -2127,73 +2282,80 @@ var file_roster_v1_registry_proto_goTypes = []any{
 	(*ListServicesResponse)(nil),    // 15: roster.v1.ListServicesResponse
 	(*HeartbeatRequest)(nil),        // 16: roster.v1.HeartbeatRequest
 	(*HeartbeatResponse)(nil),       // 17: roster.v1.HeartbeatResponse
-	(*SetMaintenanceRequest)(nil),   // 18: roster.v1.SetMaintenanceRequest
-	(*SetMaintenanceResponse)(nil),  // 19: roster.v1.SetMaintenanceResponse
-	(*WatchRequest)(nil),            // 20: roster.v1.WatchRequest
-	(*RequestProgressRequest)(nil),  // 21: roster.v1.RequestProgressRequest
-	(*RequestProgressResponse)(nil), // 22: roster.v1.RequestProgressResponse
-	(*Event)(nil),                   // 23: roster.v1.Event
-	(*WatchResponse)(nil),           // 24: roster.v1.WatchResponse
-	nil,                             // 25: roster.v1.Instance.MetadataEntry
-	nil,                             // 26: roster.v1.GetServiceRequest.MetadataEntry
-	(*durationpb.Duration)(nil),     // 27: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 28: google.protobuf.Timestamp
+	(*ReportHealthRequest)(nil),     // 18: roster.v1.ReportHealthRequest
+	(*ReportHealthResponse)(nil),    // 19: roster.v1.ReportHealthResponse
+	(*SetMaintenanceRequest)(nil),   // 20: roster.v1.SetMaintenanceRequest
+	(*SetMaintenanceResponse)(nil),  // 21: roster.v1.SetMaintenanceResponse
+	(*WatchRequest)(nil),            // 22: roster.v1.WatchRequest
+	(*RequestProgressRequest)(nil),  // 23: roster.v1.RequestProgressRequest
+	(*RequestProgressResponse)(nil), // 24: roster.v1.RequestProgressResponse
+	(*Event)(nil),                   // 25: roster.v1.Event
+	(*WatchResponse)(nil),           // 26: roster.v1.WatchResponse
+	nil,                             // 27: roster.v1.Instance.MetadataEntry
+	nil,                             // 28: roster.v1.GetServiceRequest.MetadataEntry
+	(*durationpb.Duration)(nil),     // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 30: google.protobuf.Timestamp
 }
 var file_roster_v1_registry_proto_depIdxs = []int32{
-	27, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	27, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	25, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
-	27, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	29, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	29, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	27, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
+	29, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	3,  // 4: roster.v1.Instance.check:type_name -> roster.v1.HealthCheck
-	27, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
+	29, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
 	0,  // 6: roster.v1.Instance.status:type_name -> roster.v1.HealthStatus
-	28, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
-	27, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
+	30, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
+	29, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
 	4,  // 9: roster.v1.RegisterRequest.instance:type_name -> roster.v1.Instance
 	5,  // 10: roster.v1.RegisterResponse.header:type_name -> roster.v1.ResponseHeader
 	5,  // 11: roster.v1.DeregisterResponse.header:type_name -> roster.v1.ResponseHeader
 	1,  // 12: roster.v1.ReadOptions.consistency:type_name -> roster.v1.Consistency
 	10, // 13: roster.v1.GetServiceRequest.read:type_name -> roster.v1.ReadOptions
-	26, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
-	27, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
+	28, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
+	29, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
 	5,  // 16: roster.v1.GetServiceResponse.header:type_name -> roster.v1.ResponseHeader
 	4,  // 17: roster.v1.GetServiceResponse.instances:type_name -> roster.v1.Instance
 	10, // 18: roster.v1.ListServicesRequest.read:type_name -> roster.v1.ReadOptions
 	5,  // 19: roster.v1.ListServicesResponse.header:type_name -> roster.v1.ResponseHeader
 	14, // 20: roster.v1.ListServicesResponse.services:type_name -> roster.v1.ServiceSummary
 	5,  // 21: roster.v1.HeartbeatResponse.header:type_name -> roster.v1.ResponseHeader
-	27, // 22: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
-	5,  // 23: roster.v1.SetMaintenanceResponse.header:type_name -> roster.v1.ResponseHeader
-	27, // 24: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
-	10, // 25: roster.v1.WatchRequest.start_read:type_name -> roster.v1.ReadOptions
-	2,  // 26: roster.v1.Event.type:type_name -> roster.v1.Event.Type
-	4,  // 27: roster.v1.Event.instance:type_name -> roster.v1.Instance
-	4,  // 28: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
-	5,  // 29: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
-	23, // 30: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
-	6,  // 31: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
-	8,  // 32: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
-	11, // 33: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
-	13, // 34: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
-	16, // 35: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
-	16, // 36: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
-	18, // 37: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
-	20, // 38: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
-	21, // 39: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
-	7,  // 40: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
-	9,  // 41: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
-	12, // 42: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
-	15, // 43: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
-	17, // 44: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
-	17, // 45: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
-	19, // 46: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
-	24, // 47: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
-	22, // 48: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
-	40, // [40:49] is the sub-list for method output_type
-	31, // [31:40] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	29, // 22: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
+	0,  // 23: roster.v1.ReportHealthRequest.status:type_name -> roster.v1.HealthStatus
+	5,  // 24: roster.v1.ReportHealthResponse.header:type_name -> roster.v1.ResponseHeader
+	29, // 25: roster.v1.ReportHealthResponse.ttl:type_name -> google.protobuf.Duration
+	5,  // 26: roster.v1.SetMaintenanceResponse.header:type_name -> roster.v1.ResponseHeader
+	29, // 27: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	10, // 28: roster.v1.WatchRequest.start_read:type_name -> roster.v1.ReadOptions
+	2,  // 29: roster.v1.Event.type:type_name -> roster.v1.Event.Type
+	4,  // 30: roster.v1.Event.instance:type_name -> roster.v1.Instance
+	4,  // 31: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
+	5,  // 32: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
+	25, // 33: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
+	6,  // 34: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
+	8,  // 35: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
+	11, // 36: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
+	13, // 37: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
+	16, // 38: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
+	16, // 39: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
+	18, // 40: roster.v1.Registry.ReportHealth:input_type -> roster.v1.ReportHealthRequest
+	20, // 41: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
+	22, // 42: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
+	23, // 43: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
+	7,  // 44: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
+	9,  // 45: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
+	12, // 46: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
+	15, // 47: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
+	17, // 48: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
+	17, // 49: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
+	19, // 50: roster.v1.Registry.ReportHealth:output_type -> roster.v1.ReportHealthResponse
+	21, // 51: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
+	26, // 52: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
+	24, // 53: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
+	44, // [44:54] is the sub-list for method output_type
+	34, // [34:44] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_roster_v1_registry_proto_init() }
@@ -2212,7 +2374,7 @@ func file_roster_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_registry_proto_rawDesc), len(file_roster_v1_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Registry_ListServices_FullMethodName    = "/roster.v1.Registry/ListServices"
 	Registry_Heartbeat_FullMethodName       = "/roster.v1.Registry/Heartbeat"
 	Registry_KeepAlive_FullMethodName       = "/roster.v1.Registry/KeepAlive"
+	Registry_ReportHealth_FullMethodName    = "/roster.v1.Registry/ReportHealth"
 	Registry_SetMaintenance_FullMethodName  = "/roster.v1.Registry/SetMaintenance"
 	Registry_Watch_FullMethodName           = "/roster.v1.Registry/Watch"
 	Registry_RequestProgress_FullMethodName = "/roster.v1.Registry/RequestProgress"
@@ -53,6 +54,12 @@ type RegistryClient interface {
 	// KeepAlive renews many leases over one stream: each request renews one
 	// instance and is answered by one response, in order.
 	KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HeartbeatRequest, HeartbeatResponse], error)
+	// ReportHealth sets the health of a TTL instance, as its own process
+	// reports it (Consul's TTL check pass/warn/fail): it renews the lease like
+	// a heartbeat and commits a status change when the status differs, through
+	// the same Raft command the cluster's checks commit. FailedPrecondition
+	// for an instance registered without a TTL. Forwarded to the leader.
+	ReportHealth(ctx context.Context, in *ReportHealthRequest, opts ...grpc.CallOption) (*ReportHealthResponse, error)
 	// SetMaintenance disables (drains) or re-enables an instance without deregistering it.
 	SetMaintenance(ctx context.Context, in *SetMaintenanceRequest, opts ...grpc.CallOption) (*SetMaintenanceResponse, error)
 	// Watch streams changes to a namespace or one service, from a revision.
@@ -136,6 +143,16 @@ func (c *registryClient) KeepAlive(ctx context.Context, opts ...grpc.CallOption)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_KeepAliveClient = grpc.BidiStreamingClient[HeartbeatRequest, HeartbeatResponse]
 
+func (c *registryClient) ReportHealth(ctx context.Context, in *ReportHealthRequest, opts ...grpc.CallOption) (*ReportHealthResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportHealthResponse)
+	err := c.cc.Invoke(ctx, Registry_ReportHealth_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *registryClient) SetMaintenance(ctx context.Context, in *SetMaintenanceRequest, opts ...grpc.CallOption) (*SetMaintenanceResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetMaintenanceResponse)
@@ -195,6 +212,12 @@ type RegistryServer interface {
 	// KeepAlive renews many leases over one stream: each request renews one
 	// instance and is answered by one response, in order.
 	KeepAlive(grpc.BidiStreamingServer[HeartbeatRequest, HeartbeatResponse]) error
+	// ReportHealth sets the health of a TTL instance, as its own process
+	// reports it (Consul's TTL check pass/warn/fail): it renews the lease like
+	// a heartbeat and commits a status change when the status differs, through
+	// the same Raft command the cluster's checks commit. FailedPrecondition
+	// for an instance registered without a TTL. Forwarded to the leader.
+	ReportHealth(context.Context, *ReportHealthRequest) (*ReportHealthResponse, error)
 	// SetMaintenance disables (drains) or re-enables an instance without deregistering it.
 	SetMaintenance(context.Context, *SetMaintenanceRequest) (*SetMaintenanceResponse, error)
 	// Watch streams changes to a namespace or one service, from a revision.
@@ -232,6 +255,9 @@ func (UnimplementedRegistryServer) Heartbeat(context.Context, *HeartbeatRequest)
 }
 func (UnimplementedRegistryServer) KeepAlive(grpc.BidiStreamingServer[HeartbeatRequest, HeartbeatResponse]) error {
 	return status.Error(codes.Unimplemented, "method KeepAlive not implemented")
+}
+func (UnimplementedRegistryServer) ReportHealth(context.Context, *ReportHealthRequest) (*ReportHealthResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportHealth not implemented")
 }
 func (UnimplementedRegistryServer) SetMaintenance(context.Context, *SetMaintenanceRequest) (*SetMaintenanceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetMaintenance not implemented")
@@ -360,6 +386,24 @@ func _Registry_KeepAlive_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_KeepAliveServer = grpc.BidiStreamingServer[HeartbeatRequest, HeartbeatResponse]
 
+func _Registry_ReportHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportHealthRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServer).ReportHealth(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Registry_ReportHealth_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServer).ReportHealth(ctx, req.(*ReportHealthRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Registry_SetMaintenance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetMaintenanceRequest)
 	if err := dec(in); err != nil {
@@ -433,6 +477,10 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Heartbeat",
 			Handler:    _Registry_Heartbeat_Handler,
+		},
+		{
+			MethodName: "ReportHealth",
+			Handler:    _Registry_ReportHealth_Handler,
 		},
 		{
 			MethodName: "SetMaintenance",

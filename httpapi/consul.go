@@ -1,0 +1,302 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// The Consul-compatible subset: the agent, catalog, health and status
+// endpoints that Consul's own client, Prometheus' consul_sd_configs and
+// similar tools call. Every handler maps the request onto the Registry and
+// Cluster gRPC services; the mapping, and what differs from Consul, is in
+// the README's "Consul compatibility" section.
+
+// Blocking query bounds, as Consul's: wait defaults to 5m and is capped at 10m.
+const (
+	consulDefaultWait = 5 * time.Minute
+	consulMaxWait     = 10 * time.Minute
+	// consulDefaultDatacenter is what agent/self and every node report
+	// when Config.Datacenter is empty.
+	consulDefaultDatacenter = "dc1"
+	// consulIDCacheSize bounds the service-id → service cache.
+	consulIDCacheSize = 100_000
+)
+
+// consulAPI serves the Consul-compatible routes of one node.
+type consulAPI struct {
+	h  *Handler
+	dc string
+
+	mu sync.Mutex
+	// ids remembers which service a Consul service ID (which names no
+	// service) belongs to: namespace+"/"+id → service. A miss, or a
+	// remembered service that no longer has the instance, is answered by a
+	// scan of the namespace; the gRPC call that follows checks the key.
+	ids map[string]string
+}
+
+// mountConsul adds the Consul-compatible routes to h's mux.
+func (h *Handler) mountConsul() {
+	c := &consulAPI{h: h, dc: h.cfg.Datacenter, ids: map[string]string{}}
+	if c.dc == "" {
+		c.dc = consulDefaultDatacenter
+	}
+	m := h.mux
+	m.HandleFunc("PUT /v1/agent/service/register", c.register)
+	m.HandleFunc("PUT /v1/agent/service/deregister/{id}", c.deregister)
+	m.HandleFunc("PUT /v1/agent/service/maintenance/{id}", c.maintenance)
+	m.HandleFunc("PUT /v1/agent/check/pass/{check}", c.checkStatus(rosterv1.HealthStatus_HEALTH_STATUS_PASSING))
+	m.HandleFunc("PUT /v1/agent/check/warn/{check}", c.checkStatus(rosterv1.HealthStatus_HEALTH_STATUS_WARNING))
+	m.HandleFunc("PUT /v1/agent/check/fail/{check}", c.checkStatus(rosterv1.HealthStatus_HEALTH_STATUS_CRITICAL))
+	m.HandleFunc("PUT /v1/agent/check/update/{check}", c.checkUpdate)
+	m.HandleFunc("GET /v1/agent/self", c.agentSelf)
+	m.HandleFunc("GET /v1/status/leader", c.statusLeader)
+	m.HandleFunc("GET /v1/status/peers", c.statusPeers)
+	m.HandleFunc("GET /v1/catalog/services", c.catalogServices)
+	m.HandleFunc("GET /v1/catalog/service/{service}", c.catalogService)
+	m.HandleFunc("GET /v1/health/service/{service}", c.healthService)
+}
+
+// consulError is a failure with its HTTP status.
+type consulError struct {
+	code int
+	msg  string
+}
+
+func (e *consulError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &consulError{code: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+// writeConsulError answers err: a consulError with its status, a gRPC status
+// mapped to the nearest HTTP status, with the reason in a JSON body.
+func writeConsulError(w http.ResponseWriter, err error) {
+	code, msg := http.StatusInternalServerError, err.Error()
+	if ce, ok := err.(*consulError); ok {
+		code = ce.code
+	} else if st, ok := status.FromError(err); ok {
+		msg = st.Message()
+		code = httpStatus(st.Code())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(map[string]any{"error": msg})
+}
+
+// httpStatus maps a gRPC code to an HTTP status.
+func httpStatus(c codes.Code) int {
+	switch c {
+	case codes.OK:
+		return http.StatusOK
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		return http.StatusBadRequest
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.AlreadyExists, codes.Aborted:
+		return http.StatusConflict
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case codes.Unimplemented:
+		return http.StatusNotImplemented
+	case codes.Canceled:
+		return 499
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// namespace returns the namespace of a request: the ns query parameter, or
+// "default".
+func namespace(r *http.Request) string {
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		return ns
+	}
+	return "default"
+}
+
+// queryOptions are the parameters Consul's reads share.
+type queryOptions struct {
+	read  *rosterv1.ReadOptions
+	index uint64
+	wait  time.Duration
+}
+
+// parseQueryOptions reads stale, consistent, index and wait.
+func parseQueryOptions(r *http.Request) (queryOptions, error) {
+	q := r.URL.Query()
+	var o queryOptions
+	_, stale := q["stale"]
+	_, consistent := q["consistent"]
+	switch {
+	case stale && consistent:
+		return o, badRequest("stale and consistent are mutually exclusive")
+	case stale:
+		o.read = &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE}
+	default:
+		// Consul's default mode reads through the leader; a linearizable
+		// read is at least as fresh.
+		o.read = &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE}
+	}
+	if s := q.Get("index"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return o, badRequest("index %q is not a non-negative integer", s)
+		}
+		o.index = n
+	}
+	o.wait = consulDefaultWait
+	if s := q.Get("wait"); s != "" {
+		d, err := parseConsulDuration(s)
+		if err != nil || d <= 0 {
+			return o, badRequest("wait %q is not a positive duration such as 30s or 5m", s)
+		}
+		o.wait = min(d, consulMaxWait)
+	}
+	return o, nil
+}
+
+// parseConsulDuration reads Consul's duration syntax: a Go duration ("10s",
+// "1m30s"), or a bare number of seconds as Consul's query strings allow.
+func parseConsulDuration(s string) (time.Duration, error) {
+	if n, err := strconv.ParseUint(s, 10, 63); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// setQueryMeta sets the headers Consul's clients read from every read:
+// the index to block on next, whether a leader is known, and how long ago
+// this node heard from it.
+func setQueryMeta(w http.ResponseWriter, index uint64, hdr *rosterv1.ResponseHeader) {
+	// Index 0 would make the next blocking query return at once.
+	w.Header().Set("X-Consul-Index", strconv.FormatUint(max(index, 1), 10))
+	w.Header().Set("X-Consul-KnownLeader", strconv.FormatBool(hdr.GetLeaderId() != ""))
+	w.Header().Set("X-Consul-LastContact", strconv.FormatInt(hdr.GetLastContact().AsDuration().Milliseconds(), 10))
+}
+
+// consulDuration is a duration in a Consul JSON body: a string ("10s") or a
+// number of nanoseconds.
+type consulDuration struct {
+	d   time.Duration
+	set bool
+}
+
+func (d *consulDuration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		if s == "" {
+			return nil
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 10s or 1m", s)
+		}
+		d.d, d.set = v, true
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("%s is not a duration", b)
+	}
+	d.d, d.set = time.Duration(n), n != 0
+	return nil
+}
+
+func (d consulDuration) proto() *durationpb.Duration {
+	if !d.set {
+		return nil
+	}
+	return durationpb.New(d.d)
+}
+
+// remember records which service a Consul service ID belongs to.
+func (c *consulAPI) remember(ns, id, service string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.ids) >= consulIDCacheSize {
+		clear(c.ids)
+	}
+	c.ids[ns+"/"+id] = service
+}
+
+func (c *consulAPI) forget(ns, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.ids, ns+"/"+id)
+}
+
+func (c *consulAPI) cached(ns, id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ids[ns+"/"+id]
+}
+
+// serviceOf finds the service of the instance a Consul service ID names in
+// a namespace: the remembered one when it still has the instance, else a
+// linearizable scan of the namespace. Roster keys instances by service and
+// id, Consul by id alone; an id used by two services is ambiguous.
+func (c *consulAPI) serviceOf(ctx context.Context, ns, id string) (string, error) {
+	if svc := c.cached(ns, id); svc != "" {
+		resp, err := c.h.registry.GetService(ctx, &rosterv1.GetServiceRequest{Namespace: ns, Service: svc})
+		if err != nil {
+			return "", err
+		}
+		for _, in := range resp.Instances {
+			if in.Id == id {
+				return svc, nil
+			}
+		}
+		c.forget(ns, id)
+	}
+	list, err := c.h.registry.ListServices(ctx, &rosterv1.ListServicesRequest{Namespace: ns})
+	if err != nil {
+		return "", err
+	}
+	var found []string
+	for _, s := range list.Services {
+		resp, err := c.h.registry.GetService(ctx, &rosterv1.GetServiceRequest{Namespace: ns, Service: s.Service,
+			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE, MinRevision: list.GetHeader().GetRevision()}})
+		if err != nil {
+			return "", err
+		}
+		for _, in := range resp.Instances {
+			if in.Id == id {
+				found = append(found, s.Service)
+			}
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", &consulError{code: http.StatusNotFound, msg: fmt.Sprintf("unknown service ID %q in namespace %q", id, ns)}
+	case 1:
+		c.remember(ns, id, found[0])
+		return found[0], nil
+	default:
+		return "", &consulError{code: http.StatusConflict, msg: fmt.Sprintf(
+			"service ID %q names instances of services %s in namespace %q; use the Roster API, which keys instances by service and id",
+			id, strings.Join(found, ", "), ns)}
+	}
+}

@@ -1,0 +1,406 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// maxConsulBody bounds a Consul request body.
+const maxConsulBody = 1 << 20
+
+// maxCheckOutput is the longest check output kept (the Registry's limit on
+// a status reason); longer output is cut, as Consul cuts it.
+const maxCheckOutput = 1024
+
+// consulServiceRegistration is the body of PUT /v1/agent/service/register.
+// Fields Roster cannot honour are decoded so they can be refused by name.
+type consulServiceRegistration struct {
+	Kind              string
+	ID                string
+	Name              string
+	Tags              []string
+	Port              int
+	Ports             json.RawMessage
+	Address           string
+	SocketPath        string
+	TaggedAddresses   map[string]json.RawMessage
+	EnableTagOverride bool
+	Meta              map[string]string
+	Weights           *struct{ Passing, Warning int }
+	Check             *consulServiceCheck
+	Checks            []*consulServiceCheck
+	Proxy             json.RawMessage
+	Connect           json.RawMessage
+	Namespace         string
+	Partition         string
+	Locality          json.RawMessage
+}
+
+// consulServiceCheck is one check of a registration.
+type consulServiceCheck struct {
+	CheckID                        string
+	Name                           string
+	ScriptArgs                     []string
+	Args                           []string
+	DockerContainerID              string
+	Shell                          string
+	Interval                       consulDuration
+	Timeout                        consulDuration
+	TTL                            consulDuration
+	HTTP                           string
+	Header                         map[string][]string
+	Method                         string
+	Body                           string
+	TCP                            string
+	TCPUseTLS                      bool
+	UDP                            string
+	Status                         string
+	Notes                          string
+	TLSServerName                  string
+	TLSSkipVerify                  bool
+	GRPC                           string
+	GRPCUseTLS                     bool
+	H2PING                         string
+	AliasNode                      string
+	AliasService                   string
+	OSService                      string
+	SuccessBeforePassing           int
+	FailuresBeforeWarning          int
+	FailuresBeforeCritical         int
+	DeregisterCriticalServiceAfter consulDuration
+}
+
+// rawSet reports whether a raw JSON field carries a value.
+func rawSet(m json.RawMessage) bool {
+	s := strings.TrimSpace(string(m))
+	return s != "" && s != "null" && s != "{}" && s != "[]"
+}
+
+// register maps a Consul service registration onto Registry.Register.
+func (c *consulAPI) register(w http.ResponseWriter, r *http.Request) {
+	var reg consulServiceRegistration
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxConsulBody))
+	if err := dec.Decode(&reg); err != nil {
+		writeConsulError(w, badRequest("request decode failed: %v", err))
+		return
+	}
+	inst, err := c.instance(&reg, r)
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	if _, err := c.h.registry.Register(r.Context(), &rosterv1.RegisterRequest{Instance: inst}); err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	c.remember(inst.Namespace, inst.Id, inst.Service)
+	w.WriteHeader(http.StatusOK)
+}
+
+// instance turns a registration into a Roster instance, or says which of
+// its fields Roster does not support. Validation of what remains (names,
+// sizes, durations) is the Registry's.
+func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*rosterv1.Instance, error) {
+	switch {
+	case reg.Kind != "" && reg.Kind != "typical":
+		return nil, badRequest("Kind %q is not supported: Roster registers plain services, not Connect proxies or gateways", reg.Kind)
+	case rawSet(reg.Proxy), rawSet(reg.Connect):
+		return nil, badRequest("Proxy and Connect are not supported: Roster has no service mesh")
+	case reg.SocketPath != "":
+		return nil, badRequest("SocketPath is not supported: an instance is an address and a port")
+	case len(reg.TaggedAddresses) > 0:
+		return nil, badRequest("TaggedAddresses are not supported: an instance has one address")
+	case rawSet(reg.Ports):
+		return nil, badRequest("Ports are not supported: an instance has one port")
+	case rawSet(reg.Locality):
+		return nil, badRequest("Locality is not supported")
+	case reg.Partition != "" && reg.Partition != "default":
+		return nil, badRequest("Partition %q is not supported; Roster has namespaces only", reg.Partition)
+	case reg.Name == "":
+		return nil, badRequest("missing service name")
+	}
+	ns := reg.Namespace
+	if ns == "" {
+		ns = namespace(r)
+	}
+	id := reg.ID
+	if id == "" {
+		id = reg.Name
+	}
+	addr := reg.Address
+	if addr == "" {
+		// Consul uses its agent's address, the host the service runs on;
+		// the caller's address is the nearest Roster knows.
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			addr = host
+		}
+	}
+	if reg.Port < 0 || reg.Port > 65535 {
+		return nil, badRequest("Port %d is out of range 1-65535", reg.Port)
+	}
+	inst := &rosterv1.Instance{
+		Namespace: ns, Service: reg.Name, Id: id, Address: addr, Port: uint32(reg.Port),
+		Tags: reg.Tags, Metadata: reg.Meta,
+	}
+	if reg.Weights != nil {
+		if reg.Weights.Passing < 0 {
+			return nil, badRequest("Weights.Passing %d must be positive", reg.Weights.Passing)
+		}
+		inst.Weight = uint32(reg.Weights.Passing)
+	}
+	var checks []*consulServiceCheck
+	if reg.Check != nil {
+		checks = append(checks, reg.Check)
+	}
+	for _, ch := range reg.Checks {
+		if ch != nil {
+			checks = append(checks, ch)
+		}
+	}
+	for i, ch := range checks {
+		want := "service:" + id
+		if len(checks) > 1 {
+			want = fmt.Sprintf("service:%s:%d", id, i+1)
+		}
+		if err := applyCheck(inst, ch, want); err != nil {
+			return nil, err
+		}
+	}
+	return inst, nil
+}
+
+// applyCheck adds one Consul check to inst: a TTL becomes the lease, an
+// HTTP, TCP or gRPC check the active check. Roster keeps at most one of each.
+func applyCheck(inst *rosterv1.Instance, ch *consulServiceCheck, wantID string) error {
+	switch {
+	case ch.CheckID != "" && ch.CheckID != wantID:
+		return badRequest("CheckID %q is not supported: Roster names an instance's check %q, as Consul does by default", ch.CheckID, wantID)
+	case len(ch.ScriptArgs) > 0 || len(ch.Args) > 0 || ch.DockerContainerID != "" || ch.Shell != "":
+		return badRequest("script and Docker checks are not supported: Roster runs TTL, HTTP, TCP and gRPC checks")
+	case ch.H2PING != "", ch.UDP != "", ch.OSService != "", ch.AliasNode != "", ch.AliasService != "":
+		return badRequest("H2PING, UDP, OSService and alias checks are not supported: Roster runs TTL, HTTP, TCP and gRPC checks")
+	case ch.Method != "" && !strings.EqualFold(ch.Method, http.MethodGet):
+		return badRequest("HTTP check Method %q is not supported: Roster's HTTP checks send GET", ch.Method)
+	case len(ch.Header) > 0 || ch.Body != "":
+		return badRequest("HTTP check Header and Body are not supported: Roster's HTTP checks send a plain GET")
+	case ch.TLSSkipVerify || ch.TLSServerName != "" || ch.TCPUseTLS || ch.GRPCUseTLS:
+		return badRequest("check TLS options (TLSSkipVerify, TLSServerName, TCPUseTLS, GRPCUseTLS) are not supported")
+	case ch.FailuresBeforeWarning > 0:
+		return badRequest("FailuresBeforeWarning is not supported: a failing check turns an instance critical")
+	case ch.SuccessBeforePassing < 0 || ch.FailuresBeforeCritical < 0:
+		return badRequest("SuccessBeforePassing and FailuresBeforeCritical must not be negative")
+	}
+	active := 0
+	for _, s := range []string{ch.HTTP, ch.TCP, ch.GRPC} {
+		if s != "" {
+			active++
+		}
+	}
+	switch {
+	case ch.TTL.set && active > 0:
+		return badRequest("check %s has a TTL and an HTTP, TCP or gRPC target; a check is one or the other", wantID)
+	case active > 1:
+		return badRequest("check %s has more than one of HTTP, TCP and gRPC", wantID)
+	case ch.TTL.set:
+		if inst.Ttl != nil {
+			return badRequest("more than one TTL check: Roster keeps one TTL per instance")
+		}
+		inst.Ttl = ch.TTL.proto()
+	case active == 1:
+		if inst.Check != nil {
+			return badRequest("more than one HTTP, TCP or gRPC check: Roster runs one active check per instance")
+		}
+		hc := &rosterv1.HealthCheck{
+			Interval: ch.Interval.proto(), Timeout: ch.Timeout.proto(),
+			FailuresBeforeCritical: uint32(ch.FailuresBeforeCritical),
+			SuccessesBeforePassing: uint32(ch.SuccessBeforePassing),
+		}
+		switch {
+		case ch.HTTP != "":
+			hc.Target = &rosterv1.HealthCheck_Http{Http: ch.HTTP}
+		case ch.TCP != "":
+			hc.Target = &rosterv1.HealthCheck_Tcp{Tcp: ch.TCP}
+		default:
+			// Consul's form is host:port, or host:port/service.
+			target, svc, _ := strings.Cut(ch.GRPC, "/")
+			hc.Target = &rosterv1.HealthCheck_Grpc{Grpc: target}
+			hc.GrpcService = svc
+		}
+		if !ch.Interval.set {
+			return badRequest("check %s needs an Interval", wantID)
+		}
+		inst.Check = hc
+	default:
+		return badRequest("check %s needs a TTL, HTTP, TCP or GRPC", wantID)
+	}
+	if ch.DeregisterCriticalServiceAfter.set {
+		d := ch.DeregisterCriticalServiceAfter.proto()
+		// One instance, one bound: the shortest asked for.
+		if inst.DeregisterCriticalAfter == nil || d.AsDuration() < inst.DeregisterCriticalAfter.AsDuration() {
+			inst.DeregisterCriticalAfter = d
+		}
+	}
+	return nil
+}
+
+// deregister maps PUT /v1/agent/service/deregister/:id onto Registry.Deregister.
+func (c *consulAPI) deregister(w http.ResponseWriter, r *http.Request) {
+	ns, id := namespace(r), r.PathValue("id")
+	svc, err := c.serviceOf(r.Context(), ns, id)
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	if _, err := c.h.registry.Deregister(r.Context(), &rosterv1.DeregisterRequest{Namespace: ns, Service: svc, Id: id}); err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	c.forget(ns, id)
+	w.WriteHeader(http.StatusOK)
+}
+
+// maintenance maps PUT /v1/agent/service/maintenance/:id?enable=&reason=
+// onto Registry.SetMaintenance: maintenance on drains the instance.
+func (c *consulAPI) maintenance(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var on bool
+	switch q.Get("enable") {
+	case "true":
+		on = true
+	case "false":
+	case "":
+		writeConsulError(w, badRequest("missing value for enable"))
+		return
+	default:
+		writeConsulError(w, badRequest("enable must be true or false, not %q", q.Get("enable")))
+		return
+	}
+	ns, id := namespace(r), r.PathValue("id")
+	svc, err := c.serviceOf(r.Context(), ns, id)
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	reason := q.Get("reason")
+	if on && reason == "" {
+		reason = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
+	}
+	if _, err := c.h.registry.SetMaintenance(r.Context(), &rosterv1.SetMaintenanceRequest{
+		Namespace: ns, Service: svc, Id: id, Enabled: !on, Reason: reason,
+	}); err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// checkStatus serves PUT /v1/agent/check/pass|warn|fail/:check_id?note=.
+func (c *consulAPI) checkStatus(st rosterv1.HealthStatus) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c.report(w, r, st, r.URL.Query().Get("note"))
+	}
+}
+
+// checkUpdate serves PUT /v1/agent/check/update/:check_id with a body of
+// {"Status": "passing|warning|critical", "Output": "..."}.
+func (c *consulAPI) checkUpdate(w http.ResponseWriter, r *http.Request) {
+	var body struct{ Status, Output string }
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxConsulBody)).Decode(&body); err != nil {
+		writeConsulError(w, badRequest("request decode failed: %v", err))
+		return
+	}
+	var st rosterv1.HealthStatus
+	switch body.Status {
+	case "passing":
+		st = rosterv1.HealthStatus_HEALTH_STATUS_PASSING
+	case "warning":
+		st = rosterv1.HealthStatus_HEALTH_STATUS_WARNING
+	case "critical":
+		st = rosterv1.HealthStatus_HEALTH_STATUS_CRITICAL
+	default:
+		writeConsulError(w, badRequest("invalid check status: %q (passing, warning or critical)", body.Status))
+		return
+	}
+	c.report(w, r, st, body.Output)
+}
+
+// report sends a TTL check's status to Registry.ReportHealth: a pass is a
+// heartbeat, a warn or fail also renews the lease and sets the status.
+func (c *consulAPI) report(w http.ResponseWriter, r *http.Request, st rosterv1.HealthStatus, output string) {
+	ns := namespace(r)
+	svc, id, err := c.checkOwner(r, ns, r.PathValue("check"))
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	if _, err := c.h.registry.ReportHealth(r.Context(), &rosterv1.ReportHealthRequest{
+		Namespace: ns, Service: svc, Id: id, Status: st, Reason: truncateOutput(output),
+	}); err != nil {
+		if status.Code(err) == codes.FailedPrecondition {
+			err = badRequest("check %q is not a TTL check: %s", r.PathValue("check"), status.Convert(err).Message())
+		}
+		writeConsulError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// checkOwner finds the instance a check ID belongs to: "service:ID" or
+// "service:ID:N". A service ID may itself contain ':', so the whole
+// remainder is tried before the one without its ":N".
+func (c *consulAPI) checkOwner(r *http.Request, ns, check string) (svc, id string, err error) {
+	rest, ok := strings.CutPrefix(check, "service:")
+	if !ok || rest == "" {
+		return "", "", &consulError{code: http.StatusNotFound, msg: fmt.Sprintf(
+			"unknown check ID %q: Roster's checks belong to services and are named service:<service-id>", check)}
+	}
+	svc, err = c.serviceOf(r.Context(), ns, rest)
+	if err == nil {
+		return svc, rest, nil
+	}
+	if i := strings.LastIndexByte(rest, ':'); i > 0 && isDigits(rest[i+1:]) {
+		var ce *consulError
+		if errors.As(err, &ce) && ce.code == http.StatusNotFound {
+			id = rest[:i]
+			svc, err = c.serviceOf(r.Context(), ns, id)
+			return svc, id, err
+		}
+	}
+	return "", "", err
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// truncateOutput cuts check output to what the Registry keeps, on a rune
+// boundary.
+func truncateOutput(s string) string {
+	if len(s) <= maxCheckOutput {
+		return s
+	}
+	s = s[:maxCheckOutput]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}

@@ -1,0 +1,492 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// Consul's health status names.
+const (
+	consulPassing  = "passing"
+	consulWarning  = "warning"
+	consulCritical = "critical"
+)
+
+func consulStatus(s rosterv1.HealthStatus) string {
+	switch s {
+	case rosterv1.HealthStatus_HEALTH_STATUS_PASSING:
+		return consulPassing
+	case rosterv1.HealthStatus_HEALTH_STATUS_WARNING:
+		return consulWarning
+	default:
+		// Consul's checks start critical; so does an instance whose first
+		// check result is not in yet.
+		return consulCritical
+	}
+}
+
+// Wire shapes of Consul's responses (the fields its clients read).
+type (
+	consulNode struct {
+		ID              string
+		Node            string
+		Address         string
+		Datacenter      string
+		TaggedAddresses map[string]string
+		Meta            map[string]string
+		CreateIndex     uint64
+		ModifyIndex     uint64
+	}
+	consulWeights struct {
+		Passing int
+		Warning int
+	}
+	consulService struct {
+		ID                string
+		Service           string
+		Tags              []string
+		Meta              map[string]string
+		Port              int
+		Address           string
+		Weights           consulWeights
+		EnableTagOverride bool
+		CreateIndex       uint64
+		ModifyIndex       uint64
+		Namespace         string `json:",omitempty"`
+		Datacenter        string `json:",omitempty"`
+	}
+	consulCheck struct {
+		Node        string
+		CheckID     string
+		Name        string
+		Status      string
+		Notes       string
+		Output      string
+		ServiceID   string
+		ServiceName string
+		ServiceTags []string
+		Type        string
+		Namespace   string `json:",omitempty"`
+		CreateIndex uint64
+		ModifyIndex uint64
+	}
+	consulServiceEntry struct {
+		Node    consulNode
+		Service consulService
+		Checks  []consulCheck
+	}
+	consulCatalogService struct {
+		ID                       string
+		Node                     string
+		Address                  string
+		Datacenter               string
+		TaggedAddresses          map[string]string
+		NodeMeta                 map[string]string
+		ServiceID                string
+		ServiceName              string
+		ServiceAddress           string
+		ServiceTags              []string
+		ServiceMeta              map[string]string
+		ServicePort              int
+		ServiceWeights           consulWeights
+		ServiceEnableTagOverride bool
+		CreateIndex              uint64
+		ModifyIndex              uint64
+		Namespace                string `json:",omitempty"`
+	}
+)
+
+// Roster has no agents: an instance's "node" is its host, named by its
+// address. Filters select on the fields below.
+var (
+	healthSelectors = filterSelectors{
+		fields: map[string]filterKind{
+			"Node.Node": kindString, "Node.Address": kindString, "Node.Datacenter": kindString,
+			"Service.ID": kindString, "Service.Service": kindString, "Service.Address": kindString,
+			"Service.Port": kindString, "Service.Tags": kindList, "Service.Namespace": kindString,
+		},
+		maps: []string{"Service.Meta", "Node.Meta"},
+	}
+	catalogSelectors = filterSelectors{
+		fields: map[string]filterKind{
+			"Node": kindString, "Address": kindString, "Datacenter": kindString,
+			"ServiceID": kindString, "ServiceName": kindString, "ServiceAddress": kindString,
+			"ServicePort": kindString, "ServiceTags": kindList, "Namespace": kindString,
+		},
+		maps: []string{"ServiceMeta", "NodeMeta"},
+	}
+)
+
+// instanceFields are an instance's filterable values under the health
+// endpoint's names; catalogNames renames them for the catalog endpoint.
+func instanceFields(in *rosterv1.Instance, dc string) (map[string]string, map[string][]string, map[string]map[string]string) {
+	return map[string]string{
+			"Node.Node": in.Address, "Node.Address": in.Address, "Node.Datacenter": dc,
+			"Service.ID": in.Id, "Service.Service": in.Service, "Service.Address": in.Address,
+			"Service.Port": strconv.Itoa(int(in.Port)), "Service.Namespace": in.Namespace,
+		}, map[string][]string{"Service.Tags": in.Tags},
+		map[string]map[string]string{"Service.Meta": in.Metadata, "Node.Meta": {}}
+}
+
+var catalogNames = map[string]string{
+	"Node.Node": "Node", "Node.Address": "Address", "Node.Datacenter": "Datacenter",
+	"Service.ID": "ServiceID", "Service.Service": "ServiceName", "Service.Address": "ServiceAddress",
+	"Service.Port": "ServicePort", "Service.Namespace": "Namespace", "Service.Tags": "ServiceTags",
+	"Service.Meta": "ServiceMeta", "Node.Meta": "NodeMeta",
+}
+
+func renamed[V any](m map[string]V) map[string]V {
+	out := make(map[string]V, len(m))
+	for k, v := range m {
+		out[catalogNames[k]] = v
+	}
+	return out
+}
+
+// orEmpty keeps nil lists and maps out of responses, as Consul does.
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func orEmptyMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func checkType(in *rosterv1.Instance) string {
+	switch {
+	case in.GetCheck().GetHttp() != "":
+		return "http"
+	case in.GetCheck().GetTcp() != "":
+		return "tcp"
+	case in.GetCheck().GetGrpc() != "":
+		return "grpc"
+	case in.Ttl != nil:
+		return "ttl"
+	}
+	return ""
+}
+
+// checks are an instance's Consul checks: its own, and while it is drained
+// the critical maintenance check Consul adds.
+func (c *consulAPI) checks(in *rosterv1.Instance) []consulCheck {
+	tags := orEmpty(in.Tags)
+	out := []consulCheck{{
+		Node: in.Address, CheckID: "service:" + in.Id, Name: "Service '" + in.Service + "' check",
+		Status: consulStatus(in.Status), Output: in.StatusReason,
+		ServiceID: in.Id, ServiceName: in.Service, ServiceTags: tags, Type: checkType(in),
+		Namespace: in.Namespace, CreateIndex: in.CreateRevision, ModifyIndex: in.ModRevision,
+	}}
+	if !in.Enabled {
+		out = append(out, consulCheck{
+			Node: in.Address, CheckID: "_service_maintenance:" + in.Id, Name: "Service Maintenance Mode",
+			Status: consulCritical, Notes: in.MaintenanceReason, ServiceID: in.Id, ServiceName: in.Service,
+			ServiceTags: tags, Type: "maintenance", Namespace: in.Namespace,
+			CreateIndex: in.ModRevision, ModifyIndex: in.ModRevision,
+		})
+	}
+	return out
+}
+
+func (c *consulAPI) node(in *rosterv1.Instance) consulNode {
+	return consulNode{Node: in.Address, Address: in.Address, Datacenter: c.dc,
+		TaggedAddresses: map[string]string{}, Meta: map[string]string{},
+		CreateIndex: in.CreateRevision, ModifyIndex: in.ModRevision}
+}
+
+func weights(in *rosterv1.Instance) consulWeights {
+	return consulWeights{Passing: int(in.Weight), Warning: 1}
+}
+
+// serviceQuery is one read of a service's instances, blocking or not.
+type serviceQuery struct {
+	ns, service string
+	opts        queryOptions
+	passing     bool
+	tags        []string
+	filter      filterExpr
+}
+
+// parseServiceQuery reads the parameters of catalog/service and
+// health/service.
+func (c *consulAPI) parseServiceQuery(r *http.Request, sels filterSelectors) (*serviceQuery, error) {
+	opts, err := parseQueryOptions(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	sq := &serviceQuery{ns: namespace(r), service: r.PathValue("service"), opts: opts, tags: q["tag"]}
+	if _, ok := q["passing"]; ok {
+		switch q.Get("passing") {
+		case "", "true", "1":
+			sq.passing = true
+		case "false", "0":
+		default:
+			return nil, badRequest("passing must be true or false, not %q", q.Get("passing"))
+		}
+	}
+	if f := q.Get("filter"); f != "" {
+		e, err := compileFilter(f, sels.known)
+		if err != nil {
+			return nil, badRequest("filter %q: %v (supported selectors: %s)", f, err, sels.names())
+		}
+		sq.filter = e
+	}
+	if _, ok := q["node-meta"]; ok {
+		return nil, badRequest("node-meta is not supported: Roster has no agent nodes")
+	}
+	return sq, nil
+}
+
+// get runs a service query through Registry.GetService: with index it is a
+// blocking query woken only by a change to this service. The index
+// returned is the service's revision.
+func (c *consulAPI) get(ctx context.Context, sq *serviceQuery) (*rosterv1.GetServiceResponse, error) {
+	req := &rosterv1.GetServiceRequest{
+		Namespace: sq.ns, Service: sq.service, Read: sq.opts.read,
+		HealthyOnly: sq.passing, Tags: sq.tags,
+	}
+	if sq.opts.index > 0 {
+		req.WaitRevision = sq.opts.index
+		req.WaitTimeout = durationpb.New(sq.opts.wait)
+	}
+	return c.h.registry.GetService(ctx, req)
+}
+
+// healthService serves GET /v1/health/service/:service.
+func (c *consulAPI) healthService(w http.ResponseWriter, r *http.Request) {
+	sq, err := c.parseServiceQuery(r, healthSelectors)
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	resp, err := c.get(r.Context(), sq)
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	out := []consulServiceEntry{}
+	for _, in := range resp.Instances {
+		if sq.filter != nil && !sq.filter.eval(resolveFrom(instanceFields(in, c.dc))) {
+			continue
+		}
+		out = append(out, consulServiceEntry{
+			Node: c.node(in),
+			Service: consulService{
+				ID: in.Id, Service: in.Service, Tags: orEmpty(in.Tags), Meta: orEmptyMap(in.Metadata),
+				Port: int(in.Port), Address: in.Address, Weights: weights(in),
+				CreateIndex: in.CreateRevision, ModifyIndex: in.ModRevision,
+				Namespace: in.Namespace, Datacenter: c.dc,
+			},
+			Checks: c.checks(in),
+		})
+	}
+	setQueryMeta(w, resp.ServiceRevision, resp.Header)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// catalogService serves GET /v1/catalog/service/:service.
+func (c *consulAPI) catalogService(w http.ResponseWriter, r *http.Request) {
+	sq, err := c.parseServiceQuery(r, catalogSelectors)
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	resp, err := c.get(r.Context(), sq)
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	out := []consulCatalogService{}
+	for _, in := range resp.Instances {
+		if sq.filter != nil {
+			s, l, m := instanceFields(in, c.dc)
+			if !sq.filter.eval(resolveFrom(renamed(s), renamed(l), renamed(m))) {
+				continue
+			}
+		}
+		out = append(out, consulCatalogService{
+			Node: in.Address, Address: in.Address, Datacenter: c.dc,
+			TaggedAddresses: map[string]string{}, NodeMeta: map[string]string{},
+			ServiceID: in.Id, ServiceName: in.Service, ServiceAddress: in.Address,
+			ServiceTags: orEmpty(in.Tags), ServiceMeta: orEmptyMap(in.Metadata), ServicePort: int(in.Port),
+			ServiceWeights: weights(in), CreateIndex: in.CreateRevision, ModifyIndex: in.ModRevision,
+			Namespace: in.Namespace,
+		})
+	}
+	setQueryMeta(w, resp.ServiceRevision, resp.Header)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// catalogServices serves GET /v1/catalog/services: each service of the
+// namespace with the union of its instances' tags. Its index is the
+// registry revision; a blocking query returns once the namespace changes
+// after index.
+func (c *consulAPI) catalogServices(w http.ResponseWriter, r *http.Request) {
+	opts, err := parseQueryOptions(r)
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	if q.Get("filter") != "" {
+		writeConsulError(w, badRequest("filter is not supported on /v1/catalog/services; filter /v1/catalog/service/:name or /v1/health/service/:name"))
+		return
+	}
+	if _, ok := q["node-meta"]; ok {
+		writeConsulError(w, badRequest("node-meta is not supported: Roster has no agent nodes"))
+		return
+	}
+	ns := namespace(r)
+	if opts.index > 0 {
+		if err := c.waitNamespace(r.Context(), ns, opts); err != nil {
+			writeConsulError(w, err)
+			return
+		}
+	}
+	list, err := c.h.registry.ListServices(r.Context(), &rosterv1.ListServicesRequest{Namespace: ns, Read: opts.read})
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	out := map[string][]string{}
+	for _, s := range list.Services {
+		resp, err := c.h.registry.GetService(r.Context(), &rosterv1.GetServiceRequest{Namespace: ns, Service: s.Service,
+			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE, MinRevision: list.GetHeader().GetRevision()}})
+		if err != nil {
+			writeConsulError(w, err)
+			return
+		}
+		tags := []string{}
+		for _, in := range resp.Instances {
+			for _, t := range in.Tags {
+				if !slices.Contains(tags, t) {
+					tags = append(tags, t)
+				}
+			}
+		}
+		slices.Sort(tags)
+		out[s.Service] = tags
+	}
+	setQueryMeta(w, list.GetHeader().GetRevision(), list.Header)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// waitNamespace blocks until a change to the namespace after opts.index,
+// or opts.wait, through a Registry.Watch stream from that revision.
+func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, opts.wait)
+	defer cancel()
+	stream, err := c.h.registry.Watch(ctx, &rosterv1.WatchRequest{
+		Namespace: ns, StartRevision: opts.index, ProgressInterval: durationpb.New(time.Minute),
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := stream.Recv()
+		switch {
+		case err == nil:
+			if len(msg.Events) > 0 || msg.GetReset_() {
+				return nil
+			}
+		case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+			// The wait ran out: answer with what is there, as Consul does.
+			return nil
+		case errors.Is(err, io.EOF):
+			return nil
+		default:
+			return err
+		}
+	}
+}
+
+// agentSelf serves GET /v1/agent/self with what clients read from it:
+// the datacenter, the node's name and its member record.
+func (c *consulAPI) agentSelf(w http.ResponseWriter, r *http.Request) {
+	st, err := c.h.cluster.Status(r.Context(), &rosterv1.StatusRequest{})
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	host, port := splitAddr(st.RaftAddr)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"Config": map[string]any{
+			"Datacenter": c.dc, "PrimaryDatacenter": c.dc, "NodeName": st.NodeId, "NodeID": st.NodeId,
+			"Server": true, "Version": "roster", "Revision": "",
+		},
+		"Member": map[string]any{
+			"Name": st.NodeId, "Addr": host, "Port": port, "Status": 1,
+			"Tags": map[string]string{"role": "roster", "dc": c.dc, "id": st.NodeId},
+		},
+		"Meta": map[string]string{},
+		"Stats": map[string]any{
+			"raft": map[string]string{
+				"state": st.State, "term": strconv.FormatUint(st.Term, 10),
+				"commit_index":  strconv.FormatUint(st.CommitIndex, 10),
+				"applied_index": strconv.FormatUint(st.AppliedIndex, 10),
+			},
+		},
+	})
+}
+
+func splitAddr(hp string) (string, int) {
+	for i := len(hp) - 1; i >= 0; i-- {
+		if hp[i] == ':' {
+			p, _ := strconv.Atoi(hp[i+1:])
+			h := hp[:i]
+			if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+				h = h[1 : len(h)-1]
+			}
+			return h, p
+		}
+	}
+	return hp, 0
+}
+
+// statusLeader serves GET /v1/status/leader: the leader's Raft address, or
+// "" while there is none.
+func (c *consulAPI) statusLeader(w http.ResponseWriter, r *http.Request) {
+	m, err := c.h.cluster.Members(r.Context(), &rosterv1.MembersRequest{})
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	leader := ""
+	for _, mb := range m.Members {
+		if mb.Leader {
+			leader = mb.RaftAddr
+		}
+	}
+	writeJSON(w, http.StatusOK, leader)
+}
+
+// statusPeers serves GET /v1/status/peers: the voters' Raft addresses.
+func (c *consulAPI) statusPeers(w http.ResponseWriter, r *http.Request) {
+	m, err := c.h.cluster.Members(r.Context(), &rosterv1.MembersRequest{})
+	if err != nil {
+		writeConsulError(w, err)
+		return
+	}
+	peers := []string{}
+	for _, mb := range m.Members {
+		if mb.Voter {
+			peers = append(peers, mb.RaftAddr)
+		}
+	}
+	writeJSON(w, http.StatusOK, peers)
+}
