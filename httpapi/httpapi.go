@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
@@ -67,6 +68,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h.mountMetrics()
 	h.mountConsul()
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, status.Errorf(codes.NotFound, "no such endpoint: %s %s (the JSON API is under %s, the Consul-compatible one under /v1/)", r.Method, r.URL.Path, APIPrefix), http.StatusNotFound)
+	})
 	return h, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +74,16 @@ func TestReadyFollowsTheLeader(t *testing.T) {
 	}
 	if code, body := get(t, srv.URL+"/health"); code != http.StatusOK || body["status"] != "ok" {
 		t.Fatalf("/health: %d %v", code, body)
+	}
+}
+
+// TestUnknownPathIsAJSON404: a path no front end serves gets a JSON 404
+// that says where the APIs are.
+func TestUnknownPathIsAJSON404(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	srv := serve(t, c.Nodes[0])
+	code, body := get(t, srv.URL+"/nope")
+	if code != http.StatusNotFound || body["status"] != "NOT_FOUND" || !strings.Contains(body["message"].(string), "/nope") {
+		t.Fatalf("GET /nope: %d %v", code, body)
 	}
 }
