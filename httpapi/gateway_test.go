@@ -177,6 +177,23 @@ func TestJSONAPIThroughFollowers(t *testing.T) {
 		t.Fatalf("heartbeat without a lease: %v", r)
 	}
 
+	// ReportHealth: the instance's own verdict, through a follower.
+	r = call(t, "PUT", b+"/services/default/web/instances/web-1/health",
+		`{"status": "HEALTH_STATUS_WARNING", "reason": "disk 91% full"}`).must(t, http.StatusOK)
+	revH := num(t, r["revision"])
+	r = call(t, "GET", a+"/services/default/web?min_revision="+strconv.FormatUint(revH, 10), "").must(t, http.StatusOK)
+	if w1 := instances(t, r)["web-1"]; w1["status"] != "HEALTH_STATUS_WARNING" || w1["status_reason"] != "disk 91% full" {
+		t.Fatalf("after a reported warning: %v", w1)
+	}
+	r = call(t, "POST", b+"/services/default/web/instances/web-1/health", `{"status": "HEALTH_STATUS_PASSING"}`).must(t, http.StatusOK)
+	if num(t, r["revision"]) <= revH {
+		t.Fatalf("reported passing wrote no change: %v", r)
+	}
+	r = call(t, "PUT", b+"/services/default/web/instances/web-2/health", `{"status": "HEALTH_STATUS_CRITICAL"}`).must(t, http.StatusBadRequest)
+	if r["status"] != "FAILED_PRECONDITION" {
+		t.Fatalf("health of an instance without a lease: %v", r)
+	}
+
 	// Maintenance drains an instance; healthy_only then leaves it out.
 	r = call(t, "PUT", a+"/services/default/web/instances/web-1/maintenance",
 		`{"enabled": false, "reason": "deploy"}`).must(t, http.StatusOK)

@@ -2233,8 +2233,7 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x022\xda\n" +
-	"\n" +
+	"\x11CONSISTENCY_STALE\x10\x022\xe9\v\n" +
 	"\bRegistry\x12\xbf\x01\n" +
 	"\bRegister\x12\x1a.roster.v1.RegisterRequest\x1a\x1b.roster.v1.RegisterResponse\"z\x82\xd3\xe4\x93\x02t:\x01*Z\\:\binstance\x1aP/api/v1/services/{instance.namespace}/{instance.service}/instances/{instance.id}\"\x11/api/v1/instances\x12\x88\x01\n" +
 	"\n" +
@@ -2243,8 +2242,8 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"GetService\x12\x1c.roster.v1.GetServiceRequest\x1a\x1d.roster.v1.GetServiceResponse\".\x82\xd3\xe4\x93\x02(\x12&/api/v1/services/{namespace}/{service}\x12\x89\x01\n" +
 	"\fListServices\x12\x1e.roster.v1.ListServicesRequest\x1a\x1f.roster.v1.ListServicesResponse\"8\x82\xd3\xe4\x93\x022Z\x1e\x12\x1c/api/v1/services/{namespace}\x12\x10/api/v1/services\x12\xd4\x01\n" +
 	"\tHeartbeat\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse\"\x8b\x01\x82\xd3\xe4\x93\x02\x84\x01ZA\x1a?/api/v1/services/{namespace}/{service}/instances/{id}/heartbeat\"?/api/v1/services/{namespace}/{service}/instances/{id}/heartbeat\x12J\n" +
-	"\tKeepAlive\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse(\x010\x01\x12O\n" +
-	"\fReportHealth\x12\x1e.roster.v1.ReportHealthRequest\x1a\x1f.roster.v1.ReportHealthResponse\x12\xed\x01\n" +
+	"\tKeepAlive\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse(\x010\x01\x12\xdd\x01\n" +
+	"\fReportHealth\x12\x1e.roster.v1.ReportHealthRequest\x1a\x1f.roster.v1.ReportHealthResponse\"\x8b\x01\x82\xd3\xe4\x93\x02\x84\x01:\x01*ZA:\x01*\"</api/v1/services/{namespace}/{service}/instances/{id}/health\x1a</api/v1/services/{namespace}/{service}/instances/{id}/health\x12\xed\x01\n" +
 	"\x0eSetMaintenance\x12 .roster.v1.SetMaintenanceRequest\x1a!.roster.v1.SetMaintenanceResponse\"\x95\x01\x82\xd3\xe4\x93\x02\x8e\x01:\x01*ZF:\x01*\"A/api/v1/services/{namespace}/{service}/instances/{id}/maintenance\x1aA/api/v1/services/{namespace}/{service}/instances/{id}/maintenance\x12<\n" +
 	"\x05Watch\x12\x17.roster.v1.WatchRequest\x1a\x18.roster.v1.WatchResponse0\x01\x12X\n" +
 	"\x0fRequestProgress\x12!.roster.v1.RequestProgressRequest\x1a\".roster.v1.RequestProgressResponseB<Z:github.com/roster-registry/roster/proto/roster/v1;rosterv1b\x06proto3"
