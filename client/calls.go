@@ -91,6 +91,15 @@ func (c *Client) Heartbeat(ctx context.Context, req *rosterv1.HeartbeatRequest, 
 	})
 }
 
+// ReportHealth sets a TTL instance's health as its own process sees it
+// (passing, warning or critical) and renews its lease. It is retried like
+// Heartbeat: reporting the same status twice changes nothing.
+func (c *Client) ReportHealth(ctx context.Context, req *rosterv1.ReportHealthRequest, opts ...grpc.CallOption) (*rosterv1.ReportHealthResponse, error) {
+	return call(ctx, c, retryRead, func(ctx context.Context, conn *grpc.ClientConn) (*rosterv1.ReportHealthResponse, error) {
+		return rosterv1.NewRegistryClient(conn).ReportHealth(ctx, req, opts...)
+	})
+}
+
 // SetMaintenance drains (Enabled false) or re-enables an instance. It is
 // retried like Register, with one request id.
 func (c *Client) SetMaintenance(ctx context.Context, req *rosterv1.SetMaintenanceRequest, opts ...grpc.CallOption) (*rosterv1.SetMaintenanceResponse, error) {

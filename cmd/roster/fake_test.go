@@ -140,6 +140,16 @@ func (f *fakeServer) Heartbeat(_ context.Context, req *rosterv1.HeartbeatRequest
 	return &rosterv1.HeartbeatResponse{Namespace: "default", Service: req.GetService(), Id: req.GetId(), Ttl: durationpb.New(30 * time.Second)}, nil
 }
 
+func (f *fakeServer) ReportHealth(_ context.Context, req *rosterv1.ReportHealthRequest) (*rosterv1.ReportHealthResponse, error) {
+	if err := f.record("ReportHealth", req); err != nil {
+		return nil, err
+	}
+	if req.GetStatus() != rosterv1.HealthStatus_HEALTH_STATUS_WARNING || req.GetReason() != "disk full" {
+		return nil, status.Errorf(codes.InvalidArgument, "fake expects warning with reason \"disk full\", got %v %q", req.GetStatus(), req.GetReason())
+	}
+	return &rosterv1.ReportHealthResponse{Revision: 11, Ttl: durationpb.New(30 * time.Second)}, nil
+}
+
 func (f *fakeServer) SetMaintenance(_ context.Context, req *rosterv1.SetMaintenanceRequest) (*rosterv1.SetMaintenanceResponse, error) {
 	if err := f.record("SetMaintenance", req); err != nil {
 		return nil, err

@@ -66,6 +66,10 @@ func TestJSONOutput(t *testing.T) {
 		{name: "remove-node", args: []string{"remove-node", "n3", "-o", "json"}, exact: "{\"node_id\": \"n3\"}\n"},
 		{name: "transfer-leadership", args: []string{"transfer-leadership", "-o", "json"}, exact: "{\"leader_id\": \"n2\"}\n"},
 		{
+			name: "health", args: []string{"health", "payments", "p1", "warning", "--reason", "disk full", "-o", "json"},
+			exact: "{\"namespace\": \"default\", \"service\": \"payments\", \"id\": \"p1\", \"status\": \"warning\", \"revision\": 11, \"ttl\": \"30s\"}\n",
+		},
+		{
 			name: "heartbeat", args: []string{"heartbeat", "payments", "p1", "-o", "json"},
 			exact: "{\"namespace\": \"default\", \"service\": \"payments\", \"id\": \"p1\", \"ttl\": \"30s\"}\n",
 		},
@@ -212,6 +216,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown command", []string{"regster"}, `unknown command "regster"`},
 		{"unknown flag", []string{"get", "payments", "--bogus"}, `unknown flag: --bogus`},
 		{"bad maint state", []string{"maint", "payments", "p1", "maybe"}, `must be on or off`},
+		{"bad health status", []string{"health", "payments", "p1", "sick"}, `status "sick": use passing, warning or critical`},
 		{"bad consistency", []string{"get", "payments", "--consistency", "eventual"}, `must be linearizable or stale`},
 		{"bad output", []string{"status", "-o", "yaml"}, `must be table or json`},
 		{"bad addr", []string{"--addr", "127.0.0.1:99999", "status"}, `--addr: address "127.0.0.1:99999"`},
@@ -304,6 +309,7 @@ func TestTableOutput(t *testing.T) {
 		}},
 		{[]string{"maint", "payments", "p1", "on"}, []string{"drained payments/p1 at revision 9"}},
 		{[]string{"heartbeat", "payments", "p1", "--namespace", "staging"}, []string{"renewed staging/payments/p1 for 30s"}},
+		{[]string{"health", "payments", "p1", "warning", "--reason", "disk full"}, []string{"payments/p1 is warning (revision 11); lease renewed for 30s"}},
 	}
 	for _, tt := range tests {
 		code, stdout, stderr := runCLI(t, testContext(t), f.addr, tt.args...)

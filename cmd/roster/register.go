@@ -260,6 +260,65 @@ func (a *app) heartbeatCommand() *cobra.Command {
 	return cmd
 }
 
+// healthJSON is what health prints with -o json.
+type healthJSON struct {
+	Namespace string `json:"namespace"`
+	Service   string `json:"service"`
+	ID        string `json:"id"`
+	Status    string `json:"status"`
+	Revision  uint64 `json:"revision"`
+	TTL       string `json:"ttl"`
+}
+
+func (a *app) healthCommand() *cobra.Command {
+	var namespace, reason string
+	cmd := &cobra.Command{
+		Use:   "health SERVICE ID passing|warning|critical",
+		Short: "Report a TTL instance's own health and renew its lease",
+		Long: `health sets the status of an instance registered with --ttl, as the
+instance itself judges it, and renews its lease like a heartbeat. A warning
+instance stays listed but leaves healthy-only lookups; a critical one is
+unhealthy until it reports passing again. Reporting the status it already
+has writes nothing. -o json prints {"namespace", "service", "id", "status",
+"revision", "ttl"}.`,
+		Example: `  roster health payments p1 warning --reason "disk 91% full"
+  roster health payments p1 passing`,
+		Args: exactArgs("SERVICE", "ID", "passing|warning|critical"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var st rosterv1.HealthStatus
+			switch args[2] {
+			case "passing":
+				st = rosterv1.HealthStatus_HEALTH_STATUS_PASSING
+			case "warning":
+				st = rosterv1.HealthStatus_HEALTH_STATUS_WARNING
+			case "critical":
+				st = rosterv1.HealthStatus_HEALTH_STATUS_CRITICAL
+			default:
+				return usagef("status %q: use passing, warning or critical", args[2])
+			}
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.ReportHealth(ctx, &rosterv1.ReportHealthRequest{
+					Namespace: namespace, Service: args[0], Id: args[1], Status: st, Reason: reason,
+				})
+				if err != nil {
+					return err
+				}
+				ttl := resp.GetTtl().AsDuration().String()
+				if a.json() {
+					return writeJSON(a.stdout, healthJSON{Namespace: namespace, Service: args[0], ID: args[1],
+						Status: args[2], Revision: resp.GetRevision(), TTL: ttl})
+				}
+				_, err = fmt.Fprintf(a.stdout, "%s is %s (revision %d); lease renewed for %s\n",
+					key(namespace, args[0], args[1]), args[2], resp.GetRevision(), ttl)
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&namespace, "namespace", "default", "namespace of the service")
+	cmd.Flags().StringVar(&reason, "reason", "", "why, kept as the instance's status reason when the status changes")
+	return cmd
+}
+
 func (a *app) maintCommand() *cobra.Command {
 	var namespace, reason string
 	cmd := &cobra.Command{
