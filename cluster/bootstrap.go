@@ -247,7 +247,7 @@ func (n *Node) probeSender() (probeSender, func()) {
 		return n.transport, func() {}
 	}
 	t := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newDialOnly(),
+		Stream:  newDialOnly(n.cfg.RaftTLS),
 		MaxPool: 1,
 		Timeout: n.cfg.ProbeTimeout,
 		Logger:  n.logger.Named("probe"),
@@ -255,15 +255,20 @@ func (n *Node) probeSender() (probeSender, func()) {
 	return t, func() { _ = t.Close() }
 }
 
-// dialOnly is a raft.StreamLayer that dials and never accepts.
+// dialOnly is a raft.StreamLayer that dials (over TLS when the transport
+// uses it) and never accepts.
 type dialOnly struct {
+	tls    *RaftTLS
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newDialOnly() *dialOnly { return &dialOnly{closed: make(chan struct{})} }
+func newDialOnly(t *RaftTLS) *dialOnly { return &dialOnly{tls: t, closed: make(chan struct{})} }
 
 func (d *dialOnly) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if d.tls != nil {
+		return dialTLS(addr, timeout, d.tls.Outgoing)
+	}
 	return net.DialTimeout("tcp", string(addr), timeout)
 }
 

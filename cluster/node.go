@@ -44,6 +44,9 @@ type Config struct {
 	APIAddr string
 	// Transport replaces the TCP transport (tests use raft.InmemTransport).
 	Transport raft.Transport
+	// RaftTLS, when set, runs the Raft transport (and the bootstrap probes)
+	// over mutual TLS instead of plain TCP.
+	RaftTLS *RaftTLS
 
 	// Bootstrap starts a new single-voter cluster when there is no state.
 	Bootstrap bool
@@ -424,9 +427,20 @@ func (n *Node) openTransport() error {
 	if adv.IP == nil || adv.IP.IsUnspecified() {
 		return fmt.Errorf("raft advertise address %q must be a reachable host, not a wildcard", n.cfg.RaftAdvertise)
 	}
-	t, err := raft.NewTCPTransportWithLogger(n.cfg.RaftBind, adv, 5, 10*time.Second, n.logger.Named("transport"))
-	if err != nil {
-		return fmt.Errorf("listen for raft on %s: %w", n.cfg.RaftBind, err)
+	var t *raft.NetworkTransport
+	if n.cfg.RaftTLS != nil {
+		stream, err := newTLSStream(n.cfg.RaftBind, adv, n.cfg.RaftTLS)
+		if err != nil {
+			return fmt.Errorf("listen for raft on %s: %w", n.cfg.RaftBind, err)
+		}
+		t = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: stream, MaxPool: 5, Timeout: 10 * time.Second, Logger: n.logger.Named("transport"),
+		})
+	} else {
+		t, err = raft.NewTCPTransportWithLogger(n.cfg.RaftBind, adv, 5, 10*time.Second, n.logger.Named("transport"))
+		if err != nil {
+			return fmt.Errorf("listen for raft on %s: %w", n.cfg.RaftBind, err)
+		}
 	}
 	n.transport = t
 	n.closers = append(n.closers, t.Close)

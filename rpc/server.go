@@ -6,6 +6,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -52,6 +53,11 @@ type Options struct {
 	Logger      hclog.Logger
 	// Watch tunes watch streams.
 	Watch WatchOptions
+
+	// VerifyPeerServer, when set, must accept the TLS state of the
+	// connection of every call only servers make (a relayed call, Join);
+	// others are refused with PermissionDenied (serveronly.go).
+	VerifyPeerServer func(tls.ConnectionState) error
 }
 
 // Server implements the Registry and Cluster services on one node.
@@ -122,14 +128,14 @@ func New(node *cluster.Node, opts Options) *Server {
 // codec that sends watch events pre-encoded, and a keepalive policy that
 // lets peers and SDK clients ping as often as their keepalive asks.
 func (s *Server) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	return append([]grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.ForceServerCodecV2(newServerCodec()),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxSendMsgSize(256 << 20),
 		grpc.ChainUnaryInterceptor(s.metricsUnary, s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.metricsStream, s.streamInterceptor),
-	}
+	}, s.serverOnlyOptions()...)
 }
 
 // RegisterServices adds Roster's services, grpc.health.v1 and server

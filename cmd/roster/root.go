@@ -50,6 +50,7 @@ type app struct {
 	timeout  time.Duration
 
 	addrs []string
+	tls   tlsFlags
 }
 
 // run executes the command line args and returns the process exit code.
@@ -112,6 +113,7 @@ command line exits 2 before anything is sent.`,
 	flags.StringVar(&a.addrFlag, "addr", addr, "server addresses, HOST:PORT[,HOST:PORT...] (env ROSTER_ADDR)")
 	flags.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	flags.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit of each call")
+	a.registerTLSFlags(flags, getenv)
 
 	root.AddCommand(
 		a.registerCommand(),
@@ -128,6 +130,7 @@ command line exits 2 before anything is sent.`,
 		a.selfPreservationCommand(),
 		a.watchCommand(),
 		a.benchCommand(),
+		a.tlsCommand(),
 	)
 	return root
 }
@@ -147,7 +150,7 @@ func (a *app) parseGlobal() error {
 	if a.timeout <= 0 {
 		return usagef("--timeout %s: must be positive", a.timeout)
 	}
-	return nil
+	return a.parseTLS()
 }
 
 // json reports whether output is JSON.
@@ -155,7 +158,11 @@ func (a *app) json() bool { return a.output == "json" }
 
 // client connects to the cluster. Nothing is sent until the first call.
 func (a *app) client(ctx context.Context) (*client.Client, error) {
-	c, err := client.New(ctx, a.addrs)
+	opts, err := a.clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(ctx, a.addrs, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}

@@ -50,6 +50,8 @@ type flags struct {
 	selfPreservationMinLeases int
 	selfPreservationMaxHold   time.Duration
 	leaseTick                 time.Duration
+
+	tls tlsFlags
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
@@ -95,6 +97,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 			cluster.MinSelfPreservationMaxHold, cluster.MaxSelfPreservationMaxHold))
 	fs.DurationVar(&f.leaseTick, "lease-tick", cluster.DefaultLeaseTick, "granularity of lease timers: an expired lease is acted on within one tick")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
+	f.tls.register(fs)
 }
 
 // applyEnv sets every flag not given on the command line from ROSTER_<FLAG>

@@ -64,8 +64,14 @@ func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, metrics prome
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
+	serve := fe.http.Serve
+	if f.tls.on() {
+		// ServeTLS, not a TLS listener, so HTTP/2 is offered as well.
+		fe.http.TLSConfig = f.tls.conf.API()
+		serve = func(l net.Listener) error { return fe.http.ServeTLS(l, "", "") }
+	}
 	go func() {
-		if err := fe.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- fmt.Errorf("http: %w", err)
 		}
 	}()

@@ -15,7 +15,6 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/roster-registry/roster/cluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
@@ -80,6 +79,10 @@ func run(parent context.Context, f *flags) error {
 	if err != nil {
 		return err
 	}
+	if err := f.tls.load(); err != nil {
+		return err
+	}
+	cfg.RaftTLS = f.tls.raft()
 	level := hclog.LevelFromString(f.logLevel)
 	if level == hclog.NoLevel {
 		return usagef("--log-level %q: use trace, debug, info, warn or error", f.logLevel)
@@ -113,9 +116,11 @@ func run(parent context.Context, f *flags) error {
 	if err != nil {
 		return err
 	}
-	srv := rpc.New(node, rpc.Options{Logger: logger.Named("rpc")})
+	ropts := rpc.Options{Logger: logger.Named("rpc")}
+	f.tls.rpcOptions(&ropts)
+	srv := rpc.New(node, ropts)
 	metrics.MustRegister(srv.Collector())
-	g := grpc.NewServer(srv.ServerOptions()...)
+	g := grpc.NewServer(append(srv.ServerOptions(), f.tls.serverOptions()...)...)
 	srv.RegisterServices(g)
 	srv.Start()
 	serveErr := make(chan error, 1)
@@ -127,7 +132,8 @@ func run(parent context.Context, f *flags) error {
 		_ = node.Shutdown()
 		return err
 	}
-	logger.Info("serving", "node_id", cfg.NodeID, "grpc", cfg.APIAddr, "raft", node.RaftAddr(), "http", front.httpAddr(), "dns", front.dnsAddr(), "dev", f.dev)
+	logger.Info("serving", "node_id", cfg.NodeID, "grpc", cfg.APIAddr, "raft", node.RaftAddr(), "http", front.httpAddr(), "dns", front.dnsAddr(),
+		"tls", f.tls.on(), "dev", f.dev)
 
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -186,7 +192,7 @@ func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.
 	backoff := 200 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		addr := strings.TrimSpace(addrs[attempt%len(addrs)])
-		err := joinOnce(ctx, addr, req)
+		err := joinOnce(ctx, addr, req, f.tls.peerDialOptions())
 		if err == nil {
 			logger.Info("joined the cluster", "via", addr)
 			return
@@ -201,8 +207,8 @@ func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.
 	}
 }
 
-func joinOnce(ctx context.Context, addr string, req *rosterv1.JoinRequest) error {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func joinOnce(ctx context.Context, addr string, req *rosterv1.JoinRequest, dial []grpc.DialOption) error {
+	cc, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return err
 	}

@@ -96,6 +96,8 @@ type Cluster struct {
 	T      testing.TB
 	Procs  []*Proc
 	Roster string
+	// Env is added to the environment of every CLI run (ROSTER_TLS_CA...).
+	Env []string
 }
 
 // newProc describes node i (n1, n2, ...) on two of ports, with its data
@@ -218,6 +220,7 @@ func (c *Cluster) Addrs() string {
 // CLI runs the roster CLI and returns stdout, stderr and the exit code.
 func (c *Cluster) CLI(args ...string) (string, string, int) {
 	cmd := exec.Command(c.Roster, args...)
+	cmd.Env = append(os.Environ(), c.Env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
