@@ -252,7 +252,7 @@ func (n *Node) probeSender() (probeSender, func()) {
 		Timeout: n.cfg.ProbeTimeout,
 		Logger:  n.logger.Named("probe"),
 	})
-	return t, func() { _ = t.Close() }
+	return t, func() { t.CloseStreams(); _ = t.Close() }
 }
 
 // dialOnly is a raft.StreamLayer that dials (over TLS when the transport

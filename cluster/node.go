@@ -443,7 +443,9 @@ func (n *Node) openTransport() error {
 		}
 	}
 	n.transport = t
-	n.closers = append(n.closers, t.Close)
+	// Close leaves pooled connections open, and with them the goroutines
+	// serving them on the peers; close them too.
+	n.closers = append(n.closers, func() error { t.CloseStreams(); return t.Close() })
 	return nil
 }
 
