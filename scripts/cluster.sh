@@ -19,16 +19,23 @@ gRPC on 7420 and HTTP on 7422, n2 on 7430 and 7432, ...). Every node starts
 with the same --initial-cluster.
 
 commands:
-  up [N] [-- FLAGS...]  start an N-node cluster (default 3) and wait for a leader;
+  up [N] [--tls] [-- FLAGS...]
+                        start an N-node cluster (default 3) and wait for a leader;
                         FLAGS are extra rosterd flags for every node (kept for
                         restarts). On an existing cluster, starts nodes that are
-                        down, from their data.
+                        down, from their data. --tls (new clusters only) creates
+                        a CA, a server and a client certificate in DIR/tls with
+                        roster tls, and runs every link over TLS: the APIs with
+                        --tls-verify-incoming (clients need the client
+                        certificate), Raft and forwarding with mutual TLS; up
+                        prints the ROSTER_TLS_* exports the roster CLI needs
   down [--purge]        SIGTERM every node, SIGKILL whatever is left after a
                         bounded wait; --purge also deletes the cluster directory
   status                one line per node: process state and Raft view
   leader                print the leader's node id (exit 1 if there is none)
   addrs [--http]        print the comma-separated gRPC addresses, or with
-                        --http the HTTP base URLs (http://HOST:PORT)
+                        --http the HTTP base URLs (http://HOST:PORT, https://
+                        with --tls)
   kill ID               SIGKILL node ID (kill -9)
   stop ID               SIGTERM node ID and wait for it to exit (SIGKILL and
                         exit 1 if it has not exited in time)
@@ -127,6 +134,14 @@ build_bins() {
 
 nodes=0
 base_port=${ROSTER_BASE_PORT:-7420}
+# tls=1: the cluster runs with TLS, its files in $tls_dir.
+tls=0
+tls_dir=$cluster_dir/tls
+tls_ca=$tls_dir/roster-agent-ca.pem
+tls_server_cert=$tls_dir/dc1-server-roster-0.pem
+tls_server_key=$tls_dir/dc1-server-roster-0-key.pem
+tls_client_cert=$tls_dir/dc1-client-roster-0.pem
+tls_client_key=$tls_dir/dc1-client-roster-0-key.pem
 
 load_state() {
   [[ -f $state_file ]] || die "no cluster in $cluster_dir (run scripts/$prog up)"
@@ -137,6 +152,7 @@ load_state() {
     case $key in
       nodes) nodes=$val ;;
       base_port) base_port=$val ;;
+      tls) tls=$val ;;
     esac
   done <"$state_file"
   if ! is_uint "$nodes" || ((nodes == 0)); then die "$state_file is damaged (nodes='$nodes')"; fi
@@ -164,6 +180,7 @@ node_ports() {
   if has_dns "$1"; then dns_port "$1"; fi
 }
 node_dir() { echo "$cluster_dir/n$1"; }
+http_scheme() { if ((tls)); then echo https; else echo http; fi; }
 
 all_addrs() {
   local i out=
@@ -174,7 +191,7 @@ all_addrs() {
 all_http_urls() {
   local i out=
   for ((i = 1; i <= nodes; i++)); do
-    has_http "$i" && out+=${out:+,}http://$(http_addr "$i")
+    has_http "$i" && out+=${out:+,}$(http_scheme)://$(http_addr "$i")
   done
   echo "$out"
 }
@@ -259,6 +276,7 @@ start_node() {
   env -u ROSTER_NODE_ID -u ROSTER_DATA_DIR -u ROSTER_RAFT_ADDR -u ROSTER_RAFT_ADVERTISE \
     -u ROSTER_GRPC_ADDR -u ROSTER_GRPC_ADVERTISE -u ROSTER_INITIAL_CLUSTER -u ROSTER_HTTP_ADDR \
     -u ROSTER_BOOTSTRAP -u ROSTER_JOIN -u ROSTER_DEV -u ROSTER_INITIAL_CLUSTER_STATE \
+    -u ROSTER_TLS_CA -u ROSTER_TLS_CERT -u ROSTER_TLS_KEY -u ROSTER_TLS_VERIFY_INCOMING -u ROSTER_TLS_SERVER_NAME \
     setsid "${cmd[@]}" >>"$dir/rosterd.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$dir/pid"
@@ -304,9 +322,32 @@ signal_stop() {
 
 # --- talking to nodes -------------------------------------------------------
 
-# node_status I: prints `roster status -o json` of node I, or fails.
+# node_status I: prints `roster status -o json` of node I, or fails. The CLI
+# uses the cluster's client certificate when it runs TLS, and never the
+# caller's ROSTER_TLS_* otherwise.
 node_status() {
-  timeout 4 "$roster_bin" --addr "$(grpc_addr "$1")" --timeout 2s status -o json 2>/dev/null
+  local -a cli=(env -u ROSTER_TLS_CA -u ROSTER_TLS_CERT -u ROSTER_TLS_KEY -u ROSTER_TLS_SERVER_NAME "$roster_bin")
+  ((tls)) && cli+=(--tls-ca "$tls_ca" --tls-cert "$tls_client_cert" --tls-key "$tls_client_key")
+  timeout 4 "${cli[@]}" --addr "$(grpc_addr "$1")" --timeout 2s status -o json 2>/dev/null
+}
+
+# create_tls: a CA, one server certificate (127.0.0.1 and localhost, so
+# every local node can use it) and one client certificate in $tls_dir.
+create_tls() {
+  mkdir -p "$tls_dir"
+  chmod 700 "$tls_dir"
+  "$roster_bin" tls ca create --dir "$tls_dir" >/dev/null || die "roster tls ca create failed"
+  "$roster_bin" tls cert create --server --dir "$tls_dir" >/dev/null || die "roster tls cert create --server failed"
+  "$roster_bin" tls cert create --client --dir "$tls_dir" >/dev/null || die "roster tls cert create --client failed"
+  info "created a CA and certificates in $tls_dir"
+}
+
+# print_exports: what a shell needs to talk to the cluster with roster.
+print_exports() {
+  echo "export ROSTER_ADDR=$(all_addrs)"
+  if ((tls)); then
+    echo "export ROSTER_TLS_CA=$tls_ca ROSTER_TLS_CERT=$tls_client_cert ROSTER_TLS_KEY=$tls_client_key"
+  fi
 }
 
 # find_leader: prints "ID TERM" of the running node that calls itself leader, at
@@ -340,7 +381,7 @@ print_nodes() {
   for ((i = 1; i <= nodes; i++)); do
     pid=$(node_pid "$i")
     http=-
-    has_http "$i" && http=http://$(http_addr "$i")
+    has_http "$i" && http=$(http_scheme)://$(http_addr "$i")
     dns=-
     has_dns "$i" && dns=$host:$(dns_port "$i")
     printf 'n%-3s grpc %s  raft %s:%s  http %s  dns %s  pid %-7s log %s\n' "$i" "$(grpc_addr "$i")" \
@@ -349,13 +390,14 @@ print_nodes() {
 }
 
 cmd_up() {
-  local want='' arg
+  local want='' arg want_tls=0
   local -a extra=()
   while (($#)); do
     arg=$1
     shift
     case $arg in
       --) extra=("$@"); break ;;
+      --tls) want_tls=1 ;;
       -h | --help) usage; exit 0 ;;
       *)
         [[ -z $want ]] || usage_error "up: unexpected argument '$arg'"
@@ -374,7 +416,9 @@ cmd_up() {
       die "the cluster in $cluster_dir has $nodes nodes, not $want; run 'scripts/$prog down --purge' first to change its size"
     fi
     ((${#extra[@]} == 0)) || die "up: extra flags are only taken by a new cluster; run 'scripts/$prog down --purge' first"
+    ((want_tls <= tls)) || die "up: --tls is only taken by a new cluster; run 'scripts/$prog down --purge' first"
   else
+    tls=$want_tls
     nodes=${want:-3}
     if ! is_uint "$base_port" || ((base_port == 0 || base_port + 10 * nodes > 65535)); then
       usage_error "ROSTER_BASE_PORT must be a port number leaving room for $nodes nodes, got '$base_port'"
@@ -390,7 +434,7 @@ cmd_up() {
     resolve_bins
     echo "cluster already up: $nodes nodes in $cluster_dir"
     print_nodes
-    echo "export ROSTER_ADDR=$(all_addrs)"
+    print_exports
     return 0
   fi
 
@@ -411,6 +455,11 @@ cmd_up() {
     local initial=
     for ((i = 1; i <= nodes; i++)); do initial+=${initial:+,}n$i=$host:$(raft_port "$i"); done
     mkdir -p "$cluster_dir"
+    local -a tls_flags=()
+    if ((tls)); then
+      [[ -e $tls_dir ]] || create_tls
+      tls_flags=(--tls-ca "$tls_ca" --tls-cert "$tls_server_cert" --tls-key "$tls_server_key" --tls-verify-incoming)
+    fi
     for ((i = 1; i <= nodes; i++)); do
       local dir
       dir=$(node_dir "$i")
@@ -418,9 +467,9 @@ cmd_up() {
       printf '%s\n' "$rosterd_bin" --node-id "n$i" --data-dir "$dir/data" \
         --raft-addr "$host:$(raft_port "$i")" --grpc-addr "$(grpc_addr "$i")" \
         --http-addr "$(http_addr "$i")" --dns-addr "$host:$(dns_port "$i")" \
-        --initial-cluster "$initial" ${extra[@]+"${extra[@]}"} >"$dir/cmdline"
+        --initial-cluster "$initial" ${tls_flags[@]+"${tls_flags[@]}"} ${extra[@]+"${extra[@]}"} >"$dir/cmdline"
     done
-    printf 'nodes=%s\nbase_port=%s\n' "$nodes" "$base_port" >"$state_file"
+    printf 'nodes=%s\nbase_port=%s\ntls=%s\n' "$nodes" "$base_port" "$tls" >"$state_file"
   fi
 
   ((fresh)) || info "starting ${#down[@]} stopped node(s) of the cluster in $cluster_dir from their data"
@@ -446,7 +495,7 @@ cmd_up() {
   touch "$cluster_dir/formed"
   print_nodes
   echo "cluster ready: $nodes nodes, leader ${leader% *} (term ${leader#* }) after $((SECONDS - started))s"
-  echo "export ROSTER_ADDR=$(all_addrs)"
+  print_exports
 }
 
 # up_failed MESSAGE [nI...]: shows the log tails of the given (or all) nodes and,
