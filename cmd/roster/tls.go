@@ -82,6 +82,13 @@ Server certificates carry the name server.<dc>.roster, which servers require
 of each other on the Raft port and for calls only servers make: a client
 certificate signed by the same CA cannot join the cluster or act as a
 server. Keys are ECDSA P-256 and written 0600; no file is ever overwritten.`,
+		Example: `  roster tls ca create
+  roster tls cert create --server --ip 10.0.0.1     # once per server
+  roster tls cert create --client
+  rosterd ... --tls-ca roster-agent-ca.pem --tls-cert dc1-server-roster-0.pem \
+    --tls-key dc1-server-roster-0-key.pem --tls-verify-incoming
+  roster --tls-ca roster-agent-ca.pem --tls-cert dc1-client-roster-0.pem \
+    --tls-key dc1-client-roster-0-key.pem status`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

@@ -36,6 +36,7 @@ func main() {
 	zone := flag.String("zone", "", "prefer instances in this zone")
 	interval := flag.Duration("interval", 0, "pause between calls")
 	report := flag.Duration("report", 0, "print the counts so far to stderr this often (0: never)")
+	registryTLS := echo.RegistryTLSFlags()
 	flag.Parse()
 
 	log := hclog.New(&hclog.LoggerOptions{Name: "echo-client", Level: hclog.Warn})
@@ -44,7 +45,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	if err := run(log, *registry, policy, *service, *zone, *calls, *interval, *report); err != nil {
+	if err := run(log, *registry, registryTLS, policy, *service, *zone, *calls, *interval, *report); err != nil {
 		log.Error("echo client failed", "error", err)
 		os.Exit(1)
 	}
@@ -58,9 +59,13 @@ func policyNames() string {
 	return strings.Join(names, ", ")
 }
 
-func run(log hclog.Logger, registry string, policy balancer.Policy, service, zone string, calls int, interval, report time.Duration) error {
+func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, policy balancer.Policy, service, zone string, calls int, interval, report time.Duration) error {
 	ctx := context.Background()
-	c, err := client.New(ctx, strings.Split(registry, ","), client.WithLogger(log))
+	tlsOpts, err := registryTLS.Options()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(ctx, strings.Split(registry, ","), append(tlsOpts, client.WithLogger(log))...)
 	if err != nil {
 		return err
 	}

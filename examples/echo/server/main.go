@@ -31,16 +31,17 @@ func main() {
 	id := flag.String("id", "", "instance id (default: the listen address)")
 	zone := flag.String("zone", "", "zone of this instance")
 	ttl := flag.Duration("ttl", 10*time.Second, "TTL of the instance's lease")
+	registryTLS := echo.RegistryTLSFlags()
 	flag.Parse()
 
 	log := hclog.New(&hclog.LoggerOptions{Name: "echo-server", Level: hclog.Info})
-	if err := run(log, *registry, *listen, uint32(*weight), *service, *id, *zone, *ttl); err != nil {
+	if err := run(log, *registry, registryTLS, *listen, uint32(*weight), *service, *id, *zone, *ttl); err != nil {
 		log.Error("echo server failed", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(log hclog.Logger, registry, listen string, weight uint32, service, id, zone string, ttl time.Duration) error {
+func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, listen string, weight uint32, service, id, zone string, ttl time.Duration) error {
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil || host == "" {
 		return fmt.Errorf("--listen %q: want HOST:PORT with a host clients can reach", listen)
@@ -59,7 +60,11 @@ func run(log hclog.Logger, registry, listen string, weight uint32, service, id, 
 	defer srv.GracefulStop()
 
 	ctx := context.Background()
-	c, err := client.New(ctx, strings.Split(registry, ","), client.WithLogger(log))
+	tlsOpts, err := registryTLS.Options()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(ctx, strings.Split(registry, ","), append(tlsOpts, client.WithLogger(log))...)
 	if err != nil {
 		return err
 	}

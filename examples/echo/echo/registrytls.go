@@ -1,0 +1,58 @@
+package echo
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/roster-registry/roster/client"
+)
+
+// RegistryTLS holds the flags that connect an example to a Roster cluster
+// running TLS: --registry-ca, and --registry-cert with --registry-key for
+// servers that verify incoming connections.
+type RegistryTLS struct {
+	ca, cert, key *string
+}
+
+// RegistryTLSFlags registers the flags on the default flag set.
+func RegistryTLSFlags() *RegistryTLS {
+	return &RegistryTLS{
+		ca:   flag.String("registry-ca", os.Getenv("ROSTER_TLS_CA"), "connect to Roster over TLS, trusting this CA's PEM file (env ROSTER_TLS_CA)"),
+		cert: flag.String("registry-cert", os.Getenv("ROSTER_TLS_CERT"), "client certificate for Roster (env ROSTER_TLS_CERT)"),
+		key:  flag.String("registry-key", os.Getenv("ROSTER_TLS_KEY"), "key of --registry-cert (env ROSTER_TLS_KEY)"),
+	}
+}
+
+// Options returns the SDK options the flags ask for: client.WithTLS when a
+// CA or certificate is given.
+func (r *RegistryTLS) Options() ([]client.Option, error) {
+	if *r.ca == "" && *r.cert == "" && *r.key == "" {
+		return nil, nil
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if *r.ca != "" {
+		pem, err := os.ReadFile(*r.ca)
+		if err != nil {
+			return nil, err
+		}
+		conf.RootCAs = x509.NewCertPool()
+		if !conf.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", *r.ca)
+		}
+	}
+	if (*r.cert == "") != (*r.key == "") {
+		return nil, errors.New("--registry-cert and --registry-key go together")
+	}
+	if *r.cert != "" {
+		pair, err := tls.LoadX509KeyPair(*r.cert, *r.key)
+		if err != nil {
+			return nil, err
+		}
+		conf.Certificates = []tls.Certificate{pair}
+	}
+	return []client.Option{client.WithTLS(conf)}, nil
+}
