@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/internal/certs"
@@ -126,5 +127,34 @@ func TestForwardingTakesServerCertificatesOnly(t *testing.T) {
 				t.Fatalf("a client certificate on the leader: %v", err)
 			}
 		})
+	}
+}
+
+// TestInProcessCallsAreNeverServers: the in-process connection of the HTTP
+// front end carries no TLS, so a call over it marked as relayed is refused
+// when servers must prove themselves, and an unmarked one is served.
+func TestInProcessCallsAreNeverServers(t *testing.T) {
+	f := newTLSFiles(t)
+	c := testcluster.New(t, 1, testcluster.Options{
+		Server: func(o *rpc.Options) { o.VerifyPeerServer = f.node.VerifyServer },
+		GRPCOptions: func(string) []grpc.ServerOption {
+			return []grpc.ServerOption{grpc.Creds(rpc.ServerCredentials(f.node.API()))}
+		},
+	})
+	conn, err := rpc.InProcess(c.Leader().GRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reg := rosterv1.NewRegistryClient(conn)
+	inst := &rosterv1.Instance{Namespace: "default", Service: "web", Id: "a", Address: "10.0.0.1", Port: 80}
+	marked := metadata.AppendToOutgoingContext(ctx, "roster-forwarded", "n9")
+	if _, err := reg.Register(marked, &rosterv1.RegisterRequest{Instance: inst}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("in-process call marked as relayed: %v, want PermissionDenied", err)
+	}
+	if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: inst}); err != nil {
+		t.Fatalf("in-process call: %v", err)
 	}
 }

@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,3 +170,74 @@ func (d tlsDialer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 func (d tlsDialer) Accept() (net.Conn, error) { <-d.closed; return nil, net.ErrClosed }
 func (d tlsDialer) Close() error              { close(d.closed); return nil }
 func (tlsDialer) Addr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// TestTLSHTTPFrontEnd runs one rosterd --dev with TLS on gRPC and HTTP and
+// --tls-verify-incoming: HTTPS with the client certificate is served (the
+// in-process gRPC connection behind it needs no TLS), plaintext HTTP and
+// HTTPS without a certificate are not.
+func TestTLSHTTPFrontEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real process")
+	}
+	rosterd, roster := Binaries(t)
+	dir := t.TempDir()
+	tlsFiles(t, roster, dir)
+	ca := filepath.Join(dir, "roster-agent-ca.pem")
+	ports := FreePorts(t, 2)
+	addr, httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
+	p := &Proc{ID: "dev", GRPC: addr, LogPath: filepath.Join(dir, "dev.log"), rosterd: rosterd, t: t,
+		args: []string{"--dev", "--grpc-addr", addr, "--http-addr", httpAddr, "--tls-ca", ca,
+			"--tls-cert", filepath.Join(dir, "dc1-server-roster-0.pem"), "--tls-key", filepath.Join(dir, "dc1-server-roster-0-key.pem"),
+			"--tls-verify-incoming"}}
+	p.Start()
+	t.Cleanup(p.Kill)
+	c := &Cluster{T: t, Roster: roster, Procs: []*Proc{p}, Env: []string{"ROSTER_TLS_CA=" + ca,
+		"ROSTER_TLS_CERT=" + filepath.Join(dir, "dc1-client-roster-0.pem"), "ROSTER_TLS_KEY=" + filepath.Join(dir, "dc1-client-roster-0-key.pem")}}
+	c.Leader()
+
+	httpClient := func(withCert bool) *http.Client {
+		cert, key := "", ""
+		if withCert {
+			cert, key = filepath.Join(dir, "dc1-client-roster-0.pem"), filepath.Join(dir, "dc1-client-roster-0-key.pem")
+		}
+		conf, err := tlsconfig.Client(ca, cert, key, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}}
+	}
+	base := "https://" + httpAddr
+	var resp *http.Response
+	c.Eventually("HTTPS /health", 20*time.Second, func() bool {
+		r, err := httpClient(true).Get(base + "/health")
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		resp = r
+		return r.StatusCode == http.StatusOK
+	})
+	t.Logf("HTTPS /health: %s over %s", resp.Status, resp.Proto)
+	if _, err := httpClient(false).Get(base + "/health"); err == nil {
+		t.Fatal("HTTPS without a client certificate was served")
+	}
+	if r, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + httpAddr + "/health"); err == nil {
+		r.Body.Close()
+		if r.StatusCode == http.StatusOK {
+			t.Fatal("plaintext HTTP was served")
+		}
+	}
+
+	body := `{"instance":{"service":"web","id":"h1","address":"10.0.0.9","port":8080}}`
+	r, err := httpClient(true).Post(base+"/api/v1/instances", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("HTTPS register: %s", r.Status)
+	}
+	if got := c.ids(addr); got["h1"] != 8080 {
+		t.Fatalf("after HTTPS register: %v", got)
+	}
+}
