@@ -61,11 +61,15 @@ func policyNames() string {
 
 func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, policy balancer.Policy, service, zone string, calls int, interval, report time.Duration) error {
 	ctx := context.Background()
-	tlsOpts, err := registryTLS.Options()
+	opts := []client.Option{client.WithLogger(log)}
+	tlsConf, err := registryTLS.Config()
 	if err != nil {
 		return err
 	}
-	c, err := client.New(ctx, strings.Split(registry, ","), append(tlsOpts, client.WithLogger(log))...)
+	if tlsConf != nil {
+		opts = append(opts, client.WithTLS(tlsConf))
+	}
+	c, err := client.New(ctx, strings.Split(registry, ","), opts...)
 	if err != nil {
 		return err
 	}

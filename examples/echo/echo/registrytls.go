@@ -7,8 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-
-	"github.com/roster-registry/roster/client"
 )
 
 // RegistryTLS holds the flags that connect an example to a Roster cluster
@@ -27,9 +25,9 @@ func RegistryTLSFlags() *RegistryTLS {
 	}
 }
 
-// Options returns the SDK options the flags ask for: client.WithTLS when a
-// CA or certificate is given.
-func (r *RegistryTLS) Options() ([]client.Option, error) {
+// Config returns the TLS configuration the flags ask for, for
+// client.WithTLS, or nil when no flag is given.
+func (r *RegistryTLS) Config() (*tls.Config, error) {
 	if *r.ca == "" && *r.cert == "" && *r.key == "" {
 		return nil, nil
 	}
@@ -54,5 +52,5 @@ func (r *RegistryTLS) Options() ([]client.Option, error) {
 		}
 		conf.Certificates = []tls.Certificate{pair}
 	}
-	return []client.Option{client.WithTLS(conf)}, nil
+	return conf, nil
 }

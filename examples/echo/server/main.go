@@ -60,11 +60,15 @@ func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, liste
 	defer srv.GracefulStop()
 
 	ctx := context.Background()
-	tlsOpts, err := registryTLS.Options()
+	opts := []client.Option{client.WithLogger(log)}
+	tlsConf, err := registryTLS.Config()
 	if err != nil {
 		return err
 	}
-	c, err := client.New(ctx, strings.Split(registry, ","), append(tlsOpts, client.WithLogger(log))...)
+	if tlsConf != nil {
+		opts = append(opts, client.WithTLS(tlsConf))
+	}
+	c, err := client.New(ctx, strings.Split(registry, ","), opts...)
 	if err != nil {
 		return err
 	}
