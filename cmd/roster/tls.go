@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/internal/certs"
@@ -68,6 +70,19 @@ func (a *app) clientOptions() ([]client.Option, error) {
 		a.tls.conf = conf
 	}
 	return []client.Option{client.WithTLS(a.tls.conf)}, nil
+}
+
+// transportCredentials are the credentials of a command that dials gRPC
+// itself instead of through the SDK client: TLS when any TLS flag is
+// given, otherwise plaintext.
+func (a *app) transportCredentials() (credentials.TransportCredentials, error) {
+	if !a.tls.on() {
+		return insecure.NewCredentials(), nil
+	}
+	if _, err := a.clientOptions(); err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(a.tls.conf), nil
 }
 
 func (a *app) tlsCommand() *cobra.Command {
