@@ -186,7 +186,7 @@ func TestTLSHTTPFrontEnd(t *testing.T) {
 	ports := FreePorts(t, 2)
 	addr, httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	p := &Proc{ID: "dev", GRPC: addr, LogPath: filepath.Join(dir, "dev.log"), rosterd: rosterd, t: t,
-		args: []string{"--dev", "--grpc-addr", addr, "--http-addr", httpAddr, "--tls-ca", ca,
+		args: []string{"--dev", "--grpc-addr", addr, "--http-addr", httpAddr, "--dns-addr", "", "--tls-ca", ca,
 			"--tls-cert", filepath.Join(dir, "dc1-server-roster-0.pem"), "--tls-key", filepath.Join(dir, "dc1-server-roster-0-key.pem"),
 			"--tls-verify-incoming"}}
 	p.Start()
