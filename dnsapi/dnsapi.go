@@ -47,6 +47,10 @@ type Config struct {
 	Timeout time.Duration
 	// Logger; a null logger when nil.
 	Logger hclog.Logger
+	// Token is the ACL token secret every lookup is made with. With ACLs
+	// on, a name is answered only if this token may read its service; no
+	// token reads nothing, and every lookup is REFUSED.
+	Token string
 }
 
 // Server serves DNS over UDP and TCP on one address.

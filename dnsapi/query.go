@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/miekg/dns"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
@@ -173,6 +174,9 @@ func parseService(labels []string) (lookup, bool) {
 func (h *handler) instances(lk lookup) ([]*rosterv1.Instance, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
 	defer cancel()
+	if h.cfg.Token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+h.cfg.Token)
+	}
 	req := &rosterv1.GetServiceRequest{
 		Namespace:   lk.namespace,
 		Service:     lk.service,
@@ -187,6 +191,9 @@ func (h *handler) instances(lk lookup) ([]*rosterv1.Instance, int) {
 	case codes.OK:
 	case codes.NotFound, codes.InvalidArgument:
 		return nil, dns.RcodeNameError
+	case codes.PermissionDenied:
+		// ACLs are on and the DNS token may not read this service.
+		return nil, dns.RcodeRefused
 	default:
 		h.logger.Warn("dns lookup failed", "namespace", lk.namespace, "service", lk.service, "error", err)
 		return nil, dns.RcodeServerFailure

@@ -32,6 +32,12 @@ const (
 	// Request), so the state machine applies it at most once. It is not
 	// skippable: a node that cannot deduplicate must stop, not diverge.
 	RequestType CommandType = 10
+	// ACLSetTokenType creates an ACL token, or bootstraps ACLs (raftcmd
+	// ACLSetToken). Not skippable: a node that ignored it would authorize
+	// differently from its peers.
+	ACLSetTokenType CommandType = 11
+	// ACLDeleteTokenType deletes an ACL token (raftcmd ACLDeleteToken).
+	ACLDeleteTokenType CommandType = 12
 
 	// SkippableFlag marks a command that older nodes may safely ignore.
 	SkippableFlag CommandType = 0x80

@@ -51,6 +51,16 @@ var handlers = map[CommandType]handler{
 		return 0, w.RemoveMember(c.NodeId)
 	}),
 	SelfPreservationType: typed(applySelfPreservation),
+	ACLSetTokenType: typed(func(w *store.WriteTxn, c *raftcmdv1.ACLSetToken) (uint64, error) {
+		t := c.GetToken()
+		if t.GetAccessorId() == "" || len(t.GetSecretSha256()) == 0 {
+			return 0, fmt.Errorf("%w: token without accessor id or secret digest", errDecode)
+		}
+		return 0, w.SetToken(store.TokenFromRecord(t), c.Bootstrap)
+	}),
+	ACLDeleteTokenType: typed(func(w *store.WriteTxn, c *raftcmdv1.ACLDeleteToken) (uint64, error) {
+		return 0, w.DeleteToken(c.AccessorId)
+	}),
 }
 
 // applySelfPreservation applies a settings change or a hold mark.

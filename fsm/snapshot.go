@@ -25,7 +25,8 @@ type snapshot struct {
 
 // Persist writes: header, then one length-delimited record per instance,
 // service revision and member, remembered request result, and the
-// self-preservation settings when set, then an end record with the count.
+// self-preservation settings when set, ACL tokens and the bootstrap mark,
+// then an end record with the count.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.write(sink); err != nil {
 		_ = sink.Cancel()
@@ -77,6 +78,17 @@ func (s *snapshot) write(sink io.Writer) error {
 	if sp := s.view.SelfPreservation(); !sp.IsZero() {
 		put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Settings{
 			Settings: store.SelfPreservationSettingsToRecord(sp)}})
+	}
+	if werr != nil {
+		return werr
+	}
+	if err := s.view.Tokens(func(t *store.Token) bool {
+		return put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_AclToken{AclToken: store.TokenToRecord(t)}})
+	}); err != nil {
+		return err
+	}
+	if s.view.ACLBootstrapped() {
+		put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_AclState{AclState: &raftcmdv1.ACLState{Bootstrapped: true}}})
 	}
 	if werr != nil {
 		return werr
@@ -152,6 +164,14 @@ func restore(s *store.Store, r io.Reader) (uint64, error) {
 				}
 			case *raftcmdv1.SnapshotRecord_Request:
 				if err := rs.Request(store.RequestResultFromRecord(r.Request)); err != nil {
+					return fmt.Errorf("record %d: %w", n, err)
+				}
+			case *raftcmdv1.SnapshotRecord_AclToken:
+				if err := rs.Token(store.TokenFromRecord(r.AclToken)); err != nil {
+					return fmt.Errorf("record %d: %w", n, err)
+				}
+			case *raftcmdv1.SnapshotRecord_AclState:
+				if err := rs.ACLBootstrapped(r.AclState.GetBootstrapped()); err != nil {
 					return fmt.Errorf("record %d: %w", n, err)
 				}
 			case *raftcmdv1.SnapshotRecord_End:

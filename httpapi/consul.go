@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -53,7 +54,7 @@ func (h *Handler) mountConsul() {
 	if c.dc == "" {
 		c.dc = consulDefaultDatacenter
 	}
-	m := h.mux
+	m := consulMux{h.mux}
 	m.HandleFunc("PUT /v1/agent/service/register", c.register)
 	m.HandleFunc("PUT /v1/agent/service/deregister/{id}", c.deregister)
 	m.HandleFunc("PUT /v1/agent/service/maintenance/{id}", c.maintenance)
@@ -67,6 +68,32 @@ func (h *Handler) mountConsul() {
 	m.HandleFunc("GET /v1/catalog/services", c.catalogServices)
 	m.HandleFunc("GET /v1/catalog/service/{service}", c.catalogService)
 	m.HandleFunc("GET /v1/health/service/{service}", c.healthService)
+}
+
+// consulMux mounts Consul routes, each seeing the caller's ACL token as
+// the outgoing token of its gRPC calls.
+type consulMux struct{ mux *http.ServeMux }
+
+func (m consulMux) HandleFunc(pattern string, fn http.HandlerFunc) {
+	m.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if tok := consulToken(r); tok != "" {
+			r = r.WithContext(metadata.AppendToOutgoingContext(r.Context(), "authorization", "Bearer "+tok))
+		}
+		fn(w, r)
+	})
+}
+
+// consulToken returns the ACL token of a Consul API request, where Consul
+// takes it from: the X-Consul-Token header, then "Authorization: Bearer",
+// then the token query parameter.
+func consulToken(r *http.Request) string {
+	if t := r.Header.Get("X-Consul-Token"); t != "" {
+		return t
+	}
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return r.URL.Query().Get("token")
 }
 
 // consulError is a failure with its HTTP status.
@@ -90,6 +117,10 @@ func writeConsulError(w http.ResponseWriter, err error) {
 	} else if st, ok := status.FromError(err); ok {
 		msg = st.Message()
 		code = httpStatus(st.Code())
+		if st.Code() == codes.PermissionDenied {
+			// Consul's words, which its clients look for.
+			msg = "Permission denied: " + strings.TrimPrefix(msg, "permission denied: ")
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)

@@ -243,7 +243,7 @@ func relay[T any](ctx context.Context, s *Server, id, addr string,
 	if err := waitReady(ctx, cc); err != nil {
 		return zero, fmt.Errorf("%w: %s at %s: %v", errLeaderUnreachable, id, addr, err)
 	}
-	out, err := remote(metadata.AppendToOutgoingContext(ctx, forwardedKey, s.node.ID()), cc)
+	out, err := remote(metadata.AppendToOutgoingContext(withCallerToken(ctx), forwardedKey, s.node.ID()), cc)
 	s.countForward(ctx, err)
 	return out, err
 }

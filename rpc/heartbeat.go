@@ -260,7 +260,7 @@ func (ra *keepAliveRelay) open() *upstream {
 	if err != nil {
 		return nil
 	}
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ra.ctx, forwardedKey, ra.s.node.ID()))
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(withCallerToken(ra.ctx), forwardedKey, ra.s.node.ID()))
 	st, err := rosterv1.NewRegistryClient(cc).KeepAlive(ctx)
 	ra.s.metrics.forwarded.WithLabelValues(rosterv1.Registry_KeepAlive_FullMethodName[1:], status.Code(err).String()).Inc()
 	if err != nil {

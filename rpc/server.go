@@ -58,12 +58,16 @@ type Options struct {
 	// connection of every call only servers make (a relayed call, Join);
 	// others are refused with PermissionDenied (serveronly.go).
 	VerifyPeerServer func(tls.ConnectionState) error
+
+	// ACL turns on token checks (acl.go).
+	ACL ACLOptions
 }
 
 // Server implements the Registry and Cluster services on one node.
 type Server struct {
 	rosterv1.UnimplementedRegistryServer
 	rosterv1.UnimplementedClusterServer
+	rosterv1.UnimplementedACLServer
 
 	node   *cluster.Node
 	opts   Options
@@ -135,7 +139,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		grpc.MaxSendMsgSize(256 << 20),
 		grpc.ChainUnaryInterceptor(s.metricsUnary, s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.metricsStream, s.streamInterceptor),
-	}, s.serverOnlyOptions()...)
+	}, append(s.serverOnlyOptions(), s.aclOptions()...)...)
 }
 
 // RegisterServices adds Roster's services, grpc.health.v1 and server
@@ -143,6 +147,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 func (s *Server) RegisterServices(g *grpc.Server) {
 	rosterv1.RegisterRegistryServer(g, s)
 	rosterv1.RegisterClusterServer(g, s)
+	rosterv1.RegisterACLServer(g, s)
 	healthpb.RegisterHealthServer(g, drainingHealth{Server: s.health, draining: s.draining})
 	reflection.Register(g)
 }
@@ -155,6 +160,7 @@ func (s *Server) Start() {
 	s.health.SetServingStatus(rosterv1.Registry_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.stopAnnouncing = s.node.StartAnnouncing(s.relayAnnounce)
 	go s.followSelfPreservation()
+	go s.bootstrapFromSecret()
 }
 
 // Stop marks the node not serving, ends its streams (see Drain) and ends

@@ -18,7 +18,7 @@ command -v protoc-gen-grpc-gateway >/dev/null || go install github.com/grpc-ecos
 protoc -I proto -I proto/third_party \
   --go_out=paths=source_relative:proto \
   --go-grpc_out=paths=source_relative:proto \
-  proto/roster/v1/registry.proto proto/roster/v1/cluster.proto proto/raftcmd/v1/raftcmd.proto
+  proto/roster/v1/registry.proto proto/roster/v1/cluster.proto proto/roster/v1/acl.proto proto/raftcmd/v1/raftcmd.proto
 protoc -I proto -I proto/third_party \
   --grpc-gateway_out=paths=source_relative:proto \
   proto/roster/v1/registry.proto proto/roster/v1/cluster.proto

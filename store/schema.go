@@ -9,11 +9,14 @@ const (
 	tableMeta      = "meta"
 	tableSettings  = "settings"
 	tableRequests  = "requests"
+	tableTokens    = "acl_tokens"
+	tableACL       = "acl_state"
 
 	indexID        = "id"
 	indexService   = "service"
 	indexNamespace = "namespace"
 	indexIndex     = "index"
+	indexSecret    = "secret"
 )
 
 // serviceRow remembers the last revision that changed a service and how many
@@ -86,6 +89,19 @@ func schema() *memdb.DBSchema {
 				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 				// Oldest first: pruning walks this index.
 				indexIndex: {Name: indexIndex, Indexer: &memdb.UintFieldIndex{Field: "Index"}},
+			},
+		},
+		tableTokens: {
+			Name: tableTokens,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID:     {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AccessorID"}},
+				indexSecret: {Name: indexSecret, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "SecretHex"}},
+			},
+		},
+		tableACL: {
+			Name: tableACL,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
 			},
 		},
 		tableMeta: {

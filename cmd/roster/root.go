@@ -51,6 +51,8 @@ type app struct {
 
 	addrs []string
 	tls   tlsFlags
+	// token is the ACL token secret sent with every call.
+	token string
 }
 
 // run executes the command line args and returns the process exit code.
@@ -114,6 +116,7 @@ command line exits 2 before anything is sent.`,
 	flags.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	flags.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit of each call")
 	a.registerTLSFlags(flags, getenv)
+	flags.StringVar(&a.token, "token", getenv("ROSTER_TOKEN"), "ACL token secret sent with every call (env ROSTER_TOKEN)")
 
 	root.AddCommand(
 		a.registerCommand(),
@@ -131,6 +134,7 @@ command line exits 2 before anything is sent.`,
 		a.watchCommand(),
 		a.benchCommand(),
 		a.tlsCommand(),
+		a.aclCommand(),
 	)
 	return root
 }
@@ -161,6 +165,9 @@ func (a *app) client(ctx context.Context) (*client.Client, error) {
 	opts, err := a.clientOptions()
 	if err != nil {
 		return nil, err
+	}
+	if a.token != "" {
+		opts = append(opts, client.WithToken(a.token))
 	}
 	c, err := client.New(ctx, a.addrs, opts...)
 	if err != nil {

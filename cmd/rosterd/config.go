@@ -52,6 +52,7 @@ type flags struct {
 	leaseTick                 time.Duration
 
 	tls tlsFlags
+	acl aclFlags
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
@@ -98,6 +99,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.leaseTick, "lease-tick", cluster.DefaultLeaseTick, "granularity of lease timers: an expired lease is acted on within one tick")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
 	f.tls.register(fs)
+	f.acl.register(fs)
 }
 
 // applyEnv sets every flag not given on the command line from ROSTER_<FLAG>

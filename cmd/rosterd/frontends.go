@@ -111,7 +111,7 @@ func (fe *frontEnds) startDNS(f *flags, logger hclog.Logger, serveErr chan<- err
 		return nil
 	}
 	s, err := dnsapi.Listen(f.dnsAddr, dnsapi.Config{
-		Conn: fe.conn, Domain: f.dnsDomain, TTL: f.dnsTTL, Logger: logger.Named("dns"),
+		Conn: fe.conn, Domain: f.dnsDomain, TTL: f.dnsTTL, Logger: logger.Named("dns"), Token: f.acl.dnsToken,
 	})
 	if err != nil {
 		return err

@@ -118,6 +118,7 @@ func run(parent context.Context, f *flags) error {
 	}
 	ropts := rpc.Options{Logger: logger.Named("rpc")}
 	f.tls.rpcOptions(&ropts)
+	f.acl.rpcOptions(&ropts, f.tls.on(), logger)
 	srv := rpc.New(node, ropts)
 	metrics.MustRegister(srv.Collector())
 	g := grpc.NewServer(append(srv.ServerOptions(), f.tls.serverOptions()...)...)

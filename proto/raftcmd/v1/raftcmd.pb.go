@@ -1510,6 +1510,8 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_End
 	//	*SnapshotRecord_Settings
 	//	*SnapshotRecord_Request
+	//	*SnapshotRecord_AclToken
+	//	*SnapshotRecord_AclState
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1606,6 +1608,24 @@ func (x *SnapshotRecord) GetRequest() *RequestResult {
 	return nil
 }
 
+func (x *SnapshotRecord) GetAclToken() *ACLToken {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_AclToken); ok {
+			return x.AclToken
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetAclState() *ACLState {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_AclState); ok {
+			return x.AclState
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1634,6 +1654,14 @@ type SnapshotRecord_Request struct {
 	Request *RequestResult `protobuf:"bytes,5,opt,name=request,proto3,oneof"`
 }
 
+type SnapshotRecord_AclToken struct {
+	AclToken *ACLToken `protobuf:"bytes,7,opt,name=acl_token,json=aclToken,proto3,oneof"`
+}
+
+type SnapshotRecord_AclState struct {
+	AclState *ACLState `protobuf:"bytes,8,opt,name=acl_state,json=aclState,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Instance) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Member) isSnapshotRecord_Record() {}
@@ -1645,6 +1673,10 @@ func (*SnapshotRecord_End) isSnapshotRecord_Record() {}
 func (*SnapshotRecord_Settings) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Request) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_AclToken) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_AclState) isSnapshotRecord_Record() {}
 
 // SnapshotEnd closes a snapshot stream, so a truncated stream is detected.
 type SnapshotEnd struct {
@@ -1751,6 +1783,254 @@ func (x *ServiceRevision) GetModRevision() uint64 {
 		return x.ModRevision
 	}
 	return 0
+}
+
+// ACLToken is the stored form of an ACL token. The secret itself is never
+// stored or logged: only its SHA-256 digest.
+type ACLToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accessor_id is the token's public name.
+	AccessorId string `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	// secret_sha256 is the SHA-256 digest of the secret.
+	SecretSha256 []byte `protobuf:"bytes,2,opt,name=secret_sha256,json=secretSha256,proto3" json:"secret_sha256,omitempty"`
+	Description  string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// rules are the token's policy, in the rule syntax of package acl
+	// ("service:web:write", "operator:read", ...).
+	Rules []string `protobuf:"bytes,4,rep,name=rules,proto3" json:"rules,omitempty"`
+	// create_unix_ns is the leader's stamp when the token was created.
+	CreateUnixNs int64 `protobuf:"varint,5,opt,name=create_unix_ns,json=createUnixNs,proto3" json:"create_unix_ns,omitempty"`
+	// create_index is the Raft index that created the token.
+	CreateIndex uint64 `protobuf:"varint,6,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	// bootstrap marks the token created by ACL bootstrap.
+	Bootstrap     bool `protobuf:"varint,7,opt,name=bootstrap,proto3" json:"bootstrap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLToken) Reset() {
+	*x = ACLToken{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLToken) ProtoMessage() {}
+
+func (x *ACLToken) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLToken.ProtoReflect.Descriptor instead.
+func (*ACLToken) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ACLToken) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+func (x *ACLToken) GetSecretSha256() []byte {
+	if x != nil {
+		return x.SecretSha256
+	}
+	return nil
+}
+
+func (x *ACLToken) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *ACLToken) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *ACLToken) GetCreateUnixNs() int64 {
+	if x != nil {
+		return x.CreateUnixNs
+	}
+	return 0
+}
+
+func (x *ACLToken) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *ACLToken) GetBootstrap() bool {
+	if x != nil {
+		return x.Bootstrap
+	}
+	return false
+}
+
+// ACLSetToken (type 11) creates a token. With bootstrap it is the cluster's
+// first management token: refused once bootstrap has happened, unless the
+// bootstrap token is this very one (same secret digest), which is a no-op,
+// so a bootstrap secret given to every server applies once.
+type ACLSetToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *ACLToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Bootstrap     bool                   `protobuf:"varint,2,opt,name=bootstrap,proto3" json:"bootstrap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLSetToken) Reset() {
+	*x = ACLSetToken{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLSetToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLSetToken) ProtoMessage() {}
+
+func (x *ACLSetToken) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLSetToken.ProtoReflect.Descriptor instead.
+func (*ACLSetToken) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ACLSetToken) GetToken() *ACLToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *ACLSetToken) GetBootstrap() bool {
+	if x != nil {
+		return x.Bootstrap
+	}
+	return false
+}
+
+// ACLDeleteToken (type 12) deletes a token by accessor id.
+type ACLDeleteToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLDeleteToken) Reset() {
+	*x = ACLDeleteToken{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLDeleteToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLDeleteToken) ProtoMessage() {}
+
+func (x *ACLDeleteToken) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLDeleteToken.ProtoReflect.Descriptor instead.
+func (*ACLDeleteToken) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ACLDeleteToken) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+// ACLState is the replicated ACL state other than tokens.
+type ACLState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// bootstrapped: ACL bootstrap has happened (it happens once).
+	Bootstrapped  bool `protobuf:"varint,1,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLState) Reset() {
+	*x = ACLState{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLState) ProtoMessage() {}
+
+func (x *ACLState) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLState.ProtoReflect.Descriptor instead.
+func (*ACLState) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ACLState) GetBootstrapped() bool {
+	if x != nil {
+		return x.Bootstrapped
+	}
+	return false
 }
 
 var File_raftcmd_v1_raftcmd_proto protoreflect.FileDescriptor
@@ -1886,21 +2166,40 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12.\n" +
 	"\x10extinct_revision\x18\x04 \x01(\x04H\x00R\x0fextinctRevision\x88\x01\x01B\x13\n" +
-	"\x11_extinct_revision\"\xdd\x02\n" +
+	"\x11_extinct_revision\"\xc7\x03\n" +
 	"\x0eSnapshotRecord\x122\n" +
 	"\binstance\x18\x01 \x01(\v2\x14.raftcmd.v1.InstanceH\x00R\binstance\x12,\n" +
 	"\x06member\x18\x02 \x01(\v2\x12.raftcmd.v1.MemberH\x00R\x06member\x127\n" +
 	"\aservice\x18\x03 \x01(\v2\x1b.raftcmd.v1.ServiceRevisionH\x00R\aservice\x12+\n" +
 	"\x03end\x18\x04 \x01(\v2\x17.raftcmd.v1.SnapshotEndH\x00R\x03end\x12B\n" +
 	"\bsettings\x18\x06 \x01(\v2$.raftcmd.v1.SelfPreservationSettingsH\x00R\bsettings\x125\n" +
-	"\arequest\x18\x05 \x01(\v2\x19.raftcmd.v1.RequestResultH\x00R\arequestB\b\n" +
+	"\arequest\x18\x05 \x01(\v2\x19.raftcmd.v1.RequestResultH\x00R\arequest\x123\n" +
+	"\tacl_token\x18\a \x01(\v2\x14.raftcmd.v1.ACLTokenH\x00R\baclToken\x123\n" +
+	"\tacl_state\x18\b \x01(\v2\x14.raftcmd.v1.ACLStateH\x00R\baclStateB\b\n" +
 	"\x06record\"'\n" +
 	"\vSnapshotEnd\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\"l\n" +
 	"\x0fServiceRevision\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
-	"\fmod_revision\x18\x03 \x01(\x04R\vmodRevisionB>Z<github.com/roster-registry/roster/proto/raftcmd/v1;raftcmdv1b\x06proto3"
+	"\fmod_revision\x18\x03 \x01(\x04R\vmodRevision\"\xef\x01\n" +
+	"\bACLToken\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\x12#\n" +
+	"\rsecret_sha256\x18\x02 \x01(\fR\fsecretSha256\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x14\n" +
+	"\x05rules\x18\x04 \x03(\tR\x05rules\x12$\n" +
+	"\x0ecreate_unix_ns\x18\x05 \x01(\x03R\fcreateUnixNs\x12!\n" +
+	"\fcreate_index\x18\x06 \x01(\x04R\vcreateIndex\x12\x1c\n" +
+	"\tbootstrap\x18\a \x01(\bR\tbootstrap\"W\n" +
+	"\vACLSetToken\x12*\n" +
+	"\x05token\x18\x01 \x01(\v2\x14.raftcmd.v1.ACLTokenR\x05token\x12\x1c\n" +
+	"\tbootstrap\x18\x02 \x01(\bR\tbootstrap\"1\n" +
+	"\x0eACLDeleteToken\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\".\n" +
+	"\bACLState\x12\"\n" +
+	"\fbootstrapped\x18\x01 \x01(\bR\fbootstrappedB>Z<github.com/roster-registry/roster/proto/raftcmd/v1;raftcmdv1b\x06proto3"
 
 var (
 	file_raftcmd_v1_raftcmd_proto_rawDescOnce sync.Once
@@ -1915,7 +2214,7 @@ func file_raftcmd_v1_raftcmd_proto_rawDescGZIP() []byte {
 }
 
 var file_raftcmd_v1_raftcmd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_raftcmd_v1_raftcmd_proto_goTypes = []any{
 	(RequestResult_Error)(0),         // 0: raftcmd.v1.RequestResult.Error
 	(*HealthCheck)(nil),              // 1: raftcmd.v1.HealthCheck
@@ -1939,15 +2238,19 @@ var file_raftcmd_v1_raftcmd_proto_goTypes = []any{
 	(*SnapshotRecord)(nil),           // 19: raftcmd.v1.SnapshotRecord
 	(*SnapshotEnd)(nil),              // 20: raftcmd.v1.SnapshotEnd
 	(*ServiceRevision)(nil),          // 21: raftcmd.v1.ServiceRevision
-	nil,                              // 22: raftcmd.v1.Instance.MetadataEntry
-	nil,                              // 23: raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
+	(*ACLToken)(nil),                 // 22: raftcmd.v1.ACLToken
+	(*ACLSetToken)(nil),              // 23: raftcmd.v1.ACLSetToken
+	(*ACLDeleteToken)(nil),           // 24: raftcmd.v1.ACLDeleteToken
+	(*ACLState)(nil),                 // 25: raftcmd.v1.ACLState
+	nil,                              // 26: raftcmd.v1.Instance.MetadataEntry
+	nil,                              // 27: raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
 }
 var file_raftcmd_v1_raftcmd_proto_depIdxs = []int32{
-	22, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
+	26, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
 	1,  // 1: raftcmd.v1.Instance.check:type_name -> raftcmd.v1.HealthCheck
 	2,  // 2: raftcmd.v1.Register.instance:type_name -> raftcmd.v1.Instance
 	8,  // 3: raftcmd.v1.UpsertMember.member:type_name -> raftcmd.v1.Member
-	23, // 4: raftcmd.v1.SelfPreservationSettings.service_min_leases:type_name -> raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
+	27, // 4: raftcmd.v1.SelfPreservationSettings.service_min_leases:type_name -> raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
 	12, // 5: raftcmd.v1.SelfPreservationChange.set:type_name -> raftcmd.v1.SelfPreservationSettings
 	13, // 6: raftcmd.v1.SelfPreservation.settings:type_name -> raftcmd.v1.SelfPreservationChange
 	14, // 7: raftcmd.v1.SelfPreservation.hold:type_name -> raftcmd.v1.HoldMark
@@ -1958,11 +2261,14 @@ var file_raftcmd_v1_raftcmd_proto_depIdxs = []int32{
 	20, // 12: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
 	12, // 13: raftcmd.v1.SnapshotRecord.settings:type_name -> raftcmd.v1.SelfPreservationSettings
 	17, // 14: raftcmd.v1.SnapshotRecord.request:type_name -> raftcmd.v1.RequestResult
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	22, // 15: raftcmd.v1.SnapshotRecord.acl_token:type_name -> raftcmd.v1.ACLToken
+	25, // 16: raftcmd.v1.SnapshotRecord.acl_state:type_name -> raftcmd.v1.ACLState
+	22, // 17: raftcmd.v1.ACLSetToken.token:type_name -> raftcmd.v1.ACLToken
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_v1_raftcmd_proto_init() }
@@ -1983,6 +2289,8 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 		(*SnapshotRecord_End)(nil),
 		(*SnapshotRecord_Settings)(nil),
 		(*SnapshotRecord_Request)(nil),
+		(*SnapshotRecord_AclToken)(nil),
+		(*SnapshotRecord_AclState)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1990,7 +2298,7 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_v1_raftcmd_proto_rawDesc), len(file_raftcmd_v1_raftcmd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

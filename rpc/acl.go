@@ -1,0 +1,441 @@
+package rpc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/roster-registry/roster/acl"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/store"
+)
+
+// ACLOptions turn on ACL tokens.
+type ACLOptions struct {
+	// Enabled: every call needs a token that allows it; without it no call
+	// is checked.
+	Enabled bool
+	// BootstrapSecret, when set, is the secret of the management token the
+	// leader creates if ACL bootstrap has not happened yet.
+	BootstrapSecret string
+}
+
+// AuthorizationKey is the metadata key that carries a caller's token, as
+// "Bearer <secret>".
+const AuthorizationKey = "authorization"
+
+// WithToken returns ctx carrying secret as the outgoing token of the calls
+// made with it (for in-process callers such as the HTTP and DNS front ends).
+func WithToken(ctx context.Context, secret string) context.Context {
+	if secret == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, AuthorizationKey, "Bearer "+secret)
+}
+
+// withCallerToken returns ctx with the caller's token (the incoming
+// authorization metadata) as outgoing metadata, so the leader that receives
+// a relayed call checks the caller's token again, not the relaying node's.
+func withCallerToken(ctx context.Context) context.Context {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(AuthorizationKey); len(v) > 0 {
+		return metadata.AppendToOutgoingContext(ctx, AuthorizationKey, v[0])
+	}
+	return ctx
+}
+
+// callerSecret returns the secret of the token the caller sent, or "".
+func callerSecret(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(AuthorizationKey)
+	if len(v) == 0 {
+		return ""
+	}
+	s := strings.TrimSpace(v[0])
+	if len(s) > 7 && strings.EqualFold(s[:7], "bearer ") {
+		return strings.TrimSpace(s[7:])
+	}
+	return s
+}
+
+// errPermissionDenied is the start of every ACL refusal.
+var errPermissionDenied = errors.New("permission denied")
+
+func denied(format string, args ...any) error {
+	return status.Errorf(codes.PermissionDenied, "%v: %s", errPermissionDenied, fmt.Sprintf(format, args...))
+}
+
+// caller is the resolved token of one call.
+type caller struct {
+	policy *acl.Policy
+	// name describes the token in refusals: "token" or "anonymous token".
+	name string
+}
+
+// resolve finds the caller's token in this node's state. A call without a
+// token is anonymous and allowed nothing; an unknown token is refused.
+func (s *Server) resolve(ctx context.Context) (*caller, error) {
+	secret := callerSecret(ctx)
+	if secret == "" {
+		return &caller{policy: acl.NewPolicy(nil), name: "anonymous token (no token given)"}, nil
+	}
+	t := s.node.Store().View().TokenBySecret(acl.HashSecret(secret))
+	if t == nil {
+		return nil, denied("ACL token not found")
+	}
+	var rules []acl.Rule
+	for _, r := range t.Rules {
+		// Rules are checked when a token is created; one that no longer
+		// parses allows nothing.
+		if pr, err := acl.ParseRule(r); err == nil {
+			rules = append(rules, pr)
+		}
+	}
+	return &caller{policy: acl.NewPolicy(rules), name: "token " + t.AccessorID}, nil
+}
+
+func (c *caller) service(ns, svc string, need acl.Access) error {
+	if ns == "" {
+		ns = store.DefaultNamespace
+	}
+	if c.policy.AllowService(ns, svc, need) {
+		return nil
+	}
+	return denied("%s lacks service:%s:%s in namespace %s", c.name, svc, need, ns)
+}
+
+func (c *caller) resource(res string, need acl.Access) error {
+	if c.policy.Allow(res, need) {
+		return nil
+	}
+	return denied("%s lacks %s:%s", c.name, res, need)
+}
+
+// open are the methods any caller may make: status, health and reflection,
+// ACL bootstrap (it works once), the read index (one number), and Join,
+// which only servers may make (their certificates prove it, serveronly.go).
+var open = map[string]bool{
+	rosterv1.Cluster_Status_FullMethodName:    true,
+	rosterv1.Cluster_ReadIndex_FullMethodName: true,
+	rosterv1.Cluster_Join_FullMethodName:      true,
+	rosterv1.ACL_Bootstrap_FullMethodName:     true,
+}
+
+// resourceNeeds are the methods checked against operator and acl rules.
+var resourceNeeds = map[string]struct {
+	resource string
+	need     acl.Access
+}{
+	rosterv1.Cluster_Members_FullMethodName:             {"operator", acl.Read},
+	rosterv1.Cluster_RemoveNode_FullMethodName:          {"operator", acl.Write},
+	rosterv1.Cluster_TransferLeadership_FullMethodName:  {"operator", acl.Write},
+	rosterv1.Cluster_SetSelfPreservation_FullMethodName: {"operator", acl.Write},
+	rosterv1.ACL_CreateToken_FullMethodName:             {"acl", acl.Write},
+	rosterv1.ACL_DeleteToken_FullMethodName:             {"acl", acl.Write},
+	rosterv1.ACL_ListTokens_FullMethodName:              {"acl", acl.Read},
+}
+
+func openMethod(method string) bool {
+	return open[method] || strings.HasPrefix(method, "/grpc.health.v1.") || strings.HasPrefix(method, "/grpc.reflection.")
+}
+
+// authorize checks a unary call against the caller's token.
+func (s *Server) authorize(c *caller, method string, req any) error {
+	if rn, ok := resourceNeeds[method]; ok {
+		return c.resource(rn.resource, rn.need)
+	}
+	switch r := req.(type) {
+	case *rosterv1.RegisterRequest:
+		return c.service(r.GetInstance().GetNamespace(), r.GetInstance().GetService(), acl.Write)
+	case *rosterv1.DeregisterRequest:
+		return c.service(r.Namespace, r.Service, acl.Write)
+	case *rosterv1.SetMaintenanceRequest:
+		return c.service(r.Namespace, r.Service, acl.Write)
+	case *rosterv1.HeartbeatRequest:
+		return c.service(r.Namespace, r.Service, acl.Write)
+	case *rosterv1.ReportHealthRequest:
+		return c.service(r.Namespace, r.Service, acl.Write)
+	case *rosterv1.GetServiceRequest:
+		return c.service(r.Namespace, r.Service, acl.Read)
+	case *rosterv1.ListServicesRequest, *rosterv1.RequestProgressRequest:
+		// ListServices answers only what the token may read (filterList);
+		// RequestProgress only asks this node's streams for a bookmark.
+		return nil
+	}
+	return denied("%s is not allowed %s", c.name, method)
+}
+
+// filterList drops the services the caller may not read from a list.
+func filterList(c *caller, resp any) {
+	r, ok := resp.(*rosterv1.ListServicesResponse)
+	if !ok {
+		return
+	}
+	kept := r.Services[:0]
+	for _, sv := range r.Services {
+		if c.policy.AllowService(sv.Namespace, sv.Service, acl.Read) {
+			kept = append(kept, sv)
+		}
+	}
+	r.Services = kept
+}
+
+func (s *Server) aclUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if !s.opts.ACL.Enabled || openMethod(info.FullMethod) {
+		return h(ctx, req)
+	}
+	c, err := s.resolve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, info.FullMethod, req); err != nil {
+		return nil, err
+	}
+	resp, err := h(ctx, req)
+	if err == nil {
+		filterList(c, resp)
+	}
+	return resp, err
+}
+
+func (s *Server) aclStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if !s.opts.ACL.Enabled || openMethod(info.FullMethod) {
+		return h(srv, ss)
+	}
+	c, err := s.resolve(ss.Context())
+	if err != nil {
+		return err
+	}
+	switch info.FullMethod {
+	case rosterv1.Registry_Watch_FullMethodName, rosterv1.Registry_KeepAlive_FullMethodName:
+		return h(srv, &aclStream{ServerStream: ss, c: c})
+	}
+	return denied("%s is not allowed %s", c.name, info.FullMethod)
+}
+
+// aclStream checks every request of a stream: a watch needs read on its
+// service (or on every service of its namespace when it names none), a
+// renewal write on its service.
+type aclStream struct {
+	grpc.ServerStream
+	c *caller
+}
+
+func (a *aclStream) RecvMsg(m any) error {
+	if err := a.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	switch r := m.(type) {
+	case *rosterv1.WatchRequest:
+		if r.Service != "" {
+			return a.c.service(r.Namespace, r.Service, acl.Read)
+		}
+		ns := r.Namespace
+		if ns == "" {
+			ns = store.DefaultNamespace
+		}
+		if !a.c.policy.AllowEveryService(ns, acl.Read) {
+			return denied("%s lacks service::read in namespace %s (a watch of a whole namespace needs read on every service in it)", a.c.name, ns)
+		}
+		return nil
+	case *rosterv1.HeartbeatRequest:
+		return a.c.service(r.Namespace, r.Service, acl.Write)
+	}
+	return denied("%s: unexpected message %T", a.c.name, m)
+}
+
+// aclOptions are the interceptors that check ACL tokens; they run inside
+// the others, so a refusal is counted and logged like any error.
+func (s *Server) aclOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.aclUnary),
+		grpc.ChainStreamInterceptor(s.aclStream),
+	}
+}
+
+// randomID returns a random id in the UUID layout.
+func randomID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random id: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+}
+
+// newToken makes a token with a fresh accessor id and, unless secret is
+// given, a fresh secret; it returns the token and its secret.
+func newToken(secret, description string, rules []string) (*store.Token, string, error) {
+	accessor, err := randomID()
+	if err != nil {
+		return nil, "", err
+	}
+	if secret == "" {
+		if secret, err = randomID(); err != nil {
+			return nil, "", err
+		}
+	}
+	return &store.Token{AccessorID: accessor, SecretHex: hex.EncodeToString(acl.HashSecret(secret)),
+		Description: description, Rules: rules}, secret, nil
+}
+
+func tokenToAPI(t *store.Token, secret string) *rosterv1.ACLToken {
+	return &rosterv1.ACLToken{AccessorId: t.AccessorID, SecretId: secret, Description: t.Description,
+		Rules: append([]string(nil), t.Rules...), CreateTimeUnixNs: t.CreateUnixNs, Management: t.Bootstrap}
+}
+
+// aclStatus turns the store's ACL errors into statuses.
+func aclStatus(err error) error {
+	switch {
+	case errors.Is(err, store.ErrACLBootstrapped):
+		return status.Error(codes.FailedPrecondition, "ACL bootstrap already done: it works once per cluster")
+	case errors.Is(err, store.ErrTokenNotFound):
+		return withReason(codes.NotFound, err.Error(), ReasonNotFound)
+	case errors.Is(err, store.ErrTokenExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	}
+	return err
+}
+
+// Bootstrap implements rosterv1.ACLServer.
+func (s *Server) Bootstrap(ctx context.Context, _ *rosterv1.ACLBootstrapRequest) (*rosterv1.ACLBootstrapResponse, error) {
+	return onLeader(ctx, s, applyOnce,
+		func(ctx context.Context) (*rosterv1.ACLBootstrapResponse, error) {
+			if s.node.Store().View().ACLBootstrapped() {
+				return nil, aclStatus(store.ErrACLBootstrapped)
+			}
+			t, secret, err := newToken("", "bootstrap management token", acl.ManagementRules)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.node.SetToken(ctx, t, true); err != nil {
+				return nil, aclStatus(err)
+			}
+			s.logger.Info("acl bootstrapped", "accessor_id", t.AccessorID)
+			t.Bootstrap = true
+			return &rosterv1.ACLBootstrapResponse{Token: tokenToAPI(t, secret)}, nil
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.ACLBootstrapResponse, error) {
+			return rosterv1.NewACLClient(cc).Bootstrap(ctx, &rosterv1.ACLBootstrapRequest{})
+		})
+}
+
+// MaxTokenDescription bounds a token's description.
+const MaxTokenDescription = 256
+
+// CreateToken implements rosterv1.ACLServer.
+func (s *Server) CreateToken(ctx context.Context, req *rosterv1.CreateTokenRequest) (*rosterv1.CreateTokenResponse, error) {
+	if len(req.Description) > MaxTokenDescription {
+		return nil, invalidf("description is %d bytes; the limit is %d", len(req.Description), MaxTokenDescription)
+	}
+	if len(req.Rules) == 0 {
+		return nil, invalidf("a token needs at least one rule")
+	}
+	if _, err := acl.ParseRules(req.Rules); err != nil {
+		return nil, invalidf("%v", err)
+	}
+	return onLeader(ctx, s, applyOnce,
+		func(ctx context.Context) (*rosterv1.CreateTokenResponse, error) {
+			t, secret, err := newToken("", req.Description, req.Rules)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.node.SetToken(ctx, t, false); err != nil {
+				return nil, aclStatus(err)
+			}
+			s.logger.Info("acl token created", "accessor_id", t.AccessorID)
+			return &rosterv1.CreateTokenResponse{Token: tokenToAPI(t, secret)}, nil
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.CreateTokenResponse, error) {
+			return rosterv1.NewACLClient(cc).CreateToken(ctx, req)
+		})
+}
+
+// ListTokens implements rosterv1.ACLServer: this node's tokens, without
+// their secrets (no node knows them).
+func (s *Server) ListTokens(ctx context.Context, _ *rosterv1.ListTokensRequest) (*rosterv1.ListTokensResponse, error) {
+	out := &rosterv1.ListTokensResponse{}
+	err := s.node.Store().View().Tokens(func(t *store.Token) bool {
+		out.Tokens = append(out.Tokens, tokenToAPI(t, ""))
+		return true
+	})
+	return out, err
+}
+
+// DeleteToken implements rosterv1.ACLServer.
+func (s *Server) DeleteToken(ctx context.Context, req *rosterv1.DeleteTokenRequest) (*rosterv1.DeleteTokenResponse, error) {
+	if req.AccessorId == "" || len(req.AccessorId) > 64 {
+		return nil, invalidf("accessor_id must be 1 to 64 characters")
+	}
+	return onLeader(ctx, s, applyOnce,
+		func(ctx context.Context) (*rosterv1.DeleteTokenResponse, error) {
+			if err := s.node.DeleteToken(ctx, req.AccessorId); err != nil {
+				return nil, aclStatus(err)
+			}
+			s.logger.Info("acl token deleted", "accessor_id", req.AccessorId)
+			return &rosterv1.DeleteTokenResponse{}, nil
+		},
+		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.DeleteTokenResponse, error) {
+			return rosterv1.NewACLClient(cc).DeleteToken(ctx, req)
+		})
+}
+
+// bootstrapFromSecret makes the configured bootstrap secret the management
+// token, on whichever node leads, if ACL bootstrap has not happened. The
+// state machine makes it idempotent: a bootstrap with the same secret after
+// it is a no-op, so every server may be given the secret and restarts and
+// new leaders do no harm. It ends when the token exists or bootstrap was
+// done otherwise.
+func (s *Server) bootstrapFromSecret() {
+	secret := s.opts.ACL.BootstrapSecret
+	if secret == "" {
+		return
+	}
+	sum := acl.HashSecret(secret)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		v := s.node.Store().View()
+		if tok := v.TokenBySecret(sum); tok != nil && tok.Bootstrap {
+			return
+		}
+		if v.ACLBootstrapped() {
+			s.logger.Warn("acl bootstrap already done otherwise; the configured bootstrap token is not created")
+			return
+		}
+		if s.node.LeaderReady() {
+			tok, _, err := newToken(secret, "bootstrap management token", acl.ManagementRules)
+			if err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), s.opts.HoldTimeout)
+				err = s.node.SetToken(ctx, tok, true)
+				cancel()
+			}
+			switch {
+			case err == nil:
+				s.logger.Info("acl bootstrapped from the configured token", "accessor_id", tok.AccessorID)
+				return
+			case errors.Is(err, store.ErrACLBootstrapped):
+				s.logger.Warn("acl bootstrap already done otherwise; the configured bootstrap token is not created")
+				return
+			default:
+				s.logger.Warn("acl bootstrap from the configured token failed; retrying", "error", err)
+			}
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
