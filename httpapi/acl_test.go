@@ -1,0 +1,142 @@
+package httpapi_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/roster-registry/roster/acl"
+	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
+)
+
+const bootSecret = "http-boot-secret"
+
+// aclAPI starts a 3-node cluster with ACLs on, bootstrapped with
+// bootSecret, and the HTTP front end of a follower; it returns a token
+// that may only read web.
+func aclAPI(t *testing.T) (*testcluster.Cluster, *testcluster.Node, string, string) {
+	t.Helper()
+	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) {
+		o.ACL = rpc.ACLOptions{Enabled: true, BootstrapSecret: bootSecret}
+	}})
+	c.WaitMembersKnown()
+	f := c.Followers()[0]
+	c.Eventually("bootstrap token known", 10*time.Second, func() bool {
+		return f.Node.Store().View().TokenBySecret(acl.HashSecret(bootSecret)) != nil
+	})
+	ctx := metadata.AppendToOutgoingContext(testcluster.Ctx(t), "authorization", "Bearer "+bootSecret)
+	resp, err := rosterv1.NewACLClient(f.Conn).CreateToken(ctx, &rosterv1.CreateTokenRequest{Rules: []string{"service:web:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := resp.Token.SecretId
+	c.Eventually("read token known", 10*time.Second, func() bool {
+		return f.Node.Store().View().TokenBySecret(acl.HashSecret(ro)) != nil
+	})
+	return c, f, ro, serve(t, f).URL
+}
+
+func do(t *testing.T, method, u, body string, header map[string]string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestACLJSONAPI: the JSON gateway passes the Authorization header on as
+// the call's token: no token and a read-only token get 403 on a write and
+// nothing is stored; the management token writes; the read-only token reads.
+func TestACLJSONAPI(t *testing.T) {
+	c, f, ro, base := aclAPI(t)
+	body := `{"instance": {"service": "web", "id": "w1", "address": "10.0.0.1", "port": 80}}`
+	for _, hdr := range []map[string]string{nil, {"Authorization": "Bearer " + ro}, {"Authorization": "Bearer wrong"}} {
+		code, out := do(t, "POST", base+"/api/v1/instances", body, hdr)
+		if code != http.StatusForbidden || !strings.Contains(out, "permission denied") {
+			t.Fatalf("write with %v: %d %s", hdr, code, out)
+		}
+	}
+	if n := f.Node.Store().View().Count(); n != 0 {
+		t.Fatalf("%d instances stored after refused writes", n)
+	}
+	if code, out := do(t, "POST", base+"/api/v1/instances", body, map[string]string{"Authorization": "Bearer " + bootSecret}); code != http.StatusOK {
+		t.Fatalf("management write: %d %s", code, out)
+	}
+	c.EnsureSame()
+	if code, out := do(t, "GET", base+"/api/v1/services/default/web", "", map[string]string{"Authorization": "Bearer " + ro}); code != http.StatusOK || !strings.Contains(out, "w1") {
+		t.Fatalf("read: %d %s", code, out)
+	}
+	if code, out := do(t, "GET", base+"/api/v1/services/default/web", "", nil); code != http.StatusForbidden {
+		t.Fatalf("anonymous read: %d %s", code, out)
+	}
+}
+
+// TestACLConsulAPI: the real Consul client's Token reaches the check as
+// X-Consul-Token; ?token= and Authorization: Bearer work too; a refusal is
+// Consul's 403 "Permission denied" and changes nothing.
+func TestACLConsulAPI(t *testing.T) {
+	c, f, ro, base := aclAPI(t)
+	client := func(token string) *consul.Client {
+		cfg := consul.DefaultConfig()
+		cfg.Address = strings.TrimPrefix(base, "http://")
+		cfg.Token = token
+		cl, err := consul.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	reg := &consul.AgentServiceRegistration{ID: "w1", Name: "web", Address: "10.0.0.1", Port: 80}
+	for _, tok := range []string{"", ro} {
+		err := client(tok).Agent().ServiceRegister(reg)
+		if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "Permission denied") {
+			t.Fatalf("register with token %v: %v", tok != "", err)
+		}
+	}
+	if n := f.Node.Store().View().Count(); n != 0 {
+		t.Fatalf("%d instances stored after refused writes", n)
+	}
+	if err := client(bootSecret).Agent().ServiceRegister(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := client(bootSecret).Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "a1", Name: "api", Address: "10.0.0.2", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+	c.EnsureSame()
+	svcs, _, err := client(ro).Catalog().Services(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := svcs["web"]; !ok || len(svcs) != 1 {
+		t.Fatalf("read-only token sees %v, want web only", svcs)
+	}
+	if _, _, err := client(ro).Health().Service("api", "", false, nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("api with a web token: %v", err)
+	}
+	if code, out := do(t, "GET", base+"/v1/health/service/web?token="+ro, "", nil); code != http.StatusOK || !strings.Contains(out, "w1") {
+		t.Fatalf("?token=: %d %s", code, out)
+	}
+	if code, out := do(t, "GET", base+"/v1/health/service/web", "", map[string]string{"Authorization": "Bearer " + ro}); code != http.StatusOK {
+		t.Fatalf("Authorization: %d %s", code, out)
+	}
+	if code, out := do(t, "GET", base+"/v1/health/service/web", "", nil); code != http.StatusForbidden || !strings.Contains(out, "Permission denied") {
+		t.Fatalf("anonymous: %d %s", code, out)
+	}
+}
