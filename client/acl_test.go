@@ -1,0 +1,71 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/roster-registry/roster/acl"
+	"github.com/roster-registry/roster/client"
+	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
+)
+
+// TestWithToken: a client made WithToken sends its token on unary calls
+// and watch streams; one without is refused.
+func TestWithToken(t *testing.T) {
+	const boot = "sdk-boot-secret"
+	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) {
+		o.ACL = rpc.ACLOptions{Enabled: true, BootstrapSecret: boot}
+	}})
+	c.Eventually("bootstrapped", 10*time.Second, func() bool {
+		for _, nd := range c.Nodes {
+			if nd.Node.Store().View().TokenBySecret(acl.HashSecret(boot)) == nil {
+				return false
+			}
+		}
+		return true
+	})
+	var addrs []string
+	for _, nd := range c.Nodes {
+		addrs = append(addrs, nd.Addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	with, err := client.New(ctx, addrs, client.WithToken(boot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer with.Close()
+	without, err := client.New(ctx, addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer without.Close()
+
+	reg := &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{Service: "web", Id: "w1", Address: "10.0.0.1", Port: 80}}
+	if _, err := without.Register(ctx, reg); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("without a token: %v", err)
+	}
+	if _, err := with.Register(ctx, reg); err != nil {
+		t.Fatalf("with a token: %v", err)
+	}
+	for resp, err := range with.Watch(ctx, &rosterv1.WatchRequest{Service: "web"}) {
+		if err != nil {
+			t.Fatalf("watch with a token: %v", err)
+		}
+		if len(resp.GetEvents()) > 0 || resp.GetReset_() {
+			break
+		}
+	}
+	for _, err := range without.Watch(ctx, &rosterv1.WatchRequest{Service: "web"}) {
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("watch without a token: %v", err)
+		}
+		break
+	}
+}
