@@ -47,14 +47,21 @@ Rules (--rule, repeatable):
 ACCESS is read, write (implies read) or deny; "service::read" reads every
 service. The rule naming the namespace wins, then the longest prefix, then
 deny over write over read.`,
+		Example: `  roster acl bootstrap
+  ROSTER_TOKEN=<secret> roster acl token create --rule service:web:write --rule service::read
+  roster --token <secret> acl token list -o json`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	token := &cobra.Command{
 		Use:   "token",
 		Short: "Create, list and delete ACL tokens",
-		Args:  exactArgs(),
-		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		Long:  `token creates, lists and deletes ACL tokens; all need a token with acl rules.`,
+		Example: `  roster acl token create --rule service:web:write
+  roster acl token list
+  roster acl token delete ACCESSOR`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	token.AddCommand(a.aclTokenCreateCommand(), a.aclTokenListCommand(), a.aclTokenDeleteCommand())
 	cmd.AddCommand(a.aclBootstrapCommand(), token)
@@ -140,7 +147,8 @@ stored, so they are never shown. Needs a token with acl:read.
 
 -o json prints {"tokens": [{"accessor_id", "description", "rules",
 "management", "create_time"}]}.`,
-		Args: exactArgs(),
+		Example: `  roster acl token list -o json`,
+		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				resp, err := c.ListTokens(ctx, &rosterv1.ListTokensRequest{})
