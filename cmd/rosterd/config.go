@@ -43,6 +43,10 @@ type flags struct {
 	selfPreservationMinLeases int
 	selfPreservationMaxHold   time.Duration
 	leaseTick                 time.Duration
+
+	raftTimeoutScale  float64
+	raftCommitTimeout time.Duration
+	raftLogStore      string
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
@@ -81,6 +85,10 @@ func (f *flags) register(fs *pflag.FlagSet) {
 		fmt.Sprintf("the longest self-preservation holds one lease's expiry (%s to %s); then it expires all the same",
 			cluster.MinSelfPreservationMaxHold, cluster.MaxSelfPreservationMaxHold))
 	fs.DurationVar(&f.leaseTick, "lease-tick", cluster.DefaultLeaseTick, "granularity of lease timers: an expired lease is acted on within one tick")
+	fs.Float64Var(&f.raftTimeoutScale, "raft-timeout-scale", 1, fmt.Sprintf("multiply the Raft heartbeat, election and leader-lease timeouts (%s, %s, %s: made for a LAN) by this; "+
+		"raise it for slow disks or a WAN; every node should use the same", cluster.LANHeartbeatTimeout, cluster.LANElectionTimeout, cluster.LANLeaderLeaseTimeout))
+	fs.DurationVar(&f.raftCommitTimeout, "raft-commit-timeout", cluster.LANCommitTimeout,
+		"how long an idle leader waits before telling followers what committed; followers' watches and reads see a write that much later at most")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
 }
 
@@ -183,6 +191,14 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 		return cfg, usagef("--lease-tick %s must be between 10ms and 10s", f.leaseTick)
 	}
 	cfg.LeaseTick = f.leaseTick
+	if math.IsNaN(f.raftTimeoutScale) || f.raftTimeoutScale < 0.2 || f.raftTimeoutScale > 50 {
+		return cfg, usagef("--raft-timeout-scale %v must be between 0.2 and 50", f.raftTimeoutScale)
+	}
+	if f.raftCommitTimeout < 100*time.Microsecond || f.raftCommitTimeout > time.Second {
+		return cfg, usagef("--raft-commit-timeout %s must be between 100µs and 1s", f.raftCommitTimeout)
+	}
+	cfg.UseLANTimeouts(f.raftTimeoutScale)
+	cfg.CommitTimeout = f.raftCommitTimeout
 	cfg.Store.HistoryEvents = f.historyEvents
 	cfg.Store.HistoryBytes = f.historyBytes
 	return cfg, nil
