@@ -131,6 +131,19 @@ leader) without client-side retries, so every call is measured as sent.`,
 			case "keepalive":
 				return a.benchKeepAlive(cmd.Context(), o)
 			}
+			if o.local {
+				// A local cluster of its own: the calls go to its leader.
+				target, err := a.benchTarget(cmd.Context(), o, nil)
+				if err != nil {
+					return err
+				}
+				defer target.close()
+				leader, _ := findLeader(cmd.Context(), target.nodes)
+				if leader == nil {
+					return fmt.Errorf("the local cluster has no leader")
+				}
+				a.addrs = []string{leader.addr}
+			}
 			return a.bench(cmd.Context(), args[0], o, cons)
 		},
 	}
@@ -150,7 +163,7 @@ leader) without client-side retries, so every call is measured as sent.`,
 	f.IntVar(&o.rounds, "rounds", 5, "for failover: how many leaders to kill")
 	f.IntVar(&o.instances, "instances", 10000, "for memory and keepalive: instances to register")
 	f.IntVar(&o.streams, "streams", 16, "for keepalive: KeepAlive streams, spread over every --addr")
-	f.BoolVar(&o.local, "local", false, "for watch, memory and keepalive: start a local 3-node cluster of --rosterd processes instead of using --addr")
+	f.BoolVar(&o.local, "local", false, "start a local 3-node cluster of --rosterd processes instead of using --addr (register, get and heartbeat then call its leader)")
 	f.IntSliceVar(&o.pids, "pids", nil, "for memory and keepalive without --local: the process ids of the --addr nodes on this machine, in the same order")
 	return cmd
 }

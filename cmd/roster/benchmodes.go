@@ -34,11 +34,8 @@ func (o *benchOptions) checkModes(mode string) error {
 			return usagef("--rounds %d: must be 1-100", o.rounds)
 		}
 	}
-	switch mode {
-	case "memory", "keepalive", "watch":
-		if o.local && len(o.pids) > 0 {
-			return usagef("--local starts its own cluster: --pids cannot go with it")
-		}
+	if o.local && len(o.pids) > 0 {
+		return usagef("--local starts its own cluster: --pids cannot go with it")
 	}
 	switch mode {
 	case "memory", "keepalive":

@@ -89,6 +89,8 @@ func (f *flags) register(fs *pflag.FlagSet) {
 		"raise it for slow disks or a WAN; every node should use the same", cluster.LANHeartbeatTimeout, cluster.LANElectionTimeout, cluster.LANLeaderLeaseTimeout))
 	fs.DurationVar(&f.raftCommitTimeout, "raft-commit-timeout", cluster.LANCommitTimeout,
 		"how long an idle leader waits before telling followers what committed; followers' watches and reads see a write that much later at most")
+	fs.StringVar(&f.raftLogStore, "raft-log-store", "", fmt.Sprintf("where the Raft log lives: %s (segment files under DATA-DIR/wal) or %s (raft.db); "+
+		"default: what the data dir already holds, else %s. A data dir keeps the store it was created with", cluster.LogStoreWAL, cluster.LogStoreBolt, cluster.DefaultLogStore))
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
 }
 
@@ -197,6 +199,12 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 	if f.raftCommitTimeout < 100*time.Microsecond || f.raftCommitTimeout > time.Second {
 		return cfg, usagef("--raft-commit-timeout %s must be between 100µs and 1s", f.raftCommitTimeout)
 	}
+	switch f.raftLogStore {
+	case "", cluster.LogStoreWAL, cluster.LogStoreBolt:
+	default:
+		return cfg, usagef("--raft-log-store %q: use %s or %s", f.raftLogStore, cluster.LogStoreWAL, cluster.LogStoreBolt)
+	}
+	cfg.LogStore = f.raftLogStore
 	cfg.UseLANTimeouts(f.raftTimeoutScale)
 	cfg.CommitTimeout = f.raftCommitTimeout
 	cfg.Store.HistoryEvents = f.historyEvents
