@@ -27,7 +27,8 @@ var FaultNames = []string{
 	"slow-watcher",
 }
 
-// electionWait is comfortably longer than rosterd's election timeout (1s).
+// electionWait is comfortably longer than rosterd's election timeout
+// (300 ms by default, 1 s with hashicorp/raft's own timers).
 const electionWait = 3 * time.Second
 
 // faulter injects faults into the cluster while the workload runs.
