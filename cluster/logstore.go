@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
+	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
@@ -48,7 +50,7 @@ func (n *Node) walDir() string { return filepath.Join(n.cfg.DataDir, "wal") }
 // openWAL opens (or creates) the WAL log store. A data dir whose bolt file
 // already holds log entries was created with the bolt log store: the WAL
 // would start empty beside it, so it is refused.
-func (n *Node) openWAL(bolt *raftboltdb.BoltStore) (*raftwal.WAL, error) {
+func (n *Node) openWAL(bolt *raftboltdb.BoltStore) (raft.LogStore, error) {
 	last, err := bolt.LastIndex()
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", filepath.Join(n.cfg.DataDir, "raft.db"), err)
@@ -70,7 +72,61 @@ func (n *Node) openWAL(bolt *raftboltdb.BoltStore) (*raftwal.WAL, error) {
 		return nil, fmt.Errorf("open raft log %s: %w", n.walDir(), err)
 	}
 	n.closers = append(n.closers, func() error { return errors.Join(w.Close(), meta.Close()) })
-	return w, nil
+	// raft-wal cuts a damaged tail segment at the damage, as it would a
+	// torn write: a log garbled near its start comes back empty, and the
+	// node would start as if it had never been a member. A marker in the
+	// stable store, set when the first entry is stored, turns that into a
+	// refusal to start.
+	last, err = w.LastIndex()
+	if err != nil {
+		return nil, fmt.Errorf("read raft log %s: %w", n.walDir(), err)
+	}
+	had, err := bolt.GetUint64(walUsedKey)
+	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+		return nil, fmt.Errorf("read %s: %w", filepath.Join(n.cfg.DataDir, "raft.db"), err)
+	}
+	if had > 0 && last == 0 {
+		return nil, fmt.Errorf("the raft log in %s is empty although this node has stored entries in it before: "+
+			"the log was lost or damaged; move the data dir aside and rejoin this node to the cluster", n.walDir())
+	}
+	m := &markedWAL{WAL: w, stable: bolt}
+	m.marked.Store(had > 0)
+	return m, nil
+}
+
+// walUsedKey marks, in the stable store, that the WAL has held entries.
+var walUsedKey = []byte("roster_wal_used")
+
+// markedWAL is the WAL log store that sets walUsedKey once, with the
+// first entries it stores.
+type markedWAL struct {
+	*raftwal.WAL
+	stable *raftboltdb.BoltStore
+	marked atomic.Bool
+}
+
+// StoreLogs stores the entries, then sets the marker once.
+func (m *markedWAL) StoreLogs(logs []*raft.Log) error {
+	if err := m.WAL.StoreLogs(logs); err != nil {
+		return err
+	}
+	return m.mark()
+}
+
+// StoreLog stores one entry, then sets the marker once.
+func (m *markedWAL) StoreLog(log *raft.Log) error {
+	return m.StoreLogs([]*raft.Log{log})
+}
+
+func (m *markedWAL) mark() error {
+	if m.marked.Load() {
+		return nil
+	}
+	if err := m.stable.SetUint64(walUsedKey, 1); err != nil {
+		return fmt.Errorf("mark the raft log as used: %w", err)
+	}
+	m.marked.Store(true)
+	return nil
 }
 
 // refuseWAL refuses to open a data dir created with the WAL log store with

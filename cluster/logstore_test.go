@@ -68,3 +68,24 @@ func TestLogStoresKeepTheirDataDirAndRefuseTheOther(t *testing.T) {
 		})
 	}
 }
+
+func TestAWALLostAfterUseRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	n, err := startOnDisk(t, dir, LogStoreWAL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	// What raft-wal leaves of a log damaged near its start: nothing.
+	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := startOnDisk(t, dir, LogStoreWAL); err == nil {
+		_ = n.Shutdown()
+		t.Fatal("a node whose used WAL is gone started")
+	} else if !strings.Contains(err.Error(), "lost or damaged") {
+		t.Fatalf("refusal does not say what happened: %v", err)
+	}
+}
