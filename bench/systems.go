@@ -12,6 +12,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -108,7 +109,7 @@ func startEtcd(ctx context.Context, base string, conns int) (*etcdSystem, error)
 		s.ms = append(s.ms, m)
 		var cs []*clientv3.Client
 		for range conns {
-			c, err := clientv3.New(clientv3.Config{Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", ports[2*i])}, DialTimeout: 5 * time.Second})
+			c, err := clientv3.New(clientv3.Config{Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", ports[2*i])}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 			if err != nil {
 				s.close()
 				return nil, err

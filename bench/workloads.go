@@ -58,7 +58,11 @@ func (b *runner) runWrites(ctx context.Context, s system, writers int, lease, sp
 			if spread {
 				node = w % len(s.members())
 			}
-			for runCtx.Err() == nil {
+			// A call can fail on the run's deadline before the run's own
+			// timer marks it done: compare with the deadline too.
+			deadline, _ := runCtx.Deadline()
+			over := func() bool { return runCtx.Err() != nil || !time.Now().Before(deadline) }
+			for !over() {
 				n := int(seq.Add(1))
 				cctx, ccancel := context.WithTimeout(runCtx, 10*time.Second)
 				t0 := time.Now()
@@ -66,7 +70,7 @@ func (b *runner) runWrites(ctx context.Context, s system, writers int, lease, sp
 				dt := time.Since(t0)
 				ccancel()
 				if err != nil {
-					if runCtx.Err() == nil {
+					if !over() {
 						failed.Add(1)
 						firstErr.CompareAndSwap(nil, err.Error())
 					}
