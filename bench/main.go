@@ -144,7 +144,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}}
 	b.logf("load average at start: %s", rep.Machine["loadavg_start"])
 
-	results := map[string]map[string]any{}
+	// Both clusters run for the whole comparison, but only one at a time:
+	// the other's processes are stopped (SIGSTOP) while a phase runs, and
+	// the two take turns phase by phase, so a change in the machine's load
+	// falls on both alike.
+	var systems []system
+	defer func() {
+		for _, s := range systems {
+			resumeAll(s)
+			s.close()
+		}
+	}()
 	for _, sysName := range []string{"etcd", "roster"} {
 		b.logf("starting a 3-process %s cluster", sysName)
 		var s system
@@ -156,14 +166,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		res, err := b.phases(ctx, s)
-		s.close()
-		if err != nil {
-			return fmt.Errorf("%s: %w", sysName, err)
-		}
-		results[sysName] = res
-		rep.Details[sysName] = res
+		systems = append(systems, s)
+		pauseAll(s)
 	}
+	results := map[string]map[string]any{"etcd": {}, "roster": {}}
+	for i, ph := range b.phaseList() {
+		if !b.want(ph.group) {
+			continue
+		}
+		order := systems
+		if i%2 == 1 {
+			order = []system{systems[1], systems[0]}
+		}
+		for _, s := range order {
+			resumeAll(s)
+			if err := settle(ctx, s); err != nil {
+				return fmt.Errorf("%s: %w", s.name(), err)
+			}
+			b.logf("%s: %s (load average %s)", s.name(), ph.name, loadavg())
+			v, err := ph.run(ctx, s)
+			pauseAll(s)
+			if err != nil {
+				return fmt.Errorf("%s: %s: %w", s.name(), ph.name, err)
+			}
+			results[s.name()][ph.key] = v
+		}
+	}
+	rep.Details["etcd"], rep.Details["roster"] = results["etcd"], results["roster"]
 	rep.Machine["loadavg_end"] = loadavg()
 	rep.Figures = figures(results["etcd"], results["roster"])
 	printReport(stdout, rep)
@@ -189,60 +218,92 @@ func (b *runner) want(phase string) bool {
 	return false
 }
 
-// phases runs every workload on one system, in an order that keeps each
-// from disturbing the next: reads first on a small state, failover last.
-func (b *runner) phases(ctx context.Context, s system) (map[string]any, error) {
-	res := map[string]any{}
-	if b.want("read") {
-		b.logf("%s: read after write (%d pairs per node)", s.name(), b.reads)
-		r, err := b.runReadAfterWrite(ctx, s, b.reads)
-		if err != nil {
-			return nil, fmt.Errorf("read after write: %w", err)
-		}
-		res["read"] = r
-	}
+// phase is one workload, run on each system in turn.
+type phase struct {
+	group string // what -only names
+	key   string // its key in the results
+	name  string
+	run   func(ctx context.Context, s system) (any, error)
+}
+
+// phaseList is every workload, in an order that keeps each from
+// disturbing the next: reads first on a small state, failover last.
+func (b *runner) phaseList() []phase {
+	ps := []phase{{"read", "read", fmt.Sprintf("read after write, %d pairs per node", b.reads), func(ctx context.Context, s system) (any, error) {
+		return b.runReadAfterWrite(ctx, s, b.reads)
+	}}}
 	for _, kind := range []struct {
 		name          string
 		lease, spread bool
 	}{{"write", false, false}, {"lease", true, false}, {"spread", false, true}} {
-		if !b.want(kind.name) {
-			continue
-		}
 		for _, w := range b.writers {
-			b.logf("%s: %s, %d writers, %s", s.name(), kind.name, w, b.phase)
-			st, err := b.runWrites(ctx, s, w, kind.lease, kind.spread, b.phase)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", kind.name, err)
+			ps = append(ps, phase{kind.name, fmt.Sprintf("%s_%d", kind.name, w), fmt.Sprintf("%s, %d writers, %s", kind.name, w, b.phase),
+				func(ctx context.Context, s system) (any, error) {
+					st, err := b.runWrites(ctx, s, w, kind.lease, kind.spread, b.phase)
+					if err == nil {
+						b.logf("%s: %.0f/s p50 %.2fms p99 %.2fms, %d errors %s", s.name(), st.OpsPerS, st.P50, st.P99, st.Errors, st.FirstError)
+					}
+					return st, err
+				}})
+		}
+	}
+	return append(ps,
+		phase{"watch", "watch", fmt.Sprintf("watch, %d watchers, %d writes", b.watchers, b.watchWrites), func(ctx context.Context, s system) (any, error) {
+			return b.runWatch(ctx, s, b.watchers, b.watchWrites)
+		}},
+		phase{"memory", "memory", fmt.Sprintf("memory, %d records", b.memKeys), func(ctx context.Context, s system) (any, error) {
+			return b.runMemory(ctx, s, b.memKeys)
+		}},
+		phase{"failover", "failover", fmt.Sprintf("failover, %d rounds", b.rounds), func(ctx context.Context, s system) (any, error) {
+			return b.runFailover(ctx, s, b.rounds)
+		}},
+	)
+}
+
+// pauseAll stops every live member's process (SIGSTOP).
+func pauseAll(s system) {
+	for _, m := range s.members() {
+		if m.alive() {
+			_ = m.cmd.Process.Signal(syscall.SIGSTOP)
+		}
+	}
+}
+
+// resumeAll continues every stopped member (SIGCONT).
+func resumeAll(s system) {
+	for _, m := range s.members() {
+		if m.alive() {
+			_ = m.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+}
+
+// settle waits, after a resume, until the cluster has a leader that takes
+// a write, and a second more for timers that fired during the pause.
+func settle(ctx context.Context, s system) error {
+	if err := waitLeader(ctx, s); err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	if err := waitLeader(ctx, s); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		l, err := s.leader(ctx)
+		if err == nil {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err = s.write(cctx, l, 0, 0, 0, false)
+			cancel()
+			if err == nil {
+				return nil
 			}
-			b.logf("%s: %s, %d writers: %.0f/s p50 %.2fms p99 %.2fms, %d errors %s", s.name(), kind.name, w, st.OpsPerS, st.P50, st.P99, st.Errors, st.FirstError)
-			res[fmt.Sprintf("%s_%d", kind.name, w)] = st
 		}
-	}
-	if b.want("watch") {
-		b.logf("%s: watch, %d watchers, %d writes", s.name(), b.watchers, b.watchWrites)
-		st, err := b.runWatch(ctx, s, b.watchers, b.watchWrites)
-		if err != nil {
-			return nil, fmt.Errorf("watch: %w", err)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no write succeeded within 1m of resuming: %w", err)
 		}
-		res["watch"] = st
+		time.Sleep(50 * time.Millisecond)
 	}
-	if b.want("memory") {
-		b.logf("%s: memory, %d records", s.name(), b.memKeys)
-		st, err := b.runMemory(ctx, s, b.memKeys)
-		if err != nil {
-			return nil, fmt.Errorf("memory: %w", err)
-		}
-		res["memory"] = st
-	}
-	if b.want("failover") {
-		b.logf("%s: failover, %d rounds", s.name(), b.rounds)
-		st, err := b.runFailover(ctx, s, b.rounds)
-		if err != nil {
-			return nil, fmt.Errorf("failover: %w", err)
-		}
-		res["failover"] = st
-	}
-	return res, nil
 }
 
 // figures pairs up the two systems' results.
