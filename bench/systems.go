@@ -176,17 +176,27 @@ func (s *etcdSystem) status(ctx context.Context, node int) (*clientv3.StatusResp
 	return c.Status(cctx, c.Endpoints()[0])
 }
 
+// leader returns the member every live member names as the leader.
 func (s *etcdSystem) leader(ctx context.Context) (int, error) {
+	var id uint64
+	at := -1
 	for i, m := range s.ms {
 		if !m.alive() {
 			continue
 		}
 		st, err := s.status(ctx, i)
-		if err == nil && st.Leader != 0 && st.Leader == st.Header.MemberId {
-			return i, nil
+		if err != nil || st.Leader == 0 || (id != 0 && st.Leader != id) {
+			return -1, errors.New("etcd members do not agree on a leader")
+		}
+		id = st.Leader
+		if st.Leader == st.Header.MemberId {
+			at = i
 		}
 	}
-	return -1, errors.New("no etcd member leads")
+	if at < 0 {
+		return -1, errors.New("no live etcd member leads")
+	}
+	return at, nil
 }
 
 func (s *etcdSystem) applied(ctx context.Context, node int) (uint64, error) {
@@ -350,17 +360,27 @@ func (s *rosterSystem) status(ctx context.Context, node int) (*rosterv1.StatusRe
 	return rosterv1.NewClusterClient(s.conns[node][0]).Status(cctx, &rosterv1.StatusRequest{})
 }
 
+// leader returns the node every live node names as the leader.
 func (s *rosterSystem) leader(ctx context.Context) (int, error) {
+	id := ""
+	at := -1
 	for i, m := range s.ms {
 		if !m.alive() {
 			continue
 		}
 		st, err := s.status(ctx, i)
-		if err == nil && st.GetState() == "leader" {
-			return i, nil
+		if err != nil || st.GetLeaderId() == "" || (id != "" && st.GetLeaderId() != id) {
+			return -1, errors.New("roster nodes do not agree on a leader")
+		}
+		id = st.GetLeaderId()
+		if st.GetState() == "leader" && st.GetNodeId() == id {
+			at = i
 		}
 	}
-	return -1, errors.New("no roster node leads")
+	if at < 0 {
+		return -1, errors.New("no live roster node leads")
+	}
+	return at, nil
 }
 
 func (s *rosterSystem) applied(ctx context.Context, node int) (uint64, error) {
