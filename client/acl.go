@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
@@ -16,6 +17,10 @@ import (
 func WithToken(secret string) Option {
 	return WithDialOptions(grpc.WithPerRPCCredentials(tokenCreds(secret)))
 }
+
+// TokenCredentials are the per-RPC credentials WithToken uses, for code
+// that dials Roster with grpc.NewClient itself.
+func TokenCredentials(secret string) credentials.PerRPCCredentials { return tokenCreds(secret) }
 
 // tokenCreds are per-RPC credentials carrying a bearer token.
 type tokenCreds string

@@ -36,7 +36,7 @@ func leaseTableActive(n *Node) bool {
 
 // newTestNode starts a single in-memory node and waits until it leads with
 // its lease table running.
-func newReadyLeader(t *testing.T) *Node {
+func newReadyLeader(t testing.TB) *Node {
 	t.Helper()
 	_, tr := raft.NewInmemTransport(raft.ServerAddress("n1.inmem:7421"))
 	cfg := Config{NodeID: "n1", InMemory: true, Transport: tr, Bootstrap: true, APIAddr: "127.0.0.1:1"}

@@ -77,6 +77,12 @@ type Config struct {
 	TrailingLogs       uint64
 	// NoSync skips fsync of the bolt log: only for benchmarks that say so.
 	NoSync bool
+	// LogStore is where the Raft log lives on disk: LogStoreWAL or
+	// LogStoreBolt; empty means the one the data dir already holds, else
+	// DefaultLogStore. The stable store (terms and votes) is always bolt's
+	// raft.db. A data dir keeps the log store it was created with: opening
+	// it with the other is refused.
+	LogStore string
 
 	// MaxEntrySize bounds one Raft entry (default 1 MiB).
 	MaxEntrySize int
@@ -158,6 +164,11 @@ func (c *Config) setDefaults() error {
 		if c.HeartbeatTimeout > 0 {
 			c.BootstrapListen = 2 * c.HeartbeatTimeout
 		}
+	}
+	switch c.LogStore {
+	case "", LogStoreWAL, LogStoreBolt:
+	default:
+		return fmt.Errorf("raft log store %q: use %s or %s", c.LogStore, LogStoreWAL, LogStoreBolt)
 	}
 	if c.MaxEntrySize <= 0 {
 		c.MaxEntrySize = 1 << 20
@@ -404,7 +415,21 @@ func (n *Node) openStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore
 		return nil, nil, nil, fmt.Errorf("open %s: %w", filepath.Join(n.cfg.DataDir, "raft.db"), err)
 	}
 	n.closers = append(n.closers, bolt.Close)
-	logs, err := raft.NewLogCache(512, bolt)
+	var disk raft.LogStore = bolt
+	kind, err := n.logStoreKind(bolt)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if kind == LogStoreWAL {
+		w, err := n.openWAL(bolt)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		disk = w
+	} else if err := n.refuseWAL(); err != nil {
+		return nil, nil, nil, err
+	}
+	logs, err := raft.NewLogCache(512, disk)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("log cache: %w", err)
 	}

@@ -57,7 +57,7 @@ func TestRoundsNeverReuseARoundInFlight(t *testing.T) {
 	}
 }
 
-func poll(t *testing.T, what string, cond func() bool) {
+func poll(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

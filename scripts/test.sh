@@ -78,3 +78,7 @@ echo "ok"
 
 step "go test -race ./..."
 go test -race -count=1 -timeout 20m "$@" ./...
+
+# Benchmarks run once each so they never rot; numbers come from longer runs.
+step "go test -bench . -benchtime=1x ./..."
+go test -count=1 -run '^$' -bench . -benchtime=1x ./...

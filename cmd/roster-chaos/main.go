@@ -54,6 +54,7 @@ func run() int {
 	fs.DurationVar(&cfg.Settle, "settle", 5*time.Second, "workload after the last heal")
 	fs.DurationVar(&cfg.LinearizableTimeout, "check-timeout", 3*time.Minute, "bound on checker L (running out is a failure)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "rosterd log level")
+	fs.StringVar(&cfg.LogStore, "raft-log-store", "", "rosterd --raft-log-store of every process node: wal or bolt (default: rosterd's)")
 	fs.BoolVar(&cfg.AllowSkips, "allow-skips", false, "exit 0 when W or X were SKIPPED (server without Watch or Heartbeat) and nothing failed")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2

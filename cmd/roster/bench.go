@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -28,6 +27,16 @@ type benchOptions struct {
 	service     string
 	consistency string
 	ttl         time.Duration
+
+	watchers     int
+	watchOn      string
+	rosterd      string
+	rosterdFlags []string
+	rounds       int
+	instances    int
+	streams      int
+	local        bool
+	pids         []int
 }
 
 // benchResult is what roster bench reports; -o json prints it as is.
@@ -50,7 +59,7 @@ type benchResult struct {
 func (a *app) benchCommand() *cobra.Command {
 	o := benchOptions{}
 	cmd := &cobra.Command{
-		Use:   "bench register|get|heartbeat",
+		Use:   "bench register|get|heartbeat|watch|failover|memory|keepalive",
 		Short: "Measure throughput and latency of one kind of call",
 		Long: `bench runs --clients concurrent callers, each with one call in flight,
 spread over every --addr (each address gets --conns connections), for
@@ -63,17 +72,34 @@ successful calls; errors are counted by code.
   get        reads --service at --consistency (registers --keys instances first)
   heartbeat  renews TTL leases of --keys instances (registered first with --ttl);
              heartbeats never write to Raft
+  watch      --watchers streams over every --addr (--conns connections each;
+             --watch-on all, leader or followers) and one writer to the leader;
+             each write is awaited by every watcher. Reports delivery latency
+             from the write's acknowledgement to each watcher, and to the last
+             watcher of each write
+  failover   starts its own local cluster of --rosterd processes, then
+             --rounds times: kill -9 the leader, time until the next write
+             succeeds (writes go to the survivors), restart the killed node
+  memory     resident memory (anon RSS) of each node before and after
+             registering --instances instances with realistic metadata, and
+             the time a restarted node takes to restore that state; of a
+             local cluster it starts with --local, or of --pids (one per
+             --addr, in order) on this machine
+  keepalive  registers --instances instances with --ttl, then renews them
+             over --streams KeepAlive streams for --duration: heartbeats per
+             second, the Raft entries they caused (the leader's applied index
+             delta) and the leader's CPU (with --local or --pids)
 
 Calls go straight to the given nodes (a follower forwards writes to the
 leader) without client-side retries, so every call is measured as sent.`,
 		Example: `  roster --addr 127.0.0.1:7420,127.0.0.1:7430,127.0.0.1:7440 bench register --clients 256 --duration 20s
   roster bench get --consistency stale --clients 64 -o json`,
-		Args: exactArgs("register|get|heartbeat"),
+		Args: exactArgs("register|get|heartbeat|watch|failover|memory|keepalive"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch args[0] {
-			case "register", "get", "heartbeat":
+			case "register", "get", "heartbeat", "watch", "failover", "memory", "keepalive":
 			default:
-				return usagef("bench %q: choose register, get or heartbeat", args[0])
+				return usagef("bench %q: choose register, get, heartbeat, watch, failover, memory or keepalive", args[0])
 			}
 			if o.clients < 1 || o.clients > 100_000 {
 				return usagef("--clients %d: must be 1-100000", o.clients)
@@ -91,6 +117,32 @@ leader) without client-side retries, so every call is measured as sent.`,
 			if err != nil {
 				return err
 			}
+			if err := o.checkModes(args[0]); err != nil {
+				return err
+			}
+			switch args[0] {
+			case "watch":
+				return a.benchWatch(cmd.Context(), o)
+			case "failover":
+				return a.benchFailover(cmd.Context(), o)
+			case "memory":
+				return a.benchMemory(cmd.Context(), o)
+			case "keepalive":
+				return a.benchKeepAlive(cmd.Context(), o)
+			}
+			if o.local {
+				// A local cluster of its own: the calls go to its leader.
+				target, err := a.benchTarget(cmd.Context(), o, nil)
+				if err != nil {
+					return err
+				}
+				defer target.close()
+				leader, _ := findLeader(cmd.Context(), target.nodes)
+				if leader == nil {
+					return fmt.Errorf("the local cluster has no leader")
+				}
+				a.addrs = []string{leader.addr}
+			}
 			return a.bench(cmd.Context(), args[0], o, cons)
 		},
 	}
@@ -102,7 +154,16 @@ leader) without client-side retries, so every call is measured as sent.`,
 	f.IntVar(&o.keys, "keys", 1000, "distinct instances the calls touch")
 	f.StringVar(&o.service, "service", "bench", "service the benchmark writes and reads")
 	f.StringVar(&o.consistency, "consistency", "linearizable", "for get: linearizable or stale")
-	f.DurationVar(&o.ttl, "ttl", 30*time.Second, "for heartbeat: the instances' TTL")
+	f.DurationVar(&o.ttl, "ttl", 30*time.Second, "for heartbeat and keepalive: the instances' TTL")
+	f.IntVar(&o.watchers, "watchers", 100, "for watch: watch streams")
+	f.StringVar(&o.watchOn, "watch-on", "all", "for watch: which nodes serve the watchers: all, leader or followers")
+	f.StringVar(&o.rosterd, "rosterd", "", "for a local cluster: the rosterd binary (default: beside roster, else bin/rosterd, else on PATH)")
+	f.StringArrayVar(&o.rosterdFlags, "rosterd-flag", nil, "for a local cluster: an extra rosterd flag for every node, e.g. --rosterd-flag=--raft-timeout-scale=2 (repeatable)")
+	f.IntVar(&o.rounds, "rounds", 5, "for failover: how many leaders to kill")
+	f.IntVar(&o.instances, "instances", 10000, "for memory and keepalive: instances to register")
+	f.IntVar(&o.streams, "streams", 16, "for keepalive: KeepAlive streams, spread over every --addr")
+	f.BoolVar(&o.local, "local", false, "start a local 3-node cluster of --rosterd processes instead of using --addr (register, get and heartbeat then call its leader)")
+	f.IntSliceVar(&o.pids, "pids", nil, "for memory and keepalive without --local: the process ids of the --addr nodes on this machine, in the same order")
 	return cmd
 }
 
@@ -117,10 +178,14 @@ func parseConsistency(s string) (rosterv1.Consistency, error) {
 }
 
 func (a *app) bench(ctx context.Context, op string, o benchOptions, cons rosterv1.Consistency) error {
+	dial, err := a.dialOptions()
+	if err != nil {
+		return err
+	}
 	var stubs []rosterv1.RegistryClient
 	for _, addr := range a.addrs {
 		for range o.conns {
-			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			cc, err := grpc.NewClient(addr, dial...)
 			if err != nil {
 				return fmt.Errorf("connect to %s: %w", addr, err)
 			}
@@ -218,7 +283,7 @@ func (a *app) bench(ctx context.Context, op string, o benchOptions, cons rosterv
 		}()
 	}
 	stop := make(chan struct{})
-	go a.benchProgress(start, &done, &failed, stop)
+	go a.benchProgress(start, "calls", &done, &failed, stop)
 	wg.Wait()
 	close(stop)
 	elapsed := time.Since(start)
@@ -267,8 +332,9 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	return float64(sorted[i]) / float64(time.Millisecond)
 }
 
-// benchProgress prints one line a second on stderr until stop closes.
-func (a *app) benchProgress(start time.Time, done, failed *atomic.Int64, stop <-chan struct{}) {
+// benchProgress prints one line a second on stderr until stop closes:
+// elapsed time, how many units are done, the rate and the errors.
+func (a *app) benchProgress(start time.Time, unit string, done, failed *atomic.Int64, stop <-chan struct{}) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	last := int64(0)
@@ -278,7 +344,7 @@ func (a *app) benchProgress(start time.Time, done, failed *atomic.Int64, stop <-
 			return
 		case <-tick.C:
 			n := done.Load()
-			fmt.Fprintf(a.stderr, "bench: %4.0fs  %d calls  %d/s  %d errors\n", time.Since(start).Seconds(), n, n-last, failed.Load())
+			fmt.Fprintf(a.stderr, "bench: %4.0fs  %d %s  %d/s  %d errors\n", time.Since(start).Seconds(), n, unit, n-last, failed.Load())
 			last = n
 		}
 	}

@@ -52,6 +52,13 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 		{"bench", "register", "--clients", "0"},
 		{"bench", "register", "--duration", "0"},
 		{"bench", "get", "--consistency", "eventual"},
+		{"bench", "watch", "--watchers", "0"},
+		{"bench", "watch", "--watch-on", "nobody"},
+		{"bench", "failover", "--rounds", "0"},
+		{"bench", "memory"},
+		{"bench", "memory", "--local", "--pids", "1"},
+		{"bench", "keepalive", "--streams", "0"},
+		{"bench", "keepalive", "--pids", "1,2"},
 	} {
 		code, _, stderr := runCLI(t, ctx, f.addr, args...)
 		if code != exitUsage || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -83,6 +84,21 @@ func (a *app) transportCredentials() (credentials.TransportCredentials, error) {
 		return nil, err
 	}
 	return credentials.NewTLS(a.tls.conf), nil
+}
+
+// dialOptions are what a command that dials gRPC itself needs to reach
+// the cluster the flags name: its transport credentials and, with --token,
+// the ACL token.
+func (a *app) dialOptions() ([]grpc.DialOption, error) {
+	creds, err := a.transportCredentials()
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if a.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(client.TokenCredentials(a.token)))
+	}
+	return opts, nil
 }
 
 func (a *app) tlsCommand() *cobra.Command {

@@ -51,8 +51,11 @@ type flags struct {
 	selfPreservationMaxHold   time.Duration
 	leaseTick                 time.Duration
 
-	tls tlsFlags
-	acl aclFlags
+	tls               tlsFlags
+	acl               aclFlags
+	raftTimeoutScale  float64
+	raftCommitTimeout time.Duration
+	raftLogStore      string
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
@@ -97,6 +100,12 @@ func (f *flags) register(fs *pflag.FlagSet) {
 		fmt.Sprintf("the longest self-preservation holds one lease's expiry (%s to %s); then it expires all the same",
 			cluster.MinSelfPreservationMaxHold, cluster.MaxSelfPreservationMaxHold))
 	fs.DurationVar(&f.leaseTick, "lease-tick", cluster.DefaultLeaseTick, "granularity of lease timers: an expired lease is acted on within one tick")
+	fs.Float64Var(&f.raftTimeoutScale, "raft-timeout-scale", 1, fmt.Sprintf("multiply the Raft heartbeat, election and leader-lease timeouts (%s, %s, %s: made for a LAN) by this; "+
+		"raise it for slow disks or a WAN; every node should use the same", cluster.LANHeartbeatTimeout, cluster.LANElectionTimeout, cluster.LANLeaderLeaseTimeout))
+	fs.DurationVar(&f.raftCommitTimeout, "raft-commit-timeout", cluster.LANCommitTimeout,
+		"how long an idle leader waits before telling followers what committed; followers' watches and reads see a write that much later at most")
+	fs.StringVar(&f.raftLogStore, "raft-log-store", "", fmt.Sprintf("where the Raft log lives: %s (segment files under DATA-DIR/wal) or %s (raft.db); "+
+		"default: what the data dir already holds, else %s. A data dir keeps the store it was created with", cluster.LogStoreWAL, cluster.LogStoreBolt, cluster.DefaultLogStore))
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
 	f.tls.register(fs)
 	f.acl.register(fs)
@@ -212,6 +221,20 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 		return cfg, usagef("--lease-tick %s must be between 10ms and 10s", f.leaseTick)
 	}
 	cfg.LeaseTick = f.leaseTick
+	if math.IsNaN(f.raftTimeoutScale) || f.raftTimeoutScale < 0.2 || f.raftTimeoutScale > 50 {
+		return cfg, usagef("--raft-timeout-scale %v must be between 0.2 and 50", f.raftTimeoutScale)
+	}
+	if f.raftCommitTimeout < 100*time.Microsecond || f.raftCommitTimeout > time.Second {
+		return cfg, usagef("--raft-commit-timeout %s must be between 100µs and 1s", f.raftCommitTimeout)
+	}
+	switch f.raftLogStore {
+	case "", cluster.LogStoreWAL, cluster.LogStoreBolt:
+	default:
+		return cfg, usagef("--raft-log-store %q: use %s or %s", f.raftLogStore, cluster.LogStoreWAL, cluster.LogStoreBolt)
+	}
+	cfg.LogStore = f.raftLogStore
+	cfg.UseLANTimeouts(f.raftTimeoutScale)
+	cfg.CommitTimeout = f.raftCommitTimeout
 	cfg.Store.HistoryEvents = f.historyEvents
 	cfg.Store.HistoryBytes = f.historyBytes
 	return cfg, nil

@@ -160,7 +160,7 @@ func newProcessCluster(cfg *Config, logf func(string, ...any)) (*cluster, error)
 // baseArgs are the flags every process node runs with: small snapshot
 // thresholds, so a follower that was down catches up by snapshot install.
 func (c *cluster) baseArgs(n *node) []string {
-	return []string{
+	args := []string{
 		"--node-id", n.id, "--data-dir", n.dataDir,
 		"--grpc-addr", n.api, "--raft-addr", n.raft,
 		"--log-level", c.cfg.LogLevel,
@@ -168,6 +168,10 @@ func (c *cluster) baseArgs(n *node) []string {
 		"--trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
 		"--snapshot-interval", "1s",
 	}
+	if c.cfg.LogStore != "" {
+		args = append(args, "--raft-log-store", c.cfg.LogStore)
+	}
+	return args
 }
 
 // bootstrap starts the initial nodes with --initial-cluster.

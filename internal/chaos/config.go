@@ -30,6 +30,9 @@ type Config struct {
 	RepoRoot string
 	// LogLevel of rosterd.
 	LogLevel string
+	// LogStore is rosterd's --raft-log-store; empty leaves rosterd's
+	// default.
+	LogStore string
 	// SnapshotThreshold and TrailingLogs of every process node: small, so a
 	// follower that was down catches up by installing a snapshot.
 	SnapshotThreshold int

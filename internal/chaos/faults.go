@@ -27,7 +27,8 @@ var FaultNames = []string{
 	"slow-watcher",
 }
 
-// electionWait is comfortably longer than rosterd's election timeout (1s).
+// electionWait is comfortably longer than rosterd's election timeout
+// (300 ms by default, 1 s with hashicorp/raft's own timers).
 const electionWait = 3 * time.Second
 
 // faulter injects faults into the cluster while the workload runs.
@@ -419,6 +420,20 @@ func (f *faulter) diskCorrupt(ctx context.Context, fo *node) (string, error) {
 			return "truncate", err
 		}
 		what = fmt.Sprintf("truncated %s to half (%d bytes)", rel(fo.dataDir, target), fi.Size()/2)
+	} else if segs, _ := filepath.Glob(filepath.Join(fo.dataDir, "wal", "*.wal")); len(segs) > 0 {
+		// The WAL log store: garble the newest segment past its header.
+		sort.Strings(segs)
+		target = segs[len(segs)-1]
+		fh, err := os.OpenFile(target, os.O_WRONLY, 0)
+		if err != nil {
+			return "open " + rel(fo.dataDir, target), err
+		}
+		_, err = fh.WriteAt([]byte(strings.Repeat("\xde\xad\xbe\xef", 1024)), 64)
+		fh.Close()
+		if err != nil {
+			return "corrupt " + rel(fo.dataDir, target), err
+		}
+		what = fmt.Sprintf("overwrote 4KiB of %s past its header", rel(fo.dataDir, target))
 	} else {
 		target = filepath.Join(fo.dataDir, "raft.db")
 		fh, err := os.OpenFile(target, os.O_WRONLY, 0)

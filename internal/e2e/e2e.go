@@ -304,3 +304,16 @@ func (c *Cluster) Leader(live ...*Proc) *Proc {
 	})
 	return leader
 }
+
+// PID is the process id of the running process, 0 when it is not running.
+func (p *Proc) PID() int {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-p.exited:
+		return 0
+	default:
+		return p.cmd.Process.Pid
+	}
+}

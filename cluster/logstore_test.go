@@ -1,0 +1,91 @@
+package cluster
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roster-registry/roster/store"
+)
+
+// startOnDisk starts a single-voter node on dir with the given log store,
+// and waits until it leads.
+func startOnDisk(t *testing.T, dir, logStore string) (*Node, error) {
+	t.Helper()
+	_, tr := raft.NewInmemTransport(raft.ServerAddress("n1.inmem:7421"))
+	cfg := Config{NodeID: "n1", DataDir: dir, Transport: tr, Bootstrap: true, APIAddr: "127.0.0.1:1", LogStore: logStore, BootstrapListen: -1}
+	cfg.UseFastTimeouts()
+	n, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	poll(t, "a ready leader", n.LeaderReady)
+	return n, nil
+}
+
+func TestLogStoresKeepTheirDataDirAndRefuseTheOther(t *testing.T) {
+	for _, tc := range []struct{ created, other string }{{LogStoreWAL, LogStoreBolt}, {LogStoreBolt, LogStoreWAL}} {
+		t.Run(tc.created, func(t *testing.T) {
+			dir := t.TempDir()
+			n, err := startOnDisk(t, dir, tc.created)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: "10.0.0.1", Port: 80, Weight: 100}
+			if _, err := n.Register(context.Background(), in, ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.Shutdown(); err != nil {
+				t.Fatal(err)
+			}
+			_, walErr := os.Stat(filepath.Join(dir, "wal"))
+			if hasWAL := walErr == nil; hasWAL != (tc.created == LogStoreWAL) {
+				t.Fatalf("%s log store: wal dir exists = %v", tc.created, hasWAL)
+			}
+
+			// The other store would start from an empty log beside the real one.
+			if n, err := startOnDisk(t, dir, tc.other); err == nil {
+				_ = n.Shutdown()
+				t.Fatalf("a %s data dir opened with the %s log store", tc.created, tc.other)
+			} else if !strings.Contains(err.Error(), tc.created+" log store") {
+				t.Fatalf("refusal does not name the store the data dir holds: %v", err)
+			}
+
+			// No choice: the store the data dir holds, with its state.
+			n, err = startOnDisk(t, dir, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Shutdown()
+			poll(t, "the instance replayed from the log", func() bool {
+				got, err := n.Store().View().Instance(nil, in.Key())
+				return err == nil && got != nil
+			})
+		})
+	}
+}
+
+func TestAWALLostAfterUseRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	n, err := startOnDisk(t, dir, LogStoreWAL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	// What raft-wal leaves of a log damaged near its start: nothing.
+	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := startOnDisk(t, dir, LogStoreWAL); err == nil {
+		_ = n.Shutdown()
+		t.Fatal("a node whose used WAL is gone started")
+	} else if !strings.Contains(err.Error(), "lost or damaged") {
+		t.Fatalf("refusal does not say what happened: %v", err)
+	}
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// keepAliveResult is what roster bench keepalive reports.
+type keepAliveResult struct {
+	Op        string   `json:"op"`
+	Addrs     []string `json:"addrs"`
+	Instances int      `json:"instances"`
+	Streams   int      `json:"streams"`
+	// Ops: heartbeats answered without error.
+	Ops         int64   `json:"ops"`
+	Errors      int64   `json:"errors"`
+	DurationS   float64 `json:"duration_s"`
+	OpsPerS     float64 `json:"ops_per_s"`
+	RaftEntries uint64  `json:"raft_entries"`
+	// LeaderCPU: cores the leader process used on average (-1: unknown).
+	LeaderCPU  float64 `json:"leader_cpu_cores"`
+	LeaderPID  int     `json:"leader_pid"`
+	FirstError string  `json:"first_error,omitempty"`
+}
+
+// benchKeepAliveWindow bounds a stream's heartbeats in flight.
+const benchKeepAliveWindow = 512
+
+func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
+	target, err := a.benchTarget(ctx, o, nil)
+	if err != nil {
+		return err
+	}
+	defer target.close()
+	var stubs []rosterv1.RegistryClient
+	for i := 0; i < o.conns; i++ {
+		for _, n := range target.nodes {
+			stubs = append(stubs, rosterv1.NewRegistryClient(n.conns[i]))
+		}
+	}
+	mk := func(k int) *rosterv1.Instance { return realisticInstance(o.service, k, o.ttl) }
+	fmt.Fprintf(a.stderr, "bench: registering %d instances with TTL %s\n", o.instances, o.ttl)
+	if err := a.registerMany(ctx, stubs, o.instances, o.clients, mk); err != nil {
+		return err
+	}
+	leader, before := findLeader(ctx, target.nodes)
+	if leader == nil {
+		return fmt.Errorf("no node says it leads")
+	}
+	res := keepAliveResult{Op: "keepalive", Addrs: target.addrs(), Instances: o.instances, Streams: o.streams, LeaderCPU: -1, LeaderPID: leader.pid}
+	var cpu0 time.Duration
+	if leader.pid > 0 {
+		if cpu0, err = readProcCPU(leader.pid); err != nil {
+			return err
+		}
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var done, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	over := func() bool { return runCtx.Err() != nil || runOver(start, o, done.Load()+failed.Load()) }
+	for s := range o.streams {
+		stream, err := stubs[s%len(stubs)].KeepAlive(runCtx)
+		if err != nil {
+			return fmt.Errorf("keepalive: %w", err)
+		}
+		window := make(chan struct{}, benchKeepAliveWindow)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			defer stream.CloseSend()
+			for k := s; !over(); k += o.streams {
+				if k >= o.instances {
+					k = s % o.instances
+				}
+				select {
+				case window <- struct{}{}:
+				case <-runCtx.Done():
+					return
+				}
+				in := mk(k)
+				if err := stream.Send(&rosterv1.HeartbeatRequest{Service: in.Service, Id: in.Id}); err != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for {
+				resp, err := stream.Recv()
+				if err != nil {
+					if runCtx.Err() == nil && !over() {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, status.Convert(err).Message())
+					}
+					return
+				}
+				<-window
+				if resp.GetError() != "" {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, resp.GetError())
+					continue
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	go a.benchProgress(start, "heartbeats", &done, &failed, stop)
+	for !over() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	var cpu1 time.Duration
+	if leader.pid > 0 {
+		cpu1, _ = readProcCPU(leader.pid)
+	}
+	cancel()
+	wg.Wait()
+	close(stop)
+	after, err := rosterv1.NewClusterClient(leader.conns[0]).Status(ctx, &rosterv1.StatusRequest{})
+	if err != nil {
+		return fmt.Errorf("status of the leader after the run: %w", err)
+	}
+	res.Ops, res.Errors, res.DurationS = done.Load(), failed.Load(), elapsed.Seconds()
+	res.OpsPerS = float64(res.Ops) / elapsed.Seconds()
+	res.RaftEntries = after.GetAppliedIndex() - before.GetAppliedIndex()
+	if leader.pid > 0 {
+		res.LeaderCPU = float64(cpu1-cpu0) / float64(elapsed)
+	}
+	if e, ok := firstErr.Load().(string); ok {
+		res.FirstError = e
+	}
+	if a.json() {
+		return writeJSON(a.stdout, res)
+	}
+	t := newTable(a.stdout, "OP", "INSTANCES", "STREAMS", "HEARTBEATS", "ERRORS", "SECONDS", "HEARTBEATS/S", "RAFT ENTRIES", "LEADER CPU")
+	cpu := "unknown"
+	if res.LeaderCPU >= 0 {
+		cpu = fmt.Sprintf("%.2f cores", res.LeaderCPU)
+	}
+	t.row("keepalive", fmt.Sprint(o.instances), fmt.Sprint(o.streams), fmt.Sprint(res.Ops), fmt.Sprint(res.Errors),
+		fmt.Sprintf("%.1f", res.DurationS), fmt.Sprintf("%.0f", res.OpsPerS), fmt.Sprint(res.RaftEntries), cpu)
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if res.FirstError != "" {
+		fmt.Fprintf(a.stdout, "first error: %s\n", res.FirstError)
+	}
+	return nil
+}

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// localNode is one rosterd process a benchmark started itself.
+type localNode struct {
+	id      string
+	grpc    string
+	raft    string
+	dataDir string
+	logPath string
+	args    []string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	conn    *grpc.ClientConn
+}
+
+// localCluster is a 3-node (or n-node) cluster of real rosterd processes
+// on loopback ports, with data under a temporary directory that is
+// removed when it stops.
+type localCluster struct {
+	rosterd string
+	base    string
+	nodes   []*localNode
+}
+
+// findRosterd returns the rosterd binary to start: the given path, else
+// rosterd beside this executable, else bin/rosterd, else rosterd on PATH.
+func findRosterd(given string) (string, error) {
+	if given != "" {
+		if _, err := os.Stat(given); err != nil {
+			return "", usagef("--rosterd %s: %v", given, err)
+		}
+		return given, nil
+	}
+	var candidates []string
+	if self, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(self), "rosterd"))
+	}
+	candidates = append(candidates, filepath.Join("bin", "rosterd"))
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && !st.IsDir() {
+			return c, nil
+		}
+	}
+	if p, err := exec.LookPath("rosterd"); err == nil {
+		return p, nil
+	}
+	return "", usagef("no rosterd binary found beside roster, in bin/ or on PATH: give --rosterd PATH (go build -o bin/rosterd ./cmd/rosterd)")
+}
+
+// freePorts returns n loopback ports that were free a moment ago.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// startLocalCluster starts n rosterd processes with --initial-cluster and
+// the extra flags, and waits until they agree on a leader.
+func startLocalCluster(ctx context.Context, rosterd string, n int, extra []string) (*localCluster, error) {
+	base, err := os.MkdirTemp("", "roster-bench-")
+	if err != nil {
+		return nil, err
+	}
+	c := &localCluster{rosterd: rosterd, base: base}
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		c.stop()
+		return nil, err
+	}
+	var initial []string
+	for i := range n {
+		nd := &localNode{
+			id:      fmt.Sprintf("n%d", i+1),
+			grpc:    fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
+			raft:    fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
+			dataDir: filepath.Join(base, fmt.Sprintf("n%d", i+1)),
+		}
+		nd.logPath = nd.dataDir + ".log"
+		initial = append(initial, nd.id+"="+nd.raft)
+		c.nodes = append(c.nodes, nd)
+	}
+	for _, nd := range c.nodes {
+		nd.args = append([]string{"--node-id", nd.id, "--data-dir", nd.dataDir, "--grpc-addr", nd.grpc,
+			"--raft-addr", nd.raft, "--initial-cluster", strings.Join(initial, ",")}, extra...)
+		if err := nd.start(rosterd); err != nil {
+			c.stop()
+			return nil, err
+		}
+		nd.conn, err = grpc.NewClient(nd.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+	}
+	if _, err := c.waitLeader(ctx, 60*time.Second, nil); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (nd *localNode) start(rosterd string) error {
+	logf, err := os.OpenFile(nd.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	nd.cmd = exec.Command(rosterd, nd.args...)
+	nd.cmd.Stdout, nd.cmd.Stderr = logf, logf
+	nd.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := nd.cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", rosterd, err)
+	}
+	nd.exited = make(chan struct{})
+	cmd, exited := nd.cmd, nd.exited
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	return nil
+}
+
+// kill sends SIGKILL and waits until the process is gone.
+func (nd *localNode) kill() {
+	if nd.cmd == nil || nd.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-nd.exited:
+		return
+	default:
+	}
+	_ = nd.cmd.Process.Signal(syscall.SIGKILL)
+	<-nd.exited
+}
+
+func (nd *localNode) alive() bool {
+	if nd.cmd == nil {
+		return false
+	}
+	select {
+	case <-nd.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (nd *localNode) pid() int {
+	if !nd.alive() {
+		return 0
+	}
+	return nd.cmd.Process.Pid
+}
+
+func (nd *localNode) status(ctx context.Context) (*rosterv1.StatusResponse, error) {
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return rosterv1.NewClusterClient(nd.conn).Status(cctx, &rosterv1.StatusRequest{})
+}
+
+// waitLeader waits until every live node other than skip names the same
+// leader, itself live, and returns it.
+func (c *localCluster) waitLeader(ctx context.Context, timeout time.Duration, skip *localNode) (*localNode, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if leader := c.agreedLeader(ctx, skip); leader != nil {
+			return leader, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no leader agreed within %s (logs under %s)", timeout, c.base)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *localCluster) agreedLeader(ctx context.Context, skip *localNode) *localNode {
+	id := ""
+	for _, nd := range c.nodes {
+		if nd == skip || !nd.alive() {
+			continue
+		}
+		st, err := nd.status(ctx)
+		if err != nil || st.GetLeaderId() == "" || (id != "" && st.GetLeaderId() != id) {
+			return nil
+		}
+		id = st.GetLeaderId()
+	}
+	for _, nd := range c.nodes {
+		if nd.id == id && nd.alive() {
+			return nd
+		}
+	}
+	return nil
+}
+
+// addrs returns the gRPC addresses of every node.
+func (c *localCluster) addrs() []string {
+	var out []string
+	for _, nd := range c.nodes {
+		out = append(out, nd.grpc)
+	}
+	return out
+}
+
+// stop kills every process and removes the data.
+func (c *localCluster) stop() {
+	for _, nd := range c.nodes {
+		nd.kill()
+		if nd.conn != nil {
+			nd.conn.Close()
+		}
+	}
+	os.RemoveAll(c.base)
+}
+
+// procMemory is a process's resident memory from /proc/PID/status.
+type procMemory struct {
+	RSS     int64 `json:"rss_bytes"`
+	RSSAnon int64 `json:"anon_rss_bytes"`
+}
+
+// readProcMemory reads VmRSS and RssAnon of pid.
+func readProcMemory(pid int) (procMemory, error) {
+	var m procMemory
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return m, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) < 1 {
+			continue
+		}
+		kb, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "VmRSS":
+			m.RSS = kb << 10
+		case "RssAnon":
+			m.RSSAnon = kb << 10
+		}
+	}
+	if m.RSS == 0 {
+		return m, errors.New("no VmRSS in /proc status")
+	}
+	return m, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times; 100 on Linux.
+const clockTicks = 100
+
+// readProcCPU returns the user+system CPU time pid has used.
+func readProcCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; the fields after it are fixed.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(s[i+1:])
+	// After ")": state is field 3 of stat, utime 14, stime 15.
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed /proc stat times")
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}

@@ -1,0 +1,449 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// checkModes checks the flags of the watch, failover, memory and keepalive
+// modes.
+func (o *benchOptions) checkModes(mode string) error {
+	switch mode {
+	case "watch":
+		if o.watchers < 1 || o.watchers > 100_000 {
+			return usagef("--watchers %d: must be 1-100000", o.watchers)
+		}
+		switch o.watchOn {
+		case "all", "leader", "followers":
+		default:
+			return usagef("--watch-on %q: must be all, leader or followers", o.watchOn)
+		}
+	case "failover":
+		if o.rounds < 1 || o.rounds > 100 {
+			return usagef("--rounds %d: must be 1-100", o.rounds)
+		}
+	}
+	if o.local && len(o.pids) > 0 {
+		return usagef("--local starts its own cluster: --pids cannot go with it")
+	}
+	switch mode {
+	case "memory", "keepalive":
+		if o.instances < 1 || o.instances > 10_000_000 {
+			return usagef("--instances %d: must be 1-10000000", o.instances)
+		}
+	}
+	if mode == "keepalive" {
+		if o.streams < 1 || o.streams > 10_000 {
+			return usagef("--streams %d: must be 1-10000", o.streams)
+		}
+		if o.ttl < time.Second {
+			return usagef("--ttl %s: must be at least 1s", o.ttl)
+		}
+	}
+	return nil
+}
+
+// benchNode is one node a benchmark talks to.
+type benchNode struct {
+	addr  string
+	conns []*grpc.ClientConn
+	pid   int // 0 when unknown
+}
+
+// dialNodes opens conns connections to each address.
+func dialNodes(addrs []string, conns int, pids []int, dial []grpc.DialOption) ([]*benchNode, func(), error) {
+	var nodes []*benchNode
+	closeAll := func() {
+		for _, n := range nodes {
+			for _, c := range n.conns {
+				c.Close()
+			}
+		}
+	}
+	for i, addr := range addrs {
+		n := &benchNode{addr: addr}
+		if i < len(pids) {
+			n.pid = pids[i]
+		}
+		nodes = append(nodes, n)
+		for range conns {
+			cc, err := grpc.NewClient(addr, dial...)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("connect to %s: %w", addr, err)
+			}
+			n.conns = append(n.conns, cc)
+		}
+	}
+	return nodes, closeAll, nil
+}
+
+// findLeader asks every node for its status and returns the one that
+// leads, or nil.
+func findLeader(ctx context.Context, nodes []*benchNode) (*benchNode, *rosterv1.StatusResponse) {
+	for _, n := range nodes {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := rosterv1.NewClusterClient(n.conns[0]).Status(cctx, &rosterv1.StatusRequest{})
+		cancel()
+		if err == nil && st.GetState() == "leader" {
+			return n, st
+		}
+	}
+	return nil, nil
+}
+
+// latencyMS returns the usual percentiles of sorted latencies.
+func latencyMS(sorted []time.Duration) map[string]float64 {
+	out := map[string]float64{}
+	for _, q := range []struct {
+		name string
+		p    float64
+	}{{"p50", 0.50}, {"p90", 0.90}, {"p99", 0.99}, {"max", 1}} {
+		out[q.name] = percentile(sorted, q.p)
+	}
+	return out
+}
+
+func ms(v float64) string { return fmt.Sprintf("%.2fms", v) }
+
+// realisticInstance is instance k of service as services really register:
+// a few tags and metadata entries, a zone and a weight.
+func realisticInstance(service string, k int, ttl time.Duration) *rosterv1.Instance {
+	in := &rosterv1.Instance{
+		Service: service,
+		Id:      fmt.Sprintf("%s-%08d", service, k),
+		Address: fmt.Sprintf("10.%d.%d.%d", (k>>16)&255, (k>>8)&255, k&255),
+		Port:    8080,
+		Tags:    []string{"v2", "http", "canary=false"},
+		Metadata: map[string]string{
+			"version": "2.14.3",
+			"commit":  "4f9c2e1d7a",
+			"region":  "eu-west-1",
+			"team":    "payments",
+		},
+		Weight: 100,
+		Zone:   fmt.Sprintf("eu-west-1%c", 'a'+k%3),
+	}
+	if ttl > 0 {
+		in.Ttl = durationpb.New(ttl)
+	}
+	return in
+}
+
+// registerMany registers instances 0..n-1 made by mk with the given
+// concurrency, round robin over stubs, printing progress on stderr.
+func (a *app) registerMany(ctx context.Context, stubs []rosterv1.RegistryClient, n, clients int, mk func(k int) *rosterv1.Instance) error {
+	var next, done, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	stop := make(chan struct{})
+	go a.benchProgress(start, "registered", &done, &failed, stop)
+	defer close(stop)
+	for c := range min(clients, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stub := stubs[c%len(stubs)]
+			for ctx.Err() == nil {
+				k := int(next.Add(1)) - 1
+				if k >= n {
+					return
+				}
+				// A registration that fails (an election, say) is tried
+				// again a few times: it is an idempotent upsert.
+				var err error
+				for try := 0; try < 5; try++ {
+					cctx, cancel := context.WithTimeout(ctx, a.timeout)
+					_, err = stub.Register(cctx, &rosterv1.RegisterRequest{Instance: mk(k)})
+					cancel()
+					if err == nil || ctx.Err() != nil {
+						break
+					}
+					failed.Add(1)
+					time.Sleep(100 * time.Millisecond)
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return fmt.Errorf("register: %w", err)
+	}
+	return ctx.Err()
+}
+
+// runOver reports whether a run bounded by duration (if positive) and
+// count (if positive) is over after n units.
+func runOver(start time.Time, o benchOptions, n int64) bool {
+	if o.count > 0 && n >= int64(o.count) {
+		return true
+	}
+	return o.duration > 0 && time.Since(start) >= o.duration
+}
+
+// watchResult is what roster bench watch reports.
+type watchResult struct {
+	Op        string   `json:"op"`
+	Addrs     []string `json:"addrs"`
+	WatchOn   string   `json:"watch_on"`
+	Watchers  int      `json:"watchers"`
+	Conns     int      `json:"conns_per_addr"`
+	Writer    string   `json:"writer_addr"`
+	Ops       int64    `json:"ops"`
+	Errors    int64    `json:"errors"`
+	DurationS float64  `json:"duration_s"`
+	// OpsPerS is writes per second, each awaited by every watcher.
+	OpsPerS float64 `json:"ops_per_s"`
+	// Deliveries counts (watcher, write) pairs received.
+	Deliveries int64 `json:"deliveries"`
+	// BeforeAck counts deliveries that arrived before the writer had its
+	// acknowledgement; they count as 0 ms.
+	BeforeAck int64 `json:"before_ack"`
+	// LatencyMS: from a write's acknowledgement to its arrival at one
+	// watcher, over every delivery.
+	LatencyMS map[string]float64 `json:"latency_ms"`
+	// LastWatcherMS: from a write's acknowledgement to its arrival at the
+	// last of the watchers, over every write.
+	LastWatcherMS map[string]float64 `json:"last_watcher_ms"`
+	// WriteMS: the writes' own latency.
+	WriteMS        map[string]float64 `json:"write_latency_ms"`
+	WatchersFailed int64              `json:"watchers_failed"`
+	FirstError     string             `json:"first_error,omitempty"`
+}
+
+// benchWatcher is one watch stream and what it received.
+type benchWatcher struct {
+	seen atomic.Uint64
+	got  []watchArrival
+}
+
+type watchArrival struct {
+	rev uint64
+	at  time.Time
+}
+
+func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
+	target, err := a.benchTarget(ctx, o, nil)
+	if err != nil {
+		return err
+	}
+	defer target.close()
+	nodes := target.nodes
+	leader, _ := findLeader(ctx, nodes)
+	writer := nodes[0]
+	if leader != nil {
+		writer = leader
+	}
+	var on []*benchNode
+	for _, n := range nodes {
+		switch {
+		case o.watchOn == "all",
+			o.watchOn == "leader" && n == leader,
+			o.watchOn == "followers" && n != leader:
+			on = append(on, n)
+		}
+	}
+	if len(on) == 0 {
+		return fmt.Errorf("--watch-on %s: no such node among --addr (leader: %v)", o.watchOn, leader != nil)
+	}
+	var conns []*grpc.ClientConn
+	for i := 0; i < o.conns; i++ {
+		for _, n := range on {
+			conns = append(conns, n.conns[i])
+		}
+	}
+
+	wctx, cancelWatch := context.WithCancel(ctx)
+	defer cancelWatch()
+	notify := make(chan struct{}, 1)
+	watchers := make([]*benchWatcher, o.watchers)
+	var watchersFailed atomic.Int64
+	var watchErr atomic.Value
+	var wg sync.WaitGroup
+	for i := range watchers {
+		w := &benchWatcher{}
+		watchers[i] = w
+		stream, err := rosterv1.NewRegistryClient(conns[i%len(conns)]).Watch(wctx, &rosterv1.WatchRequest{Service: o.service})
+		if err != nil {
+			return fmt.Errorf("watch: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				// A watcher that ended waits for nothing more.
+				w.seen.Store(^uint64(0))
+				select {
+				case notify <- struct{}{}:
+				default:
+				}
+			}()
+			for {
+				resp, err := stream.Recv()
+				if err != nil {
+					if wctx.Err() == nil {
+						watchersFailed.Add(1)
+						watchErr.CompareAndSwap(nil, err.Error())
+					}
+					return
+				}
+				now := time.Now()
+				top := resp.GetRevision()
+				for _, ev := range resp.GetEvents() {
+					w.got = append(w.got, watchArrival{ev.GetRevision(), now})
+					top = max(top, ev.GetRevision())
+				}
+				if top > w.seen.Load() {
+					w.seen.Store(top)
+					select {
+					case notify <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	stub := rosterv1.NewRegistryClient(writer.conns[0])
+	// waitAll waits until every watcher has seen rev.
+	waitAll := func(rev uint64) bool {
+		deadline := time.NewTimer(30 * time.Second)
+		defer deadline.Stop()
+		for {
+			all := true
+			for _, w := range watchers {
+				if w.seen.Load() < rev {
+					all = false
+					break
+				}
+			}
+			if all {
+				return true
+			}
+			select {
+			case <-notify:
+			case <-deadline.C:
+				return false
+			case <-ctx.Done():
+				return false
+			}
+		}
+	}
+	write := func(n int) (uint64, time.Duration, error) {
+		cctx, cancel := context.WithTimeout(ctx, a.timeout)
+		defer cancel()
+		t0 := time.Now()
+		resp, err := stub.Register(cctx, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{
+			Service: o.service, Id: fmt.Sprintf("bench-%d", n%o.keys), Address: "10.0.0.1", Port: uint32(n%65535 + 1)}})
+		return resp.GetRevision(), time.Since(t0), err
+	}
+	// A first write, awaited by every watcher, proves every stream is live.
+	fmt.Fprintf(a.stderr, "bench: %d watchers on %d node(s), writer %s\n", o.watchers, len(on), writer.addr)
+	rev, _, err := write(0)
+	if err != nil {
+		return fmt.Errorf("first write: %w", err)
+	}
+	if !waitAll(rev) {
+		return fmt.Errorf("not every watcher had the first write within 30s")
+	}
+
+	var (
+		done, failed atomic.Int64
+		acks         = map[uint64]time.Time{}
+		writeLat     []time.Duration
+		firstErr     string
+	)
+	start := time.Now()
+	stop := make(chan struct{})
+	go a.benchProgress(start, "writes", &done, &failed, stop)
+	for n := 1; !runOver(start, o, done.Load()+failed.Load()) && ctx.Err() == nil; n++ {
+		rev, d, err := write(n)
+		ack := time.Now()
+		if err != nil {
+			failed.Add(1)
+			if firstErr == "" {
+				firstErr = status.Convert(err).Message()
+			}
+			continue
+		}
+		acks[rev] = ack
+		writeLat = append(writeLat, d)
+		if !waitAll(rev) {
+			failed.Add(1)
+			if firstErr == "" {
+				firstErr = fmt.Sprintf("revision %d did not reach every watcher within 30s", rev)
+			}
+			continue
+		}
+		done.Add(1)
+	}
+	close(stop)
+	elapsed := time.Since(start)
+	cancelWatch()
+	wg.Wait()
+
+	var deliveries, beforeAck int64
+	var each []time.Duration
+	last := map[uint64]time.Duration{}
+	for _, w := range watchers {
+		for _, g := range w.got {
+			ack, ok := acks[g.rev]
+			if !ok {
+				continue
+			}
+			deliveries++
+			d := g.at.Sub(ack)
+			if d < 0 {
+				beforeAck++
+				d = 0
+			}
+			each = append(each, d)
+			last[g.rev] = max(last[g.rev], d)
+		}
+	}
+	var lasts []time.Duration
+	for _, d := range last {
+		lasts = append(lasts, d)
+	}
+	slices.Sort(each)
+	slices.Sort(lasts)
+	slices.Sort(writeLat)
+	res := watchResult{
+		Op: "watch", Addrs: target.addrs(), WatchOn: o.watchOn, Watchers: o.watchers, Conns: o.conns, Writer: writer.addr,
+		Ops: done.Load(), Errors: failed.Load(), DurationS: elapsed.Seconds(),
+		OpsPerS: float64(done.Load()) / elapsed.Seconds(), Deliveries: deliveries, BeforeAck: beforeAck,
+		LatencyMS: latencyMS(each), LastWatcherMS: latencyMS(lasts), WriteMS: latencyMS(writeLat),
+		WatchersFailed: watchersFailed.Load(), FirstError: firstErr,
+	}
+	if e, ok := watchErr.Load().(string); ok && res.FirstError == "" {
+		res.FirstError = e
+	}
+	if a.json() {
+		return writeJSON(a.stdout, res)
+	}
+	t := newTable(a.stdout, "OP", "WATCHERS", "ON", "WRITES", "ERRORS", "WRITES/S", "DELIVERY P50", "P99", "LAST WATCHER P50", "P99", "WRITE P50")
+	t.row("watch", fmt.Sprint(o.watchers), o.watchOn, fmt.Sprint(res.Ops), fmt.Sprint(res.Errors), fmt.Sprintf("%.0f", res.OpsPerS),
+		ms(res.LatencyMS["p50"]), ms(res.LatencyMS["p99"]), ms(res.LastWatcherMS["p50"]), ms(res.LastWatcherMS["p99"]), ms(res.WriteMS["p50"]))
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if res.FirstError != "" {
+		fmt.Fprintf(a.stdout, "first error: %s\n", res.FirstError)
+	}
+	return nil
+}

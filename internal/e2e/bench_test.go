@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// The bench modes run briefly against real processes; the tests check that
+// each prints a result that parses and holds positive figures, never how
+// large they are.
+
+func TestBenchWatchAndKeepAliveOnACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := StartCluster(t, 3)
+	c.Leader()
+	addrs := c.Addrs()
+
+	var w struct {
+		Ops           int64              `json:"ops"`
+		OpsPerS       float64            `json:"ops_per_s"`
+		Deliveries    int64              `json:"deliveries"`
+		LatencyMS     map[string]float64 `json:"latency_ms"`
+		LastWatcherMS map[string]float64 `json:"last_watcher_ms"`
+	}
+	c.MustJSON(&w, "--addr", addrs, "bench", "watch", "--watchers", "6", "--count", "10", "--duration", "0")
+	if w.Ops != 10 || w.OpsPerS <= 0 || w.Deliveries != 60 || w.LastWatcherMS["p99"] <= 0 || w.LatencyMS["max"] <= 0 {
+		t.Fatalf("watch result %+v", w)
+	}
+
+	var pids []string
+	for _, p := range c.Procs {
+		pids = append(pids, fmt.Sprint(p.PID()))
+	}
+	var k struct {
+		Ops         int64   `json:"ops"`
+		OpsPerS     float64 `json:"ops_per_s"`
+		RaftEntries *uint64 `json:"raft_entries"`
+		LeaderCPU   float64 `json:"leader_cpu_cores"`
+		LeaderPID   int     `json:"leader_pid"`
+	}
+	c.MustJSON(&k, "--addr", addrs, "bench", "keepalive", "--instances", "50", "--streams", "3", "--count", "500", "--duration", "0",
+		"--pids", strings.Join(pids, ","))
+	if k.Ops < 500 || k.OpsPerS <= 0 || k.RaftEntries == nil || k.LeaderPID == 0 || k.LeaderCPU < 0 {
+		t.Fatalf("keepalive result %+v", k)
+	}
+}
+
+func TestBenchFailoverAndMemoryStartTheirOwnCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	rosterd, _ := Binaries(t)
+	c := &Cluster{T: t}
+	_, c.Roster = Binaries(t)
+
+	var f struct {
+		Rounds    int                `json:"rounds"`
+		RoundsMS  []float64          `json:"rounds_ms"`
+		LatencyMS map[string]float64 `json:"latency_ms"`
+	}
+	c.MustJSON(&f, "bench", "failover", "--rosterd", rosterd, "--rounds", "2")
+	if f.Rounds != 2 || len(f.RoundsMS) != 2 || f.LatencyMS["p50"] <= 0 || f.LatencyMS["max"] < f.LatencyMS["p50"] {
+		t.Fatalf("failover result %+v", f)
+	}
+
+	var m struct {
+		Instances int `json:"instances"`
+		Nodes     []struct {
+			PID   int `json:"pid"`
+			After struct {
+				Anon int64 `json:"anon_rss_bytes"`
+			} `json:"after"`
+		} `json:"nodes"`
+		OpsPerS         float64 `json:"ops_per_s"`
+		RestoreMS       float64 `json:"restore_ms"`
+		RestoredAnonRSS int64   `json:"restored_anon_rss_bytes"`
+	}
+	c.MustJSON(&m, "bench", "memory", "--local", "--rosterd", rosterd, "--instances", "300", "--clients", "8")
+	if m.Instances != 300 || len(m.Nodes) != 3 || m.OpsPerS <= 0 || m.RestoreMS <= 0 || m.RestoredAnonRSS <= 0 {
+		t.Fatalf("memory result %+v", m)
+	}
+	for _, n := range m.Nodes {
+		if n.PID <= 0 || n.After.Anon <= 0 {
+			t.Fatalf("memory of a node %+v", n)
+		}
+	}
+}
