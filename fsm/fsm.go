@@ -146,7 +146,7 @@ func (f *FSM) dispatch(w *store.WriteTxn, index uint64, data []byte) Result {
 		return Result{Revision: rev}
 	case errors.Is(err, errDecode):
 		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrStaleRegistration):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrStaleRegistration), errors.Is(err, store.ErrLimitExceeded):
 		return Result{Err: err}
 	default:
 		// The store failed inside a transaction; its state is unknown.

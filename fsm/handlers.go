@@ -24,7 +24,8 @@ var handlers = map[CommandType]handler{
 		if c.GetInstance() == nil {
 			return 0, fmt.Errorf("%w: register without instance", errDecode)
 		}
-		return w.Register(store.InstanceFromRecord(c.Instance), c.NowUnixNs)
+		lim := store.InstanceLimits{PerService: int(c.GetLimits().GetPerService()), PerNamespace: int(c.GetLimits().GetPerNamespace())}
+		return w.RegisterWithin(store.InstanceFromRecord(c.Instance), c.NowUnixNs, lim)
 	}),
 	DeregisterType: typed(func(w *store.WriteTxn, c *raftcmdv1.Deregister) (uint64, error) {
 		return w.Deregister(store.Key{Namespace: c.Namespace, Service: c.Service, ID: c.Id})

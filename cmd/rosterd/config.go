@@ -51,7 +51,8 @@ type flags struct {
 	selfPreservationMaxHold   time.Duration
 	leaseTick                 time.Duration
 
-	tls tlsFlags
+	tls    tlsFlags
+	limits limitFlags
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
@@ -98,6 +99,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.leaseTick, "lease-tick", cluster.DefaultLeaseTick, "granularity of lease timers: an expired lease is acted on within one tick")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
 	f.tls.register(fs)
+	f.limits.register(fs)
 }
 
 // applyEnv sets every flag not given on the command line from ROSTER_<FLAG>

@@ -118,6 +118,9 @@ func run(parent context.Context, f *flags) error {
 	}
 	ropts := rpc.Options{Logger: logger.Named("rpc")}
 	f.tls.rpcOptions(&ropts)
+	if err := f.limits.apply(&ropts); err != nil {
+		return err
+	}
 	srv := rpc.New(node, ropts)
 	metrics.MustRegister(srv.Collector())
 	g := grpc.NewServer(append(srv.ServerOptions(), f.tls.serverOptions()...)...)
