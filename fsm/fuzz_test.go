@@ -176,4 +176,3 @@ func writeSeeds(t *testing.T, target string, seeds [][]byte) {
 		}
 	}
 }
-

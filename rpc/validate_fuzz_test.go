@@ -70,7 +70,7 @@ func validateSeeds(t testing.TB) [][]byte {
 		{RequestId: "r-1", Instance: &rosterv1.Instance{Namespace: "prod", Service: "web", Id: "a:1", Address: "db.internal", Port: 5432,
 			Tags: []string{"primary"}, Metadata: map[string]string{"version": "1.2"}, Ttl: durationpb.New(10e9), Zone: "eu-1"}},
 		{Instance: &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 80,
-			Check: &rosterv1.HealthCheck{Target: &rosterv1.HealthCheck_Http{Http: "http://10.0.0.1/health"}, Interval: durationpb.New(5e9)},
+			Check:                   &rosterv1.HealthCheck{Target: &rosterv1.HealthCheck_Http{Http: "http://10.0.0.1/health"}, Interval: durationpb.New(5e9)},
 			DeregisterCriticalAfter: durationpb.New(60e9)}},
 		{Instance: &rosterv1.Instance{Service: "Web", Id: "", Address: "", Port: 70000}},
 	}
