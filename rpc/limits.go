@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/store"
@@ -23,6 +24,11 @@ const (
 	// DefaultMaxRequestBytes bounds one request message. The largest valid
 	// registration is under 64 KiB, and one Raft entry is at most 1 MiB.
 	DefaultMaxRequestBytes = 1 << 20
+	// transportMaxBytes is what the transport reads at most (or
+	// MaxRequestBytes when larger). A message between MaxRequestBytes and
+	// it is read and refused with a clear InvalidArgument; a larger one is
+	// refused unread, with ResourceExhausted.
+	transportMaxBytes = 16 << 20
 )
 
 // ClientAddrKey is the metadata key under which a front end in this
@@ -34,8 +40,8 @@ const ClientAddrKey = "roster-client-addr"
 // Limits bound what one client may ask of a node. A zero field is no limit,
 // except MaxRequestBytes (DefaultMaxRequestBytes).
 type Limits struct {
-	// MaxRequestBytes bounds one request message; a larger one fails with
-	// ResourceExhausted before it is decoded.
+	// MaxRequestBytes bounds one request message: a larger one fails with
+	// InvalidArgument (over 16 MiB, with ResourceExhausted, unread).
 	MaxRequestBytes int
 	// MaxInstancesPerService and MaxInstancesPerNamespace bound the
 	// instances a registration may leave. The leader checks them and stamps
@@ -166,13 +172,19 @@ func (w *watcherCounts) release(conn string) {
 	}
 }
 
-// limitUnary applies the rate limit to a unary call.
+// limitUnary applies the rate limit and the request size limit to a unary
+// call.
 func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if s.limiter != nil && !exempt(ctx, info.FullMethod) {
 		if client, _ := clientIdentity(ctx); client != "" {
 			if err := s.limiter.allow(client, writeMethods[info.FullMethod]); err != nil {
 				return nil, toStatus(err)
 			}
+		}
+	}
+	if m, ok := req.(proto.Message); ok {
+		if n, limit := proto.Size(m), s.opts.Limits.maxRequestBytes(); n > limit {
+			return nil, toStatus(invalidf("request is %d bytes; the limit is %d", n, limit))
 		}
 	}
 	return h(ctx, req)
@@ -227,7 +239,7 @@ func (l *limitedStream) RecvMsg(m any) error {
 // bound. They run inside the metrics and recovery interceptors.
 func (s *Server) limitOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(s.opts.Limits.maxRequestBytes()),
+		grpc.MaxRecvMsgSize(max(transportMaxBytes, s.opts.Limits.maxRequestBytes())),
 		grpc.ChainUnaryInterceptor(s.limitUnary),
 		grpc.ChainStreamInterceptor(s.limitStream),
 	}

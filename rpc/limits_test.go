@@ -77,8 +77,10 @@ func TestOversizedAndMalformedRequestsChangeNothing(t *testing.T) {
 		}), codes.InvalidArgument, "interval"},
 		// Valid, but its Raft entry is over the cluster's 8 KiB entry limit.
 		{"entry over the Raft limit", big(func(i *rosterv1.Instance) { i.Metadata = meta(20, 500) }), codes.InvalidArgument, "the limit is 8192"},
-		// Over the 64 KiB message limit: refused before it is decoded.
-		{"message over max request bytes", big(func(i *rosterv1.Instance) { i.Address = strings.Repeat("a", 70<<10) }), codes.ResourceExhausted, "larger than max"},
+		// Over the 64 KiB message limit.
+		{"message over max request bytes", big(func(i *rosterv1.Instance) { i.Address = strings.Repeat("a", 70<<10) }), codes.InvalidArgument, "the limit is 65536"},
+		// Over the transport's 16 MiB: refused before it is read.
+		{"message over 16 MiB", big(func(i *rosterv1.Instance) { i.Address = strings.Repeat("a", 17<<20) }), codes.ResourceExhausted, "larger than max"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -234,6 +236,11 @@ func dialFrom(t *testing.T, local, addr string) *grpc.ClientConn {
 // leadership never changes.
 func TestFloodIsLimitedAndOthersGoOn(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{
+		// Raft's own timeouts, not the test cluster's fast ones: the
+		// question is whether a flood costs an election in production.
+		Configure: func(cfg *cluster.Config) {
+			cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout, cfg.CommitTimeout = 0, 0, 0, 0
+		},
 		Server: func(o *rpc.Options) {
 			o.Limits.Rate, o.Limits.Burst = 20, 50
 			o.Limits.ReadRate, o.Limits.ReadBurst = 20, 50

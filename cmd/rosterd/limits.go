@@ -31,7 +31,7 @@ type limitFlags struct {
 
 func (l *limitFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&l.maxRequestBytes, "max-request-bytes", rpc.DefaultMaxRequestBytes,
-		"largest gRPC request message accepted; a larger one fails with ResourceExhausted before it is read")
+		"largest gRPC request message accepted; a larger one fails with InvalidArgument")
 	fs.IntVar(&l.maxInstancesPerService, "max-instances-per-service", defaultMaxInstancesPerService,
 		"instances one service may have; a registration beyond it fails with ResourceExhausted (0: no limit)")
 	fs.IntVar(&l.maxInstancesPerNamespace, "max-instances-per-namespace", defaultMaxInstancesPerNamespace,
