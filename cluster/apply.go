@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -188,14 +189,36 @@ func fail(ps []*proposal, err error) {
 
 func now() int64 { return time.Now().UnixNano() }
 
+func clampU32(v int) uint32 {
+	if v <= 0 {
+		return 0
+	}
+	return uint32(min(v, math.MaxUint32))
+}
+
 // Register upserts an instance and returns its revision. The instance must
 // already be validated; the leader stamps the time. requestID names the
 // client's call: a repeat of it returns the first result and changes
 // nothing ("" applies unconditionally). A TTL registration's lease is
 // running when Register returns.
 func (n *Node) Register(ctx context.Context, inst *store.Instance, requestID string) (uint64, error) {
+	return n.RegisterWithin(ctx, inst, requestID, store.InstanceLimits{})
+}
+
+// RegisterWithin is Register with instance-count limits: the leader checks
+// them against its state, then stamps them into the command so that every
+// node's state machine applies the same check. A registration adding an
+// instance beyond them fails with store.ErrLimitExceeded and changes nothing.
+func (n *Node) RegisterWithin(ctx context.Context, inst *store.Instance, requestID string, lim store.InstanceLimits) (uint64, error) {
+	if err := n.Store().View().CheckInstanceLimits(inst.Key(), lim); err != nil {
+		return 0, err
+	}
 	t := now()
-	rev, err := n.proposeRequest(ctx, requestID, t, fsm.RegisterType, &raftcmdv1.Register{Instance: store.InstanceToRecord(inst), NowUnixNs: t})
+	cmd := &raftcmdv1.Register{Instance: store.InstanceToRecord(inst), NowUnixNs: t}
+	if lim.PerService > 0 || lim.PerNamespace > 0 {
+		cmd.Limits = &raftcmdv1.InstanceLimits{PerService: clampU32(lim.PerService), PerNamespace: clampU32(lim.PerNamespace)}
+	}
+	rev, err := n.proposeRequest(ctx, requestID, t, fsm.RegisterType, cmd)
 	if err == nil {
 		// The lease starts here, whichever front end registered, so a
 		// heartbeat sent as soon as Register returns finds it.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
 )
@@ -89,13 +90,20 @@ func EncodeRequest(id string, now int64, t CommandType, m proto.Message) ([]byte
 	return Encode(RequestType, &raftcmdv1.Request{RequestId: id, NowUnixNs: now, Digest: digest, Command: inner})
 }
 
-// requestDigest hashes what the client asked for: the command without the
-// leader's time stamp, encoded deterministically.
+// leaderStamped are the fields a leader stamps into a command: its time and
+// the limits it checked. A retry stamped by another leader is the same
+// request.
+var leaderStamped = []protoreflect.Name{"now_unix_ns", "limits"}
+
+// requestDigest hashes what the client asked for: the command without what
+// the leader stamped (leaderStamped), encoded deterministically.
 func requestDigest(t CommandType, m proto.Message) ([]byte, error) {
 	c := proto.Clone(m)
 	r := c.ProtoReflect()
-	if fd := r.Descriptor().Fields().ByName("now_unix_ns"); fd != nil {
-		r.Clear(fd)
+	for _, name := range leaderStamped {
+		if fd := r.Descriptor().Fields().ByName(name); fd != nil {
+			r.Clear(fd)
+		}
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {

@@ -3,11 +3,14 @@
 //
 // Apply is a pure function of (state, index, payload): no clock, no
 // randomness, no map-order dependence. Everything non-deterministic (time,
-// health results) is stamped into the command by the leader. Domain failures
-// (an unknown instance, a command about an older registration) come back as
-// Result.Err; a payload that cannot be decoded, or an unknown command type
-// without SkippableFlag, panics, because going on would let this node's state
-// diverge from its peers'.
+// health results, the limits the leader checked) is stamped into the command
+// by the leader. Domain failures (an unknown instance, a command about an
+// older registration, an instance limit) come back as Result.Err. An entry
+// holding a command that does not decode is rejected whole with
+// ErrMalformedCommand and changes nothing but the applied index: every node
+// decodes the same bytes alike. An unknown command type without
+// SkippableFlag panics (UnknownCommandError), because this node cannot apply
+// what newer peers do and going on would let its state diverge.
 package fsm
 
 import (
@@ -29,7 +32,7 @@ import (
 type Result struct {
 	// Revision is the instance's revision after the command.
 	Revision uint64
-	// Err is a domain error (wrapping store.ErrNotFound,
+	// Err is a domain error (wrapping ErrMalformedCommand, store.ErrNotFound,
 	// store.ErrStaleRegistration or store.ErrRequestReused); nil on success.
 	Err error
 }
@@ -92,27 +95,34 @@ func (f *FSM) Apply(l *raft.Log) any {
 }
 
 func (f *FSM) apply(index uint64, data []byte) any {
-	if len(data) == 0 {
-		panic(fmt.Errorf("fsm: entry %d: %w", index, ErrEmptyCommand))
-	}
 	w := f.store.Begin(index)
 	defer w.Abort()
 	var res any
-	if CommandType(data[0]) == BatchType {
+	malformed := false
+	if len(data) > 0 && CommandType(data[0]) == BatchType {
 		var b raftcmdv1.Batch
 		if err := proto.Unmarshal(data[1:], &b); err != nil {
-			panic(fmt.Errorf("fsm: entry %d: decode batch: %w", index, err))
+			return f.reject(w, index, nil, fmt.Errorf("entry %d: %w batch: %v", index, ErrMalformedCommand, err))
 		}
 		out := make(BatchResult, len(b.Entries))
 		for i, e := range b.Entries {
 			if len(e) > 0 && CommandType(e[0]) == BatchType {
-				panic(fmt.Errorf("fsm: entry %d: nested batch", index))
+				out[i] = Result{Err: fmt.Errorf("entry %d: %w: nested batch", index, ErrMalformedCommand)}
+			} else {
+				out[i] = f.dispatch(w, index, e)
 			}
-			out[i] = f.dispatch(w, index, e)
+			malformed = malformed || errors.Is(out[i].Err, ErrMalformedCommand)
+		}
+		if malformed {
+			return f.reject(w, index, out, nil)
 		}
 		res = out
 	} else {
-		res = f.dispatch(w, index, data)
+		r := f.dispatch(w, index, data)
+		if errors.Is(r.Err, ErrMalformedCommand) {
+			return f.reject(w, index, nil, r.Err)
+		}
+		res = r
 	}
 	if err := w.Commit(); err != nil {
 		panic(fmt.Errorf("fsm: entry %d: commit: %w", index, err))
@@ -120,10 +130,46 @@ func (f *FSM) apply(index uint64, data []byte) any {
 	return res
 }
 
-// dispatch applies one command inside the entry's transaction.
+// reject answers an entry holding a malformed command: nothing of it is
+// applied (its transaction is dropped, so a batch's other commands are not
+// applied either), only the applied index moves. Every node decodes the
+// same bytes the same way, so every node rejects it alike. A batch gets
+// its results with every entry failed: the malformed ones' errors, and
+// for the others the first malformed error.
+func (f *FSM) reject(w *store.WriteTxn, index uint64, batch BatchResult, err error) any {
+	w.Abort()
+	f.logger.Error("rejected a malformed log entry; nothing of it was applied", "index", index, "error", err)
+	empty := f.store.Begin(index)
+	defer empty.Abort()
+	if cerr := empty.Commit(); cerr != nil {
+		panic(fmt.Errorf("fsm: entry %d: commit: %w", index, cerr))
+	}
+	if batch == nil {
+		return Result{Err: err}
+	}
+	var first error
+	for _, r := range batch {
+		if errors.Is(r.Err, ErrMalformedCommand) {
+			first = r.Err
+			break
+		}
+	}
+	out := make(BatchResult, len(batch))
+	for i, r := range batch {
+		out[i] = Result{Err: first}
+		if errors.Is(r.Err, ErrMalformedCommand) {
+			out[i] = Result{Err: r.Err}
+		}
+	}
+	return out
+}
+
+// dispatch applies one command inside the entry's transaction. A command
+// that does not decode comes back as an ErrMalformedCommand result (the
+// caller drops the whole entry).
 func (f *FSM) dispatch(w *store.WriteTxn, index uint64, data []byte) Result {
 	if len(data) == 0 {
-		panic(fmt.Errorf("fsm: entry %d: %w", index, ErrEmptyCommand))
+		return Result{Err: fmt.Errorf("entry %d: %w: %w", index, ErrMalformedCommand, ErrEmptyCommand)}
 	}
 	t := CommandType(data[0])
 	if t == RequestType {
@@ -135,7 +181,7 @@ func (f *FSM) dispatch(w *store.WriteTxn, index uint64, data []byte) Result {
 			f.logger.Warn("skipping unknown command", "type", int(t), "index", index)
 			return Result{}
 		}
-		panic(fmt.Errorf("fsm: entry %d: unknown command type %d; this node is older than the cluster's log", index, t))
+		panic(&UnknownCommandError{Index: index, Type: t})
 	}
 	// The clock only feeds the apply time metric; it never reaches state.
 	start := time.Now()
@@ -144,15 +190,27 @@ func (f *FSM) dispatch(w *store.WriteTxn, index uint64, data []byte) Result {
 	switch {
 	case err == nil:
 		return Result{Revision: rev}
-	case errors.Is(err, errDecode):
-		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrStaleRegistration),
+	case errors.Is(err, ErrMalformedCommand):
+		return Result{Err: fmt.Errorf("entry %d: %w", index, err)}
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrStaleRegistration), errors.Is(err, store.ErrLimitExceeded),
 		errors.Is(err, store.ErrACLBootstrapped), errors.Is(err, store.ErrTokenNotFound), errors.Is(err, store.ErrTokenExists):
 		return Result{Err: err}
 	default:
 		// The store failed inside a transaction; its state is unknown.
 		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
 	}
+}
+
+// UnknownCommandError is the panic value of an entry whose command type
+// this node does not know and may not skip: the cluster's log is newer than
+// this binary, and going on would let this node's state diverge.
+type UnknownCommandError struct {
+	Index uint64
+	Type  CommandType
+}
+
+func (e *UnknownCommandError) Error() string {
+	return fmt.Sprintf("fsm: entry %d: unknown command type %d; this node is older than the cluster's log", e.Index, e.Type)
 }
 
 // applyRequest applies a client write at most once per request id. It first
@@ -162,13 +220,13 @@ func (f *FSM) dispatch(w *store.WriteTxn, index uint64, data []byte) Result {
 func (f *FSM) applyRequest(w *store.WriteTxn, index uint64, payload []byte) Result {
 	var c raftcmdv1.Request
 	if err := proto.Unmarshal(payload, &c); err != nil {
-		panic(fmt.Errorf("fsm: entry %d: %w request: %v", index, errDecode, err))
+		return Result{Err: fmt.Errorf("entry %d: %w request: %v", index, ErrMalformedCommand, err)}
 	}
 	if c.RequestId == "" || len(c.Command) == 0 {
-		panic(fmt.Errorf("fsm: entry %d: %w: request without id or command", index, errDecode))
+		return Result{Err: fmt.Errorf("entry %d: %w: request without id or command", index, ErrMalformedCommand)}
 	}
 	if t := CommandType(c.Command[0]); t == BatchType || t == RequestType {
-		panic(fmt.Errorf("fsm: entry %d: request wraps command type %d", index, t))
+		return Result{Err: fmt.Errorf("entry %d: %w: request wraps command type %d", index, ErrMalformedCommand, t)}
 	}
 	if err := w.PruneRequests(c.NowUnixNs); err != nil {
 		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
@@ -184,6 +242,9 @@ func (f *FSM) applyRequest(w *store.WriteTxn, index uint64, payload []byte) Resu
 		return Result{Revision: prev.Revision, Err: prev.Err()}
 	}
 	res := f.dispatch(w, index, c.Command)
+	if errors.Is(res.Err, ErrMalformedCommand) {
+		return res
+	}
 	rr, err := store.NewRequestResult(c.RequestId, c.Digest, c.NowUnixNs, index, res.Revision, res.Err)
 	if err != nil {
 		panic(fmt.Errorf("fsm: entry %d: %w", index, err))

@@ -134,23 +134,84 @@ func TestUnknownCommandTypes(t *testing.T) {
 	if got, _ := f.Applied(); got != 1 {
 		t.Fatalf("applied = %d after a skipped entry", got)
 	}
+	t.Run("unknown type", func(t *testing.T) {
+		defer func() {
+			var u *UnknownCommandError
+			if err, ok := recover().(error); !ok || !errors.As(err, &u) || u.Type != 0x11 {
+				t.Fatalf("want an UnknownCommandError panic: a node must stop rather than diverge")
+			}
+		}()
+		apply(f, 2, []byte{0x11, 1, 2})
+	})
+}
+
+func TestMalformedEntriesChangeNothing(t *testing.T) {
+	f := newFSM()
+	apply(f, 1, regCmd(t, "web", "a", 80))
+	good := regCmd(t, "web", "b", 81)
+	index := uint64(2)
 	for name, data := range map[string][]byte{
-		"unknown type":   {0x11, 1, 2},
-		"garbage":        append([]byte{byte(RegisterType)}, 0xff, 0xff, 0xff),
-		"empty":          {},
-		"no instance":    mustEncode(t, RegisterType, &raftcmdv1.Register{}),
-		"garbage batch":  {byte(BatchType), 0x0a, 0x05, 1},
-		"member without": mustEncode(t, UpsertMemberType, &raftcmdv1.UpsertMember{}),
+		"garbage":            append([]byte{byte(RegisterType)}, 0xff, 0xff, 0xff),
+		"empty":              {},
+		"no instance":        mustEncode(t, RegisterType, &raftcmdv1.Register{}),
+		"garbage batch":      {byte(BatchType), 0x0a, 0x05, 1},
+		"member without":     mustEncode(t, UpsertMemberType, &raftcmdv1.UpsertMember{}),
+		"batch with garbage": mustBatch(t, good, append([]byte{byte(DeregisterType)}, 0xff)),
+		"nested batch":       mustEncode(t, BatchType, &raftcmdv1.Batch{Entries: [][]byte{good, mustBatch(t, good, good)}}),
+		"garbage request":    {byte(RequestType), 0xff, 0x01},
+		"request of garbage": mustEncode(t, RequestType, &raftcmdv1.Request{RequestId: "r", Command: []byte{byte(RegisterType), 0xff}}),
+		"request no command": mustEncode(t, RequestType, &raftcmdv1.Request{RequestId: "r"}),
 	} {
 		t.Run(name, func(t *testing.T) {
-			defer func() {
-				if recover() == nil {
-					t.Fatal("no panic: a node must stop rather than diverge")
+			before := dump(t, f)
+			index++
+			res := apply(f, index, data)
+			var errs []error
+			switch r := res.(type) {
+			case Result:
+				errs = append(errs, r.Err)
+			case BatchResult:
+				for _, e := range r {
+					errs = append(errs, e.Err)
 				}
-			}()
-			apply(f, 2, data)
+			}
+			if len(errs) == 0 {
+				t.Fatalf("result %#v", res)
+			}
+			for _, err := range errs {
+				if err == nil {
+					t.Fatalf("a result without error: %#v", res)
+				}
+			}
+			if !slicesContainsMalformed(errs) {
+				t.Fatalf("no ErrMalformedCommand in %v", errs)
+			}
+			if after := dump(t, f); after != before {
+				t.Fatalf("state changed:\n%s\n%s", before, after)
+			}
+			if got, _ := f.Applied(); got != index {
+				t.Fatalf("applied = %d, want %d", got, index)
+			}
 		})
 	}
+}
+
+func slicesContainsMalformed(errs []error) bool {
+	for _, err := range errs {
+		if errors.Is(err, ErrMalformedCommand) {
+			return true
+		}
+	}
+	return false
+}
+
+func mustBatch(t testing.TB, entries ...[]byte) []byte {
+	t.Helper()
+	b, err := EncodeBatch(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func snapshotBytes(t *testing.T, f *FSM) []byte {

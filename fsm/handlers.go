@@ -10,8 +10,13 @@ import (
 	"github.com/roster-registry/roster/store"
 )
 
-// errDecode marks a payload that does not decode: fatal, never a domain error.
-var errDecode = errors.New("decode command")
+// ErrMalformedCommand marks a log entry holding a command that does not
+// decode, or decodes to nonsense (a register without an instance): the
+// entry is rejected whole and changes nothing.
+var ErrMalformedCommand = errors.New("malformed command")
+
+// errDecode is ErrMalformedCommand, as the handlers say it.
+var errDecode = ErrMalformedCommand
 
 // handler applies one decoded command in the entry's transaction and returns
 // the affected instance's revision.
@@ -21,10 +26,11 @@ type handler func(w *store.WriteTxn, payload []byte) (uint64, error)
 // change what an existing type means.
 var handlers = map[CommandType]handler{
 	RegisterType: typed(func(w *store.WriteTxn, c *raftcmdv1.Register) (uint64, error) {
-		if c.GetInstance() == nil {
-			return 0, fmt.Errorf("%w: register without instance", errDecode)
+		if i := c.GetInstance(); i.GetNamespace() == "" || i.GetService() == "" || i.GetId() == "" {
+			return 0, fmt.Errorf("%w: register without namespace, service or id", errDecode)
 		}
-		return w.Register(store.InstanceFromRecord(c.Instance), c.NowUnixNs)
+		lim := store.InstanceLimits{PerService: int(c.GetLimits().GetPerService()), PerNamespace: int(c.GetLimits().GetPerNamespace())}
+		return w.RegisterWithin(store.InstanceFromRecord(c.Instance), c.NowUnixNs, lim)
 	}),
 	DeregisterType: typed(func(w *store.WriteTxn, c *raftcmdv1.Deregister) (uint64, error) {
 		return w.Deregister(store.Key{Namespace: c.Namespace, Service: c.Service, ID: c.Id})

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -90,9 +89,8 @@ func rawSet(m json.RawMessage) bool {
 // register maps a Consul service registration onto Registry.Register.
 func (c *consulAPI) register(w http.ResponseWriter, r *http.Request) {
 	var reg consulServiceRegistration
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxConsulBody))
-	if err := dec.Decode(&reg); err != nil {
-		writeConsulError(w, badRequest("request decode failed: %v", err))
+	if err := decodeConsulBody(w, r, &reg); err != nil {
+		writeConsulError(w, err)
 		return
 	}
 	inst, err := c.instance(&reg, r)
@@ -316,8 +314,8 @@ func (c *consulAPI) checkStatus(st rosterv1.HealthStatus) http.HandlerFunc {
 // {"Status": "passing|warning|critical", "Output": "..."}.
 func (c *consulAPI) checkUpdate(w http.ResponseWriter, r *http.Request) {
 	var body struct{ Status, Output string }
-	if err := json.NewDecoder(io.LimitReader(r.Body, maxConsulBody)).Decode(&body); err != nil {
-		writeConsulError(w, badRequest("request decode failed: %v", err))
+	if err := decodeConsulBody(w, r, &body); err != nil {
+		writeConsulError(w, err)
 		return
 	}
 	var st rosterv1.HealthStatus

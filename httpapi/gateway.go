@@ -58,6 +58,7 @@ func (h *Handler) mountGateway(ctx context.Context) error {
 		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
+		runtime.WithMetadata(clientAddrMetadata),
 	)
 	if err := rosterv1.RegisterRegistryHandlerClient(ctx, gw, h.registry); err != nil {
 		return fmt.Errorf("registry routes: %w", err)

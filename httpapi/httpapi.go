@@ -74,7 +74,9 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mux.ServeHTTP(w, withClientAddr(r))
+}
 
 // health answers 200 while the process serves HTTP at all: a liveness probe.
 func (h *Handler) health(w http.ResponseWriter, _ *http.Request) {

@@ -152,7 +152,7 @@ func TestBadInputIsRejectedAndStoresNothing(t *testing.T) {
 		{"uppercase service", &rosterv1.Instance{Service: "Bad_Name", Id: "a", Address: "10.0.0.1", Port: 80}, "lowercase DNS label"},
 		{"port 0", &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 0}, "port 0"},
 		{"port 70000", &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 70000}, "port 70000"},
-		{"10 MB metadata", &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 80, Metadata: huge}, "metadata value"},
+		{"10 MB metadata", &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 80, Metadata: huge}, "bytes; the limit is 1048576"},
 		{"missing id", &rosterv1.Instance{Service: "web", Address: "10.0.0.1", Port: 80}, "id is required"},
 		{"bad address", &rosterv1.Instance{Service: "web", Id: "a", Address: "http://x y", Port: 80}, "neither an IP"},
 		{"bad namespace", &rosterv1.Instance{Namespace: "Prod!", Service: "web", Id: "a", Address: "10.0.0.1", Port: 80}, "namespace"},

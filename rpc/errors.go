@@ -58,7 +58,12 @@ func toStatus(err error) error {
 	}
 	var inv *invalidError
 	var slow *slowWatcherError
+	var lim *limitError
 	switch {
+	case errors.As(err, &lim):
+		return withReason(codes.ResourceExhausted, lim.msg, lim.reason)
+	case errors.Is(err, store.ErrLimitExceeded):
+		return withReason(codes.ResourceExhausted, err.Error(), ReasonInstanceLimit)
 	case errors.As(err, &inv):
 		return withReason(codes.InvalidArgument, inv.msg, ReasonInvalid)
 	case errors.As(err, &slow):

@@ -341,8 +341,8 @@ func (s *Server) ReportHealth(ctx context.Context, req *rosterv1.ReportHealthReq
 	default:
 		return nil, invalidf("status must be PASSING, WARNING or CRITICAL, not %s", req.Status)
 	}
-	if len(req.Reason) > MaxMetadataValue {
-		return nil, invalidf("reason is %d bytes; the limit is %d", len(req.Reason), MaxMetadataValue)
+	if len(req.Reason) > MaxReasonLen {
+		return nil, invalidf("reason is %d bytes; the limit is %d", len(req.Reason), MaxReasonLen)
 	}
 	return onLeader(ctx, s, repeatable,
 		func(ctx context.Context) (*rosterv1.ReportHealthResponse, error) {

@@ -28,7 +28,7 @@ func (s *Server) Register(ctx context.Context, req *rosterv1.RegisterRequest) (_
 	}
 	return onLeader(ctx, s, deduplicated,
 		func(ctx context.Context) (*rosterv1.RegisterResponse, error) {
-			rev, err := s.node.Register(ctx, inst, req.RequestId)
+			rev, err := s.node.RegisterWithin(ctx, inst, req.RequestId, s.opts.Limits.instances())
 			if err != nil {
 				return nil, err
 			}
@@ -70,8 +70,8 @@ func (s *Server) SetMaintenance(ctx context.Context, req *rosterv1.SetMaintenanc
 	if err != nil {
 		return nil, err
 	}
-	if len(req.Reason) > MaxMetadataValue {
-		return nil, invalidf("reason is %d bytes; the limit is %d", len(req.Reason), MaxMetadataValue)
+	if len(req.Reason) > MaxReasonLen {
+		return nil, invalidf("reason is %d bytes; the limit is %d", len(req.Reason), MaxReasonLen)
 	}
 	return onLeader(ctx, s, deduplicated,
 		func(ctx context.Context) (*rosterv1.SetMaintenanceResponse, error) {

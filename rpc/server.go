@@ -30,11 +30,6 @@ import (
 	"github.com/roster-registry/roster/store"
 )
 
-// MaxRequestBytes is the largest request the server reads. It is far above
-// any valid registration, so an oversized one reaches validation and gets a
-// clear InvalidArgument instead of a transport error.
-const MaxRequestBytes = 16 << 20
-
 // Options tune the server.
 type Options struct {
 	// HoldTimeout bounds how long a call that must run on the leader (a
@@ -61,6 +56,10 @@ type Options struct {
 
 	// ACL turns on token checks (acl.go).
 	ACL ACLOptions
+
+	// Limits bound request size, instance counts, watchers and call rates
+	// (limits.go).
+	Limits Limits
 }
 
 // Server implements the Registry and Cluster services on one node.
@@ -90,6 +89,10 @@ type Server struct {
 
 	stopAnnouncing func()
 	stop           chan struct{}
+
+	// limiter and watchers enforce Options.Limits (limits.go).
+	limiter  *rateLimiter
+	watchers watcherCounts
 }
 
 // New returns a server for node.
@@ -122,24 +125,25 @@ func New(node *cluster.Node, opts Options) *Server {
 		metrics:  newServerMetrics(),
 		draining: make(chan struct{}),
 		stop:     make(chan struct{}),
+		limiter:  newRateLimiter(opts.Limits),
 	}
 	s.remoteReadIndex = cluster.NewRounds(s.leaderReadIndex)
 	return s
 }
 
 // ServerOptions returns the grpc.ServerOptions the services expect: message
-// limits, the interceptors (metrics, panic recovery, unknown-field rejection), the
+// limits, the interceptors (metrics, panic recovery, unknown-field
+// rejection, server-only calls, per-client limits), the
 // codec that sends watch events pre-encoded, and a keepalive policy that
 // lets peers and SDK clients ping as often as their keepalive asks.
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return append([]grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.ForceServerCodecV2(newServerCodec()),
-		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxSendMsgSize(256 << 20),
 		grpc.ChainUnaryInterceptor(s.metricsUnary, s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.metricsStream, s.streamInterceptor),
-	}, append(s.serverOnlyOptions(), s.aclOptions()...)...)
+	}, slices.Concat(s.serverOnlyOptions(), s.limitOptions(), s.aclOptions())...)
 }
 
 // RegisterServices adds Roster's services, grpc.health.v1 and server

@@ -15,8 +15,10 @@ import (
 	"github.com/roster-registry/roster/store"
 )
 
-// Limits on what a registration may carry. Every API (gRPC today, HTTP and
-// DNS front ends later) validates through this file.
+// Limits on what a registration may carry. Every API (gRPC, and the HTTP,
+// Consul-compatible and DNS front ends through it) validates through this
+// file. The metadata limits are Consul's (64 pairs, 128-byte keys, 512-byte
+// values), so a registration Consul accepts fits here too.
 const (
 	MaxIDLen         = 128
 	MaxAddressLen    = 253
@@ -24,8 +26,10 @@ const (
 	MaxTagLen        = 128
 	MaxMetadataKeys  = 64
 	MaxMetadataKey   = 128
-	MaxMetadataValue = 1024
+	MaxMetadataValue = 512
 	MaxMetadataBytes = 16 << 10
+	// MaxReasonLen bounds a maintenance or health report reason.
+	MaxReasonLen     = 1024
 	MaxWeight        = 10000
 	DefaultWeight    = 100
 	MinTTL           = time.Second

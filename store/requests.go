@@ -14,6 +14,7 @@ const (
 	RequestOK                RequestError = 0
 	RequestNotFound          RequestError = 1
 	RequestStaleRegistration RequestError = 2
+	RequestLimitExceeded     RequestError = 3
 )
 
 // RequestResult is the first result of one client request id, remembered so
@@ -36,7 +37,7 @@ type RequestResult struct {
 
 // NewRequestResult records the outcome (rev, err) of request id, applied at
 // index with the leader's stamp now. err must be nil or a domain error
-// (ErrNotFound, ErrStaleRegistration).
+// (ErrNotFound, ErrStaleRegistration, ErrLimitExceeded).
 func NewRequestResult(id string, digest []byte, now int64, index, rev uint64, err error) (*RequestResult, error) {
 	r := &RequestResult{ID: id, Revision: rev, Time: now, Index: index, Digest: digest}
 	switch {
@@ -45,6 +46,8 @@ func NewRequestResult(id string, digest []byte, now int64, index, rev uint64, er
 		r.ErrKind, r.ErrMessage = RequestNotFound, err.Error()
 	case errors.Is(err, ErrStaleRegistration):
 		r.ErrKind, r.ErrMessage = RequestStaleRegistration, err.Error()
+	case errors.Is(err, ErrLimitExceeded):
+		r.ErrKind, r.ErrMessage = RequestLimitExceeded, err.Error()
 	default:
 		return nil, fmt.Errorf("request %q: cannot remember error %w", id, err)
 	}
@@ -61,6 +64,8 @@ func (r *RequestResult) Err() error {
 		return &rememberedError{msg: r.ErrMessage, kind: ErrNotFound}
 	case RequestStaleRegistration:
 		return &rememberedError{msg: r.ErrMessage, kind: ErrStaleRegistration}
+	case RequestLimitExceeded:
+		return &rememberedError{msg: r.ErrMessage, kind: ErrLimitExceeded}
 	default:
 		return &rememberedError{msg: r.ErrMessage, kind: fmt.Errorf("unknown error kind %d", r.ErrKind)}
 	}

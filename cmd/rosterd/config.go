@@ -53,6 +53,7 @@ type flags struct {
 
 	tls               tlsFlags
 	acl               aclFlags
+	limits            limitFlags
 	raftTimeoutScale  float64
 	raftCommitTimeout time.Duration
 	raftLogStore      string
@@ -109,6 +110,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
 	f.tls.register(fs)
 	f.acl.register(fs)
+	f.limits.register(fs)
 }
 
 // applyEnv sets every flag not given on the command line from ROSTER_<FLAG>

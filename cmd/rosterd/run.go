@@ -112,6 +112,11 @@ func run(parent context.Context, f *flags) error {
 	if err != nil {
 		return err
 	}
+	if cfg.DataDir != "" {
+		if err := cluster.CheckDataDir(cfg.DataDir); err != nil {
+			return err
+		}
+	}
 	node, err := cluster.New(cfg)
 	if err != nil {
 		return err
@@ -119,6 +124,9 @@ func run(parent context.Context, f *flags) error {
 	ropts := rpc.Options{Logger: logger.Named("rpc")}
 	f.tls.rpcOptions(&ropts)
 	f.acl.rpcOptions(&ropts, f.tls.on(), logger)
+	if err := f.limits.apply(&ropts); err != nil {
+		return err
+	}
 	srv := rpc.New(node, ropts)
 	metrics.MustRegister(srv.Collector())
 	g := grpc.NewServer(append(srv.ServerOptions(), f.tls.serverOptions()...)...)

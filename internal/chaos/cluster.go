@@ -167,6 +167,8 @@ func (c *cluster) baseArgs(n *node) []string {
 		"--snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold),
 		"--trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
 		"--snapshot-interval", "1s",
+		// The workload checks correctness, not the per-client limits.
+		"--rate-limit", "0", "--read-rate-limit", "0",
 	}
 	if c.cfg.LogStore != "" {
 		args = append(args, "--raft-log-store", c.cfg.LogStore)

@@ -33,6 +33,8 @@ const (
 	RequestResult_ERROR_NONE               RequestResult_Error = 0
 	RequestResult_ERROR_NOT_FOUND          RequestResult_Error = 1
 	RequestResult_ERROR_STALE_REGISTRATION RequestResult_Error = 2
+	// A registration refused by its instance-count limits.
+	RequestResult_ERROR_LIMIT_EXCEEDED RequestResult_Error = 3
 )
 
 // Enum value maps for RequestResult_Error.
@@ -41,11 +43,13 @@ var (
 		0: "ERROR_NONE",
 		1: "ERROR_NOT_FOUND",
 		2: "ERROR_STALE_REGISTRATION",
+		3: "ERROR_LIMIT_EXCEEDED",
 	}
 	RequestResult_Error_value = map[string]int32{
 		"ERROR_NONE":               0,
 		"ERROR_NOT_FOUND":          1,
 		"ERROR_STALE_REGISTRATION": 2,
+		"ERROR_LIMIT_EXCEEDED":     3,
 	}
 )
 
@@ -73,7 +77,7 @@ func (x RequestResult_Error) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RequestResult_Error.Descriptor instead.
 func (RequestResult_Error) EnumDescriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16, 0}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{17, 0}
 }
 
 // HealthCheck mirrors the API check; durations in nanoseconds.
@@ -388,9 +392,14 @@ func (x *Instance) GetHeldSinceUnixNs() int64 {
 
 // Register (type 1) upserts an instance. The leader stamps now_unix_ns.
 type Register struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	NowUnixNs     int64                  `protobuf:"varint,2,opt,name=now_unix_ns,json=nowUnixNs,proto3" json:"now_unix_ns,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Instance  *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	NowUnixNs int64                  `protobuf:"varint,2,opt,name=now_unix_ns,json=nowUnixNs,proto3" json:"now_unix_ns,omitempty"`
+	// The instance-count limits the leader checked the registration against,
+	// stamped so that every node applies the same check: a registration that
+	// adds an instance beyond them is refused and changes nothing. Absent (or
+	// 0 in a field): no limit. Not part of the request digest.
+	Limits        *InstanceLimits `protobuf:"bytes,3,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -439,6 +448,66 @@ func (x *Register) GetNowUnixNs() int64 {
 	return 0
 }
 
+func (x *Register) GetLimits() *InstanceLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// InstanceLimits bound how many instances a registration may leave.
+type InstanceLimits struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PerService    uint32                 `protobuf:"varint,1,opt,name=per_service,json=perService,proto3" json:"per_service,omitempty"`
+	PerNamespace  uint32                 `protobuf:"varint,2,opt,name=per_namespace,json=perNamespace,proto3" json:"per_namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceLimits) Reset() {
+	*x = InstanceLimits{}
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceLimits) ProtoMessage() {}
+
+func (x *InstanceLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceLimits.ProtoReflect.Descriptor instead.
+func (*InstanceLimits) Descriptor() ([]byte, []int) {
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *InstanceLimits) GetPerService() uint32 {
+	if x != nil {
+		return x.PerService
+	}
+	return 0
+}
+
+func (x *InstanceLimits) GetPerNamespace() uint32 {
+	if x != nil {
+		return x.PerNamespace
+	}
+	return 0
+}
+
 // Deregister (type 2) deletes an instance.
 type Deregister struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -451,7 +520,7 @@ type Deregister struct {
 
 func (x *Deregister) Reset() {
 	*x = Deregister{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[3]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +532,7 @@ func (x *Deregister) String() string {
 func (*Deregister) ProtoMessage() {}
 
 func (x *Deregister) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[3]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +545,7 @@ func (x *Deregister) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deregister.ProtoReflect.Descriptor instead.
 func (*Deregister) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{3}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Deregister) GetNamespace() string {
@@ -517,7 +586,7 @@ type SetHealth struct {
 
 func (x *SetHealth) Reset() {
 	*x = SetHealth{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[4]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +598,7 @@ func (x *SetHealth) String() string {
 func (*SetHealth) ProtoMessage() {}
 
 func (x *SetHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[4]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +611,7 @@ func (x *SetHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHealth.ProtoReflect.Descriptor instead.
 func (*SetHealth) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{4}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SetHealth) GetNamespace() string {
@@ -610,7 +679,7 @@ type Reap struct {
 
 func (x *Reap) Reset() {
 	*x = Reap{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[5]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +691,7 @@ func (x *Reap) String() string {
 func (*Reap) ProtoMessage() {}
 
 func (x *Reap) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[5]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +704,7 @@ func (x *Reap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reap.ProtoReflect.Descriptor instead.
 func (*Reap) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{5}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Reap) GetNamespace() string {
@@ -687,7 +756,7 @@ type SetMaintenance struct {
 
 func (x *SetMaintenance) Reset() {
 	*x = SetMaintenance{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[6]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +768,7 @@ func (x *SetMaintenance) String() string {
 func (*SetMaintenance) ProtoMessage() {}
 
 func (x *SetMaintenance) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[6]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +781,7 @@ func (x *SetMaintenance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMaintenance.ProtoReflect.Descriptor instead.
 func (*SetMaintenance) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{6}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SetMaintenance) GetNamespace() string {
@@ -762,7 +831,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[7]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +843,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[7]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +856,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{7}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Member) GetNodeId() string {
@@ -821,7 +890,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[8]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +902,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[8]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +915,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{8}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpsertMember) GetMember() *Member {
@@ -866,7 +935,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[9]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +947,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[9]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +960,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{9}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveMember) GetNodeId() string {
@@ -912,7 +981,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[10]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +993,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[10]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1006,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{10}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Batch) GetEntries() [][]byte {
@@ -969,7 +1038,7 @@ type SelfPreservationSettings struct {
 
 func (x *SelfPreservationSettings) Reset() {
 	*x = SelfPreservationSettings{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1050,7 @@ func (x *SelfPreservationSettings) String() string {
 func (*SelfPreservationSettings) ProtoMessage() {}
 
 func (x *SelfPreservationSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1063,7 @@ func (x *SelfPreservationSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfPreservationSettings.ProtoReflect.Descriptor instead.
 func (*SelfPreservationSettings) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{11}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SelfPreservationSettings) GetThreshold() float64 {
@@ -1038,7 +1107,7 @@ type SelfPreservationChange struct {
 
 func (x *SelfPreservationChange) Reset() {
 	*x = SelfPreservationChange{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1119,7 @@ func (x *SelfPreservationChange) String() string {
 func (*SelfPreservationChange) ProtoMessage() {}
 
 func (x *SelfPreservationChange) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1132,7 @@ func (x *SelfPreservationChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfPreservationChange.ProtoReflect.Descriptor instead.
 func (*SelfPreservationChange) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{12}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SelfPreservationChange) GetReset_() bool {
@@ -1098,7 +1167,7 @@ type HoldMark struct {
 
 func (x *HoldMark) Reset() {
 	*x = HoldMark{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1179,7 @@ func (x *HoldMark) String() string {
 func (*HoldMark) ProtoMessage() {}
 
 func (x *HoldMark) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1192,7 @@ func (x *HoldMark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HoldMark.ProtoReflect.Descriptor instead.
 func (*HoldMark) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HoldMark) GetNamespace() string {
@@ -1184,7 +1253,7 @@ type SelfPreservation struct {
 
 func (x *SelfPreservation) Reset() {
 	*x = SelfPreservation{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1265,7 @@ func (x *SelfPreservation) String() string {
 func (*SelfPreservation) ProtoMessage() {}
 
 func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1278,7 @@ func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfPreservation.ProtoReflect.Descriptor instead.
 func (*SelfPreservation) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{14}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SelfPreservation) GetChange() isSelfPreservation_Change {
@@ -1272,7 +1341,7 @@ type Request struct {
 
 func (x *Request) Reset() {
 	*x = Request{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1353,7 @@ func (x *Request) String() string {
 func (*Request) ProtoMessage() {}
 
 func (x *Request) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1366,7 @@ func (x *Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Request.ProtoReflect.Descriptor instead.
 func (*Request) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{15}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Request) GetRequestId() string {
@@ -1348,7 +1417,7 @@ type RequestResult struct {
 
 func (x *RequestResult) Reset() {
 	*x = RequestResult{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1429,7 @@ func (x *RequestResult) String() string {
 func (*RequestResult) ProtoMessage() {}
 
 func (x *RequestResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1442,7 @@ func (x *RequestResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestResult.ProtoReflect.Descriptor instead.
 func (*RequestResult) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RequestResult) GetRequestId() string {
@@ -1443,7 +1512,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1524,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[17]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1537,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{17}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -1519,7 +1588,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1600,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[18]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1613,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{18}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1689,7 +1758,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[19]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1770,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[19]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1783,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{19}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotEnd) GetRecords() uint64 {
@@ -1736,7 +1805,7 @@ type ServiceRevision struct {
 
 func (x *ServiceRevision) Reset() {
 	*x = ServiceRevision{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[20]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1817,7 @@ func (x *ServiceRevision) String() string {
 func (*ServiceRevision) ProtoMessage() {}
 
 func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[20]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1830,7 @@ func (x *ServiceRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRevision.ProtoReflect.Descriptor instead.
 func (*ServiceRevision) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{20}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ServiceRevision) GetNamespace() string {
@@ -1809,7 +1878,7 @@ type ACLToken struct {
 
 func (x *ACLToken) Reset() {
 	*x = ACLToken{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[21]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1821,7 +1890,7 @@ func (x *ACLToken) String() string {
 func (*ACLToken) ProtoMessage() {}
 
 func (x *ACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[21]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1834,7 +1903,7 @@ func (x *ACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLToken.ProtoReflect.Descriptor instead.
 func (*ACLToken) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{21}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ACLToken) GetAccessorId() string {
@@ -1900,7 +1969,7 @@ type ACLSetToken struct {
 
 func (x *ACLSetToken) Reset() {
 	*x = ACLSetToken{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[22]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +1981,7 @@ func (x *ACLSetToken) String() string {
 func (*ACLSetToken) ProtoMessage() {}
 
 func (x *ACLSetToken) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[22]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +1994,7 @@ func (x *ACLSetToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLSetToken.ProtoReflect.Descriptor instead.
 func (*ACLSetToken) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{22}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ACLSetToken) GetToken() *ACLToken {
@@ -1952,7 +2021,7 @@ type ACLDeleteToken struct {
 
 func (x *ACLDeleteToken) Reset() {
 	*x = ACLDeleteToken{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[23]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2033,7 @@ func (x *ACLDeleteToken) String() string {
 func (*ACLDeleteToken) ProtoMessage() {}
 
 func (x *ACLDeleteToken) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[23]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2046,7 @@ func (x *ACLDeleteToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLDeleteToken.ProtoReflect.Descriptor instead.
 func (*ACLDeleteToken) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{23}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ACLDeleteToken) GetAccessorId() string {
@@ -1998,7 +2067,7 @@ type ACLState struct {
 
 func (x *ACLState) Reset() {
 	*x = ACLState{}
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[24]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2079,7 @@ func (x *ACLState) String() string {
 func (*ACLState) ProtoMessage() {}
 
 func (x *ACLState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[24]
+	mi := &file_raftcmd_v1_raftcmd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2092,7 @@ func (x *ACLState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLState.ProtoReflect.Descriptor instead.
 func (*ACLState) Descriptor() ([]byte, []int) {
-	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{24}
+	return file_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ACLState) GetBootstrapped() bool {
@@ -2075,10 +2144,15 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\x12held_since_unix_ns\x18\x1c \x01(\x03R\x0fheldSinceUnixNs\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
 	"\bRegister\x120\n" +
 	"\binstance\x18\x01 \x01(\v2\x14.raftcmd.v1.InstanceR\binstance\x12\x1e\n" +
-	"\vnow_unix_ns\x18\x02 \x01(\x03R\tnowUnixNs\"T\n" +
+	"\vnow_unix_ns\x18\x02 \x01(\x03R\tnowUnixNs\x122\n" +
+	"\x06limits\x18\x03 \x01(\v2\x1a.raftcmd.v1.InstanceLimitsR\x06limits\"V\n" +
+	"\x0eInstanceLimits\x12\x1f\n" +
+	"\vper_service\x18\x01 \x01(\rR\n" +
+	"perService\x12#\n" +
+	"\rper_namespace\x18\x02 \x01(\rR\fperNamespace\"T\n" +
 	"\n" +
 	"Deregister\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
@@ -2146,7 +2220,7 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1e\n" +
 	"\vnow_unix_ns\x18\x02 \x01(\x03R\tnowUnixNs\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x18\n" +
-	"\acommand\x18\x04 \x01(\fR\acommand\"\xc0\x02\n" +
+	"\acommand\x18\x04 \x01(\fR\acommand\"\xda\x02\n" +
 	"\rRequestResult\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1a\n" +
@@ -2155,12 +2229,13 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12\x1e\n" +
 	"\vnow_unix_ns\x18\x05 \x01(\x03R\tnowUnixNs\x12\x14\n" +
 	"\x05index\x18\x06 \x01(\x04R\x05index\x12\x16\n" +
-	"\x06digest\x18\a \x01(\fR\x06digest\"J\n" +
+	"\x06digest\x18\a \x01(\fR\x06digest\"d\n" +
 	"\x05Error\x12\x0e\n" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x13\n" +
 	"\x0fERROR_NOT_FOUND\x10\x01\x12\x1c\n" +
-	"\x18ERROR_STALE_REGISTRATION\x10\x02\"\xb0\x01\n" +
+	"\x18ERROR_STALE_REGISTRATION\x10\x02\x12\x18\n" +
+	"\x14ERROR_LIMIT_EXCEEDED\x10\x03\"\xb0\x01\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
@@ -2214,61 +2289,63 @@ func file_raftcmd_v1_raftcmd_proto_rawDescGZIP() []byte {
 }
 
 var file_raftcmd_v1_raftcmd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_raftcmd_v1_raftcmd_proto_goTypes = []any{
 	(RequestResult_Error)(0),         // 0: raftcmd.v1.RequestResult.Error
 	(*HealthCheck)(nil),              // 1: raftcmd.v1.HealthCheck
 	(*Instance)(nil),                 // 2: raftcmd.v1.Instance
 	(*Register)(nil),                 // 3: raftcmd.v1.Register
-	(*Deregister)(nil),               // 4: raftcmd.v1.Deregister
-	(*SetHealth)(nil),                // 5: raftcmd.v1.SetHealth
-	(*Reap)(nil),                     // 6: raftcmd.v1.Reap
-	(*SetMaintenance)(nil),           // 7: raftcmd.v1.SetMaintenance
-	(*Member)(nil),                   // 8: raftcmd.v1.Member
-	(*UpsertMember)(nil),             // 9: raftcmd.v1.UpsertMember
-	(*RemoveMember)(nil),             // 10: raftcmd.v1.RemoveMember
-	(*Batch)(nil),                    // 11: raftcmd.v1.Batch
-	(*SelfPreservationSettings)(nil), // 12: raftcmd.v1.SelfPreservationSettings
-	(*SelfPreservationChange)(nil),   // 13: raftcmd.v1.SelfPreservationChange
-	(*HoldMark)(nil),                 // 14: raftcmd.v1.HoldMark
-	(*SelfPreservation)(nil),         // 15: raftcmd.v1.SelfPreservation
-	(*Request)(nil),                  // 16: raftcmd.v1.Request
-	(*RequestResult)(nil),            // 17: raftcmd.v1.RequestResult
-	(*SnapshotHeader)(nil),           // 18: raftcmd.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),           // 19: raftcmd.v1.SnapshotRecord
-	(*SnapshotEnd)(nil),              // 20: raftcmd.v1.SnapshotEnd
-	(*ServiceRevision)(nil),          // 21: raftcmd.v1.ServiceRevision
-	(*ACLToken)(nil),                 // 22: raftcmd.v1.ACLToken
-	(*ACLSetToken)(nil),              // 23: raftcmd.v1.ACLSetToken
-	(*ACLDeleteToken)(nil),           // 24: raftcmd.v1.ACLDeleteToken
-	(*ACLState)(nil),                 // 25: raftcmd.v1.ACLState
-	nil,                              // 26: raftcmd.v1.Instance.MetadataEntry
-	nil,                              // 27: raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
+	(*InstanceLimits)(nil),           // 4: raftcmd.v1.InstanceLimits
+	(*Deregister)(nil),               // 5: raftcmd.v1.Deregister
+	(*SetHealth)(nil),                // 6: raftcmd.v1.SetHealth
+	(*Reap)(nil),                     // 7: raftcmd.v1.Reap
+	(*SetMaintenance)(nil),           // 8: raftcmd.v1.SetMaintenance
+	(*Member)(nil),                   // 9: raftcmd.v1.Member
+	(*UpsertMember)(nil),             // 10: raftcmd.v1.UpsertMember
+	(*RemoveMember)(nil),             // 11: raftcmd.v1.RemoveMember
+	(*Batch)(nil),                    // 12: raftcmd.v1.Batch
+	(*SelfPreservationSettings)(nil), // 13: raftcmd.v1.SelfPreservationSettings
+	(*SelfPreservationChange)(nil),   // 14: raftcmd.v1.SelfPreservationChange
+	(*HoldMark)(nil),                 // 15: raftcmd.v1.HoldMark
+	(*SelfPreservation)(nil),         // 16: raftcmd.v1.SelfPreservation
+	(*Request)(nil),                  // 17: raftcmd.v1.Request
+	(*RequestResult)(nil),            // 18: raftcmd.v1.RequestResult
+	(*SnapshotHeader)(nil),           // 19: raftcmd.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),           // 20: raftcmd.v1.SnapshotRecord
+	(*SnapshotEnd)(nil),              // 21: raftcmd.v1.SnapshotEnd
+	(*ServiceRevision)(nil),          // 22: raftcmd.v1.ServiceRevision
+	(*ACLToken)(nil),                 // 23: raftcmd.v1.ACLToken
+	(*ACLSetToken)(nil),              // 24: raftcmd.v1.ACLSetToken
+	(*ACLDeleteToken)(nil),           // 25: raftcmd.v1.ACLDeleteToken
+	(*ACLState)(nil),                 // 26: raftcmd.v1.ACLState
+	nil,                              // 27: raftcmd.v1.Instance.MetadataEntry
+	nil,                              // 28: raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
 }
 var file_raftcmd_v1_raftcmd_proto_depIdxs = []int32{
-	26, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
+	27, // 0: raftcmd.v1.Instance.metadata:type_name -> raftcmd.v1.Instance.MetadataEntry
 	1,  // 1: raftcmd.v1.Instance.check:type_name -> raftcmd.v1.HealthCheck
 	2,  // 2: raftcmd.v1.Register.instance:type_name -> raftcmd.v1.Instance
-	8,  // 3: raftcmd.v1.UpsertMember.member:type_name -> raftcmd.v1.Member
-	27, // 4: raftcmd.v1.SelfPreservationSettings.service_min_leases:type_name -> raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
-	12, // 5: raftcmd.v1.SelfPreservationChange.set:type_name -> raftcmd.v1.SelfPreservationSettings
-	13, // 6: raftcmd.v1.SelfPreservation.settings:type_name -> raftcmd.v1.SelfPreservationChange
-	14, // 7: raftcmd.v1.SelfPreservation.hold:type_name -> raftcmd.v1.HoldMark
-	0,  // 8: raftcmd.v1.RequestResult.error:type_name -> raftcmd.v1.RequestResult.Error
-	2,  // 9: raftcmd.v1.SnapshotRecord.instance:type_name -> raftcmd.v1.Instance
-	8,  // 10: raftcmd.v1.SnapshotRecord.member:type_name -> raftcmd.v1.Member
-	21, // 11: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
-	20, // 12: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
-	12, // 13: raftcmd.v1.SnapshotRecord.settings:type_name -> raftcmd.v1.SelfPreservationSettings
-	17, // 14: raftcmd.v1.SnapshotRecord.request:type_name -> raftcmd.v1.RequestResult
-	22, // 15: raftcmd.v1.SnapshotRecord.acl_token:type_name -> raftcmd.v1.ACLToken
-	25, // 16: raftcmd.v1.SnapshotRecord.acl_state:type_name -> raftcmd.v1.ACLState
-	22, // 17: raftcmd.v1.ACLSetToken.token:type_name -> raftcmd.v1.ACLToken
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 3: raftcmd.v1.Register.limits:type_name -> raftcmd.v1.InstanceLimits
+	9,  // 4: raftcmd.v1.UpsertMember.member:type_name -> raftcmd.v1.Member
+	28, // 5: raftcmd.v1.SelfPreservationSettings.service_min_leases:type_name -> raftcmd.v1.SelfPreservationSettings.ServiceMinLeasesEntry
+	13, // 6: raftcmd.v1.SelfPreservationChange.set:type_name -> raftcmd.v1.SelfPreservationSettings
+	14, // 7: raftcmd.v1.SelfPreservation.settings:type_name -> raftcmd.v1.SelfPreservationChange
+	15, // 8: raftcmd.v1.SelfPreservation.hold:type_name -> raftcmd.v1.HoldMark
+	0,  // 9: raftcmd.v1.RequestResult.error:type_name -> raftcmd.v1.RequestResult.Error
+	2,  // 10: raftcmd.v1.SnapshotRecord.instance:type_name -> raftcmd.v1.Instance
+	9,  // 11: raftcmd.v1.SnapshotRecord.member:type_name -> raftcmd.v1.Member
+	22, // 12: raftcmd.v1.SnapshotRecord.service:type_name -> raftcmd.v1.ServiceRevision
+	21, // 13: raftcmd.v1.SnapshotRecord.end:type_name -> raftcmd.v1.SnapshotEnd
+	13, // 14: raftcmd.v1.SnapshotRecord.settings:type_name -> raftcmd.v1.SelfPreservationSettings
+	18, // 15: raftcmd.v1.SnapshotRecord.request:type_name -> raftcmd.v1.RequestResult
+	23, // 16: raftcmd.v1.SnapshotRecord.acl_token:type_name -> raftcmd.v1.ACLToken
+	26, // 17: raftcmd.v1.SnapshotRecord.acl_state:type_name -> raftcmd.v1.ACLState
+	23, // 18: raftcmd.v1.ACLSetToken.token:type_name -> raftcmd.v1.ACLToken
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_v1_raftcmd_proto_init() }
@@ -2276,13 +2353,13 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 	if File_raftcmd_v1_raftcmd_proto != nil {
 		return
 	}
-	file_raftcmd_v1_raftcmd_proto_msgTypes[11].OneofWrappers = []any{}
-	file_raftcmd_v1_raftcmd_proto_msgTypes[14].OneofWrappers = []any{
+	file_raftcmd_v1_raftcmd_proto_msgTypes[12].OneofWrappers = []any{}
+	file_raftcmd_v1_raftcmd_proto_msgTypes[15].OneofWrappers = []any{
 		(*SelfPreservation_Settings)(nil),
 		(*SelfPreservation_Hold)(nil),
 	}
-	file_raftcmd_v1_raftcmd_proto_msgTypes[17].OneofWrappers = []any{}
-	file_raftcmd_v1_raftcmd_proto_msgTypes[18].OneofWrappers = []any{
+	file_raftcmd_v1_raftcmd_proto_msgTypes[18].OneofWrappers = []any{}
+	file_raftcmd_v1_raftcmd_proto_msgTypes[19].OneofWrappers = []any{
 		(*SnapshotRecord_Instance)(nil),
 		(*SnapshotRecord_Member)(nil),
 		(*SnapshotRecord_Service)(nil),
@@ -2298,7 +2375,7 @@ func file_raftcmd_v1_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_v1_raftcmd_proto_rawDesc), len(file_raftcmd_v1_raftcmd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
