@@ -407,6 +407,9 @@ func (n *Node) openStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore
 	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
 		return nil, nil, nil, fmt.Errorf("create data dir: %w", err)
 	}
+	if err := CheckDataDir(n.cfg.DataDir); err != nil {
+		return nil, nil, nil, err
+	}
 	bolt, err := raftboltdb.New(raftboltdb.Options{
 		Path:   filepath.Join(n.cfg.DataDir, "raft.db"),
 		NoSync: n.cfg.NoSync,

@@ -112,11 +112,6 @@ func run(parent context.Context, f *flags) error {
 	if err != nil {
 		return err
 	}
-	if cfg.DataDir != "" {
-		if err := cluster.CheckDataDir(cfg.DataDir); err != nil {
-			return err
-		}
-	}
 	node, err := cluster.New(cfg)
 	if err != nil {
 		return err
