@@ -68,6 +68,17 @@ func EncodeBatch(entries [][]byte) ([]byte, error) {
 	return Encode(BatchType, &raftcmdv1.Batch{Entries: entries})
 }
 
+// Requestable reports whether a client write of command type t may carry a
+// request id: the registry writes whose every outcome a request result can
+// remember. Any other type inside a Request entry is malformed.
+func Requestable(t CommandType) bool {
+	switch t {
+	case RegisterType, DeregisterType, SetMaintenanceType:
+		return true
+	}
+	return false
+}
+
 // EncodeRequest wraps command m of type t, sent by a client as request id,
 // into a Request entry stamped with the leader's time now. The digest covers
 // the command with its own time stamp (a now_unix_ns field) cleared, so a
@@ -76,7 +87,7 @@ func EncodeRequest(id string, now int64, t CommandType, m proto.Message) ([]byte
 	if id == "" {
 		return nil, errors.New("encode request: empty request id")
 	}
-	if t == BatchType || t == RequestType {
+	if !Requestable(t) {
 		return nil, fmt.Errorf("encode request: command type %d cannot be wrapped", t)
 	}
 	inner, err := Encode(t, m)

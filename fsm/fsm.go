@@ -225,7 +225,7 @@ func (f *FSM) applyRequest(w *store.WriteTxn, index uint64, payload []byte) Resu
 	if c.RequestId == "" || len(c.Command) == 0 {
 		return Result{Err: fmt.Errorf("entry %d: %w: request without id or command", index, ErrMalformedCommand)}
 	}
-	if t := CommandType(c.Command[0]); t == BatchType || t == RequestType {
+	if t := CommandType(c.Command[0]); !Requestable(t) {
 		return Result{Err: fmt.Errorf("entry %d: %w: request wraps command type %d", index, ErrMalformedCommand, t)}
 	}
 	if err := w.PruneRequests(c.NowUnixNs); err != nil {
