@@ -259,6 +259,9 @@ type Node struct {
 	healthMu   sync.Mutex
 	peerFailed map[raft.ServerID]time.Time
 
+	// restoreMu lets one backup restore run at a time (backup.go).
+	restoreMu sync.Mutex
+
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
 	wg           sync.WaitGroup
