@@ -12,8 +12,17 @@ import (
 )
 
 // CommandType is the first byte of every Raft log entry Roster writes.
-// Types are only ever added. A type with SkippableFlag set may be ignored by
-// a node that does not know it; any other unknown type stops the node.
+// Types are only ever added, never reused or changed in meaning.
+//
+// Types 1-127 are required: a node that does not know one stops
+// (UnknownCommandError) rather than diverge from its peers. Types 128-255
+// (SkippableFlag set) are skippable: a node that does not know one moves
+// its applied index past it and changes nothing else. A new command may be
+// skippable only if a node that ignores it still answers every read,
+// watch and later command exactly as its peers do (a hint, a statistic, a
+// setting only newer nodes act on); it is never wrapped in a Request.
+// Everything else that is new is required, and a rolling upgrade must have
+// every node on the new release before anything writes it.
 type CommandType uint8
 
 // Command types.
@@ -76,7 +85,9 @@ func EncodeRequest(id string, now int64, t CommandType, m proto.Message) ([]byte
 	if id == "" {
 		return nil, errors.New("encode request: empty request id")
 	}
-	if t == BatchType || t == RequestType {
+	if t == BatchType || t == RequestType || t&SkippableFlag != 0 {
+		// A skippable command is never wrapped: a node that skips it would
+		// still remember the request, with another result than its peers.
 		return nil, fmt.Errorf("encode request: command type %d cannot be wrapped", t)
 	}
 	inner, err := Encode(t, m)
