@@ -259,6 +259,9 @@ type Node struct {
 	healthMu   sync.Mutex
 	peerFailed map[raft.ServerID]time.Time
 
+	// restoreMu lets one backup restore run at a time (backup.go).
+	restoreMu sync.Mutex
+
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
 	wg           sync.WaitGroup
@@ -329,6 +332,9 @@ func New(cfg Config) (*Node, error) {
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 
+	if err := n.recoverFromPeersFile(rc, logs, stable, snaps); err != nil {
+		return nil, err
+	}
 	hasState, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("check existing raft state: %w", err)

@@ -12,8 +12,17 @@ import (
 )
 
 // CommandType is the first byte of every Raft log entry Roster writes.
-// Types are only ever added. A type with SkippableFlag set may be ignored by
-// a node that does not know it; any other unknown type stops the node.
+// Types are only ever added, never reused or changed in meaning.
+//
+// Types 1-127 are required: a node that does not know one stops
+// (UnknownCommandError) rather than diverge from its peers. Types 128-255
+// (SkippableFlag set) are skippable: a node that does not know one moves
+// its applied index past it and changes nothing else. A new command may be
+// skippable only if a node that ignores it still answers every read,
+// watch and later command exactly as its peers do (a hint, a statistic, a
+// setting only newer nodes act on); it is never wrapped in a Request.
+// Everything else that is new is required, and a rolling upgrade must have
+// every node on the new release before anything writes it.
 type CommandType uint8
 
 // Command types.
@@ -70,7 +79,9 @@ func EncodeBatch(entries [][]byte) ([]byte, error) {
 
 // Requestable reports whether a client write of command type t may carry a
 // request id: the registry writes whose every outcome a request result can
-// remember. Any other type inside a Request entry is malformed.
+// remember. Any other type inside a Request entry is malformed. A skippable
+// type is never one: a node that skips it would still remember the request,
+// with another result than its peers.
 func Requestable(t CommandType) bool {
 	switch t {
 	case RegisterType, DeregisterType, SetMaintenanceType:

@@ -139,9 +139,13 @@ var resourceNeeds = map[string]struct {
 	rosterv1.Cluster_RemoveNode_FullMethodName:          {"operator", acl.Write},
 	rosterv1.Cluster_TransferLeadership_FullMethodName:  {"operator", acl.Write},
 	rosterv1.Cluster_SetSelfPreservation_FullMethodName: {"operator", acl.Write},
-	rosterv1.ACL_CreateToken_FullMethodName:             {"acl", acl.Write},
-	rosterv1.ACL_DeleteToken_FullMethodName:             {"acl", acl.Write},
-	rosterv1.ACL_ListTokens_FullMethodName:              {"acl", acl.Read},
+	// A snapshot holds every instance and the ACL tokens' digests, and a
+	// restore replaces them all.
+	rosterv1.Cluster_SnapshotSave_FullMethodName:    {"acl", acl.Write},
+	rosterv1.Cluster_SnapshotRestore_FullMethodName: {"acl", acl.Write},
+	rosterv1.ACL_CreateToken_FullMethodName:         {"acl", acl.Write},
+	rosterv1.ACL_DeleteToken_FullMethodName:         {"acl", acl.Write},
+	rosterv1.ACL_ListTokens_FullMethodName:          {"acl", acl.Read},
 }
 
 func openMethod(method string) bool {
@@ -218,6 +222,12 @@ func (s *Server) aclStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 	switch info.FullMethod {
 	case rosterv1.Registry_Watch_FullMethodName, rosterv1.Registry_KeepAlive_FullMethodName:
 		return h(srv, &aclStream{ServerStream: ss, c: c})
+	}
+	if rn, ok := resourceNeeds[info.FullMethod]; ok {
+		if err := c.resource(rn.resource, rn.need); err != nil {
+			return err
+		}
+		return h(srv, ss)
 	}
 	return denied("%s is not allowed %s", c.name, info.FullMethod)
 }

@@ -135,6 +135,7 @@ command line exits 2 before anything is sent.`,
 		a.benchCommand(),
 		a.tlsCommand(),
 		a.aclCommand(),
+		a.snapshotCommand(),
 	)
 	return root
 }

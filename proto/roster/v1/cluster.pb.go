@@ -1022,6 +1022,245 @@ func (x *SetSelfPreservationResponse) GetWindow() *durationpb.Duration {
 	return nil
 }
 
+type SnapshotSaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSaveRequest) Reset() {
+	*x = SnapshotSaveRequest{}
+	mi := &file_roster_v1_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSaveRequest) ProtoMessage() {}
+
+func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+type SnapshotSaveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// revision, applied_index, created_unix_ns and node_id are set in the
+	// first message only.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	AppliedIndex  uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	CreatedUnixNs int64  `protobuf:"varint,3,opt,name=created_unix_ns,json=createdUnixNs,proto3" json:"created_unix_ns,omitempty"`
+	NodeId        string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// data is the next piece of the snapshot body.
+	Data []byte `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	// body_sha256 is set in the last message only.
+	BodySha256    []byte `protobuf:"bytes,6,opt,name=body_sha256,json=bodySha256,proto3" json:"body_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSaveResponse) Reset() {
+	*x = SnapshotSaveResponse{}
+	mi := &file_roster_v1_cluster_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSaveResponse) ProtoMessage() {}
+
+func (x *SnapshotSaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_cluster_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSaveResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotSaveResponse) Descriptor() ([]byte, []int) {
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SnapshotSaveResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SnapshotSaveResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotSaveResponse) GetCreatedUnixNs() int64 {
+	if x != nil {
+		return x.CreatedUnixNs
+	}
+	return 0
+}
+
+func (x *SnapshotSaveResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *SnapshotSaveResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SnapshotSaveResponse) GetBodySha256() []byte {
+	if x != nil {
+		return x.BodySha256
+	}
+	return nil
+}
+
+type SnapshotRestoreRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// data is the next piece of the snapshot file.
+	Data          []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRestoreRequest) Reset() {
+	*x = SnapshotRestoreRequest{}
+	mi := &file_roster_v1_cluster_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRestoreRequest) ProtoMessage() {}
+
+func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_cluster_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRestoreRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRestoreRequest) Descriptor() ([]byte, []int) {
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SnapshotRestoreRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type SnapshotRestoreResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// revision and applied_index are the cluster's after the restore.
+	Revision     uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// source_revision is the revision the file was taken at.
+	SourceRevision uint64 `protobuf:"varint,3,opt,name=source_revision,json=sourceRevision,proto3" json:"source_revision,omitempty"`
+	Instances      uint64 `protobuf:"varint,4,opt,name=instances,proto3" json:"instances,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SnapshotRestoreResponse) Reset() {
+	*x = SnapshotRestoreResponse{}
+	mi := &file_roster_v1_cluster_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRestoreResponse) ProtoMessage() {}
+
+func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_cluster_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SnapshotRestoreResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetSourceRevision() uint64 {
+	if x != nil {
+		return x.SourceRevision
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetInstances() uint64 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
 var File_roster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_roster_v1_cluster_proto_rawDesc = "" +
@@ -1112,7 +1351,23 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x06window\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06window\x1aC\n" +
 	"\x15ServiceMinLeasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x012\xd0\x04\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x15\n" +
+	"\x13SnapshotSaveRequest\"\xcd\x01\n" +
+	"\x14SnapshotSaveResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12&\n" +
+	"\x0fcreated_unix_ns\x18\x03 \x01(\x03R\rcreatedUnixNs\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\x12\x1f\n" +
+	"\vbody_sha256\x18\x06 \x01(\fR\n" +
+	"bodySha256\",\n" +
+	"\x16SnapshotRestoreRequest\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xa1\x01\n" +
+	"\x17SnapshotRestoreResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12'\n" +
+	"\x0fsource_revision\x18\x03 \x01(\x04R\x0esourceRevision\x12\x1c\n" +
+	"\tinstances\x18\x04 \x01(\x04R\tinstances2\xff\x05\n" +
 	"\aCluster\x12U\n" +
 	"\x06Status\x12\x18.roster.v1.StatusRequest\x1a\x19.roster.v1.StatusResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/status\x12Y\n" +
 	"\aMembers\x12\x19.roster.v1.MembersRequest\x1a\x1a.roster.v1.MembersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/members\x127\n" +
@@ -1121,7 +1376,9 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"RemoveNode\x12\x1c.roster.v1.RemoveNodeRequest\x1a\x1d.roster.v1.RemoveNodeResponse\x12a\n" +
 	"\x12TransferLeadership\x12$.roster.v1.TransferLeadershipRequest\x1a%.roster.v1.TransferLeadershipResponse\x12F\n" +
 	"\tReadIndex\x12\x1b.roster.v1.ReadIndexRequest\x1a\x1c.roster.v1.ReadIndexResponse\x12d\n" +
-	"\x13SetSelfPreservation\x12%.roster.v1.SetSelfPreservationRequest\x1a&.roster.v1.SetSelfPreservationResponseB<Z:github.com/roster-registry/roster/proto/roster/v1;rosterv1b\x06proto3"
+	"\x13SetSelfPreservation\x12%.roster.v1.SetSelfPreservationRequest\x1a&.roster.v1.SetSelfPreservationResponse\x12Q\n" +
+	"\fSnapshotSave\x12\x1e.roster.v1.SnapshotSaveRequest\x1a\x1f.roster.v1.SnapshotSaveResponse0\x01\x12Z\n" +
+	"\x0fSnapshotRestore\x12!.roster.v1.SnapshotRestoreRequest\x1a\".roster.v1.SnapshotRestoreResponse(\x01B<Z:github.com/roster-registry/roster/proto/roster/v1;rosterv1b\x06proto3"
 
 var (
 	file_roster_v1_cluster_proto_rawDescOnce sync.Once
@@ -1135,7 +1392,7 @@ func file_roster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_roster_v1_cluster_proto_rawDescData
 }
 
-var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_roster_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),               // 0: roster.v1.StatusRequest
 	(*StatusResponse)(nil),              // 1: roster.v1.StatusResponse
@@ -1152,24 +1409,28 @@ var file_roster_v1_cluster_proto_goTypes = []any{
 	(*ReadIndexResponse)(nil),           // 12: roster.v1.ReadIndexResponse
 	(*SetSelfPreservationRequest)(nil),  // 13: roster.v1.SetSelfPreservationRequest
 	(*SetSelfPreservationResponse)(nil), // 14: roster.v1.SetSelfPreservationResponse
-	nil,                                 // 15: roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
-	nil,                                 // 16: roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
-	nil,                                 // 17: roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
-	(*ReadOptions)(nil),                 // 18: roster.v1.ReadOptions
-	(*durationpb.Duration)(nil),         // 19: google.protobuf.Duration
+	(*SnapshotSaveRequest)(nil),         // 15: roster.v1.SnapshotSaveRequest
+	(*SnapshotSaveResponse)(nil),        // 16: roster.v1.SnapshotSaveResponse
+	(*SnapshotRestoreRequest)(nil),      // 17: roster.v1.SnapshotRestoreRequest
+	(*SnapshotRestoreResponse)(nil),     // 18: roster.v1.SnapshotRestoreResponse
+	nil,                                 // 19: roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
+	nil,                                 // 20: roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
+	nil,                                 // 21: roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
+	(*ReadOptions)(nil),                 // 22: roster.v1.ReadOptions
+	(*durationpb.Duration)(nil),         // 23: google.protobuf.Duration
 }
 var file_roster_v1_cluster_proto_depIdxs = []int32{
-	18, // 0: roster.v1.StatusRequest.read:type_name -> roster.v1.ReadOptions
-	19, // 1: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	19, // 2: roster.v1.StatusResponse.self_preservation_max_hold:type_name -> google.protobuf.Duration
-	15, // 3: roster.v1.StatusResponse.self_preservation_service_min_leases:type_name -> roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
-	19, // 4: roster.v1.StatusResponse.self_preservation_window:type_name -> google.protobuf.Duration
+	22, // 0: roster.v1.StatusRequest.read:type_name -> roster.v1.ReadOptions
+	23, // 1: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	23, // 2: roster.v1.StatusResponse.self_preservation_max_hold:type_name -> google.protobuf.Duration
+	19, // 3: roster.v1.StatusResponse.self_preservation_service_min_leases:type_name -> roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
+	23, // 4: roster.v1.StatusResponse.self_preservation_window:type_name -> google.protobuf.Duration
 	3,  // 5: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
-	19, // 6: roster.v1.SetSelfPreservationRequest.max_hold:type_name -> google.protobuf.Duration
-	16, // 7: roster.v1.SetSelfPreservationRequest.service_min_leases:type_name -> roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
-	19, // 8: roster.v1.SetSelfPreservationResponse.max_hold:type_name -> google.protobuf.Duration
-	17, // 9: roster.v1.SetSelfPreservationResponse.service_min_leases:type_name -> roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
-	19, // 10: roster.v1.SetSelfPreservationResponse.window:type_name -> google.protobuf.Duration
+	23, // 6: roster.v1.SetSelfPreservationRequest.max_hold:type_name -> google.protobuf.Duration
+	20, // 7: roster.v1.SetSelfPreservationRequest.service_min_leases:type_name -> roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
+	23, // 8: roster.v1.SetSelfPreservationResponse.max_hold:type_name -> google.protobuf.Duration
+	21, // 9: roster.v1.SetSelfPreservationResponse.service_min_leases:type_name -> roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
+	23, // 10: roster.v1.SetSelfPreservationResponse.window:type_name -> google.protobuf.Duration
 	0,  // 11: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
 	2,  // 12: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
 	5,  // 13: roster.v1.Cluster.Join:input_type -> roster.v1.JoinRequest
@@ -1177,15 +1438,19 @@ var file_roster_v1_cluster_proto_depIdxs = []int32{
 	9,  // 15: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
 	11, // 16: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
 	13, // 17: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
-	1,  // 18: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
-	4,  // 19: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
-	6,  // 20: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
-	8,  // 21: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
-	10, // 22: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
-	12, // 23: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
-	14, // 24: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
+	15, // 18: roster.v1.Cluster.SnapshotSave:input_type -> roster.v1.SnapshotSaveRequest
+	17, // 19: roster.v1.Cluster.SnapshotRestore:input_type -> roster.v1.SnapshotRestoreRequest
+	1,  // 20: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
+	4,  // 21: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
+	6,  // 22: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
+	8,  // 23: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
+	10, // 24: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
+	12, // 25: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
+	14, // 26: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
+	16, // 27: roster.v1.Cluster.SnapshotSave:output_type -> roster.v1.SnapshotSaveResponse
+	18, // 28: roster.v1.Cluster.SnapshotRestore:output_type -> roster.v1.SnapshotRestoreResponse
+	20, // [20:29] is the sub-list for method output_type
+	11, // [11:20] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1204,7 +1469,7 @@ func file_roster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_cluster_proto_rawDesc), len(file_roster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

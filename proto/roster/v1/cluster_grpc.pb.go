@@ -26,6 +26,8 @@ const (
 	Cluster_TransferLeadership_FullMethodName  = "/roster.v1.Cluster/TransferLeadership"
 	Cluster_ReadIndex_FullMethodName           = "/roster.v1.Cluster/ReadIndex"
 	Cluster_SetSelfPreservation_FullMethodName = "/roster.v1.Cluster/SetSelfPreservation"
+	Cluster_SnapshotSave_FullMethodName        = "/roster.v1.Cluster/SnapshotSave"
+	Cluster_SnapshotRestore_FullMethodName     = "/roster.v1.Cluster/SnapshotRestore"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -55,6 +57,16 @@ type ClusterClient interface {
 	// self-preservation off and held expiries proceed at the next tick.
 	// Forwarded to the leader.
 	SetSelfPreservation(ctx context.Context, in *SetSelfPreservationRequest, opts ...grpc.CallOption) (*SetSelfPreservationResponse, error)
+	// SnapshotSave streams a snapshot of the registry taken at a
+	// linearizable point: the first message carries its revision, applied
+	// index and time, then the snapshot body follows in data chunks, and the
+	// last message carries the body's SHA-256.
+	SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotSaveResponse], error)
+	// SnapshotRestore takes a whole snapshot file (header, body, trailer) in
+	// data chunks, verifies it, and restores it through Raft on the leader,
+	// so every node converges on it. A file that does not verify changes
+	// nothing.
+	SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotRestoreRequest, SnapshotRestoreResponse], error)
 }
 
 type clusterClient struct {
@@ -135,6 +147,38 @@ func (c *clusterClient) SetSelfPreservation(ctx context.Context, in *SetSelfPres
 	return out, nil
 }
 
+func (c *clusterClient) SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotSaveResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_SnapshotSave_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotSaveRequest, SnapshotSaveResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotSaveClient = grpc.ServerStreamingClient[SnapshotSaveResponse]
+
+func (c *clusterClient) SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotRestoreRequest, SnapshotRestoreResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[1], Cluster_SnapshotRestore_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotRestoreRequest, SnapshotRestoreResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotRestoreClient = grpc.ClientStreamingClient[SnapshotRestoreRequest, SnapshotRestoreResponse]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -162,6 +206,16 @@ type ClusterServer interface {
 	// self-preservation off and held expiries proceed at the next tick.
 	// Forwarded to the leader.
 	SetSelfPreservation(context.Context, *SetSelfPreservationRequest) (*SetSelfPreservationResponse, error)
+	// SnapshotSave streams a snapshot of the registry taken at a
+	// linearizable point: the first message carries its revision, applied
+	// index and time, then the snapshot body follows in data chunks, and the
+	// last message carries the body's SHA-256.
+	SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotSaveResponse]) error
+	// SnapshotRestore takes a whole snapshot file (header, body, trailer) in
+	// data chunks, verifies it, and restores it through Raft on the leader,
+	// so every node converges on it. A file that does not verify changes
+	// nothing.
+	SnapshotRestore(grpc.ClientStreamingServer[SnapshotRestoreRequest, SnapshotRestoreResponse]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -192,6 +246,12 @@ func (UnimplementedClusterServer) ReadIndex(context.Context, *ReadIndexRequest) 
 }
 func (UnimplementedClusterServer) SetSelfPreservation(context.Context, *SetSelfPreservationRequest) (*SetSelfPreservationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetSelfPreservation not implemented")
+}
+func (UnimplementedClusterServer) SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotSaveResponse]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotSave not implemented")
+}
+func (UnimplementedClusterServer) SnapshotRestore(grpc.ClientStreamingServer[SnapshotRestoreRequest, SnapshotRestoreResponse]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotRestore not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -340,6 +400,24 @@ func _Cluster_SetSelfPreservation_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_SnapshotSave_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotSaveRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).SnapshotSave(m, &grpc.GenericServerStream[SnapshotSaveRequest, SnapshotSaveResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotSaveServer = grpc.ServerStreamingServer[SnapshotSaveResponse]
+
+func _Cluster_SnapshotRestore_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClusterServer).SnapshotRestore(&grpc.GenericServerStream[SnapshotRestoreRequest, SnapshotRestoreResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotRestoreServer = grpc.ClientStreamingServer[SnapshotRestoreRequest, SnapshotRestoreResponse]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -376,6 +454,17 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_SetSelfPreservation_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SnapshotSave",
+			Handler:       _Cluster_SnapshotSave_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SnapshotRestore",
+			Handler:       _Cluster_SnapshotRestore_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "roster/v1/cluster.proto",
 }

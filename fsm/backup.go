@@ -1,0 +1,114 @@
+package fsm
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
+	"github.com/roster-registry/roster/store"
+)
+
+// WriteSnapshot writes the snapshot stream of view v to w, byte for byte
+// what Persist writes for Raft: the body of a backup file.
+func WriteSnapshot(w io.Writer, v *store.View) error {
+	return (&snapshot{view: v}).write(w)
+}
+
+// PreparedRestore describes a snapshot stream PrepareRestore wrote.
+type PreparedRestore struct {
+	// SourceRevision and SourceApplied are the backup's own.
+	SourceRevision uint64
+	SourceApplied  uint64
+	// Instances is how many instances it restores.
+	Instances int
+}
+
+// PrepareRestore reads a backup's snapshot body and writes to out the
+// snapshot stream a running cluster restores: the same records, but
+//   - at revision and applied index indexFor(backup revision, backup index),
+//     which the caller makes the Raft
+//     index of the restore, above every revision the cluster or the backup
+//     has used, so revisions never go back and every watcher is reset;
+//   - with the cluster's own members instead of the backup's, since they
+//     name the nodes that are running now (their addresses).
+//
+// A body that is cut short, or holds a record that does not decode, is an
+// error; out then holds garbage the caller must drop.
+func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, srcApplied uint64) uint64, members []*store.Member) (PreparedRestore, error) {
+	br := bufio.NewReaderSize(body, 256<<10)
+	bw := bufio.NewWriterSize(out, 256<<10)
+	opts := protodelim.UnmarshalOptions{MaxSize: maxRecordSize}
+	var hdr raftcmdv1.SnapshotHeader
+	if err := opts.UnmarshalFrom(br, &hdr); err != nil {
+		return PreparedRestore{}, fmt.Errorf("read header: %w", err)
+	}
+	if hdr.Version != snapshotVersion {
+		return PreparedRestore{}, fmt.Errorf("snapshot format version %d, this node reads %d", hdr.Version, snapshotVersion)
+	}
+	index := indexFor(hdr.Revision, hdr.AppliedIndex)
+	if index <= hdr.Revision || index <= hdr.AppliedIndex {
+		return PreparedRestore{}, fmt.Errorf("restore index %d is not above the backup's revision %d and index %d", index, hdr.Revision, hdr.AppliedIndex)
+	}
+	prep := PreparedRestore{SourceRevision: hdr.Revision, SourceApplied: hdr.AppliedIndex}
+	extinct := hdr.GetRevision()
+	if hdr.ExtinctRevision != nil {
+		extinct = hdr.GetExtinctRevision()
+	}
+	nh := &raftcmdv1.SnapshotHeader{Version: snapshotVersion, Revision: index, AppliedIndex: index, ExtinctRevision: &extinct}
+	if _, err := protodelim.MarshalTo(bw, nh); err != nil {
+		return prep, err
+	}
+	var read, wrote uint64
+	for {
+		var rec raftcmdv1.SnapshotRecord
+		if err := opts.UnmarshalFrom(br, &rec); err != nil {
+			if errors.Is(err, io.EOF) {
+				return prep, fmt.Errorf("snapshot truncated after %d records", read)
+			}
+			return prep, fmt.Errorf("record %d: %w", read, err)
+		}
+		switch r := rec.Record.(type) {
+		case *raftcmdv1.SnapshotRecord_Member:
+			read++
+			continue
+		case *raftcmdv1.SnapshotRecord_End:
+			if r.End.Records != read {
+				return prep, fmt.Errorf("snapshot end says %d records, read %d", r.End.Records, read)
+			}
+			for _, m := range members {
+				rec := &raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Member{
+					Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr}}}
+				if _, err := protodelim.MarshalTo(bw, rec); err != nil {
+					return prep, err
+				}
+				wrote++
+			}
+			end := &raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_End{End: &raftcmdv1.SnapshotEnd{Records: wrote}}}
+			if _, err := protodelim.MarshalTo(bw, end); err != nil {
+				return prep, err
+			}
+			return prep, bw.Flush()
+		case *raftcmdv1.SnapshotRecord_Instance:
+			prep.Instances++
+		case nil:
+			return prep, fmt.Errorf("record %d: empty record", read)
+		}
+		if _, err := protodelim.MarshalTo(bw, &rec); err != nil {
+			return prep, err
+		}
+		read++
+		wrote++
+	}
+}
+
+// CheckSnapshot restores a snapshot stream into a scratch store and
+// reports whether it restores whole, without touching any live state. It
+// costs a second copy of the state in memory while it runs.
+func CheckSnapshot(r io.Reader) error {
+	_, err := restore(store.New(store.Options{HistoryEvents: 1, HistoryBytes: 1}), r)
+	return err
+}

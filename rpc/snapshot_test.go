@@ -1,0 +1,258 @@
+package rpc_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/roster-registry/roster/backup"
+	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/store"
+)
+
+// saveSnapshot saves a snapshot file through nd, as roster snapshot save does.
+func saveSnapshot(t *testing.T, ctx context.Context, nd *testcluster.Node) []byte {
+	t.Helper()
+	stream, err := nd.Cluster().SnapshotSave(ctx, &rosterv1.SnapshotSaveRequest{})
+	if err != nil {
+		t.Fatalf("snapshot save on %s: %v", nd.ID, err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("snapshot save on %s: %v", nd.ID, err)
+	}
+	var f bytes.Buffer
+	w, err := backup.NewWriter(&f, backup.Header{Revision: first.Revision, AppliedIndex: first.AppliedIndex, Created: time.Unix(0, first.CreatedUnixNs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := sha256.New()
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			t.Fatal("snapshot stream ended without its checksum")
+		}
+		if err != nil {
+			t.Fatalf("snapshot save: %v", err)
+		}
+		if m.BodySha256 != nil {
+			if !bytes.Equal(m.BodySha256, body.Sum(nil)) {
+				t.Fatal("snapshot body checksum differs from the server's")
+			}
+			break
+		}
+		w.Write(m.Data)
+		body.Write(m.Data)
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f.Bytes()
+}
+
+// restoreSnapshot uploads a file through nd, as roster snapshot restore does.
+func restoreSnapshot(ctx context.Context, nd *testcluster.Node, file []byte) (*rosterv1.SnapshotRestoreResponse, error) {
+	up, err := nd.Cluster().SnapshotRestore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for len(file) > 0 {
+		k := min(len(file), 100<<10)
+		if err := up.Send(&rosterv1.SnapshotRestoreRequest{Data: file[:k]}); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return nil, err
+		}
+		file = file[k:]
+	}
+	return up.CloseAndRecv()
+}
+
+// registryHash hashes what a backup carries from one cluster to another:
+// every instance with its revisions, and the service revisions. (The whole
+// state hash also covers the members and the registry revision, which a
+// restore takes from the running cluster.)
+func registryHash(t *testing.T, nd *testcluster.Node) string {
+	t.Helper()
+	v := nd.Node.Store().View()
+	h := sha256.New()
+	if err := v.Instances(func(inst *store.Instance) bool {
+		b, err := store.MarshalInstance(inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(h, "%d %x\n", len(b), b)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.ServiceRevisions(func(ns, svc string, rev uint64) { fmt.Fprintf(h, "%q %q %d\n", ns, svc, rev) }); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+func fill(t *testing.T, ctx context.Context, nd *testcluster.Node, n int) uint64 {
+	t.Helper()
+	var rev uint64
+	for i := 0; i < n; i++ {
+		inst := &rosterv1.Instance{Namespace: []string{"default", "prod"}[i%2], Service: fmt.Sprintf("svc%d", i%3),
+			Id: fmt.Sprintf("i%d", i), Address: "10.1.1.1", Port: uint32(1000 + i)}
+		resp, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: inst})
+		if err != nil {
+			t.Fatalf("register %d: %v", i, err)
+		}
+		rev = resp.Revision
+	}
+	if _, err := nd.Registry().Deregister(ctx, &rosterv1.DeregisterRequest{Namespace: "prod", Service: "svc1", Id: "i1"}); err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+func TestSnapshotSaveWipeRestore(t *testing.T) {
+	ctx := testcluster.Ctx(t)
+	old := testcluster.New(t, 3, testcluster.Options{})
+	old.WaitMembersKnown()
+	fill(t, ctx, old.Followers()[0], 30)
+	file := saveSnapshot(t, ctx, old.Followers()[1])
+	info, err := backup.Verify(bytes.NewReader(file), int64(len(file)))
+	if err != nil {
+		t.Fatalf("the saved file does not verify: %v", err)
+	}
+	old.EnsureSame()
+	want := registryHash(t, old.Leader())
+	if info.Revision != old.Leader().Node.Store().Revision() {
+		t.Fatalf("file at revision %d, cluster at %d", info.Revision, old.Leader().Node.Store().Revision())
+	}
+	old.Shutdown()
+
+	// A fresh cluster, with something of its own the restore replaces.
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	if _, err := c.Leader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("svc0", "mine", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	follower := c.Followers()[0]
+	watch, err := follower.Registry().Watch(ctx, &rosterv1.WatchRequest{Service: "svc0",
+		StartRead: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := watch.Recv(); err != nil || !first.Reset_ || len(first.Events) != 1 {
+		t.Fatalf("first watch message %v, %v: want the reset with one instance", first, err)
+	}
+
+	resp, err := restoreSnapshot(ctx, c.Followers()[1], file)
+	if err != nil {
+		t.Fatalf("restore through a follower: %v", err)
+	}
+	if resp.SourceRevision != info.Revision || resp.Revision <= info.Revision || resp.Instances != 29 {
+		t.Fatalf("restore answered %v; file revision %d", resp, info.Revision)
+	}
+
+	c.EnsureSame()
+	for _, nd := range c.Nodes {
+		if got := registryHash(t, nd); got != want {
+			t.Fatalf("%s holds registry %s after the restore, the backup's cluster held %s", nd.ID, got, want)
+		}
+		if rev := nd.Node.Store().Revision(); rev != resp.Revision {
+			t.Fatalf("%s at revision %d, restore said %d", nd.ID, rev, resp.Revision)
+		}
+	}
+	// The running cluster keeps its own members, so forwarding still works.
+	c.WaitMembersKnown()
+
+	// The watcher is reset at the restored revision with the backup's svc0.
+	for {
+		m, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("watch after restore: %v", err)
+		}
+		if m.Progress {
+			continue
+		}
+		if !m.Reset_ || m.Revision != resp.Revision {
+			t.Fatalf("after the restore the watcher got %v, want a reset at revision %d", m, resp.Revision)
+		}
+		ids := map[string]bool{}
+		for _, e := range m.Events {
+			ids[e.Instance.Id] = true
+		}
+		if len(ids) != 5 || ids["mine"] {
+			t.Fatalf("reset holds %v, want the backup's five default/svc0 instances", ids)
+		}
+		break
+	}
+	// Revisions go on from the restore, on any node.
+	r, err := c.Followers()[0].Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("svc0", "after", 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Revision <= resp.Revision {
+		t.Fatalf("a write after the restore got revision %d, not above %d", r.Revision, resp.Revision)
+	}
+	c.EnsureSame()
+}
+
+func TestSnapshotRestoreRefusesDamagedFiles(t *testing.T) {
+	ctx := testcluster.Ctx(t)
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	fill(t, ctx, c.Leader(), 12)
+	good := saveSnapshot(t, ctx, c.Leader())
+	info, err := backup.Verify(bytes.NewReader(good), int64(len(good)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A file whose framing and checksum are right but whose body is cut:
+	// only restoring it finds out.
+	var cut bytes.Buffer
+	w, _ := backup.NewWriter(&cut, info.Header)
+	w.Write(good[backup.HeaderSize : backup.HeaderSize+info.BodySize-7])
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	flipped := bytes.Clone(good)
+	flipped[backup.HeaderSize+40] ^= 0xff
+
+	c.EnsureSame()
+	before, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string][]byte{
+		"truncated":        good[:len(good)-100],
+		"half":             good[:len(good)/2],
+		"flipped byte":     flipped,
+		"body cut, summed": cut.Bytes(),
+		"not a snapshot":   []byte("hello, this is not a snapshot file at all, but it is long enough to hold a header and trailer"),
+		"empty":            nil,
+	} {
+		for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
+			_, err := restoreSnapshot(ctx, nd, f)
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("%s file through %s: %v, want InvalidArgument", name, nd.ID, err)
+			}
+			t.Logf("%s through %s: %v", name, nd.ID, err)
+		}
+	}
+	c.EnsureSame()
+	after, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.StateHash != before.StateHash || after.Revision != before.Revision {
+		t.Fatalf("a refused restore changed the state: %s@%d -> %s@%d", before.StateHash, before.Revision, after.StateHash, after.Revision)
+	}
+}
