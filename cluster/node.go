@@ -328,7 +328,11 @@ func New(cfg Config) (*Node, error) {
 	if cfg.TrailingLogs > 0 {
 		rc.TrailingLogs = cfg.TrailingLogs
 	}
-	rc.BatchApplyCh = true
+	// No BatchApplyCh: the proposal loop already groups writes into one
+	// entry, and a buffered apply channel keeps the futures still queued in
+	// it at shutdown unanswered forever (raft drains it only as a follower),
+	// leaving their waiting goroutines behind.
+	rc.BatchApplyCh = false
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 
