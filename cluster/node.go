@@ -259,6 +259,9 @@ type Node struct {
 	healthMu   sync.Mutex
 	peerFailed map[raft.ServerID]time.Time
 
+	started   time.Time
+	leaderLog leaderLog
+
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
 	wg           sync.WaitGroup
@@ -278,6 +281,7 @@ func New(cfg Config) (*Node, error) {
 		proposals:  make(chan *proposal, 4096),
 		peerFailed: map[raft.ServerID]time.Time{},
 		shutdownCh: make(chan struct{}),
+		started:    time.Now(),
 	}
 	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
 	n.fsm.SetHooks(cfg.TestHooks.FSM)
@@ -364,11 +368,16 @@ func New(cfg Config) (*Node, error) {
 	obs := make(chan raft.Observation, 64)
 	r.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
-		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
 			return true
 		}
 		return false
 	}))
+	// A leader elected before the observer was registered is recorded
+	// here; the observer records every later change.
+	if _, id := r.LeaderWithID(); id != "" {
+		n.leaderLog.add(string(id), r.CurrentTerm(), time.Now())
+	}
 	n.wg.Add(3)
 	go n.watchPeers(obs)
 	go n.monitorLeadership(notify)
