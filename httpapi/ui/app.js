@@ -107,9 +107,12 @@ function updateFeedState() {
 // stream ends or fails it reconnects with Last-Event-ID, and the server
 // resumes after that revision: nothing is missed, nothing repeated.
 class Feed {
-  constructor(query, onMessage) {
+  // onRefused, when given, is called with the server's message when the
+  // watch is refused (4xx), and the feed stops instead of asking again.
+  constructor(query, onMessage, onRefused) {
     this.query = query;
     this.onMessage = onMessage;
+    this.onRefused = onRefused;
     this.lastId = "";
     this.state = "connecting";
     this.stopped = false;
@@ -133,9 +136,15 @@ class Feed {
     let retryAfter = null;
     try {
       const resp = await fetch(API + "/watch?" + this.query, { headers, signal: this.ctrl.signal, cache: "no-store" });
+      if (this.stopped) return;
       if (!resp.ok) {
         let msg = resp.statusText;
         try { msg = (await resp.json()).message || msg; } catch (_) { /* keep statusText */ }
+        if (this.onRefused && resp.status >= 400 && resp.status < 500) {
+          this.stop();
+          this.onRefused(resp.status + ": " + msg);
+          return;
+        }
         showAlert("watch: " + resp.status + ": " + msg);
         // A refusal is not fixed by asking again at once.
         if (resp.status >= 400 && resp.status < 500) retryAfter = 10000;
@@ -472,7 +481,8 @@ function servicesPage(main) {
         <button type="button" data-f="drained" aria-pressed="false">With drained</button>
       </div>
       <span id="svc-count" class="muted" aria-live="polite"></span>
-    </div>`;
+    </div>
+    <p id="svc-live" class="note" hidden></p>`;
   let all = [], filter = "all", stopped = false, refetchTimer = null, nsFeeds = new Map();
   const list = new VList(main, {
     label: "Services", grid: "svc-grid", rowHeight: 32, empty: "No services match.",
@@ -535,7 +545,11 @@ function servicesPage(main) {
     for (const n of names.slice(0, 20)) {
       if (nsFeeds.has(n)) continue;
       const q = new URLSearchParams({ namespace: n, start_revision: rev || "0", progress_interval: "15s" });
-      nsFeeds.set(n, new Feed(q.toString(), ev => changed(ev)));
+      nsFeeds.set(n, new Feed(q.toString(), ev => changed(ev), msg => {
+        const el = $("#svc-live");
+        el.hidden = false;
+        el.textContent += ` Namespace ${n} is not updated live (${msg}); reload to see its changes.`;
+      }));
     }
   }
   search.addEventListener("input", apply);

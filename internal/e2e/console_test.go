@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -92,29 +94,10 @@ func (b *browser) screenshot(name string) {
 	b.t.Logf("screenshot: %s", path)
 }
 
-// TestConsoleInChromium drives the web console in headless Chromium
-// against three rosterd processes: opened on a follower it shows the
-// leader; an instance registered through the API appears without a
-// reload; draining it from the console takes it out of the healthy list;
-// when its node is down it says it is reconnecting and then resumes; after
-// the leader is killed the console shows the new one. Screenshots
-// go to $ROSTER_ARTIFACTS, or a directory under the test's temp dir.
-func TestConsoleInChromium(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real processes and a browser")
-	}
-	chrome := chromiumPath()
-	if chrome == "" {
-		t.Skip("SKIP: no chromium binary (Debian: apt-get install chromium; scripts/test.sh installs it when it can; or set ROSTER_CHROMIUM)")
-	}
-	art := os.Getenv("ROSTER_ARTIFACTS")
-	if art == "" {
-		art = filepath.Join(t.TempDir(), "artifacts")
-	}
-	if err := os.MkdirAll(art, 0o755); err != nil {
-		t.Fatal(err)
-	}
-
+// startHTTPCluster starts three rosterd processes with --http-addr and
+// extra flags, and returns them with each node's HTTP base URL.
+func startHTTPCluster(t *testing.T, extra ...string) (*Cluster, map[string]string) {
+	t.Helper()
 	rosterd, roster := Binaries(t)
 	ports := FreePorts(t, 9)
 	base := t.TempDir()
@@ -128,11 +111,58 @@ func TestConsoleInChromium(t *testing.T) {
 		c.Procs = append(c.Procs, p)
 	}
 	for _, p := range c.Procs {
-		p.args = []string{"--node-id", p.ID, "--data-dir", p.DataDir, "--grpc-addr", p.GRPC, "--raft-addr", p.Raft,
-			"--initial-cluster", strings.Join(initial, ","), "--http-addr", strings.TrimPrefix(httpAddr[p.ID], "http://")}
+		p.args = append([]string{"--node-id", p.ID, "--data-dir", p.DataDir, "--grpc-addr", p.GRPC, "--raft-addr", p.Raft,
+			"--initial-cluster", strings.Join(initial, ","), "--http-addr", strings.TrimPrefix(httpAddr[p.ID], "http://")}, extra...)
 		p.Start()
 	}
 	c.killOnCleanup(40)
+	return c, httpAddr
+}
+
+// newBrowser starts headless Chromium, or skips the test (saying why)
+// when there is none. Screenshots go to $ROSTER_ARTIFACTS, or a directory
+// under the test's temp dir.
+func newBrowser(t *testing.T, c *Cluster) *browser {
+	t.Helper()
+	chrome := chromiumPath()
+	if chrome == "" {
+		t.Skip("SKIP: no chromium binary (Debian: apt-get install chromium; scripts/test.sh installs it when it can; or set ROSTER_CHROMIUM)")
+	}
+	art := os.Getenv("ROSTER_ARTIFACTS")
+	if art == "" {
+		art = filepath.Join(t.TempDir(), "artifacts")
+	}
+	if err := os.MkdirAll(art, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.WindowSize(1440, 900))...)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	// The first action starts the browser, tied to the context it runs
+	// with: run it on ctx itself, not on a context with a deadline.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium (%s): %v", chrome, err)
+	}
+	return &browser{t: t, c: c, ctx: ctx, art: art}
+}
+
+// TestConsoleInChromium drives the web console in headless Chromium
+// against three rosterd processes: opened on a follower it shows the
+// leader; an instance registered through the API appears without a
+// reload; draining it from the console takes it out of the healthy list;
+// when its node is down it says it is reconnecting and then resumes; after
+// the leader is killed the console shows the new one. Screenshots
+// go to $ROSTER_ARTIFACTS, or a directory under the test's temp dir.
+func TestConsoleInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes and a browser")
+	}
+	if chromiumPath() == "" {
+		t.Skip("SKIP: no chromium binary (Debian: apt-get install chromium; scripts/test.sh installs it when it can; or set ROSTER_CHROMIUM)")
+	}
+	c, httpAddr := startHTTPCluster(t)
 	leader := c.Leader()
 	var follower, other *Proc
 	for _, p := range c.Procs {
@@ -182,18 +212,7 @@ func TestConsoleInChromium(t *testing.T) {
 	health("payments", "payments-2", "HEALTH_STATUS_CRITICAL", "connection refused on :8021")
 	health("web", "web-2", "HEALTH_STATUS_WARNING", "p99 latency 870ms")
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.WindowSize(1440, 900))...)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
-	defer cancelCtx()
-	// The first action starts the browser, tied to the context it runs
-	// with: run it on ctx itself, not on a context with a deadline.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium (%s): %v", chrome, err)
-	}
-	b := &browser{t: t, c: c, ctx: ctx, art: art}
+	b := newBrowser(t, c)
 	ui := httpAddr[follower.ID] + "/ui/"
 
 	// 1. The cluster page on a follower shows the leader.
@@ -260,5 +279,81 @@ func TestConsoleInChromium(t *testing.T) {
 	b.until("the leader history to list the new leader", 30*time.Second,
 		fmt.Sprintf(`(document.querySelector("#leader-changes")||{textContent:""}).textContent.includes(%q)`, newLeader))
 	b.screenshot("console-cluster-after-failover")
-	t.Logf("leader %s killed; the console on %s shows %s; screenshots in %s", leader.ID, follower.ID, newLeader, art)
+	t.Logf("leader %s killed; the console on %s shows %s; screenshots in %s", leader.ID, follower.ID, newLeader, b.art)
+}
+
+// httpWithToken sends method url with body and Authorization: Bearer
+// secret, and returns the status and body.
+func httpWithToken(method, url, secret, body string) (int, string, bool) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, "", false
+	}
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, "", false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), true
+}
+
+// TestConsoleTokens: with --acl, the console without a token shows the
+// server's refusal; a token entered once is sent on every call, the watch
+// feed included; an action the token may not do shows the server's
+// message and changes nothing.
+func TestConsoleTokens(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes and a browser")
+	}
+	if chromiumPath() == "" {
+		t.Skip("SKIP: no chromium binary (Debian: apt-get install chromium; scripts/test.sh installs it when it can; or set ROSTER_CHROMIUM)")
+	}
+	const mgmt = "console-test-management-secret"
+	c, httpAddr := startHTTPCluster(t, "--acl", "--acl-bootstrap-token", mgmt)
+	leader := c.Leader()
+	var follower *Proc
+	for _, p := range c.Procs {
+		if p != leader {
+			follower = p
+			break
+		}
+	}
+	var tok struct {
+		SecretID string `json:"secret_id"`
+	}
+	c.Eventually("the management token to work", 30*time.Second, func() bool {
+		stdout, _, code := c.CLI("--addr", leader.GRPC, "--token", mgmt, "acl", "token", "create", "--rule", "service::read", "-o", "json")
+		return code == 0 && json.Unmarshal([]byte(stdout), &tok) == nil && tok.SecretID != ""
+	})
+	api := httpAddr[follower.ID]
+	reg := `{"instance": {"service": "web", "id": "web-1", "address": "10.0.0.1", "port": 80}}`
+	if code, raw, ok := httpWithToken("POST", api+"/api/v1/instances", mgmt, reg); !ok || code != http.StatusOK {
+		t.Fatalf("register with the management token: %d %s", code, raw)
+	}
+	c.Eventually("the read token to reach the follower", 30*time.Second, func() bool {
+		code, _, ok := httpWithToken("GET", api+"/api/v1/services/default/web", tok.SecretID, "")
+		return ok && code == http.StatusOK
+	})
+
+	b := newBrowser(t, c)
+	b.run("open the service page", chromedp.Navigate(api+"/ui/#/service/default/web"))
+	b.until("the refusal of an anonymous watch", 30*time.Second,
+		`!document.querySelector("#alert").hidden && document.querySelector("#alert-text").textContent.includes("permission denied")`)
+
+	b.run("enter the token",
+		chromedp.Click(chromedp.CSS("#token-button")),
+		chromedp.SendKeys(chromedp.CSS("#token-input"), tok.SecretID),
+		chromedp.Click(chromedp.CSS("#token-save")))
+	b.until("the instances, live, with the token", 30*time.Second,
+		`!!document.querySelector('.vrow[data-key="web-1"]') && document.querySelector("#feed-state").dataset.state === "live" && sessionStorage.getItem("roster-token") !== ""`)
+
+	b.run("try to drain web-1", chromedp.Click(chromedp.CSS(`.vrow[data-key="web-1"] button[data-action="drain"]`)))
+	b.until("the server's refusal", 30*time.Second,
+		`!document.querySelector("#alert").hidden && document.querySelector("#alert-text").textContent.includes("lacks service:web:write")`)
+	b.screenshot("console-denied")
+	if code, raw, _ := httpWithToken("GET", api+"/api/v1/services/default/web", mgmt, ""); code != http.StatusOK || !strings.Contains(raw, `"enabled":true`) {
+		t.Fatalf("web-1 after a refused drain: %d %s", code, raw)
+	}
 }
