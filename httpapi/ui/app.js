@@ -552,13 +552,14 @@ function servicesPage(main) {
       }));
     }
   }
-  search.addEventListener("input", apply);
-  nsSel.addEventListener("change", apply);
+  const refilter = () => { list.el.scrollTop = 0; apply(); };
+  search.addEventListener("input", refilter);
+  nsSel.addEventListener("change", refilter);
   for (const b of main.querySelectorAll(".chips button")) {
     b.addEventListener("click", () => {
       filter = b.dataset.f;
       for (const o of main.querySelectorAll(".chips button")) o.setAttribute("aria-pressed", String(o === b));
-      apply();
+      refilter();
     });
   }
   api("GET", "/status").then(setNodeLabel, () => {});
@@ -699,12 +700,13 @@ function servicePage(main, ns, svc) {
       showAlert(`${action} ${i.id}: ${e.message}`);
     }
   }
-  $("#inst-search").addEventListener("input", apply);
+  const refilter = () => { list.el.scrollTop = 0; apply(); };
+  $("#inst-search").addEventListener("input", refilter);
   for (const b of main.querySelectorAll(".chips button")) {
     b.addEventListener("click", () => {
       filter = b.dataset.f;
       for (const o of main.querySelectorAll(".chips button")) o.setAttribute("aria-pressed", String(o === b));
-      apply();
+      refilter();
     });
   }
   api("GET", "/status").then(setNodeLabel, () => {});

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // chromiumPath finds a Chromium to drive: $ROSTER_CHROMIUM, or Debian's
@@ -356,4 +357,63 @@ func TestConsoleTokens(t *testing.T) {
 	if code, raw, _ := httpWithToken("GET", api+"/api/v1/services/default/web", mgmt, ""); code != http.StatusOK || !strings.Contains(raw, `"enabled":true`) {
 		t.Fatalf("web-1 after a refused drain: %d %s", code, raw)
 	}
+}
+
+// TestConsoleAtScale: with 10,000 services and a service of 10,000
+// instances the pages hold only the rows in view, and scrolling (or End)
+// reaches the last one.
+func TestConsoleAtScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes and a browser")
+	}
+	if chromiumPath() == "" {
+		t.Skip("SKIP: no chromium binary (Debian: apt-get install chromium; scripts/test.sh installs it when it can; or set ROSTER_CHROMIUM)")
+	}
+	const n = 10000
+	c, httpAddr := startHTTPCluster(t)
+	leader := c.Leader()
+	api := httpAddr[leader.ID]
+	jobs := make(chan string)
+	errs := make(chan error, 32)
+	for w := 0; w < 32; w++ {
+		go func() {
+			var err error
+			for body := range jobs {
+				if err != nil {
+					continue
+				}
+				if code, _, raw, ok := httpJSON("POST", api+"/api/v1/instances", body); !ok || code != http.StatusOK {
+					err = fmt.Errorf("register: %d %s", code, raw)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		jobs <- fmt.Sprintf(`{"instance": {"service": "svc-%05d", "id": "a", "address": "10.1.%d.%d", "port": 80}}`, i, i/250, i%250)
+		jobs <- fmt.Sprintf(`{"instance": {"service": "big", "id": "i-%05d", "address": "10.2.%d.%d", "port": 80, "tags": ["t%d"]}}`, i, i/250, i%250, i%10)
+	}
+	close(jobs)
+	for w := 0; w < 32; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b := newBrowser(t, c)
+	ui := api + "/ui/"
+	b.run("open the services page", chromedp.Navigate(ui+"#/services"))
+	b.until("10,001 services listed", 60*time.Second, `document.querySelector("#svc-count").textContent.startsWith("10001 of 10001")`)
+	b.until("only the rows in view rendered", 10*time.Second, `document.querySelectorAll(".vrow").length > 5 && document.querySelectorAll(".vrow").length < 200`)
+	b.run("jump to the end", chromedp.Focus(chromedp.CSS(".vlist")), chromedp.KeyEvent(kb.End))
+	b.until("the last service in view", 30*time.Second, `!!document.querySelector('.vrow[data-key="default/svc-09999"]') && document.querySelectorAll(".vrow").length < 200`)
+
+	b.run("open the big service", chromedp.Navigate(ui+"#/service/default/big"))
+	b.until("10,000 instances", 60*time.Second, `document.querySelector("#count-all").textContent === "10000" && document.querySelector("#feed-state").dataset.state === "live"`)
+	b.until("only the rows in view rendered", 10*time.Second, `document.querySelectorAll(".vrow").length > 3 && document.querySelectorAll(".vrow").length < 100`)
+	b.until("the list to scroll to the end", 10*time.Second, `(function(){ const l = document.querySelector(".vlist"); l.scrollTop = l.scrollHeight; return true; })()`)
+	b.until("the last instance in view", 30*time.Second, `!!document.querySelector('.vrow[data-key="i-09999"]') && document.querySelectorAll(".vrow").length < 100`)
+	b.run("search", chromedp.SendKeys(chromedp.CSS("#inst-search"), "i-0424"))
+	b.until("the search to narrow the list", 30*time.Second, `document.querySelectorAll(".vrow").length === 10 && !!document.querySelector('.vrow[data-key="i-04240"]')`)
+	b.screenshot("console-service-10000")
 }
