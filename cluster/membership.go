@@ -155,7 +155,8 @@ func (n *Node) Members() ([]Member, error) {
 	return out, nil
 }
 
-// watchPeers tracks the followers the leader cannot reach.
+// watchPeers tracks the followers the leader cannot reach, and the
+// leaders this node sees.
 func (n *Node) watchPeers(obs <-chan raft.Observation) {
 	defer n.wg.Done()
 	for {
@@ -167,6 +168,8 @@ func (n *Node) watchPeers(obs <-chan raft.Observation) {
 				n.peerFailed[d.PeerID] = d.LastContact
 			case raft.ResumedHeartbeatObservation:
 				delete(n.peerFailed, d.PeerID)
+			case raft.LeaderObservation:
+				n.leaderLog.add(string(d.LeaderID), n.raft.CurrentTerm(), time.Now())
 			}
 			n.healthMu.Unlock()
 		case <-n.shutdownCh:

@@ -262,6 +262,9 @@ type Node struct {
 	// restoreMu lets one backup restore run at a time (backup.go).
 	restoreMu sync.Mutex
 
+	started   time.Time
+	leaderLog leaderLog
+
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
 	wg           sync.WaitGroup
@@ -281,6 +284,7 @@ func New(cfg Config) (*Node, error) {
 		proposals:  make(chan *proposal, 4096),
 		peerFailed: map[raft.ServerID]time.Time{},
 		shutdownCh: make(chan struct{}),
+		started:    time.Now(),
 	}
 	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
 	n.fsm.SetHooks(cfg.TestHooks.FSM)
@@ -374,11 +378,16 @@ func New(cfg Config) (*Node, error) {
 	obs := make(chan raft.Observation, 64)
 	r.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
-		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
 			return true
 		}
 		return false
 	}))
+	// A leader elected before the observer was registered is recorded
+	// here; the observer records every later change.
+	if _, id := r.LeaderWithID(); id != "" {
+		n.leaderLog.add(string(id), r.CurrentTerm(), time.Now())
+	}
 	n.wg.Add(3)
 	go n.watchPeers(obs)
 	go n.monitorLeadership(notify)

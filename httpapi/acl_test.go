@@ -140,3 +140,43 @@ func TestACLConsulAPI(t *testing.T) {
 		t.Fatalf("anonymous: %d %s", code, out)
 	}
 }
+
+// TestACLWatch: the SSE watch passes the Authorization header on as the
+// call's token: without one it is refused with the server's reason; a
+// token that may read the service opens the stream; one that may not is
+// refused.
+func TestACLWatch(t *testing.T) {
+	_, _, ro, base := aclAPI(t)
+	code, out := do(t, "GET", base+"/api/v1/watch?service=web", "", nil)
+	if code != http.StatusForbidden || !strings.Contains(out, "permission denied") {
+		t.Fatalf("anonymous watch: %d %s", code, out)
+	}
+	code, out = do(t, "GET", base+"/api/v1/watch?service=api", "", map[string]string{"Authorization": "Bearer " + ro})
+	if code != http.StatusForbidden || !strings.Contains(out, "lacks service:api:read") {
+		t.Fatalf("watch of a service the token may not read: %d %s", code, out)
+	}
+	req, err := http.NewRequest("GET", base+"/api/v1/watch?service=web", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+ro)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("watch with a read token: %d %s", resp.StatusCode, b)
+	}
+	// The first event is the reset of the (empty) service.
+	buf := make([]byte, 4096)
+	var got strings.Builder
+	for !strings.Contains(got.String(), "event: reset") {
+		n, err := resp.Body.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("stream ended before a reset: %q, %v", got.String(), err)
+		}
+	}
+}

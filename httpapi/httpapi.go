@@ -1,8 +1,9 @@
 // Package httpapi serves Roster over HTTP: the JSON API, a Consul-compatible
-// subset, Prometheus metrics and probe endpoints. Every handler reaches the
-// node through its gRPC services on an in-process connection, so
-// validation, forwarding to the leader, leases and read consistency are the
-// gRPC API's own; nothing here writes state another way.
+// subset, Prometheus metrics, probe endpoints and the web console (/ui/).
+// Every handler reaches the node through its gRPC services on an
+// in-process connection, so validation, forwarding to the leader, leases
+// and read consistency are the gRPC API's own; nothing here writes state
+// another way.
 package httpapi
 
 import (
@@ -68,6 +69,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h.mountMetrics()
 	h.mountConsul()
+	h.mountUI()
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status.Errorf(codes.NotFound, "no such endpoint: %s %s (the JSON API is under %s, the Consul-compatible one under /v1/)", r.Method, r.URL.Path, APIPrefix), http.StatusNotFound)
 	})

@@ -13,6 +13,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
@@ -64,6 +65,12 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	// The caller's token goes with the call, as the gateway passes it on
+	// for every other route: the watch is checked against it, never
+	// against more.
+	if a := r.Header.Get("Authorization"); a != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", a)
+	}
 	stream, err := h.registry.Watch(ctx, req)
 	if err != nil {
 		writeError(w, err, 0)

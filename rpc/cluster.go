@@ -3,9 +3,14 @@ package rpc
 import (
 	"context"
 	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/roster-registry/roster/cluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
@@ -50,6 +55,12 @@ func (s *Server) Status(ctx context.Context, req *rosterv1.StatusRequest) (*rost
 	} else {
 		out.SelfPreservation, out.SelfPreservationServices = s.sp.snapshot()
 	}
+	out.StartedAt = timestamppb.New(s.node.StartedAt())
+	for _, lc := range s.node.LeaderChanges() {
+		out.LeaderChanges = append(out.LeaderChanges, &rosterv1.LeaderChange{
+			LeaderId: lc.LeaderID, Term: lc.Term, At: timestamppb.New(lc.At),
+		})
+	}
 	if req.IncludeHash {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -66,8 +77,12 @@ func (s *Server) Status(ctx context.Context, req *rosterv1.StatusRequest) (*rost
 	return out, nil
 }
 
+// memberStatusTimeout bounds the Status call to one member when Members
+// is asked for every member's status.
+const memberStatusTimeout = time.Second
+
 // Members implements rosterv1.ClusterServer.
-func (s *Server) Members(ctx context.Context, _ *rosterv1.MembersRequest) (*rosterv1.MembersResponse, error) {
+func (s *Server) Members(ctx context.Context, req *rosterv1.MembersRequest) (*rosterv1.MembersResponse, error) {
 	ms, err := s.node.Members()
 	if err != nil {
 		return nil, err
@@ -79,7 +94,41 @@ func (s *Server) Members(ctx context.Context, _ *rosterv1.MembersRequest) (*rost
 			Voter: m.Voter, Leader: m.Leader, Healthy: m.Healthy,
 		})
 	}
+	if req.IncludeStatus {
+		var wg sync.WaitGroup
+		for _, m := range out.Members {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st, err := s.memberStatus(ctx, m)
+				m.Status = st
+				if err != nil {
+					m.StatusError = status.Convert(err).Message()
+				}
+			}()
+		}
+		wg.Wait()
+	}
 	return out, nil
+}
+
+// memberStatus asks one member for its Status: this node answers itself,
+// the others over the peer connections used for forwarding. Status is
+// open to every caller, so no token is passed on.
+func (s *Server) memberStatus(ctx context.Context, m *rosterv1.Member) (*rosterv1.StatusResponse, error) {
+	if m.NodeId == s.node.Status().NodeID {
+		return s.Status(ctx, &rosterv1.StatusRequest{})
+	}
+	if m.ApiAddr == "" {
+		return nil, status.Error(codes.Unavailable, "its API address is not known yet")
+	}
+	cc, err := s.peers.get(m.ApiAddr)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "dial %s: %v", m.ApiAddr, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, memberStatusTimeout)
+	defer cancel()
+	return rosterv1.NewClusterClient(cc).Status(ctx, &rosterv1.StatusRequest{})
 }
 
 // Join implements rosterv1.ClusterServer.

@@ -177,3 +177,77 @@ func TestBadInputIsRejectedAndStoresNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestMembersIncludeStatusAndLeaderChanges: Members with include_status
+// carries every member's own status, and after the leader stops each
+// survivor's Status lists the old leader, then the new one.
+func TestMembersIncludeStatusAndLeaderChanges(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	old := c.WaitLeader()
+	follower := c.Followers()[0]
+
+	resp, err := follower.Cluster().Members(ctx, &rosterv1.MembersRequest{IncludeStatus: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Members) != 3 {
+		t.Fatalf("members = %v", resp.Members)
+	}
+	for _, m := range resp.Members {
+		if m.Status == nil || m.StatusError != "" {
+			t.Fatalf("member %s: no status (%q)", m.NodeId, m.StatusError)
+		}
+		if m.Status.NodeId != m.NodeId || m.Status.LeaderId != old.ID || m.Status.Term == 0 {
+			t.Fatalf("member %s reports %v", m.NodeId, m.Status)
+		}
+	}
+	plain, err := follower.Cluster().Members(ctx, &rosterv1.MembersRequest{})
+	if err != nil || plain.Members[0].Status != nil {
+		t.Fatalf("members without include_status: %v %v", plain, err)
+	}
+
+	st, err := follower.Cluster().Status(ctx, &rosterv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.StartedAt == nil || len(st.LeaderChanges) == 0 || st.LeaderChanges[len(st.LeaderChanges)-1].LeaderId != old.ID {
+		t.Fatalf("leader changes before failover: %v (started %v)", st.LeaderChanges, st.StartedAt)
+	}
+
+	c.Stop(old)
+	leader := c.WaitLeader()
+	c.Eventually("the follower to record the new leader", 10*time.Second, func() bool {
+		st, err = follower.Cluster().Status(ctx, &rosterv1.StatusRequest{})
+		if err != nil {
+			return false
+		}
+		n := len(st.LeaderChanges)
+		return n > 0 && st.LeaderChanges[n-1].LeaderId == leader.ID
+	})
+	seenOld := -1
+	for i, lc := range st.LeaderChanges {
+		if lc.LeaderId == old.ID {
+			seenOld = i
+		}
+		if i > 0 && lc.At.AsTime().Before(st.LeaderChanges[i-1].At.AsTime()) {
+			t.Fatalf("leader changes out of order: %v", st.LeaderChanges)
+		}
+	}
+	last := st.LeaderChanges[len(st.LeaderChanges)-1]
+	if seenOld < 0 || last.Term <= st.LeaderChanges[seenOld].Term {
+		t.Fatalf("leader changes %v: want %s, then %s at a later term", st.LeaderChanges, old.ID, leader.ID)
+	}
+
+	// A stopped member is reported with the reason its status is missing.
+	resp, err = leader.Cluster().Members(ctx, &rosterv1.MembersRequest{IncludeStatus: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range resp.Members {
+		if m.NodeId == old.ID && (m.Status != nil || m.StatusError == "") {
+			t.Fatalf("stopped member %s: status %v, error %q", m.NodeId, m.Status, m.StatusError)
+		}
+	}
+}

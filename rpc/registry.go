@@ -193,6 +193,7 @@ func (s *Server) ListServices(ctx context.Context, req *rosterv1.ListServicesReq
 		out.Services = append(out.Services, &rosterv1.ServiceSummary{
 			Namespace: sum.Namespace, Service: sum.Service,
 			Instances: uint32(sum.Instances), Passing: uint32(sum.Passing),
+			Warning: uint32(sum.Warning), Critical: uint32(sum.Critical), Drained: uint32(sum.Drained),
 		})
 	}
 	return out, nil

@@ -64,6 +64,20 @@ if [ -z "${ROSTER_PROMETHEUS:-}" ]; then
   rm -f "$probe"
 fi
 
+# The web console's end-to-end test (internal/e2e TestConsoleInChromium)
+# drives Debian's headless chromium; installed here when missing, never
+# failing the run: without it the test skips and says so.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${ROSTER_CHROMIUM:-}" ]; then
+  step "installing chromium (Debian package, once), if apt-get can"
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } ||
+      echo "could not install chromium; TestConsoleInChromium will skip"
+  else
+    echo "no apt-get as root; TestConsoleInChromium will skip"
+  fi
+fi
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '\.pb\.go$') 2>&1 || true)
 if [ -n "$unformatted" ]; then

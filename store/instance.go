@@ -146,5 +146,11 @@ type ServiceSummary struct {
 	Namespace string
 	Service   string
 	Instances int
-	Passing   int
+	// Passing counts the healthy instances (passing and enabled).
+	Passing int
+	// Warning and Critical count the instances with that status.
+	Warning  int
+	Critical int
+	// Drained counts the instances in maintenance.
+	Drained int
 }

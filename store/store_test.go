@@ -378,3 +378,43 @@ func TestAppliedIndexMovesWithTheState(t *testing.T) {
 		t.Fatalf("after restore: applied %d revision %d, notified %v", a, s.Revision(), closed(ch))
 	}
 }
+
+// TestServiceSummaryCounts: a summary counts the instances of each status
+// and the drained ones; passing counts only the healthy (passing and
+// enabled) ones.
+func TestServiceSummaryCounts(t *testing.T) {
+	s := New(DefaultOptions())
+	for i, id := range []string{"a", "b", "c", "d", "e"} {
+		register(t, s, uint64(i+1), inst("web", id, 80))
+	}
+	w := s.Begin(6)
+	defer w.Abort()
+	key := func(id string) Key { return inst("web", id, 80).Key() }
+	if _, err := w.SetHealth(key("b"), 2, HealthWarning, "slow", 6); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.SetHealth(key("c"), 3, HealthCritical, "down", 6); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.SetHealth(key("d"), 4, HealthCritical, "down", 6); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.SetMaintenance(key("d"), false, "patching"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.SetMaintenance(key("e"), false, "patching"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.View().Services(nil, "")
+	if err != nil || len(all) != 1 {
+		t.Fatalf("services = %v, %v", all, err)
+	}
+	got := all[0]
+	want := ServiceSummary{Namespace: DefaultNamespace, Service: "web", Instances: 5, Passing: 1, Warning: 1, Critical: 2, Drained: 2}
+	if got != want {
+		t.Fatalf("summary = %+v, want %+v", got, want)
+	}
+}

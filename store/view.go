@@ -102,6 +102,15 @@ func (v *View) Services(ws memdb.WatchSet, namespace string) ([]ServiceSummary, 
 		if inst.Healthy() {
 			out[n-1].Passing++
 		}
+		switch inst.Status {
+		case HealthWarning:
+			out[n-1].Warning++
+		case HealthCritical:
+			out[n-1].Critical++
+		}
+		if !inst.Enabled {
+			out[n-1].Drained++
+		}
 	}
 	return out, nil
 }

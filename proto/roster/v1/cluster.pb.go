@@ -11,6 +11,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -121,8 +122,14 @@ type StatusResponse struct {
 	SelfPreservationServiceMinLeases map[string]uint32 `protobuf:"bytes,22,rep,name=self_preservation_service_min_leases,json=selfPreservationServiceMinLeases,proto3" json:"self_preservation_service_min_leases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// self_preservation_window is the window "at once" means.
 	SelfPreservationWindow *durationpb.Duration `protobuf:"bytes,23,opt,name=self_preservation_window,json=selfPreservationWindow,proto3" json:"self_preservation_window,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// leader_changes are the leaders this node has seen since its process
+	// started, oldest first (the last 100). An entry with an empty
+	// leader_id is a time without a known leader.
+	LeaderChanges []*LeaderChange `protobuf:"bytes,24,rep,name=leader_changes,json=leaderChanges,proto3" json:"leader_changes,omitempty"`
+	// started_at is when this node's process started.
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -316,15 +323,97 @@ func (x *StatusResponse) GetSelfPreservationWindow() *durationpb.Duration {
 	return nil
 }
 
+func (x *StatusResponse) GetLeaderChanges() []*LeaderChange {
+	if x != nil {
+		return x.LeaderChanges
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+// LeaderChange is one change of the leader a node follows.
+type LeaderChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// leader_id is the new leader, empty when the node lost its leader.
+	LeaderId string `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// term is this node's Raft term when it saw the change.
+	Term uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	// at is when the node saw the change.
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaderChange) Reset() {
+	*x = LeaderChange{}
+	mi := &file_roster_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaderChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaderChange) ProtoMessage() {}
+
+func (x *LeaderChange) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaderChange.ProtoReflect.Descriptor instead.
+func (*LeaderChange) Descriptor() ([]byte, []int) {
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LeaderChange) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *LeaderChange) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *LeaderChange) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 type MembersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// include_status asks every member for its Status (the answering node
+	// calls each member's API address, one second at most per member), so
+	// one call shows every member's term, applied index and last contact.
+	IncludeStatus bool `protobuf:"varint,1,opt,name=include_status,json=includeStatus,proto3" json:"include_status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[2]
+	mi := &file_roster_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +425,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[2]
+	mi := &file_roster_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +438,14 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MembersRequest) GetIncludeStatus() bool {
+	if x != nil {
+		return x.IncludeStatus
+	}
+	return false
 }
 
 type Member struct {
@@ -360,14 +456,18 @@ type Member struct {
 	Voter    bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
 	Leader   bool                   `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
 	// healthy: the leader hears from it (or, for the leader, itself).
-	Healthy       bool `protobuf:"varint,6,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	Healthy bool `protobuf:"varint,6,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// status is the member's own Status, with include_status.
+	Status *StatusResponse `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	// status_error says why status is missing, with include_status.
+	StatusError   string `protobuf:"bytes,8,opt,name=status_error,json=statusError,proto3" json:"status_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[3]
+	mi := &file_roster_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +479,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[3]
+	mi := &file_roster_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +492,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Member) GetNodeId() string {
@@ -437,6 +537,20 @@ func (x *Member) GetHealthy() bool {
 	return false
 }
 
+func (x *Member) GetStatus() *StatusResponse {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *Member) GetStatusError() string {
+	if x != nil {
+		return x.StatusError
+	}
+	return ""
+}
+
 type MembersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
@@ -446,7 +560,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[4]
+	mi := &file_roster_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +572,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[4]
+	mi := &file_roster_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +585,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -498,7 +612,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[5]
+	mi := &file_roster_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +624,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[5]
+	mi := &file_roster_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +637,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -569,7 +683,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[6]
+	mi := &file_roster_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +695,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[6]
+	mi := &file_roster_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +708,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 type RemoveNodeRequest struct {
@@ -606,7 +720,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[7]
+	mi := &file_roster_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +732,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[7]
+	mi := &file_roster_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +745,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -649,7 +763,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[8]
+	mi := &file_roster_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +775,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[8]
+	mi := &file_roster_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +788,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 type TransferLeadershipRequest struct {
@@ -687,7 +801,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[9]
+	mi := &file_roster_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +813,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[9]
+	mi := &file_roster_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +826,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -731,7 +845,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[10]
+	mi := &file_roster_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +857,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[10]
+	mi := &file_roster_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +870,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -774,7 +888,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[11]
+	mi := &file_roster_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +900,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[11]
+	mi := &file_roster_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +913,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 type ReadIndexResponse struct {
@@ -815,7 +929,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[12]
+	mi := &file_roster_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +941,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[12]
+	mi := &file_roster_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +954,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadIndexResponse) GetReadIndex() uint64 {
@@ -882,7 +996,7 @@ type SetSelfPreservationRequest struct {
 
 func (x *SetSelfPreservationRequest) Reset() {
 	*x = SetSelfPreservationRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[13]
+	mi := &file_roster_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +1008,7 @@ func (x *SetSelfPreservationRequest) String() string {
 func (*SetSelfPreservationRequest) ProtoMessage() {}
 
 func (x *SetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[13]
+	mi := &file_roster_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +1021,7 @@ func (x *SetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*SetSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetSelfPreservationRequest) GetThreshold() float64 {
@@ -959,7 +1073,7 @@ type SetSelfPreservationResponse struct {
 
 func (x *SetSelfPreservationResponse) Reset() {
 	*x = SetSelfPreservationResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[14]
+	mi := &file_roster_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1085,7 @@ func (x *SetSelfPreservationResponse) String() string {
 func (*SetSelfPreservationResponse) ProtoMessage() {}
 
 func (x *SetSelfPreservationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[14]
+	mi := &file_roster_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1098,7 @@ func (x *SetSelfPreservationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSelfPreservationResponse.ProtoReflect.Descriptor instead.
 func (*SetSelfPreservationResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetSelfPreservationResponse) GetThreshold() float64 {
@@ -1030,7 +1144,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[15]
+	mi := &file_roster_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1156,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[15]
+	mi := &file_roster_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1169,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 type SnapshotSaveResponse struct {
@@ -1076,7 +1190,7 @@ type SnapshotSaveResponse struct {
 
 func (x *SnapshotSaveResponse) Reset() {
 	*x = SnapshotSaveResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[16]
+	mi := &file_roster_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1202,7 @@ func (x *SnapshotSaveResponse) String() string {
 func (*SnapshotSaveResponse) ProtoMessage() {}
 
 func (x *SnapshotSaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[16]
+	mi := &file_roster_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1215,7 @@ func (x *SnapshotSaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotSaveResponse) GetRevision() uint64 {
@@ -1156,7 +1270,7 @@ type SnapshotRestoreRequest struct {
 
 func (x *SnapshotRestoreRequest) Reset() {
 	*x = SnapshotRestoreRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[17]
+	mi := &file_roster_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1282,7 @@ func (x *SnapshotRestoreRequest) String() string {
 func (*SnapshotRestoreRequest) ProtoMessage() {}
 
 func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[17]
+	mi := &file_roster_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1295,7 @@ func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotRestoreRequest) GetData() []byte {
@@ -1205,7 +1319,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[18]
+	mi := &file_roster_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1331,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[18]
+	mi := &file_roster_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1344,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotRestoreResponse) GetRevision() uint64 {
@@ -1265,10 +1379,11 @@ var File_roster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x18roster/v1/registry.proto\"^\n" +
+	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18roster/v1/registry.proto\"^\n" +
 	"\rStatusRequest\x12!\n" +
 	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\x12*\n" +
-	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\x8b\t\n" +
+	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\x86\n" +
+	"\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -1295,18 +1410,28 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x1cself_preservation_min_leases\x18\x14 \x01(\rR\x19selfPreservationMinLeases\x12V\n" +
 	"\x1aself_preservation_max_hold\x18\x15 \x01(\v2\x19.google.protobuf.DurationR\x17selfPreservationMaxHold\x12\x8f\x01\n" +
 	"$self_preservation_service_min_leases\x18\x16 \x03(\v2?.roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntryR selfPreservationServiceMinLeases\x12S\n" +
-	"\x18self_preservation_window\x18\x17 \x01(\v2\x19.google.protobuf.DurationR\x16selfPreservationWindow\x1aS\n" +
+	"\x18self_preservation_window\x18\x17 \x01(\v2\x19.google.protobuf.DurationR\x16selfPreservationWindow\x12>\n" +
+	"\x0eleader_changes\x18\x18 \x03(\v2\x17.roster.v1.LeaderChangeR\rleaderChanges\x129\n" +
+	"\n" +
+	"started_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x1aS\n" +
 	"%SelfPreservationServiceMinLeasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x10\n" +
-	"\x0eMembersRequest\"\xa1\x01\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"k\n" +
+	"\fLeaderChange\x12\x1b\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"7\n" +
+	"\x0eMembersRequest\x12%\n" +
+	"\x0einclude_status\x18\x01 \x01(\bR\rincludeStatus\"\xf7\x01\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x14\n" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x05 \x01(\bR\x06leader\x12\x18\n" +
-	"\ahealthy\x18\x06 \x01(\bR\ahealthy\">\n" +
+	"\ahealthy\x18\x06 \x01(\bR\ahealthy\x121\n" +
+	"\x06status\x18\a \x01(\v2\x19.roster.v1.StatusResponseR\x06status\x12!\n" +
+	"\fstatus_error\x18\b \x01(\tR\vstatusError\">\n" +
 	"\x0fMembersResponse\x12+\n" +
 	"\amembers\x18\x01 \x03(\v2\x11.roster.v1.MemberR\amembers\"\x9c\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
@@ -1392,68 +1517,74 @@ func file_roster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_roster_v1_cluster_proto_rawDescData
 }
 
-var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_roster_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),               // 0: roster.v1.StatusRequest
 	(*StatusResponse)(nil),              // 1: roster.v1.StatusResponse
-	(*MembersRequest)(nil),              // 2: roster.v1.MembersRequest
-	(*Member)(nil),                      // 3: roster.v1.Member
-	(*MembersResponse)(nil),             // 4: roster.v1.MembersResponse
-	(*JoinRequest)(nil),                 // 5: roster.v1.JoinRequest
-	(*JoinResponse)(nil),                // 6: roster.v1.JoinResponse
-	(*RemoveNodeRequest)(nil),           // 7: roster.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),          // 8: roster.v1.RemoveNodeResponse
-	(*TransferLeadershipRequest)(nil),   // 9: roster.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),  // 10: roster.v1.TransferLeadershipResponse
-	(*ReadIndexRequest)(nil),            // 11: roster.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),           // 12: roster.v1.ReadIndexResponse
-	(*SetSelfPreservationRequest)(nil),  // 13: roster.v1.SetSelfPreservationRequest
-	(*SetSelfPreservationResponse)(nil), // 14: roster.v1.SetSelfPreservationResponse
-	(*SnapshotSaveRequest)(nil),         // 15: roster.v1.SnapshotSaveRequest
-	(*SnapshotSaveResponse)(nil),        // 16: roster.v1.SnapshotSaveResponse
-	(*SnapshotRestoreRequest)(nil),      // 17: roster.v1.SnapshotRestoreRequest
-	(*SnapshotRestoreResponse)(nil),     // 18: roster.v1.SnapshotRestoreResponse
-	nil,                                 // 19: roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
-	nil,                                 // 20: roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
-	nil,                                 // 21: roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
-	(*ReadOptions)(nil),                 // 22: roster.v1.ReadOptions
-	(*durationpb.Duration)(nil),         // 23: google.protobuf.Duration
+	(*LeaderChange)(nil),                // 2: roster.v1.LeaderChange
+	(*MembersRequest)(nil),              // 3: roster.v1.MembersRequest
+	(*Member)(nil),                      // 4: roster.v1.Member
+	(*MembersResponse)(nil),             // 5: roster.v1.MembersResponse
+	(*JoinRequest)(nil),                 // 6: roster.v1.JoinRequest
+	(*JoinResponse)(nil),                // 7: roster.v1.JoinResponse
+	(*RemoveNodeRequest)(nil),           // 8: roster.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),          // 9: roster.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),   // 10: roster.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),  // 11: roster.v1.TransferLeadershipResponse
+	(*ReadIndexRequest)(nil),            // 12: roster.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),           // 13: roster.v1.ReadIndexResponse
+	(*SetSelfPreservationRequest)(nil),  // 14: roster.v1.SetSelfPreservationRequest
+	(*SetSelfPreservationResponse)(nil), // 15: roster.v1.SetSelfPreservationResponse
+	(*SnapshotSaveRequest)(nil),         // 16: roster.v1.SnapshotSaveRequest
+	(*SnapshotSaveResponse)(nil),        // 17: roster.v1.SnapshotSaveResponse
+	(*SnapshotRestoreRequest)(nil),      // 18: roster.v1.SnapshotRestoreRequest
+	(*SnapshotRestoreResponse)(nil),     // 19: roster.v1.SnapshotRestoreResponse
+	nil,                                 // 20: roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
+	nil,                                 // 21: roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
+	nil,                                 // 22: roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
+	(*ReadOptions)(nil),                 // 23: roster.v1.ReadOptions
+	(*durationpb.Duration)(nil),         // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
 }
 var file_roster_v1_cluster_proto_depIdxs = []int32{
-	22, // 0: roster.v1.StatusRequest.read:type_name -> roster.v1.ReadOptions
-	23, // 1: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	23, // 2: roster.v1.StatusResponse.self_preservation_max_hold:type_name -> google.protobuf.Duration
-	19, // 3: roster.v1.StatusResponse.self_preservation_service_min_leases:type_name -> roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
-	23, // 4: roster.v1.StatusResponse.self_preservation_window:type_name -> google.protobuf.Duration
-	3,  // 5: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
-	23, // 6: roster.v1.SetSelfPreservationRequest.max_hold:type_name -> google.protobuf.Duration
-	20, // 7: roster.v1.SetSelfPreservationRequest.service_min_leases:type_name -> roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
-	23, // 8: roster.v1.SetSelfPreservationResponse.max_hold:type_name -> google.protobuf.Duration
-	21, // 9: roster.v1.SetSelfPreservationResponse.service_min_leases:type_name -> roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
-	23, // 10: roster.v1.SetSelfPreservationResponse.window:type_name -> google.protobuf.Duration
-	0,  // 11: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
-	2,  // 12: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
-	5,  // 13: roster.v1.Cluster.Join:input_type -> roster.v1.JoinRequest
-	7,  // 14: roster.v1.Cluster.RemoveNode:input_type -> roster.v1.RemoveNodeRequest
-	9,  // 15: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
-	11, // 16: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
-	13, // 17: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
-	15, // 18: roster.v1.Cluster.SnapshotSave:input_type -> roster.v1.SnapshotSaveRequest
-	17, // 19: roster.v1.Cluster.SnapshotRestore:input_type -> roster.v1.SnapshotRestoreRequest
-	1,  // 20: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
-	4,  // 21: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
-	6,  // 22: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
-	8,  // 23: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
-	10, // 24: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
-	12, // 25: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
-	14, // 26: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
-	16, // 27: roster.v1.Cluster.SnapshotSave:output_type -> roster.v1.SnapshotSaveResponse
-	18, // 28: roster.v1.Cluster.SnapshotRestore:output_type -> roster.v1.SnapshotRestoreResponse
-	20, // [20:29] is the sub-list for method output_type
-	11, // [11:20] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	23, // 0: roster.v1.StatusRequest.read:type_name -> roster.v1.ReadOptions
+	24, // 1: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	24, // 2: roster.v1.StatusResponse.self_preservation_max_hold:type_name -> google.protobuf.Duration
+	20, // 3: roster.v1.StatusResponse.self_preservation_service_min_leases:type_name -> roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
+	24, // 4: roster.v1.StatusResponse.self_preservation_window:type_name -> google.protobuf.Duration
+	2,  // 5: roster.v1.StatusResponse.leader_changes:type_name -> roster.v1.LeaderChange
+	25, // 6: roster.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	25, // 7: roster.v1.LeaderChange.at:type_name -> google.protobuf.Timestamp
+	1,  // 8: roster.v1.Member.status:type_name -> roster.v1.StatusResponse
+	4,  // 9: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
+	24, // 10: roster.v1.SetSelfPreservationRequest.max_hold:type_name -> google.protobuf.Duration
+	21, // 11: roster.v1.SetSelfPreservationRequest.service_min_leases:type_name -> roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
+	24, // 12: roster.v1.SetSelfPreservationResponse.max_hold:type_name -> google.protobuf.Duration
+	22, // 13: roster.v1.SetSelfPreservationResponse.service_min_leases:type_name -> roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
+	24, // 14: roster.v1.SetSelfPreservationResponse.window:type_name -> google.protobuf.Duration
+	0,  // 15: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
+	3,  // 16: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
+	6,  // 17: roster.v1.Cluster.Join:input_type -> roster.v1.JoinRequest
+	8,  // 18: roster.v1.Cluster.RemoveNode:input_type -> roster.v1.RemoveNodeRequest
+	10, // 19: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
+	12, // 20: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
+	14, // 21: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
+	16, // 22: roster.v1.Cluster.SnapshotSave:input_type -> roster.v1.SnapshotSaveRequest
+	18, // 23: roster.v1.Cluster.SnapshotRestore:input_type -> roster.v1.SnapshotRestoreRequest
+	1,  // 24: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
+	5,  // 25: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
+	7,  // 26: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
+	9,  // 27: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
+	11, // 28: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
+	13, // 29: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
+	15, // 30: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
+	17, // 31: roster.v1.Cluster.SnapshotSave:output_type -> roster.v1.SnapshotSaveResponse
+	19, // 32: roster.v1.Cluster.SnapshotRestore:output_type -> roster.v1.SnapshotRestoreResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_roster_v1_cluster_proto_init() }
@@ -1462,14 +1593,14 @@ func file_roster_v1_cluster_proto_init() {
 		return
 	}
 	file_roster_v1_registry_proto_init()
-	file_roster_v1_cluster_proto_msgTypes[13].OneofWrappers = []any{}
+	file_roster_v1_cluster_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_cluster_proto_rawDesc), len(file_roster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

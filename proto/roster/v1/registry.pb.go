@@ -1165,11 +1165,18 @@ func (x *ListServicesRequest) GetRead() *ReadOptions {
 }
 
 type ServiceSummary struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
-	Instances     uint32                 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
-	Passing       uint32                 `protobuf:"varint,4,opt,name=passing,proto3" json:"passing,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Service   string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Instances uint32                 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
+	// passing counts the healthy instances: passing and enabled.
+	Passing uint32 `protobuf:"varint,4,opt,name=passing,proto3" json:"passing,omitempty"`
+	// warning and critical count the instances with that status, drained
+	// or not.
+	Warning  uint32 `protobuf:"varint,5,opt,name=warning,proto3" json:"warning,omitempty"`
+	Critical uint32 `protobuf:"varint,6,opt,name=critical,proto3" json:"critical,omitempty"`
+	// drained counts the instances in maintenance (enabled false).
+	Drained       uint32 `protobuf:"varint,7,opt,name=drained,proto3" json:"drained,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1228,6 +1235,27 @@ func (x *ServiceSummary) GetInstances() uint32 {
 func (x *ServiceSummary) GetPassing() uint32 {
 	if x != nil {
 		return x.Passing
+	}
+	return 0
+}
+
+func (x *ServiceSummary) GetWarning() uint32 {
+	if x != nil {
+		return x.Warning
+	}
+	return 0
+}
+
+func (x *ServiceSummary) GetCritical() uint32 {
+	if x != nil {
+		return x.Critical
+	}
+	return 0
+}
+
+func (x *ServiceSummary) GetDrained() uint32 {
+	if x != nil {
+		return x.Drained
 	}
 	return 0
 }
@@ -2153,12 +2181,15 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\x10service_revision\x18\x03 \x01(\x04R\x0fserviceRevision\"_\n" +
 	"\x13ListServicesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12*\n" +
-	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\x80\x01\n" +
+	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\xd0\x01\n" +
 	"\x0eServiceSummary\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1c\n" +
 	"\tinstances\x18\x03 \x01(\rR\tinstances\x12\x18\n" +
-	"\apassing\x18\x04 \x01(\rR\apassing\"\x80\x01\n" +
+	"\apassing\x18\x04 \x01(\rR\apassing\x12\x18\n" +
+	"\awarning\x18\x05 \x01(\rR\awarning\x12\x1a\n" +
+	"\bcritical\x18\x06 \x01(\rR\bcritical\x12\x18\n" +
+	"\adrained\x18\a \x01(\rR\adrained\"\x80\x01\n" +
 	"\x14ListServicesResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x125\n" +
 	"\bservices\x18\x02 \x03(\v2\x19.roster.v1.ServiceSummaryR\bservices\"Z\n" +
