@@ -69,6 +69,9 @@ func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, polic
 	if tlsConf != nil {
 		opts = append(opts, client.WithTLS(tlsConf))
 	}
+	if tok := registryTLS.Token(); tok != "" {
+		opts = append(opts, client.WithToken(tok))
+	}
 	c, err := client.New(ctx, strings.Split(registry, ","), opts...)
 	if err != nil {
 		return err

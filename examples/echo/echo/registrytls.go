@@ -9,21 +9,27 @@ import (
 	"os"
 )
 
-// RegistryTLS holds the flags that connect an example to a Roster cluster
-// running TLS: --registry-ca, and --registry-cert with --registry-key for
-// servers that verify incoming connections.
+// RegistryTLS holds the flags that connect an example to a secured Roster
+// cluster: --registry-ca, and --registry-cert with --registry-key for
+// servers that verify incoming connections, and --registry-token for a
+// cluster that checks ACL tokens.
 type RegistryTLS struct {
-	ca, cert, key *string
+	ca, cert, key, token *string
 }
 
 // RegistryTLSFlags registers the flags on the default flag set.
 func RegistryTLSFlags() *RegistryTLS {
 	return &RegistryTLS{
-		ca:   flag.String("registry-ca", os.Getenv("ROSTER_TLS_CA"), "connect to Roster over TLS, trusting this CA's PEM file (env ROSTER_TLS_CA)"),
-		cert: flag.String("registry-cert", os.Getenv("ROSTER_TLS_CERT"), "client certificate for Roster (env ROSTER_TLS_CERT)"),
-		key:  flag.String("registry-key", os.Getenv("ROSTER_TLS_KEY"), "key of --registry-cert (env ROSTER_TLS_KEY)"),
+		ca:    flag.String("registry-ca", os.Getenv("ROSTER_TLS_CA"), "connect to Roster over TLS, trusting this CA's PEM file (env ROSTER_TLS_CA)"),
+		cert:  flag.String("registry-cert", os.Getenv("ROSTER_TLS_CERT"), "client certificate for Roster (env ROSTER_TLS_CERT)"),
+		key:   flag.String("registry-key", os.Getenv("ROSTER_TLS_KEY"), "key of --registry-cert (env ROSTER_TLS_KEY)"),
+		token: flag.String("registry-token", os.Getenv("ROSTER_TOKEN"), "ACL token secret for Roster (env ROSTER_TOKEN)"),
 	}
 }
+
+// Token returns the ACL token secret the flags give, for client.WithToken;
+// empty when none is given.
+func (r *RegistryTLS) Token() string { return *r.token }
 
 // Config returns the TLS configuration the flags ask for, for
 // client.WithTLS, or nil when no flag is given.

@@ -68,6 +68,9 @@ func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, liste
 	if tlsConf != nil {
 		opts = append(opts, client.WithTLS(tlsConf))
 	}
+	if tok := registryTLS.Token(); tok != "" {
+		opts = append(opts, client.WithToken(tok))
+	}
 	c, err := client.New(ctx, strings.Split(registry, ","), opts...)
 	if err != nil {
 		return err
