@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/roster-registry/roster/store"
@@ -104,4 +106,54 @@ func (n *Node) SelfPreservation() SelfPreservation { return n.leases.selfPreserv
 // service (namespace/service), or of every service when service is empty.
 func (n *Node) SelfPreserving(namespace, service string) bool {
 	return n.leases.holds(namespace, service)
+}
+
+// LeaseState is the leader's view of one TTL lease.
+type LeaseState struct {
+	ID  string
+	TTL time.Duration
+	// LastRenewed is the last acknowledged renewal (heartbeat or health
+	// report), or when the lease started: its registration, or, after a
+	// leader change, the moment this leader took the lease over (never
+	// later than now, though such a lease's deadline also counts the
+	// leader lease timeout).
+	LastRenewed time.Time
+	// Deadline is when the lease runs out without another renewal.
+	Deadline time.Time
+}
+
+// ServiceLeases returns the TTL leases of one service, ordered by instance
+// id. Renewals live in the leader's memory only, so only a ready leader
+// answers: ErrNotLeader / ErrLeaderNotReady elsewhere.
+func (n *Node) ServiceLeases(namespace, service string) ([]LeaseState, error) {
+	if !n.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	return n.leases.service(namespace, service)
+}
+
+// service lists the leases of one service.
+func (t *leaseTable) service(namespace, service string) ([]LeaseState, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active {
+		return nil, ErrLeaderNotReady
+	}
+	if !t.isLeader() {
+		return nil, ErrNotLeader
+	}
+	now := t.clock.Now()
+	var out []LeaseState
+	for k, l := range t.leases {
+		if k.Namespace != namespace || k.Service != service {
+			continue
+		}
+		renewed := l.lastRenew
+		if renewed.After(now) {
+			renewed = now // adopted at a failover with the grace ahead
+		}
+		out = append(out, LeaseState{ID: k.ID, TTL: l.ttl, LastRenewed: renewed, Deadline: l.deadline})
+	}
+	slices.SortFunc(out, func(a, b LeaseState) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
 }

@@ -170,6 +170,8 @@ func (s *Server) authorize(c *caller, method string, req any) error {
 		return c.service(r.Namespace, r.Service, acl.Write)
 	case *rosterv1.GetServiceRequest:
 		return c.service(r.Namespace, r.Service, acl.Read)
+	case *rosterv1.GetLeasesRequest:
+		return c.service(r.Namespace, r.Service, acl.Read)
 	case *rosterv1.ListServicesRequest, *rosterv1.RequestProgressRequest:
 		// ListServices answers only what the token may read (filterList);
 		// RequestProgress only asks this node's streams for a bookmark.

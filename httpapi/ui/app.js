@@ -588,14 +588,19 @@ function servicePage(main, ns, svc) {
       </div>
       <span id="inst-rev" class="muted small"></span>
     </div>
-    <p class="note">Lease: the TTL each instance registered with. Heartbeats renew a lease in the leader's memory only (they are not replicated), so the time of the last renewal is not part of the API; an expired lease shows here as the instance turning critical or leaving.</p>`;
+    <p class="note">Lease: the TTL each instance registered with and its last renewal, as the leader knows it, asked for every 5 s. <span id="lease-state" class="muted"></span></p>`;
   const insts = new Map();
+  // leases: instance id → { ttl, last_renewed_at, deadline } from GET
+  // .../leases. Heartbeats renew leases in the leader's memory only, without
+  // a Raft entry, so renewals are not in the watch feed: the page asks the
+  // leader (through this node) when it opens and every 5 s while it is open.
+  let leases = new Map();
   let filter = "all", stopped = false;
   const list = new VList(main, {
     label: "Instances of " + ns + "/" + svc, grid: "inst-grid", rowHeight: 68, rowClass: "inst",
     empty: "No instances match.",
     header: `<span role="columnheader">Instance</span><span role="columnheader">Address · zone · weight</span><span role="columnheader">Status</span>
-      <span role="columnheader">Lease TTL</span><span role="columnheader">Reason · check</span><span role="columnheader">Tags</span>
+      <span role="columnheader">Lease</span><span role="columnheader">Reason · check</span><span role="columnheader">Tags</span>
       <span role="columnheader">Metadata</span><span role="columnheader">Actions</span>`,
     key: i => i.id,
     render: renderInstance,
@@ -619,7 +624,7 @@ function servicePage(main, ns, svc) {
       <div class="cell" role="cell">${esc(i.address)}:${esc(i.port)}<div class="small muted">zone ${esc(i.zone || "—")} · weight ${esc(i.weight)}</div></div>
       <div class="cell" role="cell"><span class="badge ${cls}">${st}</span>
         ${i.enabled ? "" : `<span class="badge b-drain" title="${esc(i.maintenance_reason)}">drained</span>`}</div>
-      <div class="cell" role="cell">${i.ttl ? fmtDuration(i.ttl) : `<span class="muted">no lease</span>`}</div>
+      <div class="cell" role="cell">${i.ttl ? leaseCell(i) : `<span class="muted">no lease</span>`}</div>
       <div class="cell small" role="cell">${esc(i.status_reason || "")}${i.status_changed_at ? ` <span class="muted">${esc(fmtAgo(i.status_changed_at))}</span>` : ""}
         ${!i.enabled && i.maintenance_reason ? `<div class="b-drain">${esc(i.maintenance_reason)}</div>` : ""}${check}</div>
       <div class="cell" role="cell">${tags}</div>
@@ -627,6 +632,30 @@ function servicePage(main, ns, svc) {
       <div class="cell actions" role="cell">
         ${i.enabled ? `<button type="button" data-action="drain">Drain</button>` : `<button type="button" data-action="undrain">Undrain</button>`}
         <button type="button" data-action="deregister" class="danger">Deregister</button></div>`;
+  }
+  // leaseCell: "TTL 30 s · renewed 3 s ago". The age is measured with this
+  // browser's clock against the leader's, so clock skew shows in it.
+  function leaseCell(i) {
+    const l = leases.get(i.id);
+    const renewed = l && l.last_renewed_at ? `renewed ${esc(fmtAgo(l.last_renewed_at))}` : `<span class="muted">renewal unknown</span>`;
+    return `TTL ${fmtDuration(i.ttl)} · <span class="lease-renewed">${renewed}</span>`;
+  }
+  let leaseTimer = null;
+  async function pollLeases() {
+    try {
+      const r = await api("GET", `/services/${encodeURIComponent(ns)}/${encodeURIComponent(svc)}/leases`);
+      if (stopped) return;
+      leases = new Map((r.leases || []).map(l => [l.id, l]));
+      $("#lease-state").textContent = "";
+    } catch (e) {
+      if (stopped) return;
+      $("#lease-state").textContent = "Renewals unavailable: " + e.message;
+    }
+    // New objects for leased instances so the list renders their rows
+    // again (it re-renders a row when its item changes), with fresh ages.
+    for (const [id, i] of insts) if (i.ttl) insts.set(id, { ...i });
+    apply();
+    if (!stopped) leaseTimer = setTimeout(pollLeases, 5000);
   }
   function matches(i, q) {
     if (!q) return true;
@@ -712,7 +741,8 @@ function servicePage(main, ns, svc) {
   api("GET", "/status").then(setNodeLabel, () => {});
   const q = new URLSearchParams({ namespace: ns, service: svc, "start_read.consistency": "CONSISTENCY_LINEARIZABLE" });
   const feed = new Feed(q.toString(), onMessage);
-  return { stop() { stopped = true; feed.stop(); list.destroy(); } };
+  pollLeases();
+  return { stop() { stopped = true; clearTimeout(leaseTimer); feed.stop(); list.destroy(); } };
 }
 
 function confirmDialog(text) {

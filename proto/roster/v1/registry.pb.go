@@ -180,7 +180,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{22, 0}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{25, 0}
 }
 
 // HealthCheck is an active check the cluster runs against an instance.
@@ -1852,6 +1852,184 @@ func (x *WatchRequest) GetStartRead() *ReadOptions {
 	return nil
 }
 
+type GetLeasesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLeasesRequest) Reset() {
+	*x = GetLeasesRequest{}
+	mi := &file_roster_v1_registry_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLeasesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLeasesRequest) ProtoMessage() {}
+
+func (x *GetLeasesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLeasesRequest.ProtoReflect.Descriptor instead.
+func (*GetLeasesRequest) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetLeasesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetLeasesRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+// LeaseInfo is the leader's view of one instance's TTL lease.
+type LeaseInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl   *durationpb.Duration   `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// last_renewed_at is the last acknowledged renewal (heartbeat or health
+	// report). After a leader change it is when the new leader took the lease
+	// over, as the new leader gives every lease a full TTL from then.
+	LastRenewedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_renewed_at,json=lastRenewedAt,proto3" json:"last_renewed_at,omitempty"`
+	// deadline is when the lease runs out without another renewal.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseInfo) Reset() {
+	*x = LeaseInfo{}
+	mi := &file_roster_v1_registry_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseInfo) ProtoMessage() {}
+
+func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
+func (*LeaseInfo) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LeaseInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *LeaseInfo) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *LeaseInfo) GetLastRenewedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRenewedAt
+	}
+	return nil
+}
+
+func (x *LeaseInfo) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+type GetLeasesResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// leases, ordered by instance id.
+	Leases        []*LeaseInfo `protobuf:"bytes,2,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLeasesResponse) Reset() {
+	*x = GetLeasesResponse{}
+	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLeasesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLeasesResponse) ProtoMessage() {}
+
+func (x *GetLeasesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLeasesResponse.ProtoReflect.Descriptor instead.
+func (*GetLeasesResponse) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetLeasesResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetLeasesResponse) GetLeases() []*LeaseInfo {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
 type RequestProgressRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ProgressId    string                 `protobuf:"bytes,1,opt,name=progress_id,json=progressId,proto3" json:"progress_id,omitempty"`
@@ -1861,7 +2039,7 @@ type RequestProgressRequest struct {
 
 func (x *RequestProgressRequest) Reset() {
 	*x = RequestProgressRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[20]
+	mi := &file_roster_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2051,7 @@ func (x *RequestProgressRequest) String() string {
 func (*RequestProgressRequest) ProtoMessage() {}
 
 func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[20]
+	mi := &file_roster_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2064,7 @@ func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressRequest.ProtoReflect.Descriptor instead.
 func (*RequestProgressRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RequestProgressRequest) GetProgressId() string {
@@ -1906,7 +2084,7 @@ type RequestProgressResponse struct {
 
 func (x *RequestProgressResponse) Reset() {
 	*x = RequestProgressResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[21]
+	mi := &file_roster_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2096,7 @@ func (x *RequestProgressResponse) String() string {
 func (*RequestProgressResponse) ProtoMessage() {}
 
 func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[21]
+	mi := &file_roster_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2109,7 @@ func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressResponse.ProtoReflect.Descriptor instead.
 func (*RequestProgressResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RequestProgressResponse) GetStreams() uint32 {
@@ -1957,7 +2135,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	mi := &file_roster_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2147,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	mi := &file_roster_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2160,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -2031,7 +2209,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[23]
+	mi := &file_roster_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2221,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[23]
+	mi := &file_roster_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2234,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -2235,7 +2413,18 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\vprogress_id\x18\x06 \x01(\tR\n" +
 	"progressId\x125\n" +
 	"\n" +
-	"start_read\x18\a \x01(\v2\x16.roster.v1.ReadOptionsR\tstartRead\"9\n" +
+	"start_read\x18\a \x01(\v2\x16.roster.v1.ReadOptionsR\tstartRead\"J\n" +
+	"\x10GetLeasesRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\"\xc4\x01\n" +
+	"\tLeaseInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12B\n" +
+	"\x0flast_renewed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rlastRenewedAt\x126\n" +
+	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"t\n" +
+	"\x11GetLeasesResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x12,\n" +
+	"\x06leases\x18\x02 \x03(\v2\x14.roster.v1.LeaseInfoR\x06leases\"9\n" +
 	"\x16RequestProgressRequest\x12\x1f\n" +
 	"\vprogress_id\x18\x01 \x01(\tR\n" +
 	"progressId\"3\n" +
@@ -2264,7 +2453,7 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x022\xe9\v\n" +
+	"\x11CONSISTENCY_STALE\x10\x022\xe8\f\n" +
 	"\bRegistry\x12\xbf\x01\n" +
 	"\bRegister\x12\x1a.roster.v1.RegisterRequest\x1a\x1b.roster.v1.RegisterResponse\"z\x82\xd3\xe4\x93\x02t:\x01*Z\\:\binstance\x1aP/api/v1/services/{instance.namespace}/{instance.service}/instances/{instance.id}\"\x11/api/v1/instances\x12\x88\x01\n" +
 	"\n" +
@@ -2272,7 +2461,8 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12\x1c.roster.v1.GetServiceRequest\x1a\x1d.roster.v1.GetServiceResponse\".\x82\xd3\xe4\x93\x02(\x12&/api/v1/services/{namespace}/{service}\x12\x89\x01\n" +
 	"\fListServices\x12\x1e.roster.v1.ListServicesRequest\x1a\x1f.roster.v1.ListServicesResponse\"8\x82\xd3\xe4\x93\x022Z\x1e\x12\x1c/api/v1/services/{namespace}\x12\x10/api/v1/services\x12\xd4\x01\n" +
-	"\tHeartbeat\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse\"\x8b\x01\x82\xd3\xe4\x93\x02\x84\x01ZA\x1a?/api/v1/services/{namespace}/{service}/instances/{id}/heartbeat\"?/api/v1/services/{namespace}/{service}/instances/{id}/heartbeat\x12J\n" +
+	"\tHeartbeat\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse\"\x8b\x01\x82\xd3\xe4\x93\x02\x84\x01ZA\x1a?/api/v1/services/{namespace}/{service}/instances/{id}/heartbeat\"?/api/v1/services/{namespace}/{service}/instances/{id}/heartbeat\x12}\n" +
+	"\tGetLeases\x12\x1b.roster.v1.GetLeasesRequest\x1a\x1c.roster.v1.GetLeasesResponse\"5\x82\xd3\xe4\x93\x02/\x12-/api/v1/services/{namespace}/{service}/leases\x12J\n" +
 	"\tKeepAlive\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse(\x010\x01\x12\xdd\x01\n" +
 	"\fReportHealth\x12\x1e.roster.v1.ReportHealthRequest\x1a\x1f.roster.v1.ReportHealthResponse\"\x8b\x01\x82\xd3\xe4\x93\x02\x84\x01:\x01*ZA:\x01*\"</api/v1/services/{namespace}/{service}/instances/{id}/health\x1a</api/v1/services/{namespace}/{service}/instances/{id}/health\x12\xed\x01\n" +
 	"\x0eSetMaintenance\x12 .roster.v1.SetMaintenanceRequest\x1a!.roster.v1.SetMaintenanceResponse\"\x95\x01\x82\xd3\xe4\x93\x02\x8e\x01:\x01*ZF:\x01*\"A/api/v1/services/{namespace}/{service}/instances/{id}/maintenance\x1aA/api/v1/services/{namespace}/{service}/instances/{id}/maintenance\x12<\n" +
@@ -2292,7 +2482,7 @@ func file_roster_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_roster_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_roster_v1_registry_proto_goTypes = []any{
 	(HealthStatus)(0),               // 0: roster.v1.HealthStatus
 	(Consistency)(0),                // 1: roster.v1.Consistency
@@ -2317,75 +2507,85 @@ var file_roster_v1_registry_proto_goTypes = []any{
 	(*SetMaintenanceRequest)(nil),   // 20: roster.v1.SetMaintenanceRequest
 	(*SetMaintenanceResponse)(nil),  // 21: roster.v1.SetMaintenanceResponse
 	(*WatchRequest)(nil),            // 22: roster.v1.WatchRequest
-	(*RequestProgressRequest)(nil),  // 23: roster.v1.RequestProgressRequest
-	(*RequestProgressResponse)(nil), // 24: roster.v1.RequestProgressResponse
-	(*Event)(nil),                   // 25: roster.v1.Event
-	(*WatchResponse)(nil),           // 26: roster.v1.WatchResponse
-	nil,                             // 27: roster.v1.Instance.MetadataEntry
-	nil,                             // 28: roster.v1.GetServiceRequest.MetadataEntry
-	(*durationpb.Duration)(nil),     // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 30: google.protobuf.Timestamp
+	(*GetLeasesRequest)(nil),        // 23: roster.v1.GetLeasesRequest
+	(*LeaseInfo)(nil),               // 24: roster.v1.LeaseInfo
+	(*GetLeasesResponse)(nil),       // 25: roster.v1.GetLeasesResponse
+	(*RequestProgressRequest)(nil),  // 26: roster.v1.RequestProgressRequest
+	(*RequestProgressResponse)(nil), // 27: roster.v1.RequestProgressResponse
+	(*Event)(nil),                   // 28: roster.v1.Event
+	(*WatchResponse)(nil),           // 29: roster.v1.WatchResponse
+	nil,                             // 30: roster.v1.Instance.MetadataEntry
+	nil,                             // 31: roster.v1.GetServiceRequest.MetadataEntry
+	(*durationpb.Duration)(nil),     // 32: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
 }
 var file_roster_v1_registry_proto_depIdxs = []int32{
-	29, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	29, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	27, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
-	29, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	32, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	32, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	30, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
+	32, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	3,  // 4: roster.v1.Instance.check:type_name -> roster.v1.HealthCheck
-	29, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
+	32, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
 	0,  // 6: roster.v1.Instance.status:type_name -> roster.v1.HealthStatus
-	30, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
-	29, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
+	33, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
+	32, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
 	4,  // 9: roster.v1.RegisterRequest.instance:type_name -> roster.v1.Instance
 	5,  // 10: roster.v1.RegisterResponse.header:type_name -> roster.v1.ResponseHeader
 	5,  // 11: roster.v1.DeregisterResponse.header:type_name -> roster.v1.ResponseHeader
 	1,  // 12: roster.v1.ReadOptions.consistency:type_name -> roster.v1.Consistency
 	10, // 13: roster.v1.GetServiceRequest.read:type_name -> roster.v1.ReadOptions
-	28, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
-	29, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
+	31, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
+	32, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
 	5,  // 16: roster.v1.GetServiceResponse.header:type_name -> roster.v1.ResponseHeader
 	4,  // 17: roster.v1.GetServiceResponse.instances:type_name -> roster.v1.Instance
 	10, // 18: roster.v1.ListServicesRequest.read:type_name -> roster.v1.ReadOptions
 	5,  // 19: roster.v1.ListServicesResponse.header:type_name -> roster.v1.ResponseHeader
 	14, // 20: roster.v1.ListServicesResponse.services:type_name -> roster.v1.ServiceSummary
 	5,  // 21: roster.v1.HeartbeatResponse.header:type_name -> roster.v1.ResponseHeader
-	29, // 22: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
+	32, // 22: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
 	0,  // 23: roster.v1.ReportHealthRequest.status:type_name -> roster.v1.HealthStatus
 	5,  // 24: roster.v1.ReportHealthResponse.header:type_name -> roster.v1.ResponseHeader
-	29, // 25: roster.v1.ReportHealthResponse.ttl:type_name -> google.protobuf.Duration
+	32, // 25: roster.v1.ReportHealthResponse.ttl:type_name -> google.protobuf.Duration
 	5,  // 26: roster.v1.SetMaintenanceResponse.header:type_name -> roster.v1.ResponseHeader
-	29, // 27: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	32, // 27: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
 	10, // 28: roster.v1.WatchRequest.start_read:type_name -> roster.v1.ReadOptions
-	2,  // 29: roster.v1.Event.type:type_name -> roster.v1.Event.Type
-	4,  // 30: roster.v1.Event.instance:type_name -> roster.v1.Instance
-	4,  // 31: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
-	5,  // 32: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
-	25, // 33: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
-	6,  // 34: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
-	8,  // 35: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
-	11, // 36: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
-	13, // 37: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
-	16, // 38: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
-	16, // 39: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
-	18, // 40: roster.v1.Registry.ReportHealth:input_type -> roster.v1.ReportHealthRequest
-	20, // 41: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
-	22, // 42: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
-	23, // 43: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
-	7,  // 44: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
-	9,  // 45: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
-	12, // 46: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
-	15, // 47: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
-	17, // 48: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
-	17, // 49: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
-	19, // 50: roster.v1.Registry.ReportHealth:output_type -> roster.v1.ReportHealthResponse
-	21, // 51: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
-	26, // 52: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
-	24, // 53: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
-	44, // [44:54] is the sub-list for method output_type
-	34, // [34:44] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	32, // 29: roster.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
+	33, // 30: roster.v1.LeaseInfo.last_renewed_at:type_name -> google.protobuf.Timestamp
+	33, // 31: roster.v1.LeaseInfo.deadline:type_name -> google.protobuf.Timestamp
+	5,  // 32: roster.v1.GetLeasesResponse.header:type_name -> roster.v1.ResponseHeader
+	24, // 33: roster.v1.GetLeasesResponse.leases:type_name -> roster.v1.LeaseInfo
+	2,  // 34: roster.v1.Event.type:type_name -> roster.v1.Event.Type
+	4,  // 35: roster.v1.Event.instance:type_name -> roster.v1.Instance
+	4,  // 36: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
+	5,  // 37: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
+	28, // 38: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
+	6,  // 39: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
+	8,  // 40: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
+	11, // 41: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
+	13, // 42: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
+	16, // 43: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
+	23, // 44: roster.v1.Registry.GetLeases:input_type -> roster.v1.GetLeasesRequest
+	16, // 45: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
+	18, // 46: roster.v1.Registry.ReportHealth:input_type -> roster.v1.ReportHealthRequest
+	20, // 47: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
+	22, // 48: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
+	26, // 49: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
+	7,  // 50: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
+	9,  // 51: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
+	12, // 52: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
+	15, // 53: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
+	17, // 54: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
+	25, // 55: roster.v1.Registry.GetLeases:output_type -> roster.v1.GetLeasesResponse
+	17, // 56: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
+	19, // 57: roster.v1.Registry.ReportHealth:output_type -> roster.v1.ReportHealthResponse
+	21, // 58: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
+	29, // 59: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
+	27, // 60: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
+	50, // [50:61] is the sub-list for method output_type
+	39, // [39:50] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_roster_v1_registry_proto_init() }
@@ -2404,7 +2604,7 @@ func file_roster_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_registry_proto_rawDesc), len(file_roster_v1_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Registry_GetService_FullMethodName      = "/roster.v1.Registry/GetService"
 	Registry_ListServices_FullMethodName    = "/roster.v1.Registry/ListServices"
 	Registry_Heartbeat_FullMethodName       = "/roster.v1.Registry/Heartbeat"
+	Registry_GetLeases_FullMethodName       = "/roster.v1.Registry/GetLeases"
 	Registry_KeepAlive_FullMethodName       = "/roster.v1.Registry/KeepAlive"
 	Registry_ReportHealth_FullMethodName    = "/roster.v1.Registry/ReportHealth"
 	Registry_SetMaintenance_FullMethodName  = "/roster.v1.Registry/SetMaintenance"
@@ -51,6 +52,12 @@ type RegistryClient interface {
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 	// Heartbeat renews the TTL lease of one instance. It never writes to Raft.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// GetLeases lists the TTL leases of one service as the leader runs them:
+	// each lease's TTL, when it was last renewed and when it runs out.
+	// Heartbeats renew leases in the leader's memory only, so this is served
+	// by the leader (followers relay it) and is not part of the watch feed.
+	// Instances registered without a TTL have no lease and are not listed.
+	GetLeases(ctx context.Context, in *GetLeasesRequest, opts ...grpc.CallOption) (*GetLeasesResponse, error)
 	// KeepAlive renews many leases over one stream: each request renews one
 	// instance and is answered by one response, in order.
 	KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HeartbeatRequest, HeartbeatResponse], error)
@@ -124,6 +131,16 @@ func (c *registryClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, op
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HeartbeatResponse)
 	err := c.cc.Invoke(ctx, Registry_Heartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryClient) GetLeases(ctx context.Context, in *GetLeasesRequest, opts ...grpc.CallOption) (*GetLeasesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLeasesResponse)
+	err := c.cc.Invoke(ctx, Registry_GetLeases_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +226,12 @@ type RegistryServer interface {
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	// Heartbeat renews the TTL lease of one instance. It never writes to Raft.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// GetLeases lists the TTL leases of one service as the leader runs them:
+	// each lease's TTL, when it was last renewed and when it runs out.
+	// Heartbeats renew leases in the leader's memory only, so this is served
+	// by the leader (followers relay it) and is not part of the watch feed.
+	// Instances registered without a TTL have no lease and are not listed.
+	GetLeases(context.Context, *GetLeasesRequest) (*GetLeasesResponse, error)
 	// KeepAlive renews many leases over one stream: each request renews one
 	// instance and is answered by one response, in order.
 	KeepAlive(grpc.BidiStreamingServer[HeartbeatRequest, HeartbeatResponse]) error
@@ -252,6 +275,9 @@ func (UnimplementedRegistryServer) ListServices(context.Context, *ListServicesRe
 }
 func (UnimplementedRegistryServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedRegistryServer) GetLeases(context.Context, *GetLeasesRequest) (*GetLeasesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLeases not implemented")
 }
 func (UnimplementedRegistryServer) KeepAlive(grpc.BidiStreamingServer[HeartbeatRequest, HeartbeatResponse]) error {
 	return status.Error(codes.Unimplemented, "method KeepAlive not implemented")
@@ -379,6 +405,24 @@ func _Registry_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Registry_GetLeases_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLeasesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServer).GetLeases(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Registry_GetLeases_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServer).GetLeases(ctx, req.(*GetLeasesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Registry_KeepAlive_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(RegistryServer).KeepAlive(&grpc.GenericServerStream[HeartbeatRequest, HeartbeatResponse]{ServerStream: stream})
 }
@@ -477,6 +521,10 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Heartbeat",
 			Handler:    _Registry_Heartbeat_Handler,
+		},
+		{
+			MethodName: "GetLeases",
+			Handler:    _Registry_GetLeases_Handler,
 		},
 		{
 			MethodName: "ReportHealth",
