@@ -34,13 +34,7 @@ func upgradeNode(t *testing.T, dir string) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !n.LeaderReady() {
-		if time.Now().After(deadline) {
-			t.Fatal("single node did not become a ready leader")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll(t, "the single node to become a ready leader", n.LeaderReady)
 	return n
 }
 
@@ -104,10 +98,7 @@ func TestReplayNewerLogSkipsSkippableCommands(t *testing.T) {
 	// Restart: the whole log is replayed through the FSM.
 	n = upgradeNode(t, dir)
 	defer n.Shutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	for n.Applied() < wantApplied && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll(t, "the restarted node to replay its log", func() bool { return n.Applied() >= wantApplied })
 	if got, _ := n.store.View().Hash(); got != want {
 		t.Fatalf("replayed state %s, before the restart %s", got, want)
 	}
