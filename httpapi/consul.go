@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -116,7 +117,7 @@ func writeConsulError(w http.ResponseWriter, err error) {
 		code = ce.code
 	} else if st, ok := status.FromError(err); ok {
 		msg = st.Message()
-		code = httpStatus(st.Code())
+		code = runtime.HTTPStatusFromCode(st.Code()) // the JSON API's mapping
 		if st.Code() == codes.PermissionDenied {
 			// Consul's words, which its clients look for.
 			msg = "Permission denied: " + strings.TrimPrefix(msg, "permission denied: ")
@@ -127,36 +128,6 @@ func writeConsulError(w http.ResponseWriter, err error) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(map[string]any{"error": msg})
-}
-
-// httpStatus maps a gRPC code to an HTTP status.
-func httpStatus(c codes.Code) int {
-	switch c {
-	case codes.OK:
-		return http.StatusOK
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
-		return http.StatusBadRequest
-	case codes.NotFound:
-		return http.StatusNotFound
-	case codes.AlreadyExists, codes.Aborted:
-		return http.StatusConflict
-	case codes.PermissionDenied:
-		return http.StatusForbidden
-	case codes.Unauthenticated:
-		return http.StatusUnauthorized
-	case codes.ResourceExhausted:
-		return http.StatusTooManyRequests
-	case codes.Unavailable:
-		return http.StatusServiceUnavailable
-	case codes.DeadlineExceeded:
-		return http.StatusGatewayTimeout
-	case codes.Unimplemented:
-		return http.StatusNotImplemented
-	case codes.Canceled:
-		return 499
-	default:
-		return http.StatusInternalServerError
-	}
 }
 
 // namespace returns the namespace of a request: the ns query parameter, or
