@@ -13,6 +13,14 @@ import (
 // writes; only an elected leader appends past it.
 const bootstrapIndex = 1
 
+// DefaultBootstrapListenHeartbeats is how many heartbeat timeouts a
+// --bootstrap node with no state listens before it bootstraps. The old
+// cluster of a wiped node reaches it with a heartbeat when it has a leader
+// and with a (pre-)vote request when it is electing one: a follower stands
+// within three heartbeat timeouts of losing its leader. The rest is margin
+// for a loaded machine, where a restart and an election each take longer.
+const DefaultBootstrapListenHeartbeats = 10
+
 // probeInterval spaces the rounds of probes of the initial cluster.
 const probeInterval = 500 * time.Millisecond
 

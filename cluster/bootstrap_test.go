@@ -190,3 +190,24 @@ func TestProbeChangesNothing(t *testing.T) {
 		t.Fatalf("the probe changed the empty node: %+v, was %+v", emptyAfter, emptyBefore)
 	}
 }
+
+// TestBootstrapListenOutlastsAnElection: a --bootstrap node restarted with
+// a wiped data dir right after it died as leader hears from its old
+// cluster only once a survivor stands, which a follower does up to three
+// heartbeat timeouts after its leader's last contact (its timer fires in
+// [1, 2] timeouts, and waits another when contact was recent). The default
+// window must outlast that with room for a loaded machine; at twice the
+// heartbeat timeout, a CI run restarted the node, heard nothing and
+// started a cluster of its own.
+func TestBootstrapListenOutlastsAnElection(t *testing.T) {
+	for _, scale := range []float64{0.5, 1, 3} {
+		c := Config{NodeID: "n1", DataDir: t.TempDir(), Bootstrap: true, RaftBind: "127.0.0.1:0", APIAddr: "127.0.0.1:1"}
+		c.UseLANTimeouts(scale)
+		if err := c.setDefaults(); err != nil {
+			t.Fatal(err)
+		}
+		if worst := 3 * c.HeartbeatTimeout; c.BootstrapListen < 2*worst {
+			t.Errorf("scale %v: listens %v, not twice the %v a survivor may take to stand", scale, c.BootstrapListen, worst)
+		}
+	}
+}

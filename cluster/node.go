@@ -63,7 +63,8 @@ type Config struct {
 	ProbeTimeout time.Duration
 	// BootstrapListen is how long a Bootstrap node with no state listens for
 	// a cluster that already counts it as a member before it bootstraps
-	// (default twice the heartbeat timeout; none in memory; negative: none).
+	// (default DefaultBootstrapListenHeartbeats heartbeat timeouts; none in
+	// memory; negative: none).
 	BootstrapListen time.Duration
 
 	Logger hclog.Logger
@@ -160,9 +161,9 @@ func (c *Config) setDefaults() error {
 		c.ProbeTimeout = time.Second
 	}
 	if c.BootstrapListen == 0 && !c.InMemory {
-		c.BootstrapListen = 2 * raft.DefaultConfig().HeartbeatTimeout
+		c.BootstrapListen = DefaultBootstrapListenHeartbeats * raft.DefaultConfig().HeartbeatTimeout
 		if c.HeartbeatTimeout > 0 {
-			c.BootstrapListen = 2 * c.HeartbeatTimeout
+			c.BootstrapListen = DefaultBootstrapListenHeartbeats * c.HeartbeatTimeout
 		}
 	}
 	switch c.LogStore {

@@ -17,26 +17,27 @@ import (
 
 // flags holds everything the command line (or ROSTER_* environment) says.
 type flags struct {
-	nodeID         string
-	dataDir        string
-	raftAddr       string
-	raftAdvertise  string
-	grpcAddr       string
-	grpcAdvertise  string
-	httpAddr       string
-	httpAddrSet    bool
-	dnsAddr        string
-	dnsAddrSet     bool
-	dnsDomain      string
-	dnsTTL         time.Duration
-	initialCluster string
-	clusterState   string
-	bootstrap      bool
-	join           string
-	nonVoter       bool
-	dev            bool
-	logLevel       string
-	logJSON        bool
+	nodeID          string
+	dataDir         string
+	raftAddr        string
+	raftAdvertise   string
+	grpcAddr        string
+	grpcAdvertise   string
+	httpAddr        string
+	httpAddrSet     bool
+	dnsAddr         string
+	dnsAddrSet      bool
+	dnsDomain       string
+	dnsTTL          time.Duration
+	initialCluster  string
+	clusterState    string
+	bootstrap       bool
+	bootstrapListen time.Duration
+	join            string
+	nonVoter        bool
+	dev             bool
+	logLevel        string
+	logJSON         bool
 
 	snapshotThreshold uint64
 	snapshotInterval  time.Duration
@@ -79,6 +80,8 @@ func (f *flags) register(fs *pflag.FlagSet) {
 		"existing: never bootstrap, an empty node waits for the leader to catch it up (or joins through --join)")
 	fs.BoolVar(&f.bootstrap, "bootstrap", false, "first start of a grown cluster's first node only: bootstrap a new single-voter cluster that others --join. "+
 		"Refused when the data dir holds state: restart that node with --join like the others")
+	fs.DurationVar(&f.bootstrapListen, "bootstrap-listen", 0, fmt.Sprintf("with --bootstrap: how long to listen for the cluster this node may have belonged to before its data dir was lost, "+
+		"before bootstrapping a new one (default %d heartbeat timeouts: 3s with the LAN timers)", cluster.DefaultBootstrapListenHeartbeats))
 	fs.StringVar(&f.join, "join", "", "join an existing cluster through any of these gRPC addresses: HOST:PORT,...; "+
 		"also how any node, the first one included, restarts or replaces a lost data dir")
 	fs.BoolVar(&f.nonVoter, "non-voter", false, "with --join: join as a non-voting read replica")
@@ -236,6 +239,12 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 	}
 	cfg.LogStore = f.raftLogStore
 	cfg.UseLANTimeouts(f.raftTimeoutScale)
+	if f.bootstrapListen < 0 {
+		return cfg, usagef("--bootstrap-listen %v must not be negative", f.bootstrapListen)
+	}
+	if f.bootstrapListen > 0 {
+		cfg.BootstrapListen = f.bootstrapListen
+	}
 	cfg.CommitTimeout = f.raftCommitTimeout
 	cfg.Store.HistoryEvents = f.historyEvents
 	cfg.Store.HistoryBytes = f.historyBytes
