@@ -52,7 +52,8 @@ func (n *Node) announce(ctx context.Context, relay Relay) {
 	self := store.Member{NodeID: n.cfg.NodeID, RaftAddr: n.RaftAddr(), APIAddr: n.cfg.APIAddr}
 	for {
 		wait := announceCheck
-		if m := n.store.View().Member(self.NodeID); m == nil || *m != self {
+		// Addresses only: the leader keeps the record's replica mark.
+		if m := n.store.View().Member(self.NodeID); m == nil || m.RaftAddr != self.RaftAddr || m.APIAddr != self.APIAddr {
 			wait = announceRetry
 			if err := n.announceOnce(ctx, relay, self); err != nil {
 				n.logger.Debug("announcing addresses failed; will retry", "error", err)

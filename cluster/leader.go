@@ -70,6 +70,9 @@ func (n *Node) startLeading() {
 	n.leaderDone = done
 	duties := append([]func(context.Context){}, n.duties...)
 	n.logger.Info("gained leadership", "term", n.raft.CurrentTerm())
+	// Failures recorded in an earlier term may have healed unseen: only
+	// a leader's replication reports a peer coming back.
+	n.forgetPeerFailures("")
 	// Added under leaderMu before Shutdown can have stopped leading, so
 	// before its Wait.
 	n.wg.Add(1)

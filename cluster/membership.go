@@ -21,10 +21,18 @@ type Member struct {
 	// a node known to the configuration is reported healthy when the
 	// leader is known.
 	Healthy bool
+	// ReadReplica: joined as a non-voting read replica.
+	ReadReplica bool
+	// Autopilot is the leader's autopilot view of it (nil elsewhere, or
+	// before autopilot's first update).
+	Autopilot *AutopilotServer
 }
 
 // Join adds a node, or updates its addresses; joining again with the same
-// id and addresses changes nothing. Only the leader may do it.
+// id and addresses changes nothing. Only the leader may do it. With
+// autopilot, a server that joins to vote enters as a non-voter and
+// autopilot promotes it once it has been healthy for the stabilization
+// time; a read replica (voter false) is never promoted.
 func (n *Node) Join(ctx context.Context, id, raftAddr, apiAddr string, voter bool) error {
 	if !n.IsLeader() {
 		return ErrNotLeader
@@ -33,11 +41,17 @@ func (n *Node) Join(ctx context.Context, id, raftAddr, apiAddr string, voter boo
 	if err := cf.Error(); err != nil {
 		return mapRaftError(err)
 	}
+	staged := n.cfg.Autopilot != nil
 	present := false
 	for _, s := range cf.Configuration().Servers {
 		sameID, sameAddr := s.ID == raft.ServerID(id), s.Address == raft.ServerAddress(raftAddr)
+		isVoter := s.Suffrage == raft.Voter
 		switch {
-		case sameID && sameAddr && (s.Suffrage == raft.Voter) == voter:
+		case sameID && sameAddr && isVoter == voter:
+			present = true
+		case sameID && sameAddr && staged && voter && !isVoter:
+			// Staged for promotion (or a replica that now joins to
+			// vote): autopilot promotes it once it is stable.
 			present = true
 		case sameID || sameAddr:
 			// A node that came back with a new address (or an address now
@@ -48,9 +62,16 @@ func (n *Node) Join(ctx context.Context, id, raftAddr, apiAddr string, voter boo
 			}
 		}
 	}
+	// Failures seen of an earlier server with this id are not this one's.
+	n.forgetPeerFailures(raft.ServerID(id))
+	// The record goes first: autopilot reads from it whether a non-voter
+	// may be promoted, and one without a record is never promoted.
+	if err := n.memberVoterIntent(ctx, id, raftAddr, apiAddr, !voter); err != nil {
+		return err
+	}
 	if !present {
 		var f raft.IndexFuture
-		if voter {
+		if voter && !staged {
 			f = n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, 10*time.Second)
 		} else {
 			f = n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, 10*time.Second)
@@ -58,13 +79,9 @@ func (n *Node) Join(ctx context.Context, id, raftAddr, apiAddr string, voter boo
 		if err := f.Error(); err != nil {
 			return fmt.Errorf("add %s: %w", id, mapRaftError(err))
 		}
-		n.logger.Info("added member", "id", id, "raft_addr", raftAddr, "voter", voter)
+		n.logger.Info("added member", "id", id, "raft_addr", raftAddr, "voter", voter, "staged_for_promotion", voter && staged)
 	}
-	want := store.Member{NodeID: id, RaftAddr: raftAddr, APIAddr: apiAddr}
-	if m := n.store.View().Member(id); m != nil && *m == want {
-		return nil
-	}
-	return n.upsertMember(ctx, want)
+	return nil
 }
 
 // Remove takes a node out of the cluster. Removing the leader itself makes
@@ -94,8 +111,26 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
 		return mapRaftError(err)
 	}
+	n.forgetPeerFailures(raft.ServerID(id))
 	n.logger.Info("removed member", "id", id)
 	return nil
+}
+
+// forgetPeerFailures drops what the leader recorded of failing to reach
+// id: reports still on their way from the replication of the server that
+// had the id before, whose last contact is older than now, are ignored
+// when they arrive. With an empty id it drops every record, as a new
+// term begins (that term's replication reports failures afresh, with its
+// start as the last contact; the previous term's has stopped).
+func (n *Node) forgetPeerFailures(id raft.ServerID) {
+	n.healthMu.Lock()
+	defer n.healthMu.Unlock()
+	if id == "" {
+		clear(n.peerFailed)
+		return
+	}
+	delete(n.peerFailed, id)
+	n.peerForgotten[id] = time.Now()
 }
 
 // TransferLeadership hands leadership to id, or to a voter Raft picks when
@@ -128,6 +163,7 @@ func (n *Node) Members() ([]Member, error) {
 	_, leaderID := n.raft.LeaderWithID()
 	leading := n.IsLeader()
 	view := n.store.View()
+	apState, apOK := n.AutopilotState()
 	n.healthMu.Lock()
 	defer n.healthMu.Unlock()
 	var out []Member
@@ -140,9 +176,15 @@ func (n *Node) Members() ([]Member, error) {
 		}
 		if rec := view.Member(m.NodeID); rec != nil {
 			m.APIAddr = rec.APIAddr
+			m.ReadReplica = rec.ReadReplica && !m.Voter
+		}
+		if ap, ok := apState.Servers[m.NodeID]; ok && apOK {
+			m.Autopilot = &ap
 		}
 		_, failing := n.peerFailed[s.ID]
 		switch {
+		case m.Autopilot != nil:
+			m.Healthy = m.Autopilot.Healthy
 		case m.NodeID == n.cfg.NodeID:
 			m.Healthy = true
 		case leading:
@@ -165,7 +207,9 @@ func (n *Node) watchPeers(obs <-chan raft.Observation) {
 			n.healthMu.Lock()
 			switch d := o.Data.(type) {
 			case raft.FailedHeartbeatObservation:
-				n.peerFailed[d.PeerID] = d.LastContact
+				if d.LastContact.After(n.peerForgotten[d.PeerID]) {
+					n.peerFailed[d.PeerID] = d.LastContact
+				}
 			case raft.ResumedHeartbeatObservation:
 				delete(n.peerFailed, d.PeerID)
 			case raft.LeaderObservation:
@@ -191,7 +235,15 @@ func (n *Node) UpdateMember(ctx context.Context, id, raftAddr, apiAddr string) e
 	for _, s := range cf.Configuration().Servers {
 		if s.ID == raft.ServerID(id) {
 			want := store.Member{NodeID: id, RaftAddr: raftAddr, APIAddr: apiAddr}
-			if m := n.store.View().Member(id); m != nil && *m == want {
+			m := n.store.View().Member(id)
+			if m != nil {
+				want.ReadReplica = m.ReadReplica
+			} else {
+				// No record yet: a non-voter announcing itself is a
+				// replica until a Join says it came to vote.
+				want.ReadReplica = s.Suffrage != raft.Voter
+			}
+			if m != nil && *m == want {
 				return nil
 			}
 			return n.upsertMember(ctx, want)

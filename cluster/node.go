@@ -61,6 +61,11 @@ type Config struct {
 	Existing bool
 	// ProbeTimeout bounds one probe of an initial-cluster peer (default 1s).
 	ProbeTimeout time.Duration
+	// Autopilot, when set, runs raft-autopilot on the leader: dead-server
+	// cleanup, and servers that join to vote enter as non-voters promoted
+	// once stable. Nil: joined servers vote at once, and failed servers
+	// stay until removed.
+	Autopilot *AutopilotConfig
 	// BootstrapListen is how long a Bootstrap node with no state listens for
 	// a cluster that already counts it as a member before it bootstraps
 	// (default DefaultBootstrapListenHeartbeats heartbeat timeouts; none in
@@ -156,6 +161,11 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Existing && c.Bootstrap {
 		return errors.New("a node of an existing cluster cannot bootstrap one")
+	}
+	if c.Autopilot != nil {
+		ap := *c.Autopilot
+		ap.setDefaults()
+		c.Autopilot = &ap
 	}
 	if c.ProbeTimeout <= 0 {
 		c.ProbeTimeout = time.Second
@@ -259,6 +269,14 @@ type Node struct {
 
 	healthMu   sync.Mutex
 	peerFailed map[raft.ServerID]time.Time
+	// peerForgotten: when failures of a peer were last forgotten
+	// (forgetPeerFailures).
+	peerForgotten map[raft.ServerID]time.Time
+
+	autopilotMu  sync.Mutex
+	statsFetcher StatsFetcher
+	apState      *AutopilotState
+	apRemoving   map[raft.ServerID]bool
 
 	// restoreMu lets one backup restore run at a time (backup.go).
 	restoreMu sync.Mutex
@@ -279,13 +297,14 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:        cfg,
-		logger:     cfg.Logger,
-		store:      store.New(cfg.Store),
-		proposals:  make(chan *proposal, 4096),
-		peerFailed: map[raft.ServerID]time.Time{},
-		shutdownCh: make(chan struct{}),
-		started:    time.Now(),
+		cfg:           cfg,
+		logger:        cfg.Logger,
+		store:         store.New(cfg.Store),
+		proposals:     make(chan *proposal, 4096),
+		peerFailed:    map[raft.ServerID]time.Time{},
+		peerForgotten: map[raft.ServerID]time.Time{},
+		shutdownCh:    make(chan struct{}),
+		started:       time.Now(),
 	}
 	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
 	n.fsm.SetHooks(cfg.TestHooks.FSM)
@@ -293,6 +312,9 @@ func New(cfg Config) (*Node, error) {
 	n.checks = newCheckRunner(n.logger.Named("check"), realClock{}, n, n.store, n.cfg.CheckWorkers)
 	n.OnLeader(n.leases.run)
 	n.OnLeader(n.checks.run)
+	if cfg.Autopilot != nil {
+		n.OnLeader(n.runAutopilot)
+	}
 	ok := false
 	defer func() {
 		if !ok {

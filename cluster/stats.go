@@ -15,8 +15,9 @@ var ApplyBuckets = fsm.ApplyBuckets
 
 // nodeStats are counters a node keeps for its metrics.
 type nodeStats struct {
-	gained atomic.Uint64
-	lost   atomic.Uint64
+	gained            atomic.Uint64
+	lost              atomic.Uint64
+	autopilotRemovals atomic.Uint64
 }
 
 func (s *nodeStats) leadership(leading bool) {
@@ -42,6 +43,9 @@ type Stats struct {
 	// while it led, since it started.
 	Heartbeats  uint64
 	Expirations uint64
+	// AutopilotRemovals counts the failed servers autopilot removed while
+	// this node led.
+	AutopilotRemovals uint64
 }
 
 // Stats returns the node's counters. It reads existing state; nothing on
@@ -54,6 +58,8 @@ func (n *Node) Stats() Stats {
 		HeldExpiries:     n.leases.selfPreservation().Held,
 		Heartbeats:       n.leases.heartbeats.Load(),
 		Expirations:      n.leases.expired.Load(),
+
+		AutopilotRemovals: n.stats.autopilotRemovals.Load(),
 	}
 }
 

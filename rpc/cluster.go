@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +37,7 @@ func (s *Server) Status(ctx context.Context, req *rosterv1.StatusRequest) (*rost
 		Revision:      st.Revision,
 		RaftAddr:      s.node.RaftAddr(),
 		ApiAddr:       s.node.APIAddr(),
+		LastLogIndex:  s.node.LastIndex(),
 	}
 	if st.LastContact > 0 {
 		out.LastContact = durationpb.New(st.LastContact)
@@ -81,18 +84,66 @@ func (s *Server) Status(ctx context.Context, req *rosterv1.StatusRequest) (*rost
 // is asked for every member's status.
 const memberStatusTimeout = time.Second
 
-// Members implements rosterv1.ClusterServer.
+// Members implements rosterv1.ClusterServer. A follower relays the call
+// to the leader, which alone knows whom it hears from and runs autopilot;
+// when the leader cannot be reached, the follower answers from its own
+// view of the configuration.
 func (s *Server) Members(ctx context.Context, req *rosterv1.MembersRequest) (*rosterv1.MembersResponse, error) {
+	if !s.node.IsLeader() && !isForwarded(ctx) {
+		if id, addr := s.node.Leader(); id != "" && addr != "" {
+			out, err := relay(ctx, s, id, addr, func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.MembersResponse, error) {
+				return rosterv1.NewClusterClient(cc).Members(ctx, req)
+			})
+			if err == nil {
+				return out, nil
+			}
+			if !leaderUnreachable(err) {
+				return nil, err
+			}
+			s.logger.Debug("members: the leader did not answer; answering from this node's view", "leader", id, "error", err)
+		}
+	}
+	return s.localMembers(ctx, req)
+}
+
+// leaderUnreachable: the relayed call failed for want of a leader that
+// answers, not because the leader refused it.
+func leaderUnreachable(err error) bool {
+	if errors.Is(err, errLeaderUnreachable) || errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.FailedPrecondition:
+		return true
+	}
+	return false
+}
+
+func (s *Server) localMembers(ctx context.Context, req *rosterv1.MembersRequest) (*rosterv1.MembersResponse, error) {
 	ms, err := s.node.Members()
 	if err != nil {
 		return nil, err
 	}
 	out := &rosterv1.MembersResponse{}
 	for _, m := range ms {
-		out.Members = append(out.Members, &rosterv1.Member{
+		pm := &rosterv1.Member{
 			NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr,
-			Voter: m.Voter, Leader: m.Leader, Healthy: m.Healthy,
-		})
+			Voter: m.Voter, Leader: m.Leader, Healthy: m.Healthy, ReadReplica: m.ReadReplica,
+		}
+		if ap := m.Autopilot; ap != nil {
+			pm.Autopilot = &rosterv1.AutopilotHealth{
+				Healthy: ap.Healthy, State: ap.State, Failed: ap.Failed,
+				LastContact: durationpb.New(ap.LastContact), LastIndex: ap.LastIndex, LastTerm: ap.LastTerm,
+			}
+			if !ap.StableSince.IsZero() {
+				pm.Autopilot.StableSince = timestamppb.New(ap.StableSince)
+			}
+		}
+		out.Members = append(out.Members, pm)
+	}
+	if ap, ok := s.node.AutopilotState(); ok {
+		out.AutopilotHealthy = &ap.Healthy
+		out.FailureTolerance = int32(ap.FailureTolerance)
 	}
 	if req.IncludeStatus {
 		var wg sync.WaitGroup
@@ -129,6 +180,25 @@ func (s *Server) memberStatus(ctx context.Context, m *rosterv1.Member) (*rosterv
 	ctx, cancel := context.WithTimeout(ctx, memberStatusTimeout)
 	defer cancel()
 	return rosterv1.NewClusterClient(cc).Status(ctx, &rosterv1.StatusRequest{})
+}
+
+// fetchServerStats asks the server at apiAddr for the Raft state the
+// leader's autopilot needs, over the peer connections.
+func (s *Server) fetchServerStats(ctx context.Context, id, apiAddr string) (cluster.ServerStats, error) {
+	cc, err := s.peers.get(apiAddr)
+	if err != nil {
+		return cluster.ServerStats{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, memberStatusTimeout)
+	defer cancel()
+	st, err := rosterv1.NewClusterClient(cc).Status(ctx, &rosterv1.StatusRequest{})
+	if err != nil {
+		return cluster.ServerStats{}, err
+	}
+	if st.NodeId != id {
+		return cluster.ServerStats{}, fmt.Errorf("%s answers as %q, not %q", apiAddr, st.NodeId, id)
+	}
+	return cluster.ServerStats{LastContact: st.LastContact.AsDuration(), LastTerm: st.Term, LastIndex: st.LastLogIndex}, nil
 }
 
 // Join implements rosterv1.ClusterServer.

@@ -113,6 +113,14 @@ var (
 		"Heartbeats this node acknowledged as leader.", nil, nil)
 	descExpirations = prometheus.NewDesc("roster_lease_expirations_total",
 		"Lease expiries this node committed as leader.", nil, nil)
+	descAPHealthy = prometheus.NewDesc("roster_autopilot_healthy",
+		"1 when autopilot on this leader finds every voter healthy (only the leader reports it).", nil, nil)
+	descAPTolerance = prometheus.NewDesc("roster_autopilot_failure_tolerance",
+		"Voters that may fail with the cluster still able to elect a leader, by autopilot on this leader.", nil, nil)
+	descAPServer = prometheus.NewDesc("roster_autopilot_server_healthy",
+		"1 when autopilot on this leader finds the server healthy; state is leader, voter, staging, non-voter or read-replica.", []string{"node_id", "state"}, nil)
+	descAPRemoved = prometheus.NewDesc("roster_autopilot_servers_removed_total",
+		"Failed servers autopilot removed while this node led.", nil, nil)
 	descWatchers = prometheus.NewDesc("roster_watch_streams",
 		"Watch streams open on this node.", nil, nil)
 	descCutoffs = prometheus.NewDesc("roster_watch_cutoffs_total",
@@ -129,6 +137,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.s.metrics.forwarded.Describe(ch)
 	for _, d := range []*prometheus.Desc{descLeader, descLeadership, descTerm, descCommit, descApplied, descLastContact,
 		descRevision, descApply, descInstances, descLeases, descHeld, descHeartbeats, descExpirations,
+		descAPHealthy, descAPTolerance, descAPServer, descAPRemoved,
 		descWatchers, descCutoffs, descEncodings, descWatchLag} {
 		ch <- d
 	}
@@ -165,6 +174,14 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descHeld, float64(ns.HeldExpiries))
 	counter(descHeartbeats, float64(ns.Heartbeats))
 	counter(descExpirations, float64(ns.Expirations))
+	counter(descAPRemoved, float64(ns.AutopilotRemovals))
+	if ap, ok := node.AutopilotState(); ok {
+		gauge(descAPHealthy, boolGauge(ap.Healthy))
+		gauge(descAPTolerance, float64(ap.FailureTolerance))
+		for id, srv := range ap.Servers {
+			gauge(descAPServer, boolGauge(srv.Healthy), id, srv.State)
+		}
+	}
 
 	for _, a := range node.ApplyStats() {
 		buckets := make(map[float64]uint64, len(cluster.ApplyBuckets))
@@ -210,4 +227,11 @@ func instanceStatus(inst *store.Instance) string {
 		return "warning"
 	}
 	return "critical"
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

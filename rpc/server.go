@@ -128,6 +128,7 @@ func New(node *cluster.Node, opts Options) *Server {
 		limiter:  newRateLimiter(opts.Limits),
 	}
 	s.remoteReadIndex = cluster.NewRounds(s.leaderReadIndex)
+	node.SetStatsFetcher(s.fetchServerStats)
 	return s
 }
 

@@ -139,6 +139,8 @@ type Member struct {
 	NodeID   string
 	RaftAddr string
 	APIAddr  string
+	// ReadReplica: joined as a non-voting read replica, never promoted.
+	ReadReplica bool
 }
 
 // ServiceSummary counts the instances of one service.

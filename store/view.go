@@ -224,7 +224,13 @@ func (v *View) Hash() (string, error) {
 		return "", err
 	}
 	for _, m := range members {
-		fmt.Fprintf(h, "%q %q %q\n", m.NodeID, m.RaftAddr, m.APIAddr)
+		if m.ReadReplica {
+			// Only when set, so the hash of a state without replicas is
+			// what it was before the field existed.
+			fmt.Fprintf(h, "%q %q %q replica\n", m.NodeID, m.RaftAddr, m.APIAddr)
+		} else {
+			fmt.Fprintf(h, "%q %q %q\n", m.NodeID, m.RaftAddr, m.APIAddr)
+		}
 	}
 	if sp := v.SelfPreservation(); !sp.IsZero() {
 		b, err := deterministic.Marshal(SelfPreservationSettingsToRecord(sp))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -83,26 +84,69 @@ as "12ms"), "self_preservation", "instances", "leases", "raft_addr",
 // membersJSON is what members prints with -o json.
 type membersJSON struct {
 	Members []memberJSON `json:"members"`
+	// AutopilotHealthy and FailureTolerance are the leader's autopilot
+	// summary, absent when no autopilot state is known.
+	AutopilotHealthy *bool `json:"autopilot_healthy,omitempty"`
+	FailureTolerance *int  `json:"failure_tolerance,omitempty"`
 }
 
 type memberJSON struct {
-	NodeID   string `json:"node_id"`
-	RaftAddr string `json:"raft_addr"`
-	APIAddr  string `json:"api_addr"`
-	Voter    bool   `json:"voter"`
-	Leader   bool   `json:"leader"`
-	Healthy  bool   `json:"healthy"`
+	NodeID      string         `json:"node_id"`
+	RaftAddr    string         `json:"raft_addr"`
+	APIAddr     string         `json:"api_addr"`
+	Voter       bool           `json:"voter"`
+	Leader      bool           `json:"leader"`
+	Healthy     bool           `json:"healthy"`
+	ReadReplica bool           `json:"read_replica"`
+	Autopilot   *autopilotJSON `json:"autopilot,omitempty"`
+}
+
+type autopilotJSON struct {
+	Healthy     bool   `json:"healthy"`
+	State       string `json:"state"`
+	StableSince string `json:"stable_since,omitempty"`
+	Failed      bool   `json:"failed"`
+	LastContact string `json:"last_contact"`
+	LastIndex   uint64 `json:"last_index"`
+	LastTerm    uint64 `json:"last_term"`
+}
+
+// role names a member's part in the cluster, autopilot's word first.
+func (m memberJSON) role() string {
+	switch {
+	case m.Leader:
+		return "leader"
+	case m.Autopilot != nil && m.Autopilot.State != "":
+		return m.Autopilot.State
+	case m.Voter:
+		return "voter"
+	case m.ReadReplica:
+		return "read-replica"
+	default:
+		return "non-voter"
+	}
 }
 
 func (a *app) membersCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "members",
 		Short: "List the nodes of the cluster",
-		Long: `members lists the nodes of the cluster: addresses, whether each votes, leads
-and is heard from by the leader.
+		Long: `members lists the nodes of the cluster as the leader sees them (a follower
+relays the call; without a leader it answers from its own view): addresses,
+role, health and, from the leader's autopilot, since when each is stable.
+
+ROLE is leader, voter, staging (joined to vote; autopilot promotes it once
+it has been healthy for the stabilization time), read-replica or non-voter.
+HEALTHY is autopilot's verdict when it runs (heard from within the
+last-contact threshold, on the leader's term, not too far behind),
+otherwise whether the leader hears from it. FAILED marks a server the
+leader has not reached for the dead-server threshold; autopilot removes it
+unless that would leave fewer voters than the minimum quorum.
 
 -o json prints {"members": [{"node_id", "raft_addr", "api_addr", "voter",
-"leader", "healthy"}]}.`,
+"leader", "healthy", "read_replica", "autopilot": {"healthy", "state",
+"stable_since", "failed", "last_contact", "last_index", "last_term"}}],
+"autopilot_healthy", "failure_tolerance"}.`,
 		Example: `  roster members -o json`,
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -113,20 +157,44 @@ and is heard from by the leader.
 				}
 				out := membersJSON{Members: []memberJSON{}}
 				for _, m := range resp.GetMembers() {
-					out.Members = append(out.Members, memberJSON{
+					mj := memberJSON{
 						NodeID: m.GetNodeId(), RaftAddr: m.GetRaftAddr(), APIAddr: m.GetApiAddr(),
-						Voter: m.GetVoter(), Leader: m.GetLeader(), Healthy: m.GetHealthy(),
-					})
+						Voter: m.GetVoter(), Leader: m.GetLeader(), Healthy: m.GetHealthy(), ReadReplica: m.GetReadReplica(),
+					}
+					if ap := m.GetAutopilot(); ap != nil {
+						mj.Autopilot = &autopilotJSON{
+							Healthy: ap.GetHealthy(), State: ap.GetState(), Failed: ap.GetFailed(),
+							LastContact: ap.GetLastContact().AsDuration().String(), LastIndex: ap.GetLastIndex(), LastTerm: ap.GetLastTerm(),
+						}
+						if ap.GetStableSince() != nil {
+							mj.Autopilot.StableSince = ap.GetStableSince().AsTime().UTC().Format(time.RFC3339)
+						}
+					}
+					out.Members = append(out.Members, mj)
+				}
+				if resp.AutopilotHealthy != nil {
+					h, ft := resp.GetAutopilotHealthy(), int(resp.GetFailureTolerance())
+					out.AutopilotHealthy, out.FailureTolerance = &h, &ft
 				}
 				if a.json() {
 					return writeJSON(a.stdout, out)
 				}
-				t := newTable(a.stdout, "NODE", "RAFT ADDR", "API ADDR", "VOTER", "LEADER", "HEALTHY")
+				t := newTable(a.stdout, "NODE", "RAFT ADDR", "API ADDR", "ROLE", "HEALTHY", "STABLE SINCE", "FAILED")
 				for _, m := range out.Members {
-					t.row(m.NodeID, orDash(m.RaftAddr), orDash(m.APIAddr),
-						strconv.FormatBool(m.Voter), strconv.FormatBool(m.Leader), strconv.FormatBool(m.Healthy))
+					stable, failed := "-", "-"
+					if ap := m.Autopilot; ap != nil {
+						stable, failed = orDash(ap.StableSince), strconv.FormatBool(ap.Failed)
+					}
+					t.row(m.NodeID, orDash(m.RaftAddr), orDash(m.APIAddr), m.role(), strconv.FormatBool(m.Healthy), stable, failed)
 				}
-				return t.flush()
+				if err := t.flush(); err != nil {
+					return err
+				}
+				if out.AutopilotHealthy != nil {
+					_, err := fmt.Fprintf(a.stdout, "autopilot: healthy=%t failure_tolerance=%d\n", *out.AutopilotHealthy, *out.FailureTolerance)
+					return err
+				}
+				return nil
 			})
 		},
 	}

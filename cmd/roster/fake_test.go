@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
@@ -169,9 +170,15 @@ func (f *fakeServer) Members(_ context.Context, req *rosterv1.MembersRequest) (*
 	if err := f.record("Members", req); err != nil {
 		return nil, err
 	}
+	healthy := true
 	return &rosterv1.MembersResponse{Members: []*rosterv1.Member{
-		{NodeId: "n1", RaftAddr: "127.0.0.1:7421", ApiAddr: "127.0.0.1:7420", Voter: true, Leader: true, Healthy: true},
-	}}, nil
+		{NodeId: "n1", RaftAddr: "127.0.0.1:7421", ApiAddr: "127.0.0.1:7420", Voter: true, Leader: true, Healthy: true,
+			Autopilot: &rosterv1.AutopilotHealth{Healthy: true, State: "leader", StableSince: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)),
+				LastContact: durationpb.New(0), LastIndex: 42, LastTerm: 3}},
+		{NodeId: "n2", RaftAddr: "127.0.0.1:7431", ApiAddr: "127.0.0.1:7430", Healthy: true,
+			Autopilot: &rosterv1.AutopilotHealth{Healthy: true, State: "staging", LastContact: durationpb.New(15 * time.Millisecond), LastIndex: 41, LastTerm: 3}},
+		{NodeId: "r1", RaftAddr: "127.0.0.1:7441", ApiAddr: "127.0.0.1:7440", ReadReplica: true},
+	}, AutopilotHealthy: &healthy, FailureTolerance: 0}, nil
 }
 
 func (f *fakeServer) RemoveNode(_ context.Context, req *rosterv1.RemoveNodeRequest) (*rosterv1.RemoveNodeResponse, error) {

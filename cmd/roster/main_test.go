@@ -126,9 +126,23 @@ func TestJSONOutput(t *testing.T) {
 		{
 			name: "members", args: []string{"members", "-o", "json"},
 			check: func(t *testing.T, out map[string]any) {
-				m := out["members"].([]any)[0].(map[string]any)
-				if got := keys(m); !slices.Equal(got, []string{"api_addr", "healthy", "leader", "node_id", "raft_addr", "voter"}) {
+				ms := out["members"].([]any)
+				m := ms[0].(map[string]any)
+				if got := keys(m); !slices.Equal(got, []string{"api_addr", "autopilot", "healthy", "leader", "node_id", "raft_addr", "read_replica", "voter"}) {
 					t.Fatalf("member keys %v", got)
+				}
+				ap := m["autopilot"].(map[string]any)
+				if got := keys(ap); !slices.Equal(got, []string{"failed", "healthy", "last_contact", "last_index", "last_term", "stable_since", "state"}) {
+					t.Fatalf("autopilot keys %v", got)
+				}
+				if ap["stable_since"] != "2026-01-02T03:04:05Z" || ap["state"] != "leader" {
+					t.Fatalf("autopilot %v", ap)
+				}
+				if r := ms[2].(map[string]any); r["read_replica"] != true {
+					t.Fatalf("r1 %v, want a read replica", r)
+				}
+				if out["autopilot_healthy"] != true || out["failure_tolerance"] != float64(0) {
+					t.Fatalf("autopilot summary %v %v", out["autopilot_healthy"], out["failure_tolerance"])
 				}
 			},
 		},
@@ -306,6 +320,13 @@ func TestTableOutput(t *testing.T) {
 		{[]string{"services"}, []string{
 			"NAMESPACE  SERVICE   INSTANCES  PASSING",
 			"default    payments  2          1",
+		}},
+		{[]string{"members"}, []string{
+			"NODE  RAFT ADDR       API ADDR        ROLE          HEALTHY  STABLE SINCE          FAILED",
+			"n1    127.0.0.1:7421  127.0.0.1:7420  leader        true     2026-01-02T03:04:05Z  false",
+			"n2    127.0.0.1:7431  127.0.0.1:7430  staging       true     -                     false",
+			"r1    127.0.0.1:7441  127.0.0.1:7440  read-replica  false    -                     -",
+			"autopilot: healthy=true failure_tolerance=0",
 		}},
 		{[]string{"maint", "payments", "p1", "on"}, []string{"drained payments/p1 at revision 9"}},
 		{[]string{"heartbeat", "payments", "p1", "--namespace", "staging"}, []string{"renewed staging/payments/p1 for 30s"}},

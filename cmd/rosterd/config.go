@@ -55,6 +55,7 @@ type flags struct {
 	tls               tlsFlags
 	acl               aclFlags
 	limits            limitFlags
+	autopilot         autopilotFlags
 	raftTimeoutScale  float64
 	raftCommitTimeout time.Duration
 	raftLogStore      string
@@ -114,6 +115,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	f.tls.register(fs)
 	f.acl.register(fs)
 	f.limits.register(fs)
+	f.autopilot.register(fs)
 }
 
 // applyEnv sets every flag not given on the command line from ROSTER_<FLAG>
@@ -219,6 +221,11 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 	cfg.SnapshotThreshold = f.snapshotThreshold
 	cfg.SnapshotInterval = f.snapshotInterval
 	cfg.TrailingLogs = f.trailingLogs
+	ap, err := f.autopilot.config()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Autopilot = ap
 	if err := f.selfPreservation(&cfg); err != nil {
 		return cfg, err
 	}

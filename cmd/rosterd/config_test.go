@@ -6,8 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/roster-registry/roster/cluster"
 )
 
 func parse(t *testing.T, args ...string) *flags {
@@ -73,5 +76,50 @@ func TestClusterStateFlags(t *testing.T) {
 				t.Fatalf("Existing=%v Bootstrap=%v, want %v %v", cfg.Existing, cfg.Bootstrap, tt.existing, tt.bootstrap)
 			}
 		})
+	}
+}
+
+// TestAutopilotAndBootstrapListenFlags: autopilot is on by default with
+// Consul's settings, off with --autopilot=false, and bad values are a
+// one-line usage error; --bootstrap-listen overrides the default window.
+func TestAutopilotAndBootstrapListenFlags(t *testing.T) {
+	dir := t.TempDir()
+	base := []string{"--node-id", "n1", "--data-dir", dir, "--bootstrap"}
+	cfg, err := parse(t, base...).clusterConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ap := cfg.Autopilot; ap == nil || !ap.CleanupDeadServers || ap.MinQuorum != 3 ||
+		ap.ServerStabilizationTime != 10*time.Second || ap.DeadServerAfter != cluster.DefaultAutopilotDeadServerAfter {
+		t.Fatalf("default autopilot %+v", cfg.Autopilot)
+	}
+	if cfg.BootstrapListen != 0 {
+		t.Fatalf("default bootstrap listen %v, want the cluster's default (0 here)", cfg.BootstrapListen)
+	}
+	cfg, err = parse(t, append(base, "--autopilot=false", "--bootstrap-listen", "5s")...).clusterConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Autopilot != nil || cfg.BootstrapListen != 5*time.Second {
+		t.Fatalf("autopilot %+v, bootstrap listen %v", cfg.Autopilot, cfg.BootstrapListen)
+	}
+	cfg, err = parse(t, append(base, "--autopilot-min-quorum", "5", "--autopilot-server-stabilization-time", "30s")...).clusterConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Autopilot.MinQuorum != 5 || cfg.Autopilot.ServerStabilizationTime != 30*time.Second {
+		t.Fatalf("autopilot %+v", cfg.Autopilot)
+	}
+	for _, bad := range [][]string{
+		{"--autopilot-dead-server-after", "0s"},
+		{"--autopilot-server-stabilization-time", "-1s"},
+		{"--autopilot-max-trailing-logs", "0"},
+		{"--bootstrap-listen", "-1s"},
+	} {
+		_, err := parse(t, append(base, bad...)...).clusterConfig()
+		var usage usageError
+		if err == nil || !errors.As(err, &usage) || !strings.Contains(err.Error(), bad[0]) {
+			t.Fatalf("%v: err = %v, want a usage error naming %s", bad, err, bad[0])
+		}
 	}
 }

@@ -127,7 +127,10 @@ type StatusResponse struct {
 	// leader_id is a time without a known leader.
 	LeaderChanges []*LeaderChange `protobuf:"bytes,24,rep,name=leader_changes,json=leaderChanges,proto3" json:"leader_changes,omitempty"`
 	// started_at is when this node's process started.
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// last_log_index: the last entry in this node's Raft log (autopilot
+	// compares it with the leader's).
+	LastLogIndex  uint64 `protobuf:"varint,26,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -337,6 +340,13 @@ func (x *StatusResponse) GetStartedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *StatusResponse) GetLastLogIndex() uint64 {
+	if x != nil {
+		return x.LastLogIndex
+	}
+	return 0
+}
+
 // LeaderChange is one change of the leader a node follows.
 type LeaderChange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -460,7 +470,13 @@ type Member struct {
 	// status is the member's own Status, with include_status.
 	Status *StatusResponse `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
 	// status_error says why status is missing, with include_status.
-	StatusError   string `protobuf:"bytes,8,opt,name=status_error,json=statusError,proto3" json:"status_error,omitempty"`
+	StatusError string `protobuf:"bytes,8,opt,name=status_error,json=statusError,proto3" json:"status_error,omitempty"`
+	// read_replica: joined with --non-voter; never promoted, never counted
+	// toward quorum.
+	ReadReplica bool `protobuf:"varint,9,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
+	// autopilot is the leader's autopilot view of the member (only the
+	// leader has one).
+	Autopilot     *AutopilotHealth `protobuf:"bytes,10,opt,name=autopilot,proto3" json:"autopilot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -551,16 +567,135 @@ func (x *Member) GetStatusError() string {
 	return ""
 }
 
-type MembersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+func (x *Member) GetReadReplica() bool {
+	if x != nil {
+		return x.ReadReplica
+	}
+	return false
+}
+
+func (x *Member) GetAutopilot() *AutopilotHealth {
+	if x != nil {
+		return x.Autopilot
+	}
+	return nil
+}
+
+// AutopilotHealth is autopilot's view of one server, on the leader.
+type AutopilotHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// healthy: alive, heard from within the last-contact threshold, on the
+	// leader's term and at most max-trailing-logs behind.
+	Healthy bool `protobuf:"varint,1,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// stable_since: when it last became healthy (or unhealthy).
+	StableSince *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=stable_since,json=stableSince,proto3" json:"stable_since,omitempty"`
+	// state: leader, voter, non-voter or staging (a non-voter autopilot
+	// will promote once it has been healthy for the stabilization time).
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// failed: down for longer than the dead-server threshold, so autopilot
+	// may remove it (never below the minimum quorum).
+	Failed        bool                 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	LastContact   *durationpb.Duration `protobuf:"bytes,5,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	LastIndex     uint64               `protobuf:"varint,6,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	LastTerm      uint64               `protobuf:"varint,7,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *AutopilotHealth) Reset() {
+	*x = AutopilotHealth{}
+	mi := &file_roster_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutopilotHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutopilotHealth) ProtoMessage() {}
+
+func (x *AutopilotHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutopilotHealth.ProtoReflect.Descriptor instead.
+func (*AutopilotHealth) Descriptor() ([]byte, []int) {
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AutopilotHealth) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *AutopilotHealth) GetStableSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StableSince
+	}
+	return nil
+}
+
+func (x *AutopilotHealth) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *AutopilotHealth) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
+func (x *AutopilotHealth) GetLastContact() *durationpb.Duration {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
+}
+
+func (x *AutopilotHealth) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *AutopilotHealth) GetLastTerm() uint64 {
+	if x != nil {
+		return x.LastTerm
+	}
+	return 0
+}
+
+type MembersResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Members []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// autopilot_healthy and failure_tolerance: the leader's autopilot summary
+	// (unset elsewhere): whether every voter is healthy, and how many voters
+	// may fail with the cluster still able to elect a leader.
+	AutopilotHealthy *bool `protobuf:"varint,2,opt,name=autopilot_healthy,json=autopilotHealthy,proto3,oneof" json:"autopilot_healthy,omitempty"`
+	FailureTolerance int32 `protobuf:"varint,3,opt,name=failure_tolerance,json=failureTolerance,proto3" json:"failure_tolerance,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[5]
+	mi := &file_roster_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +707,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[5]
+	mi := &file_roster_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +720,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -593,6 +728,20 @@ func (x *MembersResponse) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *MembersResponse) GetAutopilotHealthy() bool {
+	if x != nil && x.AutopilotHealthy != nil {
+		return *x.AutopilotHealthy
+	}
+	return false
+}
+
+func (x *MembersResponse) GetFailureTolerance() int32 {
+	if x != nil {
+		return x.FailureTolerance
+	}
+	return 0
 }
 
 type JoinRequest struct {
@@ -612,7 +761,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[6]
+	mi := &file_roster_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +773,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[6]
+	mi := &file_roster_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +786,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -683,7 +832,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[7]
+	mi := &file_roster_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +844,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[7]
+	mi := &file_roster_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +857,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 type RemoveNodeRequest struct {
@@ -720,7 +869,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[8]
+	mi := &file_roster_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +881,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[8]
+	mi := &file_roster_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +894,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -763,7 +912,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[9]
+	mi := &file_roster_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +924,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[9]
+	mi := &file_roster_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +937,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 type TransferLeadershipRequest struct {
@@ -801,7 +950,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[10]
+	mi := &file_roster_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +962,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[10]
+	mi := &file_roster_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +975,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -845,7 +994,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[11]
+	mi := &file_roster_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1006,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[11]
+	mi := &file_roster_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1019,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -888,7 +1037,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[12]
+	mi := &file_roster_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1049,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[12]
+	mi := &file_roster_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1062,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 type ReadIndexResponse struct {
@@ -929,7 +1078,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[13]
+	mi := &file_roster_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1090,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[13]
+	mi := &file_roster_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1103,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadIndexResponse) GetReadIndex() uint64 {
@@ -996,7 +1145,7 @@ type SetSelfPreservationRequest struct {
 
 func (x *SetSelfPreservationRequest) Reset() {
 	*x = SetSelfPreservationRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[14]
+	mi := &file_roster_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1157,7 @@ func (x *SetSelfPreservationRequest) String() string {
 func (*SetSelfPreservationRequest) ProtoMessage() {}
 
 func (x *SetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[14]
+	mi := &file_roster_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1170,7 @@ func (x *SetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*SetSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetSelfPreservationRequest) GetThreshold() float64 {
@@ -1073,7 +1222,7 @@ type SetSelfPreservationResponse struct {
 
 func (x *SetSelfPreservationResponse) Reset() {
 	*x = SetSelfPreservationResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[15]
+	mi := &file_roster_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1234,7 @@ func (x *SetSelfPreservationResponse) String() string {
 func (*SetSelfPreservationResponse) ProtoMessage() {}
 
 func (x *SetSelfPreservationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[15]
+	mi := &file_roster_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1247,7 @@ func (x *SetSelfPreservationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSelfPreservationResponse.ProtoReflect.Descriptor instead.
 func (*SetSelfPreservationResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetSelfPreservationResponse) GetThreshold() float64 {
@@ -1144,7 +1293,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[16]
+	mi := &file_roster_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1305,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[16]
+	mi := &file_roster_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1318,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 type SnapshotSaveResponse struct {
@@ -1190,7 +1339,7 @@ type SnapshotSaveResponse struct {
 
 func (x *SnapshotSaveResponse) Reset() {
 	*x = SnapshotSaveResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[17]
+	mi := &file_roster_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1351,7 @@ func (x *SnapshotSaveResponse) String() string {
 func (*SnapshotSaveResponse) ProtoMessage() {}
 
 func (x *SnapshotSaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[17]
+	mi := &file_roster_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1364,7 @@ func (x *SnapshotSaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotSaveResponse) GetRevision() uint64 {
@@ -1270,7 +1419,7 @@ type SnapshotRestoreRequest struct {
 
 func (x *SnapshotRestoreRequest) Reset() {
 	*x = SnapshotRestoreRequest{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[18]
+	mi := &file_roster_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1431,7 @@ func (x *SnapshotRestoreRequest) String() string {
 func (*SnapshotRestoreRequest) ProtoMessage() {}
 
 func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[18]
+	mi := &file_roster_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1444,7 @@ func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotRestoreRequest) GetData() []byte {
@@ -1319,7 +1468,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_roster_v1_cluster_proto_msgTypes[19]
+	mi := &file_roster_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1480,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_cluster_proto_msgTypes[19]
+	mi := &file_roster_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1493,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_roster_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotRestoreResponse) GetRevision() uint64 {
@@ -1382,7 +1531,7 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18roster/v1/registry.proto\"^\n" +
 	"\rStatusRequest\x12!\n" +
 	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\x12*\n" +
-	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\x86\n" +
+	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\xac\n" +
 	"\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
@@ -1413,7 +1562,8 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x18self_preservation_window\x18\x17 \x01(\v2\x19.google.protobuf.DurationR\x16selfPreservationWindow\x12>\n" +
 	"\x0eleader_changes\x18\x18 \x03(\v2\x17.roster.v1.LeaderChangeR\rleaderChanges\x129\n" +
 	"\n" +
-	"started_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x1aS\n" +
+	"started_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12$\n" +
+	"\x0elast_log_index\x18\x1a \x01(\x04R\flastLogIndex\x1aS\n" +
 	"%SelfPreservationServiceMinLeasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"k\n" +
@@ -1422,7 +1572,7 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12*\n" +
 	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"7\n" +
 	"\x0eMembersRequest\x12%\n" +
-	"\x0einclude_status\x18\x01 \x01(\bR\rincludeStatus\"\xf7\x01\n" +
+	"\x0einclude_status\x18\x01 \x01(\bR\rincludeStatus\"\xd4\x02\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
@@ -1431,9 +1581,24 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x06leader\x18\x05 \x01(\bR\x06leader\x12\x18\n" +
 	"\ahealthy\x18\x06 \x01(\bR\ahealthy\x121\n" +
 	"\x06status\x18\a \x01(\v2\x19.roster.v1.StatusResponseR\x06status\x12!\n" +
-	"\fstatus_error\x18\b \x01(\tR\vstatusError\">\n" +
+	"\fstatus_error\x18\b \x01(\tR\vstatusError\x12!\n" +
+	"\fread_replica\x18\t \x01(\bR\vreadReplica\x128\n" +
+	"\tautopilot\x18\n" +
+	" \x01(\v2\x1a.roster.v1.AutopilotHealthR\tautopilot\"\x92\x02\n" +
+	"\x0fAutopilotHealth\x12\x18\n" +
+	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12=\n" +
+	"\fstable_since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vstableSince\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
+	"\x06failed\x18\x04 \x01(\bR\x06failed\x12<\n" +
+	"\flast_contact\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vlastContact\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x06 \x01(\x04R\tlastIndex\x12\x1b\n" +
+	"\tlast_term\x18\a \x01(\x04R\blastTerm\"\xb3\x01\n" +
 	"\x0fMembersResponse\x12+\n" +
-	"\amembers\x18\x01 \x03(\v2\x11.roster.v1.MemberR\amembers\"\x9c\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.roster.v1.MemberR\amembers\x120\n" +
+	"\x11autopilot_healthy\x18\x02 \x01(\bH\x00R\x10autopilotHealthy\x88\x01\x01\x12+\n" +
+	"\x11failure_tolerance\x18\x03 \x01(\x05R\x10failureToleranceB\x14\n" +
+	"\x12_autopilot_healthy\"\x9c\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
@@ -1517,74 +1682,78 @@ func file_roster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_roster_v1_cluster_proto_rawDescData
 }
 
-var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_roster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_roster_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),               // 0: roster.v1.StatusRequest
 	(*StatusResponse)(nil),              // 1: roster.v1.StatusResponse
 	(*LeaderChange)(nil),                // 2: roster.v1.LeaderChange
 	(*MembersRequest)(nil),              // 3: roster.v1.MembersRequest
 	(*Member)(nil),                      // 4: roster.v1.Member
-	(*MembersResponse)(nil),             // 5: roster.v1.MembersResponse
-	(*JoinRequest)(nil),                 // 6: roster.v1.JoinRequest
-	(*JoinResponse)(nil),                // 7: roster.v1.JoinResponse
-	(*RemoveNodeRequest)(nil),           // 8: roster.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),          // 9: roster.v1.RemoveNodeResponse
-	(*TransferLeadershipRequest)(nil),   // 10: roster.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),  // 11: roster.v1.TransferLeadershipResponse
-	(*ReadIndexRequest)(nil),            // 12: roster.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),           // 13: roster.v1.ReadIndexResponse
-	(*SetSelfPreservationRequest)(nil),  // 14: roster.v1.SetSelfPreservationRequest
-	(*SetSelfPreservationResponse)(nil), // 15: roster.v1.SetSelfPreservationResponse
-	(*SnapshotSaveRequest)(nil),         // 16: roster.v1.SnapshotSaveRequest
-	(*SnapshotSaveResponse)(nil),        // 17: roster.v1.SnapshotSaveResponse
-	(*SnapshotRestoreRequest)(nil),      // 18: roster.v1.SnapshotRestoreRequest
-	(*SnapshotRestoreResponse)(nil),     // 19: roster.v1.SnapshotRestoreResponse
-	nil,                                 // 20: roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
-	nil,                                 // 21: roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
-	nil,                                 // 22: roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
-	(*ReadOptions)(nil),                 // 23: roster.v1.ReadOptions
-	(*durationpb.Duration)(nil),         // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
+	(*AutopilotHealth)(nil),             // 5: roster.v1.AutopilotHealth
+	(*MembersResponse)(nil),             // 6: roster.v1.MembersResponse
+	(*JoinRequest)(nil),                 // 7: roster.v1.JoinRequest
+	(*JoinResponse)(nil),                // 8: roster.v1.JoinResponse
+	(*RemoveNodeRequest)(nil),           // 9: roster.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),          // 10: roster.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),   // 11: roster.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),  // 12: roster.v1.TransferLeadershipResponse
+	(*ReadIndexRequest)(nil),            // 13: roster.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),           // 14: roster.v1.ReadIndexResponse
+	(*SetSelfPreservationRequest)(nil),  // 15: roster.v1.SetSelfPreservationRequest
+	(*SetSelfPreservationResponse)(nil), // 16: roster.v1.SetSelfPreservationResponse
+	(*SnapshotSaveRequest)(nil),         // 17: roster.v1.SnapshotSaveRequest
+	(*SnapshotSaveResponse)(nil),        // 18: roster.v1.SnapshotSaveResponse
+	(*SnapshotRestoreRequest)(nil),      // 19: roster.v1.SnapshotRestoreRequest
+	(*SnapshotRestoreResponse)(nil),     // 20: roster.v1.SnapshotRestoreResponse
+	nil,                                 // 21: roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
+	nil,                                 // 22: roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
+	nil,                                 // 23: roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
+	(*ReadOptions)(nil),                 // 24: roster.v1.ReadOptions
+	(*durationpb.Duration)(nil),         // 25: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 26: google.protobuf.Timestamp
 }
 var file_roster_v1_cluster_proto_depIdxs = []int32{
-	23, // 0: roster.v1.StatusRequest.read:type_name -> roster.v1.ReadOptions
-	24, // 1: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	24, // 2: roster.v1.StatusResponse.self_preservation_max_hold:type_name -> google.protobuf.Duration
-	20, // 3: roster.v1.StatusResponse.self_preservation_service_min_leases:type_name -> roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
-	24, // 4: roster.v1.StatusResponse.self_preservation_window:type_name -> google.protobuf.Duration
+	24, // 0: roster.v1.StatusRequest.read:type_name -> roster.v1.ReadOptions
+	25, // 1: roster.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	25, // 2: roster.v1.StatusResponse.self_preservation_max_hold:type_name -> google.protobuf.Duration
+	21, // 3: roster.v1.StatusResponse.self_preservation_service_min_leases:type_name -> roster.v1.StatusResponse.SelfPreservationServiceMinLeasesEntry
+	25, // 4: roster.v1.StatusResponse.self_preservation_window:type_name -> google.protobuf.Duration
 	2,  // 5: roster.v1.StatusResponse.leader_changes:type_name -> roster.v1.LeaderChange
-	25, // 6: roster.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	25, // 7: roster.v1.LeaderChange.at:type_name -> google.protobuf.Timestamp
+	26, // 6: roster.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	26, // 7: roster.v1.LeaderChange.at:type_name -> google.protobuf.Timestamp
 	1,  // 8: roster.v1.Member.status:type_name -> roster.v1.StatusResponse
-	4,  // 9: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
-	24, // 10: roster.v1.SetSelfPreservationRequest.max_hold:type_name -> google.protobuf.Duration
-	21, // 11: roster.v1.SetSelfPreservationRequest.service_min_leases:type_name -> roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
-	24, // 12: roster.v1.SetSelfPreservationResponse.max_hold:type_name -> google.protobuf.Duration
-	22, // 13: roster.v1.SetSelfPreservationResponse.service_min_leases:type_name -> roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
-	24, // 14: roster.v1.SetSelfPreservationResponse.window:type_name -> google.protobuf.Duration
-	0,  // 15: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
-	3,  // 16: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
-	6,  // 17: roster.v1.Cluster.Join:input_type -> roster.v1.JoinRequest
-	8,  // 18: roster.v1.Cluster.RemoveNode:input_type -> roster.v1.RemoveNodeRequest
-	10, // 19: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
-	12, // 20: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
-	14, // 21: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
-	16, // 22: roster.v1.Cluster.SnapshotSave:input_type -> roster.v1.SnapshotSaveRequest
-	18, // 23: roster.v1.Cluster.SnapshotRestore:input_type -> roster.v1.SnapshotRestoreRequest
-	1,  // 24: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
-	5,  // 25: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
-	7,  // 26: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
-	9,  // 27: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
-	11, // 28: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
-	13, // 29: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
-	15, // 30: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
-	17, // 31: roster.v1.Cluster.SnapshotSave:output_type -> roster.v1.SnapshotSaveResponse
-	19, // 32: roster.v1.Cluster.SnapshotRestore:output_type -> roster.v1.SnapshotRestoreResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	5,  // 9: roster.v1.Member.autopilot:type_name -> roster.v1.AutopilotHealth
+	26, // 10: roster.v1.AutopilotHealth.stable_since:type_name -> google.protobuf.Timestamp
+	25, // 11: roster.v1.AutopilotHealth.last_contact:type_name -> google.protobuf.Duration
+	4,  // 12: roster.v1.MembersResponse.members:type_name -> roster.v1.Member
+	25, // 13: roster.v1.SetSelfPreservationRequest.max_hold:type_name -> google.protobuf.Duration
+	22, // 14: roster.v1.SetSelfPreservationRequest.service_min_leases:type_name -> roster.v1.SetSelfPreservationRequest.ServiceMinLeasesEntry
+	25, // 15: roster.v1.SetSelfPreservationResponse.max_hold:type_name -> google.protobuf.Duration
+	23, // 16: roster.v1.SetSelfPreservationResponse.service_min_leases:type_name -> roster.v1.SetSelfPreservationResponse.ServiceMinLeasesEntry
+	25, // 17: roster.v1.SetSelfPreservationResponse.window:type_name -> google.protobuf.Duration
+	0,  // 18: roster.v1.Cluster.Status:input_type -> roster.v1.StatusRequest
+	3,  // 19: roster.v1.Cluster.Members:input_type -> roster.v1.MembersRequest
+	7,  // 20: roster.v1.Cluster.Join:input_type -> roster.v1.JoinRequest
+	9,  // 21: roster.v1.Cluster.RemoveNode:input_type -> roster.v1.RemoveNodeRequest
+	11, // 22: roster.v1.Cluster.TransferLeadership:input_type -> roster.v1.TransferLeadershipRequest
+	13, // 23: roster.v1.Cluster.ReadIndex:input_type -> roster.v1.ReadIndexRequest
+	15, // 24: roster.v1.Cluster.SetSelfPreservation:input_type -> roster.v1.SetSelfPreservationRequest
+	17, // 25: roster.v1.Cluster.SnapshotSave:input_type -> roster.v1.SnapshotSaveRequest
+	19, // 26: roster.v1.Cluster.SnapshotRestore:input_type -> roster.v1.SnapshotRestoreRequest
+	1,  // 27: roster.v1.Cluster.Status:output_type -> roster.v1.StatusResponse
+	6,  // 28: roster.v1.Cluster.Members:output_type -> roster.v1.MembersResponse
+	8,  // 29: roster.v1.Cluster.Join:output_type -> roster.v1.JoinResponse
+	10, // 30: roster.v1.Cluster.RemoveNode:output_type -> roster.v1.RemoveNodeResponse
+	12, // 31: roster.v1.Cluster.TransferLeadership:output_type -> roster.v1.TransferLeadershipResponse
+	14, // 32: roster.v1.Cluster.ReadIndex:output_type -> roster.v1.ReadIndexResponse
+	16, // 33: roster.v1.Cluster.SetSelfPreservation:output_type -> roster.v1.SetSelfPreservationResponse
+	18, // 34: roster.v1.Cluster.SnapshotSave:output_type -> roster.v1.SnapshotSaveResponse
+	20, // 35: roster.v1.Cluster.SnapshotRestore:output_type -> roster.v1.SnapshotRestoreResponse
+	27, // [27:36] is the sub-list for method output_type
+	18, // [18:27] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_roster_v1_cluster_proto_init() }
@@ -1593,14 +1762,15 @@ func file_roster_v1_cluster_proto_init() {
 		return
 	}
 	file_roster_v1_registry_proto_init()
-	file_roster_v1_cluster_proto_msgTypes[14].OneofWrappers = []any{}
+	file_roster_v1_cluster_proto_msgTypes[6].OneofWrappers = []any{}
+	file_roster_v1_cluster_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_cluster_proto_rawDesc), len(file_roster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
