@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	autopilot "github.com/hashicorp/raft-autopilot"
 	"github.com/hashicorp/raft"
+	autopilot "github.com/hashicorp/raft-autopilot"
 )
 
 // TestPromotionsNeedStabilityAndVoterIntent: only a non-voter that joined
