@@ -80,7 +80,8 @@ successful calls; errors are counted by code.
              (--conns connections to each) and one writer to the leader;
              each write is awaited by every watcher. Reports delivery latency
              from the write's acknowledgement to each watcher, and to the last
-             watcher of each write, and the layout: voters, read replicas and
+             watcher of each write (also timed from the write's sending, which
+             counts a slow acknowledgement), and the layout: voters, replicas and
              the watchers on each node. --watch-on: replicas (the non-voting
              members), all, voters, leader or followers (voters other than
              the leader); by default replicas when the cluster has any, else

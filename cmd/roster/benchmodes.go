@@ -333,6 +333,11 @@ type watchResult struct {
 	// LastWatcherMS: from a write's acknowledgement to its arrival at the
 	// last of the watchers, over every write.
 	LastWatcherMS map[string]float64 `json:"last_watcher_ms"`
+	// LastFromSendMS: from the sending of a write to its arrival at the
+	// last of the watchers, over every write. It holds the write's own
+	// latency too, so it compares layouts fairly when the watchers a node
+	// serves slow the acknowledgements it gives.
+	LastFromSendMS map[string]float64 `json:"last_watcher_from_send_ms"`
 	// WriteMS: the writes' own latency.
 	WriteMS        map[string]float64 `json:"write_latency_ms"`
 	WatchersFailed int64              `json:"watchers_failed"`
@@ -459,13 +464,13 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 			}
 		}
 	}
-	write := func(n int) (uint64, time.Duration, error) {
+	write := func(n int) (uint64, time.Time, error) {
 		cctx, cancel := context.WithTimeout(ctx, a.timeout)
 		defer cancel()
 		t0 := time.Now()
 		resp, err := stub.Register(cctx, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{
 			Service: o.service, Id: fmt.Sprintf("bench-%d", n%o.keys), Address: "10.0.0.1", Port: uint32(n%65535 + 1)}})
-		return resp.GetRevision(), time.Since(t0), err
+		return resp.GetRevision(), t0, err
 	}
 	// A first write, awaited by every watcher, proves every stream is live.
 	fmt.Fprintf(a.stderr, "bench: %d watchers on the %s: %s; writer %s\n", o.watchers, placement, describeLayout(layout), writer.addr)
@@ -485,6 +490,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	var (
 		done, failed atomic.Int64
 		acks         = map[uint64]time.Time{}
+		sent         = map[uint64]time.Time{}
 		writeLat     []time.Duration
 		firstErr     string
 	)
@@ -492,8 +498,9 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	stop := make(chan struct{})
 	go a.benchProgress(start, "writes", &done, &failed, stop)
 	for n := 1; !runOver(start, o, done.Load()+failed.Load()) && ctx.Err() == nil; n++ {
-		rev, d, err := write(n)
+		rev, t0, err := write(n)
 		ack := time.Now()
+		d := ack.Sub(t0)
 		if err != nil {
 			failed.Add(1)
 			if firstErr == "" {
@@ -502,6 +509,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 			continue
 		}
 		acks[rev] = ack
+		sent[rev] = t0
 		writeLat = append(writeLat, d)
 		if !waitAll(rev) {
 			failed.Add(1)
@@ -520,6 +528,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	var deliveries, beforeAck int64
 	var each []time.Duration
 	last := map[uint64]time.Duration{}
+	lastFromSend := map[uint64]time.Duration{}
 	for _, w := range watchers {
 		for _, g := range w.got {
 			ack, ok := acks[g.rev]
@@ -534,12 +543,17 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 			}
 			each = append(each, d)
 			last[g.rev] = max(last[g.rev], d)
+			lastFromSend[g.rev] = max(lastFromSend[g.rev], g.at.Sub(sent[g.rev]))
 		}
 	}
-	var lasts []time.Duration
+	var lasts, fromSend []time.Duration
 	for _, d := range last {
 		lasts = append(lasts, d)
 	}
+	for _, d := range lastFromSend {
+		fromSend = append(fromSend, d)
+	}
+	slices.Sort(fromSend)
 	slices.Sort(each)
 	slices.Sort(lasts)
 	slices.Sort(writeLat)
@@ -548,7 +562,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 		Watchers: o.watchers, Conns: o.conns, Writer: writer.addr,
 		Ops: done.Load(), Errors: failed.Load(), DurationS: elapsed.Seconds(),
 		OpsPerS: float64(done.Load()) / elapsed.Seconds(), Deliveries: deliveries, BeforeAck: beforeAck,
-		LatencyMS: latencyMS(each), LastWatcherMS: latencyMS(lasts), WriteMS: latencyMS(writeLat),
+		LatencyMS: latencyMS(each), LastWatcherMS: latencyMS(lasts), LastFromSendMS: latencyMS(fromSend), WriteMS: latencyMS(writeLat),
 		WatchersFailed: watchersFailed.Load(), FirstError: firstErr,
 	}
 	if e, ok := watchErr.Load().(string); ok && res.FirstError == "" {
@@ -557,9 +571,10 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	if a.json() {
 		return writeJSON(a.stdout, res)
 	}
-	t := newTable(a.stdout, "OP", "VOTERS", "REPLICAS", "WATCHERS", "ON", "WRITES", "ERRORS", "WRITES/S", "DELIVERY P50", "P99", "LAST WATCHER P50", "P99", "WRITE P50")
+	t := newTable(a.stdout, "OP", "VOTERS", "REPLICAS", "WATCHERS", "ON", "WRITES", "ERRORS", "WRITES/S", "DELIVERY P50", "P99", "LAST WATCHER P50", "P99", "SEND TO LAST P50", "P99", "WRITE P50")
 	t.row("watch", fmt.Sprint(res.Voters), fmt.Sprint(res.Replicas), fmt.Sprint(o.watchers), placement, fmt.Sprint(res.Ops), fmt.Sprint(res.Errors), fmt.Sprintf("%.0f", res.OpsPerS),
-		ms(res.LatencyMS["p50"]), ms(res.LatencyMS["p99"]), ms(res.LastWatcherMS["p50"]), ms(res.LastWatcherMS["p99"]), ms(res.WriteMS["p50"]))
+		ms(res.LatencyMS["p50"]), ms(res.LatencyMS["p99"]), ms(res.LastWatcherMS["p50"]), ms(res.LastWatcherMS["p99"]),
+		ms(res.LastFromSendMS["p50"]), ms(res.LastFromSendMS["p99"]), ms(res.WriteMS["p50"]))
 	if err := t.flush(); err != nil {
 		return err
 	}
