@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/signal"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,6 +39,7 @@ type benchOptions struct {
 	instances    int
 	streams      int
 	local        bool
+	replicas     int
 	pids         []int
 }
 
@@ -72,11 +76,17 @@ successful calls; errors are counted by code.
   get        reads --service at --consistency (registers --keys instances first)
   heartbeat  renews TTL leases of --keys instances (registered first with --ttl);
              heartbeats never write to Raft
-  watch      --watchers streams over every --addr (--conns connections each;
-             --watch-on all, leader or followers) and one writer to the leader;
+  watch      --watchers streams spread evenly over the nodes --watch-on names
+             (--conns connections to each) and one writer to the leader;
              each write is awaited by every watcher. Reports delivery latency
              from the write's acknowledgement to each watcher, and to the last
-             watcher of each write
+             watcher of each write (also timed from the write's sending, which
+             counts a slow acknowledgement), and the layout: voters, replicas and
+             the watchers on each node. --watch-on: replicas (the non-voting
+             members), all, voters, leader or followers (voters other than
+             the leader); by default replicas when the cluster has any, else
+             all. With --local, --replicas N starts N read replicas
+             (rosterd --join --non-voter) beside the 3 voters
   failover   starts its own local cluster of --rosterd processes, then
              --rounds times: kill -9 the leader, time until the next write
              succeeds (writes go to the survivors), restart the killed node
@@ -91,9 +101,14 @@ successful calls; errors are counted by code.
              delta) and the leader's CPU (with --local or --pids)
 
 Calls go straight to the given nodes (a follower forwards writes to the
-leader) without client-side retries, so every call is measured as sent.`,
+leader) without client-side retries, so every call is measured as sent.
+
+A local cluster's rosterd processes are killed when the run ends, fails or
+is interrupted (Ctrl-C, SIGTERM), and on Linux also when roster itself is
+killed.`,
 		Example: `  roster --addr 127.0.0.1:7420,127.0.0.1:7430,127.0.0.1:7440 bench register --clients 256 --duration 20s
-  roster bench get --consistency stale --clients 64 -o json`,
+  roster bench get --consistency stale --clients 64 -o json
+  roster bench watch --local --replicas 2 --watchers 20000 --conns 16 --count 300`,
 		Args: exactArgs("register|get|heartbeat|watch|failover|memory|keepalive"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch args[0] {
@@ -120,30 +135,38 @@ leader) without client-side retries, so every call is measured as sent.`,
 			if err := o.checkModes(args[0]); err != nil {
 				return err
 			}
+			ctx := cmd.Context()
+			if o.local || args[0] == "failover" {
+				// An interrupt ends the run through its deferred stops, so
+				// no node it started outlives it.
+				var stop context.CancelFunc
+				ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+				defer stop()
+			}
 			switch args[0] {
 			case "watch":
-				return a.benchWatch(cmd.Context(), o)
+				return a.benchWatch(ctx, o)
 			case "failover":
-				return a.benchFailover(cmd.Context(), o)
+				return a.benchFailover(ctx, o)
 			case "memory":
-				return a.benchMemory(cmd.Context(), o)
+				return a.benchMemory(ctx, o)
 			case "keepalive":
-				return a.benchKeepAlive(cmd.Context(), o)
+				return a.benchKeepAlive(ctx, o)
 			}
 			if o.local {
 				// A local cluster of its own: the calls go to its leader.
-				target, err := a.benchTarget(cmd.Context(), o, nil)
+				target, err := a.benchTarget(ctx, o, nil)
 				if err != nil {
 					return err
 				}
 				defer target.close()
-				leader, _ := findLeader(cmd.Context(), target.nodes)
+				leader, _ := findLeader(ctx, target.nodes)
 				if leader == nil {
 					return fmt.Errorf("the local cluster has no leader")
 				}
 				a.addrs = []string{leader.addr}
 			}
-			return a.bench(cmd.Context(), args[0], o, cons)
+			return a.bench(ctx, args[0], o, cons)
 		},
 	}
 	f := cmd.Flags()
@@ -156,13 +179,14 @@ leader) without client-side retries, so every call is measured as sent.`,
 	f.StringVar(&o.consistency, "consistency", "linearizable", "for get: linearizable or stale")
 	f.DurationVar(&o.ttl, "ttl", 30*time.Second, "for heartbeat and keepalive: the instances' TTL")
 	f.IntVar(&o.watchers, "watchers", 100, "for watch: watch streams")
-	f.StringVar(&o.watchOn, "watch-on", "all", "for watch: which nodes serve the watchers: all, leader or followers")
+	f.StringVar(&o.watchOn, "watch-on", "", "for watch: which nodes serve the watchers: replicas, all, voters, leader or followers (default: replicas when the cluster has read replicas, else all)")
 	f.StringVar(&o.rosterd, "rosterd", "", "for a local cluster: the rosterd binary (default: beside roster, else bin/rosterd, else on PATH)")
 	f.StringArrayVar(&o.rosterdFlags, "rosterd-flag", nil, "for a local cluster: an extra rosterd flag for every node, e.g. --rosterd-flag=--raft-timeout-scale=2 (repeatable)")
 	f.IntVar(&o.rounds, "rounds", 5, "for failover: how many leaders to kill")
 	f.IntVar(&o.instances, "instances", 10000, "for memory and keepalive: instances to register")
 	f.IntVar(&o.streams, "streams", 16, "for keepalive: KeepAlive streams, spread over every --addr")
 	f.BoolVar(&o.local, "local", false, "start a local 3-node cluster of --rosterd processes instead of using --addr (register, get and heartbeat then call its leader)")
+	f.IntVar(&o.replicas, "replicas", 0, "for watch with --local: also start this many non-voting read replicas (rosterd --join --non-voter); the watchers go to them unless --watch-on says otherwise")
 	f.IntSliceVar(&o.pids, "pids", nil, "for memory and keepalive without --local: the process ids of the --addr nodes on this machine, in the same order")
 	return cmd
 }

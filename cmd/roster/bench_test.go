@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
@@ -54,6 +57,11 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 		{"bench", "get", "--consistency", "eventual"},
 		{"bench", "watch", "--watchers", "0"},
 		{"bench", "watch", "--watch-on", "nobody"},
+		{"bench", "watch", "--replicas", "2"},
+		{"bench", "watch", "--local", "--replicas", "-1"},
+		{"bench", "watch", "--local", "--replicas", "17"},
+		{"bench", "register", "--local", "--replicas", "2"},
+		{"bench", "watch", "--local", "--watch-on", "replicas"},
 		{"bench", "failover", "--rounds", "0"},
 		{"bench", "memory"},
 		{"bench", "memory", "--local", "--pids", "1"},
@@ -67,5 +75,95 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 	}
 	if f.total() != 0 {
 		t.Fatalf("a usage error sent %d calls", f.total())
+	}
+}
+
+func TestWatchPlacementDefaultsToReplicas(t *testing.T) {
+	for _, c := range []struct {
+		flag     string
+		replicas int
+		want     string
+	}{
+		{"", 0, "all"},
+		{"", 2, "replicas"},
+		{"all", 2, "all"},
+		{"voters", 2, "voters"},
+		{"leader", 0, "leader"},
+	} {
+		if got := watchPlacement(c.flag, c.replicas); got != c.want {
+			t.Errorf("watchPlacement(%q, %d) = %q, want %q", c.flag, c.replicas, got, c.want)
+		}
+	}
+}
+
+func TestWatchNodesAndLayout(t *testing.T) {
+	n1, n2, n3 := &benchNode{addr: "n1"}, &benchNode{addr: "n2"}, &benchNode{addr: "n3"}
+	r1, r2 := &benchNode{addr: "r1", replica: true}, &benchNode{addr: "r2", replica: true}
+	nodes := []*benchNode{n1, n2, n3, r1, r2}
+	leader := n2
+	addrs := func(ns []*benchNode) string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.addr)
+		}
+		return strings.Join(out, ",")
+	}
+	for placement, want := range map[string]string{
+		"all":       "n1,n2,n3,r1,r2",
+		"voters":    "n1,n2,n3",
+		"leader":    "n2",
+		"followers": "n1,n3",
+		"replicas":  "r1,r2",
+	} {
+		if got := addrs(watchNodes(nodes, leader, placement)); got != want {
+			t.Errorf("watchNodes %s = %s, want %s", placement, got, want)
+		}
+	}
+	if got := addrs(watchNodes(nodes[:3], leader, "replicas")); got != "" {
+		t.Errorf("replicas of a cluster without any = %q", got)
+	}
+
+	layout := func(on []*benchNode, watchers, conns int) string {
+		var out []string
+		for _, l := range watchLayout(nodes, on, leader, watchers, conns) {
+			out = append(out, fmt.Sprintf("%s:%s:%d", l.Addr, l.Role, l.Watchers))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, c := range []struct {
+		on              []*benchNode
+		watchers, conns int
+		want            string
+	}{
+		{[]*benchNode{r1, r2}, 20000, 16, "n1:follower:0 n2:leader:0 n3:follower:0 r1:replica:10000 r2:replica:10000"},
+		{[]*benchNode{n1, n2, n3}, 10000, 16, "n1:follower:3334 n2:leader:3333 n3:follower:3333 r1:replica:0 r2:replica:0"},
+		// Watcher i goes to connection i mod 6, connection j to node j mod 3.
+		{[]*benchNode{n1, n2, n3}, 10, 2, "n1:follower:4 n2:leader:3 n3:follower:3 r1:replica:0 r2:replica:0"},
+		// Fewer watchers than connections.
+		{[]*benchNode{r1, r2}, 3, 4, "n1:follower:0 n2:leader:0 n3:follower:0 r1:replica:2 r2:replica:1"},
+	} {
+		if got := layout(c.on, c.watchers, c.conns); got != c.want {
+			t.Errorf("layout of %d watchers, %d conns:\n got %s\nwant %s", c.watchers, c.conns, got, c.want)
+		}
+	}
+}
+
+func TestMarkReplicasAsksTheMembers(t *testing.T) {
+	voter, replica := startFake(t), startFake(t)
+	members := []*rosterv1.Member{
+		{NodeId: "n1", ApiAddr: voter.addr, Voter: true, Leader: true},
+		{NodeId: "r1", ApiAddr: replica.addr, Voter: false},
+	}
+	voter.nodeID, voter.members = "n1", members
+	replica.nodeID, replica.members = "r1", members
+	nodes, closeAll, err := dialNodes([]string{voter.addr, replica.addr}, 1, nil,
+		[]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	markReplicas(testContext(t), nodes)
+	if nodes[0].replica || !nodes[1].replica {
+		t.Fatalf("replica marks %v %v, want false true", nodes[0].replica, nodes[1].replica)
 	}
 }

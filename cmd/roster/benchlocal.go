@@ -30,6 +30,8 @@ type localNode struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	conn    *grpc.ClientConn
+	// replica: a non-voting read replica (rosterd --join --non-voter).
+	replica bool
 }
 
 // localCluster is a 3-node (or n-node) cluster of real rosterd processes
@@ -139,6 +141,10 @@ func (nd *localNode) start(rosterd string) error {
 	nd.cmd = exec.Command(rosterd, nd.args...)
 	nd.cmd.Stdout, nd.cmd.Stderr = logf, logf
 	nd.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group keeps a terminal's Ctrl-C from reaching it
+	// before the benchmark has stopped it; where the system allows, it is
+	// also killed when the benchmark dies without stopping it.
+	killWithParent(nd.cmd.SysProcAttr)
 	if err := nd.cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start %s: %w", rosterd, err)
@@ -151,6 +157,95 @@ func (nd *localNode) start(rosterd string) error {
 		close(exited)
 	}()
 	return nil
+}
+
+// addReplicas starts n non-voting read replicas (rosterd --join
+// --non-voter through every voter) with the extra flags, and waits until
+// each is a member, names the leader and has applied what the leader had
+// committed when they joined.
+func (c *localCluster) addReplicas(ctx context.Context, n int, extra []string) error {
+	if n == 0 {
+		return nil
+	}
+	join := strings.Join(c.addrs(), ",")
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return err
+	}
+	var added []*localNode
+	for i := range n {
+		nd := &localNode{
+			id:      fmt.Sprintf("r%d", i+1),
+			grpc:    fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
+			raft:    fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
+			dataDir: filepath.Join(c.base, fmt.Sprintf("r%d", i+1)),
+			replica: true,
+		}
+		nd.logPath = nd.dataDir + ".log"
+		nd.args = append([]string{"--node-id", nd.id, "--data-dir", nd.dataDir, "--grpc-addr", nd.grpc,
+			"--raft-addr", nd.raft, "--join", join, "--non-voter"}, extra...)
+		// In c.nodes before it starts, so stop kills it whatever happens next.
+		c.nodes = append(c.nodes, nd)
+		added = append(added, nd)
+		if err := nd.start(c.rosterd); err != nil {
+			return err
+		}
+		if nd.conn, err = grpc.NewClient(nd.grpc, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if c.replicasReady(ctx, added) {
+			return nil
+		}
+		for _, nd := range added {
+			if !nd.alive() {
+				return fmt.Errorf("replica %s exited (log: %s)", nd.id, nd.logPath)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the replicas did not join and catch up within 60s (logs under %s)", c.base)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// replicasReady reports whether the leader lists every replica as a
+// non-voter and each has applied the leader's commit index.
+func (c *localCluster) replicasReady(ctx context.Context, replicas []*localNode) bool {
+	leader := c.agreedLeader(ctx, nil)
+	if leader == nil {
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	ms, err := rosterv1.NewClusterClient(leader.conn).Members(cctx, &rosterv1.MembersRequest{})
+	cancel()
+	if err != nil {
+		return false
+	}
+	nonVoter := map[string]bool{}
+	for _, m := range ms.GetMembers() {
+		nonVoter[m.GetNodeId()] = !m.GetVoter()
+	}
+	lst, err := leader.status(ctx)
+	if err != nil {
+		return false
+	}
+	for _, nd := range replicas {
+		if !nonVoter[nd.id] {
+			return false
+		}
+		st, err := nd.status(ctx)
+		if err != nil || st.GetAppliedIndex() < lst.GetCommitIndex() {
+			return false
+		}
+	}
+	return true
 }
 
 // kill sends SIGKILL and waits until the process is gone.

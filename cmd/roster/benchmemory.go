@@ -29,9 +29,17 @@ func (a *app) benchTarget(ctx context.Context, o benchOptions, extra []string) (
 			return nil, err
 		}
 		fmt.Fprintf(a.stderr, "bench: starting a local 3-node cluster of %s\n", rosterd)
-		lc, err = startLocalCluster(ctx, rosterd, 3, append(extra, o.rosterdFlags...))
+		flags := append(extra, o.rosterdFlags...)
+		lc, err = startLocalCluster(ctx, rosterd, 3, flags)
 		if err != nil {
 			return nil, err
+		}
+		if o.replicas > 0 {
+			fmt.Fprintf(a.stderr, "bench: starting %d read replica(s) (--join --non-voter)\n", o.replicas)
+			if err := lc.addReplicas(ctx, o.replicas, flags); err != nil {
+				lc.stop()
+				return nil, err
+			}
 		}
 		addrs, pids = lc.addrs(), nil
 		for _, nd := range lc.nodes {
@@ -55,6 +63,11 @@ func (a *app) benchTarget(ctx context.Context, o benchOptions, extra []string) (
 			lc.stop()
 		}
 		return nil, err
+	}
+	if lc != nil {
+		for i, nd := range lc.nodes {
+			nodes[i].replica = nd.replica
+		}
 	}
 	return &benchTarget{nodes: nodes, local: lc, close: func() {
 		closeNodes()

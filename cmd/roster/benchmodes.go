@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,14 +25,23 @@ func (o *benchOptions) checkModes(mode string) error {
 			return usagef("--watchers %d: must be 1-100000", o.watchers)
 		}
 		switch o.watchOn {
-		case "all", "leader", "followers":
+		case "", "all", "voters", "leader", "followers", "replicas":
 		default:
-			return usagef("--watch-on %q: must be all, leader or followers", o.watchOn)
+			return usagef("--watch-on %q: must be replicas, all, voters, leader or followers", o.watchOn)
+		}
+		if o.local && o.watchOn == "replicas" && o.replicas == 0 {
+			return usagef("--watch-on replicas with --local: give --replicas N to start some")
 		}
 	case "failover":
 		if o.rounds < 1 || o.rounds > 100 {
 			return usagef("--rounds %d: must be 1-100", o.rounds)
 		}
+	}
+	if o.replicas < 0 || o.replicas > 16 {
+		return usagef("--replicas %d: must be 0-16", o.replicas)
+	}
+	if o.replicas > 0 && (mode != "watch" || !o.local) {
+		return usagef("--replicas starts read replicas beside a local cluster: it goes with bench watch --local")
 	}
 	if o.local && len(o.pids) > 0 {
 		return usagef("--local starts its own cluster: --pids cannot go with it")
@@ -58,6 +68,103 @@ type benchNode struct {
 	addr  string
 	conns []*grpc.ClientConn
 	pid   int // 0 when unknown
+	// replica: a non-voting read replica.
+	replica bool
+}
+
+// watchPlacement is what --watch-on means for a cluster with replicas
+// read replicas: when not given, the replicas if there are any (they are
+// there to serve watchers), else every node.
+func watchPlacement(watchOn string, replicas int) string {
+	if watchOn != "" {
+		return watchOn
+	}
+	if replicas > 0 {
+		return "replicas"
+	}
+	return "all"
+}
+
+// watchNodes returns the nodes that serve the watchers under placement
+// (all, voters, leader, followers or replicas); followers are the voters
+// other than the leader.
+func watchNodes(nodes []*benchNode, leader *benchNode, placement string) []*benchNode {
+	var on []*benchNode
+	for _, n := range nodes {
+		switch {
+		case placement == "all",
+			placement == "voters" && !n.replica,
+			placement == "leader" && n == leader,
+			placement == "followers" && !n.replica && n != leader,
+			placement == "replicas" && n.replica:
+			on = append(on, n)
+		}
+	}
+	return on
+}
+
+// watchNodeLayout is one node of a watch run and the watchers it serves.
+type watchNodeLayout struct {
+	Addr string `json:"addr"`
+	// Role: leader, follower (a voter) or replica.
+	Role     string `json:"role"`
+	Watchers int    `json:"watchers"`
+}
+
+// watchLayout spreads watchers over the conns connections of each node of
+// on, as benchWatch opens them (watcher i on connection i mod conns*len(on),
+// the connections taken node by node), and describes every node.
+func watchLayout(nodes, on []*benchNode, leader *benchNode, watchers, conns int) []watchNodeLayout {
+	per := map[*benchNode]int{}
+	if len(on) > 0 {
+		slots := conns * len(on)
+		for slot := range slots {
+			// Slot slot serves watchers slot, slot+slots, ...
+			if slot < watchers {
+				per[on[slot%len(on)]] += (watchers-slot-1)/slots + 1
+			}
+		}
+	}
+	var out []watchNodeLayout
+	for _, n := range nodes {
+		role := "follower"
+		switch {
+		case n.replica:
+			role = "replica"
+		case n == leader:
+			role = "leader"
+		}
+		out = append(out, watchNodeLayout{Addr: n.addr, Role: role, Watchers: per[n]})
+	}
+	return out
+}
+
+// markReplicas asks the nodes who they are and the cluster which members
+// do not vote, and marks the replicas among nodes. A node or a member list
+// that does not answer leaves the nodes as voters.
+func markReplicas(ctx context.Context, nodes []*benchNode) {
+	ids := make([]string, len(nodes))
+	var members *rosterv1.MembersResponse
+	for i, n := range nodes {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		cc := rosterv1.NewClusterClient(n.conns[0])
+		if st, err := cc.Status(cctx, &rosterv1.StatusRequest{}); err == nil {
+			ids[i] = st.GetNodeId()
+		}
+		if members == nil {
+			if ms, err := cc.Members(cctx, &rosterv1.MembersRequest{}); err == nil {
+				members = ms
+			}
+		}
+		cancel()
+	}
+	nonVoter := map[string]bool{}
+	for _, m := range members.GetMembers() {
+		nonVoter[m.GetNodeId()] = !m.GetVoter()
+	}
+	for i, n := range nodes {
+		n.replica = ids[i] != "" && nonVoter[ids[i]]
+	}
 }
 
 // dialNodes opens conns connections to each address.
@@ -199,15 +306,20 @@ func runOver(start time.Time, o benchOptions, n int64) bool {
 
 // watchResult is what roster bench watch reports.
 type watchResult struct {
-	Op        string   `json:"op"`
-	Addrs     []string `json:"addrs"`
-	WatchOn   string   `json:"watch_on"`
-	Watchers  int      `json:"watchers"`
-	Conns     int      `json:"conns_per_addr"`
-	Writer    string   `json:"writer_addr"`
-	Ops       int64    `json:"ops"`
-	Errors    int64    `json:"errors"`
-	DurationS float64  `json:"duration_s"`
+	Op      string   `json:"op"`
+	Addrs   []string `json:"addrs"`
+	WatchOn string   `json:"watch_on"`
+	// Voters and Replicas count the nodes; Layout gives each node's role
+	// and how many watchers it serves.
+	Voters    int               `json:"voters"`
+	Replicas  int               `json:"replicas"`
+	Layout    []watchNodeLayout `json:"layout"`
+	Watchers  int               `json:"watchers"`
+	Conns     int               `json:"conns_per_addr"`
+	Writer    string            `json:"writer_addr"`
+	Ops       int64             `json:"ops"`
+	Errors    int64             `json:"errors"`
+	DurationS float64           `json:"duration_s"`
 	// OpsPerS is writes per second, each awaited by every watcher.
 	OpsPerS float64 `json:"ops_per_s"`
 	// Deliveries counts (watcher, write) pairs received.
@@ -221,6 +333,11 @@ type watchResult struct {
 	// LastWatcherMS: from a write's acknowledgement to its arrival at the
 	// last of the watchers, over every write.
 	LastWatcherMS map[string]float64 `json:"last_watcher_ms"`
+	// LastFromSendMS: from the sending of a write to its arrival at the
+	// last of the watchers, over every write. It holds the write's own
+	// latency too, so it compares layouts fairly when the watchers a node
+	// serves slow the acknowledgements it gives.
+	LastFromSendMS map[string]float64 `json:"last_watcher_from_send_ms"`
 	// WriteMS: the writes' own latency.
 	WriteMS        map[string]float64 `json:"write_latency_ms"`
 	WatchersFailed int64              `json:"watchers_failed"`
@@ -245,23 +362,26 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	}
 	defer target.close()
 	nodes := target.nodes
+	if target.local == nil {
+		markReplicas(ctx, nodes)
+	}
 	leader, _ := findLeader(ctx, nodes)
 	writer := nodes[0]
 	if leader != nil {
 		writer = leader
 	}
-	var on []*benchNode
+	replicas := 0
 	for _, n := range nodes {
-		switch {
-		case o.watchOn == "all",
-			o.watchOn == "leader" && n == leader,
-			o.watchOn == "followers" && n != leader:
-			on = append(on, n)
+		if n.replica {
+			replicas++
 		}
 	}
+	placement := watchPlacement(o.watchOn, replicas)
+	on := watchNodes(nodes, leader, placement)
 	if len(on) == 0 {
-		return fmt.Errorf("--watch-on %s: no such node among --addr (leader: %v)", o.watchOn, leader != nil)
+		return fmt.Errorf("--watch-on %s: no such node among --addr (leader found: %v, replicas: %d)", placement, leader != nil, replicas)
 	}
+	layout := watchLayout(nodes, on, leader, o.watchers, o.conns)
 	var conns []*grpc.ClientConn
 	for i := 0; i < o.conns; i++ {
 		for _, n := range on {
@@ -344,16 +464,16 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 			}
 		}
 	}
-	write := func(n int) (uint64, time.Duration, error) {
+	write := func(n int) (uint64, time.Time, error) {
 		cctx, cancel := context.WithTimeout(ctx, a.timeout)
 		defer cancel()
 		t0 := time.Now()
 		resp, err := stub.Register(cctx, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{
 			Service: o.service, Id: fmt.Sprintf("bench-%d", n%o.keys), Address: "10.0.0.1", Port: uint32(n%65535 + 1)}})
-		return resp.GetRevision(), time.Since(t0), err
+		return resp.GetRevision(), t0, err
 	}
 	// A first write, awaited by every watcher, proves every stream is live.
-	fmt.Fprintf(a.stderr, "bench: %d watchers on %d node(s), writer %s\n", o.watchers, len(on), writer.addr)
+	fmt.Fprintf(a.stderr, "bench: %d watchers on the %s: %s; writer %s\n", o.watchers, placement, describeLayout(layout), writer.addr)
 	rev, _, err := write(0)
 	if err != nil {
 		return fmt.Errorf("first write: %w", err)
@@ -361,10 +481,16 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	if !waitAll(rev) {
 		return fmt.Errorf("not every watcher had the first write within 30s")
 	}
+	// A run with fewer watchers than asked measures something else.
+	if n := watchersFailed.Load(); n > 0 {
+		e, _ := watchErr.Load().(string)
+		return fmt.Errorf("%d of %d watch streams failed before the run (first: %s); a node allows --max-watchers-per-connection streams per connection: raise --conns", n, o.watchers, e)
+	}
 
 	var (
 		done, failed atomic.Int64
 		acks         = map[uint64]time.Time{}
+		sent         = map[uint64]time.Time{}
 		writeLat     []time.Duration
 		firstErr     string
 	)
@@ -372,8 +498,9 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	stop := make(chan struct{})
 	go a.benchProgress(start, "writes", &done, &failed, stop)
 	for n := 1; !runOver(start, o, done.Load()+failed.Load()) && ctx.Err() == nil; n++ {
-		rev, d, err := write(n)
+		rev, t0, err := write(n)
 		ack := time.Now()
+		d := ack.Sub(t0)
 		if err != nil {
 			failed.Add(1)
 			if firstErr == "" {
@@ -382,6 +509,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 			continue
 		}
 		acks[rev] = ack
+		sent[rev] = t0
 		writeLat = append(writeLat, d)
 		if !waitAll(rev) {
 			failed.Add(1)
@@ -400,6 +528,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	var deliveries, beforeAck int64
 	var each []time.Duration
 	last := map[uint64]time.Duration{}
+	lastFromSend := map[uint64]time.Duration{}
 	for _, w := range watchers {
 		for _, g := range w.got {
 			ack, ok := acks[g.rev]
@@ -414,20 +543,26 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 			}
 			each = append(each, d)
 			last[g.rev] = max(last[g.rev], d)
+			lastFromSend[g.rev] = max(lastFromSend[g.rev], g.at.Sub(sent[g.rev]))
 		}
 	}
-	var lasts []time.Duration
+	var lasts, fromSend []time.Duration
 	for _, d := range last {
 		lasts = append(lasts, d)
 	}
+	for _, d := range lastFromSend {
+		fromSend = append(fromSend, d)
+	}
+	slices.Sort(fromSend)
 	slices.Sort(each)
 	slices.Sort(lasts)
 	slices.Sort(writeLat)
 	res := watchResult{
-		Op: "watch", Addrs: target.addrs(), WatchOn: o.watchOn, Watchers: o.watchers, Conns: o.conns, Writer: writer.addr,
+		Op: "watch", Addrs: target.addrs(), WatchOn: placement, Voters: len(nodes) - replicas, Replicas: replicas, Layout: layout,
+		Watchers: o.watchers, Conns: o.conns, Writer: writer.addr,
 		Ops: done.Load(), Errors: failed.Load(), DurationS: elapsed.Seconds(),
 		OpsPerS: float64(done.Load()) / elapsed.Seconds(), Deliveries: deliveries, BeforeAck: beforeAck,
-		LatencyMS: latencyMS(each), LastWatcherMS: latencyMS(lasts), WriteMS: latencyMS(writeLat),
+		LatencyMS: latencyMS(each), LastWatcherMS: latencyMS(lasts), LastFromSendMS: latencyMS(fromSend), WriteMS: latencyMS(writeLat),
 		WatchersFailed: watchersFailed.Load(), FirstError: firstErr,
 	}
 	if e, ok := watchErr.Load().(string); ok && res.FirstError == "" {
@@ -436,9 +571,10 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	if a.json() {
 		return writeJSON(a.stdout, res)
 	}
-	t := newTable(a.stdout, "OP", "WATCHERS", "ON", "WRITES", "ERRORS", "WRITES/S", "DELIVERY P50", "P99", "LAST WATCHER P50", "P99", "WRITE P50")
-	t.row("watch", fmt.Sprint(o.watchers), o.watchOn, fmt.Sprint(res.Ops), fmt.Sprint(res.Errors), fmt.Sprintf("%.0f", res.OpsPerS),
-		ms(res.LatencyMS["p50"]), ms(res.LatencyMS["p99"]), ms(res.LastWatcherMS["p50"]), ms(res.LastWatcherMS["p99"]), ms(res.WriteMS["p50"]))
+	t := newTable(a.stdout, "OP", "VOTERS", "REPLICAS", "WATCHERS", "ON", "WRITES", "ERRORS", "WRITES/S", "DELIVERY P50", "P99", "LAST WATCHER P50", "P99", "SEND TO LAST P50", "P99", "WRITE P50")
+	t.row("watch", fmt.Sprint(res.Voters), fmt.Sprint(res.Replicas), fmt.Sprint(o.watchers), placement, fmt.Sprint(res.Ops), fmt.Sprint(res.Errors), fmt.Sprintf("%.0f", res.OpsPerS),
+		ms(res.LatencyMS["p50"]), ms(res.LatencyMS["p99"]), ms(res.LastWatcherMS["p50"]), ms(res.LastWatcherMS["p99"]),
+		ms(res.LastFromSendMS["p50"]), ms(res.LastFromSendMS["p99"]), ms(res.WriteMS["p50"]))
 	if err := t.flush(); err != nil {
 		return err
 	}
@@ -446,4 +582,14 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 		fmt.Fprintf(a.stdout, "first error: %s\n", res.FirstError)
 	}
 	return nil
+}
+
+// describeLayout is the layout in a line: each node's role, address and
+// watchers.
+func describeLayout(layout []watchNodeLayout) string {
+	var parts []string
+	for _, l := range layout {
+		parts = append(parts, fmt.Sprintf("%s %s %d", l.Role, l.Addr, l.Watchers))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -33,6 +33,9 @@ type fakeServer struct {
 	instances map[string]bool
 	// watch is what Watch sends before it waits for the stream to end.
 	watch []*rosterv1.WatchResponse
+	// nodeID and members, when set, are what Status and Members answer.
+	nodeID  string
+	members []*rosterv1.Member
 }
 
 func startFake(t *testing.T) *fakeServer {
@@ -162,13 +165,25 @@ func (f *fakeServer) Status(_ context.Context, req *rosterv1.StatusRequest) (*ro
 	if err := f.record("Status", req); err != nil {
 		return nil, err
 	}
-	return &rosterv1.StatusResponse{NodeId: "n1", State: "leader", LeaderId: "n1", Term: 3, CommitIndex: 50,
+	f.mu.Lock()
+	id := f.nodeID
+	f.mu.Unlock()
+	if id == "" {
+		id = "n1"
+	}
+	return &rosterv1.StatusResponse{NodeId: id, State: "leader", LeaderId: "n1", Term: 3, CommitIndex: 50,
 		AppliedIndex: 50, Revision: 42, LastContact: durationpb.New(1500 * time.Millisecond)}, nil
 }
 
 func (f *fakeServer) Members(_ context.Context, req *rosterv1.MembersRequest) (*rosterv1.MembersResponse, error) {
 	if err := f.record("Members", req); err != nil {
 		return nil, err
+	}
+	f.mu.Lock()
+	members := f.members
+	f.mu.Unlock()
+	if members != nil {
+		return &rosterv1.MembersResponse{Members: members}, nil
 	}
 	healthy := true
 	return &rosterv1.MembersResponse{Members: []*rosterv1.Member{
