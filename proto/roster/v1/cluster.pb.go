@@ -465,7 +465,10 @@ type Member struct {
 	ApiAddr  string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	Voter    bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
 	Leader   bool                   `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
-	// healthy: the leader hears from it (or, for the leader, itself).
+	// healthy: autopilot's verdict on the leader when it runs (see
+	// AutopilotHealth); otherwise the leader hears from it (or, for the
+	// leader, itself). A follower relays Members to the leader, and answers
+	// from its own view only when no leader answers.
 	Healthy bool `protobuf:"varint,6,opt,name=healthy,proto3" json:"healthy,omitempty"`
 	// status is the member's own Status, with include_status.
 	Status *StatusResponse `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
