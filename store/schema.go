@@ -19,8 +19,11 @@ const (
 	indexSecret    = "secret"
 )
 
-// serviceRow remembers the last revision that changed a service and how many
-// instances it has; it exists while the service has instances.
+// serviceRow counts a service's instances; it exists while the service has
+// instances. ModRevision is the last revision that changed the count (an
+// instance added or removed); a replaced instance does not rewrite the row,
+// so the service's revision is the latest of ModRevision and its instances'
+// ModRevisions (View.Service, View.ServiceRevisions).
 type serviceRow struct {
 	Namespace   string
 	Service     string

@@ -60,8 +60,11 @@ func (v *View) Service(ws memdb.WatchSet, namespace, service string) (uint64, []
 	}
 	ws.Add(it.WatchCh())
 	var out []*Instance
+	var rev uint64
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*Instance))
+		inst := raw.(*Instance)
+		out = append(out, inst)
+		rev = max(rev, inst.ModRevision)
 	}
 	ch, raw, err := v.txn.FirstWatch(tableServices, indexID, namespace, service)
 	if err != nil {
@@ -73,7 +76,7 @@ func (v *View) Service(ws memdb.WatchSet, namespace, service string) (uint64, []
 		// and a blocking query on this one would wake for each.
 		return v.Extinct(), out, nil
 	}
-	return raw.(*serviceRow).ModRevision, out, nil
+	return max(raw.(*serviceRow).ModRevision, rev), out, nil
 }
 
 // Services summarises the services of a namespace, or of every namespace when
@@ -188,9 +191,27 @@ func (v *View) ServiceRevisions(fn func(namespace, service string, rev uint64)) 
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		row := raw.(*serviceRow)
-		fn(row.Namespace, row.Service, row.ModRevision)
+		rev, err := v.serviceRevision(row)
+		if err != nil {
+			return err
+		}
+		fn(row.Namespace, row.Service, rev)
 	}
 	return nil
+}
+
+// serviceRevision is the last revision that changed a service: the row's
+// (its last count change) or a later change to one of its instances.
+func (v *View) serviceRevision(row *serviceRow) (uint64, error) {
+	it, err := v.txn.Get(tableInstances, indexService, row.Namespace, row.Service)
+	if err != nil {
+		return 0, fmt.Errorf("get service %s/%s: %w", row.Namespace, row.Service, err)
+	}
+	rev := row.ModRevision
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		rev = max(rev, raw.(*Instance).ModRevision)
+	}
+	return rev, nil
 }
 
 // Hash returns a hex SHA-256 of the registry state: every instance with its

@@ -73,13 +73,19 @@ func (w *WriteTxn) instance(k Key) (*Instance, error) {
 	return raw.(*Instance), nil
 }
 
-// put stores next (already stamped) and records the event.
+// put stores next (already stamped, its ModRevision the transaction's
+// index) and records the event. Replacing an instance leaves its service
+// row alone: the service's revision is read as the latest of the row's and
+// its instances' (see serviceRevision), so only a new instance, which
+// changes the count, rewrites the row.
 func (w *WriteTxn) put(prev, next *Instance) error {
 	if err := w.txn.Insert(tableInstances, next); err != nil {
 		return fmt.Errorf("insert instance %s: %w", next.Key(), err)
 	}
-	if err := w.touchService(next.Namespace, next.Service, boolDelta(prev == nil)); err != nil {
-		return err
+	if prev == nil {
+		if err := w.touchService(next.Namespace, next.Service, 1); err != nil {
+			return err
+		}
 	}
 	w.events = append(w.events, &Event{Type: EventPut, Revision: w.index, Key: next.Key(), Instance: next, Prev: prev})
 	return nil
@@ -96,13 +102,9 @@ func (w *WriteTxn) remove(prev *Instance) error {
 	return nil
 }
 
-func boolDelta(added bool) int {
-	if added {
-		return 1
-	}
-	return 0
-}
-
+// touchService changes a service's instance count by delta and stamps the
+// row with the transaction's index; a service left without instances loses
+// its row.
 func (w *WriteTxn) touchService(namespace, service string, delta int) error {
 	raw, err := w.txn.First(tableServices, indexID, namespace, service)
 	if err != nil {
