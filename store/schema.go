@@ -13,10 +13,12 @@ const (
 	tableACL       = "acl_state"
 
 	indexID        = "id"
-	indexService   = "service"
 	indexNamespace = "namespace"
 	indexIndex     = "index"
 	indexSecret    = "secret"
+
+	// indexIDPrefix looks up a prefix of the id index.
+	indexIDPrefix = indexID + "_prefix"
 )
 
 // serviceRow counts a service's instances; it exists while the service has
@@ -59,12 +61,13 @@ func schema() *memdb.DBSchema {
 		&memdb.StringFieldIndex{Field: "Service"},
 	}}
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+		// Instances have one index: every write of an index copies its path
+		// to the instance, and a service's or a namespace's instances are
+		// a prefix of this one (see serviceInstances).
 		tableInstances: {
 			Name: tableInstances,
 			Indexes: map[string]*memdb.IndexSchema{
-				indexID:        {Name: indexID, Unique: true, Indexer: nsSvcID},
-				indexService:   {Name: indexService, Indexer: nsSvc},
-				indexNamespace: {Name: indexNamespace, Indexer: &memdb.StringFieldIndex{Field: "Namespace"}},
+				indexID: {Name: indexID, Unique: true, Indexer: nsSvcID},
 			},
 		},
 		tableServices: {

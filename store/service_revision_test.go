@@ -100,3 +100,53 @@ func TestWatchSetFiresOnReplacedInstance(t *testing.T) {
 		t.Fatal("watch set did not fire when an instance of the service was replaced")
 	}
 }
+
+// TestPrefixQueriesMatchWholeNames: a service's and a namespace's instances
+// are read from a prefix of the instance key; a name that extends another
+// (web2 after web, prod2 after prod) is never part of it.
+func TestPrefixQueriesMatchWholeNames(t *testing.T) {
+	s := New(DefaultOptions())
+	at := func(ns, svc, id string) *Instance {
+		i := inst(svc, id, 80)
+		i.Namespace = ns
+		return i
+	}
+	for n, i := range []*Instance{
+		at("prod", "web2", "a"), at("prod", "web", "b"), at("prod", "we", "c"), at("prod", "web", "a"),
+		at("prod2", "web", "a"), at("pro", "web", "z"),
+	} {
+		register(t, s, uint64(n+1), i)
+	}
+	v := s.View()
+	keys := func(insts []*Instance) []string {
+		var out []string
+		for _, i := range insts {
+			out = append(out, i.Key().String())
+		}
+		return out
+	}
+	rev, insts, err := v.Service(nil, "prod", "web")
+	if got := keys(insts); err != nil || rev != 4 || len(got) != 2 || got[0] != "prod/web/a" || got[1] != "prod/web/b" {
+		t.Fatalf("prod/web: revision %d, %v, %v; want 4 and prod/web/a, prod/web/b", rev, got, err)
+	}
+	var ns []string
+	if err := v.Namespace("prod", func(i *Instance) bool { ns = append(ns, i.Key().String()); return true }); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"prod/we/c", "prod/web/a", "prod/web/b", "prod/web2/a"}
+	if len(ns) != len(want) {
+		t.Fatalf("namespace prod = %v, want %v", ns, want)
+	}
+	for i := range want {
+		if ns[i] != want[i] {
+			t.Fatalf("namespace prod = %v, want %v", ns, want)
+		}
+	}
+	sums, err := v.Services(nil, "prod")
+	if err != nil || len(sums) != 3 || sums[0].Service != "we" || sums[1].Service != "web" || sums[1].Instances != 2 || sums[2].Service != "web2" {
+		t.Fatalf("services of prod = %+v, %v", sums, err)
+	}
+	if _, insts, _ := v.Service(nil, "prod", ""); len(insts) != 0 {
+		t.Fatalf("a service with an empty name has instances: %v", keys(insts))
+	}
+}

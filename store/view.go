@@ -54,9 +54,9 @@ func (v *View) Instance(ws memdb.WatchSet, k Key) (*Instance, error) {
 // with no instances, Extinct (at least the revision of its own last
 // deletion, and moved by no change to a service that has instances).
 func (v *View) Service(ws memdb.WatchSet, namespace, service string) (uint64, []*Instance, error) {
-	it, err := v.txn.Get(tableInstances, indexService, namespace, service)
+	it, err := serviceInstances(v.txn, namespace, service)
 	if err != nil {
-		return 0, nil, fmt.Errorf("get service %s/%s: %w", namespace, service, err)
+		return 0, nil, err
 	}
 	ws.Add(it.WatchCh())
 	var out []*Instance
@@ -87,7 +87,7 @@ func (v *View) Services(ws memdb.WatchSet, namespace string) ([]ServiceSummary, 
 	if namespace == "" {
 		it, err = v.txn.Get(tableInstances, indexID)
 	} else {
-		it, err = v.txn.Get(tableInstances, indexNamespace, namespace)
+		it, err = namespaceInstances(v.txn, namespace)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list services: %w", err)
@@ -134,10 +134,9 @@ func (v *View) Instances(fn func(*Instance) bool) error {
 
 // Namespace calls fn for every instance of one namespace in key order.
 func (v *View) Namespace(namespace string, fn func(*Instance) bool) error {
-	// A non-unique index orders entries by its value, then by primary key.
-	it, err := v.txn.Get(tableInstances, indexNamespace, namespace)
+	it, err := namespaceInstances(v.txn, namespace)
 	if err != nil {
-		return fmt.Errorf("list namespace %s: %w", namespace, err)
+		return err
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		if !fn(raw.(*Instance)) {
@@ -203,9 +202,9 @@ func (v *View) ServiceRevisions(fn func(namespace, service string, rev uint64)) 
 // serviceRevision is the last revision that changed a service: the row's
 // (its last count change) or a later change to one of its instances.
 func (v *View) serviceRevision(row *serviceRow) (uint64, error) {
-	it, err := v.txn.Get(tableInstances, indexService, row.Namespace, row.Service)
+	it, err := serviceInstances(v.txn, row.Namespace, row.Service)
 	if err != nil {
-		return 0, fmt.Errorf("get service %s/%s: %w", row.Namespace, row.Service, err)
+		return 0, err
 	}
 	rev := row.ModRevision
 	for raw := it.Next(); raw != nil; raw = it.Next() {
@@ -263,4 +262,26 @@ func (v *View) Hash() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// serviceInstances iterates a service's instances in id order. The id
+// index's key is namespace, service and id, each ended by a zero byte, so
+// an empty last id is the prefix that holds exactly the service's
+// instances (never those of a service whose name extends this one).
+func serviceInstances(txn *memdb.Txn, namespace, service string) (memdb.ResultIterator, error) {
+	it, err := txn.Get(tableInstances, indexIDPrefix, namespace, service, "")
+	if err != nil {
+		return nil, fmt.Errorf("get service %s/%s: %w", namespace, service, err)
+	}
+	return it, nil
+}
+
+// namespaceInstances iterates a namespace's instances in key order, by the
+// same kind of prefix as serviceInstances.
+func namespaceInstances(txn *memdb.Txn, namespace string) (memdb.ResultIterator, error) {
+	it, err := txn.Get(tableInstances, indexIDPrefix, namespace, "")
+	if err != nil {
+		return nil, fmt.Errorf("list namespace %s: %w", namespace, err)
+	}
+	return it, nil
 }
