@@ -38,7 +38,7 @@ func (v *View) meta() metaRow {
 
 // Instance returns one instance, or ErrNotFound.
 func (v *View) Instance(ws memdb.WatchSet, k Key) (*Instance, error) {
-	ch, raw, err := v.txn.FirstWatch(tableInstances, indexID, k.Namespace, k.Service, k.ID)
+	ch, raw, err := v.txn.FirstWatch(tableInstances, indexID, k)
 	if err != nil {
 		return nil, fmt.Errorf("get instance %s: %w", k, err)
 	}
@@ -264,12 +264,11 @@ func (v *View) Hash() (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// serviceInstances iterates a service's instances in id order. The id
-// index's key is namespace, service and id, each ended by a zero byte, so
-// an empty last id is the prefix that holds exactly the service's
-// instances (never those of a service whose name extends this one).
+// serviceInstances iterates a service's instances in id order: a
+// whole-name prefix of the id index (instanceKeyIndex), so never those of a
+// service whose name extends this one.
 func serviceInstances(txn *memdb.Txn, namespace, service string) (memdb.ResultIterator, error) {
-	it, err := txn.Get(tableInstances, indexIDPrefix, namespace, service, "")
+	it, err := txn.Get(tableInstances, indexIDPrefix, namespace, service)
 	if err != nil {
 		return nil, fmt.Errorf("get service %s/%s: %w", namespace, service, err)
 	}
@@ -279,7 +278,7 @@ func serviceInstances(txn *memdb.Txn, namespace, service string) (memdb.ResultIt
 // namespaceInstances iterates a namespace's instances in key order, by the
 // same kind of prefix as serviceInstances.
 func namespaceInstances(txn *memdb.Txn, namespace string) (memdb.ResultIterator, error) {
-	it, err := txn.Get(tableInstances, indexIDPrefix, namespace, "")
+	it, err := txn.Get(tableInstances, indexIDPrefix, namespace)
 	if err != nil {
 		return nil, fmt.Errorf("list namespace %s: %w", namespace, err)
 	}

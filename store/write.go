@@ -63,7 +63,7 @@ func (w *WriteTxn) Commit() error {
 }
 
 func (w *WriteTxn) instance(k Key) (*Instance, error) {
-	raw, err := w.txn.First(tableInstances, indexID, k.Namespace, k.Service, k.ID)
+	raw, err := w.txn.First(tableInstances, indexID, k)
 	if err != nil {
 		return nil, fmt.Errorf("get instance %s: %w", k, err)
 	}
