@@ -10,7 +10,6 @@ const (
 	tableInstances = "instances"
 	tableServices  = "services"
 	tableMembers   = "members"
-	tableMeta      = "meta"
 	tableSettings  = "settings"
 	tableRequests  = "requests"
 	tableTokens    = "acl_tokens"
@@ -36,11 +35,10 @@ type serviceRow struct {
 	Count       int
 }
 
-// metaRow holds the registry revision and the applied index inside the
-// database, so a View's revision and applied index are exactly the state it
-// shows: both change in the same commit as the state.
+// metaRow holds the registry revision and the applied index of one state
+// of the database; the store publishes the two together (Store.meta), so a
+// View's revision and applied index are exactly the state it shows.
 type metaRow struct {
-	Key      string
 	Revision uint64
 	// Applied is the Raft index of the last entry written, whether or not
 	// it changed anything.
@@ -50,8 +48,6 @@ type metaRow struct {
 	// on it is not woken by changes to other services.
 	Extinct uint64
 }
-
-const metaKey = "revision"
 
 func schema() *memdb.DBSchema {
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
@@ -100,12 +96,6 @@ func schema() *memdb.DBSchema {
 		},
 		tableACL: {
 			Name: tableACL,
-			Indexes: map[string]*memdb.IndexSchema{
-				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
-			},
-		},
-		tableMeta: {
-			Name: tableMeta,
 			Indexes: map[string]*memdb.IndexSchema{
 				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
 			},

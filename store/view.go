@@ -13,28 +13,21 @@ import (
 // memdb.WatchSet: after the read, the set fires when what was read changes,
 // so one function serves a plain read, a blocking query and a watch.
 type View struct {
-	txn *memdb.Txn
+	txn  *memdb.Txn
+	meta metaRow
 }
 
 // Revision returns the revision of the last change this view contains.
-func (v *View) Revision() uint64 { return v.meta().Revision }
+func (v *View) Revision() uint64 { return v.meta.Revision }
 
 // Applied returns the Raft index of the last entry this view contains: every
 // command at or below it, and none after it, is reflected in the view.
-func (v *View) Applied() uint64 { return v.meta().Applied }
+func (v *View) Applied() uint64 { return v.meta.Applied }
 
 // Extinct returns the last revision at which a service lost its last
 // instance, 0 when none has: the revision Service reports for a service
 // that has no instances.
-func (v *View) Extinct() uint64 { return v.meta().Extinct }
-
-func (v *View) meta() metaRow {
-	raw, err := v.txn.First(tableMeta, indexID, metaKey)
-	if err != nil || raw == nil {
-		return metaRow{}
-	}
-	return *raw.(*metaRow)
-}
+func (v *View) Extinct() uint64 { return v.meta.Extinct }
 
 // Instance returns one instance, or ErrNotFound.
 func (v *View) Instance(ws memdb.WatchSet, k Key) (*Instance, error) {
