@@ -41,7 +41,7 @@ func (v *View) CheckInstanceLimits(k Key, lim InstanceLimits) error {
 	if lim.PerService <= 0 && lim.PerNamespace <= 0 {
 		return nil
 	}
-	raw, err := v.txn.First(tableInstances, indexID, k.Namespace, k.Service, k.ID)
+	raw, err := v.txn.First(tableInstances, indexID, k)
 	if err != nil {
 		return fmt.Errorf("get instance %s: %w", k, err)
 	}
@@ -100,7 +100,7 @@ func checkLimits(k Key, lim InstanceLimits, svcCount int, nsCount func() (int, e
 }
 
 func namespaceCount(txn *memdb.Txn, namespace string) (int, error) {
-	it, err := txn.Get(tableServices, indexNamespace, namespace)
+	it, err := txn.Get(tableServices, indexIDPrefix, namespace)
 	if err != nil {
 		return 0, fmt.Errorf("list services of %s: %w", namespace, err)
 	}

@@ -1,26 +1,33 @@
 package store
 
-import "github.com/hashicorp/go-memdb"
+import (
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+)
 
 const (
 	tableInstances = "instances"
 	tableServices  = "services"
 	tableMembers   = "members"
-	tableMeta      = "meta"
 	tableSettings  = "settings"
 	tableRequests  = "requests"
 	tableTokens    = "acl_tokens"
 	tableACL       = "acl_state"
 
-	indexID        = "id"
-	indexService   = "service"
-	indexNamespace = "namespace"
-	indexIndex     = "index"
-	indexSecret    = "secret"
+	indexID     = "id"
+	indexIndex  = "index"
+	indexSecret = "secret"
+
+	// indexIDPrefix looks up a prefix of whole names of the id index.
+	indexIDPrefix = indexID + "_prefix"
 )
 
-// serviceRow remembers the last revision that changed a service and how many
-// instances it has; it exists while the service has instances.
+// serviceRow counts a service's instances; it exists while the service has
+// instances. ModRevision is the last revision that changed the count (an
+// instance added or removed); a replaced instance does not rewrite the row,
+// so the service's revision is the latest of ModRevision and its instances'
+// ModRevisions (View.Service, View.ServiceRevisions).
 type serviceRow struct {
 	Namespace   string
 	Service     string
@@ -28,11 +35,10 @@ type serviceRow struct {
 	Count       int
 }
 
-// metaRow holds the registry revision and the applied index inside the
-// database, so a View's revision and applied index are exactly the state it
-// shows: both change in the same commit as the state.
+// metaRow holds the registry revision and the applied index of one state
+// of the database; the store publishes the two together (Store.meta), so a
+// View's revision and applied index are exactly the state it shows.
 type metaRow struct {
-	Key      string
 	Revision uint64
 	// Applied is the Raft index of the last entry written, whether or not
 	// it changed anything.
@@ -43,32 +49,22 @@ type metaRow struct {
 	Extinct uint64
 }
 
-const metaKey = "revision"
-
 func schema() *memdb.DBSchema {
-	nsSvcID := &memdb.CompoundIndex{Indexes: []memdb.Indexer{
-		&memdb.StringFieldIndex{Field: "Namespace"},
-		&memdb.StringFieldIndex{Field: "Service"},
-		&memdb.StringFieldIndex{Field: "ID"},
-	}}
-	nsSvc := &memdb.CompoundIndex{Indexes: []memdb.Indexer{
-		&memdb.StringFieldIndex{Field: "Namespace"},
-		&memdb.StringFieldIndex{Field: "Service"},
-	}}
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+		// Instances have one index: every write of an index copies its path
+		// to the instance, and a service's or a namespace's instances are
+		// a prefix of this one (see serviceInstances).
 		tableInstances: {
 			Name: tableInstances,
 			Indexes: map[string]*memdb.IndexSchema{
-				indexID:        {Name: indexID, Unique: true, Indexer: nsSvcID},
-				indexService:   {Name: indexService, Indexer: nsSvc},
-				indexNamespace: {Name: indexNamespace, Indexer: &memdb.StringFieldIndex{Field: "Namespace"}},
+				indexID: {Name: indexID, Unique: true, Indexer: instanceKeyIndex{}},
 			},
 		},
 		tableServices: {
 			Name: tableServices,
 			Indexes: map[string]*memdb.IndexSchema{
-				indexID:        {Name: indexID, Unique: true, Indexer: nsSvc},
-				indexNamespace: {Name: indexNamespace, Indexer: &memdb.StringFieldIndex{Field: "Namespace"}},
+				// A namespace's services are a prefix (namespaceCount).
+				indexID: {Name: indexID, Unique: true, Indexer: serviceKeyIndex{}},
 			},
 		},
 		tableMembers: {
@@ -104,11 +100,108 @@ func schema() *memdb.DBSchema {
 				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
 			},
 		},
-		tableMeta: {
-			Name: tableMeta,
-			Indexes: map[string]*memdb.IndexSchema{
-				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
-			},
-		},
 	}}
+}
+
+// instanceKeyIndex is the instances' id index: namespace, service and id,
+// each followed by a zero byte, so a key sorts by namespace, then service,
+// then id, and a whole-name prefix holds exactly one namespace's or one
+// service's instances. These are the bytes a CompoundIndex of
+// StringFieldIndexes builds, made in one allocation without reflection:
+// every write builds them for the new and the replaced instance, and
+// every lookup for its key. A lookup passes one Key; a prefix lookup
+// (indexIDPrefix) passes a namespace, or a namespace and a service.
+type instanceKeyIndex struct{}
+
+func (instanceKeyIndex) FromObject(raw any) (bool, []byte, error) {
+	i, ok := raw.(*Instance)
+	if !ok {
+		return false, nil, fmt.Errorf("instance index: object is %T", raw)
+	}
+	if i.Namespace == "" || i.Service == "" || i.ID == "" {
+		return false, nil, nil
+	}
+	return true, nameKey(i.Namespace, i.Service, i.ID), nil
+}
+
+func (instanceKeyIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("instance index: %d arguments, want one Key", len(args))
+	}
+	k, ok := args[0].(Key)
+	if !ok {
+		return nil, fmt.Errorf("instance index: argument is %T, want a Key", args[0])
+	}
+	return nameKey(k.Namespace, k.Service, k.ID), nil
+}
+
+func (instanceKeyIndex) PrefixFromArgs(args ...any) ([]byte, error) {
+	return namePrefix("instance", 2, args)
+}
+
+// serviceKeyIndex is the services' id index: namespace and service, each
+// followed by a zero byte, as instanceKeyIndex. A lookup passes a namespace
+// and a service.
+type serviceKeyIndex struct{}
+
+func (serviceKeyIndex) FromObject(raw any) (bool, []byte, error) {
+	r, ok := raw.(*serviceRow)
+	if !ok {
+		return false, nil, fmt.Errorf("service index: object is %T", raw)
+	}
+	if r.Namespace == "" || r.Service == "" {
+		return false, nil, nil
+	}
+	return true, nameKey(r.Namespace, r.Service), nil
+}
+
+func (serviceKeyIndex) FromArgs(args ...any) ([]byte, error) {
+	ns, nsOK := argString(args, 0)
+	svc, svcOK := argString(args, 1)
+	if len(args) != 2 || !nsOK || !svcOK {
+		return nil, fmt.Errorf("service index: want a namespace and a service, got %v", args)
+	}
+	return nameKey(ns, svc), nil
+}
+
+func (serviceKeyIndex) PrefixFromArgs(args ...any) ([]byte, error) {
+	return namePrefix("service", 1, args)
+}
+
+// nameKey joins names, each followed by a zero byte.
+func nameKey(names ...string) []byte {
+	n := len(names)
+	for _, s := range names {
+		n += len(s)
+	}
+	b := make([]byte, 0, n)
+	for _, s := range names {
+		b = append(b, s...)
+		b = append(b, 0)
+	}
+	return b
+}
+
+// namePrefix is the key prefix of 1 to most whole names.
+func namePrefix(index string, most int, args []any) ([]byte, error) {
+	if len(args) == 0 || len(args) > most {
+		return nil, fmt.Errorf("%s index prefix: %d names, want 1 to %d", index, len(args), most)
+	}
+	names := make([]string, len(args))
+	for i := range args {
+		s, ok := argString(args, i)
+		if !ok {
+			return nil, fmt.Errorf("%s index prefix: argument %d is %T, want a string", index, i, args[i])
+		}
+		names[i] = s
+	}
+	return nameKey(names...), nil
+}
+
+func argString(args []any, i int) (string, bool) {
+	if i >= len(args) {
+		return "", false
+	}
+	s, ok := args[i].(string)
+	return s, ok
 }

@@ -49,13 +49,26 @@ func DefaultOptions() Options {
 // Store is the registry state of one node. Writes come only from the FSM, one
 // at a time; reads may come from any goroutine.
 type Store struct {
-	db      atomic.Pointer[memdb.MemDB]
-	history *History
+	db atomic.Pointer[memdb.MemDB]
+	// meta is the revision, applied index and extinct revision of the
+	// state in db. It lives beside the database, not in a table of it (a
+	// row rewritten by every write costs that write as much as the rest of
+	// it), so a reader takes the two together by seq: odd while a commit or
+	// restore publishes a new pair, moved again when both are in place.
+	meta atomic.Pointer[metaRow]
+	seq  atomic.Uint64
+	// writeMu admits one writer at a time, from Begin to the end of Commit
+	// or Abort, and Restore: meta is only written under it.
+	writeMu sync.Mutex
+	// published, when set (by tests), runs while a commit is publishing: its
+	// database is in place, its meta not yet.
+	published func()
+	history   *History
 	// requests bounds the remembered request results; requestCount is how
-	// many there are. Only writers touch it, and memdb's writer lock orders
-	// them (WriteTxn.Commit updates it before releasing that lock); it is
-	// atomic so that a writer outside the FSM (a test changing a store
-	// behind Raft's back) is no data race.
+	// many there are. Only writers touch it, and writeMu orders them
+	// (WriteTxn.Commit updates it before releasing that lock); it is atomic
+	// so that a writer outside the FSM (a test changing a store behind
+	// Raft's back) is no data race.
 	requests     requestBounds
 	requestCount atomic.Int64
 
@@ -74,6 +87,7 @@ type Store struct {
 func New(opts Options) *Store {
 	s := &Store{history: newHistory(opts), requests: newRequestBounds(opts), abandonCh: make(chan struct{}), appliedCh: make(chan struct{})}
 	s.db.Store(newDB())
+	s.meta.Store(&metaRow{})
 	return s
 }
 
@@ -117,7 +131,63 @@ func (s *Store) notifyApplied() {
 // View returns a consistent read-only snapshot of the store. It stays valid
 // and unchanged however long it is held.
 func (s *Store) View() *View {
-	return &View{txn: s.db.Load().Txn(false)}
+	for {
+		if v := s.tryView(); v != nil {
+			return v
+		}
+		s.awaitPublished()
+	}
+}
+
+// tryView returns a view whose database and meta belong together, or nil
+// when a commit or restore was publishing a new pair meanwhile.
+func (s *Store) tryView() *View {
+	seq := s.seq.Load()
+	if seq%2 == 1 {
+		return nil
+	}
+	meta := s.meta.Load()
+	txn := s.db.Load().Txn(false)
+	if s.seq.Load() != seq {
+		return nil
+	}
+	return &View{txn: txn, meta: *meta}
+}
+
+// awaitPublished returns once the commit or restore publishing now, if
+// any, is done. A reader woken by a watch channel that commit closed gets
+// here, and sees the commit's state once it returns, as it would have
+// from the database alone.
+func (s *Store) awaitPublished() {
+	seq := s.seq.Load()
+	if seq%2 == 0 {
+		return
+	}
+	s.appliedMu.Lock()
+	ch := s.appliedCh
+	s.appliedMu.Unlock()
+	// appliedCh is replaced only after seq is even again, so while seq is
+	// unchanged, ch is the channel this commit closes.
+	if s.seq.Load() == seq {
+		<-ch
+	}
+}
+
+// publish makes db and meta the store's state together. The caller holds
+// writeMu.
+func (s *Store) publish(db *memdb.MemDB, commit func(), meta *metaRow) {
+	s.seq.Add(1)
+	if db != nil {
+		s.db.Store(db)
+	}
+	if commit != nil {
+		commit()
+	}
+	if s.published != nil {
+		s.published()
+	}
+	s.meta.Store(meta)
+	s.seq.Add(1)
 }
 
 // Revision returns the revision of the latest committed change.
@@ -128,6 +198,8 @@ func (s *Store) Revision() uint64 { return s.View().Revision() }
 // snapshot; blocked readers are woken through AbandonCh; watchers learn
 // through the history that everything up to the restored revision is gone.
 func (s *Store) Restore(fill func(r *Restorer) error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	db := newDB()
 	r := &Restorer{txn: db.Txn(true), services: map[[2]string]*serviceRow{}}
 	defer r.txn.Abort()
@@ -139,7 +211,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	}
 	r.txn.Commit()
 
-	s.db.Store(db)
+	s.publish(db, nil, &metaRow{Revision: r.revision, Applied: r.applied, Extinct: r.extinct})
 	s.requestCount.Store(int64(r.requests))
 	s.history.reset(r.revision)
 	s.abandonMu.Lock()
@@ -230,5 +302,5 @@ func (r *Restorer) finish() error {
 			return fmt.Errorf("restore service %s/%s: %w", row.Namespace, row.Service, err)
 		}
 	}
-	return r.txn.Insert(tableMeta, &metaRow{Key: metaKey, Revision: r.revision, Applied: r.applied, Extinct: r.extinct})
+	return nil
 }

@@ -13,32 +13,25 @@ import (
 // memdb.WatchSet: after the read, the set fires when what was read changes,
 // so one function serves a plain read, a blocking query and a watch.
 type View struct {
-	txn *memdb.Txn
+	txn  *memdb.Txn
+	meta metaRow
 }
 
 // Revision returns the revision of the last change this view contains.
-func (v *View) Revision() uint64 { return v.meta().Revision }
+func (v *View) Revision() uint64 { return v.meta.Revision }
 
 // Applied returns the Raft index of the last entry this view contains: every
 // command at or below it, and none after it, is reflected in the view.
-func (v *View) Applied() uint64 { return v.meta().Applied }
+func (v *View) Applied() uint64 { return v.meta.Applied }
 
 // Extinct returns the last revision at which a service lost its last
 // instance, 0 when none has: the revision Service reports for a service
 // that has no instances.
-func (v *View) Extinct() uint64 { return v.meta().Extinct }
-
-func (v *View) meta() metaRow {
-	raw, err := v.txn.First(tableMeta, indexID, metaKey)
-	if err != nil || raw == nil {
-		return metaRow{}
-	}
-	return *raw.(*metaRow)
-}
+func (v *View) Extinct() uint64 { return v.meta.Extinct }
 
 // Instance returns one instance, or ErrNotFound.
 func (v *View) Instance(ws memdb.WatchSet, k Key) (*Instance, error) {
-	ch, raw, err := v.txn.FirstWatch(tableInstances, indexID, k.Namespace, k.Service, k.ID)
+	ch, raw, err := v.txn.FirstWatch(tableInstances, indexID, k)
 	if err != nil {
 		return nil, fmt.Errorf("get instance %s: %w", k, err)
 	}
@@ -54,14 +47,17 @@ func (v *View) Instance(ws memdb.WatchSet, k Key) (*Instance, error) {
 // with no instances, Extinct (at least the revision of its own last
 // deletion, and moved by no change to a service that has instances).
 func (v *View) Service(ws memdb.WatchSet, namespace, service string) (uint64, []*Instance, error) {
-	it, err := v.txn.Get(tableInstances, indexService, namespace, service)
+	it, err := serviceInstances(v.txn, namespace, service)
 	if err != nil {
-		return 0, nil, fmt.Errorf("get service %s/%s: %w", namespace, service, err)
+		return 0, nil, err
 	}
 	ws.Add(it.WatchCh())
 	var out []*Instance
+	var rev uint64
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*Instance))
+		inst := raw.(*Instance)
+		out = append(out, inst)
+		rev = max(rev, inst.ModRevision)
 	}
 	ch, raw, err := v.txn.FirstWatch(tableServices, indexID, namespace, service)
 	if err != nil {
@@ -73,7 +69,7 @@ func (v *View) Service(ws memdb.WatchSet, namespace, service string) (uint64, []
 		// and a blocking query on this one would wake for each.
 		return v.Extinct(), out, nil
 	}
-	return raw.(*serviceRow).ModRevision, out, nil
+	return max(raw.(*serviceRow).ModRevision, rev), out, nil
 }
 
 // Services summarises the services of a namespace, or of every namespace when
@@ -84,7 +80,7 @@ func (v *View) Services(ws memdb.WatchSet, namespace string) ([]ServiceSummary, 
 	if namespace == "" {
 		it, err = v.txn.Get(tableInstances, indexID)
 	} else {
-		it, err = v.txn.Get(tableInstances, indexNamespace, namespace)
+		it, err = namespaceInstances(v.txn, namespace)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list services: %w", err)
@@ -131,10 +127,9 @@ func (v *View) Instances(fn func(*Instance) bool) error {
 
 // Namespace calls fn for every instance of one namespace in key order.
 func (v *View) Namespace(namespace string, fn func(*Instance) bool) error {
-	// A non-unique index orders entries by its value, then by primary key.
-	it, err := v.txn.Get(tableInstances, indexNamespace, namespace)
+	it, err := namespaceInstances(v.txn, namespace)
 	if err != nil {
-		return fmt.Errorf("list namespace %s: %w", namespace, err)
+		return err
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		if !fn(raw.(*Instance)) {
@@ -188,9 +183,27 @@ func (v *View) ServiceRevisions(fn func(namespace, service string, rev uint64)) 
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		row := raw.(*serviceRow)
-		fn(row.Namespace, row.Service, row.ModRevision)
+		rev, err := v.serviceRevision(row)
+		if err != nil {
+			return err
+		}
+		fn(row.Namespace, row.Service, rev)
 	}
 	return nil
+}
+
+// serviceRevision is the last revision that changed a service: the row's
+// (its last count change) or a later change to one of its instances.
+func (v *View) serviceRevision(row *serviceRow) (uint64, error) {
+	it, err := serviceInstances(v.txn, row.Namespace, row.Service)
+	if err != nil {
+		return 0, err
+	}
+	rev := row.ModRevision
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		rev = max(rev, raw.(*Instance).ModRevision)
+	}
+	return rev, nil
 }
 
 // Hash returns a hex SHA-256 of the registry state: every instance with its
@@ -248,4 +261,25 @@ func (v *View) Hash() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// serviceInstances iterates a service's instances in id order: a
+// whole-name prefix of the id index (instanceKeyIndex), so never those of a
+// service whose name extends this one.
+func serviceInstances(txn *memdb.Txn, namespace, service string) (memdb.ResultIterator, error) {
+	it, err := txn.Get(tableInstances, indexIDPrefix, namespace, service)
+	if err != nil {
+		return nil, fmt.Errorf("get service %s/%s: %w", namespace, service, err)
+	}
+	return it, nil
+}
+
+// namespaceInstances iterates a namespace's instances in key order, by the
+// same kind of prefix as serviceInstances.
+func namespaceInstances(txn *memdb.Txn, namespace string) (memdb.ResultIterator, error) {
+	it, err := txn.Get(tableInstances, indexIDPrefix, namespace)
+	if err != nil {
+		return nil, fmt.Errorf("list namespace %s: %w", namespace, err)
+	}
+	return it, nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/hashicorp/go-memdb"
@@ -19,28 +20,35 @@ type WriteTxn struct {
 	requestDelta int
 	// extinct: a service lost its last instance in this transaction.
 	extinct bool
+	// done: committed or aborted, the store's writer lock released.
+	done bool
 }
 
-// Begin starts a write at a Raft index. The FSM is the only writer.
+// Begin starts a write at a Raft index. The FSM is the only writer; another
+// Begin waits until this transaction is committed or aborted.
 func (s *Store) Begin(index uint64) *WriteTxn {
+	s.writeMu.Lock()
 	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index}
 }
 
 // Abort drops the transaction; after Commit it does nothing.
-func (w *WriteTxn) Abort() { w.txn.Abort() }
+func (w *WriteTxn) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.txn.Abort()
+	w.s.writeMu.Unlock()
+}
 
 // Commit makes the changes visible together with the transaction's index as
 // the store's applied index, and hands their events to the history as one
 // revision. A transaction that changed nothing moves only the applied index.
 func (w *WriteTxn) Commit() error {
-	raw, err := w.txn.First(tableMeta, indexID, metaKey)
-	if err != nil {
-		return fmt.Errorf("get revision: %w", err)
+	if w.done {
+		return errors.New("commit: transaction already ended")
 	}
-	meta := metaRow{Key: metaKey}
-	if raw != nil {
-		meta = *raw.(*metaRow)
-	}
+	meta := *w.s.meta.Load()
 	meta.Applied = w.index
 	if len(w.events) > 0 {
 		meta.Revision = w.index
@@ -48,22 +56,21 @@ func (w *WriteTxn) Commit() error {
 	if w.extinct {
 		meta.Extinct = w.index
 	}
-	if err := w.txn.Insert(tableMeta, &meta); err != nil {
-		return fmt.Errorf("set revision: %w", err)
-	}
-	// Before the memdb commit releases the writer lock: the next writer
-	// must see this transaction's count.
 	w.s.requestCount.Add(int64(w.requestDelta))
-	w.txn.Commit()
+	w.s.publish(nil, w.txn.Commit, &meta)
 	if len(w.events) > 0 {
 		w.s.history.append(w.index, w.events)
 	}
+	// After publish: a reader waiting in awaitPublished holds the channel
+	// this closes.
 	w.s.notifyApplied()
+	w.done = true
+	w.s.writeMu.Unlock()
 	return nil
 }
 
 func (w *WriteTxn) instance(k Key) (*Instance, error) {
-	raw, err := w.txn.First(tableInstances, indexID, k.Namespace, k.Service, k.ID)
+	raw, err := w.txn.First(tableInstances, indexID, k)
 	if err != nil {
 		return nil, fmt.Errorf("get instance %s: %w", k, err)
 	}
@@ -73,13 +80,19 @@ func (w *WriteTxn) instance(k Key) (*Instance, error) {
 	return raw.(*Instance), nil
 }
 
-// put stores next (already stamped) and records the event.
+// put stores next (already stamped, its ModRevision the transaction's
+// index) and records the event. Replacing an instance leaves its service
+// row alone: the service's revision is read as the latest of the row's and
+// its instances' (see serviceRevision), so only a new instance, which
+// changes the count, rewrites the row.
 func (w *WriteTxn) put(prev, next *Instance) error {
 	if err := w.txn.Insert(tableInstances, next); err != nil {
 		return fmt.Errorf("insert instance %s: %w", next.Key(), err)
 	}
-	if err := w.touchService(next.Namespace, next.Service, boolDelta(prev == nil)); err != nil {
-		return err
+	if prev == nil {
+		if err := w.touchService(next.Namespace, next.Service, 1); err != nil {
+			return err
+		}
 	}
 	w.events = append(w.events, &Event{Type: EventPut, Revision: w.index, Key: next.Key(), Instance: next, Prev: prev})
 	return nil
@@ -96,13 +109,9 @@ func (w *WriteTxn) remove(prev *Instance) error {
 	return nil
 }
 
-func boolDelta(added bool) int {
-	if added {
-		return 1
-	}
-	return 0
-}
-
+// touchService changes a service's instance count by delta and stamps the
+// row with the transaction's index; a service left without instances loses
+// its row.
 func (w *WriteTxn) touchService(namespace, service string, delta int) error {
 	raw, err := w.txn.First(tableServices, indexID, namespace, service)
 	if err != nil {

@@ -1,0 +1,87 @@
+package store
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// TestKeyIndexesBuildStringFieldKeys: the instance and service key indexes
+// build the bytes go-memdb's CompoundIndex of StringFieldIndexes builds, so
+// keys sort and match as they did with those, and refuse an object with an
+// empty name as they did.
+func TestKeyIndexesBuildStringFieldKeys(t *testing.T) {
+	compound := func(fields ...string) *memdb.CompoundIndex {
+		c := &memdb.CompoundIndex{}
+		for _, f := range fields {
+			c.Indexes = append(c.Indexes, &memdb.StringFieldIndex{Field: f})
+		}
+		return c
+	}
+	nsSvcID, nsSvc := compound("Namespace", "Service", "ID"), compound("Namespace", "Service")
+	for _, k := range []Key{{"default", "web", "a"}, {"prod", "web-2", "10.0.0.1:80"}, {"", "web", "a"}, {"default", "", "a"}, {"default", "web", ""}} {
+		i := &Instance{Namespace: k.Namespace, Service: k.Service, ID: k.ID}
+		wantOK, want, _ := nsSvcID.FromObject(i)
+		ok, got, err := instanceKeyIndex{}.FromObject(i)
+		if err != nil || ok != wantOK || !bytes.Equal(got, want) {
+			t.Errorf("instance %+v: %v %q %v, want %v %q", k, ok, got, err, wantOK, want)
+		}
+		want, _ = nsSvcID.FromArgs(k.Namespace, k.Service, k.ID)
+		if got, err := (instanceKeyIndex{}).FromArgs(k); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("instance lookup %+v: %q %v, want %q", k, got, err, want)
+		}
+		want, _ = nsSvc.FromArgs(k.Namespace, k.Service)
+		if got, err := (instanceKeyIndex{}).PrefixFromArgs(k.Namespace, k.Service); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("service prefix %+v: %q %v, want %q", k, got, err, want)
+		}
+		if got, err := (serviceKeyIndex{}).FromArgs(k.Namespace, k.Service); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("service lookup %+v: %q %v, want %q", k, got, err, want)
+		}
+		want, _ = (&memdb.StringFieldIndex{Field: "Namespace"}).FromArgs(k.Namespace)
+		if got, err := (serviceKeyIndex{}).PrefixFromArgs(k.Namespace); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("namespace prefix %+v: %q %v, want %q", k, got, err, want)
+		}
+		r := &serviceRow{Namespace: k.Namespace, Service: k.Service}
+		wantOK, want, _ = nsSvc.FromObject(r)
+		ok, got, err = serviceKeyIndex{}.FromObject(r)
+		if err != nil || ok != wantOK || !bytes.Equal(got, want) {
+			t.Errorf("service row %+v: %v %q %v, want %v %q", k, ok, got, err, wantOK, want)
+		}
+	}
+	// Wrong arguments are errors, never a panic or a silent miss.
+	for _, args := range [][]any{{}, {"default", "web", "a"}, {Key{}, Key{}}, {42}} {
+		if _, err := (instanceKeyIndex{}).FromArgs(args...); err == nil {
+			t.Errorf("instance lookup with %v: no error", args)
+		}
+	}
+	for _, args := range [][]any{{}, {"a", "b", "c"}, {42}, {Key{}}} {
+		if _, err := (instanceKeyIndex{}).PrefixFromArgs(args...); err == nil {
+			t.Errorf("instance prefix with %v: no error", args)
+		}
+	}
+	if _, err := (serviceKeyIndex{}).FromArgs("default"); err == nil {
+		t.Error("service lookup with one name: no error")
+	}
+	if _, _, err := (instanceKeyIndex{}).FromObject(&serviceRow{}); err == nil {
+		t.Error("instance index of a service row: no error")
+	}
+}
+
+// TestNamespaceCountMatchesWholeNames: a namespace's count is read from a
+// prefix of the services' key; a namespace whose name extends it is not
+// counted.
+func TestNamespaceCountMatchesWholeNames(t *testing.T) {
+	s := New(DefaultOptions())
+	for n, ns := range []string{"prod", "prod2", "prod", "pro"} {
+		i := inst("web", string(rune('a'+n)), 80)
+		i.Namespace = ns
+		register(t, s, uint64(n+1), i)
+	}
+	if got := s.View().NamespaceCount("prod"); got != 2 {
+		t.Fatalf("namespace prod counts %d instances, want 2", got)
+	}
+	if got := s.View().Count(); got != 4 {
+		t.Fatalf("count %d, want 4", got)
+	}
+}
