@@ -425,14 +425,21 @@ function clusterPage(main) {
       const s = m.status;
       const role = s ? s.state : (m.leader ? "leader" : "unknown");
       const lag = s ? commit - num(s.applied_index) : null;
+      const ap = m.autopilot;
+      // Autopilot's word for the member's part (staging: joined to vote,
+      // promoted once stable), else the configuration's.
+      const suffrage = ap && ap.state && ap.state !== "leader" ? ap.state : (m.voter ? "voter" : (m.read_replica ? "read-replica" : "non-voter"));
+      let health = m.healthy ? `<span class="badge b-pass">healthy</span>` : `<span class="badge b-crit">unreachable</span>`;
+      if (ap && !m.healthy) health = ap.failed ? `<span class="badge b-crit">failed</span>` : `<span class="badge b-warn">unhealthy</span>`;
+      if (ap && ap.stable_since) health += ` <div class="muted small">stable since ${esc(fmtTime(ap.stable_since))}</div>`;
       return `<tr data-node="${esc(m.node_id)}">
         <td>${esc(m.node_id)}</td>
-        <td><span class="badge ${role === "leader" ? "b-lead" : "b-muted"}">${esc(role)}</span> <span class="muted small">${m.voter ? "voter" : "non-voter"}</span></td>
+        <td><span class="badge ${role === "leader" ? "b-lead" : "b-muted"}">${esc(role)}</span> <span class="muted small">${esc(suffrage)}</span></td>
         <td class="num">${s ? esc(s.term) : "—"}</td>
         <td class="num">${s ? esc(s.applied_index) : "—"}</td>
         <td class="num">${lag === null ? "—" : lag}</td>
         <td>${s ? (s.state === "leader" ? "— (leads)" : fmtDuration(s.last_contact)) : "—"}</td>
-        <td>${m.healthy ? `<span class="badge b-pass">healthy</span>` : `<span class="badge b-crit">unreachable</span>`}
+        <td>${health}
             ${m.status_error ? `<div class="small b-crit">${esc(m.status_error)}</div>` : ""}</td>
         <td class="small">${esc(m.api_addr)}<div class="muted">raft ${esc(m.raft_addr)}</div></td>
       </tr>`;
@@ -441,7 +448,7 @@ function clusterPage(main) {
       <thead><tr><th scope="col">Node</th><th scope="col">Role</th><th scope="col" class="num">Term</th><th scope="col" class="num">Applied index</th>
       <th scope="col" class="num">Lag</th><th scope="col">Last contact</th><th scope="col">Health</th><th scope="col">Addresses</th></tr></thead>
       <tbody>${rows}</tbody></table>
-      <p class="note">Lag is the highest commit index any member reports minus the member's applied index. Health is the leader's view; each member's status is its own answer.</p>`;
+      <p class="note">Lag is the highest commit index any member reports minus the member's applied index. Health is the leader's view (autopilot's when it runs: heard from recently, on the leader's term, not far behind); each member's status is its own answer.</p>`;
   }
   function renderSP(st) {
     const on = num(st.self_preservation_threshold) > 0;
