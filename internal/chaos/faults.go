@@ -550,19 +550,22 @@ func (f *faulter) removePartitioned(ctx context.Context, fo *node) (string, erro
 }
 
 // joinVoter starts n with a fresh data directory joining the cluster and
-// waits until the leader lists it as a voter.
+// waits until the leader lists it as a voter: autopilot stages it as a
+// non-voter and promotes it once it has been healthy for the
+// stabilization time (10 s by default), so the wait allows for that.
 func (f *faulter) joinVoter(ctx context.Context, n *node) error {
 	if err := f.c.join(n); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	const within = 60 * time.Second
+	deadline := time.Now().Add(within)
 	for {
 		ids, err := f.c.voters(ctx)
 		if err == nil && contains(ids, n.id) {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s not a voter within 30s (voters %v, %v)", n.id, ids, err)
+			return fmt.Errorf("%s not a voter within %v (voters %v, %v)", n.id, within, ids, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
