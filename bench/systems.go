@@ -272,7 +272,12 @@ func startRoster(ctx context.Context, base, rosterd string, conns int, extra []s
 		m := &member{name: fmt.Sprintf("n%d", i+1), bin: rosterd, logPath: dir + ".log", args: append([]string{
 			"--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", dir, "--grpc-addr", grpcAddr,
 			"--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]), "--initial-cluster", strings.Join(initial, ","),
-			"--log-level", "warn"}, extra...)}
+			"--log-level", "warn",
+			// Every bench client comes from 127.0.0.1, one client to
+			// rosterd's per-client limits (1,000 writes/s by default), and
+			// etcd has none: off, unless --rosterd-flags sets them again.
+			"--rate-limit=0", "--read-rate-limit=0", "--max-instances-per-service=0",
+			"--max-instances-per-namespace=0", "--max-watchers-per-connection=0"}, extra...)}
 		if err := m.start(); err != nil {
 			s.close()
 			return nil, err

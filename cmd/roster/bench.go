@@ -181,7 +181,8 @@ killed.`,
 	f.IntVar(&o.watchers, "watchers", 100, "for watch: watch streams")
 	f.StringVar(&o.watchOn, "watch-on", "", "for watch: which nodes serve the watchers: replicas, all, voters, leader or followers (default: replicas when the cluster has read replicas, else all)")
 	f.StringVar(&o.rosterd, "rosterd", "", "for a local cluster: the rosterd binary (default: beside roster, else bin/rosterd, else on PATH)")
-	f.StringArrayVar(&o.rosterdFlags, "rosterd-flag", nil, "for a local cluster: an extra rosterd flag for every node, e.g. --rosterd-flag=--raft-timeout-scale=2 (repeatable)")
+	f.StringArrayVar(&o.rosterdFlags, "rosterd-flag", nil, "for a local cluster: an extra rosterd flag for every node, e.g. --rosterd-flag=--raft-timeout-scale=2 (repeatable). "+
+		"A local cluster runs with the per-client limits off (--rate-limit=0 and the like: every bench client is 127.0.0.1); set them here to measure them")
 	f.IntVar(&o.rounds, "rounds", 5, "for failover: how many leaders to kill")
 	f.IntVar(&o.instances, "instances", 10000, "for memory and keepalive: instances to register")
 	f.IntVar(&o.streams, "streams", 16, "for keepalive: KeepAlive streams, spread over every --addr")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,8 +89,16 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// startLocalCluster starts n rosterd processes with --initial-cluster and
-// the extra flags, and waits until they agree on a leader.
+// benchLimitsOff turns off rosterd's per-client limits on a local bench
+// cluster: every bench client comes from 127.0.0.1, one client to the
+// limiter, so the default 1,000 writes/s per client would be measured
+// instead of Roster. They go first, so a --rosterd-flag overrides them.
+var benchLimitsOff = []string{"--rate-limit=0", "--read-rate-limit=0", "--max-instances-per-service=0",
+	"--max-instances-per-namespace=0", "--max-watchers-per-connection=0"}
+
+// startLocalCluster starts n rosterd processes with --initial-cluster,
+// benchLimitsOff and the extra flags, and waits until they agree on a
+// leader.
 func startLocalCluster(ctx context.Context, rosterd string, n int, extra []string) (*localCluster, error) {
 	base, err := os.MkdirTemp("", "roster-bench-")
 	if err != nil {
@@ -115,7 +124,7 @@ func startLocalCluster(ctx context.Context, rosterd string, n int, extra []strin
 	}
 	for _, nd := range c.nodes {
 		nd.args = append([]string{"--node-id", nd.id, "--data-dir", nd.dataDir, "--grpc-addr", nd.grpc,
-			"--raft-addr", nd.raft, "--initial-cluster", strings.Join(initial, ",")}, extra...)
+			"--raft-addr", nd.raft, "--initial-cluster", strings.Join(initial, ",")}, slices.Concat(benchLimitsOff, extra)...)
 		if err := nd.start(rosterd); err != nil {
 			c.stop()
 			return nil, err
@@ -183,7 +192,7 @@ func (c *localCluster) addReplicas(ctx context.Context, n int, extra []string) e
 		}
 		nd.logPath = nd.dataDir + ".log"
 		nd.args = append([]string{"--node-id", nd.id, "--data-dir", nd.dataDir, "--grpc-addr", nd.grpc,
-			"--raft-addr", nd.raft, "--join", join, "--non-voter"}, extra...)
+			"--raft-addr", nd.raft, "--join", join, "--non-voter"}, slices.Concat(benchLimitsOff, extra)...)
 		// In c.nodes before it starts, so stop kills it whatever happens next.
 		c.nodes = append(c.nodes, nd)
 		added = append(added, nd)
