@@ -255,7 +255,7 @@ func (n *Node) Reap(ctx context.Context, k store.Key, regRev uint64, reason stri
 
 func (n *Node) upsertMember(ctx context.Context, m store.Member) error {
 	_, err := n.propose(ctx, fsm.UpsertMemberType, &raftcmdv1.UpsertMember{
-		Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr, ReadReplica: m.ReadReplica}})
+		Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr, JoinedToVote: m.JoinedToVote}})
 	return err
 }
 

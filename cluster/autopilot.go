@@ -179,7 +179,7 @@ func (d *apDelegate) KnownServers() map[raft.ServerID]*autopilot.Server {
 			srv.NodeStatus = autopilot.NodeFailed
 		}
 		rec := view.Member(string(s.ID))
-		if s.Suffrage != raft.Voter && (rec == nil || rec.ReadReplica) {
+		if s.Suffrage != raft.Voter && (rec == nil || !rec.JoinedToVote) {
 			srv.NodeType = nodeTypeReplica
 		}
 		out[s.ID] = srv
@@ -368,7 +368,7 @@ var testHookPromote func(id string, healthyFor time.Duration)
 // memberVoterIntent records, before a server enters the configuration as
 // a non-voter, whether autopilot may promote it.
 func (n *Node) memberVoterIntent(ctx context.Context, id, raftAddr, apiAddr string, replica bool) error {
-	want := store.Member{NodeID: id, RaftAddr: raftAddr, APIAddr: apiAddr, ReadReplica: replica}
+	want := store.Member{NodeID: id, RaftAddr: raftAddr, APIAddr: apiAddr, JoinedToVote: !replica}
 	if m := n.store.View().Member(id); m != nil && *m == want {
 		return nil
 	}

@@ -174,10 +174,12 @@ func (n *Node) Members() ([]Member, error) {
 			Voter:    s.Suffrage == raft.Voter,
 			Leader:   s.ID == leaderID,
 		}
-		if rec := view.Member(m.NodeID); rec != nil {
+		rec := view.Member(m.NodeID)
+		if rec != nil {
 			m.APIAddr = rec.APIAddr
-			m.ReadReplica = rec.ReadReplica && !m.Voter
 		}
+		// A non-voter that did not join to vote is a read replica.
+		m.ReadReplica = !m.Voter && (rec == nil || !rec.JoinedToVote)
 		if ap, ok := apState.Servers[m.NodeID]; ok && apOK {
 			m.Autopilot = &ap
 		}
@@ -235,13 +237,11 @@ func (n *Node) UpdateMember(ctx context.Context, id, raftAddr, apiAddr string) e
 	for _, s := range cf.Configuration().Servers {
 		if s.ID == raft.ServerID(id) {
 			want := store.Member{NodeID: id, RaftAddr: raftAddr, APIAddr: apiAddr}
+			// Addresses only: whether it joined to vote stays as Join
+			// recorded it (without a record, a non-voter is a replica).
 			m := n.store.View().Member(id)
 			if m != nil {
-				want.ReadReplica = m.ReadReplica
-			} else {
-				// No record yet: a non-voter announcing itself is a
-				// replica until a Join says it came to vote.
-				want.ReadReplica = s.Suffrage != raft.Voter
+				want.JoinedToVote = m.JoinedToVote
 			}
 			if m != nil && *m == want {
 				return nil

@@ -81,7 +81,7 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 			}
 			for _, m := range members {
 				rec := &raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Member{
-					Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr, ReadReplica: m.ReadReplica}}}
+					Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr, JoinedToVote: m.JoinedToVote}}}
 				if _, err := protodelim.MarshalTo(bw, rec); err != nil {
 					return prep, err
 				}

@@ -51,7 +51,7 @@ var handlers = map[CommandType]handler{
 		if m.GetNodeId() == "" {
 			return 0, fmt.Errorf("%w: member without node id", errDecode)
 		}
-		return 0, w.UpsertMember(&store.Member{NodeID: m.NodeId, RaftAddr: m.RaftAddr, APIAddr: m.ApiAddr, ReadReplica: m.ReadReplica})
+		return 0, w.UpsertMember(&store.Member{NodeID: m.NodeId, RaftAddr: m.RaftAddr, APIAddr: m.ApiAddr, JoinedToVote: m.JoinedToVote})
 	}),
 	RemoveMemberType: typed(func(w *store.WriteTxn, c *raftcmdv1.RemoveMember) (uint64, error) {
 		return 0, w.RemoveMember(c.NodeId)

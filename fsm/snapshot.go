@@ -73,7 +73,7 @@ func (s *snapshot) write(sink io.Writer) error {
 	}
 	for _, m := range members {
 		put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Member{
-			Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr, ReadReplica: m.ReadReplica}}})
+			Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr, JoinedToVote: m.JoinedToVote}}})
 	}
 	if sp := s.view.SelfPreservation(); !sp.IsZero() {
 		put(&raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Settings{
@@ -155,7 +155,7 @@ func restore(s *store.Store, r io.Reader) (uint64, error) {
 				if r.Member.GetNodeId() == "" {
 					return fmt.Errorf("record %d: member without node id", n)
 				}
-				if err := rs.Member(&store.Member{NodeID: r.Member.NodeId, RaftAddr: r.Member.RaftAddr, APIAddr: r.Member.ApiAddr, ReadReplica: r.Member.ReadReplica}); err != nil {
+				if err := rs.Member(&store.Member{NodeID: r.Member.NodeId, RaftAddr: r.Member.RaftAddr, APIAddr: r.Member.ApiAddr, JoinedToVote: r.Member.JoinedToVote}); err != nil {
 					return err
 				}
 			case *raftcmdv1.SnapshotRecord_Settings:

@@ -139,8 +139,9 @@ type Member struct {
 	NodeID   string
 	RaftAddr string
 	APIAddr  string
-	// ReadReplica: joined as a non-voting read replica, never promoted.
-	ReadReplica bool
+	// JoinedToVote: joined as a server that votes, so autopilot promotes it
+	// while it is a non-voter; a non-voter without it is a read replica.
+	JoinedToVote bool
 }
 
 // ServiceSummary counts the instances of one service.

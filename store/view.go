@@ -237,10 +237,10 @@ func (v *View) Hash() (string, error) {
 		return "", err
 	}
 	for _, m := range members {
-		if m.ReadReplica {
-			// Only when set, so the hash of a state without replicas is
-			// what it was before the field existed.
-			fmt.Fprintf(h, "%q %q %q replica\n", m.NodeID, m.RaftAddr, m.APIAddr)
+		if m.JoinedToVote {
+			// Only when set, so the hash of a state without it is what it
+			// was before the field existed.
+			fmt.Fprintf(h, "%q %q %q joined-to-vote\n", m.NodeID, m.RaftAddr, m.APIAddr)
 		} else {
 			fmt.Fprintf(h, "%q %q %q\n", m.NodeID, m.RaftAddr, m.APIAddr)
 		}

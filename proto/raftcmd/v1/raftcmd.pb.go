@@ -825,9 +825,11 @@ type Member struct {
 	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	ApiAddr  string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
-	// read_replica: the node joined with --non-voter and is never promoted
-	// to voter. A non-voter without it is a server waiting for promotion.
-	ReadReplica   bool `protobuf:"varint,4,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
+	// joined_to_vote: the node joined as a server that votes; while it is a
+	// non-voter, autopilot promotes it once it has been healthy for the
+	// stabilization time. A non-voter without it is a read replica, never
+	// promoted (so is every replica that joined before the field existed).
+	JoinedToVote  bool `protobuf:"varint,4,opt,name=joined_to_vote,json=joinedToVote,proto3" json:"joined_to_vote,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -883,9 +885,9 @@ func (x *Member) GetApiAddr() string {
 	return ""
 }
 
-func (x *Member) GetReadReplica() bool {
+func (x *Member) GetJoinedToVote() bool {
 	if x != nil {
-		return x.ReadReplica
+		return x.JoinedToVote
 	}
 	return false
 }
@@ -2187,12 +2189,12 @@ const file_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\tR\x02id\x12\x18\n" +
 	"\aenabled\x18\x04 \x01(\bR\aenabled\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"|\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x7f\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
-	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12!\n" +
-	"\fread_replica\x18\x04 \x01(\bR\vreadReplica\":\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12$\n" +
+	"\x0ejoined_to_vote\x18\x04 \x01(\bR\fjoinedToVote\":\n" +
 	"\fUpsertMember\x12*\n" +
 	"\x06member\x18\x01 \x01(\v2\x12.raftcmd.v1.MemberR\x06member\"'\n" +
 	"\fRemoveMember\x12\x17\n" +
