@@ -149,11 +149,20 @@ func (w *WriteTxn) touchService(namespace, service string, delta int) error {
 // identical re-registration without a TTL changes nothing and returns the
 // existing revision.
 func (w *WriteTxn) Register(reg *Instance, now int64) (uint64, error) {
+	return w.register(reg, now, false)
+}
+
+// register is Register; owned says reg is the caller's to hand over (see
+// RegisterOwnedWithin), so it is stamped and stored without a copy.
+func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error) {
 	prev, err := w.instance(reg.Key())
 	if err != nil {
 		return 0, err
 	}
-	next := reg.Clone()
+	next := reg
+	if !owned {
+		next = reg.Clone()
+	}
 	next.ModRevision = w.index
 	next.CreateRevision = w.index
 	next.RegistrationRevision = w.index
