@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/hashicorp/go-memdb"
@@ -82,9 +83,9 @@ func schema() *memdb.DBSchema {
 		tableRequests: {
 			Name: tableRequests,
 			Indexes: map[string]*memdb.IndexSchema{
-				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+				indexID: {Name: indexID, Unique: true, Indexer: requestIDIndex{}},
 				// Oldest first: pruning walks this index.
-				indexIndex: {Name: indexIndex, Indexer: &memdb.UintFieldIndex{Field: "Index"}},
+				indexIndex: {Name: indexIndex, Unique: true, Indexer: requestOrderIndex{}},
 			},
 		},
 		tableTokens: {
@@ -204,4 +205,58 @@ func argString(args []any, i int) (string, bool) {
 	}
 	s, ok := args[i].(string)
 	return s, ok
+}
+
+// requestIDIndex is the request results' id index: the id followed by a
+// zero byte, the bytes a StringFieldIndex builds, in one allocation and
+// without reflection. A lookup passes the id.
+type requestIDIndex struct{}
+
+func (requestIDIndex) FromObject(raw any) (bool, []byte, error) {
+	r, ok := raw.(*RequestResult)
+	if !ok {
+		return false, nil, fmt.Errorf("request index: object is %T", raw)
+	}
+	if r.ID == "" {
+		return false, nil, nil
+	}
+	return true, nameKey(r.ID), nil
+}
+
+func (requestIDIndex) FromArgs(args ...any) ([]byte, error) {
+	id, ok := argString(args, 0)
+	if len(args) != 1 || !ok {
+		return nil, fmt.Errorf("request index: want one request id, got %v", args)
+	}
+	return nameKey(id), nil
+}
+
+// requestOrderIndex orders request results by Raft index, then id: the
+// index as 8 big-endian bytes, then the id and a zero byte. These are the
+// keys a non-unique UintFieldIndex on Index stores (it appends the id
+// index's key), built in one allocation; being whole keys, the index is
+// unique. A lookup passes a Raft index (a uint64), the lower bound of a
+// walk.
+type requestOrderIndex struct{}
+
+func (requestOrderIndex) FromObject(raw any) (bool, []byte, error) {
+	r, ok := raw.(*RequestResult)
+	if !ok {
+		return false, nil, fmt.Errorf("request order index: object is %T", raw)
+	}
+	b := make([]byte, 8, 8+len(r.ID)+1)
+	binary.BigEndian.PutUint64(b, r.Index)
+	b = append(b, r.ID...)
+	return true, append(b, 0), nil
+}
+
+func (requestOrderIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("request order index: %d arguments, want one Raft index", len(args))
+	}
+	index, ok := args[0].(uint64)
+	if !ok {
+		return nil, fmt.Errorf("request order index: argument is %T, want a uint64", args[0])
+	}
+	return binary.BigEndian.AppendUint64(nil, index), nil
 }
