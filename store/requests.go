@@ -104,6 +104,27 @@ func newRequestBounds(opts Options) requestBounds {
 	return b
 }
 
+// requestHead is the first request result in pruning order (Raft index,
+// then id), kept beside the database as the count is, so that a prune
+// with nothing to forget, nearly every one, is answered without walking
+// the index: that walk would stop at this row. Unknown (after a restore,
+// or when the table was emptied) until the next walk finds it again.
+type requestHead struct {
+	known bool
+	index uint64
+	id    string
+	time  int64
+}
+
+// after reports whether the head sorts after r.
+func (h requestHead) after(r *RequestResult) bool {
+	return r.Index < h.index || (r.Index == h.index && r.ID < h.id)
+}
+
+func headOf(r *RequestResult) requestHead {
+	return requestHead{known: true, index: r.Index, id: r.ID, time: r.Time}
+}
+
 // requestCount is how many request results the transaction's state holds:
 // the store's count, kept outside the database (only the FSM's goroutine
 // writes or restores, so nothing else reads it), plus this transaction's
@@ -139,15 +160,20 @@ func (w *WriteTxn) pruneRequests(cutoff int64) error {
 		return nil
 	}
 	bounds := w.s.requests
+	if h := w.requestHead; n <= bounds.max && h.known && h.time >= cutoff {
+		return nil
+	}
 	it, err := w.txn.LowerBound(tableRequests, indexIndex, uint64(0))
 	if err != nil {
 		return fmt.Errorf("list requests: %w", err)
 	}
 	var drop []*RequestResult
 	left := n
+	w.requestHead = requestHead{}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		r := raw.(*RequestResult)
 		if left <= bounds.max && r.Time >= cutoff {
+			w.requestHead = headOf(r)
 			break
 		}
 		drop = append(drop, r)
@@ -177,6 +203,9 @@ func (w *WriteTxn) RememberRequest(r *RequestResult) error {
 	// replaces a remembered result.
 	if err := w.txn.Insert(tableRequests, r); err != nil {
 		return fmt.Errorf("remember request %q: %w", r.ID, err)
+	}
+	if w.requestCount() == 0 || (w.requestHead.known && w.requestHead.after(r)) {
+		w.requestHead = headOf(r)
 	}
 	w.requestDelta++
 	if w.requestCount() <= w.s.requests.max {

@@ -71,6 +71,9 @@ type Store struct {
 	// Raft's back) is no data race.
 	requests     requestBounds
 	requestCount atomic.Int64
+	// requestHead is the first request result in pruning order, when
+	// known; only writers touch it, under writeMu (see requestHead).
+	requestHead requestHead
 
 	// abandonMu guards abandonCh, closed when Restore replaces the database
 	// so that blocked readers re-run against the new one.
@@ -213,6 +216,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 
 	s.publish(db, nil, &metaRow{Revision: r.revision, Applied: r.applied, Extinct: r.extinct})
 	s.requestCount.Store(int64(r.requests))
+	s.requestHead = requestHead{}
 	s.history.reset(r.revision)
 	s.abandonMu.Lock()
 	close(s.abandonCh)

@@ -18,6 +18,8 @@ type WriteTxn struct {
 	events []*Event
 	// requestDelta is the change to the store's request count.
 	requestDelta int
+	// requestHead is the store's, as this transaction changes it.
+	requestHead requestHead
 	// extinct: a service lost its last instance in this transaction.
 	extinct bool
 	// done: committed or aborted, the store's writer lock released.
@@ -28,7 +30,7 @@ type WriteTxn struct {
 // Begin waits until this transaction is committed or aborted.
 func (s *Store) Begin(index uint64) *WriteTxn {
 	s.writeMu.Lock()
-	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index}
+	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index, requestHead: s.requestHead}
 }
 
 // Abort drops the transaction; after Commit it does nothing.
@@ -57,6 +59,7 @@ func (w *WriteTxn) Commit() error {
 		meta.Extinct = w.index
 	}
 	w.s.requestCount.Add(int64(w.requestDelta))
+	w.s.requestHead = w.requestHead
 	w.s.publish(nil, w.txn.Commit, &meta)
 	if len(w.events) > 0 {
 		w.s.history.append(w.index, w.events)
