@@ -97,8 +97,28 @@ func (w *WriteTxn) put(prev, next *Instance) error {
 			return err
 		}
 	}
-	w.events = append(w.events, &Event{Type: EventPut, Revision: w.index, Key: next.Key(), Instance: next, Prev: prev})
+	w.addEvent(Event{Type: EventPut, Revision: w.index, Key: next.Key(), Instance: next, Prev: prev})
 	return nil
+}
+
+// firstEvent is a transaction's first event and the list it starts, made
+// in one allocation: most transactions change one instance.
+type firstEvent struct {
+	event Event
+	list  [1]*Event
+}
+
+// addEvent records an event of the transaction.
+func (w *WriteTxn) addEvent(e Event) {
+	if w.events == nil {
+		f := &firstEvent{event: e}
+		f.list[0] = &f.event
+		w.events = f.list[:1:1]
+		return
+	}
+	next := new(Event)
+	*next = e
+	w.events = append(w.events, next)
 }
 
 func (w *WriteTxn) remove(prev *Instance) error {
@@ -108,7 +128,7 @@ func (w *WriteTxn) remove(prev *Instance) error {
 	if err := w.touchService(prev.Namespace, prev.Service, -1); err != nil {
 		return err
 	}
-	w.events = append(w.events, &Event{Type: EventDelete, Revision: w.index, Key: prev.Key(), Prev: prev})
+	w.addEvent(Event{Type: EventDelete, Revision: w.index, Key: prev.Key(), Prev: prev})
 	return nil
 }
 
