@@ -70,7 +70,7 @@ func (w *WriteTxn) RegisterOwnedWithin(reg *Instance, now int64, lim InstanceLim
 
 func (w *WriteTxn) registerWithin(reg *Instance, now int64, lim InstanceLimits, owned bool) (uint64, error) {
 	if lim.PerService > 0 || lim.PerNamespace > 0 {
-		prev, err := w.instance(reg.Key())
+		prev, err := w.instanceOf(reg)
 		if err != nil {
 			return 0, err
 		}

@@ -110,7 +110,8 @@ func schema() *memdb.DBSchema {
 // service's instances. These are the bytes a CompoundIndex of
 // StringFieldIndexes builds, made in one allocation without reflection:
 // every write builds them for the new and the replaced instance, and
-// every lookup for its key. A lookup passes one Key; a prefix lookup
+// every lookup for its key. A lookup passes one Key, or an *Instance
+// for that instance's key; a prefix lookup
 // (indexIDPrefix) passes a namespace, or a namespace and a service.
 type instanceKeyIndex struct{}
 
@@ -129,11 +130,16 @@ func (instanceKeyIndex) FromArgs(args ...any) ([]byte, error) {
 	if len(args) != 1 {
 		return nil, fmt.Errorf("instance index: %d arguments, want one Key", len(args))
 	}
-	k, ok := args[0].(Key)
-	if !ok {
+	switch k := args[0].(type) {
+	case Key:
+		return nameKey(k.Namespace, k.Service, k.ID), nil
+	case *Instance:
+		// An instance's own key: a pointer is passed without the copy
+		// a Key in an interface costs.
+		return nameKey(k.Namespace, k.Service, k.ID), nil
+	default:
 		return nil, fmt.Errorf("instance index: argument is %T, want a Key", args[0])
 	}
-	return nameKey(k.Namespace, k.Service, k.ID), nil
 }
 
 func (instanceKeyIndex) PrefixFromArgs(args ...any) ([]byte, error) {

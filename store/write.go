@@ -73,7 +73,17 @@ func (w *WriteTxn) Commit() error {
 }
 
 func (w *WriteTxn) instance(k Key) (*Instance, error) {
-	raw, err := w.txn.First(tableInstances, indexID, k)
+	return w.lookup(k, k)
+}
+
+// instanceOf returns the stored instance with i's key, or nil.
+func (w *WriteTxn) instanceOf(i *Instance) (*Instance, error) {
+	return w.lookup(i, i.Key())
+}
+
+// lookup finds an instance by arg, a Key or an *Instance, whose key is k.
+func (w *WriteTxn) lookup(arg any, k Key) (*Instance, error) {
+	raw, err := w.txn.First(tableInstances, indexID, arg)
 	if err != nil {
 		return nil, fmt.Errorf("get instance %s: %w", k, err)
 	}
@@ -178,7 +188,7 @@ func (w *WriteTxn) Register(reg *Instance, now int64) (uint64, error) {
 // register is Register; owned says reg is the caller's to hand over (see
 // RegisterOwnedWithin), so it is stamped and stored without a copy.
 func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error) {
-	prev, err := w.instance(reg.Key())
+	prev, err := w.instanceOf(reg)
 	if err != nil {
 		return 0, err
 	}
