@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/hashicorp/go-memdb"
@@ -17,7 +16,6 @@ const (
 	tableACL       = "acl_state"
 
 	indexID     = "id"
-	indexIndex  = "index"
 	indexSecret = "secret"
 
 	// indexIDPrefix looks up a prefix of whole names of the id index.
@@ -83,9 +81,10 @@ func schema() *memdb.DBSchema {
 		tableRequests: {
 			Name: tableRequests,
 			Indexes: map[string]*memdb.IndexSchema{
+				// Their pruning order is kept beside the database
+				// (Store.requestOrder): a second index would cost every
+				// request its radix inserts and deletes.
 				indexID: {Name: indexID, Unique: true, Indexer: requestIDIndex{}},
-				// Oldest first: pruning walks this index.
-				indexIndex: {Name: indexIndex, Unique: true, Indexer: requestOrderIndex{}},
 			},
 		},
 		tableTokens: {
@@ -235,34 +234,4 @@ func (requestIDIndex) FromArgs(args ...any) ([]byte, error) {
 		return nil, fmt.Errorf("request index: want one request id, got %v", args)
 	}
 	return nameKey(id), nil
-}
-
-// requestOrderIndex orders request results by Raft index, then id: the
-// index as 8 big-endian bytes, then the id and a zero byte. These are the
-// keys a non-unique UintFieldIndex on Index stores (it appends the id
-// index's key), built in one allocation; being whole keys, the index is
-// unique. A lookup passes a Raft index (a uint64), the lower bound of a
-// walk.
-type requestOrderIndex struct{}
-
-func (requestOrderIndex) FromObject(raw any) (bool, []byte, error) {
-	r, ok := raw.(*RequestResult)
-	if !ok {
-		return false, nil, fmt.Errorf("request order index: object is %T", raw)
-	}
-	b := make([]byte, 8, 8+len(r.ID)+1)
-	binary.BigEndian.PutUint64(b, r.Index)
-	b = append(b, r.ID...)
-	return true, append(b, 0), nil
-}
-
-func (requestOrderIndex) FromArgs(args ...any) ([]byte, error) {
-	if len(args) != 1 {
-		return nil, fmt.Errorf("request order index: %d arguments, want one Raft index", len(args))
-	}
-	index, ok := args[0].(uint64)
-	if !ok {
-		return nil, fmt.Errorf("request order index: argument is %T, want a uint64", args[0])
-	}
-	return binary.BigEndian.AppendUint64(nil, index), nil
 }

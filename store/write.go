@@ -16,10 +16,13 @@ type WriteTxn struct {
 	txn    *memdb.Txn
 	index  uint64
 	events []*Event
-	// requestDelta is the change to the store's request count.
-	requestDelta int
-	// requestHead is the store's, as this transaction changes it.
-	requestHead requestHead
+	// requestsDropped request results at the front of the store's
+	// requestOrder are forgotten by this transaction; requestsAdded are
+	// remembered by it, in pruning order, the first addedDropped of them
+	// forgotten again.
+	requestsDropped int
+	requestsAdded   []*RequestResult
+	addedDropped    int
 	// extinct: a service lost its last instance in this transaction.
 	extinct bool
 	// done: committed or aborted, the store's writer lock released.
@@ -30,7 +33,7 @@ type WriteTxn struct {
 // Begin waits until this transaction is committed or aborted.
 func (s *Store) Begin(index uint64) *WriteTxn {
 	s.writeMu.Lock()
-	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index, requestHead: s.requestHead}
+	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index}
 }
 
 // Abort drops the transaction; after Commit it does nothing.
@@ -58,8 +61,7 @@ func (w *WriteTxn) Commit() error {
 	if w.extinct {
 		meta.Extinct = w.index
 	}
-	w.s.requestCount.Add(int64(w.requestDelta))
-	w.s.requestHead = w.requestHead
+	w.commitRequests()
 	w.s.publish(nil, w.txn.Commit, &meta)
 	if len(w.events) > 0 {
 		w.s.history.append(w.index, w.events)
