@@ -30,7 +30,9 @@ var handlers = map[CommandType]handler{
 			return 0, fmt.Errorf("%w: register without namespace, service or id", errDecode)
 		}
 		lim := store.InstanceLimits{PerService: int(c.GetLimits().GetPerService()), PerNamespace: int(c.GetLimits().GetPerNamespace())}
-		return w.RegisterWithin(store.InstanceFromRecord(c.Instance), c.NowUnixNs, lim)
+		// The instance is built from the command, decoded for this call
+		// alone: the store may keep it without a copy.
+		return w.RegisterOwnedWithin(store.InstanceFromRecord(c.Instance), c.NowUnixNs, lim)
 	}),
 	DeregisterType: typed(func(w *store.WriteTxn, c *raftcmdv1.Deregister) (uint64, error) {
 		return w.Deregister(store.Key{Namespace: c.Namespace, Service: c.Service, ID: c.Id})

@@ -57,8 +57,20 @@ func (v *View) CheckInstanceLimits(k Key, lim InstanceLimits) error {
 // a registration that adds an instance beyond lim. Re-registering an
 // instance that exists is never refused.
 func (w *WriteTxn) RegisterWithin(reg *Instance, now int64, lim InstanceLimits) (uint64, error) {
+	return w.registerWithin(reg, now, lim, false)
+}
+
+// RegisterOwnedWithin is RegisterWithin for an instance the caller hands
+// over, such as one just decoded from a command: reg, with its tags,
+// metadata and check, may become the store's, so the caller must not use
+// or change it afterwards. It saves RegisterWithin's copy.
+func (w *WriteTxn) RegisterOwnedWithin(reg *Instance, now int64, lim InstanceLimits) (uint64, error) {
+	return w.registerWithin(reg, now, lim, true)
+}
+
+func (w *WriteTxn) registerWithin(reg *Instance, now int64, lim InstanceLimits, owned bool) (uint64, error) {
 	if lim.PerService > 0 || lim.PerNamespace > 0 {
-		prev, err := w.instance(reg.Key())
+		prev, err := w.instanceOf(reg)
 		if err != nil {
 			return 0, err
 		}
@@ -78,7 +90,7 @@ func (w *WriteTxn) RegisterWithin(reg *Instance, now int64, lim InstanceLimits) 
 			}
 		}
 	}
-	return w.Register(reg, now)
+	return w.register(reg, now, owned)
 }
 
 func checkLimits(k Key, lim InstanceLimits, svcCount int, nsCount func() (int, error)) error {

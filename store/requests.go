@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // RequestError is the kind of domain error a remembered request returned.
@@ -104,11 +105,78 @@ func newRequestBounds(opts Options) requestBounds {
 	return b
 }
 
-// requestCount is how many request results the transaction's state holds:
-// the store's count, kept outside the database (only the FSM's goroutine
-// writes or restores, so nothing else reads it), plus this transaction's
-// changes, which Commit folds in. It saves a meta row write per request.
-func (w *WriteTxn) requestCount() int { return int(w.s.requestCount.Load()) + w.requestDelta }
+// requestBefore reports whether a comes before b in pruning order: by Raft
+// index, then id.
+func requestBefore(a, b *RequestResult) bool {
+	return a.Index < b.Index || (a.Index == b.Index && a.ID < b.ID)
+}
+
+func compareRequests(a, b *RequestResult) int {
+	if requestBefore(a, b) {
+		return -1
+	}
+	if requestBefore(b, a) {
+		return 1
+	}
+	return 0
+}
+
+// The request results' pruning order (Raft index, then id) is kept beside
+// the database, as a slice only writers use (Store.requestOrder), not as a
+// second index of the table: a second index costs every request a radix
+// insert and, once the bounds are reached, a radix delete, and commits one
+// more index root. A transaction forgets results from the front of the
+// store's slice and of its own additions, never changing the slice, and
+// Commit builds the next one; Abort just drops them.
+
+// requestCount is how many request results the transaction's state holds.
+func (w *WriteTxn) requestCount() int {
+	return len(w.s.requestOrder) - w.requestsDropped + len(w.requestsAdded) - w.addedDropped
+}
+
+// oldestRequest returns the first request result in pruning order of the
+// transaction's state, and whether it is one of the transaction's own
+// additions; nil when there is none.
+func (w *WriteTxn) oldestRequest() (*RequestResult, bool) {
+	var stored, added *RequestResult
+	if w.requestsDropped < len(w.s.requestOrder) {
+		stored = w.s.requestOrder[w.requestsDropped]
+	}
+	if w.addedDropped < len(w.requestsAdded) {
+		added = w.requestsAdded[w.addedDropped]
+	}
+	if added != nil && (stored == nil || requestBefore(added, stored)) {
+		return added, true
+	}
+	return stored, false
+}
+
+// commitRequests hands the transaction's changes to the store's order.
+// Only Commit calls it, under writeMu.
+func (w *WriteTxn) commitRequests() {
+	if w.requestsDropped == 0 && len(w.requestsAdded) == 0 {
+		return
+	}
+	order := w.s.requestOrder
+	// Forgotten results are no longer referenced from the front of the
+	// array, which a later append may still share.
+	clear(order[:w.requestsDropped])
+	order = order[w.requestsDropped:]
+	added := w.requestsAdded[w.addedDropped:]
+	if len(order) > 0 && len(added) > 0 && requestBefore(added[0], order[len(order)-1]) {
+		// Not written in Raft index order (only a store driven outside
+		// the FSM does that): merge.
+		merged := make([]*RequestResult, 0, len(order)+len(added))
+		merged = append(append(merged, order...), added...)
+		slices.SortFunc(merged, compareRequests)
+		w.s.requestOrder = merged
+		return
+	}
+	if len(order) == 0 {
+		order = nil
+	}
+	w.s.requestOrder = append(order, added...)
+}
 
 // Request returns the remembered result of request id, or nil.
 func (w *WriteTxn) Request(id string) (*RequestResult, error) {
@@ -134,35 +202,21 @@ func (w *WriteTxn) PruneRequests(now int64) error {
 // pruneRequests forgets, oldest first, results stamped before cutoff and
 // results beyond the count bound.
 func (w *WriteTxn) pruneRequests(cutoff int64) error {
-	n := w.requestCount()
-	if n == 0 {
-		return nil
-	}
 	bounds := w.s.requests
-	it, err := w.txn.LowerBound(tableRequests, indexIndex, uint64(0))
-	if err != nil {
-		return fmt.Errorf("list requests: %w", err)
-	}
-	var drop []*RequestResult
-	left := n
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		r := raw.(*RequestResult)
-		if left <= bounds.max && r.Time >= cutoff {
+	for n := w.requestCount(); n > 0; n-- {
+		r, added := w.oldestRequest()
+		if n <= bounds.max && r.Time >= cutoff {
 			break
 		}
-		drop = append(drop, r)
-		left--
-	}
-	if len(drop) == 0 {
-		return nil
-	}
-	// Deleting while iterating would disturb the iterator.
-	for _, r := range drop {
 		if err := w.txn.Delete(tableRequests, r); err != nil {
 			return fmt.Errorf("forget request %q: %w", r.ID, err)
 		}
+		if added {
+			w.addedDropped++
+		} else {
+			w.requestsDropped++
+		}
 	}
-	w.requestDelta -= len(drop)
 	return nil
 }
 
@@ -178,11 +232,24 @@ func (w *WriteTxn) RememberRequest(r *RequestResult) error {
 	if err := w.txn.Insert(tableRequests, r); err != nil {
 		return fmt.Errorf("remember request %q: %w", r.ID, err)
 	}
-	w.requestDelta++
+	// Keep the additions in pruning order: they share the transaction's
+	// index, so by id.
+	i := len(w.requestsAdded)
+	for i > w.addedDropped && requestBefore(r, w.requestsAdded[i-1]) {
+		i--
+	}
+	w.requestsAdded = slices.Insert(w.requestsAdded, i, r)
 	if w.requestCount() <= w.s.requests.max {
 		return nil
 	}
 	return w.pruneRequests(math.MinInt64)
+}
+
+// requestOrder returns the restored request results in pruning order.
+func (r *Restorer) requestOrder() []*RequestResult {
+	order := slices.Clone(r.requests)
+	slices.SortFunc(order, compareRequests)
+	return order
 }
 
 // Request returns the remembered result of request id, or nil.
@@ -195,14 +262,20 @@ func (v *View) Request(id string) *RequestResult {
 }
 
 // Requests calls fn for every remembered request result, oldest (by Raft
-// index, then id) first; fn returning false stops.
+// index, then id) first; fn returning false stops. The table's one index is
+// by id, so it sorts them first.
 func (v *View) Requests(fn func(*RequestResult) bool) error {
-	it, err := v.txn.LowerBound(tableRequests, indexIndex, uint64(0))
+	it, err := v.txn.Get(tableRequests, indexID)
 	if err != nil {
 		return fmt.Errorf("list requests: %w", err)
 	}
+	var all []*RequestResult
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if !fn(raw.(*RequestResult)) {
+		all = append(all, raw.(*RequestResult))
+	}
+	slices.SortFunc(all, compareRequests)
+	for _, r := range all {
+		if !fn(r) {
 			return nil
 		}
 	}

@@ -16,7 +16,6 @@ const (
 	tableACL       = "acl_state"
 
 	indexID     = "id"
-	indexIndex  = "index"
 	indexSecret = "secret"
 
 	// indexIDPrefix looks up a prefix of whole names of the id index.
@@ -82,9 +81,10 @@ func schema() *memdb.DBSchema {
 		tableRequests: {
 			Name: tableRequests,
 			Indexes: map[string]*memdb.IndexSchema{
-				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
-				// Oldest first: pruning walks this index.
-				indexIndex: {Name: indexIndex, Indexer: &memdb.UintFieldIndex{Field: "Index"}},
+				// Their pruning order is kept beside the database
+				// (Store.requestOrder): a second index would cost every
+				// request its radix inserts and deletes.
+				indexID: {Name: indexID, Unique: true, Indexer: requestIDIndex{}},
 			},
 		},
 		tableTokens: {
@@ -109,7 +109,8 @@ func schema() *memdb.DBSchema {
 // service's instances. These are the bytes a CompoundIndex of
 // StringFieldIndexes builds, made in one allocation without reflection:
 // every write builds them for the new and the replaced instance, and
-// every lookup for its key. A lookup passes one Key; a prefix lookup
+// every lookup for its key. A lookup passes one Key, or an *Instance
+// for that instance's key; a prefix lookup
 // (indexIDPrefix) passes a namespace, or a namespace and a service.
 type instanceKeyIndex struct{}
 
@@ -128,11 +129,16 @@ func (instanceKeyIndex) FromArgs(args ...any) ([]byte, error) {
 	if len(args) != 1 {
 		return nil, fmt.Errorf("instance index: %d arguments, want one Key", len(args))
 	}
-	k, ok := args[0].(Key)
-	if !ok {
+	switch k := args[0].(type) {
+	case Key:
+		return nameKey(k.Namespace, k.Service, k.ID), nil
+	case *Instance:
+		// An instance's own key: a pointer is passed without the copy
+		// a Key in an interface costs.
+		return nameKey(k.Namespace, k.Service, k.ID), nil
+	default:
 		return nil, fmt.Errorf("instance index: argument is %T, want a Key", args[0])
 	}
-	return nameKey(k.Namespace, k.Service, k.ID), nil
 }
 
 func (instanceKeyIndex) PrefixFromArgs(args ...any) ([]byte, error) {
@@ -204,4 +210,28 @@ func argString(args []any, i int) (string, bool) {
 	}
 	s, ok := args[i].(string)
 	return s, ok
+}
+
+// requestIDIndex is the request results' id index: the id followed by a
+// zero byte, the bytes a StringFieldIndex builds, in one allocation and
+// without reflection. A lookup passes the id.
+type requestIDIndex struct{}
+
+func (requestIDIndex) FromObject(raw any) (bool, []byte, error) {
+	r, ok := raw.(*RequestResult)
+	if !ok {
+		return false, nil, fmt.Errorf("request index: object is %T", raw)
+	}
+	if r.ID == "" {
+		return false, nil, nil
+	}
+	return true, nameKey(r.ID), nil
+}
+
+func (requestIDIndex) FromArgs(args ...any) ([]byte, error) {
+	id, ok := argString(args, 0)
+	if len(args) != 1 || !ok {
+		return nil, fmt.Errorf("request index: want one request id, got %v", args)
+	}
+	return nameKey(id), nil
 }

@@ -64,13 +64,12 @@ type Store struct {
 	// database is in place, its meta not yet.
 	published func()
 	history   *History
-	// requests bounds the remembered request results; requestCount is how
-	// many there are. Only writers touch it, and writeMu orders them
-	// (WriteTxn.Commit updates it before releasing that lock); it is atomic
-	// so that a writer outside the FSM (a test changing a store behind
-	// Raft's back) is no data race.
+	// requests bounds the remembered request results; requestOrder holds
+	// them in pruning order (see requestOrder). Only writers touch it,
+	// under writeMu (WriteTxn.Commit and Restore replace it before
+	// releasing that lock).
 	requests     requestBounds
-	requestCount atomic.Int64
+	requestOrder []*RequestResult
 
 	// abandonMu guards abandonCh, closed when Restore replaces the database
 	// so that blocked readers re-run against the new one.
@@ -212,7 +211,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	r.txn.Commit()
 
 	s.publish(db, nil, &metaRow{Revision: r.revision, Applied: r.applied, Extinct: r.extinct})
-	s.requestCount.Store(int64(r.requests))
+	s.requestOrder = r.requestOrder()
 	s.history.reset(r.revision)
 	s.abandonMu.Lock()
 	close(s.abandonCh)
@@ -231,7 +230,7 @@ type Restorer struct {
 	services map[[2]string]*serviceRow
 	// serviceRevs may arrive before or after the service's instances.
 	serviceRevs map[[2]string]uint64
-	requests    int
+	requests    []*RequestResult
 }
 
 // SetRevision sets the registry revision of the restored state.
@@ -281,7 +280,7 @@ func (r *Restorer) Request(res *RequestResult) error {
 	if err := r.txn.Insert(tableRequests, res); err != nil {
 		return fmt.Errorf("restore request %q: %w", res.ID, err)
 	}
-	r.requests++
+	r.requests = append(r.requests, res)
 	return nil
 }
 

@@ -16,8 +16,13 @@ type WriteTxn struct {
 	txn    *memdb.Txn
 	index  uint64
 	events []*Event
-	// requestDelta is the change to the store's request count.
-	requestDelta int
+	// requestsDropped request results at the front of the store's
+	// requestOrder are forgotten by this transaction; requestsAdded are
+	// remembered by it, in pruning order, the first addedDropped of them
+	// forgotten again.
+	requestsDropped int
+	requestsAdded   []*RequestResult
+	addedDropped    int
 	// extinct: a service lost its last instance in this transaction.
 	extinct bool
 	// done: committed or aborted, the store's writer lock released.
@@ -56,7 +61,7 @@ func (w *WriteTxn) Commit() error {
 	if w.extinct {
 		meta.Extinct = w.index
 	}
-	w.s.requestCount.Add(int64(w.requestDelta))
+	w.commitRequests()
 	w.s.publish(nil, w.txn.Commit, &meta)
 	if len(w.events) > 0 {
 		w.s.history.append(w.index, w.events)
@@ -70,7 +75,17 @@ func (w *WriteTxn) Commit() error {
 }
 
 func (w *WriteTxn) instance(k Key) (*Instance, error) {
-	raw, err := w.txn.First(tableInstances, indexID, k)
+	return w.lookup(k, k)
+}
+
+// instanceOf returns the stored instance with i's key, or nil.
+func (w *WriteTxn) instanceOf(i *Instance) (*Instance, error) {
+	return w.lookup(i, i.Key())
+}
+
+// lookup finds an instance by arg, a Key or an *Instance, whose key is k.
+func (w *WriteTxn) lookup(arg any, k Key) (*Instance, error) {
+	raw, err := w.txn.First(tableInstances, indexID, arg)
 	if err != nil {
 		return nil, fmt.Errorf("get instance %s: %w", k, err)
 	}
@@ -94,8 +109,28 @@ func (w *WriteTxn) put(prev, next *Instance) error {
 			return err
 		}
 	}
-	w.events = append(w.events, &Event{Type: EventPut, Revision: w.index, Key: next.Key(), Instance: next, Prev: prev})
+	w.addEvent(Event{Type: EventPut, Revision: w.index, Key: next.Key(), Instance: next, Prev: prev})
 	return nil
+}
+
+// firstEvent is a transaction's first event and the list it starts, made
+// in one allocation: most transactions change one instance.
+type firstEvent struct {
+	event Event
+	list  [1]*Event
+}
+
+// addEvent records an event of the transaction.
+func (w *WriteTxn) addEvent(e Event) {
+	if w.events == nil {
+		f := &firstEvent{event: e}
+		f.list[0] = &f.event
+		w.events = f.list[:1:1]
+		return
+	}
+	next := new(Event)
+	*next = e
+	w.events = append(w.events, next)
 }
 
 func (w *WriteTxn) remove(prev *Instance) error {
@@ -105,7 +140,7 @@ func (w *WriteTxn) remove(prev *Instance) error {
 	if err := w.touchService(prev.Namespace, prev.Service, -1); err != nil {
 		return err
 	}
-	w.events = append(w.events, &Event{Type: EventDelete, Revision: w.index, Key: prev.Key(), Prev: prev})
+	w.addEvent(Event{Type: EventDelete, Revision: w.index, Key: prev.Key(), Prev: prev})
 	return nil
 }
 
@@ -149,11 +184,20 @@ func (w *WriteTxn) touchService(namespace, service string, delta int) error {
 // identical re-registration without a TTL changes nothing and returns the
 // existing revision.
 func (w *WriteTxn) Register(reg *Instance, now int64) (uint64, error) {
-	prev, err := w.instance(reg.Key())
+	return w.register(reg, now, false)
+}
+
+// register is Register; owned says reg is the caller's to hand over (see
+// RegisterOwnedWithin), so it is stamped and stored without a copy.
+func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error) {
+	prev, err := w.instanceOf(reg)
 	if err != nil {
 		return 0, err
 	}
-	next := reg.Clone()
+	next := reg
+	if !owned {
+		next = reg.Clone()
+	}
 	next.ModRevision = w.index
 	next.CreateRevision = w.index
 	next.RegistrationRevision = w.index

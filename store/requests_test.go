@@ -1,0 +1,136 @@
+package store
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"slices"
+	"testing"
+)
+
+// requestModel is the request table's rules written plainly: results in
+// (Raft index, id) order, the oldest forgotten first.
+type requestModel struct {
+	max  int
+	age  int64
+	rows []*RequestResult
+}
+
+func (m *requestModel) prune(cutoff int64) {
+	for len(m.rows) > 0 && (len(m.rows) > m.max || m.rows[0].Time < cutoff) {
+		m.rows = m.rows[1:]
+	}
+}
+
+func (m *requestModel) remember(r *RequestResult) {
+	i, _ := slices.BinarySearchFunc(m.rows, r, compareRequests)
+	m.rows = slices.Insert(slices.Clip(m.rows), i, r)
+	if len(m.rows) > m.max {
+		m.prune(math.MinInt64)
+	}
+}
+
+func (m *requestModel) has(id string) bool {
+	return slices.ContainsFunc(m.rows, func(r *RequestResult) bool { return r.ID == id })
+}
+
+// TestRequestTableFollowsItsRules: the store forgets and remembers request
+// results exactly as the plain rules do (requestModel), through several
+// requests at one index in shuffled id order, pruning by age and by count
+// (inside a transaction too), aborted transactions, indexes written out of
+// order, and restores of another state; and a view lists them in order.
+func TestRequestTableFollowsItsRules(t *testing.T) {
+	opts := Options{HistoryEvents: 100, HistoryBytes: 1 << 20, RequestResults: 6, RequestResultAge: 40}
+	s := New(opts)
+	model := &requestModel{max: 6, age: 40}
+	rng := rand.New(rand.NewSource(1))
+	now := int64(1000)
+	index := uint64(0)
+	forgotten := 0
+	for step := 0; step < 3000; step++ {
+		now += int64(rng.Intn(12))
+		index++
+		at := index
+		if rng.Intn(40) == 0 && at > 5 {
+			// A store written outside the FSM may go back.
+			at -= uint64(rng.Intn(5))
+		}
+		next := &requestModel{max: model.max, age: model.age, rows: slices.Clone(model.rows)}
+		added := 0
+		w := s.Begin(at)
+		if err := w.PruneRequests(now); err != nil {
+			t.Fatal(err)
+		}
+		next.prune(now - next.age)
+		for range rng.Intn(5) {
+			id := fmt.Sprintf("r%03d", rng.Intn(400))
+			prev, err := w.Request(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (prev != nil) != next.has(id) {
+				t.Fatalf("step %d: request %s remembered: %v, the rules say %v", step, id, prev != nil, next.has(id))
+			}
+			if prev != nil {
+				continue
+			}
+			r := &RequestResult{ID: id, Time: now, Index: at, Revision: at}
+			if err := w.RememberRequest(r); err != nil {
+				t.Fatal(err)
+			}
+			next.remember(r)
+			added++
+		}
+		if rng.Intn(8) == 0 {
+			w.Abort()
+		} else {
+			if err := w.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			forgotten += len(model.rows) + added - len(next.rows)
+			model = next
+		}
+		if rng.Intn(60) == 0 && len(model.rows) > 0 {
+			// Restore a state without the oldest result.
+			model.rows = slices.Clone(model.rows[1:])
+			rows := slices.Clone(model.rows)
+			rng.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
+			if err := s.Restore(func(r *Restorer) error {
+				for _, row := range rows {
+					if err := r.Request(row); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := requestRows(t, s), model.rows; !slices.Equal(got, want) {
+			t.Fatalf("step %d: the store holds %v, the rules say %v", step, ids(got), ids(want))
+		}
+		if got := s.requestOrder; !slices.Equal(got, model.rows) {
+			t.Fatalf("step %d: the store's pruning order is %v, the rules say %v", step, ids(got), ids(model.rows))
+		}
+	}
+	if forgotten < 100 || len(model.rows) == 0 {
+		t.Fatalf("%d results forgotten, %d left: the comparison proves little", forgotten, len(model.rows))
+	}
+}
+
+func requestRows(t *testing.T, s *Store) []*RequestResult {
+	t.Helper()
+	var out []*RequestResult
+	if err := s.View().Requests(func(r *RequestResult) bool { out = append(out, r); return true }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func ids(rs []*RequestResult) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, fmt.Sprintf("%d/%s@%d", r.Index, r.ID, r.Time))
+	}
+	return out
+}
