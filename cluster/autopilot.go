@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -345,14 +346,18 @@ func promotions(c *autopilot.Config, s *autopilot.State, now time.Time, logger i
 }) autopilot.RaftChanges {
 	var out autopilot.RaftChanges
 	minStable := s.ServerStabilizationTime(c)
+	hooks := testAutopilotHooks.Load()
+	if hooks != nil && hooks.round != nil {
+		hooks.round(minStable)
+	}
 	for id, srv := range s.Servers {
 		if srv.State != autopilot.RaftNonVoter || srv.Server.NodeType != autopilot.NodeVoter {
 			continue
 		}
 		if srv.Health.IsStable(now, minStable) {
 			logger.Info("autopilot: promoting a stable server to voter", "id", id, "healthy_for", now.Sub(srv.Health.StableSince).Round(time.Millisecond))
-			if testHookPromote != nil {
-				testHookPromote(string(id), now.Sub(srv.Health.StableSince))
+			if hooks != nil && hooks.promote != nil {
+				hooks.promote(string(id), now.Sub(srv.Health.StableSince))
 			}
 			out.Promotions = append(out.Promotions, id)
 		}
@@ -361,9 +366,17 @@ func promotions(c *autopilot.Config, s *autopilot.State, now time.Time, logger i
 	return out
 }
 
-// testHookPromote, when set, sees each promotion with how long the server
-// had been healthy.
-var testHookPromote func(id string, healthyFor time.Duration)
+// autopilotHooks let tests see autopilot's rounds: round runs at every
+// reconcile round (promotions are decided, then failed servers pruned)
+// with the stabilization time that round requires (0 during a new
+// leader's first stabilization time); promote sees each promotion with how
+// long the server had been healthy.
+type autopilotHooks struct {
+	round   func(minStable time.Duration)
+	promote func(id string, healthyFor time.Duration)
+}
+
+var testAutopilotHooks atomic.Pointer[autopilotHooks]
 
 // memberVoterIntent records, before a server enters the configuration as
 // a non-voter, whether autopilot may promote it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,18 +159,22 @@ func TestAutopilotPromotesOnlyStableVoters(t *testing.T) {
 	c := newAPCluster(t, fastAutopilot)
 	n1 := c.start("n1", true)
 	eventually(t, "n1 to lead", n1.node.LeaderReady)
-	// Autopilot promotes at once during the leader's first stabilization
-	// time (so a new cluster forms quickly); wait it out.
-	eventually(t, "the leader's autopilot state", func() bool { _, ok := n1.node.AutopilotState(); return ok })
-	time.Sleep(2 * fastAutopilot.ServerStabilizationTime)
-
 	var mu sync.Mutex
 	promoted := map[string]time.Duration{}
-	defer cluster.SetTestHookPromote(func(id string, healthyFor time.Duration) {
+	var fullRounds atomic.Int64
+	defer cluster.SetAutopilotHooks(func(minStable time.Duration) {
+		if minStable == fastAutopilot.ServerStabilizationTime {
+			fullRounds.Add(1)
+		}
+	}, func(id string, healthyFor time.Duration) {
 		mu.Lock()
 		defer mu.Unlock()
 		promoted[id] = healthyFor
 	})()
+	// Autopilot promotes at once during the leader's first stabilization
+	// time (so a new cluster forms quickly): wait until its rounds require
+	// the full stabilization time.
+	eventually(t, "autopilot's rounds to require the stabilization time", func() bool { return fullRounds.Load() > 0 })
 
 	r := c.start("r1", false)
 	c.join(r, false)
@@ -236,14 +241,17 @@ func TestAutopilotRemovesFailedServersAboveMinQuorum(t *testing.T) {
 		return s["n1"] && s["n2"] && s["n3"]
 	})
 
+	var rounds atomic.Int64
+	defer cluster.SetAutopilotHooks(func(time.Duration) { rounds.Add(1) }, nil)()
 	c.kill(n3)
 	eventually(t, "autopilot to find n3 failed", func() bool {
 		st, _ := c.leader().AutopilotState()
 		return st.Servers["n3"].Failed
 	})
-	// Many reconcile rounds see n3 failed; none may remove it: two voters
-	// would be fewer than the minimum quorum.
-	time.Sleep(20 * fastAutopilot.ReconcileInterval)
+	// Many reconcile rounds, each followed by a prune, see n3 failed; none
+	// may remove it: two voters would be fewer than the minimum quorum.
+	from := rounds.Load()
+	eventually(t, "ten more reconcile rounds", func() bool { return rounds.Load() >= from+10 })
 	if s := suffrage(t, c.leader()); !s["n3"] {
 		t.Fatalf("n3 removed below the minimum quorum: %v", s)
 	}

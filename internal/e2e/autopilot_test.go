@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,7 +53,8 @@ func TestAutopilotReplacesAFailedServer(t *testing.T) {
 	ports := FreePorts(t, 10)
 	base := t.TempDir()
 	c := &Cluster{T: t, Roster: roster}
-	ap := []string{"--autopilot-dead-server-after", "2s", "--autopilot-server-stabilization-time", "2s", "--autopilot-min-quorum", "3"}
+	ap := []string{"--autopilot-dead-server-after", "2s", "--autopilot-server-stabilization-time", "2s", "--autopilot-min-quorum", "3",
+		"--log-level", "debug"}
 	for i := 0; i < 5; i++ {
 		p := newProc(t, rosterd, base, ports, i)
 		p.args = append([]string{"--node-id", p.ID, "--data-dir", p.DataDir, "--grpc-addr", p.GRPC, "--raft-addr", p.Raft}, ap...)
@@ -81,10 +84,13 @@ func TestAutopilotReplacesAFailedServer(t *testing.T) {
 		return ok && roles["n3"] == "failed"
 	})
 	// Three voters with one failed: removing it would leave two, fewer
-	// than the minimum quorum. Several reconcile rounds (2 s apart) pass.
-	time.Sleep(6 * time.Second)
+	// than the minimum quorum. Autopilot says so at every prune (2 s
+	// apart); three of them pass.
+	const refusal = "will not remove server node as it would leave less voters than the minimum number allowed"
+	from := logCount(c.Procs, refusal)
+	c.Eventually("three prunes to refuse to remove n3", 60*time.Second, func() bool { return logCount(c.Procs, refusal) >= from+3 })
 	if roles, _, ok := c.apMembers(n1.GRPC); !ok || roles["n3"] != "failed" {
-		t.Fatalf("n3 after 6 s failed: %v (ok %v); want it kept at the minimum quorum", roles, ok)
+		t.Fatalf("n3 after three prunes: %v (ok %v); want it kept, failed, at the minimum quorum", roles, ok)
 	}
 
 	n5.Start()
@@ -99,4 +105,14 @@ func TestAutopilotReplacesAFailedServer(t *testing.T) {
 	if got := c.ids(r.GRPC); got["after"] != 80 {
 		t.Fatalf("the replica read %v", got)
 	}
+}
+
+// logCount counts the lines of the processes' logs that contain phrase.
+func logCount(ps []*Proc, phrase string) int {
+	n := 0
+	for _, p := range ps {
+		b, _ := os.ReadFile(p.LogPath)
+		n += strings.Count(string(b), phrase)
+	}
+	return n
 }
