@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	autopilot "github.com/hashicorp/raft-autopilot"
 
@@ -341,9 +342,7 @@ func (p *apPromoter) CalculatePromotionsAndDemotions(c *autopilot.Config, s *aut
 
 // promotions lists the non-voters that joined to vote and have been
 // healthy for the stabilization time, in id order.
-func promotions(c *autopilot.Config, s *autopilot.State, now time.Time, logger interface {
-	Info(string, ...interface{})
-}) autopilot.RaftChanges {
+func promotions(c *autopilot.Config, s *autopilot.State, now time.Time, logger hclog.Logger) autopilot.RaftChanges {
 	var out autopilot.RaftChanges
 	minStable := s.ServerStabilizationTime(c)
 	hooks := testAutopilotHooks.Load()

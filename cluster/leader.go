@@ -139,10 +139,11 @@ func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 	n.logger.Info("leader ready", "applied_index", n.Applied())
 
 	self := store.Member{NodeID: n.cfg.NodeID, RaftAddr: n.RaftAddr(), APIAddr: n.cfg.APIAddr}
-	if m := n.store.View().Member(self.NodeID); m != nil {
+	m := n.store.View().Member(self.NodeID)
+	if m != nil {
 		self.JoinedToVote = m.JoinedToVote // addresses only
 	}
-	if m := n.store.View().Member(self.NodeID); m == nil || *m != self {
+	if m == nil || *m != self {
 		if err := n.upsertMember(ctx, self); err != nil {
 			n.logger.Warn("could not publish own member record", "error", err)
 		}
