@@ -121,13 +121,19 @@ func compareRequests(a, b *RequestResult) int {
 	return 0
 }
 
-// The request results' pruning order (Raft index, then id) is kept beside
-// the database, as a slice only writers use (Store.requestOrder), not as a
-// second index of the table: a second index costs every request a radix
-// insert and, once the bounds are reached, a radix delete, and commits one
-// more index root. A transaction forgets results from the front of the
-// store's slice and of its own additions, never changing the slice, and
-// Commit builds the next one; Abort just drops them.
+// The request results live beside the database, not in a table of it: they
+// are read only by the writer (a request looked up by id, the oldest ones
+// forgotten) and by snapshots, and a radix tree made every request pay a
+// path copy for its insert, another for its delete once the bound is
+// reached, and more garbage than the registration it wrapped. The store
+// keeps them in pruning order (Raft index, then id) in requestOrder and by
+// id in requestIDs, both touched only by writers. A transaction forgets
+// results from the front of the store's slice and of its own additions,
+// never changing either, and Commit builds the next ones; Abort just drops
+// them. Each committed state publishes its requestOrder with its revision
+// (metaRow.Requests), so a View lists exactly the results of its state: a
+// later commit only appends past the end of a published slice, or builds a
+// new one.
 
 // requestCount is how many request results the transaction's state holds.
 func (w *WriteTxn) requestCount() int {
@@ -151,18 +157,26 @@ func (w *WriteTxn) oldestRequest() (*RequestResult, bool) {
 	return stored, false
 }
 
-// commitRequests hands the transaction's changes to the store's order.
-// Only Commit calls it, under writeMu.
-func (w *WriteTxn) commitRequests() {
-	if w.requestsDropped == 0 && len(w.requestsAdded) == 0 {
-		return
-	}
+// commitRequests hands the transaction's changes to the store's order and
+// map, and returns the order to publish. Only Commit calls it, under
+// writeMu.
+func (w *WriteTxn) commitRequests() []*RequestResult {
+	defer clear(w.requestsByID)
 	order := w.s.requestOrder
-	// Forgotten results are no longer referenced from the front of the
-	// array, which a later append may still share.
-	clear(order[:w.requestsDropped])
-	order = order[w.requestsDropped:]
+	if w.requestsDropped == 0 && len(w.requestsAdded) == 0 {
+		return order
+	}
+	for _, r := range order[:w.requestsDropped] {
+		delete(w.s.requestIDs, r.ID)
+	}
 	added := w.requestsAdded[w.addedDropped:]
+	for _, r := range added {
+		w.s.requestIDs[r.ID] = r
+	}
+	// The forgotten results stay in the array, behind the new start, while
+	// a published View may list them; a later append that outgrows the
+	// array copies only the kept ones.
+	order = order[w.requestsDropped:]
 	if len(order) > 0 && len(added) > 0 && requestBefore(added[0], order[len(order)-1]) {
 		// Not written in Raft index order (only a store driven outside
 		// the FSM does that): merge.
@@ -170,24 +184,35 @@ func (w *WriteTxn) commitRequests() {
 		merged = append(append(merged, order...), added...)
 		slices.SortFunc(merged, compareRequests)
 		w.s.requestOrder = merged
-		return
+		return merged
 	}
 	if len(order) == 0 {
 		order = nil
 	}
 	w.s.requestOrder = append(order, added...)
+	return w.s.requestOrder
 }
 
-// Request returns the remembered result of request id, or nil.
+// Request returns the remembered result of request id, or nil, as the
+// transaction's state holds it: a result this transaction forgot is gone,
+// one it remembered is there.
 func (w *WriteTxn) Request(id string) (*RequestResult, error) {
-	raw, err := w.txn.First(tableRequests, indexID, id)
-	if err != nil {
-		return nil, fmt.Errorf("get request %q: %w", id, err)
+	if r := w.requestsByID[id]; r != nil {
+		if w.addedDropped > 0 && !requestBefore(w.requestsAdded[w.addedDropped-1], r) {
+			return nil, nil
+		}
+		return r, nil
 	}
-	if raw == nil {
+	r := w.s.requestIDs[id]
+	if r == nil {
 		return nil, nil
 	}
-	return raw.(*RequestResult), nil
+	// Forgotten results are the front of the order: r is one when it does
+	// not come after the last one forgotten.
+	if w.requestsDropped > 0 && !requestBefore(w.s.requestOrder[w.requestsDropped-1], r) {
+		return nil, nil
+	}
+	return r, nil
 }
 
 // PruneRequests forgets the oldest request results: those stamped more than
@@ -208,9 +233,6 @@ func (w *WriteTxn) pruneRequests(cutoff int64) error {
 		if n <= bounds.max && r.Time >= cutoff {
 			break
 		}
-		if err := w.txn.Delete(tableRequests, r); err != nil {
-			return fmt.Errorf("forget request %q: %w", r.ID, err)
-		}
 		if added {
 			w.addedDropped++
 		} else {
@@ -227,11 +249,12 @@ func (w *WriteTxn) RememberRequest(r *RequestResult) error {
 	if r.ID == "" {
 		return errors.New("remember request: empty id")
 	}
-	// The caller looked the id up first (Request): an insert never
-	// replaces a remembered result.
-	if err := w.txn.Insert(tableRequests, r); err != nil {
-		return fmt.Errorf("remember request %q: %w", r.ID, err)
+	// The caller looked the id up first (Request): an id is remembered
+	// once.
+	if prev, _ := w.Request(r.ID); prev != nil {
+		return fmt.Errorf("remember request %q: already remembered", r.ID)
 	}
+	w.requestsByID[r.ID] = r
 	// Keep the additions in pruning order: they share the transaction's
 	// index, so by id.
 	i := len(w.requestsAdded)
@@ -245,36 +268,25 @@ func (w *WriteTxn) RememberRequest(r *RequestResult) error {
 	return w.pruneRequests(math.MinInt64)
 }
 
-// requestOrder returns the restored request results in pruning order.
-func (r *Restorer) requestOrder() []*RequestResult {
+// requestOrder returns the restored request results in pruning order, and
+// by id; an id restored twice is an error.
+func (r *Restorer) requestOrder() ([]*RequestResult, map[string]*RequestResult, error) {
 	order := slices.Clone(r.requests)
 	slices.SortFunc(order, compareRequests)
-	return order
-}
-
-// Request returns the remembered result of request id, or nil.
-func (v *View) Request(id string) *RequestResult {
-	raw, err := v.txn.First(tableRequests, indexID, id)
-	if err != nil || raw == nil {
-		return nil
+	byID := make(map[string]*RequestResult, len(order))
+	for _, res := range order {
+		if _, dup := byID[res.ID]; dup {
+			return nil, nil, fmt.Errorf("restore: request id %q appears twice", res.ID)
+		}
+		byID[res.ID] = res
 	}
-	return raw.(*RequestResult)
+	return order, byID, nil
 }
 
-// Requests calls fn for every remembered request result, oldest (by Raft
-// index, then id) first; fn returning false stops. The table's one index is
-// by id, so it sorts them first.
+// Requests calls fn for every remembered request result of the view's
+// state, oldest (by Raft index, then id) first; fn returning false stops.
 func (v *View) Requests(fn func(*RequestResult) bool) error {
-	it, err := v.txn.Get(tableRequests, indexID)
-	if err != nil {
-		return fmt.Errorf("list requests: %w", err)
-	}
-	var all []*RequestResult
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		all = append(all, raw.(*RequestResult))
-	}
-	slices.SortFunc(all, compareRequests)
-	for _, r := range all {
+	for _, r := range v.meta.Requests {
 		if !fn(r) {
 			return nil
 		}

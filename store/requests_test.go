@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -47,7 +48,12 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 	now := int64(1000)
 	index := uint64(0)
 	forgotten := 0
+	var held *View
+	var heldRows []*RequestResult
 	for step := 0; step < 3000; step++ {
+		if step%50 == 0 {
+			held, heldRows = s.View(), slices.Clone(model.rows)
+		}
 		now += int64(rng.Intn(12))
 		index++
 		at := index
@@ -112,6 +118,20 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 		if got := s.requestOrder; !slices.Equal(got, model.rows) {
 			t.Fatalf("step %d: the store's pruning order is %v, the rules say %v", step, ids(got), ids(model.rows))
 		}
+		if len(s.requestIDs) != len(model.rows) {
+			t.Fatalf("step %d: %d results by id, the rules say %d", step, len(s.requestIDs), len(model.rows))
+		}
+		for _, r := range model.rows {
+			if s.requestIDs[r.ID] != r {
+				t.Fatalf("step %d: result %s by id is %v", step, r.ID, s.requestIDs[r.ID])
+			}
+		}
+		// A view taken earlier still lists its own state's results.
+		var got []*RequestResult
+		_ = held.Requests(func(r *RequestResult) bool { got = append(got, r); return true })
+		if !slices.Equal(got, heldRows) {
+			t.Fatalf("step %d: a view from step %d lists %v, it held %v", step, step/50*50, ids(got), ids(heldRows))
+		}
 	}
 	if forgotten < 100 || len(model.rows) == 0 {
 		t.Fatalf("%d results forgotten, %d left: the comparison proves little", forgotten, len(model.rows))
@@ -133,4 +153,40 @@ func ids(rs []*RequestResult) []string {
 		out = append(out, fmt.Sprintf("%d/%s@%d", r.Index, r.ID, r.Time))
 	}
 	return out
+}
+
+// TestRestoreRefusesARequestIDTwice: a state holding one request id twice
+// is refused, and the store keeps what it held.
+func TestRestoreRefusesARequestIDTwice(t *testing.T) {
+	s := New(Options{RequestResults: 10, RequestResultAge: 1000})
+	w := s.Begin(1)
+	kept := &RequestResult{ID: "kept", Index: 1, Time: 5}
+	if err := w.RememberRequest(kept); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.RememberRequest(&RequestResult{ID: "kept", Index: 1, Time: 5}); err == nil {
+		t.Fatal("an id remembered twice in one transaction was accepted")
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Restore(func(r *Restorer) error {
+		for _, id := range []string{"a", "b", "a"} {
+			if err := r.Request(&RequestResult{ID: id, Index: 2, Time: 6}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), `request id "a" appears twice`) {
+		t.Fatalf("restore with a repeated id: %v", err)
+	}
+	if got := requestRows(t, s); len(got) != 1 || got[0] != kept {
+		t.Fatalf("after the refused restore the store holds %v", ids(got))
+	}
+	w = s.Begin(3)
+	defer w.Abort()
+	if r, _ := w.Request("kept"); r != kept {
+		t.Fatalf("request kept: %v", r)
+	}
 }

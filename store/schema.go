@@ -11,7 +11,6 @@ const (
 	tableServices  = "services"
 	tableMembers   = "members"
 	tableSettings  = "settings"
-	tableRequests  = "requests"
 	tableTokens    = "acl_tokens"
 	tableACL       = "acl_state"
 
@@ -46,6 +45,10 @@ type metaRow struct {
 	// instance: the revision an absent service reports, so a blocking query
 	// on it is not woken by changes to other services.
 	Extinct uint64
+	// Requests are the remembered request results of this state, in
+	// pruning order (Store.requestOrder as it was published). Never
+	// modified: a later commit appends past its end or builds a new slice.
+	Requests []*RequestResult
 }
 
 func schema() *memdb.DBSchema {
@@ -76,15 +79,6 @@ func schema() *memdb.DBSchema {
 			Name: tableSettings,
 			Indexes: map[string]*memdb.IndexSchema{
 				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
-			},
-		},
-		tableRequests: {
-			Name: tableRequests,
-			Indexes: map[string]*memdb.IndexSchema{
-				// Their pruning order is kept beside the database
-				// (Store.requestOrder): a second index would cost every
-				// request its radix inserts and deletes.
-				indexID: {Name: indexID, Unique: true, Indexer: requestIDIndex{}},
 			},
 		},
 		tableTokens: {
@@ -210,28 +204,4 @@ func argString(args []any, i int) (string, bool) {
 	}
 	s, ok := args[i].(string)
 	return s, ok
-}
-
-// requestIDIndex is the request results' id index: the id followed by a
-// zero byte, the bytes a StringFieldIndex builds, in one allocation and
-// without reflection. A lookup passes the id.
-type requestIDIndex struct{}
-
-func (requestIDIndex) FromObject(raw any) (bool, []byte, error) {
-	r, ok := raw.(*RequestResult)
-	if !ok {
-		return false, nil, fmt.Errorf("request index: object is %T", raw)
-	}
-	if r.ID == "" {
-		return false, nil, nil
-	}
-	return true, nameKey(r.ID), nil
-}
-
-func (requestIDIndex) FromArgs(args ...any) ([]byte, error) {
-	id, ok := argString(args, 0)
-	if len(args) != 1 || !ok {
-		return nil, fmt.Errorf("request index: want one request id, got %v", args)
-	}
-	return nameKey(id), nil
 }

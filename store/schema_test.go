@@ -88,26 +88,3 @@ func TestNamespaceCountMatchesWholeNames(t *testing.T) {
 		t.Fatalf("count %d, want 4", got)
 	}
 }
-
-// TestRequestIndexBuildsStringFieldKeys: the request table's id index
-// builds the keys go-memdb's StringFieldIndex on ID builds, so results are
-// found as with that.
-func TestRequestIndexBuildsStringFieldKeys(t *testing.T) {
-	id := &memdb.StringFieldIndex{Field: "ID"}
-	for _, r := range []*RequestResult{{ID: "req-1", Index: 7}, {ID: "b", Index: 1 << 40}, {ID: "", Index: 3}} {
-		wantOK, want, _ := id.FromObject(r)
-		ok, got, err := requestIDIndex{}.FromObject(r)
-		if err != nil || ok != wantOK || !bytes.Equal(got, want) {
-			t.Errorf("id of %+v: %v %q %v, want %v %q", r, ok, got, err, wantOK, want)
-		}
-		if wantOK {
-			wantArgs, _ := id.FromArgs(r.ID)
-			if got, err := (requestIDIndex{}).FromArgs(r.ID); err != nil || !bytes.Equal(got, wantArgs) {
-				t.Errorf("id lookup %q: %q %v, want %q", r.ID, got, err, wantArgs)
-			}
-		}
-	}
-	if _, err := (requestIDIndex{}).FromArgs(7); err == nil {
-		t.Error("id lookup by a number succeeded")
-	}
-}

@@ -65,11 +65,15 @@ type Store struct {
 	published func()
 	history   *History
 	// requests bounds the remembered request results; requestOrder holds
-	// them in pruning order (see requestOrder). Only writers touch it,
-	// under writeMu (WriteTxn.Commit and Restore replace it before
-	// releasing that lock).
+	// them in pruning order and requestIDs by id (see requests.go). Only
+	// writers touch them, under writeMu (WriteTxn.Commit and Restore
+	// replace them before releasing that lock); readers see requestOrder
+	// as published in meta. txnRequests is the writer's map of its own
+	// transaction's additions, reused from one transaction to the next.
 	requests     requestBounds
 	requestOrder []*RequestResult
+	requestIDs   map[string]*RequestResult
+	txnRequests  map[string]*RequestResult
 
 	// abandonMu guards abandonCh, closed when Restore replaces the database
 	// so that blocked readers re-run against the new one.
@@ -84,7 +88,8 @@ type Store struct {
 
 // New returns an empty store.
 func New(opts Options) *Store {
-	s := &Store{history: newHistory(opts), requests: newRequestBounds(opts), abandonCh: make(chan struct{}), appliedCh: make(chan struct{})}
+	s := &Store{history: newHistory(opts), requests: newRequestBounds(opts), abandonCh: make(chan struct{}), appliedCh: make(chan struct{}),
+		requestIDs: map[string]*RequestResult{}, txnRequests: map[string]*RequestResult{}}
 	s.db.Store(newDB())
 	s.meta.Store(&metaRow{})
 	return s
@@ -208,10 +213,14 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	if err := r.finish(); err != nil {
 		return err
 	}
+	order, byID, err := r.requestOrder()
+	if err != nil {
+		return err
+	}
 	r.txn.Commit()
 
-	s.publish(db, nil, &metaRow{Revision: r.revision, Applied: r.applied, Extinct: r.extinct})
-	s.requestOrder = r.requestOrder()
+	s.publish(db, nil, &metaRow{Revision: r.revision, Applied: r.applied, Extinct: r.extinct, Requests: order})
+	s.requestOrder, s.requestIDs = order, byID
 	s.history.reset(r.revision)
 	s.abandonMu.Lock()
 	close(s.abandonCh)
@@ -276,9 +285,6 @@ func (r *Restorer) ServiceRevision(namespace, service string, rev uint64) {
 func (r *Restorer) Request(res *RequestResult) error {
 	if res.ID == "" {
 		return errors.New("restore: request result without an id")
-	}
-	if err := r.txn.Insert(tableRequests, res); err != nil {
-		return fmt.Errorf("restore request %q: %w", res.ID, err)
 	}
 	r.requests = append(r.requests, res)
 	return nil

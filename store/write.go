@@ -19,10 +19,12 @@ type WriteTxn struct {
 	// requestsDropped request results at the front of the store's
 	// requestOrder are forgotten by this transaction; requestsAdded are
 	// remembered by it, in pruning order, the first addedDropped of them
-	// forgotten again.
+	// forgotten again; requestsByID finds requestsAdded by id (the store's
+	// txnRequests, empty at Begin).
 	requestsDropped int
 	requestsAdded   []*RequestResult
 	addedDropped    int
+	requestsByID    map[string]*RequestResult
 	// extinct: a service lost its last instance in this transaction.
 	extinct bool
 	// done: committed or aborted, the store's writer lock released.
@@ -33,7 +35,7 @@ type WriteTxn struct {
 // Begin waits until this transaction is committed or aborted.
 func (s *Store) Begin(index uint64) *WriteTxn {
 	s.writeMu.Lock()
-	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index}
+	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index, requestsByID: s.txnRequests}
 }
 
 // Abort drops the transaction; after Commit it does nothing.
@@ -43,6 +45,7 @@ func (w *WriteTxn) Abort() {
 	}
 	w.done = true
 	w.txn.Abort()
+	clear(w.requestsByID)
 	w.s.writeMu.Unlock()
 }
 
@@ -61,7 +64,7 @@ func (w *WriteTxn) Commit() error {
 	if w.extinct {
 		meta.Extinct = w.index
 	}
-	w.commitRequests()
+	meta.Requests = w.commitRequests()
 	w.s.publish(nil, w.txn.Commit, &meta)
 	if len(w.events) > 0 {
 		w.s.history.append(w.index, w.events)
