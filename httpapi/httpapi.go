@@ -36,6 +36,9 @@ type Config struct {
 	// Datacenter is the name the Consul-compatible API reports (default
 	// "dc1").
 	Datacenter string
+	// Pprof serves Go's runtime profiles under /debug/pprof/ (CPU, heap,
+	// goroutines, mutex and block profiles, execution traces).
+	Pprof bool
 }
 
 // Handler is the HTTP front end of one node.
@@ -68,6 +71,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h.mountMetrics()
+	h.mountPprof()
 	h.mountConsul()
 	h.mountUI()
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -230,5 +231,30 @@ func TestNoMetricsWithoutRegistry(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if rec.Code != http.StatusNotFound {
 		t.Fatalf("/metrics without a registry: %d", rec.Code)
+	}
+}
+
+// TestPprofOnlyWhenAskedFor: /debug/pprof/ is served with Pprof set, and
+// is the JSON 404 of an unknown path without it.
+func TestPprofOnlyWhenAskedFor(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		h, err := httpapi.New(httpapi.Config{Pprof: on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+			want := http.StatusNotFound
+			if on {
+				want = http.StatusOK
+			}
+			if rec.Code != want {
+				t.Fatalf("Pprof %v: GET %s = %d, want %d", on, path, rec.Code, want)
+			}
+			if on && path == "/debug/pprof/goroutine?debug=1" && !strings.Contains(rec.Body.String(), "goroutine profile:") {
+				t.Fatalf("goroutine profile body %.200q", rec.Body.String())
+			}
+		}
 	}
 }

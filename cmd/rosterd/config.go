@@ -59,6 +59,8 @@ type flags struct {
 	raftTimeoutScale  float64
 	raftCommitTimeout time.Duration
 	raftLogStore      string
+	enablePprof       bool
+	gcHeadroomMiB     int
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
@@ -111,6 +113,11 @@ func (f *flags) register(fs *pflag.FlagSet) {
 		"how long an idle leader waits before telling followers what committed; followers' watches and reads see a write that much later at most")
 	fs.StringVar(&f.raftLogStore, "raft-log-store", "", fmt.Sprintf("where the Raft log lives: %s (segment files under DATA-DIR/wal) or %s (raft.db); "+
 		"default: what the data dir already holds, else %s. A data dir keeps the store it was created with", cluster.LogStoreWAL, cluster.LogStoreBolt, cluster.DefaultLogStore))
+	fs.IntVar(&f.gcHeadroomMiB, "gc-headroom-mib", defaultGCHeadroomMiB, "let the Go heap grow by at least this many MiB between garbage collections "+
+		"(by the live heap when that is larger, as GOGC=100 does): fewer collections under load for at most this much more memory; "+
+		"0 keeps Go's default; ignored when GOGC is set in the environment")
+	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve Go's runtime profiles on the HTTP address under /debug/pprof/ (needs --http-addr; "+
+		"no token is checked there, so it cannot be combined with --acl)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
 	f.tls.register(fs)
 	f.acl.register(fs)
@@ -196,6 +203,15 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 		if err := checkHostPort("--http-addr", f.httpAddr); err != nil {
 			return cfg, err
 		}
+	}
+	if f.gcHeadroomMiB < 0 || f.gcHeadroomMiB > 1<<20 {
+		return cfg, usagef("--gc-headroom-mib %d must be between 0 and 1048576", f.gcHeadroomMiB)
+	}
+	if f.enablePprof && f.httpAddr == "" {
+		return cfg, usagef("--enable-pprof serves profiles on the HTTP address: set --http-addr too")
+	}
+	if f.enablePprof && f.acl.enabled {
+		return cfg, usagef("--enable-pprof serves profiles without a token check and cannot be combined with --acl")
 	}
 	if err := f.checkDNS(); err != nil {
 		return cfg, err

@@ -55,6 +55,10 @@ func TestClusterStateFlags(t *testing.T) {
 		{name: "bootstrap on a dir with state", args: base(used, "--bootstrap"), wantErr: "restart it with --join"},
 		{name: "no mode on an empty dir", args: base(empty), wantErr: "holds no cluster state"},
 		{name: "bootstrap and join", args: base(empty, "--bootstrap", "--join", "127.0.0.1:7430"), wantErr: "choose one of"},
+		{name: "pprof on the HTTP address", args: base(used, "--http-addr", "127.0.0.1:8500", "--enable-pprof")},
+		{name: "pprof without an HTTP address", args: base(used, "--enable-pprof"), wantErr: "set --http-addr too"},
+		{name: "negative GC headroom", args: base(used, "--gc-headroom-mib", "-1"), wantErr: "--gc-headroom-mib -1 must be between"},
+		{name: "pprof with ACLs", args: base(used, "--http-addr", "127.0.0.1:8500", "--enable-pprof", "--acl"), wantErr: "cannot be combined with --acl"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

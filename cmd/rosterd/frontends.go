@@ -46,7 +46,7 @@ func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, metrics prome
 	if f.httpAddr == "" {
 		return fe, nil
 	}
-	h, err := httpapi.New(httpapi.Config{Conn: conn, Logger: logger.Named("http"), Metrics: metrics})
+	h, err := httpapi.New(httpapi.Config{Conn: conn, Logger: logger.Named("http"), Metrics: metrics, Pprof: f.enablePprof})
 	if err != nil {
 		fe.stopDNS(logger, time.Second)
 		_ = conn.Close()

@@ -89,6 +89,9 @@ func run(parent context.Context, f *flags) error {
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "rosterd", Level: level, JSONFormat: f.logJSON, Output: os.Stderr})
 	cfg.Logger = logger
+	if tuner := startGCTuner(f, logger); tuner != nil {
+		defer tuner.Stop()
+	}
 	if !f.dev && f.trailingLogs < f.snapshotThreshold {
 		logger.Warn("--trailing-logs is below --snapshot-threshold: if the newest snapshot is ever unreadable, "+
 			"the log will not reach back to the older one and this node will need to be rejoined",
