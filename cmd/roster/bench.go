@@ -38,6 +38,7 @@ type benchOptions struct {
 	rounds       int
 	instances    int
 	streams      int
+	interval     time.Duration
 	local        bool
 	replicas     int
 	pids         []int
@@ -98,7 +99,10 @@ successful calls; errors are counted by code.
   keepalive  registers --instances instances with --ttl, then renews them
              over --streams KeepAlive streams for --duration: heartbeats per
              second, the Raft entries they caused (the leader's applied index
-             delta) and the leader's CPU (with --local or --pids)
+             delta) and the leader's CPU (with --local or --pids). With
+             --interval each instance is renewed once per interval from its
+             registration on, and the leader's instance count before and
+             after the window shows whether any lease expired
 
 Calls go straight to the given nodes (a follower forwards writes to the
 leader) without client-side retries, so every call is measured as sent.
@@ -186,6 +190,8 @@ killed.`,
 	f.IntVar(&o.rounds, "rounds", 5, "for failover: how many leaders to kill")
 	f.IntVar(&o.instances, "instances", 10000, "for memory and keepalive: instances to register")
 	f.IntVar(&o.streams, "streams", 16, "for keepalive: KeepAlive streams, spread over every --addr")
+	f.DurationVar(&o.interval, "interval", 0, "for keepalive: renew each instance once per interval, from its registration on, as a client keeping it alive does "+
+		"(e.g. 10s for a 30s TTL), and report whether every instance stayed; 0: renew as fast as the streams allow")
 	f.BoolVar(&o.local, "local", false, "start a local 3-node cluster of --rosterd processes instead of using --addr (register, get and heartbeat then call its leader)")
 	f.IntVar(&o.replicas, "replicas", 0, "for watch with --local: also start this many non-voting read replicas (rosterd --join --non-voter); the watchers go to them unless --watch-on says otherwise")
 	f.IntSliceVar(&o.pids, "pids", nil, "for memory and keepalive without --local: the process ids of the --addr nodes on this machine, in the same order")

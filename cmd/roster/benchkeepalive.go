@@ -28,6 +28,17 @@ type keepAliveResult struct {
 	LeaderCPU  float64 `json:"leader_cpu_cores"`
 	LeaderPID  int     `json:"leader_pid"`
 	FirstError string  `json:"first_error,omitempty"`
+	// With --interval: each instance renewed once per IntervalS, from the
+	// start of registration on; the measured window starts once every
+	// instance is registered. InstancesBefore/After are the leader's
+	// instance count at the window's start and end (an expired lease
+	// removes its instance), MaxLagMS how far the renewals fell behind
+	// their schedule at worst.
+	IntervalS       float64 `json:"interval_s,omitempty"`
+	InstancesBefore uint64  `json:"instances_before"`
+	InstancesAfter  uint64  `json:"instances_after"`
+	LeasesAfter     uint64  `json:"leases_after"`
+	MaxLagMS        float64 `json:"max_lag_ms,omitempty"`
 }
 
 // benchKeepAliveWindow bounds a stream's heartbeats in flight.
@@ -46,85 +57,139 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 		}
 	}
 	mk := func(k int) *rosterv1.Instance { return realisticInstance(o.service, k, o.ttl) }
-	fmt.Fprintf(a.stderr, "bench: registering %d instances with TTL %s\n", o.instances, o.ttl)
-	if err := a.registerMany(ctx, stubs, o.instances, o.clients, mk); err != nil {
+	paced := o.interval > 0
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// registered: instances below it are registered and may be renewed.
+	var registered atomic.Int64
+	var done, failed atomic.Int64
+	var firstErr atomic.Value
+	var lagNS atomic.Int64
+	var measuring atomic.Bool
+	var windowStart time.Time
+	over := func() bool {
+		return runCtx.Err() != nil || (measuring.Load() && runOver(windowStart, o, done.Load()+failed.Load()))
+	}
+	var wg sync.WaitGroup
+	startStreams := func() error {
+		schedule := time.Now()
+		for s := range o.streams {
+			stream, err := stubs[s%len(stubs)].KeepAlive(runCtx)
+			if err != nil {
+				return fmt.Errorf("keepalive: %w", err)
+			}
+			window := make(chan struct{}, benchKeepAliveWindow)
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				defer stream.CloseSend()
+				// This stream's instances are s, s+streams, ...: mine of
+				// them, each renewed once per interval when paced.
+				mine := (o.instances - s + o.streams - 1) / o.streams
+				if mine == 0 {
+					return
+				}
+				for c, j := 0, 0; !over(); j++ {
+					if j >= mine {
+						c, j = c+1, 0
+					}
+					k := s + j*o.streams
+					if paced {
+						due := schedule.Add(time.Duration(c)*o.interval + time.Duration(j)*o.interval/time.Duration(mine))
+						if d := time.Until(due); d > time.Millisecond {
+							select {
+							case <-time.After(d):
+							case <-runCtx.Done():
+								return
+							}
+						} else if lag := -d; measuring.Load() && int64(lag) > lagNS.Load() {
+							lagNS.Store(int64(lag))
+						}
+						if int64(k) >= registered.Load() {
+							continue
+						}
+					}
+					select {
+					case window <- struct{}{}:
+					case <-runCtx.Done():
+						return
+					}
+					in := mk(k)
+					if err := stream.Send(&rosterv1.HeartbeatRequest{Service: in.Service, Id: in.Id}); err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				for {
+					resp, err := stream.Recv()
+					if err != nil {
+						if runCtx.Err() == nil && !over() {
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, status.Convert(err).Message())
+						}
+						return
+					}
+					<-window
+					if resp.GetError() != "" {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, resp.GetError())
+						continue
+					}
+					done.Add(1)
+				}
+			}()
+		}
+		return nil
+	}
+	if paced {
+		fmt.Fprintf(a.stderr, "bench: registering %d instances with TTL %s, each renewed every %s from its registration on\n", o.instances, o.ttl, o.interval)
+		if err := startStreams(); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(a.stderr, "bench: registering %d instances with TTL %s\n", o.instances, o.ttl)
+	}
+	if err := a.registerManyMarked(ctx, stubs, o.instances, o.clients, mk, &registered); err != nil {
 		return err
 	}
 	leader, before := findLeader(ctx, target.nodes)
 	if leader == nil {
 		return fmt.Errorf("no node says it leads")
 	}
-	res := keepAliveResult{Op: "keepalive", Addrs: target.addrs(), Instances: o.instances, Streams: o.streams, LeaderCPU: -1, LeaderPID: leader.pid}
+	res := keepAliveResult{Op: "keepalive", Addrs: target.addrs(), Instances: o.instances, Streams: o.streams, LeaderCPU: -1, LeaderPID: leader.pid,
+		IntervalS: o.interval.Seconds(), InstancesBefore: before.GetInstances()}
 	var cpu0 time.Duration
 	if leader.pid > 0 {
 		if cpu0, err = readProcCPU(leader.pid); err != nil {
 			return err
 		}
 	}
-
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var done, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	start := time.Now()
-	over := func() bool { return runCtx.Err() != nil || runOver(start, o, done.Load()+failed.Load()) }
-	for s := range o.streams {
-		stream, err := stubs[s%len(stubs)].KeepAlive(runCtx)
-		if err != nil {
-			return fmt.Errorf("keepalive: %w", err)
+	if paced {
+		fmt.Fprintf(a.stderr, "bench: all registered; measuring for %s\n", o.duration)
+	}
+	// The window: counters start from zero here.
+	done.Store(0)
+	failed.Store(0)
+	windowStart = time.Now()
+	measuring.Store(true)
+	if !paced {
+		if err := startStreams(); err != nil {
+			return err
 		}
-		window := make(chan struct{}, benchKeepAliveWindow)
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			defer stream.CloseSend()
-			for k := s; !over(); k += o.streams {
-				if k >= o.instances {
-					k = s % o.instances
-				}
-				select {
-				case window <- struct{}{}:
-				case <-runCtx.Done():
-					return
-				}
-				in := mk(k)
-				if err := stream.Send(&rosterv1.HeartbeatRequest{Service: in.Service, Id: in.Id}); err != nil {
-					return
-				}
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			for {
-				resp, err := stream.Recv()
-				if err != nil {
-					if runCtx.Err() == nil && !over() {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, status.Convert(err).Message())
-					}
-					return
-				}
-				<-window
-				if resp.GetError() != "" {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, resp.GetError())
-					continue
-				}
-				done.Add(1)
-			}
-		}()
 	}
 	stop := make(chan struct{})
-	go a.benchProgress(start, "heartbeats", &done, &failed, stop)
+	go a.benchProgress(windowStart, "heartbeats", &done, &failed, stop)
 	for !over() {
 		time.Sleep(10 * time.Millisecond)
 	}
-	elapsed := time.Since(start)
+	elapsed := time.Since(windowStart)
 	var cpu1 time.Duration
 	if leader.pid > 0 {
 		cpu1, _ = readProcCPU(leader.pid)
 	}
+	res.Ops, res.Errors, res.DurationS = done.Load(), failed.Load(), elapsed.Seconds()
 	cancel()
 	wg.Wait()
 	close(stop)
@@ -132,9 +197,10 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 	if err != nil {
 		return fmt.Errorf("status of the leader after the run: %w", err)
 	}
-	res.Ops, res.Errors, res.DurationS = done.Load(), failed.Load(), elapsed.Seconds()
 	res.OpsPerS = float64(res.Ops) / elapsed.Seconds()
 	res.RaftEntries = after.GetAppliedIndex() - before.GetAppliedIndex()
+	res.InstancesAfter, res.LeasesAfter = after.GetInstances(), after.GetLeases()
+	res.MaxLagMS = float64(lagNS.Load()) / 1e6
 	if leader.pid > 0 {
 		res.LeaderCPU = float64(cpu1-cpu0) / float64(elapsed)
 	}
@@ -144,15 +210,18 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 	if a.json() {
 		return writeJSON(a.stdout, res)
 	}
-	t := newTable(a.stdout, "OP", "INSTANCES", "STREAMS", "HEARTBEATS", "ERRORS", "SECONDS", "HEARTBEATS/S", "RAFT ENTRIES", "LEADER CPU")
+	t := newTable(a.stdout, "OP", "INSTANCES", "STREAMS", "HEARTBEATS", "ERRORS", "SECONDS", "HEARTBEATS/S", "RAFT ENTRIES", "LEADER CPU", "INSTANCES AFTER")
 	cpu := "unknown"
 	if res.LeaderCPU >= 0 {
 		cpu = fmt.Sprintf("%.2f cores", res.LeaderCPU)
 	}
 	t.row("keepalive", fmt.Sprint(o.instances), fmt.Sprint(o.streams), fmt.Sprint(res.Ops), fmt.Sprint(res.Errors),
-		fmt.Sprintf("%.1f", res.DurationS), fmt.Sprintf("%.0f", res.OpsPerS), fmt.Sprint(res.RaftEntries), cpu)
+		fmt.Sprintf("%.1f", res.DurationS), fmt.Sprintf("%.0f", res.OpsPerS), fmt.Sprint(res.RaftEntries), cpu, fmt.Sprint(res.InstancesAfter))
 	if err := t.flush(); err != nil {
 		return err
+	}
+	if paced {
+		fmt.Fprintf(a.stdout, "each instance renewed every %s; renewals behind schedule by %.0f ms at most\n", o.interval, res.MaxLagMS)
 	}
 	if res.FirstError != "" {
 		fmt.Fprintf(a.stdout, "first error: %s\n", res.FirstError)

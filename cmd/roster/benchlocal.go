@@ -33,6 +33,8 @@ type localNode struct {
 	conn    *grpc.ClientConn
 	// replica: a non-voting read replica (rosterd --join --non-voter).
 	replica bool
+	// killed: the benchmark killed it (kill), so its exit is no failure.
+	killed bool
 }
 
 // localCluster is a 3-node (or n-node) cluster of real rosterd processes
@@ -267,6 +269,7 @@ func (nd *localNode) kill() {
 		return
 	default:
 	}
+	nd.killed = true
 	_ = nd.cmd.Process.Signal(syscall.SIGKILL)
 	<-nd.exited
 }
@@ -344,13 +347,23 @@ func (c *localCluster) addrs() []string {
 	return out
 }
 
-// stop kills every process and removes the data.
+// stop kills every process and removes the data, unless a node had
+// exited on its own: then the data and logs are kept, and stderr says
+// where.
 func (c *localCluster) stop() {
+	var died []string
 	for _, nd := range c.nodes {
+		if nd.cmd != nil && !nd.alive() && !nd.killed {
+			died = append(died, nd.id)
+		}
 		nd.kill()
 		if nd.conn != nil {
 			nd.conn.Close()
 		}
+	}
+	if len(died) > 0 {
+		fmt.Fprintf(os.Stderr, "bench: %s exited during the run; data and logs (NODE.log) kept under %s\n", strings.Join(died, ", "), c.base)
+		return
 	}
 	os.RemoveAll(c.base)
 }

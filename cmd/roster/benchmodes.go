@@ -59,6 +59,9 @@ func (o *benchOptions) checkModes(mode string) error {
 		if o.ttl < time.Second {
 			return usagef("--ttl %s: must be at least 1s", o.ttl)
 		}
+		if o.interval < 0 || (o.interval > 0 && o.interval >= o.ttl) {
+			return usagef("--interval %s: must be 0 or shorter than --ttl %s", o.interval, o.ttl)
+		}
 	}
 	return nil
 }
@@ -250,6 +253,13 @@ func realisticInstance(service string, k int, ttl time.Duration) *rosterv1.Insta
 // registerMany registers instances 0..n-1 made by mk with the given
 // concurrency, round robin over stubs, printing progress on stderr.
 func (a *app) registerMany(ctx context.Context, stubs []rosterv1.RegistryClient, n, clients int, mk func(k int) *rosterv1.Instance) error {
+	return a.registerManyMarked(ctx, stubs, n, clients, mk, nil)
+}
+
+// registerManyMarked is registerMany that also keeps mark, when not nil,
+// at a count k such that instances 0 to k-1 are all registered, and at n
+// when it returns without error.
+func (a *app) registerManyMarked(ctx context.Context, stubs []rosterv1.RegistryClient, n, clients int, mk func(k int) *rosterv1.Instance, mark *atomic.Int64) error {
 	var next, done, failed atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
@@ -257,16 +267,48 @@ func (a *app) registerMany(ctx context.Context, stubs []rosterv1.RegistryClient,
 	stop := make(chan struct{})
 	go a.benchProgress(start, "registered", &done, &failed, stop)
 	defer close(stop)
-	for c := range min(clients, n) {
+	callers := min(clients, n)
+	// current[c] is the instance caller c is registering, n once it is
+	// done: every instance below the smallest is registered.
+	current := make([]atomic.Int64, callers)
+	for c := range current {
+		current[c].Store(int64(c))
+	}
+	if mark != nil {
+		marked := make(chan struct{})
+		defer func() { <-marked }()
+		markStop := make(chan struct{})
+		defer close(markStop)
+		go func() {
+			defer close(marked)
+			t := time.NewTicker(20 * time.Millisecond)
+			defer t.Stop()
+			for {
+				low := int64(n)
+				for c := range current {
+					low = min(low, current[c].Load())
+				}
+				mark.Store(low)
+				select {
+				case <-t.C:
+				case <-markStop:
+					return
+				}
+			}
+		}()
+	}
+	for c := range callers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer current[c].Store(int64(n))
 			stub := stubs[c%len(stubs)]
 			for ctx.Err() == nil {
 				k := int(next.Add(1)) - 1
 				if k >= n {
 					return
 				}
+				current[c].Store(int64(k))
 				// A registration that fails (an election, say) is tried
 				// again a few times: it is an idempotent upsert.
 				var err error
@@ -292,7 +334,13 @@ func (a *app) registerMany(ctx context.Context, stubs []rosterv1.RegistryClient,
 	if err, ok := firstErr.Load().(error); ok {
 		return fmt.Errorf("register: %w", err)
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if mark != nil {
+		mark.Store(int64(n))
+	}
+	return nil
 }
 
 // runOver reports whether a run bounded by duration (if positive) and

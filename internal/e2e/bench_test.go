@@ -34,6 +34,22 @@ func TestBenchWatchAndKeepAliveOnACluster(t *testing.T) {
 	for _, p := range c.Procs {
 		pids = append(pids, fmt.Sprint(p.PID()))
 	}
+
+	// Paced: every instance renewed once a second, the window longer than
+	// the TTL, so an instance whose renewals were missed would expire and
+	// leave the count.
+	var paced struct {
+		Ops             int64   `json:"ops"`
+		Errors          int64   `json:"errors"`
+		IntervalS       float64 `json:"interval_s"`
+		InstancesBefore uint64  `json:"instances_before"`
+		InstancesAfter  uint64  `json:"instances_after"`
+	}
+	c.MustJSON(&paced, "--addr", addrs, "bench", "keepalive", "--service", "paced", "--instances", "200", "--streams", "4",
+		"--ttl", "5s", "--interval", "1s", "--duration", "8s", "--pids", strings.Join(pids, ","))
+	if paced.IntervalS != 1 || paced.Ops < 200*6 || paced.Errors != 0 || paced.InstancesBefore < 200 || paced.InstancesAfter != paced.InstancesBefore {
+		t.Fatalf("paced keepalive result %+v", paced)
+	}
 	var k struct {
 		Ops         int64   `json:"ops"`
 		OpsPerS     float64 `json:"ops_per_s"`
