@@ -197,10 +197,10 @@ func (w *WriteTxn) commitRequests() []*RequestResult {
 // transaction's state holds it: a result this transaction forgot is gone,
 // one it remembered is there.
 func (w *WriteTxn) Request(id string) (*RequestResult, error) {
+	// requestsByID holds only the additions not forgotten again
+	// (pruneRequests deletes those): the additions are not in one order
+	// once one sorting before a forgotten one was added after it.
 	if r := w.requestsByID[id]; r != nil {
-		if w.addedDropped > 0 && !requestBefore(w.requestsAdded[w.addedDropped-1], r) {
-			return nil, nil
-		}
 		return r, nil
 	}
 	r := w.s.requestIDs[id]
@@ -234,6 +234,9 @@ func (w *WriteTxn) pruneRequests(cutoff int64) error {
 			break
 		}
 		if added {
+			if w.requestsByID[r.ID] == r {
+				delete(w.requestsByID, r.ID)
+			}
 			w.addedDropped++
 		} else {
 			w.requestsDropped++

@@ -68,8 +68,24 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		next.prune(now - next.age)
-		for range rng.Intn(5) {
+		var used []string
+		for range rng.Intn(8) {
+			if rng.Intn(10) == 0 {
+				// A stamp jumps inside one entry (the leader's clock
+				// stepped): this request's prune forgets earlier
+				// additions of the same transaction too.
+				now += next.age + int64(rng.Intn(20))
+				if err := w.PruneRequests(now); err != nil {
+					t.Fatal(err)
+				}
+				next.prune(now - next.age)
+			}
 			id := fmt.Sprintf("r%03d", rng.Intn(400))
+			if len(used) > 0 && rng.Intn(3) == 0 {
+				// A retry within the same entry.
+				id = used[rng.Intn(len(used))]
+			}
+			used = append(used, id)
 			prev, err := w.Request(id)
 			if err != nil {
 				t.Fatal(err)
@@ -188,5 +204,44 @@ func TestRestoreRefusesARequestIDTwice(t *testing.T) {
 	defer w.Abort()
 	if r, _ := w.Request("kept"); r != kept {
 		t.Fatalf("request kept: %v", r)
+	}
+}
+
+// TestRequestAddedAfterAForgottenOneIsFound: inside one entry the leader's
+// stamps may jump (its clock stepped), so a request's prune forgets an
+// addition of the same transaction; a request whose id sorts before the
+// forgotten one, added after it, is still found, and its id cannot be
+// remembered twice.
+func TestRequestAddedAfterAForgottenOneIsFound(t *testing.T) {
+	s := New(Options{RequestResults: 10, RequestResultAge: 100})
+	w := s.Begin(5)
+	if err := w.PruneRequests(1000); err != nil {
+		t.Fatal(err)
+	}
+	b := &RequestResult{ID: "b", Index: 5, Time: 1000}
+	if err := w.RememberRequest(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PruneRequests(1200); err != nil { // forgets b
+		t.Fatal(err)
+	}
+	if r, _ := w.Request("b"); r != nil {
+		t.Fatalf("forgotten request b found: %+v", r)
+	}
+	a := &RequestResult{ID: "a", Index: 5, Time: 1200}
+	if err := w.RememberRequest(a); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := w.Request("a"); r != a {
+		t.Fatalf("request a, added after the forgotten b, looked up as %v", r)
+	}
+	if err := w.RememberRequest(&RequestResult{ID: "a", Index: 5, Time: 1200}); err == nil {
+		t.Fatal("request a remembered twice")
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := requestRows(t, s); len(got) != 1 || got[0] != a {
+		t.Fatalf("committed %v, want just a", ids(got))
 	}
 }

@@ -18,9 +18,9 @@ type WriteTxn struct {
 	events []*Event
 	// requestsDropped request results at the front of the store's
 	// requestOrder are forgotten by this transaction; requestsAdded are
-	// remembered by it, in pruning order, the first addedDropped of them
-	// forgotten again; requestsByID finds requestsAdded by id (the store's
-	// txnRequests, empty at Begin).
+	// remembered by it, the first addedDropped of them forgotten again and
+	// the rest in pruning order; requestsByID finds those rest by id (the
+	// store's txnRequests, empty at Begin).
 	requestsDropped int
 	requestsAdded   []*RequestResult
 	addedDropped    int

@@ -73,7 +73,8 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 	var wg sync.WaitGroup
 	startStreams := func() error {
 		schedule := time.Now()
-		for s := range o.streams {
+		// A stream beyond the instances would have none to renew.
+		for s := range min(o.streams, o.instances) {
 			stream, err := stubs[s%len(stubs)].KeepAlive(runCtx)
 			if err != nil {
 				return fmt.Errorf("keepalive: %w", err)
@@ -86,24 +87,29 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 				// This stream's instances are s, s+streams, ...: mine of
 				// them, each renewed once per interval when paced.
 				mine := (o.instances - s + o.streams - 1) / o.streams
-				if mine == 0 {
-					return
-				}
 				for c, j := 0, 0; !over(); j++ {
 					if j >= mine {
 						c, j = c+1, 0
 					}
 					k := s + j*o.streams
 					if paced {
-						due := schedule.Add(time.Duration(c)*o.interval + time.Duration(j)*o.interval/time.Duration(mine))
+						// j/mine of the way through cycle c, without
+						// overflowing j*interval.
+						offset := time.Duration(float64(o.interval) * float64(j) / float64(mine))
+						due := schedule.Add(time.Duration(c)*o.interval + offset)
 						if d := time.Until(due); d > time.Millisecond {
 							select {
 							case <-time.After(d):
 							case <-runCtx.Done():
 								return
 							}
-						} else if lag := -d; measuring.Load() && int64(lag) > lagNS.Load() {
-							lagNS.Store(int64(lag))
+						} else if measuring.Load() {
+							for lag := int64(-d); ; {
+								prev := lagNS.Load()
+								if lag <= prev || lagNS.CompareAndSwap(prev, lag) {
+									break
+								}
+							}
 						}
 						if int64(k) >= registered.Load() {
 							continue

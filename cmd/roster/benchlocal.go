@@ -161,6 +161,7 @@ func (nd *localNode) start(rosterd string) error {
 		return fmt.Errorf("start %s: %w", rosterd, err)
 	}
 	nd.exited = make(chan struct{})
+	nd.killed = false
 	cmd, exited := nd.cmd, nd.exited
 	go func() {
 		_ = cmd.Wait()

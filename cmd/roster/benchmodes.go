@@ -268,12 +268,12 @@ func (a *app) registerManyMarked(ctx context.Context, stubs []rosterv1.RegistryC
 	go a.benchProgress(start, "registered", &done, &failed, stop)
 	defer close(stop)
 	callers := min(clients, n)
-	// current[c] is the instance caller c is registering, n once it is
-	// done: every instance below the smallest is registered.
+	// current[c] is at most the instance caller c is registering, n once
+	// it is done: every instance below the smallest is registered. A caller
+	// publishes the counter's value before it takes the next instance
+	// from it, so an instance taken and not yet published is never below
+	// the caller's entry.
 	current := make([]atomic.Int64, callers)
-	for c := range current {
-		current[c].Store(int64(c))
-	}
 	if mark != nil {
 		marked := make(chan struct{})
 		defer func() { <-marked }()
@@ -304,6 +304,7 @@ func (a *app) registerManyMarked(ctx context.Context, stubs []rosterv1.RegistryC
 			defer current[c].Store(int64(n))
 			stub := stubs[c%len(stubs)]
 			for ctx.Err() == nil {
+				current[c].Store(next.Load())
 				k := int(next.Add(1)) - 1
 				if k >= n {
 					return
