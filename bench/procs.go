@@ -165,12 +165,18 @@ func runEtcdMember(args []string) error {
 	}
 }
 
-// versionOf names the Roster build measured: the commit of the
-// repository the rosterd binary sits in, when it is one.
+// versionOf names the Roster build measured: what the binary's --version
+// says when the toolchain stamped its commit, else the commit of the
+// repository the binary sits in.
 func versionOf(rosterd string) (string, error) {
+	if out, err := exec.Command(rosterd, "--version").Output(); err == nil {
+		if v := strings.TrimSpace(string(out)); strings.Contains(v, "commit ") {
+			return strings.TrimPrefix(v, "rosterd "), nil
+		}
+	}
 	out, err := exec.Command("git", "-C", filepath.Dir(rosterd), "describe", "--always", "--dirty").Output()
 	if err != nil {
 		return "", err
 	}
-	return "commit " + strings.TrimSpace(string(out)), nil
+	return "commit " + strings.TrimSpace(string(out)) + " (of the binary's directory)", nil
 }

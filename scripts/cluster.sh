@@ -125,7 +125,7 @@ build_bins() {
     if stale "$root/bin/$name"; then
       [[ -d $root/cmd/$name ]] || die "cannot build bin/$name: $root/cmd/$name does not exist"
       info "building bin/$name"
-      (cd "$root" && go build -o "bin/$name" "./cmd/$name") || die "go build ./cmd/$name failed"
+      (cd "$root" && go build -buildvcs=auto -o "bin/$name" "./cmd/$name") || die "go build ./cmd/$name failed"
     fi
   done
 }

@@ -167,3 +167,16 @@ func TestMarkReplicasAsksTheMembers(t *testing.T) {
 		t.Fatalf("replica marks %v %v, want false true", nodes[0].replica, nodes[1].replica)
 	}
 }
+
+// TestVersionFlag: roster --version prints one line naming the build and
+// sends nothing.
+func TestVersionFlag(t *testing.T) {
+	f := startFake(t)
+	code, stdout, stderr := runCLI(t, testContext(t), f.addr, "--version")
+	if code != 0 || !strings.HasPrefix(stdout, "roster ") || !strings.Contains(stdout, "go1") || strings.Count(stdout, "\n") != 1 {
+		t.Fatalf("--version: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if f.total() != 0 {
+		t.Fatalf("--version sent %d calls", f.total())
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/client"
+	"github.com/roster-registry/roster/internal/buildinfo"
 )
 
 // defaultAddr is the server address used when neither --addr nor
@@ -92,6 +93,7 @@ command line exits 2 before anything is sent.`,
 		Example: `  roster register payments p1 10.0.0.5:8080 --tag v2 --ttl 30s --keepalive
   roster get payments --healthy -o json
   roster --addr 10.0.0.1:7420,10.0.0.2:7420 watch payments`,
+		Version:       buildinfo.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args: func(_ *cobra.Command, args []string) error {
@@ -108,6 +110,7 @@ command line exits 2 before anything is sent.`,
 		},
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetVersionTemplate("roster {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageError{err}
 	})

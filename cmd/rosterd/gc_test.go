@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -27,5 +28,20 @@ func TestGCTunerStartsOnlyWhenAskedAndGOGCUnset(t *testing.T) {
 	if tu := startGCTuner(&flags{gcHeadroomMiB: 64}, logger); tu != nil {
 		tu.Stop()
 		t.Fatal("a tuner started with GOGC set")
+	}
+}
+
+// TestVersionFlag: rosterd --version prints one line naming the build and
+// starts nothing.
+func TestVersionFlag(t *testing.T) {
+	cmd := newCommand()
+	var out strings.Builder
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--version"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.HasPrefix(s, "rosterd ") || !strings.Contains(s, "go1") || strings.Count(s, "\n") != 1 {
+		t.Fatalf("--version printed %q", s)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/internal/buildinfo"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/rpc"
 )
@@ -54,6 +55,7 @@ that lacks the writes it had acknowledged.`,
 
   # restart the first node later, with or without its data: --join the others
   rosterd --node-id n1 --data-dir d1 --join 127.0.0.1:7430,127.0.0.1:7440`,
+		Version:       buildinfo.String(),
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -67,6 +69,7 @@ that lacks the writes it had acknowledged.`,
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	cmd.SetVersionTemplate("rosterd {{.Version}}\n")
 	f.register(cmd.Flags())
 	return cmd
 }
