@@ -126,18 +126,19 @@ func compareRequests(a, b *RequestResult) int {
 // forgotten) and by snapshots, and a radix tree made every request pay a
 // path copy for its insert, another for its delete once the bound is
 // reached, and more garbage than the registration it wrapped. The store
-// keeps them in pruning order (Raft index, then id) in requestOrder and by
-// id in requestIDs, both touched only by writers. A transaction forgets
+// keeps them in pruning order (Raft index, then id) as the published
+// state's metaRow.Requests, and by id in requestIDs, touched only by
+// writers. A transaction forgets
 // results from the front of the store's slice and of its own additions,
 // never changing either, and Commit builds the next ones; Abort just drops
-// them. Each committed state publishes its requestOrder with its revision
+// them. Each committed state publishes its order with its revision
 // (metaRow.Requests), so a View lists exactly the results of its state: a
 // later commit only appends past the end of a published slice, or builds a
 // new one.
 
 // requestCount is how many request results the transaction's state holds.
 func (w *WriteTxn) requestCount() int {
-	return len(w.s.requestOrder) - w.requestsDropped + len(w.requestsAdded) - w.addedDropped
+	return len(w.stored) - w.requestsDropped + len(w.requestsAdded) - w.addedDropped
 }
 
 // oldestRequest returns the first request result in pruning order of the
@@ -145,8 +146,8 @@ func (w *WriteTxn) requestCount() int {
 // additions; nil when there is none.
 func (w *WriteTxn) oldestRequest() (*RequestResult, bool) {
 	var stored, added *RequestResult
-	if w.requestsDropped < len(w.s.requestOrder) {
-		stored = w.s.requestOrder[w.requestsDropped]
+	if w.requestsDropped < len(w.stored) {
+		stored = w.stored[w.requestsDropped]
 	}
 	if w.addedDropped < len(w.requestsAdded) {
 		added = w.requestsAdded[w.addedDropped]
@@ -162,7 +163,7 @@ func (w *WriteTxn) oldestRequest() (*RequestResult, bool) {
 // writeMu.
 func (w *WriteTxn) commitRequests() []*RequestResult {
 	defer clear(w.requestsByID)
-	order := w.s.requestOrder
+	order := w.stored
 	if w.requestsDropped == 0 && len(w.requestsAdded) == 0 {
 		return order
 	}
@@ -183,14 +184,12 @@ func (w *WriteTxn) commitRequests() []*RequestResult {
 		merged := make([]*RequestResult, 0, len(order)+len(added))
 		merged = append(append(merged, order...), added...)
 		slices.SortFunc(merged, compareRequests)
-		w.s.requestOrder = merged
 		return merged
 	}
 	if len(order) == 0 {
 		order = nil
 	}
-	w.s.requestOrder = append(order, added...)
-	return w.s.requestOrder
+	return append(order, added...)
 }
 
 // Request returns the remembered result of request id, or nil, as the
@@ -209,7 +208,7 @@ func (w *WriteTxn) Request(id string) (*RequestResult, error) {
 	}
 	// Forgotten results are the front of the order: r is one when it does
 	// not come after the last one forgotten.
-	if w.requestsDropped > 0 && !requestBefore(w.s.requestOrder[w.requestsDropped-1], r) {
+	if w.requestsDropped > 0 && !requestBefore(w.stored[w.requestsDropped-1], r) {
 		return nil, nil
 	}
 	return r, nil

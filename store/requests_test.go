@@ -131,7 +131,7 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 		if got, want := requestRows(t, s), model.rows; !slices.Equal(got, want) {
 			t.Fatalf("step %d: the store holds %v, the rules say %v", step, ids(got), ids(want))
 		}
-		if got := s.requestOrder; !slices.Equal(got, model.rows) {
+		if got := s.meta.Load().Requests; !slices.Equal(got, model.rows) {
 			t.Fatalf("step %d: the store's pruning order is %v, the rules say %v", step, ids(got), ids(model.rows))
 		}
 		if len(s.requestIDs) != len(model.rows) {

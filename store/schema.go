@@ -46,7 +46,7 @@ type metaRow struct {
 	// on it is not woken by changes to other services.
 	Extinct uint64
 	// Requests are the remembered request results of this state, in
-	// pruning order (Store.requestOrder as it was published). Never
+	// pruning order. Never
 	// modified: a later commit appends past its end or builds a new slice.
 	Requests []*RequestResult
 }

@@ -64,16 +64,15 @@ type Store struct {
 	// database is in place, its meta not yet.
 	published func()
 	history   *History
-	// requests bounds the remembered request results; requestOrder holds
-	// them in pruning order and requestIDs by id (see requests.go). Only
-	// writers touch them, under writeMu (WriteTxn.Commit and Restore
-	// replace them before releasing that lock); readers see requestOrder
-	// as published in meta. txnRequests is the writer's map of its own
-	// transaction's additions, reused from one transaction to the next.
-	requests     requestBounds
-	requestOrder []*RequestResult
-	requestIDs   map[string]*RequestResult
-	txnRequests  map[string]*RequestResult
+	// requests bounds the remembered request results. In pruning order
+	// they are the published state's metaRow.Requests; requestIDs finds
+	// them by id (see requests.go). Only writers touch requestIDs, under
+	// writeMu (WriteTxn.Commit and Restore replace it before releasing that
+	// lock). txnRequests is the writer's map of its own transaction's
+	// additions, reused from one transaction to the next.
+	requests    requestBounds
+	requestIDs  map[string]*RequestResult
+	txnRequests map[string]*RequestResult
 
 	// abandonMu guards abandonCh, closed when Restore replaces the database
 	// so that blocked readers re-run against the new one.
@@ -220,7 +219,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	r.txn.Commit()
 
 	s.publish(db, nil, &metaRow{Revision: r.revision, Applied: r.applied, Extinct: r.extinct, Requests: order})
-	s.requestOrder, s.requestIDs = order, byID
+	s.requestIDs = byID
 	s.history.reset(r.revision)
 	s.abandonMu.Lock()
 	close(s.abandonCh)

@@ -16,11 +16,13 @@ type WriteTxn struct {
 	txn    *memdb.Txn
 	index  uint64
 	events []*Event
-	// requestsDropped request results at the front of the store's
-	// requestOrder are forgotten by this transaction; requestsAdded are
+	// stored are the request results of the state the transaction began
+	// from, in pruning order (its metaRow.Requests); requestsDropped of
+	// them, at the front, are forgotten by this transaction; requestsAdded are
 	// remembered by it, the first addedDropped of them forgotten again and
 	// the rest in pruning order; requestsByID finds those rest by id (the
 	// store's txnRequests, empty at Begin).
+	stored          []*RequestResult
 	requestsDropped int
 	requestsAdded   []*RequestResult
 	addedDropped    int
@@ -35,7 +37,7 @@ type WriteTxn struct {
 // Begin waits until this transaction is committed or aborted.
 func (s *Store) Begin(index uint64) *WriteTxn {
 	s.writeMu.Lock()
-	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index, requestsByID: s.txnRequests}
+	return &WriteTxn{s: s, txn: s.db.Load().Txn(true), index: index, stored: s.meta.Load().Requests, requestsByID: s.txnRequests}
 }
 
 // Abort drops the transaction; after Commit it does nothing.
