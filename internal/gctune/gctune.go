@@ -58,12 +58,12 @@ func Percent(live, headroom uint64) int {
 // Tuner adjusts GOGC after every collection. Start one per process.
 type Tuner struct {
 	headroom uint64
-	stopped  atomic.Bool
-	stopOnce sync.Once
 	prev     int
 	last     atomic.Int64
 	sample   []metrics.Sample
-	mu       sync.Mutex
+	// mu orders adjust and Stop; stopped is set by Stop.
+	mu      sync.Mutex
+	stopped atomic.Bool
 }
 
 // sentinel is garbage whose cleanup runs once per collection. It holds a
@@ -82,6 +82,8 @@ func Start(headroom uint64) *Tuner {
 		headroom: headroom,
 		sample:   []metrics.Sample{{Name: "/gc/heap/live:bytes"}},
 	}
+	// SetGCPercent is the one way to read GOGC that tells "off" (-1)
+	// apart; setting it back at once leaves it as it was.
 	t.prev = debug.SetGCPercent(DefaultPercent)
 	debug.SetGCPercent(t.prev)
 	t.adjust()
@@ -126,10 +128,10 @@ func (t *Tuner) Current() int { return int(t.last.Load()) }
 
 // Stop ends tuning and restores the GOGC in force when the tuner started.
 func (t *Tuner) Stop() {
-	t.stopOnce.Do(func() {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		t.stopped.Store(true)
-		debug.SetGCPercent(t.prev)
-	})
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped.Swap(true) {
+		return
+	}
+	debug.SetGCPercent(t.prev)
 }
