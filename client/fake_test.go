@@ -37,6 +37,13 @@ func (st *fakeState) put(k InstanceKey) {
 	st.instances[k.normal()] = &rosterv1.Instance{Namespace: k.normal().Namespace, Service: k.Service, Id: k.ID}
 }
 
+func (st *fakeState) has(k InstanceKey) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	_, ok := st.instances[k.normal()]
+	return ok
+}
+
 // remove deletes k once per request id; a repeated id reports success
 // without touching the state.
 func (st *fakeState) remove(k InstanceKey, requestID string) bool {
@@ -109,6 +116,12 @@ type fakeServer struct {
 	overlap uint64
 	// cut ends the open Watch or KeepAlive streams with the error sent.
 	cut chan error
+	// oldKeepAlive makes KeepAlive refuse a batch as an unknown field, as
+	// a server from before batches does.
+	oldKeepAlive bool
+	// maxBatch, when set, makes KeepAlive refuse a larger batch as a
+	// whole, in its answer.
+	maxBatch int
 }
 
 func startFake(t *testing.T, state *fakeState) *fakeServer {
@@ -269,13 +282,38 @@ func (f *fakeServer) KeepAlive(stream grpc.BidiStreamingServer[rosterv1.Heartbea
 	for {
 		select {
 		case req := <-reqs:
+			if len(req.Instances) > 0 {
+				f.mu.Lock()
+				old, most := f.oldKeepAlive, f.maxBatch
+				f.mu.Unlock()
+				if old {
+					return status.Error(codes.InvalidArgument, "request has fields this server does not know (in roster.v1.HeartbeatRequest)")
+				}
+				if most > 0 && len(req.Instances) > most {
+					f.record("KeepAlive batch refused")
+					if err := stream.Send(&rosterv1.HeartbeatResponse{Code: int32(codes.InvalidArgument), Error: "too many"}); err != nil {
+						return err
+					}
+					continue
+				}
+				f.record("KeepAlive batch")
+				resp := &rosterv1.HeartbeatResponse{}
+				for _, in := range req.Instances {
+					r := &rosterv1.HeartbeatResult{Ttl: durationpb.New(0)}
+					if k := (InstanceKey{Namespace: in.Namespace, Service: in.Service, ID: in.Id}).normal(); !f.state.has(k) {
+						r = &rosterv1.HeartbeatResult{Code: int32(codes.NotFound), Error: "instance " + k.String() + " not found"}
+					}
+					resp.Results = append(resp.Results, r)
+				}
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
+				continue
+			}
 			f.record("KeepAlive")
 			k := InstanceKey{Namespace: req.GetNamespace(), Service: req.GetService(), ID: req.GetId()}.normal()
 			resp := &rosterv1.HeartbeatResponse{Namespace: k.Namespace, Service: k.Service, Id: k.ID, Ttl: durationpb.New(0)}
-			f.state.mu.Lock()
-			_, ok := f.state.instances[k]
-			f.state.mu.Unlock()
-			if !ok {
+			if !f.state.has(k) {
 				resp.Code = int32(codes.NotFound)
 				resp.Error = "instance " + k.String() + " not found"
 			}

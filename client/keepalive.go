@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -84,9 +85,17 @@ type LeaseEvent struct {
 	Err error
 }
 
+// MaxKeepAliveBatch is the most instances one KeepAlive message may renew;
+// a server refuses a larger batch as a whole.
+const MaxKeepAliveBatch = 1000
+
+// keepAliveBatch is the most instances one message of a Session renews.
+const keepAliveBatch = MaxKeepAliveBatch / 2
+
 // Session keeps the TTL leases of a set of instances alive over one
-// Registry.KeepAlive stream: every ttl/3 it sends one HeartbeatRequest per
-// instance. It reports leases lost and restored, and stream failures, on
+// Registry.KeepAlive stream: every ttl/3 it renews each instance, many in
+// one message (up to 500), or one a message with a server too old for
+// batches. It reports leases lost and restored, and stream failures, on
 // Events. When the stream breaks it reconnects, moving to the next endpoint
 // when the current one is unreachable, and goes on renewing.
 type Session struct {
@@ -97,6 +106,9 @@ type Session struct {
 	done     chan struct{}
 	// wake asks the stream to renew now, after Add.
 	wake chan struct{}
+	// oneEach: a server refused a batch, so the next stream sends one
+	// instance a message (the one after it tries batches again).
+	oneEach atomic.Bool
 
 	mu     sync.Mutex
 	leases map[InstanceKey]*leaseState
@@ -262,7 +274,13 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 	}
 
 	var mu sync.Mutex
-	pending := 0
+	// inflight holds the instances of each message sent and not yet
+	// answered, oldest first: the server answers in order.
+	var inflight [][]InstanceKey
+	// sentBatch: a batch went out; batchAnswered: one was answered
+	// instance by instance; refused: one was refused as a whole as
+	// invalid. The receiver owns the last two until it has exited.
+	var sentBatch, batchAnswered, refused bool
 	waitingSince := time.Now()
 	recvErr := make(chan error, 1)
 	go func() {
@@ -274,7 +292,12 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 				return
 			}
 			mu.Lock()
-			pending--
+			var keys []InstanceKey
+			if len(inflight) > 0 {
+				keys = inflight[0]
+				inflight[0] = nil
+				inflight = inflight[1:]
+			}
 			waitingSince = time.Now()
 			answered = true
 			mu.Unlock()
@@ -282,7 +305,16 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 				first = false
 				s.emit(LeaseEvent{Kind: StreamConnected, Endpoint: s.client.addrs[i]})
 			}
-			s.renewed(resp)
+			if len(resp.GetResults()) > 0 {
+				batchAnswered = true
+			} else if len(keys) > 1 && codes.Code(resp.GetCode()) == codes.InvalidArgument {
+				// A server that takes smaller batches, or none: end
+				// this stream and renew one by one on the next.
+				refused = true
+				recvErr <- status.Error(codes.InvalidArgument, resp.GetError())
+				return
+			}
+			s.answered(keys, resp)
 		}
 	}()
 	// The receiver owns answered until it has exited; read it only after.
@@ -293,17 +325,54 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 		}
 		return answered, err
 	}
+	batches := !s.oneEach.Swap(false)
+	defer func() {
+		// A server that does not know batches ends the stream at the
+		// first one, refusing an unknown field; one that knows them but
+		// refuses this one answers so. Either way the next stream renews
+		// one instance a message.
+		mu.Lock()
+		sent := sentBatch
+		mu.Unlock()
+		if refused || (sent && !batchAnswered && status.Code(err) == codes.InvalidArgument) {
+			s.oneEach.Store(true)
+		}
+	}()
 
 	renew := func() {
 		keys := s.keys()
+		var msgs []*rosterv1.HeartbeatRequest
+		var groups [][]InstanceKey
+		batched := false
+		for len(keys) > 0 {
+			n := 1
+			if batches && len(keys) > 1 {
+				n = min(len(keys), keepAliveBatch)
+			}
+			group := keys[:n:n]
+			keys = keys[n:]
+			req := &rosterv1.HeartbeatRequest{}
+			if n == 1 {
+				req.Namespace, req.Service, req.Id = group[0].Namespace, group[0].Service, group[0].ID
+			} else {
+				batched = true
+				req.Instances = make([]*rosterv1.InstanceRef, n)
+				for j, k := range group {
+					req.Instances[j] = &rosterv1.InstanceRef{Namespace: k.Namespace, Service: k.Service, Id: k.ID}
+				}
+			}
+			msgs = append(msgs, req)
+			groups = append(groups, group)
+		}
 		mu.Lock()
-		if pending <= 0 {
+		if len(inflight) == 0 {
 			waitingSince = time.Now()
 		}
-		pending += len(keys)
+		inflight = append(inflight, groups...)
+		sentBatch = sentBatch || batched
 		mu.Unlock()
-		for _, k := range keys {
-			if err := stream.Send(&rosterv1.HeartbeatRequest{Namespace: k.Namespace, Service: k.Service, Id: k.ID}); err != nil {
+		for _, req := range msgs {
+			if err := stream.Send(req); err != nil {
 				// Send only says the stream is gone; Recv says why.
 				return
 			}
@@ -316,7 +385,7 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 		select {
 		case <-ticker.C:
 			mu.Lock()
-			stalled := pending > 0 && time.Since(waitingSince) > s.ttl
+			stalled := len(inflight) > 0 && time.Since(waitingSince) > s.ttl
 			mu.Unlock()
 			if stalled {
 				return finish(status.Errorf(codes.DeadlineExceeded, "no keepalive answer from %s within %s", s.client.addrs[i], s.ttl))
@@ -344,10 +413,31 @@ func (s *Session) keys() []InstanceKey {
 	return keys
 }
 
+// answered records the server's answer to one message, which renewed
+// keys: one instance, or a batch answered in resp.Results.
+func (s *Session) answered(keys []InstanceKey, resp *rosterv1.HeartbeatResponse) {
+	if len(resp.GetResults()) == 0 {
+		if resp.GetService() != "" || len(keys) == 0 {
+			k := InstanceKey{Namespace: resp.GetNamespace(), Service: resp.GetService(), ID: resp.GetId()}
+			keys = []InstanceKey{k}
+		}
+		// One answer for the message: a single renewal, or a batch
+		// refused as a whole.
+		for _, k := range keys {
+			s.renewed(k, codes.Code(resp.GetCode()), resp.GetError())
+		}
+		return
+	}
+	for j, r := range resp.GetResults() {
+		if j < len(keys) {
+			s.renewed(keys[j], codes.Code(r.GetCode()), r.GetError())
+		}
+	}
+}
+
 // renewed records the server's answer for one instance.
-func (s *Session) renewed(resp *rosterv1.HeartbeatResponse) {
-	k := InstanceKey{Namespace: resp.GetNamespace(), Service: resp.GetService(), ID: resp.GetId()}.normal()
-	code := codes.Code(resp.GetCode())
+func (s *Session) renewed(k InstanceKey, code codes.Code, msg string) {
+	k = k.normal()
 	s.mu.Lock()
 	lease, ok := s.leases[k]
 	var ev *LeaseEvent
@@ -355,7 +445,7 @@ func (s *Session) renewed(resp *rosterv1.HeartbeatResponse) {
 	case !ok:
 	case code == codes.NotFound && !lease.lost:
 		lease.lost = true
-		ev = &LeaseEvent{Kind: LeaseLost, Instance: k, Err: status.Error(code, resp.GetError())}
+		ev = &LeaseEvent{Kind: LeaseLost, Instance: k, Err: status.Error(code, msg)}
 	case code == codes.OK && lease.lost:
 		lease.lost = false
 		ev = &LeaseEvent{Kind: LeaseRestored, Instance: k}

@@ -77,6 +77,99 @@ func TestKeepAliveReportsLostAndRestored(t *testing.T) {
 	}
 }
 
+// TestKeepAliveBatchesAndReportsEachInstance: a session renewing several
+// instances sends them in one message and reports a lost lease for the one
+// instance whose answer in the batch says NotFound.
+func TestKeepAliveBatchesAndReportsEachInstance(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	keys := []InstanceKey{{Service: "web", ID: "w1"}, {Service: "web", ID: "w2"}, {Namespace: "prod", Service: "api", ID: "a1"}}
+	for _, k := range keys {
+		st.put(k)
+	}
+	c := newTestClient(t, f.addr)
+	s, err := c.KeepAlive(testContext(t), 150*time.Millisecond, keys...)
+	if err != nil {
+		t.Fatalf("KeepAlive: %v", err)
+	}
+	defer s.Close()
+	nextEvent(t, s, StreamConnected)
+	waitFor(t, "three batched renewals", func() bool { return f.count("KeepAlive batch") >= 3 })
+	if n := f.count("KeepAlive"); n != 0 {
+		t.Fatalf("%d single renewals, want every renewal batched", n)
+	}
+	st.remove(keys[1], "")
+	if lost := nextEvent(t, s, LeaseLost); lost.Instance != keys[1].normal() || status.Code(lost.Err) != codes.NotFound {
+		t.Fatalf("lost event %+v, want %v with NotFound", lost, keys[1].normal())
+	}
+	st.put(keys[1])
+	if ev := nextEvent(t, s, LeaseRestored); ev.Instance != keys[1].normal() {
+		t.Fatalf("restored event for %v, want %v", ev.Instance, keys[1].normal())
+	}
+}
+
+// TestKeepAliveFallsBackToOneEachOnAnOldServer: a session whose first
+// batch (sent once a second instance is added) ends the stream of a server
+// that does not know batches renews one instance a message from then on,
+// and the leases are kept.
+func TestKeepAliveFallsBackToOneEachOnAnOldServer(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	f.oldKeepAlive = true
+	keys := []InstanceKey{{Service: "web", ID: "w1"}, {Service: "web", ID: "w2"}}
+	for _, k := range keys {
+		st.put(k)
+	}
+	c := newTestClient(t, f.addr)
+	s, err := c.KeepAlive(testContext(t), 150*time.Millisecond, keys[0])
+	if err != nil {
+		t.Fatalf("KeepAlive: %v", err)
+	}
+	defer s.Close()
+	nextEvent(t, s, StreamConnected)
+	waitFor(t, "single renewals of the first instance", func() bool { return f.count("KeepAlive") >= 2 })
+	s.Add(keys[1])
+	if ev := nextEvent(t, s, StreamBroken); status.Code(ev.Err) != codes.InvalidArgument {
+		t.Fatalf("stream ended with %v, want the old server's InvalidArgument", ev.Err)
+	}
+	nextEvent(t, s, StreamConnected)
+	before := f.count("KeepAlive")
+	waitFor(t, "single renewals of both instances", func() bool { return f.count("KeepAlive") >= before+6 })
+	if n := f.count("KeepAlive batch"); n != 0 {
+		t.Fatalf("the old server answered %d batches", n)
+	}
+}
+
+// TestKeepAliveSplitsWhenABatchIsRefused: a server that refuses a batch as
+// a whole in its answer gets one instance a message on the next stream; the
+// stream after that tries batches again.
+func TestKeepAliveSplitsWhenABatchIsRefused(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	f.maxBatch = 2
+	keys := []InstanceKey{{Service: "web", ID: "w1"}, {Service: "web", ID: "w2"}, {Service: "web", ID: "w3"}}
+	for _, k := range keys {
+		st.put(k)
+	}
+	c := newTestClient(t, f.addr)
+	s, err := c.KeepAlive(testContext(t), 150*time.Millisecond, keys...)
+	if err != nil {
+		t.Fatalf("KeepAlive: %v", err)
+	}
+	defer s.Close()
+	nextEvent(t, s, StreamConnected)
+	if ev := nextEvent(t, s, StreamBroken); status.Code(ev.Err) != codes.InvalidArgument {
+		t.Fatalf("stream ended with %v, want the refusal's InvalidArgument", ev.Err)
+	}
+	nextEvent(t, s, StreamConnected)
+	waitFor(t, "single renewals of all three", func() bool { return f.count("KeepAlive") >= 6 })
+	if n := f.count("KeepAlive batch refused"); n != 1 {
+		t.Fatalf("%d batches refused before the split, want 1", n)
+	}
+	f.cut <- status.Error(codes.Unavailable, "node shutting down")
+	waitFor(t, "a batch tried again on the next stream", func() bool { return f.count("KeepAlive batch refused") >= 2 })
+}
+
 func TestKeepAliveNeedsTTL(t *testing.T) {
 	c := newTestClient(t, "127.0.0.1:1")
 	if _, err := c.KeepAlive(testContext(t), 0); err == nil {

@@ -260,7 +260,25 @@ func (a *aclStream) RecvMsg(m any) error {
 		}
 		return nil
 	case *rosterv1.HeartbeatRequest:
-		return a.c.service(r.Namespace, r.Service, acl.Write)
+		if len(r.Instances) == 0 {
+			return a.c.service(r.Namespace, r.Service, acl.Write)
+		}
+		if len(r.Instances) > MaxKeepAliveBatch {
+			// Refused whole by the handler, renewing nothing: no walk.
+			return nil
+		}
+		// A batch needs write on the service of every instance in it.
+		var last *rosterv1.InstanceRef
+		for _, in := range r.Instances {
+			if last != nil && in.GetNamespace() == last.GetNamespace() && in.GetService() == last.GetService() {
+				continue
+			}
+			if err := a.c.service(in.GetNamespace(), in.GetService(), acl.Write); err != nil {
+				return err
+			}
+			last = in
+		}
+		return nil
 	}
 	return denied("%s: unexpected message %T", a.c.name, m)
 }

@@ -345,3 +345,38 @@ func TestACLSecretsNeverLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestACLKeepAliveBatchNeedsWriteOnEveryService: a batched renewal is
+// checked instance by instance, so one instance of a service the token may
+// not write ends the stream as PermissionDenied, however many it may.
+func TestACLKeepAliveBatchNeedsWriteOnEveryService(t *testing.T) {
+	c := aclCluster(t, nil)
+	leader := c.WaitLeader()
+	mgmt := withToken(testcluster.Ctx(t), bootSecret)
+	for _, svc := range []string{"web", "api"} {
+		if err := register(mgmt, leader, svc, "x1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	web := createToken(t, leader, "service:web:write")
+	waitTokens(t, c, web)
+	ref := func(svc string) *rosterv1.InstanceRef { return &rosterv1.InstanceRef{Service: svc, Id: "x1"} }
+	for _, nd := range c.Nodes {
+		st, err := nd.Registry().KeepAlive(withToken(testcluster.Ctx(t), web))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&rosterv1.HeartbeatRequest{Instances: []*rosterv1.InstanceRef{ref("web"), ref("web")}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil || len(resp.Results) != 2 {
+			t.Fatalf("%s: a batch of web instances with a web write token: %v, %v", nd.ID, resp, err)
+		}
+		if err := st.Send(&rosterv1.HeartbeatRequest{Instances: []*rosterv1.InstanceRef{ref("web"), ref("web"), ref("api")}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.Recv()
+		wantDenied(t, err, "lacks service:api:write")
+	}
+}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/roster-registry/roster/cluster"
@@ -17,13 +20,19 @@ import (
 	"github.com/roster-registry/roster/store"
 )
 
-// keepAliveWindow bounds the renewals of one KeepAlive stream that may be
+// keepAliveWindow bounds the requests of one KeepAlive stream that may be
 // waiting for their answers; past it the server stops reading the stream.
 const keepAliveWindow = 1024
+
+// MaxKeepAliveBatch is the most instances one KeepAlive request may renew.
+const MaxKeepAliveBatch = 1000
 
 // Heartbeat implements rosterv1.RegistryServer. It renews the lease on the
 // leader (followers relay it there) and never writes to Raft.
 func (s *Server) Heartbeat(ctx context.Context, req *rosterv1.HeartbeatRequest) (*rosterv1.HeartbeatResponse, error) {
+	if len(req.Instances) > 0 {
+		return nil, invalidf("instances renews a batch on a KeepAlive stream only; Heartbeat renews the one instance named by namespace, service and id")
+	}
 	k, err := validateKey(req.Namespace, req.Service, req.Id)
 	if err != nil {
 		return nil, err
@@ -90,7 +99,8 @@ func (r *renewal) answer(resp *rosterv1.HeartbeatResponse) {
 }
 
 // KeepAlive implements rosterv1.RegistryServer: each request renews one
-// lease and gets exactly one response, in order. On the leader renewals are
+// lease, or a batch of them, and gets exactly one response, in order. A
+// follower relays a batch upstream as one message. On the leader renewals are
 // local; on a follower they are pipelined over one upstream KeepAlive
 // stream to the leader, opened again when the leader changes. Renewals an
 // upstream stream took but never answered are retried as unary heartbeats,
@@ -148,7 +158,8 @@ var errSenderDone = errors.New("keepalive sender done")
 func (s *Server) keepAliveRecv(ctx context.Context, stream rosterv1.Registry_KeepAliveServer, order chan<- *renewal, sent <-chan struct{}, relay *keepAliveRelay) error {
 	for {
 		req, err := stream.Recv()
-		if err == nil {
+		if err == nil && len(req.Instances) <= MaxKeepAliveBatch {
+			// An oversized batch is refused below without this walk.
 			err = rejectUnknownFields(req.ProtoReflect())
 		}
 		if err != nil {
@@ -159,6 +170,10 @@ func (s *Server) keepAliveRecv(ctx context.Context, stream rosterv1.Registry_Kee
 		case order <- r:
 		case <-sent:
 			return errSenderDone
+		}
+		if len(req.Instances) > 0 {
+			s.keepAliveBatch(ctx, r, relay)
+			continue
 		}
 		k, err := validateKey(req.Namespace, req.Service, req.Id)
 		switch {
@@ -178,6 +193,122 @@ func (s *Server) keepAliveRecv(ctx context.Context, stream rosterv1.Registry_Kee
 			relay.send(k, r)
 		}
 	}
+}
+
+// keepAliveBatch renews the instances of one batched KeepAlive request: on
+// the leader one by one, on a follower relayed upstream as one message.
+func (s *Server) keepAliveBatch(ctx context.Context, r *renewal, relay *keepAliveRelay) {
+	req := r.req
+	switch {
+	case len(req.Instances) > MaxKeepAliveBatch:
+		r.answer(itemError(req, invalidf("a KeepAlive request renews at most %d instances, not %d; split it", MaxKeepAliveBatch, len(req.Instances))))
+	case req.Namespace != "" || req.Service != "" || req.Id != "":
+		r.answer(itemError(req, invalidf("a KeepAlive request names its instances either in namespace, service and id or in instances, not both")))
+	case s.node.IsLeader():
+		r.answer(s.renewBatchLocal(ctx, req))
+	case isForwarded(ctx):
+		r.answer(itemError(req, cluster.ErrNotLeader))
+	default:
+		relay.send(store.Key{}, r)
+	}
+}
+
+// renewBatchLocal renews a batch here, the leader. Each instance is
+// answered on its own: one not found does not fail the others.
+func (s *Server) renewBatchLocal(ctx context.Context, req *rosterv1.HeartbeatRequest) *rosterv1.HeartbeatResponse {
+	resp := &rosterv1.HeartbeatResponse{
+		Header:  &rosterv1.ResponseHeader{NodeId: s.node.ID(), LeaderId: s.node.ID(), Term: s.node.Term()},
+		Results: make([]*rosterv1.HeartbeatResult, len(req.Instances)),
+	}
+	for i, in := range req.Instances {
+		k, err := validateKey(in.GetNamespace(), in.GetService(), in.GetId())
+		var ttl time.Duration
+		if err == nil {
+			ttl, err = s.node.Heartbeat(ctx, k)
+		}
+		resp.Results[i] = batchResult(ttl, err)
+	}
+	return resp
+}
+
+// batchRetryWidth bounds the unary renewals one batch runs at once when a
+// follower retries it.
+const batchRetryWidth = 32
+
+// renewBatchUnary renews a batch through the unary path, as a follower
+// does with what an upstream stream left unanswered: batchRetryWidth
+// instances at a time, so a batch waits about as long as one renewal. Once
+// the leader cannot be reached the rest fail the same way at once.
+func (s *Server) renewBatchUnary(ctx context.Context, req *rosterv1.HeartbeatRequest) *rosterv1.HeartbeatResponse {
+	resp := &rosterv1.HeartbeatResponse{Results: make([]*rosterv1.HeartbeatResult, len(req.Instances))}
+	var (
+		mu          sync.Mutex
+		unavailable error
+		wg          sync.WaitGroup
+	)
+	sem := make(chan struct{}, batchRetryWidth)
+	for i, in := range req.Instances {
+		k, err := validateKey(in.GetNamespace(), in.GetService(), in.GetId())
+		if err != nil {
+			resp.Results[i] = batchResult(0, err)
+			continue
+		}
+		sem <- struct{}{}
+		mu.Lock()
+		gone := unavailable
+		mu.Unlock()
+		if gone != nil {
+			<-sem
+			resp.Results[i] = batchResult(0, gone)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			one, err := s.heartbeat(ctx, k, &rosterv1.HeartbeatRequest{Namespace: k.Namespace, Service: k.Service, Id: k.ID})
+			mu.Lock()
+			defer mu.Unlock()
+			switch code := status.Code(toStatus(err)); {
+			case err == nil:
+				if resp.Header == nil {
+					// The header of the batch: a service's
+					// self-preservation is not the batch's.
+					h := proto.Clone(one.GetHeader()).(*rosterv1.ResponseHeader)
+					h.SelfPreservation = false
+					resp.Header = h
+				}
+			case code == codes.Unavailable || code == codes.DeadlineExceeded || code == codes.Canceled:
+				unavailable = err
+			}
+			resp.Results[i] = batchResult(one.GetTtl().AsDuration(), err)
+		}()
+	}
+	wg.Wait()
+	return resp
+}
+
+// batchResult is one instance's answer in a batch.
+func batchResult(ttl time.Duration, err error) *rosterv1.HeartbeatResult {
+	if err != nil {
+		st := status.Convert(toStatus(err))
+		return &rosterv1.HeartbeatResult{Error: st.Message(), Code: int32(st.Code())}
+	}
+	return &rosterv1.HeartbeatResult{Ttl: durationpb.New(ttl)}
+}
+
+// notLeaderAnswer reports whether a leader's answer says it no longer
+// leads, for the request as a whole or for any instance of a batch.
+func notLeaderAnswer(resp *rosterv1.HeartbeatResponse) bool {
+	if codes.Code(resp.GetCode()) == codes.Unavailable {
+		return true
+	}
+	for _, r := range resp.GetResults() {
+		if codes.Code(r.GetCode()) == codes.Unavailable {
+			return true
+		}
+	}
+	return false
 }
 
 // sendInOrder writes answers in request order until order is closed.
@@ -211,6 +342,9 @@ type keepAliveRelay struct {
 
 	mu sync.Mutex
 	up *upstream
+	// noBatches: a leader refused a batch as a field it does not know (it
+	// runs an older version), so batches go by unary renewals instead.
+	noBatches bool
 }
 
 // upstream is one stream to one leader; the leader answers in order, so
@@ -223,12 +357,17 @@ type upstream struct {
 	broken   bool
 }
 
-// send relays one renewal, opening an upstream stream when there is none.
+// send relays one renewal (k is unset for a batch), opening an upstream stream when there is none.
 // When that fails the renewal falls back to a unary heartbeat. Only the
 // stream's receive loop calls it, so renewals enter inflight in the order
 // they are sent.
 func (ra *keepAliveRelay) send(k store.Key, r *renewal) {
 	ra.mu.Lock()
+	if ra.noBatches && len(r.req.Instances) > 0 {
+		ra.mu.Unlock()
+		go ra.unary(k, r)
+		return
+	}
 	up := ra.up
 	if up == nil || up.broken {
 		up = ra.open()
@@ -281,6 +420,9 @@ func (ra *keepAliveRelay) read(up *upstream) {
 		ra.mu.Lock()
 		if err != nil || len(up.inflight) == 0 {
 			up.broken = true
+			if status.Code(err) == codes.InvalidArgument && slices.ContainsFunc(up.inflight, func(r *renewal) bool { return len(r.req.Instances) > 0 }) {
+				ra.noBatches = true
+			}
 			rest, keys := up.inflight, up.keys
 			up.inflight, up.keys = nil, nil
 			ra.mu.Unlock()
@@ -294,9 +436,10 @@ func (ra *keepAliveRelay) read(up *upstream) {
 		up.inflight[0], up.keys[0] = nil, store.Key{}
 		up.inflight, up.keys = up.inflight[1:], up.keys[1:]
 		ra.mu.Unlock()
-		if codes.Code(resp.GetCode()) == codes.Unavailable {
+		if notLeaderAnswer(resp) {
 			// That node no longer leads (or not yet): retry this renewal
 			// where the leader is, and open a new stream for the next ones.
+			// A batch is retried whole: renewing again is harmless.
 			ra.mu.Lock()
 			up.broken = true
 			ra.mu.Unlock()
@@ -311,6 +454,10 @@ func (ra *keepAliveRelay) read(up *upstream) {
 // unary renews through the unary path, which waits for and follows the
 // leader within the hold timeout.
 func (ra *keepAliveRelay) unary(k store.Key, r *renewal) {
+	if len(r.req.Instances) > 0 {
+		r.answer(ra.s.renewBatchUnary(ra.ctx, r.req))
+		return
+	}
 	resp, err := ra.s.heartbeat(ra.ctx, k, r.req)
 	if err != nil {
 		resp = itemError(r.req, err)

@@ -4,19 +4,24 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/cluster"
 	"github.com/roster-registry/roster/internal/checker"
 	"github.com/roster-registry/roster/internal/testcluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
 )
 
 func ttlInstance(svc, id string, ttl, criticalAfter time.Duration) *rosterv1.Instance {
@@ -149,6 +154,76 @@ func TestHeartbeatErrors(t *testing.T) {
 	}
 }
 
+// TestKeepAliveBatchErrors: a batched renewal answers each instance on its
+// own, on the leader and through a follower; a batch that is wrong as a
+// whole is answered with one error and the stream goes on.
+func TestKeepAliveBatchErrors(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	if _, err := c.Leader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "static", 80)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Leader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", "live", time.Hour, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	ref := func(svc, id string) *rosterv1.InstanceRef { return &rosterv1.InstanceRef{Service: svc, Id: id} }
+	mixed := &rosterv1.HeartbeatRequest{Instances: []*rosterv1.InstanceRef{
+		ref("web", "live"), ref("web", "static"), ref("web", "nobody"), ref("Bad", "x"), {Namespace: "default", Service: "web", Id: "live"},
+	}}
+	wantMixed := []codes.Code{codes.OK, codes.FailedPrecondition, codes.NotFound, codes.InvalidArgument, codes.OK}
+	tooMany := &rosterv1.HeartbeatRequest{}
+	for i := 0; i <= rpc.MaxKeepAliveBatch; i++ {
+		tooMany.Instances = append(tooMany.Instances, ref("web", "live"))
+	}
+	both := &rosterv1.HeartbeatRequest{Service: "web", Id: "live", Instances: []*rosterv1.InstanceRef{ref("web", "live")}}
+	for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
+		_, err := nd.Registry().Heartbeat(ctx, both)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "KeepAlive") {
+			t.Fatalf("unary heartbeat with instances on %s: %v, want InvalidArgument naming KeepAlive", nd.ID, err)
+		}
+		st, err := nd.Registry().KeepAlive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, req := range []*rosterv1.HeartbeatRequest{mixed, tooMany, both, mixed} {
+			if err := st.Send(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = st.CloseSend()
+		for i, req := range []*rosterv1.HeartbeatRequest{mixed, tooMany, both, mixed} {
+			resp, err := st.Recv()
+			if err != nil {
+				t.Fatalf("keepalive on %s, answer %d: %v", nd.ID, i, err)
+			}
+			if req != mixed {
+				if codes.Code(resp.Code) != codes.InvalidArgument || resp.Error == "" || len(resp.Results) != 0 {
+					t.Fatalf("keepalive on %s, answer %d: code %v %q with %d results, want InvalidArgument and none", nd.ID, i, codes.Code(resp.Code), resp.Error, len(resp.Results))
+				}
+				continue
+			}
+			if resp.Code != 0 || len(resp.Results) != len(wantMixed) {
+				t.Fatalf("keepalive on %s, answer %d: code %d %q with %d results, want %d", nd.ID, i, resp.Code, resp.Error, len(resp.Results), len(wantMixed))
+			}
+			if resp.GetHeader().GetLeaderId() != c.Leader().ID {
+				t.Errorf("keepalive on %s, answer %d: header names leader %q, want %s", nd.ID, i, resp.GetHeader().GetLeaderId(), c.Leader().ID)
+			}
+			for j, r := range resp.Results {
+				if codes.Code(r.Code) != wantMixed[j] {
+					t.Fatalf("keepalive on %s, answer %d, instance %d: code %v %q, want %v", nd.ID, i, j, codes.Code(r.Code), r.Error, wantMixed[j])
+				}
+				if (r.Code == 0) != (r.Ttl.AsDuration() == time.Hour) || (r.Code == 0) == (r.Error != "") {
+					t.Fatalf("keepalive on %s, answer %d, instance %d: ttl %v error %q", nd.ID, i, j, r.Ttl.AsDuration(), r.Error)
+				}
+			}
+		}
+		if _, err := st.Recv(); err != io.EOF {
+			t.Fatalf("keepalive on %s after the last answer: %v, want EOF", nd.ID, err)
+		}
+	}
+}
+
 // heartbeatLoop renews one lease by unary Heartbeat through nd every
 // interval until ctx ends, recording every call.
 func heartbeatLoop(ctx context.Context, nd *testcluster.Node, svc, id string, every time.Duration, rec *leaseRecorder) {
@@ -163,38 +238,19 @@ func heartbeatLoop(ctx context.Context, nd *testcluster.Node, svc, id string, ev
 	}
 }
 
-// keepAliveLoop renews leases over one KeepAlive stream through nd.
-func keepAliveLoop(ctx context.Context, t *testing.T, nd *testcluster.Node, svc string, ids []string, every time.Duration, rec *leaseRecorder) {
+// keepAliveLoop renews leases over one KeepAlive stream through nd: a
+// message per instance, or with batch one message renewing them all.
+func keepAliveLoop(ctx context.Context, t *testing.T, nd *testcluster.Node, svc string, ids []string, batch bool, every time.Duration, rec *leaseRecorder) {
 	for ctx.Err() == nil {
 		st, err := nd.Registry().KeepAlive(ctx)
 		if err != nil {
 			continue
 		}
 		for ctx.Err() == nil {
-			calls := make([]int64, len(ids))
-			for i, id := range ids {
-				calls[i] = rec.now()
-				if err = st.Send(&rosterv1.HeartbeatRequest{Service: svc, Id: id}); err != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-			for i := range ids {
-				resp, rerr := st.Recv()
-				if rerr != nil {
-					err = rerr
-					break
-				}
-				if resp.Id != ids[i] {
-					t.Errorf("keepalive answer %d is for %s, want %s: answers out of order", i, resp.Id, ids[i])
-				}
-				var ierr error
-				if resp.Code != 0 {
-					ierr = status.Error(codes.Code(resp.Code), resp.Error)
-				}
-				rec.heartbeat(svc, ids[i], calls[i], resp, ierr)
+			if batch {
+				err = keepAliveBatch(t, st, svc, ids, rec)
+			} else {
+				err = keepAliveEach(t, st, svc, ids, rec)
 			}
 			if err != nil {
 				break
@@ -205,6 +261,60 @@ func keepAliveLoop(ctx context.Context, t *testing.T, nd *testcluster.Node, svc 
 			}
 		}
 	}
+}
+
+// keepAliveEach renews ids with a message each and records the answers.
+func keepAliveEach(t *testing.T, st rosterv1.Registry_KeepAliveClient, svc string, ids []string, rec *leaseRecorder) error {
+	calls := make([]int64, len(ids))
+	for i, id := range ids {
+		calls[i] = rec.now()
+		if err := st.Send(&rosterv1.HeartbeatRequest{Service: svc, Id: id}); err != nil {
+			return err
+		}
+	}
+	for i := range ids {
+		resp, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		if resp.Id != ids[i] {
+			t.Errorf("keepalive answer %d is for %s, want %s: answers out of order", i, resp.Id, ids[i])
+		}
+		var ierr error
+		if resp.Code != 0 {
+			ierr = status.Error(codes.Code(resp.Code), resp.Error)
+		}
+		rec.heartbeat(svc, ids[i], calls[i], resp, ierr)
+	}
+	return nil
+}
+
+// keepAliveBatch renews ids with one message and records each answer.
+func keepAliveBatch(t *testing.T, st rosterv1.Registry_KeepAliveClient, svc string, ids []string, rec *leaseRecorder) error {
+	req := &rosterv1.HeartbeatRequest{}
+	for _, id := range ids {
+		req.Instances = append(req.Instances, &rosterv1.InstanceRef{Service: svc, Id: id})
+	}
+	call := rec.now()
+	if err := st.Send(req); err != nil {
+		return err
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	if len(resp.Results) != len(ids) {
+		t.Errorf("batch of %d answered with %d results: code %d %q", len(ids), len(resp.Results), resp.Code, resp.Error)
+		return nil
+	}
+	for i, r := range resp.Results {
+		var ierr error
+		if r.Code != 0 {
+			ierr = status.Error(codes.Code(r.Code), r.Error)
+		}
+		rec.heartbeat(svc, ids[i], call, &rosterv1.HeartbeatResponse{Ttl: r.Ttl}, ierr)
+	}
+	return nil
 }
 
 // leaseRecorder keeps a checker history of renewals and observations.
@@ -303,7 +413,7 @@ func TestHeartbeatsKeepLeasesForManyTTLs(t *testing.T) {
 	leader, f := c.Leader(), c.Followers()[0]
 	const ttl = time.Second
 	rec := newLeaseRecorder()
-	ids := []string{"unary-follower", "stream-follower-1", "stream-follower-2", "stream-leader"}
+	ids := []string{"unary-follower", "stream-follower-1", "stream-follower-2", "stream-leader", "batch-follower-1", "batch-follower-2", "batch-leader"}
 	var lastRev uint64
 	for _, id := range ids {
 		call := rec.now()
@@ -317,10 +427,12 @@ func TestHeartbeatsKeepLeasesForManyTTLs(t *testing.T) {
 	run, stop := context.WithTimeout(ctx, 6*ttl)
 	defer stop()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(5)
 	go func() { defer wg.Done(); heartbeatLoop(run, f, "web", ids[0], ttl/3, rec) }()
-	go func() { defer wg.Done(); keepAliveLoop(run, t, f, "web", ids[1:3], ttl/3, rec) }()
-	go func() { defer wg.Done(); keepAliveLoop(run, t, leader, "web", ids[3:], ttl/3, rec) }()
+	go func() { defer wg.Done(); keepAliveLoop(run, t, f, "web", ids[1:3], false, ttl/3, rec) }()
+	go func() { defer wg.Done(); keepAliveLoop(run, t, leader, "web", ids[3:4], false, ttl/3, rec) }()
+	go func() { defer wg.Done(); keepAliveLoop(run, t, f, "web", ids[4:6], true, ttl/3, rec) }()
+	go func() { defer wg.Done(); keepAliveLoop(run, t, leader, "web", ids[6:], true, ttl/3, rec) }()
 	misses := observeLeases(run, c.Followers()[1], "web", ids, lastRev, rec)
 	wg.Wait()
 	if misses > 0 {
@@ -361,10 +473,11 @@ func TestLeasesSurviveLeaderCrash(t *testing.T) {
 	}
 	run, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); heartbeatLoop(run, f, "api", ids[0], ttl/3, rec) }()
 	go func() { defer wg.Done(); heartbeatLoop(run, f, "api", ids[1], ttl/2, rec) }()
-	go func() { defer wg.Done(); keepAliveLoop(run, t, f, "api", ids[2:], ttl/3, rec) }()
+	go func() { defer wg.Done(); keepAliveLoop(run, t, f, "api", ids[2:4], false, ttl/3, rec) }()
+	go func() { defer wg.Done(); keepAliveLoop(run, t, f, "api", ids[4:], true, ttl/3, rec) }()
 	missesCh := make(chan int, 1)
 	go func() { missesCh <- observeLeases(run, f, "api", ids, lastRev, rec) }()
 
@@ -666,4 +779,99 @@ func TestConcurrentHeartbeatsOnExpiredLeaseAckOnlyOnceRevived(t *testing.T) {
 	}
 	t.Logf("acknowledged heartbeats while cut off: %d", rec.acks[checker.InstanceKey("default", "rev", "x")])
 	rec.check(t)
+}
+
+// TestKeepAliveBatchLimitIsTheSDKs: the SDK's batch limit is the server's.
+func TestKeepAliveBatchLimitIsTheSDKs(t *testing.T) {
+	if rpc.MaxKeepAliveBatch != client.MaxKeepAliveBatch {
+		t.Fatalf("server takes %d instances a KeepAlive message, the SDK thinks %d", rpc.MaxKeepAliveBatch, client.MaxKeepAliveBatch)
+	}
+}
+
+// oldKeepAlive makes one node's KeepAlive end its stream at the first
+// batch, refusing the unknown field as a server from before batches does.
+type oldKeepAlive struct {
+	node    atomic.Value // string: the node that is "old"
+	refused atomic.Int64
+}
+
+func (o *oldKeepAlive) options(id string) []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if info.FullMethod != rosterv1.Registry_KeepAlive_FullMethodName {
+			return h(srv, ss)
+		}
+		return h(srv, &oldKeepAliveStream{ServerStream: ss, o: o, id: id})
+	})}
+}
+
+type oldKeepAliveStream struct {
+	grpc.ServerStream
+	o  *oldKeepAlive
+	id string
+}
+
+func (s *oldKeepAliveStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if req, ok := m.(*rosterv1.HeartbeatRequest); ok && len(req.Instances) > 0 && s.o.node.Load() == s.id {
+		s.o.refused.Add(1)
+		return status.Error(codes.InvalidArgument, "request has fields this server does not know (in roster.v1.HeartbeatRequest)")
+	}
+	return nil
+}
+
+// TestFollowerRelaysBatchesToAnOldLeader: during a rolling upgrade a new
+// follower may relay to a leader that does not know batches. The leader
+// ends the upstream stream at the first batch; every renewal is still
+// answered, in order and per instance, and later batches go to the leader
+// as unary renewals without another refusal.
+func TestFollowerRelaysBatchesToAnOldLeader(t *testing.T) {
+	old := &oldKeepAlive{}
+	old.node.Store("")
+	c := testcluster.New(t, 3, testcluster.Options{GRPCOptions: old.options})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader, f := c.Leader(), c.Followers()[0]
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", id, time.Hour, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.node.Store(leader.ID)
+	batch := func(ids ...string) *rosterv1.HeartbeatRequest {
+		req := &rosterv1.HeartbeatRequest{}
+		for _, id := range ids {
+			req.Instances = append(req.Instances, &rosterv1.InstanceRef{Service: "web", Id: id})
+		}
+		return req
+	}
+	reqs := []*rosterv1.HeartbeatRequest{batch("a", "b"), {Service: "web", Id: "c"}, batch("a", "nobody"), batch("b", "c")}
+	want := [][]codes.Code{{codes.OK, codes.OK}, {codes.OK}, {codes.OK, codes.NotFound}, {codes.OK, codes.OK}}
+	st, err := f.Registry().KeepAlive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, req := range reqs {
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		got := []codes.Code{codes.Code(resp.Code)}
+		if len(req.Instances) > 0 {
+			got = nil
+			for _, r := range resp.Results {
+				got = append(got, codes.Code(r.Code))
+			}
+		}
+		if !slices.Equal(got, want[i]) {
+			t.Fatalf("answer %d: codes %v (%q), want %v", i, got, resp.Error, want[i])
+		}
+	}
+	if n := old.refused.Load(); n != 1 {
+		t.Fatalf("the old leader refused %d batches, want only the first", n)
+	}
 }

@@ -308,3 +308,36 @@ func TestFloodIsLimitedAndOthersGoOn(t *testing.T) {
 		t.Fatalf("polite service: %v %v", got, err)
 	}
 }
+
+// TestKeepAliveBatchCostsATokenPerInstance: a batched renewal counts each
+// of its instances against the read bucket, so batching is no way around
+// the rate.
+func TestKeepAliveBatchCostsATokenPerInstance(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) {
+		o.Limits.ReadRate, o.Limits.ReadBurst = 0.01, 50
+	}})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	cl := rosterv1.NewRegistryClient(dialFrom(t, "127.0.0.2", c.Leader().Addr))
+	st, err := cl.KeepAlive(ctx) // one token
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := &rosterv1.HeartbeatRequest{}
+	for i := range 30 {
+		batch.Instances = append(batch.Instances, &rosterv1.InstanceRef{Service: "web", Id: fmt.Sprint(i)})
+	}
+	if err := st.Send(batch); err != nil { // 30 tokens of the 49 left
+		t.Fatal(err)
+	}
+	if resp, err := st.Recv(); err != nil || len(resp.Results) != 30 {
+		t.Fatalf("first batch of 30 within a burst of 50: %v, %v", resp, err)
+	}
+	if err := st.Send(batch); err != nil { // 30 more of the 19 left
+		t.Fatal(err)
+	}
+	_, err = st.Recv()
+	if status.Code(err) != codes.ResourceExhausted || rpc.Reason(err) != rpc.ReasonRateLimited {
+		t.Fatalf("second batch of 30 past the burst: %v, want ResourceExhausted, RATE_LIMITED", err)
+	}
+}

@@ -92,6 +92,12 @@ func (b bucketConfig) idle() time.Duration {
 // allow takes a token from client's write or read bucket, or returns a
 // limitError saying why not.
 func (r *rateLimiter) allow(client string, write bool) error {
+	return r.allowN(client, write, 1)
+}
+
+// allowN takes n tokens, or the whole burst when n is more, so that a
+// batch larger than the burst still passes a full bucket.
+func (r *rateLimiter) allowN(client string, write bool, n int) error {
 	now := r.now()
 	r.mu.Lock()
 	c := r.clients[client]
@@ -109,7 +115,7 @@ func (r *rateLimiter) allow(client string, write bool) error {
 	if write {
 		b, cfg, what = c.write, r.write, "writes"
 	}
-	if b.AllowN(now, 1) {
+	if b.AllowN(now, min(n, cfg.burst)) {
 		return nil
 	}
 	return &limitError{

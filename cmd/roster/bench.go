@@ -39,6 +39,7 @@ type benchOptions struct {
 	instances    int
 	streams      int
 	interval     time.Duration
+	batch        int
 	local        bool
 	replicas     int
 	pids         []int
@@ -102,7 +103,9 @@ successful calls; errors are counted by code.
              delta) and the leader's CPU (with --local or --pids). With
              --interval each instance is renewed once per interval from its
              registration on, and the leader's instance count before and
-             after the window shows whether any lease expired
+             after the window shows whether any lease expired. --batch N
+             renews N instances a message, as a Session keeping many
+             instances alive does
 
 Calls go straight to the given nodes (a follower forwards writes to the
 leader) without client-side retries, so every call is measured as sent.
@@ -190,6 +193,7 @@ killed.`,
 	f.IntVar(&o.rounds, "rounds", 5, "for failover: how many leaders to kill")
 	f.IntVar(&o.instances, "instances", 10000, "for memory and keepalive: instances to register")
 	f.IntVar(&o.streams, "streams", 16, "for keepalive: KeepAlive streams, spread over every --addr")
+	f.IntVar(&o.batch, "batch", 1, "for keepalive: instances renewed by one KeepAlive message (1-1000; a client SDK Session sends up to 500)")
 	f.DurationVar(&o.interval, "interval", 0, "for keepalive: renew each instance once per interval, from its registration on, as a client keeping it alive does "+
 		"(e.g. 10s for a 30s TTL), and report whether every instance stayed; 0: renew as fast as the streams allow")
 	f.BoolVar(&o.local, "local", false, "start a local 3-node cluster of --rosterd processes instead of using --addr (register, get and heartbeat then call its leader)")

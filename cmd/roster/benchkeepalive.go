@@ -18,7 +18,9 @@ type keepAliveResult struct {
 	Addrs     []string `json:"addrs"`
 	Instances int      `json:"instances"`
 	Streams   int      `json:"streams"`
-	// Ops: heartbeats answered without error.
+	// Batch: instances renewed by one message.
+	Batch int `json:"batch"`
+	// Ops: heartbeats (instances renewed) answered without error.
 	Ops         int64   `json:"ops"`
 	Errors      int64   `json:"errors"`
 	DurationS   float64 `json:"duration_s"`
@@ -79,7 +81,8 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 			if err != nil {
 				return fmt.Errorf("keepalive: %w", err)
 			}
-			window := make(chan struct{}, benchKeepAliveWindow)
+			// window holds the instance count of each message in flight.
+			window := make(chan int, benchKeepAliveWindow)
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
@@ -87,15 +90,17 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 				// This stream's instances are s, s+streams, ...: mine of
 				// them, each renewed once per interval when paced.
 				mine := (o.instances - s + o.streams - 1) / o.streams
-				for c, j := 0, 0; !over(); j++ {
+				for c, j := 0, 0; !over(); {
 					if j >= mine {
 						c, j = c+1, 0
 					}
-					k := s + j*o.streams
+					// This message renews instances first..j-1 of the cycle.
+					first := j
+					j = min(j+o.batch, mine)
 					if paced {
-						// j/mine of the way through cycle c, without
-						// overflowing j*interval.
-						offset := time.Duration(float64(o.interval) * float64(j) / float64(mine))
+						// first/mine of the way through cycle c, without
+						// overflowing first*interval.
+						offset := time.Duration(float64(o.interval) * float64(first) / float64(mine))
 						due := schedule.Add(time.Duration(c)*o.interval + offset)
 						if d := time.Until(due); d > time.Millisecond {
 							select {
@@ -111,17 +116,29 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 								}
 							}
 						}
-						if int64(k) >= registered.Load() {
+					}
+					req := &rosterv1.HeartbeatRequest{}
+					for jj := first; jj < j; jj++ {
+						k := s + jj*o.streams
+						if paced && int64(k) >= registered.Load() {
 							continue
 						}
+						in := mk(k)
+						if o.batch == 1 {
+							req.Service, req.Id = in.Service, in.Id
+						} else {
+							req.Instances = append(req.Instances, &rosterv1.InstanceRef{Service: in.Service, Id: in.Id})
+						}
+					}
+					if req.Id == "" && len(req.Instances) == 0 {
+						continue
 					}
 					select {
-					case window <- struct{}{}:
+					case window <- max(1, len(req.Instances)):
 					case <-runCtx.Done():
 						return
 					}
-					in := mk(k)
-					if err := stream.Send(&rosterv1.HeartbeatRequest{Service: in.Service, Id: in.Id}); err != nil {
+					if err := stream.Send(req); err != nil {
 						return
 					}
 				}
@@ -137,13 +154,26 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 						}
 						return
 					}
-					<-window
+					n := <-window
 					if resp.GetError() != "" {
-						failed.Add(1)
+						failed.Add(int64(n))
 						firstErr.CompareAndSwap(nil, resp.GetError())
 						continue
 					}
-					done.Add(1)
+					if len(resp.GetResults()) == 0 {
+						done.Add(1)
+						continue
+					}
+					var ok int64
+					for _, r := range resp.GetResults() {
+						if r.GetError() != "" {
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, r.GetError())
+						} else {
+							ok++
+						}
+					}
+					done.Add(ok)
 				}
 			}()
 		}
@@ -164,7 +194,7 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 	if leader == nil {
 		return fmt.Errorf("no node says it leads")
 	}
-	res := keepAliveResult{Op: "keepalive", Addrs: target.addrs(), Instances: o.instances, Streams: o.streams, LeaderCPU: -1, LeaderPID: leader.pid,
+	res := keepAliveResult{Op: "keepalive", Addrs: target.addrs(), Instances: o.instances, Streams: o.streams, Batch: o.batch, LeaderCPU: -1, LeaderPID: leader.pid,
 		IntervalS: o.interval.Seconds(), InstancesBefore: before.GetInstances()}
 	var cpu0 time.Duration
 	if leader.pid > 0 {
@@ -216,12 +246,12 @@ func (a *app) benchKeepAlive(ctx context.Context, o benchOptions) error {
 	if a.json() {
 		return writeJSON(a.stdout, res)
 	}
-	t := newTable(a.stdout, "OP", "INSTANCES", "STREAMS", "HEARTBEATS", "ERRORS", "SECONDS", "HEARTBEATS/S", "RAFT ENTRIES", "LEADER CPU", "INSTANCES AFTER")
+	t := newTable(a.stdout, "OP", "INSTANCES", "STREAMS", "BATCH", "HEARTBEATS", "ERRORS", "SECONDS", "HEARTBEATS/S", "RAFT ENTRIES", "LEADER CPU", "INSTANCES AFTER")
 	cpu := "unknown"
 	if res.LeaderCPU >= 0 {
 		cpu = fmt.Sprintf("%.2f cores", res.LeaderCPU)
 	}
-	t.row("keepalive", fmt.Sprint(o.instances), fmt.Sprint(o.streams), fmt.Sprint(res.Ops), fmt.Sprint(res.Errors),
+	t.row("keepalive", fmt.Sprint(o.instances), fmt.Sprint(o.streams), fmt.Sprint(o.batch), fmt.Sprint(res.Ops), fmt.Sprint(res.Errors),
 		fmt.Sprintf("%.1f", res.DurationS), fmt.Sprintf("%.0f", res.OpsPerS), fmt.Sprint(res.RaftEntries), cpu, fmt.Sprint(res.InstancesAfter))
 	if err := t.flush(); err != nil {
 		return err

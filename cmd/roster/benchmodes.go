@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/roster-registry/roster/client"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
@@ -55,6 +56,9 @@ func (o *benchOptions) checkModes(mode string) error {
 	if mode == "keepalive" {
 		if o.streams < 1 || o.streams > 10_000 {
 			return usagef("--streams %d: must be 1-10000", o.streams)
+		}
+		if o.batch < 1 || o.batch > client.MaxKeepAliveBatch {
+			return usagef("--batch %d: must be 1-%d", o.batch, client.MaxKeepAliveBatch)
 		}
 		if o.ttl < time.Second {
 			return usagef("--ttl %s: must be at least 1s", o.ttl)

@@ -180,7 +180,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{25, 0}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{27, 0}
 }
 
 // HealthCheck is an active check the cluster runs against an instance.
@@ -1313,10 +1313,14 @@ func (x *ListServicesResponse) GetServices() []*ServiceSummary {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
-	Id            string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Service   string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Id        string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	// instances renews many instances with one message, on a KeepAlive stream
+	// only (at most 1,000; namespace, service and id are then left empty).
+	// The response answers each in results, in the same order.
+	Instances     []*InstanceRef `protobuf:"bytes,4,rep,name=instances,proto3" json:"instances,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1372,6 +1376,137 @@ func (x *HeartbeatRequest) GetId() string {
 	return ""
 }
 
+func (x *HeartbeatRequest) GetInstances() []*InstanceRef {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+// InstanceRef names one instance.
+type InstanceRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Id            string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceRef) Reset() {
+	*x = InstanceRef{}
+	mi := &file_roster_v1_registry_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceRef) ProtoMessage() {}
+
+func (x *InstanceRef) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceRef.ProtoReflect.Descriptor instead.
+func (*InstanceRef) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *InstanceRef) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *InstanceRef) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *InstanceRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// HeartbeatResult answers one instance of a batched renewal.
+type HeartbeatResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ttl of the renewed lease; unset when error is.
+	Ttl   *durationpb.Duration `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Error string               `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// code is the gRPC code of error.
+	Code          int32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatResult) Reset() {
+	*x = HeartbeatResult{}
+	mi := &file_roster_v1_registry_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatResult) ProtoMessage() {}
+
+func (x *HeartbeatResult) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatResult.ProtoReflect.Descriptor instead.
+func (*HeartbeatResult) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *HeartbeatResult) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *HeartbeatResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *HeartbeatResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
 type HeartbeatResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Header    *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -1384,14 +1519,19 @@ type HeartbeatResponse struct {
 	// renewed (for example NOT_FOUND after it expired); the stream goes on.
 	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	// code is the gRPC code of error.
-	Code          int32 `protobuf:"varint,7,opt,name=code,proto3" json:"code,omitempty"`
+	Code int32 `protobuf:"varint,7,opt,name=code,proto3" json:"code,omitempty"`
+	// results answers a request's instances, one for each in the same order.
+	// A batch refused as a whole (too many instances, say) has error and
+	// code set instead. header.self_preservation is not set on a batch's
+	// answer.
+	Results       []*HeartbeatResult `protobuf:"bytes,8,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[14]
+	mi := &file_roster_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1543,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[14]
+	mi := &file_roster_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1556,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeartbeatResponse) GetHeader() *ResponseHeader {
@@ -1468,6 +1608,13 @@ func (x *HeartbeatResponse) GetCode() int32 {
 	return 0
 }
 
+func (x *HeartbeatResponse) GetResults() []*HeartbeatResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 type ReportHealthRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -1484,7 +1631,7 @@ type ReportHealthRequest struct {
 
 func (x *ReportHealthRequest) Reset() {
 	*x = ReportHealthRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[15]
+	mi := &file_roster_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1643,7 @@ func (x *ReportHealthRequest) String() string {
 func (*ReportHealthRequest) ProtoMessage() {}
 
 func (x *ReportHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[15]
+	mi := &file_roster_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1656,7 @@ func (x *ReportHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportHealthRequest.ProtoReflect.Descriptor instead.
 func (*ReportHealthRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReportHealthRequest) GetNamespace() string {
@@ -1561,7 +1708,7 @@ type ReportHealthResponse struct {
 
 func (x *ReportHealthResponse) Reset() {
 	*x = ReportHealthResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[16]
+	mi := &file_roster_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1720,7 @@ func (x *ReportHealthResponse) String() string {
 func (*ReportHealthResponse) ProtoMessage() {}
 
 func (x *ReportHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[16]
+	mi := &file_roster_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1733,7 @@ func (x *ReportHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportHealthResponse.ProtoReflect.Descriptor instead.
 func (*ReportHealthResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReportHealthResponse) GetHeader() *ResponseHeader {
@@ -1626,7 +1773,7 @@ type SetMaintenanceRequest struct {
 
 func (x *SetMaintenanceRequest) Reset() {
 	*x = SetMaintenanceRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[17]
+	mi := &file_roster_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1785,7 @@ func (x *SetMaintenanceRequest) String() string {
 func (*SetMaintenanceRequest) ProtoMessage() {}
 
 func (x *SetMaintenanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[17]
+	mi := &file_roster_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1798,7 @@ func (x *SetMaintenanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMaintenanceRequest.ProtoReflect.Descriptor instead.
 func (*SetMaintenanceRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetMaintenanceRequest) GetNamespace() string {
@@ -1706,7 +1853,7 @@ type SetMaintenanceResponse struct {
 
 func (x *SetMaintenanceResponse) Reset() {
 	*x = SetMaintenanceResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[18]
+	mi := &file_roster_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1865,7 @@ func (x *SetMaintenanceResponse) String() string {
 func (*SetMaintenanceResponse) ProtoMessage() {}
 
 func (x *SetMaintenanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[18]
+	mi := &file_roster_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1878,7 @@ func (x *SetMaintenanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMaintenanceResponse.ProtoReflect.Descriptor instead.
 func (*SetMaintenanceResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetMaintenanceResponse) GetHeader() *ResponseHeader {
@@ -1775,7 +1922,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[19]
+	mi := &file_roster_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1934,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[19]
+	mi := &file_roster_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +1947,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchRequest) GetNamespace() string {
@@ -1862,7 +2009,7 @@ type GetLeasesRequest struct {
 
 func (x *GetLeasesRequest) Reset() {
 	*x = GetLeasesRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[20]
+	mi := &file_roster_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2021,7 @@ func (x *GetLeasesRequest) String() string {
 func (*GetLeasesRequest) ProtoMessage() {}
 
 func (x *GetLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[20]
+	mi := &file_roster_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2034,7 @@ func (x *GetLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeasesRequest.ProtoReflect.Descriptor instead.
 func (*GetLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetLeasesRequest) GetNamespace() string {
@@ -1921,7 +2068,7 @@ type LeaseInfo struct {
 
 func (x *LeaseInfo) Reset() {
 	*x = LeaseInfo{}
-	mi := &file_roster_v1_registry_proto_msgTypes[21]
+	mi := &file_roster_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2080,7 @@ func (x *LeaseInfo) String() string {
 func (*LeaseInfo) ProtoMessage() {}
 
 func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[21]
+	mi := &file_roster_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2093,7 @@ func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
 func (*LeaseInfo) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LeaseInfo) GetId() string {
@@ -1988,7 +2135,7 @@ type GetLeasesResponse struct {
 
 func (x *GetLeasesResponse) Reset() {
 	*x = GetLeasesResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	mi := &file_roster_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2147,7 @@ func (x *GetLeasesResponse) String() string {
 func (*GetLeasesResponse) ProtoMessage() {}
 
 func (x *GetLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	mi := &file_roster_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2160,7 @@ func (x *GetLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeasesResponse.ProtoReflect.Descriptor instead.
 func (*GetLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetLeasesResponse) GetHeader() *ResponseHeader {
@@ -2039,7 +2186,7 @@ type RequestProgressRequest struct {
 
 func (x *RequestProgressRequest) Reset() {
 	*x = RequestProgressRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[23]
+	mi := &file_roster_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2198,7 @@ func (x *RequestProgressRequest) String() string {
 func (*RequestProgressRequest) ProtoMessage() {}
 
 func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[23]
+	mi := &file_roster_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2211,7 @@ func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressRequest.ProtoReflect.Descriptor instead.
 func (*RequestProgressRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RequestProgressRequest) GetProgressId() string {
@@ -2084,7 +2231,7 @@ type RequestProgressResponse struct {
 
 func (x *RequestProgressResponse) Reset() {
 	*x = RequestProgressResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[24]
+	mi := &file_roster_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2243,7 @@ func (x *RequestProgressResponse) String() string {
 func (*RequestProgressResponse) ProtoMessage() {}
 
 func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[24]
+	mi := &file_roster_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2256,7 @@ func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressResponse.ProtoReflect.Descriptor instead.
 func (*RequestProgressResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RequestProgressResponse) GetStreams() uint32 {
@@ -2135,7 +2282,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_roster_v1_registry_proto_msgTypes[25]
+	mi := &file_roster_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2294,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[25]
+	mi := &file_roster_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2307,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -2209,7 +2356,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[26]
+	mi := &file_roster_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2368,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[26]
+	mi := &file_roster_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2381,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -2370,11 +2517,20 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\adrained\x18\a \x01(\rR\adrained\"\x80\x01\n" +
 	"\x14ListServicesResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x125\n" +
-	"\bservices\x18\x02 \x03(\v2\x19.roster.v1.ServiceSummaryR\bservices\"Z\n" +
+	"\bservices\x18\x02 \x03(\v2\x19.roster.v1.ServiceSummaryR\bservices\"\x90\x01\n" +
 	"\x10HeartbeatRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
-	"\x02id\x18\x03 \x01(\tR\x02id\"\xe5\x01\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x124\n" +
+	"\tinstances\x18\x04 \x03(\v2\x16.roster.v1.InstanceRefR\tinstances\"U\n" +
+	"\vInstanceRef\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\"h\n" +
+	"\x0fHeartbeatResult\x12+\n" +
+	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\"\x9b\x02\n" +
 	"\x11HeartbeatResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x18\n" +
@@ -2382,7 +2538,8 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\x02id\x18\x04 \x01(\tR\x02id\x12+\n" +
 	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x12\n" +
-	"\x04code\x18\a \x01(\x05R\x04code\"\xa6\x01\n" +
+	"\x04code\x18\a \x01(\x05R\x04code\x124\n" +
+	"\aresults\x18\b \x03(\v2\x1a.roster.v1.HeartbeatResultR\aresults\"\xa6\x01\n" +
 	"\x13ReportHealthRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
@@ -2482,7 +2639,7 @@ func file_roster_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_roster_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_roster_v1_registry_proto_goTypes = []any{
 	(HealthStatus)(0),               // 0: roster.v1.HealthStatus
 	(Consistency)(0),                // 1: roster.v1.Consistency
@@ -2501,91 +2658,96 @@ var file_roster_v1_registry_proto_goTypes = []any{
 	(*ServiceSummary)(nil),          // 14: roster.v1.ServiceSummary
 	(*ListServicesResponse)(nil),    // 15: roster.v1.ListServicesResponse
 	(*HeartbeatRequest)(nil),        // 16: roster.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 17: roster.v1.HeartbeatResponse
-	(*ReportHealthRequest)(nil),     // 18: roster.v1.ReportHealthRequest
-	(*ReportHealthResponse)(nil),    // 19: roster.v1.ReportHealthResponse
-	(*SetMaintenanceRequest)(nil),   // 20: roster.v1.SetMaintenanceRequest
-	(*SetMaintenanceResponse)(nil),  // 21: roster.v1.SetMaintenanceResponse
-	(*WatchRequest)(nil),            // 22: roster.v1.WatchRequest
-	(*GetLeasesRequest)(nil),        // 23: roster.v1.GetLeasesRequest
-	(*LeaseInfo)(nil),               // 24: roster.v1.LeaseInfo
-	(*GetLeasesResponse)(nil),       // 25: roster.v1.GetLeasesResponse
-	(*RequestProgressRequest)(nil),  // 26: roster.v1.RequestProgressRequest
-	(*RequestProgressResponse)(nil), // 27: roster.v1.RequestProgressResponse
-	(*Event)(nil),                   // 28: roster.v1.Event
-	(*WatchResponse)(nil),           // 29: roster.v1.WatchResponse
-	nil,                             // 30: roster.v1.Instance.MetadataEntry
-	nil,                             // 31: roster.v1.GetServiceRequest.MetadataEntry
-	(*durationpb.Duration)(nil),     // 32: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
+	(*InstanceRef)(nil),             // 17: roster.v1.InstanceRef
+	(*HeartbeatResult)(nil),         // 18: roster.v1.HeartbeatResult
+	(*HeartbeatResponse)(nil),       // 19: roster.v1.HeartbeatResponse
+	(*ReportHealthRequest)(nil),     // 20: roster.v1.ReportHealthRequest
+	(*ReportHealthResponse)(nil),    // 21: roster.v1.ReportHealthResponse
+	(*SetMaintenanceRequest)(nil),   // 22: roster.v1.SetMaintenanceRequest
+	(*SetMaintenanceResponse)(nil),  // 23: roster.v1.SetMaintenanceResponse
+	(*WatchRequest)(nil),            // 24: roster.v1.WatchRequest
+	(*GetLeasesRequest)(nil),        // 25: roster.v1.GetLeasesRequest
+	(*LeaseInfo)(nil),               // 26: roster.v1.LeaseInfo
+	(*GetLeasesResponse)(nil),       // 27: roster.v1.GetLeasesResponse
+	(*RequestProgressRequest)(nil),  // 28: roster.v1.RequestProgressRequest
+	(*RequestProgressResponse)(nil), // 29: roster.v1.RequestProgressResponse
+	(*Event)(nil),                   // 30: roster.v1.Event
+	(*WatchResponse)(nil),           // 31: roster.v1.WatchResponse
+	nil,                             // 32: roster.v1.Instance.MetadataEntry
+	nil,                             // 33: roster.v1.GetServiceRequest.MetadataEntry
+	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
 }
 var file_roster_v1_registry_proto_depIdxs = []int32{
-	32, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	32, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	30, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
-	32, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	34, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	34, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	32, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
+	34, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	3,  // 4: roster.v1.Instance.check:type_name -> roster.v1.HealthCheck
-	32, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
+	34, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
 	0,  // 6: roster.v1.Instance.status:type_name -> roster.v1.HealthStatus
-	33, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
-	32, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
+	35, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
+	34, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
 	4,  // 9: roster.v1.RegisterRequest.instance:type_name -> roster.v1.Instance
 	5,  // 10: roster.v1.RegisterResponse.header:type_name -> roster.v1.ResponseHeader
 	5,  // 11: roster.v1.DeregisterResponse.header:type_name -> roster.v1.ResponseHeader
 	1,  // 12: roster.v1.ReadOptions.consistency:type_name -> roster.v1.Consistency
 	10, // 13: roster.v1.GetServiceRequest.read:type_name -> roster.v1.ReadOptions
-	31, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
-	32, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
+	33, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
+	34, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
 	5,  // 16: roster.v1.GetServiceResponse.header:type_name -> roster.v1.ResponseHeader
 	4,  // 17: roster.v1.GetServiceResponse.instances:type_name -> roster.v1.Instance
 	10, // 18: roster.v1.ListServicesRequest.read:type_name -> roster.v1.ReadOptions
 	5,  // 19: roster.v1.ListServicesResponse.header:type_name -> roster.v1.ResponseHeader
 	14, // 20: roster.v1.ListServicesResponse.services:type_name -> roster.v1.ServiceSummary
-	5,  // 21: roster.v1.HeartbeatResponse.header:type_name -> roster.v1.ResponseHeader
-	32, // 22: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
-	0,  // 23: roster.v1.ReportHealthRequest.status:type_name -> roster.v1.HealthStatus
-	5,  // 24: roster.v1.ReportHealthResponse.header:type_name -> roster.v1.ResponseHeader
-	32, // 25: roster.v1.ReportHealthResponse.ttl:type_name -> google.protobuf.Duration
-	5,  // 26: roster.v1.SetMaintenanceResponse.header:type_name -> roster.v1.ResponseHeader
-	32, // 27: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
-	10, // 28: roster.v1.WatchRequest.start_read:type_name -> roster.v1.ReadOptions
-	32, // 29: roster.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
-	33, // 30: roster.v1.LeaseInfo.last_renewed_at:type_name -> google.protobuf.Timestamp
-	33, // 31: roster.v1.LeaseInfo.deadline:type_name -> google.protobuf.Timestamp
-	5,  // 32: roster.v1.GetLeasesResponse.header:type_name -> roster.v1.ResponseHeader
-	24, // 33: roster.v1.GetLeasesResponse.leases:type_name -> roster.v1.LeaseInfo
-	2,  // 34: roster.v1.Event.type:type_name -> roster.v1.Event.Type
-	4,  // 35: roster.v1.Event.instance:type_name -> roster.v1.Instance
-	4,  // 36: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
-	5,  // 37: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
-	28, // 38: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
-	6,  // 39: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
-	8,  // 40: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
-	11, // 41: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
-	13, // 42: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
-	16, // 43: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
-	23, // 44: roster.v1.Registry.GetLeases:input_type -> roster.v1.GetLeasesRequest
-	16, // 45: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
-	18, // 46: roster.v1.Registry.ReportHealth:input_type -> roster.v1.ReportHealthRequest
-	20, // 47: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
-	22, // 48: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
-	26, // 49: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
-	7,  // 50: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
-	9,  // 51: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
-	12, // 52: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
-	15, // 53: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
-	17, // 54: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
-	25, // 55: roster.v1.Registry.GetLeases:output_type -> roster.v1.GetLeasesResponse
-	17, // 56: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
-	19, // 57: roster.v1.Registry.ReportHealth:output_type -> roster.v1.ReportHealthResponse
-	21, // 58: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
-	29, // 59: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
-	27, // 60: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
-	50, // [50:61] is the sub-list for method output_type
-	39, // [39:50] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	17, // 21: roster.v1.HeartbeatRequest.instances:type_name -> roster.v1.InstanceRef
+	34, // 22: roster.v1.HeartbeatResult.ttl:type_name -> google.protobuf.Duration
+	5,  // 23: roster.v1.HeartbeatResponse.header:type_name -> roster.v1.ResponseHeader
+	34, // 24: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
+	18, // 25: roster.v1.HeartbeatResponse.results:type_name -> roster.v1.HeartbeatResult
+	0,  // 26: roster.v1.ReportHealthRequest.status:type_name -> roster.v1.HealthStatus
+	5,  // 27: roster.v1.ReportHealthResponse.header:type_name -> roster.v1.ResponseHeader
+	34, // 28: roster.v1.ReportHealthResponse.ttl:type_name -> google.protobuf.Duration
+	5,  // 29: roster.v1.SetMaintenanceResponse.header:type_name -> roster.v1.ResponseHeader
+	34, // 30: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	10, // 31: roster.v1.WatchRequest.start_read:type_name -> roster.v1.ReadOptions
+	34, // 32: roster.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
+	35, // 33: roster.v1.LeaseInfo.last_renewed_at:type_name -> google.protobuf.Timestamp
+	35, // 34: roster.v1.LeaseInfo.deadline:type_name -> google.protobuf.Timestamp
+	5,  // 35: roster.v1.GetLeasesResponse.header:type_name -> roster.v1.ResponseHeader
+	26, // 36: roster.v1.GetLeasesResponse.leases:type_name -> roster.v1.LeaseInfo
+	2,  // 37: roster.v1.Event.type:type_name -> roster.v1.Event.Type
+	4,  // 38: roster.v1.Event.instance:type_name -> roster.v1.Instance
+	4,  // 39: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
+	5,  // 40: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
+	30, // 41: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
+	6,  // 42: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
+	8,  // 43: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
+	11, // 44: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
+	13, // 45: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
+	16, // 46: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
+	25, // 47: roster.v1.Registry.GetLeases:input_type -> roster.v1.GetLeasesRequest
+	16, // 48: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
+	20, // 49: roster.v1.Registry.ReportHealth:input_type -> roster.v1.ReportHealthRequest
+	22, // 50: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
+	24, // 51: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
+	28, // 52: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
+	7,  // 53: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
+	9,  // 54: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
+	12, // 55: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
+	15, // 56: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
+	19, // 57: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
+	27, // 58: roster.v1.Registry.GetLeases:output_type -> roster.v1.GetLeasesResponse
+	19, // 59: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
+	21, // 60: roster.v1.Registry.ReportHealth:output_type -> roster.v1.ReportHealthResponse
+	23, // 61: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
+	31, // 62: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
+	29, // 63: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
+	53, // [53:64] is the sub-list for method output_type
+	42, // [42:53] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_roster_v1_registry_proto_init() }
@@ -2604,7 +2766,7 @@ func file_roster_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_registry_proto_rawDesc), len(file_roster_v1_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -59,7 +59,8 @@ type RegistryClient interface {
 	// Instances registered without a TTL have no lease and are not listed.
 	GetLeases(ctx context.Context, in *GetLeasesRequest, opts ...grpc.CallOption) (*GetLeasesResponse, error)
 	// KeepAlive renews many leases over one stream: each request renews one
-	// instance and is answered by one response, in order.
+	// instance, or with `instances` up to 1,000 of them, and is answered by
+	// one response, in order.
 	KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HeartbeatRequest, HeartbeatResponse], error)
 	// ReportHealth sets the health of a TTL instance, as its own process
 	// reports it (Consul's TTL check pass/warn/fail): it renews the lease like
@@ -233,7 +234,8 @@ type RegistryServer interface {
 	// Instances registered without a TTL have no lease and are not listed.
 	GetLeases(context.Context, *GetLeasesRequest) (*GetLeasesResponse, error)
 	// KeepAlive renews many leases over one stream: each request renews one
-	// instance and is answered by one response, in order.
+	// instance, or with `instances` up to 1,000 of them, and is answered by
+	// one response, in order.
 	KeepAlive(grpc.BidiStreamingServer[HeartbeatRequest, HeartbeatResponse]) error
 	// ReportHealth sets the health of a TTL instance, as its own process
 	// reports it (Consul's TTL check pass/warn/fail): it renews the lease like
