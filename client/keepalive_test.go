@@ -84,15 +84,7 @@ func TestKeepAliveBatchesAndReportsEachInstance(t *testing.T) {
 	st := newFakeState()
 	f := startFake(t, st)
 	keys := []InstanceKey{{Service: "web", ID: "w1"}, {Service: "web", ID: "w2"}, {Namespace: "prod", Service: "api", ID: "a1"}}
-	for _, k := range keys {
-		st.put(k)
-	}
-	c := newTestClient(t, f.addr)
-	s, err := c.KeepAlive(testContext(t), 150*time.Millisecond, keys...)
-	if err != nil {
-		t.Fatalf("KeepAlive: %v", err)
-	}
-	defer s.Close()
+	s := sessionOn(t, f, keys, keys...)
 	nextEvent(t, s, StreamConnected)
 	waitFor(t, "three batched renewals", func() bool { return f.count("KeepAlive batch") >= 3 })
 	if n := f.count("KeepAlive"); n != 0 {
@@ -117,15 +109,7 @@ func TestKeepAliveFallsBackToOneEachOnAnOldServer(t *testing.T) {
 	f := startFake(t, st)
 	f.oldKeepAlive = true
 	keys := []InstanceKey{{Service: "web", ID: "w1"}, {Service: "web", ID: "w2"}}
-	for _, k := range keys {
-		st.put(k)
-	}
-	c := newTestClient(t, f.addr)
-	s, err := c.KeepAlive(testContext(t), 150*time.Millisecond, keys[0])
-	if err != nil {
-		t.Fatalf("KeepAlive: %v", err)
-	}
-	defer s.Close()
+	s := sessionOn(t, f, keys, keys[0])
 	nextEvent(t, s, StreamConnected)
 	waitFor(t, "single renewals of the first instance", func() bool { return f.count("KeepAlive") >= 2 })
 	s.Add(keys[1])
@@ -148,15 +132,7 @@ func TestKeepAliveSplitsWhenABatchIsRefused(t *testing.T) {
 	f := startFake(t, st)
 	f.maxBatch = 2
 	keys := []InstanceKey{{Service: "web", ID: "w1"}, {Service: "web", ID: "w2"}, {Service: "web", ID: "w3"}}
-	for _, k := range keys {
-		st.put(k)
-	}
-	c := newTestClient(t, f.addr)
-	s, err := c.KeepAlive(testContext(t), 150*time.Millisecond, keys...)
-	if err != nil {
-		t.Fatalf("KeepAlive: %v", err)
-	}
-	defer s.Close()
+	s := sessionOn(t, f, keys, keys...)
 	nextEvent(t, s, StreamConnected)
 	if ev := nextEvent(t, s, StreamBroken); status.Code(ev.Err) != codes.InvalidArgument {
 		t.Fatalf("stream ended with %v, want the refusal's InvalidArgument", ev.Err)
@@ -168,6 +144,21 @@ func TestKeepAliveSplitsWhenABatchIsRefused(t *testing.T) {
 	}
 	f.cut <- status.Error(codes.Unavailable, "node shutting down")
 	waitFor(t, "a batch tried again on the next stream", func() bool { return f.count("KeepAlive batch refused") >= 2 })
+}
+
+// sessionOn registers keys in f's state and starts a session with a
+// 150 ms TTL renewing the given ones, closed when the test ends.
+func sessionOn(t *testing.T, f *fakeServer, keys []InstanceKey, renew ...InstanceKey) *Session {
+	t.Helper()
+	for _, k := range keys {
+		f.state.put(k)
+	}
+	s, err := newTestClient(t, f.addr).KeepAlive(testContext(t), 150*time.Millisecond, renew...)
+	if err != nil {
+		t.Fatalf("KeepAlive: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }
 
 func TestKeepAliveNeedsTTL(t *testing.T) {
