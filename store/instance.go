@@ -116,6 +116,14 @@ func (i *Instance) Clone() *Instance {
 	return &c
 }
 
+// modified returns a copy of a stored instance for a writer to change its
+// health, drain or hold state and revisions. It shares the tags, metadata
+// and check with i: they are never modified once stored.
+func (i *Instance) modified() *Instance {
+	c := *i
+	return &c
+}
+
 // sameRegistration reports whether a and b describe the same registration:
 // everything a client sets, ignoring health, drain state and revisions.
 func sameRegistration(a, b *Instance) bool {

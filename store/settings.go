@@ -167,7 +167,7 @@ func (w *WriteTxn) SetHeld(k Key, regRev uint64, since int64, reason string) (ui
 		(prev.HeldSince == since && prev.StatusReason == reason) {
 		return prev.ModRevision, nil
 	}
-	next := prev.Clone()
+	next := prev.modified()
 	next.HeldSince, next.StatusReason = since, reason
 	next.ModRevision = w.index
 	if err := w.put(prev, next); err != nil {

@@ -73,6 +73,9 @@ type Store struct {
 	requests    requestBounds
 	requestIDs  map[string]*RequestResult
 	txnRequests map[string]*RequestResult
+	// shared is what stored instances of each service share (see sharer);
+	// only writers touch it, under writeMu.
+	shared *sharer
 
 	// abandonMu guards abandonCh, closed when Restore replaces the database
 	// so that blocked readers re-run against the new one.
@@ -87,7 +90,7 @@ type Store struct {
 
 // New returns an empty store.
 func New(opts Options) *Store {
-	s := &Store{history: newHistory(opts), requests: newRequestBounds(opts), abandonCh: make(chan struct{}), appliedCh: make(chan struct{}),
+	s := &Store{shared: newSharer(), history: newHistory(opts), requests: newRequestBounds(opts), abandonCh: make(chan struct{}), appliedCh: make(chan struct{}),
 		requestIDs: map[string]*RequestResult{}, txnRequests: map[string]*RequestResult{}}
 	s.db.Store(newDB())
 	s.meta.Store(&metaRow{})
@@ -204,7 +207,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	db := newDB()
-	r := &Restorer{txn: db.Txn(true), services: map[[2]string]*serviceRow{}}
+	r := &Restorer{txn: db.Txn(true), services: map[[2]string]*serviceRow{}, shared: newSharer()}
 	defer r.txn.Abort()
 	if err := fill(r); err != nil {
 		return err
@@ -218,6 +221,7 @@ func (s *Store) Restore(fill func(r *Restorer) error) error {
 	}
 	r.txn.Commit()
 
+	s.shared = r.shared
 	s.publish(db, nil, &metaRow{Revision: r.revision, Applied: r.applied, Extinct: r.extinct, Requests: order})
 	s.requestIDs = byID
 	s.history.reset(r.revision)
@@ -239,6 +243,7 @@ type Restorer struct {
 	// serviceRevs may arrive before or after the service's instances.
 	serviceRevs map[[2]string]uint64
 	requests    []*RequestResult
+	shared      *sharer
 }
 
 // SetRevision sets the registry revision of the restored state.
@@ -256,6 +261,7 @@ func (r *Restorer) Instance(inst *Instance) error {
 	if inst.Namespace == "" || inst.Service == "" || inst.ID == "" {
 		return fmt.Errorf("restore: instance with empty key %q", inst.Key())
 	}
+	r.shared.share(inst)
 	if err := r.txn.Insert(tableInstances, inst); err != nil {
 		return fmt.Errorf("restore instance %s: %w", inst.Key(), err)
 	}

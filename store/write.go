@@ -170,6 +170,7 @@ func (w *WriteTxn) touchService(namespace, service string, delta int) error {
 			}
 			w.extinct = true
 		}
+		w.s.shared.forget(namespace, service)
 		return nil
 	}
 	if err := w.txn.Insert(tableServices, row); err != nil {
@@ -203,6 +204,7 @@ func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error
 	if !owned {
 		next = reg.Clone()
 	}
+	w.s.shared.share(next)
 	next.ModRevision = w.index
 	next.CreateRevision = w.index
 	next.RegistrationRevision = w.index
@@ -281,7 +283,7 @@ func (w *WriteTxn) SetHealth(k Key, regRev uint64, h Health, reason string, now 
 	if prev.Status == h {
 		return prev.ModRevision, nil
 	}
-	next := prev.Clone()
+	next := prev.modified()
 	next.Status, next.StatusReason, next.StatusChangedAt = h, reason, now
 	// A status change ends any self-preservation hold mark: the reason it
 	// showed is replaced.
@@ -321,7 +323,7 @@ func (w *WriteTxn) SetMaintenance(k Key, enabled bool, reason string) (uint64, e
 	if prev.Enabled == enabled && prev.MaintenanceReason == reason {
 		return prev.ModRevision, nil
 	}
-	next := prev.Clone()
+	next := prev.modified()
 	next.Enabled, next.MaintenanceReason = enabled, reason
 	next.ModRevision = w.index
 	if err := w.put(prev, next); err != nil {
