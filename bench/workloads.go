@@ -263,9 +263,29 @@ type memoryStats struct {
 
 // runMemory loads n new records with 64 writers and reports the growth of
 // every member's anon RSS per record; the figure is the largest.
+//
+// Every member is restarted first and the phase waits until each has
+// applied the whole log again, so it starts from processes that hold the
+// state and none of the garbage of the phases before: otherwise the figure
+// says where an earlier phase left each heap (a collection during the load
+// can even shrink it) more than what the records cost.
 func (b *runner) runMemory(ctx context.Context, s system, n int) (memoryStats, error) {
+	for _, m := range s.members() {
+		m.kill()
+	}
+	for _, m := range s.members() {
+		if err := m.start(); err != nil {
+			return memoryStats{}, err
+		}
+	}
+	if err := settle(ctx, s); err != nil {
+		return memoryStats{}, err
+	}
 	leader, err := s.leader(ctx)
 	if err != nil {
+		return memoryStats{}, err
+	}
+	if err := caughtUp(ctx, s, leader); err != nil {
 		return memoryStats{}, err
 	}
 	var before []int64
@@ -303,25 +323,9 @@ func (b *runner) runMemory(ctx context.Context, s system, n int) (memoryStats, e
 	if err, ok := firstErr.Load().(error); ok {
 		return memoryStats{}, err
 	}
-	// Every member applies the load, then the memory settles.
-	la, err := s.applied(ctx, leader)
-	if err != nil {
+	if err := caughtUp(ctx, s, leader); err != nil {
 		return memoryStats{}, err
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for i := range s.members() {
-		for {
-			a, err := s.applied(ctx, i)
-			if err == nil && a >= la {
-				break
-			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				return memoryStats{}, fmt.Errorf("member %d did not apply the load", i)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	time.Sleep(3 * time.Second)
 	st := memoryStats{Keys: n}
 	for i, m := range s.members() {
 		v, err := anonRSS(m.pid())
@@ -332,7 +336,34 @@ func (b *runner) runMemory(ctx context.Context, s system, n int) (memoryStats, e
 		st.PerNode = append(st.PerNode, per)
 		st.BytesPerKey = max(st.BytesPerKey, per)
 	}
+	if st.BytesPerKey <= 0 {
+		return memoryStats{}, fmt.Errorf("%s: no member's anon RSS grew with %d records (%v bytes a record): the load is too small to measure; raise -mem-keys", s.name(), n, st.PerNode)
+	}
 	return st, nil
+}
+
+// caughtUp waits until every member has applied what the leader has, then
+// gives the memory 3 s to settle.
+func caughtUp(ctx context.Context, s system, leader int) error {
+	la, err := s.applied(ctx, leader)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for i := range s.members() {
+		for {
+			a, err := s.applied(ctx, i)
+			if err == nil && a >= la {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("%s: member %d did not catch up with the leader", s.name(), i)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	return nil
 }
 
 // failoverStats is the failover phase.
