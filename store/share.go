@@ -35,13 +35,15 @@ func newSharer() *sharer { return &sharer{services: map[[2]string]*shared{}} }
 
 // share replaces i's parts with equal ones already held by the service's
 // stored instances, and remembers those it did not find. i must not be
-// visible to readers yet.
-func (s *sharer) share(i *Instance) {
+// visible to readers yet. It reports whether it began remembering a
+// service it did not know, which a writer that aborts then forgets.
+func (s *sharer) share(i *Instance) (added bool) {
 	k := [2]string{i.Namespace, i.Service}
 	p := s.services[k]
 	if p == nil {
 		p = &shared{namespace: i.Namespace, service: i.Service}
 		s.services[k] = p
+		added = true
 	}
 	i.Namespace, i.Service = p.namespace, p.service
 	if len(i.Tags) > 0 {
@@ -53,6 +55,7 @@ func (s *sharer) share(i *Instance) {
 	if i.Zone != "" {
 		i.Zone = recent(&p.zones, i.Zone, func(a, b string) bool { return a == b })
 	}
+	return added
 }
 
 // forget drops what a service's instances shared, once it has none left.

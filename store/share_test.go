@@ -131,3 +131,24 @@ func TestRecentKeepsTheMostRecentlyUsed(t *testing.T) {
 		t.Fatalf("list = %v, want %v", l, want)
 	}
 }
+
+// TestSharerForgetsWhatAnAbortedWriteAdded: a write that registers a new
+// service and aborts leaves nothing in the sharer, since the service then
+// has no instance whose removal would forget it.
+func TestSharerForgetsWhatAnAbortedWriteAdded(t *testing.T) {
+	s := New(DefaultOptions())
+	register(t, s, 1, withParts("web", "a", []string{"x"}, nil, ""))
+	w := s.Begin(2)
+	for _, i := range []*Instance{withParts("web", "b", []string{"x"}, nil, ""), withParts("new", "a", []string{"y"}, nil, "")} {
+		if _, err := w.Register(i, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Abort()
+	if _, ok := s.shared.services[[2]string{DefaultNamespace, "new"}]; ok {
+		t.Fatal("the sharer still holds a service that only an aborted write registered")
+	}
+	if _, ok := s.shared.services[[2]string{DefaultNamespace, "web"}]; !ok {
+		t.Fatal("an aborted write made the sharer forget a service it knew before")
+	}
+}

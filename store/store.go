@@ -256,7 +256,9 @@ func (r *Restorer) SetExtinct(rev uint64) { r.extinct = rev }
 // SetApplied sets the applied index of the restored state.
 func (r *Restorer) SetApplied(index uint64) { r.applied = index }
 
-// Instance inserts one instance.
+// Instance inserts one instance. inst becomes the store's: the caller must
+// not use or change it afterwards (its parts may be replaced with equal ones
+// that other instances hold).
 func (r *Restorer) Instance(inst *Instance) error {
 	if inst.Namespace == "" || inst.Service == "" || inst.ID == "" {
 		return fmt.Errorf("restore: instance with empty key %q", inst.Key())

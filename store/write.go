@@ -16,6 +16,9 @@ type WriteTxn struct {
 	txn    *memdb.Txn
 	index  uint64
 	events []*Event
+	// sharedNew are the services the sharer began remembering in this
+	// transaction, forgotten again if it aborts.
+	sharedNew [][2]string
 	// stored are the request results of the state the transaction began
 	// from, in pruning order (its metaRow.Requests); requestsDropped of
 	// them, at the front, are forgotten by this transaction; requestsAdded are
@@ -48,6 +51,10 @@ func (w *WriteTxn) Abort() {
 	w.done = true
 	w.txn.Abort()
 	clear(w.requestsByID)
+	// A service first seen by this transaction may have no instance now.
+	for _, k := range w.sharedNew {
+		w.s.shared.forget(k[0], k[1])
+	}
 	w.s.writeMu.Unlock()
 }
 
@@ -204,7 +211,9 @@ func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error
 	if !owned {
 		next = reg.Clone()
 	}
-	w.s.shared.share(next)
+	if w.s.shared.share(next) {
+		w.sharedNew = append(w.sharedNew, [2]string{next.Namespace, next.Service})
+	}
 	next.ModRevision = w.index
 	next.CreateRevision = w.index
 	next.RegistrationRevision = w.index
