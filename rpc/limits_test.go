@@ -255,6 +255,7 @@ func TestFloodIsLimitedAndOthersGoOn(t *testing.T) {
 	polite := rosterv1.NewRegistryClient(dialFrom(t, "127.0.0.3", leader.Addr))
 
 	var floodOK, floodLimited, floodOther atomic.Int64
+	var firstOther atomic.Value // the first other error, to say what it was
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
@@ -274,6 +275,7 @@ func TestFloodIsLimitedAndOthersGoOn(t *testing.T) {
 					floodLimited.Add(1)
 				default:
 					floodOther.Add(1)
+					firstOther.CompareAndSwap(nil, err.Error())
 				}
 			}
 		}()
@@ -294,7 +296,7 @@ func TestFloodIsLimitedAndOthersGoOn(t *testing.T) {
 	}
 	t.Logf("flood: %d served, %d rate-limited, %d other errors", floodOK.Load(), floodLimited.Load(), floodOther.Load())
 	if floodLimited.Load() == 0 || floodOther.Load() != 0 {
-		t.Fatalf("flood: %d limited, %d other errors; want some limited and no other errors", floodLimited.Load(), floodOther.Load())
+		t.Fatalf("flood: %d limited, %d other errors (first: %v); want some limited and no other errors", floodLimited.Load(), floodOther.Load(), firstOther.Load())
 	}
 	// 2000 calls against two buckets of 50 refilling at 20/s.
 	if floodLimited.Load() < 100 {
