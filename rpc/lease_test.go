@@ -566,7 +566,7 @@ func TestReregisterJustAsLeaseExpires(t *testing.T) {
 	}
 	// The leader of now (leadership may move on a loaded machine) runs
 	// every lease.
-	c.Eventually(fmt.Sprintf("the leader to run all %d leases", n), 20*time.Second, func() bool {
+	c.Eventually(fmt.Sprintf("the leader to run all %d leases", n), 60*time.Second, func() bool {
 		cur := c.WaitLeader()
 		return cur.Node.LeaderReady() && cur.Node.Leases() == n
 	})
