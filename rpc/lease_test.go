@@ -518,12 +518,19 @@ func TestReregisterJustAsLeaseExpires(t *testing.T) {
 	ctx := testcluster.Ctx(t)
 	const ttl = time.Second
 	const n = 16
-	var wg sync.WaitGroup
+	var wg, checked sync.WaitGroup
 	errs := make(chan error, n)
+	// done ends the renewals each instance keeps up after its checks, so
+	// that its lease is still live when the leader's leases are counted,
+	// however long a loaded machine takes to get there.
+	done := make(chan struct{})
 	for i := 0; i < n; i++ {
 		wg.Add(1)
+		checked.Add(1)
 		go func() {
 			defer wg.Done()
+			checkedOnce := sync.OnceFunc(checked.Done)
+			defer checkedOnce()
 			id := fmt.Sprintf("race-%d", i)
 			nd := c.Running()[i%3]
 			first, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("race", id, ttl, 0)})
@@ -557,19 +564,33 @@ func TestReregisterJustAsLeaseExpires(t *testing.T) {
 				}
 				pace(ctx, ttl/4)
 			}
+			checkedOnce()
+			for {
+				select {
+				case <-done:
+					return
+				case <-ctx.Done():
+					return
+				default:
+				}
+				_, _ = nd.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: "race", Id: id})
+				pace(ctx, ttl/4)
+			}
 		}()
 	}
+	checked.Wait()
+	// The leader of now (leadership may move on a loaded machine) runs
+	// every lease.
+	c.Eventually(fmt.Sprintf("the leader to run all %d leases", n), 20*time.Second, func() bool {
+		cur := c.WaitLeader()
+		return cur.Node.LeaderReady() && cur.Node.Leases() == n
+	})
+	close(done)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
 	}
-	// The leader of now (leadership may move on a loaded machine) runs
-	// every lease.
-	c.Eventually(fmt.Sprintf("the leader to run all %d leases", n), 60*time.Second, func() bool {
-		cur := c.WaitLeader()
-		return cur.Node.LeaderReady() && cur.Node.Leases() == n
-	})
 }
 
 // heartbeaters runs one cancellable unary heartbeat loop per instance.
