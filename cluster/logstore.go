@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -101,28 +102,24 @@ func (n *Node) openWAL(bolt *raftboltdb.BoltStore) (raft.LogStore, error) {
 // walUsedKey marks, in the stable store, that the WAL has held entries.
 var walUsedKey = []byte("roster_wal_used")
 
-// markedWAL is the WAL log store that sets walUsedKey once, with the
-// first entries it stores.
+// markedWAL is the WAL log store that sets walUsedKey with the first
+// entries it stores, and clears it before the log is emptied on purpose.
 type markedWAL struct {
 	*raftwal.WAL
 	stable *raftboltdb.BoltStore
+	// mu orders the marker with the entries: raft stores entries from its
+	// main goroutine and compacts from its snapshot goroutine.
+	mu     sync.Mutex
 	marked atomic.Bool
 }
 
 // StoreLogs stores the entries, then sets the marker once.
 func (m *markedWAL) StoreLogs(logs []*raft.Log) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err := m.WAL.StoreLogs(logs); err != nil {
 		return err
 	}
-	return m.mark()
-}
-
-// StoreLog stores one entry, then sets the marker once.
-func (m *markedWAL) StoreLog(log *raft.Log) error {
-	return m.StoreLogs([]*raft.Log{log})
-}
-
-func (m *markedWAL) mark() error {
 	if m.marked.Load() {
 		return nil
 	}
@@ -131,6 +128,37 @@ func (m *markedWAL) mark() error {
 	}
 	m.marked.Store(true)
 	return nil
+}
+
+// StoreLog stores one entry, then sets the marker once.
+func (m *markedWAL) StoreLog(log *raft.Log) error {
+	return m.StoreLogs([]*raft.Log{log})
+}
+
+// DeleteRange deletes entries min..max. When that is the whole log, as
+// when a follower installs its leader's snapshot (the WAL is a monotonic
+// store, so raft empties it), the marker is cleared first: an empty log is
+// then what the node meant to keep, not a lost one. A crash after the
+// marker is cleared and before the entries are gone leaves a full log and
+// no marker, which starts, and the next entries set the marker again.
+func (m *markedWAL) DeleteRange(min, max uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	first, err := m.WAL.FirstIndex()
+	if err != nil {
+		return err
+	}
+	last, err := m.WAL.LastIndex()
+	if err != nil {
+		return err
+	}
+	if min <= first && max >= last && m.marked.Load() {
+		if err := m.stable.SetUint64(walUsedKey, 0); err != nil {
+			return fmt.Errorf("unmark the raft log before emptying it: %w", err)
+		}
+		m.marked.Store(false)
+	}
+	return m.WAL.DeleteRange(min, max)
 }
 
 // refuseWAL refuses to open a data dir created with the WAL log store with

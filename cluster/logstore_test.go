@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/roster-registry/roster/store"
 )
@@ -87,5 +89,60 @@ func TestAWALLostAfterUseRefusesToStart(t *testing.T) {
 		t.Fatal("a node whose used WAL is gone started")
 	} else if !strings.Contains(err.Error(), "lost or damaged") {
 		t.Fatalf("refusal does not say what happened: %v", err)
+	}
+}
+
+// openWALOn opens dir's stable store and WAL log store as a node does; the
+// returned close func closes both.
+func openWALOn(t *testing.T, dir string) (raft.LogStore, func(), error) {
+	t.Helper()
+	n := &Node{cfg: Config{DataDir: dir}, logger: hclog.NewNullLogger()}
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.closers = append(n.closers, bolt.Close)
+	w, err := n.openWAL(bolt)
+	return w, func() { _ = n.closeAll() }, err
+}
+
+// TestAWALEmptiedBySnapshotInstallRestarts: raft-wal is a monotonic log
+// store, so a follower that installs a snapshot from its leader deletes its
+// whole log (raft's removeOldLogs). Killed before the next entry arrives, it
+// restarts with an empty WAL; that is not a lost log, and it must start.
+func TestAWALEmptiedBySnapshotInstallRestarts(t *testing.T) {
+	dir := t.TempDir()
+	w, closeStores, err := openWALOn(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mono, ok := w.(raft.MonotonicLogStore); !ok || !mono.IsMonotonic() {
+		t.Fatal("the WAL log store is not monotonic: raft would not empty it on a snapshot install")
+	}
+	if err := w.StoreLogs([]*raft.Log{{Index: 1, Term: 1, Type: raft.LogCommand}, {Index: 2, Term: 1, Type: raft.LogCommand}}); err != nil {
+		t.Fatal(err)
+	}
+	// removeOldLogs after an installed snapshot: every entry goes.
+	if err := w.DeleteRange(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	closeStores()
+
+	w, closeStores, err = openWALOn(t, dir)
+	if err != nil {
+		t.Fatalf("a WAL emptied by a snapshot install is refused at restart: %v", err)
+	}
+	// Once entries come again, losing them is refused again.
+	if err := w.StoreLogs([]*raft.Log{{Index: 7, Term: 2, Type: raft.LogCommand}}); err != nil {
+		t.Fatal(err)
+	}
+	closeStores()
+	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
+		t.Fatal(err)
+	}
+	_, closeStores, err = openWALOn(t, dir)
+	closeStores()
+	if err == nil || !strings.Contains(err.Error(), "lost or damaged") {
+		t.Fatalf("a WAL lost after entries came again: got %v, want a refusal", err)
 	}
 }
