@@ -89,6 +89,12 @@ type Config struct {
 	// raft.db. A data dir keeps the log store it was created with: opening
 	// it with the other is refused.
 	LogStore string
+	// WALSegmentSize is the size in bytes at which the WAL log store
+	// starts a new segment file (0: raft-wal's 64 MiB). A truncated log
+	// frees disk only segment by segment, and until then raft-wal still
+	// serves the entries in front of its first index, so a follower that
+	// fell behind by less than a segment is sent entries, not a snapshot.
+	WALSegmentSize int
 
 	// MaxEntrySize bounds one Raft entry (default 1 MiB).
 	MaxEntrySize int
@@ -180,6 +186,9 @@ func (c *Config) setDefaults() error {
 	case "", LogStoreWAL, LogStoreBolt:
 	default:
 		return fmt.Errorf("raft log store %q: use %s or %s", c.LogStore, LogStoreWAL, LogStoreBolt)
+	}
+	if c.WALSegmentSize < 0 {
+		return fmt.Errorf("WAL segment size %d is negative", c.WALSegmentSize)
 	}
 	if c.MaxEntrySize <= 0 {
 		c.MaxEntrySize = 1 << 20

@@ -133,3 +133,48 @@ func TestRestartFallsBackToOlderSnapshotWhenLogCovers(t *testing.T) {
 		t.Fatalf("after restart %d instances, want 100", got)
 	}
 }
+
+// TestWALSegmentSizeBoundsWhatACompactedLogKeeps: the WAL frees a compacted
+// log a whole segment at a time, so WALSegmentSize bounds how much of it
+// stays on disk (and is still served to a follower behind) after a
+// snapshot.
+func TestWALSegmentSizeBoundsWhatACompactedLogKeeps(t *testing.T) {
+	dir := t.TempDir()
+	_, tr := raft.NewInmemTransport(raft.ServerAddress("n1.inmem:7421"))
+	cfg := cluster.Config{
+		NodeID: "n1", DataDir: dir, Transport: tr, Bootstrap: true, APIAddr: "127.0.0.1:1",
+		SnapshotThreshold: 1 << 20, TrailingLogs: 1, SnapshotInterval: time.Hour,
+		LogStore: cluster.LogStoreWAL, WALSegmentSize: 64 << 10,
+	}
+	cfg.UseFastTimeouts()
+	n, err := cluster.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	waitReady(t, n)
+	segments := func() []string {
+		s, _ := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
+		sort.Strings(s)
+		return s
+	}
+	// Entries of over 1 KB: 300 of them fill several 64 KiB segments.
+	blob := map[string]string{"blob": strings.Repeat("x", 1024)}
+	for i := 0; i < 300; i++ {
+		inst := &store.Instance{Namespace: "default", Service: "web", ID: fmt.Sprintf("i%d", i), Address: "10.0.0.1", Port: 80, Weight: 100, Metadata: blob}
+		if _, err := n.Register(context.Background(), inst, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := segments()
+	if err := n.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	after := segments()
+	if len(before) < 3 {
+		t.Fatalf("300 entries made %d WAL segments of 64 KiB, want several: %v", len(before), before)
+	}
+	if len(after) == 0 || len(after) >= len(before) || after[0] == before[0] {
+		t.Fatalf("a snapshot with 1 trailing entry freed no whole segment: before %v, after %v", before, after)
+	}
+}

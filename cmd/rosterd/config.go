@@ -59,6 +59,7 @@ type flags struct {
 	raftTimeoutScale  float64
 	raftCommitTimeout time.Duration
 	raftLogStore      string
+	walSegmentKiB     int
 	enablePprof       bool
 	gcHeadroomMiB     int
 }
@@ -113,6 +114,8 @@ func (f *flags) register(fs *pflag.FlagSet) {
 		"how long an idle leader waits before telling followers what committed; followers' watches and reads see a write that much later at most")
 	fs.StringVar(&f.raftLogStore, "raft-log-store", "", fmt.Sprintf("where the Raft log lives: %s (segment files under DATA-DIR/wal) or %s (raft.db); "+
 		"default: what the data dir already holds, else %s. A data dir keeps the store it was created with", cluster.LogStoreWAL, cluster.LogStoreBolt, cluster.DefaultLogStore))
+	fs.IntVar(&f.walSegmentKiB, "raft-wal-segment-kib", 64<<10, "with the wal log store: the size in KiB at which a new segment file of the Raft log starts. "+
+		"A log compacted after a snapshot frees disk a whole segment at a time, so up to one segment more than --trailing-logs stays on disk")
 	fs.IntVar(&f.gcHeadroomMiB, "gc-headroom-mib", defaultGCHeadroomMiB, "let the Go heap grow by at least this many MiB between garbage collections "+
 		"(by the live heap when that is larger, as GOGC=100 does): fewer collections under load for at most this much more memory; "+
 		"0 keeps Go's default; ignored when GOGC is set in the environment")
@@ -261,6 +264,10 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 		return cfg, usagef("--raft-log-store %q: use %s or %s", f.raftLogStore, cluster.LogStoreWAL, cluster.LogStoreBolt)
 	}
 	cfg.LogStore = f.raftLogStore
+	if f.walSegmentKiB < 64 || f.walSegmentKiB > 1<<20 {
+		return cfg, usagef("--raft-wal-segment-kib %d must be between 64 and 1048576 (1 GiB)", f.walSegmentKiB)
+	}
+	cfg.WALSegmentSize = f.walSegmentKiB << 10
 	cfg.UseLANTimeouts(f.raftTimeoutScale)
 	if f.bootstrapListen < 0 {
 		return cfg, usagef("--bootstrap-listen %v must not be negative", f.bootstrapListen)

@@ -158,7 +158,9 @@ func newProcessCluster(cfg *Config, logf func(string, ...any)) (*cluster, error)
 }
 
 // baseArgs are the flags every process node runs with: small snapshot
-// thresholds, so a follower that was down catches up by snapshot install.
+// thresholds and, for the WAL log store, small segments (raft-wal frees a
+// compacted log a segment at a time and serves what it has not freed), so
+// a follower that was down catches up by snapshot install.
 func (c *cluster) baseArgs(n *node) []string {
 	args := []string{
 		"--node-id", n.id, "--data-dir", n.dataDir,
@@ -167,6 +169,7 @@ func (c *cluster) baseArgs(n *node) []string {
 		"--snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold),
 		"--trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
 		"--snapshot-interval", "1s",
+		"--raft-wal-segment-kib", "64",
 		// The workload checks correctness, not the per-client limits.
 		"--rate-limit", "0", "--read-rate-limit", "0",
 	}
