@@ -58,6 +58,7 @@ func TestClusterStateFlags(t *testing.T) {
 		{name: "pprof on the HTTP address", args: base(used, "--http-addr", "127.0.0.1:8500", "--enable-pprof")},
 		{name: "pprof without an HTTP address", args: base(used, "--enable-pprof"), wantErr: "set --http-addr too"},
 		{name: "negative GC headroom", args: base(used, "--gc-headroom-mib", "-1"), wantErr: "--gc-headroom-mib -1 must be between"},
+		{name: "commit timeout below raft's minimum", args: base(used, "--raft-commit-timeout", "500us"), wantErr: "--raft-commit-timeout 500µs must be between 1ms and 1s"},
 		{name: "WAL segments too small", args: base(used, "--raft-wal-segment-kib", "8"), wantErr: "--raft-wal-segment-kib 8 must be between 64 and"},
 		{name: "pprof with ACLs", args: base(used, "--http-addr", "127.0.0.1:8500", "--enable-pprof", "--acl"), wantErr: "cannot be combined with --acl"},
 	}
