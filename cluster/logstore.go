@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -98,8 +97,15 @@ func (n *Node) openWAL(bolt *raftboltdb.BoltStore) (raft.LogStore, error) {
 		return nil, fmt.Errorf("the raft log in %s is empty although this node has stored entries in it before: "+
 			"the log was lost or damaged; move the data dir aside and rejoin this node to the cluster", n.walDir())
 	}
-	m := &markedWAL{WAL: w, stable: bolt}
-	m.marked.Store(had > 0)
+	m := &markedWAL{WAL: w, stable: bolt, marked: had > 0}
+	if last > 0 && had == 0 {
+		// A crash between clearing the marker and emptying the log (see
+		// DeleteRange), or a failed delete: the entries are still here, so
+		// losing them from now on must be refused again.
+		if err := m.mark(); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
 }
 
@@ -114,7 +120,7 @@ type markedWAL struct {
 	// mu orders the marker with the entries: raft stores entries from its
 	// main goroutine and compacts from its snapshot goroutine.
 	mu     sync.Mutex
-	marked atomic.Bool
+	marked bool
 }
 
 // StoreLogs stores the entries, then sets the marker once.
@@ -124,13 +130,18 @@ func (m *markedWAL) StoreLogs(logs []*raft.Log) error {
 	if err := m.WAL.StoreLogs(logs); err != nil {
 		return err
 	}
-	if m.marked.Load() {
+	return m.mark()
+}
+
+// mark sets the marker unless it is set; under mu, or before m is shared.
+func (m *markedWAL) mark() error {
+	if m.marked {
 		return nil
 	}
 	if err := m.stable.SetUint64(walUsedKey, 1); err != nil {
 		return fmt.Errorf("mark the raft log as used: %w", err)
 	}
-	m.marked.Store(true)
+	m.marked = true
 	return nil
 }
 
@@ -144,7 +155,7 @@ func (m *markedWAL) StoreLog(log *raft.Log) error {
 // store, so raft empties it), the marker is cleared first: an empty log is
 // then what the node meant to keep, not a lost one. A crash after the
 // marker is cleared and before the entries are gone leaves a full log and
-// no marker, which starts, and the next entries set the marker again.
+// no marker, which starts, and opening it sets the marker again.
 func (m *markedWAL) DeleteRange(min, max uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -156,11 +167,11 @@ func (m *markedWAL) DeleteRange(min, max uint64) error {
 	if err != nil {
 		return err
 	}
-	if min <= first && max >= last && m.marked.Load() {
+	if min <= first && max >= last && m.marked {
 		if err := m.stable.SetUint64(walUsedKey, 0); err != nil {
 			return fmt.Errorf("unmark the raft log before emptying it: %w", err)
 		}
-		m.marked.Store(false)
+		m.marked = false
 	}
 	return m.WAL.DeleteRange(min, max)
 }

@@ -146,3 +146,40 @@ func TestAWALEmptiedBySnapshotInstallRestarts(t *testing.T) {
 		t.Fatalf("a WAL lost after entries came again: got %v, want a refusal", err)
 	}
 }
+
+// TestAFullWALWithoutItsMarkerIsMarkedAgain: a crash after DeleteRange
+// cleared the marker and before the entries were deleted leaves a full log
+// without a marker. It starts, and is marked again at once, so losing it
+// later is refused.
+func TestAFullWALWithoutItsMarkerIsMarkedAgain(t *testing.T) {
+	dir := t.TempDir()
+	w, closeStores, err := openWALOn(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.StoreLogs([]*raft.Log{{Index: 1, Term: 1, Type: raft.LogCommand}}); err != nil {
+		t.Fatal(err)
+	}
+	closeStores()
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bolt.SetUint64(walUsedKey, 0); err != nil {
+		t.Fatal(err)
+	}
+	_ = bolt.Close()
+	_, closeStores, err = openWALOn(t, dir)
+	closeStores()
+	if err != nil {
+		t.Fatalf("a full WAL whose marker was cleared is refused: %v", err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
+		t.Fatal(err)
+	}
+	_, closeStores, err = openWALOn(t, dir)
+	closeStores()
+	if err == nil || !strings.Contains(err.Error(), "lost or damaged") {
+		t.Fatalf("opening a full WAL without a marker did not mark it: once lost, got %v, want a refusal", err)
+	}
+}

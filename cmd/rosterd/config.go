@@ -111,8 +111,8 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&f.raftTimeoutScale, "raft-timeout-scale", 1, fmt.Sprintf("multiply the Raft heartbeat, election and leader-lease timeouts (%s, %s, %s: made for a LAN) by this; "+
 		"raise it for slow disks or a WAN; every node should use the same", cluster.LANHeartbeatTimeout, cluster.LANElectionTimeout, cluster.LANLeaderLeaseTimeout))
 	fs.DurationVar(&f.raftCommitTimeout, "raft-commit-timeout", cluster.LANCommitTimeout,
-		"how long a leader with nothing new to send waits before sending followers an AppendEntries anyway. Followers learn of a commit at once "+
-			"either way (the leader tells them as soon as its commit index moves); a shorter timeout only costs idle CPU")
+		"how long a leader with nothing new to send waits before sending followers an AppendEntries anyway. It is the latest a follower learns of a commit; "+
+			"a lone write reaches followers at once either way (the leader tells them when its commit index reaches its last entry), and a shorter timeout mostly costs idle CPU")
 	fs.StringVar(&f.raftLogStore, "raft-log-store", "", fmt.Sprintf("where the Raft log lives: %s (segment files under DATA-DIR/wal) or %s (raft.db); "+
 		"default: what the data dir already holds, else %s. A data dir keeps the store it was created with", cluster.LogStoreWAL, cluster.LogStoreBolt, cluster.DefaultLogStore))
 	fs.IntVar(&f.walSegmentKiB, "raft-wal-segment-kib", 64<<10, "with the wal log store: the size in KiB at which a new segment file of the Raft log starts. "+
