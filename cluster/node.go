@@ -91,9 +91,10 @@ type Config struct {
 	LogStore string
 	// WALSegmentSize is the size in bytes at which the WAL log store
 	// starts a new segment file (0: raft-wal's 64 MiB). A truncated log
-	// frees disk only segment by segment, and until then raft-wal still
-	// serves the entries in front of its first index, so a follower that
-	// fell behind by less than a segment is sent entries, not a snapshot.
+	// frees disk only segment by segment, and raft-wal may still serve
+	// compacted entries from the segment it is writing, so a follower that
+	// fell behind by less than a segment can be sent entries, not a
+	// snapshot.
 	WALSegmentSize int
 
 	// MaxEntrySize bounds one Raft entry (default 1 MiB).

@@ -159,8 +159,9 @@ func newProcessCluster(cfg *Config, logf func(string, ...any)) (*cluster, error)
 
 // baseArgs are the flags every process node runs with: small snapshot
 // thresholds and, for the WAL log store, small segments (raft-wal frees a
-// compacted log a segment at a time and serves what it has not freed), so
-// a follower that was down catches up by snapshot install.
+// compacted log a segment at a time, and may serve compacted entries from
+// the segment it is writing), so a follower that was down catches up by
+// snapshot install.
 func (c *cluster) baseArgs(n *node) []string {
 	args := []string{
 		"--node-id", n.id, "--data-dir", n.dataDir,
