@@ -137,14 +137,21 @@ func TestAWALEmptiedBySnapshotInstallRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeStores()
+	if err := openAfterLosingTheWAL(t, dir); err == nil || !strings.Contains(err.Error(), "lost or damaged") {
+		t.Fatalf("a WAL lost after entries came again: got %v, want a refusal", err)
+	}
+}
+
+// openAfterLosingTheWAL deletes dir's WAL and returns the error of opening
+// the log store again.
+func openAfterLosingTheWAL(t *testing.T, dir string) error {
+	t.Helper()
 	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
 		t.Fatal(err)
 	}
-	_, closeStores, err = openWALOn(t, dir)
+	_, closeStores, err := openWALOn(t, dir)
 	closeStores()
-	if err == nil || !strings.Contains(err.Error(), "lost or damaged") {
-		t.Fatalf("a WAL lost after entries came again: got %v, want a refusal", err)
-	}
+	return err
 }
 
 // TestAFullWALWithoutItsMarkerIsMarkedAgain: a crash after DeleteRange
@@ -174,12 +181,7 @@ func TestAFullWALWithoutItsMarkerIsMarkedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a full WAL whose marker was cleared is refused: %v", err)
 	}
-	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
-		t.Fatal(err)
-	}
-	_, closeStores, err = openWALOn(t, dir)
-	closeStores()
-	if err == nil || !strings.Contains(err.Error(), "lost or damaged") {
+	if err := openAfterLosingTheWAL(t, dir); err == nil || !strings.Contains(err.Error(), "lost or damaged") {
 		t.Fatalf("opening a full WAL without a marker did not mark it: once lost, got %v, want a refusal", err)
 	}
 }

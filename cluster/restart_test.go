@@ -174,13 +174,12 @@ func TestWALSegmentSizeBoundsWhatACompactedLogKeeps(t *testing.T) {
 		t.Fatal(err)
 	}
 	// raft-wal deletes a segment's file once no reader holds it.
-	deadline := time.Now().Add(10 * time.Second)
-	after := segments()
-	for (len(after) == 0 || after[0] == before[0]) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	var after []string
+	eventually(t, fmt.Sprintf("a snapshot with 1 trailing entry to free the first of the WAL segments %v", before), func() bool {
 		after = segments()
-	}
-	if len(after) == 0 || len(after) >= len(before) || after[0] == before[0] {
+		return len(after) > 0 && after[0] != before[0]
+	})
+	if len(after) >= len(before) {
 		t.Fatalf("a snapshot with 1 trailing entry freed no whole segment: before %v, after %v", before, after)
 	}
 }
