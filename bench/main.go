@@ -361,7 +361,9 @@ func figures(e, r map[string]any) []figure {
 			add("watch: last watcher has the write, p99", "ms", "lower", ev.LastP99, ws.LastP99)
 			add("watch: each delivery, p50", "ms", "lower", ev.EachP50, ws.EachP50)
 		case memoryStats:
-			add("resident memory per record (anon RSS delta, largest member)", "bytes", "lower", ev.BytesPerKey, rv.(memoryStats).BytesPerKey)
+			ms := rv.(memoryStats)
+			add("resident memory per record (anon RSS delta, largest member)", "bytes", "lower", ev.BytesPerKey, ms.BytesPerKey)
+			add("live heap per record (after a forced collection, largest member)", "bytes", "lower", ev.HeapBytesPerKey, ms.HeapBytesPerKey)
 		case failoverStats:
 			fs := rv.(failoverStats)
 			add("kill -9 leader → next write ok, median", "ms", "lower", ev.MedianMS, fs.MedianMS)

@@ -143,6 +143,9 @@ func runEtcdMember(args []string) error {
 	cfg.InitialCluster = *initial
 	cfg.ClusterState = embed.ClusterStateFlagNew
 	cfg.LogLevel = "warn"
+	// Go's profiles on the client URL, for the memory phase's forced
+	// collection (rosterd runs with --enable-pprof for the same).
+	cfg.EnablePprof = true
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return fmt.Errorf("start etcd: %w", err)

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +43,9 @@ type system interface {
 	applied(ctx context.Context, node int) (uint64, error)
 	// grantLeases prepares keys leases for writes with lease.
 	grantLeases(ctx context.Context, keys int) error
+	// liveHeap has node collect its garbage and returns the bytes its Go
+	// heap still holds.
+	liveHeap(ctx context.Context, node int) (int64, error)
 	close()
 }
 
@@ -76,6 +82,7 @@ func newRecord(k, n int) record {
 
 type etcdSystem struct {
 	ms      []*member
+	httpURL []string             // each member's client URL, for /debug and /metrics
 	clients [][]*clientv3.Client // [node][conn]
 	leases  []clientv3.LeaseID
 	value   []byte
@@ -107,6 +114,7 @@ func startEtcd(ctx context.Context, base string, conns int) (*etcdSystem, error)
 			return nil, err
 		}
 		s.ms = append(s.ms, m)
+		s.httpURL = append(s.httpURL, fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]))
 		var cs []*clientv3.Client
 		for range conns {
 			c, err := clientv3.New(clientv3.Config{Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", ports[2*i])}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
@@ -251,13 +259,14 @@ func parseURLs(s string) ([]url.URL, error) {
 // ---- Roster ----
 
 type rosterSystem struct {
-	ms    []*member
-	conns [][]*grpc.ClientConn
-	ttl   time.Duration
+	ms      []*member
+	httpURL []string // each node's --http-addr, for /debug and /metrics
+	conns   [][]*grpc.ClientConn
+	ttl     time.Duration
 }
 
 func startRoster(ctx context.Context, base, rosterd string, conns int, extra []string) (*rosterSystem, error) {
-	ports, err := freePorts(6)
+	ports, err := freePorts(9)
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +282,9 @@ func startRoster(ctx context.Context, base, rosterd string, conns int, extra []s
 			"--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", dir, "--grpc-addr", grpcAddr,
 			"--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]), "--initial-cluster", strings.Join(initial, ","),
 			"--log-level", "warn",
+			// The HTTP API with Go's profiles, for the memory phase's
+			// forced collection (etcd serves both on its client URL).
+			"--http-addr", fmt.Sprintf("127.0.0.1:%d", ports[6+i]), "--enable-pprof",
 			// Every bench client comes from 127.0.0.1, one client to
 			// rosterd's per-client limits (1,000 writes/s by default), and
 			// etcd has none: off, unless --rosterd-flags sets them again.
@@ -283,6 +295,7 @@ func startRoster(ctx context.Context, base, rosterd string, conns int, extra []s
 			return nil, err
 		}
 		s.ms = append(s.ms, m)
+		s.httpURL = append(s.httpURL, fmt.Sprintf("http://127.0.0.1:%d", ports[6+i]))
 		var cs []*grpc.ClientConn
 		for range conns {
 			cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -397,6 +410,57 @@ func (s *rosterSystem) applied(ctx context.Context, node int) (uint64, error) {
 }
 
 func (s *rosterSystem) grantLeases(context.Context, int) error { return nil }
+
+func (s *rosterSystem) liveHeap(ctx context.Context, node int) (int64, error) {
+	return liveHeap(ctx, s.httpURL[node])
+}
+
+func (s *etcdSystem) liveHeap(ctx context.Context, node int) (int64, error) {
+	return liveHeap(ctx, s.httpURL[node])
+}
+
+// liveHeap makes the Go process serving base collect its garbage (the
+// heap profile of net/http/pprof runs runtime.GC first when asked with
+// gc=1), then reads go_memstats_heap_alloc_bytes from its Prometheus
+// metrics: what the heap holds right after the collection, its live
+// objects. Both systems serve these two paths the same way.
+func liveHeap(ctx context.Context, base string) (int64, error) {
+	get := func(path string) ([]byte, error) {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(cctx, http.MethodGet, base+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s%s: %s", base, path, resp.Status)
+		}
+		return b, nil
+	}
+	if _, err := get("/debug/pprof/heap?gc=1"); err != nil {
+		return 0, err
+	}
+	b, err := get("/metrics")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return int64(v), err
+		}
+	}
+	return 0, fmt.Errorf("GET %s/metrics: no go_memstats_heap_alloc_bytes", base)
+}
 
 func (s *rosterSystem) close() {
 	for _, cs := range s.conns {

@@ -259,10 +259,23 @@ type memoryStats struct {
 	BytesPerKey float64 `json:"bytes_per_key"`
 	// PerNode: anon RSS delta per key of each member.
 	PerNode []float64 `json:"per_node_bytes_per_key"`
+	// HeapBytesPerKey: the growth of the live Go heap, measured right
+	// after a forced collection, per key; the largest member's.
+	HeapBytesPerKey float64 `json:"heap_bytes_per_key"`
+	// HeapPerNode: the same for each member.
+	HeapPerNode []float64 `json:"per_node_heap_bytes_per_key"`
 }
 
-// runMemory loads n new records with 64 writers and reports the growth of
-// every member's anon RSS per record; the figure is the largest.
+// runMemory loads n new records with 64 writers and reports, per record,
+// the growth of every member's anon RSS and of its live heap; each figure
+// is the largest member's.
+//
+// The anon RSS is what the operating system sees, but it also says when
+// each Go heap last collected: with the default GOGC a heap holds up to
+// twice its live objects before a collection, and freed pages go back to
+// the system only slowly. The live heap is read right after a collection
+// forced on every member (liveHeap), before and after the load, so it
+// counts only what the records keep alive.
 //
 // Every member is restarted first and the phase waits until each has
 // applied the whole log again, so it starts from processes that hold the
@@ -288,8 +301,13 @@ func (b *runner) runMemory(ctx context.Context, s system, n int) (memoryStats, e
 	if err := caughtUp(ctx, s, leader); err != nil {
 		return memoryStats{}, err
 	}
-	var before []int64
-	for _, m := range s.members() {
+	var before, heapBefore []int64
+	for i, m := range s.members() {
+		h, err := s.liveHeap(ctx, i)
+		if err != nil {
+			return memoryStats{}, err
+		}
+		heapBefore = append(heapBefore, h)
 		v, err := anonRSS(m.pid())
 		if err != nil {
 			return memoryStats{}, err
@@ -335,6 +353,14 @@ func (b *runner) runMemory(ctx context.Context, s system, n int) (memoryStats, e
 		per := float64(v-before[i]) / float64(n)
 		st.PerNode = append(st.PerNode, per)
 		st.BytesPerKey = max(st.BytesPerKey, per)
+		// After the RSS: the forced collection would shrink it.
+		h, err := s.liveHeap(ctx, i)
+		if err != nil {
+			return memoryStats{}, err
+		}
+		hper := float64(h-heapBefore[i]) / float64(n)
+		st.HeapPerNode = append(st.HeapPerNode, hper)
+		st.HeapBytesPerKey = max(st.HeapBytesPerKey, hper)
 	}
 	if st.BytesPerKey <= 0 {
 		return memoryStats{}, fmt.Errorf("%s: no member's anon RSS grew with %d records (%v bytes a record): the load is too small to measure; raise -mem-keys", s.name(), n, st.PerNode)
