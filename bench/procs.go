@@ -98,13 +98,20 @@ func freePorts(n int) ([]int, error) {
 }
 
 // anonRSS reads RssAnon of pid from /proc, in bytes.
-func anonRSS(pid int) (int64, error) {
+func anonRSS(pid int) (int64, error) { return procStatus(pid, "RssAnon:") }
+
+// fileRSS reads RssFile of pid from /proc, in bytes: the pages of mapped
+// files it has resident (etcd's bbolt database is one).
+func fileRSS(pid int) (int64, error) { return procStatus(pid, "RssFile:") }
+
+// procStatus reads the field of /proc/PID/status named by prefix, in bytes.
+func procStatus(pid int, prefix string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
 			f := strings.Fields(rest)
 			if len(f) > 0 {
 				kb, err := strconv.ParseInt(f[0], 10, 64)
@@ -112,7 +119,7 @@ func anonRSS(pid int) (int64, error) {
 			}
 		}
 	}
-	return 0, errors.New("no RssAnon in /proc status")
+	return 0, fmt.Errorf("no %s in /proc status", strings.TrimSuffix(prefix, ":"))
 }
 
 // runEtcdMember is the "etcd-member" mode: this binary run as one etcd

@@ -264,6 +264,10 @@ type memoryStats struct {
 	HeapBytesPerKey float64 `json:"heap_bytes_per_key"`
 	// HeapPerNode: the same for each member.
 	HeapPerNode []float64 `json:"per_node_heap_bytes_per_key"`
+	// FilePerNode: the growth of each member's resident pages of mapped
+	// files (RssFile) per key: data kept in the page cache, outside the
+	// anon RSS.
+	FilePerNode []float64 `json:"per_node_file_bytes_per_key"`
 }
 
 // runMemory loads n new records with 64 writers and reports, per record,
@@ -301,8 +305,13 @@ func (b *runner) runMemory(ctx context.Context, s system, n int) (memoryStats, e
 	if err := caughtUp(ctx, s, leader); err != nil {
 		return memoryStats{}, err
 	}
-	var before, heapBefore []int64
+	var before, heapBefore, fileBefore []int64
 	for i, m := range s.members() {
+		f, err := fileRSS(m.pid())
+		if err != nil {
+			return memoryStats{}, err
+		}
+		fileBefore = append(fileBefore, f)
 		h, err := s.liveHeap(ctx, i)
 		if err != nil {
 			return memoryStats{}, err
@@ -352,6 +361,11 @@ func (b *runner) runMemory(ctx context.Context, s system, n int) (memoryStats, e
 		}
 		per := float64(v-before[i]) / float64(n)
 		st.PerNode = append(st.PerNode, per)
+		f, err := fileRSS(m.pid())
+		if err != nil {
+			return memoryStats{}, err
+		}
+		st.FilePerNode = append(st.FilePerNode, float64(f-fileBefore[i])/float64(n))
 		st.BytesPerKey = max(st.BytesPerKey, per)
 		// After the RSS: the forced collection would shrink it.
 		h, err := s.liveHeap(ctx, i)
