@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,5 +184,91 @@ func TestAFullWALWithoutItsMarkerIsMarkedAgain(t *testing.T) {
 	}
 	if err := openAfterLosingTheWAL(t, dir); err == nil || !strings.Contains(err.Error(), "lost or damaged") {
 		t.Fatalf("opening a full WAL without a marker did not mark it: once lost, got %v, want a refusal", err)
+	}
+}
+
+// emptyTheLog deletes every entry of dir's WAL, as raft does on a follower
+// that installs its leader's snapshot.
+func emptyTheLog(t *testing.T, dir string) {
+	t.Helper()
+	w, closeStores, err := openWALOn(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeStores()
+	first, err := w.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := w.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.DeleteRange(first, last); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestANodeBehindItsNewestSnapshotRefusesToStart: a follower that
+// installed its leader's snapshot keeps no log before it. If that snapshot
+// is then damaged, raft restores the older one with nothing to replay, and
+// the node would start behind what it had applied and acknowledged. It
+// must refuse instead; with the snapshot intact it starts.
+func TestANodeBehindItsNewestSnapshotRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	n, err := startOnDisk(t, dir, LogStoreWAL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		in := &store.Instance{Namespace: "default", Service: "web", ID: fmt.Sprintf("i%d", i), Address: "10.0.0.1", Port: 80, Weight: 100}
+		if _, err := n.Register(context.Background(), in, ""); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 || i == 5 {
+			if err := n.Snapshot(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	emptyTheLog(t, dir)
+	n, err = startOnDisk(t, dir, LogStoreWAL)
+	if err != nil {
+		t.Fatalf("a node with its snapshots and an emptied log did not start: %v", err)
+	}
+	if got := n.Store().View().Count(); got != 6 {
+		t.Fatalf("restored %d instances, want 6", got)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	emptyTheLog(t, dir)
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
+	var newest string
+	var newestIndex uint64
+	for _, p := range snaps {
+		var term, index uint64
+		fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d-%d-", &term, &index)
+		if index >= newestIndex {
+			newest, newestIndex = p, index
+		}
+	}
+	if len(snaps) != 2 {
+		t.Fatalf("want 2 snapshots, found %v", snaps)
+	}
+	if err := os.Truncate(newest, 10); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := startOnDisk(t, dir, LogStoreWAL); err == nil {
+		got := n.Store().View().Count()
+		_ = n.Shutdown()
+		t.Fatalf("a node whose newest snapshot is damaged and whose log is empty started, with %d of 6 instances", got)
+	} else if !strings.Contains(err.Error(), fmt.Sprintf("persisted a snapshot at index %d", newestIndex)) {
+		t.Fatalf("refusal does not say what happened: %v", err)
 	}
 }

@@ -390,6 +390,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.raft = r
 	n.closers = append([]func() error{func() error { return r.Shutdown().Error() }}, n.closers...)
+	if !cfg.InMemory {
+		if err := n.checkSnapshotFloor(r, stable); err != nil {
+			return nil, err
+		}
+	}
 	n.verify = NewRounds(n.verifyLeader)
 
 	switch {
@@ -492,7 +497,7 @@ func (n *Node) openStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	return logs, bolt, snaps, nil
+	return logs, bolt, &flooredSnapshots{SnapshotStore: snaps, stable: bolt}, nil
 }
 
 func (n *Node) openTransport() error {
