@@ -5,12 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/roster-registry/roster/internal/liveheap"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
@@ -412,54 +410,11 @@ func (s *rosterSystem) applied(ctx context.Context, node int) (uint64, error) {
 func (s *rosterSystem) grantLeases(context.Context, int) error { return nil }
 
 func (s *rosterSystem) liveHeap(ctx context.Context, node int) (int64, error) {
-	return liveHeap(ctx, s.httpURL[node])
+	return liveheap.Measure(ctx, s.httpURL[node])
 }
 
 func (s *etcdSystem) liveHeap(ctx context.Context, node int) (int64, error) {
-	return liveHeap(ctx, s.httpURL[node])
-}
-
-// liveHeap makes the Go process serving base collect its garbage (the
-// heap profile of net/http/pprof runs runtime.GC first when asked with
-// gc=1), then reads go_memstats_heap_alloc_bytes from its Prometheus
-// metrics: what the heap holds right after the collection, its live
-// objects. Both systems serve these two paths the same way.
-func liveHeap(ctx context.Context, base string) (int64, error) {
-	get := func(path string) ([]byte, error) {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		req, err := http.NewRequestWithContext(cctx, http.MethodGet, base+path, nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("GET %s%s: %s", base, path, resp.Status)
-		}
-		return b, nil
-	}
-	if _, err := get("/debug/pprof/heap?gc=1"); err != nil {
-		return 0, err
-	}
-	b, err := get("/metrics")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return int64(v), err
-		}
-	}
-	return 0, fmt.Errorf("GET %s/metrics: no go_memstats_heap_alloc_bytes", base)
+	return liveheap.Measure(ctx, s.httpURL[node])
 }
 
 func (s *rosterSystem) close() {

@@ -96,7 +96,10 @@ successful calls; errors are counted by code.
              registering --instances instances with realistic metadata, and
              the time a restarted node takes to restore that state; of a
              local cluster it starts with --local, or of --pids (one per
-             --addr, in order) on this machine
+             --addr, in order) on this machine. With --local also each
+             node's live Go heap, read after a forced collection: the anon
+             RSS says as much about when a node last collected as about
+             what it keeps
   keepalive  registers --instances instances with --ttl, then renews them
              over --streams KeepAlive streams for --duration: heartbeats per
              second, the Raft entries they caused (the leader's applied index

@@ -25,6 +25,7 @@ type localNode struct {
 	id      string
 	grpc    string
 	raft    string
+	http    string // --http-addr: the JSON API, /metrics, and /debug/pprof with --enable-pprof
 	dataDir string
 	logPath string
 	args    []string
@@ -107,7 +108,7 @@ func startLocalCluster(ctx context.Context, rosterd string, n int, extra []strin
 		return nil, err
 	}
 	c := &localCluster{rosterd: rosterd, base: base}
-	ports, err := freePorts(2 * n)
+	ports, err := freePorts(3 * n)
 	if err != nil {
 		c.stop()
 		return nil, err
@@ -116,8 +117,9 @@ func startLocalCluster(ctx context.Context, rosterd string, n int, extra []strin
 	for i := range n {
 		nd := &localNode{
 			id:      fmt.Sprintf("n%d", i+1),
-			grpc:    fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
-			raft:    fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
+			grpc:    fmt.Sprintf("127.0.0.1:%d", ports[3*i]),
+			raft:    fmt.Sprintf("127.0.0.1:%d", ports[3*i+1]),
+			http:    fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]),
 			dataDir: filepath.Join(base, fmt.Sprintf("n%d", i+1)),
 		}
 		nd.logPath = nd.dataDir + ".log"
@@ -126,7 +128,7 @@ func startLocalCluster(ctx context.Context, rosterd string, n int, extra []strin
 	}
 	for _, nd := range c.nodes {
 		nd.args = append([]string{"--node-id", nd.id, "--data-dir", nd.dataDir, "--grpc-addr", nd.grpc,
-			"--raft-addr", nd.raft, "--initial-cluster", strings.Join(initial, ",")}, slices.Concat(benchLimitsOff, extra)...)
+			"--raft-addr", nd.raft, "--http-addr", nd.http, "--initial-cluster", strings.Join(initial, ",")}, slices.Concat(benchLimitsOff, extra)...)
 		if err := nd.start(rosterd); err != nil {
 			c.stop()
 			return nil, err
@@ -180,7 +182,7 @@ func (c *localCluster) addReplicas(ctx context.Context, n int, extra []string) e
 		return nil
 	}
 	join := strings.Join(c.addrs(), ",")
-	ports, err := freePorts(2 * n)
+	ports, err := freePorts(3 * n)
 	if err != nil {
 		return err
 	}
@@ -188,14 +190,15 @@ func (c *localCluster) addReplicas(ctx context.Context, n int, extra []string) e
 	for i := range n {
 		nd := &localNode{
 			id:      fmt.Sprintf("r%d", i+1),
-			grpc:    fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
-			raft:    fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
+			grpc:    fmt.Sprintf("127.0.0.1:%d", ports[3*i]),
+			raft:    fmt.Sprintf("127.0.0.1:%d", ports[3*i+1]),
+			http:    fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]),
 			dataDir: filepath.Join(c.base, fmt.Sprintf("r%d", i+1)),
 			replica: true,
 		}
 		nd.logPath = nd.dataDir + ".log"
 		nd.args = append([]string{"--node-id", nd.id, "--data-dir", nd.dataDir, "--grpc-addr", nd.grpc,
-			"--raft-addr", nd.raft, "--join", join, "--non-voter"}, slices.Concat(benchLimitsOff, extra)...)
+			"--raft-addr", nd.raft, "--http-addr", nd.http, "--join", join, "--non-voter"}, slices.Concat(benchLimitsOff, extra)...)
 		// In c.nodes before it starts, so stop kills it whatever happens next.
 		c.nodes = append(c.nodes, nd)
 		added = append(added, nd)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/roster-registry/roster/internal/liveheap"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
@@ -94,6 +95,12 @@ type nodeMemory struct {
 	After  procMemory `json:"after"`
 	// BytesPerInstance: the anon RSS delta divided by the instances.
 	BytesPerInstance float64 `json:"bytes_per_instance"`
+	// HeapBefore, HeapAfter: the live Go heap right after a forced
+	// collection (local clusters only; 0 otherwise).
+	HeapBefore int64 `json:"live_heap_before_bytes,omitempty"`
+	HeapAfter  int64 `json:"live_heap_after_bytes,omitempty"`
+	// HeapBytesPerInstance: the live heap's growth over the instances.
+	HeapBytesPerInstance float64 `json:"live_heap_bytes_per_instance,omitempty"`
 }
 
 // memoryResult is what roster bench memory reports.
@@ -104,7 +111,11 @@ type memoryResult struct {
 	Nodes     []nodeMemory `json:"nodes"`
 	// BytesPerInstance: the largest per-node figure.
 	BytesPerInstance float64 `json:"bytes_per_instance"`
-	DurationS        float64 `json:"duration_s"`
+	// HeapBytesPerInstance: the largest per-node live heap figure (local
+	// clusters only). Unlike the anon RSS it does not depend on when each
+	// node last collected its garbage.
+	HeapBytesPerInstance float64 `json:"live_heap_bytes_per_instance,omitempty"`
+	DurationS            float64 `json:"duration_s"`
 	// OpsPerS: registrations per second while loading.
 	OpsPerS float64 `json:"ops_per_s"`
 	// SnapshotMS: the leader's last snapshot, from its log (local only;
@@ -128,7 +139,9 @@ func (a *app) benchMemory(ctx context.Context, o benchOptions) error {
 	// Group commit packs many registrations into one entry: a low threshold
 	// makes sure a snapshot follows the load.
 	threshold := 16
-	target, err := a.benchTarget(ctx, o, []string{"--snapshot-interval", "1s", "--snapshot-threshold", strconv.Itoa(threshold)})
+	// --enable-pprof on a local cluster's --http-addr: the live heap is
+	// read after a collection forced through /debug/pprof/heap?gc=1.
+	target, err := a.benchTarget(ctx, o, []string{"--snapshot-interval", "1s", "--snapshot-threshold", strconv.Itoa(threshold), "--enable-pprof"})
 	if err != nil {
 		return err
 	}
@@ -144,6 +157,10 @@ func (a *app) benchMemory(ctx context.Context, o benchOptions) error {
 			return fmt.Errorf("read memory of pid %d: %w", n.pid, err)
 		}
 		res.Nodes = append(res.Nodes, nodeMemory{Addr: n.addr, PID: n.pid, Leader: n == leader, Before: m})
+	}
+	// After the RSS: the forced collection would shrink it.
+	if err := target.liveHeaps(ctx, func(i int, h int64) { res.Nodes[i].HeapBefore = h }); err != nil {
+		return err
 	}
 	stubs := []rosterv1.RegistryClient{}
 	for _, c := range leader.conns {
@@ -177,6 +194,14 @@ func (a *app) benchMemory(ctx context.Context, o benchOptions) error {
 		res.Nodes[i].BytesPerInstance = float64(m.RSSAnon-res.Nodes[i].Before.RSSAnon) / float64(o.instances)
 		res.BytesPerInstance = max(res.BytesPerInstance, res.Nodes[i].BytesPerInstance)
 	}
+	if err := target.liveHeaps(ctx, func(i int, h int64) {
+		n := &res.Nodes[i]
+		n.HeapAfter = h
+		n.HeapBytesPerInstance = float64(h-n.HeapBefore) / float64(o.instances)
+		res.HeapBytesPerInstance = max(res.HeapBytesPerInstance, n.HeapBytesPerInstance)
+	}); err != nil {
+		return err
+	}
 	if lc := target.local; lc != nil {
 		if err := a.measureRestore(ctx, lc, leader, o, &res); err != nil {
 			return err
@@ -185,19 +210,45 @@ func (a *app) benchMemory(ctx context.Context, o benchOptions) error {
 	if a.json() {
 		return writeJSON(a.stdout, res)
 	}
-	t := newTable(a.stdout, "NODE", "PID", "ROLE", "ANON RSS BEFORE", "AFTER", "BYTES/INSTANCE")
+	cols := []string{"NODE", "PID", "ROLE", "ANON RSS BEFORE", "AFTER", "BYTES/INSTANCE"}
+	if target.local != nil {
+		cols = append(cols, "LIVE HEAP BEFORE", "AFTER", "BYTES/INSTANCE")
+	}
+	t := newTable(a.stdout, cols...)
 	for _, n := range res.Nodes {
 		role := "follower"
 		if n.Leader {
 			role = "leader"
 		}
-		t.row(n.Addr, fmt.Sprint(n.PID), role, mib(n.Before.RSSAnon), mib(n.After.RSSAnon), fmt.Sprintf("%.0f", n.BytesPerInstance))
+		row := []string{n.Addr, fmt.Sprint(n.PID), role, mib(n.Before.RSSAnon), mib(n.After.RSSAnon), fmt.Sprintf("%.0f", n.BytesPerInstance)}
+		if target.local != nil {
+			row = append(row, mib(n.HeapBefore), mib(n.HeapAfter), fmt.Sprintf("%.0f", n.HeapBytesPerInstance))
+		}
+		t.row(row...)
 	}
 	if err := t.flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "instances %d, loaded at %.0f/s; snapshot %.0fms; restore after kill -9 %.0fms, restored anon RSS %s (%.0f B/instance)\n",
 		o.instances, res.OpsPerS, res.SnapshotMS, res.RestoreMS, mib(res.RestoredAnonRSS), res.RestoredBytesPerInstance)
+	return nil
+}
+
+// liveHeaps reads each node's live heap after a forced collection
+// (liveheap.Measure) and hands it to set with the node's index. Only a
+// local cluster, which the bench started with --http-addr and
+// --enable-pprof, is measured; for others it does nothing.
+func (t *benchTarget) liveHeaps(ctx context.Context, set func(i int, heap int64)) error {
+	if t.local == nil {
+		return nil
+	}
+	for i, nd := range t.local.nodes {
+		h, err := liveheap.Measure(ctx, "http://"+nd.http)
+		if err != nil {
+			return fmt.Errorf("live heap of %s: %w", nd.id, err)
+		}
+		set(i, h)
+	}
 	return nil
 }
 
