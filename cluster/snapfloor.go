@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -23,6 +24,9 @@ var snapshotFloorKey = []byte("roster_snapshot_floor")
 type flooredSnapshots struct {
 	raft.SnapshotStore
 	stable raft.StableStore
+	// mu makes raising the floor one step: a snapshot taken and one
+	// installed may close at once, and the lower must not win.
+	mu sync.Mutex
 }
 
 func (s *flooredSnapshots) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
@@ -31,29 +35,31 @@ func (s *flooredSnapshots) Create(version raft.SnapshotVersion, index, term uint
 	if err != nil {
 		return nil, err
 	}
-	return &flooredSink{SnapshotSink: sink, stable: s.stable, index: index}, nil
+	return &flooredSink{SnapshotSink: sink, store: s, index: index}, nil
 }
 
 // flooredSink raises the floor once its snapshot is persisted. A crash
 // in between leaves the floor lower, which only weakens the check.
 type flooredSink struct {
 	raft.SnapshotSink
-	stable raft.StableStore
-	index  uint64
+	store *flooredSnapshots
+	index uint64
 }
 
 func (s *flooredSink) Close() error {
 	if err := s.SnapshotSink.Close(); err != nil {
 		return err
 	}
-	floor, err := snapshotFloor(s.stable)
+	s.store.mu.Lock()
+	defer s.store.mu.Unlock()
+	floor, err := snapshotFloor(s.store.stable)
 	if err != nil {
 		return err
 	}
 	if s.index <= floor {
 		return nil
 	}
-	if err := s.stable.SetUint64(snapshotFloorKey, s.index); err != nil {
+	if err := s.store.stable.SetUint64(snapshotFloorKey, s.index); err != nil {
 		return fmt.Errorf("record the snapshot floor: %w", err)
 	}
 	return nil
