@@ -68,3 +68,5 @@ require (
 )
 
 replace github.com/hashicorp/raft => ./third_party/raft
+
+replace github.com/hashicorp/go-immutable-radix => ./third_party/iradix

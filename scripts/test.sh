@@ -93,6 +93,11 @@ echo "ok"
 step "go test -race ./..."
 go test -race -count=1 -timeout 20m "$@" ./...
 
+# The copy of go-immutable-radix in third_party is a module of its own: its
+# upstream tests and the ones for its one change run here.
+step "go test -race ./third_party/iradix"
+(cd third_party/iradix && go vet . && go test -race -count=1 .)
+
 # Benchmarks run once each so they never rot; numbers come from longer runs.
 step "go test -bench . -benchtime=1x ./..."
 go test -count=1 -run '^$' -bench . -benchtime=1x ./...

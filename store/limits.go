@@ -41,12 +41,8 @@ func (v *View) CheckInstanceLimits(k Key, lim InstanceLimits) error {
 	if lim.PerService <= 0 && lim.PerNamespace <= 0 {
 		return nil
 	}
-	raw, err := v.txn.First(tableInstances, indexID, k)
-	if err != nil {
-		return fmt.Errorf("get instance %s: %w", k, err)
-	}
-	if raw != nil {
-		return nil
+	if cur, err := instanceAt(v.txn, k, k); err != nil || cur != nil {
+		return err
 	}
 	return checkLimits(k, lim, v.ServiceCount(k.Namespace, k.Service), func() (int, error) {
 		return namespaceCount(v.txn, k.Namespace)

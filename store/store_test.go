@@ -418,3 +418,62 @@ func TestServiceSummaryCounts(t *testing.T) {
 		t.Fatalf("summary = %+v, want %+v", got, want)
 	}
 }
+
+// TestInstanceLookupIsExact: a lookup finds the instance with exactly its
+// key, whether or not it watches, and never one whose id, service or
+// namespace merely starts with the one asked for.
+func TestInstanceLookupIsExact(t *testing.T) {
+	s := New(DefaultOptions())
+	register(t, s, 1, inst("web", "a1", 80))
+	register(t, s, 2, inst("webx", "a", 81))
+	register(t, s, 3, inst("web", "b", 82))
+	v := s.View()
+	for _, ws := range []memdb.WatchSet{nil, memdb.NewWatchSet()} {
+		for _, k := range []Key{{DefaultNamespace, "web", "a"}, {DefaultNamespace, "we", "a"}, {"def", "web", "a1"}, {DefaultNamespace, "web", "c"}} {
+			if got, err := v.Instance(ws, k); !errors.Is(err, ErrNotFound) {
+				t.Errorf("watching=%v: %s: got %v, %v; want not found", ws != nil, k, got, err)
+			}
+		}
+		for k, port := range map[Key]uint32{{DefaultNamespace, "web", "a1"}: 80, {DefaultNamespace, "webx", "a"}: 81, {DefaultNamespace, "web", "b"}: 82} {
+			if got, err := v.Instance(ws, k); err != nil || got.Port != port {
+				t.Errorf("watching=%v: %s: got %v, %v; want port %d", ws != nil, k, got, err, port)
+			}
+		}
+	}
+	w := s.Begin(4)
+	defer w.Abort()
+	if _, err := w.Deregister(Key{DefaultNamespace, "web", "a"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deregistering web/a, a prefix of web/a1: %v, want not found", err)
+	}
+}
+
+// TestAWatchAskedOfAnOlderViewFiresAtOnce: a reader that looked an
+// instance up without watching, and asks to watch it in the same view only
+// after it changed, is woken at once: the change marked it although no one
+// watched it then.
+func TestAWatchAskedOfAnOlderViewFiresAtOnce(t *testing.T) {
+	s := New(DefaultOptions())
+	register(t, s, 1, inst("web", "a", 80))
+	register(t, s, 2, inst("web", "b", 80))
+	k := Key{DefaultNamespace, "web", "a"}
+	old := s.View()
+	if _, err := old.Instance(nil, k); err != nil {
+		t.Fatal(err)
+	}
+	register(t, s, 3, inst("web", "a", 81))
+
+	ws := memdb.NewWatchSet()
+	if got, err := old.Instance(ws, k); err != nil || got.Port != 80 {
+		t.Fatalf("the older view reads %v, %v", got, err)
+	}
+	if timedOut := ws.Watch(time.After(5 * time.Second)); timedOut {
+		t.Fatal("a watch asked of a view older than a change to the instance did not fire")
+	}
+	quiet := memdb.NewWatchSet()
+	if _, err := old.Instance(quiet, Key{DefaultNamespace, "web", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if timedOut := quiet.Watch(time.After(50 * time.Millisecond)); !timedOut {
+		t.Fatal("the watch of an instance nothing changed fired")
+	}
+}

@@ -31,6 +31,13 @@ func (v *View) Extinct() uint64 { return v.meta.Extinct }
 
 // Instance returns one instance, or ErrNotFound.
 func (v *View) Instance(ws memdb.WatchSet, k Key) (*Instance, error) {
+	if ws == nil {
+		i, err := instanceAt(v.txn, k, k)
+		if err == nil && i == nil {
+			err = ErrNotFound
+		}
+		return i, err
+	}
 	ch, raw, err := v.txn.FirstWatch(tableInstances, indexID, k)
 	if err != nil {
 		return nil, fmt.Errorf("get instance %s: %w", k, err)
@@ -261,6 +268,27 @@ func (v *View) Hash() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// instanceAt returns the instance whose key is k, or nil; arg is k or an
+// *Instance with that key. Unlike First, it asks for no watch channel: the
+// tree makes a node's channel only for a reader that watches it, and one
+// made for a lookup nobody watches would stay with the instance until it
+// changes (about a hundred bytes, for every instance a lease renewal or a
+// health check looks up).
+func instanceAt(txn *memdb.Txn, arg any, k Key) (*Instance, error) {
+	it, err := txn.LowerBound(tableInstances, indexID, arg)
+	if err != nil {
+		return nil, fmt.Errorf("get instance %s: %w", k, err)
+	}
+	raw := it.Next()
+	if raw == nil {
+		return nil, nil
+	}
+	if i := raw.(*Instance); i.ID == k.ID && i.Service == k.Service && i.Namespace == k.Namespace {
+		return i, nil
+	}
+	return nil, nil
 }
 
 // serviceInstances iterates a service's instances in id order: a

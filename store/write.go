@@ -97,14 +97,7 @@ func (w *WriteTxn) instanceOf(i *Instance) (*Instance, error) {
 
 // lookup finds an instance by arg, a Key or an *Instance, whose key is k.
 func (w *WriteTxn) lookup(arg any, k Key) (*Instance, error) {
-	raw, err := w.txn.First(tableInstances, indexID, arg)
-	if err != nil {
-		return nil, fmt.Errorf("get instance %s: %w", k, err)
-	}
-	if raw == nil {
-		return nil, nil
-	}
-	return raw.(*Instance), nil
+	return instanceAt(w.txn, arg, k)
 }
 
 // put stores next (already stamped, its ModRevision the transaction's
