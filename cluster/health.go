@@ -98,9 +98,9 @@ func (r *checkRunner) change(ev *store.Event) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c := r.checks[ev.Key]; c != nil {
+	if c := r.checks[ev.Key()]; c != nil {
 		c.cancel()
-		delete(r.checks, ev.Key)
+		delete(r.checks, ev.Key())
 	}
 }
 

@@ -290,7 +290,7 @@ func (t *leaseTable) change(ev *store.Event) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	l := t.leases[ev.Key]
+	l := t.leases[ev.Key()]
 	switch ev.Type {
 	case store.EventDelete:
 		if l != nil && l.regRev <= ev.Revision {

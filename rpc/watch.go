@@ -443,7 +443,7 @@ func (w *watcher) events(revs []store.Revision) *preEncoded {
 	var p *preEncoded
 	for _, r := range revs {
 		for _, e := range r.Events {
-			if !w.match(e.Key) {
+			if !w.match(e.Key()) {
 				continue
 			}
 			b := w.s.eventWire(e, w.healthyOnly)
@@ -504,7 +504,7 @@ func (s *Server) eventWire(e *store.Event, healthyOnly bool) []byte {
 		return w.deleteWire(func() []byte {
 			return s.encodeEvent(&rosterv1.Event{
 				Type: rosterv1.Event_TYPE_DELETE, Revision: e.Revision,
-				Instance: keyOnly(e.Key), PrevInstance: toAPIInstance(e.Prev),
+				Instance: keyOnly(e.Key()), PrevInstance: toAPIInstance(e.Prev),
 			})
 		})
 	}
@@ -514,7 +514,7 @@ func (s *Server) eventWire(e *store.Event, healthyOnly bool) []byte {
 		case store.EventPut:
 			ev.Type, ev.Instance = rosterv1.Event_TYPE_PUT, toAPIInstance(e.Instance)
 		default:
-			ev.Type, ev.Instance = rosterv1.Event_TYPE_DELETE, keyOnly(e.Key)
+			ev.Type, ev.Instance = rosterv1.Event_TYPE_DELETE, keyOnly(e.Key())
 		}
 		if e.Prev != nil {
 			ev.PrevInstance = toAPIInstance(e.Prev)

@@ -17,14 +17,24 @@ const (
 
 // Event is one change to one instance at one revision. Events are shared by
 // every reader of the history and never modified.
+// An event is 32 bytes: the history keeps up to 100,000 of them by
+// default, so its key is read from the instances it holds, not kept again.
 type Event struct {
 	Type     EventType
 	Revision uint64
-	Key      Key
 	// Instance is the new state after a put; nil after a delete.
 	Instance *Instance
-	// Prev is the state before the change; nil when the key was new.
+	// Prev is the state before the change; nil when the key was new. A
+	// delete always has it.
 	Prev *Instance
+}
+
+// Key returns the key of the instance the event changed.
+func (e *Event) Key() Key {
+	if e.Instance != nil {
+		return e.Instance.Key()
+	}
+	return e.Prev.Key()
 }
 
 // Revision groups the events of one revision; they are never split.
