@@ -14,7 +14,6 @@
 package fsm
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -228,6 +227,9 @@ func (f *FSM) applyRequest(w *store.WriteTxn, index uint64, payload []byte) Resu
 	if t := CommandType(c.Command[0]); !Requestable(t) {
 		return Result{Err: fmt.Errorf("entry %d: %w: request wraps command type %d", index, ErrMalformedCommand, t)}
 	}
+	if len(c.Digest) != store.DigestSize {
+		return Result{Err: fmt.Errorf("entry %d: %w: request digest is %d bytes, want %d", index, ErrMalformedCommand, len(c.Digest), store.DigestSize)}
+	}
 	if err := w.PruneRequests(c.NowUnixNs); err != nil {
 		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
 	}
@@ -236,7 +238,7 @@ func (f *FSM) applyRequest(w *store.WriteTxn, index uint64, payload []byte) Resu
 		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
 	}
 	if prev != nil {
-		if !bytes.Equal(prev.Digest, c.Digest) {
+		if prev.Digest != [store.DigestSize]byte(c.Digest) {
 			return Result{Err: fmt.Errorf("request %q (first applied at index %d): %w", c.RequestId, prev.Index, store.ErrRequestReused)}
 		}
 		return Result{Revision: prev.Revision, Err: prev.Err()}

@@ -151,16 +151,18 @@ func TestMalformedEntriesChangeNothing(t *testing.T) {
 	good := regCmd(t, "web", "b", 81)
 	index := uint64(2)
 	for name, data := range map[string][]byte{
-		"garbage":            append([]byte{byte(RegisterType)}, 0xff, 0xff, 0xff),
-		"empty":              {},
-		"no instance":        mustEncode(t, RegisterType, &raftcmdv1.Register{}),
-		"garbage batch":      {byte(BatchType), 0x0a, 0x05, 1},
-		"member without":     mustEncode(t, UpsertMemberType, &raftcmdv1.UpsertMember{}),
-		"batch with garbage": mustBatch(t, good, append([]byte{byte(DeregisterType)}, 0xff)),
-		"nested batch":       mustEncode(t, BatchType, &raftcmdv1.Batch{Entries: [][]byte{good, mustBatch(t, good, good)}}),
-		"garbage request":    {byte(RequestType), 0xff, 0x01},
-		"request of garbage": mustEncode(t, RequestType, &raftcmdv1.Request{RequestId: "r", Command: []byte{byte(RegisterType), 0xff}}),
-		"request no command": mustEncode(t, RequestType, &raftcmdv1.Request{RequestId: "r"}),
+		"garbage":               append([]byte{byte(RegisterType)}, 0xff, 0xff, 0xff),
+		"empty":                 {},
+		"no instance":           mustEncode(t, RegisterType, &raftcmdv1.Register{}),
+		"garbage batch":         {byte(BatchType), 0x0a, 0x05, 1},
+		"member without":        mustEncode(t, UpsertMemberType, &raftcmdv1.UpsertMember{}),
+		"batch with garbage":    mustBatch(t, good, append([]byte{byte(DeregisterType)}, 0xff)),
+		"nested batch":          mustEncode(t, BatchType, &raftcmdv1.Batch{Entries: [][]byte{good, mustBatch(t, good, good)}}),
+		"garbage request":       {byte(RequestType), 0xff, 0x01},
+		"request of garbage":    mustEncode(t, RequestType, &raftcmdv1.Request{RequestId: "r", Digest: make([]byte, store.DigestSize), Command: []byte{byte(RegisterType), 0xff}}),
+		"request no command":    mustEncode(t, RequestType, &raftcmdv1.Request{RequestId: "r", Digest: make([]byte, store.DigestSize)}),
+		"request, short digest": mustEncode(t, RequestType, &raftcmdv1.Request{RequestId: "r", Digest: make([]byte, 16), Command: good}),
+		"request, no digest":    mustEncode(t, RequestType, &raftcmdv1.Request{RequestId: "r", Command: good}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			before := dump(t, f)
@@ -240,7 +242,7 @@ func dump(t *testing.T, f *FSM) string {
 	})
 	_ = f.Store().View().ServiceRevisions(func(ns, s string, rev uint64) { b.WriteString(ns + s + string(rune(rev))) })
 	_ = f.Store().View().Requests(func(r *store.RequestResult) bool {
-		fmt.Fprintf(&b, " request %+v", *r)
+		fmt.Fprintf(&b, " request %s %d %d %x %d %q", r.ID, r.Revision, r.Time, r.Digest, r.ErrKind(), r.ErrMessage())
 		return true
 	})
 	return h + b.String()

@@ -163,7 +163,11 @@ func restore(s *store.Store, r io.Reader) (uint64, error) {
 					return err
 				}
 			case *raftcmdv1.SnapshotRecord_Request:
-				if err := rs.Request(store.RequestResultFromRecord(r.Request)); err != nil {
+				rr, err := store.RequestResultFromRecord(r.Request)
+				if err != nil {
+					return fmt.Errorf("record %d: %w", n, err)
+				}
+				if err := rs.Request(rr); err != nil {
 					return fmt.Errorf("record %d: %w", n, err)
 				}
 			case *raftcmdv1.SnapshotRecord_AclToken:

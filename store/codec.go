@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -89,25 +90,31 @@ func RequestResultToRecord(r *RequestResult) *raftcmdv1.RequestResult {
 	return &raftcmdv1.RequestResult{
 		RequestId:    r.ID,
 		Revision:     r.Revision,
-		Error:        raftcmdv1.RequestResult_Error(r.ErrKind),
-		ErrorMessage: r.ErrMessage,
+		Error:        raftcmdv1.RequestResult_Error(r.ErrKind()),
+		ErrorMessage: r.ErrMessage(),
 		NowUnixNs:    r.Time,
 		Index:        r.Index,
-		Digest:       r.Digest,
+		Digest:       r.Digest[:],
 	}
 }
 
-// RequestResultFromRecord converts a snapshot record to a new request result.
-func RequestResultFromRecord(r *raftcmdv1.RequestResult) *RequestResult {
-	return &RequestResult{
-		ID:         r.GetRequestId(),
-		Revision:   r.GetRevision(),
-		ErrKind:    RequestError(r.GetError()),
-		ErrMessage: r.GetErrorMessage(),
-		Time:       r.GetNowUnixNs(),
-		Index:      r.GetIndex(),
-		Digest:     r.GetDigest(),
+// RequestResultFromRecord converts a snapshot record to a new request
+// result, or says why it cannot: a digest that is not DigestSize bytes.
+func RequestResultFromRecord(r *raftcmdv1.RequestResult) (*RequestResult, error) {
+	if len(r.GetDigest()) != DigestSize {
+		return nil, fmt.Errorf("request result %q: digest is %d bytes, want %d", r.GetRequestId(), len(r.GetDigest()), DigestSize)
 	}
+	res := &RequestResult{
+		ID:       r.GetRequestId(),
+		Revision: r.GetRevision(),
+		Time:     r.GetNowUnixNs(),
+		Index:    r.GetIndex(),
+		Digest:   [DigestSize]byte(r.GetDigest()),
+	}
+	if kind := RequestError(r.GetError()); kind != RequestOK || r.GetErrorMessage() != "" {
+		res.err = &requestErr{kind, r.GetErrorMessage()}
+	}
+	return res, nil
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}

@@ -25,50 +25,84 @@ type RequestResult struct {
 	ID string
 	// Revision the first application returned.
 	Revision uint64
-	// ErrKind and ErrMessage describe the first application's domain error.
-	ErrKind    RequestError
-	ErrMessage string
 	// Time is the leader's stamp on the first application (unix ns).
 	Time int64
 	// Index is the Raft index of the first application.
 	Index uint64
-	// Digest identifies what the request asked for.
-	Digest []byte
+	// Digest identifies what the request asked for: the SHA-256 the leader
+	// put in the request's log entry.
+	Digest [DigestSize]byte
+	// err is the first application's domain error, nil when it succeeded:
+	// rare, so it costs a successful result one pointer. A node keeps up
+	// to 100,000 results by default; this one is 80 bytes.
+	err *requestErr
+}
+
+// DigestSize is the size of a request's digest (SHA-256).
+const DigestSize = 32
+
+// requestErr is a remembered domain error: its kind and its text.
+type requestErr struct {
+	kind RequestError
+	msg  string
 }
 
 // NewRequestResult records the outcome (rev, err) of request id, applied at
-// index with the leader's stamp now. err must be nil or a domain error
-// (ErrNotFound, ErrStaleRegistration, ErrLimitExceeded).
+// index with the leader's stamp now. digest must be DigestSize bytes; err
+// must be nil or a domain error (ErrNotFound, ErrStaleRegistration,
+// ErrLimitExceeded).
 func NewRequestResult(id string, digest []byte, now int64, index, rev uint64, err error) (*RequestResult, error) {
-	r := &RequestResult{ID: id, Revision: rev, Time: now, Index: index, Digest: digest}
+	if len(digest) != DigestSize {
+		return nil, fmt.Errorf("request %q: digest is %d bytes, want %d", id, len(digest), DigestSize)
+	}
+	r := &RequestResult{ID: id, Revision: rev, Time: now, Index: index, Digest: [DigestSize]byte(digest)}
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrNotFound):
-		r.ErrKind, r.ErrMessage = RequestNotFound, err.Error()
+		r.err = &requestErr{RequestNotFound, err.Error()}
 	case errors.Is(err, ErrStaleRegistration):
-		r.ErrKind, r.ErrMessage = RequestStaleRegistration, err.Error()
+		r.err = &requestErr{RequestStaleRegistration, err.Error()}
 	case errors.Is(err, ErrLimitExceeded):
-		r.ErrKind, r.ErrMessage = RequestLimitExceeded, err.Error()
+		r.err = &requestErr{RequestLimitExceeded, err.Error()}
 	default:
 		return nil, fmt.Errorf("request %q: cannot remember error %w", id, err)
 	}
 	return r, nil
 }
 
+// ErrKind returns the kind of the first application's domain error,
+// RequestOK when it succeeded.
+func (r *RequestResult) ErrKind() RequestError {
+	if r.err == nil {
+		return RequestOK
+	}
+	return r.err.kind
+}
+
+// ErrMessage returns the text of the first application's domain error, ""
+// when it succeeded.
+func (r *RequestResult) ErrMessage() string {
+	if r.err == nil {
+		return ""
+	}
+	return r.err.msg
+}
+
 // Err returns the first application's error, nil when it succeeded. It has
 // the same text and wraps the same sentinel.
 func (r *RequestResult) Err() error {
-	switch r.ErrKind {
-	case RequestOK:
+	if r.err == nil {
 		return nil
+	}
+	switch r.err.kind {
 	case RequestNotFound:
-		return &rememberedError{msg: r.ErrMessage, kind: ErrNotFound}
+		return &rememberedError{msg: r.err.msg, kind: ErrNotFound}
 	case RequestStaleRegistration:
-		return &rememberedError{msg: r.ErrMessage, kind: ErrStaleRegistration}
+		return &rememberedError{msg: r.err.msg, kind: ErrStaleRegistration}
 	case RequestLimitExceeded:
-		return &rememberedError{msg: r.ErrMessage, kind: ErrLimitExceeded}
+		return &rememberedError{msg: r.err.msg, kind: ErrLimitExceeded}
 	default:
-		return &rememberedError{msg: r.ErrMessage, kind: fmt.Errorf("unknown error kind %d", r.ErrKind)}
+		return &rememberedError{msg: r.err.msg, kind: fmt.Errorf("unknown error kind %d", r.err.kind)}
 	}
 }
 

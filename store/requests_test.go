@@ -245,3 +245,38 @@ func TestRequestAddedAfterAForgottenOneIsFound(t *testing.T) {
 		t.Fatalf("committed %v, want just a", ids(got))
 	}
 }
+
+// TestRequestResultRecordRoundTrip: a result's snapshot form gives back the
+// same result, its error included, and a record whose digest is not a
+// SHA-256 is refused instead of restored as another digest.
+func TestRequestResultRecordRoundTrip(t *testing.T) {
+	digest := make([]byte, DigestSize)
+	digest[0], digest[DigestSize-1] = 7, 9
+	for _, applied := range []error{nil, ErrNotFound, fmt.Errorf("web/a: %w", ErrStaleRegistration)} {
+		r, err := NewRequestResult("req-1", digest, 5, 6, 7, applied)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := RequestResultFromRecord(RequestResultToRecord(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back.ID != r.ID || back.Revision != r.Revision || back.Time != r.Time || back.Index != r.Index ||
+			back.Digest != r.Digest || back.ErrKind() != r.ErrKind() || back.ErrMessage() != r.ErrMessage() {
+			t.Fatalf("round trip of %+v gave %+v", r, back)
+		}
+		if (applied == nil) != (back.Err() == nil) || (applied != nil && back.Err().Error() != applied.Error()) {
+			t.Fatalf("error %v came back as %v", applied, back.Err())
+		}
+	}
+	for _, n := range []int{0, 16, 33} {
+		rec := RequestResultToRecord(&RequestResult{ID: "req-2"})
+		rec.Digest = make([]byte, n)
+		if _, err := RequestResultFromRecord(rec); err == nil {
+			t.Fatalf("a record with a %d-byte digest was restored", n)
+		}
+		if _, err := NewRequestResult("req-2", make([]byte, n), 1, 1, 1, nil); err == nil {
+			t.Fatalf("a result with a %d-byte digest was made", n)
+		}
+	}
+}
