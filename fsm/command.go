@@ -117,17 +117,32 @@ func EncodeRequest(id string, now int64, t CommandType, m proto.Message) ([]byte
 // request.
 var leaderStamped = []protoreflect.Name{"now_unix_ns", "limits"}
 
-// requestDigest hashes what the client asked for: the command without what
-// the leader stamped (leaderStamped), encoded deterministically.
-func requestDigest(t CommandType, m proto.Message) ([]byte, error) {
-	c := proto.Clone(m)
-	r := c.ProtoReflect()
-	for _, name := range leaderStamped {
-		if fd := r.Descriptor().Fields().ByName(name); fd != nil {
-			r.Clear(fd)
+func isLeaderStamped(name protoreflect.Name) bool {
+	for _, n := range leaderStamped {
+		if n == name {
+			return true
 		}
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	return false
+}
+
+// requestDigest hashes what the client asked for: the command without what
+// the leader stamped (leaderStamped), encoded deterministically. The
+// command is copied shallowly, field by field, into a message that leaves
+// the stamped fields out: the copy shares the instance and its maps with
+// m instead of cloning them, and the bytes are those of a clone with the
+// stamped fields cleared.
+func requestDigest(t CommandType, m proto.Message) ([]byte, error) {
+	src := m.ProtoReflect()
+	c := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if !isLeaderStamped(fd.Name()) {
+			c.Set(fd, v)
+		}
+		return true
+	})
+	c.SetUnknown(src.GetUnknown())
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c.Interface())
 	if err != nil {
 		return nil, fmt.Errorf("digest command %d: %w", t, err)
 	}
