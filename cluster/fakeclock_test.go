@@ -250,8 +250,9 @@ func (h *leaseHarness) follow() {
 func key(svc, id string) store.Key { return store.Key{Namespace: "default", Service: svc, ID: id} }
 
 func (h *leaseHarness) register(svc, id string, ttl, dca time.Duration) {
-	h.prop.register(&store.Instance{Namespace: "default", Service: svc, ID: id, Address: "10.0.0.1", Port: 80, Weight: 100,
-		TTL: ttl, DeregisterCriticalAfter: dca})
+	inst := &store.Instance{Namespace: "default", Service: svc, ID: id, Address: "10.0.0.1", Port: 80, Weight: 100, TTL: ttl}
+	inst.SetDeregisterCriticalAfter(dca)
+	h.prop.register(inst)
 	h.follow()
 }
 
@@ -295,7 +296,7 @@ func (h *leaseHarness) state(svc, id string) string {
 	switch {
 	case inst == nil:
 		return "gone"
-	case inst.HeldSince != 0:
+	case inst.HeldSince() != 0:
 		if inst.Status != store.HealthPassing || len(inst.StatusReason) < len(ReasonHeldPrefix) ||
 			inst.StatusReason[:len(ReasonHeldPrefix)] != ReasonHeldPrefix {
 			return fmt.Sprintf("bad hold: %v %q", inst.Status, inst.StatusReason)

@@ -75,7 +75,7 @@ func (r *checkRunner) run(ctx context.Context) {
 func (r *checkRunner) sync(v *store.View, _ uint64) {
 	present := map[store.Key]bool{}
 	_ = v.Instances(func(inst *store.Instance) bool {
-		if inst.Check != nil {
+		if inst.Check() != nil {
 			present[inst.Key()] = true
 			r.upsert(inst)
 		}
@@ -92,7 +92,7 @@ func (r *checkRunner) sync(v *store.View, _ uint64) {
 }
 
 func (r *checkRunner) change(ev *store.Event) {
-	if ev.Type == store.EventPut && ev.Instance.Check != nil {
+	if ev.Type == store.EventPut && ev.Instance.Check() != nil {
 		r.upsert(ev.Instance)
 		return
 	}
@@ -114,15 +114,15 @@ func (r *checkRunner) upsert(inst *store.Instance) {
 	}
 	k := inst.Key()
 	if c := r.checks[k]; c != nil {
-		if c.regRev == inst.RegistrationRevision && c.check == *inst.Check {
+		if c.regRev == inst.RegistrationRevision && c.check == *inst.Check() {
 			return
 		}
 		c.cancel()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &checkState{
-		key: k, regRev: inst.RegistrationRevision, check: *inst.Check,
-		ttl: inst.TTL, dca: inst.DeregisterCriticalAfter,
+		key: k, regRev: inst.RegistrationRevision, check: *inst.Check(),
+		ttl: inst.TTL, dca: inst.DeregisterCriticalAfter(),
 		status: inst.Status, cancel: cancel,
 	}
 	if c.status == store.HealthCritical {

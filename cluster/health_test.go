@@ -57,7 +57,9 @@ func TestCheckTransitions(t *testing.T) {
 			r := newCheckRunner(hclog.NewNullLogger(), clk, p, s, 1)
 			chk := store.Check{TCP: "127.0.0.1:1", Interval: time.Second, Timeout: time.Second, FailuresBeforeCritical: 2, SuccessesBeforePassing: 2}
 			inst := &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: "10.0.0.1", Port: 80, Weight: 100,
-				TTL: tc.ttl, DeregisterCriticalAfter: tc.dca, Check: &chk}
+				TTL: tc.ttl}
+			inst.SetDeregisterCriticalAfter(tc.dca)
+			inst.SetCheck(&chk)
 			regRev := p.register(inst)
 			if tc.expired {
 				if _, err := p.SetHealth(context.Background(), inst.Key(), regRev, store.HealthCritical, ReasonLeaseExpired); err != nil {

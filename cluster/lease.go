@@ -271,7 +271,7 @@ func (t *leaseTable) sync(v *store.View, rev uint64) {
 		l := t.put(inst, now.Add(t.grace))
 		if inst.Status == store.HealthCritical && inst.StatusReason == ReasonLeaseExpired {
 			l.expired = true
-			l.reapAt = now.Add(inst.DeregisterCriticalAfter)
+			l.reapAt = now.Add(inst.DeregisterCriticalAfter())
 			t.schedule(l)
 		}
 		return true
@@ -311,7 +311,7 @@ func (t *leaseTable) change(ev *store.Event) {
 			// A health, drain or hold change of a known lease: a status
 			// change clears a hold mark.
 			if inst.ModRevision > l.markRev {
-				l.marked, l.markRev = inst.HeldSince != 0, inst.ModRevision
+				l.marked, l.markRev = inst.HeldSince() != 0, inst.ModRevision
 			}
 			return
 		}
@@ -357,12 +357,12 @@ func (t *leaseTable) put(inst *store.Instance, now time.Time) *lease {
 	if old := t.leases[k]; old != nil {
 		t.drop(old)
 	}
-	l := &lease{key: k, regRev: inst.RegistrationRevision, ttl: inst.TTL, dca: inst.DeregisterCriticalAfter,
+	l := &lease{key: k, regRev: inst.RegistrationRevision, ttl: inst.TTL, dca: inst.DeregisterCriticalAfter(),
 		deadline: now.Add(inst.TTL), lastRenew: now}
-	if inst.HeldSince != 0 {
+	if inst.HeldSince() != 0 {
 		// Held under an earlier leader: the hold keeps its start, so a
 		// failover never extends it beyond the maximum.
-		l.marked, l.markRev, l.heldSince = true, inst.ModRevision, time.Unix(0, inst.HeldSince)
+		l.marked, l.markRev, l.heldSince = true, inst.ModRevision, time.Unix(0, inst.HeldSince())
 	}
 	t.leases[k] = l
 	t.perSvc[serviceKey{k.Namespace, k.Service}]++

@@ -163,8 +163,8 @@ func TestSelfPreservation(t *testing.T) {
 			},
 			check: func(t *testing.T, h *leaseHarness) {
 				inst := h.instance("web", fleet[5])
-				if inst.StatusReason != ReasonLeaseExpired || inst.HeldSince != 0 {
-					t.Fatalf("after the hold: %q held_since=%d", inst.StatusReason, inst.HeldSince)
+				if inst.StatusReason != ReasonLeaseExpired || inst.HeldSince() != 0 {
+					t.Fatalf("after the hold: %q held_since=%d", inst.StatusReason, inst.HeldSince())
 				}
 			},
 		},
@@ -264,8 +264,8 @@ func TestHeldInstanceShowsIt(t *testing.T) {
 	since := start.Add(2 * time.Second)
 	want := fmt.Sprintf("held by self-preservation since %s, expires at %s at the latest: no heartbeat within the ttl",
 		since.Format(time.RFC3339), since.Add(10*time.Minute).Format(time.RFC3339))
-	if inst.Status != store.HealthPassing || inst.StatusReason != want || inst.HeldSince != since.UnixNano() {
-		t.Fatalf("held instance: %v %q held_since=%d\nwant reason %q", inst.Status, inst.StatusReason, inst.HeldSince, want)
+	if inst.Status != store.HealthPassing || inst.StatusReason != want || inst.HeldSince() != since.UnixNano() {
+		t.Fatalf("held instance: %v %q held_since=%d\nwant reason %q", inst.Status, inst.StatusReason, inst.HeldSince(), want)
 	}
 	if !inst.Healthy() {
 		t.Fatal("a held instance is not healthy: self-preservation would not keep it discoverable")
@@ -439,7 +439,7 @@ func TestLateExpireNeverDeletesReregistration(t *testing.T) {
 			}
 			h.prop.before = nil
 			inst := h.instance("web", "f0")
-			if inst == nil || inst.RegistrationRevision != again || inst.Status != store.HealthPassing || inst.HeldSince != 0 {
+			if inst == nil || inst.RegistrationRevision != again || inst.Status != store.HealthPassing || inst.HeldSince() != 0 {
 				t.Fatalf("the re-registration (revision %d) was changed by a late %s: %+v", again, tc.cmd, inst)
 			}
 			// The new registration has its own lease: it heartbeats, and it

@@ -25,7 +25,7 @@ func toAPIInstance(i *store.Instance) *rosterv1.Instance {
 		Status:               rosterv1.HealthStatus(i.Status),
 		StatusReason:         i.StatusReason,
 		Enabled:              i.Enabled,
-		MaintenanceReason:    i.MaintenanceReason,
+		MaintenanceReason:    i.MaintenanceReason(),
 		CreateRevision:       i.CreateRevision,
 		ModRevision:          i.ModRevision,
 		RegistrationRevision: i.RegistrationRevision,
@@ -36,10 +36,10 @@ func toAPIInstance(i *store.Instance) *rosterv1.Instance {
 	if i.TTL > 0 {
 		out.Ttl = durationpb.New(i.TTL)
 	}
-	if i.DeregisterCriticalAfter > 0 {
-		out.DeregisterCriticalAfter = durationpb.New(i.DeregisterCriticalAfter)
+	if d := i.DeregisterCriticalAfter(); d > 0 {
+		out.DeregisterCriticalAfter = durationpb.New(d)
 	}
-	if c := i.Check; c != nil {
+	if c := i.Check(); c != nil {
 		hc := &rosterv1.HealthCheck{
 			GrpcService:            c.GRPCService,
 			Interval:               durationpb.New(c.Interval),

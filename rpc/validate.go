@@ -215,19 +215,21 @@ func validateInstance(in *rosterv1.Instance) (*store.Instance, error) {
 		}
 	}
 	if in.Check != nil {
-		if out.Check, err = validateCheck(in.Check); err != nil {
+		check, err := validateCheck(in.Check)
+		if err != nil {
 			return nil, err
 		}
+		out.SetCheck(check)
 	}
 	if in.DeregisterCriticalAfter != nil {
 		d := in.DeregisterCriticalAfter.AsDuration()
 		if err := in.DeregisterCriticalAfter.CheckValid(); err != nil || d < 0 || d > MaxCriticalAfter {
 			return nil, invalidf("deregister_critical_after must be 0-%s", MaxCriticalAfter)
 		}
-		if d > 0 && out.TTL == 0 && out.Check == nil {
+		if d > 0 && out.TTL == 0 && out.Check() == nil {
 			return nil, invalidf("deregister_critical_after needs a ttl or a check")
 		}
-		out.DeregisterCriticalAfter = d
+		out.SetDeregisterCriticalAfter(d)
 	}
 	return out, nil
 }

@@ -48,8 +48,8 @@ func FuzzValidateRegister(f *testing.F) {
 			t.Fatalf("accepted %d tags, %d metadata keys", len(inst.Tags), len(inst.Metadata))
 		case inst.TTL != 0 && (inst.TTL < MinTTL || inst.TTL > MaxTTL):
 			t.Fatalf("accepted ttl %s", inst.TTL)
-		case inst.Check != nil && (inst.Check.Interval < MinCheckInterval || inst.Check.Interval > MaxCheckInterval):
-			t.Fatalf("accepted check interval %s", inst.Check.Interval)
+		case inst.Check() != nil && (inst.Check().Interval < MinCheckInterval || inst.Check().Interval > MaxCheckInterval):
+			t.Fatalf("accepted check interval %s", inst.Check().Interval)
 		}
 		for k, v := range inst.Metadata {
 			if len(k) > MaxMetadataKey || len(v) > MaxMetadataValue {

@@ -22,18 +22,18 @@ func InstanceToRecord(i *Instance) *raftcmdv1.Instance {
 		Weight:                    i.Weight,
 		Zone:                      i.Zone,
 		TtlNs:                     int64(i.TTL),
-		DeregisterCriticalAfterNs: int64(i.DeregisterCriticalAfter),
+		DeregisterCriticalAfterNs: int64(i.DeregisterCriticalAfter()),
 		Status:                    int32(i.Status),
 		StatusReason:              i.StatusReason,
 		StatusChangedUnixNs:       i.StatusChangedAt,
 		Enabled:                   i.Enabled,
-		MaintenanceReason:         i.MaintenanceReason,
+		MaintenanceReason:         i.MaintenanceReason(),
 		CreateRevision:            i.CreateRevision,
 		ModRevision:               i.ModRevision,
 		RegistrationRevision:      i.RegistrationRevision,
-		HeldSinceUnixNs:           i.HeldSince,
+		HeldSinceUnixNs:           i.HeldSince(),
 	}
-	if c := i.Check; c != nil {
+	if c := i.Check(); c != nil {
 		r.Check = &raftcmdv1.HealthCheck{
 			Http: c.HTTP, Tcp: c.TCP, Grpc: c.GRPC, GrpcService: c.GRPCService,
 			IntervalNs: int64(c.Interval), TimeoutNs: int64(c.Timeout),
@@ -47,34 +47,38 @@ func InstanceToRecord(i *Instance) *raftcmdv1.Instance {
 // InstanceFromRecord converts a stored record to a new instance.
 func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
 	i := &Instance{
-		Namespace:               r.GetNamespace(),
-		Service:                 r.GetService(),
-		ID:                      r.GetId(),
-		Address:                 r.GetAddress(),
-		Port:                    r.GetPort(),
-		Tags:                    r.GetTags(),
-		Metadata:                r.GetMetadata(),
-		Weight:                  r.GetWeight(),
-		Zone:                    r.GetZone(),
-		TTL:                     time.Duration(r.GetTtlNs()),
-		DeregisterCriticalAfter: time.Duration(r.GetDeregisterCriticalAfterNs()),
-		Status:                  Health(r.GetStatus()),
-		StatusReason:            r.GetStatusReason(),
-		StatusChangedAt:         r.GetStatusChangedUnixNs(),
-		Enabled:                 r.GetEnabled(),
-		MaintenanceReason:       r.GetMaintenanceReason(),
-		CreateRevision:          r.GetCreateRevision(),
-		ModRevision:             r.GetModRevision(),
-		RegistrationRevision:    r.GetRegistrationRevision(),
-		HeldSince:               r.GetHeldSinceUnixNs(),
+		Namespace:            r.GetNamespace(),
+		Service:              r.GetService(),
+		ID:                   r.GetId(),
+		Address:              r.GetAddress(),
+		Port:                 r.GetPort(),
+		Tags:                 r.GetTags(),
+		Metadata:             r.GetMetadata(),
+		Weight:               r.GetWeight(),
+		Zone:                 r.GetZone(),
+		TTL:                  time.Duration(r.GetTtlNs()),
+		Status:               Health(r.GetStatus()),
+		StatusReason:         r.GetStatusReason(),
+		StatusChangedAt:      r.GetStatusChangedUnixNs(),
+		Enabled:              r.GetEnabled(),
+		CreateRevision:       r.GetCreateRevision(),
+		ModRevision:          r.GetModRevision(),
+		RegistrationRevision: r.GetRegistrationRevision(),
 	}
+	var rare rareFields
 	if c := r.GetCheck(); c != nil {
-		i.Check = &Check{
+		rare.check = &Check{
 			HTTP: c.GetHttp(), TCP: c.GetTcp(), GRPC: c.GetGrpc(), GRPCService: c.GetGrpcService(),
 			Interval: time.Duration(c.GetIntervalNs()), Timeout: time.Duration(c.GetTimeoutNs()),
 			FailuresBeforeCritical: c.GetFailuresBeforeCritical(),
 			SuccessesBeforePassing: c.GetSuccessesBeforePassing(),
 		}
+	}
+	rare.deregisterCriticalAfter = time.Duration(r.GetDeregisterCriticalAfterNs())
+	rare.maintenanceReason = r.GetMaintenanceReason()
+	rare.heldSince = r.GetHeldSinceUnixNs()
+	if rare != (rareFields{}) {
+		i.rare = &rare
 	}
 	if len(i.Tags) == 0 {
 		i.Tags = nil

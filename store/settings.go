@@ -163,12 +163,13 @@ func (w *WriteTxn) SetHeld(k Key, regRev uint64, since int64, reason string) (ui
 	if err != nil {
 		return 0, err
 	}
-	if prev.Status == HealthCritical || (since == 0 && prev.HeldSince == 0) ||
-		(prev.HeldSince == since && prev.StatusReason == reason) {
+	if prev.Status == HealthCritical || (since == 0 && prev.HeldSince() == 0) ||
+		(prev.HeldSince() == since && prev.StatusReason == reason) {
 		return prev.ModRevision, nil
 	}
 	next := prev.modified()
-	next.HeldSince, next.StatusReason = since, reason
+	next.SetHeldSince(since)
+	next.StatusReason = reason
 	next.ModRevision = w.index
 	if err := w.put(prev, next); err != nil {
 		return 0, err

@@ -126,7 +126,7 @@ func TestStoreWrites(t *testing.T) {
 			wantCount: 1, wantStore: 3,
 			check: func(t *testing.T, v *View) {
 				i, _ := v.Instance(nil, key)
-				if i.Enabled || i.MaintenanceReason != "deploy" || i.Healthy() {
+				if i.Enabled || i.MaintenanceReason() != "deploy" || i.Healthy() {
 					t.Errorf("got %+v", i)
 				}
 			},
@@ -136,7 +136,7 @@ func TestStoreWrites(t *testing.T) {
 			steps: []step{
 				{"reg", 2, func(w *WriteTxn) (uint64, error) {
 					i := inst("web", "a", 80)
-					i.Check = &Check{TCP: "127.0.0.1:80", Interval: time.Second, Timeout: time.Second}
+					i.SetCheck(&Check{TCP: "127.0.0.1:80", Interval: time.Second, Timeout: time.Second})
 					return w.Register(i, 1)
 				}, 2, nil},
 			},
@@ -475,5 +475,62 @@ func TestAWatchAskedOfAnOlderViewFiresAtOnce(t *testing.T) {
 	}
 	if timedOut := quiet.Watch(time.After(50 * time.Millisecond)); !timedOut {
 		t.Fatal("the watch of an instance nothing changed fired")
+	}
+}
+
+// TestRareFieldsAreNeverShared: the seldom set fields behind one pointer
+// are copied on write, so changing them on a copy of a stored instance
+// (as every writer does) leaves the stored one as it was, and an instance
+// with none of them set holds no pointer.
+func TestRareFieldsAreNeverShared(t *testing.T) {
+	s := New(DefaultOptions())
+	reg := inst("web", "a", 80)
+	reg.TTL = time.Second
+	reg.SetDeregisterCriticalAfter(time.Minute)
+	register(t, s, 1, reg)
+	k := reg.Key()
+	reg.SetDeregisterCriticalAfter(time.Hour) // the caller's copy, after the write
+	if _, err := func() (uint64, error) {
+		w := s.Begin(2)
+		defer w.Abort()
+		rev, err := w.SetMaintenance(k, false, "deploy")
+		if err == nil {
+			err = w.Commit()
+		}
+		return rev, err
+	}(); err != nil {
+		t.Fatal(err)
+	}
+	v1 := s.View()
+	drained, _ := v1.Instance(nil, k)
+	if drained.MaintenanceReason() != "deploy" || drained.DeregisterCriticalAfter() != time.Minute {
+		t.Fatalf("drained: reason %q, deregister after %v", drained.MaintenanceReason(), drained.DeregisterCriticalAfter())
+	}
+	w := s.Begin(3)
+	if _, err := w.SetMaintenance(k, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := v1.Instance(nil, k); again.MaintenanceReason() != "deploy" {
+		t.Fatalf("re-enabling changed the older state's reason to %q", again.MaintenanceReason())
+	}
+	enabled, _ := s.View().Instance(nil, k)
+	if enabled.MaintenanceReason() != "" || enabled.DeregisterCriticalAfter() != time.Minute {
+		t.Fatalf("enabled: reason %q, deregister after %v", enabled.MaintenanceReason(), enabled.DeregisterCriticalAfter())
+	}
+
+	var plain Instance
+	plain.SetMaintenanceReason("x")
+	plain.SetMaintenanceReason("")
+	if plain.rare != nil {
+		t.Fatal("an instance whose rare fields are all cleared still holds them")
+	}
+	chk := &Check{TCP: "127.0.0.1:80", Interval: time.Second}
+	plain.SetCheck(chk)
+	c := plain.Clone()
+	if c.Check() == chk || *c.Check() != *chk {
+		t.Fatal("Clone shares the check or changes it")
 	}
 }

@@ -211,12 +211,13 @@ func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error
 	next.CreateRevision = w.index
 	next.RegistrationRevision = w.index
 	next.Enabled = true
-	next.MaintenanceReason = ""
+	next.SetMaintenanceReason("")
 	next.Status, next.StatusReason, next.StatusChangedAt = initialHealth(next), "registered", now
 	if prev != nil {
 		next.CreateRevision = prev.CreateRevision
-		next.Enabled, next.MaintenanceReason = prev.Enabled, prev.MaintenanceReason
-		sameHealth := prev.TTL == next.TTL && sameCheck(prev.Check, next.Check)
+		next.Enabled = prev.Enabled
+		next.SetMaintenanceReason(prev.MaintenanceReason())
+		sameHealth := prev.TTL == next.TTL && sameCheck(prev.Check(), next.Check())
 		if sameHealth && next.TTL == 0 {
 			next.RegistrationRevision = prev.RegistrationRevision
 			next.Status, next.StatusReason, next.StatusChangedAt = prev.Status, prev.StatusReason, prev.StatusChangedAt
@@ -226,7 +227,7 @@ func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error
 		}
 		// A new registration starts a new lease, so a hold of the old one
 		// does not carry over, nor does the reason that says so.
-		if next.Status == prev.Status && prev.HeldSince == 0 {
+		if next.Status == prev.Status && prev.HeldSince() == 0 {
 			next.StatusReason, next.StatusChangedAt = prev.StatusReason, prev.StatusChangedAt
 		}
 	}
@@ -237,7 +238,7 @@ func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error
 }
 
 func initialHealth(i *Instance) Health {
-	if i.Check != nil && i.TTL == 0 {
+	if i.Check() != nil && i.TTL == 0 {
 		return HealthCritical
 	}
 	return HealthPassing
@@ -289,7 +290,7 @@ func (w *WriteTxn) SetHealth(k Key, regRev uint64, h Health, reason string, now 
 	next.Status, next.StatusReason, next.StatusChangedAt = h, reason, now
 	// A status change ends any self-preservation hold mark: the reason it
 	// showed is replaced.
-	next.HeldSince = 0
+	next.SetHeldSince(0)
 	next.ModRevision = w.index
 	if err := w.put(prev, next); err != nil {
 		return 0, err
@@ -322,11 +323,12 @@ func (w *WriteTxn) SetMaintenance(k Key, enabled bool, reason string) (uint64, e
 	if enabled {
 		reason = ""
 	}
-	if prev.Enabled == enabled && prev.MaintenanceReason == reason {
+	if prev.Enabled == enabled && prev.MaintenanceReason() == reason {
 		return prev.ModRevision, nil
 	}
 	next := prev.modified()
-	next.Enabled, next.MaintenanceReason = enabled, reason
+	next.Enabled = enabled
+	next.SetMaintenanceReason(reason)
 	next.ModRevision = w.index
 	if err := w.put(prev, next); err != nil {
 		return 0, err
