@@ -35,6 +35,10 @@ func upgradeNode(t *testing.T, dir string) *Node {
 		t.Fatal(err)
 	}
 	poll(t, "the single node to become a ready leader", n.LeaderReady)
+	// A new leader publishes its own member record after it is ready; the
+	// record is state (in the hash) without a registry revision, so a test
+	// that compares hashes waits for it.
+	poll(t, "the node to publish its member record", func() bool { return n.store.View().Member(cfg.NodeID) != nil })
 	return n
 }
 
