@@ -5,17 +5,9 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/roster-registry/roster/internal/liveheap"
 	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
 )
-
-// liveHeap is the heap in use after two full collections.
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
-}
 
 // BenchmarkMemoryPerRequest measures what a write's remembered request
 // result costs the Go heap: 50,000 registers of new instances (3 tags, 4
@@ -28,7 +20,7 @@ func BenchmarkMemoryPerRequest(b *testing.B) {
 	const n = 50_000
 	perWrite := func(withID bool) float64 {
 		f := newFSM()
-		h0 := liveHeap()
+		h0 := liveheap.Here()
 		for k := range n {
 			m := &raftcmdv1.Register{Instance: &raftcmdv1.Instance{Namespace: "default", Service: "bench",
 				Id: fmt.Sprintf("bench-%08d", k), Address: "10.1.1.1", Port: 80, Weight: 100,
@@ -46,7 +38,7 @@ func BenchmarkMemoryPerRequest(b *testing.B) {
 				b.Fatalf("apply %d: %v", k, r.Err)
 			}
 		}
-		h1 := liveHeap()
+		h1 := liveheap.Here()
 		if got := f.Store().View().Count(); got != n {
 			b.Fatalf("store holds %d instances, want %d", got, n)
 		}

@@ -7,17 +7,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/roster-registry/roster/internal/liveheap"
 	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
 )
-
-// liveHeap is the heap in use after two full collections.
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
-}
 
 // BenchmarkMemoryPerInstance measures what an instance costs the Go heap:
 // record-B/instance for the instance decoded from its log record as the
@@ -46,17 +38,17 @@ func BenchmarkMemoryPerInstance(b *testing.B) {
 	}
 	var recordB, storeB float64
 	for range b.N {
-		h0 := liveHeap()
+		h0 := liveheap.Here()
 		keep := make([]*Instance, n)
 		for k := range keep {
 			keep[k] = record(k)
 		}
-		h1 := liveHeap()
+		h1 := liveheap.Here()
 		runtime.KeepAlive(keep)
 		keep = nil
 		recordB = float64(h1-h0) / n
 
-		h0 = liveHeap()
+		h0 = liveheap.Here()
 		s := New(DefaultOptions())
 		for k := 0; k < n; k += 64 {
 			w := s.Begin(uint64(k + 1))
@@ -76,7 +68,7 @@ func BenchmarkMemoryPerInstance(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		h1 = liveHeap()
+		h1 = liveheap.Here()
 		if got := s.View().Count(); got != n {
 			b.Fatalf("store holds %d instances, want %d", got, n)
 		}

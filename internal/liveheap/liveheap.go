@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -63,4 +64,15 @@ func get(ctx context.Context, url string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return b, nil
+}
+
+// Here collects this process's garbage twice (objects with finalizers are
+// freed by the second pass) and returns the bytes its heap then holds: the
+// in-process counterpart of Measure, for Go benchmarks.
+func Here() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }
