@@ -396,12 +396,17 @@ func (t *Txn) delete(parent, n *Node, search []byte) (*Node, *leafNode) {
 func (t *Txn) deletePrefix(parent, n *Node, search []byte) (*Node, int) {
 	// Check for key exhaustion
 	if len(search) == 0 {
+		// Track and count the subtree before it is emptied: when this
+		// transaction already made n writable, writeNode returns n itself,
+		// and emptying nc would leave nothing under n to notify or count
+		// (upstream's hashicorp/go-immutable-radix#107).
+		removed := t.trackChannelsAndCount(n)
 		nc := t.writeNode(n, true)
 		if n.isLeaf() {
 			nc.leaf = nil
 		}
 		nc.edges = nil
-		return nc, t.trackChannelsAndCount(n)
+		return nc, removed
 	}
 
 	// Look for an edge

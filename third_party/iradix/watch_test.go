@@ -1,6 +1,11 @@
 package iradix
 
-import "testing"
+import (
+	"fmt"
+	"math/rand"
+	"strings"
+	"testing"
+)
 
 func isOpen(ch <-chan struct{}) bool {
 	select {
@@ -143,5 +148,107 @@ func TestWatchersRacingACommitAreAllTold(t *testing.T) {
 				t.Fatalf("round %d: a watch of the replaced leaf is open after the commit", round)
 			}
 		}
+	}
+}
+
+// TestLeafWatchesFireExactlyForChangedKeys drives random transactions
+// (inserts, deletes, prefix deletes, some large enough to overflow the
+// tracking and take the slow notify) and checks every key's leaf watch,
+// asked of the tree before the transaction both before and after it
+// commits: it is closed after the commit exactly when the transaction
+// wrote or removed that key, as with channels made eagerly.
+func TestLeafWatchesFireExactlyForChangedKeys(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	keys := make([]string, 300)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k/%d/%d", i%7, i)
+	}
+	r := New()
+	for round := 0; round < 60; round++ {
+		old := r
+		early := map[string]<-chan struct{}{}
+		for _, k := range keys {
+			if rng.Intn(3) == 0 {
+				if w, _, ok := old.Root().GetWatch([]byte(k)); ok {
+					early[k] = w
+				}
+			}
+		}
+		txn := old.Txn()
+		txn.TrackMutate(true)
+		touched := map[string]bool{}
+		ops := 1 + rng.Intn(40)
+		if round%10 == 9 {
+			ops = defaultModifiedCache + 100 // overflow: the slow notify
+		}
+		for n := 0; n < ops; n++ {
+			k := keys[rng.Intn(len(keys))]
+			switch x := rng.Intn(20); {
+			case x < 12:
+				txn.Insert([]byte(k), n)
+				touched[k] = true
+			case x < 19:
+				if _, ok := txn.Delete([]byte(k)); ok {
+					touched[k] = true
+				}
+			default:
+				prefix := fmt.Sprintf("k/%d/", rng.Intn(7))
+				for _, kk := range keys {
+					if _, ok := txn.Get([]byte(kk)); ok && strings.HasPrefix(kk, prefix) {
+						touched[kk] = true
+					}
+				}
+				txn.DeletePrefix([]byte(prefix))
+			}
+		}
+		r = txn.Commit()
+		for _, k := range keys {
+			_, _, existed := old.Root().GetWatch([]byte(k))
+			if !existed {
+				continue
+			}
+			late, _, _ := old.Root().GetWatch([]byte(k))
+			for what, w := range map[string]<-chan struct{}{"early": early[k], "late": late} {
+				if w == nil {
+					continue
+				}
+				if touched[k] == isOpen(w) {
+					t.Fatalf("round %d (%d ops): key %s touched=%v, but its %s watch is open=%v",
+						round, ops, k, touched[k], what, isOpen(w))
+				}
+			}
+		}
+	}
+}
+
+// TestDeletePrefixOfANodeThisTransactionChanged: deleting a prefix whose
+// node the same transaction already wrote under notifies every key it
+// removes and counts them (upstream's DeletePrefix emptied the node before
+// walking it, so it did neither).
+func TestDeletePrefixOfANodeThisTransactionChanged(t *testing.T) {
+	r := New()
+	r, _, _ = r.Insert([]byte("foo/a"), 1)
+	r, _, _ = r.Insert([]byte("foo/b"), 2)
+	r, _, _ = r.Insert([]byte("zip"), 3)
+	watchB, _, _ := r.Root().GetWatch([]byte("foo/b"))
+	old := r
+	txn := r.Txn()
+	txn.TrackMutate(true)
+	txn.Insert([]byte("foo/c"), 4) // the "foo/" node is now writable
+	if !txn.DeletePrefix([]byte("foo/")) {
+		t.Fatal("DeletePrefix deleted nothing")
+	}
+	r = txn.Commit()
+	if r.Len() != 1 {
+		t.Fatalf("Len() = %d after deleting foo/*, want 1", r.Len())
+	}
+	if isOpen(watchB) {
+		t.Fatal("the watch of foo/b, deleted, is open")
+	}
+	if late, _, _ := old.Root().GetWatch([]byte("foo/a")); isOpen(late) {
+		t.Fatal("a watch of foo/a asked of the older tree after its deletion is open")
+	}
+	if zip, _, _ := old.Root().GetWatch([]byte("zip")); !isOpen(zip) {
+		t.Fatal("the watch of zip, untouched, is closed")
 	}
 }
