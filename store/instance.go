@@ -206,7 +206,8 @@ func (i *Instance) Clone() *Instance {
 
 // modified returns a copy of a stored instance for a writer to change its
 // health, drain or hold state and revisions. It shares the tags, metadata
-// and check with i: they are never modified once stored.
+// and seldom set fields with i: they are never modified once stored (the
+// setters replace the seldom set fields, never change them).
 func (i *Instance) modified() *Instance {
 	c := *i
 	return &c
