@@ -98,6 +98,11 @@ go test -race -count=1 -timeout 20m "$@" ./...
 step "go test -race ./third_party/iradix"
 (cd third_party/iradix && go vet . && go test -race -count=1 .)
 
+# So is the copy of hashicorp/raft: its upstream tests are left out, and the
+# tests of its leader verification change run here.
+step "go test -race ./third_party/raft"
+(cd third_party/raft && go vet . && go test -race -count=1 .)
+
 # Benchmarks run once each so they never rot; numbers come from longer runs.
 step "go test -bench . -benchtime=1x ./..."
 go test -count=1 -run '^$' -bench . -benchtime=1x ./...

@@ -81,9 +81,13 @@ type followerReplication struct {
 	// this server is still leader.
 	notifyCh chan struct{}
 	// notify is a map of futures to be resolved upon receipt of an
-	// acknowledgement, then cleared from this map.
-	notify map[*verifyFuture]struct{}
-	// notifyLock protects 'notify'.
+	// acknowledgement, then cleared from this map. Each maps to the sequence
+	// number it was registered with (notifySeq): only the answer to a
+	// heartbeat sent after that may vote for it (see notifyAll).
+	notify map[*verifyFuture]uint64
+	// notifySeq numbers the futures registered in notify.
+	notifySeq uint64
+	// notifyLock protects 'notify' and 'notifySeq'.
 	notifyLock sync.Mutex
 
 	// stepDown is used to indicate to the leader that we
@@ -95,17 +99,44 @@ type followerReplication struct {
 	allowPipeline bool
 }
 
-// notifyAll is used to notify all the waiting verify futures
-// if the follower believes we are still the leader.
-func (s *followerReplication) notifyAll(leader bool) {
-	// Clear the waiting notifies minimizing lock time
+// addNotify registers a verify future, to be answered by a heartbeat sent
+// from now on.
+func (s *followerReplication) addNotify(v *verifyFuture) {
 	s.notifyLock.Lock()
-	n := s.notify
-	s.notify = make(map[*verifyFuture]struct{})
+	s.notifySeq++
+	s.notify[v] = s.notifySeq
+	s.notifyLock.Unlock()
+}
+
+// notifySent returns the sequence number of the last future registered:
+// a heartbeat sent now may vote for the futures registered up to it, and
+// for no later one.
+func (s *followerReplication) notifySent() uint64 {
+	s.notifyLock.Lock()
+	defer s.notifyLock.Unlock()
+	return s.notifySeq
+}
+
+// notifyAll is used to notify the waiting verify futures whether the
+// follower believes we are still the leader. A "still leader" answer votes
+// only for the futures registered at or before sent, the notifySent of the
+// request it answers: an answer to a request sent before a verification
+// began says nothing about who leads after it began (a leader paused and
+// deposed meanwhile would otherwise find its followers' old answers waiting
+// and confirm itself). "Not leader" answers every future.
+func (s *followerReplication) notifyAll(leader bool, sent uint64) {
+	var n []*verifyFuture
+	s.notifyLock.Lock()
+	for v, seq := range s.notify {
+		if !leader || seq <= sent {
+			n = append(n, v)
+			delete(s.notify, v)
+		}
+	}
 	s.notifyLock.Unlock()
 
 	// Submit our votes
-	for v := range n {
+	for _, v := range n {
 		v.vote(leader)
 	}
 }
@@ -372,9 +403,6 @@ func (r *Raft) sendLatestSnapshot(s *followerReplication) (bool, error) {
 
 		// Clear any failures
 		s.failures = 0
-
-		// Notify we are still leader
-		s.notifyAll(true)
 	} else {
 		s.failures++
 		r.logger.Warn("installSnapshot rejected to", "peer", peer.ID, "id", snapID)
@@ -409,6 +437,7 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 		s.peerLock.RUnlock()
 
 		start := time.Now()
+		sent := s.notifySent()
 		if err := r.trans.AppendEntries(peer.ID, peer.Address, &req, &resp); err != nil {
 			nextBackoffTime := cappedExponentialBackoff(failureWait, failures, maxFailureScale, r.config().HeartbeatTimeout/2)
 			r.logger.Error("failed to heartbeat to", "peer", peer.Address, "backoff time",
@@ -434,7 +463,7 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 				metrics.MeasureSince([]string{"raft", "replication", "heartbeat", string(peer.ID)}, start)
 			}
 
-			s.notifyAll(resp.Success)
+			s.notifyAll(resp.Success, sent)
 		}
 	}
 }
@@ -645,7 +674,7 @@ func appendStats(peer string, start time.Time, logs float32, skipLegacy bool) {
 // handleStaleTerm is used when a follower indicates that we have a stale term.
 func (r *Raft) handleStaleTerm(s *followerReplication) {
 	r.logger.Error("peer has newer term, stopping replication", "peer", s.peer)
-	s.notifyAll(false) // No longer leader
+	s.notifyAll(false, 0) // No longer leader
 	asyncNotifyCh(s.stepDown)
 }
 
@@ -659,7 +688,6 @@ func updateLastAppended(s *followerReplication, req *AppendEntriesRequest) {
 		atomic.StoreUint64(&s.nextIndex, last.Index+1)
 		s.commitment.match(s.peer.ID, last.Index)
 	}
-
-	// Notify still leader
-	s.notifyAll(true)
+	// Verify futures are answered by heartbeats alone (notifyAll), each
+	// sent after the future it answers was registered.
 }
