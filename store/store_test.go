@@ -122,11 +122,12 @@ func TestStoreWrites(t *testing.T) {
 				{"drain", 3, func(w *WriteTxn) (uint64, error) { return w.SetMaintenance(key, false, "deploy") }, 3, nil},
 				{"drain again", 4, func(w *WriteTxn) (uint64, error) { return w.SetMaintenance(key, false, "deploy") }, 3, nil},
 				{"re-register keeps drain", 5, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 80), 1) }, 3, nil},
+				{"re-register elsewhere keeps drain", 6, func(w *WriteTxn) (uint64, error) { return w.Register(inst("web", "a", 81), 1) }, 6, nil},
 			},
-			wantCount: 1, wantStore: 3,
+			wantCount: 1, wantStore: 6,
 			check: func(t *testing.T, v *View) {
 				i, _ := v.Instance(nil, key)
-				if i.Enabled || i.MaintenanceReason() != "deploy" || i.Healthy() {
+				if i.Enabled || i.MaintenanceReason() != "deploy" || i.Healthy() || i.Port != 81 {
 					t.Errorf("got %+v", i)
 				}
 			},

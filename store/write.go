@@ -211,12 +211,16 @@ func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error
 	next.CreateRevision = w.index
 	next.RegistrationRevision = w.index
 	next.Enabled = true
-	next.SetMaintenanceReason("")
+	// A replaced instance stays drained, with its reason.
+	drained := ""
+	if prev != nil {
+		drained = prev.MaintenanceReason()
+	}
+	next.SetMaintenanceReason(drained)
 	next.Status, next.StatusReason, next.StatusChangedAt = initialHealth(next), "registered", now
 	if prev != nil {
 		next.CreateRevision = prev.CreateRevision
 		next.Enabled = prev.Enabled
-		next.SetMaintenanceReason(prev.MaintenanceReason())
 		sameHealth := prev.TTL == next.TTL && sameCheck(prev.Check(), next.Check())
 		if sameHealth && next.TTL == 0 {
 			next.RegistrationRevision = prev.RegistrationRevision
