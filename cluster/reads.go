@@ -136,6 +136,11 @@ func (n *Node) confirmLeadership(term uint64) error {
 	defer timer.Stop()
 	select {
 	case err := <-done:
+		if errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrNotLeader) {
+			// Stepped down before a quorum answered: nothing was written,
+			// so the read may go to the next leader.
+			return ErrNotLeader
+		}
 		if err != nil {
 			return mapRaftError(err)
 		}
