@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -250,5 +251,35 @@ func TestClientMovesToAnotherNodeWhenOneDrains(t *testing.T) {
 		got.Events[0].GetInstance().GetId() != "w2" || got.Revision != resp.GetRevision() {
 		t.Fatalf("watch message after drain: node %s reset %v events %v revision %d; want the w2 event at %d from %s",
 			got.Header.GetNodeId(), got.Reset_, got.Events, got.Revision, resp.GetRevision(), other.ID)
+	}
+}
+
+// TestADrainingNodeStopsWaitingForALeader: once a node drains, a call that
+// needs the leader makes no further attempt to find one, so a SIGTERM is
+// not held up for the hold timeout by calls that cannot finish here; the
+// client is told to go elsewhere.
+func TestADrainingNodeStopsWaitingForALeader(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) { o.HoldTimeout = time.Minute }})
+	leader := c.WaitLeader()
+	c.WaitMembersKnown()
+	var left *testcluster.Node
+	for _, nd := range c.Followers() {
+		if left == nil {
+			left = nd
+			continue
+		}
+		c.Stop(nd)
+	}
+	c.Stop(leader)
+	left.Server.Drain()
+
+	ctx := testcluster.Ctx(t)
+	_, err := left.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "shutting down") {
+		t.Errorf("linearizable read on a draining node without a leader: %v, want Unavailable saying it is shutting down", err)
+	}
+	_, err = left.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", "w1", 10*time.Second, 0)})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "shutting down") {
+		t.Errorf("register on a draining node without a leader: %v, want Unavailable saying it is shutting down", err)
 	}
 }

@@ -204,18 +204,27 @@ func onLeader[T any](ctx context.Context, s *Server, kind callKind,
 		// Full jitter, capped, so a herd of followers does not retry in step.
 		wait := time.Duration(rand.Int64N(int64(backoff))) + time.Millisecond
 		backoff = min(backoff*2, 500*time.Millisecond)
-		if hold.Err() == nil {
+		if hold.Err() == nil && !s.isDraining() {
 			t := time.NewTimer(wait)
 			select {
 			case <-hold.Done():
+			case <-s.draining:
 			case <-t.C:
 			}
 			t.Stop()
 		}
-		if hold.Err() == nil {
+		if hold.Err() == nil && !s.isDraining() {
 			continue
 		}
 		switch {
+		case s.isDraining() && hold.Err() == nil:
+			// Shutting down: no more waiting for a leader, so a SIGTERM
+			// is not held up by calls that cannot finish here; the client
+			// retries on another node.
+			if maybeApplied {
+				return zero, fmt.Errorf("%w: this node is shutting down; last error: %v", cluster.ErrOutcomeUnknown, last)
+			}
+			return zero, fmt.Errorf("%w (this node is shutting down: not waiting for another attempt)", last)
 		case maybeApplied && ctx.Err() != nil:
 			return zero, fmt.Errorf("%w: %w", cluster.ErrOutcomeUnknown, ctx.Err())
 		case maybeApplied:
