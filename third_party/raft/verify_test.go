@@ -200,23 +200,73 @@ func startGated(t *testing.T, voters, nonVoters int) *gatedCluster {
 	return c
 }
 
-// await returns a channel that gets f's error once f answers. A future's
-// Error may be called by one goroutine only, so this one is its caller.
-func await(f Future) <-chan error {
-	ch := make(chan error, 1)
-	go func() { ch <- f.Error() }()
-	return ch
+// waitRegistered waits until the verification waits on the replication to
+// each of ids (registered: a heartbeat sent from now on may answer it), or
+// has been answered already. The replication map is read, never written,
+// here; the leader loop writes it only when the configuration changes.
+func waitRegistered(t *testing.T, r *Raft, f *pending, ids ...ServerID) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, id := range ids {
+		repl := r.leaderState.replState[id]
+		if repl == nil {
+			t.Fatalf("no replication to %s", id)
+		}
+		for {
+			repl.notifyLock.Lock()
+			n := len(repl.notify)
+			repl.notifyLock.Unlock()
+			if n > 0 || f.isDone() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the verification never waited on %s", id)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
-// answered reports whether the future behind ch has answered, giving it a
-// moment to deliver an answer it already has.
-func answered(ch <-chan error) (error, bool) {
+// pending is a verification in flight. A future's Error may be called by
+// one goroutine only; pending's is its caller.
+type pending struct {
+	done chan struct{}
+	err  error
+}
+
+func await(f Future) *pending {
+	p := &pending{done: make(chan struct{})}
+	go func() {
+		p.err = f.Error()
+		close(p.done)
+	}()
+	return p
+}
+
+func (p *pending) isDone() bool {
 	select {
-	case err := <-ch:
-		return err, true
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// answered reports whether the verification has answered, giving it a
+// moment to deliver an answer it already has.
+func (p *pending) answered() (error, bool) {
+	select {
+	case <-p.done:
+		return p.err, true
 	case <-time.After(50 * time.Millisecond):
 		return nil, false
 	}
+}
+
+// wait returns the verification's answer.
+func (p *pending) wait() error {
+	<-p.done
+	return p.err
 }
 
 // A verification counts only answers to heartbeats sent after it began. An
@@ -239,23 +289,22 @@ func TestVerifyLeaderIgnoresAnswersToEarlierHeartbeats(t *testing.T) {
 	})
 	g.setMode(gateBlock)
 
-	// The verification begins; the second call returns only once the leader
-	// loop has registered the first.
+	// The verification begins.
 	f := await(r.VerifyLeader())
-	_ = r.VerifyLeader()
+	waitRegistered(t, r, f, followers...)
 
 	// The old answers arrive, and each heartbeat loop sends again.
 	close(g.release)
 	g.waitFor(t, "the next heartbeat to each follower", func() bool {
 		return g.blocked[followers[0]] > 0 && g.blocked[followers[1]] > 0
 	})
-	if err, done := answered(f); done {
+	if err, done := f.answered(); done {
 		t.Fatalf("the verification was answered (%v) before a heartbeat sent after it began was", err)
 	}
 
 	// Fresh heartbeats confirm the leader.
 	close(g.open)
-	if err := <-f; err != nil {
+	if err := f.wait(); err != nil {
 		t.Fatalf("verification after fresh heartbeats: %v", err)
 	}
 }
@@ -282,7 +331,7 @@ func TestVerifyLeaderCountsVotersOnly(t *testing.T) {
 	g.mu.Unlock()
 
 	f := await(r.VerifyLeader())
-	_ = r.VerifyLeader()
+	waitRegistered(t, r, f, voters...)
 	// Two more heartbeats answered by each non-voter: at least one of them
 	// was sent after the verification began and its answer handled.
 	g.mu.Lock()
@@ -291,12 +340,12 @@ func TestVerifyLeaderCountsVotersOnly(t *testing.T) {
 	g.waitFor(t, "two heartbeats answered by each non-voter", func() bool {
 		return g.passed[nonVoters[0]] >= n0+2 && g.passed[nonVoters[1]] >= n1+2
 	})
-	if err, done := answered(f); done {
-		t.Fatalf("the verification was answered (%v) by non-voters alone", err)
+	if err, done := f.answered(); done {
+		t.Fatalf("the verification was answered (%v) while no heartbeat to a voter was", err)
 	}
 
 	close(g.open)
-	if err := <-f; err != nil {
+	if err := f.wait(); err != nil {
 		t.Fatalf("verification after the voters answered: %v", err)
 	}
 }
