@@ -147,14 +147,11 @@ func TestForwardToSilentLeaderIsBounded(t *testing.T) {
 				if err := leader.Node.UpdateMember(ctx, leader.ID, leader.Node.RaftAddr(), silent); err != nil {
 					t.Fatal(err)
 				}
-				seen := func() bool {
+				seen := testcluster.Within(5*time.Second, func() bool {
 					m := follower.Node.Store().View().Member(leader.ID)
 					return m != nil && m.APIAddr == silent
-				}
-				for wait := time.Now().Add(5 * time.Second); !seen() && time.Now().Before(wait); {
-					time.Sleep(10 * time.Millisecond)
-				}
-				if !seen() {
+				})
+				if !seen {
 					if attempt < 5 {
 						// The leader's own address announcement, retried
 						// since it was a follower, replaced ours before the

@@ -180,13 +180,22 @@ func (c *Cluster) Running() []*Node {
 // Eventually polls cond until it holds or the deadline passes.
 func (c *Cluster) Eventually(what string, timeout time.Duration, cond func() bool) {
 	c.t.Helper()
+	if !Within(timeout, cond) {
+		c.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// Within polls cond until it holds, and reports false if timeout passes
+// first: for a test that tries again instead of failing.
+func Within(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			return false
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return true
 }
 
 // WaitLeader waits until exactly one running, connected node leads and is

@@ -182,22 +182,30 @@ func startGated(t *testing.T, voters, nonVoters int) *gatedCluster {
 			_ = r.Shutdown().Error()
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for c.leader < 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
+	poll(t, "a leader that commits a write", func() bool {
 		for i, r := range c.rafts {
-			if r.State() == Leader {
-				// A write committed in its term: every voter follows it.
-				if err := r.Apply([]byte("x"), 5*time.Second).Error(); err == nil {
-					c.leader = i
-				}
+			// A write committed in its term: every voter follows it.
+			if r.State() == Leader && r.Apply([]byte("x"), 5*time.Second).Error() == nil {
+				c.leader = i
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	})
 	return c
+}
+
+// poll waits until cond holds, failing the test after a generous bound
+// instead of hanging.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // waitRegistered waits until the verification waits on the replication to
@@ -206,24 +214,16 @@ func startGated(t *testing.T, voters, nonVoters int) *gatedCluster {
 // here; the leader loop writes it only when the configuration changes.
 func waitRegistered(t *testing.T, r *Raft, f *pending, ids ...ServerID) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
 	for _, id := range ids {
 		repl := r.leaderState.replState[id]
 		if repl == nil {
 			t.Fatalf("no replication to %s", id)
 		}
-		for {
+		poll(t, fmt.Sprintf("the verification to wait on %s", id), func() bool {
 			repl.notifyLock.Lock()
-			n := len(repl.notify)
-			repl.notifyLock.Unlock()
-			if n > 0 || f.isDone() {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the verification never waited on %s", id)
-			}
-			time.Sleep(time.Millisecond)
-		}
+			defer repl.notifyLock.Unlock()
+			return len(repl.notify) > 0 || f.isDone()
+		})
 	}
 }
 
