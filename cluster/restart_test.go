@@ -161,7 +161,7 @@ func TestWALSegmentSizeBoundsWhatACompactedLogKeeps(t *testing.T) {
 	// Entries of over 1 KB: 300 of them fill several 64 KiB segments.
 	blob := map[string]string{"blob": strings.Repeat("x", 1024)}
 	for i := 0; i < 300; i++ {
-		inst := &store.Instance{Namespace: "default", Service: "web", ID: fmt.Sprintf("i%d", i), Address: "10.0.0.1", Port: 80, Weight: 100, Metadata: blob}
+		inst := &store.Instance{Namespace: "default", Service: "web", ID: fmt.Sprintf("i%d", i), Address: "10.0.0.1", Port: 80, Weight: 100, Labels: &store.Labels{Metadata: blob}}
 		if _, err := n.Register(context.Background(), inst, ""); err != nil {
 			t.Fatal(err)
 		}

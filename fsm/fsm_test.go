@@ -294,7 +294,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		t.Fatalf("web service revision after restore = %d, want 4 (the deletion)", rev)
 	}
 	i, _ := g.Store().View().Instance(nil, store.Key{Namespace: "default", Service: "api", ID: "a"})
-	if i.CreateRevision != 3 || i.ModRevision != 6 || i.Enabled || i.Metadata["v"] != "1" {
+	if i.CreateRevision != 3 || i.ModRevision != 6 || i.Enabled || i.Metadata()["v"] != "1" {
 		t.Fatalf("restored instance %+v", i)
 	}
 }
@@ -402,7 +402,7 @@ func TestViewAppliedIndexMatchesItsState(t *testing.T) {
 	apply(f, 3, regCmd(t, "web", "a", 81))
 	for i, want := range []struct {
 		applied, revision uint64
-		port              uint32
+		port              uint16
 	}{{1, 1, 80}, {2, 1, 80}, {3, 3, 81}} {
 		v := seen[i]
 		inst, err := v.Instance(nil, store.Key{Namespace: "default", Service: "web", ID: "a"})

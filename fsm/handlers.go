@@ -39,7 +39,7 @@ var handlers = map[CommandType]handler{
 	}),
 	SetHealthType: typed(func(w *store.WriteTxn, c *raftcmdv1.SetHealth) (uint64, error) {
 		k := store.Key{Namespace: c.Namespace, Service: c.Service, ID: c.Id}
-		return w.SetHealth(k, c.RegistrationRevision, store.Health(c.Status), c.Reason, c.NowUnixNs)
+		return w.SetHealth(k, c.RegistrationRevision, store.HealthOf(c.Status), c.Reason, c.NowUnixNs)
 	}),
 	ReapType: typed(func(w *store.WriteTxn, c *raftcmdv1.Reap) (uint64, error) {
 		return w.Reap(store.Key{Namespace: c.Namespace, Service: c.Service, ID: c.Id}, c.RegistrationRevision)

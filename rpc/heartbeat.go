@@ -493,7 +493,7 @@ func (s *Server) ReportHealth(ctx context.Context, req *rosterv1.ReportHealthReq
 	}
 	return onLeader(ctx, s, repeatable,
 		func(ctx context.Context) (*rosterv1.ReportHealthResponse, error) {
-			ttl, rev, err := s.node.ReportHealth(ctx, k, store.Health(req.Status), req.Reason)
+			ttl, rev, err := s.node.ReportHealth(ctx, k, store.HealthOf(int32(req.Status)), req.Reason)
 			if err != nil {
 				return nil, err
 			}

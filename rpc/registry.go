@@ -148,12 +148,12 @@ next:
 		if req.HealthyOnly && !i.Healthy() {
 			continue
 		}
-		if req.Zone != "" && i.Zone != req.Zone {
+		if req.Zone != "" && i.Zone() != req.Zone {
 			continue
 		}
 		for _, want := range req.Tags {
 			found := false
-			for _, t := range i.Tags {
+			for _, t := range i.Tags() {
 				if t == want {
 					found = true
 					break
@@ -164,7 +164,7 @@ next:
 			}
 		}
 		for k, v := range req.Metadata {
-			if got, ok := i.Metadata[k]; !ok || got != v {
+			if got, ok := i.Metadata()[k]; !ok || got != v {
 				continue next
 			}
 		}

@@ -3,9 +3,11 @@ package rpc
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -194,16 +196,9 @@ func validateInstance(in *rosterv1.Instance) (*store.Instance, error) {
 	}
 	out := &store.Instance{
 		Namespace: k.Namespace, Service: k.Service, ID: k.ID,
-		Address: in.Address, Port: in.Port, Weight: weight, Zone: in.Zone,
-	}
-	if len(in.Tags) > 0 {
-		out.Tags = append([]string(nil), in.Tags...)
-	}
-	if len(in.Metadata) > 0 {
-		out.Metadata = make(map[string]string, len(in.Metadata))
-		for key, v := range in.Metadata {
-			out.Metadata[key] = v
-		}
+		// The port was checked to be 1-65535 above.
+		Address: in.Address, Port: uint16(in.Port), Weight: weight,
+		Labels: store.NewLabels(slices.Clone(in.Tags), maps.Clone(in.Metadata), in.Zone),
 	}
 	if in.Ttl != nil {
 		if err := in.Ttl.CheckValid(); err != nil {

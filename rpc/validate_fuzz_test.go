@@ -44,19 +44,19 @@ func FuzzValidateRegister(f *testing.F) {
 			t.Fatalf("accepted names %q/%q", inst.Namespace, inst.Service)
 		case len(inst.ID) == 0 || len(inst.ID) > MaxIDLen:
 			t.Fatalf("accepted id of %d bytes", len(inst.ID))
-		case len(inst.Tags) > MaxTags || len(inst.Metadata) > MaxMetadataKeys:
-			t.Fatalf("accepted %d tags, %d metadata keys", len(inst.Tags), len(inst.Metadata))
+		case len(inst.Tags()) > MaxTags || len(inst.Metadata()) > MaxMetadataKeys:
+			t.Fatalf("accepted %d tags, %d metadata keys", len(inst.Tags()), len(inst.Metadata()))
 		case inst.TTL != 0 && (inst.TTL < MinTTL || inst.TTL > MaxTTL):
 			t.Fatalf("accepted ttl %s", inst.TTL)
 		case inst.Check() != nil && (inst.Check().Interval < MinCheckInterval || inst.Check().Interval > MaxCheckInterval):
 			t.Fatalf("accepted check interval %s", inst.Check().Interval)
 		}
-		for k, v := range inst.Metadata {
+		for k, v := range inst.Metadata() {
 			if len(k) > MaxMetadataKey || len(v) > MaxMetadataValue {
 				t.Fatalf("accepted metadata %q of %d bytes", k, len(v))
 			}
 		}
-		for _, tag := range inst.Tags {
+		for _, tag := range inst.Tags() {
 			if len(tag) > MaxTagLen {
 				t.Fatalf("accepted tag of %d bytes", len(tag))
 			}

@@ -16,11 +16,11 @@ func InstanceToRecord(i *Instance) *raftcmdv1.Instance {
 		Service:                   i.Service,
 		Id:                        i.ID,
 		Address:                   i.Address,
-		Port:                      i.Port,
-		Tags:                      i.Tags,
-		Metadata:                  i.Metadata,
+		Port:                      uint32(i.Port),
+		Tags:                      i.Tags(),
+		Metadata:                  i.Metadata(),
 		Weight:                    i.Weight,
-		Zone:                      i.Zone,
+		Zone:                      i.Zone(),
 		TtlNs:                     int64(i.TTL),
 		DeregisterCriticalAfterNs: int64(i.DeregisterCriticalAfter()),
 		Status:                    int32(i.Status),
@@ -51,13 +51,11 @@ func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
 		Service:              r.GetService(),
 		ID:                   r.GetId(),
 		Address:              r.GetAddress(),
-		Port:                 r.GetPort(),
-		Tags:                 r.GetTags(),
-		Metadata:             r.GetMetadata(),
+		Port:                 uint16(r.GetPort()),
+		Labels:               NewLabels(r.GetTags(), r.GetMetadata(), r.GetZone()),
 		Weight:               r.GetWeight(),
-		Zone:                 r.GetZone(),
 		TTL:                  time.Duration(r.GetTtlNs()),
-		Status:               Health(r.GetStatus()),
+		Status:               HealthOf(r.GetStatus()),
 		StatusReason:         r.GetStatusReason(),
 		StatusChangedAt:      r.GetStatusChangedUnixNs(),
 		Enabled:              r.GetEnabled(),
@@ -79,12 +77,6 @@ func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
 	rare.heldSince = r.GetHeldSinceUnixNs()
 	if rare != (rareFields{}) {
 		i.rare = &rare
-	}
-	if len(i.Tags) == 0 {
-		i.Tags = nil
-	}
-	if len(i.Metadata) == 0 {
-		i.Metadata = nil
 	}
 	return i
 }

@@ -85,11 +85,11 @@ func eventSize(e *Event) int {
 		if inst == nil {
 			continue
 		}
-		n += 200 + len(inst.Address) + len(inst.Zone) + len(inst.ID) + len(inst.Service)
-		for _, t := range inst.Tags {
+		n += 200 + len(inst.Address) + len(inst.Zone()) + len(inst.ID) + len(inst.Service)
+		for _, t := range inst.Tags() {
 			n += len(t) + 16
 		}
-		for k, v := range inst.Metadata {
+		for k, v := range inst.Metadata() {
 			n += len(k) + len(v) + 32
 		}
 	}

@@ -67,7 +67,7 @@ func BenchmarkRegister(b *testing.B) {
 	ids := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
 	b.ReportAllocs()
 	for n := 0; n < b.N; n++ {
-		i := inst("web", ids[n%len(ids)], uint32(n%60000+1))
+		i := inst("web", ids[n%len(ids)], uint16(n%60000+1))
 		w := s.Begin(uint64(n + 1))
 		if _, err := w.Register(i, int64(n)); err != nil {
 			b.Fatal(err)

@@ -23,9 +23,10 @@ func BenchmarkMemoryPerInstance(b *testing.B) {
 	record := func(k int) *Instance {
 		i := &Instance{Namespace: DefaultNamespace, Service: "bench", ID: fmt.Sprintf("bench-%08d", k),
 			Address: fmt.Sprintf("10.%d.%d.%d", (k>>16)&255, (k>>8)&255, k&255), Port: 8080,
-			Tags:     []string{"v2", "http", "canary=false"},
-			Metadata: map[string]string{"version": "2.14.3", "commit": "4f9c2e1d7a", "region": "eu-west-1", "team": "payments"},
-			Weight:   100, Zone: fmt.Sprintf("eu-west-1%c", 'a'+k%3)}
+			Weight: 100, Labels: &Labels{
+				Tags:     []string{"v2", "http", "canary=false"},
+				Metadata: map[string]string{"version": "2.14.3", "commit": "4f9c2e1d7a", "region": "eu-west-1", "team": "payments"},
+				Zone:     fmt.Sprintf("eu-west-1%c", 'a'+k%3)}}
 		raw, err := proto.Marshal(InstanceToRecord(i))
 		if err != nil {
 			b.Fatal(err)

@@ -12,7 +12,7 @@ import (
 // given tags, metadata and zone, as a decoded log entry has.
 func withParts(svc, id string, tags []string, md map[string]string, zone string) *Instance {
 	i := inst(svc, id, 80)
-	i.Tags, i.Metadata, i.Zone = slices.Clone(tags), maps.Clone(md), zone
+	i.Labels = NewLabels(slices.Clone(tags), maps.Clone(md), zone)
 	return i
 }
 
@@ -28,8 +28,8 @@ func stored(t *testing.T, s *Store, svc, id string) *Instance {
 // sameParts reports whether a and b hold the very same tag list and
 // metadata map, not merely equal ones.
 func sameParts(a, b *Instance) bool {
-	return &a.Tags[0] == &b.Tags[0] &&
-		reflect.ValueOf(a.Metadata).UnsafePointer() == reflect.ValueOf(b.Metadata).UnsafePointer()
+	return &a.Tags()[0] == &b.Tags()[0] &&
+		reflect.ValueOf(a.Metadata()).UnsafePointer() == reflect.ValueOf(b.Metadata()).UnsafePointer()
 }
 
 // TestInstancesOfAServiceShareEqualParts: instances registered with equal
@@ -45,19 +45,25 @@ func TestInstancesOfAServiceShareEqualParts(t *testing.T) {
 	register(t, s, 2, withParts("web", "b", tags, md, "eu-1a"))
 	register(t, s, 3, withParts("web", "c", tags, other, "eu-1b"))
 	register(t, s, 4, withParts("api", "d", tags, md, "eu-1a"))
+	register(t, s, 5, withParts("web", "e", tags, md, "eu-1b"))
 
 	a, b, c, d := stored(t, s, "web", "a"), stored(t, s, "web", "b"), stored(t, s, "web", "c"), stored(t, s, "api", "d")
-	if !sameParts(a, b) {
-		t.Fatal("two instances with equal tags and metadata hold separate copies")
+	e := stored(t, s, "web", "e")
+	if !sameParts(a, b) || a.Labels != b.Labels {
+		t.Fatal("two instances with equal tags, metadata and zone hold separate copies")
 	}
-	if !maps.Equal(c.Metadata, other) || !maps.Equal(a.Metadata, md) || !slices.Equal(c.Tags, tags) || c.Zone != "eu-1b" {
-		t.Fatalf("read back %v %v %q and %v, want %v %v eu-1b and %v", c.Tags, c.Metadata, c.Zone, a.Metadata, tags, other, md)
+	if !sameParts(a, e) || a.Labels == e.Labels || e.Zone() != "eu-1b" || a.Zone() != "eu-1a" {
+		t.Fatalf("instances that differ in zone only: tags and metadata shared %v, labels shared %v, zones %q %q",
+			sameParts(a, e), a.Labels == e.Labels, a.Zone(), e.Zone())
 	}
-	if !maps.Equal(d.Metadata, md) || d.Service != "api" {
-		t.Fatalf("another service's instance reads back %s %v", d.Service, d.Metadata)
+	if !maps.Equal(c.Metadata(), other) || !maps.Equal(a.Metadata(), md) || !slices.Equal(c.Tags(), tags) || c.Zone() != "eu-1b" {
+		t.Fatalf("read back %v %v %q and %v, want %v %v eu-1b and %v", c.Tags(), c.Metadata(), c.Zone(), a.Metadata(), tags, other, md)
+	}
+	if !maps.Equal(d.Metadata(), md) || d.Service != "api" {
+		t.Fatalf("another service's instance reads back %s %v", d.Service, d.Metadata())
 	}
 
-	w := s.Begin(5)
+	w := s.Begin(6)
 	if _, err := w.SetHealth(a.Key(), a.RegistrationRevision, HealthCritical, "check failed", 5); err != nil {
 		t.Fatal(err)
 	}
@@ -74,11 +80,11 @@ func TestInstancesOfAServiceShareEqualParts(t *testing.T) {
 
 	var fresh []*Instance
 	_ = s.View().Instances(func(i *Instance) bool {
-		fresh = append(fresh, withParts(i.Service, i.ID, i.Tags, i.Metadata, i.Zone))
+		fresh = append(fresh, withParts(i.Service, i.ID, i.Tags(), i.Metadata(), i.Zone()))
 		return true
 	})
 	if err := s.Restore(func(r *Restorer) error {
-		r.SetRevision(5)
+		r.SetRevision(6)
 		for _, i := range fresh {
 			if err := r.Instance(i); err != nil {
 				return err
@@ -91,8 +97,8 @@ func TestInstancesOfAServiceShareEqualParts(t *testing.T) {
 	if a3, b3 := stored(t, s, "web", "a"), stored(t, s, "web", "b"); !sameParts(a3, b3) || sameParts(a3, a) {
 		t.Fatal("instances restored from a snapshot do not share their equal parts among themselves")
 	}
-	register(t, s, 6, withParts("web", "e", tags, md, "eu-1a"))
-	if e, a3 := stored(t, s, "web", "e"), stored(t, s, "web", "a"); !sameParts(e, a3) {
+	register(t, s, 7, withParts("web", "f", tags, md, "eu-1a"))
+	if f, a3 := stored(t, s, "web", "f"), stored(t, s, "web", "a"); !sameParts(f, a3) || f.Labels != a3.Labels {
 		t.Fatal("an instance registered after a restore does not share with the restored ones")
 	}
 }
@@ -125,7 +131,7 @@ func TestRecentKeepsTheMostRecentlyUsed(t *testing.T) {
 	var l []string
 	eq := func(a, b string) bool { return a == b }
 	for _, v := range []string{"a", "b", "c", "d", "b", "e"} {
-		recent(&l, v, eq)
+		recent(&l, v, eq, sharedKeep)
 	}
 	if want := []string{"e", "b", "d", "c"}; !slices.Equal(l, want) {
 		t.Fatalf("list = %v, want %v", l, want)

@@ -8,7 +8,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 )
 
-func inst(svc, id string, port uint32) *Instance {
+func inst(svc, id string, port uint16) *Instance {
 	return &Instance{Namespace: DefaultNamespace, Service: svc, ID: id, Address: "10.0.0.1", Port: port, Weight: 100}
 }
 
@@ -187,12 +187,12 @@ func TestStoreWrites(t *testing.T) {
 func TestStoredObjectsAreImmutable(t *testing.T) {
 	s := New(DefaultOptions())
 	reg := inst("web", "a", 80)
-	reg.Tags = []string{"v1"}
+	reg.Labels = &Labels{Tags: []string{"v1"}}
 	register(t, s, 1, reg)
-	reg.Tags[0] = "mutated"
+	reg.Labels.Tags[0] = "mutated"
 	reg.Port = 1
 	got, _ := s.View().Instance(nil, reg.Key())
-	if got.Tags[0] != "v1" || got.Port != 80 {
+	if got.Tags()[0] != "v1" || got.Port != 80 {
 		t.Fatalf("stored instance changed through the caller's pointer: %+v", got)
 	}
 	old := s.View()
@@ -327,7 +327,7 @@ func TestHashIsDeterministic(t *testing.T) {
 		s := New(DefaultOptions())
 		for n, id := range order {
 			i := inst("web", id, 80)
-			i.Metadata = map[string]string{"a": "1", "b": "2", "c": "3"}
+			i.Labels = &Labels{Metadata: map[string]string{"a": "1", "b": "2", "c": "3"}}
 			register(t, s, uint64(n+1), i)
 		}
 		h, err := s.View().Hash()
@@ -435,7 +435,7 @@ func TestInstanceLookupIsExact(t *testing.T) {
 				t.Errorf("watching=%v: %s: got %v, %v; want not found", ws != nil, k, got, err)
 			}
 		}
-		for k, port := range map[Key]uint32{{DefaultNamespace, "web", "a1"}: 80, {DefaultNamespace, "webx", "a"}: 81, {DefaultNamespace, "web", "b"}: 82} {
+		for k, port := range map[Key]uint16{{DefaultNamespace, "web", "a1"}: 80, {DefaultNamespace, "webx", "a"}: 81, {DefaultNamespace, "web", "b"}: 82} {
 			if got, err := v.Instance(ws, k); err != nil || got.Port != port {
 				t.Errorf("watching=%v: %s: got %v, %v; want port %d", ws != nil, k, got, err, port)
 			}

@@ -30,7 +30,7 @@ func BenchmarkWatchFanout(b *testing.B) {
 			}()
 		}
 		w := s.Begin(rev)
-		if _, err := w.Register(inst("web", "a", uint32(n%60000+1)), int64(n)); err != nil {
+		if _, err := w.Register(inst("web", "a", uint16(n%60000+1)), int64(n)); err != nil {
 			b.Fatal(err)
 		}
 		_ = w.Commit()
