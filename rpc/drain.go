@@ -24,6 +24,7 @@ func (s *Server) Drain() {
 	s.drainOnce.Do(func() {
 		s.health.Shutdown()
 		close(s.draining)
+		s.cancelDrain()
 	})
 }
 

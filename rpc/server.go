@@ -86,6 +86,9 @@ type Server struct {
 	// draining is closed by Drain: streams end and new ones are refused.
 	draining  chan struct{}
 	drainOnce sync.Once
+	// drainCtx is canceled with draining, for waits that take a context.
+	drainCtx    context.Context
+	cancelDrain context.CancelFunc
 
 	stopAnnouncing func()
 	stop           chan struct{}
@@ -127,6 +130,7 @@ func New(node *cluster.Node, opts Options) *Server {
 		stop:     make(chan struct{}),
 		limiter:  newRateLimiter(opts.Limits),
 	}
+	s.drainCtx, s.cancelDrain = context.WithCancel(context.Background())
 	s.remoteReadIndex = cluster.NewRounds(s.leaderReadIndex)
 	node.SetStatsFetcher(s.fetchServerStats)
 	return s

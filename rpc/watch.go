@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/roster-registry/roster/cluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/store"
 )
@@ -200,7 +199,20 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	}
 	s.watch.active.Add(1)
 	defer s.watch.active.Add(-1)
-	ctx := stream.Context()
+	// ctx ends with the stream or when the node drains. The selects below
+	// wait on it instead of on the stream's context, s.draining and s.stop:
+	// a write wakes every caught-up watcher of the node at once, and each
+	// wake locks every channel of its select, so channels shared by all
+	// watchers are contended once per watcher per write.
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(s.drainCtx, cancel)()
+	ended := func() error {
+		if s.isDraining() {
+			return errDraining
+		}
+		return ctx.Err()
+	}
 	hist := s.node.Store().History()
 
 	// The sender exits when the handler returns (done) or a send fails. A
@@ -286,11 +298,7 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 			case err := <-sendErr:
 				return err
 			case <-ctx.Done():
-				return ctx.Err()
-			case <-s.draining:
-				return errDraining
-			case <-s.stop:
-				return cluster.ErrShutdown
+				return ended()
 			}
 		}
 	}
@@ -350,11 +358,7 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 		case err := <-sendErr:
 			return err
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.draining:
-			return errDraining
-		case <-s.stop:
-			return cluster.ErrShutdown
+			return ended()
 		}
 		if bookmark {
 			// Everything up to pos has been handed to the sender, which
