@@ -51,7 +51,7 @@ func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
 		Service:              r.GetService(),
 		ID:                   r.GetId(),
 		Address:              r.GetAddress(),
-		Port:                 uint16(r.GetPort()),
+		Port:                 uint16(r.GetPort()), // every API checks 1-65535
 		Labels:               NewLabels(r.GetTags(), r.GetMetadata(), r.GetZone()),
 		Weight:               r.GetWeight(),
 		TTL:                  time.Duration(r.GetTtlNs()),

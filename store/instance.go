@@ -286,13 +286,23 @@ func sameRegistration(a, b *Instance) bool {
 		a.DeregisterCriticalAfter() == b.DeregisterCriticalAfter()
 }
 
-// sameLabels reports whether a and b hold equal tags, metadata and zone;
-// no labels equal empty ones.
-func sameLabels(a, b *Instance) bool {
-	if a.Labels == b.Labels {
+// sameLabels reports whether a and b hold equal tags, metadata and zone.
+func sameLabels(a, b *Instance) bool { return a.Labels.equal(b.Labels) }
+
+// equal reports whether l and o hold equal tags, metadata and zone; no
+// labels equal empty ones.
+func (l *Labels) equal(o *Labels) bool {
+	if l == o {
 		return true
 	}
-	return a.Zone() == b.Zone() && slices.Equal(a.Tags(), b.Tags()) && maps.Equal(a.Metadata(), b.Metadata())
+	var a, b Labels
+	if l != nil {
+		a = *l
+	}
+	if o != nil {
+		b = *o
+	}
+	return a.Zone == b.Zone && slices.Equal(a.Tags, b.Tags) && maps.Equal(a.Metadata, b.Metadata)
 }
 
 func sameCheck(a, b *Check) bool {

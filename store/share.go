@@ -61,7 +61,7 @@ func (s *sharer) share(i *Instance) (added bool) {
 		return added
 	}
 	for n, c := range p.labels {
-		if c == l || (c.Zone == l.Zone && slices.Equal(c.Tags, l.Tags) && maps.Equal(c.Metadata, l.Metadata)) {
+		if c.equal(l) {
 			toFront(p.labels, n)
 			i.Labels = c
 			return added
