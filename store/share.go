@@ -56,7 +56,7 @@ func (s *sharer) share(i *Instance) (added bool) {
 	if l == nil {
 		return added
 	}
-	if l.Tags == nil && l.Metadata == nil && l.Zone == "" {
+	if len(l.Tags) == 0 && len(l.Metadata) == 0 && l.Zone == "" {
 		i.Labels = nil
 		return added
 	}

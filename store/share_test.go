@@ -103,6 +103,21 @@ func TestInstancesOfAServiceShareEqualParts(t *testing.T) {
 	}
 }
 
+// TestEmptyLabelsAreStoredAsNone: labels with nothing in them, nil or
+// empty, are stored as none and never remembered by the sharer.
+func TestEmptyLabelsAreStoredAsNone(t *testing.T) {
+	s := New(DefaultOptions())
+	a := inst("web", "a", 80)
+	a.Labels = &Labels{Tags: []string{}, Metadata: map[string]string{}}
+	register(t, s, 1, a)
+	if got := stored(t, s, "web", "a"); got.Labels != nil {
+		t.Fatalf("stored labels %+v, want none", got.Labels)
+	}
+	if n := len(s.shared.services[[2]string{DefaultNamespace, "web"}].labels); n != 0 {
+		t.Fatalf("the sharer remembers %d labels for an instance with none", n)
+	}
+}
+
 // TestSharerForgetsAServiceWithNoInstances: what a service's instances
 // shared is dropped with its last instance, so a registry whose services
 // come and go keeps nothing for the gone ones.
