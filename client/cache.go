@@ -164,7 +164,9 @@ func (c *Client) Subscribe(service string, opts ...DiscoveryOption) (*Subscripti
 	s := &Subscription{e: e, all: q.all, changed: make(chan struct{}, 1)}
 	e.mu.Lock()
 	e.subs[s] = struct{}{}
-	if e.haveData() {
+	// A list is known, or the watch has ended for good (it can end before
+	// this subscription is added, and then notify did not reach it).
+	if e.haveData() || e.err != nil {
 		s.changed <- struct{}{}
 	}
 	e.mu.Unlock()

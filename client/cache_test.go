@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -141,6 +142,29 @@ func waitIDs(t *testing.T, c *client.Client, service string, want []string, opts
 }
 
 var durationMinute = durationpb.New(time.Minute)
+
+// TestSubscribeToAnEndedWatchSignals: a subscription made after the
+// service's watch has ended for good (an invalid service name) is told at
+// once, as one made before it was; otherwise a resolver built on it waits
+// for a signal that never comes.
+func TestSubscribeToAnEndedWatchSignals(t *testing.T) {
+	tc := newCluster(t)
+	c := newClient(t, addrsOf(tc))
+	for n := range 2 {
+		sub, err := c.Subscribe("Not_A_Name")
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-sub.Changed():
+		case <-time.After(waitLong):
+			t.Fatalf("subscription %d was never told that the watch ended", n+1)
+		}
+		if status.Code(errors.Unwrap(sub.Err())) != codes.InvalidArgument {
+			t.Fatalf("subscription %d: Err() = %v, want InvalidArgument", n+1, sub.Err())
+		}
+	}
+}
 
 func TestCacheFollowsServiceHealthyOnly(t *testing.T) {
 	tc := newCluster(t)
