@@ -297,9 +297,9 @@ func (h *leaseHarness) state(svc, id string) string {
 	case inst == nil:
 		return "gone"
 	case inst.HeldSince() != 0:
-		if inst.Status != store.HealthPassing || len(inst.StatusReason) < len(ReasonHeldPrefix) ||
-			inst.StatusReason[:len(ReasonHeldPrefix)] != ReasonHeldPrefix {
-			return fmt.Sprintf("bad hold: %v %q", inst.Status, inst.StatusReason)
+		if inst.Status != store.HealthPassing || len(inst.StatusReason()) < len(ReasonHeldPrefix) ||
+			inst.StatusReason()[:len(ReasonHeldPrefix)] != ReasonHeldPrefix {
+			return fmt.Sprintf("bad hold: %v %q", inst.Status, inst.StatusReason())
 		}
 		return "held"
 	default:

@@ -229,7 +229,7 @@ func (r *checkRunner) observe(ctx context.Context, c *checkState, h store.Health
 
 func (r *checkRunner) leaseExpired(c *checkState) bool {
 	inst, err := r.store.View().Instance(nil, c.key)
-	return err == nil && inst.Status == store.HealthCritical && inst.StatusReason == ReasonLeaseExpired
+	return err == nil && inst.Status == store.HealthCritical && inst.StatusReason() == ReasonLeaseExpired
 }
 
 // count returns how many checks run here.

@@ -18,10 +18,10 @@ import (
 const (
 	// ReasonLeaseExpired is the status reason of an instance whose TTL
 	// lease ran out; a heartbeat turns such an instance passing again.
-	ReasonLeaseExpired = "ttl expired"
+	ReasonLeaseExpired = store.ReasonLeaseExpired
 	// ReasonHeartbeatResumed is the status reason of an instance whose
 	// heartbeats came back after its lease expired or was held.
-	ReasonHeartbeatResumed = "heartbeat resumed"
+	ReasonHeartbeatResumed = store.ReasonHeartbeatResumed
 	// ReasonHeldPrefix starts the status reason of an instance whose lease
 	// ran out while self-preservation holds its expiry; the rest says since
 	// when and until when at the latest.
@@ -269,7 +269,7 @@ func (t *leaseTable) sync(v *store.View, rev uint64) {
 			return true
 		}
 		l := t.put(inst, now.Add(t.grace))
-		if inst.Status == store.HealthCritical && inst.StatusReason == ReasonLeaseExpired {
+		if inst.Status == store.HealthCritical && inst.StatusReason() == ReasonLeaseExpired {
 			l.expired = true
 			l.reapAt = now.Add(inst.DeregisterCriticalAfter())
 			t.schedule(l)

@@ -163,8 +163,8 @@ func TestSelfPreservation(t *testing.T) {
 			},
 			check: func(t *testing.T, h *leaseHarness) {
 				inst := h.instance("web", fleet[5])
-				if inst.StatusReason != ReasonLeaseExpired || inst.HeldSince() != 0 {
-					t.Fatalf("after the hold: %q held_since=%d", inst.StatusReason, inst.HeldSince())
+				if inst.StatusReason() != ReasonLeaseExpired || inst.HeldSince() != 0 {
+					t.Fatalf("after the hold: %q held_since=%d", inst.StatusReason(), inst.HeldSince())
 				}
 			},
 		},
@@ -178,7 +178,7 @@ func TestSelfPreservation(t *testing.T) {
 				{at: 30 * time.Second, want: all("passing", append(live, dead...)...)},
 			},
 			check: func(t *testing.T, h *leaseHarness) {
-				if r := h.instance("web", fleet[7]).StatusReason; r != ReasonHeartbeatResumed {
+				if r := h.instance("web", fleet[7]).StatusReason(); r != ReasonHeartbeatResumed {
 					t.Fatalf("released instance's reason %q", r)
 				}
 				if sp := h.tbl.selfPreservation(); sp.Active || sp.Held != 0 {
@@ -264,8 +264,8 @@ func TestHeldInstanceShowsIt(t *testing.T) {
 	since := start.Add(2 * time.Second)
 	want := fmt.Sprintf("held by self-preservation since %s, expires at %s at the latest: no heartbeat within the ttl",
 		since.Format(time.RFC3339), since.Add(10*time.Minute).Format(time.RFC3339))
-	if inst.Status != store.HealthPassing || inst.StatusReason != want || inst.HeldSince() != since.UnixNano() {
-		t.Fatalf("held instance: %v %q held_since=%d\nwant reason %q", inst.Status, inst.StatusReason, inst.HeldSince(), want)
+	if inst.Status != store.HealthPassing || inst.StatusReason() != want || inst.HeldSince() != since.UnixNano() {
+		t.Fatalf("held instance: %v %q held_since=%d\nwant reason %q", inst.Status, inst.StatusReason(), inst.HeldSince(), want)
 	}
 	if !inst.Healthy() {
 		t.Fatal("a held instance is not healthy: self-preservation would not keep it discoverable")
@@ -277,7 +277,7 @@ func TestHeldInstanceShowsIt(t *testing.T) {
 	var seen bool
 	for _, r := range revs {
 		for _, ev := range r.Events {
-			if ev.Type == store.EventPut && ev.Key() == key("web", "f9") && ev.Instance.StatusReason == want {
+			if ev.Type == store.EventPut && ev.Key() == key("web", "f9") && ev.Instance.StatusReason() == want {
 				seen = true
 			}
 		}
@@ -378,8 +378,8 @@ func TestRevival(t *testing.T) {
 			if err := h.heartbeat("web", "a"); err != nil {
 				t.Fatal(err)
 			}
-			if inst := h.instance("web", "a"); inst.Status != store.HealthPassing || inst.StatusReason != ReasonHeartbeatResumed {
-				t.Fatalf("revived instance %v %q", inst.Status, inst.StatusReason)
+			if inst := h.instance("web", "a"); inst.Status != store.HealthPassing || inst.StatusReason() != ReasonHeartbeatResumed {
+				t.Fatalf("revived instance %v %q", inst.Status, inst.StatusReason())
 			}
 			rev := h.clock.Now()
 			h.until(h.elapsed() + 1900*time.Millisecond)

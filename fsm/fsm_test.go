@@ -57,7 +57,7 @@ func TestApplyEachCommand(t *testing.T) {
 			return mustEncode(t, SetHealthType, &raftcmdv1.SetHealth{Namespace: "default", Service: "web", Id: "a", RegistrationRevision: 1, Status: int32(store.HealthCritical), Reason: "check failed", NowUnixNs: 2000})
 		}, 2, nil, func(t *testing.T, v *store.View) {
 			i, _ := v.Instance(nil, store.Key{Namespace: "default", Service: "web", ID: "a"})
-			if i.Status != store.HealthCritical || i.StatusReason != "check failed" {
+			if i.Status != store.HealthCritical || i.StatusReason() != "check failed" {
 				t.Fatalf("%+v", i)
 			}
 		}},

@@ -54,19 +54,19 @@ func TestSelfPreservationCommands(t *testing.T) {
 		t.Fatalf("hold mark: %+v", res)
 	}
 	i, _ := f.Store().View().Instance(nil, k)
-	if i.HeldSince() != 5000 || i.StatusReason != "held" || i.Status != store.HealthPassing || i.StatusChangedAt != 1000 {
+	if i.HeldSince() != 5000 || i.StatusReason() != "held" || i.Status != store.HealthPassing || i.StatusChangedAt != 1000 {
 		t.Fatalf("held instance %+v", i)
 	}
 	if res := apply(f, 5, holdMark(t, "a", 99, 5000, "held")).(Result); res.Err == nil {
 		t.Fatal("a hold mark for another registration applied")
 	}
 	apply(f, 6, holdMark(t, "a", 1, 0, "heartbeat resumed"))
-	if i, _ := f.Store().View().Instance(nil, k); i.HeldSince() != 0 || i.StatusReason != "heartbeat resumed" {
+	if i, _ := f.Store().View().Instance(nil, k); i.HeldSince() != 0 || i.StatusReason() != "heartbeat resumed" {
 		t.Fatalf("released instance %+v", i)
 	}
 	apply(f, 7, holdMark(t, "a", 1, 6000, "held"))
 	apply(f, 8, ttlRegCmd(t, "a"))
-	if i, _ := f.Store().View().Instance(nil, k); i.HeldSince() != 0 || i.StatusReason != "registered" {
+	if i, _ := f.Store().View().Instance(nil, k); i.HeldSince() != 0 || i.StatusReason() != "registered" {
 		t.Fatalf("re-registered instance keeps the hold: %+v", i)
 	}
 	apply(f, 9, mustEncode(t, SetHealthType, &raftcmdv1.SetHealth{Namespace: "default", Service: "web", Id: "a", RegistrationRevision: 8, Status: int32(store.HealthCritical), Reason: "ttl expired", NowUnixNs: 9000}))
@@ -112,7 +112,7 @@ func TestSnapshotKeepsSelfPreservation(t *testing.T) {
 		t.Fatalf("restored settings %+v", sp)
 	}
 	i, _ := g.Store().View().Instance(nil, store.Key{Namespace: "default", Service: "web", ID: "a"})
-	if i.HeldSince() != 4242 || i.StatusReason != "held since then" {
+	if i.HeldSince() != 4242 || i.StatusReason() != "held since then" {
 		t.Fatalf("restored held instance %+v", i)
 	}
 	// A snapshot without settings restores none.

@@ -197,7 +197,7 @@ func validateInstance(in *rosterv1.Instance) (*store.Instance, error) {
 	out := &store.Instance{
 		Namespace: k.Namespace, Service: k.Service, ID: k.ID,
 		// The port was checked to be 1-65535 above.
-		Address: in.Address, Port: uint16(in.Port), Weight: weight,
+		Address: in.Address, Port: uint16(in.Port), Weight: uint16(weight), // 1-MaxWeight, checked above
 		Labels: store.NewLabels(slices.Clone(in.Tags), maps.Clone(in.Metadata), in.Zone),
 	}
 	if in.Ttl != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -19,12 +20,12 @@ func InstanceToRecord(i *Instance) *raftcmdv1.Instance {
 		Port:                      uint32(i.Port),
 		Tags:                      i.Tags(),
 		Metadata:                  i.Metadata(),
-		Weight:                    i.Weight,
+		Weight:                    uint32(i.Weight),
 		Zone:                      i.Zone(),
 		TtlNs:                     int64(i.TTL),
 		DeregisterCriticalAfterNs: int64(i.DeregisterCriticalAfter()),
 		Status:                    int32(i.Status),
-		StatusReason:              i.StatusReason,
+		StatusReason:              i.StatusReason(),
 		StatusChangedUnixNs:       i.StatusChangedAt,
 		Enabled:                   i.Enabled,
 		MaintenanceReason:         i.MaintenanceReason(),
@@ -53,10 +54,9 @@ func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
 		Address:              r.GetAddress(),
 		Port:                 uint16(r.GetPort()), // every API checks 1-65535
 		Labels:               NewLabels(r.GetTags(), r.GetMetadata(), r.GetZone()),
-		Weight:               r.GetWeight(),
+		Weight:               uint16(min(r.GetWeight(), math.MaxUint16)), // every API checks 0-10000
 		TTL:                  time.Duration(r.GetTtlNs()),
 		Status:               HealthOf(r.GetStatus()),
-		StatusReason:         r.GetStatusReason(),
 		StatusChangedAt:      r.GetStatusChangedUnixNs(),
 		Enabled:              r.GetEnabled(),
 		CreateRevision:       r.GetCreateRevision(),
@@ -78,6 +78,7 @@ func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
 	if rare != (rareFields{}) {
 		i.rare = &rare
 	}
+	i.SetStatusReason(r.GetStatusReason())
 	return i
 }
 

@@ -88,7 +88,11 @@ type Instance struct {
 	Port      uint16
 	Status    Health
 	Enabled   bool
-	Weight    uint32
+	Weight    uint16 // 0-MaxWeight, checked by every API
+	// reason is the status reason when it is one of the common ones
+	// (statusReasons), else reasonOther with the text in rare. Read it
+	// with StatusReason, set it with SetStatusReason.
+	reason reasonCode
 
 	// Labels are the instance's tags, metadata and zone; nil when it has
 	// none. Read them with Tags(), Metadata() and Zone(). They are shared
@@ -97,7 +101,6 @@ type Instance struct {
 
 	TTL time.Duration
 
-	StatusReason    string
 	StatusChangedAt int64 // unix nanoseconds, stamped by the leader
 
 	CreateRevision       uint64
@@ -164,10 +167,73 @@ type rareFields struct {
 	check                   *Check
 	deregisterCriticalAfter time.Duration
 	maintenanceReason       string
+	// statusReason is the status reason when it is none of the common
+	// ones (reason is reasonOther).
+	statusReason string
 	// heldSince is when the leader began holding this lease's expiry by
 	// self-preservation (unix nanoseconds, stamped by the leader); 0 when
 	// it is not held.
 	heldSince int64
+}
+
+// Status reasons that most instances show, held in a byte of the record
+// instead of a string: every instance says one of them for most of its
+// life, and a string header is 16 bytes.
+const (
+	// ReasonRegistered is the status reason of a new registration.
+	ReasonRegistered = "registered"
+	// ReasonLeaseExpired is the status reason of an instance whose TTL
+	// lease expired.
+	ReasonLeaseExpired = "ttl expired"
+	// ReasonHeartbeatResumed is the status reason of an instance whose
+	// heartbeats came back after its lease expired.
+	ReasonHeartbeatResumed = "heartbeat resumed"
+)
+
+// reasonCode is an instance's status reason as a number: 0 none, the
+// index in statusReasons plus one, or reasonOther.
+type reasonCode uint8
+
+const reasonOther reasonCode = 255
+
+var statusReasons = [...]string{ReasonRegistered, ReasonLeaseExpired, ReasonHeartbeatResumed}
+
+// StatusReason returns why the instance has its status ("registered",
+// "ttl expired", a check's output...).
+func (i *Instance) StatusReason() string {
+	switch {
+	case i.reason == 0:
+		return ""
+	case i.reason == reasonOther:
+		if i.rare == nil {
+			return ""
+		}
+		return i.rare.statusReason
+	default:
+		return statusReasons[i.reason-1]
+	}
+}
+
+// SetStatusReason sets the status reason. A common one costs the record
+// nothing; another is held with the seldom set fields.
+func (i *Instance) SetStatusReason(reason string) {
+	code := reasonOther
+	switch reason {
+	case "":
+		code = 0
+	default:
+		for n, r := range statusReasons {
+			if r == reason {
+				code = reasonCode(n + 1)
+			}
+		}
+	}
+	i.reason = code
+	if code == reasonOther {
+		i.setRare(func(r *rareFields) { r.statusReason = reason })
+	} else if i.rare != nil && i.rare.statusReason != "" {
+		i.setRare(func(r *rareFields) { r.statusReason = "" })
+	}
 }
 
 // Check returns the instance's active health check, nil when it has none.

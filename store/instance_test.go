@@ -8,14 +8,14 @@ import (
 )
 
 // TestInstanceRecordSize: a million instances may be held at once, so the
-// record stays in Go's 144-byte size class; a new field goes behind Labels
+// record stays in Go's 128-byte size class; a new field goes behind Labels
 // or the rare fields, or pays 16 bytes an instance knowingly.
 func TestInstanceRecordSize(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("sizes are pinned for 64-bit platforms")
 	}
-	if got := unsafe.Sizeof(Instance{}); got != 144 {
-		t.Fatalf("Instance is %d bytes, want 144", got)
+	if got := unsafe.Sizeof(Instance{}); got != 128 {
+		t.Fatalf("Instance is %d bytes, want 128", got)
 	}
 }
 
@@ -56,5 +56,51 @@ func TestLabelsRoundTrip(t *testing.T) {
 	b.Labels = &Labels{Tags: []string{}, Metadata: map[string]string{}}
 	if !sameRegistration(a, b) {
 		t.Fatal("an instance with empty labels is not the same registration as one with none")
+	}
+}
+
+// TestStatusReasons: every reason reads back as it was set, through the
+// record too; the common ones take no seldom set fields, and replacing an
+// uncommon reason with a common one drops its text.
+func TestStatusReasons(t *testing.T) {
+	for _, reason := range []string{"", ReasonRegistered, ReasonLeaseExpired, ReasonHeartbeatResumed,
+		"held by self-preservation since 12:00", "Registered", "ttl expired "} {
+		in := inst("web", "a", 80)
+		in.SetStatusReason(reason)
+		if got := in.StatusReason(); got != reason {
+			t.Fatalf("set %q, read %q", reason, got)
+		}
+		common := reason == "" || reason == ReasonRegistered || reason == ReasonLeaseExpired || reason == ReasonHeartbeatResumed
+		if common != (in.rare == nil) {
+			t.Fatalf("reason %q: seldom set fields %+v", reason, in.rare)
+		}
+		out := InstanceFromRecord(InstanceToRecord(in))
+		if got := out.StatusReason(); got != reason || !proto.Equal(InstanceToRecord(in), InstanceToRecord(out)) {
+			t.Fatalf("reason %q read back from the record as %q", reason, got)
+		}
+		out.SetStatusReason(ReasonRegistered)
+		if out.StatusReason() != ReasonRegistered || out.rare != nil {
+			t.Fatalf("after %q, the common reason left %+v", reason, out.rare)
+		}
+	}
+	// A copy that changes its reason leaves the stored instance's alone.
+	stored := inst("web", "a", 80)
+	stored.SetStatusReason("check output: 503")
+	next := stored.modified()
+	next.SetStatusReason("check output: 200")
+	if stored.StatusReason() != "check output: 503" || next.StatusReason() != "check output: 200" {
+		t.Fatalf("stored %q, copy %q", stored.StatusReason(), next.StatusReason())
+	}
+}
+
+// TestWeightFromRecord: a record's weight beyond what the record holds
+// saturates instead of wrapping (every API refuses more than MaxWeight).
+func TestWeightFromRecord(t *testing.T) {
+	r := InstanceToRecord(inst("web", "a", 80))
+	for w, want := range map[uint32]uint16{0: 0, 100: 100, 65535: 65535, 65536: 65535, 1 << 31: 65535} {
+		r.Weight = w
+		if got := InstanceFromRecord(r).Weight; got != want {
+			t.Errorf("record weight %d read as %d, want %d", w, got, want)
+		}
 	}
 }

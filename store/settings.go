@@ -164,12 +164,12 @@ func (w *WriteTxn) SetHeld(k Key, regRev uint64, since int64, reason string) (ui
 		return 0, err
 	}
 	if prev.Status == HealthCritical || (since == 0 && prev.HeldSince() == 0) ||
-		(prev.HeldSince() == since && prev.StatusReason == reason) {
+		(prev.HeldSince() == since && prev.StatusReason() == reason) {
 		return prev.ModRevision, nil
 	}
 	next := prev.modified()
 	next.SetHeldSince(since)
-	next.StatusReason = reason
+	next.SetStatusReason(reason)
 	next.ModRevision = w.index
 	if err := w.put(prev, next); err != nil {
 		return 0, err

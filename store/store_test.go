@@ -110,7 +110,7 @@ func TestStoreWrites(t *testing.T) {
 			wantCount: 1, wantStore: 3,
 			check: func(t *testing.T, v *View) {
 				i, _ := v.Instance(nil, key)
-				if i.Status != HealthCritical || i.StatusReason != "ttl expired" || i.StatusChangedAt != 7 || i.Healthy() {
+				if i.Status != HealthCritical || i.StatusReason() != "ttl expired" || i.StatusChangedAt != 7 || i.Healthy() {
 					t.Errorf("got %+v", i)
 				}
 			},

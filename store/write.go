@@ -217,14 +217,16 @@ func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error
 		drained = prev.MaintenanceReason()
 	}
 	next.SetMaintenanceReason(drained)
-	next.Status, next.StatusReason, next.StatusChangedAt = initialHealth(next), "registered", now
+	next.Status, next.StatusChangedAt = initialHealth(next), now
+	next.SetStatusReason(ReasonRegistered)
 	if prev != nil {
 		next.CreateRevision = prev.CreateRevision
 		next.Enabled = prev.Enabled
 		sameHealth := prev.TTL == next.TTL && sameCheck(prev.Check(), next.Check())
 		if sameHealth && next.TTL == 0 {
 			next.RegistrationRevision = prev.RegistrationRevision
-			next.Status, next.StatusReason, next.StatusChangedAt = prev.Status, prev.StatusReason, prev.StatusChangedAt
+			next.Status, next.StatusChangedAt = prev.Status, prev.StatusChangedAt
+			next.SetStatusReason(prev.StatusReason())
 			if sameRegistration(prev, next) {
 				return prev.ModRevision, nil
 			}
@@ -232,7 +234,8 @@ func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error
 		// A new registration starts a new lease, so a hold of the old one
 		// does not carry over, nor does the reason that says so.
 		if next.Status == prev.Status && prev.HeldSince() == 0 {
-			next.StatusReason, next.StatusChangedAt = prev.StatusReason, prev.StatusChangedAt
+			next.StatusChangedAt = prev.StatusChangedAt
+			next.SetStatusReason(prev.StatusReason())
 		}
 	}
 	if err := w.put(prev, next); err != nil {
@@ -291,7 +294,8 @@ func (w *WriteTxn) SetHealth(k Key, regRev uint64, h Health, reason string, now 
 		return prev.ModRevision, nil
 	}
 	next := prev.modified()
-	next.Status, next.StatusReason, next.StatusChangedAt = h, reason, now
+	next.Status, next.StatusChangedAt = h, now
+	next.SetStatusReason(reason)
 	// A status change ends any self-preservation hold mark: the reason it
 	// showed is replaced.
 	next.SetHeldSince(0)
