@@ -2,6 +2,7 @@ package iradix
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/golang-lru/simplelru"
@@ -177,16 +178,13 @@ func (t *Txn) writeNode(n *Node, forLeafUpdate bool) *Node {
 	// safe to replace this leaf with another after you get your node for
 	// writing. You MUST replace it, because the channel associated with
 	// this leaf will be closed when this transaction is committed.
-	nc := &Node{
-		leaf: n.leaf,
-	}
-	if n.prefix != nil {
-		nc.prefix = make([]byte, len(n.prefix))
-		copy(nc.prefix, n.prefix)
-	}
-	if len(n.edges) != 0 {
-		nc.edges = make([]edge, len(n.edges))
-		copy(nc.edges, n.edges)
+	nc := &Node{}
+	nc.takeLeaf(n)
+	// Prefixes are never changed in place (only resliced or replaced), so
+	// the copy shares its prefix with n instead of copying it.
+	nc.setPrefix(n.prefix())
+	if len(n.edges()) != 0 {
+		nc.setEdges(slices.Clone(n.edges()))
 	}
 
 	// Mark this node as writable.
@@ -213,7 +211,7 @@ func (t *Txn) trackChannelsAndCount(n *Node) int {
 	}
 
 	// Recurse on the children
-	for _, e := range n.edges {
+	for _, e := range n.edges() {
 		leaves += t.trackChannelsAndCount(e.node)
 	}
 	return leaves
@@ -225,20 +223,19 @@ func (t *Txn) mergeChild(n *Node) {
 	// Mark the child node as being mutated since we are about to abandon
 	// it. We don't need to mark the leaf since we are retaining it if it
 	// is there.
-	e := n.edges[0]
+	e := n.edges()[0]
 	child := e.node
 	if t.trackMutate {
 		t.trackChannel(&child.mutateCh)
 	}
 
 	// Merge the nodes.
-	n.prefix = concat(n.prefix, child.prefix)
-	n.leaf = child.leaf
-	if len(child.edges) != 0 {
-		n.edges = make([]edge, len(child.edges))
-		copy(n.edges, child.edges)
+	n.setPrefix(concat(n.prefix(), child.prefix()))
+	n.takeLeaf(child)
+	if len(child.edges()) != 0 {
+		n.setEdges(slices.Clone(child.edges()))
 	} else {
-		n.edges = nil
+		n.setEdges(nil)
 	}
 }
 
@@ -254,10 +251,7 @@ func (t *Txn) insert(n *Node, k, search []byte, v interface{}) (*Node, interface
 		}
 
 		nc := t.writeNode(n, true)
-		nc.leaf = &leafNode{
-			key: k,
-			val: v,
-		}
+		nc.setLeaf(k, v)
 		return nc, oldVal, didUpdate
 	}
 
@@ -268,13 +262,7 @@ func (t *Txn) insert(n *Node, k, search []byte, v interface{}) (*Node, interface
 	if child == nil {
 		e := edge{
 			label: search[0],
-			node: &Node{
-				leaf: &leafNode{
-					key: k,
-					val: v,
-				},
-				prefix: search,
-			},
+			node:  newLeafNode(k, v, search),
 		}
 		nc := t.writeNode(n, false)
 		nc.addEdge(e)
@@ -282,13 +270,13 @@ func (t *Txn) insert(n *Node, k, search []byte, v interface{}) (*Node, interface
 	}
 
 	// Determine longest prefix of the search key on match
-	commonPrefix := longestPrefix(search, child.prefix)
-	if commonPrefix == len(child.prefix) {
+	commonPrefix := longestPrefix(search, child.prefix())
+	if commonPrefix == len(child.prefix()) {
 		search = search[commonPrefix:]
 		newChild, oldVal, didUpdate := t.insert(child, k, search, v)
 		if newChild != nil {
 			nc := t.writeNode(n, false)
-			nc.edges[idx].node = newChild
+			nc.edges()[idx].node = newChild
 			return nc, oldVal, didUpdate
 		}
 		return nil, oldVal, didUpdate
@@ -296,9 +284,7 @@ func (t *Txn) insert(n *Node, k, search []byte, v interface{}) (*Node, interface
 
 	// Split the node
 	nc := t.writeNode(n, false)
-	splitNode := &Node{
-		prefix: search[:commonPrefix],
-	}
+	splitNode := newNode(search[:commonPrefix])
 	nc.replaceEdge(edge{
 		label: search[0],
 		node:  splitNode,
@@ -307,31 +293,22 @@ func (t *Txn) insert(n *Node, k, search []byte, v interface{}) (*Node, interface
 	// Restore the existing child node
 	modChild := t.writeNode(child, false)
 	splitNode.addEdge(edge{
-		label: modChild.prefix[commonPrefix],
+		label: modChild.prefix()[commonPrefix],
 		node:  modChild,
 	})
-	modChild.prefix = modChild.prefix[commonPrefix:]
-
-	// Create a new leaf node
-	leaf := &leafNode{
-		key: k,
-		val: v,
-	}
+	modChild.setPrefix(modChild.prefix()[commonPrefix:])
 
 	// If the new key is a subset, add to to this node
 	search = search[commonPrefix:]
 	if len(search) == 0 {
-		splitNode.leaf = leaf
+		splitNode.setLeaf(k, v)
 		return nc, nil, false
 	}
 
 	// Create a new edge for the node
 	splitNode.addEdge(edge{
 		label: search[0],
-		node: &Node{
-			leaf:   leaf,
-			prefix: search,
-		},
+		node:  newLeafNode(k, v, search),
 	})
 	return nc, nil, false
 }
@@ -351,10 +328,10 @@ func (t *Txn) delete(parent, n *Node, search []byte) (*Node, *leafNode) {
 
 		// Remove the leaf node
 		nc := t.writeNode(n, true)
-		nc.leaf = nil
+		nc.clearLeaf()
 
 		// Check if this node should be merged
-		if n != t.root && len(nc.edges) == 1 {
+		if n != t.root && len(nc.edges()) == 1 {
 			t.mergeChild(nc)
 		}
 		return nc, oldLeaf
@@ -363,12 +340,12 @@ func (t *Txn) delete(parent, n *Node, search []byte) (*Node, *leafNode) {
 	// Look for an edge
 	label := search[0]
 	idx, child := n.getEdge(label)
-	if child == nil || !bytes.HasPrefix(search, child.prefix) {
+	if child == nil || !bytes.HasPrefix(search, child.prefix()) {
 		return nil, nil
 	}
 
 	// Consume the search prefix
-	search = search[len(child.prefix):]
+	search = search[len(child.prefix()):]
 	newChild, leaf := t.delete(n, child, search)
 	if newChild == nil {
 		return nil, nil
@@ -381,13 +358,13 @@ func (t *Txn) delete(parent, n *Node, search []byte) (*Node, *leafNode) {
 	nc := t.writeNode(n, false)
 
 	// Delete the edge if the node has no edges
-	if newChild.leaf == nil && len(newChild.edges) == 0 {
+	if newChild.leaf == nil && len(newChild.edges()) == 0 {
 		nc.delEdge(label)
-		if n != t.root && len(nc.edges) == 1 && !nc.isLeaf() {
+		if n != t.root && len(nc.edges()) == 1 && !nc.isLeaf() {
 			t.mergeChild(nc)
 		}
 	} else {
-		nc.edges[idx].node = newChild
+		nc.edges()[idx].node = newChild
 	}
 	return nc, leaf
 }
@@ -403,9 +380,9 @@ func (t *Txn) deletePrefix(parent, n *Node, search []byte) (*Node, int) {
 		removed := t.trackChannelsAndCount(n)
 		nc := t.writeNode(n, true)
 		if n.isLeaf() {
-			nc.leaf = nil
+			nc.clearLeaf()
 		}
-		nc.edges = nil
+		nc.setEdges(nil)
 		return nc, removed
 	}
 
@@ -414,15 +391,15 @@ func (t *Txn) deletePrefix(parent, n *Node, search []byte) (*Node, int) {
 	idx, child := n.getEdge(label)
 	// We make sure that either the child node's prefix starts with the search term, or the search term starts with the child node's prefix
 	// Need to do both so that we can delete prefixes that don't correspond to any node in the tree
-	if child == nil || (!bytes.HasPrefix(child.prefix, search) && !bytes.HasPrefix(search, child.prefix)) {
+	if child == nil || (!bytes.HasPrefix(child.prefix(), search) && !bytes.HasPrefix(search, child.prefix())) {
 		return nil, 0
 	}
 
 	// Consume the search prefix
-	if len(child.prefix) > len(search) {
+	if len(child.prefix()) > len(search) {
 		search = []byte("")
 	} else {
-		search = search[len(child.prefix):]
+		search = search[len(child.prefix()):]
 	}
 	newChild, numDeletions := t.deletePrefix(n, child, search)
 	if newChild == nil {
@@ -436,13 +413,13 @@ func (t *Txn) deletePrefix(parent, n *Node, search []byte) (*Node, int) {
 	nc := t.writeNode(n, false)
 
 	// Delete the edge if the node has no edges
-	if newChild.leaf == nil && len(newChild.edges) == 0 {
+	if newChild.leaf == nil && len(newChild.edges()) == 0 {
 		nc.delEdge(label)
-		if n != t.root && len(nc.edges) == 1 && !nc.isLeaf() {
+		if n != t.root && len(nc.edges()) == 1 && !nc.isLeaf() {
 			t.mergeChild(nc)
 		}
 	} else {
-		nc.edges[idx].node = newChild
+		nc.edges()[idx].node = newChild
 	}
 	return nc, numDeletions
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand"
 	"reflect"
+	"slices"
 	"sort"
 	"testing"
 	"testing/quick"
@@ -22,27 +23,27 @@ func CopyTree(t *Tree) *Tree {
 func CopyNode(n *Node) *Node {
 	nn := &Node{}
 	nn.mutateCh.p.Store(n.mutateCh.p.Load())
-	if n.prefix != nil {
-		nn.prefix = make([]byte, len(n.prefix))
-		copy(nn.prefix, n.prefix)
+	if n.prefix() != nil {
+		nn.setPrefix(slices.Clone(n.prefix()))
 	}
 	if n.leaf != nil {
-		nn.leaf = CopyLeaf(n.leaf)
+		nn.leaf, nn.leafKeyLen = CopyLeaf(n.leaf), n.leafKeyLen
 	}
-	if len(n.edges) != 0 {
-		nn.edges = make([]edge, len(n.edges))
-		for idx, edge := range n.edges {
-			nn.edges[idx].label = edge.label
-			nn.edges[idx].node = CopyNode(edge.node)
+	if len(n.edges()) != 0 {
+		es := make([]edge, len(n.edges()))
+		for idx, edge := range n.edges() {
+			es[idx].label = edge.label
+			es[idx].node = CopyNode(edge.node)
 		}
+		nn.setEdges(es)
 	}
 	return nn
 }
 
 func CopyLeaf(l *leafNode) *leafNode {
 	ll := &leafNode{
-		key: l.key,
-		val: l.val,
+		keyPtr: l.keyPtr,
+		val:    l.val,
 	}
 	ll.mutateCh.p.Store(l.mutateCh.p.Load())
 	return ll

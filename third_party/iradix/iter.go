@@ -43,10 +43,10 @@ func (i *Iterator) seekPrefix(prefix []byte) (watch *mutateCh) {
 		watch = &n.mutateCh
 
 		// Consume the search prefix
-		if bytes.HasPrefix(search, n.prefix) {
-			search = search[len(n.prefix):]
+		if bytes.HasPrefix(search, n.prefix()) {
+			search = search[len(n.prefix()):]
 
-		} else if bytes.HasPrefix(n.prefix, search) {
+		} else if bytes.HasPrefix(n.prefix(), search) {
 			i.node = n
 			return
 		} else {
@@ -66,14 +66,14 @@ func (i *Iterator) recurseMin(n *Node) *Node {
 	if n.leaf != nil {
 		return n
 	}
-	nEdges := len(n.edges)
+	nEdges := len(n.edges())
 	if nEdges > 1 {
 		// Add all the other edges to the stack (the min node will be added as
 		// we recurse)
-		i.stack = append(i.stack, n.edges[1:])
+		i.stack = append(i.stack, n.edges()[1:])
 	}
 	if nEdges > 0 {
-		return i.recurseMin(n.edges[0].node)
+		return i.recurseMin(n.edges()[0].node)
 	}
 	// Shouldn't be possible
 	return nil
@@ -115,10 +115,10 @@ func (i *Iterator) SeekLowerBound(key []byte) {
 	for {
 		// Compare current prefix with the search key's same-length prefix.
 		var prefixCmp int
-		if len(n.prefix) < len(search) {
-			prefixCmp = bytes.Compare(n.prefix, search[0:len(n.prefix)])
+		if len(n.prefix()) < len(search) {
+			prefixCmp = bytes.Compare(n.prefix(), search[0:len(n.prefix())])
 		} else {
-			prefixCmp = bytes.Compare(n.prefix, search)
+			prefixCmp = bytes.Compare(n.prefix(), search)
 		}
 
 		if prefixCmp > 0 {
@@ -138,15 +138,15 @@ func (i *Iterator) SeekLowerBound(key []byte) {
 
 		// Prefix is equal, we are still heading for an exact match. If this is a
 		// leaf and an exact match we're done.
-		if n.leaf != nil && bytes.Equal(n.leaf.key, key) {
+		if n.leaf != nil && bytes.Equal(n.leafKey(), key) {
 			found(n)
 			return
 		}
 
 		// Consume the search prefix if the current node has one. Note that this is
-		// safe because if n.prefix is longer than the search slice prefixCmp would
+		// safe because if n.prefix() is longer than the search slice prefixCmp would
 		// have been > 0 above and the method would have already returned.
-		search = search[len(n.prefix):]
+		search = search[len(n.prefix()):]
 
 		if len(search) == 0 {
 			// We've exhausted the search key, but the current node is not an exact
@@ -164,8 +164,8 @@ func (i *Iterator) SeekLowerBound(key []byte) {
 		}
 
 		// Create stack edges for the all strictly higher edges in this node.
-		if idx+1 < len(n.edges) {
-			i.stack = append(i.stack, n.edges[idx+1:])
+		if idx+1 < len(n.edges()) {
+			i.stack = append(i.stack, n.edges()[idx+1:])
 		}
 
 		// Recurse
@@ -198,13 +198,13 @@ func (i *Iterator) Next() ([]byte, interface{}, bool) {
 		}
 
 		// Push the edges onto the frontier
-		if len(elem.edges) > 0 {
-			i.stack = append(i.stack, elem.edges)
+		if len(elem.edges()) > 0 {
+			i.stack = append(i.stack, elem.edges())
 		}
 
 		// Return the leaf values if any
 		if elem.leaf != nil {
-			return elem.leaf.key, elem.leaf.val, true
+			return elem.leafKey(), elem.leaf.val, true
 		}
 	}
 	return nil, nil, false

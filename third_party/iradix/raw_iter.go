@@ -63,13 +63,13 @@ func (i *rawIterator) Next() {
 		}
 
 		// Push the edges onto the frontier.
-		if len(elem.edges) > 0 {
-			path := last.path + string(elem.prefix)
-			i.stack = append(i.stack, rawStackEntry{path, elem.edges})
+		if len(elem.edges()) > 0 {
+			path := last.path + string(elem.prefix())
+			i.stack = append(i.stack, rawStackEntry{path, elem.edges()})
 		}
 
 		i.pos = elem
-		i.path = last.path + string(elem.prefix)
+		i.path = last.path + string(elem.prefix())
 		return
 	}
 

@@ -76,10 +76,10 @@ func (ri *ReverseIterator) SeekReverseLowerBound(key []byte) {
 	for {
 		// Compare current prefix with the search key's same-length prefix.
 		var prefixCmp int
-		if len(n.prefix) < len(search) {
-			prefixCmp = bytes.Compare(n.prefix, search[0:len(n.prefix)])
+		if len(n.prefix()) < len(search) {
+			prefixCmp = bytes.Compare(n.prefix(), search[0:len(n.prefix())])
 		} else {
-			prefixCmp = bytes.Compare(n.prefix, search)
+			prefixCmp = bytes.Compare(n.prefix(), search)
 		}
 
 		if prefixCmp < 0 {
@@ -111,7 +111,7 @@ func (ri *ReverseIterator) SeekReverseLowerBound(key []byte) {
 		if n.isLeaf() {
 
 			// Firstly, if it's an exact match, we're done!
-			if bytes.Equal(n.leaf.key, key) {
+			if bytes.Equal(n.leafKey(), key) {
 				found(n)
 				return
 			}
@@ -120,7 +120,7 @@ func (ri *ReverseIterator) SeekReverseLowerBound(key []byte) {
 			// valid contender for reverse lower bound.
 
 			// If it has no children then we are also done.
-			if len(n.edges) == 0 {
+			if len(n.edges()) == 0 {
 				// This leaf is the lower bound.
 				found(n)
 				return
@@ -137,10 +137,10 @@ func (ri *ReverseIterator) SeekReverseLowerBound(key []byte) {
 			ri.expandedParents[n] = struct{}{}
 		}
 
-		// Consume the search prefix. Note that this is safe because if n.prefix is
+		// Consume the search prefix. Note that this is safe because if n.prefix() is
 		// longer than the search slice prefixCmp would have been > 0 above and the
 		// method would have already returned.
-		search = search[len(n.prefix):]
+		search = search[len(n.prefix()):]
 
 		if len(search) == 0 {
 			// We've exhausted the search key but we are not at a leaf. That means all
@@ -161,12 +161,12 @@ func (ri *ReverseIterator) SeekReverseLowerBound(key []byte) {
 		// last edge index so they can all be place in the stack, since they
 		// come before our search prefix.
 		if idx == -1 {
-			idx = len(n.edges)
+			idx = len(n.edges())
 		}
 
 		// Create stack edges for the all strictly lower edges in this node.
-		if len(n.edges[:idx]) > 0 {
-			ri.i.stack = append(ri.i.stack, n.edges[:idx])
+		if len(n.edges()[:idx]) > 0 {
+			ri.i.stack = append(ri.i.stack, n.edges()[:idx])
 		}
 
 		// Exit if there's no lower bound edge. The stack will have the previous
@@ -207,12 +207,12 @@ func (ri *ReverseIterator) Previous() ([]byte, interface{}, bool) {
 		// If this is an internal node and we've not seen it already, we need to
 		// leave it in the stack so we can return its possible leaf value _after_
 		// we've recursed through all its children.
-		if len(elem.edges) > 0 && !alreadyExpanded {
+		if len(elem.edges()) > 0 && !alreadyExpanded {
 			// record that we've seen this node!
 			ri.expandedParents[elem] = struct{}{}
 			// push child edges onto stack and skip the rest of the loop to recurse
 			// into the largest one.
-			ri.i.stack = append(ri.i.stack, elem.edges)
+			ri.i.stack = append(ri.i.stack, elem.edges())
 			continue
 		}
 
@@ -230,7 +230,7 @@ func (ri *ReverseIterator) Previous() ([]byte, interface{}, bool) {
 
 		// If this is a leaf, return it
 		if elem.leaf != nil {
-			return elem.leaf.key, elem.leaf.val, true
+			return elem.leafKey(), elem.leaf.val, true
 		}
 
 		// it's not a leaf so keep walking the stack to find the previous leaf
