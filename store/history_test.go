@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -109,5 +110,34 @@ func TestHistoryBehindCountsEventsAfterARevision(t *testing.T) {
 	}
 	if got, _, err := s.History().Behind(20); got != 0 || err != nil {
 		t.Fatalf("Behind(20) after reset = %d, %v", got, err)
+	}
+}
+
+// BenchmarkInstanceLookup reads one instance by key out of 100,000 in one
+// service, without a watch, as a lease renewal or a health check does.
+func BenchmarkInstanceLookup(b *testing.B) {
+	const n = 100_000
+	s := New(DefaultOptions())
+	keys := make([]Key, n)
+	for k := 0; k < n; k += 64 {
+		w := s.Begin(uint64(k + 1))
+		for j := k; j < min(k+64, n); j++ {
+			i := inst("web", fmt.Sprintf("web-%08x", uint32(j)*2654435761), 8080)
+			keys[j] = i.Key()
+			if _, err := w.Register(i, int64(k)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := w.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	v := s.View()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		if _, err := v.Instance(nil, keys[n%len(keys)]); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

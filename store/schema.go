@@ -136,6 +136,16 @@ func (instanceKeyIndex) FromArgs(args ...any) ([]byte, error) {
 }
 
 func (instanceKeyIndex) PrefixFromArgs(args ...any) ([]byte, error) {
+	if len(args) == 1 {
+		// A whole key, for instanceAt's exact lookup through
+		// LongestPrefix: a stored key that is a prefix of it is it.
+		switch k := args[0].(type) {
+		case Key:
+			return nameKey(k.Namespace, k.Service, k.ID), nil
+		case *Instance:
+			return nameKey(k.Namespace, k.Service, k.ID), nil
+		}
+	}
 	return namePrefix("instance", 2, args)
 }
 

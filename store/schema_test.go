@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/hashicorp/go-memdb"
@@ -34,6 +35,9 @@ func TestKeyIndexesBuildStringFieldKeys(t *testing.T) {
 		if got, err := (instanceKeyIndex{}).FromArgs(i); err != nil || !bytes.Equal(got, want) {
 			t.Errorf("instance lookup by *Instance %+v: %q %v, want %q", k, got, err, want)
 		}
+		if got, err := (instanceKeyIndex{}).PrefixFromArgs(k); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("whole key as a prefix %+v: %q %v, want %q", k, got, err, want)
+		}
 		want, _ = nsSvc.FromArgs(k.Namespace, k.Service)
 		if got, err := (instanceKeyIndex{}).PrefixFromArgs(k.Namespace, k.Service); err != nil || !bytes.Equal(got, want) {
 			t.Errorf("service prefix %+v: %q %v, want %q", k, got, err, want)
@@ -58,7 +62,7 @@ func TestKeyIndexesBuildStringFieldKeys(t *testing.T) {
 			t.Errorf("instance lookup with %v: no error", args)
 		}
 	}
-	for _, args := range [][]any{{}, {"a", "b", "c"}, {42}, {Key{}}} {
+	for _, args := range [][]any{{}, {"a", "b", "c"}, {42}, {Key{}, "x"}} {
 		if _, err := (instanceKeyIndex{}).PrefixFromArgs(args...); err == nil {
 			t.Errorf("instance prefix with %v: no error", args)
 		}
@@ -86,5 +90,32 @@ func TestNamespaceCountMatchesWholeNames(t *testing.T) {
 	}
 	if got := s.View().Count(); got != 4 {
 		t.Fatalf("count %d, want 4", got)
+	}
+}
+
+// TestInstanceLookupFindsNoShorterKey: a lookup is a longest-prefix match
+// of the whole key (instanceAt), which finds the instance with exactly that
+// key and never a stored one whose names the names asked for start with
+// (TestInstanceLookupIsExact covers the other way round).
+func TestInstanceLookupFindsNoShorterKey(t *testing.T) {
+	s := New(DefaultOptions())
+	stored := []Key{{DefaultNamespace, "web", "ab"}, {DefaultNamespace, "web2", "a"}, {DefaultNamespace, "we", "b"}, {"prod", "web", "a"}}
+	for n, k := range stored {
+		i := inst(k.Service, k.ID, 80)
+		i.Namespace = k.Namespace
+		register(t, s, uint64(n+1), i)
+	}
+	v := s.View()
+	for _, k := range stored {
+		i, err := v.Instance(nil, k)
+		if err != nil || i == nil || i.Key() != k {
+			t.Fatalf("lookup %v: %+v, %v", k, i, err)
+		}
+	}
+	for _, k := range []Key{{DefaultNamespace, "web", "a"}, {DefaultNamespace, "web", "abc"}, {DefaultNamespace, "we", "a"},
+		{DefaultNamespace, "web2", "ab"}, {"prod", "web2", "a"}, {"pro", "web", "a"}, {DefaultNamespace, "w", "eb"}} {
+		if i, err := v.Instance(nil, k); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("lookup of absent %v found %+v, %v", k, i, err)
+		}
 	}
 }

@@ -277,11 +277,14 @@ func (v *View) Hash() (string, error) {
 // changes (about a hundred bytes, for every instance a lease renewal or a
 // health check looks up).
 func instanceAt(txn *memdb.Txn, arg any, k Key) (*Instance, error) {
-	it, err := txn.LowerBound(tableInstances, indexID, arg)
+	// Every key is three names, each ended by a zero byte, so the only
+	// stored key that can be a prefix of k's is k's own: the longest
+	// prefix match is an exact lookup, and unlike a seek (LowerBound) it
+	// walks the tree without building an iterator.
+	raw, err := txn.LongestPrefix(tableInstances, indexIDPrefix, arg)
 	if err != nil {
 		return nil, fmt.Errorf("get instance %s: %w", k, err)
 	}
-	raw := it.Next()
 	if raw == nil {
 		return nil, nil
 	}
