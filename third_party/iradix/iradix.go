@@ -252,6 +252,10 @@ func (t *Txn) insert(n *Node, k, search []byte, v interface{}) (*Node, interface
 
 		nc := t.writeNode(n, true)
 		nc.setLeaf(k, v)
+		// The node's prefix is the tail of its key: read it from the new
+		// key, so that the node does not keep the replaced key's bytes
+		// alive (a copied node shares its prefix with the original).
+		nc.setPrefix(k[len(k)-len(nc.prefix()):])
 		return nc, oldVal, didUpdate
 	}
 

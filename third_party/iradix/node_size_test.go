@@ -87,3 +87,34 @@ func TestEdgesAreExactAndNeverShared(t *testing.T) {
 		check(tr.Root())
 	}
 }
+
+// TestALeafNodeKeepsOnlyItsOwnKey: the prefix of a node holding a leaf is
+// read from that leaf's key, also after the key was inserted again with new
+// bytes, so a replaced key's bytes are not kept alive by the node.
+func TestALeafNodeKeepsOnlyItsOwnKey(t *testing.T) {
+	r := New()
+	for round := 0; round < 3; round++ {
+		txn := r.Txn()
+		for k := 0; k < 500; k++ {
+			txn.Insert([]byte(fmt.Sprintf("ns\x00svc\x00id-%d\x00", k)), round)
+		}
+		r = txn.Commit()
+	}
+	var check func(nd *Node)
+	leaves := 0
+	check = func(nd *Node) {
+		if key, p := nd.leafKey(), nd.prefix(); nd.leaf != nil && len(p) > 0 {
+			leaves++
+			if unsafe.SliceData(p) != unsafe.SliceData(key[len(key)-len(p):]) {
+				t.Fatalf("node of %q: prefix %q is not read from its key", key, p)
+			}
+		}
+		for _, e := range nd.edges() {
+			check(e.node)
+		}
+	}
+	check(r.Root())
+	if leaves != 500 {
+		t.Fatalf("%d leaves, want 500", leaves)
+	}
+}
