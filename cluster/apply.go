@@ -76,12 +76,24 @@ func (n *Node) proposeRequest(ctx context.Context, requestID string, now int64, 
 		return 0, ErrNotLeader
 	}
 	p := &proposal{data: data, key: instanceKey(m), done: make(chan fsm.Result, 1)}
+	// The queue is long enough that a send rarely waits: try it alone first,
+	// since a select locks every channel it names, and every waiting writer
+	// names shutdownCh.
 	select {
-	case n.proposals <- p:
-	case <-ctx.Done():
-		return 0, ctx.Err()
 	case <-n.shutdownCh:
 		return 0, ErrShutdown
+	default:
+	}
+	select {
+	case n.proposals <- p:
+	default:
+		select {
+		case n.proposals <- p:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-n.shutdownCh:
+			return 0, ErrShutdown
+		}
 	}
 	select {
 	case r := <-p.done:
