@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"slices"
 	"strings"
-
-	"github.com/hashicorp/golang-lru/simplelru"
 )
 
 const (
@@ -61,16 +59,20 @@ type Txn struct {
 	// the course of the transaction. This allows us to re-use the same
 	// nodes for further writes and avoid unnecessary copies of nodes that
 	// have never been exposed outside the transaction. This will only hold
-	// up to defaultModifiedCache number of entries.
-	writable *simplelru.LRU
+	// up to defaultModifiedCache number of entries: once it is full, nodes
+	// made writable later are not remembered, and a further write to one
+	// copies it again, which is safe. (Upstream keeps an LRU list, whose
+	// bookkeeping cost a write more than the set does.)
+	writable map[*Node]struct{}
 
 	// trackChannels is used to hold channels that need to be notified to
 	// signal mutation of the tree. This will only hold up to
 	// defaultModifiedCache number of entries, after which we will set the
 	// trackOverflow flag, which will cause us to use a more expensive
 	// algorithm to perform the notifications. Mutation tracking is only
-	// performed if trackMutate is true.
-	trackChannels map[*mutateCh]struct{}
+	// performed if trackMutate is true. A channel may appear more than once
+	// (firing one twice is harmless): appending is cheaper than a set.
+	trackChannels []*mutateCh
 	trackOverflow bool
 	trackMutate   bool
 }
@@ -129,13 +131,8 @@ func (t *Txn) trackChannel(ch *mutateCh) {
 		return
 	}
 
-	// Create the map on the fly when we need it.
-	if t.trackChannels == nil {
-		t.trackChannels = make(map[*mutateCh]struct{})
-	}
-
 	// Otherwise we are good to track it.
-	t.trackChannels[ch] = struct{}{}
+	t.trackChannels = append(t.trackChannels, ch)
 }
 
 // writeNode returns a node to be modified, if the current node has already been
@@ -145,11 +142,7 @@ func (t *Txn) trackChannel(ch *mutateCh) {
 func (t *Txn) writeNode(n *Node, forLeafUpdate bool) *Node {
 	// Ensure the writable set exists.
 	if t.writable == nil {
-		lru, err := simplelru.NewLRU(defaultModifiedCache, nil)
-		if err != nil {
-			panic(err)
-		}
-		t.writable = lru
+		t.writable = make(map[*Node]struct{})
 	}
 
 	// If this node has already been modified, we can continue to use it
@@ -157,7 +150,7 @@ func (t *Txn) writeNode(n *Node, forLeafUpdate bool) *Node {
 	// a node update since the node is writable, but if this is for a leaf
 	// update we track it, in case the initial write to this node didn't
 	// update the leaf.
-	if _, ok := t.writable.Get(n); ok {
+	if _, ok := t.writable[n]; ok {
 		if t.trackMutate && forLeafUpdate && n.leaf != nil {
 			t.trackChannel(&n.leaf.mutateCh)
 		}
@@ -188,7 +181,9 @@ func (t *Txn) writeNode(n *Node, forLeafUpdate bool) *Node {
 	}
 
 	// Mark this node as writable.
-	t.writable.Add(nc, nil)
+	if len(t.writable) < defaultModifiedCache {
+		t.writable[nc] = struct{}{}
+	}
 	return nc
 }
 
@@ -581,7 +576,7 @@ func (t *Txn) Notify() {
 	if t.trackOverflow {
 		t.slowNotify()
 	} else {
-		for ch := range t.trackChannels {
+		for _, ch := range t.trackChannels {
 			ch.fire()
 		}
 	}
