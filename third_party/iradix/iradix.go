@@ -181,9 +181,16 @@ func (t *Txn) writeNode(n *Node, forLeafUpdate bool) *Node {
 	}
 
 	// Mark this node as writable.
-	if len(t.writable) < defaultModifiedCache {
-		t.writable[nc] = struct{}{}
+	if len(t.writable) >= defaultModifiedCache {
+		// Forget one remembered node, an arbitrary one (where map
+		// iteration starts), so that the nodes of the latest writes,
+		// which the next ones most likely go through, are remembered.
+		for old := range t.writable {
+			delete(t.writable, old)
+			break
+		}
 	}
+	t.writable[nc] = struct{}{}
 	return nc
 }
 
