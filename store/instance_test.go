@@ -104,3 +104,32 @@ func TestWeightFromRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestReregistrationKeepsAnUncommonReason: an instance without a TTL keeps
+// its health and its status reason, however uncommon, across an identical
+// registration (a no-op) and a changed one (a new revision).
+func TestReregistrationKeepsAnUncommonReason(t *testing.T) {
+	s := New(DefaultOptions())
+	register(t, s, 1, inst("web", "a", 80))
+	w := s.Begin(2)
+	if _, err := w.SetHealth(Key{DefaultNamespace, "web", "a"}, 1, HealthCritical, "check output: 503", 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for n, port := range []uint16{80, 81} {
+		rev := register(t, s, uint64(3+n), inst("web", "a", port))
+		got, err := s.View().Instance(nil, Key{DefaultNamespace, "web", "a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRev := uint64(2)
+		if port != 80 {
+			wantRev = uint64(3 + n)
+		}
+		if rev != wantRev || got.Status != HealthCritical || got.StatusReason() != "check output: 503" || got.Port != port {
+			t.Fatalf("port %d: revision %d (want %d), %v %q", port, rev, wantRev, got.Status, got.StatusReason())
+		}
+	}
+}

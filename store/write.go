@@ -224,12 +224,15 @@ func (w *WriteTxn) register(reg *Instance, now int64, owned bool) (uint64, error
 		next.Enabled = prev.Enabled
 		sameHealth := prev.TTL == next.TTL && sameCheck(prev.Check(), next.Check())
 		if sameHealth && next.TTL == 0 {
-			next.RegistrationRevision = prev.RegistrationRevision
-			next.Status, next.StatusChangedAt = prev.Status, prev.StatusChangedAt
-			next.SetStatusReason(prev.StatusReason())
+			// An identical registration is a no-op (checked first: a
+			// reason other than the common ones would cost the copy an
+			// allocation only to be dropped, and agents re-register often).
 			if sameRegistration(prev, next) {
 				return prev.ModRevision, nil
 			}
+			next.RegistrationRevision = prev.RegistrationRevision
+			next.Status, next.StatusChangedAt = prev.Status, prev.StatusChangedAt
+			next.SetStatusReason(prev.StatusReason())
 		}
 		// A new registration starts a new lease, so a hold of the old one
 		// does not carry over, nor does the reason that says so.
