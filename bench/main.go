@@ -53,6 +53,7 @@ type runner struct {
 	conns        int
 	watchers     int
 	watchWrites  int
+	prevInstance bool
 	reads        int
 	memKeys      int
 	rounds       int
@@ -99,6 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&b.conns, "conns", 8, "client connections per node")
 	fs.IntVar(&b.watchers, "watchers", 1000, "watchers of the watch phase, spread over every node")
 	fs.IntVar(&b.watchWrites, "watch-writes", 100, "writes of the watch phase, each awaited by every watcher")
+	fs.BoolVar(&b.prevInstance, "prev-instance", false, "Roster's watchers ask for each event's prev_instance too (etcd's do not ask for prev_kv either way)")
 	fs.IntVar(&b.reads, "reads", 200, "write-then-read pairs of the read-after-write phase, per node")
 	fs.IntVar(&b.memKeys, "mem-keys", 50000, "records loaded by the memory phase")
 	fs.IntVar(&b.rounds, "rounds", 5, "leaders killed by the failover phase")
@@ -137,7 +139,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rep := report{Started: time.Now().UTC(), Machine: machine(), Versions: versions(b.rosterd), Details: map[string]any{},
 		Settings: map[string]string{
 			"phase": b.phase.String(), "writers": *writers, "keys": fmt.Sprint(b.keys), "conns_per_node": fmt.Sprint(b.conns),
-			"watchers": fmt.Sprint(b.watchers), "watch_writes": fmt.Sprint(b.watchWrites), "reads": fmt.Sprint(b.reads),
+			"watchers": fmt.Sprint(b.watchers), "watch_writes": fmt.Sprint(b.watchWrites), "watch_prev_instance": fmt.Sprint(b.prevInstance), "reads": fmt.Sprint(b.reads),
 			"mem_keys": fmt.Sprint(b.memKeys), "rounds": fmt.Sprint(b.rounds), "rosterd_flags": b.rosterdFlags,
 			"etcd":   "embed defaults (heartbeat 100ms, election 1000ms), 3 processes, one data dir each",
 			"roster": "rosterd defaults, 3 processes, --initial-cluster",
@@ -161,7 +163,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if sysName == "etcd" {
 			s, err = startEtcd(ctx, base, b.conns)
 		} else {
-			s, err = startRoster(ctx, base, b.rosterd, b.conns, strings.Fields(b.rosterdFlags))
+			var rs *rosterSystem
+			rs, err = startRoster(ctx, base, b.rosterd, b.conns, strings.Fields(b.rosterdFlags))
+			if err == nil {
+				rs.prevInstance = b.prevInstance
+			}
+			s = rs
 		}
 		if err != nil {
 			return err

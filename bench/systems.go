@@ -261,6 +261,8 @@ type rosterSystem struct {
 	httpURL []string // each node's --http-addr, for /debug and /metrics
 	conns   [][]*grpc.ClientConn
 	ttl     time.Duration
+	// prevInstance: watchers ask for prev_instance too.
+	prevInstance bool
 }
 
 func startRoster(ctx context.Context, base, rosterd string, conns int, extra []string) (*rosterSystem, error) {
@@ -338,7 +340,9 @@ func (s *rosterSystem) write(ctx context.Context, node, conn, k, n int, lease bo
 }
 
 func (s *rosterSystem) watch(ctx context.Context, node, conn int, ready func(), got func([]uint64)) error {
-	stream, err := s.registry(node, conn).Watch(ctx, &rosterv1.WatchRequest{Service: service})
+	// Like etcd's watchers here, which do not ask for prev_kv: the new
+	// state of each change only.
+	stream, err := s.registry(node, conn).Watch(ctx, &rosterv1.WatchRequest{Service: service, OmitPrevInstance: !s.prevInstance})
 	if err != nil {
 		return err
 	}

@@ -118,16 +118,32 @@ func (b *runner) runWatch(ctx context.Context, s system, watchers, writes int) (
 		rev uint64
 		at  time.Time
 	}
+	// Each watcher keeps its own arrivals and its own highest revision
+	// seen; the writer waits for a round (one write) to be claimed by
+	// every watcher. No lock is shared between watchers: with one, every
+	// arrival would wait for the others' and for the writer's scan, and
+	// the last watcher's time would measure the harness as much as the
+	// system.
+	type round struct {
+		rev     uint64
+		claimed []atomic.Bool
+		left    atomic.Int64
+		done    chan struct{}
+	}
 	var (
-		mu      sync.Mutex
-		cond    = sync.NewCond(&mu)
-		seen    = make([]uint64, watchers)
+		seen    = make([]atomic.Uint64, watchers)
 		got     = make([][]arrival, watchers)
+		cur     atomic.Pointer[round]
 		ready   sync.WaitGroup
 		wg      sync.WaitGroup
 		errOnce sync.Once
 		werr    error
 	)
+	claim := func(r *round, i int) {
+		if r != nil && seen[i].Load() >= r.rev && r.claimed[i].CompareAndSwap(false, true) && r.left.Add(-1) == 0 {
+			close(r.done)
+		}
+	}
 	ready.Add(watchers)
 	for i := range watchers {
 		wg.Add(1)
@@ -136,37 +152,43 @@ func (b *runner) runWatch(ctx context.Context, s system, watchers, writes int) (
 			once := sync.Once{}
 			err := s.watch(wctx, i%len(s.members()), i/len(s.members()), func() { once.Do(ready.Done) }, func(revs []uint64) {
 				now := time.Now()
-				mu.Lock()
+				hi := seen[i].Load()
 				for _, r := range revs {
 					got[i] = append(got[i], arrival{r, now})
-					seen[i] = max(seen[i], r)
+					hi = max(hi, r)
 				}
-				mu.Unlock()
-				cond.Broadcast()
+				// Seen is stored before the round is read, and the writer
+				// stores the round before it reads seen: one of the two
+				// claims this watcher's part.
+				seen[i].Store(hi)
+				claim(cur.Load(), i)
 			})
 			once.Do(ready.Done)
 			if err != nil && wctx.Err() == nil {
 				errOnce.Do(func() { werr = err })
-				mu.Lock()
-				seen[i] = ^uint64(0)
-				mu.Unlock()
-				cond.Broadcast()
+				seen[i].Store(^uint64(0))
+				claim(cur.Load(), i)
 			}
 		}()
 	}
 	ready.Wait()
 	waitAll := func(rev uint64) bool {
-		timer := time.AfterFunc(30*time.Second, func() { cancel(); cond.Broadcast() })
-		defer timer.Stop()
-		mu.Lock()
-		defer mu.Unlock()
-		for wctx.Err() == nil {
-			if slices.IndexFunc(seen, func(v uint64) bool { return v < rev }) < 0 {
-				return true
-			}
-			cond.Wait()
+		r := &round{rev: rev, claimed: make([]atomic.Bool, watchers), done: make(chan struct{})}
+		r.left.Store(int64(watchers))
+		cur.Store(r)
+		for i := range watchers {
+			claim(r, i)
 		}
-		return false
+		timer := time.NewTimer(30 * time.Second)
+		defer timer.Stop()
+		select {
+		case <-r.done:
+			return true
+		case <-timer.C:
+			return false
+		case <-wctx.Done():
+			return false
+		}
 	}
 	acks := map[uint64]time.Time{}
 	for n := 0; n <= writes; n++ {

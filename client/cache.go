@@ -353,6 +353,9 @@ func (e *serviceCache) run(ctx context.Context) {
 		Namespace:        e.key.namespace,
 		Service:          e.key.service,
 		ProgressInterval: durationpb.New(cacheProgressInterval),
+		// The cache keeps instances by id: a change's new state is all it
+		// needs.
+		OmitPrevInstance: true,
 		// The first list shows every write acknowledged before it was
 		// asked for, on whichever node serves it; without a quorum to
 		// confirm that, the freshest list a node can give.

@@ -110,6 +110,8 @@ type fakeServer struct {
 	// watchReads are the start_read consistencies of the watches opened,
 	// "" where none was sent.
 	watchReads []string
+	// watchOmitPrev: each watch's omit_prev_instance.
+	watchOmitPrev []bool
 	// requestIDs are the request ids of the writes received, in order.
 	requestIDs []string
 	// overlap makes Watch resend this many revisions before the start.
@@ -188,6 +190,12 @@ func (f *fakeServer) startReads() []string {
 	return append([]string(nil), f.watchReads...)
 }
 
+func (f *fakeServer) omitPrevs() []bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]bool(nil), f.watchOmitPrev...)
+}
+
 func (f *fakeServer) starts() []uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -242,6 +250,7 @@ func (f *fakeServer) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreami
 		read = req.GetStartRead().GetConsistency().String()
 	}
 	f.watchReads = append(f.watchReads, read)
+	f.watchOmitPrev = append(f.watchOmitPrev, req.GetOmitPrevInstance())
 	from := req.GetStartRevision() - min(f.overlap, req.GetStartRevision())
 	f.mu.Unlock()
 	for {

@@ -112,6 +112,7 @@ func (w *watchResume) stream(ctx context.Context, conn *grpc.ClientConn, req *ro
 		Namespace:        req.GetNamespace(),
 		Service:          req.GetService(),
 		HealthyOnly:      req.GetHealthyOnly(),
+		OmitPrevInstance: req.GetOmitPrevInstance(),
 		StartRevision:    w.revision,
 		ProgressInterval: req.GetProgressInterval(),
 		StartRead:        w.startReadFor(),

@@ -111,6 +111,37 @@ func TestWatchResumesWithoutGapOrRepeat(t *testing.T) {
 	}
 }
 
+// TestWatchKeepsOmitPrevWhenResumed: a watch that asks for no
+// prev_instance asks again on the stream that resumes it, and the
+// discovery cache, which keeps instances by id, asks for none.
+func TestWatchKeepsOmitPrevWhenResumed(t *testing.T) {
+	st := newFakeState()
+	st.appendRevisions(1, 2)
+	first, second := startFake(t, st), startFake(t, st)
+	c := newTestClient(t, first.addr, second.addr)
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+	out, errc := collectWatch(ctx, c, &rosterv1.WatchRequest{Service: "web", OmitPrevInstance: true})
+	expectRevisions(t, out, errc, 1, 2)
+	first.cut <- status.Error(codes.Unavailable, "node shutting down")
+	st.appendRevisions(3, 3)
+	expectRevisions(t, out, errc, 3)
+	if got := append(first.omitPrevs(), second.omitPrevs()...); !slices.Equal(got, []bool{true, true}) {
+		t.Fatalf("omit_prev_instance of the first and the resumed stream: %v, want [true true]", got)
+	}
+	cancel()
+
+	sub, err := c.Subscribe("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	waitFor(t, "the cache's watch", func() bool { return len(first.omitPrevs())+len(second.omitPrevs()) == 3 })
+	if got := append(first.omitPrevs(), second.omitPrevs()...); !slices.Equal(got, []bool{true, true, true}) {
+		t.Fatalf("omit_prev_instance of the streams: %v, want the cache's to ask for none", got)
+	}
+}
+
 func TestWatchEndsOnPermanentError(t *testing.T) {
 	f := startFake(t, newFakeState())
 	f.setFail("Watch", status.Error(codes.InvalidArgument, "bad service"))

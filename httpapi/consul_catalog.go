@@ -393,6 +393,8 @@ func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOpti
 	defer cancel()
 	stream, err := c.h.registry.Watch(ctx, &rosterv1.WatchRequest{
 		Namespace: ns, StartRevision: opts.index, ProgressInterval: durationpb.New(time.Minute),
+		// Only whether something changed matters here.
+		OmitPrevInstance: true,
 	})
 	if err != nil {
 		return err

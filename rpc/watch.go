@@ -175,6 +175,7 @@ type watcher struct {
 	namespace   string
 	service     string
 	healthyOnly bool
+	omitPrev    bool
 	progress    time.Duration
 	maxLag      int
 	batch       int
@@ -384,6 +385,7 @@ func (s *Server) newWatcher(req *rosterv1.WatchRequest) (*watcher, error) {
 	}
 	w := &watcher{
 		s: s, namespace: ns, service: req.Service, healthyOnly: req.HealthyOnly,
+		omitPrev: req.OmitPrevInstance,
 		progress: DefaultProgressInterval,
 		maxLag:   s.opts.Watch.MaxLag,
 		batch:    s.opts.Watch.BatchEvents,
@@ -450,7 +452,7 @@ func (w *watcher) events(revs []store.Revision) *preEncoded {
 			if !w.match(e.Key()) {
 				continue
 			}
-			b := w.s.eventWire(e, w.healthyOnly)
+			b := w.s.eventWire(e, w.healthyOnly, w.omitPrev)
 			if b == nil {
 				continue
 			}
@@ -489,8 +491,9 @@ func (s *Server) watchPrefix(rev uint64) []byte {
 // (field tag, length and Event bytes), memoized in the server's wire cache
 // so that every watcher shares one encoding; nil when a healthy-only
 // watcher does not see e. A healthy-only watcher sees an instance leaving
-// the healthy set as a DELETE and one entering it as a PUT.
-func (s *Server) eventWire(e *store.Event, healthyOnly bool) []byte {
+// the healthy set as a DELETE and one entering it as a PUT. With omitPrev
+// the event carries no prev_instance.
+func (s *Server) eventWire(e *store.Event, healthyOnly, omitPrev bool) []byte {
 	asDelete := false
 	if healthyOnly {
 		prevHealthy := e.Prev != nil && e.Prev.Healthy()
@@ -503,13 +506,18 @@ func (s *Server) eventWire(e *store.Event, healthyOnly bool) []byte {
 			return nil
 		}
 	}
-	w := s.watch.wire.entry(e)
+	w := s.watch.wire.entry(e).forms(omitPrev)
+	withPrev := func(ev *rosterv1.Event) *rosterv1.Event {
+		if e.Prev != nil && !omitPrev {
+			ev.PrevInstance = toAPIInstance(e.Prev)
+		}
+		return ev
+	}
 	if asDelete {
 		return w.deleteWire(func() []byte {
-			return s.encodeEvent(&rosterv1.Event{
-				Type: rosterv1.Event_TYPE_DELETE, Revision: e.Revision,
-				Instance: keyOnly(e.Key()), PrevInstance: toAPIInstance(e.Prev),
-			})
+			return s.encodeEvent(withPrev(&rosterv1.Event{
+				Type: rosterv1.Event_TYPE_DELETE, Revision: e.Revision, Instance: keyOnly(e.Key()),
+			}))
 		})
 	}
 	return w.plainWire(func() []byte {
@@ -520,10 +528,7 @@ func (s *Server) eventWire(e *store.Event, healthyOnly bool) []byte {
 		default:
 			ev.Type, ev.Instance = rosterv1.Event_TYPE_DELETE, keyOnly(e.Key())
 		}
-		if e.Prev != nil {
-			ev.PrevInstance = toAPIInstance(e.Prev)
-		}
-		return s.encodeEvent(ev)
+		return s.encodeEvent(withPrev(ev))
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/roster-registry/roster/client"
@@ -491,4 +492,92 @@ func TestWatcherCatchingUpIsNotCutOff(t *testing.T) {
 		{Watcher: "reset", Namespace: "default", Subscriptions: []checker.Subscription{reset}},
 	}}
 	checkW(t, h)
+}
+
+// TestWatchOmitsPrevInstanceWhenAsked: a watcher that sets
+// omit_prev_instance gets the same events as one that does not, each
+// without prev_instance: an update's PUT carries the new instance, a
+// DELETE the key fields, also where a healthy-only watcher sees an
+// instance leave the healthy set. Both kinds of watcher share the node.
+func TestWatchOmitsPrevInstanceWhenAsked(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	ctx := testcluster.Ctx(t)
+	reg := c.Leader().Registry()
+	for _, id := range []string{"a", "b"} {
+		if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", id, 80)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := func(req *rosterv1.WatchRequest) rosterv1.Registry_WatchClient {
+		t.Helper()
+		stream, err := reg.Watch(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err := stream.Recv(); err != nil || !m.Reset_ {
+			t.Fatalf("first message %v, %v: want the reset", m, err)
+		}
+		return stream
+	}
+	full := open(&rosterv1.WatchRequest{Service: "web"})
+	bare := open(&rosterv1.WatchRequest{Service: "web", OmitPrevInstance: true})
+	healthyBare := open(&rosterv1.WatchRequest{Service: "web", HealthyOnly: true, OmitPrevInstance: true})
+
+	if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 81)}); err != nil {
+		t.Fatal(err) // an update: PUT, prev on port 80
+	}
+	if _, err := reg.SetMaintenance(ctx, &rosterv1.SetMaintenanceRequest{Service: "web", Id: "b", Enabled: false}); err != nil {
+		t.Fatal(err) // b leaves the healthy set
+	}
+	last, err := reg.Deregister(ctx, &rosterv1.DeregisterRequest{Service: "web", Id: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := func(stream rosterv1.Registry_WatchClient) []*rosterv1.Event {
+		t.Helper()
+		var out []*rosterv1.Event
+		for rev := uint64(0); rev < last.Revision; {
+			m, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, m.Events...)
+			rev = max(rev, m.Revision)
+		}
+		return out
+	}
+	fullEvents, bareEvents := events(full), events(bare)
+	if len(fullEvents) != 3 || len(bareEvents) != 3 {
+		t.Fatalf("got %d and %d events, want 3 each: %v; %v", len(fullEvents), len(bareEvents), fullEvents, bareEvents)
+	}
+	for i, f := range fullEvents {
+		b := bareEvents[i]
+		if f.PrevInstance == nil {
+			t.Fatalf("event %d (%v) of the plain watcher has no prev_instance", i, f)
+		}
+		if b.PrevInstance != nil {
+			t.Fatalf("event %d (%v) carries prev_instance though the watcher asked for none", i, b)
+		}
+		if b.Type != f.Type || b.Revision != f.Revision || !proto.Equal(b.Instance, f.Instance) {
+			t.Fatalf("event %d: %v without prev, want %v less its prev_instance", i, b, f)
+		}
+	}
+	if got := fullEvents[0].PrevInstance.GetPort(); got != 80 {
+		t.Fatalf("the update's prev_instance has port %d, want 80", got)
+	}
+	if del := bareEvents[2]; del.Type != rosterv1.Event_TYPE_DELETE || del.Instance.GetId() != "a" || del.Instance.GetAddress() != "" {
+		t.Fatalf("the deregistration reached the bare watcher as %v, want a DELETE of a's key", del)
+	}
+	// Healthy-only: a's update (PUT), b leaving the healthy set (DELETE),
+	// a's deregistration (DELETE), none with prev_instance.
+	var got []string
+	for _, e := range events(healthyBare) {
+		if e.PrevInstance != nil {
+			t.Fatalf("healthy-only event %v carries prev_instance though the watcher asked for none", e)
+		}
+		got = append(got, e.Type.String()[len("TYPE_"):]+" "+e.Instance.GetId())
+	}
+	if want := []string{"PUT a", "DELETE b", "DELETE a"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("healthy-only watcher without prev saw %v, want %v", got, want)
+	}
 }

@@ -20,8 +20,16 @@ type wireCache struct {
 	size atomic.Int64
 }
 
-// eventWire is one event's encodings, each made once.
+// eventWire is one event's encodings, each made once: with prev_instance
+// (full), and without it for watchers that set omit_prev_instance (bare,
+// made when one first asks).
 type eventWire struct {
+	full wireForms
+	bare atomic.Pointer[wireForms]
+}
+
+// wireForms are the two ways a watcher may see one event.
+type wireForms struct {
 	// plain is the event as it happened.
 	plain     []byte
 	plainOnce sync.Once
@@ -29,6 +37,18 @@ type eventWire struct {
 	// leaving the healthy set: a DELETE.
 	asDelete     []byte
 	asDeleteOnce sync.Once
+}
+
+// forms returns the encodings with prev_instance, or without it.
+func (w *eventWire) forms(omitPrev bool) *wireForms {
+	if !omitPrev {
+		return &w.full
+	}
+	if f := w.bare.Load(); f != nil {
+		return f
+	}
+	w.bare.CompareAndSwap(nil, &wireForms{})
+	return w.bare.Load()
 }
 
 // entry returns e's encodings, creating an empty entry the first time.
@@ -52,13 +72,13 @@ func (c *wireCache) drop(k weak.Pointer[store.Event]) {
 }
 
 // plainWire returns the plain encoding, made by enc the first time.
-func (w *eventWire) plainWire(enc func() []byte) []byte {
+func (w *wireForms) plainWire(enc func() []byte) []byte {
 	w.plainOnce.Do(func() { w.plain = enc() })
 	return w.plain
 }
 
 // deleteWire returns the DELETE encoding, made by enc the first time.
-func (w *eventWire) deleteWire(enc func() []byte) []byte {
+func (w *wireForms) deleteWire(enc func() []byte) []byte {
 	w.asDeleteOnce.Do(func() { w.asDelete = enc() })
 	return w.asDelete
 }

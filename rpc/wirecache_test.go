@@ -27,7 +27,7 @@ func TestEventEncodedOnceForAllWatchers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i] = s.eventWire(e, false)
+			got[i] = s.eventWire(e, false, false)
 		}()
 	}
 	wg.Wait()
@@ -36,7 +36,7 @@ func TestEventEncodedOnceForAllWatchers(t *testing.T) {
 			t.Fatalf("watcher %d got its own encoding", i)
 		}
 	}
-	s.eventWire(e, false)
+	s.eventWire(e, false, false)
 	if n := s.watch.encodings.Load(); n != 1 {
 		t.Fatalf("%d encodings of one event, want 1", n)
 	}

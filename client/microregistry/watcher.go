@@ -41,7 +41,9 @@ func (r *Registry) Watch(opts ...WatchOption) (*Watcher, error) {
 	w := &Watcher{cancel: cancel, results: make(chan *Result), done: make(chan struct{})}
 	req := &rosterv1.WatchRequest{
 		Namespace: domainOr(wo.Domain), Service: wo.Service, HealthyOnly: true,
-		StartRead: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
+		// translate keeps the instances it has seen by id.
+		OmitPrevInstance: true,
+		StartRead:        &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
 	}
 	started := make(chan struct{})
 	go func() {

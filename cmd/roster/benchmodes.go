@@ -452,7 +452,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	for i := range watchers {
 		w := &benchWatcher{}
 		watchers[i] = w
-		stream, err := rosterv1.NewRegistryClient(conns[i%len(conns)]).Watch(wctx, &rosterv1.WatchRequest{Service: o.service})
+		stream, err := rosterv1.NewRegistryClient(conns[i%len(conns)]).Watch(wctx, &rosterv1.WatchRequest{Service: o.service, OmitPrevInstance: !o.prevInstance})
 		if err != nil {
 			return fmt.Errorf("watch: %w", err)
 		}

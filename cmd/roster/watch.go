@@ -64,7 +64,8 @@ Instances have the fields of get -o json.`,
 				return err
 			}
 			defer c.Close()
-			req := &rosterv1.WatchRequest{Namespace: namespace, Service: service, HealthyOnly: healthy, StartRevision: from}
+			// Nothing printed needs an event's prev_instance.
+			req := &rosterv1.WatchRequest{Namespace: namespace, Service: service, HealthyOnly: healthy, StartRevision: from, OmitPrevInstance: true}
 			for resp, err := range c.Watch(ctx, req) {
 				if err != nil {
 					if ctx.Err() != nil {

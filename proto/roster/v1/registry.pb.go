@@ -1915,9 +1915,15 @@ type WatchRequest struct {
 	// LINEARIZABLE holds it until this node has applied everything committed
 	// when the watch began, so it shows every write acknowledged before.
 	// Unset: the serving node's current state, which may trail the leader.
-	StartRead     *ReadOptions `protobuf:"bytes,7,opt,name=start_read,json=startRead,proto3" json:"start_read,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StartRead *ReadOptions `protobuf:"bytes,7,opt,name=start_read,json=startRead,proto3" json:"start_read,omitempty"`
+	// omit_prev_instance leaves prev_instance out of every event: a PUT
+	// carries the instance after the change, a DELETE its key fields. A
+	// client that keeps instances by id needs nothing more, and an update's
+	// event is about half the size. Off: events carry prev_instance as
+	// described on Event.
+	OmitPrevInstance bool `protobuf:"varint,8,opt,name=omit_prev_instance,json=omitPrevInstance,proto3" json:"omit_prev_instance,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WatchRequest) Reset() {
@@ -1997,6 +2003,13 @@ func (x *WatchRequest) GetStartRead() *ReadOptions {
 		return x.StartRead
 	}
 	return nil
+}
+
+func (x *WatchRequest) GetOmitPrevInstance() bool {
+	if x != nil {
+		return x.OmitPrevInstance
+	}
+	return false
 }
 
 type GetLeasesRequest struct {
@@ -2560,7 +2573,7 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"request_id\x18\x06 \x01(\tR\trequestId\"g\n" +
 	"\x16SetMaintenanceResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xb0\x02\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xde\x02\n" +
 	"\fWatchRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -2570,7 +2583,8 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\vprogress_id\x18\x06 \x01(\tR\n" +
 	"progressId\x125\n" +
 	"\n" +
-	"start_read\x18\a \x01(\v2\x16.roster.v1.ReadOptionsR\tstartRead\"J\n" +
+	"start_read\x18\a \x01(\v2\x16.roster.v1.ReadOptionsR\tstartRead\x12,\n" +
+	"\x12omit_prev_instance\x18\b \x01(\bR\x10omitPrevInstance\"J\n" +
 	"\x10GetLeasesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\xc4\x01\n" +
