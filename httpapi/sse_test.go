@@ -199,6 +199,31 @@ func TestWatchServerSentEvents(t *testing.T) {
 		t.Fatalf("resumed watch: %+v", ev)
 	}
 
+	// omit_prev_instance=true: an update's event carries no prev_instance;
+	// a watch without it gets the replaced instance too.
+	bare := openWatch(t, a+"/watch?service=web&omit_prev_instance=true&progress_interval=10m", strconv.FormatUint(rev4, 10))
+	r = call(t, "POST", b+"/instances", `{"instance": {"service": "web", "id": "w4", "address": "10.0.0.1", "port": 81}}`).must(t, http.StatusOK)
+	rev5 := strconv.FormatUint(num(t, r["revision"]), 10)
+	prev := func(ev sseEvent) any {
+		t.Helper()
+		evs, _ := ev.data["events"].([]any)
+		if ev.event != "events" || ev.id != rev5 || len(evs) != 1 {
+			t.Fatalf("the update of w4 (revision %s) arrived as %+v", rev5, ev)
+		}
+		return evs[0].(map[string]any)["prev_instance"]
+	}
+	if p := prev(bare.next()); p != nil {
+		t.Fatalf("omit_prev_instance=true, yet the update carries prev_instance %v", p)
+	}
+	if p, _ := prev(head.next()).(map[string]any); p["port"] != float64(80) {
+		t.Fatalf("without omit_prev_instance the update carries prev_instance %v, want the instance on port 80", p)
+	}
+	bare.close()
+	head.close()
+	if ev := w.next(); strings.Join(changes(ev), ",") != "PUT w4" {
+		t.Fatalf("resumed watch: %+v", ev)
+	}
+
 	// Draining the node ends the stream with an error event naming why.
 	watchNode.Server.Drain()
 	ev = w.next()
