@@ -110,8 +110,10 @@ type fakeServer struct {
 	// watchReads are the start_read consistencies of the watches opened,
 	// "" where none was sent.
 	watchReads []string
-	// watchOmitPrev: each watch's omit_prev_instance.
-	watchOmitPrev []bool
+	// watchOmitPrev and watchProgressIDs: each watch's omit_prev_instance
+	// and progress_id.
+	watchOmitPrev    []bool
+	watchProgressIDs []string
 	// requestIDs are the request ids of the writes received, in order.
 	requestIDs []string
 	// overlap makes Watch resend this many revisions before the start.
@@ -196,6 +198,12 @@ func (f *fakeServer) omitPrevs() []bool {
 	return append([]bool(nil), f.watchOmitPrev...)
 }
 
+func (f *fakeServer) progressIDs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.watchProgressIDs...)
+}
+
 func (f *fakeServer) starts() []uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -251,6 +259,7 @@ func (f *fakeServer) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreami
 	}
 	f.watchReads = append(f.watchReads, read)
 	f.watchOmitPrev = append(f.watchOmitPrev, req.GetOmitPrevInstance())
+	f.watchProgressIDs = append(f.watchProgressIDs, req.GetProgressId())
 	from := req.GetStartRevision() - min(f.overlap, req.GetStartRevision())
 	f.mu.Unlock()
 	for {

@@ -111,23 +111,27 @@ func TestWatchResumesWithoutGapOrRepeat(t *testing.T) {
 	}
 }
 
-// TestWatchKeepsOmitPrevWhenResumed: a watch that asks for no
-// prev_instance asks again on the stream that resumes it, and the
-// discovery cache, which keeps instances by id, asks for none.
-func TestWatchKeepsOmitPrevWhenResumed(t *testing.T) {
+// TestWatchKeepsItsRequestWhenResumed: a watch that asks for no
+// prev_instance, and names itself for RequestProgress, does both again on
+// the stream that resumes it, and the discovery cache, which keeps
+// instances by id, asks for no prev_instance.
+func TestWatchKeepsItsRequestWhenResumed(t *testing.T) {
 	st := newFakeState()
 	st.appendRevisions(1, 2)
 	first, second := startFake(t, st), startFake(t, st)
 	c := newTestClient(t, first.addr, second.addr)
 	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()
-	out, errc := collectWatch(ctx, c, &rosterv1.WatchRequest{Service: "web", OmitPrevInstance: true})
+	out, errc := collectWatch(ctx, c, &rosterv1.WatchRequest{Service: "web", OmitPrevInstance: true, ProgressId: "p-1"})
 	expectRevisions(t, out, errc, 1, 2)
 	first.cut <- status.Error(codes.Unavailable, "node shutting down")
 	st.appendRevisions(3, 3)
 	expectRevisions(t, out, errc, 3)
 	if got := append(first.omitPrevs(), second.omitPrevs()...); !slices.Equal(got, []bool{true, true}) {
 		t.Fatalf("omit_prev_instance of the first and the resumed stream: %v, want [true true]", got)
+	}
+	if got := append(first.progressIDs(), second.progressIDs()...); !slices.Equal(got, []string{"p-1", "p-1"}) {
+		t.Fatalf("progress_id of the first and the resumed stream: %q, want [p-1 p-1]", got)
 	}
 	cancel()
 
