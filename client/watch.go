@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
@@ -34,8 +35,8 @@ import (
 // first reset, and a resumed stream starts from a revision instead.
 //
 // Every other field of req (namespace, service, healthy_only,
-// progress_interval, progress_id, omit_prev_instance) goes with each
-// stream, the resumed ones too. Set
+// progress_interval, progress_id, omit_prev_instance) goes as it is with
+// each stream, the resumed ones too. Set
 // omit_prev_instance when the events' new state is all you keep, as the
 // discovery cache does: an update's event is then about half the size.
 func (c *Client) Watch(ctx context.Context, req *rosterv1.WatchRequest, opts ...grpc.CallOption) iter.Seq2[*rosterv1.WatchResponse, error] {
@@ -114,16 +115,11 @@ type watchResume struct {
 func (w *watchResume) stream(ctx context.Context, conn *grpc.ClientConn, req *rosterv1.WatchRequest, yield func(*rosterv1.WatchResponse, error) bool, opts []grpc.CallOption) (delivered, stopped bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := rosterv1.NewRegistryClient(conn).Watch(ctx, &rosterv1.WatchRequest{
-		Namespace:        req.GetNamespace(),
-		Service:          req.GetService(),
-		HealthyOnly:      req.GetHealthyOnly(),
-		OmitPrevInstance: req.GetOmitPrevInstance(),
-		ProgressId:       req.GetProgressId(),
-		StartRevision:    w.revision,
-		ProgressInterval: req.GetProgressInterval(),
-		StartRead:        w.startReadFor(),
-	}, opts...)
+	// The caller's request as it is, but for where the stream starts: a
+	// field copied by hand is a field a later one forgets.
+	r := proto.CloneOf(req)
+	r.StartRevision, r.StartRead = w.revision, w.startReadFor()
+	stream, err := rosterv1.NewRegistryClient(conn).Watch(ctx, r, opts...)
 	if err != nil {
 		return false, false, err
 	}
