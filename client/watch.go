@@ -117,7 +117,10 @@ func (w *watchResume) stream(ctx context.Context, conn *grpc.ClientConn, req *ro
 	defer cancel()
 	// The caller's request as it is, but for where the stream starts: a
 	// field copied by hand is a field a later one forgets.
-	r := proto.CloneOf(req)
+	r := &rosterv1.WatchRequest{}
+	if req != nil {
+		r = proto.CloneOf(req)
+	}
 	r.StartRevision, r.StartRead = w.revision, w.startReadFor()
 	stream, err := rosterv1.NewRegistryClient(conn).Watch(ctx, r, opts...)
 	if err != nil {

@@ -146,6 +146,18 @@ func TestWatchKeepsItsRequestWhenResumed(t *testing.T) {
 	}
 }
 
+// TestWatchWithoutARequest: a nil request is an empty one (the default
+// namespace, every service), not a panic.
+func TestWatchWithoutARequest(t *testing.T) {
+	st := newFakeState()
+	st.appendRevisions(1, 2)
+	c := newTestClient(t, startFake(t, st).addr)
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+	out, errc := collectWatch(ctx, c, nil)
+	expectRevisions(t, out, errc, 1, 2)
+}
+
 func TestWatchEndsOnPermanentError(t *testing.T) {
 	f := startFake(t, newFakeState())
 	f.setFail("Watch", status.Error(codes.InvalidArgument, "bad service"))
