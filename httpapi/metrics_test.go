@@ -184,7 +184,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		atLeast("roster_store_revision", float64(rev))
 		for _, name := range []string{"roster_raft_term", "roster_raft_commit_index", "roster_raft_leadership_changes_total",
 			"roster_leases", "roster_lease_expiries_held", "roster_heartbeats_total", "roster_lease_expirations_total",
-			"roster_watch_streams", "roster_watch_cutoffs_total", "roster_watch_lag_revisions"} {
+			"roster_watch_streams", "roster_watches", "roster_watch_cutoffs_total", "roster_watch_lag_revisions"} {
 			if mfs[name] == nil {
 				t.Errorf("%s: no %s", nd.ID, name)
 			}
@@ -206,6 +206,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			atLeast("roster_forwarded_calls_total", registers, "method", "roster.v1.Registry/Register", "code", "OK")
 			atLeast("roster_forwarded_calls_total", heartbeats, "method", "roster.v1.Registry/Heartbeat", "code", "OK")
 			want("roster_watch_streams", 1)
+			want("roster_watches", 1)
 		}
 		// Raft's own go-metrics, through the process-wide sink: commits
 		// happened after it was installed, on the leader of this process.

@@ -221,8 +221,7 @@ func (s *Server) aclStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 	if err != nil {
 		return err
 	}
-	switch info.FullMethod {
-	case rosterv1.Registry_Watch_FullMethodName, rosterv1.Registry_KeepAlive_FullMethodName:
+	if checkedPerMessage(info.FullMethod) {
 		return h(srv, &aclStream{ServerStream: ss, c: c})
 	}
 	if rn, ok := resourceNeeds[info.FullMethod]; ok {
@@ -232,6 +231,46 @@ func (s *Server) aclStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 		return h(srv, ss)
 	}
 	return denied("%s is not allowed %s", c.name, info.FullMethod)
+}
+
+// watch checks a watch's request: read on its service, or on every
+// service of its namespace when it names none.
+func (c *caller) watch(r *rosterv1.WatchRequest) error {
+	if r.Service != "" {
+		return c.service(r.Namespace, r.Service, acl.Read)
+	}
+	ns := r.Namespace
+	if ns == "" {
+		ns = store.DefaultNamespace
+	}
+	if !c.policy.AllowEveryService(ns, acl.Read) {
+		return denied("%s lacks service::read in namespace %s (a watch of a whole namespace needs read on every service in it)", c.name, ns)
+	}
+	return nil
+}
+
+// authorizeWatch checks one watch of a WatchMany stream as aclStream checks
+// a Watch stream's request.
+func (s *Server) authorizeWatch(ctx context.Context, r *rosterv1.WatchRequest) error {
+	if !s.opts.ACL.Enabled {
+		return nil
+	}
+	c, err := s.resolve(ctx)
+	if err != nil {
+		return err
+	}
+	return c.watch(r)
+}
+
+// checkedPerMessage reports whether the stream method's requests are
+// checked one by one, as they arrive (aclStream).
+func checkedPerMessage(method string) bool {
+	switch method {
+	case rosterv1.Registry_Watch_FullMethodName, rosterv1.Registry_KeepAlive_FullMethodName,
+		rosterv1.Registry_WatchMany_FullMethodName:
+		return true
+	}
+	return false
 }
 
 // aclStream checks every request of a stream: a watch needs read on its
@@ -248,16 +287,10 @@ func (a *aclStream) RecvMsg(m any) error {
 	}
 	switch r := m.(type) {
 	case *rosterv1.WatchRequest:
-		if r.Service != "" {
-			return a.c.service(r.Namespace, r.Service, acl.Read)
-		}
-		ns := r.Namespace
-		if ns == "" {
-			ns = store.DefaultNamespace
-		}
-		if !a.c.policy.AllowEveryService(ns, acl.Read) {
-			return denied("%s lacks service::read in namespace %s (a watch of a whole namespace needs read on every service in it)", a.c.name, ns)
-		}
+		return a.c.watch(r)
+	case *rosterv1.WatchManyRequest:
+		// Each watch is checked as it is created (authorizeWatch), and a
+		// refusal ends that watch, not the stream.
 		return nil
 	case *rosterv1.HeartbeatRequest:
 		if len(r.Instances) == 0 {

@@ -224,15 +224,58 @@ func TestACLDenyAndFiltering(t *testing.T) {
 		_, err = st.Recv()
 		return err
 	}
-	if err := watch(webOnly, &rosterv1.WatchRequest{Service: "web"}); err != nil {
-		t.Fatalf("watch web: %v", err)
+	// The same through WatchMany, where a refused watch ends with a
+	// message naming it and the stream goes on: its watch 1 is refused or
+	// not, then watch 2, of web, with webOnly's rights, is served.
+	watchMany := func(secret string, req *rosterv1.WatchRequest) error {
+		ctx, cancel := context.WithCancel(withToken(testcluster.Ctx(t), secret))
+		defer cancel()
+		st, err := f.Registry().WatchMany(ctx)
+		if err != nil {
+			return err
+		}
+		for id, r := range []*rosterv1.WatchRequest{req, {Service: "web"}} {
+			if err := st.Send(&rosterv1.WatchManyRequest{Action: &rosterv1.WatchManyRequest_Create{
+				Create: &rosterv1.WatchCreate{WatchId: uint64(id + 1), Request: r}}}); err != nil {
+				return err
+			}
+		}
+		// Both webOnly and all may read web; deny may not.
+		wantSecond := secret == webOnly || secret == all
+		var first error
+		firstDone, secondOK := false, false
+		for !firstDone || (wantSecond && !secondOK) {
+			m, err := st.Recv()
+			if err != nil {
+				return err
+			}
+			for _, id := range m.WatchIds {
+				switch {
+				case id == 1 && !firstDone:
+					firstDone = true
+					if e := m.Ended; e != nil {
+						first = status.Error(codes.Code(e.Code), e.Message)
+					}
+				case id == 2 && m.Ended != nil && wantSecond:
+					t.Fatalf("watch of web ended: %v", m.Ended)
+				case id == 2:
+					secondOK = true
+				}
+			}
+		}
+		return first
 	}
-	wantDenied(t, watch(webOnly, &rosterv1.WatchRequest{Service: "api"}), "lacks service:api:read")
-	wantDenied(t, watch(webOnly, &rosterv1.WatchRequest{}), "lacks service::read in namespace default")
-	if err := watch(all, &rosterv1.WatchRequest{}); err != nil {
-		t.Fatalf("namespace watch with service::read: %v", err)
+	for _, open := range []func(string, *rosterv1.WatchRequest) error{watch, watchMany} {
+		if err := open(webOnly, &rosterv1.WatchRequest{Service: "web"}); err != nil {
+			t.Fatalf("watch web: %v", err)
+		}
+		wantDenied(t, open(webOnly, &rosterv1.WatchRequest{Service: "api"}), "lacks service:api:read")
+		wantDenied(t, open(webOnly, &rosterv1.WatchRequest{}), "lacks service::read in namespace default")
+		if err := open(all, &rosterv1.WatchRequest{}); err != nil {
+			t.Fatalf("namespace watch with service::read: %v", err)
+		}
+		wantDenied(t, open(deny, &rosterv1.WatchRequest{}), "lacks service::read")
 	}
-	wantDenied(t, watch(deny, &rosterv1.WatchRequest{}), "lacks service::read")
 }
 
 // TestACLBootstrapOnceAndTokens: bootstrap works once; a token made with

@@ -50,8 +50,9 @@ type Limits struct {
 	// and changes nothing.
 	MaxInstancesPerService   int
 	MaxInstancesPerNamespace int
-	// MaxWatchersPerConnection bounds the open Watch streams of one client
-	// connection (for the HTTP front end: one HTTP client connection).
+	// MaxWatchersPerConnection bounds the open watches of one client
+	// connection, Watch streams and the watches of WatchMany streams alike
+	// (for the HTTP front end: one HTTP client connection).
 	MaxWatchersPerConnection int
 	// Rate and Burst: a token bucket per client for writes (calls that go
 	// through Raft: Register, Deregister, SetMaintenance, ReportHealth and
@@ -202,7 +203,7 @@ func (s *Server) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		if err := s.limiter.allow(client, false); err != nil {
 			return toStatus(err)
 		}
-		if info.FullMethod == rosterv1.Registry_KeepAlive_FullMethodName {
+		if info.FullMethod == rosterv1.Registry_KeepAlive_FullMethodName || info.FullMethod == rosterv1.Registry_WatchMany_FullMethodName {
 			ss = &limitedStream{ServerStream: ss, s: s, client: client}
 		}
 	}

@@ -122,7 +122,9 @@ var (
 	descAPRemoved = prometheus.NewDesc("roster_autopilot_servers_removed_total",
 		"Failed servers autopilot removed while this node led.", nil, nil)
 	descWatchers = prometheus.NewDesc("roster_watch_streams",
-		"Watch streams open on this node.", nil, nil)
+		"Watch and WatchMany streams open on this node.", nil, nil)
+	descWatches = prometheus.NewDesc("roster_watches",
+		"Watches open on this node: one per Watch stream, plus those WatchMany streams carry.", nil, nil)
 	descCutoffs = prometheus.NewDesc("roster_watch_cutoffs_total",
 		"Watch streams ended because their consumer fell too far behind.", nil, nil)
 	descEncodings = prometheus.NewDesc("roster_watch_event_encodings_total",
@@ -138,7 +140,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLeader, descLeadership, descTerm, descCommit, descApplied, descLastContact,
 		descRevision, descApply, descInstances, descLeases, descHeld, descHeartbeats, descExpirations,
 		descAPHealthy, descAPTolerance, descAPServer, descAPRemoved,
-		descWatchers, descCutoffs, descEncodings, descWatchLag} {
+		descWatchers, descWatches, descCutoffs, descEncodings, descWatchLag} {
 		ch <- d
 	}
 }
@@ -201,7 +203,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	ws := s.WatchStats()
-	gauge(descWatchers, float64(ws.Active))
+	gauge(descWatchers, float64(ws.Streams))
+	gauge(descWatches, float64(ws.Active))
 	counter(descCutoffs, float64(ws.CutOff))
 	counter(descEncodings, float64(ws.Encodings))
 	head := st.Revision

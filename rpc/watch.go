@@ -48,8 +48,11 @@ type WatchOptions struct {
 
 // WatchStats are counters of this server's watch streams.
 type WatchStats struct {
-	// Active streams now.
+	// Active watches now: Watch streams and the watches of WatchMany
+	// streams.
 	Active int64
+	// Streams open now: Watch and WatchMany streams.
+	Streams int64
 	// CutOff streams ended because their consumer was too slow.
 	CutOff uint64
 	// Encodings of events to wire bytes; with sharing, about one per event
@@ -60,6 +63,7 @@ type WatchStats struct {
 // watchState is the server's shared watch bookkeeping.
 type watchState struct {
 	active    atomic.Int64
+	streams   atomic.Int64
 	cutoff    atomic.Uint64
 	encodings atomic.Uint64
 	// wire memoizes event encodings, shared by every watcher.
@@ -135,6 +139,7 @@ type watchPrefix struct {
 func (s *Server) WatchStats() WatchStats {
 	return WatchStats{
 		Active:    s.watch.active.Load(),
+		Streams:   s.watch.streams.Load(),
 		CutOff:    s.watch.cutoff.Load(),
 		Encodings: s.watch.encodings.Load(),
 	}
@@ -182,7 +187,7 @@ type watcher struct {
 }
 
 type outMsg struct {
-	msg any // *preEncoded or *rosterv1.WatchResponse
+	msg any // *preEncoded, *rosterv1.WatchResponse or *rosterv1.WatchManyResponse
 	rev uint64
 }
 
@@ -198,8 +203,8 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	if err != nil {
 		return err
 	}
-	s.watch.active.Add(1)
-	defer s.watch.active.Add(-1)
+	s.watch.streams.Add(1)
+	defer s.watch.streams.Add(-1)
 	// ctx ends with the stream or when the node drains. The selects below
 	// wait on it instead of on the stream's context, s.draining and s.stop:
 	// a write wakes every caught-up watcher of the node at once, and each
@@ -208,6 +213,22 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	defer context.AfterFunc(s.drainCtx, cancel)()
+	// The sender exits when the handler returns (done) or a send fails. A
+	// send blocked on flow control is interrupted by gRPC when the handler
+	// returns, as gRPC finishes the stream.
+	out := newWatchOut(stream, s.node.Store().History(), false)
+	done := make(chan struct{})
+	defer close(done)
+	go out.run(done)
+	return s.serveWatch(ctx, w, req, out.add(0, req.StartRevision), out)
+}
+
+// serveWatch runs one watch until it fails or ctx ends: it reads the
+// history from the request's start and hands each message to out through
+// run, which holds at most one message the sender has not taken.
+func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.WatchRequest, run *watchRun, out *watchOut) error {
+	s.watch.active.Add(1)
+	defer s.watch.active.Add(-1)
 	ended := func() error {
 		if s.isDraining() {
 			return errDraining
@@ -216,34 +237,9 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	}
 	hist := s.node.Store().History()
 
-	// The sender exits when the handler returns (done) or a send fails. A
-	// send blocked on flow control is interrupted by gRPC when the handler
-	// returns, as gRPC finishes the stream.
-	sendq := make(chan outMsg, 1)
-	sendErr := make(chan error, 1)
-	done := make(chan struct{})
-	defer close(done)
-	var delivered atomic.Uint64
-	delivered.Store(req.StartRevision)
 	// at is where the reader stands, for the watch lag metric: the sender
 	// is at most one message behind it.
-	var at atomic.Uint64
-	at.Store(req.StartRevision)
-	defer s.trackWatcher(&at)()
-	go func() {
-		for {
-			select {
-			case m := <-sendq:
-				if err := stream.SendMsg(m.msg); err != nil {
-					sendErr <- err
-					return
-				}
-				delivered.Store(m.rev)
-			case <-done:
-				return
-			}
-		}
-	}()
+	defer s.trackWatcher(&run.at)()
 
 	var resetAt uint64 // revision of the last reset handed to the sender
 	progress := time.NewTimer(w.progress)
@@ -266,14 +262,15 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	put := func(m outMsg) error {
 		for {
 			select {
-			case sendq <- m:
+			case run.sendq <- m:
+				out.queued(run)
 				progress.Reset(w.progress)
 				return nil
 			default:
 			}
 			// Lag counts from the last revision sent, or from the reset
 			// queued after it: what came before a reset does not matter.
-			last := delivered.Load()
+			last := run.delivered.Load()
 			from := max(last, resetAt)
 			behind, notify, err := hist.Behind(from)
 			if err == nil && (!stuck.valid || stuck.rev != from) {
@@ -291,25 +288,31 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 			}
 			// A restore while blocked is not the watcher's fault: once this
 			// message is sent it gets a reset.
+			out.setState(run, runWaiting)
 			select {
-			case sendq <- m:
+			case run.sendq <- m:
+				out.queued(run)
+				run.state.Store(runBusy)
 				progress.Reset(w.progress)
 				return nil
 			case <-notify:
-			case err := <-sendErr:
-				return err
+			case <-out.failed:
+				return out.err
 			case <-ctx.Done():
 				return ended()
 			}
+			run.state.Store(runBusy)
 		}
 	}
 
 	pos := req.StartRevision
 	needReset := pos == 0
 	if needReset && req.StartRead != nil {
+		out.setState(run, runWaiting)
 		if err := s.readBarrier(ctx, req.StartRead); err != nil {
 			return err
 		}
+		run.state.Store(runBusy)
 	}
 	for {
 		if s.isDraining() {
@@ -326,7 +329,7 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 				return err
 			}
 			pos, needReset, resetAt = rev, false, rev
-			at.Store(pos)
+			run.at.Store(pos)
 		}
 		revs, _, notify, err := hist.Since(pos, w.batch)
 		if errors.Is(err, store.ErrCompacted) {
@@ -344,11 +347,12 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 				}
 			}
 			pos = last
-			at.Store(pos)
+			run.at.Store(pos)
 			continue
 		}
 		// Caught up: wait for a change, or send a bookmark when it is time
 		// or when one is asked for.
+		out.setState(run, runIdle)
 		bookmark := false
 		select {
 		case <-notify:
@@ -356,11 +360,12 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 			bookmark = true
 		case <-asked:
 			bookmark = true
-		case err := <-sendErr:
-			return err
+		case <-out.failed:
+			return out.err
 		case <-ctx.Done():
 			return ended()
 		}
+		run.state.Store(runBusy)
 		if bookmark {
 			// Everything up to pos has been handed to the sender, which
 			// sends in order.

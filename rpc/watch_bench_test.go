@@ -27,6 +27,10 @@ func BenchmarkWatchDelivery(b *testing.B) {
 	// The same with watchers that ask for no prev_instance, as the Go
 	// SDK's cache does: an update's event about half the size.
 	b.Run("watchers=1000/omit-prev", func(b *testing.B) { benchDelivery(b, 1000, true) })
+	// The same 1,000 watches carried 50 to a WatchMany stream, as the Go
+	// SDK's watches of one client share one: each write goes once to each
+	// stream, naming every watch.
+	b.Run("watchers=1000/many-50", func(b *testing.B) { benchDeliveryMany(b, 1000, 50) })
 }
 
 // expect is the write the watchers are waiting for.
@@ -35,25 +39,39 @@ type expect struct {
 	wg  sync.WaitGroup
 }
 
-func benchDelivery(b *testing.B, watchers int, omitPrev bool) {
+// deliveryBench is one node, its watchers' connections, and the receipt
+// times of each watcher.
+type deliveryBench struct {
+	nd       *testcluster.Node
+	ctx      context.Context
+	conns    []*grpc.ClientConn
+	cur      atomic.Pointer[expect]
+	received [][]int64 // per watcher: receipt times by write
+	ready    sync.WaitGroup
+	all      sync.WaitGroup
+}
+
+func newDeliveryBench(b *testing.B, ctx context.Context, watchers int) *deliveryBench {
 	c := testcluster.New(b, 1, testcluster.Options{})
-	nd := c.Leader()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	d := &deliveryBench{nd: c.Leader(), ctx: ctx, received: make([][]int64, watchers)}
 	const streamsPerConn = 500
-	var conns []*grpc.ClientConn
 	for i := 0; i < (watchers+streamsPerConn-1)/streamsPerConn; i++ {
-		cc, err := grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(d.nd.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer cc.Close()
-		conns = append(conns, cc)
+		b.Cleanup(func() { cc.Close() })
+		d.conns = append(d.conns, cc)
 	}
-	var cur atomic.Pointer[expect]
-	received := make([][]int64, watchers) // per watcher: receipt times by write
-	var ready sync.WaitGroup
-	var all sync.WaitGroup
+	return d
+}
+
+func benchDelivery(b *testing.B, watchers int, omitPrev bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := newDeliveryBench(b, ctx, watchers)
+	conns, received := d.conns, d.received
+	cur, ready, all := &d.cur, &d.ready, &d.all
 	for i := 0; i < watchers; i++ {
 		ready.Add(1)
 		all.Add(1)
@@ -88,6 +106,73 @@ func benchDelivery(b *testing.B, watchers int, omitPrev bool) {
 	if b.Failed() {
 		return
 	}
+	d.measure(b, watchers, cancel)
+}
+
+// benchDeliveryMany is benchDelivery with the watches carried perStream to
+// a WatchMany stream.
+func benchDeliveryMany(b *testing.B, watchers, perStream int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := newDeliveryBench(b, ctx, watchers)
+	for first := 0; first < watchers; first += perStream {
+		n := min(perStream, watchers-first)
+		d.ready.Add(1)
+		d.all.Add(1)
+		go func() {
+			defer d.all.Done()
+			stream, err := rosterv1.NewRegistryClient(d.conns[(first/perStream)%len(d.conns)]).WatchMany(ctx)
+			if err != nil {
+				b.Error(err)
+				d.ready.Done()
+				return
+			}
+			for id := range n {
+				if err := stream.Send(&rosterv1.WatchManyRequest{Action: &rosterv1.WatchManyRequest_Create{Create: &rosterv1.WatchCreate{
+					WatchId: uint64(id + 1), Request: &rosterv1.WatchRequest{Service: "bench", OmitPrevInstance: true}}}}); err != nil {
+					b.Error(err)
+					d.ready.Done()
+					return
+				}
+			}
+			for resets := 0; resets < n; {
+				m, err := stream.Recv()
+				if err != nil {
+					b.Error(err)
+					d.ready.Done()
+					return
+				}
+				resets += len(m.WatchIds)
+			}
+			d.ready.Done()
+			for {
+				m, err := stream.Recv()
+				if err != nil {
+					return
+				}
+				t := time.Now().UnixNano()
+				evs := m.Response.GetEvents()
+				if e := d.cur.Load(); e != nil && len(evs) > 0 && evs[len(evs)-1].Revision >= e.rev {
+					for _, id := range m.WatchIds {
+						w := first + int(id) - 1
+						d.received[w] = append(d.received[w], t)
+						e.wg.Done()
+					}
+				}
+			}
+		}()
+	}
+	d.ready.Wait()
+	if b.Failed() {
+		return
+	}
+	d.measure(b, watchers, cancel)
+}
+
+// measure runs b.N writes, each awaited by every watcher, and reports the
+// delivery latencies and the encodings per write.
+func (d *deliveryBench) measure(b *testing.B, watchers int, cancel func()) {
+	nd, ctx, cur, received := d.nd, d.ctx, &d.cur, d.received
 	reg := nd.Registry()
 	encBefore := nd.Server.WatchStats().Encodings
 	acks := make([]int64, 0, b.N)
@@ -111,7 +196,7 @@ func benchDelivery(b *testing.B, watchers int, omitPrev bool) {
 	b.StopTimer()
 	encodings := nd.Server.WatchStats().Encodings - encBefore
 	cancel()
-	all.Wait()
+	d.all.Wait()
 
 	// From the acknowledgement (a watcher may receive the event before the
 	// writer hears the ack: that counts as 0) and from the call.

@@ -37,7 +37,7 @@ func (l *limitFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&l.maxInstancesPerNamespace, "max-instances-per-namespace", defaultMaxInstancesPerNamespace,
 		"instances one namespace may have; a registration beyond it fails with ResourceExhausted (0: no limit)")
 	fs.IntVar(&l.maxWatchersPerConnection, "max-watchers-per-connection", defaultMaxWatchersPerConnection,
-		"open watch streams one client connection may have (0: no limit)")
+		"open watches one client connection may have: Watch streams, and the watches of WatchMany streams (0: no limit)")
 	fs.Float64Var(&l.rateLimit, "rate-limit", defaultRateLimit,
 		"writes per second one client may send (token bucket per client: TLS certificate subject, else IP address); "+
 			"beyond it calls fail with ResourceExhausted, HTTP 429 (0: no limit)")

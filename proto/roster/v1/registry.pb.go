@@ -180,7 +180,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{27, 0}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{32, 0}
 }
 
 // HealthCheck is an active check the cluster runs against an instance.
@@ -2012,6 +2012,309 @@ func (x *WatchRequest) GetOmitPrevInstance() bool {
 	return false
 }
 
+type WatchManyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Action:
+	//
+	//	*WatchManyRequest_Create
+	//	*WatchManyRequest_Cancel
+	Action        isWatchManyRequest_Action `protobuf_oneof:"action"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchManyRequest) Reset() {
+	*x = WatchManyRequest{}
+	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchManyRequest) ProtoMessage() {}
+
+func (x *WatchManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchManyRequest.ProtoReflect.Descriptor instead.
+func (*WatchManyRequest) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WatchManyRequest) GetAction() isWatchManyRequest_Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+func (x *WatchManyRequest) GetCreate() *WatchCreate {
+	if x != nil {
+		if x, ok := x.Action.(*WatchManyRequest_Create); ok {
+			return x.Create
+		}
+	}
+	return nil
+}
+
+func (x *WatchManyRequest) GetCancel() *WatchCancel {
+	if x != nil {
+		if x, ok := x.Action.(*WatchManyRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+type isWatchManyRequest_Action interface {
+	isWatchManyRequest_Action()
+}
+
+type WatchManyRequest_Create struct {
+	Create *WatchCreate `protobuf:"bytes,1,opt,name=create,proto3,oneof"`
+}
+
+type WatchManyRequest_Cancel struct {
+	Cancel *WatchCancel `protobuf:"bytes,2,opt,name=cancel,proto3,oneof"`
+}
+
+func (*WatchManyRequest_Create) isWatchManyRequest_Action() {}
+
+func (*WatchManyRequest_Cancel) isWatchManyRequest_Action() {}
+
+// WatchCreate starts one watch of a WatchMany stream.
+type WatchCreate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// watch_id names the watch in the stream's messages: not 0, and not the
+	// id of another watch of the stream (the stream ends with
+	// InvalidArgument otherwise). Ids need not be reused.
+	WatchId uint64 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	// request is what a Watch stream would be opened with.
+	Request       *WatchRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCreate) Reset() {
+	*x = WatchCreate{}
+	mi := &file_roster_v1_registry_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCreate) ProtoMessage() {}
+
+func (x *WatchCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCreate.ProtoReflect.Descriptor instead.
+func (*WatchCreate) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WatchCreate) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+func (x *WatchCreate) GetRequest() *WatchRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// WatchCancel ends one watch of a WatchMany stream; it is answered with the
+// watch's ended message (code CANCELLED), after which no message names it.
+type WatchCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WatchId       uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCancel) Reset() {
+	*x = WatchCancel{}
+	mi := &file_roster_v1_registry_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCancel) ProtoMessage() {}
+
+func (x *WatchCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCancel.ProtoReflect.Descriptor instead.
+func (*WatchCancel) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WatchCancel) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+type WatchManyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// watch_ids are the watches this message is for: each of them receives
+	// response, or has ended.
+	WatchIds []uint64 `protobuf:"varint,1,rep,packed,name=watch_ids,json=watchIds,proto3" json:"watch_ids,omitempty"`
+	// response is what a Watch stream with the watch's request would send.
+	Response *WatchResponse `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	// ended is set, and response is not, in the last message for a watch:
+	// the status its Watch stream would have ended with.
+	Ended         *WatchEnded `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchManyResponse) Reset() {
+	*x = WatchManyResponse{}
+	mi := &file_roster_v1_registry_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchManyResponse) ProtoMessage() {}
+
+func (x *WatchManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchManyResponse.ProtoReflect.Descriptor instead.
+func (*WatchManyResponse) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WatchManyResponse) GetWatchIds() []uint64 {
+	if x != nil {
+		return x.WatchIds
+	}
+	return nil
+}
+
+func (x *WatchManyResponse) GetResponse() *WatchResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *WatchManyResponse) GetEnded() *WatchEnded {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
+type WatchEnded struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code is a gRPC status code (google.golang.org/grpc/codes).
+	Code          uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEnded) Reset() {
+	*x = WatchEnded{}
+	mi := &file_roster_v1_registry_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEnded) ProtoMessage() {}
+
+func (x *WatchEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_roster_v1_registry_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEnded.ProtoReflect.Descriptor instead.
+func (*WatchEnded) Descriptor() ([]byte, []int) {
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *WatchEnded) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *WatchEnded) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type GetLeasesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -2022,7 +2325,7 @@ type GetLeasesRequest struct {
 
 func (x *GetLeasesRequest) Reset() {
 	*x = GetLeasesRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	mi := &file_roster_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2337,7 @@ func (x *GetLeasesRequest) String() string {
 func (*GetLeasesRequest) ProtoMessage() {}
 
 func (x *GetLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[22]
+	mi := &file_roster_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2350,7 @@ func (x *GetLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeasesRequest.ProtoReflect.Descriptor instead.
 func (*GetLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetLeasesRequest) GetNamespace() string {
@@ -2081,7 +2384,7 @@ type LeaseInfo struct {
 
 func (x *LeaseInfo) Reset() {
 	*x = LeaseInfo{}
-	mi := &file_roster_v1_registry_proto_msgTypes[23]
+	mi := &file_roster_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2396,7 @@ func (x *LeaseInfo) String() string {
 func (*LeaseInfo) ProtoMessage() {}
 
 func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[23]
+	mi := &file_roster_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2409,7 @@ func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
 func (*LeaseInfo) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LeaseInfo) GetId() string {
@@ -2148,7 +2451,7 @@ type GetLeasesResponse struct {
 
 func (x *GetLeasesResponse) Reset() {
 	*x = GetLeasesResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[24]
+	mi := &file_roster_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2463,7 @@ func (x *GetLeasesResponse) String() string {
 func (*GetLeasesResponse) ProtoMessage() {}
 
 func (x *GetLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[24]
+	mi := &file_roster_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2476,7 @@ func (x *GetLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeasesResponse.ProtoReflect.Descriptor instead.
 func (*GetLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetLeasesResponse) GetHeader() *ResponseHeader {
@@ -2199,7 +2502,7 @@ type RequestProgressRequest struct {
 
 func (x *RequestProgressRequest) Reset() {
 	*x = RequestProgressRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[25]
+	mi := &file_roster_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2514,7 @@ func (x *RequestProgressRequest) String() string {
 func (*RequestProgressRequest) ProtoMessage() {}
 
 func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[25]
+	mi := &file_roster_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2527,7 @@ func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressRequest.ProtoReflect.Descriptor instead.
 func (*RequestProgressRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RequestProgressRequest) GetProgressId() string {
@@ -2244,7 +2547,7 @@ type RequestProgressResponse struct {
 
 func (x *RequestProgressResponse) Reset() {
 	*x = RequestProgressResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[26]
+	mi := &file_roster_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2559,7 @@ func (x *RequestProgressResponse) String() string {
 func (*RequestProgressResponse) ProtoMessage() {}
 
 func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[26]
+	mi := &file_roster_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2572,7 @@ func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressResponse.ProtoReflect.Descriptor instead.
 func (*RequestProgressResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RequestProgressResponse) GetStreams() uint32 {
@@ -2295,7 +2598,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_roster_v1_registry_proto_msgTypes[27]
+	mi := &file_roster_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2610,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[27]
+	mi := &file_roster_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2623,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -2369,7 +2672,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[28]
+	mi := &file_roster_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2684,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[28]
+	mi := &file_roster_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2697,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -2584,7 +2887,24 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"progressId\x125\n" +
 	"\n" +
 	"start_read\x18\a \x01(\v2\x16.roster.v1.ReadOptionsR\tstartRead\x12,\n" +
-	"\x12omit_prev_instance\x18\b \x01(\bR\x10omitPrevInstance\"J\n" +
+	"\x12omit_prev_instance\x18\b \x01(\bR\x10omitPrevInstance\"\x80\x01\n" +
+	"\x10WatchManyRequest\x120\n" +
+	"\x06create\x18\x01 \x01(\v2\x16.roster.v1.WatchCreateH\x00R\x06create\x120\n" +
+	"\x06cancel\x18\x02 \x01(\v2\x16.roster.v1.WatchCancelH\x00R\x06cancelB\b\n" +
+	"\x06action\"[\n" +
+	"\vWatchCreate\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x121\n" +
+	"\arequest\x18\x02 \x01(\v2\x17.roster.v1.WatchRequestR\arequest\"(\n" +
+	"\vWatchCancel\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\x93\x01\n" +
+	"\x11WatchManyResponse\x12\x1b\n" +
+	"\twatch_ids\x18\x01 \x03(\x04R\bwatchIds\x124\n" +
+	"\bresponse\x18\x02 \x01(\v2\x18.roster.v1.WatchResponseR\bresponse\x12+\n" +
+	"\x05ended\x18\x03 \x01(\v2\x15.roster.v1.WatchEndedR\x05ended\":\n" +
+	"\n" +
+	"WatchEnded\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"J\n" +
 	"\x10GetLeasesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\xc4\x01\n" +
@@ -2624,7 +2944,7 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x022\xe8\f\n" +
+	"\x11CONSISTENCY_STALE\x10\x022\xb4\r\n" +
 	"\bRegistry\x12\xbf\x01\n" +
 	"\bRegister\x12\x1a.roster.v1.RegisterRequest\x1a\x1b.roster.v1.RegisterResponse\"z\x82\xd3\xe4\x93\x02t:\x01*Z\\:\binstance\x1aP/api/v1/services/{instance.namespace}/{instance.service}/instances/{instance.id}\"\x11/api/v1/instances\x12\x88\x01\n" +
 	"\n" +
@@ -2637,7 +2957,8 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\tKeepAlive\x12\x1b.roster.v1.HeartbeatRequest\x1a\x1c.roster.v1.HeartbeatResponse(\x010\x01\x12\xdd\x01\n" +
 	"\fReportHealth\x12\x1e.roster.v1.ReportHealthRequest\x1a\x1f.roster.v1.ReportHealthResponse\"\x8b\x01\x82\xd3\xe4\x93\x02\x84\x01:\x01*ZA:\x01*\"</api/v1/services/{namespace}/{service}/instances/{id}/health\x1a</api/v1/services/{namespace}/{service}/instances/{id}/health\x12\xed\x01\n" +
 	"\x0eSetMaintenance\x12 .roster.v1.SetMaintenanceRequest\x1a!.roster.v1.SetMaintenanceResponse\"\x95\x01\x82\xd3\xe4\x93\x02\x8e\x01:\x01*ZF:\x01*\"A/api/v1/services/{namespace}/{service}/instances/{id}/maintenance\x1aA/api/v1/services/{namespace}/{service}/instances/{id}/maintenance\x12<\n" +
-	"\x05Watch\x12\x17.roster.v1.WatchRequest\x1a\x18.roster.v1.WatchResponse0\x01\x12X\n" +
+	"\x05Watch\x12\x17.roster.v1.WatchRequest\x1a\x18.roster.v1.WatchResponse0\x01\x12J\n" +
+	"\tWatchMany\x12\x1b.roster.v1.WatchManyRequest\x1a\x1c.roster.v1.WatchManyResponse(\x010\x01\x12X\n" +
 	"\x0fRequestProgress\x12!.roster.v1.RequestProgressRequest\x1a\".roster.v1.RequestProgressResponseB<Z:github.com/roster-registry/roster/proto/roster/v1;rosterv1b\x06proto3"
 
 var (
@@ -2653,7 +2974,7 @@ func file_roster_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_roster_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_roster_v1_registry_proto_goTypes = []any{
 	(HealthStatus)(0),               // 0: roster.v1.HealthStatus
 	(Consistency)(0),                // 1: roster.v1.Consistency
@@ -2680,88 +3001,100 @@ var file_roster_v1_registry_proto_goTypes = []any{
 	(*SetMaintenanceRequest)(nil),   // 22: roster.v1.SetMaintenanceRequest
 	(*SetMaintenanceResponse)(nil),  // 23: roster.v1.SetMaintenanceResponse
 	(*WatchRequest)(nil),            // 24: roster.v1.WatchRequest
-	(*GetLeasesRequest)(nil),        // 25: roster.v1.GetLeasesRequest
-	(*LeaseInfo)(nil),               // 26: roster.v1.LeaseInfo
-	(*GetLeasesResponse)(nil),       // 27: roster.v1.GetLeasesResponse
-	(*RequestProgressRequest)(nil),  // 28: roster.v1.RequestProgressRequest
-	(*RequestProgressResponse)(nil), // 29: roster.v1.RequestProgressResponse
-	(*Event)(nil),                   // 30: roster.v1.Event
-	(*WatchResponse)(nil),           // 31: roster.v1.WatchResponse
-	nil,                             // 32: roster.v1.Instance.MetadataEntry
-	nil,                             // 33: roster.v1.GetServiceRequest.MetadataEntry
-	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
+	(*WatchManyRequest)(nil),        // 25: roster.v1.WatchManyRequest
+	(*WatchCreate)(nil),             // 26: roster.v1.WatchCreate
+	(*WatchCancel)(nil),             // 27: roster.v1.WatchCancel
+	(*WatchManyResponse)(nil),       // 28: roster.v1.WatchManyResponse
+	(*WatchEnded)(nil),              // 29: roster.v1.WatchEnded
+	(*GetLeasesRequest)(nil),        // 30: roster.v1.GetLeasesRequest
+	(*LeaseInfo)(nil),               // 31: roster.v1.LeaseInfo
+	(*GetLeasesResponse)(nil),       // 32: roster.v1.GetLeasesResponse
+	(*RequestProgressRequest)(nil),  // 33: roster.v1.RequestProgressRequest
+	(*RequestProgressResponse)(nil), // 34: roster.v1.RequestProgressResponse
+	(*Event)(nil),                   // 35: roster.v1.Event
+	(*WatchResponse)(nil),           // 36: roster.v1.WatchResponse
+	nil,                             // 37: roster.v1.Instance.MetadataEntry
+	nil,                             // 38: roster.v1.GetServiceRequest.MetadataEntry
+	(*durationpb.Duration)(nil),     // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
 }
 var file_roster_v1_registry_proto_depIdxs = []int32{
-	34, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	34, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	32, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
-	34, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	39, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	39, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	37, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
+	39, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	3,  // 4: roster.v1.Instance.check:type_name -> roster.v1.HealthCheck
-	34, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
+	39, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
 	0,  // 6: roster.v1.Instance.status:type_name -> roster.v1.HealthStatus
-	35, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
-	34, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
+	40, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
+	39, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
 	4,  // 9: roster.v1.RegisterRequest.instance:type_name -> roster.v1.Instance
 	5,  // 10: roster.v1.RegisterResponse.header:type_name -> roster.v1.ResponseHeader
 	5,  // 11: roster.v1.DeregisterResponse.header:type_name -> roster.v1.ResponseHeader
 	1,  // 12: roster.v1.ReadOptions.consistency:type_name -> roster.v1.Consistency
 	10, // 13: roster.v1.GetServiceRequest.read:type_name -> roster.v1.ReadOptions
-	33, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
-	34, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
+	38, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
+	39, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
 	5,  // 16: roster.v1.GetServiceResponse.header:type_name -> roster.v1.ResponseHeader
 	4,  // 17: roster.v1.GetServiceResponse.instances:type_name -> roster.v1.Instance
 	10, // 18: roster.v1.ListServicesRequest.read:type_name -> roster.v1.ReadOptions
 	5,  // 19: roster.v1.ListServicesResponse.header:type_name -> roster.v1.ResponseHeader
 	14, // 20: roster.v1.ListServicesResponse.services:type_name -> roster.v1.ServiceSummary
 	17, // 21: roster.v1.HeartbeatRequest.instances:type_name -> roster.v1.InstanceRef
-	34, // 22: roster.v1.HeartbeatResult.ttl:type_name -> google.protobuf.Duration
+	39, // 22: roster.v1.HeartbeatResult.ttl:type_name -> google.protobuf.Duration
 	5,  // 23: roster.v1.HeartbeatResponse.header:type_name -> roster.v1.ResponseHeader
-	34, // 24: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
+	39, // 24: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
 	18, // 25: roster.v1.HeartbeatResponse.results:type_name -> roster.v1.HeartbeatResult
 	0,  // 26: roster.v1.ReportHealthRequest.status:type_name -> roster.v1.HealthStatus
 	5,  // 27: roster.v1.ReportHealthResponse.header:type_name -> roster.v1.ResponseHeader
-	34, // 28: roster.v1.ReportHealthResponse.ttl:type_name -> google.protobuf.Duration
+	39, // 28: roster.v1.ReportHealthResponse.ttl:type_name -> google.protobuf.Duration
 	5,  // 29: roster.v1.SetMaintenanceResponse.header:type_name -> roster.v1.ResponseHeader
-	34, // 30: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	39, // 30: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
 	10, // 31: roster.v1.WatchRequest.start_read:type_name -> roster.v1.ReadOptions
-	34, // 32: roster.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
-	35, // 33: roster.v1.LeaseInfo.last_renewed_at:type_name -> google.protobuf.Timestamp
-	35, // 34: roster.v1.LeaseInfo.deadline:type_name -> google.protobuf.Timestamp
-	5,  // 35: roster.v1.GetLeasesResponse.header:type_name -> roster.v1.ResponseHeader
-	26, // 36: roster.v1.GetLeasesResponse.leases:type_name -> roster.v1.LeaseInfo
-	2,  // 37: roster.v1.Event.type:type_name -> roster.v1.Event.Type
-	4,  // 38: roster.v1.Event.instance:type_name -> roster.v1.Instance
-	4,  // 39: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
-	5,  // 40: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
-	30, // 41: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
-	6,  // 42: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
-	8,  // 43: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
-	11, // 44: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
-	13, // 45: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
-	16, // 46: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
-	25, // 47: roster.v1.Registry.GetLeases:input_type -> roster.v1.GetLeasesRequest
-	16, // 48: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
-	20, // 49: roster.v1.Registry.ReportHealth:input_type -> roster.v1.ReportHealthRequest
-	22, // 50: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
-	24, // 51: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
-	28, // 52: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
-	7,  // 53: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
-	9,  // 54: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
-	12, // 55: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
-	15, // 56: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
-	19, // 57: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
-	27, // 58: roster.v1.Registry.GetLeases:output_type -> roster.v1.GetLeasesResponse
-	19, // 59: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
-	21, // 60: roster.v1.Registry.ReportHealth:output_type -> roster.v1.ReportHealthResponse
-	23, // 61: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
-	31, // 62: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
-	29, // 63: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
-	53, // [53:64] is the sub-list for method output_type
-	42, // [42:53] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	26, // 32: roster.v1.WatchManyRequest.create:type_name -> roster.v1.WatchCreate
+	27, // 33: roster.v1.WatchManyRequest.cancel:type_name -> roster.v1.WatchCancel
+	24, // 34: roster.v1.WatchCreate.request:type_name -> roster.v1.WatchRequest
+	36, // 35: roster.v1.WatchManyResponse.response:type_name -> roster.v1.WatchResponse
+	29, // 36: roster.v1.WatchManyResponse.ended:type_name -> roster.v1.WatchEnded
+	39, // 37: roster.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
+	40, // 38: roster.v1.LeaseInfo.last_renewed_at:type_name -> google.protobuf.Timestamp
+	40, // 39: roster.v1.LeaseInfo.deadline:type_name -> google.protobuf.Timestamp
+	5,  // 40: roster.v1.GetLeasesResponse.header:type_name -> roster.v1.ResponseHeader
+	31, // 41: roster.v1.GetLeasesResponse.leases:type_name -> roster.v1.LeaseInfo
+	2,  // 42: roster.v1.Event.type:type_name -> roster.v1.Event.Type
+	4,  // 43: roster.v1.Event.instance:type_name -> roster.v1.Instance
+	4,  // 44: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
+	5,  // 45: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
+	35, // 46: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
+	6,  // 47: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
+	8,  // 48: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
+	11, // 49: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
+	13, // 50: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
+	16, // 51: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
+	30, // 52: roster.v1.Registry.GetLeases:input_type -> roster.v1.GetLeasesRequest
+	16, // 53: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
+	20, // 54: roster.v1.Registry.ReportHealth:input_type -> roster.v1.ReportHealthRequest
+	22, // 55: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
+	24, // 56: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
+	25, // 57: roster.v1.Registry.WatchMany:input_type -> roster.v1.WatchManyRequest
+	33, // 58: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
+	7,  // 59: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
+	9,  // 60: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
+	12, // 61: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
+	15, // 62: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
+	19, // 63: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
+	32, // 64: roster.v1.Registry.GetLeases:output_type -> roster.v1.GetLeasesResponse
+	19, // 65: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
+	21, // 66: roster.v1.Registry.ReportHealth:output_type -> roster.v1.ReportHealthResponse
+	23, // 67: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
+	36, // 68: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
+	28, // 69: roster.v1.Registry.WatchMany:output_type -> roster.v1.WatchManyResponse
+	34, // 70: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
+	59, // [59:71] is the sub-list for method output_type
+	47, // [47:59] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_roster_v1_registry_proto_init() }
@@ -2774,13 +3107,17 @@ func file_roster_v1_registry_proto_init() {
 		(*HealthCheck_Tcp)(nil),
 		(*HealthCheck_Grpc)(nil),
 	}
+	file_roster_v1_registry_proto_msgTypes[22].OneofWrappers = []any{
+		(*WatchManyRequest_Create)(nil),
+		(*WatchManyRequest_Cancel)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_registry_proto_rawDesc), len(file_roster_v1_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	Registry_ReportHealth_FullMethodName    = "/roster.v1.Registry/ReportHealth"
 	Registry_SetMaintenance_FullMethodName  = "/roster.v1.Registry/SetMaintenance"
 	Registry_Watch_FullMethodName           = "/roster.v1.Registry/Watch"
+	Registry_WatchMany_FullMethodName       = "/roster.v1.Registry/WatchMany"
 	Registry_RequestProgress_FullMethodName = "/roster.v1.Registry/RequestProgress"
 )
 
@@ -74,6 +75,15 @@ type RegistryClient interface {
 	// Over HTTP it is served as server-sent events at GET /api/v1/watch
 	// (httpapi), not through a generated route.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// WatchMany carries many watches on one stream: the client creates and
+	// cancels them by a watch_id of its choosing, and each behaves as a Watch
+	// stream with the same request would. A message that several of them
+	// would receive alike is sent once, naming each of them. A watch that
+	// ends on its own (a bad request, a refusal) ends with a message naming
+	// it; the stream goes on. The stream as a whole ends when the node
+	// drains (Unavailable), when its client reads too slowly
+	// (ResourceExhausted, as Watch), or when the client cancels it.
+	WatchMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchManyRequest, WatchManyResponse], error)
 	// RequestProgress asks this node's watch streams named progress_id to
 	// send a bookmark as soon as they have sent every change they know of.
 	// NotFound when no such stream is open on this node.
@@ -200,6 +210,19 @@ func (c *registryClient) Watch(ctx context.Context, in *WatchRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *registryClient) WatchMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchManyRequest, WatchManyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Registry_ServiceDesc.Streams[2], Registry_WatchMany_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchManyRequest, WatchManyResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Registry_WatchManyClient = grpc.BidiStreamingClient[WatchManyRequest, WatchManyResponse]
+
 func (c *registryClient) RequestProgress(ctx context.Context, in *RequestProgressRequest, opts ...grpc.CallOption) (*RequestProgressResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RequestProgressResponse)
@@ -249,6 +272,15 @@ type RegistryServer interface {
 	// Over HTTP it is served as server-sent events at GET /api/v1/watch
 	// (httpapi), not through a generated route.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// WatchMany carries many watches on one stream: the client creates and
+	// cancels them by a watch_id of its choosing, and each behaves as a Watch
+	// stream with the same request would. A message that several of them
+	// would receive alike is sent once, naming each of them. A watch that
+	// ends on its own (a bad request, a refusal) ends with a message naming
+	// it; the stream goes on. The stream as a whole ends when the node
+	// drains (Unavailable), when its client reads too slowly
+	// (ResourceExhausted, as Watch), or when the client cancels it.
+	WatchMany(grpc.BidiStreamingServer[WatchManyRequest, WatchManyResponse]) error
 	// RequestProgress asks this node's watch streams named progress_id to
 	// send a bookmark as soon as they have sent every change they know of.
 	// NotFound when no such stream is open on this node.
@@ -292,6 +324,9 @@ func (UnimplementedRegistryServer) SetMaintenance(context.Context, *SetMaintenan
 }
 func (UnimplementedRegistryServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedRegistryServer) WatchMany(grpc.BidiStreamingServer[WatchManyRequest, WatchManyResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchMany not implemented")
 }
 func (UnimplementedRegistryServer) RequestProgress(context.Context, *RequestProgressRequest) (*RequestProgressResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequestProgress not implemented")
@@ -479,6 +514,13 @@ func _Registry_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _Registry_WatchMany_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RegistryServer).WatchMany(&grpc.GenericServerStream[WatchManyRequest, WatchManyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Registry_WatchManyServer = grpc.BidiStreamingServer[WatchManyRequest, WatchManyResponse]
+
 func _Registry_RequestProgress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RequestProgressRequest)
 	if err := dec(in); err != nil {
@@ -552,6 +594,12 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Watch",
 			Handler:       _Registry_Watch_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchMany",
+			Handler:       _Registry_WatchMany_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "roster/v1/registry.proto",

@@ -1,0 +1,260 @@
+package rpc_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+func createWatch(id uint64, req *rosterv1.WatchRequest) *rosterv1.WatchManyRequest {
+	return &rosterv1.WatchManyRequest{Action: &rosterv1.WatchManyRequest_Create{
+		Create: &rosterv1.WatchCreate{WatchId: id, Request: req}}}
+}
+
+// TestWatchManyServesEachWatchAsWatchDoes opens, on one WatchMany stream,
+// watches with different requests (two alike), and a Watch stream with each
+// request; every watch must receive exactly what its Watch stream receives,
+// and the two alike must share every event message.
+func TestWatchManyServesEachWatchAsWatchDoes(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader, nd := c.Leader(), c.Followers()[0]
+	reg := leader.Registry()
+	for _, id := range []string{"a", "b"} {
+		if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", id, 80)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := map[uint64]*rosterv1.WatchRequest{
+		1: {Service: "web", OmitPrevInstance: true},
+		2: {Service: "web", OmitPrevInstance: true},
+		3: {Service: "web"},
+		4: {HealthyOnly: true},
+		5: {Service: "api"},
+		6: {StartRevision: 1},
+	}
+	many, err := nd.Registry().WatchMany(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := map[uint64]rosterv1.Registry_WatchClient{}
+	for id := uint64(1); id <= uint64(len(reqs)); id++ {
+		if err := many.Send(createWatch(id, reqs[id])); err != nil {
+			t.Fatal(err)
+		}
+		if plain[id], err = nd.Registry().Watch(ctx, reqs[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Each watch's reset comes before any write, so that the two streams
+	// of a request reset at the same revision. What is compared is each
+	// reset, less its header (the serving node's state when sent), and
+	// each event: how events are batched into messages may differ.
+	strip := func(m *rosterv1.WatchResponse) []proto.Message {
+		if m.Reset_ {
+			m = proto.CloneOf(m)
+			m.Header = nil
+			return []proto.Message{m}
+		}
+		var out []proto.Message
+		for _, e := range m.Events {
+			out = append(out, e)
+		}
+		return out
+	}
+	want := map[uint64][]proto.Message{}
+	for id, s := range plain {
+		if reqs[id].StartRevision != 0 {
+			continue
+		}
+		m, err := s.Recv()
+		if err != nil || !m.Reset_ {
+			t.Fatalf("watch %d: first message %v, %v: want the reset", id, m, err)
+		}
+		want[id] = append(want[id], strip(m)...)
+	}
+	got := map[uint64][]proto.Message{}
+	at := map[uint64]uint64{}
+	shared := 0
+	resets := 0
+	recv := func() {
+		t.Helper()
+		m, err := many.Recv()
+		if err != nil {
+			t.Fatalf("WatchMany: %v", err)
+		}
+		if m.Ended != nil {
+			t.Fatalf("watch %v ended: %v", m.WatchIds, m.Ended)
+		}
+		if m.Response.GetHeader().GetRevision() != m.Response.GetRevision() {
+			t.Fatalf("message for %v: header at %d, message at %d", m.WatchIds, m.Response.GetHeader().GetRevision(), m.Response.GetRevision())
+		}
+		if slices.Contains(m.WatchIds, 1) && slices.Contains(m.WatchIds, 2) {
+			shared++
+		}
+		if m.Response.Reset_ {
+			resets++
+		}
+		for _, id := range m.WatchIds {
+			if !m.Response.Progress {
+				got[id] = append(got[id], strip(m.Response)...)
+			}
+			at[id] = max(at[id], m.Response.Revision)
+		}
+	}
+	for resets < len(want) {
+		recv()
+	}
+
+	var last uint64
+	write := func(req any) {
+		t.Helper()
+		var err error
+		var rev uint64
+		switch r := req.(type) {
+		case *rosterv1.RegisterRequest:
+			var resp *rosterv1.RegisterResponse
+			resp, err = reg.Register(ctx, r)
+			rev = resp.GetRevision()
+		case *rosterv1.SetMaintenanceRequest:
+			var resp *rosterv1.SetMaintenanceResponse
+			resp, err = reg.SetMaintenance(ctx, r)
+			rev = resp.GetRevision()
+		case *rosterv1.DeregisterRequest:
+			var resp *rosterv1.DeregisterResponse
+			resp, err = reg.Deregister(ctx, r)
+			rev = resp.GetRevision()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = rev
+	}
+	write(&rosterv1.RegisterRequest{Instance: instance("web", "a", 81)})
+	write(&rosterv1.RegisterRequest{Instance: instance("api", "x", 90)})
+	write(&rosterv1.SetMaintenanceRequest{Service: "web", Id: "b", Enabled: true})
+	for i := range 20 {
+		write(&rosterv1.RegisterRequest{Instance: instance("web", fmt.Sprintf("n%d", i%4), uint32(100+i))})
+	}
+	write(&rosterv1.DeregisterRequest{Service: "web", Id: "a"})
+	write(&rosterv1.DeregisterRequest{Service: "api", Id: "x"})
+
+	// Expected: what each Watch stream sends up to last, less bookmarks
+	// and headers (which tell the serving node's state when sent).
+	for id, s := range plain {
+		for rev := at[0]; rev < last; {
+			m, err := s.Recv()
+			if err != nil {
+				t.Fatalf("watch %d: %v", id, err)
+			}
+			if !m.Progress {
+				want[id] = append(want[id], strip(m)...)
+			}
+			rev = max(rev, m.Revision)
+		}
+	}
+	behind := func() bool {
+		for id := range reqs {
+			if at[id] < last {
+				return true
+			}
+		}
+		return false
+	}
+	for behind() {
+		recv()
+	}
+	for id := range reqs {
+		if len(got[id]) != len(want[id]) {
+			t.Fatalf("watch %d (%v) got %d resets and events over WatchMany, %d over Watch:\n%v\n%v", id, reqs[id], len(got[id]), len(want[id]), got[id], want[id])
+		}
+		for i := range got[id] {
+			if !proto.Equal(got[id][i], want[id][i]) {
+				t.Fatalf("watch %d (%v), reset or event %d over WatchMany:\n%v\nover Watch:\n%v", id, reqs[id], i, got[id][i], want[id][i])
+			}
+		}
+	}
+	if shared == 0 {
+		t.Fatal("no message named both watches 1 and 2, which are alike")
+	}
+	t.Logf("%d messages named both watches 1 and 2", shared)
+}
+
+// TestWatchManyEndsOneWatchNotTheStream: a bad request and a cancel end
+// their own watch with a message naming it; the stream and its other
+// watches go on; a reused id ends the stream.
+func TestWatchManyEndsOneWatchNotTheStream(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	ctx := testcluster.Ctx(t)
+	reg := c.Leader().Registry()
+	many, err := reg.WatchMany(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func() *rosterv1.WatchManyResponse {
+		t.Helper()
+		m, err := many.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if err := many.Send(createWatch(1, &rosterv1.WatchRequest{Service: "web"})); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(); !slices.Equal(m.WatchIds, []uint64{1}) || !m.Response.GetReset_() {
+		t.Fatalf("first message %v: want watch 1's reset", m)
+	}
+	if err := many.Send(createWatch(2, &rosterv1.WatchRequest{Service: "not a service!"})); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(); !slices.Equal(m.WatchIds, []uint64{2}) || codes.Code(m.Ended.GetCode()) != codes.InvalidArgument || m.Ended.GetMessage() == "" {
+		t.Fatalf("bad request answered with %v: want watch 2 ended, InvalidArgument with a message", m)
+	}
+	resp, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 80)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(); !slices.Equal(m.WatchIds, []uint64{1}) || len(m.Response.GetEvents()) != 1 || m.Response.Revision != resp.Revision {
+		t.Fatalf("after a registration at %d: %v, want watch 1's event", resp.Revision, m)
+	}
+	if err := many.Send(&rosterv1.WatchManyRequest{Action: &rosterv1.WatchManyRequest_Cancel{Cancel: &rosterv1.WatchCancel{WatchId: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(); !slices.Equal(m.WatchIds, []uint64{1}) || codes.Code(m.Ended.GetCode()) != codes.Canceled {
+		t.Fatalf("cancel answered with %v: want watch 1 ended, Canceled", m)
+	}
+	if err := many.Send(createWatch(3, &rosterv1.WatchRequest{Service: "web", StartRevision: resp.Revision})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "b", 80)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(); !slices.Equal(m.WatchIds, []uint64{3}) || len(m.Response.GetEvents()) != 1 || m.Response.Events[0].Instance.GetId() != "b" {
+		t.Fatalf("after b's registration: %v, want watch 3's event (watch 1 was canceled)", m)
+	}
+	if err := many.Send(createWatch(3, &rosterv1.WatchRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := many.Recv()
+		if err != nil {
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("a reused watch id ended the stream with %v, want InvalidArgument", err)
+			}
+			break
+		}
+		if m.Ended != nil {
+			t.Fatalf("a reused watch id: %v, want the stream to end", m)
+		}
+	}
+}
