@@ -48,6 +48,17 @@ type options struct {
 	retryBackoff   time.Duration
 	// discovery configures the discovery cache and the registrar (cache.go).
 	discovery discoveryOptions
+	// noWatchMany gives every watch a Watch stream of its own.
+	noWatchMany bool
+}
+
+// WithoutWatchMany gives every watch (Watch, the discovery cache, the
+// resolver) a Watch stream of its own. By default the client's watches to
+// one endpoint share one WatchMany stream, and a change several of them see
+// alike is sent once; a server without WatchMany is served with Watch
+// streams either way.
+func WithoutWatchMany() Option {
+	return func(o *options) { o.noWatchMany = true }
 }
 
 // WithTransportCredentials sets the transport credentials of every
@@ -88,6 +99,9 @@ type Client struct {
 	addrs []string
 	conns []*grpc.ClientConn
 	opts  options
+	// muxes share a WatchMany stream per endpoint among watches
+	// (watchmany.go).
+	muxes []watchMux
 
 	// current is the index of the endpoint calls go to first.
 	current atomic.Uint32
@@ -153,6 +167,7 @@ func New(ctx context.Context, addrs []string, opts ...Option) (*Client, error) {
 		c.addrs = append(c.addrs, addr)
 		c.conns = append(c.conns, conn)
 	}
+	c.muxes = make([]watchMux, len(c.conns))
 	return c, nil
 }
 

@@ -34,6 +34,14 @@ import (
 // A start_read is sent only while nothing has been delivered: it shapes the
 // first reset, and a resumed stream starts from a revision instead.
 //
+// The watches of one client to one endpoint share a WatchMany stream
+// (unless the client was made WithoutWatchMany, or the call passes call
+// options or outgoing metadata, or the server predates WatchMany: then each
+// has a Watch stream of its own), and a message several of them receive
+// alike is one value for all of them. Treat what Watch yields as
+// read-only, as the discovery cache's instances: proto.Clone a message to
+// change it.
+//
 // Every other field of req (namespace, service, healthy_only,
 // progress_interval, progress_id, omit_prev_instance) goes as it is with
 // each stream, the resumed ones too. Set
@@ -71,7 +79,10 @@ func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, degrade 
 				failures++
 				continue
 			}
-			delivered, stopped, err := w.stream(ctx, c.conns[i], req, yield, opts)
+			delivered, stopped, err := w.stream(ctx, c, i, req, yield, opts)
+			if errors.Is(err, errNoWatchMany) && !delivered {
+				continue // again, over a Watch stream of its own
+			}
 			if stopped {
 				return
 			}
@@ -109,10 +120,10 @@ type watchResume struct {
 	startRead *rosterv1.ReadOptions
 }
 
-// stream runs one Watch stream on conn from w.revision until it fails or the
+// stream runs one watch on endpoint i from w.revision until it fails or the
 // caller stops. It reports whether anything was delivered and whether the
 // caller stopped.
-func (w *watchResume) stream(ctx context.Context, conn *grpc.ClientConn, req *rosterv1.WatchRequest, yield func(*rosterv1.WatchResponse, error) bool, opts []grpc.CallOption) (delivered, stopped bool, err error) {
+func (w *watchResume) stream(ctx context.Context, c *Client, i int, req *rosterv1.WatchRequest, yield func(*rosterv1.WatchResponse, error) bool, opts []grpc.CallOption) (delivered, stopped bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// The caller's request as it is, but for where the stream starts: a
@@ -122,10 +133,11 @@ func (w *watchResume) stream(ctx context.Context, conn *grpc.ClientConn, req *ro
 		r = proto.CloneOf(req)
 	}
 	r.StartRevision, r.StartRead = w.revision, w.startReadFor()
-	stream, err := rosterv1.NewRegistryClient(conn).Watch(ctx, r, opts...)
+	stream, end, err := c.openWatch(ctx, i, r, opts)
 	if err != nil {
 		return false, false, err
 	}
+	defer end()
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
