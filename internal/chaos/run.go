@@ -101,6 +101,12 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 		defer watches.Done()
 		wl.watcher(watchCtx, seed(199), "w-slow", cfg.Watchers, true)
 	}()
+	// Two more sharing one WatchMany stream, as the Go SDK's watches do.
+	watches.Add(1)
+	go func() {
+		defer watches.Done()
+		wl.manyWatcher(watchCtx, seed(198), []string{"wm1", "wm2"}, cfg.Watchers+1)
+	}()
 	for i := 0; i < cfg.Clients; i++ {
 		clients.Add(1)
 		go func() {

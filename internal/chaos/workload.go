@@ -351,38 +351,49 @@ func (w *workload) watchOnce(ctx context.Context, name string, n *node, sub *che
 		if err != nil {
 			break
 		}
-		wm := checker.WatchMessage{Revision: msg.Revision, Reset: msg.Reset_, Progress: msg.Progress, Time: w.rec.now()}
-		for _, e := range msg.Events {
-			inst := e.Instance
-			if inst == nil {
-				inst = e.PrevInstance
-			}
-			ev := checker.WatchEvent{Revision: e.Revision, Key: checker.InstanceKey(inst.GetNamespace(), inst.GetService(), inst.GetId())}
-			switch e.Type {
-			case rosterv1.Event_TYPE_PUT:
-				ev.Type, ev.Value = checker.EventPut, valueOf(e.Instance)
-			case rosterv1.Event_TYPE_DELETE:
-				ev.Type = checker.EventDelete
-				if inst.GetService() == leasedService && !msg.Reset_ {
-					w.rec.expiry(checker.Expiry{Key: ev.Key, Time: wm.Time, Revision: e.Revision, Source: "watch:" + sub.Node})
-				}
-			}
-			wm.Events = append(wm.Events, ev)
-		}
-		sub.Messages = append(sub.Messages, wm)
-		*started = true
-		if msg.Revision > *last {
-			*last = msg.Revision
-			w.watchMu.Lock()
-			w.watchLast[name] = msg.Revision
-			w.watchMu.Unlock()
-		}
+		w.record(name, sub, msg, last, started)
 		if slow && w.slowMode.Load() {
 			// A consumer slower than the event rate: the server must cut it
 			// off with a resumable error rather than buffer without bound.
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	w.watchEnded(ctx, sub, err)
+	return err
+}
+
+// record adds one message to a watcher's subscription.
+func (w *workload) record(name string, sub *checker.Subscription, msg *rosterv1.WatchResponse, last *uint64, started *bool) {
+	wm := checker.WatchMessage{Revision: msg.Revision, Reset: msg.Reset_, Progress: msg.Progress, Time: w.rec.now()}
+	for _, e := range msg.Events {
+		inst := e.Instance
+		if inst == nil {
+			inst = e.PrevInstance
+		}
+		ev := checker.WatchEvent{Revision: e.Revision, Key: checker.InstanceKey(inst.GetNamespace(), inst.GetService(), inst.GetId())}
+		switch e.Type {
+		case rosterv1.Event_TYPE_PUT:
+			ev.Type, ev.Value = checker.EventPut, valueOf(e.Instance)
+		case rosterv1.Event_TYPE_DELETE:
+			ev.Type = checker.EventDelete
+			if inst.GetService() == leasedService && !msg.Reset_ {
+				w.rec.expiry(checker.Expiry{Key: ev.Key, Time: wm.Time, Revision: e.Revision, Source: "watch:" + sub.Node})
+			}
+		}
+		wm.Events = append(wm.Events, ev)
+	}
+	sub.Messages = append(sub.Messages, wm)
+	*started = true
+	if msg.Revision > *last {
+		*last = msg.Revision
+		w.watchMu.Lock()
+		w.watchLast[name] = msg.Revision
+		w.watchMu.Unlock()
+	}
+}
+
+// watchEnded records why a subscription ended, unless the run is over.
+func (w *workload) watchEnded(ctx context.Context, sub *checker.Subscription, err error) {
 	if ctx.Err() == nil {
 		sub.Err = err.Error()
 		w.watchErrs.Add(1)
@@ -393,6 +404,87 @@ func (w *workload) watchOnce(ctx context.Context, name string, n *node, sub *che
 				}
 			}
 		}
+	}
+}
+
+// manyWatcher is len(names) watchers of the whole namespace carried by one
+// WatchMany stream, each recorded as its own watcher: the stream's messages
+// name the watches they are for (often all of them at once). When the
+// stream or one of its watches ends, every watch resumes, on another node,
+// each from the last revision it received.
+func (w *workload) manyWatcher(ctx context.Context, r *rand.Rand, names []string, slot int) {
+	streams := make([]*checker.WatchStream, len(names))
+	w.watchMu.Lock()
+	for i, name := range names {
+		streams[i] = &checker.WatchStream{Watcher: name, Namespace: namespace}
+		w.streams = append(w.streams, streams[i])
+	}
+	w.watchMu.Unlock()
+	last := make([]uint64, len(names))
+	started := make([]bool, len(names))
+	nodes := w.c.nodes
+	next := slot
+	for ctx.Err() == nil {
+		n := nodes[next%len(nodes)]
+		next++
+		w.c.mu.Lock()
+		usable := n.member && n.up && !n.paused
+		w.c.mu.Unlock()
+		if !usable {
+			continue
+		}
+		subs := make([]checker.Subscription, len(names))
+		for i := range subs {
+			subs[i] = checker.Subscription{StartRevision: last[i], Node: n.id, Time: w.rec.now()}
+			if !started[i] {
+				subs[i].StartRevision = 0
+			}
+		}
+		err := w.watchManyOnce(ctx, names, n, subs, last, started)
+		w.watchMu.Lock()
+		for i := range subs {
+			streams[i].Subscriptions = append(streams[i].Subscriptions, subs[i])
+		}
+		w.watchMu.Unlock()
+		if status.Code(err) == codes.Unimplemented {
+			return // a build before WatchMany
+		}
+		sleep(ctx, time.Duration(100+r.IntN(200))*time.Millisecond)
+	}
+}
+
+// watchManyOnce runs one WatchMany stream, watch i+1 being names[i], until
+// it or one of its watches ends.
+func (w *workload) watchManyOnce(ctx context.Context, names []string, n *node, subs []checker.Subscription, last []uint64, started []bool) error {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := n.reg.WatchMany(cctx)
+	for i := 0; err == nil && i < len(names); i++ {
+		err = s.Send(&rosterv1.WatchManyRequest{Action: &rosterv1.WatchManyRequest_Create{Create: &rosterv1.WatchCreate{
+			WatchId: uint64(i + 1), Request: &rosterv1.WatchRequest{Namespace: namespace, StartRevision: subs[i].StartRevision,
+				ProgressInterval: durationpb.New(time.Second)}}}})
+	}
+	for err == nil {
+		var msg *rosterv1.WatchManyResponse
+		msg, err = s.Recv()
+		if err != nil {
+			break
+		}
+		for _, id := range msg.WatchIds {
+			i := int(id) - 1
+			if i < 0 || i >= len(names) {
+				err = fmt.Errorf("WatchMany sent a message for watch %d, which was never created", id)
+				break
+			}
+			if e := msg.Ended; e != nil {
+				err = fmt.Errorf("watch %d ended: %w", id, status.Error(codes.Code(e.Code), e.Message))
+				break
+			}
+			w.record(names[i], &subs[i], msg.Response, &last[i], &started[i])
+		}
+	}
+	for i := range subs {
+		w.watchEnded(ctx, &subs[i], err)
 	}
 	return err
 }
