@@ -54,6 +54,7 @@ type runner struct {
 	watchers     int
 	watchWrites  int
 	prevInstance bool
+	ownStreams   bool
 	reads        int
 	memKeys      int
 	rounds       int
@@ -101,6 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&b.watchers, "watchers", 1000, "watchers of the watch phase, spread over every node")
 	fs.IntVar(&b.watchWrites, "watch-writes", 100, "writes of the watch phase, each awaited by every watcher")
 	fs.BoolVar(&b.prevInstance, "prev-instance", false, "Roster's watchers ask for each event's prev_instance too (etcd's do not ask for prev_kv either way)")
+	fs.BoolVar(&b.ownStreams, "own-streams", false, "each of Roster's watchers opens a Watch stream of its own; off, the watchers of one connection share its Go SDK client's WatchMany stream (as etcd's share their client's watch stream)")
 	fs.IntVar(&b.reads, "reads", 200, "write-then-read pairs of the read-after-write phase, per node")
 	fs.IntVar(&b.memKeys, "mem-keys", 50000, "records loaded by the memory phase")
 	fs.IntVar(&b.rounds, "rounds", 5, "leaders killed by the failover phase")
@@ -139,7 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rep := report{Started: time.Now().UTC(), Machine: machine(), Versions: versions(b.rosterd), Details: map[string]any{},
 		Settings: map[string]string{
 			"phase": b.phase.String(), "writers": *writers, "keys": fmt.Sprint(b.keys), "conns_per_node": fmt.Sprint(b.conns),
-			"watchers": fmt.Sprint(b.watchers), "watch_writes": fmt.Sprint(b.watchWrites), "watch_prev_instance": fmt.Sprint(b.prevInstance), "reads": fmt.Sprint(b.reads),
+			"watchers": fmt.Sprint(b.watchers), "watch_writes": fmt.Sprint(b.watchWrites), "watch_prev_instance": fmt.Sprint(b.prevInstance), "watch_own_streams": fmt.Sprint(b.ownStreams), "reads": fmt.Sprint(b.reads),
 			"mem_keys": fmt.Sprint(b.memKeys), "rounds": fmt.Sprint(b.rounds), "rosterd_flags": b.rosterdFlags,
 			"etcd":   "embed defaults (heartbeat 100ms, election 1000ms), 3 processes, one data dir each",
 			"roster": "rosterd defaults, 3 processes, --initial-cluster",
@@ -167,6 +169,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			rs, err = startRoster(ctx, base, b.rosterd, b.conns, strings.Fields(b.rosterdFlags))
 			if err == nil {
 				rs.prevInstance = b.prevInstance
+				rs.ownStreams = b.ownStreams
 			}
 			s = rs
 		}

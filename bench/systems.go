@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/internal/liveheap"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
@@ -263,6 +265,15 @@ type rosterSystem struct {
 	ttl     time.Duration
 	// prevInstance: watchers ask for prev_instance too.
 	prevInstance bool
+	// ownStreams: each watcher opens a Watch stream of its own, instead
+	// of sharing its client's WatchMany stream.
+	ownStreams bool
+
+	// watchers are the Go SDK clients the watchers use, one per
+	// connection, made when the watch phase first asks.
+	wmu      sync.Mutex
+	watchers map[[2]int]*client.Client
+	addrs    []string
 }
 
 func startRoster(ctx context.Context, base, rosterd string, conns int, extra []string) (*rosterSystem, error) {
@@ -295,6 +306,7 @@ func startRoster(ctx context.Context, base, rosterd string, conns int, extra []s
 			return nil, err
 		}
 		s.ms = append(s.ms, m)
+		s.addrs = append(s.addrs, grpcAddr)
 		s.httpURL = append(s.httpURL, fmt.Sprintf("http://127.0.0.1:%d", ports[6+i]))
 		var cs []*grpc.ClientConn
 		for range conns {
@@ -339,16 +351,39 @@ func (s *rosterSystem) write(ctx context.Context, node, conn, k, n int, lease bo
 	return resp.GetRevision(), nil
 }
 
+// watchClient returns the SDK client of the watchers on node's conn-th
+// connection: like etcd's, which share their client's watch stream.
+func (s *rosterSystem) watchClient(ctx context.Context, node, conn int) (*client.Client, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	k := [2]int{node, conn % len(s.conns[node])}
+	if c := s.watchers[k]; c != nil {
+		return c, nil
+	}
+	var opts []client.Option
+	if s.ownStreams {
+		opts = append(opts, client.WithoutWatchMany())
+	}
+	c, err := client.New(ctx, []string{s.addrs[node]}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if s.watchers == nil {
+		s.watchers = map[[2]int]*client.Client{}
+	}
+	s.watchers[k] = c
+	return c, nil
+}
+
 func (s *rosterSystem) watch(ctx context.Context, node, conn int, ready func(), got func([]uint64)) error {
-	// Like etcd's watchers here, which do not ask for prev_kv: the new
-	// state of each change only.
-	stream, err := s.registry(node, conn).Watch(ctx, &rosterv1.WatchRequest{Service: service, OmitPrevInstance: !s.prevInstance})
+	c, err := s.watchClient(ctx, node, conn)
 	if err != nil {
 		return err
 	}
+	// Like etcd's watchers here, which do not ask for prev_kv: the new
+	// state of each change only.
 	first := true
-	for {
-		resp, err := stream.Recv()
+	for resp, err := range c.Watch(ctx, &rosterv1.WatchRequest{Service: service, OmitPrevInstance: !s.prevInstance}) {
 		if err != nil {
 			return err
 		}
@@ -366,6 +401,7 @@ func (s *rosterSystem) watch(ctx context.Context, node, conn int, ready func(), 
 			got(revs)
 		}
 	}
+	return ctx.Err()
 }
 
 func (s *rosterSystem) read(ctx context.Context, node, k int) error {
@@ -422,6 +458,11 @@ func (s *etcdSystem) liveHeap(ctx context.Context, node int) (int64, error) {
 }
 
 func (s *rosterSystem) close() {
+	s.wmu.Lock()
+	for _, c := range s.watchers {
+		c.Close()
+	}
+	s.wmu.Unlock()
 	for _, cs := range s.conns {
 		for _, c := range cs {
 			c.Close()

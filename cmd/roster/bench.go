@@ -33,6 +33,7 @@ type benchOptions struct {
 
 	watchers     int
 	prevInstance bool
+	ownStreams   bool
 	watchOn      string
 	rosterd      string
 	rosterdFlags []string
@@ -191,6 +192,7 @@ killed.`,
 	f.DurationVar(&o.ttl, "ttl", 30*time.Second, "for heartbeat and keepalive: the instances' TTL")
 	f.IntVar(&o.watchers, "watchers", 100, "for watch: watch streams")
 	f.BoolVar(&o.prevInstance, "prev-instance", false, "for watch: the watchers ask for each event's prev_instance too (as a client that does not set omit_prev_instance); off, they ask for the new state only, as the Go SDK's cache does")
+	f.BoolVar(&o.ownStreams, "own-streams", false, "for watch: each watcher opens a Watch stream of its own; off, the watchers of one connection share one WatchMany stream, as the Go SDK's watches do")
 	f.StringVar(&o.watchOn, "watch-on", "", "for watch: which nodes serve the watchers: replicas, all, voters, leader or followers (default: replicas when the cluster has read replicas, else all)")
 	f.StringVar(&o.rosterd, "rosterd", "", "for a local cluster: the rosterd binary (default: beside roster, else bin/rosterd, else on PATH)")
 	f.StringArrayVar(&o.rosterdFlags, "rosterd-flag", nil, "for a local cluster: an extra rosterd flag for every node, e.g. --rosterd-flag=--raft-timeout-scale=2 (repeatable). "+

@@ -435,10 +435,28 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 		return fmt.Errorf("--watch-on %s: no such node among --addr (leader found: %v, replicas: %d)", placement, leader != nil, replicas)
 	}
 	layout := watchLayout(nodes, on, leader, o.watchers, o.conns)
-	var conns []*grpc.ClientConn
+	// The watchers go through the Go SDK, one client per connection, so
+	// they watch as an application does: by default the watches of one
+	// client share a WatchMany stream.
+	copts, err := a.clientOptions()
+	if err != nil {
+		return err
+	}
+	if a.token != "" {
+		copts = append(copts, client.WithToken(a.token))
+	}
+	if o.ownStreams {
+		copts = append(copts, client.WithoutWatchMany())
+	}
+	var clients []*client.Client
 	for i := 0; i < o.conns; i++ {
 		for _, n := range on {
-			conns = append(conns, n.conns[i])
+			c, err := client.New(ctx, []string{n.addr}, copts...)
+			if err != nil {
+				return fmt.Errorf("connect to %s: %w", n.addr, err)
+			}
+			defer c.Close()
+			clients = append(clients, c)
 		}
 	}
 
@@ -452,10 +470,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	for i := range watchers {
 		w := &benchWatcher{}
 		watchers[i] = w
-		stream, err := rosterv1.NewRegistryClient(conns[i%len(conns)]).Watch(wctx, &rosterv1.WatchRequest{Service: o.service, OmitPrevInstance: !o.prevInstance})
-		if err != nil {
-			return fmt.Errorf("watch: %w", err)
-		}
+		watch := clients[i%len(clients)].Watch(wctx, &rosterv1.WatchRequest{Service: o.service, OmitPrevInstance: !o.prevInstance})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -467,8 +482,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 				default:
 				}
 			}()
-			for {
-				resp, err := stream.Recv()
+			for resp, err := range watch {
 				if err != nil {
 					if wctx.Err() == nil {
 						watchersFailed.Add(1)
