@@ -35,7 +35,9 @@
 //   - Client.Watch returns an iterator of WatchResponse values that survives
 //     stream failures: it reconnects (to the next endpoint when the current
 //     one is down) and resumes from the last revision it fully delivered, so
-//     the caller sees neither a gap nor a repeat.
+//     the caller sees neither a gap nor a repeat. The client's watches to
+//     one endpoint share one Registry.WatchMany stream, and a message
+//     several of them receive alike is one read-only value for all.
 //   - Client.KeepAlive starts a Session that renews the leases of a set of
 //     instances over one Registry.KeepAlive stream and reports leases lost
 //     and restored on a channel.

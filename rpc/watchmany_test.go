@@ -242,8 +242,33 @@ func TestWatchManyEndsOneWatchNotTheStream(t *testing.T) {
 	if m := recv(); !slices.Equal(m.WatchIds, []uint64{3}) || len(m.Response.GetEvents()) != 1 || m.Response.Events[0].Instance.GetId() != "b" {
 		t.Fatalf("after b's registration: %v, want watch 3's event (watch 1 was canceled)", m)
 	}
-	if err := many.Send(createWatch(3, &rosterv1.WatchRequest{})); err != nil {
+	// A client that sends nothing more (as grpcurl does after its
+	// requests) still gets its watches' changes.
+	if err := many.Send(createWatch(4, &rosterv1.WatchRequest{Service: "db"})); err != nil {
 		t.Fatal(err)
+	}
+	if m := recv(); !slices.Equal(m.WatchIds, []uint64{4}) || !m.Response.GetReset_() {
+		t.Fatalf("after creating watch 4: %v, want its reset", m)
+	}
+	if err := many.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("db", "d", 5432)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(); !slices.Equal(m.WatchIds, []uint64{4}) || len(m.Response.GetEvents()) != 1 || m.Response.Events[0].Instance.GetId() != "d" {
+		t.Fatalf("after the client closed its side and d registered: %v, want watch 4's event", m)
+	}
+	// A reused id ends the stream: a new stream, as the old one is closed
+	// for sending.
+	many, err = reg.WatchMany(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := many.Send(createWatch(3, &rosterv1.WatchRequest{})); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for {
 		m, err := many.Recv()
