@@ -14,10 +14,16 @@ import (
 )
 
 // watchBuffer is how many messages a watch of a shared stream holds that
-// its caller has not taken. Past it the stream waits: one caller that stops
-// reading holds up the client's other watches on that endpoint, until the
-// server cuts the stream off as too slow and every watch resumes.
+// its caller has not taken. Past it the watch is dropped from the stream
+// (errWatchBehind) and resumes, from the last revision its caller took, once
+// the caller reads again: a caller that stops reading never holds up the
+// client's other watches.
 const watchBuffer = 64
+
+// errWatchBehind ends a watch of a shared stream whose caller fell
+// watchBuffer messages behind; Watch resumes it on the same endpoint.
+var errWatchBehind = status.Error(codes.ResourceExhausted,
+	"watch: the caller fell behind the messages of its shared stream; resuming from the last revision it took")
 
 // errNoWatchMany: the server has no WatchMany (a version before it); the
 // watch goes over a Watch stream of its own instead.
@@ -54,7 +60,10 @@ type muxWatch struct {
 	id   uint64
 	ctx  context.Context
 	ch   chan muxItem
-	gone chan struct{} // closed when the watch's caller is done with it
+	// behind is closed by the stream's reader when ch was full: what
+	// follows is dropped, and Recv ends the watch once ch is drained.
+	behind   chan struct{}
+	isBehind bool // the reader's own flag
 }
 
 type muxItem struct {
@@ -116,7 +125,7 @@ func (c *Client) muxWatch(ctx context.Context, i int, req *rosterv1.WatchRequest
 	}
 	s.mu.Lock()
 	s.nextID++
-	w := &muxWatch{s: s, id: s.nextID, ctx: ctx, ch: make(chan muxItem, watchBuffer), gone: make(chan struct{})}
+	w := &muxWatch{s: s, id: s.nextID, ctx: ctx, ch: make(chan muxItem, watchBuffer), behind: make(chan struct{})}
 	s.watches[w.id] = w
 	s.mu.Unlock()
 	m.mu.Unlock()
@@ -161,8 +170,8 @@ func (s *muxStream) recv() {
 			s.mu.Lock()
 			w := s.watches[id]
 			s.mu.Unlock()
-			if w == nil {
-				continue // ended here already
+			if w == nil || w.isBehind {
+				continue // ended here already, or to be resumed
 			}
 			if item.err == nil {
 				// One value for every watch named: messages are shared
@@ -172,7 +181,10 @@ func (s *muxStream) recv() {
 			}
 			select {
 			case w.ch <- item:
-			case <-w.gone:
+			default:
+				// Its caller is not reading: the others must not wait.
+				w.isBehind = true
+				close(w.behind)
 			}
 		}
 	}
@@ -188,6 +200,13 @@ func (w *muxWatch) Recv() (*rosterv1.WatchResponse, error) {
 	select {
 	case it := <-w.ch:
 		return it.resp, it.err
+	case <-w.behind:
+		select {
+		case it := <-w.ch:
+			return it.resp, it.err
+		default:
+		}
+		return nil, errWatchBehind
 	case <-w.s.done:
 		// What was handed over before the failure comes first.
 		select {
@@ -205,7 +224,6 @@ func (w *muxWatch) Recv() (*rosterv1.WatchResponse, error) {
 // when it carries no watch any more.
 func (w *muxWatch) end() {
 	s := w.s
-	close(w.gone)
 	// Under the mux's lock, so that no watch is added to a stream being
 	// closed.
 	s.m.mu.Lock()

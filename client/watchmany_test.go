@@ -113,3 +113,73 @@ func TestWatchesShareOneStream(t *testing.T) {
 		}
 	}
 }
+
+// TestASlowWatchDoesNotHoldUpTheOthers: a caller that stops reading one
+// watch of a shared stream holds up neither the stream nor the client's
+// other watches; once it reads again its watch resumes, with nothing lost
+// or repeated.
+func TestASlowWatchDoesNotHoldUpTheOthers(t *testing.T) {
+	tc := testcluster.New(t, 1, testcluster.Options{})
+	nd := tc.Leader()
+	ctx, cancel := context.WithCancel(testcluster.Ctx(t))
+	defer cancel()
+	c := newClient(t, []string{nd.Addr})
+	fast := startWatch(ctx, c, &rosterv1.WatchRequest{Service: "web"})
+	release := make(chan struct{})
+	slow := &watchLog{done: make(chan struct{})}
+	go func() {
+		defer close(slow.done)
+		for resp, err := range c.Watch(ctx, &rosterv1.WatchRequest{Service: "web"}) {
+			if err != nil {
+				slow.mu.Lock()
+				slow.err = err
+				slow.mu.Unlock()
+				return
+			}
+			if resp.Reset_ {
+				slow.mu.Lock()
+				slow.resets++
+				slow.mu.Unlock()
+				<-release // reads nothing more until released
+				continue
+			}
+			slow.mu.Lock()
+			for _, e := range resp.Events {
+				slow.ids = append(slow.ids, e.Type.String()[len("TYPE_"):]+" "+e.Instance.GetId())
+			}
+			slow.mu.Unlock()
+		}
+	}()
+	tc.Eventually("both watches on one stream, each with its reset", waitLong, func() bool {
+		st := nd.Server.WatchStats()
+		_, f := fast.seen()
+		_, s := slow.seen()
+		return st.Active == 2 && st.Streams == 1 && f == 1 && s == 1
+	})
+	// Three times the messages a watch may hold unread: one a write.
+	const writes = 3 * 64
+	var want []string
+	for i := range writes {
+		id := fmt.Sprintf("i%d", i)
+		if _, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{
+			Service: "web", Id: id, Address: "10.0.0.1", Port: 80}}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, "PUT "+id)
+	}
+	tc.Eventually("the reading watch sees every write while the other is held", waitLong, func() bool {
+		s, _ := fast.seen()
+		return s == fmt.Sprint(want)
+	})
+	if s, _ := slow.seen(); s != "[]" {
+		t.Fatalf("the held watch saw %s before it was released", s)
+	}
+	close(release)
+	tc.Eventually("the held watch, released, sees every write once, in order", waitLong, func() bool {
+		s, _ := slow.seen()
+		return s == fmt.Sprint(want)
+	})
+	if slow.err != nil || fast.err != nil {
+		t.Fatalf("watches ended: %v, %v", slow.err, fast.err)
+	}
+}
