@@ -56,10 +56,10 @@ type muxStream struct {
 
 // muxWatch is one watch of a muxStream, read like a Watch stream.
 type muxWatch struct {
-	s    *muxStream
-	id   uint64
-	ctx  context.Context
-	ch   chan muxItem
+	s   *muxStream
+	id  uint64
+	ctx context.Context
+	ch  chan muxItem
 	// behind is closed by the stream's reader when ch was full: what
 	// follows is dropped, and Recv ends the watch once ch is drained.
 	behind   chan struct{}
