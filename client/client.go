@@ -55,8 +55,8 @@ type options struct {
 // WithoutWatchMany gives every watch (Watch, the discovery cache, the
 // resolver) a Watch stream of its own. By default the client's watches to
 // one endpoint share one WatchMany stream, and a change several of them see
-// alike is sent once; a server without WatchMany is served with Watch
-// streams either way.
+// alike is sent once. A server without WatchMany is served with Watch
+// streams either way (the client remembers that until it is closed).
 func WithoutWatchMany() Option {
 	return func(o *options) { o.noWatchMany = true }
 }

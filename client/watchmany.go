@@ -164,7 +164,11 @@ func (s *muxStream) recv() {
 		}
 		var item muxItem
 		if e := resp.GetEnded(); e != nil {
-			item.err = status.Error(codes.Code(e.GetCode()), e.GetMessage())
+			// The status the watch's Watch stream would have ended with,
+			// its details too; an end is an end even without a code.
+			if item.err = status.FromProto(e).Err(); item.err == nil {
+				item.err = status.Error(codes.Unknown, "watch ended by the server without a status")
+			}
 		}
 		for _, id := range resp.GetWatchIds() {
 			s.mu.Lock()
@@ -182,9 +186,14 @@ func (s *muxStream) recv() {
 			select {
 			case w.ch <- item:
 			default:
-				// Its caller is not reading: the others must not wait.
+				// Its caller is not reading: the others must not wait,
+				// and the server need not serve it meanwhile.
 				w.isBehind = true
 				close(w.behind)
+				go func() {
+					_ = s.send(&rosterv1.WatchManyRequest{Action: &rosterv1.WatchManyRequest_Cancel{
+						Cancel: &rosterv1.WatchCancel{WatchId: w.id}}})
+				}()
 			}
 		}
 	}

@@ -254,7 +254,7 @@ func TestACLDenyAndFiltering(t *testing.T) {
 				case id == 1 && !firstDone:
 					firstDone = true
 					if e := m.Ended; e != nil {
-						first = status.Error(codes.Code(e.Code), e.Message)
+						first = status.FromProto(e).Err()
 					}
 				case id == 2 && m.Ended != nil && wantSecond:
 					t.Fatalf("watch of web ended: %v", m.Ended)

@@ -66,6 +66,8 @@ func toStatus(err error) error {
 		return withReason(codes.ResourceExhausted, err.Error(), ReasonInstanceLimit)
 	case errors.As(err, &inv):
 		return withReason(codes.InvalidArgument, inv.msg, ReasonInvalid)
+	case errors.As(err, &slow) && slow.many:
+		return withReason(codes.ResourceExhausted, slow.Error(), ReasonSlowWatcher)
 	case errors.As(err, &slow):
 		return withInfo(codes.ResourceExhausted, slow.Error(), &errdetails.ErrorInfo{
 			Reason: ReasonSlowWatcher, Domain: ErrorDomain,

@@ -203,7 +203,7 @@ func (s *Server) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		if err := s.limiter.allow(client, false); err != nil {
 			return toStatus(err)
 		}
-		if info.FullMethod == rosterv1.Registry_KeepAlive_FullMethodName || info.FullMethod == rosterv1.Registry_WatchMany_FullMethodName {
+		if info.FullMethod == rosterv1.Registry_KeepAlive_FullMethodName {
 			ss = &limitedStream{ServerStream: ss, s: s, client: client}
 		}
 	}

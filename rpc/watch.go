@@ -150,9 +150,15 @@ type slowWatcherError struct {
 	last   uint64
 	behind int
 	limit  int
+	// many: a WatchMany stream, whose watches share the consumer; last is
+	// one watch's, meaningless for the others, so it is not reported.
+	many bool
 }
 
 func (e *slowWatcherError) Error() string {
+	if e.many {
+		return "watch stream too slow: one of its watches fell too far behind while its client read nothing; resume each watch from the last revision it received"
+	}
 	if e.behind < 0 {
 		return fmt.Sprintf("watcher too slow: the retained history moved past it; everything up to revision %d was sent, resume from it", e.last)
 	}
@@ -189,6 +195,8 @@ type watcher struct {
 type outMsg struct {
 	msg any // *preEncoded, *rosterv1.WatchResponse or *rosterv1.WatchManyResponse
 	rev uint64
+	// taken, when set, is called once the sender has taken the message.
+	taken func()
 }
 
 // Watch implements rosterv1.RegistryServer. It is served from this node's
@@ -325,7 +333,7 @@ func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.Watch
 			if err != nil {
 				return err
 			}
-			if err := put(outMsg{m, rev}); err != nil {
+			if err := put(outMsg{msg: m, rev: rev}); err != nil {
 				return err
 			}
 			pos, needReset, resetAt = rev, false, rev
@@ -342,7 +350,7 @@ func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.Watch
 		if len(revs) > 0 {
 			last := revs[len(revs)-1].Revision
 			if m := w.events(revs); m != nil {
-				if err := put(outMsg{m, last}); err != nil {
+				if err := put(outMsg{msg: m, rev: last}); err != nil {
 					return err
 				}
 			}
@@ -370,7 +378,7 @@ func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.Watch
 			// Everything up to pos has been handed to the sender, which
 			// sends in order.
 			m := &rosterv1.WatchResponse{Header: s.header(pos), Progress: true, Revision: pos}
-			if err := put(outMsg{m, pos}); err != nil {
+			if err := put(outMsg{msg: m, rev: pos}); err != nil {
 				return err
 			}
 			progress.Reset(w.progress)

@@ -18,6 +18,11 @@ import (
 	"github.com/roster-registry/roster/store"
 )
 
+// maxEndsQueued is how many ended messages a WatchMany stream holds for a
+// client that does not read, beyond its live watches, before it stops
+// reading the client's requests.
+const maxEndsQueued = 64
+
 // watchRun is one watch being served: its reader hands messages to the
 // stream's sender through sendq, one at a time.
 type watchRun struct {
@@ -169,7 +174,11 @@ func (o *watchOut) run(done <-chan struct{}) {
 		o.mu.Unlock()
 		msgs = msgs[:0]
 		for _, r := range batch {
-			msgs = append(msgs, sentMsg{r, <-r.sendq})
+			m := <-r.sendq
+			if m.taken != nil {
+				m.taken()
+			}
+			msgs = append(msgs, sentMsg{r, m})
 		}
 		if err := o.write(msgs); err != nil {
 			o.err = err
@@ -324,10 +333,23 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 		wg.Wait()
 		close(done)
 	}()
-	_, conn := clientIdentity(ctx)
+	client, conn := clientIdentity(ctx)
+	// slots bound the watches of the stream, live or with their ended
+	// message not yet taken by the sender: a client that creates and
+	// cancels watches, or has them refused, while reading nothing cannot
+	// make the stream hold more. The per-connection watcher limit (which
+	// live watches cannot pass anyway) and maxEndsQueued more; none when
+	// that limit is off.
+	var slots chan struct{}
+	if limit := s.opts.Limits.MaxWatchersPerConnection; limit > 0 {
+		slots = make(chan struct{}, limit+maxEndsQueued)
+	}
 
+	// watches are the stream's watches until their ended message is
+	// queued: until then their id is taken.
+	type entry struct{ cancel context.CancelFunc }
 	var mu sync.Mutex
-	watches := map[uint64]context.CancelFunc{}
+	watches := map[uint64]*entry{}
 	reqs := make(chan *rosterv1.WatchManyRequest)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -344,6 +366,15 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 			}
 		}
 	}()
+	ended := func() error {
+		if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		if s.isDraining() {
+			return errDraining
+		}
+		return ctx.Err()
+	}
 	for {
 		var m *rosterv1.WatchManyRequest
 		select {
@@ -356,13 +387,7 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 			recvErr = nil
 			continue
 		case <-ctx.Done():
-			if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				return err
-			}
-			if s.isDraining() {
-				return errDraining
-			}
-			return ctx.Err()
+			return ended()
 		}
 		switch a := m.Action.(type) {
 		case *rosterv1.WatchManyRequest_Create:
@@ -374,28 +399,50 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 			_, dup := watches[id]
 			mu.Unlock()
 			if id == 0 || dup {
-				return invalidf("watch_id %d is 0 or already in use on this stream", id)
+				return invalidf("watch_id %d is 0 or the id of a watch of this stream that has not ended", id)
+			}
+			release := func() {}
+			if slots != nil {
+				// Waiting here reads nothing more from the client.
+				select {
+				case slots <- struct{}{}:
+					release = func() { <-slots }
+				case <-ctx.Done():
+					return ended()
+				}
 			}
 			wctx, wcancel := context.WithCancel(ctx)
+			e := &entry{cancel: wcancel}
 			mu.Lock()
-			watches[id] = wcancel
+			watches[id] = e
 			mu.Unlock()
+			forget := func() {
+				mu.Lock()
+				if watches[id] == e {
+					delete(watches, id)
+				}
+				mu.Unlock()
+			}
 			run := out.add(id, req.StartRevision)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer wcancel()
-				err := s.serveOneOfMany(wctx, conn, req, run, out)
+				defer forget()
+				err := s.serveOneOfMany(wctx, client, conn, req, run, out)
 				out.setState(run, runWaiting)
-				mu.Lock()
-				delete(watches, id)
-				mu.Unlock()
 				defer out.remove(run)
 				if ctx.Err() != nil {
 					return // the stream is ending
 				}
 				var slow *slowWatcherError
-				if errors.Is(err, errDraining) || errors.As(err, &slow) {
+				if errors.As(err, &slow) {
+					// The watches share one consumer: it is slow for all.
+					slow.many = true
+					cancel(slow)
+					return
+				}
+				if errors.Is(err, errDraining) {
 					cancel(err)
 					return
 				}
@@ -407,10 +454,9 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 				if wctx.Err() != nil {
 					st = status.New(codes.Canceled, "watch canceled")
 				}
-				end := &rosterv1.WatchManyResponse{WatchIds: []uint64{id},
-					Ended: &rosterv1.WatchEnded{Code: uint32(st.Code()), Message: st.Message()}}
+				end := &rosterv1.WatchManyResponse{WatchIds: []uint64{id}, Ended: st.Proto()}
 				select {
-				case run.sendq <- outMsg{msg: end, rev: run.delivered.Load()}:
+				case run.sendq <- outMsg{msg: end, rev: run.delivered.Load(), taken: release}:
 					out.queued(run)
 				case <-out.failed:
 				case <-ctx.Done():
@@ -418,8 +464,8 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 			}()
 		case *rosterv1.WatchManyRequest_Cancel:
 			mu.Lock()
-			if c := watches[a.Cancel.WatchId]; c != nil {
-				c()
+			if e := watches[a.Cancel.WatchId]; e != nil {
+				e.cancel()
 			}
 			mu.Unlock()
 		default:
@@ -429,8 +475,10 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 }
 
 // serveOneOfMany checks and serves one watch of a WatchMany stream as Watch
-// would: its request, its token, the watcher limit of its connection.
-func (s *Server) serveOneOfMany(ctx context.Context, conn string, req *rosterv1.WatchRequest, run *watchRun, out *watchOut) error {
+// would: its request, its token, the read rate of its client (a watch
+// created costs what opening a Watch stream does) and the watcher limit of
+// its connection.
+func (s *Server) serveOneOfMany(ctx context.Context, client, conn string, req *rosterv1.WatchRequest, run *watchRun, out *watchOut) error {
 	w, err := s.newWatcher(req)
 	if err != nil {
 		return err
@@ -439,6 +487,11 @@ func (s *Server) serveOneOfMany(ctx context.Context, conn string, req *rosterv1.
 		return err
 	}
 	if !exempt(ctx, rosterv1.Registry_WatchMany_FullMethodName) {
+		if s.limiter != nil && client != "" {
+			if err := s.limiter.allow(client, false); err != nil {
+				return err
+			}
+		}
 		limit := s.opts.Limits.MaxWatchersPerConnection
 		if !s.watchers.acquire(conn, limit) {
 			return &limitError{msg: "this connection has " + itoa(limit) +

@@ -5,12 +5,15 @@ import (
 	"slices"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/roster-registry/roster/internal/testcluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
 )
 
 func createWatch(id uint64, req *rosterv1.WatchRequest) *rosterv1.WatchManyRequest {
@@ -217,8 +220,9 @@ func TestWatchManyEndsOneWatchNotTheStream(t *testing.T) {
 	if err := many.Send(createWatch(2, &rosterv1.WatchRequest{Service: "not a service!"})); err != nil {
 		t.Fatal(err)
 	}
-	if m := recv(); !slices.Equal(m.WatchIds, []uint64{2}) || codes.Code(m.Ended.GetCode()) != codes.InvalidArgument || m.Ended.GetMessage() == "" {
-		t.Fatalf("bad request answered with %v: want watch 2 ended, InvalidArgument with a message", m)
+	if m := recv(); !slices.Equal(m.WatchIds, []uint64{2}) || codes.Code(m.Ended.GetCode()) != codes.InvalidArgument || m.Ended.GetMessage() == "" ||
+		rpc.Reason(status.FromProto(m.Ended).Err()) != rpc.ReasonInvalid {
+		t.Fatalf("bad request answered with %v: want watch 2 ended, InvalidArgument with a message and reason %s", m, rpc.ReasonInvalid)
 	}
 	resp, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 80)})
 	if err != nil {
@@ -232,6 +236,13 @@ func TestWatchManyEndsOneWatchNotTheStream(t *testing.T) {
 	}
 	if m := recv(); !slices.Equal(m.WatchIds, []uint64{1}) || codes.Code(m.Ended.GetCode()) != codes.Canceled {
 		t.Fatalf("cancel answered with %v: want watch 1 ended, Canceled", m)
+	}
+	// Its id is free once its end is sent.
+	if err := many.Send(createWatch(1, &rosterv1.WatchRequest{Service: "cache"})); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(); !slices.Equal(m.WatchIds, []uint64{1}) || !m.Response.GetReset_() {
+		t.Fatalf("watch 1 created again: %v, want its reset", m)
 	}
 	if err := many.Send(createWatch(3, &rosterv1.WatchRequest{Service: "web", StartRevision: resp.Revision})); err != nil {
 		t.Fatal(err)
@@ -281,5 +292,129 @@ func TestWatchManyEndsOneWatchNotTheStream(t *testing.T) {
 		if m.Ended != nil {
 			t.Fatalf("a reused watch id: %v, want the stream to end", m)
 		}
+	}
+}
+
+// TestWatchManyLimitsEachWatch: the read rate (a burst of 3: the stream's
+// opening and two watches) and the per-connection watcher limit (2) refuse
+// one of three watches of a WatchMany stream as they would refuse a Watch
+// stream, with an ended message naming it and the reason; the stream and
+// its other watches go on. The watches start concurrently, so which one is
+// refused is not known.
+func TestWatchManyLimitsEachWatch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   func(*rpc.Options)
+		reason string
+	}{
+		{"read rate", func(o *rpc.Options) { o.Limits.ReadRate, o.Limits.ReadBurst = 0.001, 3 }, rpc.ReasonRateLimited},
+		{"watchers per connection", func(o *rpc.Options) { o.Limits.MaxWatchersPerConnection = 2 }, rpc.ReasonWatcherLimit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testcluster.New(t, 1, testcluster.Options{Server: tc.opts})
+			ctx := testcluster.Ctx(t)
+			nd := c.Leader()
+			many, err := nd.Registry().WatchMany(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for id := uint64(1); id <= 3; id++ {
+				if err := many.Send(createWatch(id, &rosterv1.WatchRequest{Service: "web"})); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var resets []uint64
+			refused := uint64(0)
+			for len(resets) < 2 || refused == 0 {
+				m, err := many.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if m.Ended != nil {
+					err := status.FromProto(m.Ended).Err()
+					if len(m.WatchIds) != 1 || refused != 0 || status.Code(err) != codes.ResourceExhausted || rpc.Reason(err) != tc.reason {
+						t.Fatalf("%v ended with %v, want one watch ended, ResourceExhausted %s", m.WatchIds, err, tc.reason)
+					}
+					refused = m.WatchIds[0]
+					continue
+				}
+				resets = append(resets, m.WatchIds...)
+			}
+			if slices.Contains(resets, refused) {
+				t.Fatalf("watch %d was refused after its reset", refused)
+			}
+			resp, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 80)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for got := map[uint64]bool{}; len(got) < 2; {
+				m, err := many.Recv()
+				if err != nil {
+					t.Fatalf("the stream ended after a watch was refused: %v", err)
+				}
+				if m.Ended != nil {
+					t.Fatalf("%v ended: %v", m.WatchIds, m.Ended)
+				}
+				if m.Response.GetRevision() == resp.Revision {
+					for _, id := range m.WatchIds {
+						got[id] = true
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestWatchManySlowClientEndsTheStream: a WatchMany client that reads
+// nothing is cut off as a slow Watch client is, but the whole stream ends
+// (its watches share the client), and the status names no revision to
+// resume from, since each watch has its own.
+func TestWatchManySlowClientEndsTheStream(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.Watch.MaxLag = 50 }})
+	ctx := testcluster.Ctx(t)
+	nd := c.Leader()
+	// Fixed flow-control windows, so an unread stream stops the server's
+	// sends after about 128 KiB.
+	conn, err := grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	many, err := rosterv1.NewRegistryClient(conn).WatchMany(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := uint64(1); id <= 2; id++ {
+		if err := many.Send(createWatch(id, &rosterv1.WatchRequest{Service: "web"})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := map[string]string{"blob": string(make([]byte, 400))}
+	for i := 0; nd.Server.WatchStats().CutOff == 0; i++ {
+		if i >= 20000 {
+			t.Fatalf("after %d writes the unread stream is still not cut off: %+v", i, nd.Server.WatchStats())
+		}
+		inst := &rosterv1.Instance{Service: "web", Id: fmt.Sprintf("i%d", i%20), Address: "10.9.9.9", Port: uint32(i%60000 + 1), Metadata: big}
+		if _, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: inst}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var end error
+	for {
+		m, err := many.Recv()
+		if err != nil {
+			end = err
+			break
+		}
+		if m.Ended != nil {
+			t.Fatalf("a watch ended on its own: %v", m)
+		}
+	}
+	if status.Code(end) != codes.ResourceExhausted || rpc.Reason(end) != rpc.ReasonSlowWatcher {
+		t.Fatalf("the unread stream ended with %v, want ResourceExhausted %s", end, rpc.ReasonSlowWatcher)
+	}
+	if rev, ok := rpc.WatchResumeRevision(end); ok {
+		t.Fatalf("the stream's status names revision %d, one watch's, to resume from", rev)
 	}
 }

@@ -11,6 +11,7 @@ package rosterv1
 
 import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
+	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -180,7 +181,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{32, 0}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{31, 0}
 }
 
 // HealthCheck is an active check the cluster runs against an instance.
@@ -2098,8 +2099,8 @@ func (*WatchManyRequest_Cancel) isWatchManyRequest_Action() {}
 type WatchCreate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// watch_id names the watch in the stream's messages: not 0, and not the
-	// id of another watch of the stream (the stream ends with
-	// InvalidArgument otherwise). Ids need not be reused.
+	// id of a watch of the stream that has not yet ended (its ended message
+	// sent); the stream ends with InvalidArgument otherwise.
 	WatchId uint64 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
 	// request is what a Watch stream would be opened with.
 	Request       *WatchRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
@@ -2204,9 +2205,12 @@ type WatchManyResponse struct {
 	WatchIds []uint64 `protobuf:"varint,1,rep,packed,name=watch_ids,json=watchIds,proto3" json:"watch_ids,omitempty"`
 	// response is what a Watch stream with the watch's request would send.
 	Response *WatchResponse `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
-	// ended is set, and response is not, in the last message for a watch:
-	// the status its Watch stream would have ended with.
-	Ended         *WatchEnded `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	// ended is set, and response is not, in the last message for a watch
+	// (one id): the status its Watch stream would have ended with, details
+	// included (the ErrorInfo reason: INVALID, PERMISSION_DENIED,
+	// WATCHER_LIMIT, RATE_LIMITED...), or CANCELLED after a cancel. Its id
+	// may be used again after it.
+	Ended         *status.Status `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2255,64 +2259,11 @@ func (x *WatchManyResponse) GetResponse() *WatchResponse {
 	return nil
 }
 
-func (x *WatchManyResponse) GetEnded() *WatchEnded {
+func (x *WatchManyResponse) GetEnded() *status.Status {
 	if x != nil {
 		return x.Ended
 	}
 	return nil
-}
-
-type WatchEnded struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// code is a gRPC status code (google.golang.org/grpc/codes).
-	Code          uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *WatchEnded) Reset() {
-	*x = WatchEnded{}
-	mi := &file_roster_v1_registry_proto_msgTypes[26]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *WatchEnded) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*WatchEnded) ProtoMessage() {}
-
-func (x *WatchEnded) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[26]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use WatchEnded.ProtoReflect.Descriptor instead.
-func (*WatchEnded) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{26}
-}
-
-func (x *WatchEnded) GetCode() uint32 {
-	if x != nil {
-		return x.Code
-	}
-	return 0
-}
-
-func (x *WatchEnded) GetMessage() string {
-	if x != nil {
-		return x.Message
-	}
-	return ""
 }
 
 type GetLeasesRequest struct {
@@ -2325,7 +2276,7 @@ type GetLeasesRequest struct {
 
 func (x *GetLeasesRequest) Reset() {
 	*x = GetLeasesRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[27]
+	mi := &file_roster_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2288,7 @@ func (x *GetLeasesRequest) String() string {
 func (*GetLeasesRequest) ProtoMessage() {}
 
 func (x *GetLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[27]
+	mi := &file_roster_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2301,7 @@ func (x *GetLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeasesRequest.ProtoReflect.Descriptor instead.
 func (*GetLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetLeasesRequest) GetNamespace() string {
@@ -2384,7 +2335,7 @@ type LeaseInfo struct {
 
 func (x *LeaseInfo) Reset() {
 	*x = LeaseInfo{}
-	mi := &file_roster_v1_registry_proto_msgTypes[28]
+	mi := &file_roster_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2347,7 @@ func (x *LeaseInfo) String() string {
 func (*LeaseInfo) ProtoMessage() {}
 
 func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[28]
+	mi := &file_roster_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2360,7 @@ func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
 func (*LeaseInfo) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LeaseInfo) GetId() string {
@@ -2451,7 +2402,7 @@ type GetLeasesResponse struct {
 
 func (x *GetLeasesResponse) Reset() {
 	*x = GetLeasesResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[29]
+	mi := &file_roster_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +2414,7 @@ func (x *GetLeasesResponse) String() string {
 func (*GetLeasesResponse) ProtoMessage() {}
 
 func (x *GetLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[29]
+	mi := &file_roster_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +2427,7 @@ func (x *GetLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeasesResponse.ProtoReflect.Descriptor instead.
 func (*GetLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetLeasesResponse) GetHeader() *ResponseHeader {
@@ -2502,7 +2453,7 @@ type RequestProgressRequest struct {
 
 func (x *RequestProgressRequest) Reset() {
 	*x = RequestProgressRequest{}
-	mi := &file_roster_v1_registry_proto_msgTypes[30]
+	mi := &file_roster_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2465,7 @@ func (x *RequestProgressRequest) String() string {
 func (*RequestProgressRequest) ProtoMessage() {}
 
 func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[30]
+	mi := &file_roster_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2478,7 @@ func (x *RequestProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressRequest.ProtoReflect.Descriptor instead.
 func (*RequestProgressRequest) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RequestProgressRequest) GetProgressId() string {
@@ -2547,7 +2498,7 @@ type RequestProgressResponse struct {
 
 func (x *RequestProgressResponse) Reset() {
 	*x = RequestProgressResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[31]
+	mi := &file_roster_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2510,7 @@ func (x *RequestProgressResponse) String() string {
 func (*RequestProgressResponse) ProtoMessage() {}
 
 func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[31]
+	mi := &file_roster_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2523,7 @@ func (x *RequestProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestProgressResponse.ProtoReflect.Descriptor instead.
 func (*RequestProgressResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RequestProgressResponse) GetStreams() uint32 {
@@ -2598,7 +2549,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_roster_v1_registry_proto_msgTypes[32]
+	mi := &file_roster_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2610,7 +2561,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[32]
+	mi := &file_roster_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2623,7 +2574,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -2672,7 +2623,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_roster_v1_registry_proto_msgTypes[33]
+	mi := &file_roster_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +2635,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roster_v1_registry_proto_msgTypes[33]
+	mi := &file_roster_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +2648,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_roster_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_roster_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -2739,7 +2690,7 @@ var File_roster_v1_registry_proto protoreflect.FileDescriptor
 
 const file_roster_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x18roster/v1/registry.proto\x12\troster.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x02\n" +
+	"\x18roster/v1/registry.proto\x12\troster.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xda\x02\n" +
 	"\vHealthCheck\x12\x14\n" +
 	"\x04http\x18\x01 \x01(\tH\x00R\x04http\x12\x12\n" +
 	"\x03tcp\x18\x02 \x01(\tH\x00R\x03tcp\x12\x14\n" +
@@ -2896,15 +2847,11 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x121\n" +
 	"\arequest\x18\x02 \x01(\v2\x17.roster.v1.WatchRequestR\arequest\"(\n" +
 	"\vWatchCancel\x12\x19\n" +
-	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\x93\x01\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\x90\x01\n" +
 	"\x11WatchManyResponse\x12\x1b\n" +
 	"\twatch_ids\x18\x01 \x03(\x04R\bwatchIds\x124\n" +
-	"\bresponse\x18\x02 \x01(\v2\x18.roster.v1.WatchResponseR\bresponse\x12+\n" +
-	"\x05ended\x18\x03 \x01(\v2\x15.roster.v1.WatchEndedR\x05ended\":\n" +
-	"\n" +
-	"WatchEnded\x12\x12\n" +
-	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"J\n" +
+	"\bresponse\x18\x02 \x01(\v2\x18.roster.v1.WatchResponseR\bresponse\x12(\n" +
+	"\x05ended\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x05ended\"J\n" +
 	"\x10GetLeasesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\xc4\x01\n" +
@@ -2974,7 +2921,7 @@ func file_roster_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_roster_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_roster_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_roster_v1_registry_proto_goTypes = []any{
 	(HealthStatus)(0),               // 0: roster.v1.HealthStatus
 	(Consistency)(0),                // 1: roster.v1.Consistency
@@ -3005,91 +2952,91 @@ var file_roster_v1_registry_proto_goTypes = []any{
 	(*WatchCreate)(nil),             // 26: roster.v1.WatchCreate
 	(*WatchCancel)(nil),             // 27: roster.v1.WatchCancel
 	(*WatchManyResponse)(nil),       // 28: roster.v1.WatchManyResponse
-	(*WatchEnded)(nil),              // 29: roster.v1.WatchEnded
-	(*GetLeasesRequest)(nil),        // 30: roster.v1.GetLeasesRequest
-	(*LeaseInfo)(nil),               // 31: roster.v1.LeaseInfo
-	(*GetLeasesResponse)(nil),       // 32: roster.v1.GetLeasesResponse
-	(*RequestProgressRequest)(nil),  // 33: roster.v1.RequestProgressRequest
-	(*RequestProgressResponse)(nil), // 34: roster.v1.RequestProgressResponse
-	(*Event)(nil),                   // 35: roster.v1.Event
-	(*WatchResponse)(nil),           // 36: roster.v1.WatchResponse
-	nil,                             // 37: roster.v1.Instance.MetadataEntry
-	nil,                             // 38: roster.v1.GetServiceRequest.MetadataEntry
-	(*durationpb.Duration)(nil),     // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
+	(*GetLeasesRequest)(nil),        // 29: roster.v1.GetLeasesRequest
+	(*LeaseInfo)(nil),               // 30: roster.v1.LeaseInfo
+	(*GetLeasesResponse)(nil),       // 31: roster.v1.GetLeasesResponse
+	(*RequestProgressRequest)(nil),  // 32: roster.v1.RequestProgressRequest
+	(*RequestProgressResponse)(nil), // 33: roster.v1.RequestProgressResponse
+	(*Event)(nil),                   // 34: roster.v1.Event
+	(*WatchResponse)(nil),           // 35: roster.v1.WatchResponse
+	nil,                             // 36: roster.v1.Instance.MetadataEntry
+	nil,                             // 37: roster.v1.GetServiceRequest.MetadataEntry
+	(*durationpb.Duration)(nil),     // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 39: google.protobuf.Timestamp
+	(*status.Status)(nil),           // 40: google.rpc.Status
 }
 var file_roster_v1_registry_proto_depIdxs = []int32{
-	39, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	39, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	37, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
-	39, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	38, // 0: roster.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	38, // 1: roster.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	36, // 2: roster.v1.Instance.metadata:type_name -> roster.v1.Instance.MetadataEntry
+	38, // 3: roster.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	3,  // 4: roster.v1.Instance.check:type_name -> roster.v1.HealthCheck
-	39, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
+	38, // 5: roster.v1.Instance.deregister_critical_after:type_name -> google.protobuf.Duration
 	0,  // 6: roster.v1.Instance.status:type_name -> roster.v1.HealthStatus
-	40, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
-	39, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
+	39, // 7: roster.v1.Instance.status_changed_at:type_name -> google.protobuf.Timestamp
+	38, // 8: roster.v1.ResponseHeader.last_contact:type_name -> google.protobuf.Duration
 	4,  // 9: roster.v1.RegisterRequest.instance:type_name -> roster.v1.Instance
 	5,  // 10: roster.v1.RegisterResponse.header:type_name -> roster.v1.ResponseHeader
 	5,  // 11: roster.v1.DeregisterResponse.header:type_name -> roster.v1.ResponseHeader
 	1,  // 12: roster.v1.ReadOptions.consistency:type_name -> roster.v1.Consistency
 	10, // 13: roster.v1.GetServiceRequest.read:type_name -> roster.v1.ReadOptions
-	38, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
-	39, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
+	37, // 14: roster.v1.GetServiceRequest.metadata:type_name -> roster.v1.GetServiceRequest.MetadataEntry
+	38, // 15: roster.v1.GetServiceRequest.wait_timeout:type_name -> google.protobuf.Duration
 	5,  // 16: roster.v1.GetServiceResponse.header:type_name -> roster.v1.ResponseHeader
 	4,  // 17: roster.v1.GetServiceResponse.instances:type_name -> roster.v1.Instance
 	10, // 18: roster.v1.ListServicesRequest.read:type_name -> roster.v1.ReadOptions
 	5,  // 19: roster.v1.ListServicesResponse.header:type_name -> roster.v1.ResponseHeader
 	14, // 20: roster.v1.ListServicesResponse.services:type_name -> roster.v1.ServiceSummary
 	17, // 21: roster.v1.HeartbeatRequest.instances:type_name -> roster.v1.InstanceRef
-	39, // 22: roster.v1.HeartbeatResult.ttl:type_name -> google.protobuf.Duration
+	38, // 22: roster.v1.HeartbeatResult.ttl:type_name -> google.protobuf.Duration
 	5,  // 23: roster.v1.HeartbeatResponse.header:type_name -> roster.v1.ResponseHeader
-	39, // 24: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
+	38, // 24: roster.v1.HeartbeatResponse.ttl:type_name -> google.protobuf.Duration
 	18, // 25: roster.v1.HeartbeatResponse.results:type_name -> roster.v1.HeartbeatResult
 	0,  // 26: roster.v1.ReportHealthRequest.status:type_name -> roster.v1.HealthStatus
 	5,  // 27: roster.v1.ReportHealthResponse.header:type_name -> roster.v1.ResponseHeader
-	39, // 28: roster.v1.ReportHealthResponse.ttl:type_name -> google.protobuf.Duration
+	38, // 28: roster.v1.ReportHealthResponse.ttl:type_name -> google.protobuf.Duration
 	5,  // 29: roster.v1.SetMaintenanceResponse.header:type_name -> roster.v1.ResponseHeader
-	39, // 30: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	38, // 30: roster.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
 	10, // 31: roster.v1.WatchRequest.start_read:type_name -> roster.v1.ReadOptions
 	26, // 32: roster.v1.WatchManyRequest.create:type_name -> roster.v1.WatchCreate
 	27, // 33: roster.v1.WatchManyRequest.cancel:type_name -> roster.v1.WatchCancel
 	24, // 34: roster.v1.WatchCreate.request:type_name -> roster.v1.WatchRequest
-	36, // 35: roster.v1.WatchManyResponse.response:type_name -> roster.v1.WatchResponse
-	29, // 36: roster.v1.WatchManyResponse.ended:type_name -> roster.v1.WatchEnded
-	39, // 37: roster.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
-	40, // 38: roster.v1.LeaseInfo.last_renewed_at:type_name -> google.protobuf.Timestamp
-	40, // 39: roster.v1.LeaseInfo.deadline:type_name -> google.protobuf.Timestamp
+	35, // 35: roster.v1.WatchManyResponse.response:type_name -> roster.v1.WatchResponse
+	40, // 36: roster.v1.WatchManyResponse.ended:type_name -> google.rpc.Status
+	38, // 37: roster.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
+	39, // 38: roster.v1.LeaseInfo.last_renewed_at:type_name -> google.protobuf.Timestamp
+	39, // 39: roster.v1.LeaseInfo.deadline:type_name -> google.protobuf.Timestamp
 	5,  // 40: roster.v1.GetLeasesResponse.header:type_name -> roster.v1.ResponseHeader
-	31, // 41: roster.v1.GetLeasesResponse.leases:type_name -> roster.v1.LeaseInfo
+	30, // 41: roster.v1.GetLeasesResponse.leases:type_name -> roster.v1.LeaseInfo
 	2,  // 42: roster.v1.Event.type:type_name -> roster.v1.Event.Type
 	4,  // 43: roster.v1.Event.instance:type_name -> roster.v1.Instance
 	4,  // 44: roster.v1.Event.prev_instance:type_name -> roster.v1.Instance
 	5,  // 45: roster.v1.WatchResponse.header:type_name -> roster.v1.ResponseHeader
-	35, // 46: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
+	34, // 46: roster.v1.WatchResponse.events:type_name -> roster.v1.Event
 	6,  // 47: roster.v1.Registry.Register:input_type -> roster.v1.RegisterRequest
 	8,  // 48: roster.v1.Registry.Deregister:input_type -> roster.v1.DeregisterRequest
 	11, // 49: roster.v1.Registry.GetService:input_type -> roster.v1.GetServiceRequest
 	13, // 50: roster.v1.Registry.ListServices:input_type -> roster.v1.ListServicesRequest
 	16, // 51: roster.v1.Registry.Heartbeat:input_type -> roster.v1.HeartbeatRequest
-	30, // 52: roster.v1.Registry.GetLeases:input_type -> roster.v1.GetLeasesRequest
+	29, // 52: roster.v1.Registry.GetLeases:input_type -> roster.v1.GetLeasesRequest
 	16, // 53: roster.v1.Registry.KeepAlive:input_type -> roster.v1.HeartbeatRequest
 	20, // 54: roster.v1.Registry.ReportHealth:input_type -> roster.v1.ReportHealthRequest
 	22, // 55: roster.v1.Registry.SetMaintenance:input_type -> roster.v1.SetMaintenanceRequest
 	24, // 56: roster.v1.Registry.Watch:input_type -> roster.v1.WatchRequest
 	25, // 57: roster.v1.Registry.WatchMany:input_type -> roster.v1.WatchManyRequest
-	33, // 58: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
+	32, // 58: roster.v1.Registry.RequestProgress:input_type -> roster.v1.RequestProgressRequest
 	7,  // 59: roster.v1.Registry.Register:output_type -> roster.v1.RegisterResponse
 	9,  // 60: roster.v1.Registry.Deregister:output_type -> roster.v1.DeregisterResponse
 	12, // 61: roster.v1.Registry.GetService:output_type -> roster.v1.GetServiceResponse
 	15, // 62: roster.v1.Registry.ListServices:output_type -> roster.v1.ListServicesResponse
 	19, // 63: roster.v1.Registry.Heartbeat:output_type -> roster.v1.HeartbeatResponse
-	32, // 64: roster.v1.Registry.GetLeases:output_type -> roster.v1.GetLeasesResponse
+	31, // 64: roster.v1.Registry.GetLeases:output_type -> roster.v1.GetLeasesResponse
 	19, // 65: roster.v1.Registry.KeepAlive:output_type -> roster.v1.HeartbeatResponse
 	21, // 66: roster.v1.Registry.ReportHealth:output_type -> roster.v1.ReportHealthResponse
 	23, // 67: roster.v1.Registry.SetMaintenance:output_type -> roster.v1.SetMaintenanceResponse
-	36, // 68: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
+	35, // 68: roster.v1.Registry.Watch:output_type -> roster.v1.WatchResponse
 	28, // 69: roster.v1.Registry.WatchMany:output_type -> roster.v1.WatchManyResponse
-	34, // 70: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
+	33, // 70: roster.v1.Registry.RequestProgress:output_type -> roster.v1.RequestProgressResponse
 	59, // [59:71] is the sub-list for method output_type
 	47, // [47:59] is the sub-list for method input_type
 	47, // [47:47] is the sub-list for extension type_name
@@ -3117,7 +3064,7 @@ func file_roster_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roster_v1_registry_proto_rawDesc), len(file_roster_v1_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
