@@ -364,15 +364,18 @@ type watchResult struct {
 	WatchOn string   `json:"watch_on"`
 	// Voters and Replicas count the nodes; Layout gives each node's role
 	// and how many watchers it serves.
-	Voters    int               `json:"voters"`
-	Replicas  int               `json:"replicas"`
-	Layout    []watchNodeLayout `json:"layout"`
-	Watchers  int               `json:"watchers"`
-	Conns     int               `json:"conns_per_addr"`
-	Writer    string            `json:"writer_addr"`
-	Ops       int64             `json:"ops"`
-	Errors    int64             `json:"errors"`
-	DurationS float64           `json:"duration_s"`
+	Voters   int               `json:"voters"`
+	Replicas int               `json:"replicas"`
+	Layout   []watchNodeLayout `json:"layout"`
+	Watchers int               `json:"watchers"`
+	Conns    int               `json:"conns_per_addr"`
+	// OwnStreams: each watcher had a Watch stream of its own, instead of
+	// sharing its client's WatchMany stream.
+	OwnStreams bool    `json:"own_streams"`
+	Writer     string  `json:"writer_addr"`
+	Ops        int64   `json:"ops"`
+	Errors     int64   `json:"errors"`
+	DurationS  float64 `json:"duration_s"`
 	// OpsPerS is writes per second, each awaited by every watcher.
 	OpsPerS float64 `json:"ops_per_s"`
 	// Deliveries counts (watcher, write) pairs received.
@@ -626,7 +629,7 @@ func (a *app) benchWatch(ctx context.Context, o benchOptions) error {
 	slices.Sort(writeLat)
 	res := watchResult{
 		Op: "watch", Addrs: target.addrs(), WatchOn: placement, Voters: len(nodes) - replicas, Replicas: replicas, Layout: layout,
-		Watchers: o.watchers, Conns: o.conns, Writer: writer.addr,
+		Watchers: o.watchers, Conns: o.conns, OwnStreams: o.ownStreams, Writer: writer.addr,
 		Ops: done.Load(), Errors: failed.Load(), DurationS: elapsed.Seconds(),
 		OpsPerS: float64(done.Load()) / elapsed.Seconds(), Deliveries: deliveries, BeforeAck: beforeAck,
 		LatencyMS: latencyMS(each), LastWatcherMS: latencyMS(lasts), LastFromSendMS: latencyMS(fromSend), WriteMS: latencyMS(writeLat),
