@@ -301,24 +301,25 @@ func TestWatchFollowerSnapshotInstallStaysGapless(t *testing.T) {
 	checkW(t, h)
 }
 
-func TestSlowWatcherIsCutOffAndResumesWithoutLoss(t *testing.T) {
-	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.Watch.MaxLag = 50 }})
-	ctx := longCtx(t, time.Minute)
-	nd := c.Leader()
-	// Fixed flow-control windows (no BDP growth), so an unread stream
-	// stops the server's sends after about 128 KiB.
-	conn, err := grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+// smallWindowConn dials addr with fixed flow-control windows (no BDP
+// growth), so that a stream its client does not read stops the server's
+// sends after about 128 KiB.
+func smallWindowConn(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	sctx, scancel := context.WithCancel(ctx)
-	defer scancel()
-	slow, err := rosterv1.NewRegistryClient(conn).Watch(sctx, &rosterv1.WatchRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// writeUntilCutOff registers instances of web with 400 bytes of metadata
+// through nd until nd has cut a watcher off as too slow, and returns the
+// writes.
+func writeUntilCutOff(t testing.TB, ctx context.Context, nd *testcluster.Node) []checker.Op {
+	t.Helper()
 	var ops []checker.Op
 	big := map[string]string{"blob": string(make([]byte, 400))}
 	for i := 0; nd.Server.WatchStats().CutOff == 0; i++ {
@@ -334,6 +335,20 @@ func TestSlowWatcherIsCutOffAndResumesWithoutLoss(t *testing.T) {
 		op.Return, op.Outcome, op.Revision = now(), checker.OutcomeOK, resp.Revision
 		ops = append(ops, op)
 	}
+	return ops
+}
+
+func TestSlowWatcherIsCutOffAndResumesWithoutLoss(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.Watch.MaxLag = 50 }})
+	ctx := longCtx(t, time.Minute)
+	nd := c.Leader()
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	slow, err := rosterv1.NewRegistryClient(smallWindowConn(t, nd.Addr)).Watch(sctx, &rosterv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := writeUntilCutOff(t, ctx, nd)
 	// Now read what the server had sent before it gave up.
 	first := checker.Subscription{StartRevision: 0, Node: nd.ID}
 	var got uint64

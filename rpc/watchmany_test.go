@@ -5,9 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -373,15 +371,7 @@ func TestWatchManySlowClientEndsTheStream(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.Watch.MaxLag = 50 }})
 	ctx := testcluster.Ctx(t)
 	nd := c.Leader()
-	// Fixed flow-control windows, so an unread stream stops the server's
-	// sends after about 128 KiB.
-	conn, err := grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	many, err := rosterv1.NewRegistryClient(conn).WatchMany(ctx)
+	many, err := rosterv1.NewRegistryClient(smallWindowConn(t, nd.Addr)).WatchMany(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,16 +380,7 @@ func TestWatchManySlowClientEndsTheStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	big := map[string]string{"blob": string(make([]byte, 400))}
-	for i := 0; nd.Server.WatchStats().CutOff == 0; i++ {
-		if i >= 20000 {
-			t.Fatalf("after %d writes the unread stream is still not cut off: %+v", i, nd.Server.WatchStats())
-		}
-		inst := &rosterv1.Instance{Service: "web", Id: fmt.Sprintf("i%d", i%20), Address: "10.9.9.9", Port: uint32(i%60000 + 1), Metadata: big}
-		if _, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: inst}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeUntilCutOff(t, ctx, nd)
 	var end error
 	for {
 		m, err := many.Recv()

@@ -317,10 +317,7 @@ func (w *workload) watcher(ctx context.Context, r *rand.Rand, name string, slot 
 	for ctx.Err() == nil {
 		n := nodes[next%len(nodes)]
 		next++
-		w.c.mu.Lock()
-		usable := n.member && n.up && !n.paused
-		w.c.mu.Unlock()
-		if !usable {
+		if !w.canWatch(n) {
 			continue
 		}
 		sub := checker.Subscription{StartRevision: last, Node: n.id, Time: w.rec.now()}
@@ -337,6 +334,14 @@ func (w *workload) watcher(ctx context.Context, r *rand.Rand, name string, slot 
 		}
 		sleep(ctx, time.Duration(100+r.IntN(200))*time.Millisecond)
 	}
+}
+
+// canWatch reports whether n can serve a watch now: a member, up, and
+// not paused.
+func (w *workload) canWatch(n *node) bool {
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	return n.member && n.up && !n.paused
 }
 
 // watchOnce runs one Watch call until it ends.
@@ -427,10 +432,7 @@ func (w *workload) manyWatcher(ctx context.Context, r *rand.Rand, names []string
 	for ctx.Err() == nil {
 		n := nodes[next%len(nodes)]
 		next++
-		w.c.mu.Lock()
-		usable := n.member && n.up && !n.paused
-		w.c.mu.Unlock()
-		if !usable {
+		if !w.canWatch(n) {
 			continue
 		}
 		subs := make([]checker.Subscription, len(names))
