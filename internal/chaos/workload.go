@@ -312,12 +312,10 @@ func (w *workload) watcher(ctx context.Context, r *rand.Rand, name string, slot 
 	w.watchMu.Unlock()
 	var last uint64
 	started := false
-	nodes := w.c.nodes
 	next := slot
 	for ctx.Err() == nil {
-		n := nodes[next%len(nodes)]
-		next++
-		if !w.canWatch(n) {
+		n := w.nextWatchNode(&next)
+		if n == nil {
 			continue
 		}
 		sub := checker.Subscription{StartRevision: last, Node: n.id, Time: w.rec.now()}
@@ -336,12 +334,18 @@ func (w *workload) watcher(ctx context.Context, r *rand.Rand, name string, slot 
 	}
 }
 
-// canWatch reports whether n can serve a watch now: a member, up, and
-// not paused.
-func (w *workload) canWatch(n *node) bool {
+// nextWatchNode returns the node at *next in the rotation of the
+// watchers, and moves *next on; nil when that node cannot serve a watch
+// now (not a member, down, or paused).
+func (w *workload) nextWatchNode(next *int) *node {
+	n := w.c.nodes[*next%len(w.c.nodes)]
+	*next++
 	w.c.mu.Lock()
 	defer w.c.mu.Unlock()
-	return n.member && n.up && !n.paused
+	if !n.member || !n.up || n.paused {
+		return nil
+	}
+	return n
 }
 
 // watchOnce runs one Watch call until it ends.
@@ -427,12 +431,10 @@ func (w *workload) manyWatcher(ctx context.Context, r *rand.Rand, names []string
 	w.watchMu.Unlock()
 	last := make([]uint64, len(names))
 	started := make([]bool, len(names))
-	nodes := w.c.nodes
 	next := slot
 	for ctx.Err() == nil {
-		n := nodes[next%len(nodes)]
-		next++
-		if !w.canWatch(n) {
+		n := w.nextWatchNode(&next)
+		if n == nil {
 			continue
 		}
 		subs := make([]checker.Subscription, len(names))
