@@ -358,6 +358,56 @@ func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.Watch
 			run.at.Store(pos)
 			continue
 		}
+		if g := out.group; g != nil {
+			// Caught up on a WatchMany stream: the stream's group reads
+			// on for the watch until it hands it back or the watch has
+			// something else to do.
+			if !g.park(run, w, pos) {
+				continue // the head moved on meanwhile
+			}
+			timer, ask := false, false
+			select {
+			case <-run.park.wake:
+			case <-progress.C:
+				timer = true
+			case <-asked:
+				ask = true
+			case <-out.failed:
+				g.unpark(run)
+				return out.err
+			case <-ctx.Done():
+				g.unpark(run)
+				return ended()
+			}
+			got := g.unpark(run)
+			pos = got.pos
+			if got.reset {
+				// The reset tells the revision: no bookmark needed.
+				needReset = true
+				continue
+			}
+			if got.back != nil {
+				if err := put(*got.back); err != nil {
+					return err
+				}
+			}
+			if timer && !got.putAt.IsZero() {
+				// The group sent a message since the timer was set: the
+				// interval counts from it.
+				if since := time.Since(got.putAt); since < w.progress {
+					progress.Reset(w.progress - since)
+					timer = false
+				}
+			}
+			if timer || ask {
+				m := &rosterv1.WatchResponse{Header: s.header(pos), Progress: true, Revision: pos}
+				if err := put(outMsg{msg: m, rev: pos}); err != nil {
+					return err
+				}
+				progress.Reset(w.progress)
+			}
+			continue
+		}
 		// Caught up: wait for a change, or send a bookmark when it is time
 		// or when one is asked for.
 		out.setState(run, runIdle)

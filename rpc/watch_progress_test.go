@@ -16,6 +16,10 @@ import (
 // bookmark when RequestProgress asks, long before its interval, and only
 // after every change it knows of.
 func TestWatchBookmarkOnRequest(t *testing.T) {
+	bothStreams(t, testBookmarkOnRequest)
+}
+
+func testBookmarkOnRequest(t *testing.T, many bool) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
@@ -30,12 +34,12 @@ func TestWatchBookmarkOnRequest(t *testing.T) {
 		Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE, MinRevision: first.Revision}}); err != nil {
 		t.Fatal(err)
 	}
-	stream, err := reg.Watch(ctx, &rosterv1.WatchRequest{Service: "web", ProgressId: "p-1",
-		ProgressInterval: durationpb.New(10 * time.Minute)})
+	recv, err := openWatch(ctx, f, &rosterv1.WatchRequest{Service: "web", ProgressId: "p-1",
+		ProgressInterval: durationpb.New(10 * time.Minute)}, many)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reset, err := stream.Recv()
+	reset, err := recv()
 	if err != nil || !reset.Reset_ || reset.Revision < first.Revision {
 		t.Fatalf("first message %v %v: want a reset at or after %d", reset, err, first.Revision)
 	}
@@ -48,7 +52,7 @@ func TestWatchBookmarkOnRequest(t *testing.T) {
 		}
 	}
 	ask()
-	m, err := stream.Recv()
+	m, err := recv()
 	if err != nil || !m.Progress || m.Revision != reset.Revision || len(m.Events) != 0 {
 		t.Fatalf("after a request: %v %v, want a bookmark at %d", m, err, reset.Revision)
 	}
@@ -65,7 +69,7 @@ func TestWatchBookmarkOnRequest(t *testing.T) {
 	ask()
 	var sawEvent bool
 	for {
-		m, err := stream.Recv()
+		m, err := recv()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -57,6 +57,8 @@ type recorder struct {
 	c    *testcluster.Cluster
 	req  *rosterv1.WatchRequest
 	node int // index into c.Nodes of the node it watches now
+	// many: the watch is the one watch of a WatchMany stream.
+	many bool
 
 	mu     sync.Mutex
 	stream checker.WatchStream
@@ -70,6 +72,18 @@ type recorder struct {
 
 func startRecorder(t testing.TB, c *testcluster.Cluster, name string, node *testcluster.Node, req *rosterv1.WatchRequest) *recorder {
 	t.Helper()
+	return startRecorderOn(t, c, name, node, req, false)
+}
+
+// startManyRecorder is startRecorder with the watch created on a WatchMany
+// stream of its own: caught up, it is read for by the stream's group.
+func startManyRecorder(t testing.TB, c *testcluster.Cluster, name string, node *testcluster.Node, req *rosterv1.WatchRequest) *recorder {
+	t.Helper()
+	return startRecorderOn(t, c, name, node, req, true)
+}
+
+func startRecorderOn(t testing.TB, c *testcluster.Cluster, name string, node *testcluster.Node, req *rosterv1.WatchRequest, many bool) *recorder {
+	t.Helper()
 	if req.ProgressInterval == nil {
 		req.ProgressInterval = durationpb.New(100 * time.Millisecond)
 	}
@@ -78,7 +92,7 @@ func startRecorder(t testing.TB, c *testcluster.Cluster, name string, node *test
 		ns = "default"
 	}
 	r := &recorder{
-		t: t, c: c, req: req, last: req.StartRevision, done: make(chan struct{}),
+		t: t, c: c, req: req, many: many, last: req.StartRevision, done: make(chan struct{}),
 		stream: checker.WatchStream{Watcher: name, Namespace: ns, Service: req.Service, HealthyOnly: req.HealthyOnly},
 	}
 	for i, nd := range c.Nodes {
@@ -138,7 +152,7 @@ func (r *recorder) nextRunning() int {
 func (r *recorder) follow(ctx context.Context, nd *testcluster.Node, req *rosterv1.WatchRequest, sub *checker.Subscription, started chan struct{}, first bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := nd.Registry().Watch(ctx, req)
+	recv, err := r.open(ctx, nd, req)
 	if first {
 		close(started)
 	}
@@ -146,7 +160,7 @@ func (r *recorder) follow(ctx context.Context, nd *testcluster.Node, req *roster
 		return err
 	}
 	for {
-		resp, err := stream.Recv()
+		resp, err := recv()
 		if err != nil {
 			return err
 		}
@@ -166,6 +180,50 @@ func (r *recorder) follow(ctx context.Context, nd *testcluster.Node, req *roster
 		}
 		r.mu.Unlock()
 	}
+}
+
+// open starts the watch on nd and returns how to read it.
+func (r *recorder) open(ctx context.Context, nd *testcluster.Node, req *rosterv1.WatchRequest) (func() (*rosterv1.WatchResponse, error), error) {
+	return openWatch(ctx, nd, req, r.many)
+}
+
+// openWatch starts a watch on nd and returns how to read it: a Watch
+// stream, or (many) a WatchMany stream with this one watch, whose end is
+// its error.
+func openWatch(ctx context.Context, nd *testcluster.Node, req *rosterv1.WatchRequest, many bool) (func() (*rosterv1.WatchResponse, error), error) {
+	if !many {
+		stream, err := nd.Registry().Watch(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return stream.Recv, nil
+	}
+	stream, err := nd.Registry().WatchMany(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(createWatch(1, req)); err != nil {
+		return nil, err
+	}
+	return func() (*rosterv1.WatchResponse, error) {
+		m, err := stream.Recv()
+		switch {
+		case err != nil:
+			return nil, err
+		case m.Ended != nil:
+			return nil, status.ErrorProto(m.Ended)
+		case len(m.WatchIds) != 1 || m.WatchIds[0] != 1:
+			return nil, fmt.Errorf("a message for watches %v on a stream of one watch, 1", m.WatchIds)
+		}
+		return m.Response, nil
+	}, nil
+}
+
+// bothStreams runs f as a subtest for a Watch stream and for a watch of a
+// WatchMany stream.
+func bothStreams(t *testing.T, f func(t *testing.T, many bool)) {
+	t.Run("Watch", func(t *testing.T) { f(t, false) })
+	t.Run("WatchMany", func(t *testing.T) { f(t, true) })
 }
 
 // stop ends the watcher and waits for it.

@@ -54,6 +54,11 @@ func TestWatchInvariantsUnderRandomWrites(t *testing.T) {
 		startRecorder(t, c, "follower2-web", fs[1], &rosterv1.WatchRequest{Service: "web"}),
 		startRecorder(t, c, "follower1-healthy", fs[0], &rosterv1.WatchRequest{HealthyOnly: true}),
 		startRecorder(t, c, "follower2-api-healthy", fs[1], &rosterv1.WatchRequest{Service: "api", HealthyOnly: true}),
+		// The same over WatchMany, where a caught-up watch is read for
+		// by its stream's group.
+		startManyRecorder(t, c, "many-leader-all", leader, &rosterv1.WatchRequest{}),
+		startManyRecorder(t, c, "many-follower1-web", fs[0], &rosterv1.WatchRequest{Service: "web"}),
+		startManyRecorder(t, c, "many-follower2-healthy", fs[1], &rosterv1.WatchRequest{HealthyOnly: true}),
 	}
 	w := newWorkload(c, services, 10) // 50 keys
 	w.run(t, ctx, 6, 1000, 1)
@@ -277,8 +282,11 @@ func TestWatchFollowerSnapshotInstallStaysGapless(t *testing.T) {
 	leader, f := c.Leader(), c.Followers()[0]
 	onF := startRecorder(t, c, "on-follower", f, &rosterv1.WatchRequest{})
 	onLeader := startRecorder(t, c, "on-leader", leader, &rosterv1.WatchRequest{})
+	// A WatchMany watch, parked with its stream's group while caught up,
+	// must be handed back for the reset too.
+	manyOnF := startManyRecorder(t, c, "many-on-follower", f, &rosterv1.WatchRequest{})
 	ops, rev := writes(t, ctx, leader, "web", 0, 10)
-	waitAll(c, rev, onF, onLeader)
+	waitAll(c, rev, onF, onLeader, manyOnF)
 
 	c.Partition(f)
 	ops2, rev2 := writes(t, ctx, leader, "api", 10, 200)
@@ -288,16 +296,18 @@ func TestWatchFollowerSnapshotInstallStaysGapless(t *testing.T) {
 	c.Heal(f)
 	// The follower is missing entries the leader has compacted away: it
 	// must install the snapshot, and its watcher must see a reset.
-	waitAll(c, rev2, onF, onLeader)
-	if n := onF.resetCount(); n < 2 {
-		t.Fatalf("follower watcher saw %d resets, want the initial one and one after the snapshot install", n)
+	waitAll(c, rev2, onF, onLeader, manyOnF)
+	for _, r := range []*recorder{onF, manyOnF} {
+		if n := r.resetCount(); n < 2 {
+			t.Fatalf("follower watcher %s saw %d resets, want the initial one and one after the snapshot install", r.stream.Watcher, n)
+		}
 	}
 	leader = c.WaitLeader()
 	ops3, rev3 := writes(t, ctx, leader, "web", 210, 10)
 	final := finalLists(t, ctx, leader, services)
-	waitAll(c, max(rev3, maxRevision(final)), onF, onLeader)
+	waitAll(c, max(rev3, maxRevision(final)), onF, onLeader, manyOnF)
 	h := &checker.History{Ops: append(append(ops, ops2...), ops3...), Final: final,
-		Watches: []checker.WatchStream{onF.result(), onLeader.result()}}
+		Watches: []checker.WatchStream{onF.result(), onLeader.result(), manyOnF.result()}}
 	checkW(t, h)
 }
 
@@ -441,35 +451,57 @@ func TestHealthyOnlyWatchSeesHealthTransitions(t *testing.T) {
 	}
 }
 
+// TestWatchBookmarksWhenIdle: a watch whose service does not change sends
+// bookmarks at the head revision, which other services' changes move
+// (on a WatchMany stream, read on by the stream's group while it is idle).
 func TestWatchBookmarksWhenIdle(t *testing.T) {
-	c := testcluster.New(t, 1, testcluster.Options{})
-	ctx := testcluster.Ctx(t)
-	nd := c.Leader()
-	resp, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 80)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Another service's change advances the head but matches no event.
-	other, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("api", "a", 80)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := nd.Registry().Watch(ctx, &rosterv1.WatchRequest{Service: "web", StartRevision: resp.Revision - 1,
-		ProgressInterval: durationpb.New(time.Millisecond)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := stream.Recv()
-	if err != nil || len(m.Events) != 1 || m.Events[0].Revision != resp.Revision {
-		t.Fatalf("first message %v, %v; want the change at %d", m, err, resp.Revision)
-	}
-	m, err = stream.Recv()
-	if err != nil || !m.Progress || m.Revision != other.Revision || len(m.Events) != 0 {
-		t.Fatalf("second message %v, %v; want a bookmark at head revision %d", m, err, other.Revision)
-	}
-	if m.Header.GetNodeId() != nd.ID {
-		t.Fatalf("bookmark header %v", m.Header)
-	}
+	bothStreams(t, func(t *testing.T, many bool) {
+		c := testcluster.New(t, 1, testcluster.Options{})
+		ctx := testcluster.Ctx(t)
+		nd := c.Leader()
+		resp, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 80)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Another service's change advances the head but matches no event.
+		other, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("api", "a", 80)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recv, err := openWatch(ctx, nd, &rosterv1.WatchRequest{Service: "web", StartRevision: resp.Revision - 1,
+			ProgressInterval: durationpb.New(time.Millisecond)}, many)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := recv()
+		if err != nil || len(m.Events) != 1 || m.Events[0].Revision != resp.Revision {
+			t.Fatalf("first message %v, %v; want the change at %d", m, err, resp.Revision)
+		}
+		m, err = recv()
+		if err != nil || !m.Progress || m.Revision != other.Revision || len(m.Events) != 0 {
+			t.Fatalf("second message %v, %v; want a bookmark at head revision %d", m, err, other.Revision)
+		}
+		if m.Header.GetNodeId() != nd.ID {
+			t.Fatalf("bookmark header %v", m.Header)
+		}
+		// Changes to another service while the watch is caught up: the
+		// bookmarks move to them, and nothing else is sent.
+		var third *rosterv1.RegisterResponse
+		for i := range 5 {
+			if third, err = nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("api", "a", uint32(81+i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for m.Revision < third.Revision {
+			prev := m.Revision
+			if m, err = recv(); err != nil {
+				t.Fatal(err)
+			}
+			if !m.Progress || len(m.Events) != 0 || m.Revision < prev || m.Revision > third.Revision {
+				t.Fatalf("after bookmark at %d: %v; want bookmarks up to %d", prev, m, third.Revision)
+			}
+		}
+	})
 }
 
 func TestWatchRejectsBadRequests(t *testing.T) {

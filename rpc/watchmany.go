@@ -34,6 +34,9 @@ type watchRun struct {
 	at atomic.Uint64
 	// state is runBusy, runIdle or runWaiting.
 	state atomic.Int32
+	// park is what the stream's group holds of the watch while it is
+	// parked there (WatchMany only; watchGroup).
+	park parking
 }
 
 // Reader states, which tell a WatchMany sender whether a watch is about to
@@ -56,6 +59,8 @@ type watchOut struct {
 	stream grpc.ServerStream
 	hist   *store.History
 	many   bool
+	// group reads for the stream's caught-up watches (WatchMany only).
+	group *watchGroup
 
 	mu    sync.Mutex
 	ready []*watchRun // the watches with a message in sendq, in order
@@ -116,6 +121,15 @@ func (o *watchOut) remove(r *watchRun) {
 func (o *watchOut) queued(r *watchRun) {
 	o.mu.Lock()
 	o.ready = append(o.ready, r)
+	o.mu.Unlock()
+	o.poke()
+}
+
+// queuedAll tells the sender that each of rs has put a message in its
+// sendq: one poke for all.
+func (o *watchOut) queuedAll(rs []*watchRun) {
+	o.mu.Lock()
+	o.ready = append(o.ready, rs...)
 	o.mu.Unlock()
 	o.poke()
 }
@@ -325,8 +339,10 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 	defer cancel(nil)
 	defer context.AfterFunc(s.drainCtx, func() { cancel(errDraining) })()
 	out := newWatchOut(stream, s.node.Store().History(), true)
+	out.group = newWatchGroup(out.hist, out)
 	done := make(chan struct{})
 	go out.run(done)
+	go out.group.run(done)
 	var wg sync.WaitGroup
 	defer func() {
 		cancel(nil)

@@ -182,6 +182,14 @@ func (h *History) Bounds() (compacted, head uint64) {
 	return h.compacted, h.head
 }
 
+// Head returns the head revision and a channel closed when a newer one
+// arrives (or a restore resets the history).
+func (h *History) Head() (uint64, <-chan struct{}) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.head, h.notify
+}
+
 // Behind returns how many retained events come after rev (how far a reader
 // at rev lags the head) and a channel closed when more arrive.
 // ErrCompacted means the changes right after rev are gone.
