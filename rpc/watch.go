@@ -72,6 +72,10 @@ type watchState struct {
 	// the latest revision, shared by every watcher sending that revision.
 	prefix atomic.Pointer[watchPrefix]
 
+	// hooks, set by tests only, force interleavings of WatchMany's group
+	// reader.
+	hooks atomic.Pointer[watchHooks]
+
 	// asks holds, per progress_id, the channels of the streams that
 	// RequestProgress pokes.
 	asksMu sync.Mutex
@@ -127,6 +131,16 @@ func (s *Server) RequestProgress(_ context.Context, req *rosterv1.RequestProgres
 		return nil, fmt.Errorf("no watch stream named %q on this node: %w", truncate(req.ProgressId), errNoSuchStream)
 	}
 	return &rosterv1.RequestProgressResponse{Streams: uint32(n)}, nil
+}
+
+// watchHooks are test hooks; nil fields are skipped.
+type watchHooks struct {
+	// beforePark runs when a caught-up watch of a WatchMany stream at pos
+	// is about to park with its stream's group.
+	beforePark func(pos uint64)
+	// afterPass runs after each pass of a group reader, with the head it
+	// took before the pass.
+	afterPass func(head uint64)
 }
 
 type watchPrefix struct {
@@ -362,6 +376,9 @@ func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.Watch
 			// Caught up on a WatchMany stream: the stream's group reads
 			// on for the watch until it hands it back or the watch has
 			// something else to do.
+			if h := s.watch.hooks.Load(); h != nil && h.beforePark != nil {
+				h.beforePark(pos)
+			}
 			if !g.park(run, w, pos) {
 				continue // the head moved on meanwhile
 			}

@@ -31,6 +31,7 @@ func BenchmarkWatchDelivery(b *testing.B) {
 	// SDK's watches of one client share one: each write goes once to each
 	// stream, naming every watch.
 	b.Run("watchers=1000/many-50", func(b *testing.B) { benchDeliveryMany(b, 1000, 50) })
+	b.Run("watchers=10000/many-50", func(b *testing.B) { benchDeliveryMany(b, 10000, 50) })
 }
 
 // expect is the write the watchers are waiting for.

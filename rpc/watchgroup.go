@@ -3,6 +3,7 @@ package rpc
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roster-registry/roster/store"
@@ -25,8 +26,9 @@ import (
 // of the two at a time: its position and its fields below change only
 // under mu while it is parked.
 type watchGroup struct {
-	hist *store.History
-	out  *watchOut
+	hist  *store.History
+	out   *watchOut
+	hooks *atomic.Pointer[watchHooks]
 
 	mu     sync.Mutex
 	parked []*watchRun
@@ -67,8 +69,8 @@ type memoMsg struct {
 	err  error
 }
 
-func newWatchGroup(hist *store.History, out *watchOut) *watchGroup {
-	return &watchGroup{hist: hist, out: out, memo: map[memoKey]memoMsg{}}
+func newWatchGroup(hist *store.History, out *watchOut, hooks *atomic.Pointer[watchHooks]) *watchGroup {
+	return &watchGroup{hist: hist, out: out, hooks: hooks, memo: map[memoKey]memoMsg{}}
 }
 
 // park hands r, caught up at pos, to the group. It returns false, leaving
@@ -136,8 +138,11 @@ func (g *watchGroup) handBack(r *watchRun) {
 // parked watch. It exits when done is closed.
 func (g *watchGroup) run(done <-chan struct{}) {
 	for {
-		_, notify := g.hist.Head()
+		head, notify := g.hist.Head()
 		g.pass()
+		if h := g.hooks.Load(); h != nil && h.afterPass != nil {
+			h.afterPass(head)
+		}
 		select {
 		case <-notify:
 		case <-done:

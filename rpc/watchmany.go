@@ -339,7 +339,7 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 	defer cancel(nil)
 	defer context.AfterFunc(s.drainCtx, func() { cancel(errDraining) })()
 	out := newWatchOut(stream, s.node.Store().History(), true)
-	out.group = newWatchGroup(out.hist, out)
+	out.group = newWatchGroup(out.hist, out, &s.watch.hooks)
 	done := make(chan struct{})
 	go out.run(done)
 	go out.group.run(done)

@@ -3,11 +3,13 @@ package rpc_test
 import (
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/roster-registry/roster/internal/testcluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
@@ -397,5 +399,76 @@ func TestWatchManySlowClientEndsTheStream(t *testing.T) {
 	}
 	if rev, ok := rpc.WatchResumeRevision(end); ok {
 		t.Fatalf("the stream's status names revision %d, one watch's, to resume from", rev)
+	}
+}
+
+// TestWatchManyParkingRacesAWrite forces the interleaving a caught-up
+// watch of a WatchMany stream must survive as it parks with its stream's
+// group reader: a revision lands after the watch's last read of the
+// history, and the group makes its pass for that revision before the
+// watch has parked. The watch must still be sent the change at once, not
+// wait behind the head until a later write (here, a bookmark at the older
+// revision would come first).
+func TestWatchManyParkingRacesAWrite(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	ctx := testcluster.Ctx(t)
+	nd := c.Leader()
+	reg := nd.Registry()
+	var armed atomic.Bool
+	var passedAt atomic.Uint64
+	passed := make(chan struct{}, 1)
+	wrote := make(chan uint64, 1)
+	rpc.SetWatchHooks(nd.Server, func(pos uint64) {
+		if !armed.CompareAndSwap(true, false) {
+			return
+		}
+		// The watch has read up to pos and found nothing newer. A write
+		// lands now...
+		resp, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "b", 81)})
+		if err != nil {
+			t.Error(err)
+			wrote <- 0
+			return
+		}
+		// ...and the group reads for its parked watches before this one
+		// has parked.
+		for passedAt.Load() < resp.Revision {
+			select {
+			case <-passed:
+			case <-ctx.Done():
+				t.Error(ctx.Err())
+				wrote <- 0
+				return
+			}
+		}
+		wrote <- resp.Revision
+	}, func(head uint64) {
+		passedAt.Store(head)
+		select {
+		case passed <- struct{}{}:
+		default:
+		}
+	})
+	t.Cleanup(func() { rpc.SetWatchHooks(nd.Server, nil, nil) })
+
+	first, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 80)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	recv, err := openWatch(ctx, nd, &rosterv1.WatchRequest{Service: "web", ProgressInterval: durationpb.New(rpc.MinProgressInterval)}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := recv()
+	if err != nil || !m.Reset_ || m.Revision < first.Revision {
+		t.Fatalf("first message %v, %v: want the reset", m, err)
+	}
+	rev := <-wrote
+	if rev == 0 {
+		t.FailNow()
+	}
+	if m, err = recv(); err != nil || m.Progress || len(m.Events) != 1 || m.Events[0].Revision != rev {
+		t.Fatalf("after a write at %d that raced the watch's parking: %v, %v; want its event", rev, m, err)
 	}
 }
