@@ -1,9 +1,25 @@
 package rpc
 
-// SetWatchHooks installs test hooks on s's WatchMany group readers:
-// beforePark runs as a caught-up watch at pos is about to park, afterPass
-// after each pass of a group with the head it took before the pass. Either
-// may be nil.
-func SetWatchHooks(s *Server, beforePark func(pos uint64), afterPass func(head uint64)) {
-	s.watch.hooks.Store(&watchHooks{beforePark: beforePark, afterPass: afterPass})
+// WatchHooks are test hooks on the WatchMany group readers of a Server;
+// nil fields are skipped.
+type WatchHooks struct {
+	// BeforePark runs as a caught-up watch at pos is about to park.
+	BeforePark func(pos uint64)
+	// AfterPass runs after each pass of a group, with the head it took
+	// before the pass.
+	AfterPass func(head uint64)
+	// BeforeQueue runs in a pass that has made messages for n watches,
+	// before the group tells the stream's sender of them.
+	BeforeQueue func(n int)
+	// BeforePass runs before each pass of a group.
+	BeforePass func()
+	// SenderWaits runs when a stream's sender, with messages to send,
+	// waits for a watch to reach the head.
+	SenderWaits func()
+}
+
+// SetWatchHooks installs h on s (the zero WatchHooks removes them).
+func SetWatchHooks(s *Server, h WatchHooks) {
+	s.watch.hooks.Store(&watchHooks{beforePark: h.BeforePark, afterPass: h.AfterPass, beforeQueue: h.BeforeQueue,
+		beforePass: h.BeforePass, senderWaits: h.SenderWaits})
 }

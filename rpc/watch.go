@@ -141,6 +141,14 @@ type watchHooks struct {
 	// afterPass runs after each pass of a group reader, with the head it
 	// took before the pass.
 	afterPass func(head uint64)
+	// beforeQueue runs in a group reader's pass that has made messages
+	// for n watches, before it tells the sender of them.
+	beforeQueue func(n int)
+	// beforePass runs before each pass of a group reader.
+	beforePass func()
+	// senderWaits runs when a WatchMany sender with messages to send
+	// waits for a watch to reach the head.
+	senderWaits func()
 }
 
 type watchPrefix struct {
@@ -407,6 +415,7 @@ func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.Watch
 				if err := put(*got.back); err != nil {
 					return err
 				}
+				timer = false // the message is news enough
 			}
 			if timer && !got.putAt.IsZero() {
 				// The group sent a message since the timer was set: the

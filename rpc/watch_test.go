@@ -55,8 +55,11 @@ func TestWatchInvariantsUnderRandomWrites(t *testing.T) {
 		startRecorder(t, c, "follower1-healthy", fs[0], &rosterv1.WatchRequest{HealthyOnly: true}),
 		startRecorder(t, c, "follower2-api-healthy", fs[1], &rosterv1.WatchRequest{Service: "api", HealthyOnly: true}),
 		// The same over WatchMany, where a caught-up watch is read for
-		// by its stream's group.
-		startManyRecorder(t, c, "many-leader-all", leader, &rosterv1.WatchRequest{}),
+		// by its stream's group. The first sees every write, so it needs
+		// no bookmarks to show it has caught up: with none due for 10
+		// minutes, a watch the group failed to read on for would stall
+		// instead of catching up at its next bookmark.
+		startManyRecorder(t, c, "many-leader-all", leader, &rosterv1.WatchRequest{ProgressInterval: durationpb.New(10 * time.Minute)}),
 		startManyRecorder(t, c, "many-follower1-web", fs[0], &rosterv1.WatchRequest{Service: "web"}),
 		startManyRecorder(t, c, "many-follower2-healthy", fs[1], &rosterv1.WatchRequest{HealthyOnly: true}),
 	}
@@ -283,8 +286,9 @@ func TestWatchFollowerSnapshotInstallStaysGapless(t *testing.T) {
 	onF := startRecorder(t, c, "on-follower", f, &rosterv1.WatchRequest{})
 	onLeader := startRecorder(t, c, "on-leader", leader, &rosterv1.WatchRequest{})
 	// A WatchMany watch, parked with its stream's group while caught up,
-	// must be handed back for the reset too.
-	manyOnF := startManyRecorder(t, c, "many-on-follower", f, &rosterv1.WatchRequest{})
+	// must be handed back for the reset too: with no bookmark due for 10
+	// minutes, nothing else would wake it.
+	manyOnF := startManyRecorder(t, c, "many-on-follower", f, &rosterv1.WatchRequest{ProgressInterval: durationpb.New(10 * time.Minute)})
 	ops, rev := writes(t, ctx, leader, "web", 0, 10)
 	waitAll(c, rev, onF, onLeader, manyOnF)
 
@@ -452,8 +456,7 @@ func TestHealthyOnlyWatchSeesHealthTransitions(t *testing.T) {
 }
 
 // TestWatchBookmarksWhenIdle: a watch whose service does not change sends
-// bookmarks at the head revision, which other services' changes move
-// (on a WatchMany stream, read on by the stream's group while it is idle).
+// bookmarks at the head revision, which other services' changes move.
 func TestWatchBookmarksWhenIdle(t *testing.T) {
 	bothStreams(t, func(t *testing.T, many bool) {
 		c := testcluster.New(t, 1, testcluster.Options{})

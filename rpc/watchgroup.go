@@ -139,6 +139,9 @@ func (g *watchGroup) handBack(r *watchRun) {
 func (g *watchGroup) run(done <-chan struct{}) {
 	for {
 		head, notify := g.hist.Head()
+		if h := g.hooks.Load(); h != nil && h.beforePass != nil {
+			h.beforePass()
+		}
 		g.pass()
 		if h := g.hooks.Load(); h != nil && h.afterPass != nil {
 			h.afterPass(head)
@@ -167,6 +170,7 @@ func (g *watchGroup) pass() {
 	for i := len(g.parked) - 1; i >= 0; i-- {
 		r := g.parked[i]
 		p := &r.park
+		queued := false
 		for {
 			m := g.read(p.w, p.pos)
 			if m.err != nil {
@@ -184,6 +188,7 @@ func (g *watchGroup) pass() {
 				select {
 				case r.sendq <- out:
 					g.queued = append(g.queued, r)
+					queued = true
 					p.putAt = now
 				default:
 					// The sender has not taken the last one: waiting for
@@ -194,16 +199,29 @@ func (g *watchGroup) pass() {
 				}
 			}
 			p.pos = m.last
-			r.at.Store(m.last)
+			if !queued {
+				r.at.Store(m.last)
+			}
 			if !p.parked {
 				break
 			}
 		}
 	}
-	if len(g.queued) > 0 {
-		g.out.queuedAll(g.queued)
-		clear(g.queued)
+	// A watch given a message moves its at only once the sender knows of
+	// the message: a sender looking in the meantime sees it behind the
+	// head and waits, so that its message goes with the others alike.
+	if h := g.hooks.Load(); h != nil && h.beforeQueue != nil && len(g.queued) > 0 {
+		h.beforeQueue(len(g.queued))
 	}
+	g.out.queuedAll(g.queued)
+	for _, r := range g.queued {
+		r.at.Store(r.park.pos)
+	}
+	clear(g.queued)
+	// Poke even when nothing was queued: a sender waiting for a watch to
+	// reach the head must look again now that it has, whether or not the
+	// watch made a message of the way there.
+	g.out.poke()
 }
 
 // read returns the message a watch with w's request at pos makes of the

@@ -113,8 +113,8 @@ func (o *watchOut) remove(r *watchRun) {
 		}
 		o.scanAt = 0
 		o.mu.Unlock()
-		o.poke()
 	}
+	o.poke()
 }
 
 // queued tells the sender that r has put a message in its sendq.
@@ -126,12 +126,13 @@ func (o *watchOut) queued(r *watchRun) {
 }
 
 // queuedAll tells the sender that each of rs has put a message in its
-// sendq: one poke for all.
+// sendq. It does not poke the sender: the caller does once it is done.
 func (o *watchOut) queuedAll(rs []*watchRun) {
-	o.mu.Lock()
-	o.ready = append(o.ready, rs...)
-	o.mu.Unlock()
-	o.poke()
+	if len(rs) > 0 {
+		o.mu.Lock()
+		o.ready = append(o.ready, rs...)
+		o.mu.Unlock()
+	}
 }
 
 // setState records r's state; on a WatchMany stream the sender may have
@@ -179,6 +180,11 @@ func (o *watchOut) run(done <-chan struct{}) {
 		}
 		if o.many && !o.settled(&deferred) {
 			// A watch is about to queue more: it pokes when it has.
+			if o.group != nil {
+				if h := o.group.hooks.Load(); h != nil && h.senderWaits != nil {
+					h.senderWaits()
+				}
+			}
 			continue
 		}
 		deferred = 0

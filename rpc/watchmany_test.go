@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -418,7 +419,7 @@ func TestWatchManyParkingRacesAWrite(t *testing.T) {
 	var passedAt atomic.Uint64
 	passed := make(chan struct{}, 1)
 	wrote := make(chan uint64, 1)
-	rpc.SetWatchHooks(nd.Server, func(pos uint64) {
+	rpc.SetWatchHooks(nd.Server, rpc.WatchHooks{BeforePark: func(pos uint64) {
 		if !armed.CompareAndSwap(true, false) {
 			return
 		}
@@ -442,14 +443,14 @@ func TestWatchManyParkingRacesAWrite(t *testing.T) {
 			}
 		}
 		wrote <- resp.Revision
-	}, func(head uint64) {
+	}, AfterPass: func(head uint64) {
 		passedAt.Store(head)
 		select {
 		case passed <- struct{}{}:
 		default:
 		}
-	})
-	t.Cleanup(func() { rpc.SetWatchHooks(nd.Server, nil, nil) })
+	}})
+	t.Cleanup(func() { rpc.SetWatchHooks(nd.Server, rpc.WatchHooks{}) })
 
 	first, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 80)})
 	if err != nil {
@@ -470,5 +471,101 @@ func TestWatchManyParkingRacesAWrite(t *testing.T) {
 	}
 	if m, err = recv(); err != nil || m.Progress || len(m.Events) != 1 || m.Events[0].Revision != rev {
 		t.Fatalf("after a write at %d that raced the watch's parking: %v, %v; want its event", rev, m, err)
+	}
+}
+
+// TestWatchManySendsWhenAPassQueuesNothing forces the interleaving in which
+// a stream's sender, told of a message the group reader queued, finds a
+// newer revision already at the head and waits for the watch to reach it;
+// only then does the group's next pass read the watch past it (another
+// service's change), queuing nothing. The sender must still be told, and send the message
+// then, not when the watch's next bookmark is due (10 minutes here).
+func TestWatchManySendsWhenAPassQueuesNothing(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	ctx := testcluster.Ctx(t)
+	nd := c.Leader()
+	reg := nd.Registry()
+	parked := make(chan struct{}, 1)
+	var armed, holdPass atomic.Bool
+	fired := make(chan uint64, 1)
+	waited := make(chan struct{}, 1)
+	rpc.SetWatchHooks(nd.Server, rpc.WatchHooks{
+		SenderWaits: func() {
+			select {
+			case waited <- struct{}{}:
+			default:
+			}
+		},
+		// The group's pass for the other service's change waits until
+		// the sender has looked and chosen to wait.
+		BeforePass: func() {
+			if !holdPass.CompareAndSwap(true, false) {
+				return
+			}
+			select {
+			case <-waited:
+			case <-ctx.Done():
+			}
+		},
+		BeforePark: func(uint64) {
+			select {
+			case parked <- struct{}{}:
+			default:
+			}
+		},
+		BeforeQueue: func(int) {
+			if !armed.CompareAndSwap(true, false) {
+				return
+			}
+			// The group has made the watch's message and not yet told
+			// the sender: another service changes first.
+			select {
+			case <-waited: // an earlier wait, not the one this test forces
+			default:
+			}
+			holdPass.Store(true)
+			resp, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("api", "x", 90)})
+			if err != nil {
+				t.Error(err)
+			}
+			fired <- resp.GetRevision()
+		},
+	})
+	t.Cleanup(func() { rpc.SetWatchHooks(nd.Server, rpc.WatchHooks{}) })
+
+	recv, err := openWatch(ctx, nd, &rosterv1.WatchRequest{Service: "web", ProgressInterval: durationpb.New(10 * time.Minute)}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := recv(); err != nil || !m.Reset_ {
+		t.Fatalf("first message %v, %v: want the reset", m, err)
+	}
+	// Write to web once the watch is parked, so that the group (not the
+	// watch's own goroutine) reads the change; when the write beats the
+	// parking, the watch reads it itself and parks again: write again.
+	var want uint64
+	for i := 0; want == 0; i++ {
+		<-parked
+		armed.Store(true)
+		resp, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", fmt.Sprintf("w%d", i), 80)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-fired:
+			want = resp.Revision
+		case <-parked:
+			armed.Store(false)
+			parked <- struct{}{}
+			if m, err := recv(); err != nil || len(m.Events) != 1 {
+				t.Fatalf("write %d, read by the watch itself: %v, %v", i, m, err)
+			}
+		}
+	}
+	// Bounded by the test's context: a stalled sender would hold the
+	// message for the 10-minute bookmark.
+	m, err := recv()
+	if err != nil || len(m.Events) != 1 || m.Events[0].Revision != want {
+		t.Fatalf("after a pass that queued nothing: %v, %v; want the event at %d", m, err, want)
 	}
 }
