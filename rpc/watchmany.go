@@ -113,8 +113,8 @@ func (o *watchOut) remove(r *watchRun) {
 		}
 		o.scanAt = 0
 		o.mu.Unlock()
+		o.poke()
 	}
-	o.poke()
 }
 
 // queued tells the sender that r has put a message in its sendq.
