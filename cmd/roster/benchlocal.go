@@ -45,6 +45,9 @@ type localCluster struct {
 	rosterd string
 	base    string
 	nodes   []*localNode
+	// keep: stop leaves base (data and logs) in place, as an error
+	// message promised.
+	keep bool
 }
 
 // findRosterd returns the rosterd binary to start: the given path, else
@@ -220,7 +223,8 @@ func (c *localCluster) addReplicas(ctx context.Context, n int, extra []string) e
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the replicas did not join and catch up within 60s (logs under %s)", c.base)
+			c.keep = true
+			return fmt.Errorf("the replicas did not join and catch up within 60s (data and logs kept under %s)", c.base)
 		}
 		select {
 		case <-ctx.Done():
@@ -231,7 +235,10 @@ func (c *localCluster) addReplicas(ctx context.Context, n int, extra []string) e
 }
 
 // replicasReady reports whether the leader lists every replica as a
-// non-voter and each has applied the leader's commit index.
+// non-voter and each has applied what the leader has applied. Not the
+// leader's commit index: the replicas' own joins are committed entries
+// that change no registry state, so no node's applied index reaches them
+// until the next write.
 func (c *localCluster) replicasReady(ctx context.Context, replicas []*localNode) bool {
 	leader := c.agreedLeader(ctx, nil)
 	if leader == nil {
@@ -256,7 +263,7 @@ func (c *localCluster) replicasReady(ctx context.Context, replicas []*localNode)
 			return false
 		}
 		st, err := nd.status(ctx)
-		if err != nil || st.GetAppliedIndex() < lst.GetCommitIndex() {
+		if err != nil || st.GetAppliedIndex() < lst.GetAppliedIndex() {
 			return false
 		}
 	}
@@ -367,6 +374,9 @@ func (c *localCluster) stop() {
 	}
 	if len(died) > 0 {
 		fmt.Fprintf(os.Stderr, "bench: %s exited during the run; data and logs (NODE.log) kept under %s\n", strings.Join(died, ", "), c.base)
+		return
+	}
+	if c.keep {
 		return
 	}
 	os.RemoveAll(c.base)

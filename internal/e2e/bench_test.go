@@ -108,3 +108,45 @@ func TestBenchFailoverAndMemoryStartTheirOwnCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchWatchStartsReadReplicas: bench watch --local --replicas starts
+// the voters and the read replicas itself, waits until the replicas have
+// caught up (a replica's own join is committed but never applied to the
+// registry, so a wait for the commit index would wait for ever), and puts
+// the watchers on the replicas.
+func TestBenchWatchStartsReadReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	rosterd, _ := Binaries(t)
+	c := &Cluster{T: t}
+	_, c.Roster = Binaries(t)
+	var w struct {
+		Ops        int64  `json:"ops"`
+		Deliveries int64  `json:"deliveries"`
+		Voters     int    `json:"voters"`
+		Replicas   int    `json:"replicas"`
+		WatchOn    string `json:"watch_on"`
+		Layout     []struct {
+			Role     string `json:"role"`
+			Watchers int    `json:"watchers"`
+		} `json:"layout"`
+		WatchersFailed int `json:"watchers_failed"`
+	}
+	c.MustJSON(&w, "bench", "watch", "--local", "--rosterd", rosterd, "--replicas", "2", "--watchers", "20", "--conns", "2",
+		"--count", "5", "--duration", "0")
+	if w.Ops != 5 || w.Deliveries != 100 || w.Voters != 3 || w.Replicas != 2 || w.WatchOn != "replicas" || w.WatchersFailed != 0 {
+		t.Fatalf("watch result %+v", w)
+	}
+	onReplicas := 0
+	for _, n := range w.Layout {
+		if n.Role == "replica" {
+			onReplicas += n.Watchers
+		} else if n.Watchers != 0 {
+			t.Fatalf("watchers on a %s: %+v", n.Role, w.Layout)
+		}
+	}
+	if onReplicas != 20 {
+		t.Fatalf("%d watchers on the replicas, want 20: %+v", onReplicas, w.Layout)
+	}
+}
