@@ -64,13 +64,18 @@ func TestBenchWatchAndKeepAliveOnACluster(t *testing.T) {
 	}
 }
 
-func TestBenchFailoverAndMemoryStartTheirOwnCluster(t *testing.T) {
+// benchOwnCluster returns the rosterd binary and a Cluster with no nodes
+// of its own, for bench modes that start their own (--local, failover).
+func benchOwnCluster(t *testing.T) (string, *Cluster) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	rosterd, _ := Binaries(t)
-	c := &Cluster{T: t}
-	_, c.Roster = Binaries(t)
+	rosterd, roster := Binaries(t)
+	return rosterd, &Cluster{T: t, Roster: roster}
+}
+
+func TestBenchFailoverAndMemoryStartTheirOwnCluster(t *testing.T) {
+	rosterd, c := benchOwnCluster(t)
 
 	var f struct {
 		Rounds    int                `json:"rounds"`
@@ -115,12 +120,7 @@ func TestBenchFailoverAndMemoryStartTheirOwnCluster(t *testing.T) {
 // registry, so a wait for the commit index would wait for ever), and puts
 // the watchers on the replicas.
 func TestBenchWatchStartsReadReplicas(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real processes")
-	}
-	rosterd, _ := Binaries(t)
-	c := &Cluster{T: t}
-	_, c.Roster = Binaries(t)
+	rosterd, c := benchOwnCluster(t)
 	var w struct {
 		Ops        int64  `json:"ops"`
 		Deliveries int64  `json:"deliveries"`
