@@ -61,10 +61,11 @@ func (s *Server) readIndex(ctx context.Context) (uint64, error) {
 func (s *Server) ReadIndexRounds() uint64 { return s.readRounds.Load() }
 
 // leaderReadIndex asks the leader for its read index (one round of Rounds).
+// onLeader bounds the round by the hold timeout; a deadline of the same
+// length here would end first and hide the reason, such as no leader,
+// behind a bare deadline error.
 func (s *Server) leaderReadIndex(ctx context.Context) (uint64, error) {
 	s.readRounds.Add(1)
-	ctx, cancel := context.WithTimeout(ctx, s.opts.HoldTimeout)
-	defer cancel()
 	return onLeader(ctx, s, repeatable,
 		func(ctx context.Context) (uint64, error) { return s.node.ReadIndex(ctx) },
 		func(ctx context.Context, cc *grpc.ClientConn) (uint64, error) {

@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/roster-registry/roster/internal/testcluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
 )
 
 var stale = &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE}
@@ -53,6 +56,28 @@ func TestFollowerLinearizableReadsShareLeaderRounds(t *testing.T) {
 	t.Logf("%d concurrent linearizable reads on a follower took %d leader round trips", readers, rounds)
 	if rounds == 0 || rounds >= readers {
 		t.Fatalf("%d reads took %d leader round trips; concurrent reads must share rounds", readers, rounds)
+	}
+}
+
+// TestLinearizableReadWithoutLeaderSaysNoLeader: a linearizable read on a
+// node left without a quorum fails, once the hold timeout is spent, as
+// Unavailable with reason NO_LEADER, the same answer a write gets, not as a
+// bare deadline error that hides why.
+func TestLinearizableReadWithoutLeaderSaysNoLeader(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) { o.HoldTimeout = time.Second }})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader, f := c.Leader(), c.Followers()
+	c.Stop(leader)
+	c.Stop(f[0])
+	left := f[1]
+	_, err := left.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"})
+	if status.Code(err) != codes.Unavailable || rpc.Reason(err) != rpc.ReasonNoLeader {
+		t.Fatalf("linearizable read without a leader: %v (code %s, reason %q); want Unavailable, reason %s",
+			err, status.Code(err), rpc.Reason(err), rpc.ReasonNoLeader)
+	}
+	if _, err := left.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "web", Read: stale}); err != nil {
+		t.Fatalf("a stale read without a leader: %v", err)
 	}
 }
 
