@@ -93,6 +93,10 @@ type Server struct {
 	stopAnnouncing func()
 	stop           chan struct{}
 
+	// gate ends the watch streams that require a leader when the node has
+	// gone without one (leadergate.go).
+	gate *leaderGate
+
 	// limiter and watchers enforce Options.Limits (limits.go).
 	limiter  *rateLimiter
 	watchers watcherCounts
@@ -109,6 +113,9 @@ func New(node *cluster.Node, opts Options) *Server {
 	opts.ForwardTimeout = min(opts.ForwardTimeout, opts.HoldTimeout)
 	if opts.ReadTimeout <= 0 {
 		opts.ReadTimeout = 10 * time.Second
+	}
+	if opts.Watch.LeaderlessTimeout <= 0 {
+		opts.Watch.LeaderlessTimeout = DefaultLeaderlessTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
@@ -129,6 +136,7 @@ func New(node *cluster.Node, opts Options) *Server {
 		draining: make(chan struct{}),
 		stop:     make(chan struct{}),
 		limiter:  newRateLimiter(opts.Limits),
+		gate:     newLeaderGate(opts.Watch.LeaderlessTimeout),
 	}
 	s.drainCtx, s.cancelDrain = context.WithCancel(context.Background())
 	s.remoteReadIndex = cluster.NewRounds(s.leaderReadIndex)
@@ -178,6 +186,7 @@ func (s *Server) Start() {
 	s.health.SetServingStatus(rosterv1.Registry_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.stopAnnouncing = s.node.StartAnnouncing(s.relayAnnounce)
 	go s.followSelfPreservation()
+	go s.gate.follow(s.hasLeader, s.stop)
 	go s.bootstrapFromSecret()
 }
 

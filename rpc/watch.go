@@ -44,6 +44,10 @@ type WatchOptions struct {
 	// BatchEvents bounds the events of one message (default
 	// DefaultWatchBatchEvents).
 	BatchEvents int
+	// LeaderlessTimeout is how long the node may know no leader before it
+	// ends the streams that require one (RequireLeaderKey; default
+	// DefaultLeaderlessTimeout).
+	LeaderlessTimeout time.Duration
 }
 
 // WatchStats are counters of this server's watch streams.
@@ -240,9 +244,16 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	// a write wakes every caught-up watcher of the node at once, and each
 	// wake locks every channel of its select, so channels shared by all
 	// watchers are contended once per watcher per write.
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	defer context.AfterFunc(s.drainCtx, cancel)()
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	defer context.AfterFunc(s.drainCtx, func() { cancel(errDraining) })()
+	if requiresLeader(ctx) {
+		lost, ok := s.gate.open(s.hasLeader())
+		if !ok {
+			return errLeaderless
+		}
+		defer context.AfterFunc(lost, func() { cancel(errLeaderless) })()
+	}
 	// The sender exits when the handler returns (done) or a send fails. A
 	// send blocked on flow control is interrupted by gRPC when the handler
 	// returns, as gRPC finishes the stream.
@@ -260,6 +271,9 @@ func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.Watch
 	s.watch.active.Add(1)
 	defer s.watch.active.Add(-1)
 	ended := func() error {
+		if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			return err // the node draining, or without a leader
+		}
 		if s.isDraining() {
 			return errDraining
 		}

@@ -344,6 +344,13 @@ func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyReq
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
 	defer context.AfterFunc(s.drainCtx, func() { cancel(errDraining) })()
+	if requiresLeader(ctx) {
+		lost, ok := s.gate.open(s.hasLeader())
+		if !ok {
+			return errLeaderless
+		}
+		defer context.AfterFunc(lost, func() { cancel(errLeaderless) })()
+	}
 	out := newWatchOut(stream, s.node.Store().History(), true)
 	out.group = newWatchGroup(out.hist, out, &s.watch.hooks)
 	done := make(chan struct{})
