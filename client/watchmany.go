@@ -25,6 +25,17 @@ const watchBuffer = 64
 var errWatchBehind = status.Error(codes.ResourceExhausted,
 	"watch: the caller fell behind the messages of its shared stream; resuming from the last revision it took")
 
+// requireLeaderKey asks the server to refuse a watch stream while it knows
+// no leader and to end it once it has known none for a while (rpc's
+// RequireLeaderKey): a node cut off from the majority would otherwise go on
+// confirming a list that no longer changes there. The watch then resumes on
+// another endpoint from its last revision.
+const requireLeaderKey = "roster-require-leader"
+
+func requireLeader(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, requireLeaderKey, "true")
+}
+
 // errNoWatchMany: the server has no WatchMany (a version before it); the
 // watch goes over a Watch stream of its own instead.
 var errNoWatchMany = errors.New("server has no WatchMany")
@@ -87,7 +98,7 @@ func (c *Client) openWatch(ctx context.Context, i int, req *rosterv1.WatchReques
 	shared := len(opts) == 0 && !hasMD && !m.unimplemented && !c.opts.noWatchMany
 	m.mu.Unlock()
 	if !shared {
-		stream, err := rosterv1.NewRegistryClient(c.conns[i]).Watch(ctx, req, opts...)
+		stream, err := rosterv1.NewRegistryClient(c.conns[i]).Watch(requireLeader(ctx), req, opts...)
 		return stream, func() {}, err
 	}
 	w, err := c.muxWatch(ctx, i, req)
@@ -104,7 +115,7 @@ func (c *Client) muxWatch(ctx context.Context, i int, req *rosterv1.WatchRequest
 	m.mu.Lock()
 	s := m.cur
 	if s == nil {
-		sctx, cancel := context.WithCancel(context.Background())
+		sctx, cancel := context.WithCancel(requireLeader(context.Background()))
 		stream, err := rosterv1.NewRegistryClient(c.conns[i]).WatchMany(sctx)
 		if err != nil {
 			cancel()
