@@ -308,3 +308,22 @@ func TestDig(t *testing.T) {
 		t.Fatalf("dig +tcp A: %v", tcp)
 	}
 }
+
+// TestTagsIgnoreCase: a query name arrives lowercased, so a tag matches
+// whatever its case, as in Consul: V2 is found as v2 and as _V2.
+func TestTagsIgnoreCase(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.Nodes[0]
+	addr := serve(t, nd, "")
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 8080, Tags: []string{"V2"}})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "b", Address: "10.0.0.2", Port: 8080, Tags: []string{"v1"}})
+	if got := sortedA(ask(t, addr, "udp", "V2.web.service.roster.", dns.TypeA, 0).Answer); !slices.Equal(got, []string{"10.0.0.1"}) {
+		t.Errorf("V2.web A: %v; want 10.0.0.1", got)
+	}
+	if srvs := answers[*dns.SRV](ask(t, addr, "udp", "_web._v2.service.roster.", dns.TypeSRV, 0).Answer); len(srvs) != 1 {
+		t.Errorf("_web._v2 SRV: %v; want one", srvs)
+	}
+	if r := ask(t, addr, "udp", "v3.web.service.roster.", dns.TypeA, 0); r.Rcode != dns.RcodeNameError {
+		t.Errorf("a tag nobody has: %s; want NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -183,9 +184,6 @@ func (h *handler) instances(lk lookup) ([]*rosterv1.Instance, int) {
 		HealthyOnly: true,
 		Read:        &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE},
 	}
-	if lk.tag != "" {
-		req.Tags = []string{lk.tag}
-	}
 	resp, err := h.registry.GetService(ctx, req)
 	switch status.Code(err) {
 	case codes.OK:
@@ -198,10 +196,19 @@ func (h *handler) instances(lk lookup) ([]*rosterv1.Instance, int) {
 		h.logger.Warn("dns lookup failed", "namespace", lk.namespace, "service", lk.service, "error", err)
 		return nil, dns.RcodeServerFailure
 	}
-	if len(resp.Instances) == 0 {
+	insts := resp.Instances
+	if lk.tag != "" {
+		// The query name arrives lowercased (and resolvers may change its
+		// case), so tags match ignoring case, as Consul's DNS does; the
+		// Registry's own tag filter is exact.
+		insts = slices.DeleteFunc(insts, func(in *rosterv1.Instance) bool {
+			return !slices.ContainsFunc(in.Tags, func(t string) bool { return strings.EqualFold(t, lk.tag) })
+		})
+	}
+	if len(insts) == 0 {
 		return nil, dns.RcodeNameError
 	}
-	return resp.Instances, dns.RcodeSuccess
+	return insts, dns.RcodeSuccess
 }
 
 // srv answers SRV records: an IP address becomes a target name under

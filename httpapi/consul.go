@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -32,8 +31,6 @@ const (
 	// consulDefaultDatacenter is what agent/self and every node report
 	// when Config.Datacenter is empty.
 	consulDefaultDatacenter = "dc1"
-	// consulIDCacheSize bounds the service-id → service cache.
-	consulIDCacheSize = 100_000
 )
 
 // consulAPI serves the Consul-compatible routes of one node.
@@ -42,16 +39,19 @@ type consulAPI struct {
 	dc string
 
 	mu sync.Mutex
-	// ids remembers which service a Consul service ID (which names no
-	// service) belongs to: namespace+"/"+id → service. A miss, or a
-	// remembered service that no longer has the instance, is answered by a
-	// scan of the namespace; the gRPC call that follows checks the key.
-	ids map[string]string
+	// indexes are the last scans of namespaces, which say what services
+	// hold a Consul service ID (consul_ids.go); indexed counts their IDs.
+	indexes map[string]*idIndex
+	indexed int
+	// scans are the scans in progress, by index key.
+	scans map[string]*idScan
+	// clock, when set (tests), replaces time.Now for the indexes' age.
+	clock func() time.Time
 }
 
 // mountConsul adds the Consul-compatible routes to h's mux.
 func (h *Handler) mountConsul() {
-	c := &consulAPI{h: h, dc: h.cfg.Datacenter, ids: map[string]string{}}
+	c := &consulAPI{h: h, dc: h.cfg.Datacenter, indexes: map[string]*idIndex{}, scans: map[string]*idScan{}}
 	if c.dc == "" {
 		c.dc = consulDefaultDatacenter
 	}
@@ -232,73 +232,4 @@ func (d consulDuration) proto() *durationpb.Duration {
 		return nil
 	}
 	return durationpb.New(d.d)
-}
-
-// remember records which service a Consul service ID belongs to.
-func (c *consulAPI) remember(ns, id, service string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.ids) >= consulIDCacheSize {
-		clear(c.ids)
-	}
-	c.ids[ns+"/"+id] = service
-}
-
-func (c *consulAPI) forget(ns, id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.ids, ns+"/"+id)
-}
-
-func (c *consulAPI) cached(ns, id string) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ids[ns+"/"+id]
-}
-
-// serviceOf finds the service of the instance a Consul service ID names in
-// a namespace: the remembered one when it still has the instance, else a
-// linearizable scan of the namespace. Roster keys instances by service and
-// id, Consul by id alone; an id used by two services is ambiguous.
-func (c *consulAPI) serviceOf(ctx context.Context, ns, id string) (string, error) {
-	if svc := c.cached(ns, id); svc != "" {
-		resp, err := c.h.registry.GetService(ctx, &rosterv1.GetServiceRequest{Namespace: ns, Service: svc})
-		if err != nil {
-			return "", err
-		}
-		for _, in := range resp.Instances {
-			if in.Id == id {
-				return svc, nil
-			}
-		}
-		c.forget(ns, id)
-	}
-	list, err := c.h.registry.ListServices(ctx, &rosterv1.ListServicesRequest{Namespace: ns})
-	if err != nil {
-		return "", err
-	}
-	var found []string
-	for _, s := range list.Services {
-		resp, err := c.h.registry.GetService(ctx, &rosterv1.GetServiceRequest{Namespace: ns, Service: s.Service,
-			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE, MinRevision: list.GetHeader().GetRevision()}})
-		if err != nil {
-			return "", err
-		}
-		for _, in := range resp.Instances {
-			if in.Id == id {
-				found = append(found, s.Service)
-			}
-		}
-	}
-	switch len(found) {
-	case 0:
-		return "", &consulError{code: http.StatusNotFound, msg: fmt.Sprintf("unknown service ID %q in namespace %q", id, ns)}
-	case 1:
-		c.remember(ns, id, found[0])
-		return found[0], nil
-	default:
-		return "", &consulError{code: http.StatusConflict, msg: fmt.Sprintf(
-			"service ID %q names instances of services %s in namespace %q; use the Roster API, which keys instances by service and id",
-			id, strings.Join(found, ", "), ns)}
-	}
 }

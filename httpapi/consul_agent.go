@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,8 +10,10 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
 )
 
 // maxConsulBody bounds a Consul request body.
@@ -98,11 +99,14 @@ func (c *consulAPI) register(w http.ResponseWriter, r *http.Request) {
 		writeConsulError(w, err)
 		return
 	}
+	if err := c.checkRegistration(r.Context(), inst.Namespace, inst.Service, inst.Id); err != nil {
+		writeConsulError(w, err)
+		return
+	}
 	if _, err := c.h.registry.Register(r.Context(), &rosterv1.RegisterRequest{Instance: inst}); err != nil {
 		writeConsulError(w, err)
 		return
 	}
-	c.remember(inst.Namespace, inst.Id, inst.Service)
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -152,8 +156,10 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 		Tags: reg.Tags, Metadata: reg.Meta,
 	}
 	if reg.Weights != nil {
-		if reg.Weights.Passing < 0 {
-			return nil, badRequest("Weights.Passing %d must be positive", reg.Weights.Passing)
+		// 0 is Roster's default weight; anything else must fit Roster's
+		// range before it is narrowed to 32 bits.
+		if reg.Weights.Passing < 0 || reg.Weights.Passing > rpc.MaxWeight {
+			return nil, badRequest("Weights.Passing %d is out of range 1-%d", reg.Weights.Passing, rpc.MaxWeight)
 		}
 		inst.Weight = uint32(reg.Weights.Passing)
 	}
@@ -174,6 +180,12 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 		if err := applyCheck(inst, ch, want); err != nil {
 			return nil, err
 		}
+	}
+	if inst.Ttl != nil && inst.DeregisterCriticalAfter == nil {
+		// Consul keeps a TTL check that missed its heartbeat, critical,
+		// until a pass revives it; Roster removes a TTL instance at expiry
+		// unless told how long to keep it critical: the longest it allows.
+		inst.DeregisterCriticalAfter = durationpb.New(rpc.MaxCriticalAfter)
 	}
 	return inst, nil
 }
@@ -242,7 +254,8 @@ func applyCheck(inst *rosterv1.Instance, ch *consulServiceCheck, wantID string) 
 	default:
 		return badRequest("check %s needs a TTL, HTTP, TCP or GRPC", wantID)
 	}
-	if ch.DeregisterCriticalServiceAfter.set {
+	// Consul ignores a zero DeregisterCriticalServiceAfter, as if not given.
+	if ch.DeregisterCriticalServiceAfter.set && ch.DeregisterCriticalServiceAfter.d != 0 {
 		d := ch.DeregisterCriticalServiceAfter.proto()
 		// One instance, one bound: the shortest asked for.
 		if inst.DeregisterCriticalAfter == nil || d.AsDuration() < inst.DeregisterCriticalAfter.AsDuration() {
@@ -264,7 +277,6 @@ func (c *consulAPI) deregister(w http.ResponseWriter, r *http.Request) {
 		writeConsulError(w, err)
 		return
 	}
-	c.forget(ns, id)
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -356,26 +368,28 @@ func (c *consulAPI) report(w http.ResponseWriter, r *http.Request, st rosterv1.H
 
 // checkOwner finds the instance a check ID belongs to: "service:ID" or
 // "service:ID:N". A service ID may itself contain ':', so the whole
-// remainder is tried before the one without its ":N".
+// remainder is tried before the one without its ":N"; both are looked up
+// at once.
 func (c *consulAPI) checkOwner(r *http.Request, ns, check string) (svc, id string, err error) {
 	rest, ok := strings.CutPrefix(check, "service:")
 	if !ok || rest == "" {
 		return "", "", &consulError{code: http.StatusNotFound, msg: fmt.Sprintf(
 			"unknown check ID %q: Roster's checks belong to services and are named service:<service-id>", check)}
 	}
-	svc, err = c.serviceOf(r.Context(), ns, rest)
-	if err == nil {
-		return svc, rest, nil
-	}
+	ids := []string{rest}
 	if i := strings.LastIndexByte(rest, ':'); i > 0 && isDigits(rest[i+1:]) {
-		var ce *consulError
-		if errors.As(err, &ce) && ce.code == http.StatusNotFound {
-			id = rest[:i]
-			svc, err = c.serviceOf(r.Context(), ns, id)
-			return svc, id, err
-		}
+		ids = append(ids, rest[:i])
 	}
-	return "", "", err
+	found, err := c.holders(r.Context(), ns, heartbeatIndexAge, ids...)
+	if err != nil {
+		return "", "", err
+	}
+	if len(found[0]) == 0 && len(ids) == 2 {
+		svc, err = onlyHolder(ns, ids[1], found[1])
+		return svc, ids[1], err
+	}
+	svc, err = onlyHolder(ns, rest, found[0])
+	return svc, rest, err
 }
 
 func isDigits(s string) bool {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -258,13 +259,31 @@ func (c *consulAPI) parseServiceQuery(r *http.Request, sels filterSelectors) (*s
 func (c *consulAPI) get(ctx context.Context, sq *serviceQuery) (*rosterv1.GetServiceResponse, error) {
 	req := &rosterv1.GetServiceRequest{
 		Namespace: sq.ns, Service: sq.service, Read: sq.opts.read,
-		HealthyOnly: sq.passing, Tags: sq.tags,
+		HealthyOnly: sq.passing,
 	}
 	if sq.opts.index > 0 {
 		req.WaitRevision = sq.opts.index
 		req.WaitTimeout = durationpb.New(sq.opts.wait)
 	}
-	return c.h.registry.GetService(ctx, req)
+	resp, err := c.h.registry.GetService(ctx, req)
+	if err != nil || len(sq.tags) == 0 {
+		return resp, err
+	}
+	// Consul matches tags ignoring case; the Registry's own filter is exact.
+	resp.Instances = slices.DeleteFunc(resp.Instances, func(in *rosterv1.Instance) bool {
+		return !hasTagsFold(in.Tags, sq.tags)
+	})
+	return resp, nil
+}
+
+// hasTagsFold reports whether have holds every tag of want, ignoring case.
+func hasTagsFold(have, want []string) bool {
+	for _, w := range want {
+		if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, w) }) {
+			return false
+		}
+	}
+	return true
 }
 
 // healthService serves GET /v1/health/service/:service.

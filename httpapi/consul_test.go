@@ -13,9 +13,12 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/roster-registry/roster/httpapi"
 	"github.com/roster-registry/roster/internal/testcluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
 )
 
 // consulClient is the real Consul client pointed at srv.
@@ -326,6 +329,36 @@ func TestConsulFilter(t *testing.T) {
 			}
 		}
 	}
+	// ?tag= ignores case, as Consul's does; every tag given must match.
+	for _, tc := range []struct {
+		tags []string
+		want []string
+	}{
+		{[]string{"EU"}, []string{"web-0", "web-1"}},
+		{[]string{"Canary", "eu"}, []string{"web-0"}},
+		{[]string{"canary", "us"}, nil},
+	} {
+		q := url.Values{"tag": tc.tags}.Encode()
+		for _, path := range []string{"/v1/catalog/service/web?", "/v1/health/service/web?"} {
+			resp, err := http.Get(srv.URL + path + q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []struct {
+				ServiceID string
+				Service   struct{ ID string }
+			}
+			err = json.NewDecoder(resp.Body).Decode(&got)
+			resp.Body.Close()
+			var ids []string
+			for _, g := range got {
+				ids = append(ids, g.ServiceID+g.Service.ID)
+			}
+			if err != nil || resp.StatusCode != http.StatusOK || !slices.Equal(ids, tc.want) {
+				t.Errorf("%s%s: %d %v %v; want %v", path, q, resp.StatusCode, ids, err, tc.want)
+			}
+		}
+	}
 	// Unsupported expressions are refused with a 400 naming the problem.
 	for _, tc := range []struct{ path, filter, want string }{
 		{"/v1/health/service/web", `Service.Port > 80`, "unsupported operator"},
@@ -401,6 +434,8 @@ func TestConsulBadInput(t *testing.T) {
 		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Checks":[{"TTL":"10s"},{"TTL":"20s"}]}`, "one TTL"},
 		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Check":{"Interval":"10s"}}`, "needs a TTL"},
 		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Check":{"TTL":"10s","HTTP":"http://x/"}}`, "one or the other"},
+		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Weights":{"Passing":4294967297}}`, "out of range 1-10000"},
+		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Weights":{"Passing":-1}}`, "out of range 1-10000"},
 	} {
 		code, body := rawPut(t, reg, tc.body)
 		if code != http.StatusBadRequest || !strings.Contains(body, tc.want) {
@@ -477,5 +512,114 @@ func TestConsulHoldsDuringElection(t *testing.T) {
 	entries, meta, err := cc.Health().Service("web", "", false, nil)
 	if err != nil || len(entries) != 2 || !meta.KnownLeader {
 		t.Fatalf("read after the election: %d entries, %+v, %v", len(entries), meta, err)
+	}
+}
+
+// TestConsulServiceIDAcrossServices: Consul's service ID is unique per
+// agent, Roster's instances are keyed by service and id. Registering an ID
+// another service holds is refused (409, naming the holder) and changes
+// nothing; once two services hold an ID (through the Roster API), every
+// agent call by that ID is a 409 on every node, the node that registered
+// it and remembers its service included, and nothing is changed.
+func TestConsulServiceIDAcrossServices(t *testing.T) {
+	// Check updates trust an index for heartbeatIndexAge (consul_ids.go):
+	// here they must see the second holder as soon as it is registered.
+	t.Cleanup(httpapi.SetHeartbeatIndexAge(0))
+	c, f, _, srvA := followerAPI(t)
+	srvB := serve(t, c.Leader())
+	reg := func(srv *httptest.Server, name string) (int, string) {
+		return rawPut(t, srv.URL+"/v1/agent/service/register",
+			`{"ID":"host7-app","Name":"`+name+`","Address":"10.0.0.7","Port":80,"Check":{"TTL":"30s"}}`)
+	}
+	instances := func(svc string) []*rosterv1.Instance {
+		t.Helper()
+		resp, err := f.Registry().GetService(testcluster.Ctx(t), &rosterv1.GetServiceRequest{Service: svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Instances
+	}
+	if code, body := reg(srvA, "app-old"); code != http.StatusOK {
+		t.Fatalf("register app-old: %d %s", code, body)
+	}
+	for _, srv := range []*httptest.Server{srvA, srvB} {
+		code, body := reg(srv, "app-new")
+		if code != http.StatusConflict || !strings.Contains(body, `"app-old"`) || !strings.Contains(body, "deregister it first") {
+			t.Errorf("register the ID under another service: %d %s; want 409 naming app-old", code, body)
+		}
+	}
+	if got := instances("app-new"); len(got) != 0 {
+		t.Errorf("a refused registration stored %v", got)
+	}
+	if code, body := reg(srvB, "app-old"); code != http.StatusOK || len(instances("app-old")) != 1 {
+		t.Fatalf("re-register under the same service: %d %s", code, body)
+	}
+
+	// A second holder, through the Roster API, which keys by service.
+	if _, err := f.Registry().Register(testcluster.Ctx(t), &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{
+		Service: "app-new", Id: "host7-app", Address: "10.0.0.8", Port: 80, Ttl: durationpb.New(30 * time.Second)}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range []*httptest.Server{srvA, srvB} {
+		for _, call := range []struct{ path, body string }{
+			{"/v1/agent/check/pass/service:host7-app", ""},
+			{"/v1/agent/check/fail/service:host7-app", ""},
+			{"/v1/agent/check/update/service:host7-app", `{"Status":"warning"}`},
+			{"/v1/agent/service/maintenance/host7-app?enable=true", ""},
+			{"/v1/agent/service/deregister/host7-app", ""},
+		} {
+			code, body := rawPut(t, srv.URL+call.path, call.body)
+			if code != http.StatusConflict || !strings.Contains(body, "app-new, app-old") {
+				t.Errorf("PUT %s with two holders: %d %s; want 409 naming both", call.path, code, body)
+			}
+		}
+	}
+	for _, svc := range []string{"app-old", "app-new"} {
+		got := instances(svc)
+		if len(got) != 1 || !got[0].Enabled || got[0].Status != rosterv1.HealthStatus_HEALTH_STATUS_PASSING {
+			t.Errorf("%s after refused agent calls: %v", svc, got)
+		}
+	}
+
+	// With one holder again, agent calls act on it, on either node.
+	if _, err := f.Registry().Deregister(testcluster.Ctx(t), &rosterv1.DeregisterRequest{Service: "app-new", Id: "host7-app"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := rawPut(t, srvA.URL+"/v1/agent/check/pass/service:host7-app", ""); code != http.StatusOK {
+		t.Fatalf("pass with one holder: %d %s", code, body)
+	}
+	if code, body := rawPut(t, srvB.URL+"/v1/agent/service/deregister/host7-app", ""); code != http.StatusOK || len(instances("app-old")) != 0 {
+		t.Fatalf("deregister with one holder: %d %s", code, body)
+	}
+}
+
+// TestConsulTTLWithoutDeregisterKeepsCritical: as in Consul, a TTL check
+// registered without DeregisterCriticalServiceAfter turns critical when a
+// heartbeat is missed, and the service stays, so a later pass revives it.
+func TestConsulTTLWithoutDeregisterKeepsCritical(t *testing.T) {
+	c, f, cc, _ := followerAPI(t)
+	if err := cc.Agent().ServiceRegister(&consul.AgentServiceRegistration{
+		ID: "batch-1", Name: "batch", Address: "10.0.0.4", Port: 80, Check: &consul.AgentServiceCheck{TTL: "1s"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := f.Registry().GetService(testcluster.Ctx(t), &rosterv1.GetServiceRequest{Service: "batch"})
+	if err != nil || len(resp.Instances) != 1 || resp.Instances[0].DeregisterCriticalAfter.AsDuration() != rpc.MaxCriticalAfter {
+		t.Fatalf("registered %v %v; want deregister_critical_after %s", resp.GetInstances(), err, rpc.MaxCriticalAfter)
+	}
+	// No heartbeat: the lease expires.
+	var entries []*consul.ServiceEntry
+	c.Eventually("the TTL check is no longer passing", 10*time.Second, func() bool {
+		entries, _, err = cc.Health().Service("batch", "", false, nil)
+		return err == nil && (len(entries) == 0 || entries[0].Checks.AggregatedStatus() != consul.HealthPassing)
+	})
+	if len(entries) != 1 || entries[0].Checks.AggregatedStatus() != consul.HealthCritical {
+		t.Fatalf("after a missed heartbeat: %+v; want the service kept, critical", entries)
+	}
+	if err := cc.Agent().PassTTL("service:batch-1", "back"); err != nil {
+		t.Fatalf("pass after expiry: %v", err)
+	}
+	if p, _, err := cc.Health().Service("batch", "", true, nil); err != nil || len(p) != 1 {
+		t.Fatalf("after the pass: %d passing, %v", len(p), err)
 	}
 }

@@ -62,7 +62,7 @@ func FuzzConsulRegisterBody(f *testing.F) {
 	for _, s := range consulSeeds {
 		f.Add([]byte(s))
 	}
-	c := &consulAPI{ids: map[string]string{}}
+	c := &consulAPI{}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		w := httptest.NewRecorder()
 		r := httptest.NewRequest("PUT", "/v1/agent/service/register?ns=default", bytes.NewReader(body))

@@ -149,13 +149,29 @@ func routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w
 
 // jsonMarshaler is the gateway's JSONPb whose decoder says that a body
 // it cannot read is not valid JSON for the call (the gateway turns any
-// decode error into InvalidArgument with this message).
+// decode error into InvalidArgument with this message), and refuses a body
+// with anything but white space after its one JSON value.
 type jsonMarshaler struct{ runtime.JSONPb }
 
 func (m *jsonMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 	d := m.JSONPb.NewDecoder(r)
+	var rest *json.Decoder
+	if dw, ok := d.(runtime.DecoderWrapper); ok {
+		rest = dw.Decoder
+	}
 	return runtime.DecoderFunc(func(v any) error {
 		err := d.Decode(v)
+		if err == nil && rest != nil {
+			// The gateway decodes a body once; what follows its value
+			// would otherwise be ignored and the call made anyway.
+			if _, terr := rest.Token(); terr != io.EOF {
+				err = errors.New("unexpected data after the JSON value")
+				var tooLarge *http.MaxBytesError
+				if errors.As(terr, &tooLarge) {
+					err = terr
+				}
+			}
+		}
 		if err == nil || errors.Is(err, io.EOF) {
 			return err
 		}

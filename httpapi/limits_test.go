@@ -57,6 +57,9 @@ func TestHTTPOversizedAndMalformedBodiesChangeNothing(t *testing.T) {
 		{"POST", "/api/v1/instances", `{"instance":{"service":"web",`, http.StatusBadRequest, "INVALID_ARGUMENT"},
 		{"POST", "/api/v1/instances", `{"instance":{"service":"web","id":"a","address":"10.0.0.1","port":80,"tags":["` + strings.Repeat("t", 129) + `"]}}`, http.StatusBadRequest, "tag"},
 		{"POST", "/api/v1/instances", `{"instance":{"service":"web","id":"a","address":"10.0.0.1","port":80,"bogus":1}}`, http.StatusBadRequest, "INVALID_ARGUMENT"},
+		{"POST", "/api/v1/instances", `{"instance":{"service":"trail","id":"t1","address":"10.0.0.1","port":80}} junk`, http.StatusBadRequest, "after the JSON value"},
+		{"POST", "/api/v1/instances", `{"instance":{"service":"trail","id":"t1","address":"10.0.0.1","port":80}}{}`, http.StatusBadRequest, "after the JSON value"},
+		{"PUT", "/api/v1/services/default/trail/instances/t1", `{"address":"10.0.0.1","port":80}}`, http.StatusBadRequest, "after the JSON value"},
 	} {
 		code, body := serveFrom(h, from, tc.method, tc.path, tc.body)
 		if code != tc.code || !strings.Contains(body, tc.want) {
