@@ -27,11 +27,12 @@ import (
 
 // heartbeatIndexAge is how old an index a check update (a heartbeat) may
 // trust after the registry has moved, once its own read has found the
-// instance where the index says: without it, every heartbeat on a busy
-// cluster would wait for a scan of its namespace. Such an update may miss,
-// for that long, that another service took the same ID meanwhile; it then
-// updates the instance it found. Registration, deregistration and
-// maintenance always check against the current state.
+// instance where the index says, and a registration when the index names
+// no other service for its ID: without it, every heartbeat and
+// registration on a busy cluster would wait for a scan of its namespace.
+// For that long either may miss that another service took the same ID
+// meanwhile. Deregistration and maintenance always check against the
+// current state.
 var heartbeatIndexAge = 10 * time.Second
 
 // Bounds of the per-node ID indexes.
@@ -239,6 +240,18 @@ func onlyHolder(ns, id string, svcs []string) (string, error) {
 // while another service of ns holds it: Consul would replace that
 // instance, and Roster cannot in one write.
 func (c *consulAPI) checkRegistration(ctx context.Context, ns, svc, id string) error {
+	// The usual registrations, a new ID or one svc holds already, cost no
+	// scan while the last is at most heartbeatIndexAge old; for that long a
+	// registration through another node of the same ID under another
+	// service may be missed.
+	c.mu.Lock()
+	idx := c.indexes[indexKey(ctx, ns)]
+	c.mu.Unlock()
+	if idx != nil && c.now().Sub(idx.at) < heartbeatIndexAge {
+		if held := idx.ids[id]; len(held) == 0 || (len(held) == 1 && held[0] == svc) {
+			return nil
+		}
+	}
 	found, err := c.holders(ctx, ns, 0, id)
 	if err != nil {
 		return err

@@ -113,8 +113,8 @@ func TestConsulIDIndexReuse(t *testing.T) {
 // TestConsulHeartbeatTrustsARecentIndex: on a registry that keeps moving, a
 // check update (a heartbeat) that finds its instance where an index younger
 // than heartbeatIndexAge says costs one read, not a scan of the namespace
-// per change; an older index, or an instance not found there, is scanned
-// again.
+// per change, and a registration the index has no objection to costs none;
+// an older index, or an instance not found there, is scanned again.
 func TestConsulHeartbeatTrustsARecentIndex(t *testing.T) {
 	reg := &countingRegistry{rev: 10, services: map[string][]string{"api": {"api-1"}, "web": {"web-1"}}}
 	now := time.Unix(1000, 0)
@@ -142,7 +142,15 @@ func TestConsulHeartbeatTrustsARecentIndex(t *testing.T) {
 	if reg.lists != 0 {
 		t.Fatalf("50 heartbeats on a moving registry made %d scans; want 0 within %s of the last", reg.lists, heartbeatIndexAge)
 	}
-	// Registration still checks against the current state.
+	// A registration of a new ID, or again under its service, trusts it
+	// too; one of an ID the index gives another service checks the
+	// current state.
+	if err := c.checkRegistration(ctx, "default", "api", "api-2"); err != nil || reg.lists != 0 {
+		t.Fatalf("registering a new ID: %v after %d scans; want none", err, reg.lists)
+	}
+	if err := c.checkRegistration(ctx, "default", "web", "web-1"); err != nil || reg.lists != 0 {
+		t.Fatalf("registering web-1 again under web: %v after %d scans; want none", err, reg.lists)
+	}
 	if err := c.checkRegistration(ctx, "default", "api", "web-1"); err == nil || reg.lists != 1 {
 		t.Fatalf("registering web-1 under api: %v after %d scans; want a refusal after 1", err, reg.lists)
 	}
