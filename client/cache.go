@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -127,6 +128,13 @@ func (s CachedService) Age() time.Duration { return time.Since(s.SyncedAt) }
 // by revision after failures, and waits for its first list. Later lookups
 // answer from memory, and keep answering with the last known list while the
 // cluster is unreachable.
+//
+// While no list is known and every endpoint refuses the client's token
+// (codes.PermissionDenied or codes.Unauthenticated), lookups fail with the
+// refusal; the watch keeps trying, and lookups answer as soon as a node
+// accepts the token (a node may not yet have applied a new one). A lookup
+// whose context ends first returns the context's error as a gRPC status
+// (codes.DeadlineExceeded or codes.Canceled).
 func (c *Client) Instances(ctx context.Context, service string, opts ...DiscoveryOption) ([]*rosterv1.Instance, error) {
 	s, err := c.CachedService(ctx, service, opts...)
 	return s.Instances, err
@@ -164,9 +172,10 @@ func (c *Client) Subscribe(service string, opts ...DiscoveryOption) (*Subscripti
 	s := &Subscription{e: e, all: q.all, changed: make(chan struct{}, 1)}
 	e.mu.Lock()
 	e.subs[s] = struct{}{}
-	// A list is known, or the watch has ended for good (it can end before
-	// this subscription is added, and then notify did not reach it).
-	if e.haveData() || e.err != nil {
+	// A list is known, or the watch has ended for good or is refused (it
+	// can be before this subscription is added, and then notify did not
+	// reach it).
+	if e.haveData() || e.err != nil || e.refusal != nil {
 		s.changed <- struct{}{}
 	}
 	e.mu.Unlock()
@@ -175,19 +184,25 @@ func (c *Client) Subscribe(service string, opts ...DiscoveryOption) (*Subscripti
 
 // Changed receives after the list has changed (and once at the start when
 // a list is already known), and when the service's watch has ended for
-// good (see Err). Changes that come quicker than they are read are merged
-// into one.
+// good, is refused or is accepted again (see Err). Changes that come
+// quicker than they are read are merged into one.
 func (s *Subscription) Changed() <-chan struct{} { return s.changed }
 
 // Service returns the current list; Revision is zero while none is known.
 func (s *Subscription) Service() CachedService { return s.e.snapshot(s.all) }
 
 // Err returns the error that ended the service's watch, if one did: a
-// failure that retrying cannot fix, such as an invalid service name.
+// failure that retrying cannot fix, such as an invalid service name. While
+// every endpoint refuses the client's token it returns the refusal
+// (codes.PermissionDenied or codes.Unauthenticated); the watch keeps
+// trying, and Err returns nil again once a node accepts the token.
 func (s *Subscription) Err() error {
 	s.e.mu.Lock()
 	defer s.e.mu.Unlock()
-	return s.e.err
+	if s.e.err != nil {
+		return s.e.err
+	}
+	return s.e.refusal
 }
 
 // Close stops the subscription's signals. The cache keeps the service.
@@ -253,7 +268,7 @@ func (d *discovery) entry(c *Client, namespace, service string) (*serviceCache, 
 		c: c, key: k, logger: d.logger.With("namespace", namespace, "service", service),
 		grace: DefaultEmptyListGrace, dir: o.cacheDir,
 		all: map[string]*rosterv1.Instance{}, subs: map[*Subscription]struct{}{},
-		live: make(chan struct{}), done: make(chan struct{}),
+		live: make(chan struct{}), done: make(chan struct{}), refused: make(chan struct{}),
 	}
 	if o.graceSet {
 		e.grace = o.grace
@@ -294,14 +309,21 @@ type serviceCache struct {
 	loaded       bool // published came from the cache dir
 	heldSince    time.Time
 	holdTimer    *time.Timer
-	err          error
-	subs         map[*Subscription]struct{}
+	// err ended the watch for good.
+	err error
+	// refusal is the refusal of the client's token while every endpoint
+	// refuses it; the watch keeps trying. refused is closed while refusal
+	// is set, so that waiting lookups return it.
+	refusal error
+	refused chan struct{}
+	subs    map[*Subscription]struct{}
 }
 
 func (e *serviceCache) haveData() bool { return e.isLive || e.loaded }
 
 // wait waits for a list: the cluster's, or the one from the cache dir once
-// the service has waited persistedStartWait for the cluster.
+// the service has waited persistedStartWait for the cluster. Without a
+// list, a refusal of the client's token is returned at once.
 func (e *serviceCache) wait(ctx context.Context) error {
 	e.mu.Lock()
 	loaded := e.loaded
@@ -314,21 +336,56 @@ func (e *serviceCache) wait(ctx context.Context) error {
 		defer t.Stop()
 		fallback = t.C
 	}
-	select {
-	case <-e.live:
-		return nil
-	case <-fallback:
-		return nil
-	case <-e.done:
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.haveData() {
+	e.mu.Lock()
+	refused := e.refused
+	e.mu.Unlock()
+	for {
+		select {
+		case <-e.live:
 			return nil
+		case <-fallback:
+			return nil
+		case <-e.done:
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if e.haveData() {
+				return nil
+			}
+			return e.err
+		case <-refused:
+			e.mu.Lock()
+			err, have := e.refusal, e.haveData()
+			refused = e.refused
+			e.mu.Unlock()
+			if err != nil && !have {
+				return err
+			}
+			if err != nil {
+				refused = nil // a list is at hand: wait for live or fallback
+			}
+		case <-ctx.Done():
+			// A gRPC status, as every other call of the client returns.
+			return status.FromContextError(ctx.Err()).Err()
 		}
-		return e.err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
+}
+
+// setRefusal records that every endpoint refuses the client's token (err)
+// or, with nil, that a node has accepted it again; e.mu is held.
+func (e *serviceCache) setRefusal(err error) {
+	switch {
+	case err != nil && e.refusal == nil:
+		e.logger.Warn("service watch refused by every endpoint; retrying", "error", err)
+		close(e.refused)
+	case err == nil && e.refusal != nil:
+		e.logger.Info("service watch accepted again")
+		e.refused = make(chan struct{})
+	}
+	if err != nil {
+		err = fmt.Errorf("watch %s/%s: %w", e.key.namespace, e.key.service, err)
+	}
+	e.refusal = err
+	e.notify()
 }
 
 func (e *serviceCache) snapshot(all bool) CachedService {
@@ -361,10 +418,20 @@ func (e *serviceCache) run(ctx context.Context) {
 		// confirm that, the freshest list a node can give.
 		StartRead: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_LINEARIZABLE},
 	}
-	degrade := func(err error) {
-		e.logger.Warn("no node could confirm a linearizable first list; starting from a node's own state", "error", err)
+	hooks := watchHooks{
+		degrade: func(err error) {
+			e.logger.Warn("no node could confirm a linearizable first list; starting from a node's own state", "error", err)
+		},
+		// A refused token is retried for as long as the client lives: a
+		// node that has not yet applied a new token refuses it, and the
+		// entry must not die of that. Lookups see the refusal meanwhile.
+		refused: func(err error) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.setRefusal(err)
+		},
 	}
-	for resp, err := range e.c.watch(ctx, req, degrade, nil) {
+	for resp, err := range e.c.watch(ctx, req, hooks, nil) {
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
 				e.logger.Error("service watch ended", "error", err)
@@ -384,6 +451,9 @@ func (e *serviceCache) apply(resp *rosterv1.WatchResponse) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.syncedAt = time.Now()
+	if e.refusal != nil {
+		e.setRefusal(nil)
+	}
 	first := !e.isLive
 	if resp.GetReset_() {
 		clear(e.all)

@@ -126,6 +126,10 @@ type fakeServer struct {
 	// maxBatch, when set, makes KeepAlive refuse a larger batch as a
 	// whole, in its answer.
 	maxBatch int
+	// holdRegister makes Register hang until its caller gives up (a
+	// leader that stalls), telling registerHeld of each call it holds.
+	holdRegister bool
+	registerHeld chan struct{}
 }
 
 func startFake(t *testing.T, state *fakeState) *fakeServer {
@@ -141,6 +145,8 @@ func startFake(t *testing.T, state *fakeState) *fakeServer {
 		calls: make(map[string]int),
 		fail:  make(map[string]error),
 		cut:   make(chan error),
+
+		registerHeld: make(chan struct{}, 1),
 	}
 	rosterv1.RegisterRegistryServer(f.srv, f)
 	rosterv1.RegisterClusterServer(f.srv, f)
@@ -210,12 +216,21 @@ func (f *fakeServer) starts() []uint64 {
 	return append([]uint64(nil), f.watchStarts...)
 }
 
-func (f *fakeServer) Register(_ context.Context, req *rosterv1.RegisterRequest) (*rosterv1.RegisterResponse, error) {
+func (f *fakeServer) Register(ctx context.Context, req *rosterv1.RegisterRequest) (*rosterv1.RegisterResponse, error) {
 	f.mu.Lock()
 	f.requestIDs = append(f.requestIDs, req.GetRequestId())
+	hold := f.holdRegister
 	f.mu.Unlock()
 	if err := f.record("Register"); err != nil {
 		return nil, err
+	}
+	if hold {
+		select {
+		case f.registerHeld <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	in := req.GetInstance()
 	f.state.put(InstanceKey{Namespace: in.GetNamespace(), Service: in.GetService(), ID: in.GetId()})

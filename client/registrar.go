@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -109,19 +110,32 @@ type Registration struct {
 	sess *Session
 
 	// ctx ends at Close, stopping the pauses between attempts at
-	// registering again.
+	// registering again and cutting short an attempt in flight.
 	ctx    context.Context
 	cancel context.CancelFunc
 
 	events chan RegistrationEvent
 
-	// mu orders re-registration against Close: a Register still in flight
-	// when Close starts is finished before the Deregister is sent, so it
-	// cannot land after it and bring the instance back.
+	// mu orders re-registration against Close: an attempt starts only
+	// while the registration is open, and Close sees the one in flight
+	// (inflight) to settle it before its Deregister (see settle).
 	mu       sync.Mutex
 	closed   bool
 	revision uint64
 	retrying bool
+	inflight *reregistration
+	// closeDone is closed when the first Close has returned.
+	closeDone chan struct{}
+}
+
+// reregistration is one attempt at registering a lost instance again.
+type reregistration struct {
+	// req carries the attempt's request id: sent again with it, the
+	// Register is applied at most once whichever copy arrives first.
+	req *rosterv1.RegisterRequest
+	// done is closed when the attempt has returned; err is its error.
+	done chan struct{}
+	err  error
 }
 
 // RegisterInstance registers inst and keeps it registered until Close. It
@@ -161,7 +175,7 @@ func (c *Client) RegisterInstance(ctx context.Context, inst *rosterv1.Instance, 
 	r := &Registration{
 		c: c, key: InstanceKey{in.Namespace, in.Service, in.Id}, inst: in,
 		ctx: rctx, cancel: cancel, events: make(chan RegistrationEvent, 64),
-		revision: resp.GetRevision(),
+		revision: resp.GetRevision(), closeDone: make(chan struct{}),
 	}
 	if ttl := in.GetTtl().AsDuration(); ttl > 0 {
 		sess, err := c.discovery.session(c, ttl)
@@ -201,23 +215,45 @@ func (r *Registration) emit(ev RegistrationEvent) {
 	}
 }
 
-// Close stops keeping the instance alive and deregisters it. It is not
-// registered again after Close, whatever happens. An instance the cluster
-// no longer holds counts as deregistered. When the Deregister fails (the
-// cluster is unreachable) Close returns its error; the lease, no longer
-// renewed, then expires within its TTL.
+// Close stops keeping the instance alive and deregisters it, within ctx.
+// It is not registered again after Close, whatever happens. An instance the
+// cluster no longer holds counts as deregistered. When the Deregister fails
+// (the cluster is unreachable) Close returns its error; the lease, no
+// longer renewed, then expires within its TTL.
+//
+// A re-registration in flight when Close starts (the lease was lost) is
+// cut short. Before its Deregister, Close sends that Register again with
+// the same request id, using at most half of ctx's remaining time: the
+// cluster applies the id once, so the first attempt, which a forwarding
+// node may still deliver, can no longer land after the Deregister. Should
+// the repeat get no answer in that time, the Deregister is sent anyway; a
+// late Register then leaves an instance that nobody renews, which expires
+// within its TTL.
+//
+// Later calls return nil once the first has returned, or ctx's error.
 func (r *Registration) Close(ctx context.Context) error {
 	r.cancel()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
-		return nil
+		r.mu.Unlock()
+		select {
+		case <-r.closeDone:
+			return nil
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
 	}
 	r.closed = true
+	defer close(r.closeDone)
 	close(r.events)
 	if r.sess != nil {
 		r.sess.Remove(r.key)
 		r.c.discovery.untrack(r)
+	}
+	inflight := r.inflight
+	r.mu.Unlock()
+	if inflight != nil {
+		r.settle(ctx, inflight)
 	}
 	_, err := r.c.Deregister(ctx, &rosterv1.DeregisterRequest{Namespace: r.key.Namespace, Service: r.key.Service, Id: r.key.ID})
 	if status.Code(err) == codes.NotFound {
@@ -226,13 +262,55 @@ func (r *Registration) Close(ctx context.Context) error {
 	return err
 }
 
+// settle makes sure that the re-registration a, cut short by Close, cannot
+// be applied after Close's Deregister: unless a got an answer, its Register
+// is sent again with the same request id, with at most half of ctx's
+// remaining time, so that the Deregister keeps the rest.
+func (r *Registration) settle(ctx context.Context, a *reregistration) {
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return
+	}
+	if !mayBeApplied(a.err) {
+		return
+	}
+	sctx := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithDeadline(ctx, deadline.Add(-time.Until(deadline)/2))
+		defer cancel()
+	}
+	if _, err := r.c.Register(sctx, a.req); err != nil && mayBeApplied(err) {
+		r.c.discovery.logger.Warn("re-registration cut short by close not settled; if it lands after the deregistration, the instance expires within its TTL",
+			"instance", r.key.String(), "error", err)
+	}
+}
+
+// mayBeApplied reports whether a write that returned err may still be
+// applied by the cluster: it was cut short, or its outcome is unknown.
+func mayBeApplied(err error) bool {
+	switch status.Code(err) {
+	case codes.OK:
+		return false
+	case codes.Canceled, codes.DeadlineExceeded:
+		return true
+	}
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == errorDomain && info.Reason == reasonOutcomeUnknown {
+			return true
+		}
+	}
+	return false
+}
+
 // reregisterTimeout bounds one attempt at registering a lost instance
-// again. The attempt is not cut short by Close: Close waits for it, so that
-// its Register cannot reach the cluster after Close's Deregister.
+// again. Close cuts the attempt short and settles it (see settle).
 const reregisterTimeout = 10 * time.Second
 
 // beforeReregister, when set by a test, runs before each attempt at
-// registering a lost instance again, with the registration locked.
+// registering a lost instance again is sent, with the registration locked
+// and the attempt recorded as in flight.
 var beforeReregister func(*Registration)
 
 // leaseLost registers the instance again, retrying until it succeeds or
@@ -263,19 +341,38 @@ func (r *Registration) leaseLost(cause error) {
 	}
 }
 
-// reregister makes one attempt; it reports whether to stop trying.
+// reregister makes one attempt; it reports whether to stop trying. The
+// registration is not locked while the Register is in flight, so Close
+// need not wait for it.
 func (r *Registration) reregister(log hclog.Logger) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed || r.ctx.Err() != nil {
+		r.mu.Unlock()
 		return true
 	}
+	a := &reregistration{
+		req:  &rosterv1.RegisterRequest{Instance: r.inst, RequestId: newRequestID()},
+		done: make(chan struct{}),
+	}
+	r.inflight = a
 	if beforeReregister != nil {
 		beforeReregister(r)
 	}
-	ctx, cancel := context.WithTimeout(r.c.discovery.ctx, reregisterTimeout)
-	defer cancel()
-	resp, err := r.c.Register(ctx, &rosterv1.RegisterRequest{Instance: r.inst})
+	r.mu.Unlock()
+
+	// r.ctx ends at Close, which cuts the attempt short.
+	ctx, cancel := context.WithTimeout(r.ctx, reregisterTimeout)
+	resp, err := r.c.Register(ctx, a.req)
+	cancel()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inflight = nil
+	a.err = err
+	close(a.done)
+	if r.closed {
+		return true // Close settles the attempt; events is closed
+	}
 	if err == nil {
 		r.revision = resp.GetRevision()
 		r.emit(RegistrationEvent{Kind: RegistrationRestored, Instance: r.key, Revision: r.revision})

@@ -172,8 +172,9 @@ func TestRegistrarRegistersAgainAfterLeaseLost(t *testing.T) {
 }
 
 // TestRegistrarNeverUndoesClose forces the worst interleaving: a lost
-// lease is being registered again when Close starts. Close must wait for
-// that Register, so its Deregister is the last word.
+// lease is being registered again when Close starts. Close cuts that
+// Register short and settles it (sends it again under its request id)
+// before its Deregister, so the Deregister is the last word.
 func TestRegistrarNeverUndoesClose(t *testing.T) {
 	tc, c, _ := registrarSetup(t)
 	ctx := testcluster.Ctx(t)
@@ -209,6 +210,52 @@ func TestRegistrarNeverUndoesClose(t *testing.T) {
 	}
 	if inst := lookup(t, tc, reg.Key()); inst != nil {
 		t.Fatalf("instance registered again after Close: %v", inst)
+	}
+}
+
+// TestRegistrarCloseCutsReregistrationShort: Close returns within its
+// context while a re-registration hangs (a stalled leader), and still
+// deregisters. Before that it sends the cut-short Register again under the
+// same request id, so the first copy can no longer land after the
+// Deregister.
+func TestRegistrarCloseCutsReregistrationShort(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	c := newTestClient(t, f.addr)
+	reg, err := c.RegisterInstance(testContext(t), testInstance("a"), WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.holdRegister = true
+	f.mu.Unlock()
+	// Someone removes the instance: the next renewal reports the lease
+	// lost, and registering it again hangs.
+	st.remove(reg.Key(), "")
+	select {
+	case <-f.registerHeld:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the instance was never registered again")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- reg.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if got := f.count("Deregister"); got != 1 {
+		t.Fatalf("%d Deregister calls, want 1", got)
+	}
+	ids := f.ids()
+	if n := len(ids); n < 3 || ids[n-1] != ids[n-2] {
+		t.Fatalf("register request ids %q: want the cut-short one sent again", ids)
 	}
 }
 

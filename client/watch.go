@@ -18,8 +18,12 @@ import (
 // Watch streams the changes req asks for and keeps streaming across stream
 // failures. Ranging over the result yields each WatchResponse in order; it
 // ends after yielding one non-nil error: the caller's context ending, the
-// client being closed, or a failure that a retry cannot fix (an invalid
-// request, for example). Stopping the range cancels the stream.
+// client being closed, a failure that a retry cannot fix (an invalid
+// request, for example), or a refusal of the client's token
+// (codes.PermissionDenied or codes.Unauthenticated) once as many streams in
+// a row as the client has endpoints have been refused. One node's refusal
+// moves the watch on to the next endpoint: a node may not yet have applied
+// a token the others know. Stopping the range cancels the stream.
 //
 // When the stream breaks (codes.Unavailable, a connection lost, the server
 // ending it) Watch reconnects, to the next endpoint when the current one is
@@ -48,22 +52,35 @@ import (
 // omit_prev_instance when the events' new state is all you keep, as the
 // discovery cache does: an update's event is then about half the size.
 func (c *Client) Watch(ctx context.Context, req *rosterv1.WatchRequest, opts ...grpc.CallOption) iter.Seq2[*rosterv1.WatchResponse, error] {
-	return c.watch(ctx, req, nil, opts)
+	return c.watch(ctx, req, watchHooks{}, opts)
 }
 
-// watch is Watch. When degrade is set and the request's start_read is
-// linearizable, a first reset that no endpoint could confirm (every one has
-// been tried without a message) is asked for again at the serving node's
-// own state, and degrade is called once: a discovery cache would rather
-// start from the freshest list it can reach than from none while the
-// cluster has no quorum.
-func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, degrade func(error), opts []grpc.CallOption) iter.Seq2[*rosterv1.WatchResponse, error] {
+// watchHooks are how the discovery cache's watches differ from Watch.
+type watchHooks struct {
+	// degrade: when set and the request's start_read is linearizable, a
+	// first reset that no endpoint could confirm (every one has been tried
+	// without a message) is asked for again at the serving node's own
+	// state, and degrade is called once: a discovery cache would rather
+	// start from the freshest list it can reach than from none while the
+	// cluster has no quorum.
+	degrade func(error)
+	// refused: when set, a refusal of the client's token never ends the
+	// watch; it is retried, on the next endpoint, with the usual backoff,
+	// and refused is called with it each time one more stream is refused
+	// once as many in a row as there are endpoints have been. A message
+	// delivered starts the count again.
+	refused func(error)
+}
+
+// watch is Watch, with the discovery cache's hooks.
+func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, hooks watchHooks, opts []grpc.CallOption) iter.Seq2[*rosterv1.WatchResponse, error] {
 	return func(yield func(*rosterv1.WatchResponse, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		w := &watchResume{revision: req.GetStartRevision(), startRead: req.GetStartRead()}
 		failures := 0
 		undelivered := 0 // streams in a row that ended before their first message
+		refusals := 0    // streams refused since the last message delivered
 		for {
 			if err := streamPause(ctx, c, failures); err != nil {
 				yield(nil, err)
@@ -90,23 +107,34 @@ func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, degrade 
 				yield(nil, status.FromContextError(ctx.Err()).Err())
 				return
 			}
-			if !resumable(err) {
+			if delivered {
+				failures, undelivered, refusals = 0, 0, 0
+			}
+			switch {
+			case refusal(err):
+				// Not counted as undelivered: a refusal says nothing
+				// about the cluster's quorum.
+				if refusals++; refusals >= len(c.conns) {
+					if hooks.refused == nil {
+						yield(nil, err)
+						return
+					}
+					hooks.refused(err)
+				}
+			case !resumable(err):
 				yield(nil, err)
 				return
+			case !delivered:
+				undelivered++
 			}
 			if status.Code(err) != codes.ResourceExhausted {
 				c.moveOn(i)
 			}
-			if delivered {
-				failures, undelivered = 0, 0
-			} else {
-				undelivered++
-			}
 			failures++
-			if degrade != nil && w.revision == 0 && undelivered >= len(c.conns) &&
+			if hooks.degrade != nil && w.revision == 0 && undelivered >= len(c.conns) &&
 				w.startRead.GetConsistency() == rosterv1.Consistency_CONSISTENCY_LINEARIZABLE {
 				w.startRead = nil
-				degrade(err)
+				hooks.degrade(err)
 			}
 		}
 	}
@@ -204,6 +232,17 @@ func resumable(err error) bool {
 		codes.DeadlineExceeded, codes.Canceled:
 		// DeadlineExceeded and Canceled only reach here when the caller's
 		// context is still live: the server or a proxy ended the stream.
+		return true
+	}
+	return false
+}
+
+// refusal reports whether err is the cluster refusing the client's token:
+// unknown to the node (it may not have applied a new token yet) or lacking
+// a rule. Another node, or the same one a little later, may accept it.
+func refusal(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated:
 		return true
 	}
 	return false

@@ -16,7 +16,9 @@
 //   - Register with a TTL keeps the nodes alive over the client's shared
 //     keepalive session (client.RegisterInstance); calling it again, as
 //     go-micro servers do every RegisterInterval, changes nothing while the
-//     node is unchanged. Deregister closes those registrations.
+//     node is unchanged. Deregister closes those registrations. After Init
+//     replaces the client, the next Register registers every node again
+//     through the new one.
 //   - GetService answers from the client's discovery cache, healthy nodes
 //     only, so it keeps answering while the registry is unreachable.
 //   - Watch reports healthy nodes: a node turning critical or drained is a
@@ -238,19 +240,27 @@ type Registry struct {
 	opts   Options
 	c      *client.Client
 	owned  bool
-	nodes  map[client.InstanceKey]*client.Registration
+	nodes  map[client.InstanceKey]node
 	closed bool
+}
+
+// node is a node registered with a TTL: its registration and the client
+// that keeps it alive.
+type node struct {
+	reg *client.Registration
+	c   *client.Client
 }
 
 // NewRegistry returns a Registry configured by opts.
 func NewRegistry(opts ...Option) *Registry {
-	r := &Registry{nodes: map[client.InstanceKey]*client.Registration{}}
+	r := &Registry{nodes: map[client.InstanceKey]node{}}
 	_ = r.Init(opts...)
 	return r
 }
 
 // Init applies opts. A change of addresses replaces the client; a client
-// made by the registry is closed then.
+// made by the registry is closed then. Nodes registered through the old
+// client are registered again through the new one by the next Register.
 func (r *Registry) Init(opts ...Option) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -373,13 +383,18 @@ func (r *Registry) Register(s *Service, opts ...RegisterOption) error {
 		}
 		k := client.InstanceKey{Namespace: ns, Service: s.Name, ID: n.Id}
 		r.mu.Lock()
-		reg := r.nodes[k]
+		prev, ok := r.nodes[k]
 		r.mu.Unlock()
-		if reg != nil && sameInstance(reg.Instance(), inst, ro.TTL) {
+		// A registration made through a client Init has since replaced is
+		// no longer kept alive (a client the registry made is closed): the
+		// node is registered again through the current one.
+		if ok && prev.c == c && sameInstance(prev.reg.Instance(), inst, ro.TTL) {
 			continue
 		}
-		if reg != nil {
-			_ = reg.Close(ctx)
+		if ok {
+			// Stops renewing it; through a closed client the Deregister
+			// fails, and the Register below replaces the instance.
+			_ = prev.reg.Close(ctx)
 		}
 		if ro.TTL <= 0 {
 			if _, err := c.Register(ctx, &rosterv1.RegisterRequest{Instance: inst}); err != nil {
@@ -387,13 +402,13 @@ func (r *Registry) Register(s *Service, opts ...RegisterOption) error {
 			}
 			continue
 		}
-		reg, err = c.RegisterInstance(ctx, inst, client.WithTTL(ro.TTL))
+		reg, err := c.RegisterInstance(ctx, inst, client.WithTTL(ro.TTL))
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		r.mu.Lock()
-		r.nodes[k] = reg
+		r.nodes[k] = node{reg: reg, c: c}
 		r.mu.Unlock()
 	}
 	return errors.Join(errs...)
@@ -421,14 +436,20 @@ func (r *Registry) Deregister(s *Service, opts ...DeregisterOption) error {
 	for _, n := range s.Nodes {
 		k := client.InstanceKey{Namespace: ns, Service: s.Name, ID: n.Id}
 		r.mu.Lock()
-		reg := r.nodes[k]
+		prev, ok := r.nodes[k]
 		delete(r.nodes, k)
 		r.mu.Unlock()
-		if reg != nil {
-			if err := reg.Close(ctx); err != nil {
-				errs = append(errs, err)
+		if ok {
+			err := prev.reg.Close(ctx)
+			if err == nil {
+				continue
 			}
-			continue
+			if prev.c == c {
+				errs = append(errs, err)
+				continue
+			}
+			// Registered through a client Init has replaced (and closed,
+			// when the registry made it): deregister through this one.
 		}
 		if _, err := c.Deregister(ctx, &rosterv1.DeregisterRequest{Namespace: ns, Service: s.Name, Id: n.Id}); err != nil {
 			errs = append(errs, err)

@@ -143,6 +143,13 @@ func (w *Watcher) translate(resp *rosterv1.WatchResponse, known map[string]*rost
 			known[k] = inst
 			out = append(out, result(action, inst))
 		case rosterv1.Event_TYPE_DELETE:
+			// The event carries only the key fields (the watch omits
+			// prev_instance): report the node as last seen, with its
+			// version, address and metadata. go-micro's cache matches a
+			// delete to its service by version.
+			if prev, ok := known[k]; ok {
+				inst = prev
+			}
 			delete(known, k)
 			out = append(out, result("delete", inst))
 		}
