@@ -134,6 +134,8 @@ func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, hooks wa
 			if hooks.degrade != nil && w.revision == 0 && undelivered >= len(c.conns) &&
 				w.startRead.GetConsistency() == rosterv1.Consistency_CONSISTENCY_LINEARIZABLE {
 				w.startRead = nil
+				// From a node's own state, which needs no leader.
+				w.anyNode = true
 				hooks.degrade(err)
 			}
 		}
@@ -146,6 +148,10 @@ type watchResume struct {
 	revision uint64
 	// startRead shapes the first reset; see rosterv1.WatchRequest.
 	startRead *rosterv1.ReadOptions
+	// anyNode lets a stream that has no reset yet start on a node that
+	// knows no leader (a degraded start, see watchHooks); once the watch
+	// has a revision, its streams require a leader again.
+	anyNode bool
 }
 
 // stream runs one watch on endpoint i from w.revision until it fails or the
@@ -161,7 +167,7 @@ func (w *watchResume) stream(ctx context.Context, c *Client, i int, req *rosterv
 		r = proto.CloneOf(req)
 	}
 	r.StartRevision, r.StartRead = w.revision, w.startReadFor()
-	stream, end, err := c.openWatch(ctx, i, r, opts)
+	stream, end, err := c.openWatch(ctx, i, r, w.anyNode && w.revision == 0, opts)
 	if err != nil {
 		return false, false, err
 	}

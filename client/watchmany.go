@@ -91,14 +91,21 @@ type watchRecv interface {
 // shared WatchMany stream, or a Watch stream of its own when the caller
 // passes call options or outgoing metadata (which belong to one call), or
 // the server predates WatchMany. The returned func ends the watch.
-func (c *Client) openWatch(ctx context.Context, i int, req *rosterv1.WatchRequest, opts []grpc.CallOption) (watchRecv, func(), error) {
+//
+// Every watch requires a leader (requireLeaderKey) but one that anyNode
+// allows to start from a node without one, which goes on a Watch stream
+// of its own: a WatchMany stream requires a leader for all its watches.
+func (c *Client) openWatch(ctx context.Context, i int, req *rosterv1.WatchRequest, anyNode bool, opts []grpc.CallOption) (watchRecv, func(), error) {
 	m := &c.muxes[i]
 	_, hasMD := metadata.FromOutgoingContext(ctx)
 	m.mu.Lock()
-	shared := len(opts) == 0 && !hasMD && !m.unimplemented && !c.opts.noWatchMany
+	shared := len(opts) == 0 && !hasMD && !anyNode && !m.unimplemented && !c.opts.noWatchMany
 	m.mu.Unlock()
 	if !shared {
-		stream, err := rosterv1.NewRegistryClient(c.conns[i]).Watch(requireLeader(ctx), req, opts...)
+		if !anyNode {
+			ctx = requireLeader(ctx)
+		}
+		stream, err := rosterv1.NewRegistryClient(c.conns[i]).Watch(ctx, req, opts...)
 		return stream, func() {}, err
 	}
 	w, err := c.muxWatch(ctx, i, req)
