@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -320,7 +321,7 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 			if maybeApplied {
 				return outcomeUnknown(err, errs)
 			}
-			return err
+			return endedAfter(err, errs)
 		}
 		i := (start + attempt) % n
 		ready, err := c.connect(ctx, i)
@@ -329,7 +330,7 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 				if maybeApplied {
 					return outcomeUnknown(err, errs)
 				}
-				return err
+				return endedAfter(err, errs)
 			}
 			last = err
 			errs = append(errs, status.Convert(err).Message())
@@ -343,6 +344,9 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 		if ctx.Err() != nil || !unreachable(err) || (ready && policy == retryUnsent) {
 			if maybeApplied && unreachable(err) {
 				return outcomeUnknown(err, errs)
+			}
+			if ctx.Err() != nil {
+				return endedAfter(err, errs)
 			}
 			return err
 		}
@@ -360,6 +364,23 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 		return last
 	}
 	return status.Errorf(status.Code(last), "no endpoint answered: %s", strings.Join(errs, "; "))
+}
+
+// endedAfter is the error of a call whose context ended (err) after
+// attempts that failed with errs: err's code, with what the attempts met,
+// so that "no leader" or "connection refused" is not lost behind a bare
+// deadline. ErrClosed stays as it is.
+func endedAfter(err error, errs []string) error {
+	if len(errs) == 0 || errors.Is(err, ErrClosed) {
+		return err
+	}
+	var seen []string
+	for _, e := range errs {
+		if !slices.Contains(seen, e) {
+			seen = append(seen, e)
+		}
+	}
+	return status.Errorf(status.Code(err), "%s; the attempts before it: %s", status.Convert(err).Message(), strings.Join(seen, "; "))
 }
 
 // outcomeUnknown is the error of a write that may have been applied: an

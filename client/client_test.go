@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,28 @@ func TestAllEndpointsDown(t *testing.T) {
 	_, err := c.GetService(testContext(t), &rosterv1.GetServiceRequest{Service: "web"})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("GetService with every endpoint down = %v, want Unavailable", err)
+	}
+}
+
+// TestDeadlineNamesWhatTheAttemptsMet: a write retried until its deadline
+// fails with DeadlineExceeded naming what each endpoint answered (no
+// leader, connection refused), not a bare "context deadline exceeded".
+func TestDeadlineNamesWhatTheAttemptsMet(t *testing.T) {
+	st, err := status.New(codes.Unavailable, "no leader: the cluster is electing one or has lost its quorum").
+		WithDetails(&errdetails.ErrorInfo{Reason: "NO_LEADER", Domain: errorDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFake(t, newFakeState())
+	f.setFail("Register", st.Err())
+	dead := deadAddr(t)
+	c := newTestClient(t, f.addr, dead)
+	ctx, cancel := context.WithTimeout(testContext(t), 300*time.Millisecond)
+	defer cancel()
+	_, err = c.Register(ctx, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{Service: "web", Id: "w1"}})
+	msg := status.Convert(err).Message()
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(msg, "no leader") || !strings.Contains(msg, dead) {
+		t.Fatalf("a write that met no leader and a dead endpoint until its deadline: %v; want DeadlineExceeded naming both", err)
 	}
 }
 
