@@ -72,3 +72,19 @@ func TestTruncatedBoltLogNeverServesPartialState(t *testing.T) {
 		})
 	}
 }
+
+// TestDataDirInUseIsLockedNotDamaged: a second node on a data dir a
+// running node holds is refused as locked, never told to discard it.
+func TestDataDirInUseIsLockedNotDamaged(t *testing.T) {
+	dir := t.TempDir()
+	n, err := diskNode(t, dir, 1<<20, 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	waitReady(t, n)
+	err = cluster.CheckDataDir(dir)
+	if err == nil || !strings.Contains(err.Error(), "locked") || strings.Contains(err.Error(), "damaged") || strings.Contains(err.Error(), "move it aside") {
+		t.Fatalf("check of a data dir in use: %v, want it called locked, not damaged", err)
+	}
+}

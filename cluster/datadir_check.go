@@ -16,7 +16,8 @@ import (
 // read-only, before a node opens it: a file cut short or overwritten makes
 // bolt panic while it opens, and a node must refuse to start with a plain
 // error instead. A missing or empty raft.db passes (a new node; or one that
-// recovers from its snapshots).
+// recovers from its snapshots). A raft.db another process holds open is
+// reported as locked, not damaged.
 func CheckDataDir(dir string) (err error) {
 	path := filepath.Join(dir, "raft.db")
 	fi, err := os.Stat(path)
@@ -44,6 +45,11 @@ func CheckDataDir(dir string) (err error) {
 		}
 	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		// The lock is held: the file is in use, not damaged.
+		return fmt.Errorf("data dir %s: %s is locked: another rosterd process is using this data dir; "+
+			"stop that process first, or give this node a data dir of its own", dir, path)
+	}
 	if err != nil {
 		return damaged(err)
 	}

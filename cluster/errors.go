@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/raft"
 )
@@ -29,6 +30,16 @@ var (
 	ErrEnqueueTimeout = errors.New("timed out handing the command to raft")
 	// ErrUnknownNode: the node id is not a member of the cluster.
 	ErrUnknownNode = errors.New("unknown node")
+	// ErrNotVoter: the node named cannot take leadership, as it does not
+	// vote (a read replica, or a server not promoted yet).
+	ErrNotVoter = errors.New("not a voter")
+	// ErrAlreadyLeader: leadership was to be handed to the node that
+	// already holds it.
+	ErrAlreadyLeader = errors.New("already the leader")
+	// ErrNoOtherVoter: there is no other voter to hand leadership to.
+	ErrNoOtherVoter = errors.New("no other voter to hand leadership to")
+	// ErrLastVoter: the change would leave the cluster without a voter.
+	ErrLastVoter = errors.New("the cluster needs at least one voter")
 )
 
 // mapRaftError turns raft's errors into this package's sentinels, keeping
@@ -45,7 +56,20 @@ func mapRaftError(err error) error {
 		return ErrShutdown
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return ErrEnqueueTimeout
-	default:
-		return err
 	}
+	// Raft makes these with fmt.Errorf, so only their text tells them
+	// apart. Roster checks each case before calling raft; these catch
+	// what changed in between.
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "cannot transfer leadership to itself"):
+		return fmt.Errorf("%w (%v)", ErrAlreadyLeader, err)
+	case strings.HasPrefix(msg, "cannot find peer"):
+		return fmt.Errorf("%w (%v)", ErrNoOtherVoter, err)
+	case strings.HasPrefix(msg, "cannot find replication state"):
+		return fmt.Errorf("%w (%v)", ErrUnknownNode, err)
+	case strings.HasPrefix(msg, "need at least one voter in configuration"):
+		return ErrLastVoter
+	}
+	return err
 }

@@ -94,14 +94,21 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 	if err := cf.Error(); err != nil {
 		return mapRaftError(err)
 	}
-	found := false
+	found, voter, voters := false, false, 0
 	for _, s := range cf.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
 		if s.ID == raft.ServerID(id) {
-			found = true
+			found, voter = true, s.Suffrage == raft.Voter
 		}
 	}
 	if !found {
 		return fmt.Errorf("%w: %q", ErrUnknownNode, id)
+	}
+	if voter && voters == 1 {
+		// Raft would refuse it too, but only after the record is gone.
+		return fmt.Errorf("%w: %q is the only voter", ErrLastVoter, id)
 	}
 	// Forget its record first: once the leader removes itself it can no
 	// longer write.
@@ -134,24 +141,58 @@ func (n *Node) forgetPeerFailures(id raft.ServerID) {
 }
 
 // TransferLeadership hands leadership to id, or to a voter Raft picks when
-// id is empty, and returns the id it was handed to when known.
+// id is empty. It refuses, changing nothing, a target that is unknown, that
+// does not vote, or that already leads, and an empty id when no other voter
+// exists: Raft would force an election the target cannot win, or fail.
 func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if !n.IsLeader() {
 		return ErrNotLeader
-	}
-	if id == "" {
-		return mapRaftError(n.raft.LeadershipTransfer().Error())
 	}
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return mapRaftError(err)
 	}
+	if id == "" {
+		for _, s := range cf.Configuration().Servers {
+			if s.ID != raft.ServerID(n.cfg.NodeID) && s.Suffrage == raft.Voter {
+				return mapRaftError(n.raft.LeadershipTransfer().Error())
+			}
+		}
+		return ErrNoOtherVoter
+	}
+	if id == n.cfg.NodeID {
+		return fmt.Errorf("node %q is %w", id, ErrAlreadyLeader)
+	}
 	for _, s := range cf.Configuration().Servers {
-		if s.ID == raft.ServerID(id) {
-			return mapRaftError(n.raft.LeadershipTransferToServer(s.ID, s.Address).Error())
+		if s.ID != raft.ServerID(id) {
+			continue
+		}
+		if s.Suffrage != raft.Voter {
+			return fmt.Errorf("node %q is %w (a read replica, or a server not promoted yet), so it cannot lead", id, ErrNotVoter)
+		}
+		return mapRaftError(n.raft.LeadershipTransferToServer(s.ID, s.Address).Error())
+	}
+	return fmt.Errorf("%w: %q is not in the cluster", ErrUnknownNode, id)
+}
+
+// AwaitNewLeader waits until this node knows of a leader other than
+// itself, as after it handed leadership away, and returns its id. It gives
+// up when ctx ends.
+func (n *Node) AwaitNewLeader(ctx context.Context) (string, error) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if id, _ := n.Leader(); id != "" && id != n.cfg.NodeID {
+			return id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-n.shutdownCh:
+			return "", ErrShutdown
+		case <-t.C:
 		}
 	}
-	return fmt.Errorf("%w: %q", ErrUnknownNode, id)
 }
 
 // Members lists the Raft configuration joined with the member table.

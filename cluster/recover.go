@@ -59,6 +59,9 @@ func readPeersFile(path string) (cf raft.Configuration, ok bool, err error) {
 		if p.ID == "" || p.Address == "" {
 			return cf, false, fmt.Errorf("%s: entry %d needs an id and an address", path, i)
 		}
+		if err := store.CheckHostPort("address", p.Address); err != nil {
+			return cf, false, fmt.Errorf("%s: entry %d (%s): %w", path, i, p.ID, err)
+		}
 		if seen[p.ID] {
 			return cf, false, fmt.Errorf("%s: node id %q appears twice", path, p.ID)
 		}

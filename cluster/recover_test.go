@@ -140,6 +140,7 @@ func TestPeersFileMistakesStopTheStart(t *testing.T) {
 		"without me":     `[{"id": "n9", "address": "n9.inmem:7421"}]`,
 		"twice":          `[{"id": "n1", "address": "a:1"}, {"id": "n1", "address": "b:1"}]`,
 		"missing fields": `[{"id": "n1"}]`,
+		"bad address":    `[{"id": "n1", "address": "notanaddr"}]`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := &diskPeer{id: "n1", dir: t.TempDir(), addr: "n1.inmem:7421"}

@@ -36,8 +36,9 @@ type PreparedRestore struct {
 //   - with the cluster's own members instead of the backup's, since they
 //     name the nodes that are running now (their addresses).
 //
-// A body that is cut short, or holds a record that does not decode, is an
-// error; out then holds garbage the caller must drop.
+// A body that is cut short, holds a record that does not decode, or an
+// instance or service name no API would accept (so nobody could read or
+// remove it), is an error; out then holds garbage the caller must drop.
 func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, srcApplied uint64) uint64, members []*store.Member) (PreparedRestore, error) {
 	br := bufio.NewReaderSize(body, 256<<10)
 	bw := bufio.NewWriterSize(out, 256<<10)
@@ -93,7 +94,14 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 			}
 			return prep, bw.Flush()
 		case *raftcmdv1.SnapshotRecord_Instance:
+			if err := checkInstanceRecord(r.Instance); err != nil {
+				return prep, fmt.Errorf("record %d: instance %s/%s/%s: %w", read, r.Instance.GetNamespace(), r.Instance.GetService(), r.Instance.GetId(), err)
+			}
 			prep.Instances++
+		case *raftcmdv1.SnapshotRecord_Service:
+			if err := checkServiceName(r.Service.GetNamespace(), r.Service.GetService()); err != nil {
+				return prep, fmt.Errorf("record %d: service %s/%s: %w", read, r.Service.GetNamespace(), r.Service.GetService(), err)
+			}
 		case nil:
 			return prep, fmt.Errorf("record %d: empty record", read)
 		}
@@ -111,4 +119,23 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 func CheckSnapshot(r io.Reader) error {
 	_, err := restore(store.New(store.Options{HistoryEvents: 1, HistoryBytes: 1}), r)
 	return err
+}
+
+// checkInstanceRecord applies to a backup's instance the rules every API
+// applies to a registration; the port and weight before they are narrowed.
+func checkInstanceRecord(r *raftcmdv1.Instance) error {
+	if err := store.CheckPort(r.GetPort()); err != nil {
+		return err
+	}
+	if err := store.CheckWeight(r.GetWeight()); err != nil {
+		return err
+	}
+	return store.CheckInstance(store.InstanceFromRecord(r))
+}
+
+func checkServiceName(ns, svc string) error {
+	if err := store.CheckNamespace(ns); err != nil {
+		return err
+	}
+	return store.CheckService(svc)
 }

@@ -382,7 +382,8 @@ func (s *Server) Bootstrap(ctx context.Context, _ *rosterv1.ACLBootstrapRequest)
 			if err != nil {
 				return nil, err
 			}
-			if err := s.node.SetToken(ctx, t, true); err != nil {
+			t, err = s.node.SetToken(ctx, t, true)
+			if err != nil {
 				return nil, aclStatus(err)
 			}
 			s.logger.Info("acl bootstrapped", "accessor_id", t.AccessorID)
@@ -414,7 +415,8 @@ func (s *Server) CreateToken(ctx context.Context, req *rosterv1.CreateTokenReque
 			if err != nil {
 				return nil, err
 			}
-			if err := s.node.SetToken(ctx, t, false); err != nil {
+			t, err = s.node.SetToken(ctx, t, false)
+			if err != nil {
 				return nil, aclStatus(err)
 			}
 			s.logger.Info("acl token created", "accessor_id", t.AccessorID)
@@ -481,7 +483,7 @@ func (s *Server) bootstrapFromSecret() {
 			tok, _, err := newToken(secret, "bootstrap management token", acl.ManagementRules)
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), s.opts.HoldTimeout)
-				err = s.node.SetToken(ctx, tok, true)
+				_, err = s.node.SetToken(ctx, tok, true)
 				cancel()
 			}
 			switch {

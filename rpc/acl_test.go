@@ -19,6 +19,7 @@ import (
 	"github.com/roster-registry/roster/internal/testcluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/rpc"
+	"github.com/roster-registry/roster/store"
 )
 
 const bootSecret = "b00t-secret-for-tests"
@@ -421,5 +422,27 @@ func TestACLKeepAliveBatchNeedsWriteOnEveryService(t *testing.T) {
 		}
 		_, err = st.Recv()
 		wantDenied(t, err, "lacks service:api:write")
+	}
+}
+
+// TestACLTokensShowTheirCreateTime: bootstrap and token create answer
+// with the create time the leader stamped and committed, not zero (1970).
+func TestACLTokensShowTheirCreateTime(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.ACL.Enabled = true }})
+	aclc := rosterv1.NewACLClient(c.WaitLeader().Conn)
+	boot, err := aclc.Bootstrap(testcluster.Ctx(t), &rosterv1.ACLBootstrapRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	made, err := aclc.CreateToken(withToken(testcluster.Ctx(t), boot.Token.SecretId), &rosterv1.CreateTokenRequest{Rules: []string{"service:web:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]int64{}
+	c.Nodes[0].Node.Store().View().Tokens(func(tok *store.Token) bool { stored[tok.AccessorID] = tok.CreateUnixNs; return true })
+	for _, tok := range []*rosterv1.ACLToken{boot.Token, made.Token} {
+		if tok.CreateTimeUnixNs == 0 || tok.CreateTimeUnixNs != stored[tok.AccessorId] {
+			t.Fatalf("token %s answered with create time %d; committed %d", tok.AccessorId, tok.CreateTimeUnixNs, stored[tok.AccessorId])
+		}
 	}
 }

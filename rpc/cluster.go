@@ -16,6 +16,7 @@ import (
 
 	"github.com/roster-registry/roster/cluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/store"
 )
 
 // Status implements rosterv1.ClusterServer.
@@ -203,8 +204,8 @@ func (s *Server) fetchServerStats(ctx context.Context, id, apiAddr string) (clus
 
 // Join implements rosterv1.ClusterServer.
 func (s *Server) Join(ctx context.Context, req *rosterv1.JoinRequest) (*rosterv1.JoinResponse, error) {
-	if req.NodeId == "" || len(req.NodeId) > MaxIDLen || !idChars.MatchString(req.NodeId) {
-		return nil, invalidf("node id %q must be 1-%d characters of A-Z a-z 0-9 . _ : @ -", truncate(req.NodeId), MaxIDLen)
+	if err := store.CheckID("node id", req.NodeId); err != nil {
+		return nil, invalid(err)
 	}
 	if err := validateHostPort("raft address", req.RaftAddr); err != nil {
 		return nil, err
@@ -245,7 +246,12 @@ func (s *Server) TransferLeadership(ctx context.Context, req *rosterv1.TransferL
 			if err := s.node.TransferLeadership(ctx, req.NodeId); err != nil {
 				return nil, err
 			}
-			id, _ := s.node.Leader()
+			// This node has stepped down; the new leader is known once
+			// it has been heard from.
+			id, err := s.node.AwaitNewLeader(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("leadership was handed over, but no new leader was heard from: %w", err)
+			}
 			return &rosterv1.TransferLeadershipResponse{LeaderId: id}, nil
 		},
 		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.TransferLeadershipResponse, error) {

@@ -251,3 +251,76 @@ func TestMembersIncludeStatusAndLeaderChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestTransferLeadershipRefusesWhatCannotLead: a read replica, the leader
+// itself and an unknown id are refused with a clear code, on the leader and
+// through a follower alike, and the leader keeps its term.
+func TestTransferLeadershipRefusesWhatCannotLead(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.Join("r1", false, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader := c.WaitLeader()
+	term := leader.Node.Status().Term
+	tests := []struct {
+		id   string
+		code codes.Code
+		want string
+	}{
+		{"r1", codes.FailedPrecondition, `node "r1" is not a voter`},
+		{leader.ID, codes.FailedPrecondition, "is already the leader"},
+		{"nope", codes.NotFound, `"nope" is not in the cluster`},
+	}
+	for _, tt := range tests {
+		for _, nd := range []*testcluster.Node{leader, c.Followers()[0]} {
+			_, err := nd.Cluster().TransferLeadership(ctx, &rosterv1.TransferLeadershipRequest{NodeId: tt.id})
+			if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.want) {
+				t.Fatalf("transfer to %s through %s: %v, want %v mentioning %q", tt.id, nd.ID, err, tt.code, tt.want)
+			}
+		}
+	}
+	if !leader.Node.IsLeader() || leader.Node.Status().Term != term {
+		t.Fatalf("leadership moved: %s leads %v, term %d, was %d", leader.ID, leader.Node.IsLeader(), leader.Node.Status().Term, term)
+	}
+}
+
+// TestTransferLeadershipReportsTheNewLeader: the answer names the voter
+// that leads now, whether the target was named or Raft chose it.
+func TestTransferLeadershipReportsTheNewLeader(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	target := c.Followers()[0]
+	resp, err := c.Followers()[1].Cluster().TransferLeadership(ctx, &rosterv1.TransferLeadershipRequest{NodeId: target.ID})
+	if err != nil || resp.LeaderId != target.ID {
+		t.Fatalf("transfer to %s: %v, %v", target.ID, resp, err)
+	}
+	resp, err = target.Cluster().TransferLeadership(ctx, &rosterv1.TransferLeadershipRequest{})
+	if err != nil || resp.LeaderId == "" || resp.LeaderId == target.ID {
+		t.Fatalf("transfer away from %s: %v, %v", target.ID, resp, err)
+	}
+}
+
+// TestMembershipChangesRaftRefusesAreFailedPrecondition: removing the only
+// voter, or handing leadership away when no other voter exists, is refused
+// as FailedPrecondition (not Internal, nor "outcome unknown" through a
+// replica), and the member table keeps the node.
+func TestMembershipChangesRaftRefusesAreFailedPrecondition(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	r1 := c.Join("r1", false, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	for _, nd := range []*testcluster.Node{c.Nodes[0], r1} {
+		_, err := nd.Cluster().RemoveNode(ctx, &rosterv1.RemoveNodeRequest{NodeId: "n1"})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "only voter") {
+			t.Fatalf("remove the only voter through %s: %v, want FailedPrecondition", nd.ID, err)
+		}
+		_, err = nd.Cluster().TransferLeadership(ctx, &rosterv1.TransferLeadershipRequest{})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "no other voter") {
+			t.Fatalf("transfer with no other voter through %s: %v, want FailedPrecondition", nd.ID, err)
+		}
+	}
+	if c.Nodes[0].Node.Store().View().Member("n1") == nil {
+		t.Fatal("n1's member record is gone")
+	}
+}

@@ -101,6 +101,10 @@ func toStatus(err error) error {
 		return withReason(codes.InvalidArgument, err.Error(), ReasonInvalid)
 	case errors.Is(err, cluster.ErrUnknownNode):
 		return withReason(codes.NotFound, err.Error(), ReasonNotFound)
+	case errors.Is(err, cluster.ErrNotVoter), errors.Is(err, cluster.ErrAlreadyLeader),
+		errors.Is(err, cluster.ErrNoOtherVoter), errors.Is(err, cluster.ErrLastVoter):
+		// A membership change the cluster refused; nothing changed.
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, context.Canceled):

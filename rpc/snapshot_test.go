@@ -7,14 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/roster-registry/roster/backup"
 	"github.com/roster-registry/roster/internal/testcluster"
+	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/store"
 )
@@ -246,6 +249,71 @@ func TestSnapshotRestoreRefusesDamagedFiles(t *testing.T) {
 			}
 			t.Logf("%s through %s: %v", name, nd.ID, err)
 		}
+	}
+	c.EnsureSame()
+	after, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.StateHash != before.StateHash || after.Revision != before.Revision {
+		t.Fatalf("a refused restore changed the state: %s@%d -> %s@%d", before.StateHash, before.Revision, after.StateHash, after.Revision)
+	}
+}
+
+// TestSnapshotRestoreRefusesRecordsNoAPIAccepts: a file whose checksum is
+// right but whose instance has a service name no API accepts ("SVC0") is
+// refused as InvalidArgument naming the record, and nothing changes: such
+// an instance could be neither read nor removed.
+func TestSnapshotRestoreRefusesRecordsNoAPIAccepts(t *testing.T) {
+	ctx := testcluster.Ctx(t)
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	fill(t, ctx, c.Leader(), 3)
+	good := saveSnapshot(t, ctx, c.Leader())
+	info, err := backup.Verify(bytes.NewReader(good), int64(len(good)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite the body with the first instance's service upper-cased.
+	br := bytes.NewReader(good[backup.HeaderSize : backup.HeaderSize+info.BodySize])
+	var body bytes.Buffer
+	var hdr raftcmdv1.SnapshotHeader
+	if err := protodelim.UnmarshalFrom(br, &hdr); err != nil {
+		t.Fatal(err)
+	}
+	protodelim.MarshalTo(&body, &hdr)
+	edited := false
+	for {
+		var rec raftcmdv1.SnapshotRecord
+		if err := protodelim.UnmarshalFrom(br, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if inst := rec.GetInstance(); inst != nil && !edited {
+			inst.Service, edited = strings.ToUpper(inst.Service), true
+		}
+		protodelim.MarshalTo(&body, &rec)
+		if rec.GetEnd() != nil {
+			break
+		}
+	}
+	var bad bytes.Buffer
+	w, _ := backup.NewWriter(&bad, info.Header)
+	w.Write(body.Bytes())
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c.EnsureSame()
+	before, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
+		_, err := restoreSnapshot(ctx, nd, bad.Bytes())
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), `service "SVC`) {
+			t.Fatalf("restore through %s: %v, want InvalidArgument naming the bad service", nd.ID, err)
+		}
+		t.Logf("through %s: %v", nd.ID, err)
 	}
 	c.EnsureSame()
 	after, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})

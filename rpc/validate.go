@@ -4,11 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"maps"
-	"net"
-	"net/url"
-	"regexp"
 	"slices"
-	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -19,66 +15,49 @@ import (
 
 // Limits on what a registration may carry. Every API (gRPC, and the HTTP,
 // Consul-compatible and DNS front ends through it) validates through this
-// file. The metadata limits are Consul's (64 pairs, 128-byte keys, 512-byte
-// values), so a registration Consul accepts fits here too.
+// file, which applies the rules of store/validate.go, the ones a restored
+// backup is checked against too.
 const (
-	MaxIDLen         = 128
-	MaxAddressLen    = 253
-	MaxTags          = 64
-	MaxTagLen        = 128
-	MaxMetadataKeys  = 64
-	MaxMetadataKey   = 128
-	MaxMetadataValue = 512
-	MaxMetadataBytes = 16 << 10
+	MaxIDLen         = store.MaxIDLen
+	MaxAddressLen    = store.MaxAddressLen
+	MaxTags          = store.MaxTags
+	MaxTagLen        = store.MaxTagLen
+	MaxMetadataKeys  = store.MaxMetadataKeys
+	MaxMetadataKey   = store.MaxMetadataKey
+	MaxMetadataValue = store.MaxMetadataValue
+	MaxMetadataBytes = store.MaxMetadataBytes
 	// MaxReasonLen bounds a maintenance or health report reason.
 	MaxReasonLen     = 1024
-	MaxWeight        = 10000
+	MaxWeight        = store.MaxWeight
 	DefaultWeight    = 100
-	MinTTL           = time.Second
-	MaxTTL           = 24 * time.Hour
-	MinCheckInterval = time.Second
-	MaxCheckInterval = 24 * time.Hour
-	MaxThreshold     = 100
-	MaxCriticalAfter = 30 * 24 * time.Hour
+	MinTTL           = store.MinTTL
+	MaxTTL           = store.MaxTTL
+	MinCheckInterval = store.MinCheckInterval
+	MaxCheckInterval = store.MaxCheckInterval
+	MaxThreshold     = store.MaxThreshold
+	MaxCriticalAfter = store.MaxCriticalAfter
 	MaxRequestIDLen  = 128
 )
 
-var (
-	dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	idChars  = regexp.MustCompile(`^[A-Za-z0-9._:@-]+$`)
-	metaKey  = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
-	hostname = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
-)
+// invalid makes a rule store/validate.go reports broken a request that
+// fails validation.
+func invalid(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &invalidError{msg: err.Error()}
+}
 
 func validateNamespace(ns string) (string, error) {
 	if ns == "" {
 		return store.DefaultNamespace, nil
 	}
-	if !dnsLabel.MatchString(ns) {
-		return "", invalidf("namespace %q must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)", ns)
-	}
-	return ns, nil
+	return ns, invalid(store.CheckNamespace(ns))
 }
 
-func validateService(svc string) error {
-	if svc == "" {
-		return invalidf("service name is required")
-	}
-	if !dnsLabel.MatchString(svc) {
-		return invalidf("service %q must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)", svc)
-	}
-	return nil
-}
+func validateService(svc string) error { return invalid(store.CheckService(svc)) }
 
-func validateID(id string) error {
-	if id == "" {
-		return invalidf("instance id is required")
-	}
-	if len(id) > MaxIDLen || !idChars.MatchString(id) {
-		return invalidf("instance id %q must be 1-%d characters of A-Z a-z 0-9 . _ : @ -", truncate(id), MaxIDLen)
-	}
-	return nil
-}
+func validateID(id string) error { return invalid(store.CheckID("instance id", id)) }
 
 // requestID returns the request id of a write: the client's, validated, or
 // a fresh one when the client sent none. The node that receives the call
@@ -123,26 +102,9 @@ func validateKey(ns, svc, id string) (store.Key, error) {
 	return store.Key{Namespace: ns, Service: svc, ID: id}, nil
 }
 
-func validateHostPort(what, hp string) error {
-	host, port, err := net.SplitHostPort(hp)
-	if err != nil {
-		return invalidf("%s %q must be HOST:PORT", what, truncate(hp))
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return invalidf("%s %q: port must be 1-65535", what, truncate(hp))
-	}
-	return validateHost(what, host)
-}
+func validateHostPort(what, hp string) error { return invalid(store.CheckHostPort(what, hp)) }
 
-func validateHost(what, host string) error {
-	if host == "" || len(host) > MaxAddressLen {
-		return invalidf("%s host must be 1-%d characters", what, MaxAddressLen)
-	}
-	if net.ParseIP(host) == nil && !hostname.MatchString(host) {
-		return invalidf("%s %q is neither an IP address nor a host name", what, truncate(host))
-	}
-	return nil
-}
+func validateHost(what, host string) error { return invalid(store.CheckHost(what, host)) }
 
 // validateInstance turns a registration into a store instance, applying
 // defaults, or says what is wrong with it. Output-only fields are ignored.
@@ -157,42 +119,19 @@ func validateInstance(in *rosterv1.Instance) (*store.Instance, error) {
 	if err := validateHost("address", in.Address); err != nil {
 		return nil, err
 	}
-	if in.Port < 1 || in.Port > 65535 {
-		return nil, invalidf("port %d is out of range 1-65535", in.Port)
+	// Checked before they are narrowed to 16 bits.
+	if err := store.CheckPort(in.Port); err != nil {
+		return nil, invalid(err)
 	}
-	if len(in.Tags) > MaxTags {
-		return nil, invalidf("%d tags; the limit is %d", len(in.Tags), MaxTags)
-	}
-	for _, t := range in.Tags {
-		if t == "" || len(t) > MaxTagLen {
-			return nil, invalidf("tag %q must be 1-%d bytes", truncate(t), MaxTagLen)
-		}
-	}
-	if len(in.Metadata) > MaxMetadataKeys {
-		return nil, invalidf("%d metadata keys; the limit is %d", len(in.Metadata), MaxMetadataKeys)
-	}
-	total := 0
-	for key, v := range in.Metadata {
-		if len(key) > MaxMetadataKey || !metaKey.MatchString(key) {
-			return nil, invalidf("metadata key %q must be 1-%d characters of A-Z a-z 0-9 . _ / -", truncate(key), MaxMetadataKey)
-		}
-		if len(v) > MaxMetadataValue {
-			return nil, invalidf("metadata value of %q is %d bytes; the limit is %d", key, len(v), MaxMetadataValue)
-		}
-		total += len(key) + len(v)
-	}
-	if total > MaxMetadataBytes {
-		return nil, invalidf("metadata is %d bytes; the limit is %d", total, MaxMetadataBytes)
+	if err := store.CheckLabels(in.Tags, in.Metadata, in.Zone); err != nil {
+		return nil, invalid(err)
 	}
 	weight := in.Weight
 	if weight == 0 {
 		weight = DefaultWeight
 	}
-	if weight > MaxWeight {
-		return nil, invalidf("weight %d is out of range 1-%d", weight, MaxWeight)
-	}
-	if in.Zone != "" && !dnsLabel.MatchString(in.Zone) {
-		return nil, invalidf("zone %q must be a lowercase DNS label", truncate(in.Zone))
+	if err := store.CheckWeight(weight); err != nil {
+		return nil, invalid(err)
 	}
 	out := &store.Instance{
 		Namespace: k.Namespace, Service: k.Service, ID: k.ID,
@@ -205,8 +144,11 @@ func validateInstance(in *rosterv1.Instance) (*store.Instance, error) {
 			return nil, invalidf("ttl: %v", err)
 		}
 		out.TTL = in.Ttl.AsDuration()
-		if out.TTL < MinTTL || out.TTL > MaxTTL {
+		if out.TTL == 0 {
 			return nil, invalidf("ttl %s is out of range %s-%s", out.TTL, MinTTL, MaxTTL)
+		}
+		if err := store.CheckTTL(out.TTL); err != nil {
+			return nil, invalid(err)
 		}
 	}
 	if in.Check != nil {
@@ -218,11 +160,11 @@ func validateInstance(in *rosterv1.Instance) (*store.Instance, error) {
 	}
 	if in.DeregisterCriticalAfter != nil {
 		d := in.DeregisterCriticalAfter.AsDuration()
-		if err := in.DeregisterCriticalAfter.CheckValid(); err != nil || d < 0 || d > MaxCriticalAfter {
+		if err := in.DeregisterCriticalAfter.CheckValid(); err != nil {
 			return nil, invalidf("deregister_critical_after must be 0-%s", MaxCriticalAfter)
 		}
-		if d > 0 && out.TTL == 0 && out.Check() == nil {
-			return nil, invalidf("deregister_critical_after needs a ttl or a check")
+		if err := store.CheckDeregisterCriticalAfter(d, out.TTL, out.Check()); err != nil {
+			return nil, invalid(err)
 		}
 		out.SetDeregisterCriticalAfter(d)
 	}
@@ -233,42 +175,24 @@ func validateCheck(c *rosterv1.HealthCheck) (*store.Check, error) {
 	out := &store.Check{GRPCService: c.GrpcService}
 	switch t := c.Target.(type) {
 	case *rosterv1.HealthCheck_Http:
-		u, err := url.Parse(t.Http)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, invalidf("http check %q must be an http:// or https:// URL", truncate(t.Http))
-		}
 		out.HTTP = t.Http
 	case *rosterv1.HealthCheck_Tcp:
-		if err := validateHostPort("tcp check", t.Tcp); err != nil {
-			return nil, err
-		}
 		out.TCP = t.Tcp
 	case *rosterv1.HealthCheck_Grpc:
-		if err := validateHostPort("grpc check", t.Grpc); err != nil {
-			return nil, err
-		}
 		out.GRPC = t.Grpc
-	default:
-		return nil, invalidf("a check needs one of http, tcp or grpc")
 	}
 	out.Interval = 10 * time.Second
 	if c.Interval != nil {
 		out.Interval = c.Interval.AsDuration()
 	}
-	if out.Interval < MinCheckInterval || out.Interval > MaxCheckInterval {
-		return nil, invalidf("check interval %s is out of range %s-%s", out.Interval, MinCheckInterval, MaxCheckInterval)
-	}
 	out.Timeout = min(5*time.Second, out.Interval)
 	if c.Timeout != nil {
 		out.Timeout = c.Timeout.AsDuration()
 	}
-	if out.Timeout <= 0 || out.Timeout > out.Interval {
-		return nil, invalidf("check timeout %s must be positive and at most the interval %s", out.Timeout, out.Interval)
-	}
 	out.FailuresBeforeCritical = max(1, c.FailuresBeforeCritical)
 	out.SuccessesBeforePassing = max(1, c.SuccessesBeforePassing)
-	if out.FailuresBeforeCritical > MaxThreshold || out.SuccessesBeforePassing > MaxThreshold {
-		return nil, invalidf("check thresholds must be 1-%d", MaxThreshold)
+	if err := store.CheckCheck(out); err != nil {
+		return nil, invalid(err)
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/store"
 )
 
 // FuzzValidateRegister decodes arbitrary bytes as a RegisterRequest and
@@ -40,7 +41,7 @@ func FuzzValidateRegister(f *testing.F) {
 			return
 		}
 		switch {
-		case !dnsLabel.MatchString(inst.Namespace) || !dnsLabel.MatchString(inst.Service):
+		case store.CheckNamespace(inst.Namespace) != nil || store.CheckService(inst.Service) != nil:
 			t.Fatalf("accepted names %q/%q", inst.Namespace, inst.Service)
 		case len(inst.ID) == 0 || len(inst.ID) > MaxIDLen:
 			t.Fatalf("accepted id of %d bytes", len(inst.ID))

@@ -210,7 +210,8 @@ func (a *app) removeNodeCommand() *cobra.Command {
 		Use:   "remove-node ID",
 		Short: "Remove a node from the cluster",
 		Long: `remove-node removes node ID from the Raft configuration (the leader does it).
-It is not retried on another node once sent. -o json prints {"node_id": ID}.`,
+It is not retried on another node once sent. The only voter cannot be
+removed. -o json prints {"node_id": ID}.`,
 		Example: `  roster remove-node n3`,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -238,7 +239,9 @@ func (a *app) transferLeadershipCommand() *cobra.Command {
 		Use:   "transfer-leadership [ID]",
 		Short: "Ask the leader to hand leadership to another voter",
 		Long: `transfer-leadership asks the leader to hand over to voter ID, or to a voter
-Raft chooses when ID is not given. -o json prints {"leader_id": ID}.`,
+Raft chooses when ID is not given, and prints the new leader once it is known.
+A read replica, the leader itself or an unknown ID is refused and nothing
+changes. -o json prints {"leader_id": ID}.`,
 		Example: `  roster transfer-leadership
   roster transfer-leadership n2`,
 		Args: rangeArgs(0, 1, "at most one argument, ID"),

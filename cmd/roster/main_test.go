@@ -240,6 +240,12 @@ func TestBadInput(t *testing.T) {
 		{"bad max hold", []string{"self-preservation", "--max-hold", "100ms"}, `--max-hold 100ms: must be between 1s and 24h0m0s`},
 		{"bad service min", []string{"self-preservation", "--service-min-leases", "payments"}, `want [NAMESPACE/]SERVICE=N`},
 		{"bad service min count", []string{"self-preservation", "--service-min-leases", "payments=-1"}, `N must be a whole number`},
+		{"empty service", []string{"register", "", "w2", "1.2.3.4:5"}, `register: SERVICE must not be empty`},
+		{"empty get", []string{"get", ""}, `get: SERVICE must not be empty`},
+		{"empty id", []string{"deregister", "web", ""}, `deregister: ID must not be empty`},
+		{"empty node", []string{"remove-node", ""}, `remove-node: ID must not be empty`},
+		{"negative deadline", []string{"snapshot", "save", "f.snap", "--deadline", "-1s"}, `--deadline -1s: must be positive`},
+		{"zero deadline", []string{"snapshot", "restore", "f.snap", "--deadline", "0"}, `--deadline 0s: must be positive`},
 	}
 	f := startFake(t)
 	for _, tt := range tests {

@@ -202,6 +202,11 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 		if len(args) != len(names) {
 			return usagef("%s needs %d argument(s), %s; got %d", cmd.Name(), len(names), strings.Join(names, " "), len(args))
 		}
+		for i, a := range args {
+			if a == "" {
+				return usagef("%s: %s must not be empty", cmd.Name(), names[i])
+			}
+		}
 		return nil
 	}
 }

@@ -58,6 +58,14 @@ SHA-256 trailer: a damaged or cut file is refused before anything changes.`,
 	return cmd
 }
 
+// checkDeadline refuses a --deadline no save or restore could finish in.
+func checkDeadline(d time.Duration) error {
+	if d <= 0 {
+		return usagef("--deadline %s: must be positive", d)
+	}
+	return nil
+}
+
 // long runs do against the cluster within deadline.
 func (a *app) long(cmd *cobra.Command, deadline time.Duration, do func(ctx context.Context, c *client.Client) error) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), deadline)
@@ -87,6 +95,9 @@ Progress goes to stderr every 16 MiB. -o json prints {"file", "revision",
   roster snapshot save /backups/roster.snap -o json`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkDeadline(*deadline); err != nil {
+				return err
+			}
 			path := args[0]
 			return a.long(cmd, *deadline, func(ctx context.Context, c *client.Client) error {
 				stream, err := c.SnapshotSave(ctx)
@@ -195,6 +206,9 @@ and nothing changes.
 		Example: `  roster snapshot restore backup.snap`,
 		Args:    exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkDeadline(*deadline); err != nil {
+				return err
+			}
 			path := args[0]
 			if _, err := inspectFile(path); err != nil {
 				return err

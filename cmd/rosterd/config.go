@@ -225,6 +225,13 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 			return cfg, err
 		}
 	}
+	if f.join != "" {
+		for _, addr := range strings.Split(f.join, ",") {
+			if err := checkHostPort("--join", strings.TrimSpace(addr)); err != nil {
+				return cfg, err
+			}
+		}
+	}
 	if f.initialCluster != "" {
 		peers, err := parseInitialCluster(f.initialCluster)
 		if err != nil {
@@ -277,6 +284,17 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 		cfg.BootstrapListen = f.bootstrapListen
 	}
 	cfg.CommitTimeout = f.raftCommitTimeout
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--snapshot-interval", f.snapshotInterval}, {"--shutdown-timeout", f.shutdownTimeout}} {
+		if d.v < 0 {
+			return cfg, usagef("%s %s must not be negative", d.flag, d.v)
+		}
+	}
+	if f.historyEvents < 0 || f.historyBytes < 0 {
+		return cfg, usagef("--watch-history-events %d and --watch-history-bytes %d must not be negative", f.historyEvents, f.historyBytes)
+	}
 	cfg.Store.HistoryEvents = f.historyEvents
 	cfg.Store.HistoryBytes = f.historyBytes
 	return cfg, nil

@@ -61,6 +61,10 @@ func TestClusterStateFlags(t *testing.T) {
 		{name: "commit timeout below raft's minimum", args: base(used, "--raft-commit-timeout", "500us"), wantErr: "--raft-commit-timeout 500µs must be between 1ms and 1s"},
 		{name: "WAL segments too small", args: base(used, "--raft-wal-segment-kib", "8"), wantErr: "--raft-wal-segment-kib 8 must be between 64 and"},
 		{name: "pprof with ACLs", args: base(used, "--http-addr", "127.0.0.1:8500", "--enable-pprof", "--acl"), wantErr: "cannot be combined with --acl"},
+		{name: "join address without a port", args: base(empty, "--join", "127.0.0.1:7430,notanaddr"), wantErr: `--join "notanaddr" must be HOST:PORT`},
+		{name: "negative snapshot interval", args: base(used, "--snapshot-interval", "-1s"), wantErr: "--snapshot-interval -1s must not be negative"},
+		{name: "negative shutdown timeout", args: base(used, "--shutdown-timeout", "-1s"), wantErr: "--shutdown-timeout -1s must not be negative"},
+		{name: "negative watch history", args: base(used, "--watch-history-events", "-5"), wantErr: "--watch-history-events -5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,5 +131,17 @@ func TestAutopilotAndBootstrapListenFlags(t *testing.T) {
 		if err == nil || !errors.As(err, &usage) || !strings.Contains(err.Error(), bad[0]) {
 			t.Fatalf("%v: err = %v, want a usage error naming %s", bad, err, bad[0])
 		}
+	}
+}
+
+// TestUnknownArgumentIsAUsageError: rosterd takes no positional argument,
+// and one given is a usage error (exit 2), not a failure to run.
+func TestUnknownArgumentIsAUsageError(t *testing.T) {
+	cmd := newCommand()
+	cmd.SetArgs([]string{"extra"})
+	err := cmd.Execute()
+	var usage usageError
+	if !errors.As(err, &usage) || !strings.Contains(err.Error(), `"extra"`) {
+		t.Fatalf("rosterd extra: %v, want a usage error naming it", err)
 	}
 }

@@ -55,8 +55,13 @@ that lacks the writes it had acknowledged.`,
 
   # restart the first node later, with or without its data: --join the others
   rosterd --node-id n1 --data-dir d1 --join 127.0.0.1:7430,127.0.0.1:7440`,
-		Version:       buildinfo.String(),
-		Args:          cobra.NoArgs,
+		Version: buildinfo.String(),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q: rosterd takes only flags (see rosterd --help)", args[0])
+			}
+			return nil
+		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -190,12 +195,23 @@ func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, sr
 	return nil
 }
 
-// joinLoop asks the cluster to add this node until it is in. A node that
-// already has state is a member and skips it.
+// joinLoop asks the cluster to add this node until it is in. A node whose
+// own configuration lists it is a member and skips it; one restarted after
+// it was removed finds others listed there, but not itself, and joins.
 func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.Node) {
-	if ms, err := node.Members(); err == nil && len(ms) > 0 {
-		logger.Info("already a member; not joining again")
-		return
+	ms, err := node.Members()
+	if err == nil {
+		for _, m := range ms {
+			if m.NodeID == node.ID() {
+				logger.Info("this node is in its cluster configuration already; not joining again", "members", len(ms))
+				return
+			}
+		}
+	}
+	if len(ms) > 0 {
+		logger.Info("this node is not in its cluster configuration (it was removed); joining again", "members", len(ms), "via", f.join)
+	} else {
+		logger.Info("joining the cluster", "via", f.join)
 	}
 	addrs := strings.Split(f.join, ",")
 	req := &rosterv1.JoinRequest{NodeId: node.ID(), RaftAddr: node.RaftAddr(), ApiAddr: node.APIAddr(), NonVoter: f.nonVoter}

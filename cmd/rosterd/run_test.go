@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+)
+
+// TestJoinLoopRejoinsARemovedNode: a node removed with remove-node keeps
+// the others in its own configuration, but not itself; --join adds it
+// again, while a node that is still a member is left alone.
+func TestJoinLoopRejoinsARemovedNode(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	r1 := c.Join("r1", false, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader := c.WaitLeader()
+	logger := hclog.NewNullLogger()
+	inConfig := func(nd *cluster.Node, id string) bool {
+		ms, err := nd.Members()
+		if err != nil {
+			return false
+		}
+		for _, m := range ms {
+			if m.NodeID == id {
+				return true
+			}
+		}
+		return false
+	}
+
+	// A member: nothing is sent (the address does not answer).
+	member, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	joinLoop(member, logger, &flags{join: "127.0.0.1:1"}, r1.Node)
+	if member.Err() != nil {
+		t.Fatal("joinLoop of a member tried to join")
+	}
+
+	if _, err := leader.Cluster().RemoveNode(ctx, &rosterv1.RemoveNodeRequest{NodeId: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually("r1 to apply its removal", 10*time.Second, func() bool { return !inConfig(r1.Node, "r1") })
+	joinLoop(ctx, logger, &flags{join: leader.Addr}, r1.Node)
+	if !inConfig(leader.Node, "r1") {
+		t.Fatal("the removed node did not join again")
+	}
+}
