@@ -31,6 +31,32 @@ const DefaultLeaderlessTimeout = 3 * time.Second
 // errLeaderless ends a stream that requires a leader on a node without one.
 var errLeaderless = fmt.Errorf("%w: this node has no leader; resume the watch on another node", cluster.ErrNoLeader)
 
+// streamContext returns the context a watch stream with context parent
+// runs under: it ends with the stream, with errDraining as its cause when
+// the node drains, and, for a stream that requires a leader, with
+// errLeaderless once the node has been leaderless for the timeout. Such a
+// stream opened on a node that knows no leader is refused (errLeaderless).
+// end releases what the context holds.
+func (s *Server) streamContext(parent context.Context) (ctx context.Context, end func(), err error) {
+	ctx, cancel := context.WithCancelCause(parent)
+	stops := []func() bool{context.AfterFunc(s.drainCtx, func() { cancel(errDraining) })}
+	end = func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel(nil)
+	}
+	if requiresLeader(parent) {
+		lost, ok := s.gate.open(s.hasLeader())
+		if !ok {
+			end()
+			return nil, nil, errLeaderless
+		}
+		stops = append(stops, context.AfterFunc(lost, func() { cancel(errLeaderless) }))
+	}
+	return ctx, end, nil
+}
+
 // hasLeader reports whether the node knows a leader.
 func (s *Server) hasLeader() bool {
 	id, _ := s.node.Leader()

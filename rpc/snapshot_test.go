@@ -23,6 +23,22 @@ import (
 )
 
 // saveSnapshot saves a snapshot file through nd, as roster snapshot save does.
+// filledSnapshot starts a 3-node cluster, registers n instances and saves
+// a snapshot of it: the file and what its framing says.
+func filledSnapshot(t *testing.T, n int) (context.Context, *testcluster.Cluster, []byte, backup.Info) {
+	t.Helper()
+	ctx := testcluster.Ctx(t)
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	fill(t, ctx, c.Leader(), n)
+	good := saveSnapshot(t, ctx, c.Leader())
+	info, err := backup.Verify(bytes.NewReader(good), int64(len(good)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, c, good, info
+}
+
 func saveSnapshot(t *testing.T, ctx context.Context, nd *testcluster.Node) []byte {
 	t.Helper()
 	stream, err := nd.Cluster().SnapshotSave(ctx, &rosterv1.SnapshotSaveRequest{})
@@ -209,15 +225,7 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 }
 
 func TestSnapshotRestoreRefusesDamagedFiles(t *testing.T) {
-	ctx := testcluster.Ctx(t)
-	c := testcluster.New(t, 3, testcluster.Options{})
-	c.WaitMembersKnown()
-	fill(t, ctx, c.Leader(), 12)
-	good := saveSnapshot(t, ctx, c.Leader())
-	info, err := backup.Verify(bytes.NewReader(good), int64(len(good)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, c, good, info := filledSnapshot(t, 12)
 	// A file whose framing and checksum are right but whose body is cut:
 	// only restoring it finds out.
 	var cut bytes.Buffer
@@ -265,15 +273,7 @@ func TestSnapshotRestoreRefusesDamagedFiles(t *testing.T) {
 // refused as InvalidArgument naming the record, and nothing changes: such
 // an instance could be neither read nor removed.
 func TestSnapshotRestoreRefusesRecordsNoAPIAccepts(t *testing.T) {
-	ctx := testcluster.Ctx(t)
-	c := testcluster.New(t, 3, testcluster.Options{})
-	c.WaitMembersKnown()
-	fill(t, ctx, c.Leader(), 3)
-	good := saveSnapshot(t, ctx, c.Leader())
-	info, err := backup.Verify(bytes.NewReader(good), int64(len(good)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, c, good, info := filledSnapshot(t, 3)
 	// Rewrite the body with the first instance's service upper-cased.
 	br := bytes.NewReader(good[backup.HeaderSize : backup.HeaderSize+info.BodySize])
 	var body bytes.Buffer

@@ -244,16 +244,11 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 	// a write wakes every caught-up watcher of the node at once, and each
 	// wake locks every channel of its select, so channels shared by all
 	// watchers are contended once per watcher per write.
-	ctx, cancel := context.WithCancelCause(stream.Context())
-	defer cancel(nil)
-	defer context.AfterFunc(s.drainCtx, func() { cancel(errDraining) })()
-	if requiresLeader(ctx) {
-		lost, ok := s.gate.open(s.hasLeader())
-		if !ok {
-			return errLeaderless
-		}
-		defer context.AfterFunc(lost, func() { cancel(errLeaderless) })()
+	ctx, cancel, err := s.streamContext(stream.Context())
+	if err != nil {
+		return err
 	}
+	defer cancel()
 	// The sender exits when the handler returns (done) or a send fails. A
 	// send blocked on flow control is interrupted by gRPC when the handler
 	// returns, as gRPC finishes the stream.

@@ -341,16 +341,13 @@ func wrapMany(ids []uint64, p *preEncoded) *preEncoded {
 func (s *Server) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyRequest, rosterv1.WatchManyResponse]) error {
 	s.watch.streams.Add(1)
 	defer s.watch.streams.Add(-1)
-	ctx, cancel := context.WithCancelCause(stream.Context())
-	defer cancel(nil)
-	defer context.AfterFunc(s.drainCtx, func() { cancel(errDraining) })()
-	if requiresLeader(ctx) {
-		lost, ok := s.gate.open(s.hasLeader())
-		if !ok {
-			return errLeaderless
-		}
-		defer context.AfterFunc(lost, func() { cancel(errLeaderless) })()
+	sctx, end, err := s.streamContext(stream.Context())
+	if err != nil {
+		return err
 	}
+	defer end()
+	ctx, cancel := context.WithCancelCause(sctx)
+	defer cancel(nil)
 	out := newWatchOut(stream, s.node.Store().History(), true)
 	out.group = newWatchGroup(out.hist, out, &s.watch.hooks)
 	done := make(chan struct{})
