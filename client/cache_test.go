@@ -225,6 +225,12 @@ func TestCacheStartsWithoutQuorum(t *testing.T) {
 	if got := cachedIDs(t, c, "svc"); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("first lookup without quorum: %v", got)
 	}
+	// Only a node in touch with a leader confirms the list afterwards: the
+	// survivor's own state, however fresh its bookmarks, does not.
+	testdiscovery.Eventually(t, "the list from a node without a leader to turn stale", waitLong, func() bool {
+		s, err := c.CachedService(testcluster.Ctx(t), "svc")
+		return err == nil && s.Stale && slices.Equal(ids(s.Instances), []string{"a"})
+	})
 }
 
 func TestCacheServesLastListThroughOutageAndCatchesUp(t *testing.T) {

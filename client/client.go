@@ -380,7 +380,11 @@ func endedAfter(err error, errs []string) error {
 			seen = append(seen, e)
 		}
 	}
-	return status.Errorf(status.Code(err), "%s; the attempts before it: %s", status.Convert(err).Message(), strings.Join(seen, "; "))
+	// The same status, details (the server's reason) included, with a
+	// longer message.
+	p := status.Convert(err).Proto()
+	p.Message += "; the attempts before it: " + strings.Join(seen, "; ")
+	return status.FromProto(p).Err()
 }
 
 // outcomeUnknown is the error of a write that may have been applied: an

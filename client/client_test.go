@@ -89,6 +89,11 @@ func TestDeadlineNamesWhatTheAttemptsMet(t *testing.T) {
 	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(msg, "no leader") || !strings.Contains(msg, dead) {
 		t.Fatalf("a write that met no leader and a dead endpoint until its deadline: %v; want DeadlineExceeded naming both", err)
 	}
+	// The server's reason survives the longer message.
+	withReason := endedAfter(st.Err(), []string{"127.0.0.1:1: connection refused"})
+	if !notApplied(withReason) || !strings.Contains(status.Convert(withReason).Message(), "connection refused") {
+		t.Fatalf("endedAfter lost the reason or the attempts: %v (details %v)", withReason, status.Convert(withReason).Details())
+	}
 }
 
 func TestRetryAfterUnavailableAnswer(t *testing.T) {

@@ -367,12 +367,14 @@ func (r *Registration) reregister(log hclog.Logger) bool {
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.inflight = nil
 	a.err = err
 	close(a.done)
-	if r.closed {
-		return true // Close settles the attempt; events is closed
+	if r.closed || r.ctx.Err() != nil {
+		// Close has begun (it cancels r.ctx before it takes the lock):
+		// the attempt stays in flight for Close to settle.
+		return true
 	}
+	r.inflight = nil
 	if err == nil {
 		r.revision = resp.GetRevision()
 		r.emit(RegistrationEvent{Kind: RegistrationRestored, Instance: r.key, Revision: r.revision})

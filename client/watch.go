@@ -142,6 +142,11 @@ func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, hooks wa
 	}
 }
 
+// errDegradedStartDone ends the stream of a degraded start (watchHooks)
+// once its first list is in: the watch resumes on a stream that requires a
+// leader, so a node cut off from the majority does not go on confirming it.
+var errDegradedStartDone = status.Error(codes.Unavailable, "watch: the first list, from a node's own state, is in; resuming on a node with a leader")
+
 // watchResume remembers how far a watch has been delivered.
 type watchResume struct {
 	// revision is the last revision fully delivered to the caller.
@@ -167,7 +172,8 @@ func (w *watchResume) stream(ctx context.Context, c *Client, i int, req *rosterv
 		r = proto.CloneOf(req)
 	}
 	r.StartRevision, r.StartRead = w.revision, w.startReadFor()
-	stream, end, err := c.openWatch(ctx, i, r, w.anyNode && w.revision == 0, opts)
+	anyNode := w.anyNode && w.revision == 0
+	stream, end, err := c.openWatch(ctx, i, r, anyNode, opts)
 	if err != nil {
 		return false, false, err
 	}
@@ -184,6 +190,11 @@ func (w *watchResume) stream(ctx context.Context, c *Client, i int, req *rosterv
 		delivered = true
 		if !yield(resp, nil) {
 			return true, true, nil
+		}
+		if anyNode {
+			// The degraded start has its list; from here on only a node
+			// in touch with a leader may confirm it.
+			return true, false, errDegradedStartDone
 		}
 	}
 }

@@ -38,7 +38,8 @@ type PreparedRestore struct {
 //
 // A body that is cut short, holds a record that does not decode, or an
 // instance or service name no API would accept (so nobody could read or
-// remove it), is an error; out then holds garbage the caller must drop.
+// remove it), or a port or weight out of range, is an error; out then
+// holds garbage the caller must drop.
 func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, srcApplied uint64) uint64, members []*store.Member) (PreparedRestore, error) {
 	br := bufio.NewReaderSize(body, 256<<10)
 	bw := bufio.NewWriterSize(out, 256<<10)
@@ -121,16 +122,23 @@ func CheckSnapshot(r io.Reader) error {
 	return err
 }
 
-// checkInstanceRecord applies to a backup's instance the rules every API
-// applies to a registration; the port and weight before they are narrowed.
+// checkInstanceRecord applies to a backup's instance the rules of the names
+// every API takes it by (namespace, service, id), and the ranges of its
+// port and weight, which a restore narrows: an instance outside them could
+// not be read or removed, or would come back changed. The rest (labels,
+// TTL, check) is left as the backup holds it: limits that an older version
+// was looser about must not make its backups unrestorable.
 func checkInstanceRecord(r *raftcmdv1.Instance) error {
+	if err := checkServiceName(r.GetNamespace(), r.GetService()); err != nil {
+		return err
+	}
+	if err := store.CheckID("instance id", r.GetId()); err != nil {
+		return err
+	}
 	if err := store.CheckPort(r.GetPort()); err != nil {
 		return err
 	}
-	if err := store.CheckWeight(r.GetWeight()); err != nil {
-		return err
-	}
-	return store.CheckInstance(store.InstanceFromRecord(r))
+	return store.CheckWeight(r.GetWeight())
 }
 
 func checkServiceName(ns, svc string) error {

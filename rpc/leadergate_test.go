@@ -78,38 +78,3 @@ func TestWatchRequiringALeaderEndsOnANodeCutOff(t *testing.T) {
 		}
 	})
 }
-
-// TestWatchRequiringALeaderOutlastsAnElection: a node that knows no leader
-// for less than the timeout, as during an election, keeps the streams that
-// require one.
-func TestWatchRequiringALeaderOutlastsAnElection(t *testing.T) {
-	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) {
-		o.Watch.LeaderlessTimeout = time.Hour
-	}})
-	c.WaitMembersKnown()
-	ctx := testcluster.Ctx(t)
-	f := c.Followers()[0]
-	recv, err := openWatch(metadata.AppendToOutgoingContext(ctx, rpc.RequireLeaderKey, "true"), f, &rosterv1.WatchRequest{Service: "web"}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := recv(); err != nil {
-		t.Fatal(err)
-	}
-	old := c.Leader()
-	c.Stop(old)
-	next := c.WaitLeader()
-	resp, err := next.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		m, err := recv()
-		if err != nil {
-			t.Fatalf("a watch requiring a leader ended across an election shorter than the timeout: %v", err)
-		}
-		if m.Header.GetRevision() >= resp.Revision && len(m.Events) > 0 {
-			return
-		}
-	}
-}

@@ -195,20 +195,37 @@ func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, sr
 	return nil
 }
 
+// joinWaitForLeader is how long a node whose own configuration lists it
+// waits to hear from a leader before it asks to join anyway: long against
+// an election, short against an operator's patience.
+var joinWaitForLeader = 10 * time.Second
+
 // joinLoop asks the cluster to add this node until it is in. A node whose
-// own configuration lists it is a member and skips it; one restarted after
-// it was removed finds others listed there, but not itself, and joins.
+// own configuration lists it and that hears from a leader is a member and
+// skips it. One restarted after it was removed joins: it finds others
+// listed there but not itself, or, when it was down while it was removed
+// and never learned of it, still lists itself but hears from no leader,
+// since a leader does not replicate to a node it removed. Joining is
+// idempotent: a member that joins again changes nothing.
 func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.Node) {
 	ms, err := node.Members()
+	listed := false
 	if err == nil {
 		for _, m := range ms {
-			if m.NodeID == node.ID() {
-				logger.Info("this node is in its cluster configuration already; not joining again", "members", len(ms))
-				return
-			}
+			listed = listed || m.NodeID == node.ID()
 		}
 	}
-	if len(ms) > 0 {
+	if listed {
+		if awaitLeader(ctx, node, joinWaitForLeader) {
+			logger.Info("this node is in its cluster configuration and hears from a leader; not joining again", "members", len(ms))
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Info("this node is in its own cluster configuration but has heard from no leader; joining again in case it was removed while it was down",
+			"waited", joinWaitForLeader, "via", f.join)
+	} else if len(ms) > 0 {
 		logger.Info("this node is not in its cluster configuration (it was removed); joining again", "members", len(ms), "via", f.join)
 	} else {
 		logger.Info("joining the cluster", "via", f.join)
@@ -230,6 +247,26 @@ func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.
 		case <-time.After(backoff + time.Duration(rand.Int64N(int64(backoff)))):
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// awaitLeader reports whether node knows a leader within d.
+func awaitLeader(ctx context.Context, node *cluster.Node, d time.Duration) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if id, _ := node.Leader(); id != "" {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return false
+		case <-tick.C:
+		}
 	}
 }
 

@@ -51,4 +51,25 @@ func TestJoinLoopRejoinsARemovedNode(t *testing.T) {
 	if !inConfig(leader.Node, "r1") {
 		t.Fatal("the removed node did not join again")
 	}
+
+	// Removed while cut off, so it never learns of it (as a node that was
+	// down): it still lists itself, hears from no leader, and joins after
+	// joinWaitForLeader. Its Raft traffic stays cut; the join is a gRPC
+	// call, which the cut leaves alone.
+	defer func(d time.Duration) { joinWaitForLeader = d }(joinWaitForLeader)
+	joinWaitForLeader = time.Second
+	c.Eventually("r1 to hear from the leader again", 10*time.Second, func() bool { id, _ := r1.Node.Leader(); return id != "" })
+	c.Partition(r1)
+	c.Eventually("r1 to lose its leader", 10*time.Second, func() bool { id, _ := r1.Node.Leader(); return id == "" })
+	if _, err := leader.Cluster().RemoveNode(ctx, &rosterv1.RemoveNodeRequest{NodeId: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	if !inConfig(r1.Node, "r1") || inConfig(leader.Node, "r1") {
+		t.Fatal("r1 learned of its removal while cut off, or the leader did not remove it")
+	}
+	joinLoop(ctx, logger, &flags{join: leader.Addr, nonVoter: true}, r1.Node)
+	if !inConfig(leader.Node, "r1") {
+		t.Fatal("a node removed while cut off did not join again")
+	}
+	c.Heal()
 }
