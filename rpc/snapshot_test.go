@@ -39,6 +39,28 @@ func filledSnapshot(t *testing.T, n int) (context.Context, *testcluster.Cluster,
 	return ctx, c, good, info
 }
 
+// stateUnchanged notes the cluster's state hash and revision; the func it
+// returns fails the test unless every node holds that state still.
+func stateUnchanged(t *testing.T, ctx context.Context, c *testcluster.Cluster) func() {
+	t.Helper()
+	c.EnsureSame()
+	before, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		c.EnsureSame()
+		after, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.StateHash != before.StateHash || after.Revision != before.Revision {
+			t.Fatalf("a refused restore changed the state: %s@%d -> %s@%d", before.StateHash, before.Revision, after.StateHash, after.Revision)
+		}
+	}
+}
+
 func saveSnapshot(t *testing.T, ctx context.Context, nd *testcluster.Node) []byte {
 	t.Helper()
 	stream, err := nd.Cluster().SnapshotSave(ctx, &rosterv1.SnapshotSaveRequest{})
@@ -237,11 +259,7 @@ func TestSnapshotRestoreRefusesDamagedFiles(t *testing.T) {
 	flipped := bytes.Clone(good)
 	flipped[backup.HeaderSize+40] ^= 0xff
 
-	c.EnsureSame()
-	before, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	unchanged := stateUnchanged(t, ctx, c)
 	for name, f := range map[string][]byte{
 		"truncated":        good[:len(good)-100],
 		"half":             good[:len(good)/2],
@@ -258,14 +276,7 @@ func TestSnapshotRestoreRefusesDamagedFiles(t *testing.T) {
 			t.Logf("%s through %s: %v", name, nd.ID, err)
 		}
 	}
-	c.EnsureSame()
-	after, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.StateHash != before.StateHash || after.Revision != before.Revision {
-		t.Fatalf("a refused restore changed the state: %s@%d -> %s@%d", before.StateHash, before.Revision, after.StateHash, after.Revision)
-	}
+	unchanged()
 }
 
 // TestSnapshotRestoreRefusesRecordsNoAPIAccepts: a file whose checksum is
@@ -303,11 +314,7 @@ func TestSnapshotRestoreRefusesRecordsNoAPIAccepts(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c.EnsureSame()
-	before, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	unchanged := stateUnchanged(t, ctx, c)
 	for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
 		_, err := restoreSnapshot(ctx, nd, bad.Bytes())
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), `service "SVC`) {
@@ -315,12 +322,5 @@ func TestSnapshotRestoreRefusesRecordsNoAPIAccepts(t *testing.T) {
 		}
 		t.Logf("through %s: %v", nd.ID, err)
 	}
-	c.EnsureSame()
-	after, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.StateHash != before.StateHash || after.Revision != before.Revision {
-		t.Fatalf("a refused restore changed the state: %s@%d -> %s@%d", before.StateHash, before.Revision, after.StateHash, after.Revision)
-	}
+	unchanged()
 }
