@@ -47,10 +47,10 @@ func TestJoinLoopRejoinsARemovedNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Eventually("r1 to apply its removal", 10*time.Second, func() bool { return !inConfig(r1.Node, "r1") })
-	joinLoop(ctx, logger, &flags{join: leader.Addr}, r1.Node)
-	if !inConfig(leader.Node, "r1") {
-		t.Fatal("the removed node did not join again")
-	}
+	joinLoop(ctx, logger, &flags{join: leader.Addr, nonVoter: true}, r1.Node)
+	c.Eventually("the removed node to be in the leader's configuration again", 10*time.Second, func() bool {
+		return inConfig(c.WaitLeader().Node, "r1")
+	})
 
 	// Removed while cut off, so it never learns of it (as a node that was
 	// down): it still lists itself, hears from no leader, and joins after
@@ -61,15 +61,16 @@ func TestJoinLoopRejoinsARemovedNode(t *testing.T) {
 	c.Eventually("r1 to hear from the leader again", 10*time.Second, func() bool { id, _ := r1.Node.Leader(); return id != "" })
 	c.Partition(r1)
 	c.Eventually("r1 to lose its leader", 10*time.Second, func() bool { id, _ := r1.Node.Leader(); return id == "" })
-	if _, err := leader.Cluster().RemoveNode(ctx, &rosterv1.RemoveNodeRequest{NodeId: "r1"}); err != nil {
+	if _, err := c.WaitLeader().Cluster().RemoveNode(ctx, &rosterv1.RemoveNodeRequest{NodeId: "r1"}); err != nil {
 		t.Fatal(err)
 	}
-	if !inConfig(r1.Node, "r1") || inConfig(leader.Node, "r1") {
-		t.Fatal("r1 learned of its removal while cut off, or the leader did not remove it")
+	c.Eventually("the leader to drop r1", 10*time.Second, func() bool { return !inConfig(c.WaitLeader().Node, "r1") })
+	if !inConfig(r1.Node, "r1") {
+		t.Fatal("r1 learned of its removal while cut off")
 	}
-	joinLoop(ctx, logger, &flags{join: leader.Addr, nonVoter: true}, r1.Node)
-	if !inConfig(leader.Node, "r1") {
-		t.Fatal("a node removed while cut off did not join again")
-	}
+	joinLoop(ctx, logger, &flags{join: c.WaitLeader().Addr, nonVoter: true}, r1.Node)
+	c.Eventually("a node removed while cut off to be in the leader's configuration again", 10*time.Second, func() bool {
+		return inConfig(c.WaitLeader().Node, "r1")
+	})
 	c.Heal()
 }
