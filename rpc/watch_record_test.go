@@ -2,7 +2,9 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -203,6 +205,10 @@ func openWatch(ctx context.Context, nd *testcluster.Node, req *rosterv1.WatchReq
 		return nil, err
 	}
 	if err := stream.Send(createWatch(1, req)); err != nil {
+		if errors.Is(err, io.EOF) {
+			// The server ended the stream: its status comes with Recv.
+			_, err = stream.Recv()
+		}
 		return nil, err
 	}
 	return func() (*rosterv1.WatchResponse, error) {
