@@ -156,13 +156,26 @@ func run(parent context.Context, f *flags) error {
 		go joinLoop(ctx, logger, f, node)
 	}
 
+	cause := waitForStop(ctx, logger, serveErr)
+	if err := shutdown(logger, f.shutdownTimeout, node, srv, g, front); err != nil {
+		return err
+	}
+	return cause
+}
+
+// waitForStop waits for a signal (ctx) or a listener that stops serving,
+// and returns what the process must exit with after its shutdown: nil for
+// a signal, the listener's error otherwise, so that a supervisor restarting
+// on failure sees one.
+func waitForStop(ctx context.Context, logger hclog.Logger, serveErr <-chan error) error {
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
+		return nil
 	case err := <-serveErr:
-		logger.Error("a listener stopped", "error", err)
+		logger.Error("a listener stopped; shutting down", "error", err)
+		return fmt.Errorf("a listener stopped: %w", err)
 	}
-	return shutdown(logger, f.shutdownTimeout, node, srv, g, front)
 }
 
 // shutdown hands leadership away (so the cluster does not wait an election

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,7 +60,10 @@ func TestJoinLoopRejoinsARemovedNode(t *testing.T) {
 	// call, which the cut leaves alone.
 	defer func(d time.Duration) { joinWaitForLeader = d }(joinWaitForLeader)
 	joinWaitForLeader = time.Second
-	c.Eventually("r1 to hear from the leader again", 10*time.Second, func() bool { id, _ := r1.Node.Leader(); return id != "" })
+	c.Eventually("r1 to hear from the leader again and to list itself", 10*time.Second, func() bool {
+		id, _ := r1.Node.Leader()
+		return id != "" && inConfig(r1.Node, "r1")
+	})
 	c.Partition(r1)
 	c.Eventually("r1 to lose its leader", 10*time.Second, func() bool { id, _ := r1.Node.Leader(); return id == "" })
 	if _, err := c.WaitLeader().Cluster().RemoveNode(ctx, &rosterv1.RemoveNodeRequest{NodeId: "r1"}); err != nil {
@@ -73,4 +78,21 @@ func TestJoinLoopRejoinsARemovedNode(t *testing.T) {
 		return inConfig(c.WaitLeader().Node, "r1")
 	})
 	c.Heal()
+}
+
+// TestAListenerThatStopsIsAFailure: rosterd shuts down when a listener
+// stops serving, and exits with its error, not 0 as after a signal, so a
+// supervisor that restarts on failure restarts it.
+func TestAListenerThatStopsIsAFailure(t *testing.T) {
+	logger := hclog.NewNullLogger()
+	serveErr := make(chan error, 1)
+	serveErr <- errors.New("accept tcp 127.0.0.1:7420: use of closed network connection")
+	if err := waitForStop(context.Background(), logger, serveErr); err == nil || !strings.Contains(err.Error(), "a listener stopped") {
+		t.Fatalf("a listener that stopped: %v; want its error", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := waitForStop(ctx, logger, make(chan error)); err != nil {
+		t.Fatalf("a signal: %v; want nil", err)
+	}
 }
