@@ -377,29 +377,15 @@ func (c *consulAPI) catalogServices(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	list, err := c.h.registry.ListServices(r.Context(), &rosterv1.ListServicesRequest{Namespace: ns, Read: opts.read})
+	// One read: each service's tags come with the list, at its revision.
+	list, err := c.h.registry.ListServices(r.Context(), &rosterv1.ListServicesRequest{Namespace: ns, Read: opts.read, WithTags: true})
 	if err != nil {
 		writeConsulError(w, err)
 		return
 	}
 	out := map[string][]string{}
 	for _, s := range list.Services {
-		resp, err := c.h.registry.GetService(r.Context(), &rosterv1.GetServiceRequest{Namespace: ns, Service: s.Service,
-			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE, MinRevision: list.GetHeader().GetRevision()}})
-		if err != nil {
-			writeConsulError(w, err)
-			return
-		}
-		tags := []string{}
-		for _, in := range resp.Instances {
-			for _, t := range in.Tags {
-				if !slices.Contains(tags, t) {
-					tags = append(tags, t)
-				}
-			}
-		}
-		slices.Sort(tags)
-		out[s.Service] = tags
+		out[s.Service] = orEmpty(s.Tags)
 	}
 	setQueryMeta(w, list.GetHeader().GetRevision(), list.Header)
 	writeJSON(w, http.StatusOK, out)

@@ -168,22 +168,17 @@ func (c *consulAPI) fresh(ctx context.Context, ns, key string, rev uint64) (*idI
 	}
 }
 
-// scan reads every instance of ns: a linearizable list of its services,
-// then each service at that revision or later.
+// scan reads every instance id of ns, with the service of each, in one
+// linearizable read.
 func (c *consulAPI) scan(ctx context.Context, ns string) (*idIndex, error) {
-	list, err := c.h.registry.ListServices(ctx, &rosterv1.ListServicesRequest{Namespace: ns})
+	list, err := c.h.registry.ListServices(ctx, &rosterv1.ListServicesRequest{Namespace: ns, WithInstanceIds: true})
 	if err != nil {
 		return nil, err
 	}
 	idx := &idIndex{rev: list.GetHeader().GetRevision(), at: c.now(), ids: map[string][]string{}}
 	for _, s := range list.Services {
-		resp, err := c.h.registry.GetService(ctx, &rosterv1.GetServiceRequest{Namespace: ns, Service: s.Service,
-			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE, MinRevision: idx.rev}})
-		if err != nil {
-			return nil, err
-		}
-		for _, in := range resp.Instances {
-			idx.ids[in.Id] = append(idx.ids[in.Id], s.Service)
+		for _, id := range s.InstanceIds {
+			idx.ids[id] = append(idx.ids[id], s.Service)
 		}
 	}
 	return idx, nil

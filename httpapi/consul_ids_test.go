@@ -3,7 +3,10 @@ package httpapi
 import (
 	"cmp"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +22,7 @@ type countingRegistry struct {
 	mu       sync.Mutex
 	rev      uint64
 	services map[string][]string // service → ids
+	tags     map[string][]string // service → the union of its tags
 	gets     int
 	lists    int
 }
@@ -27,13 +31,20 @@ func (r *countingRegistry) header() *rosterv1.ResponseHeader {
 	return &rosterv1.ResponseHeader{Revision: r.rev}
 }
 
-func (r *countingRegistry) ListServices(context.Context, *rosterv1.ListServicesRequest, ...grpc.CallOption) (*rosterv1.ListServicesResponse, error) {
+func (r *countingRegistry) ListServices(_ context.Context, req *rosterv1.ListServicesRequest, _ ...grpc.CallOption) (*rosterv1.ListServicesResponse, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.lists++
 	out := &rosterv1.ListServicesResponse{Header: r.header()}
-	for svc := range r.services {
-		out.Services = append(out.Services, &rosterv1.ServiceSummary{Service: svc})
+	for svc, ids := range r.services {
+		sum := &rosterv1.ServiceSummary{Service: svc}
+		if req.WithInstanceIds {
+			sum.InstanceIds = slices.Clone(ids)
+		}
+		if req.WithTags {
+			sum.Tags = slices.Clone(r.tags[svc])
+		}
+		out.Services = append(out.Services, sum)
 	}
 	slices.SortFunc(out.Services, func(a, b *rosterv1.ServiceSummary) int { return cmp.Compare(a.Service, b.Service) })
 	return out, nil
@@ -170,5 +181,26 @@ func TestConsulHeartbeatTrustsARecentIndex(t *testing.T) {
 	reg.mu.Unlock()
 	if got := heartbeat(); !slices.Equal(got, []string{"api"}) || reg.lists != 3 {
 		t.Fatalf("heartbeat after the instance moved: %v after %d scans", got, reg.lists)
+	}
+}
+
+// TestConsulCatalogServicesIsOneRead: /v1/catalog/services answers from one
+// list of the namespace, tags included, not a read of each service (which
+// cost the caller's read rate once per service and mixed revisions).
+func TestConsulCatalogServicesIsOneRead(t *testing.T) {
+	reg := &countingRegistry{rev: 10,
+		services: map[string][]string{"api": {"api-1"}, "web": {"web-1", "web-2"}},
+		tags:     map[string][]string{"web": {"v1", "v2"}}}
+	c := &consulAPI{h: &Handler{registry: reg}, indexes: map[string]*idIndex{}, scans: map[string]*idScan{}}
+	rec := httptest.NewRecorder()
+	c.catalogServices(rec, httptest.NewRequest("GET", "/v1/catalog/services", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	if got, want := strings.TrimSpace(rec.Body.String()), `{"api":[],"web":["v1","v2"]}`; got != want {
+		t.Fatalf("body %s, want %s", got, want)
+	}
+	if reg.lists != 1 || reg.gets != 0 {
+		t.Fatalf("%d lists and %d service reads; want 1 and 0", reg.lists, reg.gets)
 	}
 }

@@ -184,7 +184,14 @@ func (s *Server) ListServices(ctx context.Context, req *rosterv1.ListServicesReq
 		return nil, err
 	}
 	view := s.node.Store().View()
-	sums, err := view.Services(nil, req.Namespace)
+	var detail store.SummaryDetail
+	if req.WithTags {
+		detail |= store.WithTags
+	}
+	if req.WithInstanceIds {
+		detail |= store.WithInstanceIDs
+	}
+	sums, err := view.Services(nil, req.Namespace, detail)
 	if err != nil {
 		return nil, err
 	}
@@ -194,6 +201,7 @@ func (s *Server) ListServices(ctx context.Context, req *rosterv1.ListServicesReq
 			Namespace: sum.Namespace, Service: sum.Service,
 			Instances: uint32(sum.Instances), Passing: uint32(sum.Passing),
 			Warning: uint32(sum.Warning), Critical: uint32(sum.Critical), Drained: uint32(sum.Drained),
+			Tags: sum.Tags, InstanceIds: sum.IDs,
 		})
 	}
 	return out, nil

@@ -401,4 +401,8 @@ type ServiceSummary struct {
 	Critical int
 	// Drained counts the instances in maintenance.
 	Drained int
+	// Tags is the sorted union of the instances' tags, with WithTags.
+	Tags []string
+	// IDs are the instances' ids in order, with WithInstanceIDs.
+	IDs []string
 }

@@ -142,7 +142,7 @@ func TestPrefixQueriesMatchWholeNames(t *testing.T) {
 			t.Fatalf("namespace prod = %v, want %v", ns, want)
 		}
 	}
-	sums, err := v.Services(nil, "prod")
+	sums, err := v.Services(nil, "prod", 0)
 	if err != nil || len(sums) != 3 || sums[0].Service != "we" || sums[1].Service != "web" || sums[1].Instances != 2 || sums[2].Service != "web2" {
 		t.Fatalf("services of prod = %+v, %v", sums, err)
 	}

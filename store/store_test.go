@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -218,7 +219,7 @@ func TestQueries(t *testing.T) {
 	if len(insts) != 2 || insts[0].ID != "a" || insts[1].ID != "b" || rev != 2 {
 		t.Fatalf("web: rev %d %v", rev, insts)
 	}
-	all, _ := v.Services(nil, "")
+	all, _ := v.Services(nil, "", 0)
 	want := []string{"default/api", "default/web", "prod/web", "prod2/x"}
 	if len(all) != len(want) {
 		t.Fatalf("services = %v", all)
@@ -409,14 +410,55 @@ func TestServiceSummaryCounts(t *testing.T) {
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	all, err := s.View().Services(nil, "")
+	all, err := s.View().Services(nil, "", 0)
 	if err != nil || len(all) != 1 {
 		t.Fatalf("services = %v, %v", all, err)
 	}
 	got := all[0]
 	want := ServiceSummary{Namespace: DefaultNamespace, Service: "web", Instances: 5, Passing: 1, Warning: 1, Critical: 2, Drained: 2}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("summary = %+v, want %+v", got, want)
+	}
+}
+
+// TestServiceSummaryDetail: with WithTags a summary holds the sorted union
+// of its instances' tags, with WithInstanceIDs their ids in order, each
+// service its own; without them, neither.
+func TestServiceSummaryDetail(t *testing.T) {
+	s := New(DefaultOptions())
+	shared := NewLabels([]string{"v2", "blue"}, nil, "")
+	for i, in := range []*Instance{
+		inst("api", "x", 80),
+		inst("web", "a", 80), inst("web", "b", 80), inst("web", "c", 80), inst("web", "d", 80),
+	} {
+		switch in.ID {
+		case "a", "b":
+			in.Labels = shared
+		case "c":
+			in.Labels = NewLabels([]string{"canary", "v2"}, nil, "")
+		}
+		register(t, s, uint64(i+1), in)
+	}
+	got, err := s.View().Services(nil, DefaultNamespace, WithTags|WithInstanceIDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ServiceSummary{
+		{Namespace: DefaultNamespace, Service: "api", Instances: 1, Passing: 1, IDs: []string{"x"}},
+		{Namespace: DefaultNamespace, Service: "web", Instances: 4, Passing: 4,
+			Tags: []string{"blue", "canary", "v2"}, IDs: []string{"a", "b", "c", "d"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("with detail:\n got %+v\nwant %+v", got, want)
+	}
+	bare, err := s.View().Services(nil, DefaultNamespace, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sum := range bare {
+		if sum.Tags != nil || sum.IDs != nil {
+			t.Fatalf("without detail: %+v", sum)
+		}
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -79,9 +81,20 @@ func (v *View) Service(ws memdb.WatchSet, namespace, service string) (uint64, []
 	return max(raw.(*serviceRow).ModRevision, rev), out, nil
 }
 
+// SummaryDetail asks Services for more than each service's counts.
+type SummaryDetail uint8
+
+const (
+	// WithTags fills ServiceSummary.Tags.
+	WithTags SummaryDetail = 1 << iota
+	// WithInstanceIDs fills ServiceSummary.IDs.
+	WithInstanceIDs
+)
+
 // Services summarises the services of a namespace, or of every namespace when
-// namespace is empty, sorted by namespace and name.
-func (v *View) Services(ws memdb.WatchSet, namespace string) ([]ServiceSummary, error) {
+// namespace is empty, sorted by namespace and name, with what detail asks
+// for beyond the counts.
+func (v *View) Services(ws memdb.WatchSet, namespace string, detail SummaryDetail) ([]ServiceSummary, error) {
 	var it memdb.ResultIterator
 	var err error
 	if namespace == "" {
@@ -94,27 +107,52 @@ func (v *View) Services(ws memdb.WatchSet, namespace string) ([]ServiceSummary, 
 	}
 	ws.Add(it.WatchCh())
 	var out []ServiceSummary
+	// tags gathers the service's tags; lastLabels skips the instances that
+	// share their labels with the one before, as most of a service's do.
+	tags := map[string]struct{}{}
+	var lastLabels *Labels
+	endService := func() {
+		n := len(out)
+		if n == 0 || len(tags) == 0 {
+			return
+		}
+		out[n-1].Tags = slices.Sorted(maps.Keys(tags))
+		clear(tags)
+	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		inst := raw.(*Instance)
 		n := len(out)
 		if n == 0 || out[n-1].Namespace != inst.Namespace || out[n-1].Service != inst.Service {
+			endService()
+			lastLabels = nil
 			out = append(out, ServiceSummary{Namespace: inst.Namespace, Service: inst.Service})
 			n++
 		}
-		out[n-1].Instances++
+		sum := &out[n-1]
+		sum.Instances++
 		if inst.Healthy() {
-			out[n-1].Passing++
+			sum.Passing++
 		}
 		switch inst.Status {
 		case HealthWarning:
-			out[n-1].Warning++
+			sum.Warning++
 		case HealthCritical:
-			out[n-1].Critical++
+			sum.Critical++
 		}
 		if !inst.Enabled {
-			out[n-1].Drained++
+			sum.Drained++
+		}
+		if detail&WithTags != 0 && inst.Labels != nil && inst.Labels != lastLabels {
+			lastLabels = inst.Labels
+			for _, t := range inst.Labels.Tags {
+				tags[t] = struct{}{}
+			}
+		}
+		if detail&WithInstanceIDs != 0 {
+			sum.IDs = append(sum.IDs, inst.ID)
 		}
 	}
+	endService()
 	return out, nil
 }
 

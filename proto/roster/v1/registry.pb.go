@@ -1115,10 +1115,14 @@ func (x *GetServiceResponse) GetServiceRevision() uint64 {
 type ListServicesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// namespace; empty lists every namespace.
-	Namespace     string       `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Read          *ReadOptions `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Namespace string       `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Read      *ReadOptions `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
+	// with_tags fills each summary's tags.
+	WithTags bool `protobuf:"varint,3,opt,name=with_tags,json=withTags,proto3" json:"with_tags,omitempty"`
+	// with_instance_ids fills each summary's instance_ids.
+	WithInstanceIds bool `protobuf:"varint,4,opt,name=with_instance_ids,json=withInstanceIds,proto3" json:"with_instance_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ListServicesRequest) Reset() {
@@ -1165,6 +1169,20 @@ func (x *ListServicesRequest) GetRead() *ReadOptions {
 	return nil
 }
 
+func (x *ListServicesRequest) GetWithTags() bool {
+	if x != nil {
+		return x.WithTags
+	}
+	return false
+}
+
+func (x *ListServicesRequest) GetWithInstanceIds() bool {
+	if x != nil {
+		return x.WithInstanceIds
+	}
+	return false
+}
+
 type ServiceSummary struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -1177,7 +1195,13 @@ type ServiceSummary struct {
 	Warning  uint32 `protobuf:"varint,5,opt,name=warning,proto3" json:"warning,omitempty"`
 	Critical uint32 `protobuf:"varint,6,opt,name=critical,proto3" json:"critical,omitempty"`
 	// drained counts the instances in maintenance (enabled false).
-	Drained       uint32 `protobuf:"varint,7,opt,name=drained,proto3" json:"drained,omitempty"`
+	Drained uint32 `protobuf:"varint,7,opt,name=drained,proto3" json:"drained,omitempty"`
+	// tags is the sorted union of the instances' tags, with
+	// ListServicesRequest.with_tags only.
+	Tags []string `protobuf:"bytes,8,rep,name=tags,proto3" json:"tags,omitempty"`
+	// instance_ids lists the instances' ids in order, with
+	// ListServicesRequest.with_instance_ids only.
+	InstanceIds   []string `protobuf:"bytes,9,rep,name=instance_ids,json=instanceIds,proto3" json:"instance_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1259,6 +1283,20 @@ func (x *ServiceSummary) GetDrained() uint32 {
 		return x.Drained
 	}
 	return 0
+}
+
+func (x *ServiceSummary) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *ServiceSummary) GetInstanceIds() []string {
+	if x != nil {
+		return x.InstanceIds
+	}
+	return nil
 }
 
 type ListServicesResponse struct {
@@ -2770,10 +2808,12 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\x12GetServiceResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x121\n" +
 	"\tinstances\x18\x02 \x03(\v2\x13.roster.v1.InstanceR\tinstances\x12)\n" +
-	"\x10service_revision\x18\x03 \x01(\x04R\x0fserviceRevision\"_\n" +
+	"\x10service_revision\x18\x03 \x01(\x04R\x0fserviceRevision\"\xa8\x01\n" +
 	"\x13ListServicesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12*\n" +
-	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\xd0\x01\n" +
+	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\x12\x1b\n" +
+	"\twith_tags\x18\x03 \x01(\bR\bwithTags\x12*\n" +
+	"\x11with_instance_ids\x18\x04 \x01(\bR\x0fwithInstanceIds\"\x87\x02\n" +
 	"\x0eServiceSummary\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1c\n" +
@@ -2781,7 +2821,9 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\apassing\x18\x04 \x01(\rR\apassing\x12\x18\n" +
 	"\awarning\x18\x05 \x01(\rR\awarning\x12\x1a\n" +
 	"\bcritical\x18\x06 \x01(\rR\bcritical\x12\x18\n" +
-	"\adrained\x18\a \x01(\rR\adrained\"\x80\x01\n" +
+	"\adrained\x18\a \x01(\rR\adrained\x12\x12\n" +
+	"\x04tags\x18\b \x03(\tR\x04tags\x12!\n" +
+	"\finstance_ids\x18\t \x03(\tR\vinstanceIds\"\x80\x01\n" +
 	"\x14ListServicesResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x125\n" +
 	"\bservices\x18\x02 \x03(\v2\x19.roster.v1.ServiceSummaryR\bservices\"\x90\x01\n" +
