@@ -340,8 +340,19 @@ func TestJSONAPIReadConsistency(t *testing.T) {
 	call(t, "GET", api+"/services/default/web?min_revision="+rev, "").must(t, http.StatusOK)
 
 	c.Partition(f)
-	other := serve(t, c.Leader()).URL + "/api/v1"
-	call(t, "POST", other+"/instances", `{"instance": {"service": "web", "id": "b", "address": "10.0.0.2", "port": 1}}`).must(t, http.StatusOK)
+	// The majority's leader may step down and be elected again under load;
+	// the write is the same registration each time, so it is retried.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		other := serve(t, c.WaitLeader()).URL + "/api/v1"
+		r := call(t, "POST", other+"/instances", `{"instance": {"service": "web", "id": "b", "address": "10.0.0.2", "port": 1}}`)
+		if r.code == http.StatusOK {
+			break
+		}
+		if r.code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("write to the majority: %d %s", r.code, r.raw)
+		}
+	}
 
 	for _, q := range []string{"", "?consistency=linearizable", "?read.consistency=CONSISTENCY_LINEARIZABLE"} {
 		r := call(t, "GET", api+"/services/default/web"+q, "")
