@@ -60,9 +60,11 @@ type lease struct {
 	expired bool
 	reapAt  time.Time
 	// reviving counts heartbeats committing the instance passing again;
-	// revived: one of them has since the lease was last found expired.
-	reviving int
-	revived  bool
+	// revived: one of them has since the lease was last found expired;
+	// revivedRev: the revision of the latest revival committed.
+	reviving   int
+	revived    bool
+	revivedRev uint64
 	// heldSince: self-preservation has held this lease's expiry since
 	// then (zero: not held). A heartbeat ends the hold.
 	heldSince time.Time
@@ -265,14 +267,26 @@ func (t *leaseTable) sync(v *store.View, rev uint64) {
 		}
 		k := inst.Key()
 		present[k] = true
-		if l := t.leases[k]; l != nil && l.regRev >= inst.RegistrationRevision {
+		expired := inst.Status == store.HealthCritical && inst.StatusReason() == ReasonLeaseExpired
+		// Keep the lease of this very registration, or of a newer one
+		// adopted after v was taken. A newer one the view does not hold
+		// (v is a backup restored over it) would be reaped as stale at its
+		// deadline and leave the registration in v without a lease.
+		if l := t.leases[k]; l != nil && (l.regRev == inst.RegistrationRevision || l.regRev > rev) {
+			// The state holds this registration expired (a backup of it
+			// restored, say) while the lease is live: mark it so, or its
+			// heartbeats would renew it and never revive the instance. Not
+			// while a revival or an expiry of its own is under way, nor when
+			// v predates the latest revival.
+			if expired && !l.expired && l.regRev == inst.RegistrationRevision &&
+				l.reviving == 0 && !l.expiring && v.Revision() >= l.revivedRev {
+				t.markExpired(l, now, inst)
+			}
 			return true
 		}
 		l := t.put(inst, now.Add(t.grace))
-		if inst.Status == store.HealthCritical && inst.StatusReason() == ReasonLeaseExpired {
-			l.expired = true
-			l.reapAt = now.Add(inst.DeregisterCriticalAfter())
-			t.schedule(l)
+		if expired {
+			t.markExpired(l, now, inst)
 		}
 		return true
 	})
@@ -281,6 +295,15 @@ func (t *leaseTable) sync(v *store.View, rev uint64) {
 			t.drop(l)
 		}
 	}
+}
+
+// markExpired records that the state holds l's instance critical for its
+// expired lease: a heartbeat revives it, and it is reaped after its
+// DeregisterCriticalAfter. t.mu is held.
+func (t *leaseTable) markExpired(l *lease, now time.Time, inst *store.Instance) {
+	l.expired = true
+	l.reapAt = now.Add(inst.DeregisterCriticalAfter())
+	t.schedule(l)
 }
 
 // change follows one committed change.
@@ -491,7 +514,7 @@ func (t *leaseTable) lookup(k store.Key, seen uint64) error {
 // reviveDone records the outcome of a heartbeat's revival. When every
 // revival under way has failed, the lease is expired again, so the next
 // heartbeat tries again; a stale registration loses its lease.
-func (t *leaseTable) reviveDone(k store.Key, regRev uint64, err error) {
+func (t *leaseTable) reviveDone(k store.Key, regRev, rev uint64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.leases[k]
@@ -503,6 +526,7 @@ func (t *leaseTable) reviveDone(k store.Key, regRev uint64, err error) {
 	}
 	if err == nil {
 		l.revived = true
+		l.revivedRev = max(l.revivedRev, rev)
 		return
 	}
 	if errors.Is(err, store.ErrStaleRegistration) || errors.Is(err, store.ErrNotFound) {

@@ -34,8 +34,8 @@ func (t *leaseTable) heartbeat(ctx context.Context, k store.Key) (time.Duration,
 		return 0, err
 	}
 	if r.revive {
-		_, err := t.prop.SetHealth(ctx, k, r.regRev, store.HealthPassing, ReasonHeartbeatResumed)
-		t.reviveDone(k, r.regRev, err)
+		rev, err := t.prop.SetHealth(ctx, k, r.regRev, store.HealthPassing, ReasonHeartbeatResumed)
+		t.reviveDone(k, r.regRev, rev, err)
 		if err != nil {
 			if errors.Is(err, store.ErrStaleRegistration) {
 				return 0, fmt.Errorf("heartbeat %s: re-registered meanwhile: %w", k, store.ErrNotFound)
@@ -73,7 +73,7 @@ func (t *leaseTable) report(ctx context.Context, k store.Key, h store.Health, re
 	inst, err := t.store.View().Instance(nil, k)
 	if err != nil {
 		if r.revive {
-			t.reviveDone(k, r.regRev, err)
+			t.reviveDone(k, r.regRev, 0, err)
 		}
 		return 0, 0, fmt.Errorf("report health %s: %w", k, err)
 	}
@@ -82,7 +82,7 @@ func (t *leaseTable) report(ctx context.Context, k store.Key, h store.Health, re
 	}
 	rev, err := t.prop.SetHealth(ctx, k, r.regRev, h, reason)
 	if r.revive {
-		t.reviveDone(k, r.regRev, err)
+		t.reviveDone(k, r.regRev, rev, err)
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrStaleRegistration) {
