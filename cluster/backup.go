@@ -47,9 +47,9 @@ type BackupRestore struct {
 // can do.
 //
 // The restored state keeps the backup's instances with their revisions,
-// service revisions, self-preservation settings, ACL tokens and remembered
-// request results, and the running cluster's own members. Its registry
-// revision and applied index become the restore's index, above every
+// self-preservation settings, ACL tokens and remembered request results,
+// and the running cluster's own members. Its registry revision, applied
+// index and every service's revision become the restore's index, above every
 // revision used before, so revisions never go back and every watch is
 // reset. The body is checked whole (restored into a scratch store) before
 // Raft sees it: a body that does not restore changes nothing.

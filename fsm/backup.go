@@ -2,9 +2,12 @@ package fsm
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protodelim"
 
@@ -33,6 +36,10 @@ type PreparedRestore struct {
 //     which the caller makes the Raft
 //     index of the restore, above every revision the cluster or the backup
 //     has used, so revisions never go back and every watcher is reset;
+//   - with every service, and the absent ones, changed at that revision
+//     too: a service's revision (a blocking query's index) must move past
+//     what clients were given before the restore, not back to the
+//     backup's;
 //   - with the cluster's own members instead of the backup's, since they
 //     name the nodes that are running now (their addresses).
 //
@@ -56,11 +63,12 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 		return PreparedRestore{}, fmt.Errorf("restore index %d is not above the backup's revision %d and index %d", index, hdr.Revision, hdr.AppliedIndex)
 	}
 	prep := PreparedRestore{SourceRevision: hdr.Revision, SourceApplied: hdr.AppliedIndex}
-	extinct := hdr.GetRevision()
-	if hdr.ExtinctRevision != nil {
-		extinct = hdr.GetExtinctRevision()
-	}
+	extinct := index
 	nh := &raftcmdv1.SnapshotHeader{Version: snapshotVersion, Revision: index, AppliedIndex: index, ExtinctRevision: &extinct}
+	// stamped: the services with a revision record; unstamped: those with
+	// instances but none yet, given one at the end.
+	stamped := map[[2]string]bool{}
+	unstamped := map[[2]string]bool{}
 	if _, err := protodelim.MarshalTo(bw, nh); err != nil {
 		return prep, err
 	}
@@ -89,6 +97,16 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 				}
 				wrote++
 			}
+			for _, k := range slices.SortedFunc(maps.Keys(unstamped), func(a, b [2]string) int {
+				return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+			}) {
+				rec := &raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Service{
+					Service: &raftcmdv1.ServiceRevision{Namespace: k[0], Service: k[1], ModRevision: index}}}
+				if _, err := protodelim.MarshalTo(bw, rec); err != nil {
+					return prep, err
+				}
+				wrote++
+			}
 			end := &raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_End{End: &raftcmdv1.SnapshotEnd{Records: wrote}}}
 			if _, err := protodelim.MarshalTo(bw, end); err != nil {
 				return prep, err
@@ -99,10 +117,17 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 				return prep, fmt.Errorf("record %d: instance %s/%s/%s: %w", read, r.Instance.GetNamespace(), r.Instance.GetService(), r.Instance.GetId(), err)
 			}
 			prep.Instances++
+			if k := [2]string{r.Instance.GetNamespace(), r.Instance.GetService()}; !stamped[k] {
+				unstamped[k] = true
+			}
 		case *raftcmdv1.SnapshotRecord_Service:
 			if err := checkServiceName(r.Service.GetNamespace(), r.Service.GetService()); err != nil {
 				return prep, fmt.Errorf("record %d: service %s/%s: %w", read, r.Service.GetNamespace(), r.Service.GetService(), err)
 			}
+			k := [2]string{r.Service.GetNamespace(), r.Service.GetService()}
+			stamped[k] = true
+			delete(unstamped, k)
+			r.Service.ModRevision = index
 		case nil:
 			return prep, fmt.Errorf("record %d: empty record", read)
 		}
