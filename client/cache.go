@@ -32,6 +32,10 @@ const cacheProgressInterval = time.Second
 // staleAfter is the age past which a cached list counts as stale.
 const staleAfter = 3 * cacheProgressInterval
 
+// DefaultCacheIdleTimeout is how long the discovery cache keeps a service
+// that no Subscription holds and no lookup has asked for.
+const DefaultCacheIdleTimeout = 5 * time.Minute
+
 // persistedStartWait bounds how long the first lookup of a service waits
 // for the cluster when a list persisted by WithCacheDir is at hand.
 const persistedStartWait = 2 * time.Second
@@ -41,7 +45,11 @@ type discoveryOptions struct {
 	cacheDir string
 	grace    time.Duration
 	graceSet bool
+	idle     time.Duration
+	idleSet  bool
 	logger   hclog.Logger
+	// clock is the real one unless a test sets it.
+	clock clock
 }
 
 // WithCacheDir makes the discovery cache keep each service's last known
@@ -58,6 +66,17 @@ func WithCacheDir(dir string) Option {
 // turns the protection off.
 func WithEmptyListGrace(d time.Duration) Option {
 	return func(o *options) { o.discovery.grace, o.discovery.graceSet = d, true }
+}
+
+// WithCacheIdleTimeout sets how long the discovery cache keeps a service
+// that no Subscription holds (a roster:/// channel holds one while it is
+// open) and that no lookup has asked for (DefaultCacheIdleTimeout when
+// unset). The service's watch is then ended and its list let go of (a copy
+// in WithCacheDir stays); the next lookup or Subscribe starts it again, as
+// the first one did, waiting for the first list. Zero or less keeps every
+// service for the life of the client.
+func WithCacheIdleTimeout(d time.Duration) Option {
+	return func(o *options) { o.discovery.idle, o.discovery.idleSet = d, true }
 }
 
 // WithLogger sets the logger of the discovery cache and the registrar
@@ -143,10 +162,13 @@ func (c *Client) Instances(ctx context.Context, service string, opts ...Discover
 // CachedService is Instances with the list's revision, age and staleness.
 func (c *Client) CachedService(ctx context.Context, service string, opts ...DiscoveryOption) (CachedService, error) {
 	q := newQuery(opts)
-	e, err := c.discovery.entry(c, q.namespace, service)
+	e, err := c.discovery.acquire(c, q.namespace, service)
 	if err != nil {
 		return CachedService{}, err
 	}
+	// A lookup waiting for the first list holds the service too: an
+	// eviction now would end the watch it waits on.
+	defer c.discovery.release(e)
 	if err := e.wait(ctx); err != nil {
 		return CachedService{}, err
 	}
@@ -162,10 +184,11 @@ type Subscription struct {
 
 // Subscribe follows service in the discovery cache: Changed signals each
 // change of its list, and Service returns the list. It does not wait for the
-// cluster.
+// cluster. Until Close, the cache keeps the service (see
+// WithCacheIdleTimeout).
 func (c *Client) Subscribe(service string, opts ...DiscoveryOption) (*Subscription, error) {
 	q := newQuery(opts)
-	e, err := c.discovery.entry(c, q.namespace, service)
+	e, err := c.discovery.acquire(c, q.namespace, service)
 	if err != nil {
 		return nil, err
 	}
@@ -205,11 +228,16 @@ func (s *Subscription) Err() error {
 	return s.e.refusal
 }
 
-// Close stops the subscription's signals. The cache keeps the service.
+// Close stops the subscription's signals. The cache keeps the service for
+// WithCacheIdleTimeout after its last Subscription and lookup.
 func (s *Subscription) Close() {
 	s.e.mu.Lock()
+	_, open := s.e.subs[s]
 	delete(s.e.subs, s)
 	s.e.mu.Unlock()
+	if open {
+		s.e.c.discovery.release(s.e)
+	}
 }
 
 // discovery is a Client's discovery cache and registrar state.
@@ -217,12 +245,17 @@ type discovery struct {
 	once   sync.Once
 	ctx    context.Context
 	logger hclog.Logger
+	clock  clock
+	// idle is how long an unused service is kept; zero or less: for ever.
+	idle time.Duration
 
 	mu       sync.Mutex
 	services map[serviceKey]*serviceCache
 	sessions map[time.Duration]*Session
-	// registrations are those with a lease, by instance, for the sessions'
-	// lost-lease events.
+	// registrations are the client's Registrations by instance, from
+	// before their first Register until their Close has returned: one an
+	// instance (RegisterInstance), and where the sessions' lost-lease
+	// events go.
 	registrations map[InstanceKey]*Registration
 }
 
@@ -231,11 +264,15 @@ type serviceKey struct{ namespace, service string }
 func (d *discovery) init(c *Client) {
 	d.once.Do(func() {
 		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			<-c.closed
-			cancel()
-		}()
 		d.ctx = ctx
+		d.clock = c.opts.discovery.clock
+		if d.clock == nil {
+			d.clock = realClock{}
+		}
+		d.idle = DefaultCacheIdleTimeout
+		if c.opts.discovery.idleSet {
+			d.idle = c.opts.discovery.idle
+		}
 		d.logger = c.opts.discovery.logger
 		if d.logger == nil {
 			d.logger = hclog.Default()
@@ -243,11 +280,20 @@ func (d *discovery) init(c *Client) {
 		d.logger = d.logger.Named("discovery")
 		d.services = map[serviceKey]*serviceCache{}
 		d.sessions = map[time.Duration]*Session{}
+		go func() {
+			<-c.closed
+			cancel()
+			d.stopTimers()
+		}()
 	})
 }
 
-// entry returns the cache of one service, starting its watch on first use.
-func (d *discovery) entry(c *Client, namespace, service string) (*serviceCache, error) {
+// acquire returns the cache of one service, starting its watch on first
+// use, and holds it until release: the cache keeps a service while anyone
+// holds it. Holding and evicting are decided under d.mu, and an evicted
+// service is out of d.services before its watch is ended, so acquire never
+// returns an evicted one.
+func (d *discovery) acquire(c *Client, namespace, service string) (*serviceCache, error) {
 	select {
 	case <-c.closed:
 		return nil, ErrClosed
@@ -261,10 +307,13 @@ func (d *discovery) entry(c *Client, namespace, service string) (*serviceCache, 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if e, ok := d.services[k]; ok {
+		e.users++
 		return e, nil
 	}
 	o := c.opts.discovery
+	ctx, stop := context.WithCancel(d.ctx)
 	e := &serviceCache{
+		users: 1, stop: stop,
 		c: c, key: k, logger: d.logger.With("namespace", namespace, "service", service),
 		grace: DefaultEmptyListGrace, dir: o.cacheDir,
 		all: map[string]*rosterv1.Instance{}, subs: map[*Subscription]struct{}{},
@@ -276,7 +325,7 @@ func (d *discovery) entry(c *Client, namespace, service string) (*serviceCache, 
 	e.waitUntil = time.Now().Add(persistedStartWait)
 	e.load()
 	d.services[k] = e
-	go e.run(d.ctx)
+	go e.run(ctx)
 	return e, nil
 }
 
@@ -295,6 +344,15 @@ type serviceCache struct {
 	// done when the watch has ended for good.
 	live chan struct{}
 	done chan struct{}
+	// stop ends the watch of an evicted service.
+	stop context.CancelFunc
+
+	// users counts the lookups in progress and the open Subscriptions;
+	// lastUsed is when the last one ended, and idleTimer, while armed,
+	// fires at the end of an idle period. Guarded by discovery.mu.
+	users     int
+	lastUsed  time.Time
+	idleTimer clockTimer
 
 	mu sync.Mutex
 	// all is the service as the watch has delivered it, by id.
@@ -403,7 +461,8 @@ func (e *serviceCache) snapshot(all bool) CachedService {
 	return s
 }
 
-// run feeds the cache from one watch until the client is closed.
+// run feeds the cache from one watch until the client is closed or the
+// service is evicted.
 func (e *serviceCache) run(ctx context.Context) {
 	defer close(e.done)
 	req := &rosterv1.WatchRequest{

@@ -48,15 +48,18 @@
 //     over a keepalive session shared by the client's registrations: when
 //     the cluster loses the lease it registers the instance again and says
 //     so on the Registration's events, and an instance closed with
-//     Registration.Close is never brought back. DeregisterOnSignal ties
-//     Close to SIGINT and SIGTERM. (Client.Register stays the raw call.)
+//     Registration.Close is never brought back. A client holds an instance
+//     in one Registration at a time. DeregisterOnSignal ties Close to
+//     SIGINT and SIGTERM. (Client.Register stays the raw call.)
 //   - Client.Instances and Client.CachedService answer from a discovery
 //     cache: one watch per service, resumed by revision, healthy instances
 //     by default. While the cluster is unreachable the cache serves the last
 //     known list and reports its age; WithCacheDir keeps the lists on disk
 //     for a process that starts while the cluster is down; an update that
 //     would leave a service with no healthy instance is held for a grace
-//     period (WithEmptyListGrace) and logged.
+//     period (WithEmptyListGrace) and logged. A service nobody subscribes
+//     to or looks up for a while (WithCacheIdleTimeout) is let go of, its
+//     watch ended, until the next lookup.
 //   - Package client/resolver resolves roster:///SERVICE for gRPC from the
 //     cache, package client/balancer balances over the result (and over
 //     anything else, as a plain Picker), and package client/microregistry

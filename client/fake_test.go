@@ -107,6 +107,8 @@ type fakeServer struct {
 	// call, for Deregister: a reply lost on the way back).
 	fail        map[string]error
 	watchStarts []uint64
+	// watchesOpen counts the Watch streams being served.
+	watchesOpen int
 	// watchReads are the start_read consistencies of the watches opened,
 	// "" where none was sent.
 	watchReads []string
@@ -210,6 +212,12 @@ func (f *fakeServer) progressIDs() []string {
 	return append([]string(nil), f.watchProgressIDs...)
 }
 
+func (f *fakeServer) openWatches() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.watchesOpen
+}
+
 func (f *fakeServer) starts() []uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -276,7 +284,13 @@ func (f *fakeServer) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreami
 	f.watchOmitPrev = append(f.watchOmitPrev, req.GetOmitPrevInstance())
 	f.watchProgressIDs = append(f.watchProgressIDs, req.GetProgressId())
 	from := req.GetStartRevision() - min(f.overlap, req.GetStartRevision())
+	f.watchesOpen++
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.watchesOpen--
+		f.mu.Unlock()
+	}()
 	for {
 		batch, changed := f.state.after(from)
 		for _, resp := range batch {

@@ -138,6 +138,27 @@ type reregistration struct {
 	err  error
 }
 
+// ErrAlreadyRegistered is returned by RegisterInstance for an instance that
+// a Registration of the same client holds (open, or its Close has not
+// returned); its gRPC code is codes.AlreadyExists.
+var ErrAlreadyRegistered = errors.New("instance already registered by this client")
+
+// alreadyRegisteredError is ErrAlreadyRegistered for one instance. It
+// carries codes.AlreadyExists, as every other error of the client carries a
+// gRPC code.
+type alreadyRegisteredError struct{ key InstanceKey }
+
+func (e *alreadyRegisteredError) Error() string {
+	return fmt.Sprintf("register: instance %s is already registered by this client; Close the first Registration before registering it again", e.key)
+}
+
+func (e *alreadyRegisteredError) Unwrap() error { return ErrAlreadyRegistered }
+
+// GRPCStatus makes status.Code and status.Convert see codes.AlreadyExists.
+func (e *alreadyRegisteredError) GRPCStatus() *status.Status {
+	return status.New(codes.AlreadyExists, e.Error())
+}
+
 // RegisterInstance registers inst and keeps it registered until Close. It
 // returns once the first registration has been committed; that one is
 // not retried beyond the client's usual failover, so its error tells the
@@ -150,11 +171,28 @@ type reregistration struct {
 // and RegistrationRestored are reported on Events. An instance closed with
 // Close is never registered again.
 //
+// One client holds an instance (namespace, service and id) in at most one
+// Registration: the Close of either of two would deregister the instance
+// under the other. While a Registration of the instance is open, or its
+// Close has not returned, RegisterInstance of the same instance fails at
+// once, sending nothing, with an error that is ErrAlreadyRegistered
+// (errors.Is) and has codes.AlreadyExists; of concurrent calls for one
+// instance exactly one goes ahead. To change a registered instance, Close
+// its Registration and register it again. A RegisterInstance that fails
+// holds nothing.
+//
 // RegisterInstance is the keepalive-owning counterpart of Register, which
 // sends one raw RegisterRequest.
 func (c *Client) RegisterInstance(ctx context.Context, inst *rosterv1.Instance, opts ...RegisterOption) (*Registration, error) {
 	if inst == nil {
 		return nil, errors.New("register: instance is nil")
+	}
+	select {
+	case <-c.closed:
+		// Not "already registered" by a Registration the closed client
+		// still holds.
+		return nil, ErrClosed
+	default:
 	}
 	in := proto.CloneOf(inst)
 	for _, opt := range opts {
@@ -166,26 +204,35 @@ func (c *Client) RegisterInstance(ctx context.Context, inst *rosterv1.Instance, 
 	if in.Namespace == "" {
 		in.Namespace = DefaultNamespace
 	}
-	resp, err := c.Register(ctx, &rosterv1.RegisterRequest{Instance: in})
-	if err != nil {
-		return nil, err
-	}
 	c.discovery.init(c)
 	rctx, cancel := context.WithCancel(c.discovery.ctx)
 	r := &Registration{
 		c: c, key: InstanceKey{in.Namespace, in.Service, in.Id}, inst: in,
 		ctx: rctx, cancel: cancel, events: make(chan RegistrationEvent, 64),
-		revision: resp.GetRevision(), closeDone: make(chan struct{}),
+		closeDone: make(chan struct{}),
 	}
-	if ttl := in.GetTtl().AsDuration(); ttl > 0 {
-		sess, err := c.discovery.session(c, ttl)
-		if err != nil {
-			cancel()
-			return nil, err
+	// Claimed before anything is sent, so that of two calls for one
+	// instance the second sends nothing.
+	if err := c.discovery.claim(r); err != nil {
+		cancel()
+		return nil, err
+	}
+	resp, err := c.Register(ctx, &rosterv1.RegisterRequest{Instance: in})
+	if err == nil {
+		r.mu.Lock()
+		r.revision = resp.GetRevision()
+		r.mu.Unlock()
+		if ttl := in.GetTtl().AsDuration(); ttl > 0 {
+			r.sess, err = c.discovery.session(c, ttl)
 		}
-		r.sess = sess
-		c.discovery.track(r)
-		sess.Add(r.key)
+	}
+	if err != nil {
+		c.discovery.untrack(r)
+		cancel()
+		return nil, err
+	}
+	if r.sess != nil {
+		r.sess.Add(r.key)
 	}
 	return r, nil
 }
@@ -245,10 +292,13 @@ func (r *Registration) Close(ctx context.Context) error {
 	}
 	r.closed = true
 	defer close(r.closeDone)
+	// The instance is free for another RegisterInstance only once its
+	// Deregister has been sent: sooner, that Deregister could remove the
+	// new registration.
+	defer r.c.discovery.untrack(r)
 	close(r.events)
 	if r.sess != nil {
 		r.sess.Remove(r.key)
-		r.c.discovery.untrack(r)
 	}
 	inflight := r.inflight
 	r.mu.Unlock()
@@ -418,13 +468,19 @@ func (d *discovery) dispatch(s *Session) {
 	}
 }
 
-func (d *discovery) track(r *Registration) {
+// claim records r as the client's registration of its instance, unless
+// another holds it.
+func (d *discovery) claim(r *Registration) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.registrations == nil {
 		d.registrations = map[InstanceKey]*Registration{}
 	}
+	if _, held := d.registrations[r.key]; held {
+		return &alreadyRegisteredError{key: r.key}
+	}
 	d.registrations[r.key] = r
+	return nil
 }
 
 func (d *discovery) untrack(r *Registration) {

@@ -2,6 +2,9 @@ package client
 
 import (
 	"context"
+	"errors"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/roster-registry/roster/internal/testcluster"
 	"github.com/roster-registry/roster/internal/testdiscovery"
@@ -283,4 +287,112 @@ func TestDeregisterOnSignal(t *testing.T) {
 	if lookup(t, tc, reg.Key()) != nil {
 		t.Fatal("instance still registered after SIGTERM")
 	}
+}
+
+// TestRegisterInstanceRefusesAKeyItHolds: while an open Registration holds
+// an instance, a second RegisterInstance of it on the same client fails
+// before sending anything; Close of the first would otherwise deregister
+// the instance under the second. Once Close has returned, the instance can
+// be registered again.
+func TestRegisterInstanceRefusesAKeyItHolds(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	c := newTestClient(t, f.addr)
+	ctx := testContext(t)
+	for _, tt := range []struct {
+		name string
+		opts []RegisterOption
+	}{
+		{"lease", []RegisterOption{WithTTL(time.Second)}},
+		{"check", []RegisterOption{WithCheck(&rosterv1.HealthCheck{})}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			in := testInstance(tt.name)
+			first, err := c.RegisterInstance(ctx, in, tt.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent := f.count("Register")
+			// The namespace spelled out is the same instance.
+			again := proto.CloneOf(in)
+			again.Namespace = DefaultNamespace
+			_, err = c.RegisterInstance(ctx, again, tt.opts...)
+			if status.Code(err) != codes.AlreadyExists || !errors.Is(err, ErrAlreadyRegistered) ||
+				!strings.Contains(err.Error(), first.Key().String()) {
+				t.Fatalf("second RegisterInstance of %s: %v (code %v), want AlreadyExists naming it", first.Key(), err, status.Code(err))
+			}
+			if got := f.count("Register"); got != sent {
+				t.Fatalf("the refused RegisterInstance sent %d Register calls", got-sent)
+			}
+			if first.sess != nil && !sessionRenews(first.sess, first.Key()) {
+				t.Fatal("the refused RegisterInstance stopped the first one's renewals")
+			}
+			if err := first.Close(ctx); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			if st.has(first.Key()) {
+				t.Fatal("instance still registered after Close")
+			}
+			second, err := c.RegisterInstance(ctx, in, tt.opts...)
+			if err != nil {
+				t.Fatalf("RegisterInstance after Close: %v", err)
+			}
+			if !st.has(second.Key()) || (second.sess != nil && !sessionRenews(second.sess, second.Key())) {
+				t.Fatal("instance registered again after Close is not registered and renewed")
+			}
+			if err := second.Close(ctx); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+		})
+	}
+}
+
+// TestRegisterInstanceConcurrentCallsOneWins: of concurrent RegisterInstance
+// calls for one instance, exactly one returns a Registration.
+func TestRegisterInstanceConcurrentCallsOneWins(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	c := newTestClient(t, f.addr)
+	ctx := testContext(t)
+	const n = 8
+	var wg sync.WaitGroup
+	regs := make([]*Registration, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			regs[i], errs[i] = c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Second))
+		})
+	}
+	close(start)
+	wg.Wait()
+	var won *Registration
+	for i := range n {
+		switch {
+		case errs[i] == nil && won == nil:
+			won = regs[i]
+		case errs[i] == nil:
+			t.Fatal("two concurrent RegisterInstance calls of one instance both returned a Registration")
+		case status.Code(errs[i]) != codes.AlreadyExists:
+			t.Fatalf("losing RegisterInstance: %v, want AlreadyExists", errs[i])
+		}
+	}
+	if won == nil {
+		t.Fatalf("no RegisterInstance won: %v", errs)
+	}
+	if got := f.count("Register"); got != 1 {
+		t.Fatalf("%d Register calls, want the winner's only", got)
+	}
+	if err := won.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sessionRenews reports whether s renews the lease of k.
+func sessionRenews(s *Session, k InstanceKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.leases[k.normal()]
+	return ok
 }

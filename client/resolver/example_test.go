@@ -43,3 +43,16 @@ func Example_target() {
 	}
 	defer conn.Close()
 }
+
+// Registry nodes with IPv6 addresses, more than one, go in the target
+// without the slashes: net/url, which gRPC parses targets with, refuses
+// them as an authority.
+func Example_targetIPv6() {
+	conn, err := grpc.NewClient("roster:[2001:db8::1]:7420,[2001:db8::2]:7420/payments/api",
+		grpc.WithDefaultServiceConfig(balancer.ServiceConfig(balancer.P2C, "")),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+}

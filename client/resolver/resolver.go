@@ -10,6 +10,17 @@
 //   - roster://HOST:PORT,HOST:PORT/SERVICE (or .../NAMESPACE/SERVICE)
 //     needs no setup: importing this package registers the scheme, and each
 //     channel gets its own client of those registry nodes.
+//   - roster:HOST:PORT,HOST:PORT/SERVICE, without the slashes, is the same
+//     for any list, IPv6 hosts included: roster:[::1]:7420,[::1]:7421/SERVICE.
+//     gRPC parses targets with net/url, which takes an authority with an
+//     IPv6 host only when that host is the only one: roster://[::1]:7420/SERVICE
+//     works, but roster://[::1]:7420,[::1]:7421/SERVICE is refused before any
+//     resolver sees it (gRPC then hands the whole target to DNS, which fails
+//     with "too many colons"). Without the slashes the list is not an
+//     authority, as in gRPC's own ipv6: scheme, and net/url leaves it alone.
+//
+// The registry addresses of a target are read as client.ParseAddrs reads
+// them: HOST:PORT each, an IPv6 host in brackets.
 //
 // The list comes from the client's discovery cache, so it keeps the last
 // known instances while the registry is unreachable and holds back an update
@@ -25,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +81,35 @@ func NewBuilderWithOptions(opts ...client.Option) *Builder {
 // Scheme returns "roster".
 func (b *Builder) Scheme() string { return Scheme }
 
+// OverrideAuthority gives a channel its target's path as authority
+// (SERVICE, or NAMESPACE%2FSERVICE), as gRPC does by default for
+// roster:///SERVICE and roster://HOST:PORT/SERVICE; for the form without
+// slashes, roster:HOST:PORT/SERVICE, gRPC's default would take in the
+// registry addresses.
+func (b *Builder) OverrideAuthority(target grpcresolver.Target) string {
+	_, path, err := splitTarget(&target.URL)
+	if err != nil {
+		return target.Endpoint()
+	}
+	return encodeAuthority(strings.TrimPrefix(path, "/"))
+}
+
+// encodeAuthority escapes what RFC 3986 does not allow in an authority, as
+// gRPC escapes a target's endpoint for its default authority.
+func encodeAuthority(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("-_.~!$&'()*+,;=:[]@", c) >= 0 {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "%%%02X", c)
+	}
+	return b.String()
+}
+
 // ParseTarget splits a roster target's path into namespace and service; the
 // namespace is empty when the path names only the service.
 func ParseTarget(path string) (namespace, service string, err error) {
@@ -82,15 +123,55 @@ func ParseTarget(path string) (namespace, service string, err error) {
 	return "", "", fmt.Errorf("roster target path %q: want /SERVICE or /NAMESPACE/SERVICE", path)
 }
 
+// splitTarget returns the registry address list and the path of a target:
+// roster://LIST/PATH, or roster:LIST/PATH for a list net/url would not take
+// as an authority (several IPv6 hosts).
+func splitTarget(u *url.URL) (list, path string, err error) {
+	if u.Opaque == "" {
+		return u.Host, u.Path, nil
+	}
+	list, path, ok := strings.Cut(u.Opaque, "/")
+	if !ok {
+		return "", "", fmt.Errorf("roster target %q: want roster:HOST:PORT,HOST:PORT/SERVICE or roster:///SERVICE", u)
+	}
+	// net/url leaves an opaque part escaped (a zone: [fe80::1%25eth0]),
+	// where it unescapes an authority and a path.
+	if list, err = url.PathUnescape(list); err == nil {
+		path, err = url.PathUnescape(path)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("roster target %q: %w", u, err)
+	}
+	return list, "/" + path, nil
+}
+
+// readTarget returns the registry addresses a target names (none for
+// roster:///...) and the namespace and service it resolves.
+func readTarget(u *url.URL) (addrs []string, namespace, service string, err error) {
+	list, path, err := splitTarget(u)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if namespace, service, err = ParseTarget(path); err != nil {
+		return nil, "", "", err
+	}
+	if list != "" {
+		if addrs, err = client.ParseAddrs(list); err != nil {
+			return nil, "", "", fmt.Errorf("roster target %q: %w", u, err)
+		}
+	}
+	return addrs, namespace, service, nil
+}
+
 // Build starts resolving target.
 func (b *Builder) Build(target grpcresolver.Target, cc grpcresolver.ClientConn, _ grpcresolver.BuildOptions) (grpcresolver.Resolver, error) {
-	ns, svc, err := ParseTarget(target.URL.Path)
+	addrs, ns, svc, err := readTarget(&target.URL)
 	if err != nil {
 		return nil, err
 	}
 	c, owned := b.c, false
-	if host := target.URL.Host; host != "" {
-		c, err = client.New(context.Background(), strings.Split(host, ","), b.opts...)
+	if len(addrs) > 0 {
+		c, err = client.New(context.Background(), addrs, b.opts...)
 		if err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"slices"
 	"sort"
 	"strings"
@@ -493,4 +494,30 @@ func TestZonePreferenceFallsBack(t *testing.T) {
 	// No healthy instance left in the zone: every zone will do.
 	e.drain("echo", "near")
 	waitServing(t, conn, far)
+}
+
+// TestIPv6AddressTargets: registry nodes named by IPv6 address, one in a
+// roster:// target, several in the form without slashes. The nodes listen
+// on 127.0.0.1, reached through its IPv4-mapped IPv6 address.
+func TestIPv6AddressTargets(t *testing.T) {
+	e := newEnv(t)
+	a := testdiscovery.StartEcho(t)
+	e.register(a.Instance("echo", "a", 100))
+	var v6 []string
+	for _, addr := range e.addrs() {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v6 = append(v6, net.JoinHostPort("::ffff:127.0.0.1", port))
+	}
+	for _, target := range []string{
+		"roster://" + v6[0] + "/echo",
+		"roster:" + strings.Join(v6, ",") + "/echo",
+		"roster:" + strings.Join(v6, ",") + "/default/echo",
+	} {
+		t.Run(target, func(t *testing.T) {
+			waitServing(t, dial(t, target, balancer.RoundRobin), a)
+		})
+	}
 }
