@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/roster-registry/roster/fsm"
+	"github.com/roster-registry/roster/store"
 )
 
 // ErrInvalidBackup: a backup's snapshot body does not restore (cut short,
@@ -59,8 +60,13 @@ func (n *Node) RestoreBackup(ctx context.Context, body io.Reader, scratchDir str
 	}
 	n.restoreMu.Lock()
 	defer n.restoreMu.Unlock()
-	members, err := n.store.View().Members(nil)
+	cur := n.store.View()
+	members, err := cur.Members(nil)
 	if err != nil {
+		return BackupRestore{}, err
+	}
+	keep := fsm.Kept{Members: members, ACLBootstrapped: cur.ACLBootstrapped()}
+	if err := cur.Tokens(func(t *store.Token) bool { keep.Tokens = append(keep.Tokens, t); return true }); err != nil {
 		return BackupRestore{}, err
 	}
 	tmp, err := os.CreateTemp(scratchDir, "restore-*.snap")
@@ -75,7 +81,7 @@ func (n *Node) RestoreBackup(ctx context.Context, body io.Reader, scratchDir str
 	prep, err := fsm.PrepareRestore(body, tmp, func(srcRevision, srcApplied uint64) uint64 {
 		index = max(index, srcRevision+restoreIndexGap, srcApplied+restoreIndexGap)
 		return index
-	}, members)
+	}, keep)
 	if err != nil {
 		return BackupRestore{}, fmt.Errorf("%w: %w", ErrInvalidBackup, err)
 	}
@@ -98,16 +104,32 @@ func (n *Node) RestoreBackup(ctx context.Context, body io.Reader, scratchDir str
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: index - 1, Size: size}
 	n.logger.Warn("restoring a backup: the whole registry state is replaced",
 		"source_revision", prep.SourceRevision, "instances", prep.Instances, "index", index)
-	if err := n.raft.Restore(meta, io.NewSectionReader(tmp, 0, size), n.cfg.ApplyTimeout); err != nil {
+	restore := func() error { return n.raft.Restore(meta, io.NewSectionReader(tmp, 0, size), n.cfg.ApplyTimeout) }
+	if h := n.cfg.TestHooks.RaftRestore; h != nil {
+		err = h(restore)
+	} else {
+		err = restore()
+	}
+	got, _ := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64)
+	if err != nil && got >= index {
+		// Raft took the restore and then failed the entry it commits
+		// after it (an enqueue timeout, a transfer, lost leadership):
+		// whether the restore holds depends on whether that entry
+		// commits. ErrEnqueueTimeout or ErrNotLeader would say nothing
+		// was restored, and invite a second restore.
+		return BackupRestore{}, fmt.Errorf("restore: %w: raft took the backup at index %d, then failed to commit past it (%v)", ErrOutcomeUnknown, index, err)
+	}
+	if err != nil {
 		return BackupRestore{}, fmt.Errorf("restore: %w", mapRaftError(err))
 	}
-	if got, _ := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64); got != index {
+	if got != index {
 		// Only possible if over restoreIndexGap entries were appended
 		// while Raft took the restore; the state is still the same on
 		// every node, but revisions up to got may have been used before.
 		n.logger.Error("backup restored at another index than its state says", "state_index", index, "raft_index", got)
 	}
-	n.logger.Info("restored a backup", "index", index, "source_revision", prep.SourceRevision, "instances", prep.Instances)
+	n.logger.Info("restored a backup", "index", index, "source_revision", prep.SourceRevision, "instances", prep.Instances,
+		"kept_acl_tokens", prep.KeptACL)
 	return BackupRestore{Index: index, SourceRevision: prep.SourceRevision, Instances: prep.Instances}, nil
 }
 

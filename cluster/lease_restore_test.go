@@ -19,7 +19,7 @@ func (h *leaseHarness) restoreBackup(backup *bytes.Buffer) {
 	h.t.Helper()
 	var prepared bytes.Buffer
 	const index = 1 << 20
-	if _, err := fsm.PrepareRestore(backup, &prepared, func(uint64, uint64) uint64 { return index }, nil); err != nil {
+	if _, err := fsm.PrepareRestore(backup, &prepared, func(uint64, uint64) uint64 { return index }, fsm.Kept{}); err != nil {
 		h.t.Fatal(err)
 	}
 	if err := fsm.New(h.store, nil).Restore(io.NopCloser(&prepared)); err != nil {

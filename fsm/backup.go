@@ -28,6 +28,21 @@ type PreparedRestore struct {
 	SourceApplied  uint64
 	// Instances is how many instances it restores.
 	Instances int
+	// KeptACL: the backup held no ACL state, so the running cluster's
+	// tokens and bootstrap mark were kept.
+	KeptACL bool
+}
+
+// Kept is what a restore keeps of the running cluster.
+type Kept struct {
+	// Members replace the backup's: they name the nodes running now.
+	Members []*store.Member
+	// Tokens and ACLBootstrapped are kept when the backup holds no ACL
+	// state of its own (no token, never bootstrapped): a backup of a
+	// cluster without ACLs, or of one not bootstrapped yet, must not
+	// leave this cluster's ACLs unbootstrapped, for anyone to bootstrap.
+	Tokens          []*store.Token
+	ACLBootstrapped bool
 }
 
 // PrepareRestore reads a backup's snapshot body and writes to out the
@@ -41,13 +56,15 @@ type PreparedRestore struct {
 //     what clients were given before the restore, not back to the
 //     backup's;
 //   - with the cluster's own members instead of the backup's, since they
-//     name the nodes that are running now (their addresses).
+//     name the nodes that are running now (their addresses);
+//   - with the cluster's own ACL tokens and bootstrap mark when the backup
+//     holds none (Kept).
 //
 // A body that is cut short, holds a record that does not decode, or an
 // instance or service name no API would accept (so nobody could read or
 // remove it), or a port or weight out of range, is an error; out then
 // holds garbage the caller must drop.
-func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, srcApplied uint64) uint64, members []*store.Member) (PreparedRestore, error) {
+func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, srcApplied uint64) uint64, keep Kept) (PreparedRestore, error) {
 	br := bufio.NewReaderSize(body, 256<<10)
 	bw := bufio.NewWriterSize(out, 256<<10)
 	opts := protodelim.UnmarshalOptions{MaxSize: maxRecordSize}
@@ -69,6 +86,8 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 	// instances but none yet, given one at the end.
 	stamped := map[[2]string]bool{}
 	unstamped := map[[2]string]bool{}
+	// acl: the backup holds ACL state of its own.
+	acl := false
 	if _, err := protodelim.MarshalTo(bw, nh); err != nil {
 		return prep, err
 	}
@@ -89,7 +108,24 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 			if r.End.Records != read {
 				return prep, fmt.Errorf("snapshot end says %d records, read %d", r.End.Records, read)
 			}
-			for _, m := range members {
+			if !acl {
+				prep.KeptACL = len(keep.Tokens) > 0 || keep.ACLBootstrapped
+				for _, t := range keep.Tokens {
+					rec := &raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_AclToken{AclToken: store.TokenToRecord(t)}}
+					if _, err := protodelim.MarshalTo(bw, rec); err != nil {
+						return prep, err
+					}
+					wrote++
+				}
+				if keep.ACLBootstrapped {
+					rec := &raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_AclState{AclState: &raftcmdv1.ACLState{Bootstrapped: true}}}
+					if _, err := protodelim.MarshalTo(bw, rec); err != nil {
+						return prep, err
+					}
+					wrote++
+				}
+			}
+			for _, m := range keep.Members {
 				rec := &raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_Member{
 					Member: &raftcmdv1.Member{NodeId: m.NodeID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr, JoinedToVote: m.JoinedToVote}}}
 				if _, err := protodelim.MarshalTo(bw, rec); err != nil {
@@ -128,6 +164,10 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 			stamped[k] = true
 			delete(unstamped, k)
 			r.Service.ModRevision = index
+		case *raftcmdv1.SnapshotRecord_AclToken:
+			acl = true
+		case *raftcmdv1.SnapshotRecord_AclState:
+			acl = acl || r.AclState.GetBootstrapped()
 		case nil:
 			return prep, fmt.Errorf("record %d: empty record", read)
 		}

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
+	"github.com/roster-registry/roster/store"
 )
 
 // restoreBackup restores backup into f as a running cluster does, at
@@ -15,7 +16,7 @@ import (
 func restoreBackup(t *testing.T, f *FSM, backup []byte, index uint64) {
 	t.Helper()
 	var prepared bytes.Buffer
-	if _, err := PrepareRestore(bytes.NewReader(backup), &prepared, func(uint64, uint64) uint64 { return index }, nil); err != nil {
+	if _, err := PrepareRestore(bytes.NewReader(backup), &prepared, func(uint64, uint64) uint64 { return index }, Kept{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Restore(io.NopCloser(&prepared)); err != nil {
@@ -109,5 +110,69 @@ func TestBackupRestoreStampsServicesWithoutARevisionRecord(t *testing.T) {
 		if rev, insts, err := f.Store().View().Service(nil, "default", svc); err != nil || rev != index || len(insts) != 1 {
 			t.Errorf("%s: revision %d with %d instances, %v; want %d with 1", svc, rev, len(insts), err, index)
 		}
+	}
+}
+
+// keptOf is what a restore into f keeps of it, as Node.RestoreBackup takes it.
+func keptOf(t *testing.T, f *FSM) Kept {
+	t.Helper()
+	v := f.Store().View()
+	k := Kept{ACLBootstrapped: v.ACLBootstrapped()}
+	if err := v.Tokens(func(tk *store.Token) bool { k.Tokens = append(k.Tokens, tk); return true }); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestBackupRestoreKeepsTheClustersACLsWhenTheBackupHasNone: a backup of
+// a cluster without ACLs (or not bootstrapped) restored into a
+// bootstrapped one keeps that cluster's tokens and bootstrap mark. It used
+// to leave the cluster with no token and not bootstrapped, so the first
+// anonymous caller could bootstrap it and get a management token. A backup
+// with ACL state of its own replaces the cluster's, as before.
+func TestBackupRestoreKeepsTheClustersACLsWhenTheBackupHasNone(t *testing.T) {
+	plain := newFSM()
+	apply(plain, 1, mustEncode(t, RegisterType, register("web", "a", "10.0.0.1", 0, 1)))
+	var noACL bytes.Buffer
+	if err := WriteSnapshot(&noACL, plain.Store().View()); err != nil {
+		t.Fatal(err)
+	}
+	withACL := newFSM()
+	if err := resultErr(t, apply(withACL, 1, tokenCmd(t, "backup-root", "digest-b", true, "service::write", "operator:write", "acl:write"))); err != nil {
+		t.Fatal(err)
+	}
+	var ownACL bytes.Buffer
+	if err := WriteSnapshot(&ownACL, withACL.Store().View()); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		name     string
+		backup   []byte
+		want     string // the accessor left
+		wantKept bool
+	}{
+		{"a backup without ACL state", noACL.Bytes(), "root", true},
+		{"a backup with ACL state of its own", ownACL.Bytes(), "backup-root", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFSM()
+			if err := resultErr(t, apply(f, 1, tokenCmd(t, "root", "digest-r", true, "service::write", "operator:write", "acl:write"))); err != nil {
+				t.Fatal(err)
+			}
+			var prepared bytes.Buffer
+			prep, err := PrepareRestore(bytes.NewReader(c.backup), &prepared, func(uint64, uint64) uint64 { return 1 << 20 }, keptOf(t, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Restore(io.NopCloser(&prepared)); err != nil {
+				t.Fatal(err)
+			}
+			toks := tokenList(t, f)
+			if len(toks) != 1 || toks[0].AccessorID != c.want || !f.Store().View().ACLBootstrapped() || prep.KeptACL != c.wantKept {
+				t.Fatalf("after the restore: tokens %+v, bootstrapped %v, kept %v; want only %s, bootstrapped, kept %v",
+					toks, f.Store().View().ACLBootstrapped(), prep.KeptACL, c.want, c.wantKept)
+			}
+		})
 	}
 }
