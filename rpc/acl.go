@@ -11,7 +11,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/acl"
@@ -120,9 +122,10 @@ func (c *caller) resource(res string, need acl.Access) error {
 	return denied("%s lacks %s:%s", c.name, res, need)
 }
 
-// open are the methods any caller may make: status, health and reflection,
-// ACL bootstrap (it works once), the read index (one number), and Join,
-// which only servers may make (their certificates prove it, serveronly.go).
+// open are the methods any caller may make: status (filtered for the
+// caller, filterStatus), health and reflection, ACL bootstrap (it works
+// once), the read index (one number), and Join, which only servers may make
+// (their certificates prove it, serveronly.go).
 var open = map[string]bool{
 	rosterv1.Cluster_Status_FullMethodName:    true,
 	rosterv1.Cluster_ReadIndex_FullMethodName: true,
@@ -195,7 +198,77 @@ func filterList(c *caller, resp any) {
 	r.Services = kept
 }
 
+// filterStatus drops from a Status answer the services the caller may not
+// read: the services whose expiry self-preservation holds, and those with
+// their own minimum lease count. Both name services, and Status is open.
+// The counts (instances, leases, held expiries) stay: they name nothing,
+// and /metrics serves them to anyone.
+func filterStatus(c *caller, r *rosterv1.StatusResponse) {
+	readable := func(key string) bool {
+		ns, svc, ok := strings.Cut(key, "/")
+		if !ok {
+			ns, svc = store.DefaultNamespace, key
+		}
+		return c.policy.AllowService(ns, svc, acl.Read)
+	}
+	// New slice and map: the answer's may be shared with the node's state.
+	var services []string
+	for _, key := range r.SelfPreservationServices {
+		if readable(key) {
+			services = append(services, key)
+		}
+	}
+	r.SelfPreservationServices = services
+	var minLeases map[string]uint32
+	for key, n := range r.SelfPreservationServiceMinLeases {
+		if readable(key) {
+			if minLeases == nil {
+				minLeases = make(map[string]uint32)
+			}
+			minLeases[key] = n
+		}
+	}
+	r.SelfPreservationServiceMinLeases = minLeases
+}
+
+// openStatus answers the open Status call, filtered for the caller's
+// token. Status needs no token, so an unknown one is not refused here: it
+// reads as anonymous.
+//
+// Servers get it whole: a follower learns from the leader's Status which
+// services are held, and asks without a token. With TLS a server proves
+// itself with its certificate. Without TLS nothing tells a server from a
+// client, so nothing is filtered: anyone can Join then and read the whole
+// state through Raft, and hiding names here would only break followers.
+func (s *Server) openStatus(ctx context.Context, req any, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	r, ok := resp.(*rosterv1.StatusResponse)
+	if err != nil || !ok || s.opts.VerifyPeerServer == nil || s.fromServerPeer(ctx) {
+		return resp, err
+	}
+	c, rerr := s.resolve(ctx)
+	if rerr != nil {
+		c = &caller{policy: acl.NewPolicy(nil), name: "anonymous token"}
+	}
+	filterStatus(c, r)
+	return r, nil
+}
+
+// fromServerPeer reports whether the call's connection presented a server
+// certificate of the cluster (Options.VerifyPeerServer).
+func (s *Server) fromServerPeer(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	return ok && s.opts.VerifyPeerServer(info.State) == nil
+}
+
 func (s *Server) aclUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if s.opts.ACL.Enabled && info.FullMethod == rosterv1.Cluster_Status_FullMethodName {
+		return s.openStatus(ctx, req, h)
+	}
 	if !s.opts.ACL.Enabled || openMethod(info.FullMethod) {
 		return h(ctx, req)
 	}

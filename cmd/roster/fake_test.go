@@ -44,13 +44,19 @@ func startFake(t *testing.T) *fakeServer {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	return startFakeOn(t, lis)
+}
+
+// startFakeOn serves a fakeServer on lis with the given server options.
+func startFakeOn(t *testing.T, lis net.Listener, opts ...grpc.ServerOption) *fakeServer {
+	t.Helper()
 	f := &fakeServer{
 		addr:      lis.Addr().String(),
 		requests:  make(map[string][]proto.Message),
 		fail:      make(map[string]error),
 		instances: make(map[string]bool),
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	rosterv1.RegisterRegistryServer(srv, f)
 	rosterv1.RegisterClusterServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()

@@ -271,12 +271,15 @@ func TestServerError(t *testing.T) {
 	f := startFake(t)
 	f.setFail("Register", invalidName)
 	f.setFail("GetService", status.Error(codes.NotFound, "service \"nope\" not found\nin namespace default"))
+	// ACL refusals already start with the code's words: said once.
+	f.setFail("Deregister", status.Error(codes.PermissionDenied, "permission denied: token 2b7a lacks service:web:write in namespace default"))
 	tests := []struct {
 		args       []string
 		wantStderr string
 	}{
 		{[]string{"register", "Bad_Name", "p1", "10.0.0.5:8080"}, "roster: invalid argument: service \"Bad_Name\" must be a lowercase DNS label\n"},
 		{[]string{"get", "nope", "-o", "json"}, "roster: not found: service \"nope\" not found in namespace default\n"},
+		{[]string{"deregister", "web", "w1"}, "roster: permission denied: token 2b7a lacks service:web:write in namespace default\n"},
 	}
 	for _, tt := range tests {
 		code, stdout, stderr := runCLI(t, testContext(t), f.addr, tt.args...)

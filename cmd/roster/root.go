@@ -54,6 +54,8 @@ type app struct {
 	tls   tlsFlags
 	// token is the ACL token secret sent with every call.
 	token string
+	// tokenEnv is ROSTER_TOKEN, used when --token is not given.
+	tokenEnv string
 }
 
 // run executes the command line args and returns the process exit code.
@@ -67,7 +69,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(stderr, "roster: "+errorLine(err))
+	line := errorLine(err)
+	if hint := transportHint(line, a.tls.on()); hint != "" {
+		line += "; hint: " + hint
+	}
+	fmt.Fprintln(stderr, "roster: "+line)
 	if errors.As(err, new(usageError)) {
 		return exitUsage
 	}
@@ -105,7 +111,10 @@ command line exits 2 before anything is sent.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cmd.Help()
 		},
-		PersistentPreRunE: func(*cobra.Command, []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("token") {
+				a.token = a.tokenEnv
+			}
 			return a.parseGlobal()
 		},
 	}
@@ -119,7 +128,10 @@ command line exits 2 before anything is sent.`,
 	flags.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	flags.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit of each call")
 	a.registerTLSFlags(flags, getenv)
-	flags.StringVar(&a.token, "token", getenv("ROSTER_TOKEN"), "ACL token secret sent with every call (env ROSTER_TOKEN)")
+	// No default from ROSTER_TOKEN: help prints defaults, and this one is a
+	// secret. parseGlobal reads the variable when the flag is not given.
+	flags.StringVar(&a.token, "token", "", "ACL token secret sent with every call (env ROSTER_TOKEN)")
+	a.tokenEnv = getenv("ROSTER_TOKEN")
 
 	root.AddCommand(
 		a.registerCommand(),
@@ -222,14 +234,47 @@ func rangeArgs(lo, hi int, names string) cobra.PositionalArgs {
 }
 
 // errorLine renders err as the one line printed after "roster: ". A gRPC
-// status reads "<code in words>: <message>".
+// status reads "<code in words>: <message>", unless the message already
+// starts with those words (ACL refusals start "permission denied: ...").
 func errorLine(err error) string {
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		st := se.GRPCStatus()
-		return oneLine(codeWords(st.Code()) + ": " + st.Message())
+		words, msg := codeWords(st.Code()), st.Message()
+		if len(msg) >= len(words) && strings.EqualFold(msg[:len(words)], words) {
+			return oneLine(msg)
+		}
+		return oneLine(words + ": " + msg)
 	}
 	return oneLine(err.Error())
+}
+
+// transportHint names the likely cause of a TLS mismatch between the CLI
+// and the server, whose errors say little ("error reading server preface:
+// EOF", "broken pipe"); "" when line shows none. tlsOn: the CLI used TLS.
+func transportHint(line string, tlsOn bool) string {
+	has := func(subs ...string) bool {
+		for _, s := range subs {
+			if strings.Contains(line, s) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case !tlsOn && has("error reading server preface", "tls: first record does not look like a TLS handshake"):
+		// A TLS server reads the HTTP/2 preface as a bad record and hangs up.
+		return "the server expects TLS: pass --tls-ca (and --tls-cert/--tls-key if it verifies clients)"
+	case tlsOn && has("first record does not look like a TLS handshake", "server gave HTTP response"):
+		return "the server does not speak TLS: drop --tls-*"
+	case tlsOn && has("certificate required", "bad certificate", "unknown certificate authority",
+		"expired certificate", "certificate unknown", "broken pipe", "connection reset by peer"):
+		// With TLS 1.3 the server checks the client's certificate after the
+		// client thinks the handshake is done: the refusal arrives as an
+		// alert, or as a connection closed under the first write.
+		return "the server refused the client certificate (missing, expired or from another CA): check --tls-cert/--tls-key"
+	}
+	return ""
 }
 
 // codeWords spells a gRPC code in lowercase words: InvalidArgument is

@@ -79,7 +79,8 @@ func (a *app) long(cmd *cobra.Command, deadline time.Duration, do func(ctx conte
 }
 
 func (a *app) snapshotSaveCommand(deadline *time.Duration) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "save FILE",
 		Short: "Save a consistent snapshot of the registry to FILE",
 		Long: `save writes a snapshot of the whole registry — instances, service revisions,
@@ -87,18 +88,27 @@ self-preservation settings, ACL tokens, remembered request results — taken
 at a linearizable point: it holds every write acknowledged before the save
 began. Any node can answer. The file is written next to FILE and renamed
 into place only once whole and checked, so a failed save leaves no file.
+An existing FILE is never replaced unless --force is given: without it the
+save is refused before anything is downloaded, and again if FILE appears
+while the save runs.
 
 Progress goes to stderr every 16 MiB. -o json prints {"file", "revision",
 "applied_index", "created", "namespaces", "services", "instances", "size",
 "checksum"}.`,
 		Example: `  roster snapshot save backup-$(date +%F).snap
-  roster snapshot save /backups/roster.snap -o json`,
+  roster snapshot save /backups/roster.snap -o json
+  roster snapshot save --force /backups/latest.snap`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkDeadline(*deadline); err != nil {
 				return err
 			}
 			path := args[0]
+			if !force {
+				if _, err := os.Lstat(path); err == nil {
+					return errFileExists(path)
+				}
+			}
 			return a.long(cmd, *deadline, func(ctx context.Context, c *client.Client) error {
 				stream, err := c.SnapshotSave(ctx)
 				if err != nil {
@@ -155,7 +165,7 @@ Progress goes to stderr every 16 MiB. -o json prints {"file", "revision",
 				if err != nil {
 					return fmt.Errorf("snapshot save: the file written does not check: %w", err)
 				}
-				if err := os.Rename(tmp.Name(), path); err != nil {
+				if err := placeFile(tmp.Name(), path, force); err != nil {
 					return err
 				}
 				out.File = path
@@ -163,6 +173,33 @@ Progress goes to stderr every 16 MiB. -o json prints {"file", "revision",
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "replace FILE if it exists")
+	return cmd
+}
+
+func errFileExists(path string) error {
+	return fmt.Errorf("%s already exists; pass --force to replace it", path)
+}
+
+// placeFile moves the finished tmp to path. Without force it links rather
+// than renames, so a file that appeared at path during the save is kept.
+func placeFile(tmp, path string, force bool) error {
+	if force {
+		return os.Rename(tmp, path)
+	}
+	err := os.Link(tmp, path)
+	switch {
+	case err == nil:
+		return nil // tmp is removed by the caller
+	case errors.Is(err, os.ErrExist):
+		return errFileExists(path)
+	}
+	// No hard links here (some network and FAT file systems): check, then
+	// rename, leaving a small window instead of failing the save.
+	if _, serr := os.Lstat(path); serr == nil {
+		return errFileExists(path)
+	}
+	return os.Rename(tmp, path)
 }
 
 func (a *app) snapshotInspectCommand() *cobra.Command {
@@ -201,6 +238,9 @@ settings, ACL tokens, remembered request results. The cluster keeps its own
 members. Revisions go on above both the cluster's and the file's, and every
 watcher is reset at the restored revision. A damaged or cut file is refused
 and nothing changes.
+
+Progress goes to stderr: every 16 MiB uploaded, then once the upload ends,
+while the leader checks the file and restores it.
 
 -o json prints {"revision", "applied_index", "source_revision", "instances"}.`,
 		Example: `  roster snapshot restore backup.snap`,
@@ -248,6 +288,10 @@ and nothing changes.
 						return rerr
 					}
 				}
+				// The leader's checks and the restore through Raft come
+				// next, and for a large state they take longer than the
+				// upload: say that the wait is expected.
+				fmt.Fprintf(a.stderr, "uploaded %s; the leader is checking the file and restoring it\n", sizeWords(sent))
 				resp, err := up.CloseAndRecv()
 				if err != nil {
 					return err
@@ -267,6 +311,14 @@ and nothing changes.
 			})
 		},
 	}
+}
+
+// sizeWords renders a byte count for a progress line.
+func sizeWords(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 // inspectFile verifies a snapshot file and counts what it holds.

@@ -34,6 +34,21 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	if saved.Instances != 3 || saved.Services != 1 || saved.Namespaces != 1 || saved.Revision == 0 || len(saved.Checksum) != 64 {
 		t.Fatalf("save printed %+v", saved)
 	}
+	// An existing file is kept unless --force is given.
+	if err := os.WriteFile(file+".keep", []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runCLI(t, ctx, addr, "snapshot", "save", file+".keep")
+	if kept, _ := os.ReadFile(file + ".keep"); code != 1 || string(kept) != "precious" ||
+		errOut != "roster: "+file+".keep already exists; pass --force to replace it\n" {
+		t.Fatalf("save over a file: exit %d %q, file now %q", code, errOut, kept)
+	}
+	if code, _, errOut = runCLI(t, ctx, addr, "snapshot", "save", "--force", file+".keep"); code != 0 {
+		t.Fatalf("save --force: exit %d: %s", code, errOut)
+	}
+	if _, err := inspectFile(file + ".keep"); err != nil {
+		t.Fatalf("save --force left %v", err)
+	}
 	code, out, errOut = runCLI(t, ctx, addr, "snapshot", "inspect", file, "-o", "json")
 	var inspected snapshotJSON
 	if code != 0 || json.Unmarshal([]byte(out), &inspected) != nil || inspected != saved {
@@ -63,10 +78,37 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "restored 3 instances") {
 		t.Fatalf("restore: exit %d: %s %s", code, out, errOut)
 	}
+	if !strings.Contains(errOut, "; the leader is checking the file and restoring it\n") {
+		t.Fatalf("restore said nothing after the upload: %q", errOut)
+	}
 	c.EnsureSame()
 	for _, nd := range c.Nodes {
 		if n := nd.Node.Store().View().Count(); n != 3 {
 			t.Fatalf("%s holds %d instances after the restore, want 3", nd.ID, n)
 		}
+	}
+}
+
+// TestPlaceFileKeepsAFileThatAppeared covers the end of a save without
+// --force: a file created at the path while the save ran is not replaced.
+func TestPlaceFileKeepsAFileThatAppeared(t *testing.T) {
+	dir := t.TempDir()
+	tmp, path := filepath.Join(dir, "s.part"), filepath.Join(dir, "s.snap")
+	for name, body := range map[string]string{tmp: "new", path: "old"} {
+		if err := os.WriteFile(name, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := placeFile(tmp, path, false); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("placeFile over a file: %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "old" {
+		t.Fatalf("file replaced: %q", b)
+	}
+	if err := placeFile(tmp, path, true); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "new" {
+		t.Fatalf("--force kept %q", b)
 	}
 }

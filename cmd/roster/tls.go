@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -159,6 +160,9 @@ func (a *app) tlsCACreateCommand() *cobra.Command {
 			if days < 1 {
 				return usagef("--days %d must be at least 1", days)
 			}
+			if err := checkDir(dir); err != nil {
+				return err
+			}
 			certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
 			for _, p := range []string{certPath, keyPath} {
 				if _, err := os.Stat(p); err == nil {
@@ -236,6 +240,9 @@ client.<dc>.roster and can only be used as a client.`,
 					}
 				}
 			}
+			if err := checkDir(dir); err != nil {
+				return err
+			}
 			if caPath == "" {
 				caPath = filepath.Join(dir, caCertFile)
 			}
@@ -278,6 +285,21 @@ client.<dc>.roster and can only be used as a client.`,
 	fs.StringSliceVar(&dnsNames, "dns", nil, "extra DNS name (repeatable)")
 	fs.StringSliceVar(&ips, "ip", nil, "extra IP address (repeatable)")
 	return cmd
+}
+
+// checkDir refuses a --dir that is missing or not a directory, before a
+// file inside it fails with an error that names only the file.
+func checkDir(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("--dir %s does not exist; create it first (mkdir -p %s)", dir, dir)
+	case err != nil:
+		return fmt.Errorf("--dir: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("--dir %s is not a directory", dir)
+	}
+	return nil
 }
 
 // freeCertNames returns the first <prefix>-<n>.pem and <prefix>-<n>-key.pem

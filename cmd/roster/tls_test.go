@@ -110,3 +110,19 @@ func TestTLSCommandsBadInput(t *testing.T) {
 		t.Errorf("cert create without a CA: exit %d %q", code, stderr)
 	}
 }
+
+// TestTLSCommandsNameAMissingDir: the error names the directory, not a
+// file inside it.
+func TestTLSCommandsNameAMissingDir(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, args := range [][]string{
+		{"tls", "ca", "create", "--dir", missing},
+		{"tls", "cert", "create", "--server", "--dir", missing},
+	} {
+		code, _, stderr := runTLS(t, args...)
+		want := "roster: --dir " + missing + " does not exist; create it first (mkdir -p " + missing + ")\n"
+		if code != exitError || stderr != want {
+			t.Errorf("%v: exit %d %q, want 1 %q", args, code, stderr, want)
+		}
+	}
+}

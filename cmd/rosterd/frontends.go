@@ -67,7 +67,7 @@ func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, metrics prome
 	serve := fe.http.Serve
 	if f.tls.on() {
 		// ServeTLS, not a TLS listener, so HTTP/2 is offered as well.
-		fe.http.TLSConfig = f.tls.conf.API()
+		fe.http.TLSConfig = f.tls.api("h2", "http/1.1")
 		serve = func(l net.Listener) error { return fe.http.ServeTLS(l, "", "") }
 	}
 	go func() {

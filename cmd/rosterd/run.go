@@ -97,6 +97,7 @@ func run(parent context.Context, f *flags) error {
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "rosterd", Level: level, JSONFormat: f.logJSON, Output: os.Stderr})
 	cfg.Logger = logger
+	defer f.tls.reloadOnHangup(logger.Named("tls"), nil)()
 	if tuner := startGCTuner(f, logger); tuner != nil {
 		defer tuner.Stop()
 	}
@@ -135,7 +136,7 @@ func run(parent context.Context, f *flags) error {
 	}
 	srv := rpc.New(node, ropts)
 	metrics.MustRegister(srv.Collector())
-	g := grpc.NewServer(append(srv.ServerOptions(), f.tls.serverOptions()...)...)
+	g := grpc.NewServer(append(srv.ServerOptions(), f.tls.serverOptions(logger.Named("rpc"))...)...)
 	srv.RegisterServices(g)
 	srv.Start()
 	serveErr := make(chan error, 1)

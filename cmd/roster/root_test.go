@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+const secretToken = "s3cret-from-env-7f1c"
+
+func envWithToken(name string) string {
+	if name == "ROSTER_TOKEN" {
+		return secretToken
+	}
+	return ""
+}
+
+// TestHelpNeverPrintsTheTokenFromTheEnvironment runs --help on every
+// command: cobra prints flag defaults there, and ROSTER_TOKEN is a secret.
+func TestHelpNeverPrintsTheTokenFromTheEnvironment(t *testing.T) {
+	var paths [][]string
+	var walk func(c *cobra.Command, path []string)
+	walk = func(c *cobra.Command, path []string) {
+		paths = append(paths, path)
+		for _, sub := range c.Commands() {
+			walk(sub, append(append([]string(nil), path...), sub.Name()))
+		}
+	}
+	walk((&app{}).rootCommand(envWithToken), nil)
+	if len(paths) < 10 {
+		t.Fatalf("only %d commands found", len(paths))
+	}
+	for _, path := range paths {
+		var stdout, stderr syncBuffer
+		args := append(append([]string(nil), path...), "--help")
+		if code := run(context.Background(), args, &stdout, &stderr, envWithToken); code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", args, code, stderr.String())
+		}
+		if out := stdout.String() + stderr.String(); strings.Contains(out, secretToken) {
+			t.Fatalf("%v prints the ROSTER_TOKEN secret:\n%s", args, out)
+		}
+	}
+}
+
+// TestTokenFromEnvironmentOrFlag checks that ROSTER_TOKEN still applies
+// when --token is not given, and that --token wins over it.
+func TestTokenFromEnvironmentOrFlag(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{args: nil, want: secretToken},
+		{args: []string{"--token", "from-flag"}, want: "from-flag"},
+		{args: []string{"--token", ""}, want: ""},
+	}
+	for _, tt := range tests {
+		var out syncBuffer
+		a := &app{stdout: &out, stderr: &out}
+		root := a.rootCommand(envWithToken)
+		root.SetArgs(append(append([]string(nil), tt.args...), "tls", "ca", "create", "--dir", t.TempDir()))
+		if err := root.ExecuteContext(context.Background()); err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		if a.token != tt.want {
+			t.Fatalf("%v: token %q, want %q", tt.args, a.token, tt.want)
+		}
+	}
+}
