@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -52,17 +53,22 @@ func instanceKey(m proto.Message) string {
 // as one batch entry, so under load one fsync and one FSM transaction serve
 // many calls, while a lone write pays no extra latency.
 func (n *Node) propose(ctx context.Context, t fsm.CommandType, m proto.Message) (uint64, error) {
-	return n.proposeRequest(ctx, "", 0, t, m)
+	return n.proposeRequest(ctx, "", t, m)
 }
 
 // proposeRequest proposes a client write. With a request id the command is
-// wrapped in a Request stamped with now, and the state machine applies it
-// at most once: a repeat of the id returns the first result.
-func (n *Node) proposeRequest(ctx context.Context, requestID string, now int64, t fsm.CommandType, m proto.Message) (uint64, error) {
+// wrapped in a Request stamped by the request clock (requestStamp), and the
+// state machine applies it at most once: a repeat of the id returns the
+// first result.
+func (n *Node) proposeRequest(ctx context.Context, requestID string, t fsm.CommandType, m proto.Message) (uint64, error) {
 	var data []byte
 	var err error
 	if requestID != "" {
-		data, err = fsm.EncodeRequest(requestID, now, t, m)
+		var stamp int64
+		if stamp, err = n.requestStamp(ctx); err != nil {
+			return 0, err
+		}
+		data, err = fsm.EncodeRequest(requestID, stamp, t, m)
 	} else {
 		data, err = fsm.Encode(t, m)
 	}
@@ -199,7 +205,35 @@ func fail(ps []*proposal, err error) {
 	}
 }
 
+// requestStamp returns the stamp of a Request entry proposed now. It is not
+// the wall clock: it only ages remembered request results, and a leader
+// whose clock runs ahead would forget them all at once (see requestClock).
+// A leader whose barrier is not through yet does not know the largest stamp
+// of earlier terms, so the write waits for it; nothing is proposed before.
+func (n *Node) requestStamp(ctx context.Context) (int64, error) {
+	for {
+		stamp, ok, changed := n.requestClock.stamp()
+		if ok {
+			return stamp, nil
+		}
+		if !n.IsLeader() {
+			return 0, ErrNotLeader
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-n.shutdownCh:
+			return 0, ErrShutdown
+		}
+	}
+}
+
 func now() int64 { return time.Now().UnixNano() }
+
+// wallNow is the node's wall clock, for the times commands carry to be
+// shown (registered, status changed): never for request stamps.
+func (n *Node) wallNow() int64 { return n.cfg.clock.Now().UnixNano() }
 
 func clampU32(v int) uint32 {
 	if v <= 0 {
@@ -222,15 +256,20 @@ func (n *Node) Register(ctx context.Context, inst *store.Instance, requestID str
 // node's state machine applies the same check. A registration adding an
 // instance beyond them fails with store.ErrLimitExceeded and changes nothing.
 func (n *Node) RegisterWithin(ctx context.Context, inst *store.Instance, requestID string, lim store.InstanceLimits) (uint64, error) {
-	if err := n.Store().View().CheckInstanceLimits(inst.Key(), lim); err != nil {
-		return 0, err
-	}
-	t := now()
-	cmd := &raftcmdv1.Register{Instance: store.InstanceToRecord(inst), NowUnixNs: t}
+	cmd := &raftcmdv1.Register{Instance: store.InstanceToRecord(inst), NowUnixNs: n.wallNow()}
 	if lim.PerService > 0 || lim.PerNamespace > 0 {
 		cmd.Limits = &raftcmdv1.InstanceLimits{PerService: clampU32(lim.PerService), PerNamespace: clampU32(lim.PerNamespace)}
 	}
-	rev, err := n.proposeRequest(ctx, requestID, t, fsm.RegisterType, cmd)
+	// A retry of a registration the state machine remembers gets its first
+	// result from it, even when the limits would refuse it now (the
+	// instance went and its service filled up): the pre-check must not
+	// answer for it. Looked up only when the pre-check refuses, as the
+	// lookup walks the remembered results.
+	v := n.Store().View()
+	if err := v.CheckInstanceLimits(inst.Key(), lim); err != nil && !remembered(v, requestID, fsm.RegisterType, cmd) {
+		return 0, err
+	}
+	rev, err := n.proposeRequest(ctx, requestID, fsm.RegisterType, cmd)
 	if err == nil {
 		// The lease starts here, whichever front end registered, so a
 		// heartbeat sent as soon as Register returns finds it.
@@ -239,16 +278,32 @@ func (n *Node) RegisterWithin(ctx context.Context, inst *store.Instance, request
 	return rev, err
 }
 
+// remembered reports whether v remembers request id as this very request,
+// command m of type t (the same digest): the state machine then answers a
+// repeat with the first result and applies nothing. The same id with
+// another digest is not: that one is refused as reused, or by the limits.
+func remembered(v *store.View, id string, t fsm.CommandType, m proto.Message) bool {
+	if id == "" {
+		return false
+	}
+	r := v.Request(id)
+	if r == nil {
+		return false
+	}
+	digest, err := fsm.RequestDigest(t, m)
+	return err == nil && bytes.Equal(r.Digest[:], digest)
+}
+
 // Deregister removes an instance; store.ErrNotFound if it is not registered.
 // requestID is as for Register.
 func (n *Node) Deregister(ctx context.Context, k store.Key, requestID string) (uint64, error) {
-	return n.proposeRequest(ctx, requestID, now(), fsm.DeregisterType, &raftcmdv1.Deregister{Namespace: k.Namespace, Service: k.Service, Id: k.ID})
+	return n.proposeRequest(ctx, requestID, fsm.DeregisterType, &raftcmdv1.Deregister{Namespace: k.Namespace, Service: k.Service, Id: k.ID})
 }
 
 // SetMaintenance drains (enabled=false) or re-enables an instance.
 // requestID is as for Register.
 func (n *Node) SetMaintenance(ctx context.Context, k store.Key, enabled bool, reason, requestID string) (uint64, error) {
-	return n.proposeRequest(ctx, requestID, now(), fsm.SetMaintenanceType, &raftcmdv1.SetMaintenance{
+	return n.proposeRequest(ctx, requestID, fsm.SetMaintenanceType, &raftcmdv1.SetMaintenance{
 		Namespace: k.Namespace, Service: k.Service, Id: k.ID, Enabled: enabled, Reason: reason})
 }
 
@@ -256,7 +311,7 @@ func (n *Node) SetMaintenance(ctx context.Context, k store.Key, enabled bool, re
 func (n *Node) SetHealth(ctx context.Context, k store.Key, regRev uint64, h store.Health, reason string) (uint64, error) {
 	return n.propose(ctx, fsm.SetHealthType, &raftcmdv1.SetHealth{
 		Namespace: k.Namespace, Service: k.Service, Id: k.ID, RegistrationRevision: regRev,
-		Status: int32(h), Reason: reason, NowUnixNs: now()})
+		Status: int32(h), Reason: reason, NowUnixNs: n.wallNow()})
 }
 
 // Reap removes registration regRev of an instance.

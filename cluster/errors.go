@@ -40,22 +40,50 @@ var (
 	ErrNoOtherVoter = errors.New("no other voter to hand leadership to")
 	// ErrLastVoter: the change would leave the cluster without a voter.
 	ErrLastVoter = errors.New("the cluster needs at least one voter")
+	// ErrTransferInProgress: a leadership transfer is already under way, so
+	// this one was not started.
+	ErrTransferInProgress = errors.New("leadership transfer in progress")
+	// ErrTransferTimeout: Raft gave up on a leadership transfer after an
+	// election timeout, as the target had not won an election by then. The
+	// leader goes on leading unless the target's election deposes it later.
+	ErrTransferTimeout = errors.New("leadership transfer timed out: the target did not win the election")
+	// ErrTransferFailed: Raft could not hand leadership over: the target
+	// could not be caught up or told to start an election.
+	ErrTransferFailed = errors.New("leadership transfer failed")
+	// ErrNewLeaderUnknown: this node handed leadership away and stepped
+	// down, but had heard from no other leader when the wait for one ended.
+	ErrNewLeaderUnknown = errors.New("leadership was handed over, but the new leader is not known yet")
+	// ErrConfigurationPending: Raft refused a restore while a membership
+	// change was still being committed; nothing was restored.
+	ErrConfigurationPending = errors.New("a membership change is still being committed")
 )
 
 // mapRaftError turns raft's errors into this package's sentinels, keeping
-// the original text for logs.
+// the original text for logs. An error it does not know stays as it is.
 func mapRaftError(err error) error {
+	if mapped, ok := knownRaftError(err); ok {
+		return mapped
+	}
+	return err
+}
+
+// knownRaftError is mapRaftError's table; ok is false for an error it does
+// not know.
+func knownRaftError(err error) (mapped error, ok bool) {
 	switch {
 	case err == nil:
-		return nil
+		return nil, true
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return fmt.Errorf("%w (%v)", ErrNotLeader, err)
+		// A leader handing over refuses writes and membership changes
+		// without taking them: for them it is as good as not the leader.
+		// A transfer refused so is told apart in transferError.
+		return fmt.Errorf("%w (%v)", ErrNotLeader, err), true
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrAbortedByRestore):
-		return fmt.Errorf("%w (%v)", ErrOutcomeUnknown, err)
+		return fmt.Errorf("%w (%v)", ErrOutcomeUnknown, err), true
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return ErrShutdown
+		return ErrShutdown, true
 	case errors.Is(err, raft.ErrEnqueueTimeout):
-		return ErrEnqueueTimeout
+		return ErrEnqueueTimeout, true
 	}
 	// Raft makes these with fmt.Errorf, so only their text tells them
 	// apart. Roster checks each case before calling raft; these catch
@@ -63,13 +91,56 @@ func mapRaftError(err error) error {
 	msg := err.Error()
 	switch {
 	case strings.HasPrefix(msg, "cannot transfer leadership to itself"):
-		return fmt.Errorf("%w (%v)", ErrAlreadyLeader, err)
+		return fmt.Errorf("%w (%v)", ErrAlreadyLeader, err), true
 	case strings.HasPrefix(msg, "cannot find peer"):
-		return fmt.Errorf("%w (%v)", ErrNoOtherVoter, err)
+		return fmt.Errorf("%w (%v)", ErrNoOtherVoter, err), true
 	case strings.HasPrefix(msg, "cannot find replication state"):
-		return fmt.Errorf("%w (%v)", ErrUnknownNode, err)
+		return fmt.Errorf("%w (%v)", ErrUnknownNode, err), true
 	case strings.HasPrefix(msg, "need at least one voter in configuration"):
-		return ErrLastVoter
+		return ErrLastVoter, true
+	case strings.HasPrefix(msg, "cannot restore snapshot now"):
+		// A restore waits for the latest configuration to commit.
+		return fmt.Errorf("%w; nothing was restored, try again once it is (%v)", ErrConfigurationPending, err), true
 	}
-	return err
+	return err, false
+}
+
+// raftTransferTimeout is Raft's text for a leadership transfer it gave up
+// on after an election timeout; it has no sentinel for it.
+const raftTransferTimeout = "leadership transfer timeout"
+
+// transferError names what a failed leadership transfer to target ("" when
+// Raft picks it) means, and where leadership is now: Raft's own failures of
+// a transfer carry no sentinel, only text, and say nothing of who leads.
+func (n *Node) transferError(err error, target string) error {
+	if target == "" {
+		target = "picked by raft"
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Not retried as a write would be: once that transfer ends, this
+		// one would move leadership a second time.
+		return fmt.Errorf("%w: another transfer is under way and this one was not started; %s", ErrTransferInProgress, n.leadershipNow())
+	case err.Error() == raftTransferTimeout:
+		return fmt.Errorf("%w (target %s); %s", ErrTransferTimeout, target, n.leadershipNow())
+	}
+	if mapped, ok := knownRaftError(err); ok {
+		return mapped
+	}
+	// Catching the target up failed ("replication failed"), or telling it
+	// to start an election did ("failed to make TimeoutNow RPC ...").
+	return fmt.Errorf("%w (target %s): %v; %s", ErrTransferFailed, target, err, n.leadershipNow())
+}
+
+// leadershipNow says, in an error message, who this node knows to lead.
+func (n *Node) leadershipNow() string {
+	if n.IsLeader() {
+		return n.cfg.NodeID + " still leads"
+	}
+	if id, _ := n.Leader(); id != "" {
+		return id + " leads"
+	}
+	return "no leader is known right now"
 }

@@ -92,6 +92,7 @@ func (n *Node) stopLeading() {
 	n.leaderStop, n.leaderDone = nil, nil
 	n.leaderReady.Store(false)
 	n.readyTerm.Store(0)
+	n.requestClock.stop()
 	if stop != nil {
 		stop()
 	}
@@ -105,7 +106,8 @@ func (n *Node) stopLeading() {
 	n.logger.Info("lost leadership")
 }
 
-// leaderLoop: barrier, publish our own member record, start the duties.
+// leaderLoop: barrier, readiness and the request clock, publish our own
+// member record, start the duties.
 func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 	var term uint64
 	for {
@@ -127,6 +129,10 @@ func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	// The state now holds every request result of earlier terms: request
+	// stamps go on from the largest (requestClock), never from this node's
+	// wall clock, which may run ahead of the last leader's.
+	latest, found := n.store.View().LatestRequestTime()
 	n.leaderMu.Lock()
 	if ctx.Err() != nil {
 		// This term ended while the barrier ran.
@@ -135,6 +141,7 @@ func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 	}
 	n.leaderReady.Store(true)
 	n.readyTerm.Store(term)
+	n.requestClock.start(latest, found)
 	n.leaderMu.Unlock()
 	n.logger.Info("leader ready", "applied_index", n.Applied())
 

@@ -126,6 +126,10 @@ type leaseTable struct {
 	defaults SelfPreservationSettings
 	// beforeChange, when set, runs before each followed change (tests).
 	beforeChange atomic.Pointer[func()]
+	// paused (tests) is added to the age of the quorum contact, in
+	// nanoseconds: as if the process had been stopped that long, its clock
+	// moving on while raft ran nothing (leasecontact.go).
+	paused atomic.Int64
 
 	mu     sync.Mutex
 	active bool

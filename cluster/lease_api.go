@@ -16,12 +16,14 @@ import (
 // expired and the instance is kept critical (deregister_critical_after):
 // then it commits the instance passing again before answering.
 //
-// Errors: ErrNotLeader / ErrLeaderNotReady (retry at the leader);
-// store.ErrNotFound for an unknown instance or a lease whose expiry is
-// being committed; ErrNoLease for an instance registered without a TTL.
+// Errors: ErrNotLeader / ErrLeaderNotReady (retry at the leader), also
+// from a leader that has not heard from a quorum within the leader lease
+// timeout (renewable); ctx's error when ctx is done; store.ErrNotFound for
+// an unknown instance or a lease whose expiry is being committed;
+// ErrNoLease for an instance registered without a TTL.
 func (n *Node) Heartbeat(ctx context.Context, k store.Key) (time.Duration, error) {
-	if !n.IsLeader() {
-		return 0, ErrNotLeader
+	if err := n.renewable(ctx); err != nil {
+		return 0, err
 	}
 	return n.leases.heartbeat(ctx, k)
 }
@@ -57,8 +59,8 @@ func (t *leaseTable) heartbeat(ctx context.Context, k store.Key) (time.Duration,
 //
 // Errors: as Heartbeat's.
 func (n *Node) ReportHealth(ctx context.Context, k store.Key, h store.Health, reason string) (time.Duration, uint64, error) {
-	if !n.IsLeader() {
-		return 0, 0, ErrNotLeader
+	if err := n.renewable(ctx); err != nil {
+		return 0, 0, err
 	}
 	return n.leases.report(ctx, k, h, reason)
 }

@@ -144,18 +144,21 @@ func (n *Node) forgetPeerFailures(id raft.ServerID) {
 // id is empty. It refuses, changing nothing, a target that is unknown, that
 // does not vote, or that already leads, and an empty id when no other voter
 // exists: Raft would force an election the target cannot win, or fail.
+// Raft's own failures come back as ErrTransferInProgress,
+// ErrTransferTimeout or ErrTransferFailed, saying who leads now.
 func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if !n.IsLeader() {
 		return ErrNotLeader
 	}
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
-		return mapRaftError(err)
+		// A leader handing over refuses this too.
+		return n.transferError(err, id)
 	}
 	if id == "" {
 		for _, s := range cf.Configuration().Servers {
 			if s.ID != raft.ServerID(n.cfg.NodeID) && s.Suffrage == raft.Voter {
-				return mapRaftError(n.raft.LeadershipTransfer().Error())
+				return n.transferError(n.transfer(nil), "")
 			}
 		}
 		return ErrNoOtherVoter
@@ -170,15 +173,34 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		if s.Suffrage != raft.Voter {
 			return fmt.Errorf("node %q is %w (a read replica, or a server not promoted yet), so it cannot lead", id, ErrNotVoter)
 		}
-		return mapRaftError(n.raft.LeadershipTransferToServer(s.ID, s.Address).Error())
+		return n.transferError(n.transfer(&s), id)
 	}
 	return fmt.Errorf("%w: %q is not in the cluster", ErrUnknownNode, id)
 }
 
+// transfer runs Raft's leadership transfer to s, or to a voter Raft picks
+// when s is nil, and returns Raft's answer: nil once this node has stepped
+// down.
+func (n *Node) transfer(s *raft.Server) error {
+	if h := n.cfg.TestHooks.LeadershipTransfer; h != nil {
+		target := ""
+		if s != nil {
+			target = string(s.ID)
+		}
+		return h(target)
+	}
+	if s == nil {
+		return n.raft.LeadershipTransfer().Error()
+	}
+	return n.raft.LeadershipTransferToServer(s.ID, s.Address).Error()
+}
+
 // AwaitNewLeader waits until this node knows of a leader other than
-// itself, as after it handed leadership away, and returns its id. It gives
-// up when ctx ends.
+// itself, as after it handed leadership away, and returns its id. When ctx
+// ends first it fails with ErrNewLeaderUnknown, saying what this node does
+// know: how long it waited, its term, and whether it leads again.
 func (n *Node) AwaitNewLeader(ctx context.Context) (string, error) {
+	start := time.Now()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -187,12 +209,22 @@ func (n *Node) AwaitNewLeader(ctx context.Context) (string, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", n.newLeaderUnknown(time.Since(start))
 		case <-n.shutdownCh:
 			return "", ErrShutdown
 		case <-t.C:
 		}
 	}
+}
+
+// newLeaderUnknown is AwaitNewLeader's error after waiting for waited.
+func (n *Node) newLeaderUnknown(waited time.Duration) error {
+	now := "an election may still be under way"
+	if n.IsLeader() {
+		now = n.cfg.NodeID + " was elected again"
+	}
+	return fmt.Errorf("%w: %s stepped down and heard from no other leader within %s (term %d: %s)",
+		ErrNewLeaderUnknown, n.cfg.NodeID, waited.Round(time.Millisecond), n.raft.CurrentTerm(), now)
 }
 
 // Members lists the Raft configuration joined with the member table.

@@ -132,15 +132,29 @@ type Config struct {
 
 	// TestHooks force interleavings in tests; production leaves them empty.
 	TestHooks TestHooks
+
+	// clock is the node's time source: the wall clock it stamps into
+	// commands, the request clock's monotonic readings, and the lease and
+	// check duties' timers. realClock when nil; the package's tests skew it.
+	clock clock
 }
 
-// TestHooks are seams for tests on a node's apply and read paths.
+// TestHooks are seams for tests on a node's apply, read, leadership
+// transfer and restore paths.
 type TestHooks struct {
 	// FSM runs on this node's apply path (see fsm.Hooks).
 	FSM fsm.Hooks
 	// ReadWait runs when a read finds this node's state behind the index it
 	// needs, just before it starts waiting.
 	ReadWait func(index uint64)
+	// LeadershipTransfer, when set, runs instead of Raft's leadership
+	// transfer to target ("" when Raft would pick one) and returns what
+	// Raft would: nil once this node stepped down, else Raft's error.
+	LeadershipTransfer func(target string) error
+	// RaftRestore, when set, runs a backup's restore: it is given Raft's
+	// restore call and returns its error, so a test can fail the call
+	// after Raft took the restore.
+	RaftRestore func(restore func() error) error
 }
 
 func (c *Config) setDefaults() error {
@@ -149,6 +163,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
+	}
+	if c.clock == nil {
+		c.clock = realClock{}
 	}
 	if !c.InMemory && c.DataDir == "" {
 		return errors.New("data dir is required (or run in memory)")
@@ -277,6 +294,10 @@ type Node struct {
 	checks *checkRunner
 	stats  nodeStats
 
+	// requestClock stamps the Request entries this node proposes while it
+	// leads (requestclock.go).
+	requestClock *requestClock
+
 	healthMu   sync.Mutex
 	peerFailed map[raft.ServerID]time.Time
 	// peerForgotten: when failures of a peer were last forgotten
@@ -318,8 +339,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
 	n.fsm.SetHooks(cfg.TestHooks.FSM)
-	n.leases = newLeaseTable(n.logger.Named("lease"), realClock{}, n, n.store, n.IsLeader, &n.cfg)
-	n.checks = newCheckRunner(n.logger.Named("check"), realClock{}, n, n.store, n.cfg.CheckWorkers)
+	n.leases = newLeaseTable(n.logger.Named("lease"), cfg.clock, n, n.store, n.IsLeader, &n.cfg)
+	n.checks = newCheckRunner(n.logger.Named("check"), cfg.clock, n, n.store, n.cfg.CheckWorkers)
+	n.requestClock = newRequestClock(cfg.clock)
 	n.OnLeader(n.leases.run)
 	n.OnLeader(n.checks.run)
 	if cfg.Autopilot != nil {
@@ -475,6 +497,9 @@ func (n *Node) openStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore
 		return nil, nil, nil, fmt.Errorf("open %s: %w", filepath.Join(n.cfg.DataDir, "raft.db"), err)
 	}
 	n.closers = append(n.closers, bolt.Close)
+	if err := n.claimDataDir(bolt); err != nil {
+		return nil, nil, nil, err
+	}
 	var disk raft.LogStore = bolt
 	kind, err := n.logStoreKind(bolt)
 	if err != nil {

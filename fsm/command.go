@@ -112,6 +112,13 @@ func EncodeRequest(id string, now int64, t CommandType, m proto.Message) ([]byte
 	return Encode(RequestType, &raftcmdv1.Request{RequestId: id, NowUnixNs: now, Digest: digest, Command: inner})
 }
 
+// RequestDigest returns the digest EncodeRequest puts into the Request
+// entry of command m of type t: what a remembered result's Digest is, when
+// it is the same request.
+func RequestDigest(t CommandType, m proto.Message) ([]byte, error) {
+	return requestDigest(t, m)
+}
+
 // leaderStamped are the fields a leader stamps into a command: its time and
 // the limits it checked. A retry stamped by another leader is the same
 // request.

@@ -393,6 +393,32 @@ func TestRequestDigestNeverChanges(t *testing.T) {
 	}
 }
 
+// TestRequestDigestIsTheEntrys: RequestDigest gives the digest EncodeRequest
+// writes into a Request entry, whatever the leader stamped: the leader
+// compares it with a remembered result's to let a retry past its limit
+// pre-check (cluster RegisterWithin).
+func TestRequestDigestIsTheEntrys(t *testing.T) {
+	m := register("web", "a", "10.0.0.1", 0, 1234)
+	m.Limits = &raftcmdv1.InstanceLimits{PerService: 1}
+	var req raftcmdv1.Request
+	if err := proto.Unmarshal(wrap(t, "r1", 1000, RegisterType, m)[1:], &req); err != nil {
+		t.Fatal(err)
+	}
+	retry := proto.Clone(m).(*raftcmdv1.Register)
+	retry.NowUnixNs, retry.Limits = 5678, nil
+	got, err := RequestDigest(RegisterType, retry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, req.Digest) {
+		t.Fatalf("RequestDigest %x, the entry holds %x", got, req.Digest)
+	}
+	retry.Instance.Address = "10.0.0.2"
+	if other, _ := RequestDigest(RegisterType, retry); bytes.Equal(other, req.Digest) {
+		t.Fatal("another address gave the entry's digest")
+	}
+}
+
 // BenchmarkEncodeRequest is the leader's cost of wrapping a register in a
 // request: the command's encoding, its digest and the wrapper's encoding.
 func BenchmarkEncodeRequest(b *testing.B) {

@@ -26,12 +26,12 @@ func BenchmarkRegister3Node(b *testing.B) {
 					cfg.LeaderLeaseTimeout *= 5
 				}})
 				c.WaitMembersKnown()
-				nd := c.Leader()
+				nd := c.WaitLeader()
 				if target == "follower" {
 					nd = c.Followers()[0]
 				}
 				reg := nd.Registry()
-				startIndex := c.Leader().Node.LastIndex()
+				startIndex := c.WaitLeader().Node.LastIndex()
 				var seq atomic.Int64
 				b.SetParallelism(par)
 				b.ReportAllocs()
@@ -50,7 +50,7 @@ func BenchmarkRegister3Node(b *testing.B) {
 					}
 				})
 				b.StopTimer()
-				entries := c.Leader().Node.LastIndex() - startIndex
+				entries := c.WaitLeader().Node.LastIndex() - startIndex
 				b.ReportMetric(float64(entries)/float64(b.N), "raft-entries/op")
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "registers/s")
 			})

@@ -247,16 +247,33 @@ func (s *Server) TransferLeadership(ctx context.Context, req *rosterv1.TransferL
 				return nil, err
 			}
 			// This node has stepped down; the new leader is known once
-			// it has been heard from.
-			id, err := s.node.AwaitNewLeader(ctx)
+			// it has been heard from. The wait ends early enough for the
+			// caller to read that it is not known yet.
+			wait, cancel := answerBefore(ctx)
+			defer cancel()
+			id, err := s.node.AwaitNewLeader(wait)
 			if err != nil {
-				return nil, fmt.Errorf("leadership was handed over, but no new leader was heard from: %w", err)
+				return nil, err
 			}
 			return &rosterv1.TransferLeadershipResponse{LeaderId: id}, nil
 		},
 		func(ctx context.Context, cc *grpc.ClientConn) (*rosterv1.TransferLeadershipResponse, error) {
 			return rosterv1.NewClusterClient(cc).TransferLeadership(ctx, req)
 		})
+}
+
+// answerBefore returns ctx cut short by a fifth of the time left before its
+// deadline, at most a second: a handler that waits for something until the
+// deadline would otherwise answer just as its caller (a client, or a
+// follower's relayed attempt) stops listening, and the caller would see a
+// bare DeadlineExceeded instead of what the handler knew.
+func answerBefore(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(time.Until(deadline)/5, time.Second)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
 // ReadIndex implements rosterv1.ClusterServer; only the leader answers.

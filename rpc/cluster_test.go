@@ -69,7 +69,7 @@ func TestLeaderLossThenWritesContinue(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	old := c.Leader()
+	old := c.WaitLeader()
 	if _, err := old.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "before", 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestPartitionedLeaderServesNoLinearizableRead(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	old := c.Leader()
+	old := c.WaitLeader()
 	if _, err := old.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestBadInputIsRejectedAndStoresNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, nd := range []*testcluster.Node{c.Leader(), follower} {
+			for _, nd := range []*testcluster.Node{c.WaitLeader(), follower} {
 				_, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: tt.inst})
 				if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.want) {
 					t.Fatalf("on %s: got %v, want InvalidArgument mentioning %q", nd.ID, err, tt.want)

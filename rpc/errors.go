@@ -32,6 +32,17 @@ const (
 	// ReasonNodeDraining ends the streams of a node that is shutting down:
 	// reconnect to another node.
 	ReasonNodeDraining = "NODE_DRAINING"
+	// ReasonTransferInProgress: another leadership transfer is under way;
+	// this one was not started.
+	ReasonTransferInProgress = "LEADERSHIP_TRANSFER_IN_PROGRESS"
+	// ReasonTransferFailed: Raft gave up on the leadership transfer (the
+	// target did not win an election in time, or could not be reached);
+	// the message says who leads.
+	ReasonTransferFailed = "LEADERSHIP_TRANSFER_FAILED"
+	// ReasonNewLeaderUnknown: leadership was handed over, but no new
+	// leader had been heard from when the wait for one ended. Not a reason
+	// to transfer again: the election may still be under way.
+	ReasonNewLeaderUnknown = "NEW_LEADER_UNKNOWN"
 )
 
 // errNoSuchStream: RequestProgress named no open watch stream.
@@ -101,6 +112,15 @@ func toStatus(err error) error {
 		return withReason(codes.InvalidArgument, err.Error(), ReasonInvalid)
 	case errors.Is(err, cluster.ErrUnknownNode):
 		return withReason(codes.NotFound, err.Error(), ReasonNotFound)
+	case errors.Is(err, cluster.ErrTransferInProgress):
+		return withReason(codes.Aborted, err.Error(), ReasonTransferInProgress)
+	case errors.Is(err, cluster.ErrTransferTimeout), errors.Is(err, cluster.ErrTransferFailed):
+		return withReason(codes.Aborted, err.Error(), ReasonTransferFailed)
+	case errors.Is(err, cluster.ErrNewLeaderUnknown):
+		// Not NO_LEADER, which tells callers nothing was applied.
+		return withReason(codes.Unavailable, err.Error(), ReasonNewLeaderUnknown)
+	case errors.Is(err, cluster.ErrConfigurationPending):
+		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, cluster.ErrNotVoter), errors.Is(err, cluster.ErrAlreadyLeader),
 		errors.Is(err, cluster.ErrNoOtherVoter), errors.Is(err, cluster.ErrLastVoter):
 		// A membership change the cluster refused; nothing changed.

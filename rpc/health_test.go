@@ -91,7 +91,7 @@ func TestHTTPCheckThresholdsAndNoWritesWhenUnchanged(t *testing.T) {
 	// the leader's state up to every command committed before it; the
 	// applied index moves with every command and with nothing else (the
 	// barrier entries reads append never reach the FSM).
-	leader := c.Leader()
+	leader := c.WaitLeader()
 	commands := func() uint64 {
 		lookupInstance(ctx, t, leader, "web", "h")
 		return leader.Node.Applied()
@@ -197,7 +197,7 @@ func TestNewLeaderTakesOverChecksWithoutFalseTransitions(t *testing.T) {
 	p.code.Store(http.StatusOK)
 	srv := httptest.NewServer(p)
 	defer srv.Close()
-	old := c.Leader()
+	old := c.WaitLeader()
 	if _, err := old.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: checked("web", "h",
 		&rosterv1.HealthCheck{Target: &rosterv1.HealthCheck_Http{Http: srv.URL}, FailuresBeforeCritical: 3})}); err != nil {
 		t.Fatal(err)

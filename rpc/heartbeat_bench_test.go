@@ -30,7 +30,7 @@ func BenchmarkKeepAlive(b *testing.B) {
 			}})
 			c.WaitMembersKnown()
 			ctx := context.Background()
-			leader := c.Leader()
+			leader := c.WaitLeader()
 			nd := leader
 			if via == "follower" {
 				nd = c.Followers()[0]

@@ -108,10 +108,10 @@ func TestHeartbeatErrors(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	if _, err := c.Leader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "static", 80)}); err != nil {
+	if _, err := c.WaitLeader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "static", 80)}); err != nil {
 		t.Fatal(err)
 	}
-	for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
+	for _, nd := range []*testcluster.Node{c.WaitLeader(), c.Followers()[0]} {
 		_, err := nd.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: "web", Id: "static"})
 		if status.Code(err) != codes.FailedPrecondition {
 			t.Fatalf("heartbeat of an instance without ttl on %s: %v, want FailedPrecondition", nd.ID, err)
@@ -161,10 +161,10 @@ func TestKeepAliveBatchErrors(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	if _, err := c.Leader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "static", 80)}); err != nil {
+	if _, err := c.WaitLeader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "static", 80)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Leader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", "live", time.Hour, 0)}); err != nil {
+	if _, err := c.WaitLeader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", "live", time.Hour, 0)}); err != nil {
 		t.Fatal(err)
 	}
 	ref := func(svc, id string) *rosterv1.InstanceRef { return &rosterv1.InstanceRef{Service: svc, Id: id} }
@@ -177,7 +177,7 @@ func TestKeepAliveBatchErrors(t *testing.T) {
 		tooMany.Instances = append(tooMany.Instances, ref("web", "live"))
 	}
 	both := &rosterv1.HeartbeatRequest{Service: "web", Id: "live", Instances: []*rosterv1.InstanceRef{ref("web", "live")}}
-	for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
+	for _, nd := range []*testcluster.Node{c.WaitLeader(), c.Followers()[0]} {
 		_, err := nd.Registry().Heartbeat(ctx, both)
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "KeepAlive") {
 			t.Fatalf("unary heartbeat with instances on %s: %v, want InvalidArgument naming KeepAlive", nd.ID, err)
@@ -206,8 +206,8 @@ func TestKeepAliveBatchErrors(t *testing.T) {
 			if resp.Code != 0 || len(resp.Results) != len(wantMixed) {
 				t.Fatalf("keepalive on %s, answer %d: code %d %q with %d results, want %d", nd.ID, i, resp.Code, resp.Error, len(resp.Results), len(wantMixed))
 			}
-			if resp.GetHeader().GetLeaderId() != c.Leader().ID {
-				t.Errorf("keepalive on %s, answer %d: header names leader %q, want %s", nd.ID, i, resp.GetHeader().GetLeaderId(), c.Leader().ID)
+			if resp.GetHeader().GetLeaderId() != c.WaitLeader().ID {
+				t.Errorf("keepalive on %s, answer %d: header names leader %q, want %s", nd.ID, i, resp.GetHeader().GetLeaderId(), c.WaitLeader().ID)
 			}
 			for j, r := range resp.Results {
 				if codes.Code(r.Code) != wantMixed[j] {
@@ -410,7 +410,7 @@ func TestHeartbeatsKeepLeasesForManyTTLs(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	const ttl = time.Second
 	rec := newLeaseRecorder()
 	ids := []string{"unary-follower", "stream-follower-1", "stream-follower-2", "stream-leader", "batch-follower-1", "batch-follower-2", "batch-leader"}
@@ -454,7 +454,7 @@ func TestLeasesSurviveLeaderCrash(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	old := c.Leader()
+	old := c.WaitLeader()
 	f := c.Followers()[0]
 	const ttl = 2 * time.Second
 	rec := newLeaseRecorder()
@@ -622,7 +622,7 @@ func TestSelfPreservationHoldsMassExpiryAndLifts(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{Configure: func(c *cluster.Config) { c.SelfPreservationMinLeases = 3 }})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	const ttl = time.Second
 	var fleet, steady []string
 	for i := 0; i < 8; i++ {
@@ -755,7 +755,7 @@ func TestConcurrentHeartbeatsOnExpiredLeaseAckOnlyOnceRevived(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{Configure: noSelfPreservation})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	old := c.Leader()
+	old := c.WaitLeader()
 	const ttl = 2 * time.Second
 	rec := newLeaseRecorder()
 	call := rec.now()
@@ -853,7 +853,7 @@ func TestFollowerRelaysBatchesToAnOldLeader(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{GRPCOptions: old.options})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	for _, id := range []string{"a", "b", "c"} {
 		if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", id, time.Hour, 0)}); err != nil {
 			t.Fatal(err)

@@ -85,7 +85,7 @@ func TestOversizedAndMalformedRequestsChangeNothing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
+			for _, nd := range []*testcluster.Node{c.WaitLeader(), c.Followers()[0]} {
 				_, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: tc.in})
 				if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.msg) {
 					t.Fatalf("via %s: %v; want %s mentioning %q", nd.ID, err, tc.code, tc.msg)
@@ -116,7 +116,7 @@ func TestInstanceLimitsHoldThroughAnyNode(t *testing.T) {
 		}
 	}
 	rev, n := revision(t, c)
-	for _, nd := range []*testcluster.Node{c.Leader(), follower} {
+	for _, nd := range []*testcluster.Node{c.WaitLeader(), follower} {
 		err := reg(nd, "", "web", "x")
 		if status.Code(err) != codes.ResourceExhausted || rpc.Reason(err) != rpc.ReasonInstanceLimit ||
 			!strings.Contains(err.Error(), "limit per service is 3") {
@@ -253,7 +253,7 @@ func TestFloodIsLimitedAndOthersGoOn(t *testing.T) {
 	// counts as an error the flood did not cause.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	leader := c.Leader()
+	leader := c.WaitLeader()
 	term := leader.Node.Status().Term
 
 	flooder := rosterv1.NewRegistryClient(dialFrom(t, "127.0.0.2", leader.Addr))
@@ -307,7 +307,7 @@ func TestFloodIsLimitedAndOthersGoOn(t *testing.T) {
 	if floodLimited.Load() < 100 {
 		t.Fatalf("only %d of 2000 flood calls were refused", floodLimited.Load())
 	}
-	if now := c.Leader(); now.ID != leader.ID || now.Node.Status().Term != term {
+	if now := c.WaitLeader(); now.ID != leader.ID || now.Node.Status().Term != term {
 		t.Fatalf("leadership changed during the flood: %s term %d → %s term %d", leader.ID, term, now.ID, now.Node.Status().Term)
 	}
 	got, err := polite.GetService(ctx, &rosterv1.GetServiceRequest{Service: "polite"})
@@ -325,7 +325,7 @@ func TestKeepAliveBatchCostsATokenPerInstance(t *testing.T) {
 	}})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	cl := rosterv1.NewRegistryClient(dialFrom(t, "127.0.0.2", c.Leader().Addr))
+	cl := rosterv1.NewRegistryClient(dialFrom(t, "127.0.0.2", c.WaitLeader().Addr))
 	st, err := cl.KeepAlive(ctx) // one token
 	if err != nil {
 		t.Fatal(err)

@@ -79,7 +79,7 @@ func TestNonVoterServesReadsAndNeverCountsTowardQuorum(t *testing.T) {
 	// counted, that would be three of six, no quorum.)
 	c.Stop(r1)
 	c.Stop(r2)
-	leader := c.Leader()
+	leader := c.WaitLeader()
 	for _, nd := range c.Running() {
 		if nd != leader && nd != r3 {
 			c.Stop(nd)

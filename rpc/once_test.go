@@ -56,7 +56,7 @@ func TestForwardedWriteRetriedAfterLostReplyAppliesOnce(t *testing.T) {
 	}})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, follower := c.Leader(), c.Followers()[0]
+	leader, follower := c.WaitLeader(), c.Followers()[0]
 	// A TTL registration makes a new revision every time it is applied, so
 	// a second application would show.
 	leased := instance("web", "a", 8080)

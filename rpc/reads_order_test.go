@@ -155,7 +155,7 @@ func awaitRead(t *testing.T, res <-chan readResult, h *nodeHooks, g *gate) readR
 func TestLinearizableReadOnLeaderSeesWhatAFollowerReturned(t *testing.T) {
 	c, hooks := gatedCluster(t)
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +346,7 @@ func TestReadPairsAcrossNodesNeverGoBackInTime(t *testing.T) {
 func holdV2VisibleOnLeader(ctx context.Context, t *testing.T, c *testcluster.Cluster, hooks map[string]*nodeHooks) (
 	leader, f *testcluster.Node, lh, fh *nodeHooks, wrote chan error) {
 	t.Helper()
-	leader, f = c.Leader(), c.Followers()[0]
+	leader, f = c.WaitLeader(), c.Followers()[0]
 	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +418,7 @@ func resetPort(ctx context.Context, t *testing.T, nd *testcluster.Node, svc stri
 func TestWatchStartReadLinearizable(t *testing.T) {
 	c, hooks := gatedCluster(t)
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ func TestFollowerLinearizableReadsShareLeaderRounds(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	w, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ func TestLinearizableReadWithoutLeaderSaysNoLeader(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) { o.HoldTimeout = time.Second }})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()
+	leader, f := c.WaitLeader(), c.Followers()
 	c.Stop(leader)
 	c.Stop(f[0])
 	left := f[1]
@@ -85,7 +85,7 @@ func TestStaleReadReportsLag(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestBlockingQueryReturnsWhenTheServiceChanges(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	w, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)})
 	if err != nil {
 		t.Fatal(err)

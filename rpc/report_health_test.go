@@ -121,7 +121,7 @@ func TestBlockingQueryOnAnAbsentServiceWaitsForIt(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	// "gone" had an instance once; "never" had none.
 	if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("gone", "a", 1)}); err != nil {
 		t.Fatal(err)

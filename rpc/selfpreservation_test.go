@@ -51,7 +51,7 @@ func TestSelfPreservationSettingsSurviveLeaderChange(t *testing.T) {
 		return true
 	})
 
-	old := c.Leader()
+	old := c.WaitLeader()
 	c.Stop(old)
 	leader := c.WaitLeader()
 	if got := leader.Node.SelfPreservationSettings(); got.Threshold != 0.3 || got.MinLeases != 4 || got.MaxHold != 2*time.Minute {
@@ -90,7 +90,7 @@ func TestSelfPreservationSettingsSurviveLeaderChange(t *testing.T) {
 func TestSetSelfPreservationRejectsBadValues(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{})
 	ctx := testcluster.Ctx(t)
-	nd := c.Leader()
+	nd := c.WaitLeader()
 	for name, req := range map[string]*rosterv1.SetSelfPreservationRequest{
 		"threshold above 1":         {Threshold: f64(1.5)},
 		"threshold below 0":         {Threshold: f64(-0.1)},

@@ -102,7 +102,7 @@ func TestForwardingTakesServerCertificatesOnly(t *testing.T) {
 					return []grpc.ServerOption{grpc.Creds(rpc.ServerCredentials(f.node.API()))}
 				},
 			})
-			leader := c.Leader()
+			leader := c.WaitLeader()
 			follower := c.Followers()[0]
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -141,7 +141,7 @@ func TestInProcessCallsAreNeverServers(t *testing.T) {
 			return []grpc.ServerOption{grpc.Creds(rpc.ServerCredentials(f.node.API()))}
 		},
 	})
-	conn, err := rpc.InProcess(c.Leader().GRPC)
+	conn, err := rpc.InProcess(c.WaitLeader().GRPC)
 	if err != nil {
 		t.Fatal(err)
 	}

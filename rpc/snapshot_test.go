@@ -8,17 +8,21 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/roster-registry/roster/backup"
+	"github.com/roster-registry/roster/cluster"
 	"github.com/roster-registry/roster/internal/testcluster"
 	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
 	"github.com/roster-registry/roster/store"
 )
 
@@ -30,8 +34,8 @@ func filledSnapshot(t *testing.T, n int) (context.Context, *testcluster.Cluster,
 	ctx := testcluster.Ctx(t)
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
-	fill(t, ctx, c.Leader(), n)
-	good := saveSnapshot(t, ctx, c.Leader())
+	fill(t, ctx, c.WaitLeader(), n)
+	good := saveSnapshot(t, ctx, c.WaitLeader())
 	info, err := backup.Verify(bytes.NewReader(good), int64(len(good)))
 	if err != nil {
 		t.Fatal(err)
@@ -44,14 +48,14 @@ func filledSnapshot(t *testing.T, n int) (context.Context, *testcluster.Cluster,
 func stateUnchanged(t *testing.T, ctx context.Context, c *testcluster.Cluster) func() {
 	t.Helper()
 	c.EnsureSame()
-	before, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
+	before, err := c.WaitLeader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return func() {
 		t.Helper()
 		c.EnsureSame()
-		after, err := c.Leader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
+		after, err := c.WaitLeader().Cluster().Status(ctx, &rosterv1.StatusRequest{IncludeHash: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,9 +124,9 @@ func restoreSnapshot(ctx context.Context, nd *testcluster.Node, file []byte) (*r
 }
 
 // registryHash hashes what a backup carries from one cluster to another:
-// every instance with its revisions, and the service revisions. (The whole
-// state hash also covers the members and the registry revision, which a
-// restore takes from the running cluster.)
+// every instance with its revisions. (The whole state hash also covers the
+// members, the registry revision and the service revisions, which a
+// restore takes from the running cluster or sets to its own revision.)
 func registryHash(t *testing.T, nd *testcluster.Node) string {
 	t.Helper()
 	v := nd.Node.Store().View()
@@ -137,10 +141,20 @@ func registryHash(t *testing.T, nd *testcluster.Node) string {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.ServiceRevisions(func(ns, svc string, rev uint64) { fmt.Fprintf(h, "%q %q %d\n", ns, svc, rev) }); err != nil {
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// serviceRevisionsAt fails unless every service of nd changed at rev
+// exactly, as a restore at rev leaves them.
+func serviceRevisionsAt(t *testing.T, nd *testcluster.Node, rev uint64) {
+	t.Helper()
+	if err := nd.Node.Store().View().ServiceRevisions(func(ns, svc string, got uint64) {
+		if got != rev {
+			t.Errorf("%s: service %s/%s at revision %d after the restore, want the restore's %d", nd.ID, ns, svc, got, rev)
+		}
+	}); err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("%x", h.Sum(nil))
 }
 
 func fill(t *testing.T, ctx context.Context, nd *testcluster.Node, n int) uint64 {
@@ -172,16 +186,16 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 		t.Fatalf("the saved file does not verify: %v", err)
 	}
 	old.EnsureSame()
-	want := registryHash(t, old.Leader())
-	if info.Revision != old.Leader().Node.Store().Revision() {
-		t.Fatalf("file at revision %d, cluster at %d", info.Revision, old.Leader().Node.Store().Revision())
+	want := registryHash(t, old.WaitLeader())
+	if info.Revision != old.WaitLeader().Node.Store().Revision() {
+		t.Fatalf("file at revision %d, cluster at %d", info.Revision, old.WaitLeader().Node.Store().Revision())
 	}
 	old.Shutdown()
 
 	// A fresh cluster, with something of its own the restore replaces.
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
-	if _, err := c.Leader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("svc0", "mine", 1)}); err != nil {
+	if _, err := c.WaitLeader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("svc0", "mine", 1)}); err != nil {
 		t.Fatal(err)
 	}
 	follower := c.Followers()[0]
@@ -207,6 +221,7 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 		if got := registryHash(t, nd); got != want {
 			t.Fatalf("%s holds registry %s after the restore, the backup's cluster held %s", nd.ID, got, want)
 		}
+		serviceRevisionsAt(t, nd, resp.Revision)
 		if rev := nd.Node.Store().Revision(); rev != resp.Revision {
 			t.Fatalf("%s at revision %d, restore said %d", nd.ID, rev, resp.Revision)
 		}
@@ -268,7 +283,7 @@ func TestSnapshotRestoreRefusesDamagedFiles(t *testing.T) {
 		"not a snapshot":   []byte("hello, this is not a snapshot file at all, but it is long enough to hold a header and trailer"),
 		"empty":            nil,
 	} {
-		for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
+		for _, nd := range []*testcluster.Node{c.WaitLeader(), c.Followers()[0]} {
 			_, err := restoreSnapshot(ctx, nd, f)
 			if status.Code(err) != codes.InvalidArgument {
 				t.Fatalf("%s file through %s: %v, want InvalidArgument", name, nd.ID, err)
@@ -315,7 +330,7 @@ func TestSnapshotRestoreRefusesRecordsNoAPIAccepts(t *testing.T) {
 	}
 
 	unchanged := stateUnchanged(t, ctx, c)
-	for _, nd := range []*testcluster.Node{c.Leader(), c.Followers()[0]} {
+	for _, nd := range []*testcluster.Node{c.WaitLeader(), c.Followers()[0]} {
 		_, err := restoreSnapshot(ctx, nd, bad.Bytes())
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), `service "SVC`) {
 			t.Fatalf("restore through %s: %v, want InvalidArgument naming the bad service", nd.ID, err)
@@ -323,4 +338,65 @@ func TestSnapshotRestoreRefusesRecordsNoAPIAccepts(t *testing.T) {
 		t.Logf("through %s: %v", nd.ID, err)
 	}
 	unchanged()
+}
+
+// TestSnapshotRestoreFailuresSayWhetherItWasRestored: a restore Raft took
+// and then failed to commit past (its enqueue timed out, or a leadership
+// transfer began) is reported as outcome unknown, never as NOT_LEADER,
+// which says nothing was restored; one Raft refused before taking it
+// still says nothing was restored. Raft's answers are forced through a
+// hook around its restore.
+func TestSnapshotRestoreFailuresSayWhetherItWasRestored(t *testing.T) {
+	var answer atomic.Pointer[func(restore func() error) error]
+	c := testcluster.New(t, 3, testcluster.Options{Configure: func(cfg *cluster.Config) {
+		cfg.TestHooks.RaftRestore = func(restore func() error) error { return (*answer.Load())(restore) }
+	}})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	fill(t, ctx, c.WaitLeader(), 5)
+	file := saveSnapshot(t, ctx, c.WaitLeader())
+	takenThen := func(err error) func(func() error) error {
+		return func(restore func() error) error {
+			if rerr := restore(); rerr != nil {
+				return rerr
+			}
+			return err
+		}
+	}
+	refused := func(err error) func(func() error) error {
+		return func(func() error) error { return err }
+	}
+	tests := []struct {
+		name   string
+		raft   func(restore func() error) error
+		code   codes.Code
+		reason string
+		want   string
+	}{
+		{"taken, then the no-op's enqueue timed out", takenThen(raft.ErrEnqueueTimeout), codes.Unavailable, rpc.ReasonOutcomeUnknown, "raft took the backup"},
+		{"taken, then a transfer began", takenThen(raft.ErrLeadershipTransferInProgress), codes.Unavailable, rpc.ReasonOutcomeUnknown, "raft took the backup"},
+		{"enqueue timed out before raft took it", refused(raft.ErrEnqueueTimeout), codes.Unavailable, rpc.ReasonNotLeader, "timed out"},
+		{"a membership change not committed yet", refused(errors.New("cannot restore snapshot now, wait until the configuration entry at 9 has been applied (have applied 8)")),
+			codes.Aborted, "", "nothing was restored"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			answer.Store(&tt.raft)
+			leader := c.WaitLeader()
+			var follower *testcluster.Node
+			for _, nd := range c.Running() {
+				if nd != leader {
+					follower = nd
+					break
+				}
+			}
+			for _, nd := range []*testcluster.Node{leader, follower} {
+				_, err := restoreSnapshot(ctx, nd, file)
+				t.Logf("through %s: %v", nd.ID, err)
+				if status.Code(err) != tt.code || rpc.Reason(err) != tt.reason || !strings.Contains(status.Convert(err).Message(), tt.want) {
+					t.Fatalf("through %s: %v (reason %q), want %v with reason %q saying %q", nd.ID, err, rpc.Reason(err), tt.code, tt.reason, tt.want)
+				}
+			}
+		})
+	}
 }

@@ -329,3 +329,32 @@ func (v *View) Requests(fn func(*RequestResult) bool) error {
 	}
 	return nil
 }
+
+// Request returns the remembered result of request id in the view's state,
+// or nil. It scans the results newest first (a retry usually follows its
+// first attempt closely), one step per result it passes: for rare paths,
+// such as a retry the leader's limit pre-check would refuse, never for
+// every write.
+func (v *View) Request(id string) *RequestResult {
+	for i := len(v.meta.Requests) - 1; i >= 0; i-- {
+		if r := v.meta.Requests[i]; r.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// LatestRequestTime returns the largest stamp (RequestResult.Time) among the
+// view's remembered request results, and false when it remembers none. It
+// looks at every result, since stamps need not grow with the Raft index: a
+// new leader calls it once, to go on stamping from there.
+func (v *View) LatestRequestTime() (int64, bool) {
+	if len(v.meta.Requests) == 0 {
+		return 0, false
+	}
+	latest := v.meta.Requests[0].Time
+	for _, r := range v.meta.Requests[1:] {
+		latest = max(latest, r.Time)
+	}
+	return latest, true
+}

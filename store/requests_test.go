@@ -39,7 +39,8 @@ func (m *requestModel) has(id string) bool {
 // results exactly as the plain rules do (requestModel), through several
 // requests at one index in shuffled id order, pruning by age and by count
 // (inside a transaction too), aborted transactions, indexes written out of
-// order, and restores of another state; and a view lists them in order.
+// order, and restores of another state; and a view lists them in order,
+// finds them by id and knows their largest stamp.
 func TestRequestTableFollowsItsRules(t *testing.T) {
 	opts := Options{HistoryEvents: 100, HistoryBytes: 1 << 20, RequestResults: 6, RequestResultAge: 40}
 	s := New(opts)
@@ -141,6 +142,36 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 			if s.requestIDs[r.ID] != r {
 				t.Fatalf("step %d: result %s by id is %v", step, r.ID, s.requestIDs[r.ID])
 			}
+		}
+		// A view finds its state's results by id, and their largest stamp.
+		v := s.View()
+		for _, id := range []string{fmt.Sprintf("r%03d", rng.Intn(400)), "absent"} {
+			var want *RequestResult
+			for _, r := range model.rows {
+				if r.ID == id {
+					want = r
+				}
+			}
+			if got := v.Request(id); got != want {
+				t.Fatalf("step %d: view finds request %s as %v, the rules say %v", step, id, got, want)
+			}
+		}
+		for _, r := range model.rows {
+			if got := v.Request(r.ID); got != r {
+				t.Fatalf("step %d: view finds request %s as %v", step, r.ID, got)
+			}
+		}
+		latest, ok := v.LatestRequestTime()
+		if ok != (len(model.rows) > 0) {
+			t.Fatalf("step %d: a latest stamp %v with %d results", step, ok, len(model.rows))
+		}
+		for _, r := range model.rows {
+			if r.Time > latest {
+				t.Fatalf("step %d: latest stamp %d, but %s is stamped %d", step, latest, r.ID, r.Time)
+			}
+		}
+		if ok && !slices.ContainsFunc(model.rows, func(r *RequestResult) bool { return r.Time == latest }) {
+			t.Fatalf("step %d: latest stamp %d is no result's", step, latest)
 		}
 		// A view taken earlier still lists its own state's results.
 		var got []*RequestResult
@@ -278,5 +309,27 @@ func TestRequestResultRecordRoundTrip(t *testing.T) {
 		if _, err := NewRequestResult("req-2", make([]byte, n), 1, 1, 1, nil); err == nil {
 			t.Fatalf("a result with a %d-byte digest was made", n)
 		}
+	}
+}
+
+// TestLatestRequestTimeIsTheLargestStamp: stamps need not grow with the
+// Raft index (a leader whose clock was behind its predecessor's), so the
+// latest stamp is the largest one, not the newest result's.
+func TestLatestRequestTimeIsTheLargestStamp(t *testing.T) {
+	s := New(Options{RequestResults: 10, RequestResultAge: 1000})
+	if latest, ok := s.View().LatestRequestTime(); ok {
+		t.Fatalf("an empty store has a latest stamp %d", latest)
+	}
+	for i, stamp := range []int64{500, 700, 300} {
+		w := s.Begin(uint64(i + 1))
+		if err := w.RememberRequest(&RequestResult{ID: fmt.Sprintf("r%d", i), Index: uint64(i + 1), Time: stamp}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if latest, ok := s.View().LatestRequestTime(); !ok || latest != 700 {
+		t.Fatalf("latest stamp %d (%v), want 700", latest, ok)
 	}
 }

@@ -241,7 +241,10 @@ func (a *app) transferLeadershipCommand() *cobra.Command {
 		Long: `transfer-leadership asks the leader to hand over to voter ID, or to a voter
 Raft chooses when ID is not given, and prints the new leader once it is known.
 A read replica, the leader itself or an unknown ID is refused and nothing
-changes. -o json prints {"leader_id": ID}.`,
+changes. When another transfer is under way, when Raft gives up on this one,
+or when no new leader has been heard from by the time the wait ends, it exits
+1 with a line saying which, and who leads if that is known.
+-o json prints {"leader_id": ID}.`,
 		Example: `  roster transfer-leadership
   roster transfer-leadership n2`,
 		Args: rangeArgs(0, 1, "at most one argument, ID"),

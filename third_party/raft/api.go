@@ -127,6 +127,10 @@ type Raft struct {
 	// leaderCh is used to notify of leadership changes
 	leaderCh chan bool
 
+	// leaderVoters: the voters QuorumContact counts, nil when not leader
+	// (Roster: quorum contact, contact.go).
+	leaderVoters atomic.Pointer[leaderVoters]
+
 	// leaderState used only while state is leader
 	leaderState leaderState
 

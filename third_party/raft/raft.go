@@ -500,6 +500,7 @@ func (r *Raft) runLeader() {
 
 	// Cleanup state on step down
 	defer func() {
+		r.leaderVoters.Store(nil) // Roster: quorum contact
 		close(stopCh)
 
 		// Since we were the leader previously, we update our
@@ -642,6 +643,8 @@ func (r *Raft) startStopReplication() {
 
 	// Update peers metric
 	metrics.SetGauge([]string{"raft", "peers"}, float32(len(r.configurations.latest.Servers)))
+
+	r.publishVoters() // Roster: quorum contact
 }
 
 // configurationChangeChIfStable returns r.configurationChangeCh if it's safe

@@ -70,7 +70,10 @@ type followerReplication struct {
 	// received from the follower (successful or not). This is used to check
 	// whether the leader should step down (Raft.checkLeaderLease()).
 	lastContact time.Time
-	// lastContactLock protects 'lastContact'.
+	// contactSent is the send time of the newest request the follower
+	// answered without a newer term (Roster: quorum contact, contact.go).
+	contactSent time.Time
+	// lastContactLock protects 'lastContact' and 'contactSent'.
 	lastContactLock sync.RWMutex
 
 	// failures counts the number of failed RPCs since the last success, which is
@@ -274,6 +277,7 @@ START:
 
 	// Update the last contact
 	s.setLastContact()
+	s.setContactSent(start) // Roster: quorum contact
 
 	// Update s based on success
 	if resp.Success {
@@ -394,6 +398,7 @@ func (r *Raft) sendLatestSnapshot(s *followerReplication) (bool, error) {
 
 	// Update the last contact
 	s.setLastContact()
+	s.setContactSent(start) // Roster: quorum contact
 
 	// Check for success
 	if resp.Success {
@@ -454,6 +459,10 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 				r.observe(ResumedHeartbeatObservation{PeerID: peer.ID})
 			}
 			s.setLastContact()
+			if resp.Term <= req.Term {
+				// Roster: quorum contact. Only an answer in this term.
+				s.setContactSent(start)
+			}
 			failures = 0
 			labels := []metrics.Label{{Name: "peer_id", Value: string(peer.ID)}}
 			metrics.MeasureSinceWithLabels([]string{"raft", "replication", "heartbeat"}, start, labels)
@@ -581,6 +590,7 @@ func (r *Raft) pipelineDecode(s *followerReplication, p AppendPipeline, stopCh, 
 
 			// Update the last contact
 			s.setLastContact()
+			s.setContactSent(ready.Start()) // Roster: quorum contact
 
 			// Abort pipeline if not successful
 			if !resp.Success {

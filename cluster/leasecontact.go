@@ -1,0 +1,51 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// renewable reports whether this node may acknowledge a lease renewal now,
+// as nil, or why not: ctx's error when the request is already done, or
+// ErrNotLeader, as a follower answers (the client fails over), when the
+// node does not lead or has not heard from a quorum of voters within the
+// leader lease timeout.
+//
+// Raft's state alone is not enough. A leader paused (SIGSTOP, a frozen VM,
+// a long GC) for longer than a TTL is still Leader when it resumes, until
+// raft's own lease check runs, and the heartbeats queued during the pause
+// would be acknowledged first; meanwhile a newer leader may have expired
+// those instances. Raft's QuorumContact is a time by which a quorum of
+// voters answered this leader in its term, so no newer leader was elected
+// before it. Within the leader lease timeout of it, a newer leader took
+// over after now minus that timeout, and runs each lease at least TTL plus
+// that same timeout from its takeover (leaseTable.sync): past the TTL from
+// any heartbeat sent before now. The check is made once the request has
+// arrived, so whatever delays the answer afterwards changes nothing.
+func (n *Node) renewable(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("renew lease: %w", err)
+	}
+	if !n.IsLeader() || !n.leases.inContact(n.raft.QuorumContact()) {
+		return ErrNotLeader
+	}
+	return nil
+}
+
+// inContact reports whether a leader whose quorum contact is c (zero: none)
+// heard from its quorum within the leader lease timeout, the grace a newer
+// leader gives every lease. c is raft's monotonic reading, so its age is
+// measured on the real clock, never the table's.
+func (t *leaseTable) inContact(c time.Time) bool {
+	if c.IsZero() {
+		return false
+	}
+	age := time.Since(c) + time.Duration(t.paused.Load())
+	if age <= t.grace {
+		return true
+	}
+	t.logger.Debug("refusing lease renewals: no quorum contact within the leader lease timeout",
+		"contact_age", age, "leader_lease_timeout", t.grace)
+	return false
+}

@@ -1,0 +1,163 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/roster-registry/roster/store"
+)
+
+// startContactVoters starts n in-memory voters, c1, c2, ..., with the fast
+// test timeouts, and waits for a ready leader with its lease table.
+func startContactVoters(t *testing.T, n int) (leader *Node, nodes []*Node) {
+	t.Helper()
+	var peers []Peer
+	var trs []*raft.InmemTransport
+	for i := range n {
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("c%d.inmem:7421", i+1)))
+		peers = append(peers, Peer{ID: fmt.Sprintf("c%d", i+1), Addr: string(addr)})
+		trs = append(trs, tr)
+	}
+	for _, a := range trs {
+		for _, b := range trs {
+			if a != b {
+				a.Connect(b.LocalAddr(), b)
+			}
+		}
+	}
+	for i := range n {
+		cfg := Config{NodeID: peers[i].ID, InMemory: true, Transport: trs[i], InitialCluster: peers, APIAddr: "127.0.0.1:1"}
+		cfg.UseFastTimeouts()
+		node, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = node.Shutdown() })
+		nodes = append(nodes, node)
+	}
+	poll(t, "a ready leader with its lease table", func() bool {
+		for _, node := range nodes {
+			if node.LeaderReady() && leaseTableActive(node) {
+				leader = node
+				return true
+			}
+		}
+		return false
+	})
+	return leader, nodes
+}
+
+// TestALeaderOutOfQuorumContactRefusesRenewals: a leader paused longer than
+// a TTL is still Leader when it resumes, until raft's lease check runs. The
+// renewals queued meanwhile must be refused as a follower refuses them, not
+// acknowledged: a newer leader may have expired those instances already.
+// The pause is the lease table's paused seam: the leader's clock moves on
+// while raft, which would step it down, runs nothing, so the node stays
+// Leader throughout.
+func TestALeaderOutOfQuorumContactRefusesRenewals(t *testing.T) {
+	leader, _ := startContactVoters(t, 3)
+	ctx := context.Background()
+	const ttl = time.Minute
+	inst := &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: "10.0.0.1", Port: 80, Weight: 100, TTL: ttl}
+	if _, err := leader.Register(ctx, inst, ""); err != nil {
+		t.Fatal(err)
+	}
+	k := inst.Key()
+	lastRenewed := func() time.Time {
+		t.Helper()
+		ls, err := leader.ServiceLeases("default", "web")
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("leases of web: %v, %v", ls, err)
+		}
+		return ls[0].LastRenewed
+	}
+	// acked polls until a renewal is acknowledged: right after an election
+	// under load, contact may lag for a moment.
+	acked := func(what string) {
+		t.Helper()
+		poll(t, what, func() bool {
+			if _, err := leader.Heartbeat(ctx, k); err != nil {
+				return false
+			}
+			_, _, err := leader.ReportHealth(ctx, k, store.HealthPassing, "")
+			return err == nil
+		})
+	}
+	acked("renewals acknowledged by a leader in contact")
+
+	term := leader.Term()
+	before := lastRenewed()
+	leader.leases.paused.Store(int64(2 * ttl))
+	if !leader.IsLeader() {
+		t.Fatal("the leader stepped down before the pause; the test needs it leading")
+	}
+	_, hbErr := leader.Heartbeat(ctx, k)
+	_, _, rhErr := leader.ReportHealth(ctx, k, store.HealthPassing, "")
+	if !leader.IsLeader() || leader.Term() != term {
+		t.Fatal("leadership changed during the test; it needs one leader throughout")
+	}
+	if !errors.Is(hbErr, ErrNotLeader) {
+		t.Errorf("heartbeat on a Leader out of quorum contact: %v, want %v", hbErr, ErrNotLeader)
+	}
+	if !errors.Is(rhErr, ErrNotLeader) {
+		t.Errorf("health report on a Leader out of quorum contact: %v, want %v", rhErr, ErrNotLeader)
+	}
+	if got := lastRenewed(); !got.Equal(before) {
+		t.Errorf("the lease was renewed at %v by a refused renewal (last renewed %v before)", got, before)
+	}
+
+	leader.leases.paused.Store(0)
+	acked("renewals acknowledged once contact is fresh again")
+	if got := lastRenewed(); !got.After(before) {
+		t.Errorf("lease last renewed %v after an acknowledged heartbeat, want after %v", got, before)
+	}
+
+	// A request whose context is done is refused too: its caller has
+	// stopped waiting for the answer.
+	before = lastRenewed()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := leader.Heartbeat(done, k); !errors.Is(err, context.Canceled) {
+		t.Errorf("heartbeat with a done context: %v, want %v", err, context.Canceled)
+	}
+	if _, _, err := leader.ReportHealth(done, k, store.HealthPassing, ""); !errors.Is(err, context.Canceled) {
+		t.Errorf("health report with a done context: %v, want %v", err, context.Canceled)
+	}
+	if got := lastRenewed(); !got.Equal(before) {
+		t.Errorf("the lease was renewed at %v by a request whose context was done (last renewed %v before)", got, before)
+	}
+}
+
+// TestLeaseContactAge: no contact, or contact older than the leader lease
+// timeout, refuses; contact within it acknowledges. The timeout is an hour,
+// so that how long the test takes does not matter.
+func TestLeaseContactAge(t *testing.T) {
+	cfg := Config{LeaderLeaseTimeout: time.Hour}
+	lt := newLeaseTable(hclog.NewNullLogger(), realClock{}, nil, store.New(store.Options{}), func() bool { return true }, &cfg)
+	for _, tc := range []struct {
+		name   string
+		since  time.Duration // contact this long ago; negative: no contact
+		paused time.Duration
+		want   bool
+	}{
+		{"no contact (not leading)", -1, 0, false},
+		{"contact now", 0, 0, true},
+		{"contact older than the lease timeout", 2 * time.Hour, 0, false},
+		{"contact now, then a pause longer than the lease timeout", 0, 2 * time.Hour, false},
+	} {
+		var contact time.Time
+		if tc.since >= 0 {
+			contact = time.Now().Add(-tc.since)
+		}
+		lt.paused.Store(int64(tc.paused))
+		if got := lt.inContact(contact); got != tc.want {
+			t.Errorf("%s: in contact %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
