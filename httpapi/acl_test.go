@@ -1,8 +1,10 @@
 package httpapi_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +179,117 @@ func TestACLWatch(t *testing.T) {
 		got.Write(buf[:n])
 		if err != nil {
 			t.Fatalf("stream ended before a reset: %q, %v", got.String(), err)
+		}
+	}
+}
+
+// TestACLConsulBlockingQueriesWithANarrowToken: Consul filters what a
+// token may not read rather than refusing, so blocking queries with a
+// token that may read only some services of the namespace work as the
+// plain ones do: /v1/catalog/services returns when a service the token may
+// read changes or appears, and answers only those; /v1/health/service and
+// /v1/catalog/service block on a service it may read.
+func TestACLConsulBlockingQueriesWithANarrowToken(t *testing.T) {
+	c, _, ro, base := aclAPI(t)
+	cfg := consul.DefaultConfig()
+	cfg.Address = strings.TrimPrefix(base, "http://")
+	cfg.Token = ro
+	cc, err := consul.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcfg := *cfg
+	mcfg.Token = bootSecret
+	admin, err := consul.NewClient(&mcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	register := func(id, name string) {
+		t.Helper()
+		if err := admin.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: id, Name: name, Address: "10.0.0.1", Port: 80, Tags: []string{id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("w1", "web")
+	register("s1", "secret")
+	c.EnsureSame()
+	_, meta, err := cc.Catalog().Services(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		svcs map[string][]string
+		meta *consul.QueryMeta
+		err  error
+	}
+	block := func(index uint64) chan result {
+		done := make(chan result, 1)
+		go func() {
+			s, m, err := cc.Catalog().Services(&consul.QueryOptions{WaitIndex: index, WaitTime: time.Minute})
+			done <- result{s, m, err}
+		}()
+		return done
+	}
+	wait := func(what string, done chan result) result {
+		t.Helper()
+		select {
+		case r := <-done:
+			if r.err != nil {
+				t.Fatalf("%s: %v", what, r.err)
+			}
+			if _, ok := r.svcs["secret"]; ok {
+				t.Fatalf("%s: the web token sees %v", what, r.svcs)
+			}
+			return r
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: the blocking query did not return", what)
+		}
+		return result{}
+	}
+	// A change to a service the token may read.
+	done := block(meta.LastIndex)
+	register("w2", "web")
+	r := wait("after web changed", done)
+	if !slices.Equal(r.svcs["web"], []string{"w1", "w2"}) || r.meta.LastIndex <= meta.LastIndex {
+		t.Fatalf("after web changed: %v, index %d -> %d", r.svcs, meta.LastIndex, r.meta.LastIndex)
+	}
+	// A service the token may read appearing.
+	done = block(r.meta.LastIndex)
+	register("h1", "webhook")
+	r = wait("after webhook appeared", done)
+	if _, ok := r.svcs["webhook"]; !ok {
+		t.Fatalf("after webhook appeared: %v", r.svcs)
+	}
+
+	// The per-service blocking queries, on a service the token may read.
+	_, hmeta, err := cc.Health().Service("web", "", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdone := make(chan error, 2)
+	go func() {
+		e, m, err := cc.Health().Service("web", "", false, &consul.QueryOptions{WaitIndex: hmeta.LastIndex, WaitTime: time.Minute})
+		if err == nil && (len(e) != 3 || m.LastIndex <= hmeta.LastIndex) {
+			err = fmt.Errorf("health: %d entries, index %d", len(e), m.LastIndex)
+		}
+		hdone <- err
+	}()
+	go func() {
+		e, m, err := cc.Catalog().Service("web", "", &consul.QueryOptions{WaitIndex: hmeta.LastIndex, WaitTime: time.Minute})
+		if err == nil && (len(e) != 3 || m.LastIndex <= hmeta.LastIndex) {
+			err = fmt.Errorf("catalog: %d entries, index %d", len(e), m.LastIndex)
+		}
+		hdone <- err
+	}()
+	register("w3", "web")
+	for range 2 {
+		select {
+		case err := <-hdone:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a blocking query of web did not return")
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
@@ -391,8 +393,16 @@ func (c *consulAPI) catalogServices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// consulRelistInterval is how often a blocking catalog/services query of
+// a token that may read only some of the namespace lists it again, to see
+// a service it may read appear (waitReadable).
+var consulRelistInterval = time.Second
+
 // waitNamespace blocks until a change to the namespace after opts.index,
-// or opts.wait, through a Registry.Watch stream from that revision.
+// or opts.wait, through a Registry.Watch stream from that revision. A
+// token that may not watch the whole namespace waits for a change to what
+// it may read instead (waitReadable), as Consul filters rather than
+// refuses.
 func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, opts.wait)
 	defer cancel()
@@ -416,10 +426,100 @@ func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOpti
 			return nil
 		case errors.Is(err, io.EOF):
 			return nil
+		case status.Code(err) == codes.PermissionDenied:
+			return c.waitReadable(ctx, ns, opts)
 		default:
 			return err
 		}
 	}
+}
+
+// waitReadable blocks, for a token that may read some services of the
+// namespace but not all, until one it may read changes after opts.index,
+// one it may read appears, or ctx's wait runs out. Every call is made
+// with the caller's token, so the wait learns nothing the caller could
+// not read itself: a watch of each service the caller's list holds, from
+// opts.index, and the list again every consulRelistInterval, which ends
+// the wait when it differs from the first. A watch the node ends (the
+// watcher limit) leaves the list to notice changes.
+func (c *consulAPI) waitReadable(ctx context.Context, ns string, opts queryOptions) error {
+	relist := func() (*rosterv1.ListServicesResponse, error) {
+		return c.h.registry.ListServices(ctx, &rosterv1.ListServicesRequest{
+			Namespace: ns, WithTags: true,
+			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE},
+		})
+	}
+	first, err := relist()
+	if err != nil {
+		return waitEnded(ctx, err)
+	}
+	changed := make(chan error, 1)
+	if len(first.Services) > 0 {
+		stream, err := c.h.registry.WatchMany(ctx)
+		if err != nil {
+			return waitEnded(ctx, err)
+		}
+		for i, sv := range first.Services {
+			if err := stream.Send(&rosterv1.WatchManyRequest{Action: &rosterv1.WatchManyRequest_Create{Create: &rosterv1.WatchCreate{
+				WatchId: uint64(i + 1),
+				Request: &rosterv1.WatchRequest{
+					Namespace: ns, Service: sv.Service, StartRevision: opts.index,
+					ProgressInterval: durationpb.New(time.Minute), OmitPrevInstance: true,
+				},
+			}}}); err != nil {
+				break // Recv returns why
+			}
+		}
+		go func() {
+			for {
+				m, err := stream.Recv()
+				if err != nil {
+					changed <- err
+					return
+				}
+				if r := m.GetResponse(); r != nil && (len(r.Events) > 0 || r.Reset_) {
+					changed <- nil
+					return
+				}
+			}
+		}()
+	}
+	tick := time.NewTicker(consulRelistInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-changed:
+			return waitEnded(ctx, err)
+		case <-tick.C:
+			now, err := relist()
+			if err != nil {
+				return waitEnded(ctx, err)
+			}
+			if !sameServices(first.Services, now.Services) {
+				return nil
+			}
+		case <-ctx.Done():
+			return waitEnded(ctx, ctx.Err())
+		}
+	}
+}
+
+// waitEnded is what a blocking query's wait that ended with err answers:
+// nothing when its wait ran out (the query answers with what is there, as
+// Consul does), else err.
+func waitEnded(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+// sameServices reports whether two lists name the same services with the
+// same tags: what /v1/catalog/services answers.
+func sameServices(a, b []*rosterv1.ServiceSummary) bool {
+	return slices.EqualFunc(a, b, func(x, y *rosterv1.ServiceSummary) bool {
+		return x.Namespace == y.Namespace && x.Service == y.Service && slices.Equal(x.Tags, y.Tags)
+	})
 }
 
 // agentSelf serves GET /v1/agent/self with what clients read from it:

@@ -44,7 +44,7 @@ func init() {
 }
 
 // mountGateway serves the routes generated from the google.api.http
-// annotations of proto/roster/v1 under APIPrefix, plus the watch stream as
+// annotations of proto/roster/v1 under APIPrefix, plus the watch streams as
 // server-sent events. The gateway is a gRPC client of this node (client
 // mode, over Config.Conn), so every call passes through the server's
 // interceptors, validation and forwarding like any other client's.
@@ -68,9 +68,12 @@ func (h *Handler) mountGateway(ctx context.Context) error {
 	}
 	h.mux.Handle(APIPrefix, http.MaxBytesHandler(gw, maxBodyBytes))
 	h.mux.HandleFunc("GET "+APIPrefix+"watch", h.watch)
-	h.mux.HandleFunc(APIPrefix+"watch", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, status.Errorf(codes.Unimplemented, "method %s not allowed on %s", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
-	})
+	h.mux.HandleFunc("GET "+APIPrefix+"watch/namespaces", h.watchNamespaces)
+	for _, p := range []string{"watch", "watch/namespaces"} {
+		h.mux.HandleFunc(APIPrefix+p, func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, status.Errorf(codes.Unimplemented, "method %s not allowed on %s", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
+		})
+	}
 	return nil
 }
 

@@ -51,7 +51,15 @@ func openWatch(t *testing.T, url, lastID string) *sseStream {
 		cancel()
 		t.Fatalf("watch %s: %d %s", url, resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	s := &sseStream{t: t, resp: resp, cancel: cancel, events: make(chan sseEvent, 100), done: make(chan struct{})}
+	s := readEvents(t, resp)
+	s.cancel = cancel
+	return s
+}
+
+// readEvents reads the events of resp, an open event stream.
+func readEvents(t *testing.T, resp *http.Response) *sseStream {
+	t.Helper()
+	s := &sseStream{t: t, resp: resp, cancel: func() {}, events: make(chan sseEvent, 100), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		sc := bufio.NewScanner(resp.Body)

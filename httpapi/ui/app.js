@@ -89,27 +89,44 @@ function clearAlert() { $("#alert").hidden = true; }
 
 // ---------- the watch feed: server-sent events over fetch ----------
 
-// Feeds open now; the header shows "reconnecting" while any of them is.
+// Feeds open now; the header shows "no leader" or "reconnecting" while any
+// of them is so, and "live" only while every one is.
 const feeds = new Set();
+const FEED_TEXT = { "live": "live", "reconnecting": "reconnecting…", "no-leader": "no leader · reconnecting…" };
 function updateFeedState() {
   const el = $("#feed-state");
+  const states = [...feeds].map(f => f.state);
   let state = "idle";
-  for (const f of feeds) {
-    if (f.state === "reconnecting") { state = "reconnecting"; break; }
-    if (f.state === "live") state = "live";
-  }
+  if (states.includes("no-leader")) state = "no-leader";
+  else if (states.includes("reconnecting")) state = "reconnecting";
+  else if (states.length && states.every(s => s === "live")) state = "live";
   el.dataset.state = state;
-  el.textContent = state === "live" ? "live" : state === "reconnecting" ? "reconnecting…" : "";
+  el.textContent = FEED_TEXT[state] || "";
 }
 
-// Feed reads GET /api/v1/watch as server-sent events through fetch, so the
-// Authorization header goes with it (EventSource cannot send one). When the
-// stream ends or fails it reconnects with Last-Event-ID, and the server
-// resumes after that revision: nothing is missed, nothing repeated.
+// reasonOf returns the ErrorInfo reason of an API error body ("NO_LEADER").
+function reasonOf(body) {
+  for (const d of (body && body.details) || []) if (d && d.reason) return d.reason;
+  return "";
+}
+
+// A watch refused with one of these is not fixed by asking again.
+const REFUSED = new Set([400, 401, 403, 404]);
+
+// Feed reads a watch endpoint (/watch, /watch/namespaces) as server-sent
+// events through fetch, so the Authorization header goes with it
+// (EventSource cannot send one). When the stream ends or fails it
+// reconnects with Last-Event-ID, and the server resumes after that
+// revision: nothing is missed, nothing repeated. Pages ask with
+// require_leader=true, so a node without a leader refuses or ends the
+// stream (NO_LEADER) and the header says "no leader" rather than "live".
 class Feed {
   // onRefused, when given, is called with the server's message when the
-  // watch is refused (4xx), and the feed stops instead of asking again.
-  constructor(query, onMessage, onRefused) {
+  // watch is refused for good (400, 401, 403, 404), and the feed stops
+  // instead of asking again; without it a refusal is asked again every
+  // 10 s.
+  constructor(path, query, onMessage, onRefused) {
+    this.path = path;
     this.query = query;
     this.onMessage = onMessage;
     this.onRefused = onRefused;
@@ -135,21 +152,23 @@ class Feed {
     if (this.lastId) headers["Last-Event-ID"] = this.lastId;
     let retryAfter = null;
     try {
-      const resp = await fetch(API + "/watch?" + this.query, { headers, signal: this.ctrl.signal, cache: "no-store" });
+      const resp = await fetch(API + this.path + "?" + this.query, { headers, signal: this.ctrl.signal, cache: "no-store" });
       if (this.stopped) return;
       if (!resp.ok) {
-        let msg = resp.statusText;
-        try { msg = (await resp.json()).message || msg; } catch (_) { /* keep statusText */ }
-        if (this.onRefused && resp.status >= 400 && resp.status < 500) {
+        let msg = resp.statusText, body = null;
+        try { body = await resp.json(); msg = body.message || msg; } catch (_) { /* keep statusText */ }
+        if (this.onRefused && REFUSED.has(resp.status)) {
           this.stop();
           this.onRefused(resp.status + ": " + msg);
           return;
         }
-        showAlert("watch: " + resp.status + ": " + msg);
+        this.noLeader = reasonOf(body) === "NO_LEADER";
+        if (!this.noLeader) showAlert("watch: " + resp.status + ": " + msg);
         // A refusal is not fixed by asking again at once.
         if (resp.status >= 400 && resp.status < 500) retryAfter = 10000;
         throw new Error(msg);
       }
+      this.noLeader = false;
       this.setState("live");
       this.delay = 500;
       await this.read(resp.body.getReader());
@@ -157,7 +176,7 @@ class Feed {
       if (this.stopped) return;
     }
     if (this.stopped) return;
-    this.setState("reconnecting");
+    this.setState(this.noLeader ? "no-leader" : "reconnecting");
     const wait = retryAfter || this.delay;
     this.delay = Math.min(this.delay * 2, 5000);
     this.timer = setTimeout(() => this.run(), wait);
@@ -193,7 +212,9 @@ class Feed {
     let msg;
     try { msg = JSON.parse(data.join("\n")); } catch (_) { return; }
     if (event === "error") {
-      showAlert("watch: " + (msg.message || "the stream failed") + " (reconnecting)");
+      // A node that lost its leader ends the stream: the header says so.
+      this.noLeader = reasonOf(msg) === "NO_LEADER";
+      if (!this.noLeader) showAlert("watch: " + (msg.message || "the stream failed") + " (reconnecting)");
       return;
     }
     if (id) this.lastId = id;
@@ -473,7 +494,10 @@ function clusterPage(main) {
 }
 
 // Services page: every namespace and service with counts by status,
-// searchable; refreshed when the watch feed of a namespace reports a change.
+// searchable; refreshed when the watch feed reports a change. One stream
+// (/watch/namespaces) watches every namespace shown: a browser allows six
+// HTTP/1.1 connections per host, shared by every tab, and a stream per
+// namespace would starve every other call of the console.
 function servicesPage(main) {
   main.innerHTML = `
     <h1>Services</h1>
@@ -490,7 +514,10 @@ function servicesPage(main) {
       <span id="svc-count" class="muted" aria-live="polite"></span>
     </div>
     <p id="svc-live" class="note" hidden></p>`;
-  let all = [], filter = "all", stopped = false, refetchTimer = null, nsFeeds = new Map();
+  let all = [], filter = "all", stopped = false, refetchTimer = null;
+  // feed watches the namespaces of feedKey; notLive are the namespaces
+  // not watched and why (refused, or past MAX_LIVE_NAMESPACES).
+  let feed = null, feedKey = "", notLive = new Map(), overflow = [];
   const list = new VList(main, {
     label: "Services", grid: "svc-grid", rowHeight: 32, empty: "No services match.",
     header: `<span role="columnheader">Namespace</span><span role="columnheader">Service</span><span role="columnheader" class="num">Instances</span>
@@ -548,16 +575,41 @@ function servicesPage(main) {
     if (ev === "progress" || refetchTimer) return;
     refetchTimer = setTimeout(() => { refetchTimer = null; load(); }, 1000);
   }
+  function showNotLive() {
+    const el = $("#svc-live");
+    const parts = [...notLive].sort().map(([n, why]) => `${n} (${why})`);
+    if (overflow.length) parts.push(`${overflow.length} more past the first ${MAX_LIVE_NAMESPACES}: ${overflow.join(", ")}`);
+    el.hidden = !parts.length;
+    el.textContent = parts.length ? `Not updated live: ${parts.join("; ")}. Reload the page to see their changes.` : "";
+  }
+  // watchNamespaces watches names over one stream from rev, the revision
+  // of the list on screen; the stream is opened again only when the set
+  // of namespaces changes.
   function watchNamespaces(names, rev) {
-    for (const n of names.slice(0, 20)) {
-      if (nsFeeds.has(n)) continue;
-      const q = new URLSearchParams({ namespace: n, start_revision: rev || "0", progress_interval: "15s" });
-      nsFeeds.set(n, new Feed(q.toString(), ev => changed(ev), msg => {
-        const el = $("#svc-live");
-        el.hidden = false;
-        el.textContent += ` Namespace ${n} is not updated live (${msg}); reload to see its changes.`;
-      }));
-    }
+    const want = names.filter(n => !notLive.has(n));
+    const live = want.slice(0, MAX_LIVE_NAMESPACES);
+    overflow = want.slice(MAX_LIVE_NAMESPACES);
+    showNotLive();
+    const key = live.join(",");
+    if (key === feedKey) return;
+    if (feed) feed.stop();
+    feed = null;
+    feedKey = key;
+    if (!live.length) return;
+    const q = new URLSearchParams({ start_revision: rev || "0", progress_interval: "15s", require_leader: "true" });
+    for (const n of live) q.append("namespace", n);
+    feed = new Feed("/watch/namespaces", q.toString(), (ev, m) => {
+      if (ev === "ended") {
+        notLive.set(m.namespace, (m.error && m.error.message) || "its watch ended");
+        showNotLive();
+        return;
+      }
+      changed(ev);
+    }, msg => {
+      for (const n of live) notLive.set(n, msg);
+      feed = null;
+      showNotLive();
+    });
   }
   const refilter = () => { list.el.scrollTop = 0; apply(); };
   search.addEventListener("input", refilter);
@@ -574,10 +626,14 @@ function servicesPage(main) {
   return {
     stop() {
       stopped = true; clearTimeout(refetchTimer); list.destroy();
-      for (const f of nsFeeds.values()) f.stop();
+      if (feed) feed.stop();
     },
   };
 }
+
+// MAX_LIVE_NAMESPACES is how many namespaces the services page watches
+// (the server's limit for one stream, httpapi.MaxWatchNamespaces).
+const MAX_LIVE_NAMESPACES = 100;
 
 function serviceHref(ns, svc) { return "#/service/" + encodeURIComponent(ns) + "/" + encodeURIComponent(svc); }
 
@@ -746,8 +802,22 @@ function servicePage(main, ns, svc) {
     });
   }
   api("GET", "/status").then(setNodeLabel, () => {});
-  const q = new URLSearchParams({ namespace: ns, service: svc, "start_read.consistency": "CONSISTENCY_LINEARIZABLE" });
-  const feed = new Feed(q.toString(), onMessage);
+  // refused replaces the list with the reason the watch was refused: an
+  // empty list would read as "the service has no instances".
+  function refused(msg) {
+    stopped = true;
+    clearTimeout(leaseTimer);
+    for (const el of main.querySelectorAll(".toolbar, .note")) el.hidden = true;
+    list.el.hidden = true;
+    const p = document.createElement("p");
+    p.id = "inst-refused";
+    p.className = "refused b-crit";
+    p.setAttribute("role", "alert");
+    p.textContent = `This node refused to show ${ns}/${svc}: ${msg}. Its instances are not shown; a token that may read the service (Token, above) is needed.`;
+    list.el.before(p);
+  }
+  const q = new URLSearchParams({ namespace: ns, service: svc, "start_read.consistency": "CONSISTENCY_LINEARIZABLE", require_leader: "true" });
+  const feed = new Feed("/watch", q.toString(), onMessage, refused);
   pollLeases();
   return { stop() { stopped = true; clearTimeout(leaseTimer); feed.stop(); list.destroy(); } };
 }
