@@ -340,8 +340,10 @@ func TestConsoleTokens(t *testing.T) {
 
 	b := newBrowser(t, c)
 	b.run("open the service page", chromedp.Navigate(api+"/ui/#/service/default/web"))
+	// The refusal takes the list's place: an empty list would read as "no
+	// instances".
 	b.until("the refusal of an anonymous watch", 30*time.Second,
-		`!document.querySelector("#alert").hidden && document.querySelector("#alert-text").textContent.includes("permission denied")`)
+		`!!document.querySelector("#inst-refused") && document.querySelector("#inst-refused").textContent.includes("permission denied")`)
 
 	b.run("enter the token",
 		chromedp.Click(chromedp.CSS("#token-button")),
