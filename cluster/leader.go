@@ -64,6 +64,8 @@ func (n *Node) startLeading() {
 		return
 	default:
 	}
+	now := time.Now()
+	n.leadingSince.Store(&now)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.leaderStop = cancel
 	done := make(chan struct{})
@@ -92,6 +94,7 @@ func (n *Node) stopLeading() {
 	n.leaderStop, n.leaderDone = nil, nil
 	n.leaderReady.Store(false)
 	n.readyTerm.Store(0)
+	n.leadingSince.Store(nil)
 	n.requestClock.stop()
 	if stop != nil {
 		stop()

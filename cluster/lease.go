@@ -130,6 +130,8 @@ type leaseTable struct {
 	// nanoseconds: as if the process had been stopped that long, its clock
 	// moving on while raft ran nothing (leasecontact.go).
 	paused atomic.Int64
+	// contactPause is Config.TestHooks.ContactPause.
+	contactPause func() time.Duration
 
 	mu     sync.Mutex
 	active bool
@@ -165,6 +167,8 @@ func newLeaseTable(logger hclog.Logger, clk clock, p proposer, s *store.Store, i
 		tick:     cfg.LeaseTick,
 		grace:    cfg.leaderLeaseTimeout(),
 		defaults: cfg.selfPreservationDefaults(),
+
+		contactPause: cfg.TestHooks.ContactPause,
 	}
 }
 

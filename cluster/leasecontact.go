@@ -41,11 +41,59 @@ func (t *leaseTable) inContact(c time.Time) bool {
 	if c.IsZero() {
 		return false
 	}
-	age := time.Since(c) + time.Duration(t.paused.Load())
+	age := time.Since(c) + t.pause()
 	if age <= t.grace {
 		return true
 	}
 	t.logger.Debug("refusing lease renewals: no quorum contact within the leader lease timeout",
 		"contact_age", age, "leader_lease_timeout", t.grace)
 	return false
+}
+
+// RefusingRenewalsLong reports whether this node, still Raft's leader, has
+// refused lease renewals for want of quorum contact for longer than the
+// leader lease timeout: its last quorum contact (or, with none in this
+// term, its taking the lead) is more than twice that timeout old.
+//
+// Raft steps a leader down once it has gone a leader lease timeout without
+// hearing from a quorum, so a leader still refusing by then is one raft's
+// own check keeps in place: in an asymmetric partition the newer-term
+// answers of the heartbeat path count as contact there, not here. Its
+// clients get nothing from staying: the KeepAlive streams connected to it
+// end, so they reconnect to a node that relays to the real leader. A
+// shorter wait would end every stream at a new leader whose first round of
+// heartbeats is still on its way.
+func (n *Node) RefusingRenewalsLong() bool {
+	if !n.IsLeader() {
+		return false
+	}
+	var since time.Time
+	if p := n.leadingSince.Load(); p != nil {
+		since = *p
+	}
+	return n.leases.outOfContactLong(n.raft.QuorumContact(), since)
+}
+
+// outOfContactLong reports whether renewals have been refused for longer
+// than the leader lease timeout, given the leader's quorum contact c and
+// when it took the lead (zero: unknown); no known time refuses nothing
+// yet. Like inContact it measures on the real clock.
+func (t *leaseTable) outOfContactLong(c, leading time.Time) bool {
+	if c.IsZero() {
+		c = leading
+	}
+	if c.IsZero() {
+		return false
+	}
+	return time.Since(c)+t.pause() > 2*t.grace
+}
+
+// pause is how long the tests pretend this process was stopped (paused,
+// and Config.TestHooks.ContactPause).
+func (t *leaseTable) pause() time.Duration {
+	p := time.Duration(t.paused.Load())
+	if t.contactPause != nil {
+		p += t.contactPause()
+	}
+	return p
 }

@@ -161,3 +161,39 @@ func TestLeaseContactAge(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseContactLostLong: renewals count as refused long, so that a
+// KeepAlive stream ends, only once contact is more than twice the leader
+// lease timeout old: a lease timeout of refusals first. With no contact in
+// the term, the time the node took the lead stands in; with neither,
+// nothing is long. The timeout is an hour, so that how long the test takes
+// does not matter.
+func TestLeaseContactLostLong(t *testing.T) {
+	cfg := Config{LeaderLeaseTimeout: time.Hour}
+	lt := newLeaseTable(hclog.NewNullLogger(), realClock{}, nil, store.New(store.Options{}), func() bool { return true }, &cfg)
+	ago := func(d time.Duration) time.Time {
+		if d < 0 {
+			return time.Time{}
+		}
+		return time.Now().Add(-d)
+	}
+	for _, tc := range []struct {
+		name             string
+		contact, leading time.Duration // this long ago; negative: none
+		paused           time.Duration
+		want             bool
+	}{
+		{"contact now", 0, 3 * time.Hour, 0, false},
+		{"refusing for half a lease timeout", 90 * time.Minute, 3 * time.Hour, 0, false},
+		{"refusing for more than a lease timeout", 150 * time.Minute, 3 * time.Hour, 0, true},
+		{"contact now, then a pause of three lease timeouts", 0, 3 * time.Hour, 3 * time.Hour, true},
+		{"no contact yet, leading for a moment", -1, 0, 0, false},
+		{"no contact, leading for three lease timeouts", -1, 3 * time.Hour, 0, true},
+		{"neither contact nor a time of taking the lead", -1, -1, 0, false},
+	} {
+		lt.paused.Store(int64(tc.paused))
+		if got := lt.outOfContactLong(ago(tc.contact), ago(tc.leading)); got != tc.want {
+			t.Errorf("%s: refusing long %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

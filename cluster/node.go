@@ -155,6 +155,11 @@ type TestHooks struct {
 	// restore call and returns its error, so a test can fail the call
 	// after Raft took the restore.
 	RaftRestore func(restore func() error) error
+	// ContactPause, when set, is added to the age of this node's quorum
+	// contact, as if the process had been stopped that long while raft ran
+	// nothing: the node stays Leader but refuses lease renewals
+	// (leasecontact.go).
+	ContactPause func() time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -289,6 +294,9 @@ type Node struct {
 	// readyTerm is the term whose barrier made this node ready, 0 when
 	// not ready; a read index is only taken within that term.
 	readyTerm atomic.Uint64
+	// leadingSince is when this node last took the lead (the real clock),
+	// nil while it does not lead (RefusingRenewalsLong).
+	leadingSince atomic.Pointer[time.Time]
 
 	leases *leaseTable
 	checks *checkRunner

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"sync"
@@ -104,7 +105,9 @@ func (r *renewal) answer(resp *rosterv1.HeartbeatResponse) {
 // local; on a follower they are pipelined over one upstream KeepAlive
 // stream to the leader, opened again when the leader changes. Renewals an
 // upstream stream took but never answered are retried as unary heartbeats,
-// which follow the leader (a renewal is idempotent).
+// which follow the leader (a renewal is idempotent). A leader that has
+// refused renewals for want of quorum contact for longer than the leader
+// lease timeout ends the stream with NOT_LEADER, so the client moves on.
 func (s *Server) KeepAlive(stream rosterv1.Registry_KeepAliveServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
@@ -153,8 +156,9 @@ var errSenderDone = errors.New("keepalive sender done")
 
 // keepAliveRecv reads a KeepAlive stream's requests and starts each
 // renewal until the stream or its sender ends. It returns io.EOF when the
-// client closed its side, errSenderDone when the sender stopped, or the
-// error that ended reading.
+// client closed its side, errSenderDone when the sender stopped,
+// errRefusingRenewals when this leader has long been out of quorum
+// contact, or the error that ended reading.
 func (s *Server) keepAliveRecv(ctx context.Context, stream rosterv1.Registry_KeepAliveServer, order chan<- *renewal, sent <-chan struct{}, relay *keepAliveRelay) error {
 	for {
 		req, err := stream.Recv()
@@ -172,7 +176,9 @@ func (s *Server) keepAliveRecv(ctx context.Context, stream rosterv1.Registry_Kee
 			return errSenderDone
 		}
 		if len(req.Instances) > 0 {
-			s.keepAliveBatch(ctx, r, relay)
+			if err := s.keepAliveBatch(ctx, r, relay); err != nil {
+				return err
+			}
 			continue
 		}
 		k, err := validateKey(req.Namespace, req.Service, req.Id)
@@ -182,6 +188,9 @@ func (s *Server) keepAliveRecv(ctx context.Context, stream rosterv1.Registry_Kee
 		case s.node.IsLeader():
 			resp, err := s.renewLocal(ctx, k)
 			if err != nil {
+				if s.refusingLong(err) {
+					return errRefusingRenewals
+				}
 				resp = itemError(req, err)
 			}
 			r.answer(resp)
@@ -196,8 +205,9 @@ func (s *Server) keepAliveRecv(ctx context.Context, stream rosterv1.Registry_Kee
 }
 
 // keepAliveBatch renews the instances of one batched KeepAlive request: on
-// the leader one by one, on a follower relayed upstream as one message.
-func (s *Server) keepAliveBatch(ctx context.Context, r *renewal, relay *keepAliveRelay) {
+// the leader one by one, on a follower relayed upstream as one message. It
+// returns errRefusingRenewals, unanswered, to end the stream.
+func (s *Server) keepAliveBatch(ctx context.Context, r *renewal, relay *keepAliveRelay) error {
 	req := r.req
 	switch {
 	case len(req.Instances) > MaxKeepAliveBatch:
@@ -205,18 +215,24 @@ func (s *Server) keepAliveBatch(ctx context.Context, r *renewal, relay *keepAliv
 	case req.Namespace != "" || req.Service != "" || req.Id != "":
 		r.answer(itemError(req, invalidf("a KeepAlive request names its instances either in namespace, service and id or in instances, not both")))
 	case s.node.IsLeader():
-		r.answer(s.renewBatchLocal(ctx, req))
+		resp, refused := s.renewBatchLocal(ctx, req)
+		if refused != nil && s.refusingLong(refused) {
+			return errRefusingRenewals
+		}
+		r.answer(resp)
 	case isForwarded(ctx):
 		r.answer(itemError(req, cluster.ErrNotLeader))
 	default:
 		relay.send(store.Key{}, r)
 	}
+	return nil
 }
 
 // renewBatchLocal renews a batch here, the leader. Each instance is
-// answered on its own: one not found does not fail the others.
-func (s *Server) renewBatchLocal(ctx context.Context, req *rosterv1.HeartbeatRequest) *rosterv1.HeartbeatResponse {
-	resp := &rosterv1.HeartbeatResponse{
+// answered on its own: one not found does not fail the others. refused is
+// the error of an instance refused as by a node that does not lead, if any.
+func (s *Server) renewBatchLocal(ctx context.Context, req *rosterv1.HeartbeatRequest) (resp *rosterv1.HeartbeatResponse, refused error) {
+	resp = &rosterv1.HeartbeatResponse{
 		Header:  &rosterv1.ResponseHeader{NodeId: s.node.ID(), LeaderId: s.node.ID(), Term: s.node.Term()},
 		Results: make([]*rosterv1.HeartbeatResult, len(req.Instances)),
 	}
@@ -226,9 +242,33 @@ func (s *Server) renewBatchLocal(ctx context.Context, req *rosterv1.HeartbeatReq
 		if err == nil {
 			ttl, err = s.node.Heartbeat(ctx, k)
 		}
+		if refused == nil && notLeading(err) {
+			refused = err
+		}
 		resp.Results[i] = batchResult(ttl, err)
 	}
-	return resp
+	return resp, refused
+}
+
+// errRefusingRenewals ends a KeepAlive stream at a leader that has refused
+// renewals for want of quorum contact for longer than the leader lease
+// timeout (cluster.Node.RefusingRenewalsLong). Per-renewal NOT_LEADER
+// answers keep a client on its stream, and its leases would expire at the
+// real leader; ending the stream moves it on to another node, which relays
+// to the real leader. It reads as Unavailable with the NOT_LEADER reason.
+var errRefusingRenewals = fmt.Errorf("%w: refusing lease renewals, no quorum contact for longer than the leader lease timeout; reconnect to another node", cluster.ErrNotLeader)
+
+// refusingLong reports whether a renewal refused here with err should end
+// its KeepAlive stream (errRefusingRenewals). A short run of refusals, as
+// at a new leader, answers renewal by renewal: the stream goes on.
+func (s *Server) refusingLong(err error) bool {
+	return notLeading(err) && s.node.RefusingRenewalsLong()
+}
+
+// notLeading reports whether a renewal was refused as by a node that does
+// not lead (or not yet), as renewals without quorum contact are.
+func notLeading(err error) bool {
+	return errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrLeaderNotReady)
 }
 
 // batchRetryWidth bounds the unary renewals one batch runs at once when a

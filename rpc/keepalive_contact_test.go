@@ -1,0 +1,190 @@
+package rpc_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/roster-registry/roster/client"
+	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
+)
+
+// contactPauses gives each node of a test cluster a ContactPause hook: a
+// node whose pause is set stays Raft's leader (raft runs on untouched) but
+// refuses lease renewals for want of quorum contact, as a leader in an
+// asymmetric partition does while raft's own lease check stays satisfied.
+type contactPauses map[string]*atomic.Int64
+
+func (p contactPauses) configure(cfg *cluster.Config) {
+	pause := new(atomic.Int64)
+	p[cfg.NodeID] = pause
+	cfg.TestHooks.ContactPause = func() time.Duration { return time.Duration(pause.Load()) }
+}
+
+func (p contactPauses) set(nd *testcluster.Node, d time.Duration) { p[nd.ID].Store(int64(d)) }
+
+func wantNotLeader(t *testing.T, what string, err error) {
+	t.Helper()
+	if status.Code(err) != codes.Unavailable || rpc.Reason(err) != rpc.ReasonNotLeader {
+		t.Errorf("%s ended with %v (reason %q), want Unavailable with %s", what, err, rpc.Reason(err), rpc.ReasonNotLeader)
+	}
+}
+
+// TestKeepAliveEndsAtALeaderLongOutOfQuorumContact: a leader that has
+// refused renewals for want of quorum contact for longer than the leader
+// lease timeout ends a KeepAlive stream connected to it with NOT_LEADER,
+// single renewals and batches alike, instead of answering each renewal
+// NOT_LEADER and keeping the client there while its leases expire at the
+// real leader. The pause of an hour makes the refusals long at once.
+func TestKeepAliveEndsAtALeaderLongOutOfQuorumContact(t *testing.T) {
+	pauses := contactPauses{}
+	c := testcluster.New(t, 3, testcluster.Options{Configure: pauses.configure})
+	leader := c.WaitLeader()
+	ctx := testcluster.Ctx(t)
+	for _, id := range []string{"a", "b"} {
+		if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance("web", id, time.Minute, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	single := &rosterv1.HeartbeatRequest{Service: "web", Id: "a"}
+	batch := &rosterv1.HeartbeatRequest{Instances: []*rosterv1.InstanceRef{{Service: "web", Id: "a"}, {Service: "web", Id: "b"}}}
+	// acked polls until a fresh stream to the leader acknowledges req:
+	// right after an election, contact may lag for a moment.
+	acked := func(what string, req *rosterv1.HeartbeatRequest) {
+		t.Helper()
+		c.Eventually(what, 10*time.Second, func() bool {
+			st, err := leader.Registry().KeepAlive(ctx)
+			if err != nil {
+				return false
+			}
+			defer func() { _ = st.CloseSend() }()
+			if err := st.Send(req); err != nil {
+				return false
+			}
+			resp, err := st.Recv()
+			if err != nil || resp.GetCode() != 0 {
+				return false
+			}
+			for _, r := range resp.GetResults() {
+				if r.GetCode() != 0 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	acked("a renewal acknowledged by the leader in contact", single)
+	acked("a batch acknowledged by the leader in contact", batch)
+
+	term := leader.Node.Term()
+	pauses.set(leader, time.Hour)
+	for _, tc := range []struct {
+		name string
+		req  *rosterv1.HeartbeatRequest
+	}{{"single renewal", single}, {"batch", batch}} {
+		st, err := leader.Registry().KeepAlive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(tc.req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if !leader.Node.IsLeader() || leader.Node.Term() != term {
+			t.Fatal("leadership changed during the test; it needs one leader throughout")
+		}
+		if err == nil {
+			t.Fatalf("%s: the stream answered (code %d %q, results %v) and went on; want it ended with NOT_LEADER",
+				tc.name, resp.GetCode(), resp.GetError(), resp.GetResults())
+		}
+		wantNotLeader(t, tc.name+" stream", err)
+	}
+
+	pauses.set(leader, 0)
+	acked("renewals acknowledged once contact is fresh again", batch)
+}
+
+// TestKeepAliveSessionMovesOffALeaderLongOutOfQuorumContact: a client
+// Session whose stream goes straight to such a leader moves on to its next
+// endpoint, which relays to the leader, and keeps renewing every lease
+// there.
+func TestKeepAliveSessionMovesOffALeaderLongOutOfQuorumContact(t *testing.T) {
+	pauses := contactPauses{}
+	c := testcluster.New(t, 3, testcluster.Options{Configure: pauses.configure})
+	c.WaitMembersKnown()
+	leader := c.WaitLeader()
+	follower := c.Followers()[0]
+	ctx := testcluster.Ctx(t)
+	cl, err := client.New(ctx, []string{leader.Addr, follower.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	keys := []client.InstanceKey{{Service: "web", ID: "a"}, {Service: "web", ID: "b"}}
+	for _, k := range keys {
+		if _, err := cl.Register(ctx, &rosterv1.RegisterRequest{Instance: ttlInstance(k.Service, k.ID, 3*time.Second, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := cl.KeepAlive(ctx, 3*time.Second, keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	nextEvent := func(kind client.LeaseEventKind) client.LeaseEvent {
+		t.Helper()
+		deadline := time.After(15 * time.Second)
+		for {
+			select {
+			case ev := <-s.Events():
+				if ev.Kind == kind {
+					return ev
+				}
+				if ev.Kind == client.LeaseLost {
+					t.Errorf("lease lost: %v", ev)
+				}
+			case <-deadline:
+				t.Fatalf("no %v event", kind)
+			}
+		}
+	}
+	if ev := nextEvent(client.StreamConnected); ev.Endpoint != leader.Addr {
+		t.Fatalf("keepalive connected to %s, want the leader at %s", ev.Endpoint, leader.Addr)
+	}
+
+	term := leader.Node.Term()
+	pauses.set(leader, time.Hour)
+	broken := nextEvent(client.StreamBroken)
+	if !leader.Node.IsLeader() || leader.Node.Term() != term {
+		t.Fatal("leadership changed during the test; it needs one leader throughout")
+	}
+	if broken.Endpoint != leader.Addr {
+		t.Errorf("broken stream on %s, want %s", broken.Endpoint, leader.Addr)
+	}
+	wantNotLeader(t, "keepalive session stream", broken.Err)
+	// The real leader is back in contact (in the partition it would be
+	// another node): the follower's relay reaches it.
+	pauses.set(leader, 0)
+	resumed := time.Now()
+	if ev := nextEvent(client.StreamConnected); ev.Endpoint != follower.Addr {
+		t.Fatalf("keepalive reconnected to %s, want %s", ev.Endpoint, follower.Addr)
+	}
+	c.Eventually("both leases renewed through the follower", 15*time.Second, func() bool {
+		ls, err := leader.Node.ServiceLeases("default", "web")
+		if err != nil || len(ls) != len(keys) {
+			return false
+		}
+		for _, l := range ls {
+			if !l.LastRenewed.After(resumed) {
+				return false
+			}
+		}
+		return true
+	})
+}
