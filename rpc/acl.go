@@ -201,8 +201,9 @@ func filterList(c *caller, resp any) {
 // filterStatus drops from a Status answer the services the caller may not
 // read: the services whose expiry self-preservation holds, and those with
 // their own minimum lease count. Both name services, and Status is open.
-// The counts (instances, leases, held expiries) stay: they name nothing,
-// and /metrics serves them to anyone.
+// How many of each it drops is counted in the answer. The counts
+// (instances, leases, held expiries) stay: they name nothing, and /metrics
+// serves them to anyone.
 func filterStatus(c *caller, r *rosterv1.StatusResponse) {
 	readable := func(key string) bool {
 		ns, svc, ok := strings.Cut(key, "/")
@@ -212,21 +213,27 @@ func filterStatus(c *caller, r *rosterv1.StatusResponse) {
 		return c.policy.AllowService(ns, svc, acl.Read)
 	}
 	// New slice and map: the answer's may be shared with the node's state.
+	// What is left out is counted: an empty list of held services with
+	// self_preservation set would otherwise read as "holds every expiry".
 	var services []string
 	for _, key := range r.SelfPreservationServices {
 		if readable(key) {
 			services = append(services, key)
+		} else {
+			r.SelfPreservationUnreadableServices++
 		}
 	}
 	r.SelfPreservationServices = services
 	var minLeases map[string]uint32
 	for key, n := range r.SelfPreservationServiceMinLeases {
-		if readable(key) {
-			if minLeases == nil {
-				minLeases = make(map[string]uint32)
-			}
-			minLeases[key] = n
+		if !readable(key) {
+			r.SelfPreservationUnreadableServiceMinLeases++
+			continue
 		}
+		if minLeases == nil {
+			minLeases = make(map[string]uint32)
+		}
+		minLeases[key] = n
 	}
 	r.SelfPreservationServiceMinLeases = minLeases
 }

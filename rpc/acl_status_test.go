@@ -61,16 +61,17 @@ func TestACLStatusNamesOnlyReadableServices(t *testing.T) {
 	webReader := created.Token.SecretId
 
 	for _, tc := range []struct {
-		name   string
-		client rosterv1.ClusterClient
-		ctx    context.Context
-		want   []string
+		name       string
+		client     rosterv1.ClusterClient
+		ctx        context.Context
+		want       []string
+		unreadable uint32
 	}{
-		{"anonymous", asClient, ctx, nil},
-		{"unknown token", asClient, withToken(ctx, "no-such-secret"), nil},
-		{"service:web:read", asClient, withToken(ctx, webReader), []string{"default/web"}},
-		{"management", asClient, withToken(ctx, bootSecret), []string{"default/web", "payments/pay"}},
-		{"server certificate, no token", asServer, ctx, []string{"default/web", "payments/pay"}},
+		{"anonymous", asClient, ctx, nil, 2},
+		{"unknown token", asClient, withToken(ctx, "no-such-secret"), nil, 2},
+		{"service:web:read", asClient, withToken(ctx, webReader), []string{"default/web"}, 1},
+		{"management", asClient, withToken(ctx, bootSecret), []string{"default/web", "payments/pay"}, 0},
+		{"server certificate, no token", asServer, ctx, []string{"default/web", "payments/pay"}, 0},
 	} {
 		st, err := tc.client.Status(tc.ctx, &rosterv1.StatusRequest{})
 		if err != nil {
@@ -78,6 +79,9 @@ func TestACLStatusNamesOnlyReadableServices(t *testing.T) {
 		}
 		if got := slices.Sorted(maps.Keys(st.SelfPreservationServiceMinLeases)); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: Status names %v, want %v", tc.name, got, tc.want)
+		}
+		if got := st.SelfPreservationUnreadableServiceMinLeases; got != tc.unreadable {
+			t.Errorf("%s: Status counts %d unreadable minimums, want %d", tc.name, got, tc.unreadable)
 		}
 		if st.NodeId != leader.ID || st.Instances != 0 {
 			t.Errorf("%s: node %q, %d instances", tc.name, st.NodeId, st.Instances)

@@ -36,6 +36,8 @@ type fakeServer struct {
 	// nodeID and members, when set, are what Status and Members answer.
 	nodeID  string
 	members []*rosterv1.Member
+	// status, when set, is what Status answers.
+	status *rosterv1.StatusResponse
 }
 
 func startFake(t *testing.T) *fakeServer {
@@ -172,8 +174,11 @@ func (f *fakeServer) Status(_ context.Context, req *rosterv1.StatusRequest) (*ro
 		return nil, err
 	}
 	f.mu.Lock()
-	id := f.nodeID
+	id, st := f.nodeID, f.status
 	f.mu.Unlock()
+	if st != nil {
+		return st, nil
+	}
 	if id == "" {
 		id = "n1"
 	}

@@ -29,11 +29,16 @@ type selfPreservationJSON struct {
 	MinLeases        uint32            `json:"min_leases"`
 	MaxHold          string            `json:"max_hold"`
 	ServiceMinLeases map[string]uint32 `json:"service_min_leases"`
-	// Active, Services and HeldExpiries come from status; a change does not
-	// report them.
-	Active       *bool    `json:"active,omitempty"`
-	Services     []string `json:"services,omitempty"`
-	HeldExpiries *uint64  `json:"held_expiries,omitempty"`
+	// UnreadableServiceMinLeases counts the services with a minimum of
+	// their own that the token may not read, left out of ServiceMinLeases.
+	UnreadableServiceMinLeases uint32 `json:"unreadable_service_min_leases,omitempty"`
+	// Active, Services, UnreadableServices and HeldExpiries come from
+	// status; a change does not report them. UnreadableServices counts the
+	// held services the token may not read, left out of Services.
+	Active             *bool    `json:"active,omitempty"`
+	Services           []string `json:"services,omitempty"`
+	UnreadableServices uint32   `json:"unreadable_services,omitempty"`
+	HeldExpiries       *uint64  `json:"held_expiries,omitempty"`
 }
 
 func (a *app) selfPreservationCommand() *cobra.Command {
@@ -63,9 +68,15 @@ rosterd flags again.
 --service-min-leases NAMESPACE/SERVICE=N (or SERVICE=N in the default
 namespace) sets one service's minimum; N=0 removes it. Repeatable.
 
+With ACLs and TLS, the services shown are those the token may read; the
+others are counted ("2 services you may not read"). HOLDING says "every
+service" only when the leader holds every expiry.
+
 -o json prints {"threshold", "window", "min_leases", "max_hold",
 "service_min_leases": {"namespace/service": N}} and, when showing, "active",
-"services" and "held_expiries".`,
+"services" and "held_expiries"; "unreadable_services" and
+"unreadable_service_min_leases" count what the token may not read, when
+any.`,
 		Example: `  roster self-preservation
   roster self-preservation --off
   roster self-preservation --threshold 0.6 --min-leases 20 --max-hold 30m
@@ -170,7 +181,8 @@ func (a *app) showSelfPreservation(ctx context.Context, c *client.Client) error 
 	active, held := s.GetSelfPreservation(), s.GetHeldExpiries()
 	out := selfPreservationJSON{Threshold: s.GetSelfPreservationThreshold(), Window: s.GetSelfPreservationWindow().AsDuration().String(),
 		MinLeases: s.GetSelfPreservationMinLeases(), MaxHold: s.GetSelfPreservationMaxHold().AsDuration().String(),
-		ServiceMinLeases: orEmpty(s.GetSelfPreservationServiceMinLeases()), Active: &active, Services: s.GetSelfPreservationServices()}
+		ServiceMinLeases: orEmpty(s.GetSelfPreservationServiceMinLeases()), Active: &active, Services: s.GetSelfPreservationServices(),
+		UnreadableServices: s.GetSelfPreservationUnreadableServices(), UnreadableServiceMinLeases: s.GetSelfPreservationUnreadableServiceMinLeases()}
 	if s.GetState() == "leader" {
 		out.HeldExpiries = &held
 	}
@@ -190,14 +202,14 @@ func (a *app) printSelfPreservation(out selfPreservationJSON) error {
 		svcs = append(svcs, fmt.Sprintf("%s=%d", name, n))
 	}
 	slices.Sort(svcs)
-	t.row("SERVICE MIN LEASES", orDash(strings.Join(svcs, ",")))
+	t.row("SERVICE MIN LEASES", orDash(withUnreadable(strings.Join(svcs, ","), out.UnreadableServiceMinLeases)))
 	if out.Active != nil {
 		holding := "no"
 		switch {
-		case *out.Active && len(out.Services) == 0:
+		case *out.Active && len(out.Services) == 0 && out.UnreadableServices == 0:
 			holding = "every service"
 		case *out.Active:
-			holding = strings.Join(out.Services, ",")
+			holding = withUnreadable(strings.Join(out.Services, ","), out.UnreadableServices)
 		}
 		t.row("HOLDING", holding)
 	}
@@ -205,6 +217,22 @@ func (a *app) printSelfPreservation(out selfPreservationJSON) error {
 		t.row("HELD EXPIRIES", strconv.FormatUint(*out.HeldExpiries, 10))
 	}
 	return t.flush()
+}
+
+// withUnreadable adds to a list of services how many more the token may
+// not read.
+func withUnreadable(list string, unreadable uint32) string {
+	if unreadable == 0 {
+		return list
+	}
+	more := fmt.Sprintf("%d services you may not read", unreadable)
+	if unreadable == 1 {
+		more = "1 service you may not read"
+	}
+	if list == "" {
+		return more
+	}
+	return list + " and " + more
 }
 
 func thresholdWord(v float64) string {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -57,4 +59,63 @@ func TestSelfPreservationCommand(t *testing.T) {
 	if code != 0 || len(f.calls("SetSelfPreservation")) != 0 || len(f.calls("Status")) != 1 || !strings.Contains(stdout, "HOLDING") {
 		t.Fatalf("show: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
+}
+
+// TestSelfPreservationShowsUnreadableServices: a Status filtered for the
+// token (services it may not read are counted, not named) never reads as
+// "every service"; that is said only when the leader holds every expiry.
+func TestSelfPreservationShowsUnreadableServices(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		services   []string
+		unreadable uint32
+		minLeases  map[string]uint32
+		minHidden  uint32
+		holding    string
+		min        string
+	}{
+		{"every expiry", nil, 0, nil, 0, "every service", "-"},
+		{"only unreadable services", nil, 2, nil, 3, "2 services you may not read", "3 services you may not read"},
+		{"some readable", []string{"default/web"}, 1, map[string]uint32{"default/web": 2}, 1,
+			"default/web and 1 service you may not read", "default/web=2 and 1 service you may not read"},
+	} {
+		f := startFake(t)
+		f.mu.Lock()
+		f.status = &rosterv1.StatusResponse{NodeId: "n1", State: "leader", LeaderId: "n1", SelfPreservation: true,
+			SelfPreservationThreshold: 0.5, SelfPreservationServices: tc.services, SelfPreservationUnreadableServices: tc.unreadable,
+			SelfPreservationServiceMinLeases: tc.minLeases, SelfPreservationUnreadableServiceMinLeases: tc.minHidden}
+		f.mu.Unlock()
+		code, stdout, stderr := runCLI(t, testContext(t), f.addr, "self-preservation")
+		if code != 0 {
+			t.Fatalf("%s: exit %d, stderr %q", tc.name, code, stderr)
+		}
+		if want := "HOLDING " + tc.holding + "\n"; !strings.Contains(squeeze(stdout), want) {
+			t.Errorf("%s: printed\n%s\nwant a line %q", tc.name, stdout, want)
+		}
+		if want := "SERVICE MIN LEASES " + tc.min + "\n"; !strings.Contains(squeeze(stdout), want) {
+			t.Errorf("%s: printed\n%s\nwant a line %q", tc.name, stdout, want)
+		}
+
+		code, stdout, stderr = runCLI(t, testContext(t), f.addr, "-o", "json", "self-preservation")
+		if code != 0 {
+			t.Fatalf("%s json: exit %d, stderr %q", tc.name, code, stderr)
+		}
+		var out struct {
+			Active                     bool     `json:"active"`
+			Services                   []string `json:"services"`
+			UnreadableServices         uint32   `json:"unreadable_services"`
+			UnreadableServiceMinLeases uint32   `json:"unreadable_service_min_leases"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+			t.Fatalf("%s json: %v in %q", tc.name, err, stdout)
+		}
+		if !out.Active || len(out.Services) != len(tc.services) || out.UnreadableServices != tc.unreadable || out.UnreadableServiceMinLeases != tc.minHidden {
+			t.Errorf("%s json: %+v", tc.name, out)
+		}
+	}
+}
+
+// squeeze turns every run of spaces or tabs into one space.
+func squeeze(s string) string {
+	return regexp.MustCompile(`[ \t]+`).ReplaceAllString(s, " ")
 }

@@ -473,11 +473,15 @@ function clusterPage(main) {
   }
   function renderSP(st) {
     const on = num(st.self_preservation_threshold) > 0;
-    const svcs = st.self_preservation_services || [];
+    // Named: the held services this token may read; the others (with ACLs
+    // and TLS) are only counted. "Every service" is when neither is given.
+    const held = (st.self_preservation_services || []).map(s => `<a href="#/service/${s.split("/").map(encodeURIComponent).join("/")}">${esc(s)}</a>`);
+    const unreadable = num(st.self_preservation_unreadable_services);
+    if (unreadable) held.push(`${unreadable} service${unreadable === 1 ? "" : "s"} you may not read`);
     let text;
     if (!on) text = `<span class="badge b-muted">off</span>`;
     else if (!st.self_preservation) text = `<span class="badge b-pass">not holding</span> <span class="muted">threshold ${esc(st.self_preservation_threshold)}, window ${fmtDuration(st.self_preservation_window)}, max hold ${fmtDuration(st.self_preservation_max_hold)}</span>`;
-    else text = `<span class="badge b-warn">holding expiries</span> for ${svcs.length ? svcs.map(s => `<a href="#/service/${s.split("/").map(encodeURIComponent).join("/")}">${esc(s)}</a>`).join(", ") : "every service"}; ${esc(st.held_expiries)} held`;
+    else text = `<span class="badge b-warn">holding expiries</span> for ${held.length ? held.join(", ") : "every service"}; ${esc(st.held_expiries)} held`;
     $("#sp").innerHTML = `<p id="sp-state">${text}</p>`;
   }
   function renderLeaders(st) {

@@ -103,8 +103,10 @@ type StatusResponse struct {
 	RaftAddr         string `protobuf:"bytes,15,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	ApiAddr          string `protobuf:"bytes,16,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	// self_preservation_services lists namespace/service of the services
-	// whose lease expiry the leader holds; empty with self_preservation set
-	// means it holds every expiry.
+	// whose lease expiry the leader holds, those the caller may read (see
+	// self_preservation_unreadable_services). Empty with self_preservation
+	// set and self_preservation_unreadable_services 0 means it holds every
+	// expiry.
 	SelfPreservationServices []string `protobuf:"bytes,17,rep,name=self_preservation_services,json=selfPreservationServices,proto3" json:"self_preservation_services,omitempty"`
 	// self_preservation_threshold is the threshold in force (0: off). This
 	// and the other self_preservation_ settings below come from the
@@ -118,7 +120,8 @@ type StatusResponse struct {
 	// self_preservation_max_hold bounds how long one expiry is held.
 	SelfPreservationMaxHold *durationpb.Duration `protobuf:"bytes,21,opt,name=self_preservation_max_hold,json=selfPreservationMaxHold,proto3" json:"self_preservation_max_hold,omitempty"`
 	// self_preservation_service_min_leases: per-service minimums, keyed by
-	// namespace/service.
+	// namespace/service, of the services the caller may read (see
+	// self_preservation_unreadable_service_min_leases).
 	SelfPreservationServiceMinLeases map[string]uint32 `protobuf:"bytes,22,rep,name=self_preservation_service_min_leases,json=selfPreservationServiceMinLeases,proto3" json:"self_preservation_service_min_leases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// self_preservation_window is the window "at once" means.
 	SelfPreservationWindow *durationpb.Duration `protobuf:"bytes,23,opt,name=self_preservation_window,json=selfPreservationWindow,proto3" json:"self_preservation_window,omitempty"`
@@ -130,9 +133,18 @@ type StatusResponse struct {
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	// last_log_index: the last entry in this node's Raft log (autopilot
 	// compares it with the leader's).
-	LastLogIndex  uint64 `protobuf:"varint,26,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastLogIndex uint64 `protobuf:"varint,26,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	// self_preservation_unreadable_services counts the held services left
+	// out of self_preservation_services because the caller may not read
+	// them (with ACLs and TLS). A count names nothing; it keeps "holds some
+	// services you may not read" apart from "holds every expiry".
+	SelfPreservationUnreadableServices uint32 `protobuf:"varint,27,opt,name=self_preservation_unreadable_services,json=selfPreservationUnreadableServices,proto3" json:"self_preservation_unreadable_services,omitempty"`
+	// self_preservation_unreadable_service_min_leases counts the per-service
+	// minimums left out of self_preservation_service_min_leases because the
+	// caller may not read those services.
+	SelfPreservationUnreadableServiceMinLeases uint32 `protobuf:"varint,28,opt,name=self_preservation_unreadable_service_min_leases,json=selfPreservationUnreadableServiceMinLeases,proto3" json:"self_preservation_unreadable_service_min_leases,omitempty"`
+	unknownFields                              protoimpl.UnknownFields
+	sizeCache                                  protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -343,6 +355,20 @@ func (x *StatusResponse) GetStartedAt() *timestamppb.Timestamp {
 func (x *StatusResponse) GetLastLogIndex() uint64 {
 	if x != nil {
 		return x.LastLogIndex
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetSelfPreservationUnreadableServices() uint32 {
+	if x != nil {
+		return x.SelfPreservationUnreadableServices
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetSelfPreservationUnreadableServiceMinLeases() uint32 {
+	if x != nil {
+		return x.SelfPreservationUnreadableServiceMinLeases
 	}
 	return 0
 }
@@ -1534,8 +1560,7 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x17roster/v1/cluster.proto\x12\troster.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18roster/v1/registry.proto\"^\n" +
 	"\rStatusRequest\x12!\n" +
 	"\finclude_hash\x18\x01 \x01(\bR\vincludeHash\x12*\n" +
-	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\xac\n" +
-	"\n" +
+	"\x04read\x18\x02 \x01(\v2\x16.roster.v1.ReadOptionsR\x04read\"\xe4\v\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -1566,7 +1591,9 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\x0eleader_changes\x18\x18 \x03(\v2\x17.roster.v1.LeaderChangeR\rleaderChanges\x129\n" +
 	"\n" +
 	"started_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12$\n" +
-	"\x0elast_log_index\x18\x1a \x01(\x04R\flastLogIndex\x1aS\n" +
+	"\x0elast_log_index\x18\x1a \x01(\x04R\flastLogIndex\x12Q\n" +
+	"%self_preservation_unreadable_services\x18\x1b \x01(\rR\"selfPreservationUnreadableServices\x12c\n" +
+	"/self_preservation_unreadable_service_min_leases\x18\x1c \x01(\rR*selfPreservationUnreadableServiceMinLeases\x1aS\n" +
 	"%SelfPreservationServiceMinLeasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"k\n" +
