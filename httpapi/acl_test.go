@@ -293,3 +293,66 @@ func TestACLConsulBlockingQueriesWithANarrowToken(t *testing.T) {
 		}
 	}
 }
+
+// TestACLConsulNarrowBlockingQuerySeesAServiceGoneBeforeTheWait: with a
+// token that may read only some services, a blocking /v1/catalog/services
+// query returns at once when a service it may read lost its last instance
+// after the client's index but before the query arrived. That service is
+// in the client's answer but in no list the wait takes, so no watch of it
+// and no relist would show it going; the query would block the whole wait
+// while the client still lists it.
+func TestACLConsulNarrowBlockingQuerySeesAServiceGoneBeforeTheWait(t *testing.T) {
+	c, _, ro, base := aclAPI(t)
+	cfg := consul.DefaultConfig()
+	cfg.Address = strings.TrimPrefix(base, "http://")
+	cfg.Token = ro
+	cc, err := consul.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcfg := *cfg
+	mcfg.Token = bootSecret
+	admin, err := consul.NewClient(&mcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct{ id, name string }{{"w1", "web"}, {"h1", "webhook"}, {"s1", "secret"}} {
+		if err := admin.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: s.id, Name: s.name, Address: "10.0.0.1", Port: 80}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.EnsureSame()
+	svcs, meta, err := cc.Catalog().Services(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := svcs["webhook"]; !ok {
+		t.Fatalf("the web token lists %v, want webhook in it", svcs)
+	}
+	if err := admin.Agent().ServiceDeregister("h1"); err != nil {
+		t.Fatal(err)
+	}
+	c.EnsureSame()
+
+	type result struct {
+		svcs map[string][]string
+		meta *consul.QueryMeta
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, m, err := cc.Catalog().Services(&consul.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 40 * time.Second})
+		done <- result{s, m, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if _, ok := r.svcs["webhook"]; ok || r.meta.LastIndex <= meta.LastIndex {
+			t.Fatalf("after webhook went: %v, index %d -> %d", r.svcs, meta.LastIndex, r.meta.LastIndex)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the blocking query did not return: it missed webhook going before the wait began")
+	}
+}

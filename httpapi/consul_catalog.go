@@ -393,11 +393,6 @@ func (c *consulAPI) catalogServices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// consulRelistInterval is how often a blocking catalog/services query of
-// a token that may read only some of the namespace lists it again, to see
-// a service it may read appear (waitReadable).
-var consulRelistInterval = time.Second
-
 // waitNamespace blocks until a change to the namespace after opts.index,
 // or opts.wait, through a Registry.Watch stream from that revision. A
 // token that may not watch the whole namespace waits for a change to what
@@ -436,22 +431,36 @@ func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOpti
 
 // waitReadable blocks, for a token that may read some services of the
 // namespace but not all, until one it may read changes after opts.index,
-// one it may read appears, or ctx's wait runs out. Every call is made
-// with the caller's token, so the wait learns nothing the caller could
-// not read itself: a watch of each service the caller's list holds, from
-// opts.index, and the list again every consulRelistInterval, which ends
-// the wait when it differs from the first. A watch the node ends (the
-// watcher limit) leaves the list to notice changes.
+// one it may read appears or goes, or ctx's wait runs out. Every call is
+// made with the caller's token, so the wait learns nothing the caller could
+// not read itself: a list of what it may read now, a watch of each service
+// in that list from opts.index, and the list again every
+// consulRelistInterval (shared by the queries waiting with the same token,
+// relists), which ends the wait when it differs from the first. A watch
+// the node ends (the watcher limit) leaves the list to notice changes.
+//
+// A service the caller may read that lost its last instance after
+// opts.index but before the first list is in the client's answer and in
+// no list here, so neither a watch nor a relist would see it go. Which
+// services the client was answered at opts.index is not known here; the
+// store knows only when a service (any service) last lost its last
+// instance. When that is after opts.index the query answers at once. That
+// may be for a service the caller may not read: an answer that did not
+// change, which Consul's blocking queries allow, and the next query's
+// index is past it.
 func (c *consulAPI) waitReadable(ctx context.Context, ns string, opts queryOptions) error {
-	relist := func() (*rosterv1.ListServicesResponse, error) {
+	list := func(ctx context.Context) (*rosterv1.ListServicesResponse, error) {
 		return c.h.registry.ListServices(ctx, &rosterv1.ListServicesRequest{
 			Namespace: ns, WithTags: true,
 			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE},
 		})
 	}
-	first, err := relist()
+	first, err := list(ctx)
 	if err != nil {
 		return waitEnded(ctx, err)
+	}
+	if first.ExtinctRevision > opts.index {
+		return nil
 	}
 	changed := make(chan error, 1)
 	if len(first.Services) > 0 {
@@ -484,18 +493,20 @@ func (c *consulAPI) waitReadable(ctx context.Context, ns string, opts queryOptio
 			}
 		}()
 	}
-	tick := time.NewTicker(consulRelistInterval)
-	defer tick.Stop()
+	relist := c.relists.join(ctx, ns, list)
+	defer c.relists.leave(relist)
 	for {
 		select {
 		case err := <-changed:
 			return waitEnded(ctx, err)
-		case <-tick.C:
-			now, err := relist()
+		case <-relist.changed():
+			now, err := relist.latest()
 			if err != nil {
 				return waitEnded(ctx, err)
 			}
-			if !sameServices(first.Services, now.Services) {
+			// A list the loop took before this query's first says nothing
+			// about what changed since.
+			if now.GetHeader().GetRevision() >= first.GetHeader().GetRevision() && !sameServices(first.Services, now.Services) {
 				return nil
 			}
 		case <-ctx.Done():

@@ -195,7 +195,7 @@ func (s *Server) ListServices(ctx context.Context, req *rosterv1.ListServicesReq
 	if err != nil {
 		return nil, err
 	}
-	out := &rosterv1.ListServicesResponse{Header: s.header(view.Revision())}
+	out := &rosterv1.ListServicesResponse{Header: s.header(view.Revision()), ExtinctRevision: view.Extinct()}
 	for _, sum := range sums {
 		out.Services = append(out.Services, &rosterv1.ServiceSummary{
 			Namespace: sum.Namespace, Service: sum.Service,

@@ -1300,11 +1300,17 @@ func (x *ServiceSummary) GetInstanceIds() []string {
 }
 
 type ListServicesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Services      []*ServiceSummary      `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Header   *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Services []*ServiceSummary      `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
+	// extinct_revision is the last revision at which a service, of any
+	// namespace, lost its last instance (0: none has), as of this list. A
+	// service listed at an earlier revision may have left the list since;
+	// at a later one, none has. It names no service (GetService reports it
+	// as the revision of any service with no instances).
+	ExtinctRevision uint64 `protobuf:"varint,3,opt,name=extinct_revision,json=extinctRevision,proto3" json:"extinct_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ListServicesResponse) Reset() {
@@ -1349,6 +1355,13 @@ func (x *ListServicesResponse) GetServices() []*ServiceSummary {
 		return x.Services
 	}
 	return nil
+}
+
+func (x *ListServicesResponse) GetExtinctRevision() uint64 {
+	if x != nil {
+		return x.ExtinctRevision
+	}
+	return 0
 }
 
 type HeartbeatRequest struct {
@@ -2823,10 +2836,11 @@ const file_roster_v1_registry_proto_rawDesc = "" +
 	"\bcritical\x18\x06 \x01(\rR\bcritical\x12\x18\n" +
 	"\adrained\x18\a \x01(\rR\adrained\x12\x12\n" +
 	"\x04tags\x18\b \x03(\tR\x04tags\x12!\n" +
-	"\finstance_ids\x18\t \x03(\tR\vinstanceIds\"\x80\x01\n" +
+	"\finstance_ids\x18\t \x03(\tR\vinstanceIds\"\xab\x01\n" +
 	"\x14ListServicesResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.roster.v1.ResponseHeaderR\x06header\x125\n" +
-	"\bservices\x18\x02 \x03(\v2\x19.roster.v1.ServiceSummaryR\bservices\"\x90\x01\n" +
+	"\bservices\x18\x02 \x03(\v2\x19.roster.v1.ServiceSummaryR\bservices\x12)\n" +
+	"\x10extinct_revision\x18\x03 \x01(\x04R\x0fextinctRevision\"\x90\x01\n" +
 	"\x10HeartbeatRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x0e\n" +
