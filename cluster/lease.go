@@ -57,8 +57,11 @@ type lease struct {
 	expiring bool
 	// expired: the lease ran out and the instance is kept critical until
 	// reapAt (deregister_critical_after); a heartbeat revives it.
-	expired bool
-	reapAt  time.Time
+	// expiredRev: a revision at which the state held it critical (the
+	// expiry's commit, or the view that showed it).
+	expired    bool
+	expiredRev uint64
+	reapAt     time.Time
 	// reviving counts heartbeats committing the instance passing again;
 	// revived: one of them has since the lease was last found expired;
 	// revivedRev: the revision of the latest revival committed.
@@ -290,6 +293,16 @@ func (t *leaseTable) sync(v *store.View, rev uint64) {
 				l.reviving == 0 && !l.expiring && v.Revision() >= l.revivedRev {
 				t.markExpired(l, now, inst)
 			}
+			// The reverse: the state holds it not critical (a backup taken
+			// while it was alive, restored) while the lease has expired.
+			// An expired lease never expires again, so it would stay so
+			// with no heartbeat behind it until its reap: give it a full
+			// lease from now, as a new leader would. Not while a revival
+			// or a reap is under way, nor when v predates the expiry.
+			if inst.Status != store.HealthCritical && l.expired && l.regRev == inst.RegistrationRevision &&
+				l.reviving == 0 && !l.expiring && v.Revision() >= l.expiredRev {
+				t.put(inst, now.Add(t.grace))
+			}
 			return true
 		}
 		l := t.put(inst, now.Add(t.grace))
@@ -309,7 +322,7 @@ func (t *leaseTable) sync(v *store.View, rev uint64) {
 // expired lease: a heartbeat revives it, and it is reaped after its
 // DeregisterCriticalAfter. t.mu is held.
 func (t *leaseTable) markExpired(l *lease, now time.Time, inst *store.Instance) {
-	l.expired = true
+	l.expired, l.expiredRev = true, max(l.expiredRev, inst.ModRevision)
 	l.reapAt = now.Add(inst.DeregisterCriticalAfter())
 	t.schedule(l)
 }
@@ -682,7 +695,7 @@ func (t *leaseTable) expire(ctx context.Context, l *lease) {
 		t.reap(ctx, l, ReasonLeaseExpired)
 		return
 	}
-	_, err := t.prop.SetHealth(ctx, l.key, l.regRev, store.HealthCritical, ReasonLeaseExpired)
+	rev, err := t.prop.SetHealth(ctx, l.key, l.regRev, store.HealthCritical, ReasonLeaseExpired)
 	if err == nil {
 		t.expired.Add(1)
 	}
@@ -694,7 +707,7 @@ func (t *leaseTable) expire(ctx context.Context, l *lease) {
 	switch {
 	case err == nil:
 		l.expiring = false
-		l.expired = true
+		l.expired, l.expiredRev = true, max(l.expiredRev, rev)
 		l.heldSince, l.marked = time.Time{}, false
 		l.reapAt = t.clock.Now().Add(l.dca)
 		t.schedule(l)

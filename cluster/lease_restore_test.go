@@ -104,3 +104,62 @@ func TestLeaseOfARestoredExpiredRegistration(t *testing.T) {
 		t.Fatalf("web/a is %s after heartbeats since the restore, want passing", got)
 	}
 }
+
+// TestLeaseOfARestoredPassingRegistrationWhoseLeaseExpired: a backup holds
+// an instance passing; its process stops and the lease expires; the backup
+// is restored. The restored instance expires again a TTL (plus the leader
+// lease timeout) after the restore. The expired lease used to be kept as
+// it was, and the instance stayed passing with no heartbeat behind it
+// until deregister_critical_after reaped it.
+func TestLeaseOfARestoredPassingRegistrationWhoseLeaseExpired(t *testing.T) {
+	const ttl = 2 * time.Second
+	h := newLeaseHarness(t, nil)
+	h.register("web", "a", ttl, time.Hour)
+	h.keepAlive("web/a")
+	h.until(3 * time.Second)
+	backup := h.backup()
+	delete(h.alive, "web/a") // its process stops
+	h.until(10 * time.Second)
+	if got := h.state("web", "a"); got != "critical" {
+		t.Fatalf("web/a is %s 7 s after its last heartbeat (TTL %s), want critical", got, ttl)
+	}
+
+	h.restoreBackup(backup)
+	if got := h.state("web", "a"); got != "passing" {
+		t.Fatalf("restored web/a is %s, want passing as in the backup", got)
+	}
+	h.until(10*time.Second + ttl + h.cfg.leaderLeaseTimeout() + h.cfg.LeaseTick)
+	if got := h.state("web", "a"); got != "critical" {
+		t.Fatalf("web/a is %s a TTL after the restore with no heartbeat since t=3s, want critical", got)
+	}
+	// A heartbeat revives it as it would any expired lease.
+	if err := h.heartbeat("web", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.state("web", "a"); got != "passing" {
+		t.Fatalf("web/a is %s after a heartbeat, want passing", got)
+	}
+}
+
+// TestLeaseResyncFromBeforeItsExpiryKeepsItExpired: a re-sync (the history
+// compacted) with a view read before the lease's expiry committed, which
+// still shows the instance passing, leaves the lease expired, so the next
+// heartbeat revives the instance. Given a fresh lease, its heartbeats would
+// renew it and the instance would stay critical.
+func TestLeaseResyncFromBeforeItsExpiryKeepsItExpired(t *testing.T) {
+	const ttl = 2 * time.Second
+	h := newLeaseHarness(t, nil)
+	h.register("web", "a", ttl, time.Hour)
+	stale := h.store.View()
+	h.until(5 * time.Second) // no heartbeats: the lease expires
+	if got := h.state("web", "a"); got != "critical" {
+		t.Fatalf("web/a is %s after its TTL, want critical", got)
+	}
+	h.tbl.sync(stale, stale.Revision())
+	if err := h.heartbeat("web", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.state("web", "a"); got != "passing" {
+		t.Fatalf("web/a is %s after a heartbeat, want passing", got)
+	}
+}
