@@ -210,6 +210,10 @@ func fail(ps []*proposal, err error) {
 // whose clock runs ahead would forget them all at once (see requestClock).
 // A leader whose barrier is not through yet does not know the largest stamp
 // of earlier terms, so the write waits for it; nothing is proposed before.
+// The wait ends with ErrNotLeader when the term ends (before its barrier
+// or after), and with ErrLeaderNotReady wrapping ctx's error when ctx ends
+// first: either way nothing was applied, and the caller may retry at the
+// leader.
 func (n *Node) requestStamp(ctx context.Context) (int64, error) {
 	for {
 		stamp, ok, changed := n.requestClock.stamp()
@@ -219,10 +223,15 @@ func (n *Node) requestStamp(ctx context.Context) (int64, error) {
 		if !n.IsLeader() {
 			return 0, ErrNotLeader
 		}
+		if hook := n.cfg.TestHooks.RequestWait; hook != nil {
+			hook()
+		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			// Nothing was proposed: say so, or a caller would take the
+			// context's end for a write whose outcome is unknown.
+			return 0, fmt.Errorf("%w: %w", ErrLeaderNotReady, ctx.Err())
 		case <-n.shutdownCh:
 			return 0, ErrShutdown
 		}

@@ -147,6 +147,10 @@ type TestHooks struct {
 	// ReadWait runs when a read finds this node's state behind the index it
 	// needs, just before it starts waiting.
 	ReadWait func(index uint64)
+	// RequestWait runs when a write with a request id finds this node
+	// leading but not ready (its barrier not through), just before it
+	// starts waiting.
+	RequestWait func()
 	// LeadershipTransfer, when set, runs instead of Raft's leadership
 	// transfer to target ("" when Raft would pick one) and returns what
 	// Raft would: nil once this node stepped down, else Raft's error.

@@ -26,6 +26,13 @@ func (c skewedClock) Now() time.Time { return time.Now().Add(c.skew) }
 // connected in-memory transports, and shuts them down when the test ends.
 func startInmemCluster(t *testing.T, clocks ...clock) ([]*Node, []*raft.InmemTransport) {
 	t.Helper()
+	return startInmemClusterWith(t, nil, clocks...)
+}
+
+// startInmemClusterWith is startInmemCluster with configure, when set,
+// called on the i-th node's configuration before it starts.
+func startInmemClusterWith(t *testing.T, configure func(i int, cfg *Config), clocks ...clock) ([]*Node, []*raft.InmemTransport) {
+	t.Helper()
 	var peers []Peer
 	var trs []*raft.InmemTransport
 	for i := range clocks {
@@ -44,6 +51,9 @@ func startInmemCluster(t *testing.T, clocks ...clock) ([]*Node, []*raft.InmemTra
 	for i, clk := range clocks {
 		cfg := Config{NodeID: peers[i].ID, InMemory: true, Transport: trs[i], InitialCluster: peers, APIAddr: "127.0.0.1:1", clock: clk}
 		cfg.UseFastTimeouts()
+		if configure != nil {
+			configure(i, &cfg)
+		}
 		n, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)

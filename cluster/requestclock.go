@@ -58,13 +58,13 @@ func (c *requestClock) start(latest int64, ok bool) {
 	c.changed = make(chan struct{})
 }
 
-// stop ends the term's stamps.
+// stop ends the term's stamps. It wakes the writes waiting for the clock
+// even when it never started (the term ended before its barrier went
+// through): they find the node no longer leads and say nothing was applied,
+// rather than wait out their contexts.
 func (c *requestClock) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.running {
-		return
-	}
 	c.running = false
 	close(c.changed)
 	c.changed = make(chan struct{})

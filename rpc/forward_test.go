@@ -27,6 +27,9 @@ func TestJudgeRetriesByWhatTheCallIs(t *testing.T) {
 	leaderSaidUnknown := withReason(codes.Unavailable, "outcome unknown", ReasonOutcomeUnknown)
 	notFound := withReason(codes.NotFound, "instance not found", ReasonNotFound)
 	localUnknown := fmt.Errorf("%w: %w", cluster.ErrOutcomeUnknown, context.DeadlineExceeded)
+	// A write that waited for a new leader's barrier until the hold
+	// timeout: nothing was proposed (cluster's requestStamp).
+	localNotReady := fmt.Errorf("%w: %w", cluster.ErrLeaderNotReady, context.DeadlineExceeded)
 
 	tests := []struct {
 		name   string
@@ -40,6 +43,7 @@ func TestJudgeRetriesByWhatTheCallIs(t *testing.T) {
 		{"write attempt timed out", attemptTimedOut, deduplicated, retryMaybeApplied, nil},
 		{"write, leader lost leadership", leaderSaidUnknown, deduplicated, retryMaybeApplied, nil},
 		{"local write, leadership lost", localUnknown, deduplicated, retryMaybeApplied, nil},
+		{"local write, waited for the barrier until the hold timeout", localNotReady, deduplicated, retryNotApplied, nil},
 		{"write never sent", neverSent, deduplicated, retryNotApplied, nil},
 		{"write, leader said no leader", leaderSaidNoLeader, deduplicated, retryNotApplied, nil},
 		{"write, not found is the answer", notFound, deduplicated, stop, nil},
@@ -60,6 +64,9 @@ func TestJudgeRetriesByWhatTheCallIs(t *testing.T) {
 			}
 			if tt.wantIs == cluster.ErrOutcomeUnknown && Reason(toStatus(err)) != ReasonOutcomeUnknown {
 				t.Fatalf("client sees %v, want reason %s", toStatus(err), ReasonOutcomeUnknown)
+			}
+			if v == retryNotApplied && Reason(toStatus(err)) != "" && !notApplied(toStatus(err)) {
+				t.Fatalf("client sees %v, which does not say nothing was applied", toStatus(err))
 			}
 		})
 	}

@@ -1,0 +1,179 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roster-registry/roster/store"
+)
+
+// waitFor waits for ch to yield, failing the test after a deadline.
+func waitFor[T any](t testing.TB, what string, ch <-chan T) T {
+	t.Helper()
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// TestRequestClockStopWakesWritesOfATermThatNeverStarted: a term that ends
+// before its barrier went through never started the clock; its end still
+// wakes the writes waiting for it, so they find the node no longer leads.
+func TestRequestClockStopWakesWritesOfATermThatNeverStarted(t *testing.T) {
+	c := newRequestClock(newFakeClock())
+	if _, ok, _ := c.stamp(); ok {
+		t.Fatal("a stamp before the clock started")
+	}
+	_, _, changed := c.stamp()
+	c.stop()
+	select {
+	case <-changed:
+	default:
+		t.Fatal("the end of a term that never started its clock did not wake a waiting write")
+	}
+}
+
+// TestRequestWaitingForABarrierEndsWithTheTerm: a write with a request id
+// that reaches a leader before its barrier is through waits for it. When
+// that leader loses leadership before its barrier, the write ends at once
+// with an error saying nothing was applied (ErrNotLeader), so it is retried
+// at the new leader; it used to wait for its whole context (the API's hold
+// timeout) and then read as "outcome unknown". A wait that ends on its
+// context says nothing was applied either (ErrLeaderNotReady).
+func TestRequestWaitingForABarrierEndsWithTheTerm(t *testing.T) {
+	var held [3]atomic.Bool
+	entered := make(chan int, 1)
+	release := make(chan struct{})
+	waiting := make(chan struct{}, 1)
+	nodes, trs := startInmemClusterWith(t, func(i int, cfg *Config) {
+		cfg.TestHooks.FSM.BeforeApply = func(uint64) {
+			if held[i].Load() {
+				select {
+				case entered <- i:
+				default:
+				}
+				<-release
+			}
+		}
+		cfg.TestHooks.RequestWait = func() {
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		}
+	}, realClock{}, realClock{}, realClock{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+
+	var old *Node
+	poll(t, "a ready leader", func() bool {
+		for _, n := range nodes {
+			if n.LeaderReady() {
+				old = n
+				return true
+			}
+		}
+		return false
+	})
+	fi := 0
+	for nodes[fi] == old {
+		fi++
+	}
+	f := nodes[fi]
+	// Before the nodes shut down: raft drops a barrier still queued for the
+	// state machine when it shuts down, and f's leader loop would wait for
+	// it for ever.
+	t.Cleanup(func() {
+		releaseOnce.Do(func() { close(release) })
+		poll(t, f.ID()+"'s state machine to catch up", func() bool { return f.raft.Stats()["fsm_pending"] == "0" })
+	})
+	inst := func(id string) *store.Instance {
+		return &store.Instance{Namespace: "default", Service: "web", ID: id, Address: "10.0.0.1", Port: 80, Weight: 100}
+	}
+	ctx := context.Background()
+
+	// f's state machine stops at the next entry, so once it leads, its
+	// barrier cannot go through.
+	held[fi].Store(true)
+	if _, err := old.Register(ctx, inst("a"), ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, f.ID()+"'s state machine to hold an entry", entered)
+	poll(t, f.ID()+" to lead", func() bool {
+		if f.IsLeader() {
+			return true
+		}
+		if old.IsLeader() {
+			_ = old.raft.LeadershipTransferToServer(raft.ServerID(f.ID()), raft.ServerAddress(f.RaftAddr())).Error()
+		}
+		return false
+	})
+	if f.LeaderReady() {
+		t.Fatalf("%s is ready though its barrier cannot have gone through", f.ID())
+	}
+
+	// A write whose context ends while it waits: nothing was applied.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err := f.Register(cancelled, inst("b"), "r-cancelled")
+	if !errors.Is(err, ErrLeaderNotReady) || !errors.Is(err, context.Canceled) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("a write whose context ended while it waited for the barrier: %v; want %v wrapping %v",
+			err, ErrLeaderNotReady, context.Canceled)
+	}
+	waitFor(t, "the cancelled write to have waited", waiting)
+
+	// A write waiting when f loses leadership (cut off from the others)
+	// before its barrier.
+	wctx, wcancel := context.WithCancel(ctx)
+	t.Cleanup(wcancel)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.Register(wctx, inst("c"), "r-waiting")
+		done <- err
+	}()
+	waitFor(t, "the write to wait for "+f.ID()+"'s barrier", waiting)
+	trs[fi].DisconnectAll()
+	for j, tr := range trs {
+		if j != fi {
+			tr.Disconnect(trs[fi].LocalAddr())
+		}
+	}
+	err = waitFor(t, "the waiting write to end once "+f.ID()+" lost leadership", done)
+	if !(errors.Is(err, ErrNotLeader) || errors.Is(err, ErrLeaderNotReady)) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("the waiting write ended with %v; want %v (nothing was applied)", err, ErrNotLeader)
+	}
+
+	var leader *Node
+	poll(t, "another node to lead", func() bool {
+		for j, n := range nodes {
+			if j != fi && n.LeaderReady() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	v := leader.Store().View()
+	for _, id := range []string{"b", "c"} {
+		if _, err := v.Instance(nil, inst(id).Key()); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("web/%s on the new leader %s: %v; want it never registered", id, leader.ID(), err)
+		}
+	}
+	for _, id := range []string{"r-cancelled", "r-waiting"} {
+		if r := v.Request(id); r != nil {
+			t.Fatalf("the new leader remembers request %s (%s)", id, fmt.Sprint(r.Index))
+		}
+	}
+}
