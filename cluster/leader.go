@@ -133,8 +133,10 @@ func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 		}
 	}
 	// The state now holds every request result of earlier terms: request
-	// stamps go on from the largest (requestClock), never from this node's
-	// wall clock, which may run ahead of the last leader's.
+	// stamps go on from the newest stamp this node applied, by the time
+	// since, and never from below the largest remembered (requestClock);
+	// never from this node's wall clock, which may run ahead of the last
+	// leader's.
 	latest, found := n.store.View().LatestRequestTime()
 	n.leaderMu.Lock()
 	if ctx.Err() != nil {

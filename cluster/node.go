@@ -349,11 +349,14 @@ func New(cfg Config) (*Node, error) {
 		shutdownCh:    make(chan struct{}),
 		started:       time.Now(),
 	}
+	n.requestClock = newRequestClock(cfg.clock)
 	n.fsm = fsm.New(n.store, cfg.Logger.Named("fsm"))
 	n.fsm.SetHooks(cfg.TestHooks.FSM)
+	// The request clock goes on from when this node applied the newest
+	// stamp (requestclock.go).
+	n.fsm.ObserveRequestStamps(n.requestClock.applied)
 	n.leases = newLeaseTable(n.logger.Named("lease"), cfg.clock, n, n.store, n.IsLeader, &n.cfg)
 	n.checks = newCheckRunner(n.logger.Named("check"), cfg.clock, n, n.store, n.cfg.CheckWorkers)
-	n.requestClock = newRequestClock(cfg.clock)
 	n.OnLeader(n.leases.run)
 	n.OnLeader(n.checks.run)
 	if cfg.Autopilot != nil {

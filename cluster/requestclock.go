@@ -15,14 +15,27 @@ import (
 // So the stamp must not follow the leader's wall clock: a new leader whose
 // clock ran more than RequestResultAge ahead of its predecessor's would
 // forget, with its first request, every result remembered before the
-// failover, and a retry across it would be applied a second time. Instead,
-// once a leader is ready (its barrier applied every earlier entry), it takes
-// as base the largest stamp among the results the state remembers, or its
-// wall clock when it remembers none, and stamps base plus the monotonic time
-// elapsed since. Stamps then move with real time within a term and never
-// jump by the skew between two leaders' clocks; an election gap only makes
-// results live that much longer, which is safe. Apply is unchanged, so
-// nodes of older versions still apply the same entries alike.
+// failover, and a retry across it would be applied a second time. Instead
+// the stamps of successive leaders form one chain, measured with monotonic
+// clocks only. Every node notes in memory the largest stamp its state
+// machine has applied (or restored) and when, by its own clock (applied).
+// Once a leader is ready (its barrier applied every earlier entry), it takes
+// as base that stamp plus the time elapsed since it applied it (never less
+// than the largest stamp the state remembers), or its wall clock when the
+// state remembers none, and stamps base plus the monotonic time elapsed
+// since. A stamp is made before its entry is proposed, so before any node
+// applies or restores it: the base is never ahead of what the leader that
+// made it would stamp now, so results never age faster than real time, and
+// stamps never jump by the skew between two leaders' clocks. What a
+// failover loses is the delay with which the new leader applied the newest
+// stamp: replication, or, on a node that restarted since, the time from
+// that stamp to its restart (the snapshot and log it restores count as
+// applied then); the time the whole cluster was down is lost too, and
+// losses are never won back. The chain used to go on from the newest stamp
+// itself and lost every idle gap before a failover. Apply is unchanged, so
+// nodes of older versions still apply the same entries alike; a leader of
+// an older version stamps its wall clock, which keeps results only while
+// the chain stays within 10 minutes of real time (cluster/DESIGN.md).
 type requestClock struct {
 	clock clock
 
@@ -35,6 +48,12 @@ type requestClock struct {
 	// last is the last stamp handed out: stamps never go down in a term,
 	// even if the clock (a test's) does.
 	last int64
+	// newest is the largest stamp this node's state machine has applied
+	// or restored, seen says there is one, and newestAt is when, by this
+	// node's clock: in memory only, not replicated.
+	newest   int64
+	newestAt time.Time
+	seen     bool
 	// changed is closed, and replaced, when the clock starts or stops.
 	changed chan struct{}
 }
@@ -43,15 +62,33 @@ func newRequestClock(clk clock) *requestClock {
 	return &requestClock{clock: clk, changed: make(chan struct{})}
 }
 
-// start begins a term's stamps at latest, the largest stamp the state
-// remembers (ok false when it remembers none: the wall clock then).
+// applied records that this node's state machine has just applied an entry
+// carrying stamp, or restored a state whose largest stamp it is. Only a
+// stamp larger than every earlier one counts.
+func (c *requestClock) applied(stamp int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen && stamp <= c.newest {
+		return
+	}
+	c.newest, c.newestAt, c.seen = stamp, c.clock.Now(), true
+}
+
+// start begins a term's stamps. latest is the largest stamp the state
+// remembers (ok false when it remembers none: the wall clock then); the
+// base goes on from the newest stamp this node applied by the time since it
+// did, and never below latest.
 func (c *requestClock) start(latest int64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.at = c.clock.Now()
-	c.base = latest
-	if !ok {
+	switch {
+	case !ok:
 		c.base = c.at.UnixNano()
+	case c.seen:
+		c.base = max(latest, c.newest+int64(c.at.Sub(c.newestAt)))
+	default:
+		c.base = latest
 	}
 	c.last, c.running = c.base, true
 	close(c.changed)

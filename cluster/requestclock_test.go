@@ -177,3 +177,131 @@ func TestRequestWaitingForABarrierEndsWithTheTerm(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestClockGoesOnFromWhenTheNewestStampWasApplied: a term's base is
+// the newest stamp this node applied plus the time since it applied it, so
+// an idle gap before a failover is not lost; an older stamp applied later
+// changes nothing; a node that applied none (restarted, nothing restored)
+// goes on from the largest stamp the state remembers, and never below it.
+func TestRequestClockGoesOnFromWhenTheNewestStampWasApplied(t *testing.T) {
+	const gap = 30 * time.Minute
+	first := func(c *requestClock) int64 {
+		t.Helper()
+		s, ok, _ := c.stamp()
+		if !ok {
+			t.Fatal("no stamp from a running clock")
+		}
+		return s
+	}
+
+	clk := newFakeClock()
+	c := newRequestClock(clk)
+	c.applied(5_000)
+	clk.Advance(time.Minute)
+	c.applied(4_000) // an older stamp (a restored backup, say)
+	clk.Advance(gap - time.Minute)
+	c.start(5_000, true)
+	if s, want := first(c), 5_000+int64(gap); s != want {
+		t.Fatalf("first stamp %d %s after the newest stamp was applied, want %d", s, gap, want)
+	}
+	c.stop()
+
+	c = newRequestClock(clk)
+	c.start(5_000, true)
+	if s := first(c); s != 5_000 {
+		t.Fatalf("first stamp %d with no stamp applied here, want the latest remembered, 5000", s)
+	}
+	c.stop()
+
+	c = newRequestClock(clk)
+	c.applied(5_000)
+	clk.Advance(time.Second)
+	c.start(9_000_000_000, true)
+	if s := first(c); s != 9_000_000_000 {
+		t.Fatalf("first stamp %d, want the latest remembered, 9000000000, which is larger", s)
+	}
+}
+
+// jumpClock is the real clock moved on by a shared offset: minutes pass
+// for the nodes (their monotonic readings move too) while raft, on its own
+// timers, sees nothing.
+type jumpClock struct {
+	realClock
+	offset *atomic.Int64
+}
+
+func (c jumpClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// TestRequestStampsGoOnAcrossAnIdleGapBeforeAFailover: nothing is written
+// for 30 minutes, then the leader fails. The new leader's first stamp is at
+// least 30 minutes past the last one, and no further than the time that
+// really passed. It used to go on from the last stamp itself, 30 minutes
+// behind real time; a leader of an older version, stamping its wall clock,
+// would then have forgotten every remembered result at once.
+func TestRequestStampsGoOnAcrossAnIdleGapBeforeAFailover(t *testing.T) {
+	const gap = 30 * time.Minute
+	var offset atomic.Int64
+	clk := jumpClock{offset: &offset}
+	nodes, trs := startInmemCluster(t, clk, clk, clk)
+	var old *Node
+	poll(t, "a ready leader", func() bool {
+		for _, n := range nodes {
+			if n.LeaderReady() {
+				old = n
+				return true
+			}
+		}
+		return false
+	})
+	ctx := context.Background()
+	inst := func(addr string) *store.Instance {
+		return &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: addr, Port: 80, Weight: 100}
+	}
+	before := clk.Now()
+	if _, err := old.Register(ctx, inst("10.0.0.1"), "r1"); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "every node to apply r1", func() bool {
+		for _, n := range nodes {
+			if n.Store().View().Request("r1") == nil {
+				return false
+			}
+		}
+		return true
+	})
+	s1 := old.Store().View().Request("r1").Time
+
+	offset.Add(int64(gap)) // nothing happens for 30 minutes
+	if err := old.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	oi := 0
+	for nodes[oi] != old {
+		oi++
+	}
+	trs[oi].DisconnectAll()
+	for j, tr := range trs {
+		if j != oi {
+			tr.Disconnect(trs[oi].LocalAddr())
+		}
+	}
+	var leader *Node
+	poll(t, "another node to lead", func() bool {
+		for j, n := range nodes {
+			if j != oi && n.LeaderReady() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := leader.Register(ctx, inst("10.0.0.2"), "r2"); err != nil {
+		t.Fatal(err)
+	}
+	passed := clk.Now().Sub(before)
+	s2 := leader.Store().View().Request("r2").Time
+	if d := time.Duration(s2 - s1); d < gap || d > passed {
+		t.Fatalf("%s stamped r2 %s after r1, across an idle gap of %s before the failover; want at least the gap and at most the %s that passed",
+			leader.ID(), d, gap, passed)
+	}
+}

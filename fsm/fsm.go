@@ -45,6 +45,14 @@ type FSM struct {
 	logger hclog.Logger
 	hooks  Hooks
 	stats  applyStats
+	// stamps, when set, is told the newest request stamp of each entry
+	// applied and of each state restored (ObserveRequestStamps).
+	stamps func(stamp int64)
+	// entryStamp is the largest Request stamp of the entry being applied;
+	// stamped says whether it carried one. Raft applies one entry at a
+	// time.
+	entryStamp int64
+	stamped    bool
 }
 
 // Hooks are seams for tests to force an interleaving on the apply path; a
@@ -59,6 +67,15 @@ type Hooks struct {
 
 // SetHooks installs test hooks. Call it before the FSM is handed to Raft.
 func (f *FSM) SetHooks(h Hooks) { f.hooks = h }
+
+// ObserveRequestStamps sets fn to be told, once an entry's changes are
+// visible, the largest request stamp (Request.now_unix_ns) the entry
+// carried, and after a Restore the largest stamp the restored state
+// remembers. It is for the node's own bookkeeping (when it applied the
+// newest stamp: the leader's request clock goes on from there, cluster's
+// requestclock.go); nothing Apply writes or returns depends on it, and fn
+// must not change the store. Call it before the FSM is handed to Raft.
+func (f *FSM) ObserveRequestStamps(fn func(stamp int64)) { f.stamps = fn }
 
 // New returns an FSM over s.
 func New(s *store.Store, logger hclog.Logger) *FSM {
@@ -96,6 +113,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 func (f *FSM) apply(index uint64, data []byte) any {
 	w := f.store.Begin(index)
 	defer w.Abort()
+	f.entryStamp, f.stamped = 0, false
 	var res any
 	malformed := false
 	if len(data) > 0 && CommandType(data[0]) == BatchType {
@@ -125,6 +143,9 @@ func (f *FSM) apply(index uint64, data []byte) any {
 	}
 	if err := w.Commit(); err != nil {
 		panic(fmt.Errorf("fsm: entry %d: commit: %w", index, err))
+	}
+	if f.stamped && f.stamps != nil {
+		f.stamps(f.entryStamp)
 	}
 	return res
 }
@@ -233,6 +254,9 @@ func (f *FSM) applyRequest(w *store.WriteTxn, index uint64, payload []byte) Resu
 	if err := w.PruneRequests(c.NowUnixNs); err != nil {
 		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
 	}
+	if !f.stamped || c.NowUnixNs > f.entryStamp {
+		f.entryStamp, f.stamped = c.NowUnixNs, true
+	}
 	prev, err := w.Request(c.RequestId)
 	if err != nil {
 		panic(fmt.Errorf("fsm: entry %d: %w", index, err))
@@ -264,6 +288,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	applied, err := restore(f.store, rc)
 	if err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	if f.stamps != nil {
+		if latest, ok := f.store.View().LatestRequestTime(); ok {
+			f.stamps(latest)
+		}
 	}
 	f.logger.Info("restored snapshot", "applied_index", applied, "revision", f.store.Revision())
 	return nil

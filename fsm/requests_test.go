@@ -298,6 +298,57 @@ func TestRequestResultsSurviveSnapshot(t *testing.T) {
 	}
 }
 
+// TestObserveRequestStamps: the node is told the largest stamp of each
+// entry applied (a repeat's too, as the stamp prunes), nothing for an entry
+// without requests or one rejected whole, and the largest stamp a restored
+// state remembers; and the state and results are the same as without the
+// observer.
+func TestObserveRequestStamps(t *testing.T) {
+	entries := [][]byte{
+		wrap(t, "A", 10, RegisterType, register("web", "a", "10.0.0.1", 0, 10)),
+		plainRegister(t, "b"),
+		batch(t, wrap(t, "B", 30, RegisterType, register("web", "c", "10.0.0.3", 0, 30)),
+			wrap(t, "C", 20, RegisterType, register("web", "d", "10.0.0.4", 0, 20))),
+		batch(t, wrap(t, "D", 90, RegisterType, register("web", "e", "10.0.0.5", 0, 90)), append([]byte{byte(DeregisterType)}, 0xff)),
+		wrap(t, "A", 40, RegisterType, register("web", "a", "10.0.0.1", 0, 40)),
+	}
+	f, plain := newFSM(), newFSM()
+	var seen []int64
+	f.ObserveRequestStamps(func(stamp int64) { seen = append(seen, stamp) })
+	for i, e := range entries {
+		got, want := apply(f, uint64(i+1), e), apply(plain, uint64(i+1), e)
+		if fmt.Sprint(results(got)) != fmt.Sprint(results(want)) {
+			t.Fatalf("entry %d: %v with the observer, %v without", i+1, got, want)
+		}
+	}
+	if fmt.Sprint(seen) != "[10 30 40]" {
+		t.Fatalf("stamps observed %v, want [10 30 40]", seen)
+	}
+	if a, b := dump(t, f), dump(t, plain); a != b {
+		t.Fatalf("the observer changed the state:\n%s\n%s", a, b)
+	}
+
+	g := newFSM()
+	seen = nil
+	g.ObserveRequestStamps(func(stamp int64) { seen = append(seen, stamp) })
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(seen) != "[30]" {
+		t.Fatalf("stamps observed on restore %v, want the largest remembered, [30]", seen)
+	}
+}
+
+// plainRegister registers web/id without a request id.
+func plainRegister(t testing.TB, id string) []byte {
+	t.Helper()
+	b, err := Encode(RegisterType, register("web", id, "10.0.0.9", 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // BenchmarkApplyRegisterRequest is BenchmarkApplyRegister with every command
 // carrying a request id: the cost of remembering results (and of pruning
 // once the count bound is reached).
