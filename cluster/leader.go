@@ -85,6 +85,22 @@ func (n *Node) startLeading() {
 	}()
 }
 
+// barrier waits for a Raft barrier, or for ctx to end first (ended).
+// Raft may drop a barrier queued for the state machine when it shuts down,
+// never answering it: waiting on it alone could then keep Shutdown
+// waiting for this term's leader loop for ever.
+func (n *Node) barrier(ctx context.Context) (ended bool, err error) {
+	f := n.raft.Barrier(30 * time.Second)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return false, err
+	case <-ctx.Done():
+		return true, nil
+	}
+}
+
 func (n *Node) stopLeading() {
 	// Under leaderMu: cancelling the term and clearing readiness happen
 	// together, so a barrier of this term that finishes late cannot mark a
@@ -118,7 +134,10 @@ func (n *Node) leaderLoop(ctx context.Context, duties []func(context.Context)) {
 		// the term is older than the barrier's and reads wait for the next
 		// round of readiness rather than trust a stale one.
 		term = n.raft.CurrentTerm()
-		err := n.raft.Barrier(30 * time.Second).Error()
+		ended, err := n.barrier(ctx)
+		if ended {
+			return // the term ended while the barrier waited
+		}
 		if err == nil {
 			break
 		}
