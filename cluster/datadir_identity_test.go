@@ -75,6 +75,25 @@ func copyDir(t *testing.T, src, dst string) {
 	}
 }
 
+// dataDirOfN1 returns a new data dir on which node n1 registered inst and
+// was shut down.
+func dataDirOfN1(t *testing.T) (string, *store.Instance) {
+	t.Helper()
+	dir := t.TempDir()
+	n1, err := startDiskNode(t, "n1", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: "10.0.0.1", Port: 80, Weight: 100}
+	if _, err := n1.Register(context.Background(), inst, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, inst
+}
+
 // refusedAs checks that starting id on dir is refused with one line that
 // names the dir, its owner and the id asked for.
 func refusedAs(t *testing.T, id, dir, owner string) {
@@ -100,18 +119,7 @@ func refusedAs(t *testing.T, id, dir, owner string) {
 // cloned VM) refuses to start, and changes nothing there: the owner still
 // starts on it with everything it held.
 func TestADataDirBelongsToTheNodeThatCreatedIt(t *testing.T) {
-	dir := t.TempDir()
-	n1, err := startDiskNode(t, "n1", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst := &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: "10.0.0.1", Port: 80, Weight: 100}
-	if _, err := n1.Register(context.Background(), inst, ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := n1.Shutdown(); err != nil {
-		t.Fatal(err)
-	}
+	dir, inst := dataDirOfN1(t)
 
 	// The same data dir under another node id.
 	refusedAs(t, "n2", dir, "n1")
@@ -121,7 +129,7 @@ func TestADataDirBelongsToTheNodeThatCreatedIt(t *testing.T) {
 	refusedAs(t, "n2", clone, "n1")
 
 	// The owner starts on it as before.
-	n1, err = startDiskNode(t, "n1", dir)
+	n1, err := startDiskNode(t, "n1", dir)
 	if err != nil {
 		t.Fatalf("n1 on its own data dir after the refusals: %v", err)
 	}
@@ -134,18 +142,7 @@ func TestADataDirBelongsToTheNodeThatCreatedIt(t *testing.T) {
 // were recorded starts, is claimed by the node that starts on it, and from
 // then on refuses any other.
 func TestADataDirWithoutANodeIDIsAdopted(t *testing.T) {
-	dir := t.TempDir()
-	n1, err := startDiskNode(t, "n1", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst := &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: "10.0.0.1", Port: 80, Weight: 100}
-	if _, err := n1.Register(context.Background(), inst, ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := n1.Shutdown(); err != nil {
-		t.Fatal(err)
-	}
+	dir, inst := dataDirOfN1(t)
 	// What an older version leaves: the same raft.db without the id.
 	db, err := bolt.Open(filepath.Join(dir, "raft.db"), 0o600, nil)
 	if err != nil {
@@ -158,7 +155,7 @@ func TestADataDirWithoutANodeIDIsAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n1, err = startDiskNode(t, "n1", dir)
+	n1, err := startDiskNode(t, "n1", dir)
 	if err != nil {
 		t.Fatalf("n1 on a data dir without a node id: %v", err)
 	}

@@ -28,6 +28,33 @@ func waitFor[T any](t testing.TB, what string, ch <-chan T) T {
 	}
 }
 
+// readyLeader polls, as what, until one of nodes other than except (nil
+// for none) leads with its barrier through, and returns it.
+func readyLeader(t testing.TB, what string, nodes []*Node, except *Node) *Node {
+	t.Helper()
+	var leader *Node
+	poll(t, what, func() bool {
+		for _, n := range nodes {
+			if n != except && n.LeaderReady() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
+// cutOff disconnects trs[i] from the other transports, both ways.
+func cutOff(trs []*raft.InmemTransport, i int) {
+	trs[i].DisconnectAll()
+	for j, tr := range trs {
+		if j != i {
+			tr.Disconnect(trs[i].LocalAddr())
+		}
+	}
+}
+
 // TestRequestClockStopWakesWritesOfATermThatNeverStarted: a term that ends
 // before its barrier went through never started the clock; its end still
 // wakes the writes waiting for it, so they find the node no longer leads.
@@ -77,16 +104,7 @@ func TestRequestWaitingForABarrierEndsWithTheTerm(t *testing.T) {
 	var releaseOnce sync.Once
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
 
-	var old *Node
-	poll(t, "a ready leader", func() bool {
-		for _, n := range nodes {
-			if n.LeaderReady() {
-				old = n
-				return true
-			}
-		}
-		return false
-	})
+	old := readyLeader(t, "a ready leader", nodes, nil)
 	fi := 0
 	for nodes[fi] == old {
 		fi++
@@ -144,27 +162,13 @@ func TestRequestWaitingForABarrierEndsWithTheTerm(t *testing.T) {
 		done <- err
 	}()
 	waitFor(t, "the write to wait for "+f.ID()+"'s barrier", waiting)
-	trs[fi].DisconnectAll()
-	for j, tr := range trs {
-		if j != fi {
-			tr.Disconnect(trs[fi].LocalAddr())
-		}
-	}
+	cutOff(trs, fi)
 	err = waitFor(t, "the waiting write to end once "+f.ID()+" lost leadership", done)
 	if !(errors.Is(err, ErrNotLeader) || errors.Is(err, ErrLeaderNotReady)) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("the waiting write ended with %v; want %v (nothing was applied)", err, ErrNotLeader)
 	}
 
-	var leader *Node
-	poll(t, "another node to lead", func() bool {
-		for j, n := range nodes {
-			if j != fi && n.LeaderReady() {
-				leader = n
-				return true
-			}
-		}
-		return false
-	})
+	leader := readyLeader(t, "another node to lead", nodes, f)
 	v := leader.Store().View()
 	for _, id := range []string{"b", "c"} {
 		if _, err := v.Instance(nil, inst(id).Key()); !errors.Is(err, store.ErrNotFound) {
@@ -243,16 +247,7 @@ func TestRequestStampsGoOnAcrossAnIdleGapBeforeAFailover(t *testing.T) {
 	var offset atomic.Int64
 	clk := jumpClock{offset: &offset}
 	nodes, trs := startInmemCluster(t, clk, clk, clk)
-	var old *Node
-	poll(t, "a ready leader", func() bool {
-		for _, n := range nodes {
-			if n.LeaderReady() {
-				old = n
-				return true
-			}
-		}
-		return false
-	})
+	old := readyLeader(t, "a ready leader", nodes, nil)
 	ctx := context.Background()
 	inst := func(addr string) *store.Instance {
 		return &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: addr, Port: 80, Weight: 100}
@@ -279,22 +274,8 @@ func TestRequestStampsGoOnAcrossAnIdleGapBeforeAFailover(t *testing.T) {
 	for nodes[oi] != old {
 		oi++
 	}
-	trs[oi].DisconnectAll()
-	for j, tr := range trs {
-		if j != oi {
-			tr.Disconnect(trs[oi].LocalAddr())
-		}
-	}
-	var leader *Node
-	poll(t, "another node to lead", func() bool {
-		for j, n := range nodes {
-			if j != oi && n.LeaderReady() {
-				leader = n
-				return true
-			}
-		}
-		return false
-	})
+	cutOff(trs, oi)
+	leader := readyLeader(t, "another node to lead", nodes, old)
 	if _, err := leader.Register(ctx, inst("10.0.0.2"), "r2"); err != nil {
 		t.Fatal(err)
 	}

@@ -20,10 +20,10 @@ import (
 
 const bootSecret = "http-boot-secret"
 
-// aclAPI starts a 3-node cluster with ACLs on, bootstrapped with
-// bootSecret, and the HTTP front end of a follower; it returns a token
-// that may only read web.
-func aclAPI(t *testing.T) (*testcluster.Cluster, *testcluster.Node, string, string) {
+// aclCluster starts a 3-node cluster with ACLs on, bootstrapped with
+// bootSecret, and creates a token with rules; it returns a follower that
+// knows the token, and the token's secret.
+func aclCluster(t *testing.T, rules ...string) (*testcluster.Cluster, *testcluster.Node, string) {
 	t.Helper()
 	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) {
 		o.ACL = rpc.ACLOptions{Enabled: true, BootstrapSecret: bootSecret}
@@ -34,15 +34,37 @@ func aclAPI(t *testing.T) (*testcluster.Cluster, *testcluster.Node, string, stri
 		return f.Node.Store().View().TokenBySecret(acl.HashSecret(bootSecret)) != nil
 	})
 	ctx := metadata.AppendToOutgoingContext(testcluster.Ctx(t), "authorization", "Bearer "+bootSecret)
-	resp, err := rosterv1.NewACLClient(f.Conn).CreateToken(ctx, &rosterv1.CreateTokenRequest{Rules: []string{"service:web:read"}})
+	resp, err := rosterv1.NewACLClient(f.Conn).CreateToken(ctx, &rosterv1.CreateTokenRequest{Rules: rules})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ro := resp.Token.SecretId
-	c.Eventually("read token known", 10*time.Second, func() bool {
-		return f.Node.Store().View().TokenBySecret(acl.HashSecret(ro)) != nil
+	secret := resp.Token.SecretId
+	c.Eventually("token known", 10*time.Second, func() bool {
+		return f.Node.Store().View().TokenBySecret(acl.HashSecret(secret)) != nil
 	})
+	return c, f, secret
+}
+
+// aclAPI is aclCluster with the HTTP front end of the follower; it returns
+// a token that may only read web, and the front end's URL.
+func aclAPI(t *testing.T) (*testcluster.Cluster, *testcluster.Node, string, string) {
+	t.Helper()
+	c, f, ro := aclCluster(t, "service:web:read")
 	return c, f, ro, serve(t, f).URL
+}
+
+// consulClientWithToken is the real Consul client pointed at base (an
+// http:// URL), calling with token.
+func consulClientWithToken(t *testing.T, base, token string) *consul.Client {
+	t.Helper()
+	cfg := consul.DefaultConfig()
+	cfg.Address = strings.TrimPrefix(base, "http://")
+	cfg.Token = token
+	cl, err := consul.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
 }
 
 func do(t *testing.T, method, u, body string, header map[string]string) (int, string) {
@@ -95,16 +117,7 @@ func TestACLJSONAPI(t *testing.T) {
 // Consul's 403 "Permission denied" and changes nothing.
 func TestACLConsulAPI(t *testing.T) {
 	c, f, ro, base := aclAPI(t)
-	client := func(token string) *consul.Client {
-		cfg := consul.DefaultConfig()
-		cfg.Address = strings.TrimPrefix(base, "http://")
-		cfg.Token = token
-		cl, err := consul.NewClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cl
-	}
+	client := func(token string) *consul.Client { return consulClientWithToken(t, base, token) }
 	reg := &consul.AgentServiceRegistration{ID: "w1", Name: "web", Address: "10.0.0.1", Port: 80}
 	for _, tok := range []string{"", ro} {
 		err := client(tok).Agent().ServiceRegister(reg)
@@ -191,19 +204,8 @@ func TestACLWatch(t *testing.T) {
 // /v1/catalog/service block on a service it may read.
 func TestACLConsulBlockingQueriesWithANarrowToken(t *testing.T) {
 	c, _, ro, base := aclAPI(t)
-	cfg := consul.DefaultConfig()
-	cfg.Address = strings.TrimPrefix(base, "http://")
-	cfg.Token = ro
-	cc, err := consul.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mcfg := *cfg
-	mcfg.Token = bootSecret
-	admin, err := consul.NewClient(&mcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := consulClientWithToken(t, base, ro)
+	admin := consulClientWithToken(t, base, bootSecret)
 	register := func(id, name string) {
 		t.Helper()
 		if err := admin.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: id, Name: name, Address: "10.0.0.1", Port: 80, Tags: []string{id}}); err != nil {
@@ -303,19 +305,8 @@ func TestACLConsulBlockingQueriesWithANarrowToken(t *testing.T) {
 // while the client still lists it.
 func TestACLConsulNarrowBlockingQuerySeesAServiceGoneBeforeTheWait(t *testing.T) {
 	c, _, ro, base := aclAPI(t)
-	cfg := consul.DefaultConfig()
-	cfg.Address = strings.TrimPrefix(base, "http://")
-	cfg.Token = ro
-	cc, err := consul.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mcfg := *cfg
-	mcfg.Token = bootSecret
-	admin, err := consul.NewClient(&mcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := consulClientWithToken(t, base, ro)
+	admin := consulClientWithToken(t, base, bootSecret)
 	for _, s := range []struct{ id, name string }{{"w1", "web"}, {"h1", "webhook"}, {"s1", "secret"}} {
 		if err := admin.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: s.id, Name: s.name, Address: "10.0.0.1", Port: 80}); err != nil {
 			t.Fatal(err)

@@ -9,11 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/metadata"
-
-	"github.com/roster-registry/roster/acl"
 	"github.com/roster-registry/roster/internal/testcluster"
-	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/rpc"
 )
 
@@ -156,23 +152,7 @@ func manyNamespaces(n int) string {
 // whole ends with an ended event saying why, and the stream goes on for
 // the others.
 func TestWatchNamespacesRefusedNamespace(t *testing.T) {
-	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) {
-		o.ACL = rpc.ACLOptions{Enabled: true, BootstrapSecret: bootSecret}
-	}})
-	c.WaitMembersKnown()
-	f := c.Followers()[0]
-	c.Eventually("bootstrap token known", 10*time.Second, func() bool {
-		return f.Node.Store().View().TokenBySecret(acl.HashSecret(bootSecret)) != nil
-	})
-	ctx := metadata.AppendToOutgoingContext(testcluster.Ctx(t), "authorization", "Bearer "+bootSecret)
-	resp, err := rosterv1.NewACLClient(f.Conn).CreateToken(ctx, &rosterv1.CreateTokenRequest{Rules: []string{"namespace:open:service::read"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := resp.Token.SecretId
-	c.Eventually("token known", 10*time.Second, func() bool {
-		return f.Node.Store().View().TokenBySecret(acl.HashSecret(tok)) != nil
-	})
+	_, f, tok := aclCluster(t, "namespace:open:service::read")
 	srv := serve(t, f)
 	req, _ := http.NewRequestWithContext(context.Background(), "GET", srv.URL+"/api/v1/watch/namespaces?namespace=open&namespace=closed", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)

@@ -382,15 +382,7 @@ func TestSnapshotRestoreFailuresSayWhetherItWasRestored(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			answer.Store(&tt.raft)
-			leader := c.WaitLeader()
-			var follower *testcluster.Node
-			for _, nd := range c.Running() {
-				if nd != leader {
-					follower = nd
-					break
-				}
-			}
-			for _, nd := range []*testcluster.Node{leader, follower} {
+			for _, nd := range leaderAndAFollower(c) {
 				_, err := restoreSnapshot(ctx, nd, file)
 				t.Logf("through %s: %v", nd.ID, err)
 				if status.Code(err) != tt.code || rpc.Reason(err) != tt.reason || !strings.Contains(status.Convert(err).Message(), tt.want) {

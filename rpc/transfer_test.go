@@ -37,6 +37,18 @@ func (h *transferHook) set(err error) {
 	h.calls.Store(0)
 }
 
+// leaderAndAFollower returns c's leader, once there is one, and a running
+// node that is not it, for calls made on the leader and through a follower.
+func leaderAndAFollower(c *testcluster.Cluster) []*testcluster.Node {
+	leader := c.WaitLeader()
+	for _, nd := range c.Running() {
+		if nd != leader {
+			return []*testcluster.Node{leader, nd}
+		}
+	}
+	return []*testcluster.Node{leader, nil}
+}
+
 // TestTransferLeadershipSaysWhyItFailed: Raft's own failures of a transfer
 // reach the caller as a code, a reason and a message saying what happened
 // and what is known of the leader, on the leader and through a follower
@@ -73,15 +85,7 @@ func TestTransferLeadershipSaysWhyItFailed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			leader := c.WaitLeader()
-			var follower *testcluster.Node
-			for _, nd := range c.Running() {
-				if nd != leader {
-					follower = nd
-					break
-				}
-			}
-			for _, nd := range []*testcluster.Node{leader, follower} {
+			for _, nd := range leaderAndAFollower(c) {
 				hook.set(tt.raft)
 				_, err := nd.Cluster().TransferLeadership(ctx, &rosterv1.TransferLeadershipRequest{})
 				msg := status.Convert(err).Message()
