@@ -870,6 +870,9 @@ func (r *Raft) Barrier(timeout time.Duration) Future {
 	// Create a log future, no index or term yet
 	logFuture := &logFuture{log: Log{Type: LogBarrier}}
 	logFuture.init()
+	// Roster: a barrier answers ErrRaftShutdown when raft shuts down, which
+	// may drop it unanswered while it waits for the FSM.
+	logFuture.ShutdownCh = r.shutdownCh
 
 	select {
 	case <-timer:

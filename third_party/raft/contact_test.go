@@ -220,6 +220,18 @@ func (c *contactCluster) addFollowers(t *testing.T) {
 		}
 		return true
 	})
+	// Each follower must know both: a follower whose configuration still
+	// lacks the other refuses its votes, and the two could never elect a
+	// leader without node0.
+	poll(t, "both followers to hold the whole configuration", func() bool {
+		for _, f := range c.followers {
+			fut := f.GetConfiguration()
+			if fut.Error() != nil || len(fut.Configuration().Servers) != 1+len(c.ids) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // replication returns the leader's replication to a follower. The map is
