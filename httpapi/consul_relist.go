@@ -6,9 +6,12 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
 )
 
 // consulRelistInterval is how often the blocking catalog/services queries
@@ -31,8 +34,8 @@ type relists struct {
 // metadata of its calls.
 type relistKey struct{ namespace, auth string }
 
-// relist is one shared relisting loop and the latest list it took. It
-// runs while it has waiters.
+// relist is one shared relisting loop and the latest list it took, or the
+// token error that failed the latest. It runs while it has waiters.
 type relist struct {
 	key     relistKey
 	waiters int // under relists.mu
@@ -41,7 +44,7 @@ type relist struct {
 	mu   sync.Mutex
 	last *rosterv1.ListServicesResponse
 	err  error
-	// next is closed, and replaced, when a list (or a failure) is in.
+	// next is closed, and replaced, when a list (or a token error) is in.
 	next chan struct{}
 }
 
@@ -58,9 +61,18 @@ func (rs *relists) join(ctx context.Context, ns string, list func(context.Contex
 		return r
 	}
 	// The loop outlives the request that started it, so it does not run on
-	// that request's context, only with its metadata: the token, and the
-	// client address its lists count against.
-	lctx, stop := context.WithCancel(metadata.NewOutgoingContext(context.Background(), md.Copy()))
+	// that request's context, only with its metadata: the token, which
+	// decides what it may list. Not the client address: the loop serves
+	// every waiter of the token, from any host, for as long as any waits,
+	// so charging its lists to the first waiter's host would let that
+	// host's empty bucket fail them all. Without an address its lists are
+	// the front end's own, which no client's rate counts (rpc's
+	// clientIdentity); each waiter still pays for its own first list and
+	// watches, and the loop adds one list per consulRelistInterval per
+	// token and namespace waited on.
+	lmd := md.Copy()
+	delete(lmd, rpc.ClientAddrKey)
+	lctx, stop := context.WithCancel(metadata.NewOutgoingContext(context.Background(), lmd))
 	r := &relist{key: k, waiters: 1, stop: stop, next: make(chan struct{})}
 	if rs.m == nil {
 		rs.m = map[relistKey]*relist{}
@@ -94,12 +106,29 @@ func (r *relist) run(ctx context.Context, list func(context.Context) (*rosterv1.
 		if ctx.Err() != nil {
 			return
 		}
+		if err != nil && !tokenRefused(err) {
+			// Not the waiters' failure (a rate refusal, a node briefly
+			// unavailable): they go on with the last list, and the next
+			// tick tries again.
+			continue
+		}
 		r.mu.Lock()
 		r.last, r.err = resp, err
 		close(r.next)
 		r.next = make(chan struct{})
 		r.mu.Unlock()
 	}
+}
+
+// tokenRefused reports whether a list failed for its token (revoked,
+// unknown or no longer allowed to list), which no later tick mends: the
+// one failure every waiter of the token shares.
+func tokenRefused(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	}
+	return false
 }
 
 // changed returns a channel closed once the next list is in.
@@ -109,7 +138,7 @@ func (r *relist) changed() <-chan struct{} {
 	return r.next
 }
 
-// latest returns the latest list, or how taking it failed.
+// latest returns the latest list, or the token error that failed it.
 func (r *relist) latest() (*rosterv1.ListServicesResponse, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
