@@ -66,6 +66,7 @@ func (n *Node) startLeading() {
 	}
 	now := time.Now()
 	n.leadingSince.Store(&now)
+	n.leases.endRefusals()
 	ctx, cancel := context.WithCancel(context.Background())
 	n.leaderStop = cancel
 	done := make(chan struct{})
@@ -111,6 +112,7 @@ func (n *Node) stopLeading() {
 	n.leaderReady.Store(false)
 	n.readyTerm.Store(0)
 	n.leadingSince.Store(nil)
+	n.leases.endRefusals()
 	n.requestClock.stop()
 	if stop != nil {
 		stop()

@@ -135,6 +135,9 @@ type leaseTable struct {
 	paused atomic.Int64
 	// contactPause is Config.TestHooks.ContactPause.
 	contactPause func() time.Duration
+	// refusing is the run of renewals refused for want of quorum contact
+	// under way, nil when none is (leasecontact.go).
+	refusing atomic.Pointer[refusalRun]
 
 	mu     sync.Mutex
 	active bool

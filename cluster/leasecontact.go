@@ -36,33 +36,63 @@ func (n *Node) renewable(ctx context.Context) error {
 // inContact reports whether a leader whose quorum contact is c (zero: none)
 // heard from its quorum within the leader lease timeout, the grace a newer
 // leader gives every lease. c is raft's monotonic reading, so its age is
-// measured on the real clock, never the table's.
+// measured on the real clock, never the table's. A refusal begins a run of
+// refusals unless one is under way; contact within the timeout ends it.
 func (t *leaseTable) inContact(c time.Time) bool {
-	if c.IsZero() {
-		return false
+	if !c.IsZero() {
+		age := time.Since(c) + t.pause()
+		if age <= t.grace {
+			if t.refusing.Load() != nil {
+				t.refusing.Store(nil)
+			}
+			return true
+		}
+		t.logger.Debug("refusing lease renewals: no quorum contact within the leader lease timeout",
+			"contact_age", age, "leader_lease_timeout", t.grace)
 	}
-	age := time.Since(c) + t.pause()
-	if age <= t.grace {
-		return true
+	if t.refusing.Load() == nil {
+		t.refusing.CompareAndSwap(nil, &refusalRun{began: time.Now(), pause: t.pause()})
 	}
-	t.logger.Debug("refusing lease renewals: no quorum contact within the leader lease timeout",
-		"contact_age", age, "leader_lease_timeout", t.grace)
 	return false
 }
 
+// refusalRun is when a leader's current run of renewals refused for want
+// of quorum contact began: on the real clock, like the contact's age, and
+// with the test pause then, so that a pause growing during the run counts
+// as time the run lasted.
+type refusalRun struct {
+	began time.Time
+	pause time.Duration
+}
+
+// endRefusals forgets the run of refusals under way: the node took or lost
+// the lead, and a run of another term says nothing about this one.
+func (t *leaseTable) endRefusals() { t.refusing.Store(nil) }
+
 // RefusingRenewalsLong reports whether this node, still Raft's leader, has
 // refused lease renewals for want of quorum contact for longer than the
-// leader lease timeout: its last quorum contact (or, with none in this
-// term, its taking the lead) is more than twice that timeout old.
+// leader lease timeout: the run of refusals (from the first refused renewal,
+// until one is acknowledged in contact) has lasted longer than that timeout,
+// and its last quorum contact (or, with none in this term, its taking the
+// lead) is more than twice that timeout old.
 //
 // Raft steps a leader down once it has gone a leader lease timeout without
 // hearing from a quorum, so a leader still refusing by then is one raft's
 // own check keeps in place: in an asymmetric partition the newer-term
 // answers of the heartbeat path count as contact there, not here. Its
 // clients get nothing from staying: the KeepAlive streams connected to it
-// end, so they reconnect to a node that relays to the real leader. A
-// shorter wait would end every stream at a new leader whose first round of
-// heartbeats is still on its way.
+// end, so they reconnect to a node that relays to the real leader.
+//
+// Both conditions matter. The contact's age alone would end every stream
+// at the first renewal a leader refuses after a pause longer than twice the
+// timeout (SIGSTOP, a frozen VM, a long GC), when the renewals queued
+// meanwhile are refused before fresh heartbeat answers come in: a burst of
+// reconnects from a leader about to be in contact again, or to step down.
+// The run alone, which only a renewal made in contact ends, could span
+// contact regained between two renewals, and it keeps none of the margin
+// that a new leader's first round of heartbeats, or followers slow but
+// within what raft's lease check allows, need (the contact's age of twice
+// the timeout).
 func (n *Node) RefusingRenewalsLong() bool {
 	if !n.IsLeader() {
 		return false
@@ -71,21 +101,31 @@ func (n *Node) RefusingRenewalsLong() bool {
 	if p := n.leadingSince.Load(); p != nil {
 		since = *p
 	}
-	return n.leases.outOfContactLong(n.raft.QuorumContact(), since)
+	return n.leases.refusingLong(n.raft.QuorumContact(), since)
 }
 
-// outOfContactLong reports whether renewals have been refused for longer
-// than the leader lease timeout, given the leader's quorum contact c and
-// when it took the lead (zero: unknown); no known time refuses nothing
-// yet. Like inContact it measures on the real clock.
-func (t *leaseTable) outOfContactLong(c, leading time.Time) bool {
+// refusingLong reports whether renewals have been refused for longer than
+// the leader lease timeout, given the leader's quorum contact c and when it
+// took the lead (zero: unknown): a run of refusals (inContact) that has
+// lasted longer than the timeout, and a contact (or with none, the taking
+// of the lead) more than twice the timeout old; no known time refuses
+// nothing yet. Like inContact it measures on the real clock.
+func (t *leaseTable) refusingLong(c, leading time.Time) bool {
+	run := t.refusing.Load()
+	if run == nil {
+		return false
+	}
 	if c.IsZero() {
 		c = leading
 	}
 	if c.IsZero() {
 		return false
 	}
-	return time.Since(c)+t.pause() > 2*t.grace
+	pause := t.pause()
+	if time.Since(c)+pause <= 2*t.grace {
+		return false
+	}
+	return time.Since(run.began)+pause-run.pause > t.grace
 }
 
 // pause is how long the tests pretend this process was stopped (paused,

@@ -163,11 +163,11 @@ func TestLeaseContactAge(t *testing.T) {
 }
 
 // TestLeaseContactLostLong: renewals count as refused long, so that a
-// KeepAlive stream ends, only once contact is more than twice the leader
-// lease timeout old: a lease timeout of refusals first. With no contact in
-// the term, the time the node took the lead stands in; with neither,
-// nothing is long. The timeout is an hour, so that how long the test takes
-// does not matter.
+// KeepAlive stream ends, only once a run of refusals has lasted more than
+// the leader lease timeout and contact is more than twice that timeout old.
+// With no contact in the term, the time the node took the lead stands in;
+// with neither, or with no run of refusals, nothing is long. The timeout is
+// an hour, so that how long the test takes does not matter.
 func TestLeaseContactLostLong(t *testing.T) {
 	cfg := Config{LeaderLeaseTimeout: time.Hour}
 	lt := newLeaseTable(hclog.NewNullLogger(), realClock{}, nil, store.New(store.Options{}), func() bool { return true }, &cfg)
@@ -178,22 +178,76 @@ func TestLeaseContactLostLong(t *testing.T) {
 		return time.Now().Add(-d)
 	}
 	for _, tc := range []struct {
-		name             string
-		contact, leading time.Duration // this long ago; negative: none
-		paused           time.Duration
-		want             bool
+		name                  string
+		contact, leading, run time.Duration // this long ago; negative: none
+		paused                time.Duration
+		want                  bool
 	}{
-		{"contact now", 0, 3 * time.Hour, 0, false},
-		{"refusing for half a lease timeout", 90 * time.Minute, 3 * time.Hour, 0, false},
-		{"refusing for more than a lease timeout", 150 * time.Minute, 3 * time.Hour, 0, true},
-		{"contact now, then a pause of three lease timeouts", 0, 3 * time.Hour, 3 * time.Hour, true},
-		{"no contact yet, leading for a moment", -1, 0, 0, false},
-		{"no contact, leading for three lease timeouts", -1, 3 * time.Hour, 0, true},
-		{"neither contact nor a time of taking the lead", -1, -1, 0, false},
+		{"contact now", 0, 3 * time.Hour, -1, 0, false},
+		{"refusing for half a lease timeout", 90 * time.Minute, 3 * time.Hour, 30 * time.Minute, 0, false},
+		{"refusing for more than a lease timeout", 150 * time.Minute, 3 * time.Hour, 90 * time.Minute, 0, true},
+		{"refusing long, contact less than two lease timeouts old", 90 * time.Minute, 3 * time.Hour, 90 * time.Minute, 0, false},
+		{"contact long ago, no refusal yet", 150 * time.Minute, 3 * time.Hour, -1, 0, false},
+		{"contact now, then a pause of three lease timeouts, refusing since", 0, 3 * time.Hour, 0, 3 * time.Hour, false},
+		{"no contact yet, leading for a moment", -1, 0, 0, 0, false},
+		{"no contact, leading and refusing for three lease timeouts", -1, 3 * time.Hour, 3 * time.Hour, 0, true},
+		{"neither contact nor a time of taking the lead", -1, -1, 3 * time.Hour, 0, false},
 	} {
 		lt.paused.Store(int64(tc.paused))
-		if got := lt.outOfContactLong(ago(tc.contact), ago(tc.leading)); got != tc.want {
+		lt.endRefusals()
+		if tc.run >= 0 {
+			lt.refusing.Store(&refusalRun{began: ago(tc.run), pause: lt.pause()})
+		}
+		if got := lt.refusingLong(ago(tc.contact), ago(tc.leading)); got != tc.want {
 			t.Errorf("%s: refusing long %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestLeaseRefusalsLongOnlyAfterALeaseTimeoutOfThem: after a pause longer
+// than twice the leader lease timeout (SIGSTOP, a frozen VM, a long GC) the
+// first refused renewal begins a run of refusals and does not count as
+// refused long, though the contact is that old: a leader about to hear from
+// its quorum again must not end every KeepAlive stream at once. The run
+// counts as long once it has lasted more than the timeout; a renewal in
+// contact ends it, and so does taking or losing the lead. The pause seam
+// moves time on (its growth during a run counts as the run's length), and
+// the timeout is an hour, so that how long the test takes does not matter.
+func TestLeaseRefusalsLongOnlyAfterALeaseTimeoutOfThem(t *testing.T) {
+	cfg := Config{LeaderLeaseTimeout: time.Hour}
+	lt := newLeaseTable(hclog.NewNullLogger(), realClock{}, nil, store.New(store.Options{}), func() bool { return true }, &cfg)
+	contact := time.Now()
+	leading := contact.Add(-time.Minute)
+	refused := func(what string, pause time.Duration, wantLong bool) {
+		t.Helper()
+		lt.paused.Store(int64(pause))
+		if lt.inContact(contact) {
+			t.Fatalf("%s: in contact after a pause of %v, want refused", what, pause)
+		}
+		if got := lt.refusingLong(contact, leading); got != wantLong {
+			t.Errorf("%s: refusing long %v, want %v", what, got, wantLong)
+		}
+	}
+	acked := func(what string) {
+		t.Helper()
+		lt.paused.Store(0)
+		if !lt.inContact(contact) {
+			t.Fatalf("%s: refused with fresh contact", what)
+		}
+		if lt.refusingLong(contact, leading) {
+			t.Errorf("%s: refusing long with fresh contact", what)
+		}
+	}
+
+	acked("before the pause")
+	refused("the first renewal after a pause of three lease timeouts", 3*time.Hour, false)
+	refused("refusing for half a lease timeout", 3*time.Hour+30*time.Minute, false)
+	refused("refusing for more than a lease timeout", 4*time.Hour+time.Minute, true)
+
+	acked("contact fresh again")
+	refused("the first renewal after a second long pause", 3*time.Hour, false)
+	refused("refusing for more than a lease timeout again", 4*time.Hour+time.Minute, true)
+
+	lt.endRefusals()
+	refused("the first renewal after taking the lead again", 5*time.Hour, false)
 }

@@ -1,6 +1,7 @@
 package rpc_test
 
 import (
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/roster-registry/roster/internal/testcluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/rpc"
+	"github.com/roster-registry/roster/store"
 )
 
 // contactPauses gives each node of a test cluster a ContactPause hook: a
@@ -29,6 +31,22 @@ func (p contactPauses) configure(cfg *cluster.Config) {
 
 func (p contactPauses) set(nd *testcluster.Node, d time.Duration) { p[nd.ID].Store(int64(d)) }
 
+// refuseLong makes leader refuse renewals for want of quorum contact, as
+// after a pause of an hour, and then refuse them for an hour more: a
+// refused renewal of k begins the run of refusals, and the pause growing by
+// an hour during the run makes it longer than the leader lease timeout.
+// Only then does the leader end KeepAlive streams; the first renewal it
+// refuses after the pause does not (cluster's
+// TestLeaseRefusalsLongOnlyAfterALeaseTimeoutOfThem).
+func (p contactPauses) refuseLong(t *testing.T, leader *testcluster.Node, k store.Key) {
+	t.Helper()
+	p.set(leader, time.Hour)
+	if _, err := leader.Node.Heartbeat(testcluster.Ctx(t), k); !errors.Is(err, cluster.ErrNotLeader) {
+		t.Fatalf("renewal at the leader out of quorum contact: %v, want %v", err, cluster.ErrNotLeader)
+	}
+	p.set(leader, 2*time.Hour)
+}
+
 func wantNotLeader(t *testing.T, what string, err error) {
 	t.Helper()
 	if status.Code(err) != codes.Unavailable || rpc.Reason(err) != rpc.ReasonNotLeader {
@@ -41,7 +59,7 @@ func wantNotLeader(t *testing.T, what string, err error) {
 // lease timeout ends a KeepAlive stream connected to it with NOT_LEADER,
 // single renewals and batches alike, instead of answering each renewal
 // NOT_LEADER and keeping the client there while its leases expire at the
-// real leader. The pause of an hour makes the refusals long at once.
+// real leader. refuseLong makes the refusals long.
 func TestKeepAliveEndsAtALeaderLongOutOfQuorumContact(t *testing.T) {
 	pauses := contactPauses{}
 	c := testcluster.New(t, 3, testcluster.Options{Configure: pauses.configure})
@@ -83,7 +101,7 @@ func TestKeepAliveEndsAtALeaderLongOutOfQuorumContact(t *testing.T) {
 	acked("a batch acknowledged by the leader in contact", batch)
 
 	term := leader.Node.Term()
-	pauses.set(leader, time.Hour)
+	pauses.refuseLong(t, leader, store.Key{Namespace: "default", Service: "web", ID: "a"})
 	for _, tc := range []struct {
 		name string
 		req  *rosterv1.HeartbeatRequest
@@ -159,7 +177,7 @@ func TestKeepAliveSessionMovesOffALeaderLongOutOfQuorumContact(t *testing.T) {
 	}
 
 	term := leader.Node.Term()
-	pauses.set(leader, time.Hour)
+	pauses.refuseLong(t, leader, store.Key{Namespace: "default", Service: "web", ID: "a"})
 	broken := nextEvent(client.StreamBroken)
 	if !leader.Node.IsLeader() || leader.Node.Term() != term {
 		t.Fatal("leadership changed during the test; it needs one leader throughout")
