@@ -160,17 +160,12 @@ func narrowWaits(t *testing.T, c *consulAPI, ctx context.Context, token string, 
 // briefly unavailable) fails none of the waits sharing it: they go on
 // with the last list, and the next good list that differs ends them.
 func TestConsulSharedRelistOutlastsAFailedList(t *testing.T) {
-	defer func(old time.Duration) { consulRelistInterval = old }(consulRelistInterval)
-	consulRelistInterval = 5 * time.Millisecond
 	for _, failure := range []error{
 		status.Error(codes.ResourceExhausted, "rate limit"),
 		status.Error(codes.Unavailable, "no leader"),
 	} {
 		t.Run(status.Code(failure).String(), func(t *testing.T) {
-			reg := &relistRegistry{countingRegistry: countingRegistry{rev: 10, services: map[string][]string{}}}
-			c := &consulAPI{h: &Handler{registry: reg}, indexes: map[string]*idIndex{}, scans: map[string]*idScan{}}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
+			reg, c, ctx := relistFixture(t)
 			done := narrowWaits(t, c, ctx, "a", "192.0.2.1:1000", "192.0.2.2:1000")
 
 			reg.mu.Lock()
@@ -209,12 +204,7 @@ func TestConsulSharedRelistOutlastsAFailedList(t *testing.T) {
 // refused (revoked, no longer allowed) ends every wait sharing the loop
 // with that error; no later tick would mend it.
 func TestConsulSharedRelistEndsWaitsOnATokenError(t *testing.T) {
-	defer func(old time.Duration) { consulRelistInterval = old }(consulRelistInterval)
-	consulRelistInterval = 5 * time.Millisecond
-	reg := &relistRegistry{countingRegistry: countingRegistry{rev: 10, services: map[string][]string{}}}
-	c := &consulAPI{h: &Handler{registry: reg}, indexes: map[string]*idIndex{}, scans: map[string]*idScan{}}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	reg, c, ctx := relistFixture(t)
 	done := narrowWaits(t, c, ctx, "a", "192.0.2.1:1000", "192.0.2.2:1000")
 	reg.mu.Lock()
 	reg.fail = status.Error(codes.PermissionDenied, "token revoked")
@@ -237,11 +227,8 @@ func TestConsulSharedRelistEndsWaitsOnATokenError(t *testing.T) {
 // refusals fail the others. Each waiter's own first list carries its own
 // address, as before.
 func TestConsulSharedRelistChargesNoWaiter(t *testing.T) {
-	defer func(old time.Duration) { consulRelistInterval = old }(consulRelistInterval)
-	consulRelistInterval = 5 * time.Millisecond
-	reg := &relistRegistry{countingRegistry: countingRegistry{rev: 10, services: map[string][]string{}}}
-	c := &consulAPI{h: &Handler{registry: reg}, indexes: map[string]*idIndex{}, scans: map[string]*idScan{}}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	reg, c, ctx := relistFixture(t)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	clients := []string{"192.0.2.1:1000", "192.0.2.2:1000"}
 	done := narrowWaits(t, c, ctx, "a", clients...)
@@ -272,4 +259,19 @@ func TestConsulSharedRelistChargesNoWaiter(t *testing.T) {
 	if byAddr[""] < 3 {
 		t.Errorf("%d lists without a client address, want the loop's (at least 3)", byAddr[""])
 	}
+}
+
+// relistFixture is a Consul API over a relistRegistry with nothing in it,
+// relisting every 5 ms (restored when t ends), and a context for its waits
+// that ends when t does or after 30 s.
+func relistFixture(t *testing.T) (*relistRegistry, *consulAPI, context.Context) {
+	t.Helper()
+	old := consulRelistInterval
+	consulRelistInterval = 5 * time.Millisecond
+	t.Cleanup(func() { consulRelistInterval = old })
+	reg := &relistRegistry{countingRegistry: countingRegistry{rev: 10, services: map[string][]string{}}}
+	c := &consulAPI{h: &Handler{registry: reg}, indexes: map[string]*idIndex{}, scans: map[string]*idScan{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return reg, c, ctx
 }
