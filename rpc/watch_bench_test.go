@@ -54,7 +54,7 @@ type deliveryBench struct {
 
 func newDeliveryBench(b *testing.B, ctx context.Context, watchers int) *deliveryBench {
 	c := testcluster.New(b, 1, testcluster.Options{})
-	d := &deliveryBench{nd: c.Leader(), ctx: ctx, received: make([][]int64, watchers)}
+	d := &deliveryBench{nd: c.WaitLeader(), ctx: ctx, received: make([][]int64, watchers)}
 	const streamsPerConn = 500
 	for i := 0; i < (watchers+streamsPerConn-1)/streamsPerConn; i++ {
 		cc, err := grpc.NewClient(d.nd.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -231,7 +231,7 @@ func BenchmarkReads(b *testing.B) {
 	c := testcluster.New(b, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(b)
-	leader := c.Leader()
+	leader := c.WaitLeader()
 	for i := 0; i < 10; i++ {
 		if _, err := leader.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", fmt.Sprintf("i%d", i), 80)}); err != nil {
 			b.Fatal(err)

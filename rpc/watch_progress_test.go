@@ -57,7 +57,7 @@ func testBookmarkOnRequest(t *testing.T, many bool) {
 		t.Fatalf("after a request: %v %v, want a bookmark at %d", m, err, reset.Revision)
 	}
 
-	second, err := c.Leader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "b", 2)})
+	second, err := c.WaitLeader().Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "b", 2)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func TestWatchInvariantsUnderRandomWrites(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := longCtx(t, 3*time.Minute)
-	leader, fs := c.Leader(), c.Followers()
+	leader, fs := c.WaitLeader(), c.Followers()
 	recs := []*recorder{
 		startRecorder(t, c, "leader-all", leader, &rosterv1.WatchRequest{}),
 		startRecorder(t, c, "follower1-all", fs[0], &rosterv1.WatchRequest{}),
@@ -136,7 +136,7 @@ func TestWatchResumeAfterCancel(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	ops, rev := writes(t, ctx, leader, "web", 0, 20)
 	first := readUntil(t, ctx, f, &rosterv1.WatchRequest{Service: "web"}, rev)
 	ops2, rev2 := writes(t, ctx, leader, "web", 20, 20)
@@ -156,7 +156,7 @@ func TestWatchResumesOnAnotherNodeAfterStop(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	rec := startRecorder(t, c, "recorder", f, &rosterv1.WatchRequest{})
 
 	// The SDK's resuming iterator, first connected to the same follower.
@@ -232,7 +232,7 @@ func TestWatchResetWhenHistoryIsGone(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{Store: store.Options{HistoryEvents: 16}})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	ops, rev := writes(t, ctx, leader, "web", 0, 10)
 	first := readUntil(t, ctx, f, &rosterv1.WatchRequest{Service: "web"}, rev)
 	ops2, rev2 := writes(t, ctx, leader, "web", 10, 60)
@@ -282,7 +282,7 @@ func TestWatchFollowerSnapshotInstallStaysGapless(t *testing.T) {
 	}})
 	c.WaitMembersKnown()
 	ctx := longCtx(t, time.Minute)
-	leader, f := c.Leader(), c.Followers()[0]
+	leader, f := c.WaitLeader(), c.Followers()[0]
 	onF := startRecorder(t, c, "on-follower", f, &rosterv1.WatchRequest{})
 	onLeader := startRecorder(t, c, "on-leader", leader, &rosterv1.WatchRequest{})
 	// A WatchMany watch, parked with its stream's group while caught up,
@@ -355,7 +355,7 @@ func writeUntilCutOff(t testing.TB, ctx context.Context, nd *testcluster.Node) [
 func TestSlowWatcherIsCutOffAndResumesWithoutLoss(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.Watch.MaxLag = 50 }})
 	ctx := longCtx(t, time.Minute)
-	nd := c.Leader()
+	nd := c.WaitLeader()
 	sctx, scancel := context.WithCancel(ctx)
 	defer scancel()
 	slow, err := rosterv1.NewRegistryClient(smallWindowConn(t, nd.Addr)).Watch(sctx, &rosterv1.WatchRequest{})
@@ -397,7 +397,7 @@ func TestSlowWatcherIsCutOffAndResumesWithoutLoss(t *testing.T) {
 func TestHealthyOnlyWatchSeesHealthTransitions(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{})
 	ctx := testcluster.Ctx(t)
-	nd := c.Leader()
+	nd := c.WaitLeader()
 	reg := nd.Registry()
 	for _, id := range []string{"a", "b"} {
 		if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", id, 80)}); err != nil {
@@ -461,7 +461,7 @@ func TestWatchBookmarksWhenIdle(t *testing.T) {
 	bothStreams(t, func(t *testing.T, many bool) {
 		c := testcluster.New(t, 1, testcluster.Options{})
 		ctx := testcluster.Ctx(t)
-		nd := c.Leader()
+		nd := c.WaitLeader()
 		resp, err := nd.Registry().Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 80)})
 		if err != nil {
 			t.Fatal(err)
@@ -515,7 +515,7 @@ func TestWatchRejectsBadRequests(t *testing.T) {
 		{Service: "Not_A_Label"},
 		{ProgressInterval: durationpb.New(-time.Second)},
 	} {
-		stream, err := c.Leader().Registry().Watch(ctx, req)
+		stream, err := c.WaitLeader().Registry().Watch(ctx, req)
 		if err == nil {
 			_, err = stream.Recv()
 		}
@@ -528,7 +528,7 @@ func TestWatchRejectsBadRequests(t *testing.T) {
 func TestWatcherCatchingUpIsNotCutOff(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.Watch.MaxLag = 5; o.Watch.BatchEvents = 2 }})
 	ctx := testcluster.Ctx(t)
-	nd := c.Leader()
+	nd := c.WaitLeader()
 	ops, rev := writes(t, ctx, nd, "web", 0, 100)
 	// Far more than MaxLag behind, but reading: it catches up in many
 	// messages without being cut off, from a revision and from a reset.
@@ -552,7 +552,7 @@ func TestWatcherCatchingUpIsNotCutOff(t *testing.T) {
 func TestWatchOmitsPrevInstanceWhenAsked(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{})
 	ctx := testcluster.Ctx(t)
-	reg := c.Leader().Registry()
+	reg := c.WaitLeader().Registry()
 	for _, id := range []string{"a", "b"} {
 		if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", id, 80)}); err != nil {
 			t.Fatal(err)

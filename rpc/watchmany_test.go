@@ -30,7 +30,7 @@ func TestWatchManyServesEachWatchAsWatchDoes(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitMembersKnown()
 	ctx := testcluster.Ctx(t)
-	leader, nd := c.Leader(), c.Followers()[0]
+	leader, nd := c.WaitLeader(), c.Followers()[0]
 	reg := leader.Registry()
 	for _, id := range []string{"a", "b"} {
 		if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", id, 80)}); err != nil {
@@ -201,7 +201,7 @@ func TestWatchManyServesEachWatchAsWatchDoes(t *testing.T) {
 func TestWatchManyEndsOneWatchNotTheStream(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{})
 	ctx := testcluster.Ctx(t)
-	reg := c.Leader().Registry()
+	reg := c.WaitLeader().Registry()
 	many, err := reg.WatchMany(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +316,7 @@ func TestWatchManyLimitsEachWatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testcluster.New(t, 1, testcluster.Options{Server: tc.opts})
 			ctx := testcluster.Ctx(t)
-			nd := c.Leader()
+			nd := c.WaitLeader()
 			many, err := nd.Registry().WatchMany(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -375,7 +375,7 @@ func TestWatchManyLimitsEachWatch(t *testing.T) {
 func TestWatchManySlowClientEndsTheStream(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.Watch.MaxLag = 50 }})
 	ctx := testcluster.Ctx(t)
-	nd := c.Leader()
+	nd := c.WaitLeader()
 	many, err := rosterv1.NewRegistryClient(smallWindowConn(t, nd.Addr)).WatchMany(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -415,7 +415,7 @@ func TestWatchManySlowClientEndsTheStream(t *testing.T) {
 func TestWatchManyParkingRacesAWrite(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{})
 	ctx := testcluster.Ctx(t)
-	nd := c.Leader()
+	nd := c.WaitLeader()
 	reg := nd.Registry()
 	var armed atomic.Bool
 	var passedAt atomic.Uint64
@@ -485,7 +485,7 @@ func TestWatchManyParkingRacesAWrite(t *testing.T) {
 func TestWatchManySendsWhenAPassQueuesNothing(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{})
 	ctx := testcluster.Ctx(t)
-	nd := c.Leader()
+	nd := c.WaitLeader()
 	reg := nd.Registry()
 	parked := make(chan struct{}, 1)
 	var armed, holdPass atomic.Bool
