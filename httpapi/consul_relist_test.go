@@ -84,16 +84,7 @@ func TestConsulNarrowWaitsShareOneRelist(t *testing.T) {
 	reg.services["web"] = []string{"web-1"}
 	reg.rev++
 	reg.mu.Unlock()
-	for range 6 {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("wait ended with %v", err)
-			}
-		case <-ctx.Done():
-			t.Fatal("a wait did not end when the shared list changed")
-		}
-	}
+	waitsEndCleanly(t, ctx, done, 6)
 	poll("the loops to end with their waiters", func() bool { return len(loops()) == 0 })
 }
 
@@ -186,16 +177,7 @@ func TestConsulSharedRelistOutlastsAFailedList(t *testing.T) {
 			reg.services["web"] = []string{"web-1"}
 			reg.rev++
 			reg.mu.Unlock()
-			for range 2 {
-				select {
-				case err := <-done:
-					if err != nil {
-						t.Fatalf("a wait ended with the shared loop's failed list: %v", err)
-					}
-				case <-ctx.Done():
-					t.Fatal("a wait did not end when the shared list changed")
-				}
-			}
+			waitsEndCleanly(t, ctx, done, 2)
 		})
 	}
 }
@@ -274,4 +256,20 @@ func relistFixture(t *testing.T) (*relistRegistry, *consulAPI, context.Context) 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return reg, c, ctx
+}
+
+// waitsEndCleanly fails unless n waits end on done without an error (the
+// shared list changed) before ctx does.
+func waitsEndCleanly(t *testing.T, ctx context.Context, done <-chan error, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("a wait ended with %v; want it to end cleanly when the shared list changed (not with a failed list)", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("a wait did not end when the shared list changed")
+		}
+	}
 }
