@@ -99,7 +99,7 @@ func (n *Node) RestoreBackup(ctx context.Context, body io.Reader, scratchDir str
 		return BackupRestore{}, ErrNotLeader
 	}
 	if last := n.raft.LastIndex(); last+restoreIndexGap/16 > index {
-		return BackupRestore{}, fmt.Errorf("restore: %d entries were written while the backup was checked; nothing was restored, try again when writes are quieter", last+restoreIndexGap-index)
+		return BackupRestore{}, fmt.Errorf("restore: %w (%d of them); nothing was restored, try again when writes are quieter", ErrRestoreRaced, last+restoreIndexGap-index)
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: index - 1, Size: size}
 	n.logger.Warn("restoring a backup: the whole registry state is replaced",

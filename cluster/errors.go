@@ -21,7 +21,7 @@ var (
 	ErrLeaderNotReady = errors.New("leader not ready yet")
 	// ErrOutcomeUnknown: leadership was lost after the command was handed to
 	// Raft; it may or may not be committed.
-	ErrOutcomeUnknown = errors.New("outcome unknown: leadership lost during the write")
+	ErrOutcomeUnknown = errors.New("outcome unknown: the change may or may not have been committed")
 	// ErrShutdown: the node is shutting down.
 	ErrShutdown = errors.New("node is shutting down")
 	// ErrEntryTooLarge: a command exceeds the maximum Raft entry size.
@@ -56,6 +56,10 @@ var (
 	// ErrConfigurationPending: Raft refused a restore while a membership
 	// change was still being committed; nothing was restored.
 	ErrConfigurationPending = errors.New("a membership change is still being committed")
+	// ErrRestoreRaced: so many entries were written while a backup was
+	// checked that the index chosen for it was no longer safe; nothing was
+	// restored, and the restore may be tried again.
+	ErrRestoreRaced = errors.New("entries were written while the backup was checked")
 )
 
 // mapRaftError turns raft's errors into this package's sentinels, keeping

@@ -119,7 +119,8 @@ func toStatus(err error) error {
 	case errors.Is(err, cluster.ErrNewLeaderUnknown):
 		// Not NO_LEADER, which tells callers nothing was applied.
 		return withReason(codes.Unavailable, err.Error(), ReasonNewLeaderUnknown)
-	case errors.Is(err, cluster.ErrConfigurationPending):
+	case errors.Is(err, cluster.ErrConfigurationPending), errors.Is(err, cluster.ErrRestoreRaced):
+		// Nothing was restored; the message says to try again.
 		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, cluster.ErrNotVoter), errors.Is(err, cluster.ErrAlreadyLeader),
 		errors.Is(err, cluster.ErrNoOtherVoter), errors.Is(err, cluster.ErrLastVoter):
