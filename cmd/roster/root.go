@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	addCompletion(root)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
@@ -112,13 +113,20 @@ command line exits 2 before anything is sent.`,
 			return cmd.Help()
 		},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if isCompletion(cmd) {
+				// Prints a script and talks to no server: a bad
+				// ROSTER_ADDR or TLS setting must not stop it.
+				return nil
+			}
 			if !cmd.Flags().Changed("token") {
 				a.token = a.tokenEnv
 			}
 			return a.parseGlobal()
 		},
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
+	// cobra's "completion bash|zsh|fish|powershell" prints a shell
+	// completion script (commands and flags).
+	root.CompletionOptions.HiddenDefaultCmd = false
 	root.SetVersionTemplate("roster {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageError{err}
@@ -292,4 +300,34 @@ func codeWords(c codes.Code) string {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// isCompletion reports whether cmd is cobra's completion command or one of
+// its shells.
+func isCompletion(cmd *cobra.Command) bool {
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Name() == "completion" && c.Parent() != nil && !c.Parent().HasParent() {
+			return true
+		}
+	}
+	return false
+}
+
+// addCompletion adds cobra's completion command now, after the root's
+// output is set (its scripts go to the output it finds when added), and
+// makes an unknown shell a usage error (cobra prints help and exits 0).
+func addCompletion(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			// Without this, an unknown shell prints help and exits 0.
+			c.Args = func(_ *cobra.Command, args []string) error {
+				if len(args) > 0 {
+					return usagef("completion: unknown shell %q: bash, zsh, fish or powershell", args[0])
+				}
+				return nil
+			}
+			c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		}
+	}
 }

@@ -68,3 +68,35 @@ func TestTokenFromEnvironmentOrFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletionScripts: "roster completion SHELL" prints a script for each
+// shell cobra supports, without reading the address or TLS settings.
+func TestCompletionScripts(t *testing.T) {
+	badEnv := func(name string) string {
+		if name == "ROSTER_ADDR" {
+			return "not an address list,,"
+		}
+		return ""
+	}
+	for shell, want := range map[string]string{
+		"bash": "__start_roster", "zsh": "#compdef roster", "fish": "complete -c roster", "powershell": "Register-ArgumentCompleter",
+	} {
+		var stdout, stderr syncBuffer
+		if code := run(context.Background(), []string{"completion", shell}, &stdout, &stderr, badEnv); code != 0 {
+			t.Fatalf("completion %s: exit %d, stderr %q", shell, code, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("completion %s: output lacks %q:\n%.300s", shell, want, stdout.String())
+		}
+	}
+	// The same environment stops any command that calls a server.
+	var stdout, stderr syncBuffer
+	if code := run(context.Background(), []string{"get", "web"}, &stdout, &stderr, badEnv); code != exitUsage {
+		t.Errorf("get with a bad ROSTER_ADDR: exit %d, want %d", code, exitUsage)
+	}
+	// An unknown shell is a usage error, not help and exit 0.
+	stderr = syncBuffer{}
+	if code := run(context.Background(), []string{"completion", "tcsh"}, &stdout, &stderr, badEnv); code != exitUsage || !strings.Contains(stderr.String(), `unknown shell "tcsh"`) {
+		t.Errorf("completion tcsh: exit %d, stderr %q; want %d naming the shell", code, stderr.String(), exitUsage)
+	}
+}
