@@ -45,6 +45,7 @@ type flags struct {
 	historyEvents     int
 	historyBytes      int
 	shutdownTimeout   time.Duration
+	configFile        string
 
 	selfPreservationThreshold float64
 	selfPreservationWindow    time.Duration
@@ -123,6 +124,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve Go's runtime profiles on the HTTP address under /debug/pprof/ (needs --http-addr; "+
 		"no token is checked there, so it cannot be combined with --acl)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
+	fs.StringVar(&f.configFile, "config-file", "", "YAML file of settings, one a flag by its name (node-id: n1); flags and ROSTER_* variables win over it; unknown keys are errors")
 	f.tls.register(fs)
 	f.acl.register(fs)
 	f.limits.register(fs)

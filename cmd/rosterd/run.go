@@ -32,7 +32,9 @@ replicates every registration through Raft; every node serves reads and
 watches, and forwards writes to the leader.
 
 Every flag can also be set as ROSTER_<FLAG> in the environment, e.g.
-ROSTER_NODE_ID=n1. A node restarted with its --data-dir rejoins with its
+ROSTER_NODE_ID=n1, or in a YAML file named by --config-file, one line a
+flag ("node-id: n1", "join: [10.0.0.1:7420, 10.0.0.2:7420]"); the command
+line wins over the environment, which wins over the file. A node restarted with its --data-dir rejoins with its
 identity and state; --initial-cluster is then ignored, and --bootstrap is
 refused (restart that node with --join).
 
@@ -66,6 +68,9 @@ that lacks the writes it had acknowledged.`,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			if err := applyConfigFile(cmd, f.configFile); err != nil {
 				return err
 			}
 			f.httpAddrSet = cmd.Flags().Changed("http-addr")

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// withConfigFile parses args as rosterd would, then applies the
+// environment and a config file holding text.
+func withConfigFile(t *testing.T, text string, args ...string) (*flags, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "rosterd.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := &flags{}
+	cmd := &cobra.Command{Use: "rosterd"}
+	f.register(cmd.Flags())
+	if err := cmd.Flags().Parse(append(args, "--config-file", path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(cmd); err != nil {
+		t.Fatal(err)
+	}
+	return f, applyConfigFile(cmd, f.configFile)
+}
+
+func TestConfigFileSetsFlags(t *testing.T) {
+	f, err := withConfigFile(t, `
+# a node of a 3-node cluster
+node-id: n2
+data-dir: /var/lib/roster
+grpc-addr: 10.0.0.2:7420
+join: [10.0.0.1:7420, "[::1]:7420"]
+raft-timeout-scale: 2.5
+acl: true
+shutdown-timeout: 30s
+max-instances-per-service: 500
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.nodeID != "n2" || f.dataDir != "/var/lib/roster" || f.grpcAddr != "10.0.0.2:7420" ||
+		f.join != "10.0.0.1:7420,[::1]:7420" || f.raftTimeoutScale != 2.5 || !f.acl.enabled ||
+		f.shutdownTimeout != 30*time.Second || f.limits.maxInstancesPerService != 500 {
+		t.Fatalf("settings not applied: %+v", f)
+	}
+}
+
+func TestConfigFileLosesToFlagsAndEnvironment(t *testing.T) {
+	t.Setenv("ROSTER_DATA_DIR", "/from/env")
+	f, err := withConfigFile(t, "node-id: from-file\ndata-dir: /from/file\nlog-level: debug\n", "--node-id", "from-flag")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.nodeID != "from-flag" || f.dataDir != "/from/env" || f.logLevel != "debug" {
+		t.Fatalf("node-id %q data-dir %q log-level %q; want the flag's, the environment's and the file's", f.nodeID, f.dataDir, f.logLevel)
+	}
+}
+
+func TestConfigFileErrorsNameTheLine(t *testing.T) {
+	tests := []struct{ name, text, want string }{
+		{"misspelt key", "node-id: n1\nnode_id: n1\n", `line 2: unknown setting "node_id"; did you mean node-id?`},
+		{"unknown key", "colour: blue\n", `line 1: unknown setting "colour" (see rosterd --help`},
+		{"twice", "acl: true\nacl: false\n", "line 2: acl is set twice (first on line 1)"},
+		{"bad value", "node-id: n1\nshutdown-timeout: soon\n", `line 2: shutdown-timeout: invalid argument "soon"`},
+		{"map value", "acl:\n  enabled: true\n", "line 2: acl: want a value or a list of values, not a map"},
+		{"no value", "node-id:\n", "line 1: node-id: no value"},
+		{"comma in a list entry", "join: [\"a:1,b:2\", c:3]\n", `list entry "a:1,b:2" holds a comma`},
+		{"itself", "config-file: other.yaml\n", "config-file cannot be set in a config file"},
+		{"not a map", "- node-id\n", "want settings as"},
+		{"two documents", "node-id: n1\n---\nnode-id: n2\n", "line 3: a second YAML document"},
+		{"not YAML", "node-id: [n1\n", "not YAML"},
+	}
+	for _, tt := range tests {
+		_, err := withConfigFile(t, tt.text)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error %v, want one containing %q", tt.name, err, tt.want)
+			continue
+		}
+		if _, ok := err.(usageError); !ok {
+			t.Errorf("%s: %T is not a usage error", tt.name, err)
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error spans lines: %q", tt.name, err)
+		}
+	}
+}
+
+func TestConfigFileEmptyOrMissing(t *testing.T) {
+	f, err := withConfigFile(t, "# nothing yet\n")
+	if err != nil || f.nodeID != "" {
+		t.Fatalf("empty file: %v, node-id %q", err, f.nodeID)
+	}
+	cmd := &cobra.Command{Use: "rosterd"}
+	(&flags{}).register(cmd.Flags())
+	if err := applyConfigFile(cmd, filepath.Join(t.TempDir(), "absent.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestEditDistanceAtMostOne(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want bool
+	}{
+		{"node-id", "node-id", true}, {"node-id", "node_id", true}, {"node-id", "nodeid", true},
+		{"node-id", "node-idx", true}, {"node-id", "nod_id", false}, {"acl", "", false}, {"", "", true}, {"a", "", true},
+	} {
+		if got := editDistanceAtMostOne(tt.a, tt.b); got != tt.want {
+			t.Errorf("editDistanceAtMostOne(%q, %q) = %v", tt.a, tt.b, got)
+		}
+	}
+}
