@@ -142,8 +142,28 @@ func TestACLConsulAPI(t *testing.T) {
 	if _, ok := svcs["web"]; !ok || len(svcs) != 1 {
 		t.Fatalf("read-only token sees %v, want web only", svcs)
 	}
-	if _, _, err := client(ro).Health().Service("api", "", false, nil); err == nil || !strings.Contains(err.Error(), "403") {
-		t.Fatalf("api with a web token: %v", err)
+	// A service the token may not read is an empty list marked as
+	// filtered, as in Consul: the answer does not say whether it exists.
+	for _, svc := range []string{"api", "absent"} {
+		entries, meta, err := client(ro).Health().Service(svc, "", false, nil)
+		if err != nil || len(entries) != 0 || !meta.ResultsFilteredByACLs || !meta.KnownLeader {
+			t.Fatalf("health of %s with a web token: %v, %d entries, meta %+v; want [] filtered by ACLs", svc, err, len(entries), meta)
+		}
+		listed, meta, err := client(ro).Catalog().Service(svc, "", nil)
+		if err != nil || len(listed) != 0 || !meta.ResultsFilteredByACLs {
+			t.Fatalf("catalog of %s with a web token: %v, %d entries, meta %+v; want [] filtered by ACLs", svc, err, len(listed), meta)
+		}
+	}
+	// A blocking query for it answers once its wait is over, with the
+	// index it gave, so a client's loop does not spin.
+	start := time.Now()
+	_, meta, err := client(ro).Health().Service("api", "", false, &consul.QueryOptions{WaitIndex: 7, WaitTime: 300 * time.Millisecond})
+	if err != nil || meta.LastIndex != 7 || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("blocking health of api with a web token: %v, index %d after %s; want index 7 after the wait", err, meta.LastIndex, time.Since(start))
+	}
+	// An unknown token is refused outright, as in Consul.
+	if _, _, err := client("00000000-0000-4000-8000-000000000000").Health().Service("api", "", false, nil); err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "ACL token not found") {
+		t.Fatalf("api with an unknown token: %v", err)
 	}
 	if code, out := do(t, "GET", base+"/v1/health/service/web?token="+ro, "", nil); code != http.StatusOK || !strings.Contains(out, "w1") {
 		t.Fatalf("?token=: %d %s", code, out)
@@ -151,8 +171,8 @@ func TestACLConsulAPI(t *testing.T) {
 	if code, out := do(t, "GET", base+"/v1/health/service/web", "", map[string]string{"Authorization": "Bearer " + ro}); code != http.StatusOK {
 		t.Fatalf("Authorization: %d %s", code, out)
 	}
-	if code, out := do(t, "GET", base+"/v1/health/service/web", "", nil); code != http.StatusForbidden || !strings.Contains(out, "Permission denied") {
-		t.Fatalf("anonymous: %d %s", code, out)
+	if code, out := do(t, "GET", base+"/v1/health/service/web", "", nil); code != http.StatusOK || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("anonymous: %d %s, want an empty list", code, out)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
 )
 
 // Consul's health status names.
@@ -288,6 +289,38 @@ func hasTagsFold(have, want []string) bool {
 	return true
 }
 
+// hiddenByACL reports whether err is the caller's token's rules refusing
+// to read a service (not an unknown token, which stays a 403 as in Consul).
+func hiddenByACL(err error) bool {
+	return status.Code(err) == codes.PermissionDenied && rpc.Reason(err) == rpc.ReasonACLDenied
+}
+
+// hidden answers a query for a service the caller's token may not read as
+// Consul does: an empty list marked X-Consul-Results-Filtered-By-ACLs, so
+// the answer does not say whether the service exists. A blocking query
+// gets it once its wait runs out, as nothing the token may see can change
+// (answering at once would spin a client's query loop). The index is the
+// one asked for (1 at first), and whether a leader is known comes from
+// this node's open Status.
+func (c *consulAPI) hidden(w http.ResponseWriter, r *http.Request, sq *serviceQuery) {
+	if sq.opts.index > 0 {
+		t := time.NewTimer(sq.opts.wait)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	hdr := &rosterv1.ResponseHeader{}
+	if st, err := c.h.cluster.Status(r.Context(), &rosterv1.StatusRequest{}); err == nil {
+		hdr.LeaderId, hdr.LastContact = st.LeaderId, st.LastContact
+	}
+	w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
+	setQueryMeta(w, sq.opts.index, hdr)
+	writeJSON(w, http.StatusOK, []struct{}{})
+}
+
 // healthService serves GET /v1/health/service/:service.
 func (c *consulAPI) healthService(w http.ResponseWriter, r *http.Request) {
 	sq, err := c.parseServiceQuery(r, healthSelectors)
@@ -296,6 +329,10 @@ func (c *consulAPI) healthService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, err := c.get(r.Context(), sq)
+	if hiddenByACL(err) {
+		c.hidden(w, r, sq)
+		return
+	}
 	if err != nil {
 		writeConsulError(w, err)
 		return
@@ -328,6 +365,10 @@ func (c *consulAPI) catalogService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, err := c.get(r.Context(), sq)
+	if hiddenByACL(err) {
+		c.hidden(w, r, sq)
+		return
+	}
 	if err != nil {
 		writeConsulError(w, err)
 		return

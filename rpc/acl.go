@@ -72,8 +72,10 @@ func callerSecret(ctx context.Context) string {
 // errPermissionDenied is the start of every ACL refusal.
 var errPermissionDenied = errors.New("permission denied")
 
+// denied is a refusal by the caller's token's rules (reason
+// ACL_DENIED); an unknown token is refused with ACL_TOKEN_NOT_FOUND.
 func denied(format string, args ...any) error {
-	return status.Errorf(codes.PermissionDenied, "%v: %s", errPermissionDenied, fmt.Sprintf(format, args...))
+	return withReason(codes.PermissionDenied, fmt.Sprintf("%v: %s", errPermissionDenied, fmt.Sprintf(format, args...)), ReasonACLDenied)
 }
 
 // caller is the resolved token of one call.
@@ -92,7 +94,7 @@ func (s *Server) resolve(ctx context.Context) (*caller, error) {
 	}
 	t := s.node.Store().View().TokenBySecret(acl.HashSecret(secret))
 	if t == nil {
-		return nil, denied("ACL token not found")
+		return nil, withReason(codes.PermissionDenied, errPermissionDenied.Error()+": ACL token not found", ReasonACLTokenNotFound)
 	}
 	var rules []acl.Rule
 	for _, r := range t.Rules {

@@ -43,6 +43,12 @@ const (
 	// leader had been heard from when the wait for one ended. Not a reason
 	// to transfer again: the election may still be under way.
 	ReasonNewLeaderUnknown = "NEW_LEADER_UNKNOWN"
+	// ReasonACLDenied: the caller's token does not allow the call
+	// (PermissionDenied).
+	ReasonACLDenied = "ACL_DENIED"
+	// ReasonACLTokenNotFound: the call carried a token this node does not
+	// know (PermissionDenied).
+	ReasonACLTokenNotFound = "ACL_TOKEN_NOT_FOUND"
 )
 
 // errNoSuchStream: RequestProgress named no open watch stream.
