@@ -202,6 +202,23 @@ func (p *Policy) AllowEveryService(namespace string, need Access) bool {
 	return true
 }
 
+// AllowSomeService reports whether the policy allows need on at least one
+// service name of namespace: some rule that applies there allows it, and
+// the service named by that rule's prefix keeps it. (It may miss a policy
+// that allows only longer names under a prefix whose own name is denied;
+// it never says yes when no name is allowed.)
+func (p *Policy) AllowSomeService(namespace string, need Access) bool {
+	for _, r := range p.rules {
+		if r.Resource != "service" || (r.Namespace != "" && r.Namespace != namespace) || !r.Access.allows(need) {
+			continue
+		}
+		if p.Service(namespace, r.Prefix).allows(need) {
+			return true
+		}
+	}
+	return false
+}
+
 // Allow reports whether the policy allows need on resource "operator" or "acl".
 func (p *Policy) Allow(resource string, need Access) bool {
 	best := None

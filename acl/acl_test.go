@@ -103,3 +103,27 @@ func TestAllowEveryServiceAndResources(t *testing.T) {
 		t.Error("management allows everything")
 	}
 }
+
+func TestAllowSomeService(t *testing.T) {
+	for _, tc := range []struct {
+		rules []string
+		ns    string
+		need  Access
+		want  bool
+	}{
+		{[]string{"service:web:read"}, "default", Read, true},
+		{[]string{"service:web:read"}, "default", Write, false},
+		{[]string{"service::read", "service::deny"}, "default", Read, false},
+		{[]string{"service::read", "service:web:deny"}, "default", Read, true},
+		{[]string{"service:api:write", "service:api:deny"}, "default", Read, false},
+		{[]string{"namespace:other:service:web:read"}, "default", Read, false},
+		{[]string{"namespace:other:service:web:read"}, "other", Read, true},
+		{[]string{"service:web:read", "namespace:other:service::deny"}, "other", Read, false},
+		{[]string{"operator:write", "acl:write"}, "default", Read, false},
+		{nil, "default", Read, false},
+	} {
+		if got := policy(t, tc.rules...).AllowSomeService(tc.ns, tc.need); got != tc.want {
+			t.Errorf("%v in %s, %v: %v, want %v", tc.rules, tc.ns, tc.need, got, tc.want)
+		}
+	}
+}

@@ -161,6 +161,18 @@ func TestACLConsulAPI(t *testing.T) {
 	if err != nil || meta.LastIndex != 7 || time.Since(start) < 300*time.Millisecond {
 		t.Fatalf("blocking health of api with a web token: %v, index %d after %s; want index 7 after the wait", err, meta.LastIndex, time.Since(start))
 	}
+	// A token that may read no service gets an empty catalog; a blocking
+	// query of it answers once its wait is over (nothing it may see can
+	// change).
+	svcs, meta, err = client("").Catalog().Services(nil)
+	if err != nil || len(svcs) != 0 {
+		t.Fatalf("anonymous catalog: %v, %v", svcs, err)
+	}
+	start = time.Now()
+	svcs, _, err = client("").Catalog().Services(&consul.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 300 * time.Millisecond})
+	if err != nil || len(svcs) != 0 || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("blocking anonymous catalog: %v, %v after %s; want nothing after the wait", svcs, err, time.Since(start))
+	}
 	// An unknown token is refused outright, as in Consul.
 	if _, _, err := client("00000000-0000-4000-8000-000000000000").Health().Service("api", "", false, nil); err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "ACL token not found") {
 		t.Fatalf("api with an unknown token: %v", err)

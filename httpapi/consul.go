@@ -47,10 +47,6 @@ type consulAPI struct {
 	scans map[string]*idScan
 	// clock, when set (tests), replaces time.Now for the indexes' age.
 	clock func() time.Time
-
-	// relists are the shared relisting loops of blocking catalog/services
-	// queries of tokens that may read only some services (waitReadable).
-	relists relists
 }
 
 // mountConsul adds the Consul-compatible routes to h's mux.

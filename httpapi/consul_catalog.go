@@ -435,10 +435,12 @@ func (c *consulAPI) catalogServices(w http.ResponseWriter, r *http.Request) {
 }
 
 // waitNamespace blocks until a change to the namespace after opts.index,
-// or opts.wait, through a Registry.Watch stream from that revision. A
-// token that may not watch the whole namespace waits for a change to what
-// it may read instead (waitReadable), as Consul filters rather than
-// refuses.
+// or opts.wait, through a Registry.Watch stream from that revision. For a
+// token that may read only some services of the namespace the watch leaves
+// the others out (as Consul filters rather than refuses), so it wakes only
+// for what the answer can show. A token that may read no service of it is
+// refused the watch; nothing it may see can change, so it waits out the
+// wait and is answered the empty list.
 func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, opts.wait)
 	defer cancel()
@@ -462,116 +464,16 @@ func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOpti
 			return nil
 		case errors.Is(err, io.EOF):
 			return nil
-		case status.Code(err) == codes.PermissionDenied:
-			return c.waitReadable(ctx, ns, opts)
+		case hiddenByACL(err):
+			<-ctx.Done()
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil
+			}
+			return ctx.Err()
 		default:
 			return err
 		}
 	}
-}
-
-// waitReadable blocks, for a token that may read some services of the
-// namespace but not all, until one it may read changes after opts.index,
-// one it may read appears or goes, or ctx's wait runs out. Every call is
-// made with the caller's token, so the wait learns nothing the caller could
-// not read itself: a list of what it may read now, a watch of each service
-// in that list from opts.index, and the list again every
-// consulRelistInterval (shared by the queries waiting with the same token,
-// relists), which ends the wait when it differs from the first. A watch
-// the node ends (the watcher limit) leaves the list to notice changes.
-//
-// A service the caller may read that lost its last instance after
-// opts.index but before the first list is in the client's answer and in
-// no list here, so neither a watch nor a relist would see it go. Which
-// services the client was answered at opts.index is not known here; the
-// store knows only when a service (any service) last lost its last
-// instance. When that is after opts.index the query answers at once. That
-// may be for a service the caller may not read: an answer that did not
-// change, which Consul's blocking queries allow, and the next query's
-// index is past it.
-func (c *consulAPI) waitReadable(ctx context.Context, ns string, opts queryOptions) error {
-	list := func(ctx context.Context) (*rosterv1.ListServicesResponse, error) {
-		return c.h.registry.ListServices(ctx, &rosterv1.ListServicesRequest{
-			Namespace: ns, WithTags: true,
-			Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE},
-		})
-	}
-	first, err := list(ctx)
-	if err != nil {
-		return waitEnded(ctx, err)
-	}
-	if first.ExtinctRevision > opts.index {
-		return nil
-	}
-	changed := make(chan error, 1)
-	if len(first.Services) > 0 {
-		stream, err := c.h.registry.WatchMany(ctx)
-		if err != nil {
-			return waitEnded(ctx, err)
-		}
-		for i, sv := range first.Services {
-			if err := stream.Send(&rosterv1.WatchManyRequest{Action: &rosterv1.WatchManyRequest_Create{Create: &rosterv1.WatchCreate{
-				WatchId: uint64(i + 1),
-				Request: &rosterv1.WatchRequest{
-					Namespace: ns, Service: sv.Service, StartRevision: opts.index,
-					ProgressInterval: durationpb.New(time.Minute), OmitPrevInstance: true,
-				},
-			}}}); err != nil {
-				break // Recv returns why
-			}
-		}
-		go func() {
-			for {
-				m, err := stream.Recv()
-				if err != nil {
-					changed <- err
-					return
-				}
-				if r := m.GetResponse(); r != nil && (len(r.Events) > 0 || r.Reset_) {
-					changed <- nil
-					return
-				}
-			}
-		}()
-	}
-	relist := c.relists.join(ctx, ns, list)
-	defer c.relists.leave(relist)
-	for {
-		select {
-		case err := <-changed:
-			return waitEnded(ctx, err)
-		case <-relist.changed():
-			now, err := relist.latest()
-			if err != nil {
-				return waitEnded(ctx, err)
-			}
-			// A list the loop took before this query's first says nothing
-			// about what changed since.
-			if now.GetHeader().GetRevision() >= first.GetHeader().GetRevision() && !sameServices(first.Services, now.Services) {
-				return nil
-			}
-		case <-ctx.Done():
-			return waitEnded(ctx, ctx.Err())
-		}
-	}
-}
-
-// waitEnded is what a blocking query's wait that ended with err answers:
-// nothing when its wait ran out (the query answers with what is there, as
-// Consul does), else err.
-func waitEnded(ctx context.Context, err error) error {
-	if err == nil || errors.Is(err, io.EOF) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return nil
-	}
-	return err
-}
-
-// sameServices reports whether two lists name the same services with the
-// same tags: what /v1/catalog/services answers.
-func sameServices(a, b []*rosterv1.ServiceSummary) bool {
-	return slices.EqualFunc(a, b, func(x, y *rosterv1.ServiceSummary) bool {
-		return x.Namespace == y.Namespace && x.Service == y.Service && slices.Equal(x.Tags, y.Tags)
-	})
 }
 
 // agentSelf serves GET /v1/agent/self with what clients read from it:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -315,8 +316,9 @@ func (s *Server) aclStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 	return denied("%s is not allowed %s", c.name, info.FullMethod)
 }
 
-// watch checks a watch's request: read on its service, or on every
-// service of its namespace when it names none.
+// watch checks a watch's request: read on its service; for a watch of a
+// whole namespace, read on some service of it. A token that may read only
+// some of the namespace's services watches those (watchFilter).
 func (c *caller) watch(r *rosterv1.WatchRequest) error {
 	if r.Service != "" {
 		return c.service(r.Namespace, r.Service, acl.Read)
@@ -325,23 +327,63 @@ func (c *caller) watch(r *rosterv1.WatchRequest) error {
 	if ns == "" {
 		ns = store.DefaultNamespace
 	}
-	if !c.policy.AllowEveryService(ns, acl.Read) {
-		return denied("%s lacks service::read in namespace %s (a watch of a whole namespace needs read on every service in it)", c.name, ns)
+	if !c.policy.AllowSomeService(ns, acl.Read) {
+		return denied("%s may read no service of namespace %s (a watch of a whole namespace needs read on some service in it)", c.name, ns)
 	}
 	return nil
 }
 
-// authorizeWatch checks one watch of a WatchMany stream as aclStream checks
-// a Watch stream's request.
-func (s *Server) authorizeWatch(ctx context.Context, r *rosterv1.WatchRequest) error {
-	if !s.opts.ACL.Enabled {
+// watchFilter returns, for a watch of a whole namespace by a token that
+// may read only some of its services, the test its events and resets pass
+// through: the services the token may not read are left out, as if they
+// did not exist (Consul's filtering). It is nil when nothing is left out.
+// The token's rules are read once, when the watch starts, as every watch's
+// check is.
+func (c *caller) watchFilter(r *rosterv1.WatchRequest) func(service string) bool {
+	ns := r.Namespace
+	if ns == "" {
+		ns = store.DefaultNamespace
+	}
+	if r.Service != "" || c.policy.AllowEveryService(ns, acl.Read) {
 		return nil
+	}
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	return func(service string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		ok, known := seen[service]
+		if !known {
+			ok = c.policy.AllowService(ns, service, acl.Read)
+			if len(seen) < maxFilterMemo {
+				seen[service] = ok
+			}
+		}
+		return ok
+	}
+}
+
+// maxFilterMemo bounds the services a watch filter remembers its answer
+// for; past it, it asks the policy each time.
+const maxFilterMemo = 4096
+
+// authorizeWatch checks one watch (of a Watch stream or a WatchMany
+// stream) as aclStream checks a Watch stream's request, and returns its
+// filter (watchFilter), nil when ACLs are off or the watch sees all it
+// asks for. A watch's filter is read by one goroutine at a time: the
+// watch's own, or its stream's group reader while the watch is parked.
+func (s *Server) authorizeWatch(ctx context.Context, r *rosterv1.WatchRequest) (func(string) bool, error) {
+	if !s.opts.ACL.Enabled {
+		return nil, nil
 	}
 	c, err := s.resolve(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return c.watch(r)
+	if err := c.watch(r); err != nil {
+		return nil, err
+	}
+	return c.watchFilter(r), nil
 }
 
 // checkedPerMessage reports whether the stream method's requests are

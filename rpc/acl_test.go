@@ -271,11 +271,114 @@ func TestACLDenyAndFiltering(t *testing.T) {
 			t.Fatalf("watch web: %v", err)
 		}
 		wantDenied(t, open(webOnly, &rosterv1.WatchRequest{Service: "api"}), "lacks service:api:read")
-		wantDenied(t, open(webOnly, &rosterv1.WatchRequest{}), "lacks service::read in namespace default")
-		if err := open(all, &rosterv1.WatchRequest{}); err != nil {
-			t.Fatalf("namespace watch with service::read: %v", err)
+		// A namespace watch needs read on some service of it; what the
+		// token may not read is left out (TestACLNamespaceWatchLeavesOut...).
+		for _, secret := range []string{webOnly, all, deny} {
+			if err := open(secret, &rosterv1.WatchRequest{}); err != nil {
+				t.Fatalf("namespace watch: %v", err)
+			}
 		}
-		wantDenied(t, open(deny, &rosterv1.WatchRequest{}), "lacks service::read")
+		wantDenied(t, open(eq, &rosterv1.WatchRequest{}), "may read no service of namespace default")
+		wantDenied(t, open(eq, &rosterv1.WatchRequest{Namespace: "other"}), "may read no service of namespace other")
+	}
+}
+
+// TestACLNamespaceWatchLeavesOutUnreadableServices: a token that may read
+// only some services of a namespace watches the namespace as if the others
+// did not exist, through Watch and WatchMany alike: its reset lists only
+// what it may read, and so do the events after it; a token that may read
+// everything sees everything on the same stream kind.
+func TestACLNamespaceWatchLeavesOutUnreadableServices(t *testing.T) {
+	c := aclCluster(t, nil)
+	leader := c.WaitLeader()
+	mgmt := withToken(testcluster.Ctx(t), bootSecret)
+	for _, svc := range []string{"web", "api", "webhook"} {
+		if err := register(mgmt, leader, svc, "i1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// web and webhook by prefix, less webhook's writes' reads: deny wins.
+	narrow := createToken(t, leader, "service:web:read", "service:webhook:deny")
+	all := createToken(t, leader, "service::read")
+	waitTokens(t, c, narrow, all)
+	f := c.Followers()[0]
+
+	// keys gathers the instance keys of messages until one at or past rev.
+	type recv func() (events []*rosterv1.Event, rev uint64, reset bool)
+	keys := func(next recv, rev uint64) (resetKeys, eventKeys []string) {
+		for {
+			evs, at, reset := next()
+			for _, e := range evs {
+				k := e.Instance.Service + "/" + e.Instance.Id
+				if reset {
+					resetKeys = append(resetKeys, k)
+				} else {
+					eventKeys = append(eventKeys, k)
+				}
+			}
+			if !reset && at >= rev {
+				return resetKeys, eventKeys
+			}
+		}
+	}
+	watchOne := func(ctx context.Context) recv {
+		st, err := f.Registry().Watch(ctx, &rosterv1.WatchRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() ([]*rosterv1.Event, uint64, bool) {
+			m, err := st.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m.Events, m.Revision, m.Reset_
+		}
+	}
+	watchMany := func(ctx context.Context) recv {
+		st, err := f.Registry().WatchMany(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&rosterv1.WatchManyRequest{Action: &rosterv1.WatchManyRequest_Create{
+			Create: &rosterv1.WatchCreate{WatchId: 1, Request: &rosterv1.WatchRequest{}}}}); err != nil {
+			t.Fatal(err)
+		}
+		return func() ([]*rosterv1.Event, uint64, bool) {
+			m, err := st.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Ended != nil {
+				t.Fatalf("watch ended: %v", status.FromProto(m.Ended).Err())
+			}
+			r := m.Response
+			return r.GetEvents(), r.GetRevision(), r.GetReset_()
+		}
+	}
+	for name, open := range map[string]func(context.Context) recv{"Watch": watchOne, "WatchMany": watchMany} {
+		ctx, cancel := context.WithCancel(testcluster.Ctx(t))
+		narrowNext := open(withToken(ctx, narrow))
+		allNext := open(withToken(ctx, all))
+		var rev uint64
+		for _, svc := range []string{"api", "webhook", "web"} {
+			resp, err := leader.Registry().Register(mgmt, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{
+				Service: svc, Id: name, Address: "10.0.0.1", Port: 80}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rev = resp.Revision
+		}
+		gotReset, gotEvents := keys(narrowNext, rev)
+		if r, e := strings.Join(gotReset, ","), strings.Join(gotEvents, ","); !strings.Contains(r, "web/i1") || strings.Contains(r+e, "api") || strings.Contains(r+e, "webhook") ||
+			!strings.Contains(r+","+e, "web/"+name) {
+			t.Fatalf("%s, narrow token: reset %v, events %v; want web's instances only", name, gotReset, gotEvents)
+		}
+		gotReset, gotEvents = keys(allNext, rev)
+		if r, e := strings.Join(gotReset, ",")+","+strings.Join(gotEvents, ","), 0; !strings.Contains(r, "api/i1") || !strings.Contains(r, "webhook/i1") ||
+			!strings.Contains(r, "api/"+name) || !strings.Contains(r, "webhook/"+name) || e != 0 {
+			t.Fatalf("%s, service::read: reset %v, events %v; want every service", name, gotReset, gotEvents)
+		}
+		cancel()
 	}
 }
 

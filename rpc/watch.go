@@ -216,6 +216,9 @@ type watcher struct {
 	progress    time.Duration
 	maxLag      int
 	batch       int
+	// readable, when set, leaves out the services the watch's token may
+	// not read (a namespace watch of a narrow token; acl.go watchFilter).
+	readable func(service string) bool
 }
 
 type outMsg struct {
@@ -235,6 +238,10 @@ type outMsg struct {
 func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingServer[rosterv1.WatchResponse]) error {
 	w, err := s.newWatcher(req)
 	if err != nil {
+		return err
+	}
+	// aclStream checked the request; this gets its filter.
+	if w.readable, err = s.authorizeWatch(stream.Context(), req); err != nil {
 		return err
 	}
 	s.watch.streams.Add(1)
@@ -507,7 +514,8 @@ func (s *Server) newWatcher(req *rosterv1.WatchRequest) (*watcher, error) {
 }
 
 func (w *watcher) match(k store.Key) bool {
-	return k.Namespace == w.namespace && (w.service == "" || k.Service == w.service)
+	return k.Namespace == w.namespace && (w.service == "" || k.Service == w.service) &&
+		(w.readable == nil || w.readable(k.Service))
 }
 
 // reset returns the watcher's complete state at the store's current
@@ -519,6 +527,9 @@ func (w *watcher) reset() (*rosterv1.WatchResponse, uint64, error) {
 	rev := view.Revision()
 	out := &rosterv1.WatchResponse{Header: w.s.header(rev), Reset_: true, Revision: rev}
 	add := func(inst *store.Instance) bool {
+		if w.readable != nil && !w.readable(inst.Service) {
+			return true
+		}
 		if !w.healthyOnly || inst.Healthy() {
 			out.Events = append(out.Events, &rosterv1.Event{
 				Type: rosterv1.Event_TYPE_PUT, Revision: inst.ModRevision, Instance: toAPIInstance(inst),

@@ -59,8 +59,12 @@ type parking struct {
 type memoKey struct {
 	namespace, service    string
 	healthyOnly, omitPrev bool
-	batch                 int
-	pos                   uint64
+	// filtered: the watch leaves out services its token may not read.
+	// Every watch of one stream has the same token, so those of one
+	// namespace share one filter.
+	filtered bool
+	batch    int
+	pos      uint64
 }
 
 type memoMsg struct {
@@ -229,7 +233,8 @@ func (g *watchGroup) pass() {
 // pass that ask the same at the same position; last is 0 when the watch
 // is caught up.
 func (g *watchGroup) read(w *watcher, pos uint64) memoMsg {
-	k := memoKey{namespace: w.namespace, service: w.service, healthyOnly: w.healthyOnly, omitPrev: w.omitPrev, batch: w.batch, pos: pos}
+	k := memoKey{namespace: w.namespace, service: w.service, healthyOnly: w.healthyOnly, omitPrev: w.omitPrev, batch: w.batch, pos: pos,
+		filtered: w.readable != nil}
 	if m, ok := g.memo[k]; ok {
 		return m
 	}

@@ -509,7 +509,7 @@ func (s *Server) serveOneOfMany(ctx context.Context, client, conn string, req *r
 	if err != nil {
 		return err
 	}
-	if err := s.authorizeWatch(ctx, req); err != nil {
+	if w.readable, err = s.authorizeWatch(ctx, req); err != nil {
 		return err
 	}
 	if !exempt(ctx, rosterv1.Registry_WatchMany_FullMethodName) {
