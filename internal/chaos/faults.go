@@ -18,7 +18,7 @@ import (
 // fault table in RELIABILITY.md (repository root); keep the two in step.
 var FaultNames = []string{
 	"crash-leader", "crash-follower",
-	"pause-leader", "pause-leader-long", "pause-follower", "stale-read",
+	"pause-leader", "pause-follower", "pause-leader-long", "stale-read",
 	"partition-leader", "partition-follower", "partition-bridge",
 	"slow-net",
 	"snapshot-catchup",
