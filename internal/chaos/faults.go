@@ -304,8 +304,12 @@ func (f *faulter) pauseLeaderLong(ctx context.Context, l *node) (string, error) 
 	}
 	// Let the resumed node answer what it had queued, and the owners see it.
 	sleep(ctx, 2*time.Second)
-	return fmt.Sprintf("SIGSTOP leader %s for %s (TTL %s, %d KeepAlive streams on it), then SIGCONT; stream renewals sent to it while stopped: %s",
-		l.id, d.Round(time.Millisecond), f.cfg.TTL, streams, f.w.streamRenewals(l, from, to)), nil
+	stop, cont := "SIGSTOP", "SIGCONT"
+	if f.c.docker {
+		stop, cont = "docker pause", "docker unpause"
+	}
+	return fmt.Sprintf("%s leader %s for %s (TTL %s, %d KeepAlive streams on it), then %s; stream renewals sent to it while stopped: %s",
+		stop, l.id, d.Round(time.Millisecond), f.cfg.TTL, streams, cont, f.w.streamRenewals(l, from, to)), nil
 }
 
 // staleRead is the deposed-leader scenario: pause the leader past the
