@@ -49,6 +49,7 @@ func run() int {
 	fs.IntVar(&cfg.Clients, "clients", 5, "recorded clients")
 	fs.IntVar(&cfg.Watchers, "watchers", 3, "watchers (plus one slow watcher)")
 	fs.IntVar(&cfg.Leased, "leased", 4, "TTL instances kept alive by heartbeats (negative: none)")
+	fs.IntVar(&cfg.Streamed, "streamed", 4, "TTL instances kept alive over KeepAlive streams, as the Go SDK does (negative: none)")
 	fs.DurationVar(&cfg.TTL, "ttl", 8*time.Second, "TTL of the leased instances (long against the 1s election timeout)")
 	fs.DurationVar(&cfg.Warmup, "warmup", 5*time.Second, "workload before the first fault")
 	fs.DurationVar(&cfg.Settle, "settle", 5*time.Second, "workload after the last heal")

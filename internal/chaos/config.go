@@ -46,6 +46,10 @@ type Config struct {
 	// Leased instances, each with a heartbeating owner, and their TTL.
 	Leased int
 	TTL    time.Duration
+	// Streamed leased instances, each renewed by its owner over KeepAlive
+	// streams (negative: none). Leased plus Streamed stays below rosterd's
+	// self-preservation minimum of 10 leases, so expiries are never held.
+	Streamed int
 	// Faults to choose from ("all" or names; see FaultNames).
 	Faults []string
 	// Scenario "random" injects random faults; "stale-read" repeats the
@@ -109,6 +113,11 @@ func (c *Config) defaults() {
 		c.Leased = 0
 	} else if c.Leased == 0 {
 		c.Leased = 4
+	}
+	if c.Streamed < 0 {
+		c.Streamed = 0
+	} else if c.Streamed == 0 {
+		c.Streamed = 4
 	}
 	if c.TTL <= 0 {
 		c.TTL = 8 * time.Second

@@ -18,7 +18,7 @@ import (
 // fault table in RELIABILITY.md (repository root); keep the two in step.
 var FaultNames = []string{
 	"crash-leader", "crash-follower",
-	"pause-leader", "pause-follower", "stale-read",
+	"pause-leader", "pause-follower", "pause-leader-long", "stale-read",
 	"partition-leader", "partition-follower", "partition-bridge",
 	"slow-net",
 	"snapshot-catchup",
@@ -197,6 +197,9 @@ func (f *faulter) inject(ctx context.Context, name string) (string, error) {
 		d := f.hold(ctx, electionWait, 2*electionWait)
 		return fmt.Sprintf("SIGSTOP %s for %s, then SIGCONT", n.id, d.Round(time.Millisecond)), f.c.resume(n)
 
+	case "pause-leader-long":
+		return f.pauseLeaderLong(ctx, l)
+
 	case "stale-read":
 		return f.staleRead(ctx, l)
 
@@ -279,6 +282,34 @@ func (f *faulter) inject(ctx context.Context, name string) (string, error) {
 			d.Round(time.Millisecond), burst, f.w.slowCuts.Load()-before), nil
 	}
 	return name, fmt.Errorf("unknown fault %q", name)
+}
+
+// pauseLeaderLong stops the leader for longer than the TTL while the lease
+// owners go on renewing, over KeepAlive streams too: the streams connected
+// to it queue their renewals, a newer leader expires those instances, and
+// when the old leader resumes it must not acknowledge what was queued
+// (checker X judges every acknowledged renewal from its send time). The
+// detail says what became of the renewals sent to it while it was stopped.
+func (f *faulter) pauseLeaderLong(ctx context.Context, l *node) (string, error) {
+	streams := f.w.streamsOn(l)
+	if err := f.c.pause(l); err != nil {
+		return "SIGSTOP " + l.id, err
+	}
+	from := f.rec.now()
+	lo, hi := longPause(f.cfg.TTL)
+	d := f.hold(ctx, lo, hi)
+	to := f.rec.now()
+	if err := f.c.resume(l); err != nil {
+		return "SIGCONT " + l.id, err
+	}
+	// Let the resumed node answer what it had queued, and the owners see it.
+	sleep(ctx, 2*time.Second)
+	stop, cont := "SIGSTOP", "SIGCONT"
+	if f.c.docker {
+		stop, cont = "docker pause", "docker unpause"
+	}
+	return fmt.Sprintf("%s leader %s for %s (TTL %s, %d KeepAlive streams on it), then %s; stream renewals sent to it while stopped: %s",
+		stop, l.id, d.Round(time.Millisecond), f.cfg.TTL, streams, cont, f.w.streamRenewals(l, from, to)), nil
 }
 
 // staleRead is the deposed-leader scenario: pause the leader past the

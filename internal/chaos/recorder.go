@@ -52,6 +52,9 @@ func (r *recorder) add(op checker.Op) {
 	if op.Node == viaSDK.id {
 		kind += "(sdk)"
 	}
+	if op.Stream {
+		kind += "(stream)"
+	}
 	r.counts[kind+" "+string(op.Outcome)]++
 	if op.Code != "" {
 		r.codes[kind+" "+op.Code]++

@@ -128,7 +128,14 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 			wl.leaseOwner(leaseCtx, seed(200+uint64(i)), fmt.Sprintf("l%d", i))
 		}()
 	}
-	if cfg.Leased > 0 {
+	for i := 0; i < cfg.Streamed; i++ {
+		leases.Add(1)
+		go func() {
+			defer leases.Done()
+			wl.streamOwner(leaseCtx, seed(250+uint64(i)), fmt.Sprintf("k%d", i))
+		}()
+	}
+	if cfg.Leased+cfg.Streamed > 0 {
 		leases.Add(1)
 		go func() {
 			defer leases.Done()

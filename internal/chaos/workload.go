@@ -47,6 +47,7 @@ type workload struct {
 	// Capability detection: set when the server answers Unimplemented.
 	noHeartbeat atomic.Bool
 	noWatch     atomic.Bool
+	noKeepAlive atomic.Bool
 
 	// Watchers' progress, for the final wait.
 	watchMu   sync.Mutex
@@ -60,6 +61,10 @@ type workload struct {
 	// expiry observation.
 	leasedMu    sync.Mutex
 	leasedTried map[string]bool
+	// streamNodes: the node each stream lease owner's KeepAlive stream is
+	// connected to, by instance id.
+	streamMu    sync.Mutex
+	streamNodes map[string]string
 	// stopLeases stops the lease owners separately from the clients, so
 	// leases stay alive through the final reads.
 	nextClient atomic.Int64
@@ -70,7 +75,8 @@ type workload struct {
 var viaSDK = &node{id: "sdk"}
 
 func newWorkload(cfg *Config, c *cluster, rec *recorder) (*workload, error) {
-	w := &workload{cfg: cfg, c: c, rec: rec, watchLast: map[string]uint64{}, leasedTried: map[string]bool{}}
+	w := &workload{cfg: cfg, c: c, rec: rec, watchLast: map[string]uint64{}, leasedTried: map[string]bool{},
+		streamNodes: map[string]string{}}
 	var addrs []string
 	for _, n := range c.nodes {
 		addrs = append(addrs, n.api)
@@ -90,6 +96,9 @@ func newWorkload(cfg *Config, c *cluster, rec *recorder) (*workload, error) {
 	}
 	for i := 0; i < cfg.Leased; i++ {
 		rec.h.KeySpace = append(rec.h.KeySpace, checker.InstanceKey(namespace, leasedService, fmt.Sprintf("l%d", i)))
+	}
+	for i := 0; i < cfg.Streamed; i++ {
+		rec.h.KeySpace = append(rec.h.KeySpace, checker.InstanceKey(namespace, leasedService, fmt.Sprintf("k%d", i)))
 	}
 	return w, nil
 }

@@ -42,7 +42,8 @@ const (
 // observation of absence.
 const CodeNotFound = "NotFound"
 
-// Op records one client call. Each client has at most one call in flight.
+// Op records one client call. Each client has at most one call in flight,
+// except the renewals of a KeepAlive stream (Stream), which are pipelined.
 type Op struct {
 	// ClientID identifies the calling client, zero-based.
 	ClientID int `json:"client"`
@@ -76,6 +77,10 @@ type Op struct {
 	Stale bool `json:"stale,omitempty"`
 	// Node that served the call, for people reading the history.
 	Node string `json:"node,omitempty"`
+	// Stream marks a heartbeat sent as one message of a KeepAlive stream:
+	// Call is when the message was sent, Return when its answer arrived (or,
+	// unanswered, when the stream ended). A stream's renewals overlap.
+	Stream bool `json:"stream,omitempty"`
 }
 
 // EventType is the type of one watch event.

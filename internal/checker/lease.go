@@ -8,8 +8,9 @@ import (
 )
 
 // CheckLeases is checker X: no instance is seen expired (gone or critical)
-// before the call time of its last acknowledged renewal (register or
-// heartbeat) plus the TTL; in particular a late expire of an older
+// before the call time of its last acknowledged renewal (register,
+// heartbeat, or a KeepAlive stream's renewal, whose call time is when its
+// message was sent) plus the TTL; in particular a late expire of an older
 // registration never removes a re-registered instance, and an instance
 // registered without a lease never expires.
 //
@@ -59,7 +60,7 @@ func CheckLeases(h *History, slack time.Duration) Result {
 		early++
 		msg := fmt.Sprintf("key %s seen %s at %s (%s, revision %d), %s before its lease could end at %s (%s by client %d called at %s + ttl %s)",
 			e.Key, goneWord(e), rel(e.Time), e.Source, e.Revision, time.Duration(v.deadline-e.Time),
-			rel(v.deadline), v.by.Kind, v.by.ClientID, rel(v.by.Call), v.ttl)
+			rel(v.deadline), renewalWord(v.by), v.by.ClientID, rel(v.by.Call), v.ttl)
 		if v.reregistered && v.by.Kind == KindRegister {
 			msg += "; the instance was re-registered then, so this looks like a late expire of the older registration"
 		}
@@ -176,6 +177,15 @@ func judgeExpiry(h *History, idx []int, e Expiry) (expiryJudgement, bool) {
 		}
 	}
 	return j, true
+}
+
+// renewalWord names the kind of a renewal: a heartbeat sent on a KeepAlive
+// stream is "keepalive", and its call time is its message's send time.
+func renewalWord(op Op) string {
+	if op.Kind == KindHeartbeat && op.Stream {
+		return "keepalive"
+	}
+	return string(op.Kind)
 }
 
 func goneWord(e Expiry) string {

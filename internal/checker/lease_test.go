@@ -70,3 +70,38 @@ func TestLeaseAmbiguousRegisterGivesItsOwnLease(t *testing.T) {
 	h.Expiries[0].Time = ms(550)
 	wantViolation(t, CheckLeases(h, 0), "register by client 1 called at 100ms + ttl 500ms")
 }
+
+// streamHistory registers a with a one-second lease at 0 and renews it over
+// a KeepAlive stream: messages sent at 300ms (answered at once), at 600ms
+// and 900ms (queued at a paused node and answered together at 1.7s), and
+// at 1.2s (never answered). A get called at seenFrom misses a.
+func streamHistory(seenFrom int64) *History {
+	reg := register(0, keyA, "v1", 0, 10, 5)
+	reg.TTL = ttl
+	renewal := func(sent, answered int64, o Outcome) Op {
+		return Op{ClientID: 0, Kind: KindHeartbeat, Key: keyA, Call: ms(sent), Return: ms(answered),
+			Outcome: o, TTL: ttl, Stream: true}
+	}
+	return &History{
+		Ops: []Op{
+			reg,
+			renewal(300, 320, OutcomeOK),
+			renewal(600, 1700, OutcomeOK),
+			renewal(900, 1701, OutcomeOK),
+			renewal(1200, 1800, OutcomeUnknown),
+		},
+		Expiries: []Expiry{{Key: keyA, Time: ms(seenFrom + 10), NotBefore: ms(seenFrom), Source: "get"}},
+	}
+}
+
+func TestLeaseStreamRenewalsCountFromTheirSendTime(t *testing.T) {
+	// Seen gone before the queued answers arrived: only the renewal
+	// answered by then counts (lease to 1.3s), so 1.5s is legitimate.
+	wantOK(t, CheckLeases(streamHistory(1500), 0))
+	// Seen gone after the queued answers arrived: the renewal sent at
+	// 900ms was acknowledged, so the lease ran to 1.9s.
+	wantViolation(t, CheckLeases(streamHistory(1750), 0),
+		"key default/web/a seen gone at 1.76s (get, revision 0), 140ms before its lease could end at 1.9s (keepalive by client 0 called at 900ms + ttl 1s)")
+	// The unanswered renewal sent at 1.2s renews nothing.
+	wantOK(t, CheckLeases(streamHistory(2000), 0))
+}
