@@ -366,7 +366,7 @@ type serviceCache struct {
 	publishedRev uint64
 	loaded       bool // published came from the cache dir
 	heldSince    time.Time
-	holdTimer    *time.Timer
+	holdTimer    clockTimer
 	// err ended the watch for good.
 	err error
 	// refusal is the refusal of the client's token while every endpoint
@@ -553,9 +553,10 @@ func (e *serviceCache) publish() {
 	healthy := healthyOf(all)
 	if len(healthy) == 0 && len(e.healthy) > 0 && e.grace > 0 {
 		if e.heldSince.IsZero() {
-			e.heldSince = time.Now()
+			clk := e.c.discovery.clock
+			e.heldSince = clk.Now()
 			e.logger.Warn("update leaving no healthy instance held", "grace", e.grace, "revision", e.revision, "healthy_before", len(e.healthy))
-			e.holdTimer = time.AfterFunc(e.grace, e.release)
+			e.holdTimer = clk.AfterFunc(e.grace, e.release)
 		}
 		return
 	}
