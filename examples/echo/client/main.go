@@ -72,7 +72,11 @@ func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, polic
 	if tok := registryTLS.Token(); tok != "" {
 		opts = append(opts, client.WithToken(tok))
 	}
-	c, err := client.New(ctx, strings.Split(registry, ","), opts...)
+	addrs, err := echo.RegistryAddrs(registry)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(ctx, addrs, opts...)
 	if err != nil {
 		return err
 	}

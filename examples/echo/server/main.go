@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -71,7 +70,11 @@ func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, liste
 	if tok := registryTLS.Token(); tok != "" {
 		opts = append(opts, client.WithToken(tok))
 	}
-	c, err := client.New(ctx, strings.Split(registry, ","), opts...)
+	addrs, err := echo.RegistryAddrs(registry)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(ctx, addrs, opts...)
 	if err != nil {
 		return err
 	}
