@@ -7,8 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-
-	"github.com/roster-registry/roster/client"
 )
 
 // RegistryTLS holds the flags that connect an example to a secured Roster
@@ -61,15 +59,4 @@ func (r *RegistryTLS) Config() (*tls.Config, error) {
 		conf.Certificates = []tls.Certificate{pair}
 	}
 	return conf, nil
-}
-
-// RegistryAddrs reads the --registry flag, a comma-separated list of
-// Roster nodes' HOST:PORT (an IPv6 host in brackets), as client.ParseAddrs
-// reads it.
-func RegistryAddrs(list string) ([]string, error) {
-	addrs, err := client.ParseAddrs(list)
-	if err != nil {
-		return nil, fmt.Errorf("--registry: %w", err)
-	}
-	return addrs, nil
 }
