@@ -203,6 +203,23 @@ func (s *Session) add(k InstanceKey) uint64 {
 	return lease.gen
 }
 
+// renewedAgain gives the lease of k a new generation, not lost: the
+// instance was registered again, and what the server says of the lease
+// from before (a late NOT_FOUND) is dropped, while a loss of the new one is
+// reported even though no renewal has succeeded in between. It returns
+// the new generation; zero when k is not renewed.
+func (s *Session) renewedAgain(k InstanceKey) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lease, ok := s.leases[k.normal()]
+	if !ok {
+		return 0
+	}
+	s.lastGen++
+	lease.gen, lease.lost = s.lastGen, false
+	return lease.gen
+}
+
 // Remove stops renewing the lease of an instance. It does not deregister it.
 func (s *Session) Remove(k InstanceKey) {
 	s.mu.Lock()

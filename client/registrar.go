@@ -438,6 +438,10 @@ func (r *Registration) reregister(log hclog.Logger) bool {
 	r.inflight = nil
 	if err == nil {
 		r.revision = resp.GetRevision()
+		if r.sess != nil {
+			// A new lease: its loss is reported as the first one's was.
+			r.leaseGen = r.sess.renewedAgain(r.key)
+		}
 		r.emit(RegistrationEvent{Kind: RegistrationRestored, Instance: r.key, Revision: r.revision})
 		log.Info("instance registered again", "revision", resp.GetRevision())
 		return true

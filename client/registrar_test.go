@@ -536,3 +536,36 @@ func TestRegistrarIgnoresAStaleRenewalAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRegistrarReportsALeaseLostAgain: once a lost instance has been
+// registered again, losing it again before any renewal has succeeded (a
+// partition right after the re-registration, or someone deregistering it)
+// registers it again too: the session counts the re-registered lease as a
+// new one, not lost, rather than the first, still lost.
+func TestRegistrarReportsALeaseLostAgain(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	c := newTestClient(t, f.addr)
+	ctx := testContext(t)
+	// A TTL this long renews only when the test asks (renewNow), so no
+	// renewal succeeds between the re-registration and the second loss.
+	reg, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		st.remove(reg.Key(), "")
+		reg.sess.renewNow()
+		nextRegistrationEvent(t, reg, RegistrationLeaseLost)
+		nextRegistrationEvent(t, reg, RegistrationRestored)
+		if !st.has(reg.Key()) {
+			t.Fatalf("round %d: instance not registered again", round)
+		}
+	}
+	if got := f.count("Register"); got != 3 {
+		t.Fatalf("%d Register calls, want 3", got)
+	}
+	if err := reg.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
