@@ -180,3 +180,60 @@ func TestCacheEmptyListGraceRunsOnTheClock(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheLateHoldTimerLeavesTheNextHold forces the interleaving where
+// the timer of a hold fires just as a healthy update ends that hold, and
+// the service is emptied again (a second hold) before the timer's function
+// runs: the second hold must get its whole grace period.
+func TestCacheLateHoldTimerLeavesTheNextHold(t *testing.T) {
+	const grace = time.Minute
+	st := newFakeState()
+	healthy := func(id string) *rosterv1.Instance {
+		return &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: id, Enabled: true,
+			Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}
+	}
+	st.appendEvent(rosterv1.Event_TYPE_PUT, healthy("w1"))
+	f := startFake(t, st)
+	clk := newFakeClock()
+	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithEmptyListGrace(grace), WithCacheIdleTimeout(0), func(o *options) { o.discovery.clock = clk })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sub, err := c.Subscribe("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ids := func() []string {
+		var out []string
+		for _, inst := range sub.Service().Instances {
+			out = append(out, inst.GetId())
+		}
+		return out
+	}
+	waitFor(t, "the first list", func() bool { return slices.Equal(ids(), []string{"w1"}) })
+	st.appendEvent(rosterv1.Event_TYPE_DELETE, healthy("w1"))
+	waitFor(t, "the first hold", func() bool { return sub.Service().Held })
+
+	hook := func(*serviceCache) {
+		beforeRelease.Store(nil)
+		// The first hold's timer has fired: a healthy instance ends the
+		// hold, and its removal starts a second one.
+		st.appendEvent(rosterv1.Event_TYPE_PUT, healthy("w2"))
+		waitFor(t, "the healthy update", func() bool { return slices.Equal(ids(), []string{"w2"}) })
+		st.appendEvent(rosterv1.Event_TYPE_DELETE, healthy("w2"))
+		waitFor(t, "the second hold", func() bool { return sub.Service().Held })
+	}
+	beforeRelease.Store(&hook)
+	t.Cleanup(func() { beforeRelease.Store(nil) })
+	clk.Advance(grace)
+	if s := sub.Service(); !s.Held || !slices.Equal(ids(), []string{"w2"}) {
+		t.Fatalf("the first hold's timer ended the second hold at once: held %v, instances %v", s.Held, ids())
+	}
+	clk.Advance(grace)
+	if s := sub.Service(); s.Held || len(s.Instances) != 0 {
+		t.Fatalf("after the second hold's grace period: held %v, instances %v; want the empty list", s.Held, ids())
+	}
+}
