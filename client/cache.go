@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -366,7 +367,10 @@ type serviceCache struct {
 	publishedRev uint64
 	loaded       bool // published came from the cache dir
 	heldSince    time.Time
-	holdTimer    *time.Timer
+	holdTimer    clockTimer
+	// holds counts the holds begun, so that the timer of one that has
+	// ended does not end the next one (see release).
+	holds uint64
 	// err ended the watch for good.
 	err error
 	// refusal is the refusal of the client's token while every endpoint
@@ -553,9 +557,12 @@ func (e *serviceCache) publish() {
 	healthy := healthyOf(all)
 	if len(healthy) == 0 && len(e.healthy) > 0 && e.grace > 0 {
 		if e.heldSince.IsZero() {
-			e.heldSince = time.Now()
+			clk := e.c.discovery.clock
+			e.heldSince = clk.Now()
+			e.holds++
+			hold := e.holds
 			e.logger.Warn("update leaving no healthy instance held", "grace", e.grace, "revision", e.revision, "healthy_before", len(e.healthy))
-			e.holdTimer = time.AfterFunc(e.grace, e.release)
+			e.holdTimer = clk.AfterFunc(e.grace, func() { e.release(hold) })
 		}
 		return
 	}
@@ -567,12 +574,21 @@ func (e *serviceCache) publish() {
 	e.set(all, healthy)
 }
 
-// release applies a held update once the grace period has passed, if the
-// service is still without healthy instances.
-func (e *serviceCache) release() {
+// beforeRelease, when set by a test, runs when the timer of a hold fires,
+// before the hold is looked at.
+var beforeRelease atomic.Pointer[func(*serviceCache)]
+
+// release applies a held update once the grace period of hold has passed,
+// if the service is still without healthy instances. A timer that fires
+// as its hold ends cannot be stopped in time: the hold it finds may be a
+// later one, whose grace period is not over.
+func (e *serviceCache) release(hold uint64) {
+	if h := beforeRelease.Load(); h != nil {
+		(*h)(e)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.heldSince.IsZero() {
+	if e.heldSince.IsZero() || e.holds != hold {
 		return
 	}
 	e.logger.Warn("service has had no healthy instance for the whole grace period; applying", "grace", e.grace, "revision", e.revision)

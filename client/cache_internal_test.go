@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -96,5 +98,142 @@ func TestCacheLookupContextErrorIsAStatus(t *testing.T) {
 		if _, err := c.Instances(tt.ctx, "web"); status.Code(err) != tt.want {
 			t.Fatalf("lookup: %v (code %v), want %v", err, status.Code(err), tt.want)
 		}
+	}
+}
+
+// TestCacheEmptyListGraceRunsOnTheClock: an update that would leave the
+// service with no healthy instance is held for the grace period of the
+// client's clock, and applied when it ends; a healthy update before then
+// ends the hold and its timer.
+func TestCacheEmptyListGraceRunsOnTheClock(t *testing.T) {
+	const grace = time.Minute
+	st := newFakeState()
+	healthy := func(id string) *rosterv1.Instance {
+		return &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: id, Enabled: true,
+			Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}
+	}
+	st.appendEvent(rosterv1.Event_TYPE_PUT, healthy("w1"))
+	f := startFake(t, st)
+	clk := newFakeClock()
+	// No idle eviction: the hold's is the only timer on the clock.
+	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithEmptyListGrace(grace), WithCacheIdleTimeout(0), func(o *options) { o.discovery.clock = clk })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sub, err := c.Subscribe("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ids := func() []string {
+		var out []string
+		for _, inst := range sub.Service().Instances {
+			out = append(out, inst.GetId())
+		}
+		return out
+	}
+	waitFor(t, "the first list", func() bool { return slices.Equal(ids(), []string{"w1"}) })
+
+	for round, end := range []string{"grace", "healthy update"} {
+		id := fmt.Sprintf("w%d", round+1)
+		st.appendEvent(rosterv1.Event_TYPE_DELETE, healthy(id))
+		waitFor(t, "the empty update to be held", func() bool { return sub.Service().Held })
+		start := clk.Now()
+		if due := clk.pending(); len(due) != 1 || !due[0].Equal(start.Add(grace)) {
+			t.Fatalf("round %d: held at %s with timers due at %v on the client's clock, want one at %s",
+				round, start, due, start.Add(grace))
+		}
+		clk.Advance(grace - time.Nanosecond)
+		if s := sub.Service(); !s.Held || !slices.Equal(ids(), []string{id}) {
+			t.Fatalf("round %d: %s into a %s grace: held %v, instances %v; want [%s] held", round, grace-time.Nanosecond, grace, s.Held, ids(), id)
+		}
+		// Drain the signals so far: the next one is the hold's end.
+		select {
+		case <-sub.Changed():
+		default:
+		}
+		switch end {
+		case "grace":
+			clk.Advance(time.Nanosecond)
+			if s := sub.Service(); s.Held || len(s.Instances) != 0 {
+				t.Fatalf("after the grace period: held %v, instances %v; want the empty list applied", s.Held, ids())
+			}
+			select {
+			case <-sub.Changed():
+			default:
+				t.Fatal("the subscription was not told the held update was applied")
+			}
+			// Back to one healthy instance for the next round.
+			st.appendEvent(rosterv1.Event_TYPE_PUT, healthy("w2"))
+			waitFor(t, "the healthy instance back", func() bool { return slices.Equal(ids(), []string{"w2"}) })
+		case "healthy update":
+			st.appendEvent(rosterv1.Event_TYPE_PUT, healthy("w3"))
+			waitFor(t, "the healthy update", func() bool { return slices.Equal(ids(), []string{"w3"}) })
+			if s := sub.Service(); s.Held {
+				t.Fatal("still held after an update with a healthy instance")
+			}
+			if due := clk.pending(); len(due) != 0 {
+				t.Fatalf("the hold's timer is still armed (due %v) after it ended", due)
+			}
+		}
+	}
+}
+
+// TestCacheLateHoldTimerLeavesTheNextHold forces the interleaving where
+// the timer of a hold fires just as a healthy update ends that hold, and
+// the service is emptied again (a second hold) before the timer's function
+// runs: the second hold must get its whole grace period.
+func TestCacheLateHoldTimerLeavesTheNextHold(t *testing.T) {
+	const grace = time.Minute
+	st := newFakeState()
+	healthy := func(id string) *rosterv1.Instance {
+		return &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: id, Enabled: true,
+			Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}
+	}
+	st.appendEvent(rosterv1.Event_TYPE_PUT, healthy("w1"))
+	f := startFake(t, st)
+	clk := newFakeClock()
+	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithEmptyListGrace(grace), WithCacheIdleTimeout(0), func(o *options) { o.discovery.clock = clk })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sub, err := c.Subscribe("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ids := func() []string {
+		var out []string
+		for _, inst := range sub.Service().Instances {
+			out = append(out, inst.GetId())
+		}
+		return out
+	}
+	waitFor(t, "the first list", func() bool { return slices.Equal(ids(), []string{"w1"}) })
+	st.appendEvent(rosterv1.Event_TYPE_DELETE, healthy("w1"))
+	waitFor(t, "the first hold", func() bool { return sub.Service().Held })
+
+	hook := func(*serviceCache) {
+		beforeRelease.Store(nil)
+		// The first hold's timer has fired: a healthy instance ends the
+		// hold, and its removal starts a second one.
+		st.appendEvent(rosterv1.Event_TYPE_PUT, healthy("w2"))
+		waitFor(t, "the healthy update", func() bool { return slices.Equal(ids(), []string{"w2"}) })
+		st.appendEvent(rosterv1.Event_TYPE_DELETE, healthy("w2"))
+		waitFor(t, "the second hold", func() bool { return sub.Service().Held })
+	}
+	beforeRelease.Store(&hook)
+	t.Cleanup(func() { beforeRelease.Store(nil) })
+	clk.Advance(grace)
+	if s := sub.Service(); !s.Held || !slices.Equal(ids(), []string{"w2"}) {
+		t.Fatalf("the first hold's timer ended the second hold at once: held %v, instances %v", s.Held, ids())
+	}
+	clk.Advance(grace)
+	if s := sub.Service(); s.Held || len(s.Instances) != 0 {
+		t.Fatalf("after the second hold's grace period: held %v, instances %v; want the empty list", s.Held, ids())
 	}
 }

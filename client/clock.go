@@ -2,9 +2,10 @@ package client
 
 import "time"
 
-// clock is the time source of the discovery cache's idle eviction. A
-// client uses the real one; tests drive a fake one, so eviction is tested
-// in milliseconds rather than in idle timeouts.
+// clock is the time source of the discovery cache's timers: idle eviction
+// and the hold of an empty update (WithEmptyListGrace). A client uses the
+// real one; tests drive a fake one, so the timers are tested without
+// waiting for them.
 type clock interface {
 	Now() time.Time
 	// AfterFunc calls f in its own goroutine once d has passed, unless

@@ -77,6 +77,17 @@ func (c *fakeClock) Advance(d time.Duration) {
 	}
 }
 
+// pending returns when the armed timers are due.
+func (c *fakeClock) pending() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []time.Time
+	for _, t := range c.timers {
+		out = append(out, t.at)
+	}
+	return out
+}
+
 const testIdle = time.Minute
 
 // evictionSetup starts a fake server holding one instance of web and a

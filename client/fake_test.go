@@ -78,6 +78,24 @@ func (st *fakeState) appendRevisions(from, to uint64) {
 	st.changed = make(chan struct{})
 }
 
+// appendEvent adds one watch response, at the revision after the last,
+// with one event of typ for inst.
+func (st *fakeState) appendEvent(typ rosterv1.Event_Type, inst *rosterv1.Instance) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	rev := uint64(1)
+	if n := len(st.history); n > 0 {
+		rev = st.history[n-1].GetRevision() + 1
+	}
+	inst.ModRevision = rev
+	st.history = append(st.history, &rosterv1.WatchResponse{
+		Revision: rev,
+		Events:   []*rosterv1.Event{{Type: typ, Revision: rev, Instance: inst}},
+	})
+	close(st.changed)
+	st.changed = make(chan struct{})
+}
+
 // after returns the history past rev and a channel closed when it grows.
 func (st *fakeState) after(rev uint64) ([]*rosterv1.WatchResponse, <-chan struct{}) {
 	st.mu.Lock()

@@ -83,6 +83,10 @@ type LeaseEvent struct {
 	Endpoint string
 	// Err says why a lease was lost or a stream broke.
 	Err error
+
+	// gen is the generation of the lease a LeaseLost or LeaseRestored is
+	// about (see Session.add).
+	gen uint64
 }
 
 // MaxKeepAliveBatch is the most instances one KeepAlive message may renew;
@@ -112,13 +116,24 @@ type Session struct {
 
 	mu     sync.Mutex
 	leases map[InstanceKey]*leaseState
-	queue  []LeaseEvent
-	queued chan struct{}
-	events chan LeaseEvent
+	// lastGen numbers the leases added, so that an answer or an event
+	// about a lease removed since is not taken for one added after it
+	// under the same key.
+	lastGen uint64
+	queue   []LeaseEvent
+	queued  chan struct{}
+	events  chan LeaseEvent
 }
 
 type leaseState struct {
 	lost bool
+	gen  uint64
+}
+
+// leaseRef is one lease as a renewal sent it: its instance and generation.
+type leaseRef struct {
+	key InstanceKey
+	gen uint64
 }
 
 // KeepAlive starts a Session renewing the leases of instances, whose TTL
@@ -140,7 +155,7 @@ func (c *Client) KeepAlive(ctx context.Context, ttl time.Duration, instances ...
 		events:   make(chan LeaseEvent),
 	}
 	for _, k := range instances {
-		s.leases[k.normal()] = &leaseState{}
+		s.add(k)
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -161,15 +176,48 @@ func (c *Client) KeepAlive(ctx context.Context, ttl time.Duration, instances ...
 
 // Add starts renewing the lease of one more instance.
 func (s *Session) Add(k InstanceKey) {
-	s.mu.Lock()
-	if _, ok := s.leases[k.normal()]; !ok {
-		s.leases[k.normal()] = &leaseState{}
-	}
-	s.mu.Unlock()
+	s.add(k)
+	s.renewNow()
+}
+
+// renewNow asks the stream to renew every lease now.
+func (s *Session) renewNow() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// add starts renewing the lease of k, unless it is renewed already, and
+// returns the lease's generation: a lease removed and added again gets a
+// new one, and answers and events about the one before it are dropped.
+func (s *Session) add(k InstanceKey) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lease, ok := s.leases[k.normal()]
+	if !ok {
+		s.lastGen++
+		lease = &leaseState{gen: s.lastGen}
+		s.leases[k.normal()] = lease
+	}
+	return lease.gen
+}
+
+// renewedAgain gives the lease of k a new generation, not lost: the
+// instance was registered again, and what the server says of the lease
+// from before (a late NOT_FOUND) is dropped, while a loss of the new one is
+// reported even though no renewal has succeeded in between. It returns
+// the new generation; zero when k is not renewed.
+func (s *Session) renewedAgain(k InstanceKey) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lease, ok := s.leases[k.normal()]
+	if !ok {
+		return 0
+	}
+	s.lastGen++
+	lease.gen, lease.lost = s.lastGen, false
+	return lease.gen
 }
 
 // Remove stops renewing the lease of an instance. It does not deregister it.
@@ -276,7 +324,7 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 	var mu sync.Mutex
 	// inflight holds the instances of each message sent and not yet
 	// answered, oldest first: the server answers in order.
-	var inflight [][]InstanceKey
+	var inflight [][]leaseRef
 	// sentBatch: a batch went out; batchAnswered: one was answered
 	// instance by instance; refused: one was refused as a whole as
 	// invalid. The receiver owns the last two until it has exited.
@@ -292,7 +340,7 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 				return
 			}
 			mu.Lock()
-			var keys []InstanceKey
+			var keys []leaseRef
 			if len(inflight) > 0 {
 				keys = inflight[0]
 				inflight[0] = nil
@@ -304,6 +352,9 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 			if first {
 				first = false
 				s.emit(LeaseEvent{Kind: StreamConnected, Endpoint: s.client.addrs[i]})
+			}
+			if h := beforeLeaseAnswer.Load(); h != nil {
+				(*h)(s, resp)
 			}
 			if len(resp.GetResults()) > 0 {
 				batchAnswered = true
@@ -342,7 +393,7 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 	renew := func() {
 		keys := s.keys()
 		var msgs []*rosterv1.HeartbeatRequest
-		var groups [][]InstanceKey
+		var groups [][]leaseRef
 		batched := false
 		for len(keys) > 0 {
 			n := 1
@@ -353,11 +404,13 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 			keys = keys[n:]
 			req := &rosterv1.HeartbeatRequest{}
 			if n == 1 {
-				req.Namespace, req.Service, req.Id = group[0].Namespace, group[0].Service, group[0].ID
+				k := group[0].key
+				req.Namespace, req.Service, req.Id = k.Namespace, k.Service, k.ID
 			} else {
 				batched = true
 				req.Instances = make([]*rosterv1.InstanceRef, n)
-				for j, k := range group {
+				for j, l := range group {
+					k := l.key
 					req.Instances[j] = &rosterv1.InstanceRef{Namespace: k.Namespace, Service: k.Service, Id: k.ID}
 				}
 			}
@@ -401,25 +454,37 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 	}
 }
 
-// keys returns the instances being renewed, in a stable order.
-func (s *Session) keys() []InstanceKey {
+// beforeLeaseAnswer, when set by a test, runs before the session records
+// each answer of the server, on the stream's receiving goroutine. Atomic:
+// the sessions of earlier tests' clients may still run.
+var beforeLeaseAnswer atomic.Pointer[func(*Session, *rosterv1.HeartbeatResponse)]
+
+// keys returns the leases being renewed, in a stable order.
+func (s *Session) keys() []leaseRef {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keys := make([]InstanceKey, 0, len(s.leases))
-	for k := range s.leases {
-		keys = append(keys, k)
+	keys := make([]leaseRef, 0, len(s.leases))
+	for k, lease := range s.leases {
+		keys = append(keys, leaseRef{key: k, gen: lease.gen})
 	}
-	slices.SortFunc(keys, func(a, b InstanceKey) int { return cmp.Compare(a.String(), b.String()) })
+	slices.SortFunc(keys, func(a, b leaseRef) int { return cmp.Compare(a.key.String(), b.key.String()) })
 	return keys
 }
 
 // answered records the server's answer to one message, which renewed
 // keys: one instance, or a batch answered in resp.Results.
-func (s *Session) answered(keys []InstanceKey, resp *rosterv1.HeartbeatResponse) {
+func (s *Session) answered(keys []leaseRef, resp *rosterv1.HeartbeatResponse) {
 	if len(resp.GetResults()) == 0 {
 		if resp.GetService() != "" || len(keys) == 0 {
-			k := InstanceKey{Namespace: resp.GetNamespace(), Service: resp.GetService(), ID: resp.GetId()}
-			keys = []InstanceKey{k}
+			k := InstanceKey{Namespace: resp.GetNamespace(), Service: resp.GetService(), ID: resp.GetId()}.normal()
+			// The answer names its instance; the generation is the one
+			// sent, or, for an answer to nothing sent, whichever is
+			// current.
+			ref := leaseRef{key: k}
+			if len(keys) == 1 && keys[0].key.normal() == k {
+				ref.gen = keys[0].gen
+			}
+			keys = []leaseRef{ref}
 		}
 		// One answer for the message: a single renewal, or a batch
 		// refused as a whole.
@@ -435,20 +500,23 @@ func (s *Session) answered(keys []InstanceKey, resp *rosterv1.HeartbeatResponse)
 	}
 }
 
-// renewed records the server's answer for one instance.
-func (s *Session) renewed(k InstanceKey, code codes.Code, msg string) {
-	k = k.normal()
+// renewed records the server's answer for one lease. An answer about a
+// lease removed since (another generation) is dropped: it says nothing
+// of the lease renewed now under the same key.
+func (s *Session) renewed(l leaseRef, code codes.Code, msg string) {
+	k := l.key.normal()
 	s.mu.Lock()
 	lease, ok := s.leases[k]
 	var ev *LeaseEvent
 	switch {
 	case !ok:
+	case l.gen != 0 && l.gen != lease.gen:
 	case code == codes.NotFound && !lease.lost:
 		lease.lost = true
-		ev = &LeaseEvent{Kind: LeaseLost, Instance: k, Err: status.Error(code, msg)}
+		ev = &LeaseEvent{Kind: LeaseLost, Instance: k, Err: status.Error(code, msg), gen: lease.gen}
 	case code == codes.OK && lease.lost:
 		lease.lost = false
-		ev = &LeaseEvent{Kind: LeaseRestored, Instance: k}
+		ev = &LeaseEvent{Kind: LeaseRestored, Instance: k, gen: lease.gen}
 	}
 	s.mu.Unlock()
 	// Other codes (no leader for a moment, say) leave the lease as it was:

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -124,6 +125,10 @@ type Registration struct {
 	revision uint64
 	retrying bool
 	inflight *reregistration
+	// leaseGen is the generation of the registration's lease in sess:
+	// lost-lease events of other generations (a closed Registration's of
+	// the same instance) are not this registration's.
+	leaseGen uint64
 	// closeDone is closed when the first Close has returned.
 	closeDone chan struct{}
 }
@@ -218,12 +223,13 @@ func (c *Client) RegisterInstance(ctx context.Context, inst *rosterv1.Instance, 
 		return nil, err
 	}
 	resp, err := c.Register(ctx, &rosterv1.RegisterRequest{Instance: in})
+	var sess *Session
 	if err == nil {
 		r.mu.Lock()
 		r.revision = resp.GetRevision()
 		r.mu.Unlock()
 		if ttl := in.GetTtl().AsDuration(); ttl > 0 {
-			r.sess, err = c.discovery.session(c, ttl)
+			sess, err = c.discovery.session(c, ttl)
 		}
 	}
 	if err != nil {
@@ -231,8 +237,13 @@ func (c *Client) RegisterInstance(ctx context.Context, inst *rosterv1.Instance, 
 		cancel()
 		return nil, err
 	}
-	if r.sess != nil {
-		r.sess.Add(r.key)
+	if sess != nil {
+		// Locked: a lost lease of this generation, dispatched as soon as
+		// the lease is added, waits for it to be recorded.
+		r.mu.Lock()
+		r.sess, r.leaseGen = sess, sess.add(r.key)
+		r.mu.Unlock()
+		sess.renewNow()
 	}
 	return r, nil
 }
@@ -427,6 +438,10 @@ func (r *Registration) reregister(log hclog.Logger) bool {
 	r.inflight = nil
 	if err == nil {
 		r.revision = resp.GetRevision()
+		if r.sess != nil {
+			// A new lease: its loss is reported as the first one's was.
+			r.leaseGen = r.sess.renewedAgain(r.key)
+		}
 		r.emit(RegistrationEvent{Kind: RegistrationRestored, Instance: r.key, Revision: r.revision})
 		log.Info("instance registered again", "revision", resp.GetRevision())
 		return true
@@ -459,13 +474,41 @@ func (d *discovery) dispatch(s *Session) {
 		if ev.Kind != LeaseLost {
 			continue
 		}
+		if h := beforeDispatch.Load(); h != nil {
+			(*h)(s, ev)
+		}
 		d.mu.Lock()
 		r := d.registrations[ev.Instance]
 		d.mu.Unlock()
+		// The registration of the instance now may not be the one whose
+		// lease was lost: that one may have been closed, and the instance
+		// registered again, since.
+		if r != nil && !r.holds(s, ev.gen) {
+			r = nil
+		}
 		if r != nil {
 			go r.leaseLost(ev.Err)
 		}
+		if h := afterDispatch.Load(); h != nil {
+			(*h)(s, ev, r)
+		}
 	}
+}
+
+// beforeDispatch and afterDispatch, when set by a test, run in dispatch
+// around the hand-over of each lost lease: before the registration is
+// looked up, and after with the registration it went to (nil: none).
+// Atomic: the dispatchers of earlier tests' clients may still run.
+var (
+	beforeDispatch atomic.Pointer[func(*Session, LeaseEvent)]
+	afterDispatch  atomic.Pointer[func(*Session, LeaseEvent, *Registration)]
+)
+
+// holds reports whether r's lease is generation gen of session s.
+func (r *Registration) holds(s *Session, gen uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sess == s && r.leaseGen == gen
 }
 
 // claim records r as the client's registration of its instance, unless

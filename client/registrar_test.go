@@ -396,3 +396,176 @@ func sessionRenews(s *Session, k InstanceKey) bool {
 	_, ok := s.leases[k.normal()]
 	return ok
 }
+
+// TestRegistrarDropsAStaleLostLease forces the interleaving where a lost
+// lease of a Registration reaches the registrar only after that
+// Registration has been closed and the instance registered again on the
+// same client: the event is the old lease's, and must not make the new
+// Registration report a lost lease and register again.
+func TestRegistrarDropsAStaleLostLease(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	c := newTestClient(t, f.addr)
+	ctx := testContext(t)
+	old, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Set only by the dispatching goroutine's hook, read after delivered.
+	var renewed *Registration
+	delivered := make(chan *Registration, 1)
+	before := func(s *Session, ev LeaseEvent) {
+		if s != old.sess || ev.Instance != old.Key() || renewed != nil {
+			return
+		}
+		// The event is on its way to the registrar: the instance is
+		// closed and registered again meanwhile.
+		if err := old.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		var err error
+		if renewed, err = c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Second)); err != nil {
+			t.Errorf("register again: %v", err)
+		}
+	}
+	after := func(s *Session, ev LeaseEvent, to *Registration) {
+		if s == old.sess && ev.Instance == old.Key() {
+			select {
+			case delivered <- to:
+			default:
+			}
+		}
+	}
+	beforeDispatch.Store(&before)
+	afterDispatch.Store(&after)
+	t.Cleanup(func() {
+		beforeDispatch.Store(nil)
+		afterDispatch.Store(nil)
+	})
+
+	// Someone removes the instance; the next renewal reports the lease lost.
+	st.remove(old.Key(), "")
+	var to *Registration
+	select {
+	case to = <-delivered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the lost lease was never dispatched")
+	}
+	if renewed == nil {
+		t.Fatal("the instance was not registered again")
+	}
+	if to != nil {
+		t.Fatalf("the closed registration's lost lease went to a registration (the new one: %v)", to == renewed)
+	}
+	if got := f.count("Register"); got != 2 {
+		t.Fatalf("%d Register calls, want 2 (no re-registration)", got)
+	}
+	select {
+	case ev := <-renewed.Events():
+		t.Fatalf("the new registration reported %v", ev.Kind)
+	default:
+	}
+	if err := renewed.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRegistrarIgnoresAStaleRenewalAnswer forces the interleaving where a
+// renewal sent for a Registration's lease is answered NOT_FOUND only after
+// that Registration has been closed and the instance registered again on
+// the same client: the answer is about the old lease, and must not mark
+// the new one lost.
+func TestRegistrarIgnoresAStaleRenewalAnswer(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	c := newTestClient(t, f.addr)
+	ctx := testContext(t)
+	old, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Owned by the receiving goroutine's hook until next is closed.
+	var renewed *Registration
+	var lostAfter bool
+	next := make(chan struct{})
+	var once sync.Once
+	hook := func(s *Session, resp *rosterv1.HeartbeatResponse) {
+		switch {
+		case s != old.sess:
+		case renewed == nil && codes.Code(resp.GetCode()) == codes.NotFound:
+			// The answer is about to be recorded: the instance is
+			// closed and registered again meanwhile.
+			if err := old.Close(ctx); err != nil {
+				t.Errorf("close: %v", err)
+			}
+			var err error
+			if renewed, err = c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Second)); err != nil {
+				t.Errorf("register again: %v", err)
+			}
+		case renewed != nil:
+			// The answer after the stale one: what did that do?
+			s.mu.Lock()
+			lease := s.leases[old.Key()]
+			lostAfter = lease != nil && lease.lost
+			s.mu.Unlock()
+			beforeLeaseAnswer.Store(nil)
+			once.Do(func() { close(next) })
+		}
+	}
+	beforeLeaseAnswer.Store(&hook)
+	t.Cleanup(func() { beforeLeaseAnswer.Store(nil) })
+
+	st.remove(old.Key(), "")
+	select {
+	case <-next:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no renewal answered after the stale one")
+	}
+	if renewed == nil {
+		t.Fatal("the instance was not registered again")
+	}
+	if lostAfter {
+		t.Fatal("a NOT_FOUND answer to a renewal of the closed registration's lease marked the new lease lost")
+	}
+	select {
+	case ev := <-renewed.Events():
+		t.Fatalf("the new registration reported %v", ev.Kind)
+	default:
+	}
+	if err := renewed.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRegistrarReportsALeaseLostAgain: once a lost instance has been
+// registered again, losing it again before any renewal has succeeded (a
+// partition right after the re-registration, or someone deregistering it)
+// registers it again too: the session counts the re-registered lease as a
+// new one, not lost, rather than the first, still lost.
+func TestRegistrarReportsALeaseLostAgain(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	c := newTestClient(t, f.addr)
+	ctx := testContext(t)
+	// A TTL this long renews only when the test asks (renewNow), so no
+	// renewal succeeds between the re-registration and the second loss.
+	reg, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		st.remove(reg.Key(), "")
+		reg.sess.renewNow()
+		nextRegistrationEvent(t, reg, RegistrationLeaseLost)
+		nextRegistrationEvent(t, reg, RegistrationRestored)
+		if !st.has(reg.Key()) {
+			t.Fatalf("round %d: instance not registered again", round)
+		}
+	}
+	if got := f.count("Register"); got != 3 {
+		t.Fatalf("%d Register calls, want 3", got)
+	}
+	if err := reg.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

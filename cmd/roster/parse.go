@@ -25,19 +25,6 @@ func parseHostPort(s string) (string, uint32, error) {
 	return host, uint32(n), nil
 }
 
-// parseAddrList parses HOST:PORT[,HOST:PORT...].
-func parseAddrList(s string) ([]string, error) {
-	var addrs []string
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if _, _, err := parseHostPort(part); err != nil {
-			return nil, err
-		}
-		addrs = append(addrs, part)
-	}
-	return addrs, nil
-}
-
 // parseMeta parses K=V pairs.
 func parseMeta(pairs []string) (map[string]string, error) {
 	meta := make(map[string]string, len(pairs))

@@ -165,7 +165,7 @@ command line exits 2 before anything is sent.`,
 
 // parseGlobal checks the global flags.
 func (a *app) parseGlobal() error {
-	addrs, err := parseAddrList(a.addrFlag)
+	addrs, err := client.ParseAddrs(a.addrFlag)
 	if err != nil {
 		return usagef("--addr: %w", err)
 	}

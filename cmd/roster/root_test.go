@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -98,5 +100,37 @@ func TestCompletionScripts(t *testing.T) {
 	stderr = syncBuffer{}
 	if code := run(context.Background(), []string{"completion", "tcsh"}, &stdout, &stderr, badEnv); code != exitUsage || !strings.Contains(stderr.String(), `unknown shell "tcsh"`) {
 		t.Errorf("completion tcsh: exit %d, stderr %q; want %d naming the shell", code, stderr.String(), exitUsage)
+	}
+}
+
+// TestAddrFlagTakesAnIPv6List: --addr reads a list of addresses as the
+// client reads them, IPv6 hosts in brackets; a bad entry is a one-line
+// usage error naming it.
+func TestAddrFlagTakesAnIPv6List(t *testing.T) {
+	for _, tt := range []struct {
+		addr    string
+		want    []string
+		wantErr string
+	}{
+		{addr: "[::1]:7420,[::1]:7421", want: []string{"[::1]:7420", "[::1]:7421"}},
+		{addr: "[2001:db8::1]:7420, 10.0.0.2:7420", want: []string{"[2001:db8::1]:7420", "10.0.0.2:7420"}},
+		{addr: "[::1]:7420,::1:7421", wantErr: `--addr: address "::1:7421": an IPv6 host goes in brackets`},
+		{addr: "[::1]:7420,,[::1]:7421", wantErr: `--addr: empty address in the list`},
+		{addr: "[127.0.0.1]:7420", wantErr: `--addr: address "[127.0.0.1]:7420": brackets hold an IPv6 address`},
+	} {
+		var out syncBuffer
+		a := &app{stdout: &out, stderr: &out}
+		root := a.rootCommand(func(string) string { return "" })
+		root.SetArgs([]string{"--addr", tt.addr, "tls", "ca", "create", "--dir", t.TempDir()})
+		err := root.ExecuteContext(context.Background())
+		if tt.wantErr != "" {
+			if err == nil || !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("--addr %q: %v; want a one-line usage error with %q", tt.addr, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(a.addrs, tt.want) {
+			t.Errorf("--addr %q: addresses %q, %v; want %q", tt.addr, a.addrs, err, tt.want)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/cluster"
 )
 
@@ -228,10 +229,8 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 		}
 	}
 	if f.join != "" {
-		for _, addr := range strings.Split(f.join, ",") {
-			if err := checkHostPort("--join", strings.TrimSpace(addr)); err != nil {
-				return cfg, err
-			}
+		if _, err := f.joinAddrs(); err != nil {
+			return cfg, err
 		}
 	}
 	if f.initialCluster != "" {
@@ -349,6 +348,15 @@ func (f *flags) checkDNS() error {
 func hasData(dir string) bool {
 	_, err := os.Stat(dir + "/raft.db")
 	return err == nil
+}
+
+// joinAddrs returns the gRPC addresses --join lists.
+func (f *flags) joinAddrs() ([]string, error) {
+	addrs, err := client.ParseAddrs(f.join)
+	if err != nil {
+		return nil, usagef("--join: %v", err)
+	}
+	return addrs, nil
 }
 
 func checkHostPort(flag, hp string) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +62,11 @@ func TestClusterStateFlags(t *testing.T) {
 		{name: "commit timeout below raft's minimum", args: base(used, "--raft-commit-timeout", "500us"), wantErr: "--raft-commit-timeout 500µs must be between 1ms and 1s"},
 		{name: "WAL segments too small", args: base(used, "--raft-wal-segment-kib", "8"), wantErr: "--raft-wal-segment-kib 8 must be between 64 and"},
 		{name: "pprof with ACLs", args: base(used, "--http-addr", "127.0.0.1:8500", "--enable-pprof", "--acl"), wantErr: "cannot be combined with --acl"},
-		{name: "join address without a port", args: base(empty, "--join", "127.0.0.1:7430,notanaddr"), wantErr: `--join "notanaddr" must be HOST:PORT`},
+		{name: "join address without a port", args: base(empty, "--join", "127.0.0.1:7430,notanaddr"), wantErr: `--join: address "notanaddr": missing port`},
+		{name: "join through IPv6 addresses", args: base(empty, "--join", "[::1]:7430, [2001:db8::2]:7430"), existing: true},
+		{name: "join IPv6 address without brackets", args: base(empty, "--join", "[::1]:7430,::1:7440"), wantErr: `--join: address "::1:7440": an IPv6 host goes in brackets`},
+		{name: "join list with an empty entry", args: base(empty, "--join", "[::1]:7430,,[::1]:7440"), wantErr: `--join: empty address in the list`},
+		{name: "join address with port zero", args: base(empty, "--join", "[::1]:0"), wantErr: `--join: address "[::1]:0": port "0" is not a number`},
 		{name: "negative snapshot interval", args: base(used, "--snapshot-interval", "-1s"), wantErr: "--snapshot-interval -1s must not be negative"},
 		{name: "negative shutdown timeout", args: base(used, "--shutdown-timeout", "-1s"), wantErr: "--shutdown-timeout -1s must not be negative"},
 		{name: "negative watch history", args: base(used, "--watch-history-events", "-5"), wantErr: "--watch-history-events -5"},
@@ -143,5 +148,19 @@ func TestUnknownArgumentIsAUsageError(t *testing.T) {
 	var usage usageError
 	if !errors.As(err, &usage) || !strings.Contains(err.Error(), `"extra"`) {
 		t.Fatalf("rosterd extra: %v, want a usage error naming it", err)
+	}
+}
+
+// TestJoinFlagTakesAnIPv6List: --join reads its list as the client reads
+// registry addresses, IPv6 hosts in brackets, and the join loop dials the
+// addresses as read.
+func TestJoinFlagTakesAnIPv6List(t *testing.T) {
+	f := parse(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--join", "[::1]:7430, [fe80::1%eth0]:7440,roster-2:7450")
+	if _, err := f.clusterConfig(); err != nil {
+		t.Fatalf("clusterConfig: %v", err)
+	}
+	got, err := f.joinAddrs()
+	if want := []string{"[::1]:7430", "[fe80::1%eth0]:7440", "roster-2:7450"}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("join addresses %q, %v; want %q", got, err, want)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -249,11 +248,16 @@ func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.
 	} else {
 		logger.Info("joining the cluster", "via", f.join)
 	}
-	addrs := strings.Split(f.join, ",")
+	// Checked with the other flags before the node started.
+	addrs, err := f.joinAddrs()
+	if err != nil {
+		logger.Error("cannot join", "error", err)
+		return
+	}
 	req := &rosterv1.JoinRequest{NodeId: node.ID(), RaftAddr: node.RaftAddr(), ApiAddr: node.APIAddr(), NonVoter: f.nonVoter}
 	backoff := 200 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		addr := strings.TrimSpace(addrs[attempt%len(addrs)])
+		addr := addrs[attempt%len(addrs)]
 		err := joinOnce(ctx, addr, req, f.tls.peerDialOptions())
 		if err == nil {
 			logger.Info("joined the cluster", "via", addr)

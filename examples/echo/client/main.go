@@ -60,6 +60,10 @@ func policyNames() string {
 }
 
 func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, policy balancer.Policy, service, zone string, calls int, interval, report time.Duration) error {
+	addrs, err := client.ParseAddrs(registry)
+	if err != nil {
+		return fmt.Errorf("--registry: %w", err)
+	}
 	ctx := context.Background()
 	opts := []client.Option{client.WithLogger(log)}
 	tlsConf, err := registryTLS.Config()
@@ -72,7 +76,7 @@ func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, polic
 	if tok := registryTLS.Token(); tok != "" {
 		opts = append(opts, client.WithToken(tok))
 	}
-	c, err := client.New(ctx, strings.Split(registry, ","), opts...)
+	c, err := client.New(ctx, addrs, opts...)
 	if err != nil {
 		return err
 	}

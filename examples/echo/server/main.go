@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -42,6 +41,10 @@ func main() {
 }
 
 func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, listen string, weight uint32, service, id, zone string, ttl time.Duration) error {
+	addrs, err := client.ParseAddrs(registry)
+	if err != nil {
+		return fmt.Errorf("--registry: %w", err)
+	}
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil || host == "" {
 		return fmt.Errorf("--listen %q: want HOST:PORT with a host clients can reach", listen)
@@ -71,7 +74,7 @@ func run(log hclog.Logger, registry string, registryTLS *echo.RegistryTLS, liste
 	if tok := registryTLS.Token(); tok != "" {
 		opts = append(opts, client.WithToken(tok))
 	}
-	c, err := client.New(ctx, strings.Split(registry, ","), opts...)
+	c, err := client.New(ctx, addrs, opts...)
 	if err != nil {
 		return err
 	}
