@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -45,7 +46,9 @@ func ServiceConfig(policy Policy, zone string) string {
 }
 
 // Info is what the roster resolver knows about an address: it travels in
-// the address's attributes, where the balancers read weight and zone.
+// the address's balancer attributes, where the balancers read weight and
+// zone. gRPC tells addresses apart without them, so a change of weight,
+// zone, tags or metadata keeps the address's connection.
 type Info struct {
 	// ID is the instance id.
 	ID string
@@ -59,8 +62,7 @@ type Info struct {
 	Metadata map[string]string
 }
 
-// Equal reports whether o is an Info equal to i. gRPC compares attributes
-// with it.
+// Equal reports whether o is an Info equal to i.
 func (i *Info) Equal(o any) bool {
 	j, ok := o.(*Info)
 	if !ok || i == nil || j == nil {
@@ -72,15 +74,15 @@ func (i *Info) Equal(o any) bool {
 
 type infoKey struct{}
 
-// SetInfo returns addr carrying info in its attributes.
+// SetInfo returns addr carrying info in its balancer attributes.
 func SetInfo(addr resolver.Address, info *Info) resolver.Address {
-	addr.Attributes = addr.Attributes.WithValue(infoKey{}, info)
+	addr.BalancerAttributes = addr.BalancerAttributes.WithValue(infoKey{}, info)
 	return addr
 }
 
 // InfoOf returns the Info addr carries, or nil.
 func InfoOf(addr resolver.Address) *Info {
-	info, _ := addr.Attributes.Value(infoKey{}).(*Info)
+	info, _ := addr.BalancerAttributes.Value(infoKey{}).(*Info)
 	return info
 }
 
@@ -120,6 +122,7 @@ func (c *configured) UpdateClientConnState(s balancer.ClientConnState) error {
 	if cfg, ok := s.BalancerConfig.(*Config); ok {
 		c.pb.setConfig(*cfg)
 	}
+	c.pb.setInfos(s.ResolverState.Addresses)
 	return c.Balancer.UpdateClientConnState(s)
 }
 
@@ -130,11 +133,41 @@ type pickerBuilder struct {
 	cfg Config
 	// loads are the calls in flight per SubConn, kept across pickers.
 	loads map[balancer.SubConn]*atomic.Int64
+	// infos are the newest Info of each address the resolver sent. The
+	// base balancer keeps each SubConn's address as it was when the
+	// SubConn was made (an address whose balancer attributes changed is
+	// the same address to it), so a new weight or zone is read here.
+	infos map[string]*Info
 }
 
 func (pb *pickerBuilder) setConfig(cfg Config) {
 	pb.mu.Lock()
 	pb.cfg = cfg
+	pb.mu.Unlock()
+}
+
+func (pb *pickerBuilder) setInfos(addrs []resolver.Address) {
+	infos := make(map[string]*Info, len(addrs))
+	for _, a := range addrs {
+		in := InfoOf(a)
+		if in == nil {
+			continue
+		}
+		if prev := infos[a.Addr]; prev != nil {
+			// Instances at one address share its connection, and
+			// their weights add up, as if they had one each.
+			sum := *prev
+			sum.Weight = uint32(min(uint64(prev.Weight)+uint64(max(in.Weight, 1)), math.MaxUint32))
+			in = &sum
+		} else if in.Weight == 0 {
+			one := *in
+			one.Weight = 1
+			in = &one
+		}
+		infos[a.Addr] = in
+	}
+	pb.mu.Lock()
+	pb.infos = infos
 	pb.mu.Unlock()
 }
 
@@ -161,7 +194,11 @@ func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	live := make(map[balancer.SubConn]*atomic.Int64, len(scs))
 	for i, r := range scs {
 		ep := Endpoint{Addr: r.addr.Addr, Weight: 1}
-		if in := InfoOf(r.addr); in != nil {
+		in := pb.infos[r.addr.Addr]
+		if in == nil {
+			in = InfoOf(r.addr)
+		}
+		if in != nil {
 			ep.Weight, ep.Zone = in.Weight, in.Zone
 		}
 		endpoints[i] = ep

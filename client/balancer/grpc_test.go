@@ -133,3 +133,20 @@ func BenchmarkGRPCPick(b *testing.B) {
 		})
 	}
 }
+
+// TestInstancesAtOneAddressAddTheirWeights: instances sharing an address
+// share its connection, and their weights add up (a zero weight counts as
+// one).
+func TestInstancesAtOneAddressAddTheirWeights(t *testing.T) {
+	pb := &pickerBuilder{}
+	at := func(addr, id string, w uint32) resolver.Address {
+		return SetInfo(resolver.Address{Addr: addr}, &Info{ID: id, Weight: w})
+	}
+	pb.setInfos([]resolver.Address{at("10.0.0.1:80", "a", 2), at("10.0.0.1:80", "b", 3), at("10.0.0.2:80", "c", 0), at("10.0.0.1:80", "d", 0)})
+	if w := pb.infos["10.0.0.1:80"].Weight; w != 6 {
+		t.Errorf("10.0.0.1:80 weighs %d, want 2+3+1", w)
+	}
+	if w := pb.infos["10.0.0.2:80"].Weight; w != 1 {
+		t.Errorf("10.0.0.2:80 weighs %d, want 1", w)
+	}
+}

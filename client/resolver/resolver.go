@@ -26,7 +26,8 @@
 // known instances while the registry is unreachable and holds back an update
 // that would leave none (client.WithEmptyListGrace). Each address carries
 // the instance's id, weight, zone, tags and metadata as a *balancer.Info in
-// its attributes, read by the balancers of package client/balancer. Pick one
+// its balancer attributes, read by the balancers of package client/balancer
+// (so a change to them keeps the instance's connection). Pick one
 // of those in the service config; gRPC's default, pick_first, sends every
 // call to one instance.
 package resolver
