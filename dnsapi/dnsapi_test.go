@@ -3,6 +3,7 @@ package dnsapi_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -325,5 +326,50 @@ func TestTagsIgnoreCase(t *testing.T) {
 	}
 	if r := ask(t, addr, "udp", "v3.web.service.roster.", dns.TypeA, 0); r.Rcode != dns.RcodeNameError {
 		t.Errorf("a tag nobody has: %s; want NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+}
+
+// TestSRVDeduplicated: instances sharing an address and a port are one SRV
+// record whose weight is the sum of theirs (capped at 65,535), as an RRset
+// has no duplicates (RFC 2181 §5); an address written as IPv4-mapped IPv6
+// is the same address, in SRV and in A answers alike.
+func TestSRVDeduplicated(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.Nodes[0]
+	addr := serve(t, nd, "")
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "a", Address: "127.0.0.1", Port: 1})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "b", Address: "127.0.0.1", Port: 1, Weight: 300})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "c", Address: "::ffff:127.0.0.1", Port: 1, Weight: 5})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "d", Address: "127.0.0.1", Port: 2})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "h1", Address: "web-1.example.com", Port: 80, Weight: 1})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "h2", Address: "WEB-1.example.com", Port: 80, Weight: 2})
+	for i := range 7 {
+		register(t, nd, &rosterv1.Instance{Service: "web", Id: fmt.Sprintf("big%d", i), Address: "10.9.9.9", Port: 9, Weight: 10000})
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		r := ask(t, addr, network, "_web._tcp.service.roster.", dns.TypeSRV, 4096)
+		got := map[string]uint16{}
+		for _, s := range answers[*dns.SRV](r.Answer) {
+			key := fmt.Sprintf("%s:%d", strings.ToLower(s.Target), s.Port)
+			if _, dup := got[key]; dup {
+				t.Errorf("%s: duplicate SRV record for %s", network, key)
+			}
+			got[key] = s.Weight
+		}
+		want := map[string]uint16{
+			"7f000001.addr.roster.:1": 405,
+			"7f000001.addr.roster.:2": 100,
+			"web-1.example.com.:80":   3,
+			"0a090909.addr.roster.:9": 65535,
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("%s: SRV weights %v, want %v", network, got, want)
+		}
+		if extra := answers[*dns.A](r.Extra); len(extra) != 2 {
+			t.Errorf("%s: additional A records %v, want one per address", network, extra)
+		}
+		if got := sortedA(ask(t, addr, network, "web.service.roster.", dns.TypeA, 0).Answer); !slices.Equal(got, []string{"10.9.9.9", "127.0.0.1"}) {
+			t.Errorf("%s: A answers %v, want each address once", network, got)
+		}
 	}
 }

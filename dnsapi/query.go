@@ -121,8 +121,13 @@ func (h *handler) answer(m *dns.Msg, q dns.Question) {
 		seen := map[netip.Addr]bool{}
 		for _, inst := range insts {
 			ip, err := netip.ParseAddr(inst.Address)
-			if err != nil || seen[ip] {
+			if err != nil {
 				continue // a hostname: only in SRV answers
+			}
+			// One record per address: ::ffff:10.0.0.1 is 10.0.0.1, as the
+			// SRV targets spell it.
+			if ip = ip.Unmap(); seen[ip] {
+				continue
 			}
 			if rr := h.ipRR(name, ip, q.Qtype); rr != nil {
 				seen[ip] = true
@@ -214,8 +219,19 @@ func (h *handler) instances(lk lookup) ([]*rosterv1.Instance, int) {
 // srv answers SRV records: an IP address becomes a target name under
 // addr.DOMAIN, with its A/AAAA record in the additional section; a hostname
 // is the target as it is.
+//
+// Instances that share a target and a port (several registrations of one
+// address and port, e.g. Consul registrations without an address, which
+// take the caller's) are one SRV record, as an RRset holds no duplicates
+// (RFC 2181 §5): its weight is the sum of theirs, capped at 65,535, so the
+// endpoint keeps the share of traffic its instances add up to.
 func (h *handler) srv(m *dns.Msg, name string, insts []*rosterv1.Instance) {
+	type endpoint struct {
+		target string // canonical (lowercase) target name
+		port   uint16
+	}
 	extra := map[string]bool{}
+	records := map[endpoint]*dns.SRV{}
 	for _, inst := range insts {
 		weight := inst.Weight
 		if weight == 0 {
@@ -243,6 +259,12 @@ func (h *handler) srv(m *dns.Msg, name string, insts []*rosterv1.Instance) {
 		} else {
 			continue
 		}
+		key := endpoint{dns.CanonicalName(rr.Target), rr.Port}
+		if prev := records[key]; prev != nil {
+			prev.Weight = uint16(min(uint32(prev.Weight)+uint32(rr.Weight), 65535))
+			continue
+		}
+		records[key] = rr
 		m.Answer = append(m.Answer, rr)
 	}
 }
