@@ -373,3 +373,38 @@ func TestSRVDeduplicated(t *testing.T) {
 		}
 	}
 }
+
+// TestEDNSVersion: a query with an EDNS version above 0 gets BADVERS and no
+// answers, with an OPT record of version 0 (RFC 6891 §6.1.3); version 0 is
+// answered.
+func TestEDNSVersion(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.Nodes[0]
+	addr := serve(t, nd, "")
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 80})
+	for _, network := range []string{"udp", "tcp"} {
+		for _, version := range []uint8{0, 1, 255} {
+			m := new(dns.Msg)
+			m.SetQuestion("web.service.roster.", dns.TypeA)
+			m.SetEdns0(1232, false)
+			m.IsEdns0().SetVersion(version)
+			c := &dns.Client{Net: network, Timeout: 5 * time.Second}
+			r, _, err := c.Exchange(m, addr)
+			if err != nil {
+				t.Fatalf("%s version %d: %v", network, version, err)
+			}
+			opt := r.IsEdns0()
+			if opt == nil || opt.Version() != 0 {
+				t.Errorf("%s version %d: OPT %v, want one of version 0", network, version, opt)
+			}
+			want, answers := dns.RcodeSuccess, 1
+			if version > 0 {
+				want, answers = dns.RcodeBadVers, 0
+			}
+			if r.Rcode != want || len(r.Answer) != answers {
+				t.Errorf("%s version %d: rcode %d with %d answers, want %d (%s) with %d",
+					network, version, r.Rcode, len(r.Answer), want, map[int]string{0: "NOERROR", 16: "BADVERS"}[want], answers)
+			}
+		}
+	}
+}

@@ -48,6 +48,11 @@ func (h *handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		m.SetRcode(r, dns.RcodeNotImplemented)
 	case len(r.Question) != 1:
 		m.SetRcode(r, dns.RcodeFormatError)
+	case r.IsEdns0() != nil && r.IsEdns0().Version() > 0:
+		// Only EDNS version 0 is spoken: BADVERS, with an OPT record of
+		// version 0 (send adds it), and the query is not answered (RFC
+		// 6891 §6.1.3).
+		m.Rcode = dns.RcodeBadVers
 	default:
 		h.answer(m, r.Question[0])
 	}
