@@ -408,3 +408,65 @@ func TestEDNSVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyNonTerminalsAndNameServer: names that exist only because names
+// below them do are NOERROR without answers, not NXDOMAIN (RFC 8020), and
+// the name server the NS record names has the address the server listens
+// on, so it is not lame.
+func TestEmptyNonTerminalsAndNameServer(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.Nodes[0]
+	addr := serve(t, nd, "")
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 80, Tags: []string{"V2"}})
+	register(t, nd, &rosterv1.Instance{Namespace: "prod", Service: "api", Id: "a", Address: "10.0.0.2", Port: 80})
+
+	soa := func(r *dns.Msg) bool { return len(answers[*dns.SOA](r.Ns)) == 1 }
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{
+		{"service.roster.", dns.TypeA},
+		{"addr.roster.", dns.TypeA},
+		{"ns.roster.", dns.TypeAAAA}, // it listens on 127.0.0.1
+		{"ns.roster.", dns.TypeTXT},
+		{"prod.ns.roster.", dns.TypeA},
+		{"service.prod.ns.roster.", dns.TypeSRV},
+		{"_tcp.service.roster.", dns.TypeA},
+		{"_udp.service.prod.ns.roster.", dns.TypeA},
+		{"_v2.service.roster.", dns.TypeA},
+		{"_tcp.service.default.ns.roster.", dns.TypeA},
+	} {
+		r := ask(t, addr, "udp", q.name, q.qtype, 0)
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || !soa(r) {
+			t.Errorf("%s %s: rcode %s, %d answers, authority %v; want NODATA with the SOA",
+				q.name, dns.TypeToString[q.qtype], dns.RcodeToString[r.Rcode], len(r.Answer), r.Ns)
+		}
+	}
+	// Names nothing is below stay NXDOMAIN.
+	for _, name := range []string{"nope.ns.roster.", "service.nope.ns.roster.", "_nope.service.roster.",
+		"_tcp.service.nope.ns.roster.", "_v2.service.prod.ns.roster.", "x.service.prod.ns.roster.", "bad_ns.ns.roster."} {
+		if r := ask(t, addr, "udp", name, dns.TypeA, 0); r.Rcode != dns.RcodeNameError || !soa(r) {
+			t.Errorf("%s: rcode %s; want NXDOMAIN with the SOA", name, dns.RcodeToString[r.Rcode])
+		}
+	}
+	// The names below still answer.
+	if srvs := answers[*dns.SRV](ask(t, addr, "udp", "_api._tcp.service.prod.ns.roster.", dns.TypeSRV, 0).Answer); len(srvs) != 1 {
+		t.Errorf("_api._tcp.service.prod.ns: %v", srvs)
+	}
+
+	r := ask(t, addr, "udp", "roster.", dns.TypeNS, 0)
+	ns := answers[*dns.NS](r.Answer)
+	if len(ns) != 1 || ns[0].Ns != "ns.roster." {
+		t.Fatalf("apex NS: %v", r.Answer)
+	}
+	if glue := sortedA(r.Extra); !slices.Equal(glue, []string{"127.0.0.1"}) {
+		t.Errorf("apex NS additional: %v; want ns.roster. A 127.0.0.1", r.Extra)
+	}
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeANY} {
+		r = ask(t, addr, "udp", "ns.roster.", qtype, 0)
+		if got := sortedA(r.Answer); r.Rcode != dns.RcodeSuccess || !slices.Equal(got, []string{"127.0.0.1"}) {
+			t.Errorf("ns.roster. %s: rcode %s, %v; want 127.0.0.1, the address the server listens on",
+				dns.TypeToString[qtype], dns.RcodeToString[r.Rcode], got)
+		}
+	}
+}
