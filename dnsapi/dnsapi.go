@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -65,7 +66,11 @@ type Server struct {
 }
 
 // Listen binds UDP and TCP on addr (HOST:PORT; port 0 picks a free port
-// for both) and returns a server ready to Start.
+// for both) and returns a server ready to Start. When HOST is one IP
+// address, the name server the zone's NS and SOA records name,
+// ns.DOMAIN, has it as its A or AAAA record; on a wildcard address it
+// has none (the server cannot tell which address a resolver reaches it
+// by), and a resolver must be pointed at the server's address.
 func Listen(addr string, cfg Config) (*Server, error) {
 	h, err := newHandler(cfg)
 	if err != nil {
@@ -74,6 +79,9 @@ func Listen(addr string, cfg Config) (*Server, error) {
 	pc, lis, err := bindBoth(addr)
 	if err != nil {
 		return nil, err
+	}
+	if ap, err := netip.ParseAddrPort(lis.Addr().String()); err == nil && !ap.Addr().IsUnspecified() {
+		h.nsAddr = ap.Addr().Unmap().WithZone("")
 	}
 	return &Server{h: h, pc: pc, lis: lis}, nil
 }
@@ -159,7 +167,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Handler returns the query handler, for serving it on listeners of one's
-// own.
+// own (ns.DOMAIN then has the address of the listener Listen bound).
 func (s *Server) Handler() dns.Handler { return s.h }
 
 func newHandler(cfg Config) (*handler, error) {

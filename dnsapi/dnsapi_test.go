@@ -3,6 +3,7 @@ package dnsapi_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -325,5 +326,147 @@ func TestTagsIgnoreCase(t *testing.T) {
 	}
 	if r := ask(t, addr, "udp", "v3.web.service.roster.", dns.TypeA, 0); r.Rcode != dns.RcodeNameError {
 		t.Errorf("a tag nobody has: %s; want NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+}
+
+// TestSRVDeduplicated: instances sharing an address and a port are one SRV
+// record whose weight is the sum of theirs (capped at 65,535), as an RRset
+// has no duplicates (RFC 2181 §5); an address written as IPv4-mapped IPv6
+// is the same address, in SRV and in A answers alike.
+func TestSRVDeduplicated(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.Nodes[0]
+	addr := serve(t, nd, "")
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "a", Address: "127.0.0.1", Port: 1})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "b", Address: "127.0.0.1", Port: 1, Weight: 300})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "c", Address: "::ffff:127.0.0.1", Port: 1, Weight: 5})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "d", Address: "127.0.0.1", Port: 2})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "h1", Address: "web-1.example.com", Port: 80, Weight: 1})
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "h2", Address: "WEB-1.example.com", Port: 80, Weight: 2})
+	for i := range 7 {
+		register(t, nd, &rosterv1.Instance{Service: "web", Id: fmt.Sprintf("big%d", i), Address: "10.9.9.9", Port: 9, Weight: 10000})
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		r := ask(t, addr, network, "_web._tcp.service.roster.", dns.TypeSRV, 4096)
+		got := map[string]uint16{}
+		for _, s := range answers[*dns.SRV](r.Answer) {
+			key := fmt.Sprintf("%s:%d", strings.ToLower(s.Target), s.Port)
+			if _, dup := got[key]; dup {
+				t.Errorf("%s: duplicate SRV record for %s", network, key)
+			}
+			got[key] = s.Weight
+		}
+		want := map[string]uint16{
+			"7f000001.addr.roster.:1": 405,
+			"7f000001.addr.roster.:2": 100,
+			"web-1.example.com.:80":   3,
+			"0a090909.addr.roster.:9": 65535,
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("%s: SRV weights %v, want %v", network, got, want)
+		}
+		if extra := answers[*dns.A](r.Extra); len(extra) != 2 {
+			t.Errorf("%s: additional A records %v, want one per address", network, extra)
+		}
+		if got := sortedA(ask(t, addr, network, "web.service.roster.", dns.TypeA, 0).Answer); !slices.Equal(got, []string{"10.9.9.9", "127.0.0.1"}) {
+			t.Errorf("%s: A answers %v, want each address once", network, got)
+		}
+	}
+}
+
+// TestEDNSVersion: a query with an EDNS version above 0 gets BADVERS and no
+// answers, with an OPT record of version 0 (RFC 6891 §6.1.3); version 0 is
+// answered.
+func TestEDNSVersion(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.Nodes[0]
+	addr := serve(t, nd, "")
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 80})
+	for _, network := range []string{"udp", "tcp"} {
+		for _, version := range []uint8{0, 1, 255} {
+			m := new(dns.Msg)
+			m.SetQuestion("web.service.roster.", dns.TypeA)
+			m.SetEdns0(1232, false)
+			m.IsEdns0().SetVersion(version)
+			c := &dns.Client{Net: network, Timeout: 5 * time.Second}
+			r, _, err := c.Exchange(m, addr)
+			if err != nil {
+				t.Fatalf("%s version %d: %v", network, version, err)
+			}
+			opt := r.IsEdns0()
+			if opt == nil || opt.Version() != 0 {
+				t.Errorf("%s version %d: OPT %v, want one of version 0", network, version, opt)
+			}
+			want, answers := dns.RcodeSuccess, 1
+			if version > 0 {
+				want, answers = dns.RcodeBadVers, 0
+			}
+			if r.Rcode != want || len(r.Answer) != answers {
+				t.Errorf("%s version %d: rcode %d with %d answers, want %d (%s) with %d",
+					network, version, r.Rcode, len(r.Answer), want, map[int]string{0: "NOERROR", 16: "BADVERS"}[want], answers)
+			}
+		}
+	}
+}
+
+// TestEmptyNonTerminalsAndNameServer: names that exist only because names
+// below them do are NOERROR without answers, not NXDOMAIN (RFC 8020), and
+// the name server the NS record names has the address the server listens
+// on, so it is not lame.
+func TestEmptyNonTerminalsAndNameServer(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.Nodes[0]
+	addr := serve(t, nd, "")
+	register(t, nd, &rosterv1.Instance{Service: "web", Id: "a", Address: "10.0.0.1", Port: 80, Tags: []string{"V2"}})
+	register(t, nd, &rosterv1.Instance{Namespace: "prod", Service: "api", Id: "a", Address: "10.0.0.2", Port: 80})
+
+	soa := func(r *dns.Msg) bool { return len(answers[*dns.SOA](r.Ns)) == 1 }
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{
+		{"service.roster.", dns.TypeA},
+		{"addr.roster.", dns.TypeA},
+		{"ns.roster.", dns.TypeAAAA}, // it listens on 127.0.0.1
+		{"ns.roster.", dns.TypeTXT},
+		{"prod.ns.roster.", dns.TypeA},
+		{"service.prod.ns.roster.", dns.TypeSRV},
+		{"_tcp.service.roster.", dns.TypeA},
+		{"_udp.service.prod.ns.roster.", dns.TypeA},
+		{"_v2.service.roster.", dns.TypeA},
+		{"_tcp.service.default.ns.roster.", dns.TypeA},
+	} {
+		r := ask(t, addr, "udp", q.name, q.qtype, 0)
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || !soa(r) {
+			t.Errorf("%s %s: rcode %s, %d answers, authority %v; want NODATA with the SOA",
+				q.name, dns.TypeToString[q.qtype], dns.RcodeToString[r.Rcode], len(r.Answer), r.Ns)
+		}
+	}
+	// Names nothing is below stay NXDOMAIN.
+	for _, name := range []string{"nope.ns.roster.", "service.nope.ns.roster.", "_nope.service.roster.",
+		"_tcp.service.nope.ns.roster.", "_v2.service.prod.ns.roster.", "x.service.prod.ns.roster.", "bad_ns.ns.roster."} {
+		if r := ask(t, addr, "udp", name, dns.TypeA, 0); r.Rcode != dns.RcodeNameError || !soa(r) {
+			t.Errorf("%s: rcode %s; want NXDOMAIN with the SOA", name, dns.RcodeToString[r.Rcode])
+		}
+	}
+	// The names below still answer.
+	if srvs := answers[*dns.SRV](ask(t, addr, "udp", "_api._tcp.service.prod.ns.roster.", dns.TypeSRV, 0).Answer); len(srvs) != 1 {
+		t.Errorf("_api._tcp.service.prod.ns: %v", srvs)
+	}
+
+	r := ask(t, addr, "udp", "roster.", dns.TypeNS, 0)
+	ns := answers[*dns.NS](r.Answer)
+	if len(ns) != 1 || ns[0].Ns != "ns.roster." {
+		t.Fatalf("apex NS: %v", r.Answer)
+	}
+	if glue := sortedA(r.Extra); !slices.Equal(glue, []string{"127.0.0.1"}) {
+		t.Errorf("apex NS additional: %v; want ns.roster. A 127.0.0.1", r.Extra)
+	}
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeANY} {
+		r = ask(t, addr, "udp", "ns.roster.", qtype, 0)
+		if got := sortedA(r.Answer); r.Rcode != dns.RcodeSuccess || !slices.Equal(got, []string{"127.0.0.1"}) {
+			t.Errorf("ns.roster. %s: rcode %s, %v; want 127.0.0.1, the address the server listens on",
+				dns.TypeToString[qtype], dns.RcodeToString[r.Rcode], got)
+		}
 	}
 }

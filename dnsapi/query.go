@@ -26,6 +26,10 @@ type handler struct {
 	ttl      uint32
 	registry rosterv1.RegistryClient
 	logger   hclog.Logger
+	// nsAddr is the address of ns.DOMAIN: the IP the server listens on,
+	// invalid when it listens on a wildcard address or is served on
+	// listeners of the caller's own.
+	nsAddr netip.Addr
 }
 
 // lookup is a parsed service name.
@@ -48,6 +52,11 @@ func (h *handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		m.SetRcode(r, dns.RcodeNotImplemented)
 	case len(r.Question) != 1:
 		m.SetRcode(r, dns.RcodeFormatError)
+	case r.IsEdns0() != nil && r.IsEdns0().Version() > 0:
+		// Only EDNS version 0 is spoken: BADVERS, with an OPT record of
+		// version 0 (send adds it), and the query is not answered (RFC
+		// 6891 §6.1.3).
+		m.Rcode = dns.RcodeBadVers
 	default:
 		h.answer(m, r.Question[0])
 	}
@@ -93,8 +102,25 @@ func (h *handler) answer(m *dns.Msg, q dns.Question) {
 	case len(labels) == 0:
 		h.apex(m, q)
 		return
+	case len(labels) == 1 && labels[0] == "ns":
+		h.nameserver(m, q, name)
+		return
+	case len(labels) == 1 && (labels[0] == "service" || labels[0] == "addr"):
+		m.Ns = []dns.RR{h.soa()} // empty non-terminals: NODATA, never NXDOMAIN
+		return
 	case len(labels) == 2 && labels[1] == "addr":
 		h.addr(m, q, name, labels[0])
+		return
+	}
+	if ent, ok := parseEmptyNonTerminal(labels); ok {
+		if rcode := h.exists(ent); rcode != dns.RcodeSuccess {
+			m.Rcode = rcode
+			if rcode == dns.RcodeNameError {
+				m.Ns = []dns.RR{h.soa()}
+			}
+			return
+		}
+		m.Ns = []dns.RR{h.soa()} // NODATA: names exist below it
 		return
 	}
 	lk, ok := parseService(labels)
@@ -121,8 +147,13 @@ func (h *handler) answer(m *dns.Msg, q dns.Question) {
 		seen := map[netip.Addr]bool{}
 		for _, inst := range insts {
 			ip, err := netip.ParseAddr(inst.Address)
-			if err != nil || seen[ip] {
+			if err != nil {
 				continue // a hostname: only in SRV answers
+			}
+			// One record per address: ::ffff:10.0.0.1 is 10.0.0.1, as the
+			// SRV targets spell it.
+			if ip = ip.Unmap(); seen[ip] {
+				continue
 			}
 			if rr := h.ipRR(name, ip, q.Qtype); rr != nil {
 				seen[ip] = true
@@ -134,6 +165,88 @@ func (h *handler) answer(m *dns.Msg, q dns.Question) {
 		m.Ns = []dns.RR{h.soa()} // NODATA: the name exists, not this type
 	}
 }
+
+// emptyNonTerminal is a name with no records of its own that exists
+// because names below it do (RFC 8020: it must not be NXDOMAIN):
+//
+//	NAMESPACE.ns, service.NAMESPACE.ns  a service of the namespace
+//	_tcp.service[.NAMESPACE.ns]         (_udp alike) a service
+//	_TAG.service[.NAMESPACE.ns]         a service with the tag
+//
+// service, addr and ns under the domain are empty non-terminals whatever
+// the registry holds.
+type emptyNonTerminal struct {
+	namespace string // empty: the default namespace
+	tag       string // empty: any service
+}
+
+// parseEmptyNonTerminal tells whether labels name an empty non-terminal
+// whose existence depends on the registry's services.
+func parseEmptyNonTerminal(labels []string) (emptyNonTerminal, bool) {
+	var ent emptyNonTerminal
+	n := len(labels)
+	if n >= 2 && labels[n-1] == "ns" {
+		ent.namespace = labels[n-2]
+		labels = labels[:n-2]
+		if len(labels) == 0 || len(labels) == 1 && labels[0] == "service" {
+			return ent, true
+		}
+	}
+	if len(labels) != 2 || labels[1] != "service" || len(labels[0]) < 2 || !strings.HasPrefix(labels[0], "_") {
+		return ent, false
+	}
+	if p := labels[0][1:]; p != "tcp" && p != "udp" {
+		ent.tag = p
+	}
+	return ent, true
+}
+
+// exists answers whether the names below ent exist: RcodeSuccess when a
+// service of its namespace (with its tag, if it has one) has a healthy
+// instance, NXDOMAIN when none has or the namespace is invalid, REFUSED or
+// SERVFAIL as for a service name. A tag counts if any instance of such a
+// service has it, healthy or not: the service summaries carry no more,
+// and an empty answer where there is no name is harmless, while NXDOMAIN
+// where there is one would deny the names below it to a resolver.
+func (h *handler) exists(ent emptyNonTerminal) int {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+	defer cancel()
+	if h.cfg.Token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+h.cfg.Token)
+	}
+	namespace := ent.namespace
+	if namespace == "" {
+		namespace = defaultNamespace
+	}
+	resp, err := h.registry.ListServices(ctx, &rosterv1.ListServicesRequest{
+		Namespace: namespace,
+		WithTags:  ent.tag != "",
+		Read:      &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE},
+	})
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.NotFound, codes.InvalidArgument:
+		return dns.RcodeNameError
+	case codes.PermissionDenied:
+		return dns.RcodeRefused
+	default:
+		h.logger.Warn("dns lookup failed", "namespace", namespace, "error", err)
+		return dns.RcodeServerFailure
+	}
+	for _, svc := range resp.Services {
+		if svc.Passing == 0 {
+			continue
+		}
+		if ent.tag == "" || slices.ContainsFunc(svc.Tags, func(t string) bool { return strings.EqualFold(t, ent.tag) }) {
+			return dns.RcodeSuccess
+		}
+	}
+	return dns.RcodeNameError
+}
+
+// defaultNamespace is the namespace of a name without .NAMESPACE.ns, as
+// the registry names it.
+const defaultNamespace = "default"
 
 // parseService reads the labels before the domain:
 //
@@ -214,8 +327,19 @@ func (h *handler) instances(lk lookup) ([]*rosterv1.Instance, int) {
 // srv answers SRV records: an IP address becomes a target name under
 // addr.DOMAIN, with its A/AAAA record in the additional section; a hostname
 // is the target as it is.
+//
+// Instances that share a target and a port (several registrations of one
+// address and port, e.g. Consul registrations without an address, which
+// take the caller's) are one SRV record, as an RRset holds no duplicates
+// (RFC 2181 §5): its weight is the sum of theirs, capped at 65,535, so the
+// endpoint keeps the share of traffic its instances add up to.
 func (h *handler) srv(m *dns.Msg, name string, insts []*rosterv1.Instance) {
+	type endpoint struct {
+		target string // canonical (lowercase) target name
+		port   uint16
+	}
 	extra := map[string]bool{}
+	records := map[endpoint]*dns.SRV{}
 	for _, inst := range insts {
 		weight := inst.Weight
 		if weight == 0 {
@@ -243,6 +367,12 @@ func (h *handler) srv(m *dns.Msg, name string, insts []*rosterv1.Instance) {
 		} else {
 			continue
 		}
+		key := endpoint{dns.CanonicalName(rr.Target), rr.Port}
+		if prev := records[key]; prev != nil {
+			prev.Weight = uint16(min(uint32(prev.Weight)+uint32(rr.Weight), 65535))
+			continue
+		}
+		records[key] = rr
 		m.Answer = append(m.Answer, rr)
 	}
 }
@@ -289,7 +419,8 @@ func (h *handler) ipRR(name string, ip netip.Addr, qtype uint16) dns.RR {
 	return nil
 }
 
-// apex answers the domain itself: its SOA and NS.
+// apex answers the domain itself: its SOA and NS (with the name server's
+// address in the additional section when it has one).
 func (h *handler) apex(m *dns.Msg, q dns.Question) {
 	switch q.Qtype {
 	case dns.TypeSOA, dns.TypeANY:
@@ -297,11 +428,32 @@ func (h *handler) apex(m *dns.Msg, q dns.Question) {
 	case dns.TypeNS:
 		m.Answer = append(m.Answer, &dns.NS{
 			Hdr: dns.RR_Header{Name: h.domain, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: h.ttl},
-			Ns:  "ns." + h.domain,
+			Ns:  h.nsName(),
 		})
+		if h.nsAddr.IsValid() {
+			m.Extra = append(m.Extra, h.ipRR(h.nsName(), h.nsAddr, dns.TypeANY))
+		}
 	default:
 		m.Ns = []dns.RR{h.soa()}
 	}
+}
+
+// nsName is the name server the NS and SOA records name.
+func (h *handler) nsName() string { return "ns." + h.domain }
+
+// nameserver answers ns.DOMAIN: the address the server listens on when it
+// listens on one IP address. On a wildcard address (0.0.0.0, ::) it cannot
+// tell which of the host's addresses a resolver reaches it by, so the name
+// exists without address records (NODATA). It is also the parent of
+// NAMESPACE.ns names, so it exists either way.
+func (h *handler) nameserver(m *dns.Msg, q dns.Question, name string) {
+	if h.nsAddr.IsValid() {
+		if rr := h.ipRR(name, h.nsAddr, q.Qtype); rr != nil {
+			m.Answer = append(m.Answer, rr)
+			return
+		}
+	}
+	m.Ns = []dns.RR{h.soa()}
 }
 
 func (h *handler) nxdomain(m *dns.Msg) {
@@ -315,7 +467,7 @@ func (h *handler) nxdomain(m *dns.Msg) {
 func (h *handler) soa() dns.RR {
 	return &dns.SOA{
 		Hdr:     dns.RR_Header{Name: h.domain, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: h.ttl},
-		Ns:      "ns." + h.domain,
+		Ns:      h.nsName(),
 		Mbox:    "hostmaster." + h.domain,
 		Serial:  uint32(time.Now().Unix()),
 		Refresh: 3600,

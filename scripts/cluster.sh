@@ -13,9 +13,10 @@ usage() {
 usage: scripts/$prog COMMAND [ARGS]
 
 Runs a local N-node Roster cluster on 127.0.0.1. Node nI listens for gRPC on
-BASE+10*(I-1), for Raft on BASE+10*(I-1)+1 and for HTTP (the JSON API,
-/health, /ready) on BASE+10*(I-1)+2 (BASE is 7420 by default: n1 serves
-gRPC on 7420 and HTTP on 7422, n2 on 7430 and 7432, ...). Every node starts
+BASE+10*(I-1), for Raft on BASE+10*(I-1)+1, for HTTP (the JSON API,
+/health, /ready) on BASE+10*(I-1)+2 and for DNS (UDP and TCP) on
+BASE+10*(I-1)+3 (BASE is 7420 by default: n1 serves gRPC on 7420, HTTP on
+7422 and DNS on 7423, n2 on 7430, 7432 and 7433, ...). Every node starts
 with the same --initial-cluster.
 
 commands:

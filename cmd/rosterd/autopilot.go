@@ -22,7 +22,7 @@ type autopilotFlags struct {
 
 func (a *autopilotFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&a.enabled, "autopilot", true, "run autopilot on the leader: a server that --joins enters as a non-voter and becomes a voter once healthy "+
-		"for --autopilot-server-stabilization-time, and failed servers are cleaned up; false: a joining server votes at once and failed ones stay until `roster members remove`")
+		"for --autopilot-server-stabilization-time, and failed servers are cleaned up; false: a joining server votes at once and failed ones stay until roster remove-node removes them")
 	fs.BoolVar(&a.cleanup, "autopilot-cleanup-dead-servers", true, "remove a server the leader has not reached for --autopilot-dead-server-after, never leaving fewer than --autopilot-min-quorum voters")
 	fs.DurationVar(&a.deadAfter, "autopilot-dead-server-after", cluster.DefaultAutopilotDeadServerAfter, "how long the leader must fail to reach a server before autopilot counts it as failed")
 	fs.UintVar(&a.minQuorum, "autopilot-min-quorum", cluster.DefaultAutopilotMinQuorum, "the fewest voters dead-server cleanup leaves (set it to the number of servers you run)")
