@@ -591,6 +591,13 @@ func (e *serviceCache) release(hold uint64) {
 	if e.heldSince.IsZero() || e.holds != hold {
 		return
 	}
+	select {
+	case <-e.c.closed:
+		// A closed client changes nothing: not its subscriptions' lists,
+		// nor the cache dir that the next process starts from.
+		return
+	default:
+	}
 	e.logger.Warn("service has had no healthy instance for the whole grace period; applying", "grace", e.grace, "revision", e.revision)
 	e.heldSince = time.Time{}
 	all := make([]*rosterv1.Instance, 0, len(e.all))

@@ -3,7 +3,10 @@ package client
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,5 +238,53 @@ func TestCacheLateHoldTimerLeavesTheNextHold(t *testing.T) {
 	clk.Advance(grace)
 	if s := sub.Service(); s.Held || len(s.Instances) != 0 {
 		t.Fatalf("after the second hold's grace period: held %v, instances %v; want the empty list", s.Held, ids())
+	}
+}
+
+// TestCacheHeldUpdateNotAppliedAfterClose: a hold whose grace period ends
+// after the client was closed applies nothing: the subscription keeps its
+// list, and the cache dir keeps the last list.
+func TestCacheHeldUpdateNotAppliedAfterClose(t *testing.T) {
+	const grace = time.Minute
+	st := newFakeState()
+	st.appendEvent(rosterv1.Event_TYPE_PUT, &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: "w1", Enabled: true,
+		Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING})
+	f := startFake(t, st)
+	clk := newFakeClock()
+	dir := t.TempDir()
+	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithEmptyListGrace(grace), WithCacheIdleTimeout(0), WithCacheDir(dir), func(o *options) { o.discovery.clock = clk })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := c.Subscribe("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first list", func() bool { return len(sub.Service().Instances) == 1 })
+	saved := func() string {
+		var all []string
+		_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				b, _ := os.ReadFile(path)
+				all = append(all, path+"="+string(b))
+			}
+			return nil
+		})
+		return strings.Join(all, ";")
+	}
+	waitFor(t, "the list saved", func() bool { return strings.Contains(saved(), "w1") })
+	st.appendEvent(rosterv1.Event_TYPE_DELETE, &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: "w1"})
+	waitFor(t, "the empty update to be held", func() bool { return sub.Service().Held })
+	before := saved()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(grace)
+	if s := sub.Service(); len(s.Instances) != 1 {
+		t.Fatalf("after Close and the grace period: %d instances, want the list as it was", len(s.Instances))
+	}
+	if after := saved(); after != before {
+		t.Fatalf("the cache dir changed after Close:\nbefore %s\nafter  %s", before, after)
 	}
 }
