@@ -192,7 +192,7 @@ func (b *Builder) Build(target grpcresolver.Target, cc grpcresolver.ClientConn, 
 		}
 		return nil, err
 	}
-	r := &rosterResolver{cc: cc, sub: sub, stop: make(chan struct{})}
+	r := &rosterResolver{cc: cc, sub: sub, stop: make(chan struct{}), again: make(chan struct{}, 1)}
 	if owned {
 		r.owned = c
 	}
@@ -206,6 +206,8 @@ type rosterResolver struct {
 	sub   *client.Subscription
 	owned *client.Client
 	stop  chan struct{}
+	// again asks run to push the current list again (ResolveNow).
+	again chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup
 }
@@ -215,11 +217,16 @@ type rosterResolver struct {
 // merely because the registry is unreachable, so neither is pushed here.
 func (r *rosterResolver) run() {
 	defer r.wg.Done()
+	pushed := false
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-r.sub.Changed():
+		case <-r.again:
+			if !pushed {
+				continue // nothing to push again: the first list is still to come
+			}
 		}
 		s := r.sub.Service()
 		if err := r.sub.Err(); err != nil && len(s.Instances) == 0 {
@@ -232,9 +239,11 @@ func (r *rosterResolver) run() {
 		for _, inst := range s.Instances {
 			addrs = append(addrs, Address(inst))
 		}
+		pushed = true
 		if err := r.cc.UpdateState(grpcresolver.State{Addresses: addrs}); err != nil && len(addrs) > 0 {
-			// The balancer rejected the list; it asks again with
-			// ResolveNow, and the next change is pushed anyway.
+			// The balancer rejected the list; gRPC asks again with
+			// ResolveNow (with backoff), which pushes it again, and the
+			// next change is pushed anyway.
 			r.cc.ReportError(err)
 		}
 	}
@@ -249,8 +258,15 @@ func Address(inst *rosterv1.Instance) grpcresolver.Address {
 	})
 }
 
-// ResolveNow does nothing: the list is pushed as soon as it changes.
-func (r *rosterResolver) ResolveNow(grpcresolver.ResolveNowOptions) {}
+// ResolveNow pushes the current list again. A list is pushed as soon as it
+// changes; gRPC asks for it again when its balancer rejected the last one
+// or a connection failed.
+func (r *rosterResolver) ResolveNow(grpcresolver.ResolveNowOptions) {
+	select {
+	case r.again <- struct{}{}:
+	default:
+	}
+}
 
 // Close stops the resolver.
 func (r *rosterResolver) Close() {

@@ -2,9 +2,11 @@ package resolver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcresolver "google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/client"
@@ -519,5 +522,60 @@ func TestIPv6AddressTargets(t *testing.T) {
 		t.Run(target, func(t *testing.T) {
 			waitServing(t, dial(t, target, balancer.RoundRobin), a)
 		})
+	}
+}
+
+// rejectingCC is a gRPC ClientConn whose balancer rejects the first list
+// it is given; it records every list.
+type rejectingCC struct {
+	grpcresolver.ClientConn
+	mu      sync.Mutex
+	updates [][]string
+}
+
+func (cc *rejectingCC) UpdateState(s grpcresolver.State) error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	var addrs []string
+	for _, a := range s.Addresses {
+		addrs = append(addrs, a.Addr)
+	}
+	cc.updates = append(cc.updates, addrs)
+	if len(cc.updates) == 1 {
+		return errors.New("rejected by the balancer")
+	}
+	return nil
+}
+
+func (cc *rejectingCC) ReportError(error) {}
+
+func (cc *rejectingCC) count() int {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return len(cc.updates)
+}
+
+// TestResolveNowPushesTheListAgain: when the balancer rejected a list,
+// gRPC's ResolveNow gets it pushed again, without waiting for the list to
+// change.
+func TestResolveNowPushesTheListAgain(t *testing.T) {
+	e := newEnv(t)
+	s := testdiscovery.StartEcho(t)
+	e.register(s.Instance("echo", "e0", 1))
+	c := e.client(e.addrs())
+	cc := &rejectingCC{}
+	target := grpcresolver.Target{URL: url.URL{Scheme: "roster", Path: "/echo"}}
+	r, err := resolver.NewBuilder(c).Build(target, cc, grpcresolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	testdiscovery.Eventually(t, "the first list", waitLong, func() bool { return cc.count() >= 1 })
+	r.ResolveNow(grpcresolver.ResolveNowOptions{})
+	testdiscovery.Eventually(t, "the list pushed again after ResolveNow", waitLong, func() bool { return cc.count() >= 2 })
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if !slices.Equal(cc.updates[0], []string{s.Addr}) || !slices.Equal(cc.updates[1], cc.updates[0]) {
+		t.Fatalf("lists pushed: %v, want [%s] twice", cc.updates, s.Addr)
 	}
 }
