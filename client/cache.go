@@ -253,6 +253,9 @@ type discovery struct {
 	mu       sync.Mutex
 	services map[serviceKey]*serviceCache
 	sessions map[time.Duration]*Session
+	// sessionUsers counts the Registrations using each session; the last
+	// to close ends it (releaseSession).
+	sessionUsers map[*Session]int
 	// registrations are the client's Registrations by instance, from
 	// before their first Register until their Close has returned: one an
 	// instance (RegisterInstance), and where the sessions' lost-lease
@@ -281,6 +284,7 @@ func (d *discovery) init(c *Client) {
 		d.logger = d.logger.Named("discovery")
 		d.services = map[serviceKey]*serviceCache{}
 		d.sessions = map[time.Duration]*Session{}
+		d.sessionUsers = map[*Session]int{}
 		go func() {
 			<-c.closed
 			cancel()

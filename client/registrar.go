@@ -308,11 +308,15 @@ func (r *Registration) Close(ctx context.Context) error {
 	// new registration.
 	defer r.c.discovery.untrack(r)
 	close(r.events)
-	if r.sess != nil {
-		r.sess.Remove(r.key)
+	sess := r.sess
+	if sess != nil {
+		sess.Remove(r.key)
 	}
 	inflight := r.inflight
 	r.mu.Unlock()
+	if sess != nil {
+		r.c.discovery.releaseSession(sess)
+	}
 	if inflight != nil {
 		r.settle(ctx, inflight)
 	}
@@ -452,11 +456,13 @@ func (r *Registration) reregister(log hclog.Logger) bool {
 }
 
 // session returns the client's keepalive session for leases of ttl,
-// starting it on first use.
+// starting it on first use, for one more Registration: each that gets it
+// gives it back with releaseSession.
 func (d *discovery) session(c *Client, ttl time.Duration) (*Session, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if s, ok := d.sessions[ttl]; ok {
+		d.sessionUsers[s]++
 		return s, nil
 	}
 	s, err := c.KeepAlive(d.ctx, ttl)
@@ -464,8 +470,33 @@ func (d *discovery) session(c *Client, ttl time.Duration) (*Session, error) {
 		return nil, err
 	}
 	d.sessions[ttl] = s
+	d.sessionUsers[s] = 1
 	go d.dispatch(s)
 	return s, nil
+}
+
+// releaseSession gives back a Registration's use of s; the last one ends
+// it (its stream and goroutines), so that a client that stops using a TTL
+// does not keep a session for it. A later Registration of that TTL starts
+// a new one.
+func (d *discovery) releaseSession(s *Session) {
+	d.mu.Lock()
+	n := d.sessionUsers[s] - 1
+	if n > 0 {
+		d.sessionUsers[s] = n
+		d.mu.Unlock()
+		return
+	}
+	delete(d.sessionUsers, s)
+	for ttl, cur := range d.sessions {
+		if cur == s {
+			delete(d.sessions, ttl)
+		}
+	}
+	d.mu.Unlock()
+	// Not Close, which waits for the session's goroutines: a Close of a
+	// Registration may run on one of them (a test's hook does).
+	s.cancel()
 }
 
 // dispatch hands a session's lost leases to their registrations.

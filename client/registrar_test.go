@@ -134,12 +134,46 @@ func TestRegistrarRegistersKeepsAliveAndCloses(t *testing.T) {
 	if _, ok := <-reg.Events(); ok {
 		t.Fatal("events channel open after Close")
 	}
-	// Closing twice is harmless; the other registration lives on.
+	// Closing twice is harmless; the other registration lives on, and
+	// so does the session it shares.
 	if err := reg.Close(ctx); err != nil {
 		t.Fatalf("second close: %v", err)
 	}
 	if lookup(t, tc, reg2.Key()) == nil {
 		t.Fatal("other registration gone")
+	}
+	c.discovery.mu.Lock()
+	sess := c.discovery.sessions[time.Second]
+	c.discovery.mu.Unlock()
+	if sess == nil {
+		t.Fatal("the session ended while a registration still uses it")
+	}
+	// The last registration of a TTL ends its session.
+	if err := reg2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sess.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session still runs after its last registration closed")
+	}
+	c.discovery.mu.Lock()
+	n := len(c.discovery.sessions)
+	c.discovery.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d sessions kept after every registration closed", n)
+	}
+	// A new registration of that TTL starts a new session and is kept alive.
+	reg3, err := c.RegisterInstance(ctx, testInstance("c"), WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg3.Close(ctx)
+	c.discovery.mu.Lock()
+	sess3 := c.discovery.sessions[time.Second]
+	c.discovery.mu.Unlock()
+	if sess3 == nil || sess3 == sess {
+		t.Fatal("no new session for a new registration")
 	}
 }
 
@@ -484,6 +518,13 @@ func TestRegistrarIgnoresAStaleRenewalAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Another instance of the TTL keeps the session when old closes, so
+	// that the new registration of "a" joins the session old used.
+	keeper, err := c.RegisterInstance(ctx, testInstance("k"), WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keeper.Close(ctx)
 	// Owned by the receiving goroutine's hook until next is closed.
 	var renewed *Registration
 	var lostAfter bool
@@ -492,7 +533,7 @@ func TestRegistrarIgnoresAStaleRenewalAnswer(t *testing.T) {
 	hook := func(s *Session, resp *rosterv1.HeartbeatResponse) {
 		switch {
 		case s != old.sess:
-		case renewed == nil && codes.Code(resp.GetCode()) == codes.NotFound:
+		case renewed == nil && answersNotFound(resp):
 			// The answer is about to be recorded: the instance is
 			// closed and registered again meanwhile.
 			if err := old.Close(ctx); err != nil {
@@ -568,4 +609,18 @@ func TestRegistrarReportsALeaseLostAgain(t *testing.T) {
 	if err := reg.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// answersNotFound reports whether a KeepAlive answer, of one renewal or of
+// a batch, says some instance is not found.
+func answersNotFound(resp *rosterv1.HeartbeatResponse) bool {
+	if codes.Code(resp.GetCode()) == codes.NotFound {
+		return true
+	}
+	for _, r := range resp.GetResults() {
+		if codes.Code(r.GetCode()) == codes.NotFound {
+			return true
+		}
+	}
+	return false
 }
