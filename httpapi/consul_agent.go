@@ -148,7 +148,12 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 			addr = host
 		}
 	}
-	if reg.Port < 0 || reg.Port > 65535 {
+	switch {
+	case reg.Port == 0:
+		// Consul's Port is optional; a Roster instance is an address and
+		// a port, so a registration needs one.
+		return nil, badRequest("Port is required: a Roster instance is an address and a port (1-65535)")
+	case reg.Port < 0 || reg.Port > 65535:
 		return nil, badRequest("Port %d is out of range 1-65535", reg.Port)
 	}
 	inst := &rosterv1.Instance{
