@@ -171,22 +171,16 @@ func parseQueryOptions(r *http.Request) (queryOptions, error) {
 	}
 	o.wait = consulDefaultWait
 	if s := q.Get("wait"); s != "" {
-		d, err := parseConsulDuration(s)
+		// Consul reads wait with time.ParseDuration, so a unit is required
+		// ("10s"; its Go client sends milliseconds, "10000ms") and a value
+		// past the duration range (about 290 years) is refused, not wrapped.
+		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			return o, badRequest("wait %q is not a positive duration such as 30s or 5m", s)
+			return o, badRequest("Invalid wait time %q: want a positive duration with a unit, such as 30s or 5m (at most %s is waited)", s, consulMaxWait)
 		}
 		o.wait = min(d, consulMaxWait)
 	}
 	return o, nil
-}
-
-// parseConsulDuration reads Consul's duration syntax: a Go duration ("10s",
-// "1m30s"), or a bare number of seconds as Consul's query strings allow.
-func parseConsulDuration(s string) (time.Duration, error) {
-	if n, err := strconv.ParseUint(s, 10, 63); err == nil {
-		return time.Duration(n) * time.Second, nil
-	}
-	return time.ParseDuration(s)
 }
 
 // setQueryMeta sets the headers Consul's clients read from every read:

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	consul "github.com/hashicorp/consul/api"
 
@@ -28,5 +29,26 @@ func TestConsulRegisterWithoutPort(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "Port is required") ||
 		strings.Contains(err.Error(), "port 0") {
 		t.Fatalf("register without a port: %v; want 400 Port is required", err)
+	}
+}
+
+// TestConsulClientWaitIsAccepted: the wait the real client sends (its
+// WaitTime in milliseconds, "20ms") bounds a blocking query that nothing
+// wakes; it answers, with the index it was given.
+func TestConsulClientWaitIsAccepted(t *testing.T) {
+	_, cc, _ := singleAPI(t)
+	for _, q := range []func() (*consul.QueryMeta, error){
+		func() (*consul.QueryMeta, error) {
+			_, m, err := cc.Health().Service("web", "", false, &consul.QueryOptions{WaitIndex: 1 << 40, WaitTime: 20 * time.Millisecond})
+			return m, err
+		},
+		func() (*consul.QueryMeta, error) {
+			_, m, err := cc.Catalog().Services(&consul.QueryOptions{WaitIndex: 1 << 40, WaitTime: 20 * time.Millisecond})
+			return m, err
+		},
+	} {
+		if m, err := q(); err != nil || m.LastIndex == 0 {
+			t.Fatalf("blocking query with the client's wait: %+v %v", m, err)
+		}
 	}
 }

@@ -457,6 +457,8 @@ func TestConsulBadInput(t *testing.T) {
 		{http.MethodPut, "/v1/agent/service/deregister/nope", "", http.StatusNotFound, "unknown service ID"},
 		{http.MethodGet, "/v1/health/service/web?index=abc", "", http.StatusBadRequest, "index"},
 		{http.MethodGet, "/v1/health/service/web?wait=forever", "", http.StatusBadRequest, "wait"},
+		{http.MethodGet, "/v1/health/service/web?index=99999&wait=18446744074", "", http.StatusBadRequest, "Invalid wait time"},
+		{http.MethodGet, "/v1/catalog/services?index=99999&wait=30", "", http.StatusBadRequest, "Invalid wait time"},
 		{http.MethodGet, "/v1/health/service/web?stale&consistent", "", http.StatusBadRequest, "mutually exclusive"},
 		{http.MethodGet, "/v1/health/service/Bad_Name", "", http.StatusBadRequest, "service"},
 	} {
