@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -442,37 +443,41 @@ func (c *consulAPI) catalogServices(w http.ResponseWriter, r *http.Request) {
 // refused the watch; nothing it may see can change, so it waits out the
 // wait and is answered the empty list.
 func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOptions) error {
-	ctx, cancel := context.WithTimeout(ctx, opts.wait)
+	// The wait ends the watch by cancelling it, not by a deadline: a
+	// deadline travels with the call, and the server's copy may end the
+	// stream (or the call may fail to start) before this side's context
+	// says so, which would be answered as an error. Whatever the stream
+	// says once the wait has run out, the answer is the catalog.
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var expired atomic.Bool
+	timer := time.AfterFunc(opts.wait, func() { expired.Store(true); cancel() })
+	defer timer.Stop()
 	stream, err := c.h.registry.Watch(ctx, &rosterv1.WatchRequest{
 		Namespace: ns, StartRevision: opts.index, ProgressInterval: durationpb.New(time.Minute),
 		// Only whether something changed matters here.
 		OmitPrevInstance: true,
 	})
-	if err != nil {
-		return err
-	}
-	for {
-		msg, err := stream.Recv()
-		switch {
-		case err == nil:
-			if len(msg.Events) > 0 || msg.GetReset_() {
-				return nil
-			}
-		case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-			// The wait ran out: answer with what is there, as Consul does.
+	for err == nil {
+		var msg *rosterv1.WatchResponse
+		if msg, err = stream.Recv(); err == nil && (len(msg.Events) > 0 || msg.GetReset_()) {
 			return nil
-		case errors.Is(err, io.EOF):
-			return nil
-		case hiddenByACL(err):
-			<-ctx.Done()
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil
-			}
-			return ctx.Err()
-		default:
-			return err
 		}
+	}
+	switch {
+	case expired.Load():
+		// The wait ran out: answer with what is there, as Consul does.
+		return nil
+	case errors.Is(err, io.EOF):
+		return nil
+	case hiddenByACL(err):
+		<-ctx.Done()
+		if expired.Load() {
+			return nil
+		}
+		return ctx.Err()
+	default:
+		return err
 	}
 }
 

@@ -52,3 +52,16 @@ func TestConsulClientWaitIsAccepted(t *testing.T) {
 		}
 	}
 }
+
+// TestConsulCatalogWaitEndsWith200: a blocking catalog/services query
+// whose wait runs out answers 200 with the catalog, never the error of the
+// watch stream the wait's end cancels.
+func TestConsulCatalogWaitEndsWith200(t *testing.T) {
+	_, _, url := singleAPI(t)
+	for i := range 200 {
+		code, body := rawGet(t, url+"/v1/catalog/services?index=999999&wait="+time.Duration(1+i%5).String())
+		if code != 200 {
+			t.Fatalf("query %d: %d %s", i, code, body)
+		}
+	}
+}
