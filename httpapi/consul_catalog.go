@@ -17,6 +17,7 @@ import (
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/rpc"
+	"github.com/roster-registry/roster/store"
 )
 
 // Consul's health status names.
@@ -220,7 +221,10 @@ func weights(in *rosterv1.Instance) consulWeights {
 // serviceQuery is one read of a service's instances, blocking or not.
 type serviceQuery struct {
 	ns, service string
-	opts        queryOptions
+	// unknown: service is no name Roster would register, so no instance
+	// can have it.
+	unknown bool
+	opts    queryOptions
 	passing     bool
 	tags        []string
 	filter      filterExpr
@@ -234,7 +238,11 @@ func (c *consulAPI) parseServiceQuery(r *http.Request, sels filterSelectors) (*s
 		return nil, err
 	}
 	q := r.URL.Query()
-	sq := &serviceQuery{ns: namespace(r), service: r.PathValue("service"), opts: opts, tags: q["tag"]}
+	// Consul matches service names ignoring case, and answers an empty
+	// list for a name it does not know; Roster's names are lowercase DNS
+	// labels, so a name that cannot be one is known to have no instances.
+	svc := strings.ToLower(r.PathValue("service"))
+	sq := &serviceQuery{ns: namespace(r), service: svc, unknown: store.CheckService(svc) != nil, opts: opts, tags: q["tag"]}
 	if _, ok := q["passing"]; ok {
 		switch q.Get("passing") {
 		case "", "true", "1":
@@ -298,12 +306,19 @@ func hiddenByACL(err error) bool {
 
 // hidden answers a query for a service the caller's token may not read as
 // Consul does: an empty list marked X-Consul-Results-Filtered-By-ACLs, so
-// the answer does not say whether the service exists. A blocking query
-// gets it once its wait runs out, as nothing the token may see can change
-// (answering at once would spin a client's query loop). The index is the
-// one asked for (1 at first), and whether a leader is known comes from
-// this node's open Status.
+// the answer does not say whether the service exists.
 func (c *consulAPI) hidden(w http.ResponseWriter, r *http.Request, sq *serviceQuery) {
+	w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
+	c.empty(w, r, sq)
+}
+
+// empty answers a query whose answer is an empty list that nothing can
+// change: for a service the token may not read, or a name no service can
+// have. A blocking query gets it once its wait runs out (answering at once
+// would spin a client's query loop). The index is the one asked for (1 at
+// first), and whether a leader is known comes from this node's open
+// Status.
+func (c *consulAPI) empty(w http.ResponseWriter, r *http.Request, sq *serviceQuery) {
 	if sq.opts.index > 0 {
 		t := time.NewTimer(sq.opts.wait)
 		select {
@@ -317,7 +332,6 @@ func (c *consulAPI) hidden(w http.ResponseWriter, r *http.Request, sq *serviceQu
 	if st, err := c.h.cluster.Status(r.Context(), &rosterv1.StatusRequest{}); err == nil {
 		hdr.LeaderId, hdr.LastContact = st.LeaderId, st.LastContact
 	}
-	w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
 	setQueryMeta(w, sq.opts.index, hdr)
 	writeJSON(w, http.StatusOK, []struct{}{})
 }
@@ -327,6 +341,10 @@ func (c *consulAPI) healthService(w http.ResponseWriter, r *http.Request) {
 	sq, err := c.parseServiceQuery(r, healthSelectors)
 	if err != nil {
 		writeConsulError(w, err)
+		return
+	}
+	if sq.unknown {
+		c.empty(w, r, sq)
 		return
 	}
 	resp, err := c.get(r.Context(), sq)
@@ -363,6 +381,10 @@ func (c *consulAPI) catalogService(w http.ResponseWriter, r *http.Request) {
 	sq, err := c.parseServiceQuery(r, catalogSelectors)
 	if err != nil {
 		writeConsulError(w, err)
+		return
+	}
+	if sq.unknown {
+		c.empty(w, r, sq)
 		return
 	}
 	resp, err := c.get(r.Context(), sq)

@@ -65,3 +65,47 @@ func TestConsulCatalogWaitEndsWith200(t *testing.T) {
 		}
 	}
 }
+
+// TestConsulReadsIgnoreNameCase: as Consul's, health and catalog reads
+// match a service name ignoring case, and a name no service can have
+// (Roster's are lowercase DNS labels) is an empty list with an index, not
+// a 400. Registration keeps Roster's rule.
+func TestConsulReadsIgnoreNameCase(t *testing.T) {
+	_, cc, url := singleAPI(t)
+	if err := cc.Agent().ServiceRegister(&consul.AgentServiceRegistration{Name: "web", ID: "w1", Address: "10.0.0.1", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"Web", "WEB", "wEb"} {
+		entries, meta, err := cc.Health().Service(name, "", false, nil)
+		if err != nil || len(entries) != 1 || entries[0].Service.ID != "w1" || meta.LastIndex == 0 {
+			t.Fatalf("health/service/%s: %+v %+v %v", name, entries, meta, err)
+		}
+		cat, _, err := cc.Catalog().Service(name, "", nil)
+		if err != nil || len(cat) != 1 || cat[0].ServiceID != "w1" {
+			t.Fatalf("catalog/service/%s: %+v %v", name, cat, err)
+		}
+	}
+	for _, name := range []string{"my_service", "a..b", "-x", strings.Repeat("x", 64)} {
+		entries, meta, err := cc.Health().Service(name, "", true, nil)
+		if err != nil || entries == nil || len(entries) != 0 || meta.LastIndex == 0 {
+			t.Fatalf("health/service/%s: %+v %+v %v; want an empty list with an index", name, entries, meta, err)
+		}
+		cat, meta, err := cc.Catalog().Service(name, "", nil)
+		if err != nil || cat == nil || len(cat) != 0 || meta.LastIndex == 0 {
+			t.Fatalf("catalog/service/%s: %+v %+v %v; want an empty list with an index", name, cat, meta, err)
+		}
+		// A blocking query on it ends with its wait, at the index it gave.
+		_, meta, err = cc.Health().Service(name, "", false, &consul.QueryOptions{WaitIndex: 7, WaitTime: 10 * time.Millisecond})
+		if err != nil || meta.LastIndex != 7 {
+			t.Fatalf("blocking health/service/%s: %+v %v", name, meta, err)
+		}
+	}
+	if code, body := rawGet(t, url+"/v1/health/service/my_service"); code != 200 || strings.TrimSpace(body) != "[]" {
+		t.Fatalf("raw health/service/my_service: %d %q", code, body)
+	}
+	// Writes stay strict.
+	err := cc.Agent().ServiceRegister(&consul.AgentServiceRegistration{Name: "Web", ID: "w2", Address: "10.0.0.1", Port: 80})
+	if err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("register Web: %v; want 400", err)
+	}
+}

@@ -460,7 +460,6 @@ func TestConsulBadInput(t *testing.T) {
 		{http.MethodGet, "/v1/health/service/web?index=99999&wait=18446744074", "", http.StatusBadRequest, "Invalid wait time"},
 		{http.MethodGet, "/v1/catalog/services?index=99999&wait=30", "", http.StatusBadRequest, "Invalid wait time"},
 		{http.MethodGet, "/v1/health/service/web?stale&consistent", "", http.StatusBadRequest, "mutually exclusive"},
-		{http.MethodGet, "/v1/health/service/Bad_Name", "", http.StatusBadRequest, "service"},
 	} {
 		var code int
 		var body string
