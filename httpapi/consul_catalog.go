@@ -225,9 +225,9 @@ type serviceQuery struct {
 	// can have it.
 	unknown bool
 	opts    queryOptions
-	passing     bool
-	tags        []string
-	filter      filterExpr
+	passing bool
+	tags    []string
+	filter  filterExpr
 }
 
 // parseServiceQuery reads the parameters of catalog/service and
