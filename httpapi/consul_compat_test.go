@@ -1,6 +1,9 @@
 package httpapi_test
 
 import (
+	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -107,5 +110,43 @@ func TestConsulReadsIgnoreNameCase(t *testing.T) {
 	err := cc.Agent().ServiceRegister(&consul.AgentServiceRegistration{Name: "Web", ID: "w2", Address: "10.0.0.1", Port: 80})
 	if err == nil || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("register Web: %v; want 400", err)
+	}
+}
+
+// TestConsulWrongMethodIs405: a Consul path asked with a method it does
+// not take is a 405 with Allow, and an unknown /v1/ path a 404, both in
+// Consul's {"error": ...} shape, as Consul answers.
+func TestConsulWrongMethodIs405(t *testing.T) {
+	_, _, url := singleAPI(t)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		allow, want  string
+	}{
+		{"POST", "/v1/agent/service/register", 405, "PUT", "method POST not allowed"},
+		{"GET", "/v1/agent/service/register", 405, "PUT", "method GET not allowed"},
+		{"DELETE", "/v1/health/service/web", 405, "GET, HEAD", "method DELETE not allowed"},
+		{"POST", "/v1/agent/check/pass/service:x", 405, "PUT", "method POST not allowed"},
+		{"PUT", "/v1/status/leader", 405, "GET, HEAD", "method PUT not allowed"},
+		{"GET", "/v1/kv/some/key", 404, "", "no such endpoint: GET /v1/kv/some/key"},
+		{"PUT", "/v1/agent/service/nope", 404, "", "no such endpoint"},
+	} {
+		req, err := http.NewRequest(tc.method, url+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e map[string]any
+		_ = json.Unmarshal(b, &e)
+		msg, _ := e["error"].(string)
+		if resp.StatusCode != tc.code || resp.Header.Get("Allow") != tc.allow || len(e) != 1 || !strings.Contains(msg, tc.want) {
+			t.Errorf("%s %s: %d Allow %q %s; want %d Allow %q with {\"error\": %q}",
+				tc.method, tc.path, resp.StatusCode, resp.Header.Get("Allow"), b, tc.code, tc.allow, tc.want)
+		}
 	}
 }
