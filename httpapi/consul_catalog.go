@@ -187,16 +187,21 @@ func checkType(in *rosterv1.Instance) string {
 	return ""
 }
 
-// checks are an instance's Consul checks: its own, and while it is drained
-// the critical maintenance check Consul adds.
+// checks are an instance's Consul checks: its own (none for an instance
+// registered without a TTL or an active check, as Consul shows a service
+// without checks, unless its status says otherwise than passing), and
+// while it is drained the critical maintenance check Consul adds.
 func (c *consulAPI) checks(in *rosterv1.Instance) []consulCheck {
 	tags := orEmpty(in.Tags)
-	out := []consulCheck{{
-		Node: in.Address, CheckID: "service:" + in.Id, Name: "Service '" + in.Service + "' check",
-		Status: consulStatus(in.Status), Output: in.StatusReason,
-		ServiceID: in.Id, ServiceName: in.Service, ServiceTags: tags, Type: checkType(in),
-		Namespace: in.Namespace, CreateIndex: in.CreateRevision, ModifyIndex: in.ModRevision,
-	}}
+	out := []consulCheck{}
+	if checkType(in) != "" || in.Status != rosterv1.HealthStatus_HEALTH_STATUS_PASSING {
+		out = append(out, consulCheck{
+			Node: in.Address, CheckID: "service:" + in.Id, Name: "Service '" + in.Service + "' check",
+			Status: consulStatus(in.Status), Output: in.StatusReason,
+			ServiceID: in.Id, ServiceName: in.Service, ServiceTags: tags, Type: checkType(in),
+			Namespace: in.Namespace, CreateIndex: in.CreateRevision, ModifyIndex: in.ModRevision,
+		})
+	}
 	if !in.Enabled {
 		out = append(out, consulCheck{
 			Node: in.Address, CheckID: "_service_maintenance:" + in.Id, Name: "Service Maintenance Mode",

@@ -150,3 +150,64 @@ func TestConsulWrongMethodIs405(t *testing.T) {
 		}
 	}
 }
+
+// TestConsulCheckIDsAreTheInstancesChecks: a check update names a check
+// the instance has, Consul's default IDs for what it was registered with;
+// any other ID is a 404 "Unknown check ID" and renews nothing. An instance
+// registered without checks shows none, as Consul shows such a service.
+func TestConsulCheckIDsAreTheInstancesChecks(t *testing.T) {
+	nd, cc, url := singleAPI(t)
+	agent := cc.Agent()
+	for _, reg := range []*consul.AgentServiceRegistration{
+		{Name: "hb", ID: "hb1", Address: "10.0.0.1", Port: 80, Check: &consul.AgentServiceCheck{TTL: "30s"}},
+		{Name: "two", ID: "t1", Address: "10.0.0.2", Port: 80, Checks: consul.AgentServiceChecks{
+			{TTL: "30s"}, {TCP: "10.0.0.2:80", Interval: "10s"}}},
+		{Name: "bare", ID: "b1", Address: "10.0.0.3", Port: 80},
+	} {
+		if err := agent.ServiceRegister(reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, check := range []string{"service:hb1", "service:t1:1", "service:t1:2", "service:t1"} {
+		if err := agent.PassTTL(check, ""); err != nil {
+			t.Errorf("pass %s: %v", check, err)
+		}
+	}
+	rev := nd.Node.Store().View().Revision()
+	for _, tc := range []struct{ check, want string }{
+		{"service:hb1:2", `the checks of instance "hb1" are "service:hb1"`},
+		{"service:hb1:1", `the checks of instance "hb1" are "service:hb1"`},
+		{"service:t1:3", `the checks of instance "t1" are`},
+		{"service:b1", `instance "b1" has no checks`},
+		{"service:nobody", `no instance in namespace "default" has service ID "nobody"`},
+	} {
+		for _, do := range []func() error{
+			func() error { return agent.PassTTL(tc.check, "") },
+			func() error { return agent.UpdateTTL(tc.check, "", consul.HealthCritical) },
+		} {
+			err := do()
+			if err == nil {
+				t.Errorf("update %s: accepted", tc.check)
+				continue
+			}
+			// The client quotes the JSON body as it came.
+			msg := strings.ReplaceAll(err.Error(), `\"`, `"`)
+			if !strings.Contains(msg, "404") || !strings.Contains(msg, `Unknown check ID "`+tc.check+`"`) || !strings.Contains(msg, tc.want) {
+				t.Errorf("update %s: %v; want 404 Unknown check ID with %q", tc.check, err, tc.want)
+			}
+		}
+	}
+	if got := nd.Node.Store().View().Revision(); got != rev {
+		t.Errorf("refused check updates changed the registry: revision %d -> %d", rev, got)
+	}
+	entries, _, err := cc.Health().Service("bare", "", false, nil)
+	if err != nil || len(entries) != 1 || len(entries[0].Checks) != 0 || entries[0].Checks.AggregatedStatus() != consul.HealthPassing {
+		t.Fatalf("health of a check-less instance: %+v %v; want no checks", entries, err)
+	}
+	if code, body := rawGet(t, url+"/v1/health/service/bare"); code != 200 || !strings.Contains(body, `"Checks":[]`) {
+		t.Fatalf("raw health of a check-less instance: %d %s", code, body)
+	}
+	if entries, _, err := cc.Health().Service("bare", "", true, nil); err != nil || len(entries) != 1 {
+		t.Fatalf("passing health of a check-less instance: %+v %v", entries, err)
+	}
+}

@@ -450,8 +450,8 @@ func TestConsulBadInput(t *testing.T) {
 		code               int
 		want               string
 	}{
-		{http.MethodPut, "/v1/agent/check/pass/nope", "", http.StatusNotFound, "unknown check ID"},
-		{http.MethodPut, "/v1/agent/check/pass/service:nope", "", http.StatusNotFound, "unknown service ID"},
+		{http.MethodPut, "/v1/agent/check/pass/nope", "", http.StatusNotFound, "Unknown check ID"},
+		{http.MethodPut, "/v1/agent/check/pass/service:nope", "", http.StatusNotFound, `Unknown check ID "service:nope": no instance in namespace "default" has service ID "nope"`},
 		{http.MethodPut, "/v1/agent/check/update/service:nope", `{"Status":"bogus"}`, http.StatusBadRequest, "invalid check status"},
 		{http.MethodPut, "/v1/agent/service/maintenance/nope", "", http.StatusBadRequest, "enable"},
 		{http.MethodPut, "/v1/agent/service/deregister/nope", "", http.StatusNotFound, "unknown service ID"},
