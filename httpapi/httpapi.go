@@ -138,7 +138,7 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
-			"ready": false, "reason": status.Convert(err).Message(),
+			"ready": false, "reason": h.notReady(r.Context(), err),
 		})
 		return
 	}
@@ -146,6 +146,28 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 		"ready": true, "node_id": st.NodeId, "state": st.State, "leader_id": st.LeaderId,
 		"applied_index": st.AppliedIndex, "revision": st.Revision,
 	})
+}
+
+// notReady says why a /ready probe's linearizable Status failed with err:
+// when the probe's time ran out, what this node's own state says (no
+// leader known, or the leader it knows did not confirm in time) rather
+// than "context deadline exceeded".
+func (h *Handler) notReady(ctx context.Context, err error) string {
+	msg := status.Convert(err).Message()
+	if c := status.Code(err); c != codes.DeadlineExceeded && c != codes.Canceled {
+		return msg
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReadyTimeout)
+	defer cancel()
+	st, serr := h.cluster.Status(ctx, &rosterv1.StatusRequest{})
+	switch {
+	case serr != nil:
+		return msg
+	case st.LeaderId == "":
+		return "no leader known"
+	default:
+		return fmt.Sprintf("leader %s did not confirm a read within %s", st.LeaderId, h.cfg.ReadyTimeout)
+	}
 }
 
 // writeJSON writes v as the response body with code.
