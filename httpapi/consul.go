@@ -146,6 +146,7 @@ func writeConsulError(w http.ResponseWriter, err error) {
 			// Consul's words, which its clients look for.
 			msg = "Permission denied: " + strings.TrimPrefix(msg, "permission denied: ")
 		}
+		setRetryAfter(w, code, st)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)

@@ -1,9 +1,15 @@
 package httpapi
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
@@ -83,5 +89,34 @@ func TestConsulFilterParse(t *testing.T) {
 	e, _ := compileFilter(`Service.Meta.k != "v"`, healthSelectors.known)
 	if !e.eval(resolveFrom(nil, nil, map[string]map[string]string{"Service.Meta": {}})) {
 		t.Error("a missing key should satisfy !=")
+	}
+}
+
+// TestRetryAfter: a 429 says when to retry, from the status's RetryInfo
+// when it has one (rounded up to whole seconds), else 1; other statuses
+// say nothing.
+func TestRetryAfter(t *testing.T) {
+	withDelay := func(d time.Duration) *status.Status {
+		st, err := status.New(codes.ResourceExhausted, "slow down").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for _, tc := range []struct {
+		code int
+		st   *status.Status
+		want string
+	}{
+		{http.StatusTooManyRequests, status.New(codes.ResourceExhausted, "slow down"), "1"},
+		{http.StatusTooManyRequests, withDelay(2500 * time.Millisecond), "3"},
+		{http.StatusTooManyRequests, withDelay(time.Millisecond), "1"},
+		{http.StatusServiceUnavailable, withDelay(5 * time.Second), ""},
+	} {
+		w := httptest.NewRecorder()
+		setRetryAfter(w, tc.code, tc.st)
+		if got := w.Header().Get("Retry-After"); got != tc.want {
+			t.Errorf("%d %v: Retry-After %q, want %q", tc.code, tc.st.Details(), got, tc.want)
+		}
 	}
 }

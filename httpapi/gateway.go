@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -15,7 +16,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/genproto/googleapis/rpc/code"
-	_ "google.golang.org/genproto/googleapis/rpc/errdetails" // registers the detail types the error bodies print
+	"google.golang.org/genproto/googleapis/rpc/errdetails" // also registers the detail types the error bodies print
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -157,9 +158,26 @@ func writeError(w http.ResponseWriter, err error, httpStatus int) {
 	if httpStatus == 0 {
 		httpStatus = runtime.HTTPStatusFromCode(st.Code())
 	}
+	setRetryAfter(w, httpStatus, st)
 	w.Header().Del("Trailer")
 	w.Header().Del("Transfer-Encoding")
 	writeJSON(w, httpStatus, newErrorBody(st))
+}
+
+// setRetryAfter sets Retry-After on a 429: the whole seconds of the
+// status's RetryInfo when it has one, else 1 (a rate limit's bucket
+// refills within about a second at the usual rates).
+func setRetryAfter(w http.ResponseWriter, httpStatus int, st *status.Status) {
+	if httpStatus != http.StatusTooManyRequests {
+		return
+	}
+	secs := int64(1)
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			secs = max(1, int64(math.Ceil(ri.GetRetryDelay().AsDuration().Seconds())))
+		}
+	}
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 }
 
 // gatewayError is the gateway's error handler.
