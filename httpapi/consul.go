@@ -55,7 +55,7 @@ func (h *Handler) mountConsul() {
 	if c.dc == "" {
 		c.dc = consulDefaultDatacenter
 	}
-	m := consulMux{h.mux}
+	m := consulMux{mux: h.mux, routes: http.NewServeMux()}
 	m.HandleFunc("PUT /v1/agent/service/register", c.register)
 	m.HandleFunc("PUT /v1/agent/service/deregister/{id}", c.deregister)
 	m.HandleFunc("PUT /v1/agent/service/maintenance/{id}", c.maintenance)
@@ -69,13 +69,37 @@ func (h *Handler) mountConsul() {
 	m.HandleFunc("GET /v1/catalog/services", c.catalogServices)
 	m.HandleFunc("GET /v1/catalog/service/{service}", c.catalogService)
 	m.HandleFunc("GET /v1/health/service/{service}", c.healthService)
+	h.mux.HandleFunc("/v1/", m.noRoute)
 }
 
 // consulMux mounts Consul routes, each seeing the caller's ACL token as
-// the outgoing token of its gRPC calls.
-type consulMux struct{ mux *http.ServeMux }
+// the outgoing token of its gRPC calls. routes holds the same patterns
+// alone, to tell a wrong method from an unknown path.
+type consulMux struct{ mux, routes *http.ServeMux }
+
+// noRoute answers a /v1/ request no route takes as Consul does: 405 with
+// Allow when the path is one of its routes under other methods, else 404;
+// either with Consul's error shape.
+func (m consulMux) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions} {
+		probe := r.Clone(r.Context())
+		probe.Method = method
+		if _, pattern := m.routes.Handler(probe); pattern != "" {
+			allow = append(allow, method)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeConsulError(w, &consulError{code: http.StatusMethodNotAllowed, msg: fmt.Sprintf("method %s not allowed", r.Method)})
+		return
+	}
+	writeConsulError(w, &consulError{code: http.StatusNotFound, msg: fmt.Sprintf(
+		"no such endpoint: %s %s (Roster serves a subset of Consul's HTTP API; see its README)", r.Method, r.URL.Path)})
+}
 
 func (m consulMux) HandleFunc(pattern string, fn http.HandlerFunc) {
+	m.routes.HandleFunc(pattern, func(http.ResponseWriter, *http.Request) {})
 	m.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if tok := consulToken(r); tok != "" {
 			r = r.WithContext(metadata.AppendToOutgoingContext(r.Context(), "authorization", "Bearer "+tok))
@@ -122,6 +146,7 @@ func writeConsulError(w http.ResponseWriter, err error) {
 			// Consul's words, which its clients look for.
 			msg = "Permission denied: " + strings.TrimPrefix(msg, "permission denied: ")
 		}
+		setRetryAfter(w, code, st)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -171,22 +196,16 @@ func parseQueryOptions(r *http.Request) (queryOptions, error) {
 	}
 	o.wait = consulDefaultWait
 	if s := q.Get("wait"); s != "" {
-		d, err := parseConsulDuration(s)
+		// Consul reads wait with time.ParseDuration, so a unit is required
+		// ("10s"; its Go client sends milliseconds, "10000ms") and a value
+		// past the duration range (about 290 years) is refused, not wrapped.
+		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			return o, badRequest("wait %q is not a positive duration such as 30s or 5m", s)
+			return o, badRequest("Invalid wait time %q: want a positive duration with a unit, such as 30s or 5m (at most %s is waited)", s, consulMaxWait)
 		}
 		o.wait = min(d, consulMaxWait)
 	}
 	return o, nil
-}
-
-// parseConsulDuration reads Consul's duration syntax: a Go duration ("10s",
-// "1m30s"), or a bare number of seconds as Consul's query strings allow.
-func parseConsulDuration(s string) (time.Duration, error) {
-	if n, err := strconv.ParseUint(s, 10, 63); err == nil {
-		return time.Duration(n) * time.Second, nil
-	}
-	return time.ParseDuration(s)
 }
 
 // setQueryMeta sets the headers Consul's clients read from every read:

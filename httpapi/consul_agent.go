@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -148,7 +149,12 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 			addr = host
 		}
 	}
-	if reg.Port < 0 || reg.Port > 65535 {
+	switch {
+	case reg.Port == 0:
+		// Consul's Port is optional; a Roster instance is an address and
+		// a port, so a registration needs one.
+		return nil, badRequest("Port is required: a Roster instance is an address and a port (1-65535)")
+	case reg.Port < 0 || reg.Port > 65535:
 		return nil, badRequest("Port %d is out of range 1-65535", reg.Port)
 	}
 	inst := &rosterv1.Instance{
@@ -366,30 +372,87 @@ func (c *consulAPI) report(w http.ResponseWriter, r *http.Request, st rosterv1.H
 	w.WriteHeader(http.StatusOK)
 }
 
+// unknownCheck is Consul's answer to a check ID its agent does not have.
+func unknownCheck(check, why string) error {
+	return &consulError{code: http.StatusNotFound, msg: fmt.Sprintf("Unknown check ID %q: %s", check, why)}
+}
+
 // checkOwner finds the instance a check ID belongs to: "service:ID" or
 // "service:ID:N". A service ID may itself contain ':', so the whole
 // remainder is tried before the one without its ":N"; both are looked up
-// at once.
+// at once. The ID must name a check the instance has (consulCheckIDs).
 func (c *consulAPI) checkOwner(r *http.Request, ns, check string) (svc, id string, err error) {
 	rest, ok := strings.CutPrefix(check, "service:")
 	if !ok || rest == "" {
-		return "", "", &consulError{code: http.StatusNotFound, msg: fmt.Sprintf(
-			"unknown check ID %q: Roster's checks belong to services and are named service:<service-id>", check)}
+		return "", "", unknownCheck(check, "Roster's checks belong to services and are named service:<service-id>")
 	}
 	ids := []string{rest}
 	if i := strings.LastIndexByte(rest, ':'); i > 0 && isDigits(rest[i+1:]) {
 		ids = append(ids, rest[:i])
 	}
-	found, err := c.holders(r.Context(), ns, heartbeatIndexAge, ids...)
+	found, read, err := c.holdersRead(r.Context(), ns, heartbeatIndexAge, ids...)
 	if err != nil {
 		return "", "", err
 	}
+	id = rest
 	if len(found[0]) == 0 && len(ids) == 2 {
-		svc, err = onlyHolder(ns, ids[1], found[1])
-		return svc, ids[1], err
+		id = ids[1]
 	}
-	svc, err = onlyHolder(ns, rest, found[0])
-	return svc, rest, err
+	held := found[0]
+	if id != rest {
+		held = found[1]
+	}
+	if len(held) == 0 {
+		return "", "", unknownCheck(check, fmt.Sprintf("no instance in namespace %q has service ID %q", ns, id))
+	}
+	if svc, err = onlyHolder(ns, id, held); err != nil {
+		return "", "", err
+	}
+	// The instance's checks; the read holders made is of its service on
+	// the usual path, else one more read.
+	if read == nil || !slices.ContainsFunc(read.Instances, func(in *rosterv1.Instance) bool { return in.Service == svc }) {
+		if read, err = c.h.registry.GetService(r.Context(), &rosterv1.GetServiceRequest{Namespace: ns, Service: svc}); err != nil {
+			return "", "", err
+		}
+	}
+	i := slices.IndexFunc(read.Instances, func(in *rosterv1.Instance) bool { return in.Id == id })
+	if i < 0 {
+		return "", "", unknownCheck(check, fmt.Sprintf("no instance in namespace %q has service ID %q", ns, id))
+	}
+	valid := consulCheckIDs(read.Instances[i])
+	if !slices.Contains(valid, check) {
+		why := fmt.Sprintf("instance %q has no checks", id)
+		if len(valid) > 0 {
+			why = fmt.Sprintf("the checks of instance %q are %s", id, quoteAll(valid))
+		}
+		return "", "", unknownCheck(check, why)
+	}
+	return svc, id, nil
+}
+
+// consulCheckIDs are the check IDs an instance answers to, Consul's
+// defaults for what it was registered with: none without a TTL or an
+// active check, "service:ID" with one of them, "service:ID:1" and
+// "service:ID:2" with both (Roster does not keep which was given first,
+// so either is taken), and "service:ID" too, the check health shows.
+func consulCheckIDs(in *rosterv1.Instance) []string {
+	n := 0
+	if in.Ttl != nil {
+		n++
+	}
+	if in.Check != nil {
+		n++
+	}
+	ids := []string{}
+	if n > 0 {
+		ids = append(ids, "service:"+in.Id)
+	}
+	if n > 1 {
+		for i := 1; i <= n; i++ {
+			ids = append(ids, fmt.Sprintf("service:%s:%d", in.Id, i))
+		}
+	}
+	return ids
 }
 
 func isDigits(s string) bool {

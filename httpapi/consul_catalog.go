@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -16,6 +17,7 @@ import (
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/rpc"
+	"github.com/roster-registry/roster/store"
 )
 
 // Consul's health status names.
@@ -185,16 +187,21 @@ func checkType(in *rosterv1.Instance) string {
 	return ""
 }
 
-// checks are an instance's Consul checks: its own, and while it is drained
-// the critical maintenance check Consul adds.
+// checks are an instance's Consul checks: its own (none for an instance
+// registered without a TTL or an active check, as Consul shows a service
+// without checks, unless its status says otherwise than passing), and
+// while it is drained the critical maintenance check Consul adds.
 func (c *consulAPI) checks(in *rosterv1.Instance) []consulCheck {
 	tags := orEmpty(in.Tags)
-	out := []consulCheck{{
-		Node: in.Address, CheckID: "service:" + in.Id, Name: "Service '" + in.Service + "' check",
-		Status: consulStatus(in.Status), Output: in.StatusReason,
-		ServiceID: in.Id, ServiceName: in.Service, ServiceTags: tags, Type: checkType(in),
-		Namespace: in.Namespace, CreateIndex: in.CreateRevision, ModifyIndex: in.ModRevision,
-	}}
+	out := []consulCheck{}
+	if checkType(in) != "" || in.Status != rosterv1.HealthStatus_HEALTH_STATUS_PASSING {
+		out = append(out, consulCheck{
+			Node: in.Address, CheckID: "service:" + in.Id, Name: "Service '" + in.Service + "' check",
+			Status: consulStatus(in.Status), Output: in.StatusReason,
+			ServiceID: in.Id, ServiceName: in.Service, ServiceTags: tags, Type: checkType(in),
+			Namespace: in.Namespace, CreateIndex: in.CreateRevision, ModifyIndex: in.ModRevision,
+		})
+	}
 	if !in.Enabled {
 		out = append(out, consulCheck{
 			Node: in.Address, CheckID: "_service_maintenance:" + in.Id, Name: "Service Maintenance Mode",
@@ -219,10 +226,13 @@ func weights(in *rosterv1.Instance) consulWeights {
 // serviceQuery is one read of a service's instances, blocking or not.
 type serviceQuery struct {
 	ns, service string
-	opts        queryOptions
-	passing     bool
-	tags        []string
-	filter      filterExpr
+	// unknown: service is no name Roster would register, so no instance
+	// can have it.
+	unknown bool
+	opts    queryOptions
+	passing bool
+	tags    []string
+	filter  filterExpr
 }
 
 // parseServiceQuery reads the parameters of catalog/service and
@@ -233,7 +243,11 @@ func (c *consulAPI) parseServiceQuery(r *http.Request, sels filterSelectors) (*s
 		return nil, err
 	}
 	q := r.URL.Query()
-	sq := &serviceQuery{ns: namespace(r), service: r.PathValue("service"), opts: opts, tags: q["tag"]}
+	// Consul matches service names ignoring case, and answers an empty
+	// list for a name it does not know; Roster's names are lowercase DNS
+	// labels, so a name that cannot be one is known to have no instances.
+	svc := strings.ToLower(r.PathValue("service"))
+	sq := &serviceQuery{ns: namespace(r), service: svc, unknown: store.CheckService(svc) != nil, opts: opts, tags: q["tag"]}
 	if _, ok := q["passing"]; ok {
 		switch q.Get("passing") {
 		case "", "true", "1":
@@ -297,12 +311,19 @@ func hiddenByACL(err error) bool {
 
 // hidden answers a query for a service the caller's token may not read as
 // Consul does: an empty list marked X-Consul-Results-Filtered-By-ACLs, so
-// the answer does not say whether the service exists. A blocking query
-// gets it once its wait runs out, as nothing the token may see can change
-// (answering at once would spin a client's query loop). The index is the
-// one asked for (1 at first), and whether a leader is known comes from
-// this node's open Status.
+// the answer does not say whether the service exists.
 func (c *consulAPI) hidden(w http.ResponseWriter, r *http.Request, sq *serviceQuery) {
+	w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
+	c.empty(w, r, sq)
+}
+
+// empty answers a query whose answer is an empty list that nothing can
+// change: for a service the token may not read, or a name no service can
+// have. A blocking query gets it once its wait runs out (answering at once
+// would spin a client's query loop). The index is the one asked for (1 at
+// first), and whether a leader is known comes from this node's open
+// Status.
+func (c *consulAPI) empty(w http.ResponseWriter, r *http.Request, sq *serviceQuery) {
 	if sq.opts.index > 0 {
 		t := time.NewTimer(sq.opts.wait)
 		select {
@@ -316,7 +337,6 @@ func (c *consulAPI) hidden(w http.ResponseWriter, r *http.Request, sq *serviceQu
 	if st, err := c.h.cluster.Status(r.Context(), &rosterv1.StatusRequest{}); err == nil {
 		hdr.LeaderId, hdr.LastContact = st.LeaderId, st.LastContact
 	}
-	w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
 	setQueryMeta(w, sq.opts.index, hdr)
 	writeJSON(w, http.StatusOK, []struct{}{})
 }
@@ -326,6 +346,10 @@ func (c *consulAPI) healthService(w http.ResponseWriter, r *http.Request) {
 	sq, err := c.parseServiceQuery(r, healthSelectors)
 	if err != nil {
 		writeConsulError(w, err)
+		return
+	}
+	if sq.unknown {
+		c.empty(w, r, sq)
 		return
 	}
 	resp, err := c.get(r.Context(), sq)
@@ -362,6 +386,10 @@ func (c *consulAPI) catalogService(w http.ResponseWriter, r *http.Request) {
 	sq, err := c.parseServiceQuery(r, catalogSelectors)
 	if err != nil {
 		writeConsulError(w, err)
+		return
+	}
+	if sq.unknown {
+		c.empty(w, r, sq)
 		return
 	}
 	resp, err := c.get(r.Context(), sq)
@@ -442,37 +470,41 @@ func (c *consulAPI) catalogServices(w http.ResponseWriter, r *http.Request) {
 // refused the watch; nothing it may see can change, so it waits out the
 // wait and is answered the empty list.
 func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOptions) error {
-	ctx, cancel := context.WithTimeout(ctx, opts.wait)
+	// The wait ends the watch by cancelling it, not by a deadline: a
+	// deadline travels with the call, and the server's copy may end the
+	// stream (or the call may fail to start) before this side's context
+	// says so, which would be answered as an error. Whatever the stream
+	// says once the wait has run out, the answer is the catalog.
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var expired atomic.Bool
+	timer := time.AfterFunc(opts.wait, func() { expired.Store(true); cancel() })
+	defer timer.Stop()
 	stream, err := c.h.registry.Watch(ctx, &rosterv1.WatchRequest{
 		Namespace: ns, StartRevision: opts.index, ProgressInterval: durationpb.New(time.Minute),
 		// Only whether something changed matters here.
 		OmitPrevInstance: true,
 	})
-	if err != nil {
-		return err
-	}
-	for {
-		msg, err := stream.Recv()
-		switch {
-		case err == nil:
-			if len(msg.Events) > 0 || msg.GetReset_() {
-				return nil
-			}
-		case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-			// The wait ran out: answer with what is there, as Consul does.
+	for err == nil {
+		var msg *rosterv1.WatchResponse
+		if msg, err = stream.Recv(); err == nil && (len(msg.Events) > 0 || msg.GetReset_()) {
 			return nil
-		case errors.Is(err, io.EOF):
-			return nil
-		case hiddenByACL(err):
-			<-ctx.Done()
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil
-			}
-			return ctx.Err()
-		default:
-			return err
 		}
+	}
+	switch {
+	case expired.Load():
+		// The wait ran out: answer with what is there, as Consul does.
+		return nil
+	case errors.Is(err, io.EOF):
+		return nil
+	case hiddenByACL(err):
+		<-ctx.Done()
+		if expired.Load() {
+			return nil
+		}
+		return ctx.Err()
+	default:
+		return err
 	}
 }
 

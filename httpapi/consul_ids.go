@@ -82,6 +82,14 @@ func indexKey(ctx context.Context, ns string) string {
 // by this call; with trust > 0, as of an index at most trust old when that
 // read found the instance where the index says (heartbeatIndexAge).
 func (c *consulAPI) holders(ctx context.Context, ns string, trust time.Duration, ids ...string) ([][]string, error) {
+	found, _, err := c.holdersRead(ctx, ns, trust, ids...)
+	return found, err
+}
+
+// holdersRead is holders, also returning the read of one service it made
+// on the way (nil when it made none): a caller that needs that service's
+// instances need not read them again.
+func (c *consulAPI) holdersRead(ctx context.Context, ns string, trust time.Duration, ids ...string) ([][]string, *rosterv1.GetServiceResponse, error) {
 	key := indexKey(ctx, ns)
 	c.mu.Lock()
 	idx := c.indexes[key]
@@ -97,14 +105,16 @@ func (c *consulAPI) holders(ctx context.Context, ns string, trust time.Duration,
 	}
 	var rev uint64
 	trusted := false
+	var read *rosterv1.GetServiceResponse
 	if probe != "" {
 		// The hot path: one read of the service the index names, the read
 		// a check pass has always made, whose revision also says whether
 		// the index still holds.
 		resp, err := c.h.registry.GetService(ctx, &rosterv1.GetServiceRequest{Namespace: ns, Service: probe})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		read = resp
 		rev = resp.GetHeader().GetRevision()
 		if trust > 0 && c.now().Sub(idx.at) < trust {
 			trusted = slices.ContainsFunc(resp.Instances, func(in *rosterv1.Instance) bool { return in.Id == probeID })
@@ -112,21 +122,21 @@ func (c *consulAPI) holders(ctx context.Context, ns string, trust time.Duration,
 	} else {
 		list, err := c.h.registry.ListServices(ctx, &rosterv1.ListServicesRequest{Namespace: ns})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		rev = list.GetHeader().GetRevision()
 	}
 	if !trusted && (idx == nil || idx.rev != rev) {
 		var err error
 		if idx, err = c.fresh(ctx, ns, key, rev); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	out := make([][]string, len(ids))
 	for i, id := range ids {
 		out[i] = idx.ids[id]
 	}
-	return out, nil
+	return out, read, nil
 }
 
 // fresh returns an index of ns at revision rev or later: the kept one, one

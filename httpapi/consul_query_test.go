@@ -1,9 +1,15 @@
 package httpapi
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
@@ -22,8 +28,16 @@ func TestConsulQueryOptions(t *testing.T) {
 		{"stale", rosterv1.Consistency_CONSISTENCY_STALE, 0, 5 * time.Minute, false},
 		{"consistent&index=42&wait=30s", rosterv1.Consistency_CONSISTENCY_LINEARIZABLE, 42, 30 * time.Second, false},
 		{"index=7&wait=1m", rosterv1.Consistency_CONSISTENCY_LINEARIZABLE, 7, time.Minute, false},
-		{"wait=90", rosterv1.Consistency_CONSISTENCY_LINEARIZABLE, 0, 90 * time.Second, false},
+		{"wait=90s", rosterv1.Consistency_CONSISTENCY_LINEARIZABLE, 0, 90 * time.Second, false},
+		{"wait=10000ms", rosterv1.Consistency_CONSISTENCY_LINEARIZABLE, 0, 10 * time.Second, false},
 		{"wait=1h", rosterv1.Consistency_CONSISTENCY_LINEARIZABLE, 0, 10 * time.Minute, false},
+		{"wait=2562047h", rosterv1.Consistency_CONSISTENCY_LINEARIZABLE, 0, 10 * time.Minute, false},
+		// Consul's parser wants a unit, and refuses what overflows.
+		{"wait=90", 0, 0, 0, true},
+		{"wait=18446744074", 0, 0, 0, true},
+		{"wait=9223372037", 0, 0, 0, true},
+		{"wait=2562048h", 0, 0, 0, true},
+		{"wait=0", 0, 0, 0, true},
 		{"dc=elsewhere&near=_agent", rosterv1.Consistency_CONSISTENCY_LINEARIZABLE, 0, 5 * time.Minute, false},
 		{"wait=-1s", 0, 0, 0, true},
 		{"wait=soon", 0, 0, 0, true},
@@ -75,5 +89,34 @@ func TestConsulFilterParse(t *testing.T) {
 	e, _ := compileFilter(`Service.Meta.k != "v"`, healthSelectors.known)
 	if !e.eval(resolveFrom(nil, nil, map[string]map[string]string{"Service.Meta": {}})) {
 		t.Error("a missing key should satisfy !=")
+	}
+}
+
+// TestRetryAfter: a 429 says when to retry, from the status's RetryInfo
+// when it has one (rounded up to whole seconds), else 1; other statuses
+// say nothing.
+func TestRetryAfter(t *testing.T) {
+	withDelay := func(d time.Duration) *status.Status {
+		st, err := status.New(codes.ResourceExhausted, "slow down").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for _, tc := range []struct {
+		code int
+		st   *status.Status
+		want string
+	}{
+		{http.StatusTooManyRequests, status.New(codes.ResourceExhausted, "slow down"), "1"},
+		{http.StatusTooManyRequests, withDelay(2500 * time.Millisecond), "3"},
+		{http.StatusTooManyRequests, withDelay(time.Millisecond), "1"},
+		{http.StatusServiceUnavailable, withDelay(5 * time.Second), ""},
+	} {
+		w := httptest.NewRecorder()
+		setRetryAfter(w, tc.code, tc.st)
+		if got := w.Header().Get("Retry-After"); got != tc.want {
+			t.Errorf("%d %v: Retry-After %q, want %q", tc.code, tc.st.Details(), got, tc.want)
+		}
 	}
 }

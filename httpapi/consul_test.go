@@ -421,7 +421,10 @@ func TestConsulBadInput(t *testing.T) {
 		{`{`, "decode"},
 		{`{"ID":"x","Port":80}`, "missing service name"},
 		{`{"Name":"Web_Service","Address":"10.0.0.1","Port":80}`, "service"},
-		{`{"Name":"web","Address":"10.0.0.1","Port":0}`, "port"},
+		{`{"Name":"web","Address":"10.0.0.1","Port":0}`, "Port is required"},
+		{`{"Name":"web","Address":"10.0.0.1"}`, "Port is required"},
+		{`{"Name":"web","Address":"10.0.0.1","Port":-1}`, "Port -1 is out of range 1-65535"},
+		{`{"Name":"web","Address":"10.0.0.1","Port":70000}`, "Port 70000 is out of range 1-65535"},
 		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Kind":"connect-proxy"}`, "Connect proxies"},
 		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Connect":{"Native":true}}`, "Connect"},
 		{`{"Name":"web","Address":"10.0.0.1","Port":80,"TaggedAddresses":{"lan":{"Address":"1.2.3.4","Port":1}}}`, "TaggedAddresses"},
@@ -447,15 +450,16 @@ func TestConsulBadInput(t *testing.T) {
 		code               int
 		want               string
 	}{
-		{http.MethodPut, "/v1/agent/check/pass/nope", "", http.StatusNotFound, "unknown check ID"},
-		{http.MethodPut, "/v1/agent/check/pass/service:nope", "", http.StatusNotFound, "unknown service ID"},
+		{http.MethodPut, "/v1/agent/check/pass/nope", "", http.StatusNotFound, "Unknown check ID"},
+		{http.MethodPut, "/v1/agent/check/pass/service:nope", "", http.StatusNotFound, `Unknown check ID "service:nope": no instance in namespace "default" has service ID "nope"`},
 		{http.MethodPut, "/v1/agent/check/update/service:nope", `{"Status":"bogus"}`, http.StatusBadRequest, "invalid check status"},
 		{http.MethodPut, "/v1/agent/service/maintenance/nope", "", http.StatusBadRequest, "enable"},
 		{http.MethodPut, "/v1/agent/service/deregister/nope", "", http.StatusNotFound, "unknown service ID"},
 		{http.MethodGet, "/v1/health/service/web?index=abc", "", http.StatusBadRequest, "index"},
 		{http.MethodGet, "/v1/health/service/web?wait=forever", "", http.StatusBadRequest, "wait"},
+		{http.MethodGet, "/v1/health/service/web?index=99999&wait=18446744074", "", http.StatusBadRequest, "Invalid wait time"},
+		{http.MethodGet, "/v1/catalog/services?index=99999&wait=30", "", http.StatusBadRequest, "Invalid wait time"},
 		{http.MethodGet, "/v1/health/service/web?stale&consistent", "", http.StatusBadRequest, "mutually exclusive"},
-		{http.MethodGet, "/v1/health/service/Bad_Name", "", http.StatusBadRequest, "service"},
 	} {
 		var code int
 		var body string

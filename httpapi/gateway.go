@@ -1,11 +1,13 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -14,7 +16,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/genproto/googleapis/rpc/code"
-	_ "google.golang.org/genproto/googleapis/rpc/errdetails" // registers the detail types the error bodies print
+	"google.golang.org/genproto/googleapis/rpc/errdetails" // also registers the detail types the error bodies print
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -66,7 +68,7 @@ func (h *Handler) mountGateway(ctx context.Context) error {
 	if err := rosterv1.RegisterClusterHandlerClient(ctx, gw, h.cluster); err != nil {
 		return fmt.Errorf("cluster routes: %w", err)
 	}
-	h.mux.Handle(APIPrefix, http.MaxBytesHandler(gw, maxBodyBytes))
+	h.mux.Handle(APIPrefix, http.MaxBytesHandler(bodyKeysAgree(gw), maxBodyBytes))
 	h.mux.HandleFunc("GET "+APIPrefix+"watch", h.watch)
 	h.mux.HandleFunc("GET "+APIPrefix+"watch/namespaces", h.watchNamespaces)
 	for _, p := range []string{"watch", "watch/namespaces"} {
@@ -75,6 +77,46 @@ func (h *Handler) mountGateway(ctx context.Context) error {
 		})
 	}
 	return nil
+}
+
+// bodyKeysAgree refuses a PUT /api/v1/services/{namespace}/{service}/instances/{id}
+// whose body names a namespace, service or id other than its path does:
+// the gateway would take the path's and ignore the body's silently. The
+// body is read (bounded by the MaxBytesHandler around this one) and handed
+// on as it came.
+func bodyKeysAgree(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seg := strings.Split(strings.TrimPrefix(r.URL.Path, APIPrefix), "/")
+		if r.Method != http.MethodPut || len(seg) != 5 || seg[0] != "services" || seg[3] != "instances" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				writeError(w, status.Errorf(codes.InvalidArgument, "request body larger than %d bytes", maxBodyBytes), http.StatusRequestEntityTooLarge)
+				return
+			}
+			writeError(w, status.Errorf(codes.InvalidArgument, "reading the request body: %v", err), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(b, &fields) == nil {
+			for _, k := range []struct{ name, path string }{{"namespace", seg[1]}, {"service", seg[2]}, {"id", seg[4]}} {
+				var v string
+				if raw, ok := fields[k.name]; !ok || json.Unmarshal(raw, &v) != nil || v == "" || v == k.path {
+					continue
+				}
+				writeError(w, status.Errorf(codes.InvalidArgument,
+					"body field %s is %q but the path names %s %q; leave it out of the body or make them agree", k.name, v, k.name, k.path), http.StatusBadRequest)
+				return
+			}
+		}
+		// Anything else, malformed bodies included, is the gateway's to judge.
+		next.ServeHTTP(w, r)
+	})
 }
 
 // errorBody is the JSON body of every error the JSON API answers:
@@ -116,9 +158,26 @@ func writeError(w http.ResponseWriter, err error, httpStatus int) {
 	if httpStatus == 0 {
 		httpStatus = runtime.HTTPStatusFromCode(st.Code())
 	}
+	setRetryAfter(w, httpStatus, st)
 	w.Header().Del("Trailer")
 	w.Header().Del("Transfer-Encoding")
 	writeJSON(w, httpStatus, newErrorBody(st))
+}
+
+// setRetryAfter sets Retry-After on a 429: the whole seconds of the
+// status's RetryInfo when it has one, else 1 (a rate limit's bucket
+// refills within about a second at the usual rates).
+func setRetryAfter(w http.ResponseWriter, httpStatus int, st *status.Status) {
+	if httpStatus != http.StatusTooManyRequests {
+		return
+	}
+	secs := int64(1)
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			secs = max(1, int64(math.Ceil(ri.GetRetryDelay().AsDuration().Seconds())))
+		}
+	}
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 }
 
 // gatewayError is the gateway's error handler.

@@ -9,8 +9,11 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,7 +84,42 @@ func New(cfg Config) (*Handler, error) {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if reason := invalidUTF8(r); reason != "" {
+		// Every path segment and query value may reach a protobuf string,
+		// which must be UTF-8: refuse it here, once for every route, rather
+		// than let the in-process call fail to marshal it (a 500).
+		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			writeConsulError(w, badRequest("%s", reason))
+		} else {
+			writeError(w, status.Error(codes.InvalidArgument, reason), http.StatusBadRequest)
+		}
+		return
+	}
 	h.mux.ServeHTTP(w, withClientAddr(r))
+}
+
+// invalidUTF8 says which part of r's decoded path or query is not valid
+// UTF-8, or "" when all of it is.
+func invalidUTF8(r *http.Request) string {
+	if !utf8.ValidString(r.URL.Path) {
+		return fmt.Sprintf("request path %q is not valid UTF-8", r.URL.Path)
+	}
+	raw := r.URL.RawQuery
+	if utf8.ValidString(raw) && !strings.Contains(raw, "%") {
+		// Decoding only turns '+' into ' ' and %XX into a byte.
+		return ""
+	}
+	for key, vals := range r.URL.Query() {
+		if !utf8.ValidString(key) {
+			return fmt.Sprintf("query parameter name %q is not valid UTF-8", key)
+		}
+		for _, v := range vals {
+			if !utf8.ValidString(v) {
+				return fmt.Sprintf("query parameter %s=%q is not valid UTF-8", key, v)
+			}
+		}
+	}
+	return ""
 }
 
 // health answers 200 while the process serves HTTP at all: a liveness probe.
@@ -100,7 +138,7 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
-			"ready": false, "reason": status.Convert(err).Message(),
+			"ready": false, "reason": h.notReady(r.Context(), err),
 		})
 		return
 	}
@@ -108,6 +146,28 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 		"ready": true, "node_id": st.NodeId, "state": st.State, "leader_id": st.LeaderId,
 		"applied_index": st.AppliedIndex, "revision": st.Revision,
 	})
+}
+
+// notReady says why a /ready probe's linearizable Status failed with err:
+// when the probe's time ran out, what this node's own state says (no
+// leader known, or the leader it knows did not confirm in time) rather
+// than "context deadline exceeded".
+func (h *Handler) notReady(ctx context.Context, err error) string {
+	msg := status.Convert(err).Message()
+	if c := status.Code(err); c != codes.DeadlineExceeded && c != codes.Canceled {
+		return msg
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReadyTimeout)
+	defer cancel()
+	st, serr := h.cluster.Status(ctx, &rosterv1.StatusRequest{})
+	switch {
+	case serr != nil:
+		return msg
+	case st.LeaderId == "":
+		return "no leader known"
+	default:
+		return fmt.Sprintf("leader %s did not confirm a read within %s", st.LeaderId, h.cfg.ReadyTimeout)
+	}
 }
 
 // writeJSON writes v as the response body with code.

@@ -64,12 +64,14 @@ func TestReadyFollowsTheLeader(t *testing.T) {
 			c.Stop(nd)
 		}
 	}
-	c.Eventually("the follower stops being ready", 20*time.Second, func() bool {
-		code, _ := get(t, srv.URL+"/ready")
-		return code == http.StatusServiceUnavailable
+	// Once its leader is gone for good, the reason says so (while the
+	// follower still believes in it, that the leader did not confirm).
+	c.Eventually("the follower stops being ready, for want of a leader", 20*time.Second, func() bool {
+		code, body := get(t, srv.URL+"/ready")
+		return code == http.StatusServiceUnavailable && body["reason"] == "no leader known"
 	})
 	code, body = get(t, srv.URL+"/ready")
-	if code != http.StatusServiceUnavailable || body["ready"] != false || body["reason"] == "" {
+	if code != http.StatusServiceUnavailable || body["ready"] != false || body["reason"] != "no leader known" {
 		t.Fatalf("/ready without a leader: %d %v", code, body)
 	}
 	if code, body := get(t, srv.URL+"/health"); code != http.StatusOK || body["status"] != "ok" {

@@ -86,13 +86,24 @@ func TestHTTPRateLimitIs429PerClient(t *testing.T) {
 			t.Fatalf("write %d within the burst: %d %s", i, code, body)
 		}
 	}
-	// The same client from another port is the same client.
-	if code, body := reg("192.0.2.1:4001", "a2"); code != http.StatusTooManyRequests || !strings.Contains(body, "rate limit") {
-		t.Fatalf("write beyond the burst (Consul API): %d %s", code, body)
-	}
-	code, body := serveFrom(h, "192.0.2.1:4002", "POST", "/api/v1/instances", `{"instance":{"service":"web","id":"a3","address":"10.0.0.1","port":80}}`)
-	if code != http.StatusTooManyRequests || !strings.Contains(body, "RATE_LIMITED") {
-		t.Fatalf("write beyond the burst (JSON API): %d %s", code, body)
+	// The same client from another port is the same client. Every 429
+	// says when to retry.
+	for _, tc := range []struct{ api, path, body, want string }{
+		{"Consul API", "/v1/agent/service/register", `{"Name":"web","ID":"a2","Address":"10.0.0.1","Port":80}`, "rate limit"},
+		{"JSON API", "/api/v1/instances", `{"instance":{"service":"web","id":"a3","address":"10.0.0.1","port":80}}`, "RATE_LIMITED"},
+	} {
+		method := "PUT"
+		if tc.api == "JSON API" {
+			method = "POST"
+		}
+		r := httptest.NewRequest(method, tc.path, strings.NewReader(tc.body))
+		r.RemoteAddr = "192.0.2.1:4001"
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), tc.want) || w.Header().Get("Retry-After") != "1" {
+			t.Fatalf("write beyond the burst (%s): %d Retry-After %q %s; want 429 with Retry-After 1",
+				tc.api, w.Code, w.Header().Get("Retry-After"), w.Body.String())
+		}
 	}
 	// A client naming itself in a header is not believed.
 	r := httptest.NewRequest("POST", "/api/v1/instances", strings.NewReader(`{"instance":{"service":"web","id":"a4","address":"10.0.0.1","port":80}}`))
