@@ -110,7 +110,7 @@ var (
 	descHeld = prometheus.NewDesc("roster_lease_expiries_held",
 		"Leases past their deadline whose expiry self-preservation holds (leader only).", nil, nil)
 	descHeartbeats = prometheus.NewDesc("roster_heartbeats_total",
-		"Heartbeats this node acknowledged as leader.", nil, nil)
+		"Lease renewals this node acknowledged as leader: Heartbeat, KeepAlive and ReportHealth.", nil, nil)
 	descExpirations = prometheus.NewDesc("roster_lease_expirations_total",
 		"Lease expiries this node committed as leader.", nil, nil)
 	descAPHealthy = prometheus.NewDesc("roster_autopilot_healthy",
