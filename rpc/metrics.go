@@ -64,11 +64,14 @@ func (s *Server) metricsStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	return err
 }
 
-// countForward records one relayed attempt of the call whose server
-// context is ctx.
-func (s *Server) countForward(ctx context.Context, err error) {
-	m, _ := grpc.Method(ctx)
-	s.metrics.forwarded.WithLabelValues(methodName(m), status.Code(err).String()).Inc()
+// countForward records one relayed attempt of method (as called on the
+// leader), or, when that is not known, of the call whose server context is
+// ctx.
+func (s *Server) countForward(ctx context.Context, method string, err error) {
+	if method == "" {
+		method, _ = grpc.Method(ctx)
+	}
+	s.metrics.forwarded.WithLabelValues(methodName(method), status.Code(err).String()).Inc()
 }
 
 // trackWatcher registers a watch stream's position for the lag metric;

@@ -128,8 +128,9 @@ func New(node *cluster.Node, opts Options) *Server {
 		opts:   opts,
 		logger: opts.Logger,
 		peers: &conns{
-			dialOpts: slices.Concat(opts.DialOptions, []grpc.DialOption{grpc.WithKeepaliveParams(peerKeepalive)}),
-			byAdr:    map[string]*grpc.ClientConn{},
+			dialOpts: slices.Concat(opts.DialOptions, []grpc.DialOption{grpc.WithKeepaliveParams(peerKeepalive),
+				grpc.WithChainUnaryInterceptor(recordRelayedMethod)}),
+			byAdr: map[string]*grpc.ClientConn{},
 		},
 		health:   health.NewServer(),
 		metrics:  newServerMetrics(),
