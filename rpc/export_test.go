@@ -1,5 +1,7 @@
 package rpc
 
+import "time"
+
 // WatchHooks are test hooks on the WatchMany group readers of a Server;
 // nil fields are skipped.
 type WatchHooks struct {
@@ -22,4 +24,18 @@ type WatchHooks struct {
 func SetWatchHooks(s *Server, h WatchHooks) {
 	s.watch.hooks.Store(&watchHooks{beforePark: h.BeforePark, afterPass: h.AfterPass, beforeQueue: h.BeforeQueue,
 		beforePass: h.BeforePass, senderWaits: h.SenderWaits})
+}
+
+// ReadHooks are test hooks of a Server's blocking reads; nil fields are
+// skipped.
+type ReadHooks struct {
+	// WaitTimer replaces the timer of a blocking GetService's wait.
+	WaitTimer func(wait time.Duration) <-chan time.Time
+	// Waiting runs each time a blocking GetService is about to wait.
+	Waiting func(svcRev uint64)
+}
+
+// SetReadHooks installs h on s (the zero ReadHooks removes them).
+func SetReadHooks(s *Server, h ReadHooks) {
+	s.readHooks.Store(&readHooks{waitTimer: h.WaitTimer, waiting: h.Waiting})
 }

@@ -97,6 +97,9 @@ type Server struct {
 	// gone without one (leadergate.go).
 	gate *leaderGate
 
+	// readHooks, set by tests only, time and observe blocking reads.
+	readHooks atomic.Pointer[readHooks]
+
 	// limiter and watchers enforce Options.Limits (limits.go).
 	limiter  *rateLimiter
 	watchers watcherCounts
