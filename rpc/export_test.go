@@ -18,12 +18,17 @@ type WatchHooks struct {
 	// SenderWaits runs when a stream's sender, with messages to send,
 	// waits for a watch to reach the head.
 	SenderWaits func()
+	// AheadWait runs when a watch whose start is beyond the node's head
+	// begins to wait for it.
+	AheadWait func(start, head uint64)
+	// AheadTimer replaces the timer bounding that wait.
+	AheadTimer func(d time.Duration) <-chan time.Time
 }
 
 // SetWatchHooks installs h on s (the zero WatchHooks removes them).
 func SetWatchHooks(s *Server, h WatchHooks) {
 	s.watch.hooks.Store(&watchHooks{beforePark: h.BeforePark, afterPass: h.AfterPass, beforeQueue: h.BeforeQueue,
-		beforePass: h.BeforePass, senderWaits: h.SenderWaits})
+		beforePass: h.BeforePass, senderWaits: h.SenderWaits, aheadWait: h.AheadWait, aheadTimer: h.AheadTimer})
 }
 
 // ReadHooks are test hooks of a Server's blocking reads; nil fields are
