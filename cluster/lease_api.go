@@ -66,7 +66,8 @@ func (n *Node) ReportHealth(ctx context.Context, k store.Key, h store.Health, re
 }
 
 // report renews a lease and commits the reported status when it differs.
-// An expired lease is revived straight into the reported status.
+// An expired lease is revived straight into the reported status. An
+// acknowledged report counts as a heartbeat: it is one renewal.
 func (t *leaseTable) report(ctx context.Context, k store.Key, h store.Health, reason string) (time.Duration, uint64, error) {
 	r, err := t.renew(k)
 	if err != nil {
@@ -80,6 +81,7 @@ func (t *leaseTable) report(ctx context.Context, k store.Key, h store.Health, re
 		return 0, 0, fmt.Errorf("report health %s: %w", k, err)
 	}
 	if !r.revive && inst.RegistrationRevision == r.regRev && inst.Status == h {
+		t.heartbeats.Add(1)
 		return r.ttl, inst.ModRevision, nil
 	}
 	rev, err := t.prop.SetHealth(ctx, k, r.regRev, h, reason)
@@ -92,6 +94,7 @@ func (t *leaseTable) report(ctx context.Context, k store.Key, h store.Health, re
 		}
 		return 0, 0, err
 	}
+	t.heartbeats.Add(1)
 	return r.ttl, rev, nil
 }
 

@@ -502,3 +502,31 @@ func TestHeldInstanceTurningCriticalIsMarkedOnce(t *testing.T) {
 		t.Fatalf("f9 is %s", s)
 	}
 }
+
+// TestEveryRenewalIsCounted: a health report renews a lease as a heartbeat
+// does (how Consul clients heartbeat, with PassTTL and UpdateTTL), so the
+// heartbeat count includes it, whether or not the report changes the
+// status; a renewal that fails is not counted.
+func TestEveryRenewalIsCounted(t *testing.T) {
+	h := newLeaseHarness(t, nil)
+	h.register("web", "a", 10*time.Second, 0)
+	report := func(s store.Health) {
+		t.Helper()
+		if _, _, err := h.tbl.report(context.Background(), key("web", "a"), s, ""); err != nil {
+			t.Fatalf("report %v: %v", s, err)
+		}
+		h.follow()
+	}
+	if err := h.heartbeat("web", "a"); err != nil {
+		t.Fatal(err)
+	}
+	report(store.HealthPassing) // unchanged: nothing committed
+	report(store.HealthWarning) // changed: committed
+	report(store.HealthPassing)
+	if _, _, err := h.tbl.report(context.Background(), key("web", "nobody"), store.HealthPassing, ""); err == nil {
+		t.Fatal("report of an unknown instance succeeded")
+	}
+	if got := h.tbl.heartbeats.Load(); got != 4 {
+		t.Fatalf("heartbeats counted %d after one heartbeat and three health reports, want 4", got)
+	}
+}

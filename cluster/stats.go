@@ -39,8 +39,8 @@ type Stats struct {
 	// HeldExpiries are leases past their deadline whose expiry
 	// self-preservation holds (leader only).
 	HeldExpiries int
-	// Heartbeats acknowledged and lease expiries committed by this node
-	// while it led, since it started.
+	// Lease renewals acknowledged (heartbeats and health reports) and lease
+	// expiries committed by this node while it led, since it started.
 	Heartbeats  uint64
 	Expirations uint64
 	// AutopilotRemovals counts the failed servers autopilot removed while

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roster-registry/roster/internal/testcluster"
+	"github.com/roster-registry/roster/rpc"
 )
 
 // sseEvent is one server-sent event.
@@ -242,5 +243,42 @@ func TestWatchServerSentEvents(t *testing.T) {
 	case <-w.done:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the event stream did not end after the drain")
+	}
+}
+
+// TestWatchFromAnotherHistoryResets: an EventSource that reconnects with a
+// Last-Event-ID beyond anything the node has (its revision came from
+// another history, such as a dev node before a restart) gets, once the node
+// has not reached it within the read timeout, a reset of the node's state at
+// the node's own revision, and then its changes; bookmarks never name the
+// foreign revision.
+func TestWatchFromAnotherHistoryResets(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.ReadTimeout = 100 * time.Millisecond }})
+	nd := c.WaitLeader()
+	api := serve(t, nd).URL + "/api/v1"
+	call(t, "POST", api+"/instances", `{"instance": {"service": "hb", "id": "f1", "address": "10.3.0.1", "port": 1}}`).must(t, http.StatusOK)
+	const foreign = "99999999999"
+	w := openWatch(t, api+"/watch?service=hb&progress_interval=100ms", foreign)
+	var ev sseEvent
+	for {
+		select {
+		case ev = <-w.events:
+		case <-w.done:
+			t.Fatal("the event stream ended")
+		}
+		if ev.event != "progress" {
+			break
+		}
+		if ev.id == foreign {
+			t.Fatalf("bookmark at the foreign revision: %+v", ev)
+		}
+	}
+	if ev.event != "reset" || strings.Join(changes(ev), ",") != "PUT f1" || ev.id == foreign || ev.id != ev.data["revision"] {
+		t.Fatalf("first event of a watch from another history: %+v; want a reset at the node's revision", ev)
+	}
+	r := call(t, "POST", api+"/instances", `{"instance": {"service": "hb", "id": "f2", "address": "10.3.0.1", "port": 1}}`).must(t, http.StatusOK)
+	ev = w.next()
+	if ev.event != "events" || strings.Join(changes(ev), ",") != "PUT f2" || ev.id != strconv.FormatUint(num(t, r["revision"]), 10) {
+		t.Fatalf("after the reset: %+v", ev)
 	}
 }

@@ -1,5 +1,7 @@
 package rpc
 
+import "time"
+
 // WatchHooks are test hooks on the WatchMany group readers of a Server;
 // nil fields are skipped.
 type WatchHooks struct {
@@ -16,10 +18,29 @@ type WatchHooks struct {
 	// SenderWaits runs when a stream's sender, with messages to send,
 	// waits for a watch to reach the head.
 	SenderWaits func()
+	// AheadWait runs when a watch whose start is beyond the node's head
+	// begins to wait for it.
+	AheadWait func(start, head uint64)
+	// AheadTimer replaces the timer bounding that wait.
+	AheadTimer func(d time.Duration) <-chan time.Time
 }
 
 // SetWatchHooks installs h on s (the zero WatchHooks removes them).
 func SetWatchHooks(s *Server, h WatchHooks) {
 	s.watch.hooks.Store(&watchHooks{beforePark: h.BeforePark, afterPass: h.AfterPass, beforeQueue: h.BeforeQueue,
-		beforePass: h.BeforePass, senderWaits: h.SenderWaits})
+		beforePass: h.BeforePass, senderWaits: h.SenderWaits, aheadWait: h.AheadWait, aheadTimer: h.AheadTimer})
+}
+
+// ReadHooks are test hooks of a Server's blocking reads; nil fields are
+// skipped.
+type ReadHooks struct {
+	// WaitTimer replaces the timer of a blocking GetService's wait.
+	WaitTimer func(wait time.Duration) <-chan time.Time
+	// Waiting runs each time a blocking GetService is about to wait.
+	Waiting func(svcRev uint64)
+}
+
+// SetReadHooks installs h on s (the zero ReadHooks removes them).
+func SetReadHooks(s *Server, h ReadHooks) {
+	s.readHooks.Store(&readHooks{waitTimer: h.WaitTimer, waiting: h.Waiting})
 }

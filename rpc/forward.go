@@ -252,9 +252,27 @@ func relay[T any](ctx context.Context, s *Server, id, addr string,
 	if err := waitReady(ctx, cc); err != nil {
 		return zero, fmt.Errorf("%w: %s at %s: %v", errLeaderUnreachable, id, addr, err)
 	}
-	out, err := remote(metadata.AppendToOutgoingContext(withCallerToken(ctx), forwardedKey, s.node.ID()), cc)
-	s.countForward(ctx, err)
+	sent := &relayedMethod{}
+	out, err := remote(context.WithValue(metadata.AppendToOutgoingContext(withCallerToken(ctx), forwardedKey, s.node.ID()), relayedMethodKey{}, sent), cc)
+	s.countForward(ctx, sent.name, err)
 	return out, err
+}
+
+// relayedMethod records the method a relayed attempt called on the leader,
+// for its metric label: the call that relays is not always one with that
+// method (a read-index round shared by reads of any method runs on a
+// context of its own, with none).
+type relayedMethod struct{ name string }
+
+type relayedMethodKey struct{}
+
+// recordRelayedMethod is the peer connections' unary interceptor that
+// fills in a relayedMethod.
+func recordRelayedMethod(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if m, ok := ctx.Value(relayedMethodKey{}).(*relayedMethod); ok {
+		m.name = method
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
 // waitReady waits until cc is ready to send, or says why it is not: a call

@@ -64,11 +64,14 @@ func (s *Server) metricsStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	return err
 }
 
-// countForward records one relayed attempt of the call whose server
-// context is ctx.
-func (s *Server) countForward(ctx context.Context, err error) {
-	m, _ := grpc.Method(ctx)
-	s.metrics.forwarded.WithLabelValues(methodName(m), status.Code(err).String()).Inc()
+// countForward records one relayed attempt of method (as called on the
+// leader), or, when that is not known, of the call whose server context is
+// ctx.
+func (s *Server) countForward(ctx context.Context, method string, err error) {
+	if method == "" {
+		method, _ = grpc.Method(ctx)
+	}
+	s.metrics.forwarded.WithLabelValues(methodName(method), status.Code(err).String()).Inc()
 }
 
 // trackWatcher registers a watch stream's position for the lag metric;
@@ -110,7 +113,7 @@ var (
 	descHeld = prometheus.NewDesc("roster_lease_expiries_held",
 		"Leases past their deadline whose expiry self-preservation holds (leader only).", nil, nil)
 	descHeartbeats = prometheus.NewDesc("roster_heartbeats_total",
-		"Heartbeats this node acknowledged as leader.", nil, nil)
+		"Lease renewals this node acknowledged as leader: Heartbeat, KeepAlive and ReportHealth.", nil, nil)
 	descExpirations = prometheus.NewDesc("roster_lease_expirations_total",
 		"Lease expiries this node committed as leader.", nil, nil)
 	descAPHealthy = prometheus.NewDesc("roster_autopilot_healthy",

@@ -87,7 +87,16 @@ func (s *Server) SetMaintenance(ctx context.Context, req *rosterv1.SetMaintenanc
 }
 
 // GetService implements rosterv1.RegistryServer. With wait_revision it is a
-// blocking query: it returns once the service's revision passes it.
+// blocking query: it returns once the service's revision passes it. A wait
+// that runs out, or that the node draining ends, answers as a fresh read at
+// the request's consistency would: the read barrier again (a linearizable
+// read confirms the leader's read index, and fails as any read fails on a
+// node without a quorum), then the service as it is. Ending with an answer
+// rather than an error on drain is what a Consul agent does at the end of a
+// wait: clients (consul-template, Prometheus' Consul SD) take it as a wait
+// that ran out and poll again, on another node once this one's health says
+// NOT_SERVING, instead of logging an error and backing off; and the answer
+// is as fresh as any read the node gives.
 func (s *Server) GetService(ctx context.Context, req *rosterv1.GetServiceRequest) (*rosterv1.GetServiceResponse, error) {
 	ns, err := validateNamespace(req.Namespace)
 	if err != nil {
@@ -100,6 +109,7 @@ func (s *Server) GetService(ctx context.Context, req *rosterv1.GetServiceRequest
 		return nil, err
 	}
 	var timeout <-chan time.Time
+	var draining <-chan struct{}
 	if req.WaitRevision > 0 {
 		wait := DefaultWaitTimeout
 		if req.WaitTimeout != nil {
@@ -108,9 +118,21 @@ func (s *Server) GetService(ctx context.Context, req *rosterv1.GetServiceRequest
 		if wait <= 0 || wait > MaxWaitTimeout {
 			return nil, invalidf("wait_timeout must be between 0 and %s", MaxWaitTimeout)
 		}
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		timeout = t.C
+		if h := s.readHooks.Load(); h != nil && h.waitTimer != nil {
+			timeout = h.waitTimer(wait)
+		} else {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		draining = s.draining
+	}
+	answer := func(view *store.View, svcRev uint64, insts []*store.Instance) *rosterv1.GetServiceResponse {
+		return &rosterv1.GetServiceResponse{
+			Header:          s.serviceHeader(view.Revision(), ns, req.Service),
+			Instances:       filterInstances(insts, req),
+			ServiceRevision: svcRev,
+		}
 	}
 	for {
 		ws := memdb.NewWatchSet()
@@ -121,24 +143,40 @@ func (s *Server) GetService(ctx context.Context, req *rosterv1.GetServiceRequest
 			return nil, err
 		}
 		if req.WaitRevision == 0 || svcRev > req.WaitRevision {
-			return &rosterv1.GetServiceResponse{
-				Header:          s.serviceHeader(view.Revision(), ns, req.Service),
-				Instances:       filterInstances(insts, req),
-				ServiceRevision: svcRev,
-			}, nil
+			return answer(view, svcRev, insts), nil
+		}
+		if h := s.readHooks.Load(); h != nil && h.waiting != nil {
+			h.waiting(svcRev)
 		}
 		select {
 		case <-ws.WatchCh(ctx):
+			continue
 		case <-timeout:
-			return &rosterv1.GetServiceResponse{
-				Header:          s.serviceHeader(view.Revision(), ns, req.Service),
-				Instances:       filterInstances(insts, req),
-				ServiceRevision: svcRev,
-			}, nil
+		case <-draining:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		// The wait is over: read afresh at the request's consistency.
+		if err := s.readBarrier(ctx, req.Read); err != nil {
+			return nil, err
+		}
+		view = s.node.Store().View()
+		svcRev, insts, err = view.Service(nil, ns, req.Service)
+		if err != nil {
+			return nil, err
+		}
+		return answer(view, svcRev, insts), nil
 	}
+}
+
+// readHooks are test hooks of blocking reads; nil fields are skipped.
+type readHooks struct {
+	// waitTimer replaces the timer of a blocking GetService's wait: the
+	// wait runs out when the channel it returns delivers.
+	waitTimer func(wait time.Duration) <-chan time.Time
+	// waiting runs each time a blocking GetService is about to wait, with
+	// the service revision it has seen.
+	waiting func(svcRev uint64)
 }
 
 func filterInstances(insts []*store.Instance, req *rosterv1.GetServiceRequest) []*rosterv1.Instance {

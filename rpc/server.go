@@ -97,6 +97,9 @@ type Server struct {
 	// gone without one (leadergate.go).
 	gate *leaderGate
 
+	// readHooks, set by tests only, time and observe blocking reads.
+	readHooks atomic.Pointer[readHooks]
+
 	// limiter and watchers enforce Options.Limits (limits.go).
 	limiter  *rateLimiter
 	watchers watcherCounts
@@ -128,8 +131,9 @@ func New(node *cluster.Node, opts Options) *Server {
 		opts:   opts,
 		logger: opts.Logger,
 		peers: &conns{
-			dialOpts: slices.Concat(opts.DialOptions, []grpc.DialOption{grpc.WithKeepaliveParams(peerKeepalive)}),
-			byAdr:    map[string]*grpc.ClientConn{},
+			dialOpts: slices.Concat(opts.DialOptions, []grpc.DialOption{grpc.WithKeepaliveParams(peerKeepalive),
+				grpc.WithChainUnaryInterceptor(recordRelayedMethod)}),
+			byAdr: map[string]*grpc.ClientConn{},
 		},
 		health:   health.NewServer(),
 		metrics:  newServerMetrics(),

@@ -153,6 +153,11 @@ type watchHooks struct {
 	// senderWaits runs when a WatchMany sender with messages to send
 	// waits for a watch to reach the head.
 	senderWaits func()
+	// aheadWait runs when a watch whose start is beyond the node's head
+	// begins to wait for it.
+	aheadWait func(start, head uint64)
+	// aheadTimer replaces the timer bounding that wait.
+	aheadTimer func(d time.Duration) <-chan time.Time
 }
 
 type watchPrefix struct {
@@ -360,6 +365,28 @@ func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.Watch
 		}
 		run.state.Store(runBusy)
 	}
+	if head, _ := hist.Head(); pos > head {
+		// A start beyond this node's state: a client resuming here what it
+		// saw on a node ahead of this one, which this one reaches within
+		// moments; or one whose revision comes from another history (a
+		// dev node restarted, a cluster re-created), which this node may
+		// never reach, or reach with other changes. Wait, as a read with
+		// min_revision does; if the node does not get there, send a reset
+		// of its own state so the client replaces what it has. Either
+		// way no bookmark claims a revision the node does not have.
+		out.setState(run, runWaiting)
+		reached, err := s.waitHead(ctx, pos, head)
+		if err != nil {
+			return ended()
+		}
+		if !reached {
+			needReset = true
+			// Nothing this node sent: a cut-off before the reset is sent
+			// tells the client to start over.
+			run.delivered.Store(0)
+		}
+		run.state.Store(runBusy)
+	}
 	for {
 		if s.isDraining() {
 			// Checked here too: a watcher that never catches up would
@@ -474,6 +501,38 @@ func (s *Server) serveWatch(ctx context.Context, w *watcher, req *rosterv1.Watch
 				return err
 			}
 			progress.Reset(w.progress)
+		}
+	}
+}
+
+// waitHead waits, for at most the read timeout, until this node's history
+// reaches revision rev (it stood at head), and reports whether it did. The
+// error is ctx's, when ctx ends first.
+func (s *Server) waitHead(ctx context.Context, rev, head uint64) (bool, error) {
+	hooks := s.watch.hooks.Load()
+	var expire <-chan time.Time
+	if hooks != nil && hooks.aheadTimer != nil {
+		expire = hooks.aheadTimer(s.opts.ReadTimeout)
+	} else {
+		t := time.NewTimer(s.opts.ReadTimeout)
+		defer t.Stop()
+		expire = t.C
+	}
+	if hooks != nil && hooks.aheadWait != nil {
+		hooks.aheadWait(rev, head)
+	}
+	hist := s.node.Store().History()
+	for {
+		head, notify := hist.Head()
+		if head >= rev {
+			return true, nil
+		}
+		select {
+		case <-notify:
+		case <-expire:
+			return false, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
 		}
 	}
 }

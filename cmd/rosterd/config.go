@@ -124,7 +124,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 		"0 keeps Go's default; ignored when GOGC is set in the environment")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve Go's runtime profiles on the HTTP address under /debug/pprof/ (needs --http-addr; "+
 		"no token is checked there, so it cannot be combined with --acl)")
-	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for calls and streams to finish")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits in all, leadership transfer included, for calls and streams to finish before closing them")
 	fs.StringVar(&f.configFile, "config-file", "", "YAML file of settings, one a flag by its name (node-id: n1); flags and ROSTER_* variables win over it; unknown keys are errors")
 	f.tls.register(fs)
 	f.acl.register(fs)

@@ -48,13 +48,13 @@ func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, metrics prome
 	}
 	h, err := httpapi.New(httpapi.Config{Conn: conn, Logger: logger.Named("http"), Metrics: metrics, Pprof: f.enablePprof})
 	if err != nil {
-		fe.stopDNS(logger, time.Second)
+		fe.stopAtOnce(logger)
 		_ = conn.Close()
 		return nil, err
 	}
 	lis, err := net.Listen("tcp", f.httpAddr)
 	if err != nil {
-		fe.stopDNS(logger, time.Second)
+		fe.stopAtOnce(logger)
 		_ = conn.Close()
 		return nil, fmt.Errorf("listen for HTTP on %s: %w", f.httpAddr, err)
 	}
@@ -62,7 +62,12 @@ func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, metrics prome
 	fe.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		// A keep-alive connection with no request for this long is closed,
+		// as Go's HTTP client closes its own idle ones at 90 s. Without it
+		// (and no ReadTimeout) an idle connection was kept indefinitely:
+		// ReadHeaderTimeout starts only with a request's first byte.
+		IdleTimeout: 90 * time.Second,
+		ErrorLog:    logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	serve := fe.http.Serve
 	if f.tls.on() {
@@ -85,24 +90,37 @@ func (fe *frontEnds) httpAddr() string {
 	return fe.lis.Addr().String()
 }
 
-// stop lets HTTP calls finish (streams end when the gRPC server drains)
-// within timeout, then closes what is left.
-func (fe *frontEnds) stop(logger hclog.Logger, timeout time.Duration) {
+// stop lets HTTP calls finish (streams end when the gRPC server drains,
+// and so do blocking reads) until ctx's deadline, the one the whole
+// shutdown shares, then closes what is left.
+//
+// http.Server.Shutdown closes idle connections at once, but counts a
+// connection that has not sent a complete request header yet (StateNew) as
+// active until it is 5 s old; a client that opened a connection and sent
+// half a request therefore holds this for up to about 5.5 s, never past
+// the deadline. Closing such connections earlier could cut a request whose
+// header is completing just then, so they are left to Go's rule.
+func (fe *frontEnds) stop(ctx context.Context, logger hclog.Logger) {
 	if fe == nil {
 		return
 	}
 	if fe.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		if err := fe.http.Shutdown(ctx); err != nil {
 			logger.Warn("HTTP calls still running after the shutdown timeout; closing them")
 			_ = fe.http.Close()
 		}
-		cancel()
 	}
-	fe.stopDNS(logger, timeout)
+	fe.stopDNS(ctx, logger)
 	if fe.conn != nil {
 		_ = fe.conn.Close()
 	}
+}
+
+// stopAtOnce stops the DNS server of a start that failed.
+func (fe *frontEnds) stopAtOnce(logger hclog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	fe.stopDNS(ctx, logger)
 }
 
 // startDNS starts the DNS server when --dns-addr is set.
@@ -121,12 +139,10 @@ func (fe *frontEnds) startDNS(f *flags, logger hclog.Logger, serveErr chan<- err
 	return nil
 }
 
-func (fe *frontEnds) stopDNS(logger hclog.Logger, timeout time.Duration) {
+func (fe *frontEnds) stopDNS(ctx context.Context, logger hclog.Logger) {
 	if fe.dns == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	if err := fe.dns.Shutdown(ctx); err != nil {
 		logger.Warn("stopping the DNS server", "error", err)
 	}

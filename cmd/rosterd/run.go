@@ -184,24 +184,37 @@ func waitForStop(ctx context.Context, logger hclog.Logger, serveErr <-chan error
 }
 
 // shutdown hands leadership away (so the cluster does not wait an election
-// timeout), drains (health NOT_SERVING, streams ended so their clients
-// reconnect elsewhere), lets unary calls finish, then stops Raft and closes
-// the stores.
+// timeout), drains (health NOT_SERVING, streams and blocking reads ended so
+// their clients go to another node), lets unary and HTTP calls finish, then
+// stops Raft and closes the stores. Every phase shares the one deadline,
+// --shutdown-timeout from the signal: what is still running when it passes
+// is closed, so SIGTERM never takes longer than that (plus closing).
 func shutdown(logger hclog.Logger, timeout time.Duration, node *cluster.Node, srv *rpc.Server, g *grpc.Server, front *frontEnds) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return shutdownWithin(ctx, logger, node, srv, g, front)
+}
+
+// shutdownWithin is shutdown with its deadline in ctx.
+func shutdownWithin(ctx context.Context, logger hclog.Logger, node *cluster.Node, srv *rpc.Server, g *grpc.Server, front *frontEnds) error {
 	if node.IsLeader() && voters(node) > 1 {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout/2)
-		if err := node.TransferLeadership(ctx, ""); err != nil {
+		// At most half the time, so calls keep the other half.
+		tctx, cancel := ctx, context.CancelFunc(func() {})
+		if d, ok := ctx.Deadline(); ok {
+			tctx, cancel = context.WithTimeout(ctx, time.Until(d)/2)
+		}
+		if err := node.TransferLeadership(tctx, ""); err != nil {
 			logger.Info("no leadership transfer before shutdown", "reason", err)
 		}
 		cancel()
 	}
 	srv.Drain()
-	front.stop(logger, timeout)
+	front.stop(ctx, logger)
 	done := make(chan struct{})
 	go func() { g.GracefulStop(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(timeout):
+	case <-ctx.Done():
 		logger.Warn("calls still running after the shutdown timeout; closing them")
 		g.Stop()
 	}
