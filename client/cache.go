@@ -535,7 +535,13 @@ func (e *serviceCache) apply(resp *rosterv1.WatchResponse) {
 		}
 	}
 	changed := resp.GetReset_() || len(resp.GetEvents()) > 0
-	e.revision = max(e.revision, resp.GetRevision())
+	if resp.GetReset_() {
+		// A reset is the state at its revision, which may be below the
+		// last one seen (a cluster rebuilt without its history).
+		e.revision = resp.GetRevision()
+	} else {
+		e.revision = max(e.revision, resp.GetRevision())
+	}
 	if first && (resp.GetReset_() || len(resp.GetEvents()) > 0) {
 		e.isLive = true
 		if e.loaded {

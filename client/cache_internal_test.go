@@ -288,3 +288,38 @@ func TestCacheHeldUpdateNotAppliedAfterClose(t *testing.T) {
 		t.Fatalf("the cache dir changed after Close:\nbefore %s\nafter  %s", before, after)
 	}
 }
+
+// TestCacheResetBelowItsRevision: a reset is the state at its revision,
+// which may be below the last one seen (a cluster rebuilt without its
+// history); the service's revision follows it down.
+func TestCacheResetBelowItsRevision(t *testing.T) {
+	st := newFakeState()
+	healthy := func(id string) *rosterv1.Instance {
+		return &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: id, Enabled: true,
+			Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}
+	}
+	for _, id := range []string{"w1", "w2", "w3"} {
+		st.appendEvent(rosterv1.Event_TYPE_PUT, healthy(id))
+	}
+	f := startFake(t, st)
+	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sub, err := c.Subscribe("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	waitFor(t, "the first list", func() bool { return sub.Service().Revision == 3 })
+	c.discovery.mu.Lock()
+	e := c.discovery.services[serviceKey{namespace: DefaultNamespace, service: "web"}]
+	c.discovery.mu.Unlock()
+	w9 := healthy("w9")
+	w9.ModRevision = 1
+	e.apply(&rosterv1.WatchResponse{Reset_: true, Revision: 1, Events: []*rosterv1.Event{{Type: rosterv1.Event_TYPE_PUT, Revision: 1, Instance: w9}}})
+	if s := sub.Service(); s.Revision != 1 || len(s.Instances) != 1 || s.Instances[0].GetId() != "w9" {
+		t.Fatalf("after a reset at revision 1: revision %d, %d instances; want revision 1 with w9 only", s.Revision, len(s.Instances))
+	}
+}

@@ -328,6 +328,8 @@ func (c *consulAPI) empty(w http.ResponseWriter, r *http.Request, sq *serviceQue
 		t := time.NewTimer(sq.opts.wait)
 		select {
 		case <-t.C:
+		case <-c.h.cfg.Draining: // nil: never
+			t.Stop()
 		case <-r.Context().Done():
 			t.Stop()
 			return
@@ -497,8 +499,17 @@ func (c *consulAPI) waitNamespace(ctx context.Context, ns string, opts queryOpti
 		return nil
 	case errors.Is(err, io.EOF):
 		return nil
+	case rpc.Reason(err) == rpc.ReasonNodeDraining:
+		// The node is shutting down: answer with what is there now, as
+		// when the wait runs out, so the client asks again elsewhere
+		// without an error.
+		return nil
 	case hiddenByACL(err):
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-c.h.cfg.Draining: // nil: never
+			return nil
+		}
 		if expired.Load() {
 			return nil
 		}

@@ -60,6 +60,12 @@ func (h *Handler) mountGateway(ctx context.Context) error {
 		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
+		// No request header but Authorization (which the gateway always
+		// passes on) becomes call metadata: the calls need no other, a
+		// Grpc-Metadata-* header could name anything, and gRPC refuses a
+		// value that is not printable ASCII (a User-Agent or a cookie in
+		// UTF-8), which would fail the call as a 500.
+		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithMetadata(clientAddrMetadata),
 	)
 	if err := rosterv1.RegisterRegistryHandlerClient(ctx, gw, h.registry); err != nil {

@@ -42,6 +42,11 @@ type Config struct {
 	// Pprof serves Go's runtime profiles under /debug/pprof/ (CPU, heap,
 	// goroutines, mutex and block profiles, execution traces).
 	Pprof bool
+	// Draining, when set, is closed when the node starts to shut down
+	// (rpc.Server.Draining): blocking queries that wait here rather than
+	// in a gRPC call end then and answer what there is, as when their
+	// wait runs out. Waits in gRPC calls end with the node's drain anyway.
+	Draining <-chan struct{}
 }
 
 // Handler is the HTTP front end of one node.
@@ -84,10 +89,15 @@ func New(cfg Config) (*Handler, error) {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if reason := invalidUTF8(r); reason != "" {
+	reason := invalidUTF8(r)
+	if reason == "" {
+		reason = unprintableToken(r)
+	}
+	if reason != "" {
 		// Every path segment and query value may reach a protobuf string,
-		// which must be UTF-8: refuse it here, once for every route, rather
-		// than let the in-process call fail to marshal it (a 500).
+		// which must be UTF-8, and a token gRPC metadata, which must be
+		// printable ASCII: refuse them here, once for every route, rather
+		// than let the in-process call fail (a 500).
 		if strings.HasPrefix(r.URL.Path, "/v1/") {
 			writeConsulError(w, badRequest("%s", reason))
 		} else {
@@ -96,6 +106,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.mux.ServeHTTP(w, withClientAddr(r))
+}
+
+// unprintableToken says which of r's token carriers (Authorization,
+// X-Consul-Token, ?token=) holds a byte that is not printable ASCII, or ""
+// when none does. A token travels as gRPC metadata, which must be
+// printable ASCII, and no token's secret is anything else.
+func unprintableToken(r *http.Request) string {
+	for _, c := range []struct{ name, v string }{
+		{"the Authorization header", r.Header.Get("Authorization")},
+		{"the X-Consul-Token header", r.Header.Get("X-Consul-Token")},
+		{"the token query parameter", r.URL.Query().Get("token")},
+	} {
+		for i := 0; i < len(c.v); i++ {
+			if c.v[i] < 0x20 || c.v[i] > 0x7e {
+				return c.name + " holds a character that is not printable ASCII; no token does"
+			}
+		}
+	}
+	return ""
 }
 
 // invalidUTF8 says which part of r's decoded path or query is not valid

@@ -16,7 +16,7 @@ import (
 // serve starts nd's HTTP front end on a loopback port.
 func serve(t *testing.T, nd *testcluster.Node) *httptest.Server {
 	t.Helper()
-	h, err := httpapi.New(httpapi.Config{Conn: nd.Conn, ReadyTimeout: 500 * time.Millisecond})
+	h, err := httpapi.New(httpapi.Config{Conn: nd.Conn, ReadyTimeout: 500 * time.Millisecond, Draining: nd.Server.Draining()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -237,7 +237,14 @@ func (m *namespaceWatches) frame(msg *rosterv1.WatchManyResponse) (sseFrame, err
 	names := make([]string, 0, len(idx))
 	for _, i := range idx {
 		names = append(names, m.names[i])
-		m.at[i] = max(m.at[i], resp.GetRevision())
+		if resp.GetReset_() {
+			// A reset replaces the state, at its revision: one from a
+			// start the node did not have (another history) is below
+			// the start, and the id must go down with it.
+			m.at[i] = resp.GetRevision()
+		} else {
+			m.at[i] = max(m.at[i], resp.GetRevision())
+		}
 	}
 	raw, err := jsonOptions.Marshal(resp)
 	if err != nil {

@@ -282,3 +282,29 @@ func TestWatchFromAnotherHistoryResets(t *testing.T) {
 		t.Fatalf("after the reset: %+v", ev)
 	}
 }
+
+// TestWatchNamespacesFromAnotherHistoryResets: the same over the
+// several-namespaces stream, whose id is the lowest revision its watches
+// reached: after a reset below the foreign Last-Event-ID the ids follow
+// the node's revisions, so a later resume misses nothing.
+func TestWatchNamespacesFromAnotherHistoryResets(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) { o.ReadTimeout = 100 * time.Millisecond }})
+	nd := c.WaitLeader()
+	api := serve(t, nd).URL + "/api/v1"
+	call(t, "POST", api+"/instances", `{"instance": {"service": "hb", "id": "f1", "address": "10.3.0.1", "port": 1}}`).must(t, http.StatusOK)
+	const foreign = "99999999999"
+	w := openWatch(t, api+"/watch/namespaces?namespace=default&progress_interval=10m", foreign)
+	ev := w.next()
+	resp, _ := ev.data["response"].(map[string]any)
+	if ev.event != "reset" || ev.id == foreign || ev.id != resp["revision"] {
+		t.Fatalf("first event of a watch from another history: %+v; want a reset with the node's revision as its id", ev)
+	}
+	r := call(t, "POST", api+"/instances", `{"instance": {"service": "hb", "id": "f2", "address": "10.3.0.1", "port": 1}}`).must(t, http.StatusOK)
+	ev = w.next()
+	for ev.event == "progress" {
+		ev = w.next()
+	}
+	if ev.event != "events" || ev.id != strconv.FormatUint(num(t, r["revision"]), 10) {
+		t.Fatalf("after the reset: %+v; want the events at the write's revision", ev)
+	}
+}

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -59,6 +60,48 @@ func TestInvalidUTF8IsA400(t *testing.T) {
 			}
 		} else if shape["status"] != "INVALID_ARGUMENT" || shape["code"] != float64(3) {
 			t.Errorf("%s %s: %s; want the JSON API's INVALID_ARGUMENT", tc.method, tc.path, raw)
+		}
+	}
+}
+
+// TestUnprintableHeadersAndTokens: a token travels as gRPC metadata, which
+// must be printable ASCII: one that is not is a 400 naming where it came
+// from, never a 500; other headers in UTF-8 (a cookie, a language) are not
+// passed on to the call and change nothing.
+func TestUnprintableHeadersAndTokens(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	h := inProcess(t, c.Nodes[0])
+	do := func(method, path string, header map[string]string) (int, string) {
+		r := httptest.NewRequest(method, path, nil)
+		r.RemoteAddr = "192.0.2.1:4000"
+		for k, v := range header {
+			r.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code, w.Body.String()
+	}
+	for _, tc := range []struct {
+		path   string
+		header map[string]string
+		want   string
+	}{
+		{"/v1/health/service/web?token=%C3%A9", nil, "the token query parameter"},
+		{"/v1/health/service/web?token=%01", nil, "the token query parameter"},
+		{"/v1/health/service/web", map[string]string{"X-Consul-Token": "é"}, "the X-Consul-Token header"},
+		{"/v1/health/service/web", map[string]string{"Authorization": "Bearer é"}, "the Authorization header"},
+		{"/api/v1/services/default/web", map[string]string{"Authorization": "Bearer \x01"}, "the Authorization header"},
+		{"/api/v1/watch?service=web", map[string]string{"Authorization": "Bearer é"}, "the Authorization header"},
+	} {
+		code, raw := do("GET", tc.path, tc.header)
+		if code != http.StatusBadRequest || !strings.Contains(raw, tc.want) {
+			t.Errorf("GET %s %v: %d %s; want 400 naming %s", tc.path, tc.header, code, raw, tc.want)
+		}
+	}
+	for _, path := range []string{"/api/v1/services/default/web", "/v1/health/service/web", "/api/v1/services"} {
+		code, raw := do("GET", path, map[string]string{"Cookie": "name=Zoë", "Accept-Language": "fr-CH, fr;q=0.9, é", "Grpc-Metadata-X": "é"})
+		if code != http.StatusOK {
+			t.Errorf("GET %s with UTF-8 in other headers: %d %s; want 200", path, code, raw)
 		}
 	}
 }

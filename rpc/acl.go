@@ -398,7 +398,7 @@ func checkedPerMessage(method string) bool {
 }
 
 // aclStream checks every request of a stream: a watch needs read on its
-// service (or on every service of its namespace when it names none), a
+// service (or on some service of its namespace when it names none), a
 // renewal write on its service.
 type aclStream struct {
 	grpc.ServerStream

@@ -28,6 +28,10 @@ func (s *Server) Drain() {
 	})
 }
 
+// Draining is closed when Drain is called: front ends that wait on their
+// own (the HTTP API's blocking queries) end their waits with it.
+func (s *Server) Draining() <-chan struct{} { return s.draining }
+
 // isDraining reports whether Drain has been called.
 func (s *Server) isDraining() bool {
 	select {

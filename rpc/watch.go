@@ -224,6 +224,19 @@ type watcher struct {
 	// readable, when set, leaves out the services the watch's token may
 	// not read (a namespace watch of a narrow token; acl.go watchFilter).
 	readable func(service string) bool
+	// filterID tells readable apart from other watches' filters (0: none).
+	filterID uint64
+}
+
+// filterIDs numbers the watch filters (watcher.filterID).
+var filterIDs atomic.Uint64
+
+// setFilter gives w the filter readable (nil: none).
+func (w *watcher) setFilter(readable func(string) bool) {
+	w.readable = readable
+	if readable != nil {
+		w.filterID = filterIDs.Add(1)
+	}
 }
 
 type outMsg struct {
@@ -246,9 +259,11 @@ func (s *Server) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreamingSe
 		return err
 	}
 	// aclStream checked the request; this gets its filter.
-	if w.readable, err = s.authorizeWatch(stream.Context(), req); err != nil {
+	readable, err := s.authorizeWatch(stream.Context(), req)
+	if err != nil {
 		return err
 	}
+	w.setFilter(readable)
 	s.watch.streams.Add(1)
 	defer s.watch.streams.Add(-1)
 	// ctx ends with the stream or when the node drains. The selects below

@@ -59,12 +59,12 @@ type parking struct {
 type memoKey struct {
 	namespace, service    string
 	healthyOnly, omitPrev bool
-	// filtered: the watch leaves out services its token may not read.
-	// Every watch of one stream has the same token, so those of one
-	// namespace share one filter.
-	filtered bool
-	batch    int
-	pos      uint64
+	// filter names the watch's filter of the services its token may not
+	// read (watcher.filterID; 0: none): watches share a message only when
+	// they leave out the same services, which is known only of one filter.
+	filter uint64
+	batch  int
+	pos    uint64
 }
 
 type memoMsg struct {
@@ -234,7 +234,7 @@ func (g *watchGroup) pass() {
 // is caught up.
 func (g *watchGroup) read(w *watcher, pos uint64) memoMsg {
 	k := memoKey{namespace: w.namespace, service: w.service, healthyOnly: w.healthyOnly, omitPrev: w.omitPrev, batch: w.batch, pos: pos,
-		filtered: w.readable != nil}
+		filter: w.filterID}
 	if m, ok := g.memo[k]; ok {
 		return m
 	}

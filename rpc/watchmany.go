@@ -509,9 +509,11 @@ func (s *Server) serveOneOfMany(ctx context.Context, client, conn string, req *r
 	if err != nil {
 		return err
 	}
-	if w.readable, err = s.authorizeWatch(ctx, req); err != nil {
+	readable, err := s.authorizeWatch(ctx, req)
+	if err != nil {
 		return err
 	}
+	w.setFilter(readable)
 	if !exempt(ctx, rosterv1.Registry_WatchMany_FullMethodName) {
 		if s.limiter != nil && client != "" {
 			if err := s.limiter.allow(client, false); err != nil {

@@ -32,10 +32,20 @@ func TestWatchManyServesEachWatchAsWatchDoes(t *testing.T) {
 	ctx := testcluster.Ctx(t)
 	leader, nd := c.WaitLeader(), c.Followers()[0]
 	reg := leader.Registry()
+	var registered uint64
 	for _, id := range []string{"a", "b"} {
-		if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", id, 80)}); err != nil {
+		resp, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", id, 80)})
+		if err != nil {
 			t.Fatal(err)
 		}
+		registered = resp.Revision
+	}
+	// The watches are served by nd, a follower: it must hold both before
+	// they start, or a reset taken before b arrives would show b as an
+	// event on one stream and in the reset on the other.
+	if _, err := nd.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "web",
+		Read: &rosterv1.ReadOptions{Consistency: rosterv1.Consistency_CONSISTENCY_STALE, MinRevision: registered}}); err != nil {
+		t.Fatal(err)
 	}
 	reqs := map[uint64]*rosterv1.WatchRequest{
 		1: {Service: "web", OmitPrevInstance: true},

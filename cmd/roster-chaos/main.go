@@ -61,6 +61,12 @@ func run() int {
 		return 2
 	}
 	cfg.Faults = strings.Split(faults, ",")
+	// rosterd holds expiries back (self-preservation) once a group has 10
+	// leases, and checker X cannot judge held expiries.
+	if n := max(cfg.Leased, 0) + max(cfg.Streamed, 0); n >= 10 {
+		fmt.Fprintf(os.Stderr, "roster-chaos: --leased plus --streamed is %d; keep it under 10, rosterd's self-preservation minimum, or expiries are held and checker X cannot judge them\n", n)
+		return 2
+	}
 	if cfg.Seed == 0 {
 		cfg.Seed = uint64(time.Now().UnixNano() % 1_000_000_000)
 	}

@@ -302,9 +302,14 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// isCompletion reports whether cmd is cobra's completion command or one of
-// its shells.
+// isCompletion reports whether cmd is cobra's completion command, one of
+// its shells, or the hidden command the scripts ask for candidates.
 func isCompletion(cmd *cobra.Command) bool {
+	switch cmd.Name() {
+	case cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd:
+		// The hidden commands the scripts run on every TAB.
+		return true
+	}
 	for c := cmd; c != nil; c = c.Parent() {
 		if c.Name() == "completion" && c.Parent() != nil && !c.Parent().HasParent() {
 			return true

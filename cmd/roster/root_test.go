@@ -91,6 +91,11 @@ func TestCompletionScripts(t *testing.T) {
 			t.Errorf("completion %s: output lacks %q:\n%.300s", shell, want, stdout.String())
 		}
 	}
+	// The scripts ask the program itself for candidates on every TAB.
+	var out, errOut syncBuffer
+	if code := run(context.Background(), []string{"__complete", "ge"}, &out, &errOut, badEnv); code != 0 || !strings.Contains(out.String(), "get") {
+		t.Errorf("__complete ge: exit %d, stdout %q, stderr %q; want the get command", code, out.String(), errOut.String())
+	}
 	// The same environment stops any command that calls a server.
 	var stdout, stderr syncBuffer
 	if code := run(context.Background(), []string{"get", "web"}, &stdout, &stderr, badEnv); code != exitUsage {

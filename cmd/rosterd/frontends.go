@@ -29,7 +29,7 @@ type frontEnds struct {
 // startFrontEnds starts the HTTP front end when --http-addr is set, and
 // the DNS server when --dns-addr is. A server that stops on its own
 // reports on serveErr.
-func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, metrics prometheus.Gatherer, serveErr chan<- error) (*frontEnds, error) {
+func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, draining <-chan struct{}, metrics prometheus.Gatherer, serveErr chan<- error) (*frontEnds, error) {
 	fe := &frontEnds{}
 	if f.httpAddr == "" && f.dnsAddr == "" {
 		return fe, nil
@@ -46,7 +46,7 @@ func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, metrics prome
 	if f.httpAddr == "" {
 		return fe, nil
 	}
-	h, err := httpapi.New(httpapi.Config{Conn: conn, Logger: logger.Named("http"), Metrics: metrics, Pprof: f.enablePprof})
+	h, err := httpapi.New(httpapi.Config{Conn: conn, Logger: logger.Named("http"), Metrics: metrics, Pprof: f.enablePprof, Draining: draining})
 	if err != nil {
 		fe.stopAtOnce(logger)
 		_ = conn.Close()
