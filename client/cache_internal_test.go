@@ -110,34 +110,8 @@ func TestCacheLookupContextErrorIsAStatus(t *testing.T) {
 // ends the hold and its timer.
 func TestCacheEmptyListGraceRunsOnTheClock(t *testing.T) {
 	const grace = time.Minute
-	st := newFakeState()
-	healthy := func(id string) *rosterv1.Instance {
-		return &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: id, Enabled: true,
-			Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}
-	}
-	st.appendEvent(rosterv1.Event_TYPE_PUT, healthy("w1"))
-	f := startFake(t, st)
-	clk := newFakeClock()
-	// No idle eviction: the hold's is the only timer on the clock.
-	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
-		WithEmptyListGrace(grace), WithCacheIdleTimeout(0), func(o *options) { o.discovery.clock = clk })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	sub, err := c.Subscribe("web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	ids := func() []string {
-		var out []string
-		for _, inst := range sub.Service().Instances {
-			out = append(out, inst.GetId())
-		}
-		return out
-	}
-	waitFor(t, "the first list", func() bool { return slices.Equal(ids(), []string{"w1"}) })
+	fx := newGraceFixture(t, grace)
+	st, clk, sub, ids, healthy := fx.st, fx.clk, fx.sub, fx.ids, healthyWeb
 
 	for round, end := range []string{"grace", "healthy update"} {
 		id := fmt.Sprintf("w%d", round+1)
@@ -190,33 +164,8 @@ func TestCacheEmptyListGraceRunsOnTheClock(t *testing.T) {
 // runs: the second hold must get its whole grace period.
 func TestCacheLateHoldTimerLeavesTheNextHold(t *testing.T) {
 	const grace = time.Minute
-	st := newFakeState()
-	healthy := func(id string) *rosterv1.Instance {
-		return &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: id, Enabled: true,
-			Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}
-	}
-	st.appendEvent(rosterv1.Event_TYPE_PUT, healthy("w1"))
-	f := startFake(t, st)
-	clk := newFakeClock()
-	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
-		WithEmptyListGrace(grace), WithCacheIdleTimeout(0), func(o *options) { o.discovery.clock = clk })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	sub, err := c.Subscribe("web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	ids := func() []string {
-		var out []string
-		for _, inst := range sub.Service().Instances {
-			out = append(out, inst.GetId())
-		}
-		return out
-	}
-	waitFor(t, "the first list", func() bool { return slices.Equal(ids(), []string{"w1"}) })
+	fx := newGraceFixture(t, grace)
+	st, clk, sub, ids, healthy := fx.st, fx.clk, fx.sub, fx.ids, healthyWeb
 	st.appendEvent(rosterv1.Event_TYPE_DELETE, healthy("w1"))
 	waitFor(t, "the first hold", func() bool { return sub.Service().Held })
 
@@ -246,22 +195,9 @@ func TestCacheLateHoldTimerLeavesTheNextHold(t *testing.T) {
 // list, and the cache dir keeps the last list.
 func TestCacheHeldUpdateNotAppliedAfterClose(t *testing.T) {
 	const grace = time.Minute
-	st := newFakeState()
-	st.appendEvent(rosterv1.Event_TYPE_PUT, &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: "w1", Enabled: true,
-		Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING})
-	f := startFake(t, st)
-	clk := newFakeClock()
 	dir := t.TempDir()
-	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
-		WithEmptyListGrace(grace), WithCacheIdleTimeout(0), WithCacheDir(dir), func(o *options) { o.discovery.clock = clk })
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := c.Subscribe("web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the first list", func() bool { return len(sub.Service().Instances) == 1 })
+	fx := newGraceFixture(t, grace, WithCacheDir(dir))
+	st, clk, c, sub := fx.st, fx.clk, fx.c, fx.sub
 	saved := func() string {
 		var all []string
 		_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
@@ -274,7 +210,7 @@ func TestCacheHeldUpdateNotAppliedAfterClose(t *testing.T) {
 		return strings.Join(all, ";")
 	}
 	waitFor(t, "the list saved", func() bool { return strings.Contains(saved(), "w1") })
-	st.appendEvent(rosterv1.Event_TYPE_DELETE, &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: "w1"})
+	st.appendEvent(rosterv1.Event_TYPE_DELETE, healthyWeb("w1"))
 	waitFor(t, "the empty update to be held", func() bool { return sub.Service().Held })
 	before := saved()
 	if err := c.Close(); err != nil {
@@ -294,10 +230,7 @@ func TestCacheHeldUpdateNotAppliedAfterClose(t *testing.T) {
 // history); the service's revision follows it down.
 func TestCacheResetBelowItsRevision(t *testing.T) {
 	st := newFakeState()
-	healthy := func(id string) *rosterv1.Instance {
-		return &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: id, Enabled: true,
-			Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}
-	}
+	healthy := healthyWeb
 	for _, id := range []string{"w1", "w2", "w3"} {
 		st.appendEvent(rosterv1.Event_TYPE_PUT, healthy(id))
 	}
@@ -322,4 +255,49 @@ func TestCacheResetBelowItsRevision(t *testing.T) {
 	if s := sub.Service(); s.Revision != 1 || len(s.Instances) != 1 || s.Instances[0].GetId() != "w9" {
 		t.Fatalf("after a reset at revision 1: revision %d, %d instances; want revision 1 with w9 only", s.Revision, len(s.Instances))
 	}
+}
+
+// healthyWeb is a passing, enabled instance id of service web.
+func healthyWeb(id string) *rosterv1.Instance {
+	return &rosterv1.Instance{Namespace: DefaultNamespace, Service: "web", Id: id, Enabled: true,
+		Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}
+}
+
+// graceFixture is a client of a fake cluster holding web with one healthy
+// instance, w1, subscribed to web, with an empty-list grace on a fake
+// clock and no idle eviction (the hold's is the only timer on the clock).
+type graceFixture struct {
+	st  *fakeState
+	clk *fakeClock
+	c   *Client
+	sub *Subscription
+}
+
+func newGraceFixture(t *testing.T, grace time.Duration, opts ...Option) *graceFixture {
+	t.Helper()
+	fx := &graceFixture{st: newFakeState(), clk: newFakeClock()}
+	fx.st.appendEvent(rosterv1.Event_TYPE_PUT, healthyWeb("w1"))
+	f := startFake(t, fx.st)
+	opts = append([]Option{WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithEmptyListGrace(grace), WithCacheIdleTimeout(0), func(o *options) { o.discovery.clock = fx.clk }}, opts...)
+	var err error
+	if fx.c, err = New(context.Background(), []string{f.addr}, opts...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fx.c.Close() })
+	if fx.sub, err = fx.c.Subscribe("web"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fx.sub.Close)
+	waitFor(t, "the first list", func() bool { return slices.Equal(fx.ids(), []string{"w1"}) })
+	return fx
+}
+
+// ids are the ids of the instances the subscription serves.
+func (fx *graceFixture) ids() []string {
+	var out []string
+	for _, inst := range fx.sub.Service().Instances {
+		out = append(out, inst.GetId())
+	}
+	return out
 }
