@@ -1,40 +1,17 @@
 package main
 
 import (
-	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
+	"github.com/roster-registry/roster/internal/clitest"
 )
 
-// TestFlagHelpPlaceholders: pflag takes back-quoted words in a flag's help
-// as the value placeholder --help prints (--name WORD), so a back-quoted
-// command in the text makes a flag look as if it took words: a boolean
-// flag of any command must have no placeholder, and any other one a single
-// word.
+// TestFlagHelpPlaceholders: no flag of any roster command shows a bogus
+// value placeholder in --help (clitest.CheckFlagHelp).
 func TestFlagHelpPlaceholders(t *testing.T) {
-	a := &app{}
-	root := a.rootCommand(func(string) string { return "" })
+	root := (&app{}).rootCommand(func(string) string { return "" })
 	addCompletion(root)
-	var walk func(cmd *cobra.Command)
-	walk = func(cmd *cobra.Command) {
-		check := func(f *pflag.Flag) {
-			placeholder, _ := pflag.UnquoteUsage(f)
-			switch {
-			case f.Value.Type() == "bool" && placeholder != "":
-				t.Errorf("%s --%s: a boolean flag shows the placeholder %q in --help (back-quotes in its help text)", cmd.CommandPath(), f.Name, placeholder)
-			case strings.ContainsAny(placeholder, " \t"):
-				t.Errorf("%s --%s: the placeholder %q in --help is more than one word (back-quotes in its help text)", cmd.CommandPath(), f.Name, placeholder)
-			}
-		}
-		cmd.LocalFlags().VisitAll(check)
-		cmd.PersistentFlags().VisitAll(check)
-		for _, sub := range cmd.Commands() {
-			walk(sub)
-		}
-	}
-	walk(root)
+	clitest.CheckFlagHelp(t, root)
 	if len(root.Commands()) < 10 {
 		t.Fatalf("walked %d commands; the command tree was not built", len(root.Commands()))
 	}
