@@ -48,15 +48,7 @@ func wantBookmarkWithin(t *testing.T, m *rosterv1.WatchResponse, rev uint64) {
 // after its start, and no bookmark beyond the node's state.
 func TestWatchFromAheadWaitsForTheNode(t *testing.T) {
 	bothStreams(t, func(t *testing.T, many bool) {
-		c := testcluster.New(t, 1, testcluster.Options{})
-		nd := c.Nodes[0]
-		c.WaitLeader()
-		ctx, cancel := context.WithTimeout(testcluster.Ctx(t), 30*time.Second) // catches hangs only
-		defer cancel()
-		reg := nd.Registry()
-		if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
-			t.Fatal(err)
-		}
+		nd, ctx, reg := oneNodeWithWebA(t)
 		waiting, _ := aheadHooks(nd)
 		start := nd.Node.Store().Revision() + 3
 		recv, err := openWatch(ctx, nd, &rosterv1.WatchRequest{Service: "web", StartRevision: start, ProgressId: "ahead",
@@ -113,15 +105,7 @@ func TestWatchFromAheadWaitsForTheNode(t *testing.T) {
 // revision, never the start.
 func TestWatchFromBeyondTheNodeResets(t *testing.T) {
 	bothStreams(t, func(t *testing.T, many bool) {
-		c := testcluster.New(t, 1, testcluster.Options{})
-		nd := c.Nodes[0]
-		c.WaitLeader()
-		ctx, cancel := context.WithTimeout(testcluster.Ctx(t), 30*time.Second) // catches hangs only
-		defer cancel()
-		reg := nd.Registry()
-		if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
-			t.Fatal(err)
-		}
+		nd, ctx, reg := oneNodeWithWebA(t)
 		waiting, expire := aheadHooks(nd)
 		const start = 99_999_999_999
 		recv, err := openWatch(ctx, nd, &rosterv1.WatchRequest{Service: "web", StartRevision: start, ProgressId: "beyond",
@@ -161,4 +145,20 @@ func TestWatchFromBeyondTheNodeResets(t *testing.T) {
 			t.Fatalf("after the reset: %v, %v; want the change at %d", m, err, w.Revision)
 		}
 	})
+}
+
+// oneNodeWithWebA is a single node holding web/a, a context that catches
+// hangs only, and the node's Registry client.
+func oneNodeWithWebA(t *testing.T) (*testcluster.Node, context.Context, rosterv1.RegistryClient) {
+	t.Helper()
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.Nodes[0]
+	c.WaitLeader()
+	ctx, cancel := context.WithTimeout(testcluster.Ctx(t), 30*time.Second) // catches hangs only
+	t.Cleanup(cancel)
+	reg := nd.Registry()
+	if _, err := reg.Register(ctx, &rosterv1.RegisterRequest{Instance: instance("web", "a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	return nd, ctx, reg
 }
