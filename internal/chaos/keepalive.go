@@ -109,14 +109,7 @@ func (w *workload) streamOwner(ctx context.Context, r *rand.Rand, id string) {
 			return
 		}
 		if !registered {
-			w.leasedMu.Lock()
-			w.leasedTried[key] = true
-			w.leasedMu.Unlock()
-			op := w.register(ctx, client, w.writeTo(r), leasedService, id, w.cfg.TTL)
-			registered = op.Outcome == checker.OutcomeOK
-			if !registered {
-				sleep(ctx, 300*time.Millisecond)
-			}
+			registered = w.registerLeased(ctx, r, client, key, id)
 			continue
 		}
 		n := w.c.pick(r)

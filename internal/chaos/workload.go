@@ -251,6 +251,22 @@ func (w *workload) client(ctx context.Context, r *rand.Rand) {
 	}
 }
 
+// registerLeased registers the leased instance id for its owner, noting
+// the key as tried (from then on leaseReader reports its absences to
+// checker X); it reports whether the registration was acknowledged, after
+// a pause when it was not.
+func (w *workload) registerLeased(ctx context.Context, r *rand.Rand, client int, key, id string) bool {
+	w.leasedMu.Lock()
+	w.leasedTried[key] = true
+	w.leasedMu.Unlock()
+	op := w.register(ctx, client, w.writeTo(r), leasedService, id, w.cfg.TTL)
+	if op.Outcome != checker.OutcomeOK {
+		sleep(ctx, 300*time.Millisecond)
+		return false
+	}
+	return true
+}
+
 // leaseOwner keeps one TTL instance alive with heartbeats, sometimes falls
 // silent for longer than the TTL (so it expires, legitimately), then
 // registers again.
@@ -261,14 +277,7 @@ func (w *workload) leaseOwner(ctx context.Context, r *rand.Rand, id string) {
 	silentAt := time.Now().Add(20*time.Second + time.Duration(r.IntN(40))*time.Second)
 	for ctx.Err() == nil {
 		if !registered {
-			w.leasedMu.Lock()
-			w.leasedTried[key] = true
-			w.leasedMu.Unlock()
-			op := w.register(ctx, client, w.writeTo(r), leasedService, id, w.cfg.TTL)
-			registered = op.Outcome == checker.OutcomeOK
-			if !registered {
-				sleep(ctx, 300*time.Millisecond)
-			}
+			registered = w.registerLeased(ctx, r, client, key, id)
 			continue
 		}
 		sleep(ctx, w.cfg.TTL/5)
