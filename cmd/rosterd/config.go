@@ -14,6 +14,7 @@ import (
 
 	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/store"
 )
 
 // flags holds everything the command line (or ROSTER_* environment) says.
@@ -175,6 +176,13 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 		}
 	default:
 		return cfg, usagef("--initial-cluster-state %q: use new or existing", f.clusterState)
+	}
+	// The rule Join enforces: a node whose id it refuses could never join,
+	// and one that bootstraps would keep the id in its data dir for good.
+	if f.nodeID != "" {
+		if err := store.CheckID("--node-id", f.nodeID); err != nil {
+			return cfg, usageError{err.Error()}
+		}
 	}
 	if f.dev {
 		if f.nodeID == "" {
