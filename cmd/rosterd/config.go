@@ -130,6 +130,11 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	f.tls.register(fs)
 	f.acl.register(fs)
 	f.limits.register(fs)
+	// The flags that take a comma-separated list; a config file may give
+	// them a YAML list.
+	for _, name := range []string{"initial-cluster", "join"} {
+		_ = fs.SetAnnotation(name, commaListAnnotation, []string{"true"})
+	}
 	f.autopilot.register(fs)
 }
 
