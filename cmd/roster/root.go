@@ -122,6 +122,9 @@ command line exits 2 before anything is sent.`,
 			if !cmd.Flags().Changed("token") {
 				a.token = a.tokenEnv
 			}
+			if isOffline(cmd) {
+				return a.parseOffline(cmd)
+			}
 			return a.parseGlobal()
 		},
 	}
@@ -171,15 +174,64 @@ func (a *app) parseGlobal() error {
 		return usagef("--addr: %w", err)
 	}
 	a.addrs = addrs
-	switch a.output {
-	case "table", "json":
-	default:
-		return usagef("--output %q: must be table or json", a.output)
+	if err := a.checkOutput(); err != nil {
+		return err
 	}
 	if a.timeout <= 0 {
 		return usagef("--timeout %s: must be positive", a.timeout)
 	}
 	return a.parseTLS()
+}
+
+// checkOutput checks --output.
+func (a *app) checkOutput() error {
+	switch a.output {
+	case "table", "json":
+		return nil
+	}
+	return usagef("--output %q: must be table or json", a.output)
+}
+
+// offlineAnnotation marks a command that talks to no server (see offline).
+const offlineAnnotation = "roster_offline"
+
+// offline marks cmd, and every command under it, as talking to no server:
+// the connection settings (ROSTER_ADDR, --timeout, ROSTER_TLS_*, the
+// token) are not checked for it, so a bad one meant for the cluster does
+// not stop it.
+func offline(cmd *cobra.Command) *cobra.Command {
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
+	}
+	cmd.Annotations[offlineAnnotation] = "true"
+	return cmd
+}
+
+// isOffline reports whether cmd or a command above it is marked offline.
+func isOffline(cmd *cobra.Command) bool {
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Annotations[offlineAnnotation] != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// parseOffline checks the global flags an offline command uses: --output,
+// and --addr only when the command line gives it (tls cert create --server
+// puts its hosts in the certificate), never ROSTER_ADDR.
+func (a *app) parseOffline(cmd *cobra.Command) error {
+	if err := a.checkOutput(); err != nil {
+		return err
+	}
+	if cmd.Flags().Changed("addr") {
+		addrs, err := client.ParseAddrs(a.addrFlag)
+		if err != nil {
+			return usagef("--addr: %w", err)
+		}
+		a.addrs = addrs
+	}
+	return nil
 }
 
 // json reports whether output is JSON.
