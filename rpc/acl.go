@@ -495,8 +495,18 @@ func aclStatus(err error) error {
 	return err
 }
 
-// Bootstrap implements rosterv1.ACLServer.
+// errACLDisabled refuses the calls that make tokens on a node running
+// without --acl: a token made there would protect nothing, while whoever
+// holds it could believe it does.
+var errACLDisabled = status.Error(codes.FailedPrecondition, "ACLs are not enabled on this node; start every server with --acl")
+
+// Bootstrap implements rosterv1.ACLServer. A node without ACLs refuses it
+// (errACLDisabled); so does a leader without them, when a node with them
+// relays it.
 func (s *Server) Bootstrap(ctx context.Context, _ *rosterv1.ACLBootstrapRequest) (*rosterv1.ACLBootstrapResponse, error) {
+	if !s.opts.ACL.Enabled {
+		return nil, errACLDisabled
+	}
 	return onLeader(ctx, s, applyOnce,
 		func(ctx context.Context) (*rosterv1.ACLBootstrapResponse, error) {
 			if s.node.Store().View().ACLBootstrapped() {
@@ -522,8 +532,15 @@ func (s *Server) Bootstrap(ctx context.Context, _ *rosterv1.ACLBootstrapRequest)
 // MaxTokenDescription bounds a token's description.
 const MaxTokenDescription = 256
 
-// CreateToken implements rosterv1.ACLServer.
+// CreateToken implements rosterv1.ACLServer. Like Bootstrap, it is refused
+// without ACLs: anyone may call it then, and the token would become valid
+// the day ACLs are turned on. ListTokens and DeleteToken still work, to
+// look at and remove tokens left from a time ACLs were on or restored
+// from a snapshot.
 func (s *Server) CreateToken(ctx context.Context, req *rosterv1.CreateTokenRequest) (*rosterv1.CreateTokenResponse, error) {
+	if !s.opts.ACL.Enabled {
+		return nil, errACLDisabled
+	}
 	if len(req.Description) > MaxTokenDescription {
 		return nil, invalidf("description is %d bytes; the limit is %d", len(req.Description), MaxTokenDescription)
 	}

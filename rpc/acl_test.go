@@ -433,6 +433,31 @@ func TestACLBootstrapOnceAndTokens(t *testing.T) {
 	wantDenied(t, register(withToken(testcluster.Ctx(t), made.Token.SecretId), f, "web", "w2"), "ACL token not found")
 }
 
+// TestACLDisabledRefusesBootstrapAndCreateToken: a node running without
+// ACLs refuses to make tokens, which would protect nothing, and says how
+// to turn ACLs on; it still lists tokens (there are none).
+func TestACLDisabledRefusesBootstrapAndCreateToken(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.WaitLeader()
+	aclc := rosterv1.NewACLClient(nd.Conn)
+	const want = "ACLs are not enabled on this node; start every server with --acl"
+	_, err := aclc.Bootstrap(testcluster.Ctx(t), &rosterv1.ACLBootstrapRequest{})
+	if status.Code(err) != codes.FailedPrecondition || status.Convert(err).Message() != want {
+		t.Fatalf("bootstrap without ACLs: %v; want FailedPrecondition %q", err, want)
+	}
+	_, err = aclc.CreateToken(testcluster.Ctx(t), &rosterv1.CreateTokenRequest{Rules: []string{"acl:write"}})
+	if status.Code(err) != codes.FailedPrecondition || status.Convert(err).Message() != want {
+		t.Fatalf("create token without ACLs: %v; want FailedPrecondition %q", err, want)
+	}
+	if nd.Node.Store().View().ACLBootstrapped() {
+		t.Fatal("the refused bootstrap was applied")
+	}
+	list, err := aclc.ListTokens(testcluster.Ctx(t), &rosterv1.ListTokensRequest{})
+	if err != nil || len(list.Tokens) != 0 {
+		t.Fatalf("list without ACLs: %v, %v; want no tokens", list, err)
+	}
+}
+
 // lockedBuffer collects log output from many goroutines.
 type lockedBuffer struct {
 	mu  sync.Mutex

@@ -109,7 +109,12 @@ func (a *app) shutdown(cmd *cobra.Command, c *client.Client, inst *rosterv1.Inst
 	resp, err := c.Deregister(ctx, &rosterv1.DeregisterRequest{Namespace: inst.GetNamespace(), Service: inst.GetService(), Id: inst.GetId()})
 	switch {
 	case status.Code(err) == codes.NotFound:
-		// The lease was lost and not re-established: nothing to remove.
+		// The lease was lost and not re-established, or someone else
+		// removed it: nothing to remove, and the instance is gone as the
+		// caller wants; say so rather than claim a deregistration.
+		a.leaseLine(leaseJSON{Event: "already_gone", Instance: name, Error: errorLine(err)},
+			"%s was already gone (its lease expired or it was deregistered elsewhere); nothing to deregister", name)
+		return nil
 	case err != nil:
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/internal/buildinfo"
+	"github.com/roster-registry/roster/internal/tlsconfig"
 )
 
 // defaultAddr is the server address used when neither --addr nor
@@ -71,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return exitOK
 	}
 	line := errorLine(err)
-	if hint := transportHint(line, a.tls.on()); hint != "" {
+	if hint := tlsconfig.MismatchHint(line, a.tls.on()); hint != "" {
 		line += "; hint: " + hint
 	}
 	fmt.Fprintln(stderr, "roster: "+line)
@@ -120,6 +121,9 @@ command line exits 2 before anything is sent.`,
 			}
 			if !cmd.Flags().Changed("token") {
 				a.token = a.tokenEnv
+			}
+			if isOffline(cmd) {
+				return a.parseOffline(cmd)
 			}
 			return a.parseGlobal()
 		},
@@ -170,15 +174,64 @@ func (a *app) parseGlobal() error {
 		return usagef("--addr: %w", err)
 	}
 	a.addrs = addrs
-	switch a.output {
-	case "table", "json":
-	default:
-		return usagef("--output %q: must be table or json", a.output)
+	if err := a.checkOutput(); err != nil {
+		return err
 	}
 	if a.timeout <= 0 {
 		return usagef("--timeout %s: must be positive", a.timeout)
 	}
 	return a.parseTLS()
+}
+
+// checkOutput checks --output.
+func (a *app) checkOutput() error {
+	switch a.output {
+	case "table", "json":
+		return nil
+	}
+	return usagef("--output %q: must be table or json", a.output)
+}
+
+// offlineAnnotation marks a command that talks to no server (see offline).
+const offlineAnnotation = "roster_offline"
+
+// offline marks cmd, and every command under it, as talking to no server:
+// the connection settings (ROSTER_ADDR, --timeout, ROSTER_TLS_*, the
+// token) are not checked for it, so a bad one meant for the cluster does
+// not stop it.
+func offline(cmd *cobra.Command) *cobra.Command {
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
+	}
+	cmd.Annotations[offlineAnnotation] = "true"
+	return cmd
+}
+
+// isOffline reports whether cmd or a command above it is marked offline.
+func isOffline(cmd *cobra.Command) bool {
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Annotations[offlineAnnotation] != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// parseOffline checks the global flags an offline command uses: --output,
+// and --addr only when the command line gives it (tls cert create --server
+// puts its hosts in the certificate), never ROSTER_ADDR.
+func (a *app) parseOffline(cmd *cobra.Command) error {
+	if err := a.checkOutput(); err != nil {
+		return err
+	}
+	if cmd.Flags().Changed("addr") {
+		addrs, err := client.ParseAddrs(a.addrFlag)
+		if err != nil {
+			return usagef("--addr: %w", err)
+		}
+		a.addrs = addrs
+	}
+	return nil
 }
 
 // json reports whether output is JSON.
@@ -255,34 +308,6 @@ func errorLine(err error) string {
 		return oneLine(words + ": " + msg)
 	}
 	return oneLine(err.Error())
-}
-
-// transportHint names the likely cause of a TLS mismatch between the CLI
-// and the server, whose errors say little ("error reading server preface:
-// EOF", "broken pipe"); "" when line shows none. tlsOn: the CLI used TLS.
-func transportHint(line string, tlsOn bool) string {
-	has := func(subs ...string) bool {
-		for _, s := range subs {
-			if strings.Contains(line, s) {
-				return true
-			}
-		}
-		return false
-	}
-	switch {
-	case !tlsOn && has("error reading server preface", "tls: first record does not look like a TLS handshake"):
-		// A TLS server reads the HTTP/2 preface as a bad record and hangs up.
-		return "the server expects TLS: pass --tls-ca (and --tls-cert/--tls-key if it verifies clients)"
-	case tlsOn && has("first record does not look like a TLS handshake", "server gave HTTP response"):
-		return "the server does not speak TLS: drop --tls-*"
-	case tlsOn && has("certificate required", "bad certificate", "unknown certificate authority",
-		"expired certificate", "certificate unknown", "broken pipe", "connection reset by peer"):
-		// With TLS 1.3 the server checks the client's certificate after the
-		// client thinks the handshake is done: the refusal arrives as an
-		// alert, or as a connection closed under the first write.
-		return "the server refused the client certificate (missing, expired or from another CA): check --tls-cert/--tls-key"
-	}
-	return ""
 }
 
 // codeWords spells a gRPC code in lowercase words: InvalidArgument is

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -105,6 +107,58 @@ func TestCompletionScripts(t *testing.T) {
 	stderr = syncBuffer{}
 	if code := run(context.Background(), []string{"completion", "tcsh"}, &stdout, &stderr, badEnv); code != exitUsage || !strings.Contains(stderr.String(), `unknown shell "tcsh"`) {
 		t.Errorf("completion tcsh: exit %d, stderr %q; want %d naming the shell", code, stderr.String(), exitUsage)
+	}
+}
+
+// TestOfflineCommandsIgnoreConnectionSettings: snapshot inspect and the
+// tls commands talk to no server, so connection settings meant for the
+// cluster (ROSTER_ADDR, ROSTER_TLS_*, --timeout) do not stop them; what
+// they do use (--output, an --addr given to tls cert create) is checked.
+func TestOfflineCommandsIgnoreConnectionSettings(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.snap")
+	if err := os.WriteFile(junk, []byte("not a snapshot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(vars ...string) func(string) string {
+		return func(name string) string {
+			for i := 0; i+1 < len(vars); i += 2 {
+				if vars[i] == name {
+					return vars[i+1]
+				}
+			}
+			return ""
+		}
+	}
+	badAddr := env("ROSTER_ADDR", "bad")
+	halfTLS := env("ROSTER_TLS_CERT", "/x")
+	for _, tt := range []struct {
+		name    string
+		getenv  func(string) string
+		args    []string
+		code    int
+		wantErr string
+	}{
+		{"ca create, bad ROSTER_ADDR", badAddr, []string{"tls", "ca", "create", "--dir", dir}, exitOK, ""},
+		{"ca create, half-set TLS", halfTLS, []string{"tls", "ca", "create", "--dir", t.TempDir()}, exitOK, ""},
+		{"client cert, bad ROSTER_ADDR", badAddr, []string{"tls", "cert", "create", "--client", "--dir", dir}, exitOK, ""},
+		{"server cert, no timeout, half-set TLS", halfTLS, []string{"--timeout", "0", "tls", "cert", "create", "--server", "--dir", dir}, exitOK, ""},
+		{"inspect, bad ROSTER_ADDR", badAddr, []string{"snapshot", "inspect", junk}, exitError, "junk.snap"},
+		{"inspect, half-set TLS", halfTLS, []string{"snapshot", "inspect", junk}, exitError, "junk.snap"},
+		{"inspect, no timeout", env(), []string{"--timeout", "0", "snapshot", "inspect", junk}, exitError, "junk.snap"},
+		{"inspect, bad output", env(), []string{"-o", "yaml", "snapshot", "inspect", junk}, exitUsage, `--output "yaml"`},
+		{"server cert, bad --addr given", env(), []string{"--addr", "bad", "tls", "cert", "create", "--server", "--dir", dir}, exitUsage, `--addr: address "bad"`},
+		{"a call, bad ROSTER_ADDR", badAddr, []string{"status"}, exitUsage, `--addr: address "bad"`},
+		{"a call, half-set TLS", halfTLS, []string{"status"}, exitUsage, "--tls-cert and --tls-key go together"},
+	} {
+		var stdout, stderr syncBuffer
+		code := run(context.Background(), tt.args, &stdout, &stderr, tt.getenv)
+		if code != tt.code || !strings.Contains(stderr.String(), tt.wantErr) {
+			t.Errorf("%s: exit %d, stderr %q; want %d and %q", tt.name, code, stderr.String(), tt.code, tt.wantErr)
+		}
+		if code == exitError && (strings.Contains(stderr.String(), "--addr") || strings.Contains(stderr.String(), "--tls") || strings.Contains(stderr.String(), "--timeout")) {
+			t.Errorf("%s: stderr %q names a connection setting", tt.name, stderr.String())
+		}
 	}
 }
 

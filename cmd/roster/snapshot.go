@@ -203,7 +203,7 @@ func placeFile(tmp, path string, force bool) error {
 }
 
 func (a *app) snapshotInspectCommand() *cobra.Command {
-	return &cobra.Command{
+	return offline(&cobra.Command{
 		Use:   "inspect FILE",
 		Short: "Verify a snapshot file and show what it holds",
 		Long: `inspect checks a snapshot file's checksum and reads it whole, then shows its
@@ -223,7 +223,7 @@ reason.
 			}
 			return a.printSnapshot(out)
 		},
-	}
+	})
 }
 
 func (a *app) snapshotRestoreCommand(deadline *time.Duration) *cobra.Command {

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
@@ -102,6 +105,37 @@ func TestRegisterKeepAlive(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("stdout has no %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestKeepAliveEndsWithNothingToDeregister: when the instance is already
+// gone at shutdown (Deregister answers NotFound), the keepalive says so,
+// in text and as a JSON event, instead of claiming it deregistered it;
+// it still exits 0, since the instance is gone as asked.
+func TestKeepAliveEndsWithNothingToDeregister(t *testing.T) {
+	for _, output := range []string{"table", "json"} {
+		f := startFake(t)
+		ctx, cancel := context.WithCancel(testContext(t))
+		var stdout, stderr syncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, []string{"--addr", f.addr, "-o", output, "register", "payments", "p1", "10.0.0.5:8080", "--ttl", "300ms", "--keepalive"},
+				&stdout, &stderr, func(string) string { return "" })
+		}()
+		waitFor(t, "renewals", func() bool { return len(f.calls("KeepAlive")) >= 1 })
+		f.setFail("Deregister", status.Error(codes.NotFound, "instance not found"))
+		cancel()
+		if code := <-done; code != 0 {
+			t.Fatalf("%s: keepalive exit %d, stderr %q", output, code, stderr.String())
+		}
+		out := stdout.String()
+		want := "payments/p1 was already gone (its lease expired or it was deregistered elsewhere); nothing to deregister\n"
+		if output == "json" {
+			want = `"event": "already_gone"`
+		}
+		if !strings.Contains(out, want) || strings.Contains(out, "deregistered payments/p1") || strings.Contains(out, `"deregistered"`) {
+			t.Fatalf("%s: stdout lacks %q or claims a deregistration:\n%s", output, want, out)
 		}
 	}
 }

@@ -131,7 +131,7 @@ server. Keys are ECDSA P-256 and written 0600; no file is ever overwritten.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
 	cert.AddCommand(a.tlsCertCreateCommand())
 	cmd.AddCommand(ca, cert)
-	return cmd
+	return offline(cmd)
 }
 
 // createdFiles is what the tls commands print.

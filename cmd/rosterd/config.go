@@ -14,6 +14,7 @@ import (
 
 	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/store"
 )
 
 // flags holds everything the command line (or ROSTER_* environment) says.
@@ -129,6 +130,11 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	f.tls.register(fs)
 	f.acl.register(fs)
 	f.limits.register(fs)
+	// The flags that take a comma-separated list; a config file may give
+	// them a YAML list.
+	for _, name := range []string{"initial-cluster", "join"} {
+		_ = fs.SetAnnotation(name, commaListAnnotation, []string{"true"})
+	}
 	f.autopilot.register(fs)
 }
 
@@ -175,6 +181,13 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 		}
 	default:
 		return cfg, usagef("--initial-cluster-state %q: use new or existing", f.clusterState)
+	}
+	// The rule Join enforces: a node whose id it refuses could never join,
+	// and one that bootstraps would keep the id in its data dir for good.
+	if f.nodeID != "" {
+		if err := store.CheckID("--node-id", f.nodeID); err != nil {
+			return cfg, usageError{err.Error()}
+		}
 	}
 	if f.dev {
 		if f.nodeID == "" {

@@ -69,6 +69,10 @@ func TestClusterStateFlags(t *testing.T) {
 		{name: "join address with port zero", args: base(empty, "--join", "[::1]:0"), wantErr: `--join: address "[::1]:0": port "0" is not a number`},
 		{name: "negative snapshot interval", args: base(used, "--snapshot-interval", "-1s"), wantErr: "--snapshot-interval -1s must not be negative"},
 		{name: "negative shutdown timeout", args: base(used, "--shutdown-timeout", "-1s"), wantErr: "--shutdown-timeout -1s must not be negative"},
+		{name: "node id with a space and a slash", args: []string{"--node-id", "Bad ID/x", "--data-dir", empty, "--bootstrap"}, wantErr: `--node-id "Bad ID/x" must be 1-128 characters of A-Z a-z 0-9 . _ : @ -`},
+		{name: "node id with a comma, joining", args: []string{"--node-id", "a,b", "--data-dir", empty, "--join", "127.0.0.1:7430"}, wantErr: `--node-id "a,b" must be`},
+		{name: "dev with a bad node id", args: []string{"--dev", "--node-id", "N 5"}, wantErr: `--node-id "N 5" must be`},
+		{name: "node id of every allowed kind", args: []string{"--node-id", "Az09._:@-", "--data-dir", empty, "--bootstrap"}, bootstrap: true},
 		{name: "negative watch history", args: base(used, "--watch-history-events", "-5"), wantErr: "--watch-history-events -5"},
 	}
 	for _, tt := range tests {

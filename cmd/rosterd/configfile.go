@@ -17,8 +17,9 @@ import (
 // applyConfigFile sets every flag given neither on the command line nor in
 // the environment from the YAML file --config-file names: one key a flag,
 // named as the flag without its dashes (node-id: n1). A list is accepted
-// where a flag takes a comma-separated list (join, initial-cluster). The
-// command line wins over the environment, which wins over the file.
+// only where a flag takes a comma-separated list (join, initial-cluster:
+// those marked with commaListAnnotation). The command line wins over the
+// environment, which wins over the file.
 //
 // Unknown keys, nested maps and a second mention of a key are errors, so a
 // misspelt setting is never silently ignored.
@@ -45,6 +46,13 @@ func applyConfigFile(cmd *cobra.Command, path string) error {
 	}
 	return nil
 }
+
+// commaListAnnotation marks a flag that takes a comma-separated list, so a
+// config file may give it as a YAML list.
+const commaListAnnotation = "rosterd_comma_list"
+
+// cobraFlags are the flags cobra adds itself; they are no settings.
+var cobraFlags = map[string]bool{"help": true, "version": true}
 
 // setting is one key of a config file.
 type setting struct {
@@ -85,7 +93,7 @@ func parseConfigFile(b []byte, fs *pflag.FlagSet) ([]setting, error) {
 		name := strings.TrimPrefix(k.Value, "--")
 		fl := fs.Lookup(name)
 		switch {
-		case fl == nil:
+		case fl == nil || cobraFlags[name]:
 			return nil, fmt.Errorf("line %d: unknown setting %q%s", k.Line, k.Value, suggestFlag(fs, name))
 		case name == "config-file":
 			return nil, fmt.Errorf("line %d: config-file cannot be set in a config file", k.Line)
@@ -94,6 +102,9 @@ func parseConfigFile(b []byte, fs *pflag.FlagSet) ([]setting, error) {
 			return nil, fmt.Errorf("line %d: %s is set twice (first on line %d)", k.Line, name, first)
 		}
 		seen[name] = k.Line
+		if v.Kind == yaml.SequenceNode && fl.Annotations[commaListAnnotation] == nil {
+			return nil, fmt.Errorf("line %d: %s takes one value, not a list", v.Line, name)
+		}
 		value, err := settingValue(v)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %s: %v", v.Line, name, err)
@@ -134,6 +145,9 @@ func settingValue(v *yaml.Node) (string, error) {
 func suggestFlag(fs *pflag.FlagSet, name string) string {
 	var near []string
 	fs.VisitAll(func(fl *pflag.Flag) {
+		if cobraFlags[fl.Name] {
+			return
+		}
 		if strings.HasPrefix(fl.Name, name) || editDistanceAtMostOne(fl.Name, name) {
 			near = append(near, fl.Name)
 		}

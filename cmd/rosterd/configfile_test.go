@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // withConfigFile parses args as rosterd would, then applies the
@@ -71,6 +72,9 @@ func TestConfigFileErrorsNameTheLine(t *testing.T) {
 		{"bad value", "node-id: n1\nshutdown-timeout: soon\n", `line 2: shutdown-timeout: invalid argument "soon"`},
 		{"map value", "acl:\n  enabled: true\n", "line 2: acl: want a value or a list of values, not a map"},
 		{"no value", "node-id:\n", "line 1: node-id: no value"},
+		{"list for a one-value flag", "node-id: [a, b]\n", "line 1: node-id takes one value, not a list"},
+		{"block list for a one-value flag", "node-id: n1\ntls-ca:\n  - a.pem\n  - b.pem\n", "line 3: tls-ca takes one value, not a list"},
+		{"list for a number", "rate-limit: [1, 2]\n", "line 1: rate-limit takes one value, not a list"},
 		{"comma in a list entry", "join: [\"a:1,b:2\", c:3]\n", `list entry "a:1,b:2" holds a comma`},
 		{"itself", "config-file: other.yaml\n", "config-file cannot be set in a config file"},
 		{"not a map", "- node-id\n", "want settings as"},
@@ -88,6 +92,45 @@ func TestConfigFileErrorsNameTheLine(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: error spans lines: %q", tt.name, err)
+		}
+	}
+}
+
+// TestConfigFileListFlags: the flags that take a comma-separated list
+// are exactly --join and --initial-cluster, and a YAML list sets them.
+func TestConfigFileListFlags(t *testing.T) {
+	var lists []string
+	cmd := &cobra.Command{Use: "rosterd"}
+	(&flags{}).register(cmd.Flags())
+	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
+		if fl.Annotations[commaListAnnotation] != nil {
+			lists = append(lists, fl.Name)
+		}
+	})
+	if strings.Join(lists, " ") != "initial-cluster join" {
+		t.Fatalf("list flags %v; want initial-cluster and join", lists)
+	}
+	f, err := withConfigFile(t, "initial-cluster: [n1=127.0.0.1:7421, n2=127.0.0.1:7431]\n")
+	if err != nil || f.initialCluster != "n1=127.0.0.1:7421,n2=127.0.0.1:7431" {
+		t.Fatalf("initial-cluster %q, %v", f.initialCluster, err)
+	}
+}
+
+// TestConfigFileRefusesCobraFlags: help and version are cobra's own
+// flags, not settings; a file that sets them is refused, not obeyed or
+// ignored.
+func TestConfigFileRefusesCobraFlags(t *testing.T) {
+	cmd := newCommand()
+	cmd.InitDefaultHelpFlag()
+	cmd.InitDefaultVersionFlag()
+	for _, key := range []string{"help", "version"} {
+		if cmd.Flags().Lookup(key) == nil {
+			t.Fatalf("cobra added no --%s flag", key)
+		}
+		_, err := parseConfigFile([]byte("node-id: n1\n"+key+": true\n"), cmd.Flags())
+		want := `line 2: unknown setting "` + key + `"`
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "did you mean "+key) {
+			t.Errorf("%s: %v; want %q", key, err, want)
 		}
 	}
 }

@@ -7,16 +7,21 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/cluster"
 	"github.com/roster-registry/roster/internal/buildinfo"
+	"github.com/roster-registry/roster/internal/tlsconfig"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/rpc"
 )
@@ -157,22 +162,27 @@ func run(parent context.Context, f *flags) error {
 
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	joinErr := make(chan error, 1)
 	if f.join != "" {
-		go joinLoop(ctx, logger, f, node)
+		go func() {
+			if err := joinLoop(ctx, logger, f, node); err != nil {
+				joinErr <- err
+			}
+		}()
 	}
 
-	cause := waitForStop(ctx, logger, serveErr)
+	cause := waitForStop(ctx, logger, serveErr, joinErr)
 	if err := shutdown(logger, f.shutdownTimeout, node, srv, g, front); err != nil {
 		return err
 	}
 	return cause
 }
 
-// waitForStop waits for a signal (ctx) or a listener that stops serving,
-// and returns what the process must exit with after its shutdown: nil for
-// a signal, the listener's error otherwise, so that a supervisor restarting
-// on failure sees one.
-func waitForStop(ctx context.Context, logger hclog.Logger, serveErr <-chan error) error {
+// waitForStop waits for a signal (ctx), a listener that stops serving, or
+// a join the cluster refused for good (joinErr), and returns what the
+// process must exit with after its shutdown: nil for a signal, the error
+// otherwise, so that a supervisor restarting on failure sees one.
+func waitForStop(ctx context.Context, logger hclog.Logger, serveErr, joinErr <-chan error) error {
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
@@ -180,6 +190,9 @@ func waitForStop(ctx context.Context, logger hclog.Logger, serveErr <-chan error
 	case err := <-serveErr:
 		logger.Error("a listener stopped; shutting down", "error", err)
 		return fmt.Errorf("a listener stopped: %w", err)
+	case err := <-joinErr:
+		logger.Error("the cluster will not add this node; shutting down", "error", err)
+		return err
 	}
 }
 
@@ -238,7 +251,12 @@ var joinWaitForLeader = 10 * time.Second
 // and never learned of it, still lists itself but hears from no leader,
 // since a leader does not replicate to a node it removed. Joining is
 // idempotent: a member that joins again changes nothing.
-func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.Node) {
+//
+// Failures that may pass (no leader yet, a node down, a timeout) are
+// retried for as long as ctx lasts. A refusal that asking again cannot
+// change (see permanentJoinRefusal) ends the loop with an error, and the
+// process with it.
+func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.Node) error {
 	ms, err := node.Members()
 	listed := false
 	if err == nil {
@@ -249,10 +267,10 @@ func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.
 	if listed {
 		if awaitLeader(ctx, node, joinWaitForLeader) {
 			logger.Info("this node is in its cluster configuration and hears from a leader; not joining again", "members", len(ms))
-			return
+			return nil
 		}
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		logger.Info("this node is in its own cluster configuration but has heard from no leader; joining again in case it was removed while it was down",
 			"waited", joinWaitForLeader, "via", f.join)
@@ -264,8 +282,7 @@ func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.
 	// Checked with the other flags before the node started.
 	addrs, err := f.joinAddrs()
 	if err != nil {
-		logger.Error("cannot join", "error", err)
-		return
+		return fmt.Errorf("cannot join: %w", err)
 	}
 	req := &rosterv1.JoinRequest{NodeId: node.ID(), RaftAddr: node.RaftAddr(), ApiAddr: node.APIAddr(), NonVoter: f.nonVoter}
 	backoff := 200 * time.Millisecond
@@ -274,16 +291,59 @@ func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.
 		err := joinOnce(ctx, addr, req, f.tls.peerDialOptions())
 		if err == nil {
 			logger.Info("joined the cluster", "via", addr)
-			return
+			return nil
 		}
-		logger.Warn("join failed; retrying", "via", addr, "error", err)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if st, ok := status.FromError(err); ok && permanentJoinRefusal(st.Code()) {
+			return fmt.Errorf("%s refused to add node %q (%s): %s", addr, req.NodeId, codeWords(st.Code()), oneLine(st.Message()))
+		}
+		if hint := tlsconfig.MismatchHint(err.Error(), f.tls.on()); hint != "" {
+			logger.Warn("join failed; retrying", "via", addr, "error", err, "hint", hint)
+		} else {
+			logger.Warn("join failed; retrying", "via", addr, "error", err)
+		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(backoff + time.Duration(rand.Int64N(int64(backoff)))):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// permanentJoinRefusal reports whether a Join that failed with code would
+// fail the same way however often it is asked again: the request itself
+// is wrong (InvalidArgument: an id or address the cluster refuses), or
+// this node may not join (PermissionDenied, Unauthenticated: ACLs or a
+// certificate that is not a server's). FailedPrecondition is retried: the
+// leader gives it for a membership change it cannot make now (replacing
+// the entry of the last voter), which other nodes joining can change.
+func permanentJoinRefusal(code codes.Code) bool {
+	switch code {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	}
+	return false
+}
+
+// codeWords spells a gRPC code in lowercase words: InvalidArgument is
+// "invalid argument".
+func codeWords(c codes.Code) string {
+	var b strings.Builder
+	for i, r := range c.String() {
+		if unicode.IsUpper(r) && i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(unicode.ToLower(r))
+	}
+	return b.String()
+}
+
+// oneLine folds a multi-line message into one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // awaitLeader reports whether node knows a leader within d.
