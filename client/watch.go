@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"iter"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -51,8 +52,47 @@ import (
 // each stream, the resumed ones too. Set
 // omit_prev_instance when the events' new state is all you keep, as the
 // discovery cache does: an update's event is then about half the size.
+//
+// Watch retries an unreachable cluster for as long as ctx lasts and yields
+// nothing meanwhile; pass OnWatchRetry to hear of each failure it retries.
 func (c *Client) Watch(ctx context.Context, req *rosterv1.WatchRequest, opts ...grpc.CallOption) iter.Seq2[*rosterv1.WatchResponse, error] {
-	return c.watch(ctx, req, watchHooks{}, opts)
+	hooks := watchHooks{}
+	opts = slices.DeleteFunc(slices.Clone(opts), func(o grpc.CallOption) bool {
+		r, ok := o.(watchRetryOption)
+		if ok {
+			hooks.retry = r.f
+		}
+		return ok
+	})
+	return c.watch(ctx, req, hooks, opts)
+}
+
+// WatchRetry is a failure a Watch retries: the endpoint could not be
+// reached, or its stream failed or ended.
+type WatchRetry struct {
+	// Endpoint is the address of the endpoint that failed.
+	Endpoint string
+	// Err is why.
+	Err error
+}
+
+// OnWatchRetry returns a call option for Watch (and only Watch): f is
+// called with each failure the watch goes on from, before it tries again,
+// a refusal of the client's token that moves the watch to the next
+// endpoint included. f runs in the goroutine ranging over the watch,
+// between two of its values, so it needs no lock of its own against the
+// loop's body; it should return soon. It is not sent with the stream: a
+// watch given only this option still shares its endpoint's WatchMany
+// stream.
+func OnWatchRetry(f func(WatchRetry)) grpc.CallOption {
+	return watchRetryOption{f: f}
+}
+
+// watchRetryOption is OnWatchRetry's option; Watch takes it out of the
+// call options before it opens a stream.
+type watchRetryOption struct {
+	grpc.EmptyCallOption
+	f func(WatchRetry)
 }
 
 // watchHooks are how the discovery cache's watches differ from Watch.
@@ -70,6 +110,9 @@ type watchHooks struct {
 	// once as many in a row as there are endpoints have been. A message
 	// delivered starts the count again.
 	refused func(error)
+	// retry: when set, called with each failure the watch goes on from
+	// (OnWatchRetry).
+	retry func(WatchRetry)
 }
 
 // watch is Watch, with the discovery cache's hooks.
@@ -91,6 +134,9 @@ func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, hooks wa
 				if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 					yield(nil, err)
 					return
+				}
+				if hooks.retry != nil {
+					hooks.retry(WatchRetry{Endpoint: c.addrs[i], Err: err})
 				}
 				c.moveOn(i)
 				failures++
@@ -126,6 +172,9 @@ func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, hooks wa
 				return
 			case !delivered:
 				undelivered++
+			}
+			if hooks.retry != nil && err != errDegradedStartDone {
+				hooks.retry(WatchRetry{Endpoint: c.addrs[i], Err: err})
 			}
 			if status.Code(err) != codes.ResourceExhausted {
 				c.moveOn(i)

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,4 +215,52 @@ func TestWatchAccept(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWatchReportsRetries: OnWatchRetry hears of each failure the watch
+// goes on from, an endpoint that cannot be reached and a stream that
+// breaks alike, with the endpoint's address, and the watch goes on; the
+// option itself is not sent to the server.
+func TestWatchReportsRetries(t *testing.T) {
+	st := newFakeState()
+	st.appendRevisions(1, 2)
+	dead, live := deadAddr(t), startFake(t, st)
+	c := newTestClient(t, dead, live.addr)
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+
+	retries := make(chan WatchRetry, 100)
+	out := make(chan *rosterv1.WatchResponse, 100)
+	errc := make(chan error, 1)
+	go func() {
+		for resp, err := range c.Watch(ctx, &rosterv1.WatchRequest{Service: "web"}, OnWatchRetry(func(r WatchRetry) { retries <- r })) {
+			if err != nil {
+				errc <- err
+				return
+			}
+			out <- resp
+		}
+	}()
+	expectRevisions(t, out, errc, 1, 2)
+	select {
+	case r := <-retries:
+		if r.Endpoint != dead || status.Code(r.Err) != codes.Unavailable {
+			t.Fatalf("first retry %s: %v, want %s: Unavailable", r.Endpoint, r.Err, dead)
+		}
+	default:
+		t.Fatal("the unreachable endpoint was not reported")
+	}
+
+	live.cut <- status.Error(codes.Unavailable, "node shutting down")
+	var r WatchRetry
+	select {
+	case r = <-retries:
+	case <-ctx.Done():
+		t.Fatal("the broken stream was not reported")
+	}
+	if r.Endpoint != live.addr || !strings.Contains(r.Err.Error(), "node shutting down") {
+		t.Fatalf("retry after the cut %s: %v, want %s: node shutting down", r.Endpoint, r.Err, live.addr)
+	}
+	st.appendRevisions(3, 3)
+	expectRevisions(t, out, errc, 3)
 }

@@ -37,10 +37,24 @@ func heldReason(since time.Time, maxHold time.Duration) string {
 // Lease errors.
 var (
 	// ErrNoLease: the instance is registered without a TTL, so there is no
-	// lease to renew.
-	ErrNoLease = errors.New("instance has no ttl lease; register it with a ttl to heartbeat")
+	// lease to renew. Its errors name what tried (leaseOp) and what to do.
+	ErrNoLease = errors.New("instance has no TTL lease")
 	// errLeaseExpiring: the lease ran out and its expiry is being committed.
 	errLeaseExpiring = fmt.Errorf("lease expired: %w", store.ErrNotFound)
+)
+
+// leaseOp is what renews a lease: a heartbeat or a health report. Its
+// errors name it.
+type leaseOp struct {
+	// name prefixes the instance in an error: "heartbeat default/web/1".
+	name string
+	// noLease tells an instance registered without a TTL what to do.
+	noLease string
+}
+
+var (
+	opHeartbeat = leaseOp{name: "heartbeat", noLease: "register it with a TTL to heartbeat"}
+	opReport    = leaseOp{name: "report health of", noLease: "register it with --ttl to report its own health"}
 )
 
 // lease is the leader's in-memory record of one TTL registration.
@@ -458,7 +472,7 @@ type renewal struct {
 // unknown instance or a lease whose expiry is already being committed, so an
 // acknowledged heartbeat is never followed by an expiry before
 // heartbeat+TTL.
-func (t *leaseTable) renew(k store.Key) (renewal, error) {
+func (t *leaseTable) renew(k store.Key, op leaseOp) (renewal, error) {
 	for attempt := 0; ; attempt++ {
 		t.mu.Lock()
 		if !t.active {
@@ -476,16 +490,16 @@ func (t *leaseTable) renew(k store.Key) (renewal, error) {
 			seen := t.seen
 			t.mu.Unlock()
 			if attempt > 0 {
-				return renewal{}, fmt.Errorf("heartbeat %s: %w", k, store.ErrNotFound)
+				return renewal{}, fmt.Errorf("%s %s: %w", op.name, k, store.ErrNotFound)
 			}
-			if err := t.lookup(k, seen); err != nil {
+			if err := t.lookup(k, seen, op); err != nil {
 				return renewal{}, err
 			}
 			continue
 		}
 		if l.expiring {
 			t.mu.Unlock()
-			return renewal{}, fmt.Errorf("heartbeat %s: %w", k, errLeaseExpiring)
+			return renewal{}, fmt.Errorf("%s %s: %w", op.name, k, errLeaseExpiring)
 		}
 		now := t.clock.Now()
 		l.deadline, l.lastRenew = now.Add(l.ttl), now
@@ -519,17 +533,17 @@ func (t *leaseTable) renew(k store.Key) (renewal, error) {
 // lookup explains a heartbeat for an instance without a lease: unknown,
 // registered without a TTL, or registered after what the table has followed
 // (then it is adopted).
-func (t *leaseTable) lookup(k store.Key, seen uint64) error {
+func (t *leaseTable) lookup(k store.Key, seen uint64, op leaseOp) error {
 	inst, err := t.store.View().Instance(nil, k)
 	if err != nil {
-		return fmt.Errorf("heartbeat %s: %w", k, err)
+		return fmt.Errorf("%s %s: %w", op.name, k, err)
 	}
 	if inst.TTL <= 0 {
-		return fmt.Errorf("heartbeat %s: %w", k, ErrNoLease)
+		return fmt.Errorf("%s %s: %w; %s", op.name, k, ErrNoLease, op.noLease)
 	}
 	if inst.RegistrationRevision <= seen {
 		// Followed, yet no lease: it is being removed right now.
-		return fmt.Errorf("heartbeat %s: %w", k, errLeaseExpiring)
+		return fmt.Errorf("%s %s: %w", op.name, k, errLeaseExpiring)
 	}
 	t.adopt(inst, inst.RegistrationRevision)
 	return nil

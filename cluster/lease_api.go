@@ -31,7 +31,7 @@ func (n *Node) Heartbeat(ctx context.Context, k store.Key) (time.Duration, error
 // heartbeat renews a lease, committing the instance passing again first
 // when its lease had expired.
 func (t *leaseTable) heartbeat(ctx context.Context, k store.Key) (time.Duration, error) {
-	r, err := t.renew(k)
+	r, err := t.renew(k, opHeartbeat)
 	if err != nil {
 		return 0, err
 	}
@@ -69,7 +69,7 @@ func (n *Node) ReportHealth(ctx context.Context, k store.Key, h store.Health, re
 // An expired lease is revived straight into the reported status. An
 // acknowledged report counts as a heartbeat: it is one renewal.
 func (t *leaseTable) report(ctx context.Context, k store.Key, h store.Health, reason string) (time.Duration, uint64, error) {
-	r, err := t.renew(k)
+	r, err := t.renew(k, opReport)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -78,7 +78,7 @@ func (t *leaseTable) report(ctx context.Context, k store.Key, h store.Health, re
 		if r.revive {
 			t.reviveDone(k, r.regRev, 0, err)
 		}
-		return 0, 0, fmt.Errorf("report health %s: %w", k, err)
+		return 0, 0, fmt.Errorf("report health of %s: %w", k, err)
 	}
 	if !r.revive && inst.RegistrationRevision == r.regRev && inst.Status == h {
 		t.heartbeats.Add(1)
@@ -90,7 +90,7 @@ func (t *leaseTable) report(ctx context.Context, k store.Key, h store.Health, re
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrStaleRegistration) {
-			return 0, 0, fmt.Errorf("report health %s: re-registered meanwhile: %w", k, store.ErrNotFound)
+			return 0, 0, fmt.Errorf("report health of %s: re-registered meanwhile: %w", k, store.ErrNotFound)
 		}
 		return 0, 0, err
 	}

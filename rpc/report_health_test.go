@@ -1,6 +1,7 @@
 package rpc_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -68,18 +69,29 @@ func TestReportHealthSetsTheStatusOfATTLInstance(t *testing.T) {
 		name string
 		req  *rosterv1.ReportHealthRequest
 		code codes.Code
+		msg  string // the start of the error's message, when set
 	}{
-		{"no ttl", &rosterv1.ReportHealthRequest{Service: "web", Id: "plain", Status: rosterv1.HealthStatus_HEALTH_STATUS_WARNING}, codes.FailedPrecondition},
-		{"unknown", &rosterv1.ReportHealthRequest{Service: "web", Id: "nope", Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}, codes.NotFound},
-		{"no status", &rosterv1.ReportHealthRequest{Service: "web", Id: "a"}, codes.InvalidArgument},
-		{"bad status", &rosterv1.ReportHealthRequest{Service: "web", Id: "a", Status: 9}, codes.InvalidArgument},
-		{"bad service", &rosterv1.ReportHealthRequest{Service: "Web!", Id: "a", Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}, codes.InvalidArgument},
-		{"long reason", &rosterv1.ReportHealthRequest{Service: "web", Id: "a", Status: rosterv1.HealthStatus_HEALTH_STATUS_WARNING, Reason: string(make([]byte, 2000))}, codes.InvalidArgument},
+		{"no ttl", &rosterv1.ReportHealthRequest{Service: "web", Id: "plain", Status: rosterv1.HealthStatus_HEALTH_STATUS_WARNING}, codes.FailedPrecondition,
+			"report health of default/web/plain: instance has no TTL lease; register it with --ttl to report its own health"},
+		{"unknown", &rosterv1.ReportHealthRequest{Service: "web", Id: "nope", Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}, codes.NotFound,
+			"report health of default/web/nope: "},
+		{"no status", &rosterv1.ReportHealthRequest{Service: "web", Id: "a"}, codes.InvalidArgument, ""},
+		{"bad status", &rosterv1.ReportHealthRequest{Service: "web", Id: "a", Status: 9}, codes.InvalidArgument, ""},
+		{"bad service", &rosterv1.ReportHealthRequest{Service: "Web!", Id: "a", Status: rosterv1.HealthStatus_HEALTH_STATUS_PASSING}, codes.InvalidArgument, ""},
+		{"long reason", &rosterv1.ReportHealthRequest{Service: "web", Id: "a", Status: rosterv1.HealthStatus_HEALTH_STATUS_WARNING, Reason: string(make([]byte, 2000))}, codes.InvalidArgument, ""},
 	} {
 		_, err := f.Registry().ReportHealth(ctx, tc.req)
 		if status.Code(err) != tc.code {
 			t.Errorf("%s: %v, want %s", tc.name, err, tc.code)
 		}
+		if msg := status.Convert(err).Message(); !strings.HasPrefix(msg, tc.msg) {
+			t.Errorf("%s: message %q, want it to start %q", tc.name, msg, tc.msg)
+		}
+	}
+	// A heartbeat says it was a heartbeat.
+	_, err := f.Registry().Heartbeat(ctx, &rosterv1.HeartbeatRequest{Service: "web", Id: "plain"})
+	if want := "heartbeat default/web/plain: instance has no TTL lease; register it with a TTL to heartbeat"; status.Code(err) != codes.FailedPrecondition || status.Convert(err).Message() != want {
+		t.Errorf("heartbeat without a ttl: %v, want FailedPrecondition %q", err, want)
 	}
 	got, _ := f.Registry().GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"})
 	for _, in := range got.Instances {

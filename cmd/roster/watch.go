@@ -1,13 +1,19 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/roster-registry/roster/client"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
@@ -38,6 +44,12 @@ with the current state (a RESET), then prints each change; with
 the watch moves to another one and resumes where it stopped: no change is
 missed or printed twice.
 
+watch fails when no node has answered within --timeout (the reset, or with
+--from-revision a change or a bookmark, which it asks for often enough),
+naming the last error. Once it has started it runs until interrupted: each
+broken stream is printed on stderr ("watch stream to ADDR broken: ...;
+reconnecting") and the watch goes on.
+
 Table output prints one line per change (a RESET prints one line per
 instance); progress bookmarks are not printed.
 
@@ -66,18 +78,13 @@ Instances have the fields of get -o json.`,
 			defer c.Close()
 			// Nothing printed needs an event's prev_instance.
 			req := &rosterv1.WatchRequest{Namespace: namespace, Service: service, HealthyOnly: healthy, StartRevision: from, OmitPrevInstance: true}
-			for resp, err := range c.Watch(ctx, req) {
-				if err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
-					return err
-				}
-				if err := a.printWatch(req, resp); err != nil {
-					return err
-				}
+			if from != 0 && a.timeout/2 < 5*time.Second {
+				// Without a reset to start with, a quiet service's first
+				// message is a bookmark (every 5s unless asked, at least
+				// every 100ms): one must come within --timeout.
+				req.ProgressInterval = durationpb.New(max(a.timeout/2, 100*time.Millisecond))
 			}
-			return nil
+			return a.watch(ctx, c, req)
 		},
 	}
 	fl := cmd.Flags()
@@ -85,6 +92,61 @@ Instances have the fields of get -o json.`,
 	fl.Uint64Var(&from, "from-revision", 0, "print changes after this revision (0: start with the current state)")
 	fl.BoolVar(&healthy, "healthy", false, "report instances leaving the healthy set as deletes")
 	return cmd
+}
+
+// errNoAnswer ends a watch that no endpoint answered within --timeout.
+var errNoAnswer = errors.New("no endpoint answered the watch")
+
+// watch prints req's changes until ctx ends. It fails when no endpoint has
+// answered (sent a first message) within --timeout; once one has, each
+// failure the watch retries is printed on stderr and the watch goes on.
+func (a *app) watch(ctx context.Context, c *client.Client, req *rosterv1.WatchRequest) error {
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu       sync.Mutex
+		answered bool
+		last     client.WatchRetry // the last failure before the first answer
+	)
+	timer := time.AfterFunc(a.timeout, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !answered {
+			cancel(errNoAnswer)
+		}
+	})
+	defer timer.Stop()
+	onRetry := client.OnWatchRetry(func(r client.WatchRetry) {
+		mu.Lock()
+		up := answered
+		mu.Unlock()
+		if !up {
+			last = r
+			return
+		}
+		fmt.Fprintf(a.stderr, "watch stream to %s broken: %s; reconnecting\n", r.Endpoint, errorLine(r.Err))
+	})
+	for resp, err := range c.Watch(wctx, req, onRetry) {
+		if err != nil {
+			if errors.Is(context.Cause(wctx), errNoAnswer) && ctx.Err() == nil {
+				if last.Err == nil {
+					return fmt.Errorf("watch: no endpoint answered within %s", a.timeout)
+				}
+				return fmt.Errorf("watch: no endpoint answered within %s; the last error: %s: %s", a.timeout, last.Endpoint, errorLine(last.Err))
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		mu.Lock()
+		answered = true
+		mu.Unlock()
+		if err := a.printWatch(req, resp); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // printWatch prints one watch response.
