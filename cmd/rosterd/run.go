@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -161,18 +162,26 @@ func run(parent context.Context, f *flags) error {
 		go joinLoop(ctx, logger, f, node)
 	}
 
-	cause := waitForStop(ctx, logger, serveErr)
+	cause := waitForStop(ctx, logger, serveErr, node)
 	if err := shutdown(logger, f.shutdownTimeout, node, srv, g, front); err != nil {
 		return err
 	}
 	return cause
 }
 
-// waitForStop waits for a signal (ctx) or a listener that stops serving,
-// and returns what the process must exit with after its shutdown: nil for
-// a signal, the listener's error otherwise, so that a supervisor restarting
-// on failure sees one.
-func waitForStop(ctx context.Context, logger hclog.Logger, serveErr <-chan error) error {
+// raftWatch is what waitForStop watches of the node: Raft shutting down on
+// its own, and why.
+type raftWatch interface {
+	RaftStopped() <-chan struct{}
+	RaftStopReason() error
+}
+
+// waitForStop waits for a signal (ctx), a listener that stops serving, or
+// Raft shutting down on its own (a leader that removed itself from the
+// cluster does). It returns nil after a signal and an error otherwise, so
+// rosterd exits non-zero and a supervisor restarts it: a node whose Raft
+// has stopped can serve nothing, and restarted with --join it rejoins.
+func waitForStop(ctx context.Context, logger hclog.Logger, serveErr <-chan error, node raftWatch) error {
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
@@ -180,6 +189,14 @@ func waitForStop(ctx context.Context, logger hclog.Logger, serveErr <-chan error
 	case err := <-serveErr:
 		logger.Error("a listener stopped; shutting down", "error", err)
 		return fmt.Errorf("a listener stopped: %w", err)
+	case <-node.RaftStopped():
+		err := node.RaftStopReason()
+		if errors.Is(err, cluster.ErrRemoved) {
+			logger.Error("this node was removed from the cluster; shutting down. Restart it with --join to rejoin")
+		} else {
+			logger.Error("raft stopped; shutting down", "reason", err)
+		}
+		return fmt.Errorf("raft stopped: %w", err)
 	}
 }
 
