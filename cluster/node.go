@@ -692,6 +692,10 @@ func (n *Node) Status() Status {
 		Applied:     v.Applied(),
 		Revision:    v.Revision(),
 	}
+	if st.State != "leader" && n.Removed() {
+		// It can serve nothing more until it joins again.
+		st.State = "removed"
+	}
 	if st.State != "leader" {
 		if lc := n.raft.LastContact(); !lc.IsZero() {
 			st.LastContact = time.Since(lc)

@@ -191,7 +191,7 @@ func onLeader[T any](ctx context.Context, s *Server, kind callKind,
 			// We were chosen as the leader but are not: let the origin retry.
 			return zero, cluster.ErrNotLeader
 		} else if id, addr := s.node.Leader(); id == "" || addr == "" {
-			err = cluster.ErrNoLeader
+			err = s.noLeader()
 		} else {
 			out, err = relay(hold, s, id, addr, remote)
 		}
@@ -239,6 +239,16 @@ func onLeader[T any](ctx context.Context, s *Server, kind callKind,
 		}
 		return zero, last
 	}
+}
+
+// noLeader is why this node knows no leader: it was removed from the
+// cluster (so only it is cut off), or there is none (an election, or the
+// cluster lost its quorum).
+func (s *Server) noLeader() error {
+	if s.node.Removed() {
+		return cluster.ErrRemoved
+	}
+	return cluster.ErrNoLeader
 }
 
 // relay makes one attempt of a call on the leader id at addr, with a

@@ -70,3 +70,35 @@ func TestWithoutQuorumCallsSayWhyBeforeTheDeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestARemovedFollowerSaysItWasRemoved: a follower removed from the
+// cluster knows it from its configuration; its status and the calls it
+// cannot serve say so (still NO_LEADER: nothing was applied, another node
+// can take the call), not that the cluster lost its quorum.
+func TestARemovedFollowerSaysItWasRemoved(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader, gone := c.WaitLeader(), c.Followers()[0]
+	if _, err := leader.Cluster().RemoveNode(ctx, &rosterv1.RemoveNodeRequest{NodeId: gone.ID}); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually("the removed follower to learn its removal", 10*time.Second, gone.Node.Removed)
+	// Raft forgets the leader once it stops hearing from it.
+	c.Eventually("the removed follower to lose its leader", 10*time.Second, func() bool { id, _ := gone.Node.Leader(); return id == "" })
+	st, err := gone.Cluster().Status(ctx, &rosterv1.StatusRequest{})
+	if err != nil || st.GetState() != "removed" {
+		t.Fatalf("status of the removed follower: %v, state %q; want state removed", err, st.GetState())
+	}
+	call, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = gone.Registry().GetService(call, &rosterv1.GetServiceRequest{Service: "web"})
+	t.Logf("a read on the removed follower: %v", err)
+	if status.Code(err) != codes.Unavailable || rpc.Reason(err) != rpc.ReasonNoLeader ||
+		!strings.Contains(status.Convert(err).Message(), "this node was removed from the cluster; restart it with --join") {
+		t.Fatalf("a read on the removed follower: %v (reason %q); want Unavailable, NO_LEADER, saying it was removed", err, rpc.Reason(err))
+	}
+	if st, err := leader.Cluster().Status(ctx, &rosterv1.StatusRequest{}); err != nil || st.GetState() != "leader" {
+		t.Fatalf("status of the leader: %v, state %q", err, st.GetState())
+	}
+}

@@ -63,7 +63,7 @@ func (s *Server) readIndex(ctx context.Context) (uint64, error) {
 		// The round outlives this read: say what kept it, when that is
 		// that no leader is known (quorum lost, or an election).
 		if id, _ := s.node.Leader(); id == "" {
-			return 0, fmt.Errorf("%w (no read index before the deadline)", cluster.ErrNoLeader)
+			return 0, fmt.Errorf("%w (no read index before the deadline)", s.noLeader())
 		}
 	}
 	return idx, err
