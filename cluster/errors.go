@@ -16,6 +16,10 @@ var (
 	ErrNotLeader = errors.New("not the leader")
 	// ErrNoLeader: no leader is known right now (an election is under way).
 	ErrNoLeader = errors.New("no leader")
+	// ErrRemoved: this node was removed from the cluster, so it has no
+	// leader; it is an ErrNoLeader (nothing was applied; another node can
+	// take the call).
+	ErrRemoved error = removedError{}
 	// ErrLeaderNotReady: this node just won an election and has not yet
 	// applied the previous leader's entries; nothing was applied.
 	ErrLeaderNotReady = errors.New("leader not ready yet")
@@ -148,3 +152,13 @@ func (n *Node) leadershipNow() string {
 	}
 	return "no leader is known right now"
 }
+
+// removedError is ErrRemoved: its own text, yet an ErrNoLeader for callers
+// that ask whether the call can go to another node.
+type removedError struct{}
+
+func (removedError) Error() string {
+	return "this node was removed from the cluster; restart it with --join to rejoin"
+}
+
+func (removedError) Is(target error) bool { return target == ErrNoLeader }

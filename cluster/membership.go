@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -291,6 +292,9 @@ func (n *Node) watchPeers(obs <-chan raft.Observation) {
 				n.leaderLog.add(string(d.LeaderID), n.raft.CurrentTerm(), time.Now())
 			}
 			n.healthMu.Unlock()
+			if o.Data == raft.Shutdown {
+				n.noteRaftStopped()
+			}
 		case <-n.shutdownCh:
 			return
 		}
@@ -323,4 +327,60 @@ func (n *Node) UpdateMember(ctx context.Context, id, raftAddr, apiAddr string) e
 		}
 	}
 	return fmt.Errorf("%w: %q is not in the cluster", ErrUnknownNode, id)
+}
+
+// noteRaftStopped records that Raft has shut down. Unless Shutdown stopped
+// it, Raft did so on its own: a leader whose removal it committed shuts
+// down ("removed ourself"), and the node can serve nothing from then on.
+func (n *Node) noteRaftStopped() {
+	select {
+	case <-n.shutdownCh:
+		return
+	default:
+	}
+	n.raftStoppedOnce.Do(func() {
+		n.raftStopReason = errors.New("raft shut down on its own")
+		if n.Removed() {
+			n.raftStopReason = ErrRemoved
+		}
+		close(n.raftStopped)
+	})
+}
+
+// RaftStopped is closed when Raft shuts down on its own rather than
+// through Shutdown; RaftStopReason then says why. The process should exit,
+// so that its supervisor restarts it (and it rejoins with --join).
+func (n *Node) RaftStopped() <-chan struct{} { return n.raftStopped }
+
+// RaftStopReason is why Raft shut down on its own: ErrRemoved when this
+// node is no longer in its cluster configuration. Valid once RaftStopped
+// is closed.
+func (n *Node) RaftStopReason() error {
+	select {
+	case <-n.raftStopped:
+		return n.raftStopReason
+	default:
+		return nil
+	}
+}
+
+// Removed reports whether this node's latest Raft configuration, which it
+// has from the leader, no longer lists it: it was removed from the cluster.
+// A node removed while cut off does not know it, and a node that has no
+// configuration yet (before it joins) is not removed.
+func (n *Node) Removed() bool {
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return false
+	}
+	servers := cf.Configuration().Servers
+	if len(servers) == 0 {
+		return false
+	}
+	for _, s := range servers {
+		if s.ID == raft.ServerID(n.cfg.NodeID) {
+			return false
+		}
+	}
+	return true
 }

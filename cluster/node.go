@@ -330,6 +330,12 @@ type Node struct {
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
 	wg           sync.WaitGroup
+
+	// raftStopped is closed when Raft shuts down on its own (a leader
+	// that removed itself), not through Shutdown; raftStopReason says why.
+	raftStopped     chan struct{}
+	raftStoppedOnce sync.Once
+	raftStopReason  error
 }
 
 // New starts a node: it opens (or creates) the Raft state, bootstraps a new
@@ -347,6 +353,7 @@ func New(cfg Config) (*Node, error) {
 		peerFailed:    map[raft.ServerID]time.Time{},
 		peerForgotten: map[raft.ServerID]time.Time{},
 		shutdownCh:    make(chan struct{}),
+		raftStopped:   make(chan struct{}),
 		started:       time.Now(),
 	}
 	n.requestClock = newRequestClock(cfg.clock)
@@ -455,6 +462,8 @@ func New(cfg Config) (*Node, error) {
 		switch o.Data.(type) {
 		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
 			return true
+		case raft.RaftState:
+			return o.Data == raft.Shutdown
 		}
 		return false
 	}))
@@ -682,6 +691,10 @@ func (n *Node) Status() Status {
 		CommitIndex: n.raft.CommitIndex(),
 		Applied:     v.Applied(),
 		Revision:    v.Revision(),
+	}
+	if st.State != "leader" && n.Removed() {
+		// It can serve nothing more until it joins again.
+		st.State = "removed"
 	}
 	if st.State != "leader" {
 		if lc := n.raft.LastContact(); !lc.IsZero() {

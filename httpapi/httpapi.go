@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
+	"github.com/roster-registry/roster/rpc"
 )
 
 // Config is what the HTTP front end needs.
@@ -178,12 +179,15 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 // notReady says why a /ready probe's linearizable Status failed with err:
-// when the probe's time ran out, what this node's own state says (no
-// leader known, or the leader it knows did not confirm in time) rather
-// than "context deadline exceeded".
+// when the probe's time ran out or no leader was found, what this node's
+// own state says (no leader known, removed from the cluster, or the leader
+// it knows did not confirm in time) rather than "context deadline
+// exceeded".
 func (h *Handler) notReady(ctx context.Context, err error) string {
 	msg := status.Convert(err).Message()
-	if c := status.Code(err); c != codes.DeadlineExceeded && c != codes.Canceled {
+	c := status.Code(err)
+	noLeader := c == codes.Unavailable && rpc.Reason(err) == rpc.ReasonNoLeader
+	if c != codes.DeadlineExceeded && c != codes.Canceled && !noLeader {
 		return msg
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReadyTimeout)
@@ -192,6 +196,8 @@ func (h *Handler) notReady(ctx context.Context, err error) string {
 	switch {
 	case serr != nil:
 		return msg
+	case st.State == "removed":
+		return "this node was removed from the cluster; restart it with --join to rejoin"
 	case st.LeaderId == "":
 		return "no leader known"
 	default:

@@ -104,6 +104,10 @@ func toStatus(err error) error {
 		return withReason(codes.Unavailable, err.Error(), ReasonNoLeader)
 	case errors.Is(err, store.ErrRequestReused):
 		return withReason(codes.InvalidArgument, err.Error(), ReasonRequestReused)
+	case errors.Is(err, cluster.ErrRemoved):
+		// Still NO_LEADER (nothing applied; another node can take it),
+		// saying that only this node is cut off.
+		return withReason(codes.Unavailable, cluster.ErrRemoved.Error(), ReasonNoLeader)
 	case errors.Is(err, cluster.ErrNoLeader):
 		return withReason(codes.Unavailable, "no leader: the cluster is electing one or has lost its quorum", ReasonNoLeader)
 	case errors.Is(err, cluster.ErrOutcomeUnknown):

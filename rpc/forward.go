@@ -169,7 +169,12 @@ func onLeader[T any](ctx context.Context, s *Server, kind callKind,
 	remote func(ctx context.Context, cc *grpc.ClientConn) (T, error),
 ) (T, error) {
 	var zero T
-	hold, cancel := context.WithTimeout(ctx, s.opts.HoldTimeout)
+	// The hold ends a little before the caller's deadline (answerBefore),
+	// so the caller reads why the call could not be made (no leader, say)
+	// rather than its own deadline error.
+	early, cancelEarly := answerBefore(ctx)
+	defer cancelEarly()
+	hold, cancel := context.WithTimeout(early, s.opts.HoldTimeout)
 	defer cancel()
 	forwarded := isForwarded(ctx)
 	backoff := 10 * time.Millisecond
@@ -186,7 +191,7 @@ func onLeader[T any](ctx context.Context, s *Server, kind callKind,
 			// We were chosen as the leader but are not: let the origin retry.
 			return zero, cluster.ErrNotLeader
 		} else if id, addr := s.node.Leader(); id == "" || addr == "" {
-			err = cluster.ErrNoLeader
+			err = s.noLeader()
 		} else {
 			out, err = relay(hold, s, id, addr, remote)
 		}
@@ -228,12 +233,22 @@ func onLeader[T any](ctx context.Context, s *Server, kind callKind,
 		case maybeApplied && ctx.Err() != nil:
 			return zero, fmt.Errorf("%w: %w", cluster.ErrOutcomeUnknown, ctx.Err())
 		case maybeApplied:
-			return zero, fmt.Errorf("%w: no answer within the hold timeout %s; last error: %v", cluster.ErrOutcomeUnknown, s.opts.HoldTimeout, last)
+			return zero, fmt.Errorf("%w: no answer before the caller's deadline or within the hold timeout %s; last error: %v", cluster.ErrOutcomeUnknown, s.opts.HoldTimeout, last)
 		case ctx.Err() != nil:
 			return zero, ctx.Err()
 		}
 		return zero, last
 	}
+}
+
+// noLeader is why this node knows no leader: it was removed from the
+// cluster (so only it is cut off), or there is none (an election, or the
+// cluster lost its quorum).
+func (s *Server) noLeader() error {
+	if s.node.Removed() {
+		return cluster.ErrRemoved
+	}
+	return cluster.ErrNoLeader
 }
 
 // relay makes one attempt of a call on the leader id at addr, with a

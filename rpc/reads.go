@@ -47,13 +47,26 @@ func (s *Server) readBarrier(ctx context.Context, opts *rosterv1.ReadOptions) er
 // readIndex returns the index a linearizable read must wait for: the
 // leader's, confirmed with a quorum. Concurrent reads share one round.
 func (s *Server) readIndex(ctx context.Context) (uint64, error) {
-	if s.node.IsLeader() {
-		return s.node.ReadIndex(ctx)
-	}
-	if isForwarded(ctx) {
+	var (
+		idx uint64
+		err error
+	)
+	switch {
+	case s.node.IsLeader():
+		idx, err = s.node.ReadIndex(ctx)
+	case isForwarded(ctx):
 		return 0, cluster.ErrNotLeader
+	default:
+		idx, err = s.remoteReadIndex.Do(ctx)
 	}
-	return s.remoteReadIndex.Do(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The round outlives this read: say what kept it, when that is
+		// that no leader is known (quorum lost, or an election).
+		if id, _ := s.node.Leader(); id == "" {
+			return 0, fmt.Errorf("%w (no read index before the deadline)", s.noLeader())
+		}
+	}
+	return idx, err
 }
 
 // ReadIndexRounds returns how many read-index round trips this node has made

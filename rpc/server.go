@@ -268,7 +268,9 @@ func (s *Server) relayAnnounce(ctx context.Context, self store.Member) error {
 
 func (s *Server) withReadTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+		// End a little early, so the caller reads why the read could not
+		// be served (no leader, or how far this node has applied).
+		return answerBefore(ctx)
 	}
 	return context.WithTimeout(ctx, s.opts.ReadTimeout)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -171,18 +172,27 @@ func run(parent context.Context, f *flags) error {
 		}()
 	}
 
-	cause := waitForStop(ctx, logger, serveErr, joinErr)
+	cause := waitForStop(ctx, logger, serveErr, joinErr, node)
 	if err := shutdown(logger, f.shutdownTimeout, node, srv, g, front); err != nil {
 		return err
 	}
 	return cause
 }
 
-// waitForStop waits for a signal (ctx), a listener that stops serving, or
-// a join the cluster refused for good (joinErr), and returns what the
-// process must exit with after its shutdown: nil for a signal, the error
-// otherwise, so that a supervisor restarting on failure sees one.
-func waitForStop(ctx context.Context, logger hclog.Logger, serveErr, joinErr <-chan error) error {
+// raftWatch is what waitForStop watches of the node: Raft shutting down on
+// its own, and why.
+type raftWatch interface {
+	RaftStopped() <-chan struct{}
+	RaftStopReason() error
+}
+
+// waitForStop waits for a signal (ctx), a listener that stops serving, a
+// join the cluster refused for good (joinErr), or Raft shutting down on its
+// own (a leader that removed itself from the cluster does). It returns nil
+// after a signal and an error otherwise, so rosterd exits non-zero and a
+// supervisor restarts it: a node whose Raft has stopped can serve nothing,
+// and restarted with --join it rejoins.
+func waitForStop(ctx context.Context, logger hclog.Logger, serveErr, joinErr <-chan error, node raftWatch) error {
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
@@ -193,6 +203,14 @@ func waitForStop(ctx context.Context, logger hclog.Logger, serveErr, joinErr <-c
 	case err := <-joinErr:
 		logger.Error("the cluster will not add this node; shutting down", "error", err)
 		return err
+	case <-node.RaftStopped():
+		err := node.RaftStopReason()
+		if errors.Is(err, cluster.ErrRemoved) {
+			logger.Error("this node was removed from the cluster; shutting down. Restart it with --join to rejoin")
+		} else {
+			logger.Error("raft stopped; shutting down", "reason", err)
+		}
+		return fmt.Errorf("raft stopped: %w", err)
 	}
 }
 

@@ -96,12 +96,12 @@ func TestAListenerThatStopsIsAFailure(t *testing.T) {
 	logger := hclog.NewNullLogger()
 	serveErr := make(chan error, 1)
 	serveErr <- errors.New("accept tcp 127.0.0.1:7420: use of closed network connection")
-	if err := waitForStop(context.Background(), logger, serveErr, nil); err == nil || !strings.Contains(err.Error(), "a listener stopped") {
+	if err := waitForStop(context.Background(), logger, serveErr, nil, raftRunning{}); err == nil || !strings.Contains(err.Error(), "a listener stopped") {
 		t.Fatalf("a listener that stopped: %v; want its error", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := waitForStop(ctx, logger, make(chan error), nil); err != nil {
+	if err := waitForStop(ctx, logger, make(chan error), nil, raftRunning{}); err != nil {
 		t.Fatalf("a signal: %v; want nil", err)
 	}
 }
@@ -234,8 +234,42 @@ func TestJoinLoopHintsAtTLS(t *testing.T) {
 func TestWaitForStopEndsOnARefusedJoin(t *testing.T) {
 	joinErr := make(chan error, 1)
 	joinErr <- errors.New("127.0.0.1:7420 refused to add node \"n9\" (permission denied): no")
-	err := waitForStop(context.Background(), hclog.NewNullLogger(), make(chan error), joinErr)
+	err := waitForStop(context.Background(), hclog.NewNullLogger(), make(chan error), joinErr, raftRunning{})
 	if err == nil || !strings.Contains(err.Error(), "refused to add node") {
 		t.Fatalf("waitForStop = %v; want the join's error", err)
+	}
+}
+
+// raftRunning is a raftWatch whose Raft never stops.
+type raftRunning struct{}
+
+func (raftRunning) RaftStopped() <-chan struct{} { return nil }
+func (raftRunning) RaftStopReason() error        { return nil }
+
+// TestARemovedLeaderStopsWithAFailure: a leader removed from the cluster
+// shuts its Raft down on its own; rosterd notices, says the node was
+// removed, and exits with an error (not 0, as after a signal), so a
+// supervisor restarts it and --join adds it again. Its status says it was
+// removed, and a node that was not removed is not.
+func TestARemovedLeaderStopsWithAFailure(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	ctx := testcluster.Ctx(t)
+	leader := c.WaitLeader()
+	if _, err := leader.Cluster().RemoveNode(ctx, &rosterv1.RemoveNodeRequest{NodeId: leader.ID}); err != nil {
+		t.Fatal(err)
+	}
+	err := waitForStop(ctx, hclog.NewNullLogger(), make(chan error), nil, leader.Node)
+	t.Logf("waitForStop: %v", err)
+	if !errors.Is(err, cluster.ErrRemoved) || !strings.Contains(err.Error(), "restart it with --join") {
+		t.Fatalf("a removed leader: %v; want an error saying it was removed", err)
+	}
+	if !leader.Node.Removed() {
+		t.Fatal("the removed leader does not know it was removed")
+	}
+	for _, nd := range c.Nodes {
+		if nd != leader && nd.Node.Removed() {
+			t.Fatalf("%s says it was removed; it was not", nd.ID)
+		}
 	}
 }
