@@ -360,4 +360,36 @@ func addCompletion(root *cobra.Command) {
 			c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 		}
 	}
+	completeValues(root)
+}
+
+// completeValues tells the completion scripts the values of the flags and
+// arguments that take one of a few words.
+func completeValues(root *cobra.Command) {
+	words := func(ws ...string) cobra.CompletionFunc {
+		return func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			return ws, cobra.ShellCompDirectiveNoFileComp
+		}
+	}
+	_ = root.RegisterFlagCompletionFunc("output", words("table", "json"))
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.LocalFlags().Lookup("consistency") != nil {
+			_ = c.RegisterFlagCompletionFunc("consistency", words("linearizable", "stale"))
+		}
+		// The third argument of health and maint is one of a few words.
+		third := map[string][]string{"health": {"passing", "warning", "critical"}, "maint": {"on", "off"}}[c.Name()]
+		if third != nil && c.Parent() == root {
+			c.ValidArgsFunction = func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+				if len(args) == 2 {
+					return third, cobra.ShellCompDirectiveNoFileComp
+				}
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
 }

@@ -98,6 +98,26 @@ func TestCompletionScripts(t *testing.T) {
 	if code := run(context.Background(), []string{"__complete", "ge"}, &out, &errOut, badEnv); code != 0 || !strings.Contains(out.String(), "get") {
 		t.Errorf("__complete ge: exit %d, stdout %q, stderr %q; want the get command", code, out.String(), errOut.String())
 	}
+	// Values of the flags and arguments that take one of a few words.
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"get", "web", "--consistency", ""}, []string{"linearizable", "stale"}},
+		{[]string{"get", "web", "-o", ""}, []string{"table", "json"}},
+		{[]string{"health", "web", "w1", ""}, []string{"passing", "warning", "critical"}},
+		{[]string{"maint", "web", "w1", ""}, []string{"on", "off"}},
+	} {
+		var out, errOut syncBuffer
+		code := run(context.Background(), append([]string{"__complete"}, tc.args...), &out, &errOut, badEnv)
+		got := strings.Fields(out.String())
+		for _, w := range tc.want {
+			if code != 0 || !slices.Contains(got, w) {
+				t.Errorf("__complete %v: exit %d, %q; want %v offered", tc.args, code, out.String(), tc.want)
+				break
+			}
+		}
+	}
 	// The same environment stops any command that calls a server.
 	var stdout, stderr syncBuffer
 	if code := run(context.Background(), []string{"get", "web"}, &stdout, &stderr, badEnv); code != exitUsage {
