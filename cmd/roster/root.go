@@ -7,14 +7,13 @@ import (
 	"io"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/client"
 	"github.com/roster-registry/roster/internal/buildinfo"
+	"github.com/roster-registry/roster/internal/errtext"
 	"github.com/roster-registry/roster/internal/tlsconfig"
 )
 
@@ -301,30 +300,13 @@ func errorLine(err error) string {
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		st := se.GRPCStatus()
-		words, msg := codeWords(st.Code()), st.Message()
+		words, msg := errtext.CodeWords(st.Code()), st.Message()
 		if len(msg) >= len(words) && strings.EqualFold(msg[:len(words)], words) {
-			return oneLine(msg)
+			return errtext.OneLine(msg)
 		}
-		return oneLine(words + ": " + msg)
+		return errtext.OneLine(words + ": " + msg)
 	}
-	return oneLine(err.Error())
-}
-
-// codeWords spells a gRPC code in lowercase words: InvalidArgument is
-// "invalid argument".
-func codeWords(c codes.Code) string {
-	var b strings.Builder
-	for i, r := range c.String() {
-		if unicode.IsUpper(r) && i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteRune(unicode.ToLower(r))
-	}
-	return b.String()
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return errtext.OneLine(err.Error())
 }
 
 // isCompletion reports whether cmd is cobra's completion command, one of

@@ -8,10 +8,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
-	"unicode"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/roster-registry/roster/cluster"
 	"github.com/roster-registry/roster/internal/buildinfo"
+	"github.com/roster-registry/roster/internal/errtext"
 	"github.com/roster-registry/roster/internal/tlsconfig"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 	"github.com/roster-registry/roster/rpc"
@@ -315,7 +314,7 @@ func joinLoop(ctx context.Context, logger hclog.Logger, f *flags, node *cluster.
 			return nil
 		}
 		if st, ok := status.FromError(err); ok && permanentJoinRefusal(st.Code()) {
-			return fmt.Errorf("%s refused to add node %q (%s): %s", addr, req.NodeId, codeWords(st.Code()), oneLine(st.Message()))
+			return fmt.Errorf("%s refused to add node %q (%s): %s", addr, req.NodeId, errtext.CodeWords(st.Code()), errtext.OneLine(st.Message()))
 		}
 		if hint := tlsconfig.MismatchHint(err.Error(), f.tls.on()); hint != "" {
 			logger.Warn("join failed; retrying", "via", addr, "error", err, "hint", hint)
@@ -344,24 +343,6 @@ func permanentJoinRefusal(code codes.Code) bool {
 		return true
 	}
 	return false
-}
-
-// codeWords spells a gRPC code in lowercase words: InvalidArgument is
-// "invalid argument".
-func codeWords(c codes.Code) string {
-	var b strings.Builder
-	for i, r := range c.String() {
-		if unicode.IsUpper(r) && i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteRune(unicode.ToLower(r))
-	}
-	return b.String()
-}
-
-// oneLine folds a multi-line message into one line.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }
 
 // awaitLeader reports whether node knows a leader within d.

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/internal/errtext"
 	"github.com/roster-registry/roster/internal/testcluster"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
@@ -188,7 +189,7 @@ func TestJoinLoopStopsOnAPermanentRefusal(t *testing.T) {
 			if err == nil || ctx.Err() != nil {
 				t.Fatalf("joinLoop = %v (ctx %v); want an error before ctx ends", err, ctx.Err())
 			}
-			want := "refused to add node \"n9\" (" + codeWords(tt.code) + "): refused by the test"
+			want := "refused to add node \"n9\" (" + errtext.CodeWords(tt.code) + "): refused by the test"
 			if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") || fake.calls.Load() != 1 {
 				t.Fatalf("joinLoop = %q after %d calls; want one line with %q after one call", err, fake.calls.Load(), want)
 			}
