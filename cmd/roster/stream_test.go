@@ -28,11 +28,7 @@ func TestWatchJSON(t *testing.T) {
 	f.mu.Unlock()
 	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"--addr", f.addr, "watch", "payments", "-o", "json"}, &stdout, &stderr, func(string) string { return "" })
-	}()
+	done, stdout, stderr := runInBackground(ctx, "--addr", f.addr, "watch", "payments", "-o", "json")
 	waitFor(t, "four watch lines", func() bool { return len(stdout.lines()) >= 4 })
 	cancel()
 	if code := <-done; code != 0 {
@@ -72,12 +68,7 @@ func TestRegisterKeepAlive(t *testing.T) {
 	f := startFake(t)
 	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"--addr", f.addr, "register", "payments", "p1", "10.0.0.5:8080", "--ttl", "300ms", "--keepalive"},
-			&stdout, &stderr, func(string) string { return "" })
-	}()
+	done, stdout, stderr := runInBackground(ctx, "--addr", f.addr, "register", "payments", "p1", "10.0.0.5:8080", "--ttl", "300ms", "--keepalive")
 	waitFor(t, "renewals", func() bool { return len(f.calls("KeepAlive")) >= 2 })
 
 	// The server forgets the instance: the lease is lost, the CLI registers
@@ -117,12 +108,7 @@ func TestKeepAliveEndsWithNothingToDeregister(t *testing.T) {
 	for _, output := range []string{"table", "json"} {
 		f := startFake(t)
 		ctx, cancel := context.WithCancel(testContext(t))
-		var stdout, stderr syncBuffer
-		done := make(chan int, 1)
-		go func() {
-			done <- run(ctx, []string{"--addr", f.addr, "-o", output, "register", "payments", "p1", "10.0.0.5:8080", "--ttl", "300ms", "--keepalive"},
-				&stdout, &stderr, func(string) string { return "" })
-		}()
+		done, stdout, stderr := runInBackground(ctx, "--addr", f.addr, "-o", output, "register", "payments", "p1", "10.0.0.5:8080", "--ttl", "300ms", "--keepalive")
 		waitFor(t, "renewals", func() bool { return len(f.calls("KeepAlive")) >= 1 })
 		f.setFail("Deregister", status.Error(codes.NotFound, "instance not found"))
 		cancel()
@@ -138,4 +124,13 @@ func TestKeepAliveEndsWithNothingToDeregister(t *testing.T) {
 			t.Fatalf("%s: stdout lacks %q or claims a deregistration:\n%s", output, want, out)
 		}
 	}
+}
+
+// runInBackground runs the command line args under ctx in a goroutine;
+// done answers its exit code once it returns.
+func runInBackground(ctx context.Context, args ...string) (done <-chan int, stdout, stderr *syncBuffer) {
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	ch := make(chan int, 1)
+	go func() { ch <- run(ctx, args, stdout, stderr, func(string) string { return "" }) }()
+	return ch, stdout, stderr
 }

@@ -76,11 +76,7 @@ func TestWatchReportsReconnects(t *testing.T) {
 	f.mu.Unlock()
 	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"--addr", f.addr, "--timeout", "5s", "watch", "payments"}, &stdout, &stderr, func(string) string { return "" })
-	}()
+	done, stdout, stderr := runInBackground(ctx, "--addr", f.addr, "--timeout", "5s", "watch", "payments")
 	waitFor(t, "the reset", func() bool { return len(stdout.lines()) >= 1 })
 	tracker.breakAll()
 	waitFor(t, "the reconnect line", func() bool { return len(stderr.lines()) >= 1 })
@@ -108,11 +104,7 @@ func TestWatchFromRevisionAsksForBookmarks(t *testing.T) {
 	f.mu.Unlock()
 	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"--addr", f.addr, "--timeout", "2s", "watch", "payments", "--from-revision", "8"}, &stdout, &stderr, func(string) string { return "" })
-	}()
+	done, _, stderr := runInBackground(ctx, "--addr", f.addr, "--timeout", "2s", "watch", "payments", "--from-revision", "8")
 	waitFor(t, "the watch request", func() bool { return len(f.calls("Watch")) >= 1 })
 	cancel()
 	if code := <-done; code != 0 {
