@@ -173,16 +173,9 @@ func TestACLLeaderChecksRelayedWrites(t *testing.T) {
 
 // TestACLDenyAndFiltering: deny beats at equal specificity and the longest
 // prefix wins; ListServices shows only readable services; a Watch needs
-// read on its service, or on every service of its namespace.
+// read on its service, or on some service of its namespace.
 func TestACLDenyAndFiltering(t *testing.T) {
-	c := aclCluster(t, nil)
-	leader := c.WaitLeader()
-	mgmt := withToken(testcluster.Ctx(t), bootSecret)
-	for _, svc := range []string{"web", "api", "webhook"} {
-		if err := register(mgmt, leader, svc, "i1"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c, leader, _ := aclClusterOfWebAPIWebhook(t)
 	deny := createToken(t, leader, "service::write", "service:web:deny", "service:webhook:write")
 	eq := createToken(t, leader, "service:api:write", "service:api:deny")
 	webOnly := createToken(t, leader, "service:web:read")
@@ -289,14 +282,7 @@ func TestACLDenyAndFiltering(t *testing.T) {
 // what it may read, and so do the events after it; a token that may read
 // everything sees everything on the same stream kind.
 func TestACLNamespaceWatchLeavesOutUnreadableServices(t *testing.T) {
-	c := aclCluster(t, nil)
-	leader := c.WaitLeader()
-	mgmt := withToken(testcluster.Ctx(t), bootSecret)
-	for _, svc := range []string{"web", "api", "webhook"} {
-		if err := register(mgmt, leader, svc, "i1"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c, leader, mgmt := aclClusterOfWebAPIWebhook(t)
 	// web and webhook by prefix, less webhook's writes' reads: deny wins.
 	narrow := createToken(t, leader, "service:web:read", "service:webhook:deny")
 	all := createToken(t, leader, "service::read")
@@ -573,4 +559,20 @@ func TestACLTokensShowTheirCreateTime(t *testing.T) {
 			t.Fatalf("token %s answered with create time %d; committed %d", tok.AccessorId, tok.CreateTimeUnixNs, stored[tok.AccessorId])
 		}
 	}
+}
+
+// aclClusterOfWebAPIWebhook is an ACL cluster holding instance i1 of web,
+// api and webhook, with its leader and a context carrying the management
+// token.
+func aclClusterOfWebAPIWebhook(t *testing.T) (*testcluster.Cluster, *testcluster.Node, context.Context) {
+	t.Helper()
+	c := aclCluster(t, nil)
+	leader := c.WaitLeader()
+	mgmt := withToken(testcluster.Ctx(t), bootSecret)
+	for _, svc := range []string{"web", "api", "webhook"} {
+		if err := register(mgmt, leader, svc, "i1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c, leader, mgmt
 }
