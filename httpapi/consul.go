@@ -164,6 +164,10 @@ func namespace(r *http.Request) string {
 	return "default"
 }
 
+// readNamespace is the namespace of a read: Consul matches namespace names
+// ignoring case, and Roster's are lowercase DNS labels.
+func readNamespace(r *http.Request) string { return strings.ToLower(namespace(r)) }
+
 // queryOptions are the parameters Consul's reads share.
 type queryOptions struct {
 	read  *rosterv1.ReadOptions

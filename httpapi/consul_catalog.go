@@ -246,8 +246,10 @@ func (c *consulAPI) parseServiceQuery(r *http.Request, sels filterSelectors) (*s
 	// Consul matches service names ignoring case, and answers an empty
 	// list for a name it does not know; Roster's names are lowercase DNS
 	// labels, so a name that cannot be one is known to have no instances.
+	// Namespaces likewise.
 	svc := strings.ToLower(r.PathValue("service"))
-	sq := &serviceQuery{ns: namespace(r), service: svc, unknown: store.CheckService(svc) != nil, opts: opts, tags: q["tag"]}
+	ns := readNamespace(r)
+	sq := &serviceQuery{ns: ns, service: svc, unknown: store.CheckService(svc) != nil || store.CheckNamespace(ns) != nil, opts: opts, tags: q["tag"]}
 	if _, ok := q["passing"]; ok {
 		switch q.Get("passing") {
 		case "", "true", "1":
@@ -443,7 +445,7 @@ func (c *consulAPI) catalogServices(w http.ResponseWriter, r *http.Request) {
 		writeConsulError(w, badRequest("node-meta is not supported: Roster has no agent nodes"))
 		return
 	}
-	ns := namespace(r)
+	ns := readNamespace(r)
 	if opts.index > 0 {
 		if err := c.waitNamespace(r.Context(), ns, opts); err != nil {
 			writeConsulError(w, err)

@@ -70,7 +70,7 @@ func TestConsulCatalogWaitEndsWith200(t *testing.T) {
 }
 
 // TestConsulReadsIgnoreNameCase: as Consul's, health and catalog reads
-// match a service name ignoring case, and a name no service can have
+// match a service or namespace name ignoring case, and a name no service can have
 // (Roster's are lowercase DNS labels) is an empty list with an index, not
 // a 400. Registration keeps Roster's rule.
 func TestConsulReadsIgnoreNameCase(t *testing.T) {
@@ -87,6 +87,23 @@ func TestConsulReadsIgnoreNameCase(t *testing.T) {
 		if err != nil || len(cat) != 1 || cat[0].ServiceID != "w1" {
 			t.Fatalf("catalog/service/%s: %+v %v", name, cat, err)
 		}
+	}
+	// Namespace names too.
+	if err := cc.Agent().ServiceRegister(&consul.AgentServiceRegistration{Name: "api", ID: "a1", Namespace: "prod", Address: "10.0.0.2", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{"Prod", "PROD"} {
+		entries, _, err := cc.Health().Service("Api", "", false, &consul.QueryOptions{Namespace: ns})
+		if err != nil || len(entries) != 1 || entries[0].Service.ID != "a1" {
+			t.Fatalf("health/service/Api?ns=%s: %+v %v", ns, entries, err)
+		}
+		svcs, _, err := cc.Catalog().Services(&consul.QueryOptions{Namespace: ns})
+		if _, ok := svcs["api"]; err != nil || !ok {
+			t.Fatalf("catalog/services?ns=%s: %+v %v", ns, svcs, err)
+		}
+	}
+	if code, body := rawGet(t, url+"/v1/health/service/api?ns=my_ns"); code != 200 || strings.TrimSpace(body) != "[]" {
+		t.Fatalf("health/service/api?ns=my_ns: %d %q; want []", code, body)
 	}
 	for _, name := range []string{"my_service", "a..b", "-x", strings.Repeat("x", 64)} {
 		entries, meta, err := cc.Health().Service(name, "", true, nil)
