@@ -52,6 +52,12 @@ type Config struct {
 	// on, a name is answered only if this token may read its service; no
 	// token reads nothing, and every lookup is REFUSED.
 	Token string
+	// NSAddr is ns.DOMAIN's address when the server listens on a wildcard
+	// address (0.0.0.0, ::), which cannot say by which address a resolver
+	// reaches it: rosterd gives its advertised gRPC address's IP, as a
+	// Consul agent answers with its advertise address. Unused when the
+	// server listens on one IP; with neither, ns.DOMAIN has no address.
+	NSAddr netip.Addr
 }
 
 // Server serves DNS over UDP and TCP on one address.
@@ -69,8 +75,9 @@ type Server struct {
 // for both) and returns a server ready to Start. When HOST is one IP
 // address, the name server the zone's NS and SOA records name,
 // ns.DOMAIN, has it as its A or AAAA record; on a wildcard address it
-// has none (the server cannot tell which address a resolver reaches it
-// by), and a resolver must be pointed at the server's address.
+// has cfg.NSAddr, or none (the server cannot tell which address a
+// resolver reaches it by), and a resolver must be pointed at the server's
+// address.
 func Listen(addr string, cfg Config) (*Server, error) {
 	h, err := newHandler(cfg)
 	if err != nil {
@@ -82,6 +89,8 @@ func Listen(addr string, cfg Config) (*Server, error) {
 	}
 	if ap, err := netip.ParseAddrPort(lis.Addr().String()); err == nil && !ap.Addr().IsUnspecified() {
 		h.nsAddr = ap.Addr().Unmap().WithZone("")
+	} else if cfg.NSAddr.IsValid() && !cfg.NSAddr.IsUnspecified() {
+		h.nsAddr = cfg.NSAddr.Unmap().WithZone("")
 	}
 	return &Server{h: h, pc: pc, lis: lis}, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -468,5 +470,42 @@ func TestEmptyNonTerminalsAndNameServer(t *testing.T) {
 			t.Errorf("ns.roster. %s: rcode %s, %v; want 127.0.0.1, the address the server listens on",
 				dns.TypeToString[qtype], dns.RcodeToString[r.Rcode], got)
 		}
+	}
+}
+
+// TestNameServerOnAWildcardAddress: a server listening on every address
+// cannot tell by which one a resolver reaches it, so ns.DOMAIN has the
+// address it is given (rosterd's advertised gRPC IP), or none.
+func TestNameServerOnAWildcardAddress(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	nd := c.Nodes[0]
+	for _, tc := range []struct {
+		nsAddr netip.Addr
+		want   []string
+	}{
+		{netip.MustParseAddr("127.0.0.1"), []string{"127.0.0.1"}},
+		{netip.Addr{}, nil},
+	} {
+		s, err := dnsapi.Listen("0.0.0.0:0", dnsapi.Config{Conn: nd.Conn, NSAddr: tc.nsAddr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 2)
+		s.Start(errc)
+		_, port, _ := net.SplitHostPort(s.Addr())
+		addr := net.JoinHostPort("127.0.0.1", port)
+		r := ask(t, addr, "udp", "ns.roster.", dns.TypeA, 0)
+		if got := sortedA(r.Answer); r.Rcode != dns.RcodeSuccess || !slices.Equal(got, tc.want) {
+			t.Errorf("NSAddr %v: ns.roster. A: rcode %s, %v; want %v", tc.nsAddr, dns.RcodeToString[r.Rcode], got, tc.want)
+		}
+		r = ask(t, addr, "udp", "roster.", dns.TypeNS, 0)
+		if got := sortedA(r.Extra); !slices.Equal(got, tc.want) {
+			t.Errorf("NSAddr %v: apex NS additional %v; want %v", tc.nsAddr, got, tc.want)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("dns shutdown: %v", err)
+		}
+		cancel()
 	}
 }

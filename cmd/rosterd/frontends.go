@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,7 +30,7 @@ type frontEnds struct {
 // startFrontEnds starts the HTTP front end when --http-addr is set, and
 // the DNS server when --dns-addr is. A server that stops on its own
 // reports on serveErr.
-func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, draining <-chan struct{}, metrics prometheus.Gatherer, serveErr chan<- error) (*frontEnds, error) {
+func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, apiAddr string, draining <-chan struct{}, metrics prometheus.Gatherer, serveErr chan<- error) (*frontEnds, error) {
 	fe := &frontEnds{}
 	if f.httpAddr == "" && f.dnsAddr == "" {
 		return fe, nil
@@ -39,7 +40,7 @@ func startFrontEnds(f *flags, logger hclog.Logger, g *grpc.Server, draining <-ch
 		return nil, fmt.Errorf("in-process gRPC connection: %w", err)
 	}
 	fe.conn = conn
-	if err := fe.startDNS(f, logger, serveErr); err != nil {
+	if err := fe.startDNS(f, logger, apiAddr, serveErr); err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
@@ -123,13 +124,20 @@ func (fe *frontEnds) stopAtOnce(logger hclog.Logger) {
 	fe.stopDNS(ctx, logger)
 }
 
-// startDNS starts the DNS server when --dns-addr is set.
-func (fe *frontEnds) startDNS(f *flags, logger hclog.Logger, serveErr chan<- error) error {
+// startDNS starts the DNS server when --dns-addr is set. On a wildcard
+// address its name server, ns.DOMAIN, has the IP of apiAddr (the
+// advertised gRPC address) when that is an IP.
+func (fe *frontEnds) startDNS(f *flags, logger hclog.Logger, apiAddr string, serveErr chan<- error) error {
 	if f.dnsAddr == "" {
 		return nil
 	}
+	var nsAddr netip.Addr
+	if ap, err := netip.ParseAddrPort(apiAddr); err == nil {
+		nsAddr = ap.Addr()
+	}
 	s, err := dnsapi.Listen(f.dnsAddr, dnsapi.Config{
 		Conn: fe.conn, Domain: f.dnsDomain, TTL: f.dnsTTL, Logger: logger.Named("dns"), Token: f.acl.dnsToken,
+		NSAddr: nsAddr,
 	})
 	if err != nil {
 		return err

@@ -151,7 +151,7 @@ func run(parent context.Context, f *flags) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
 	var front *frontEnds
-	if front, err = startFrontEnds(f, logger, g, srv.Draining(), metrics, serveErr); err != nil {
+	if front, err = startFrontEnds(f, logger, g, cfg.APIAddr, srv.Draining(), metrics, serveErr); err != nil {
 		srv.Stop()
 		g.Stop()
 		_ = node.Shutdown()
