@@ -49,7 +49,8 @@ type discoveryOptions struct {
 	idle     time.Duration
 	idleSet  bool
 	logger   hclog.Logger
-	// clock is the real one unless a test sets it.
+	// clock is the real one unless a test sets it: the discovery cache's,
+	// the registrar's and the keepalive sessions' (clock.go).
 	clock clock
 }
 
@@ -269,10 +270,7 @@ func (d *discovery) init(c *Client) {
 	d.once.Do(func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		d.ctx = ctx
-		d.clock = c.opts.discovery.clock
-		if d.clock == nil {
-			d.clock = realClock{}
-		}
+		d.clock = c.clk()
 		d.idle = DefaultCacheIdleTimeout
 		if c.opts.discovery.idleSet {
 			d.idle = c.opts.discovery.idle

@@ -23,6 +23,20 @@ func newTestClient(t *testing.T, addrs ...string) *Client {
 	return c
 }
 
+// newFakeClockClient is newTestClient with its own timers on clk (see
+// clock.go) and no idle eviction, so that clk holds only the timers a test
+// is about.
+func newFakeClockClient(t *testing.T, clk *fakeClock, addrs ...string) *Client {
+	t.Helper()
+	c, err := New(context.Background(), addrs, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithCacheIdleTimeout(0), func(o *options) { o.discovery.clock = clk })
+	if err != nil {
+		t.Fatalf("new client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func testContext(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -397,13 +397,19 @@ func (r *Registration) leaseLost(cause error) {
 		r.mu.Unlock()
 	}()
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && r.c.sleep(r.ctx, min(100*time.Millisecond<<min(attempt-1, 5), 3*time.Second)) != nil {
+		if attempt > 0 && r.c.sleepOn(r.ctx, r.c.clk(), reregisterBackoff(attempt)) != nil {
 			return
 		}
 		if done := r.reregister(log); done {
 			return
 		}
 	}
+}
+
+// reregisterBackoff is the pause before attempt n (from 1) at registering
+// a lost instance again: 100 ms doubling to 3 s, on the client's clock.
+func reregisterBackoff(n int) time.Duration {
+	return min(100*time.Millisecond<<min(n-1, 5), 3*time.Second)
 }
 
 // reregister makes one attempt; it reports whether to stop trying. The
