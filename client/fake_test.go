@@ -146,6 +146,9 @@ type fakeServer struct {
 	// maxBatch, when set, makes KeepAlive refuse a larger batch as a
 	// whole, in its answer.
 	maxBatch int
+	// silentKeepAlive makes KeepAlive read renewals, counting them, and
+	// answer none (a node that has stalled).
+	silentKeepAlive bool
 	// holdRegister makes Register hang until its caller gives up (a
 	// leader that stalls), telling registerHeld of each call it holds.
 	holdRegister bool
@@ -347,6 +350,13 @@ func (f *fakeServer) KeepAlive(stream grpc.BidiStreamingServer[rosterv1.Heartbea
 	for {
 		select {
 		case req := <-reqs:
+			f.mu.Lock()
+			silent := f.silentKeepAlive
+			f.mu.Unlock()
+			if silent {
+				f.record("KeepAlive unanswered")
+				continue
+			}
 			if len(req.Instances) > 0 {
 				f.mu.Lock()
 				old, most := f.oldKeepAlive, f.maxBatch
