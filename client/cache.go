@@ -138,10 +138,18 @@ type CachedService struct {
 	// Held is true while an update that would leave no healthy instance is
 	// held back (see WithEmptyListGrace).
 	Held bool
+
+	// clock is the client's (clock.go); nil: the real one.
+	clock clock
 }
 
 // Age returns how long ago the cache last heard from the cluster.
-func (s CachedService) Age() time.Duration { return time.Since(s.SyncedAt) }
+func (s CachedService) Age() time.Duration {
+	if s.clock == nil {
+		return time.Since(s.SyncedAt)
+	}
+	return s.clock.Now().Sub(s.SyncedAt)
+}
 
 // Instances returns the instances of service from the discovery cache:
 // healthy ones unless IncludeUnhealthy is given. The first lookup of a
@@ -325,7 +333,7 @@ func (d *discovery) acquire(c *Client, namespace, service string) (*serviceCache
 	if o.graceSet {
 		e.grace = o.grace
 	}
-	e.waitUntil = time.Now().Add(persistedStartWait)
+	e.waitUntil = d.clock.Now().Add(persistedStartWait)
 	e.load()
 	d.services[k] = e
 	go e.run(ctx)
@@ -392,13 +400,14 @@ func (e *serviceCache) wait(ctx context.Context) error {
 	e.mu.Lock()
 	loaded := e.loaded
 	e.mu.Unlock()
-	var fallback <-chan time.Time
+	var fallback <-chan struct{}
 	if loaded {
 		// Only the first lookups wait; once waitUntil has passed, the
 		// persisted list is served at once.
-		t := time.NewTimer(time.Until(e.waitUntil))
-		defer t.Stop()
-		fallback = t.C
+		clk := e.c.discovery.clock
+		var stop func()
+		fallback, stop = after(clk, e.waitUntil.Sub(clk.Now()))
+		defer stop()
 	}
 	e.mu.Lock()
 	refused := e.refused
@@ -458,12 +467,12 @@ func (e *serviceCache) snapshot(all bool) CachedService {
 	s := CachedService{
 		Namespace: e.key.namespace, Service: e.key.service,
 		Instances: e.healthy, Revision: e.publishedRev, SyncedAt: e.syncedAt,
-		Held: !e.heldSince.IsZero(),
+		Held: !e.heldSince.IsZero(), clock: e.c.discovery.clock,
 	}
 	if all {
 		s.Instances = e.published
 	}
-	s.Stale = !e.isLive || time.Since(e.syncedAt) > staleAfter
+	s.Stale = !e.isLive || s.Age() > staleAfter
 	return s
 }
 
@@ -515,7 +524,7 @@ func (e *serviceCache) run(ctx context.Context) {
 func (e *serviceCache) apply(resp *rosterv1.WatchResponse) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.syncedAt = time.Now()
+	e.syncedAt = e.c.discovery.clock.Now()
 	if e.refusal != nil {
 		e.setRefusal(nil)
 	}
