@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -311,7 +312,7 @@ func (d *discovery) acquire(c *Client, namespace, service string) (*serviceCache
 	default:
 	}
 	if service == "" {
-		return nil, errors.New("service name is empty")
+		return nil, status.Error(codes.InvalidArgument, "service name is empty")
 	}
 	d.init(c)
 	k := serviceKey{namespace, service}

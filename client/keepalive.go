@@ -140,7 +140,7 @@ type leaseRef struct {
 // is ttl. The session runs until ctx ends or Close is called.
 func (c *Client) KeepAlive(ctx context.Context, ttl time.Duration, instances ...InstanceKey) (*Session, error) {
 	if ttl <= 0 {
-		return nil, fmt.Errorf("keepalive ttl %s: must be positive", ttl)
+		return nil, status.Errorf(codes.InvalidArgument, "keepalive ttl %s: must be positive", ttl)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Session{

@@ -190,7 +190,7 @@ func (e *alreadyRegisteredError) GRPCStatus() *status.Status {
 // sends one raw RegisterRequest.
 func (c *Client) RegisterInstance(ctx context.Context, inst *rosterv1.Instance, opts ...RegisterOption) (*Registration, error) {
 	if inst == nil {
-		return nil, errors.New("register: instance is nil")
+		return nil, status.Error(codes.InvalidArgument, "register: instance is nil")
 	}
 	select {
 	case <-c.closed:
@@ -355,6 +355,10 @@ func (r *Registration) settle(ctx context.Context, a *reregistration) {
 // mayBeApplied reports whether a write that returned err may still be
 // applied by the cluster: it was cut short, or its outcome is unknown.
 func mayBeApplied(err error) bool {
+	if errors.Is(err, ErrClosed) {
+		// Sent nothing, or nothing that was applied (see ErrClosed).
+		return false
+	}
 	switch status.Code(err) {
 	case codes.OK:
 		return false
