@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -49,7 +50,8 @@ type discoveryOptions struct {
 	idle     time.Duration
 	idleSet  bool
 	logger   hclog.Logger
-	// clock is the real one unless a test sets it.
+	// clock is the real one unless a test sets it: the discovery cache's,
+	// the registrar's and the keepalive sessions' (clock.go).
 	clock clock
 }
 
@@ -137,10 +139,18 @@ type CachedService struct {
 	// Held is true while an update that would leave no healthy instance is
 	// held back (see WithEmptyListGrace).
 	Held bool
+
+	// clock is the client's (clock.go); nil: the real one.
+	clock clock
 }
 
 // Age returns how long ago the cache last heard from the cluster.
-func (s CachedService) Age() time.Duration { return time.Since(s.SyncedAt) }
+func (s CachedService) Age() time.Duration {
+	if s.clock == nil {
+		return time.Since(s.SyncedAt)
+	}
+	return s.clock.Now().Sub(s.SyncedAt)
+}
 
 // Instances returns the instances of service from the discovery cache:
 // healthy ones unless IncludeUnhealthy is given. The first lookup of a
@@ -269,10 +279,7 @@ func (d *discovery) init(c *Client) {
 	d.once.Do(func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		d.ctx = ctx
-		d.clock = c.opts.discovery.clock
-		if d.clock == nil {
-			d.clock = realClock{}
-		}
+		d.clock = c.clk()
 		d.idle = DefaultCacheIdleTimeout
 		if c.opts.discovery.idleSet {
 			d.idle = c.opts.discovery.idle
@@ -305,7 +312,7 @@ func (d *discovery) acquire(c *Client, namespace, service string) (*serviceCache
 	default:
 	}
 	if service == "" {
-		return nil, errors.New("service name is empty")
+		return nil, status.Error(codes.InvalidArgument, "service name is empty")
 	}
 	d.init(c)
 	k := serviceKey{namespace, service}
@@ -327,7 +334,7 @@ func (d *discovery) acquire(c *Client, namespace, service string) (*serviceCache
 	if o.graceSet {
 		e.grace = o.grace
 	}
-	e.waitUntil = time.Now().Add(persistedStartWait)
+	e.waitUntil = d.clock.Now().Add(persistedStartWait)
 	e.load()
 	d.services[k] = e
 	go e.run(ctx)
@@ -394,13 +401,14 @@ func (e *serviceCache) wait(ctx context.Context) error {
 	e.mu.Lock()
 	loaded := e.loaded
 	e.mu.Unlock()
-	var fallback <-chan time.Time
+	var fallback <-chan struct{}
 	if loaded {
 		// Only the first lookups wait; once waitUntil has passed, the
 		// persisted list is served at once.
-		t := time.NewTimer(time.Until(e.waitUntil))
-		defer t.Stop()
-		fallback = t.C
+		clk := e.c.discovery.clock
+		var stop func()
+		fallback, stop = after(clk, e.waitUntil.Sub(clk.Now()))
+		defer stop()
 	}
 	e.mu.Lock()
 	refused := e.refused
@@ -460,12 +468,12 @@ func (e *serviceCache) snapshot(all bool) CachedService {
 	s := CachedService{
 		Namespace: e.key.namespace, Service: e.key.service,
 		Instances: e.healthy, Revision: e.publishedRev, SyncedAt: e.syncedAt,
-		Held: !e.heldSince.IsZero(),
+		Held: !e.heldSince.IsZero(), clock: e.c.discovery.clock,
 	}
 	if all {
 		s.Instances = e.published
 	}
-	s.Stale = !e.isLive || time.Since(e.syncedAt) > staleAfter
+	s.Stale = !e.isLive || s.Age() > staleAfter
 	return s
 }
 
@@ -517,7 +525,7 @@ func (e *serviceCache) run(ctx context.Context) {
 func (e *serviceCache) apply(resp *rosterv1.WatchResponse) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.syncedAt = time.Now()
+	e.syncedAt = e.c.discovery.clock.Now()
 	if e.refusal != nil {
 		e.setRefusal(nil)
 	}

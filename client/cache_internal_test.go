@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
@@ -300,4 +301,87 @@ func (fx *graceFixture) ids() []string {
 		out = append(out, inst.GetId())
 	}
 	return out
+}
+
+// TestCacheStaleAndAgeOnTheClock: a list's age, and whether it is stale
+// (silent for more than staleAfter), are measured on the client's clock,
+// from the last message of the service's watch.
+func TestCacheStaleAndAgeOnTheClock(t *testing.T) {
+	fx := newGraceFixture(t, time.Minute)
+	check := func(when string, age time.Duration, stale bool) {
+		t.Helper()
+		s, err := fx.c.CachedService(testContext(t), "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []CachedService{s, fx.sub.Service()} {
+			if s.Age() != age || s.Stale != stale {
+				t.Fatalf("%s: age %s, stale %v; want %s, %v", when, s.Age(), s.Stale, age, stale)
+			}
+		}
+	}
+	check("at the first list", 0, false)
+	fx.clk.Advance(staleAfter)
+	check("silent for staleAfter", staleAfter, false)
+	fx.clk.Advance(time.Millisecond)
+	check("silent past staleAfter", staleAfter+time.Millisecond, true)
+	fx.st.appendEvent(rosterv1.Event_TYPE_PUT, healthyWeb("w2"))
+	waitFor(t, "the second instance", func() bool { return slices.Equal(fx.ids(), []string{"w1", "w2"}) })
+	check("at a new message", 0, false)
+}
+
+// TestCachePersistedListWaitsOnTheClock: the first lookup of a service
+// with a list in the cache dir, while no node answers, waits
+// persistedStartWait on the client's clock for the cluster, and then
+// serves the persisted list, stale.
+func TestCachePersistedListWaitsOnTheClock(t *testing.T) {
+	dir := t.TempDir()
+	b, err := protojson.Marshal(&rosterv1.GetServiceResponse{Instances: []*rosterv1.Instance{healthyWeb("w1")}, ServiceRevision: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, DefaultNamespace, "web.json"), b); err != nil {
+		t.Fatal(err)
+	}
+	clk := newFakeClock()
+	c, err := New(context.Background(), []string{deadAddr(t)}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithCacheDir(dir), WithCacheIdleTimeout(0), func(o *options) { o.discovery.clock = clk })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	type result struct {
+		s   CachedService
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := c.CachedService(testContext(t), "web")
+		done <- result{s, err}
+	}()
+	due := clk.Now().Add(persistedStartWait)
+	waitFor(t, "the lookup waiting on the clock", func() bool {
+		select {
+		case r := <-done:
+			t.Fatalf("lookup answered (%v) while the clock stood still", r.err)
+		default:
+		}
+		return slices.Contains(clk.pending(), due)
+	})
+	clk.Advance(persistedStartWait - time.Millisecond)
+	select {
+	case r := <-done:
+		t.Fatalf("lookup answered (%v) %s into a wait of %s", r.err, persistedStartWait-time.Millisecond, persistedStartWait)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	var r result
+	select {
+	case r = <-done:
+	case <-testContext(t).Done():
+		t.Fatal("lookup still waiting once the clock has passed the wait")
+	}
+	if r.err != nil || r.s.Revision != 5 || len(r.s.Instances) != 1 || !r.s.Stale {
+		t.Fatalf("lookup: revision %d, %d instances, stale %v, %v; want the persisted list at 5, stale", r.s.Revision, len(r.s.Instances), r.s.Stale, r.err)
+	}
 }

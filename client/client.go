@@ -36,8 +36,14 @@ const MaxResponseBytes = 256 << 20
 // ErrNoAddresses is returned by New when it is given no address.
 var ErrNoAddresses = errors.New("no server addresses")
 
-// ErrClosed is returned by calls made after Close.
-var ErrClosed = errors.New("client closed")
+// ErrClosed is returned by calls made after Close, and by lookups,
+// subscriptions, registrations and watches that Close ends. It is a gRPC
+// status with codes.Canceled, the code grpc-go gives a call on a closed
+// connection; check for it with errors.Is. A call cut short in flight by
+// Close fails with grpc-go's own codes.Canceled instead, which may have
+// reached the server; ErrClosed means that nothing was sent, or that what
+// was sent was not applied.
+var ErrClosed = status.Error(codes.Canceled, "client closed")
 
 // Option configures a Client.
 type Option func(*options)

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,20 @@ import (
 func newTestClient(t *testing.T, addrs ...string) *Client {
 	t.Helper()
 	c, err := New(context.Background(), addrs, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond))
+	if err != nil {
+		t.Fatalf("new client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// newFakeClockClient is newTestClient with its own timers on clk (see
+// clock.go) and no idle eviction, so that clk holds only the timers a test
+// is about.
+func newFakeClockClient(t *testing.T, clk *fakeClock, addrs ...string) *Client {
+	t.Helper()
+	c, err := New(context.Background(), addrs, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithCacheIdleTimeout(0), func(o *options) { o.discovery.clock = clk })
 	if err != nil {
 		t.Fatalf("new client: %v", err)
 	}
@@ -190,12 +205,70 @@ func TestCallRespectsContext(t *testing.T) {
 	}
 }
 
+// TestClosedClient: what a closed client is asked fails with ErrClosed, a
+// gRPC status with codes.Canceled, as grpc-go answers a call on a closed
+// connection; errors.Is finds it. Nothing is sent, so a write that met it
+// cannot have been applied.
 func TestClosedClient(t *testing.T) {
 	f := startFake(t, newFakeState())
+	f.state.appendRevisions(1, 1)
 	c := newTestClient(t, f.addr)
+	ctx := testContext(t)
 	c.Close()
-	if _, err := c.GetService(testContext(t), &rosterv1.GetServiceRequest{Service: "web"}); err != ErrClosed {
-		t.Fatalf("GetService after Close = %v, want ErrClosed", err)
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrClosed) || status.Code(err) != codes.Canceled {
+			t.Errorf("%s after Close = %v (code %v), want ErrClosed with code Canceled", what, err, status.Code(err))
+		}
+	}
+	_, err := c.GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"})
+	check("GetService", err)
+	_, err = c.Register(ctx, &rosterv1.RegisterRequest{Instance: healthyWeb("w1")})
+	check("Register", err)
+	_, err = c.Instances(ctx, "web")
+	check("Instances", err)
+	_, err = c.Subscribe("web")
+	check("Subscribe", err)
+	_, err = c.RegisterInstance(ctx, healthyWeb("w1"))
+	check("RegisterInstance", err)
+	for _, err := range c.Watch(ctx, &rosterv1.WatchRequest{Service: "web"}) {
+		check("Watch", err)
+		break
+	}
+	if got := f.count("Register") + f.count("GetService") + f.count("Watch"); got != 0 {
+		t.Errorf("the closed client sent %d calls, want none", got)
+	}
+	if mayBeApplied(ErrClosed) {
+		t.Error("a write that met ErrClosed is taken for one that may have been applied")
+	}
+	if errors.Is(status.Error(codes.Canceled, "grpc: the client connection is closing"), ErrClosed) {
+		t.Error("a call cut short in flight (grpc-go's Canceled) is taken for ErrClosed, which sent nothing")
+	}
+}
+
+// TestInvalidArgumentsAreStatuses: an empty service name, a nil instance
+// and a TTL that is not positive fail at once with InvalidArgument.
+func TestInvalidArgumentsAreStatuses(t *testing.T) {
+	c := newTestClient(t, deadAddr(t))
+	ctx := testContext(t)
+	_, errInstances := c.Instances(ctx, "")
+	_, errCached := c.CachedService(ctx, "", InNamespace("prod"))
+	_, errSubscribe := c.Subscribe("")
+	_, errRegister := c.RegisterInstance(ctx, nil)
+	_, errKeepAlive := c.KeepAlive(ctx, 0)
+	for what, err := range map[string]error{
+		"Instances of an empty name":     errInstances,
+		"CachedService of an empty name": errCached,
+		"Subscribe to an empty name":     errSubscribe,
+		"RegisterInstance of nil":        errRegister,
+		"KeepAlive with a zero TTL":      errKeepAlive,
+	} {
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s = %v (code %v), want InvalidArgument", what, err, status.Code(err))
+		}
+	}
+	if msg := status.Convert(errInstances).Message(); msg != "service name is empty" {
+		t.Errorf("empty name message %q, want %q", msg, "service name is empty")
 	}
 }
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"maps"
 	"net"
 	"sync"
 	"testing"
@@ -146,6 +147,15 @@ type fakeServer struct {
 	// maxBatch, when set, makes KeepAlive refuse a larger batch as a
 	// whole, in its answer.
 	maxBatch int
+	// silentKeepAlive makes KeepAlive read renewals, counting them, and
+	// answer none (a node that has stalled).
+	silentKeepAlive bool
+	// watchMany makes the server serve WatchMany (from the state's
+	// history, as Watch); without it WatchMany is Unimplemented, as on a
+	// server from before it. watchCancels counts the cancels received,
+	// by watch id.
+	watchMany    bool
+	watchCancels map[uint64]int
 	// holdRegister makes Register hang until its caller gives up (a
 	// leader that stalls), telling registerHeld of each call it holds.
 	holdRegister bool
@@ -165,6 +175,8 @@ func startFake(t *testing.T, state *fakeState) *fakeServer {
 		calls: make(map[string]int),
 		fail:  make(map[string]error),
 		cut:   make(chan error),
+
+		watchCancels: map[uint64]int{},
 
 		registerHeld: make(chan struct{}, 1),
 	}
@@ -327,6 +339,86 @@ func (f *fakeServer) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreami
 	}
 }
 
+// cancels returns how many cancels the server has received, by watch id.
+func (f *fakeServer) cancels() map[uint64]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.watchCancels)
+}
+
+// WatchMany serves each watch created from the state's history, as Watch
+// does, and ends one with CANCELLED when the client cancels it.
+func (f *fakeServer) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchManyRequest, rosterv1.WatchManyResponse]) error {
+	f.mu.Lock()
+	on := f.watchMany
+	f.mu.Unlock()
+	if !on {
+		return status.Error(codes.Unimplemented, "method WatchMany not implemented")
+	}
+	f.record("WatchMany")
+	var sendMu sync.Mutex
+	send := func(m *rosterv1.WatchManyResponse) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	type served struct {
+		stop context.CancelFunc
+		done chan struct{}
+	}
+	watches := map[uint64]served{}
+	defer func() {
+		for _, w := range watches {
+			w.stop()
+			<-w.done
+		}
+	}()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return nil
+		}
+		switch a := req.GetAction().(type) {
+		case *rosterv1.WatchManyRequest_Create:
+			id, from := a.Create.GetWatchId(), a.Create.GetRequest().GetStartRevision()
+			ctx, stop := context.WithCancel(stream.Context())
+			w := served{stop: stop, done: make(chan struct{})}
+			watches[id] = w
+			go func() {
+				defer close(w.done)
+				for {
+					batch, changed := f.state.after(from)
+					for _, resp := range batch {
+						if ctx.Err() != nil || send(&rosterv1.WatchManyResponse{WatchIds: []uint64{id}, Response: resp}) != nil {
+							return
+						}
+						from = resp.GetRevision()
+					}
+					select {
+					case <-changed:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}()
+		case *rosterv1.WatchManyRequest_Cancel:
+			id := a.Cancel.GetWatchId()
+			f.mu.Lock()
+			f.watchCancels[id]++
+			f.mu.Unlock()
+			if w, ok := watches[id]; ok {
+				delete(watches, id)
+				w.stop()
+				<-w.done
+				ended := status.New(codes.Canceled, "watch cancelled").Proto()
+				if err := send(&rosterv1.WatchManyResponse{WatchIds: []uint64{id}, Ended: ended}); err != nil {
+					return nil
+				}
+			}
+		}
+	}
+}
+
 func (f *fakeServer) KeepAlive(stream grpc.BidiStreamingServer[rosterv1.HeartbeatRequest, rosterv1.HeartbeatResponse]) error {
 	reqs := make(chan *rosterv1.HeartbeatRequest)
 	recvErr := make(chan error, 1)
@@ -347,6 +439,13 @@ func (f *fakeServer) KeepAlive(stream grpc.BidiStreamingServer[rosterv1.Heartbea
 	for {
 		select {
 		case req := <-reqs:
+			f.mu.Lock()
+			silent := f.silentKeepAlive
+			f.mu.Unlock()
+			if silent {
+				f.record("KeepAlive unanswered")
+				continue
+			}
 			if len(req.Instances) > 0 {
 				f.mu.Lock()
 				old, most := f.oldKeepAlive, f.maxBatch

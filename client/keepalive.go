@@ -140,7 +140,7 @@ type leaseRef struct {
 // is ttl. The session runs until ctx ends or Close is called.
 func (c *Client) KeepAlive(ctx context.Context, ttl time.Duration, instances ...InstanceKey) (*Session, error) {
 	if ttl <= 0 {
-		return nil, fmt.Errorf("keepalive ttl %s: must be positive", ttl)
+		return nil, status.Errorf(codes.InvalidArgument, "keepalive ttl %s: must be positive", ttl)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Session{
@@ -329,7 +329,9 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 	// instance by instance; refused: one was refused as a whole as
 	// invalid. The receiver owns the last two until it has exited.
 	var sentBatch, batchAnswered, refused bool
-	waitingSince := time.Now()
+	// The renewals and the stall check run on the client's clock.
+	clk := s.client.clk()
+	waitingSince := clk.Now()
 	recvErr := make(chan error, 1)
 	go func() {
 		first := true
@@ -346,7 +348,7 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 				inflight[0] = nil
 				inflight = inflight[1:]
 			}
-			waitingSince = time.Now()
+			waitingSince = clk.Now()
 			answered = true
 			mu.Unlock()
 			if first {
@@ -419,7 +421,7 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 		}
 		mu.Lock()
 		if len(inflight) == 0 {
-			waitingSince = time.Now()
+			waitingSince = clk.Now()
 		}
 		inflight = append(inflight, groups...)
 		sentBatch = sentBatch || batched
@@ -432,13 +434,13 @@ func (s *Session) stream(ctx context.Context, i int) (answered bool, err error) 
 		}
 	}
 	renew()
-	ticker := time.NewTicker(s.interval)
+	ticker := newClockTicker(clk, s.interval)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ticker.C:
 			mu.Lock()
-			stalled := len(inflight) > 0 && time.Since(waitingSince) > s.ttl
+			stalled := len(inflight) > 0 && clk.Now().Sub(waitingSince) > s.ttl
 			mu.Unlock()
 			if stalled {
 				return finish(status.Errorf(codes.DeadlineExceeded, "no keepalive answer from %s within %s", s.client.addrs[i], s.ttl))

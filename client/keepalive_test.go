@@ -1,6 +1,9 @@
 package client
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,5 +168,79 @@ func TestKeepAliveNeedsTTL(t *testing.T) {
 	c := newTestClient(t, "127.0.0.1:1")
 	if _, err := c.KeepAlive(testContext(t), 0); err == nil {
 		t.Fatal("KeepAlive with zero ttl succeeded")
+	}
+}
+
+// clockSession starts a session renewing one instance of f's state with a
+// 30 ms TTL (a renewal every 10 ms) on a client whose timers run on clk,
+// closed when the test ends.
+func clockSession(t *testing.T, f *fakeServer, clk *fakeClock) *Session {
+	t.Helper()
+	key := InstanceKey{Service: "web", ID: "w1"}
+	f.state.put(key)
+	s, err := newFakeClockClient(t, clk, f.addr).KeepAlive(testContext(t), 30*time.Millisecond, key)
+	if err != nil {
+		t.Fatalf("KeepAlive: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// advanceTick waits until the session's ticker is armed on clk for the
+// next renewal, with the server having seen want renewals (counted as
+// method) and no more, then moves clk by d.
+func advanceTick(t *testing.T, f *fakeServer, clk *fakeClock, method string, want int, d time.Duration) {
+	t.Helper()
+	due := clk.Now().Add(10 * time.Millisecond)
+	waitFor(t, fmt.Sprintf("renewal %d and the ticker armed for the next", want), func() bool {
+		if n := f.count(method); n > want {
+			t.Fatalf("%d renewals while the clock stood still, want %d", n, want)
+		}
+		return f.count(method) == want && slices.Contains(clk.pending(), due)
+	})
+	clk.Advance(d)
+}
+
+// TestKeepAliveRenewsOnTheClock: the session renews once every ttl/3 on
+// the client's clock, and not before.
+func TestKeepAliveRenewsOnTheClock(t *testing.T) {
+	f := startFake(t, newFakeState())
+	clk := newFakeClock()
+	s := clockSession(t, f, clk)
+	nextEvent(t, s, StreamConnected) // the first renewal, sent at once
+	for want := 1; want <= 3; want++ {
+		advanceTick(t, f, clk, "KeepAlive", want, 9*time.Millisecond)
+		if n := f.count("KeepAlive"); n != want {
+			t.Fatalf("renewal %d sent 9ms into an interval of 10ms", n)
+		}
+		clk.Advance(time.Millisecond)
+		waitFor(t, fmt.Sprintf("renewal %d once the interval has passed", want+1), func() bool { return f.count("KeepAlive") == want+1 })
+	}
+}
+
+// TestKeepAliveStallOnTheClock: a stream whose renewals go unanswered is
+// given up, with DeadlineExceeded, at the first tick after the TTL has
+// passed on the client's clock since it last heard from the server, and
+// not before.
+func TestKeepAliveStallOnTheClock(t *testing.T) {
+	f := startFake(t, newFakeState())
+	f.silentKeepAlive = true
+	clk := newFakeClock()
+	s := clockSession(t, f, clk)
+	// The first renewal at 0, then one a tick: 10, 20 and 30 ms, the TTL
+	// (not past it).
+	for want := 1; want <= 3; want++ {
+		advanceTick(t, f, clk, "KeepAlive unanswered", want, 10*time.Millisecond)
+	}
+	waitFor(t, "the renewal at the TTL", func() bool { return f.count("KeepAlive unanswered") == 4 })
+	select {
+	case ev := <-s.Events():
+		t.Fatalf("session reported %v (%v) at the TTL, before it was past", ev.Kind, ev.Err)
+	default:
+	}
+	clk.Advance(10 * time.Millisecond)
+	ev := nextEvent(t, s, StreamBroken)
+	if status.Code(ev.Err) != codes.DeadlineExceeded || !strings.Contains(ev.Err.Error(), "no keepalive answer") {
+		t.Fatalf("stream broken with %v, want DeadlineExceeded: no keepalive answer", ev.Err)
 	}
 }

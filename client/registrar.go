@@ -190,7 +190,7 @@ func (e *alreadyRegisteredError) GRPCStatus() *status.Status {
 // sends one raw RegisterRequest.
 func (c *Client) RegisterInstance(ctx context.Context, inst *rosterv1.Instance, opts ...RegisterOption) (*Registration, error) {
 	if inst == nil {
-		return nil, errors.New("register: instance is nil")
+		return nil, status.Error(codes.InvalidArgument, "register: instance is nil")
 	}
 	select {
 	case <-c.closed:
@@ -355,6 +355,10 @@ func (r *Registration) settle(ctx context.Context, a *reregistration) {
 // mayBeApplied reports whether a write that returned err may still be
 // applied by the cluster: it was cut short, or its outcome is unknown.
 func mayBeApplied(err error) bool {
+	if errors.Is(err, ErrClosed) {
+		// Sent nothing, or nothing that was applied (see ErrClosed).
+		return false
+	}
 	switch status.Code(err) {
 	case codes.OK:
 		return false
@@ -397,13 +401,19 @@ func (r *Registration) leaseLost(cause error) {
 		r.mu.Unlock()
 	}()
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && r.c.sleep(r.ctx, min(100*time.Millisecond<<min(attempt-1, 5), 3*time.Second)) != nil {
+		if attempt > 0 && r.c.sleepOn(r.ctx, r.c.clk(), reregisterBackoff(attempt)) != nil {
 			return
 		}
 		if done := r.reregister(log); done {
 			return
 		}
 	}
+}
+
+// reregisterBackoff is the pause before attempt n (from 1) at registering
+// a lost instance again: 100 ms doubling to 3 s, on the client's clock.
+func reregisterBackoff(n int) time.Duration {
+	return min(100*time.Millisecond<<min(n-1, 5), 3*time.Second)
 }
 
 // reregister makes one attempt; it reports whether to stop trying. The

@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -615,5 +617,69 @@ func closeQuietly(ctx context.Context, t *testing.T, r *Registration) {
 	}
 	if err := r.Close(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRegistrarBacksOffOnTheClock: a registration that fails to register a
+// lost instance again tries again once its backoff (100 ms, then 200 ms)
+// has passed on the client's clock, and not before.
+func TestRegistrarBacksOffOnTheClock(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	clk := newFakeClock()
+	c := newFakeClockClient(t, clk, f.addr)
+	ctx := testContext(t)
+	// A TTL this long renews only when the test asks (renewNow).
+	reg, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(ctx)
+	next := func(want RegistrationEventKind) {
+		t.Helper()
+		select {
+		case ev := <-reg.Events():
+			if ev.Kind != want {
+				t.Fatalf("registration reported %v (%v), want %v", ev.Kind, ev.Err, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %v event", want)
+		}
+	}
+	// Refused, not Unavailable: the call itself does not go on retrying.
+	f.setFail("Register", status.Error(codes.FailedPrecondition, "refused by the test"))
+	st.remove(reg.Key(), "")
+	reg.sess.renewNow()
+	next(RegistrationLeaseLost)
+	next(RegistrationRetry) // the first attempt goes at once
+
+	for round, backoff := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond} {
+		registers := f.count("Register")
+		due := clk.Now().Add(backoff)
+		waitFor(t, fmt.Sprintf("round %d: the pause armed on the clock", round), func() bool {
+			if n := f.count("Register"); n != registers {
+				t.Fatalf("round %d: registered again (%d calls, want %d) while the clock stood still", round, n, registers)
+			}
+			return slices.Contains(clk.pending(), due)
+		})
+		clk.Advance(backoff - time.Millisecond)
+		if n := f.count("Register"); n != registers {
+			t.Fatalf("round %d: registered again %s into a pause of %s", round, backoff-time.Millisecond, backoff)
+		}
+		if round == 1 {
+			f.setFail("Register", nil)
+		}
+		clk.Advance(time.Millisecond)
+		if round == 0 {
+			next(RegistrationRetry)
+		} else {
+			next(RegistrationRestored)
+		}
+	}
+	if !st.has(reg.Key()) {
+		t.Fatal("instance not registered again")
+	}
+	if n := f.count("Register"); n != 4 {
+		t.Fatalf("%d Register calls, want 4: the first and three attempts", n)
 	}
 }

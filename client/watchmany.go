@@ -72,7 +72,8 @@ type muxWatch struct {
 	ctx context.Context
 	ch  chan muxItem
 	// behind is closed by the stream's reader when ch was full: what
-	// follows is dropped, and Recv ends the watch once ch is drained.
+	// follows is dropped, the reader cancels the watch on the server,
+	// and Recv ends the watch once ch is drained.
 	behind   chan struct{}
 	isBehind bool // the reader's own flag
 }
@@ -247,8 +248,9 @@ func (w *muxWatch) Recv() (*rosterv1.WatchResponse, error) {
 	}
 }
 
-// end forgets the watch and asks the server to end it; the stream closes
-// when it carries no watch any more.
+// end forgets the watch and asks the server to end it, unless the stream's
+// reader has done so (the watch fell behind); the stream closes when it
+// carries no watch any more.
 func (w *muxWatch) end() {
 	s := w.s
 	// Under the mux's lock, so that no watch is added to a stream being
@@ -268,6 +270,9 @@ func (w *muxWatch) end() {
 	}
 	select {
 	case <-s.done:
+		return
+	case <-w.behind:
+		// The stream's reader has cancelled it when it fell behind.
 		return
 	default:
 	}
