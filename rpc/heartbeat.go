@@ -121,8 +121,8 @@ func (s *Server) KeepAlive(stream rosterv1.Registry_KeepAliveServer) error {
 	relay := &keepAliveRelay{s: s, ctx: ctx}
 	defer relay.close()
 	// Requests are read on their own goroutine so that draining, or the
-	// stream's token going, can end the stream while a Recv waits; gRPC interrupts that Recv when this
-	// handler returns.
+	// stream's token going, can end the stream while a Recv waits; gRPC
+	// interrupts that Recv when this handler returns.
 	received := make(chan error, 1)
 	go func() { received <- s.keepAliveRecv(ctx, stream, order, sent, relay) }()
 	select {
