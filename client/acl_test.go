@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/roster-registry/roster/acl"
@@ -67,5 +68,54 @@ func TestWithToken(t *testing.T) {
 			t.Fatalf("watch without a token: %v", err)
 		}
 		break
+	}
+}
+
+// TestWatchEndsWhenItsTokenIsDeleted: a Watch whose token is deleted
+// while it streams ends with the refusal once every endpoint has refused
+// it, rather than reopening refused streams for ever.
+func TestWatchEndsWhenItsTokenIsDeleted(t *testing.T) {
+	const boot = "sdk-boot-secret"
+	c := testcluster.New(t, 3, testcluster.Options{Server: func(o *rpc.Options) {
+		o.ACL = rpc.ACLOptions{Enabled: true, BootstrapSecret: boot}
+	}})
+	leader := c.WaitLeader()
+	c.Eventually("bootstrapped", 10*time.Second, func() bool {
+		return leader.Node.Store().View().TokenBySecret(acl.HashSecret(boot)) != nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	mgmt := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+boot)
+	tok, err := rosterv1.NewACLClient(leader.Conn).CreateToken(mgmt, &rosterv1.CreateTokenRequest{Rules: []string{"service:web:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, nd := range c.Nodes {
+		addrs = append(addrs, nd.Addr)
+	}
+	cl, err := client.New(ctx, addrs, client.WithToken(tok.Token.SecretId))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var last error
+	deleted := false
+	for resp, err := range cl.Watch(ctx, &rosterv1.WatchRequest{Service: "web"}) {
+		if err != nil {
+			last = err
+			continue // the range ends after an error
+		}
+		if resp.GetReset_() && !deleted {
+			// Another node may not have applied the deletion yet, and
+			// serve a reset of its own first.
+			deleted = true
+			if _, err := rosterv1.NewACLClient(leader.Conn).DeleteToken(mgmt, &rosterv1.DeleteTokenRequest{AccessorId: tok.Token.AccessorId}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if status.Code(last) != codes.PermissionDenied || rpc.Reason(last) != rpc.ReasonACLTokenNotFound {
+		t.Fatalf("the watch ended with %v, want the refusal of its deleted token", last)
 	}
 }

@@ -84,6 +84,10 @@ type caller struct {
 	policy *acl.Policy
 	// name describes the token in refusals: "token" or "anonymous token".
 	name string
+	// token and sum (its secret's digest) are the token resolved; nil for
+	// an anonymous caller.
+	token *store.Token
+	sum   []byte
 }
 
 // resolve finds the caller's token in this node's state. A call without a
@@ -93,7 +97,8 @@ func (s *Server) resolve(ctx context.Context) (*caller, error) {
 	if secret == "" {
 		return &caller{policy: acl.NewPolicy(nil), name: "anonymous token (no token given)"}, nil
 	}
-	t := s.node.Store().View().TokenBySecret(acl.HashSecret(secret))
+	sum := acl.HashSecret(secret)
+	t := s.node.Store().View().TokenBySecret(sum)
 	if t == nil {
 		return nil, withReason(codes.PermissionDenied, errPermissionDenied.Error()+": ACL token not found", ReasonACLTokenNotFound)
 	}
@@ -105,7 +110,7 @@ func (s *Server) resolve(ctx context.Context) (*caller, error) {
 			rules = append(rules, pr)
 		}
 	}
-	return &caller{policy: acl.NewPolicy(rules), name: "token " + t.AccessorID}, nil
+	return &caller{policy: acl.NewPolicy(rules), name: "token " + t.AccessorID, token: t, sum: sum}, nil
 }
 
 func (c *caller) service(ns, svc string, need acl.Access) error {
@@ -289,6 +294,20 @@ func (s *Server) aclUnary(ctx context.Context, req any, info *grpc.UnaryServerIn
 	if err := s.authorize(c, info.FullMethod, req); err != nil {
 		return nil, err
 	}
+	if r, ok := req.(*rosterv1.GetServiceRequest); ok && r.WaitRevision > 0 {
+		// A blocking read may wait ten minutes, and answers when the
+		// service changes: not after its token is gone.
+		wctx, end, err := s.underToken(ctx, c, errWaitTokenGone)
+		if err != nil {
+			return nil, err
+		}
+		defer end()
+		resp, err := h(wctx, req)
+		if context.Cause(wctx) == errWaitTokenGone {
+			return nil, errWaitTokenGone
+		}
+		return resp, err
+	}
 	resp, err := h(ctx, req)
 	if err == nil {
 		filterList(c, resp)
@@ -305,7 +324,18 @@ func (s *Server) aclStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 		return err
 	}
 	if checkedPerMessage(info.FullMethod) {
-		return h(srv, &aclStream{ServerStream: ss, c: c})
+		// These streams last: each ends once its token is gone.
+		ctx, end, err := s.underToken(ss.Context(), c, errStreamTokenGone)
+		if err != nil {
+			return err
+		}
+		defer end()
+		err = h(srv, &aclStream{ServerStream: ss, c: c, ctx: ctx})
+		if context.Cause(ctx) == errStreamTokenGone {
+			// Whatever the handler made of its context ending.
+			return errStreamTokenGone
+		}
+		return err
 	}
 	if rn, ok := resourceNeeds[info.FullMethod]; ok {
 		if err := c.resource(rn.resource, rn.need); err != nil {
@@ -403,7 +433,12 @@ func checkedPerMessage(method string) bool {
 type aclStream struct {
 	grpc.ServerStream
 	c *caller
+	// ctx is the stream's context, which also ends once the token is gone
+	// (underToken).
+	ctx context.Context
 }
+
+func (a *aclStream) Context() context.Context { return a.ctx }
 
 func (a *aclStream) RecvMsg(m any) error {
 	if err := a.ServerStream.RecvMsg(m); err != nil {

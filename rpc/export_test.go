@@ -44,3 +44,19 @@ type ReadHooks struct {
 func SetReadHooks(s *Server, h ReadHooks) {
 	s.readHooks.Store(&readHooks{waitTimer: h.WaitTimer, waiting: h.Waiting})
 }
+
+// TokenHooks are test hooks of the calls a Server ends once their token is
+// gone; nil fields are skipped.
+type TokenHooks struct {
+	// BeforeAdd runs as a stream or blocking read whose token was resolved
+	// is about to be added to them.
+	BeforeAdd func()
+	// Passed runs after each look at them, with the applied index of the
+	// state looked at.
+	Passed func(applied uint64)
+}
+
+// SetTokenHooks installs h on s (the zero TokenHooks removes them).
+func SetTokenHooks(s *Server, h TokenHooks) {
+	s.tokenCalls.hooks.Store(&tokenHooks{beforeAdd: h.BeforeAdd, passed: h.Passed})
+}

@@ -120,9 +120,9 @@ func (s *Server) KeepAlive(stream rosterv1.Registry_KeepAliveServer) error {
 	}()
 	relay := &keepAliveRelay{s: s, ctx: ctx}
 	defer relay.close()
-	// Requests are read on their own goroutine so that draining can end
-	// the stream while a Recv waits; gRPC interrupts that Recv when this
-	// handler returns.
+	// Requests are read on their own goroutine so that draining, or the
+	// stream's token going, can end the stream while a Recv waits; gRPC
+	// interrupts that Recv when this handler returns.
 	received := make(chan error, 1)
 	go func() { received <- s.keepAliveRecv(ctx, stream, order, sent, relay) }()
 	select {
@@ -147,6 +147,11 @@ func (s *Server) KeepAlive(stream rosterv1.Registry_KeepAliveServer) error {
 		cancel()
 		<-sent
 		return errDraining
+	case <-ctx.Done():
+		// The stream's context ended while a Recv waits: the client went
+		// away, or the stream's token is gone (underToken, its cause).
+		<-sent
+		return context.Cause(ctx)
 	}
 }
 

@@ -100,6 +100,10 @@ type Server struct {
 	// readHooks, set by tests only, time and observe blocking reads.
 	readHooks atomic.Pointer[readHooks]
 
+	// tokenCalls are the streams and blocking reads to end once their
+	// token is gone (revoke.go).
+	tokenCalls tokenCalls
+
 	// limiter and watchers enforce Options.Limits (limits.go).
 	limiter  *rateLimiter
 	watchers watcherCounts
@@ -192,6 +196,9 @@ func (s *Server) Start() {
 	go s.followSelfPreservation()
 	go s.gate.follow(s.hasLeader, s.stop)
 	go s.bootstrapFromSecret()
+	if s.opts.ACL.Enabled {
+		go s.followTokens()
+	}
 }
 
 // Stop marks the node not serving, ends its streams (see Drain) and ends

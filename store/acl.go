@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/hashicorp/go-memdb"
+
 	raftcmdv1 "github.com/roster-registry/roster/proto/raftcmd/v1"
 )
 
@@ -75,6 +77,18 @@ func (v *View) Tokens(fn func(*Token) bool) error {
 			return nil
 		}
 	}
+	return nil
+}
+
+// WatchTokens adds to ws a channel that fires when a write after this
+// view creates or deletes a token. A restore replaces the whole state
+// without firing it: watch Store.AbandonCh for that.
+func (v *View) WatchTokens(ws memdb.WatchSet) error {
+	it, err := v.txn.Get(tableTokens, indexID)
+	if err != nil {
+		return fmt.Errorf("watch tokens: %w", err)
+	}
+	ws.Add(it.WatchCh())
 	return nil
 }
 

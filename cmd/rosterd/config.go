@@ -233,6 +233,11 @@ func (f *flags) clusterConfig() (cluster.Config, error) {
 	if f.enablePprof && f.acl.enabled {
 		return cfg, usagef("--enable-pprof serves profiles without a token check and cannot be combined with --acl")
 	}
+	if f.acl.bootstrapToken != "" && !f.acl.enabled {
+		// Without --acl the token would be created and protect nothing,
+		// while whoever holds it could believe it does.
+		return cfg, usagef("--acl-bootstrap-token needs --acl")
+	}
 	if err := f.checkDNS(); err != nil {
 		return cfg, err
 	}

@@ -160,3 +160,40 @@ func TestEditDistanceAtMostOne(t *testing.T) {
 		}
 	}
 }
+
+// TestACLBootstrapTokenNeedsACLFromAnySource: a bootstrap token given by
+// ROSTER_ACL_BOOTSTRAP_TOKEN or by the config file without ACLs on is the
+// same one-line usage error (exit 2) as the flag's; with acl on in the
+// file it is accepted.
+func TestACLBootstrapTokenNeedsACLFromAnySource(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, env, file, wantErr string
+	}{
+		{name: "environment", env: "s3cret", wantErr: "--acl-bootstrap-token needs --acl"},
+		{name: "config file", file: "acl-bootstrap-token: s3cret\n", wantErr: "--acl-bootstrap-token needs --acl"},
+		{name: "config file with acl", file: "acl: true\nacl-bootstrap-token: s3cret\n"},
+		{name: "environment with acl in the file", env: "s3cret", file: "acl: true\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.env != "" {
+				t.Setenv("ROSTER_ACL_BOOTSTRAP_TOKEN", tt.env)
+			}
+			f, err := withConfigFile(t, tt.file, "--node-id", "n1", "--data-dir", dir, "--bootstrap")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.clusterConfig()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if _, ok := err.(usageError); !ok || err.Error() != tt.wantErr {
+				t.Fatalf("err = %v (%T), want the usage error %q", err, err, tt.wantErr)
+			}
+		})
+	}
+}
