@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -294,6 +295,42 @@ func TestUnreachableServer(t *testing.T) {
 	if code != 1 || !strings.HasPrefix(stderr, "roster: unavailable: ") || strings.Count(stderr, "\n") != 1 {
 		t.Fatalf("exit %d stderr %q, want 1 and one \"roster: unavailable: ...\" line", code, stderr)
 	}
+}
+
+// TestWriteToClosedPortsFailsAtOnce: a write to addresses where nothing
+// listens was sent nowhere, so it fails as a read does, with one line
+// naming each refusal, rather than retrying until --timeout (ten minutes
+// here, far beyond testContext's deadline, which would end it with a
+// deadline error).
+func TestWriteToClosedPortsFailsAtOnce(t *testing.T) {
+	dead1, dead2 := closedPort(t), closedPort(t)
+	for _, args := range [][]string{
+		{"register", "web", "w1", "10.0.0.5:8080"},
+		{"deregister", "web", "w1"},
+		{"get", "web"},
+	} {
+		var stdout, stderr syncBuffer
+		full := append([]string{"--addr", dead1 + "," + dead2, "--timeout", "10m"}, args...)
+		code := run(testContext(t), full, &stdout, &stderr, func(string) string { return "" })
+		line := stderr.String()
+		if code != exitError || !strings.HasPrefix(line, "roster: unavailable: no endpoint answered: "+dead1+": ") ||
+			!strings.Contains(line, dead2+": ") || !strings.Contains(line, "connection refused") ||
+			strings.Count(line, "\n") != 1 || stdout.String() != "" {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want %d and one line saying no endpoint answered", args, code, stdout.String(), line, exitError)
+		}
+	}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
 }
 
 func TestHelpHasExamples(t *testing.T) {
