@@ -279,8 +279,11 @@ const (
 	// retryWrite: a write carrying a request id is retried after any
 	// Unavailable, OUTCOME_UNKNOWN included, with the same id: the cluster
 	// applies an id once and answers a repeat with the first result. With
-	// a deadline it goes round the endpoints until the deadline; without
-	// one, every endpoint at most once.
+	// a deadline it goes round the endpoints until the deadline (an
+	// election or a restarting node ends within it); without one, every
+	// endpoint at most once. It gives up before its deadline, as a read
+	// does, when every endpoint in a row refused the connection and no
+	// attempt may have been applied: no server was reached.
 	retryWrite
 	// retryUnsent: a call without a request id that must not apply twice
 	// (RemoveNode, TransferLeadership) moves on only when it was never sent.
@@ -322,6 +325,9 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 	var errs []string
 	var last error
 	maybeApplied := false
+	// refusedInRow counts the latest attempts in a row whose endpoint
+	// refused the connection; n of them went to every endpoint once.
+	refusedInRow := 0
 	for attempt := 0; attempt < attempts; attempt++ {
 		if err := c.pause(ctx, attempt); err != nil {
 			if maybeApplied {
@@ -340,6 +346,7 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 			}
 			last = err
 			errs = append(errs, status.Convert(err).Message())
+			refusedInRow = 0
 			c.moveOn(i)
 			continue
 		}
@@ -362,6 +369,16 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 			errs = append(errs, c.addrs[i]+": "+status.Convert(err).Message())
 		}
 		c.moveOn(i)
+		if !ready && connectionRefused(err) {
+			refusedInRow++
+		} else {
+			refusedInRow = 0
+		}
+		if refusedInRow >= n && !maybeApplied {
+			// Nothing listens at any endpoint, so no attempt was sent:
+			// waiting out the deadline would only delay the same answer.
+			break
+		}
 	}
 	if maybeApplied {
 		return outcomeUnknown(last, errs)
@@ -410,6 +427,13 @@ func outcomeUnknown(last error, errs []string) error {
 		st = d
 	}
 	return st.Err()
+}
+
+// connectionRefused reports whether err is gRPC's failure to connect
+// because the endpoint refused the connection (nothing listens there): the
+// call failed before it was sent.
+func connectionRefused(err error) bool {
+	return status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), "connect: connection refused")
 }
 
 // unreachable reports whether err says the server could not be reached or

@@ -84,6 +84,44 @@ func TestAllEndpointsDown(t *testing.T) {
 	}
 }
 
+// TestWriteToRefusingEndpointsFailsAtOnce: a write with a far deadline
+// that every endpoint refuses the connection to was sent nowhere, so it
+// fails as a read does, with "no endpoint answered", rather than going
+// round the endpoints until its deadline. testContext's deadline is far
+// shorter than the call's: a call that waited for its own would end with
+// DeadlineExceeded.
+func TestWriteToRefusingEndpointsFailsAtOnce(t *testing.T) {
+	dead1, dead2 := deadAddr(t), deadAddr(t)
+	c := newTestClient(t, dead1, dead2)
+	ctx, cancel := context.WithTimeout(testContext(t), time.Hour)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"register", func() error {
+			_, err := c.Register(ctx, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{Service: "web", Id: "w1"}})
+			return err
+		}},
+		{"deregister", func() error {
+			_, err := c.Deregister(ctx, &rosterv1.DeregisterRequest{Service: "web", Id: "w1"})
+			return err
+		}},
+		{"get", func() error {
+			_, err := c.GetService(ctx, &rosterv1.GetServiceRequest{Service: "web"})
+			return err
+		}},
+	} {
+		err := tc.call()
+		msg := status.Convert(err).Message()
+		if status.Code(err) != codes.Unavailable || !strings.HasPrefix(msg, "no endpoint answered: ") ||
+			!strings.Contains(msg, dead1) || !strings.Contains(msg, dead2) || !strings.Contains(msg, "connection refused") ||
+			hasReason(err, reasonOutcomeUnknown) {
+			t.Fatalf("%s to endpoints that refuse the connection = %v; want Unavailable \"no endpoint answered\" naming both refusals", tc.name, err)
+		}
+	}
+}
+
 // TestDeadlineNamesWhatTheAttemptsMet: a write retried until its deadline
 // fails with DeadlineExceeded naming what each endpoint answered (no
 // leader, connection refused), not a bare "context deadline exceeded".

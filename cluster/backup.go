@@ -33,6 +33,12 @@ type BackupRestore struct {
 	// SourceRevision is the revision the backup was taken at.
 	SourceRevision uint64
 	Instances      int
+	// TokensReplaced: the backup held ACL state of its own, which replaced
+	// the cluster's tokens and bootstrap mark; else the cluster kept its
+	// own.
+	TokensReplaced bool
+	// Tokens is how many ACL tokens the cluster holds after the restore.
+	Tokens int
 }
 
 // RestoreBackup replaces the cluster's state with a backup's snapshot body
@@ -129,8 +135,9 @@ func (n *Node) RestoreBackup(ctx context.Context, body io.Reader, scratchDir str
 		n.logger.Error("backup restored at another index than its state says", "state_index", index, "raft_index", got)
 	}
 	n.logger.Info("restored a backup", "index", index, "source_revision", prep.SourceRevision, "instances", prep.Instances,
-		"kept_acl_tokens", prep.KeptACL)
-	return BackupRestore{Index: index, SourceRevision: prep.SourceRevision, Instances: prep.Instances}, nil
+		"kept_acl_tokens", prep.KeptACL, "replaced_acl_tokens", prep.ReplacedACL, "acl_tokens", prep.Tokens)
+	return BackupRestore{Index: index, SourceRevision: prep.SourceRevision, Instances: prep.Instances,
+		TokensReplaced: prep.ReplacedACL, Tokens: prep.Tokens}, nil
 }
 
 // ScratchDir is where this node keeps files while it restores a backup: its

@@ -31,6 +31,12 @@ type PreparedRestore struct {
 	// KeptACL: the backup held no ACL state, so the running cluster's
 	// tokens and bootstrap mark were kept.
 	KeptACL bool
+	// ReplacedACL: the backup held ACL state of its own (a token or a
+	// bootstrap), which replaces the running cluster's.
+	ReplacedACL bool
+	// Tokens is how many ACL tokens the restored state holds: the
+	// backup's when ReplacedACL, else the running cluster's.
+	Tokens int
 }
 
 // Kept is what a restore keeps of the running cluster.
@@ -108,8 +114,10 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 			if r.End.Records != read {
 				return prep, fmt.Errorf("snapshot end says %d records, read %d", r.End.Records, read)
 			}
+			prep.ReplacedACL = acl
 			if !acl {
 				prep.KeptACL = len(keep.Tokens) > 0 || keep.ACLBootstrapped
+				prep.Tokens = len(keep.Tokens)
 				for _, t := range keep.Tokens {
 					rec := &raftcmdv1.SnapshotRecord{Record: &raftcmdv1.SnapshotRecord_AclToken{AclToken: store.TokenToRecord(t)}}
 					if _, err := protodelim.MarshalTo(bw, rec); err != nil {
@@ -166,6 +174,7 @@ func PrepareRestore(body io.Reader, out io.Writer, indexFor func(srcRevision, sr
 			r.Service.ModRevision = index
 		case *raftcmdv1.SnapshotRecord_AclToken:
 			acl = true
+			prep.Tokens++
 		case *raftcmdv1.SnapshotRecord_AclState:
 			acl = acl || r.AclState.GetBootstrapped()
 		case nil:

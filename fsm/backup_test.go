@@ -173,6 +173,9 @@ func TestBackupRestoreKeepsTheClustersACLsWhenTheBackupHasNone(t *testing.T) {
 				t.Fatalf("after the restore: tokens %+v, bootstrapped %v, kept %v; want only %s, bootstrapped, kept %v",
 					toks, f.Store().View().ACLBootstrapped(), prep.KeptACL, c.want, c.wantKept)
 			}
+			if prep.ReplacedACL == c.wantKept || prep.Tokens != 1 {
+				t.Fatalf("PrepareRestore said replaced %v, %d tokens; want replaced %v, 1 token", prep.ReplacedACL, prep.Tokens, !c.wantKept)
+			}
 		})
 	}
 }

@@ -152,14 +152,30 @@ func invalidUTF8(r *http.Request) string {
 	return ""
 }
 
-// health answers 200 while the process serves HTTP at all: a liveness probe.
-func (h *Handler) health(w http.ResponseWriter, _ *http.Request) {
+// removedReason is why a node removed from its cluster is neither healthy
+// nor ready.
+const removedReason = "this node was removed from the cluster; restart it with --join to rejoin"
+
+// health answers 200 while the process serves HTTP at all: a liveness
+// probe. Only a node removed from the cluster answers 503 with the reason:
+// it will never serve again until it is restarted and joins, which is what
+// a failed liveness probe gets it. A node without a leader stays healthy
+// (an election ends by itself), and so does one whose own state could not
+// be read.
+func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ReadyTimeout)
+	defer cancel()
+	if st, err := h.cluster.Status(ctx, &rosterv1.StatusRequest{}); err == nil && st.State == "removed" {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "removed", "reason": removedReason})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 }
 
 // ready answers 200 when a leader is known and this node has applied
 // everything committed when the probe began (a linearizable read would be
-// served now), else 503 with the reason.
+// served now), else 503 with the reason. A node removed from the cluster
+// is never ready.
 func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ReadyTimeout)
 	defer cancel()
@@ -170,6 +186,12 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
 			"ready": false, "reason": h.notReady(r.Context(), err),
 		})
+		return
+	}
+	if st.State == "removed" {
+		// It may still have had the leader confirm the read, but it gets
+		// no more of the cluster's writes.
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": removedReason})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
@@ -197,7 +219,7 @@ func (h *Handler) notReady(ctx context.Context, err error) string {
 	case serr != nil:
 		return msg
 	case st.State == "removed":
-		return "this node was removed from the cluster; restart it with --join to rejoin"
+		return removedReason
 	case st.LeaderId == "":
 		return "no leader known"
 	default:

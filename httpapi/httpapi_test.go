@@ -11,6 +11,7 @@ import (
 
 	"github.com/roster-registry/roster/httpapi"
 	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
 // serve starts nd's HTTP front end on a loopback port.
@@ -87,5 +88,36 @@ func TestUnknownPathIsAJSON404(t *testing.T) {
 	code, body := get(t, srv.URL+"/nope")
 	if code != http.StatusNotFound || body["status"] != "NOT_FOUND" || !strings.Contains(body["message"].(string), "/nope") {
 		t.Fatalf("GET /nope: %d %v", code, body)
+	}
+}
+
+// TestARemovedFollowerIsNeitherHealthyNorReady: once a follower knows it
+// was removed from the cluster (roster remove-node), /health and /ready
+// answer 503 saying so: it serves nothing until it is restarted and joins
+// again. The leader stays healthy and ready.
+func TestARemovedFollowerIsNeitherHealthyNorReady(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{})
+	c.WaitMembersKnown()
+	leader, gone := c.WaitLeader(), c.Followers()[0]
+	srv, leaderSrv := serve(t, gone), serve(t, leader)
+	if code, body := get(t, srv.URL+"/health"); code != http.StatusOK || body["status"] != "ok" {
+		t.Fatalf("/health before the removal: %d %v", code, body)
+	}
+	if _, err := leader.Cluster().RemoveNode(testcluster.Ctx(t), &rosterv1.RemoveNodeRequest{NodeId: gone.ID}); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually("the removed follower to learn its removal", 10*time.Second, gone.Node.Removed)
+	const reason = "this node was removed from the cluster; restart it with --join to rejoin"
+	if code, body := get(t, srv.URL+"/health"); code != http.StatusServiceUnavailable || body["status"] != "removed" || body["reason"] != reason {
+		t.Fatalf("/health of the removed follower: %d %v; want 503, status removed, reason %q", code, body, reason)
+	}
+	if code, body := get(t, srv.URL+"/ready"); code != http.StatusServiceUnavailable || body["ready"] != false || body["reason"] != reason {
+		t.Fatalf("/ready of the removed follower: %d %v; want 503, reason %q", code, body, reason)
+	}
+	if code, body := get(t, leaderSrv.URL+"/health"); code != http.StatusOK || body["status"] != "ok" {
+		t.Fatalf("/health of the leader: %d %v", code, body)
+	}
+	if code, body := get(t, leaderSrv.URL+"/ready"); code != http.StatusOK || body["ready"] != true {
+		t.Fatalf("/ready of the leader: %d %v", code, body)
 	}
 }

@@ -135,7 +135,8 @@ func (s *Server) restoreVerified(ctx context.Context, f *os.File, info backup.In
 			return nil, err
 		}
 		return &rosterv1.SnapshotRestoreResponse{Revision: r.Index, AppliedIndex: r.Index,
-			SourceRevision: r.SourceRevision, Instances: uint64(r.Instances)}, nil
+			SourceRevision: r.SourceRevision, Instances: uint64(r.Instances),
+			TokensReplaced: r.TokensReplaced, Tokens: uint64(r.Tokens)}, nil
 	}
 	if isForwarded(ctx) {
 		return nil, cluster.ErrNotLeader

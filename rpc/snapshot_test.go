@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protodelim"
 
+	"github.com/roster-registry/roster/acl"
 	"github.com/roster-registry/roster/backup"
 	"github.com/roster-registry/roster/cluster"
 	"github.com/roster-registry/roster/internal/testcluster"
@@ -212,8 +213,9 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("restore through a follower: %v", err)
 	}
-	if resp.SourceRevision != info.Revision || resp.Revision <= info.Revision || resp.Instances != 29 {
-		t.Fatalf("restore answered %v; file revision %d", resp, info.Revision)
+	if resp.SourceRevision != info.Revision || resp.Revision <= info.Revision || resp.Instances != 29 ||
+		resp.TokensReplaced || resp.Tokens != 0 {
+		t.Fatalf("restore answered %v; file revision %d, no token either side", resp, info.Revision)
 	}
 
 	c.EnsureSame()
@@ -259,6 +261,60 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 		t.Fatalf("a write after the restore got revision %d, not above %d", r.Revision, resp.Revision)
 	}
 	c.EnsureSame()
+}
+
+// TestSnapshotRestoreSaysWhetherTokensWereReplaced: a file without ACL
+// state keeps the cluster's tokens, and the answer says so and how many
+// there are; a file with ACL state of its own replaces them, and the
+// answer says that. (One node: a restore makes every follower install a
+// snapshot, and two in a row on a loaded machine can cost the harness's
+// short-lease leader its leadership.)
+func TestSnapshotRestoreSaysWhetherTokensWereReplaced(t *testing.T) {
+	// One cluster at a time: the in-memory transports of two would share
+	// node addresses.
+	plain := testcluster.New(t, 1, testcluster.Options{})
+	withoutTokens := saveSnapshot(t, testcluster.Ctx(t), plain.WaitLeader())
+	plain.Shutdown()
+
+	c := testcluster.New(t, 1, testcluster.Options{Server: func(o *rpc.Options) {
+		o.ACL = rpc.ACLOptions{Enabled: true, BootstrapSecret: bootSecret}
+	}})
+	nd := c.WaitLeader()
+	c.Eventually("the bootstrap token", 10*time.Second, func() bool {
+		return nd.Node.Store().View().TokenBySecret(acl.HashSecret(bootSecret)) != nil
+	})
+	ctx := withToken(testcluster.Ctx(t), bootSecret)
+	createToken(t, nd, "service::read")
+	resp, err := restoreSnapshot(ctx, nd, withoutTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.TokensReplaced || resp.Tokens != 2 {
+		t.Fatalf("restore of a file without ACL state answered %v; want the cluster's 2 tokens kept", resp)
+	}
+
+	withTokens := saveSnapshot(t, ctx, nd)
+	createToken(t, nd, "service::read")
+	resp, err = restoreSnapshot(ctx, nd, withTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.TokensReplaced || resp.Tokens != 2 {
+		t.Fatalf("restore of a file holding 2 tokens answered %v; want tokens_replaced and 2 tokens", resp)
+	}
+	if n := tokenCount(t, nd); n != 2 {
+		t.Fatalf("the node holds %d tokens after the restore, want the file's 2", n)
+	}
+}
+
+// tokenCount is how many ACL tokens nd's state holds.
+func tokenCount(t *testing.T, nd *testcluster.Node) int {
+	t.Helper()
+	n := 0
+	if err := nd.Node.Store().View().Tokens(func(*store.Token) bool { n++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func TestSnapshotRestoreRefusesDamagedFiles(t *testing.T) {

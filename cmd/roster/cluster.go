@@ -111,6 +111,20 @@ type autopilotJSON struct {
 	LastTerm    uint64 `json:"last_term"`
 }
 
+// health is how the members table shows a member's health: failed (the
+// leader has not reached it for the dead-server threshold), healthy or
+// unhealthy.
+func (m memberJSON) health() string {
+	switch {
+	case m.Autopilot != nil && m.Autopilot.Failed:
+		return "failed"
+	case m.Healthy:
+		return "healthy"
+	default:
+		return "unhealthy"
+	}
+}
+
 // role names a member's part in the cluster, autopilot's word first.
 func (m memberJSON) role() string {
 	switch {
@@ -133,20 +147,23 @@ func (a *app) membersCommand() *cobra.Command {
 		Short: "List the nodes of the cluster",
 		Long: `members lists the nodes of the cluster as the leader sees them (a follower
 relays the call; without a leader it answers from its own view): addresses,
-role, health and, from the leader's autopilot, since when each is stable.
+role, health and, from the leader's autopilot, since when each has had it.
 
 ROLE is leader, voter, staging (joined to vote; autopilot promotes it once
 it has been healthy for the stabilization time), read-replica or non-voter.
-HEALTHY is autopilot's verdict when it runs (heard from within the
-last-contact threshold, on the leader's term, not too far behind),
-otherwise whether the leader hears from it. FAILED marks a server the
-leader has not reached for the dead-server threshold; autopilot removes it
-unless that would leave fewer voters than the minimum quorum.
+HEALTH is healthy or unhealthy, by autopilot's verdict when it runs (heard
+from within the last-contact threshold, on the leader's term, not too far
+behind), otherwise by whether the leader hears from it; or failed: the
+leader has not reached it for the dead-server threshold, and autopilot
+removes it unless that would leave fewer voters than the minimum quorum.
+SINCE is when autopilot last saw its health change (for a failed server,
+when it became unhealthy).
 
 -o json prints {"members": [{"node_id", "raft_addr", "api_addr", "voter",
 "leader", "healthy", "read_replica", "autopilot": {"healthy", "state",
 "stable_since", "failed", "last_contact", "last_index", "last_term"}}],
-"autopilot_healthy", "failure_tolerance"}.`,
+"autopilot_healthy", "failure_tolerance"}; "stable_since" is SINCE, whichever
+way the health went.`,
 		Example: `  roster members -o json`,
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -179,13 +196,13 @@ unless that would leave fewer voters than the minimum quorum.
 				if a.json() {
 					return writeJSON(a.stdout, out)
 				}
-				t := newTable(a.stdout, "NODE", "RAFT ADDR", "API ADDR", "ROLE", "HEALTHY", "STABLE SINCE", "FAILED")
+				t := newTable(a.stdout, "NODE", "RAFT ADDR", "API ADDR", "ROLE", "HEALTH", "SINCE")
 				for _, m := range out.Members {
-					stable, failed := "-", "-"
+					since := "-"
 					if ap := m.Autopilot; ap != nil {
-						stable, failed = orDash(ap.StableSince), strconv.FormatBool(ap.Failed)
+						since = orDash(ap.StableSince)
 					}
-					t.row(m.NodeID, orDash(m.RaftAddr), orDash(m.APIAddr), m.role(), strconv.FormatBool(m.Healthy), stable, failed)
+					t.row(m.NodeID, orDash(m.RaftAddr), orDash(m.APIAddr), m.role(), m.health(), since)
 				}
 				if err := t.flush(); err != nil {
 					return err

@@ -196,7 +196,7 @@ func (f *fakeServer) Members(_ context.Context, req *rosterv1.MembersRequest) (*
 	if members != nil {
 		return &rosterv1.MembersResponse{Members: members}, nil
 	}
-	healthy := true
+	healthy := false
 	return &rosterv1.MembersResponse{Members: []*rosterv1.Member{
 		{NodeId: "n1", RaftAddr: "127.0.0.1:7421", ApiAddr: "127.0.0.1:7420", Voter: true, Leader: true, Healthy: true,
 			Autopilot: &rosterv1.AutopilotHealth{Healthy: true, State: "leader", StableSince: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)),
@@ -204,6 +204,12 @@ func (f *fakeServer) Members(_ context.Context, req *rosterv1.MembersRequest) (*
 		{NodeId: "n2", RaftAddr: "127.0.0.1:7431", ApiAddr: "127.0.0.1:7430", Healthy: true,
 			Autopilot: &rosterv1.AutopilotHealth{Healthy: true, State: "staging", LastContact: durationpb.New(15 * time.Millisecond), LastIndex: 41, LastTerm: 3}},
 		{NodeId: "r1", RaftAddr: "127.0.0.1:7441", ApiAddr: "127.0.0.1:7440", ReadReplica: true},
+		{NodeId: "n3", RaftAddr: "127.0.0.1:7451", ApiAddr: "127.0.0.1:7450", Voter: true,
+			Autopilot: &rosterv1.AutopilotHealth{State: "voter", Failed: true, StableSince: timestamppb.New(time.Date(2026, 1, 2, 3, 10, 0, 0, time.UTC)),
+				LastContact: durationpb.New(0), LastIndex: 30, LastTerm: 3}},
+		{NodeId: "n4", RaftAddr: "127.0.0.1:7461", ApiAddr: "127.0.0.1:7460", Voter: true,
+			Autopilot: &rosterv1.AutopilotHealth{State: "voter", StableSince: timestamppb.New(time.Date(2026, 1, 2, 3, 11, 0, 0, time.UTC)),
+				LastContact: durationpb.New(2 * time.Second), LastIndex: 40, LastTerm: 3}},
 	}, AutopilotHealthy: &healthy, FailureTolerance: 0}, nil
 }
 

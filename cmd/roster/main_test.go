@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -141,7 +142,7 @@ func TestJSONOutput(t *testing.T) {
 				if r := ms[2].(map[string]any); r["read_replica"] != true {
 					t.Fatalf("r1 %v, want a read replica", r)
 				}
-				if out["autopilot_healthy"] != true || out["failure_tolerance"] != float64(0) {
+				if out["autopilot_healthy"] != false || out["failure_tolerance"] != float64(0) {
 					t.Fatalf("autopilot summary %v %v", out["autopilot_healthy"], out["failure_tolerance"])
 				}
 			},
@@ -296,6 +297,42 @@ func TestUnreachableServer(t *testing.T) {
 	}
 }
 
+// TestWriteToClosedPortsFailsAtOnce: a write to addresses where nothing
+// listens was sent nowhere, so it fails as a read does, with one line
+// naming each refusal, rather than retrying until --timeout (ten minutes
+// here, far beyond testContext's deadline, which would end it with a
+// deadline error).
+func TestWriteToClosedPortsFailsAtOnce(t *testing.T) {
+	dead1, dead2 := closedPort(t), closedPort(t)
+	for _, args := range [][]string{
+		{"register", "web", "w1", "10.0.0.5:8080"},
+		{"deregister", "web", "w1"},
+		{"get", "web"},
+	} {
+		var stdout, stderr syncBuffer
+		full := append([]string{"--addr", dead1 + "," + dead2, "--timeout", "10m"}, args...)
+		code := run(testContext(t), full, &stdout, &stderr, func(string) string { return "" })
+		line := stderr.String()
+		if code != exitError || !strings.HasPrefix(line, "roster: unavailable: no endpoint answered: "+dead1+": ") ||
+			!strings.Contains(line, dead2+": ") || !strings.Contains(line, "connection refused") ||
+			strings.Count(line, "\n") != 1 || stdout.String() != "" {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want %d and one line saying no endpoint answered", args, code, stdout.String(), line, exitError)
+		}
+	}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
+}
+
 func TestHelpHasExamples(t *testing.T) {
 	root := (&app{}).rootCommand(func(string) string { return "" })
 	for _, cmd := range root.Commands() {
@@ -330,12 +367,16 @@ func TestTableOutput(t *testing.T) {
 			"NAMESPACE  SERVICE   INSTANCES  PASSING",
 			"default    payments  2          1",
 		}},
+		// A failed or unhealthy server is shown as such, with the time
+		// its health changed, never as stable.
 		{[]string{"members"}, []string{
-			"NODE  RAFT ADDR       API ADDR        ROLE          HEALTHY  STABLE SINCE          FAILED",
-			"n1    127.0.0.1:7421  127.0.0.1:7420  leader        true     2026-01-02T03:04:05Z  false",
-			"n2    127.0.0.1:7431  127.0.0.1:7430  staging       true     -                     false",
-			"r1    127.0.0.1:7441  127.0.0.1:7440  read-replica  false    -                     -",
-			"autopilot: healthy=true failure_tolerance=0",
+			"NODE  RAFT ADDR       API ADDR        ROLE          HEALTH     SINCE",
+			"n1    127.0.0.1:7421  127.0.0.1:7420  leader        healthy    2026-01-02T03:04:05Z",
+			"n2    127.0.0.1:7431  127.0.0.1:7430  staging       healthy    -",
+			"r1    127.0.0.1:7441  127.0.0.1:7440  read-replica  unhealthy  -",
+			"n3    127.0.0.1:7451  127.0.0.1:7450  voter         failed     2026-01-02T03:10:00Z",
+			"n4    127.0.0.1:7461  127.0.0.1:7460  voter         unhealthy  2026-01-02T03:11:00Z",
+			"autopilot: healthy=false failure_tolerance=0",
 		}},
 		{[]string{"maint", "payments", "p1", "on"}, []string{"drained payments/p1 at revision 9"}},
 		{[]string{"heartbeat", "payments", "p1", "--namespace", "staging"}, []string{"renewed staging/payments/p1 for 30s"}},

@@ -105,6 +105,8 @@ func TestCompletionScripts(t *testing.T) {
 	}{
 		{[]string{"get", "web", "--consistency", ""}, []string{"linearizable", "stale"}},
 		{[]string{"get", "web", "-o", ""}, []string{"table", "json"}},
+		{[]string{"members", "--output", ""}, []string{"table", "json"}},
+		{[]string{"bench", "--consistency", ""}, []string{"linearizable", "stale"}},
 		{[]string{"health", "web", "w1", ""}, []string{"passing", "warning", "critical"}},
 		{[]string{"maint", "web", "w1", ""}, []string{"on", "off"}},
 	} {

@@ -242,7 +242,12 @@ and nothing changes.
 Progress goes to stderr: every 16 MiB uploaded, then once the upload ends,
 while the leader checks the file and restores it.
 
--o json prints {"revision", "applied_index", "source_revision", "instances"}.`,
+A second line says whether the cluster's ACL tokens were replaced by the
+file's (a file with ACL state of its own) or kept (a file with none), and
+how many there are now.
+
+-o json prints {"revision", "applied_index", "source_revision", "instances",
+"tokens_replaced", "tokens"}.`,
 		Example: `  roster snapshot restore backup.snap`,
 		Args:    exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -301,15 +306,30 @@ while the leader checks the file and restores it.
 					AppliedIndex   uint64 `json:"applied_index"`
 					SourceRevision uint64 `json:"source_revision"`
 					Instances      uint64 `json:"instances"`
-				}{resp.Revision, resp.AppliedIndex, resp.SourceRevision, resp.Instances}
+					TokensReplaced bool   `json:"tokens_replaced"`
+					Tokens         uint64 `json:"tokens"`
+				}{resp.Revision, resp.AppliedIndex, resp.SourceRevision, resp.Instances, resp.TokensReplaced, resp.Tokens}
 				if a.json() {
 					return writeJSON(a.stdout, out)
 				}
 				fmt.Fprintf(a.stdout, "restored %d instances from revision %d; the cluster is at revision %d\n",
 					out.Instances, out.SourceRevision, out.Revision)
+				fmt.Fprintln(a.stdout, restoredTokens(resp))
 				return nil
 			})
 		},
+	}
+}
+
+// restoredTokens says what a restore did with the cluster's ACL tokens.
+func restoredTokens(resp *rosterv1.SnapshotRestoreResponse) string {
+	switch {
+	case resp.GetTokensReplaced():
+		return fmt.Sprintf("ACL tokens: replaced by the file's (%d now)", resp.GetTokens())
+	case resp.GetTokens() > 0:
+		return fmt.Sprintf("ACL tokens: the file holds none; the cluster kept its own (%d)", resp.GetTokens())
+	default:
+		return "ACL tokens: none, in the file or the cluster"
 	}
 }
 

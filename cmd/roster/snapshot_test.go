@@ -75,7 +75,7 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	}
 
 	code, out, errOut = runCLI(t, ctx, addr, "snapshot", "restore", file)
-	if code != 0 || !strings.Contains(out, "restored 3 instances") {
+	if code != 0 || !strings.Contains(out, "restored 3 instances") || !strings.HasSuffix(out, "\nACL tokens: none, in the file or the cluster\n") {
 		t.Fatalf("restore: exit %d: %s %s", code, out, errOut)
 	}
 	if !strings.Contains(errOut, "; the leader is checking the file and restoring it\n") {
@@ -85,6 +85,31 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	for _, nd := range c.Nodes {
 		if n := nd.Node.Store().View().Count(); n != 3 {
 			t.Fatalf("%s holds %d instances after the restore, want 3", nd.ID, n)
+		}
+	}
+	code, out, errOut = runCLI(t, ctx, addr, "snapshot", "restore", file, "-o", "json")
+	var restored map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &restored) != nil {
+		t.Fatalf("restore -o json: exit %d: %s %s", code, out, errOut)
+	}
+	if restored["instances"] != 3.0 || restored["tokens_replaced"] != false || restored["tokens"] != 0.0 {
+		t.Fatalf("restore -o json printed %v; want 3 instances, tokens_replaced false, 0 tokens", restored)
+	}
+}
+
+// TestRestoredTokens: the line restore prints says whether the file's ACL
+// tokens replaced the cluster's or the cluster kept its own, and how many.
+func TestRestoredTokens(t *testing.T) {
+	for _, tc := range []struct {
+		resp *rosterv1.SnapshotRestoreResponse
+		want string
+	}{
+		{&rosterv1.SnapshotRestoreResponse{TokensReplaced: true, Tokens: 3}, "ACL tokens: replaced by the file's (3 now)"},
+		{&rosterv1.SnapshotRestoreResponse{Tokens: 2}, "ACL tokens: the file holds none; the cluster kept its own (2)"},
+		{&rosterv1.SnapshotRestoreResponse{}, "ACL tokens: none, in the file or the cluster"},
+	} {
+		if got := restoredTokens(tc.resp); got != tc.want {
+			t.Errorf("restoredTokens(%v) = %q, want %q", tc.resp, got, tc.want)
 		}
 	}
 }

@@ -85,7 +85,9 @@ func (x *StatusRequest) GetRead() *ReadOptions {
 type StatusResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// state: leader, follower, candidate or shutdown.
+	// state: leader, follower, candidate, shutdown, or removed (this node's
+	// configuration no longer lists it: it was removed from the cluster and
+	// serves nothing until it is restarted with --join).
 	State         string               `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	LeaderId      string               `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	LeaderApiAddr string               `protobuf:"bytes,4,opt,name=leader_api_addr,json=leaderApiAddr,proto3" json:"leader_api_addr,omitempty"`
@@ -1491,8 +1493,15 @@ type SnapshotRestoreResponse struct {
 	// source_revision is the revision the file was taken at.
 	SourceRevision uint64 `protobuf:"varint,3,opt,name=source_revision,json=sourceRevision,proto3" json:"source_revision,omitempty"`
 	Instances      uint64 `protobuf:"varint,4,opt,name=instances,proto3" json:"instances,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// tokens_replaced: the file held ACL state of its own (tokens, or a
+	// bootstrap), which replaced the cluster's tokens and bootstrap mark.
+	// False: the file held none, and the cluster kept its own.
+	TokensReplaced bool `protobuf:"varint,5,opt,name=tokens_replaced,json=tokensReplaced,proto3" json:"tokens_replaced,omitempty"`
+	// tokens is how many ACL tokens the cluster holds after the restore: the
+	// file's when tokens_replaced, else the cluster's own.
+	Tokens        uint64 `protobuf:"varint,6,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotRestoreResponse) Reset() {
@@ -1549,6 +1558,20 @@ func (x *SnapshotRestoreResponse) GetSourceRevision() uint64 {
 func (x *SnapshotRestoreResponse) GetInstances() uint64 {
 	if x != nil {
 		return x.Instances
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetTokensReplaced() bool {
+	if x != nil {
+		return x.TokensReplaced
+	}
+	return false
+}
+
+func (x *SnapshotRestoreResponse) GetTokens() uint64 {
+	if x != nil {
+		return x.Tokens
 	}
 	return 0
 }
@@ -1682,12 +1705,14 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\vbody_sha256\x18\x06 \x01(\fR\n" +
 	"bodySha256\",\n" +
 	"\x16SnapshotRestoreRequest\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xa1\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xe2\x01\n" +
 	"\x17SnapshotRestoreResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12'\n" +
 	"\x0fsource_revision\x18\x03 \x01(\x04R\x0esourceRevision\x12\x1c\n" +
-	"\tinstances\x18\x04 \x01(\x04R\tinstances2\xff\x05\n" +
+	"\tinstances\x18\x04 \x01(\x04R\tinstances\x12'\n" +
+	"\x0ftokens_replaced\x18\x05 \x01(\bR\x0etokensReplaced\x12\x16\n" +
+	"\x06tokens\x18\x06 \x01(\x04R\x06tokens2\xff\x05\n" +
 	"\aCluster\x12U\n" +
 	"\x06Status\x12\x18.roster.v1.StatusRequest\x1a\x19.roster.v1.StatusResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/status\x12Y\n" +
 	"\aMembers\x12\x19.roster.v1.MembersRequest\x1a\x1a.roster.v1.MembersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/members\x127\n" +
