@@ -1,10 +1,14 @@
 package cluster
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/roster-registry/roster/store"
 )
 
 func TestDecideInitial(t *testing.T) {
@@ -209,5 +213,43 @@ func TestBootstrapListenOutlastsAnElection(t *testing.T) {
 		if worst := 3 * c.HeartbeatTimeout; c.BootstrapListen < 2*worst {
 			t.Errorf("scale %v: listens %v, not twice the %v a survivor may take to stand", scale, c.BootstrapListen, worst)
 		}
+	}
+}
+
+// TestInMemoryPeerReachedBeforeItBootstraps: a node of an initial cluster
+// that a peer, elected first, reached before it bootstrapped is a member
+// already; it starts and is caught up rather than failing to start with
+// raft's "bootstrap only works on new clusters".
+func TestInMemoryPeerReachedBeforeItBootstraps(t *testing.T) {
+	var peers []Peer
+	var trs []*raft.InmemTransport
+	for i := range 2 {
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("n%d.inmem:7421", i+1)))
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i+1), Addr: string(addr)})
+		trs = append(trs, tr)
+	}
+	trs[0].Connect(trs[1].LocalAddr(), trs[1])
+	trs[1].Connect(trs[0].LocalAddr(), trs[0])
+	cfg := func(i int) Config {
+		c := Config{NodeID: peers[i].ID, InMemory: true, Transport: trs[i], InitialCluster: peers, APIAddr: "127.0.0.1:1"}
+		c.UseFastTimeouts()
+		return c
+	}
+	n1, err := New(cfg(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n1.Shutdown() })
+	c2 := cfg(1)
+	// n2's Raft runs and votes before it bootstraps; n1 leading and ready
+	// means n2 has stored n1's entries.
+	c2.TestHooks.BeforeBootstrap = func() { poll(t, "n1 to lead", n1.LeaderReady) }
+	n2, err := New(c2)
+	if err != nil {
+		t.Fatalf("n2 did not start: %v", err)
+	}
+	t.Cleanup(func() { _ = n2.Shutdown() })
+	if _, err := n1.Register(context.Background(), &store.Instance{Namespace: "default", Service: "web", ID: "a", Address: "10.0.0.1", Port: 80, Weight: 100}, ""); err != nil {
+		t.Fatal(err)
 	}
 }

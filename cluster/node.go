@@ -164,6 +164,9 @@ type TestHooks struct {
 	// nothing: the node stays Leader but refuses lease renewals
 	// (leasecontact.go).
 	ContactPause func() time.Duration
+	// BeforeBootstrap runs just before an in-memory node with an initial
+	// cluster bootstraps, so a test can let a peer reach it first.
+	BeforeBootstrap func()
 }
 
 func (c *Config) setDefaults() error {
@@ -601,8 +604,19 @@ func (n *Node) bootstrapInMemory() error {
 		n.logger.Info("no raft state and nothing to bootstrap; waiting to be joined", "node_id", n.cfg.NodeID)
 		return nil
 	}
+	if hook := n.cfg.TestHooks.BeforeBootstrap; hook != nil {
+		hook()
+	}
 	n.logger.Info("bootstrapping new cluster", "voters", len(servers))
-	if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+	err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) && len(n.cfg.InitialCluster) > 0 {
+		// A peer of the same initial cluster, bootstrapped and elected
+		// first, reached this node before it bootstrapped: it is a member
+		// already, being caught up (bootstrapNow does the same).
+		n.logger.Info("a leader reached this node first; not bootstrapping, waiting to be caught up")
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
 	return nil
