@@ -201,13 +201,19 @@ func keyNames(i *Instance) {
 
 // indexKey returns i's index key: the array its names point into when
 // keyNames made them so and they still do (a copy whose names were
-// replaced fails the check and gets a new key), else a new key.
+// replaced, or whose id was shortened in place, fails the check and gets
+// a new key), else a new key.
 func (i *Instance) indexKey() []byte {
 	if i.keyed {
 		ns, svc, id := uintptr(unsafe.Pointer(unsafe.StringData(i.Namespace))), uintptr(unsafe.Pointer(unsafe.StringData(i.Service))),
 			uintptr(unsafe.Pointer(unsafe.StringData(i.ID)))
 		if svc == ns+uintptr(len(i.Namespace))+1 && id == svc+uintptr(len(i.Service))+1 {
-			return unsafe.Slice(unsafe.StringData(i.Namespace), len(i.Namespace)+len(i.Service)+len(i.ID)+3)
+			// The names lie in keyNames' array, so the byte after the id
+			// is in it too: its zero when the id is whole.
+			k := unsafe.Slice(unsafe.StringData(i.Namespace), len(i.Namespace)+len(i.Service)+len(i.ID)+3)
+			if k[len(k)-1] == 0 {
+				return k
+			}
 		}
 	}
 	return nameKey(i.Namespace, i.Service, i.ID)

@@ -190,9 +190,15 @@ func TestAnInstanceNamesAreItsIndexKey(t *testing.T) {
 			t.Errorf("modified copy renamed %s: key %q, want %q", m.Key(), got, want)
 		}
 	}
+	register(t, s, 3, inst("web", "abc", 80))
+	c := stored(t, s, "web", "abc").Clone()
+	c.ID = c.ID[:2]
+	if got, want := keyOf(c), nameKey(c.Namespace, c.Service, "ab"); !bytes.Equal(got, want) {
+		t.Errorf("copy with its id shortened in place: key %q, want %q", got, want)
+	}
 	b := a.Clone()
 	b.ID = "b"
-	register(t, s, 3, b)
+	register(t, s, 4, b)
 	if got := stored(t, s, "web", "b"); got.ID != "b" || stored(t, s, "web", "a").ID != "a" {
 		t.Fatalf("a renamed copy registered: %s", got.Key())
 	}
