@@ -92,7 +92,7 @@ func (r *checkRunner) sync(v *store.View, _ uint64) {
 }
 
 func (r *checkRunner) change(ev *store.Event) {
-	if ev.Type == store.EventPut && ev.Instance.Check() != nil {
+	if ev.Type() == store.EventPut && ev.Instance.Check() != nil {
 		r.upsert(ev.Instance)
 		return
 	}

@@ -352,7 +352,7 @@ func (t *leaseTable) change(ev *store.Event) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.leases[ev.Key()]
-	switch ev.Type {
+	switch ev.Type() {
 	case store.EventDelete:
 		if l != nil && l.regRev <= ev.Revision {
 			t.drop(l)

@@ -277,7 +277,7 @@ func TestHeldInstanceShowsIt(t *testing.T) {
 	var seen bool
 	for _, r := range revs {
 		for _, ev := range r.Events {
-			if ev.Type == store.EventPut && ev.Key() == key("web", "f9") && ev.Instance.StatusReason() == want {
+			if ev.Type() == store.EventPut && ev.Key() == key("web", "f9") && ev.Instance.StatusReason() == want {
 				seen = true
 			}
 		}

@@ -681,10 +681,10 @@ func (s *Server) eventWire(e *store.Event, healthyOnly, omitPrev bool) []byte {
 	if healthyOnly {
 		prevHealthy := e.Prev != nil && e.Prev.Healthy()
 		switch {
-		case e.Type == store.EventPut && e.Instance.Healthy():
-		case e.Type == store.EventPut && prevHealthy:
+		case e.Type() == store.EventPut && e.Instance.Healthy():
+		case e.Type() == store.EventPut && prevHealthy:
 			asDelete = true
-		case e.Type == store.EventDelete && prevHealthy:
+		case e.Type() == store.EventDelete && prevHealthy:
 		default:
 			return nil
 		}
@@ -705,7 +705,7 @@ func (s *Server) eventWire(e *store.Event, healthyOnly, omitPrev bool) []byte {
 	}
 	return w.plainWire(func() []byte {
 		ev := &rosterv1.Event{Revision: e.Revision}
-		switch e.Type {
+		switch e.Type() {
 		case store.EventPut:
 			ev.Type, ev.Instance = rosterv1.Event_TYPE_PUT, toAPIInstance(e.Instance)
 		default:

@@ -13,7 +13,7 @@ import (
 func wireTestEvent(rev uint64) *store.Event {
 	k := store.Key{Namespace: "default", Service: "web", ID: "w1"}
 	inst := &store.Instance{Namespace: k.Namespace, Service: k.Service, ID: k.ID, Address: "10.0.0.1", Port: 80, Weight: 100, ModRevision: rev}
-	return &store.Event{Type: store.EventPut, Revision: rev, Instance: inst}
+	return &store.Event{Revision: rev, Instance: inst}
 }
 
 // TestEventEncodedOnceForAllWatchers: concurrent watchers of one event

@@ -17,16 +17,25 @@ const (
 
 // Event is one change to one instance at one revision. Events are shared by
 // every reader of the history and never modified.
-// An event is 32 bytes: the history keeps up to 100,000 of them by
-// default, so its key is read from the instances it holds, not kept again.
+// An event is 24 bytes: the history keeps up to 100,000 of them by
+// default, so its key is read from the instances it holds, not kept again,
+// and its type is whether it holds a new state (Type).
 type Event struct {
-	Type     EventType
 	Revision uint64
 	// Instance is the new state after a put; nil after a delete.
 	Instance *Instance
 	// Prev is the state before the change; nil when the key was new. A
 	// delete always has it.
 	Prev *Instance
+}
+
+// Type returns EventPut for an event with a new state, EventDelete for one
+// without.
+func (e *Event) Type() EventType {
+	if e.Instance != nil {
+		return EventPut
+	}
+	return EventDelete
 }
 
 // Key returns the key of the instance the event changed.

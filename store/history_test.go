@@ -4,7 +4,27 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"unsafe"
 )
+
+// TestEventSize: the history keeps up to 100,000 events, so an event stays
+// in Go's 24-byte size class (its type is read from what it holds), and a
+// transaction's first event with the list it starts in the 32-byte one.
+func TestEventSize(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("sizes are pinned for 64-bit platforms")
+	}
+	if got := unsafe.Sizeof(Event{}); got != 24 {
+		t.Fatalf("Event is %d bytes, want 24", got)
+	}
+	if got := unsafe.Sizeof(firstEvent{}); got != 32 {
+		t.Fatalf("firstEvent is %d bytes, want 32", got)
+	}
+	put, del := Event{Instance: &Instance{}, Prev: &Instance{}}, Event{Prev: &Instance{}}
+	if put.Type() != EventPut || del.Type() != EventDelete {
+		t.Fatalf("types %v and %v, want put and delete", put.Type(), del.Type())
+	}
+}
 
 func TestHistoryGroupsRevisionsAndCompacts(t *testing.T) {
 	s := New(Options{HistoryEvents: 4, HistoryBytes: 1 << 30})
@@ -22,7 +42,7 @@ func TestHistoryGroupsRevisionsAndCompacts(t *testing.T) {
 		t.Fatalf("since 0: %v head %d err %v", revs, head, err)
 	}
 	for _, e := range revs[0].Events {
-		if e.Revision != 10 || e.Type != EventPut || e.Prev != nil {
+		if e.Revision != 10 || e.Type() != EventPut || e.Prev != nil {
 			t.Fatalf("event %+v", e)
 		}
 	}
@@ -58,7 +78,7 @@ func TestHistoryNotifiesAndSkipsNoops(t *testing.T) {
 	_ = w.Commit()
 	<-wait
 	revs, _, _, _ := s.History().Since(1, 10)
-	if len(revs) != 1 || revs[0].Revision != 3 || revs[0].Events[0].Type != EventDelete || revs[0].Events[0].Prev == nil {
+	if len(revs) != 1 || revs[0].Revision != 3 || revs[0].Events[0].Type() != EventDelete || revs[0].Events[0].Prev == nil {
 		t.Fatalf("delete event: %+v", revs)
 	}
 }

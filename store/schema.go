@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -116,7 +117,7 @@ func (instanceKeyIndex) FromObject(raw any) (bool, []byte, error) {
 	if i.Namespace == "" || i.Service == "" || i.ID == "" {
 		return false, nil, nil
 	}
-	return true, nameKey(i.Namespace, i.Service, i.ID), nil
+	return true, i.indexKey(), nil
 }
 
 func (instanceKeyIndex) FromArgs(args ...any) ([]byte, error) {
@@ -176,6 +177,46 @@ func (serviceKeyIndex) FromArgs(args ...any) ([]byte, error) {
 
 func (serviceKeyIndex) PrefixFromArgs(args ...any) ([]byte, error) {
 	return namePrefix("service", 1, args)
+}
+
+// keyNames makes i's namespace, service and id point into one new array
+// holding them as their index key (nameKey's bytes), which the index then
+// keeps instead of a key of its own: an instance's names cost the heap
+// its key and nothing more. i must be the caller's alone, not yet visible
+// to readers, with no name empty. The array is never changed: the radix
+// tree never changes a key it is given, and the index hands it out with
+// no spare capacity, so an append copies it.
+func keyNames(i *Instance) {
+	ns, svc, id := len(i.Namespace), len(i.Service), len(i.ID)
+	if ns == 0 || svc == 0 || id == 0 {
+		i.keyed = false
+		return
+	}
+	b := nameKey(i.Namespace, i.Service, i.ID)
+	i.Namespace = unsafe.String(&b[0], ns)
+	i.Service = unsafe.String(&b[ns+1], svc)
+	i.ID = unsafe.String(&b[ns+1+svc+1], id)
+	i.keyed = true
+}
+
+// indexKey returns i's index key: the array its names point into when
+// keyNames made them so and they still do (a copy whose names were
+// replaced, or whose id was shortened in place, fails the check and gets
+// a new key), else a new key.
+func (i *Instance) indexKey() []byte {
+	if i.keyed {
+		ns, svc, id := uintptr(unsafe.Pointer(unsafe.StringData(i.Namespace))), uintptr(unsafe.Pointer(unsafe.StringData(i.Service))),
+			uintptr(unsafe.Pointer(unsafe.StringData(i.ID)))
+		if svc == ns+uintptr(len(i.Namespace))+1 && id == svc+uintptr(len(i.Service))+1 {
+			// The names lie in keyNames' array, so the byte after the id
+			// is in it too: its zero when the id is whole.
+			k := unsafe.Slice(unsafe.StringData(i.Namespace), len(i.Namespace)+len(i.Service)+len(i.ID)+3)
+			if k[len(k)-1] == 0 {
+				return k
+			}
+		}
+	}
+	return nameKey(i.Namespace, i.Service, i.ID)
 }
 
 // nameKey joins names, each followed by a zero byte.

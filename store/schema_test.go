@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"unsafe"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -118,4 +119,88 @@ func TestInstanceLookupFindsNoShorterKey(t *testing.T) {
 			t.Fatalf("lookup of absent %v found %+v, %v", k, i, err)
 		}
 	}
+}
+
+// TestAnInstanceNamesAreItsIndexKey: a stored instance's namespace,
+// service and id point into one array that is also its index key, so the
+// index keeps no key of its own and reading it back allocates nothing,
+// through a health change and a restore; a copy whose names were replaced
+// gets its own key, with the new names.
+func TestAnInstanceNamesAreItsIndexKey(t *testing.T) {
+	s := New(DefaultOptions())
+	register(t, s, 1, inst("web", "a", 80))
+	keyOf := func(i *Instance) []byte {
+		t.Helper()
+		ok, k, err := instanceKeyIndex{}.FromObject(i)
+		if !ok || err != nil {
+			t.Fatalf("instance %s: no key: %v", i.Key(), err)
+		}
+		return k
+	}
+	isItsNames := func(i *Instance) {
+		t.Helper()
+		k := keyOf(i)
+		if want := nameKey(i.Namespace, i.Service, i.ID); !bytes.Equal(k, want) || cap(k) != len(k) {
+			t.Fatalf("instance %s: key %q (capacity %d), want %q with no spare capacity", i.Key(), k, cap(k), want)
+		}
+		if unsafe.SliceData(k) != unsafe.StringData(i.Namespace) || &k[len(i.Namespace)+1] != unsafe.StringData(i.Service) ||
+			&k[len(i.Namespace)+len(i.Service)+2] != unsafe.StringData(i.ID) {
+			t.Fatalf("instance %s: its names are not its key's bytes", i.Key())
+		}
+		if n := testing.AllocsPerRun(10, func() { keyOf(i) }); n != 0 {
+			t.Fatalf("instance %s: reading its key allocates %v times", i.Key(), n)
+		}
+	}
+	a := stored(t, s, "web", "a")
+	isItsNames(a)
+
+	w := s.Begin(2)
+	if _, err := w.SetHealth(a.Key(), a.RegistrationRevision, HealthCritical, "check failed", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	isItsNames(stored(t, s, "web", "a"))
+
+	if err := s.Restore(func(r *Restorer) error {
+		r.SetRevision(2)
+		return r.Instance(inst("web", "a", 80))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a = stored(t, s, "web", "a")
+	isItsNames(a)
+
+	for _, change := range []func(c *Instance){
+		func(c *Instance) { c.ID = "b" },
+		func(c *Instance) { c.ID = "abc" },
+		func(c *Instance) { c.Service = "api" },
+		func(c *Instance) { c.Namespace = "prod" },
+		func(c *Instance) { c.Namespace, c.Service, c.ID = "web", "a", "x" },
+	} {
+		c := a.Clone()
+		change(c)
+		if got, want := keyOf(c), nameKey(c.Namespace, c.Service, c.ID); !bytes.Equal(got, want) {
+			t.Errorf("copy renamed %s: key %q, want %q", c.Key(), got, want)
+		}
+		m := a.modified()
+		change(m)
+		if got, want := keyOf(m), nameKey(m.Namespace, m.Service, m.ID); !bytes.Equal(got, want) {
+			t.Errorf("modified copy renamed %s: key %q, want %q", m.Key(), got, want)
+		}
+	}
+	register(t, s, 3, inst("web", "abc", 80))
+	c := stored(t, s, "web", "abc").Clone()
+	c.ID = c.ID[:2]
+	if got, want := keyOf(c), nameKey(c.Namespace, c.Service, "ab"); !bytes.Equal(got, want) {
+		t.Errorf("copy with its id shortened in place: key %q, want %q", got, want)
+	}
+	b := a.Clone()
+	b.ID = "b"
+	register(t, s, 4, b)
+	if got := stored(t, s, "web", "b"); got.ID != "b" || stored(t, s, "web", "a").ID != "a" {
+		t.Fatalf("a renamed copy registered: %s", got.Key())
+	}
+	isItsNames(stored(t, s, "web", "b"))
 }

@@ -15,8 +15,10 @@ const (
 )
 
 // sharer lets stored instances of one service share the parts they have in
-// common: the namespace and service names and the labels (tag list,
-// metadata map and zone), each part and the labels as a whole. Instances
+// common: the labels (tag list, metadata map and zone), each part and the
+// labels as a whole. (Their namespace and service names are not shared:
+// each instance's are in its index key, which it must hold anyway; see
+// keyNames.) Instances
 // are never modified once stored, so two that hold equal parts can hold
 // the same ones; a service of ten thousand instances that differ only in
 // id and address then keeps one copy of the rest instead of ten thousand.
@@ -29,17 +31,17 @@ type sharer struct {
 
 // shared is what one service's instances share, most recently used first.
 type shared struct {
-	namespace, service string
-	labels             []*Labels
-	tags               [][]string
-	metadata           []map[string]string
-	zones              []string
+	labels   []*Labels
+	tags     [][]string
+	metadata []map[string]string
+	zones    []string
 }
 
 func newSharer() *sharer { return &sharer{services: map[[2]string]*shared{}} }
 
-// share replaces i's names and labels with equal ones already held by the
-// service's stored instances, and remembers those it did not find. i and
+// share replaces i's labels with equal ones already held by the service's
+// stored instances, and remembers those it did not find, and puts i's names
+// in its index key (keyNames). i and
 // its labels must be the caller's alone, not yet visible to readers (a
 // registration's are its own copy or were decoded for it). It reports whether it began remembering a service it did not know, which
 // a writer that aborts then forgets.
@@ -47,11 +49,11 @@ func (s *sharer) share(i *Instance) (added bool) {
 	k := [2]string{i.Namespace, i.Service}
 	p := s.services[k]
 	if p == nil {
-		p = &shared{namespace: i.Namespace, service: i.Service}
+		p = &shared{}
 		s.services[k] = p
 		added = true
 	}
-	i.Namespace, i.Service = p.namespace, p.service
+	keyNames(i)
 	l := i.Labels
 	if l == nil {
 		return added
