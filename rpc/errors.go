@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -109,7 +110,7 @@ func toStatus(err error) error {
 		// saying that only this node is cut off.
 		return withReason(codes.Unavailable, cluster.ErrRemoved.Error(), ReasonNoLeader)
 	case errors.Is(err, cluster.ErrNoLeader):
-		return withReason(codes.Unavailable, "no leader: the cluster is electing one or has lost its quorum", ReasonNoLeader)
+		return withReason(codes.Unavailable, noLeaderText(err), ReasonNoLeader)
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
 		return withReason(codes.Unavailable, err.Error(), ReasonOutcomeUnknown)
 	case errors.Is(err, errDraining):
@@ -177,4 +178,23 @@ func errorInfo(err error) *errdetails.ErrorInfo {
 		}
 	}
 	return nil
+}
+
+// noLeaderText says why there is no leader, keeping what err adds to
+// cluster.ErrNoLeader (this node shutting down, a watch to resume
+// elsewhere, how long a read waited).
+func noLeaderText(err error) string {
+	const why = "no leader: the cluster is electing one or has lost its quorum"
+	text, bare := err.Error(), cluster.ErrNoLeader.Error()
+	rest, ok := strings.CutPrefix(text, bare)
+	if !ok {
+		return why + ": " + text
+	}
+	if rest = strings.TrimPrefix(rest, ":"); strings.TrimSpace(rest) == "" {
+		return why
+	}
+	if strings.HasPrefix(rest, " (") {
+		return why + rest
+	}
+	return why + ";" + rest
 }

@@ -72,3 +72,24 @@ func TestToStatusNamesRaftFailures(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLeaderKeepsWhatTheErrorAdds: a NO_LEADER status says why there is
+// no leader and keeps what the error adds to it.
+func TestNoLeaderKeepsWhatTheErrorAdds(t *testing.T) {
+	const why = "no leader: the cluster is electing one or has lost its quorum"
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{cluster.ErrNoLeader, why},
+		{fmt.Errorf("%w (this node is shutting down: not waiting for another attempt)", cluster.ErrNoLeader),
+			why + " (this node is shutting down: not waiting for another attempt)"},
+		{errLeaderless, why + "; this node has no leader; resume the watch on another node"},
+		{fmt.Errorf("read: %w", cluster.ErrNoLeader), why + ": read: no leader"},
+	} {
+		st := status.Convert(toStatus(tc.err))
+		if st.Code() != codes.Unavailable || st.Message() != tc.want || Reason(st.Err()) != ReasonNoLeader {
+			t.Errorf("%v: %s %q (reason %q); want Unavailable %q, NO_LEADER", tc.err, st.Code(), st.Message(), Reason(st.Err()), tc.want)
+		}
+	}
+}
