@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/roster-registry/roster/cluster"
+	"github.com/roster-registry/roster/store"
 )
 
 // A 3-node cluster loses two nodes for good. The survivor, given a
@@ -97,11 +99,14 @@ func TestRecoverFromOneSurvivor(t *testing.T) {
 		p.start(t, nil)
 		link(survivor, p)
 		link(append([]*diskPeer{survivor}, all[3:]...)...)
-		if err := survivor.node.Join(context.Background(), p.id, string(p.addr), "127.0.0.1:1", true); err != nil {
-			t.Fatalf("join %s: %v", p.id, err)
-		}
+		atLeader(t, "join "+p.id, append([]*diskPeer{survivor}, all[3:]...), func(n *cluster.Node) error {
+			return n.Join(context.Background(), p.id, string(p.addr), "127.0.0.1:1", true)
+		})
 	}
-	register(t, survivor.node, "after-join")
+	atLeader(t, "register after-join", append([]*diskPeer{survivor}, all[3:]...), func(n *cluster.Node) error {
+		_, err := n.Register(context.Background(), &store.Instance{Namespace: "default", Service: "web", ID: "after-join", Address: "10.0.0.1", Port: 80, Weight: 100}, "")
+		return err
+	})
 	want["after-join"] = true
 	for _, p := range all[3:] {
 		eventually(t, p.id+" to hold every write", func() bool {
@@ -164,4 +169,27 @@ func TestPeersFileMistakesStopTheStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// atLeader runs op on whichever of ps leads, again while leadership moves
+// (once a node joins, the survivor needs it for a quorum, and with the fast
+// timeouts a loaded machine can cost the leader an election), failing on
+// any other error.
+func atLeader(t *testing.T, what string, ps []*diskPeer, op func(n *cluster.Node) error) {
+	t.Helper()
+	var last error
+	eventually(t, what, func() bool {
+		for _, p := range ps {
+			if p.node == nil || !p.node.LeaderReady() {
+				continue
+			}
+			if last = op(p.node); last == nil {
+				return true
+			}
+			if !errors.Is(last, cluster.ErrNotLeader) && !errors.Is(last, cluster.ErrNoLeader) && !errors.Is(last, cluster.ErrLeaderNotReady) {
+				t.Fatalf("%s: %v", what, last)
+			}
+		}
+		return false
+	})
 }
