@@ -57,6 +57,19 @@ type options struct {
 	discovery discoveryOptions
 	// noWatchMany gives every watch a Watch stream of its own.
 	noWatchMany bool
+	// failFast: a write gives up once every endpoint refused the
+	// connection (WithFailFastWrites).
+	failFast bool
+}
+
+// WithFailFastWrites makes a write with a deadline give up, as a read
+// does, once every endpoint in a row refused the connection and no attempt
+// of it reached a server (nothing was sent, so nothing was applied): for a
+// command-line tool, whose user would rather hear at once that nothing
+// listens. By default such a write goes round the endpoints until its
+// deadline, so that it rides out a restarting node or cluster.
+func WithFailFastWrites() Option {
+	return func(o *options) { o.failFast = true }
 }
 
 // WithoutWatchMany gives every watch (Watch, the discovery cache, the
@@ -281,9 +294,9 @@ const (
 	// applies an id once and answers a repeat with the first result. With
 	// a deadline it goes round the endpoints until the deadline (an
 	// election or a restarting node ends within it); without one, every
-	// endpoint at most once. It gives up before its deadline, as a read
-	// does, when every endpoint in a row refused the connection and no
-	// attempt may have been applied: no server was reached.
+	// endpoint at most once. With WithFailFastWrites it gives up before
+	// its deadline, as a read does, when every endpoint in a row refused
+	// the connection and no attempt reached a server.
 	retryWrite
 	// retryUnsent: a call without a request id that must not apply twice
 	// (RemoveNode, TransferLeadership) moves on only when it was never sent.
@@ -327,7 +340,8 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 	maybeApplied := false
 	// refusedInRow counts the latest attempts in a row whose endpoint
 	// refused the connection; n of them went to every endpoint once.
-	refusedInRow := 0
+	// reached: an attempt failed in a way that does not prove it unsent.
+	refusedInRow, reached := 0, false
 	for attempt := 0; attempt < attempts; attempt++ {
 		if err := c.pause(ctx, attempt); err != nil {
 			if maybeApplied {
@@ -363,19 +377,24 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 			}
 			return err
 		}
-		maybeApplied = maybeApplied || (ready && policy == retryWrite && !notApplied(err))
+		// A connection seen ready may have carried the call; one that was
+		// not may have become ready in between, so only a failure to
+		// connect proves the call unsent.
+		sent := ready || !neverSent(err)
+		maybeApplied = maybeApplied || (sent && policy == retryWrite && !notApplied(err))
 		last = err
 		if len(errs) < 2*n {
 			errs = append(errs, c.addrs[i]+": "+status.Convert(err).Message())
 		}
 		c.moveOn(i)
-		if !ready && connectionRefused(err) {
+		reached = reached || sent
+		if !sent && connectionRefused(err) {
 			refusedInRow++
 		} else {
 			refusedInRow = 0
 		}
-		if refusedInRow >= n && !maybeApplied {
-			// Nothing listens at any endpoint, so no attempt was sent:
+		if c.opts.failFast && refusedInRow >= n && !reached {
+			// Nothing listens at any endpoint and no attempt was sent:
 			// waiting out the deadline would only delay the same answer.
 			break
 		}
@@ -427,6 +446,17 @@ func outcomeUnknown(last error, errs []string) error {
 		st = d
 	}
 	return st.Err()
+}
+
+// neverSent reports whether err is gRPC's failure to set up a connection
+// (dialing, or the TLS handshake): the call failed before it was sent.
+func neverSent(err error) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	msg := status.Convert(err).Message()
+	return strings.Contains(msg, "transport: Error while dialing") || strings.Contains(msg, "transport: authentication handshake failed") ||
+		strings.Contains(msg, "connect: connection refused")
 }
 
 // connectionRefused reports whether err is gRPC's failure to connect

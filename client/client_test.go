@@ -84,15 +84,19 @@ func TestAllEndpointsDown(t *testing.T) {
 	}
 }
 
-// TestWriteToRefusingEndpointsFailsAtOnce: a write with a far deadline
-// that every endpoint refuses the connection to was sent nowhere, so it
-// fails as a read does, with "no endpoint answered", rather than going
+// TestWriteToRefusingEndpointsFailsAtOnce: with WithFailFastWrites, a
+// write with a far deadline that every endpoint refuses the connection to
+// was sent nowhere, so it fails as a read does, with "no endpoint answered", rather than going
 // round the endpoints until its deadline. testContext's deadline is far
 // shorter than the call's: a call that waited for its own would end with
 // DeadlineExceeded.
 func TestWriteToRefusingEndpointsFailsAtOnce(t *testing.T) {
 	dead1, dead2 := deadAddr(t), deadAddr(t)
-	c := newTestClient(t, dead1, dead2)
+	c, err := New(context.Background(), []string{dead1, dead2}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond), WithFailFastWrites())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(testContext(t), time.Hour)
 	defer cancel()
 	for _, tc := range []struct {

@@ -245,6 +245,9 @@ func (a *app) client(ctx context.Context) (*client.Client, error) {
 	if a.token != "" {
 		opts = append(opts, client.WithToken(a.token))
 	}
+	// A write to addresses where nothing listens fails at once, naming
+	// each refusal, rather than at --timeout.
+	opts = append(opts, client.WithFailFastWrites())
 	c, err := client.New(ctx, a.addrs, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
