@@ -706,8 +706,11 @@ func (n *Node) Status() Status {
 		Applied:     v.Applied(),
 		Revision:    v.Revision(),
 	}
-	if st.State != "leader" && n.Removed() {
-		// It can serve nothing more until it joins again.
+	if st.State != "leader" && lid == "" && n.Removed() {
+		// It can serve nothing more until it joins again. A node that
+		// knows a leader is not removed: one that has just joined may
+		// still be catching up on the entries from before it was added,
+		// its latest configuration one without it.
 		st.State = "removed"
 	}
 	if st.State != "leader" {

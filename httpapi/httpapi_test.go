@@ -106,7 +106,9 @@ func TestARemovedFollowerIsNeitherHealthyNorReady(t *testing.T) {
 	if _, err := leader.Cluster().RemoveNode(testcluster.Ctx(t), &rosterv1.RemoveNodeRequest{NodeId: gone.ID}); err != nil {
 		t.Fatal(err)
 	}
-	c.Eventually("the removed follower to learn its removal", 10*time.Second, gone.Node.Removed)
+	// It knows once it has the configuration without it and, no longer
+	// hearing from the leader, knows no leader.
+	c.Eventually("the removed follower to learn its removal", 10*time.Second, func() bool { return gone.Node.Status().State == "removed" })
 	const reason = "this node was removed from the cluster; restart it with --join to rejoin"
 	if code, body := get(t, srv.URL+"/health"); code != http.StatusServiceUnavailable || body["status"] != "removed" || body["reason"] != reason {
 		t.Fatalf("/health of the removed follower: %d %v; want 503, status removed, reason %q", code, body, reason)
