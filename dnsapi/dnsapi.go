@@ -56,7 +56,9 @@ type Config struct {
 	// address (0.0.0.0, ::), which cannot say by which address a resolver
 	// reaches it: rosterd gives its advertised gRPC address's IP, as a
 	// Consul agent answers with its advertise address. Unused when the
-	// server listens on one IP; with neither, ns.DOMAIN has no address.
+	// server listens on one IP, and when it is a loopback or link-local
+	// address (--dev advertises 127.0.0.1), which would send remote
+	// resolvers elsewhere; then ns.DOMAIN has no address.
 	NSAddr netip.Addr
 }
 
@@ -89,7 +91,8 @@ func Listen(addr string, cfg Config) (*Server, error) {
 	}
 	if ap, err := netip.ParseAddrPort(lis.Addr().String()); err == nil && !ap.Addr().IsUnspecified() {
 		h.nsAddr = ap.Addr().Unmap().WithZone("")
-	} else if cfg.NSAddr.IsValid() && !cfg.NSAddr.IsUnspecified() {
+	} else if a := cfg.NSAddr; a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+		// A loopback address would send remote resolvers to themselves.
 		h.nsAddr = cfg.NSAddr.Unmap().WithZone("")
 	}
 	return &Server{h: h, pc: pc, lis: lis}, nil

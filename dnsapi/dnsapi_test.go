@@ -483,7 +483,8 @@ func TestNameServerOnAWildcardAddress(t *testing.T) {
 		nsAddr netip.Addr
 		want   []string
 	}{
-		{netip.MustParseAddr("127.0.0.1"), []string{"127.0.0.1"}},
+		{netip.MustParseAddr("192.0.2.7"), []string{"192.0.2.7"}},
+		{netip.MustParseAddr("127.0.0.1"), nil}, // remote resolvers would ask themselves
 		{netip.Addr{}, nil},
 	} {
 		s, err := dnsapi.Listen("0.0.0.0:0", dnsapi.Config{Conn: nd.Conn, NSAddr: tc.nsAddr})
