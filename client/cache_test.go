@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -208,6 +209,24 @@ func TestCacheFirstListIsLinearizable(t *testing.T) {
 		if got := cachedIDs(t, c, "svc"); !slices.Contains(got, id) {
 			t.Fatalf("first lookup through %s after %s was acknowledged: %v", addrs[round], id, got)
 		}
+	}
+}
+
+// TestCachedServiceIsItsExportedFields: a real client's CachedService holds
+// nothing but its exported fields, so callers may compare it with
+// reflect.DeepEqual (or go-cmp) against a value they build.
+func TestCachedServiceIsItsExportedFields(t *testing.T) {
+	tc := newCluster(t)
+	register(t, tc, inst("svc", "a"))
+	c := newClient(t, addrsOf(tc))
+	s, err := c.CachedService(testcluster.Ctx(t), "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := client.CachedService{Namespace: s.Namespace, Service: s.Service, Instances: s.Instances, Revision: s.Revision,
+		SyncedAt: s.SyncedAt, Stale: s.Stale, Held: s.Held}
+	if !reflect.DeepEqual(s, want) {
+		t.Fatalf("CachedService %+v differs from its exported fields %+v", s, want)
 	}
 }
 
