@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"hash"
 	"io"
 	"os"
@@ -136,7 +137,7 @@ func (s *Server) restoreVerified(ctx context.Context, f *os.File, info backup.In
 		}
 		return &rosterv1.SnapshotRestoreResponse{Revision: r.Index, AppliedIndex: r.Index,
 			SourceRevision: r.SourceRevision, Instances: uint64(r.Instances),
-			TokensReplaced: r.TokensReplaced, Tokens: uint64(r.Tokens)}, nil
+			TokensReplaced: r.TokensReplaced, Tokens: proto.Uint64(uint64(r.Tokens))}, nil
 	}
 	if isForwarded(ctx) {
 		return nil, cluster.ErrNotLeader

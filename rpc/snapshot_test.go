@@ -214,7 +214,7 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 		t.Fatalf("restore through a follower: %v", err)
 	}
 	if resp.SourceRevision != info.Revision || resp.Revision <= info.Revision || resp.Instances != 29 ||
-		resp.TokensReplaced || resp.Tokens != 0 {
+		resp.TokensReplaced || resp.Tokens == nil || *resp.Tokens != 0 {
 		t.Fatalf("restore answered %v; file revision %d, no token either side", resp, info.Revision)
 	}
 
@@ -289,7 +289,7 @@ func TestSnapshotRestoreSaysWhetherTokensWereReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.TokensReplaced || resp.Tokens != 2 {
+	if resp.TokensReplaced || resp.GetTokens() != 2 {
 		t.Fatalf("restore of a file without ACL state answered %v; want the cluster's 2 tokens kept", resp)
 	}
 
@@ -299,7 +299,7 @@ func TestSnapshotRestoreSaysWhetherTokensWereReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !resp.TokensReplaced || resp.Tokens != 2 {
+	if !resp.TokensReplaced || resp.GetTokens() != 2 {
 		t.Fatalf("restore of a file holding 2 tokens answered %v; want tokens_replaced and 2 tokens", resp)
 	}
 	if n := tokenCount(t, nd); n != 2 {

@@ -306,24 +306,33 @@ how many there are now.
 					AppliedIndex   uint64 `json:"applied_index"`
 					SourceRevision uint64 `json:"source_revision"`
 					Instances      uint64 `json:"instances"`
-					TokensReplaced bool   `json:"tokens_replaced"`
-					Tokens         uint64 `json:"tokens"`
-				}{resp.Revision, resp.AppliedIndex, resp.SourceRevision, resp.Instances, resp.TokensReplaced, resp.Tokens}
+					// Absent when the server is older than these fields.
+					TokensReplaced *bool   `json:"tokens_replaced,omitempty"`
+					Tokens         *uint64 `json:"tokens,omitempty"`
+				}{Revision: resp.Revision, AppliedIndex: resp.AppliedIndex, SourceRevision: resp.SourceRevision, Instances: resp.Instances}
+				if resp.Tokens != nil {
+					out.TokensReplaced, out.Tokens = &resp.TokensReplaced, resp.Tokens
+				}
 				if a.json() {
 					return writeJSON(a.stdout, out)
 				}
 				fmt.Fprintf(a.stdout, "restored %d instances from revision %d; the cluster is at revision %d\n",
 					out.Instances, out.SourceRevision, out.Revision)
-				fmt.Fprintln(a.stdout, restoredTokens(resp))
+				if line := restoredTokens(resp); line != "" {
+					fmt.Fprintln(a.stdout, line)
+				}
 				return nil
 			})
 		},
 	}
 }
 
-// restoredTokens says what a restore did with the cluster's ACL tokens.
+// restoredTokens says what a restore did with the cluster's ACL tokens;
+// nothing when the server is older than the answer's fields for it.
 func restoredTokens(resp *rosterv1.SnapshotRestoreResponse) string {
 	switch {
+	case resp.Tokens == nil:
+		return ""
 	case resp.GetTokensReplaced():
 		return fmt.Sprintf("ACL tokens: replaced by the file's (%d now)", resp.GetTokens())
 	case resp.GetTokens() > 0:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"google.golang.org/protobuf/proto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,7 +88,16 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 			t.Fatalf("%s holds %d instances after the restore, want 3", nd.ID, n)
 		}
 	}
-	code, out, errOut = runCLI(t, ctx, addr, "snapshot", "restore", file, "-o", "json")
+	// A second restore right after the first: on a loaded machine, with
+	// the test cluster's fast timeouts, the leader may lose its term while
+	// committing it (outcome unknown, as an operator would be told); the
+	// operator's answer is to restore again.
+	for range 3 {
+		if code, out, errOut = runCLI(t, ctx, addr, "snapshot", "restore", file, "-o", "json"); code == 0 || !strings.Contains(errOut, "outcome unknown") {
+			break
+		}
+		t.Logf("restore again after: %s", errOut)
+	}
 	var restored map[string]any
 	if code != 0 || json.Unmarshal([]byte(out), &restored) != nil {
 		t.Fatalf("restore -o json: exit %d: %s %s", code, out, errOut)
@@ -98,15 +108,18 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 }
 
 // TestRestoredTokens: the line restore prints says whether the file's ACL
-// tokens replaced the cluster's or the cluster kept its own, and how many.
+// tokens replaced the cluster's or the cluster kept its own, and how many;
+// none against a server that does not say.
 func TestRestoredTokens(t *testing.T) {
 	for _, tc := range []struct {
 		resp *rosterv1.SnapshotRestoreResponse
 		want string
 	}{
-		{&rosterv1.SnapshotRestoreResponse{TokensReplaced: true, Tokens: 3}, "ACL tokens: replaced by the file's (3 now)"},
-		{&rosterv1.SnapshotRestoreResponse{Tokens: 2}, "ACL tokens: the file holds none; the cluster kept its own (2)"},
-		{&rosterv1.SnapshotRestoreResponse{}, "ACL tokens: none, in the file or the cluster"},
+		{&rosterv1.SnapshotRestoreResponse{TokensReplaced: true, Tokens: proto.Uint64(3)}, "ACL tokens: replaced by the file's (3 now)"},
+		{&rosterv1.SnapshotRestoreResponse{Tokens: proto.Uint64(2)}, "ACL tokens: the file holds none; the cluster kept its own (2)"},
+		{&rosterv1.SnapshotRestoreResponse{Tokens: proto.Uint64(0)}, "ACL tokens: none, in the file or the cluster"},
+		// A server older than the fields says nothing of the tokens.
+		{&rosterv1.SnapshotRestoreResponse{}, ""},
 	} {
 		if got := restoredTokens(tc.resp); got != tc.want {
 			t.Errorf("restoredTokens(%v) = %q, want %q", tc.resp, got, tc.want)

@@ -1499,7 +1499,9 @@ type SnapshotRestoreResponse struct {
 	TokensReplaced bool `protobuf:"varint,5,opt,name=tokens_replaced,json=tokensReplaced,proto3" json:"tokens_replaced,omitempty"`
 	// tokens is how many ACL tokens the cluster holds after the restore: the
 	// file's when tokens_replaced, else the cluster's own.
-	Tokens        uint64 `protobuf:"varint,6,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	// Absent from a server older than the field: the CLI then says nothing
+	// of the tokens.
+	Tokens        *uint64 `protobuf:"varint,6,opt,name=tokens,proto3,oneof" json:"tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1570,8 +1572,8 @@ func (x *SnapshotRestoreResponse) GetTokensReplaced() bool {
 }
 
 func (x *SnapshotRestoreResponse) GetTokens() uint64 {
-	if x != nil {
-		return x.Tokens
+	if x != nil && x.Tokens != nil {
+		return *x.Tokens
 	}
 	return 0
 }
@@ -1705,14 +1707,15 @@ const file_roster_v1_cluster_proto_rawDesc = "" +
 	"\vbody_sha256\x18\x06 \x01(\fR\n" +
 	"bodySha256\",\n" +
 	"\x16SnapshotRestoreRequest\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xe2\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xf2\x01\n" +
 	"\x17SnapshotRestoreResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12'\n" +
 	"\x0fsource_revision\x18\x03 \x01(\x04R\x0esourceRevision\x12\x1c\n" +
 	"\tinstances\x18\x04 \x01(\x04R\tinstances\x12'\n" +
-	"\x0ftokens_replaced\x18\x05 \x01(\bR\x0etokensReplaced\x12\x16\n" +
-	"\x06tokens\x18\x06 \x01(\x04R\x06tokens2\xff\x05\n" +
+	"\x0ftokens_replaced\x18\x05 \x01(\bR\x0etokensReplaced\x12\x1b\n" +
+	"\x06tokens\x18\x06 \x01(\x04H\x00R\x06tokens\x88\x01\x01B\t\n" +
+	"\a_tokens2\xff\x05\n" +
 	"\aCluster\x12U\n" +
 	"\x06Status\x12\x18.roster.v1.StatusRequest\x1a\x19.roster.v1.StatusResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/status\x12Y\n" +
 	"\aMembers\x12\x19.roster.v1.MembersRequest\x1a\x1a.roster.v1.MembersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/members\x127\n" +
@@ -1819,6 +1822,7 @@ func file_roster_v1_cluster_proto_init() {
 	file_roster_v1_registry_proto_init()
 	file_roster_v1_cluster_proto_msgTypes[6].OneofWrappers = []any{}
 	file_roster_v1_cluster_proto_msgTypes[15].OneofWrappers = []any{}
+	file_roster_v1_cluster_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
