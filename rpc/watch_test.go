@@ -2,11 +2,13 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -294,8 +296,21 @@ func TestWatchFollowerSnapshotInstallStaysGapless(t *testing.T) {
 
 	c.Partition(f)
 	ops2, rev2 := writes(t, ctx, leader, "api", 10, 200)
-	if err := leader.Node.Snapshot(); err != nil {
-		t.Fatalf("snapshot on the leader: %v", err)
+	// Every node but f compacts its log past what f holds, not only the
+	// leader: leadership may move after the leader's snapshot (a busy
+	// machine misses a 100 ms lease), and a new leader that still held
+	// every entry f misses would catch f up entry by entry, with no
+	// snapshot to install and no reset to see.
+	for _, nd := range c.Running() {
+		if nd == f {
+			continue
+		}
+		c.Eventually(fmt.Sprintf("%s to apply revision %d", nd.ID, rev2), 30*time.Second, func() bool {
+			return nd.Node.Applied() >= rev2
+		})
+		if err := nd.Node.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			t.Fatalf("snapshot on %s: %v", nd.ID, err)
+		}
 	}
 	c.Heal(f)
 	// The follower is missing entries the leader has compacted away: it
