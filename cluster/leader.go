@@ -30,6 +30,31 @@ func (n *Node) OnLeader(duty func(ctx context.Context)) {
 // of earlier terms, so its state is complete.
 func (n *Node) LeaderReady() bool { return n.leaderReady.Load() && n.IsLeader() }
 
+// AwaitLeaderReady waits, while this node leads and until ctx ends, for
+// its barrier: until then a new leader may not have applied every entry of
+// earlier terms, though a follower that acknowledged them has (an ACL token
+// that a follower knows, say). It reports whether the node's state is now
+// as fresh as its term requires: true at once on a follower or a ready
+// leader, false when ctx ended or the node stopped first.
+func (n *Node) AwaitLeaderReady(ctx context.Context) bool {
+	for {
+		if !n.IsLeader() {
+			return true
+		}
+		_, ready, changed := n.requestClock.stamp()
+		if ready {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		case <-n.shutdownCh:
+			return false
+		}
+	}
+}
+
 func (n *Node) monitorLeadership(notify <-chan bool) {
 	defer n.wg.Done()
 	for {

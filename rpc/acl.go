@@ -90,6 +90,11 @@ type caller struct {
 	sum   []byte
 }
 
+// leaderReadyWait bounds how long a token lookup that misses on a leader
+// not yet through its barrier waits for it (an election's barrier commits
+// within a heartbeat round or two).
+const leaderReadyWait = 2 * time.Second
+
 // resolve finds the caller's token in this node's state. A call without a
 // token is anonymous and allowed nothing; an unknown token is refused.
 func (s *Server) resolve(ctx context.Context) (*caller, error) {
@@ -99,6 +104,20 @@ func (s *Server) resolve(ctx context.Context) (*caller, error) {
 	}
 	sum := acl.HashSecret(secret)
 	t := s.node.Store().View().TokenBySecret(sum)
+	if t == nil && !s.node.LeaderReady() && s.node.IsLeader() {
+		// A new leader applies earlier terms' entries up to its barrier:
+		// a token a follower knows (and relays a call with) may not be in
+		// its state yet. Only a miss on such a leader waits.
+		if h := s.tokenCalls.hooks.Load(); h != nil && h.awaitLeader != nil {
+			h.awaitLeader()
+		}
+		wait, cancel := context.WithTimeout(ctx, leaderReadyWait)
+		ready := s.node.AwaitLeaderReady(wait)
+		cancel()
+		if ready {
+			t = s.node.Store().View().TokenBySecret(sum)
+		}
+	}
 	if t == nil {
 		return nil, withReason(codes.PermissionDenied, errPermissionDenied.Error()+": ACL token not found", ReasonACLTokenNotFound)
 	}

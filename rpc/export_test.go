@@ -54,9 +54,12 @@ type TokenHooks struct {
 	// Passed runs after each look at them, with the applied index of the
 	// state looked at.
 	Passed func(applied uint64)
+	// AwaitLeader runs as a token lookup that missed on a leader not yet
+	// through its barrier starts waiting for it.
+	AwaitLeader func()
 }
 
 // SetTokenHooks installs h on s (the zero TokenHooks removes them).
 func SetTokenHooks(s *Server, h TokenHooks) {
-	s.tokenCalls.hooks.Store(&tokenHooks{beforeAdd: h.BeforeAdd, passed: h.Passed})
+	s.tokenCalls.hooks.Store(&tokenHooks{beforeAdd: h.BeforeAdd, passed: h.Passed, awaitLeader: h.AwaitLeader})
 }

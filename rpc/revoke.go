@@ -39,6 +39,9 @@ type tokenCalls struct {
 type tokenHooks struct {
 	beforeAdd func()
 	passed    func(applied uint64)
+	// awaitLeader runs as a token lookup that missed on a leader not yet
+	// through its barrier starts waiting for it (resolve).
+	awaitLeader func()
 }
 
 // tokenCall is one lasting call and the token it was resolved with.
