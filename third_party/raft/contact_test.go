@@ -199,7 +199,9 @@ func startContactCluster(t *testing.T, leaderConf, followerConf func(*Config)) *
 			_ = r.Shutdown().Error()
 		}
 	})
-	poll(t, "node0 to lead", func() bool { return c.leader.State() == Leader })
+	// Leading, and its voters published (runLeader does that just after
+	// the state turns Leader; QuorumContact is zero until then).
+	poll(t, "node0 to lead", func() bool { return c.leader.State() == Leader && c.leader.leaderVoters.Load() != nil })
 	return c
 }
 
