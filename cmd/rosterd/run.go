@@ -125,7 +125,11 @@ func run(parent context.Context, f *flags) error {
 		return err
 	}
 	if f.dev {
-		_, cfg.Transport = raft.NewInmemTransport(raft.ServerAddress("dev.inmem:7421"))
+		// A dev node has no Raft listener: it names itself by its gRPC
+		// address, so what reports a Raft address (Consul's
+		// /v1/status/leader and /peers, `roster members`) gives one a
+		// client can reach.
+		_, cfg.Transport = raft.NewInmemTransport(raft.ServerAddress(cfg.APIAddr))
 	}
 
 	// Before the node starts, so Raft's metrics of the first election count.

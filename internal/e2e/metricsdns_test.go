@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +107,20 @@ func TestRosterdMetricsAndDNS(t *testing.T) {
 	}
 	get("go_goroutines")
 	get("process_open_fds")
+
+	// A dev node has no Raft listener; what reports a Raft address gives
+	// its gRPC address, which a client can reach.
+	for path, want := range map[string]string{"/v1/status/leader": `"` + grpcAddr + `"`, "/v1/status/peers": `["` + grpcAddr + `"]`} {
+		resp, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != want {
+			t.Fatalf("GET %s: %d %q %v; want 200 %s", path, resp.StatusCode, body, err, want)
+		}
+	}
 
 	if err := p.Terminate(15 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
