@@ -171,8 +171,8 @@ func writeError(w http.ResponseWriter, err error, httpStatus int) {
 }
 
 // setRetryAfter sets Retry-After on a 429: the whole seconds of the
-// status's RetryInfo when it has one, else 1 (a rate limit's bucket
-// refills within about a second at the usual rates).
+// status's RetryInfo (a rate limit's says when the client's bucket holds
+// the tokens the call asked for), rounded up, else 1.
 func setRetryAfter(w http.ResponseWriter, httpStatus int, st *status.Status) {
 	if httpStatus != http.StatusTooManyRequests {
 		return

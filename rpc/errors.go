@@ -10,6 +10,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/roster-registry/roster/cluster"
 	"github.com/roster-registry/roster/store"
@@ -78,6 +80,10 @@ func toStatus(err error) error {
 	var slow *slowWatcherError
 	var lim *limitError
 	switch {
+	case errors.As(err, &lim) && lim.retryAfter > 0:
+		return withDetails(codes.ResourceExhausted, lim.msg,
+			&errdetails.ErrorInfo{Reason: lim.reason, Domain: ErrorDomain},
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(lim.retryAfter)})
 	case errors.As(err, &lim):
 		return withReason(codes.ResourceExhausted, lim.msg, lim.reason)
 	case errors.Is(err, store.ErrLimitExceeded):
@@ -151,8 +157,12 @@ func withReason(c codes.Code, msg, reason string) error {
 }
 
 func withInfo(c codes.Code, msg string, info *errdetails.ErrorInfo) error {
+	return withDetails(c, msg, info)
+}
+
+func withDetails(c codes.Code, msg string, details ...protoadapt.MessageV1) error {
 	st := status.New(c, msg)
-	if d, err := st.WithDetails(info); err == nil {
+	if d, err := st.WithDetails(details...); err == nil {
 		st = d
 	}
 	return st.Err()

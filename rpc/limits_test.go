@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -347,4 +348,19 @@ func TestKeepAliveBatchCostsATokenPerInstance(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted || rpc.Reason(err) != rpc.ReasonRateLimited {
 		t.Fatalf("second batch of 30 past the burst: %v, want ResourceExhausted, RATE_LIMITED", err)
 	}
+	// It says when to retry: 30 tokens wanted, about 19 held, 0.01 a
+	// second come in (less than 1,100 s by what refilled meanwhile).
+	if d := retryDelay(err); d <= 1000*time.Second || d > 1100*time.Second {
+		t.Fatalf("second batch of 30 past the burst: retry in %v, want about 1100s (%v)", d, err)
+	}
+}
+
+// retryDelay is the RetryInfo delay of err, 0 when it has none.
+func retryDelay(err error) time.Duration {
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
 }

@@ -26,6 +26,10 @@ const (
 type limitError struct {
 	msg    string
 	reason string
+	// retryAfter is how long until the bucket holds the tokens the call
+	// asked for (0: not a rate limit); it reaches the client as RetryInfo
+	// and an HTTP client as Retry-After.
+	retryAfter time.Duration
 }
 
 func (e *limitError) Error() string { return e.msg }
@@ -115,14 +119,23 @@ func (r *rateLimiter) allowN(client string, write bool, n int) error {
 	if write {
 		b, cfg, what = c.write, r.write, "writes"
 	}
-	if b.AllowN(now, min(n, cfg.burst)) {
+	need := min(n, cfg.burst)
+	if b.AllowN(now, need) {
 		return nil
 	}
 	return &limitError{
 		msg: fmt.Sprintf("rate limit: client %s sent more than %g %s per second (burst %d); slow down and retry",
 			client, float64(cfg.rate), what, cfg.burst),
-		reason: ReasonRateLimited,
+		reason:     ReasonRateLimited,
+		retryAfter: refillTime(float64(need)-b.TokensAt(now), cfg.rate),
 	}
+}
+
+// refillTime is how long a bucket filling at r takes to gain missing
+// tokens: at least a millisecond, so a refused call always says to wait.
+func refillTime(missing float64, r rate.Limit) time.Duration {
+	d := time.Duration(missing / float64(r) * float64(time.Second))
+	return max(d, time.Millisecond)
 }
 
 // sweep forgets clients idle long enough for their buckets to be full.
