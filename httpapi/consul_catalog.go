@@ -272,6 +272,31 @@ func (c *consulAPI) parseServiceQuery(r *http.Request, sels filterSelectors) (*s
 	return sq, nil
 }
 
+// serve parses r as a query of one service and runs it: ok false when it
+// has answered already (a bad query, a service no one can have, one the
+// token may not read, an error).
+func (c *consulAPI) serve(w http.ResponseWriter, r *http.Request, sels filterSelectors) (*serviceQuery, *rosterv1.GetServiceResponse, bool) {
+	sq, err := c.parseServiceQuery(r, sels)
+	if err != nil {
+		writeConsulError(w, err)
+		return nil, nil, false
+	}
+	if sq.unknown {
+		c.empty(w, r, sq)
+		return nil, nil, false
+	}
+	resp, err := c.get(r.Context(), sq)
+	if hiddenByACL(err) {
+		c.hidden(w, r, sq)
+		return nil, nil, false
+	}
+	if err != nil {
+		writeConsulError(w, err)
+		return nil, nil, false
+	}
+	return sq, resp, true
+}
+
 // get runs a service query through Registry.GetService: with index it is a
 // blocking query woken only by a change to this service. The index
 // returned is the service's revision.
@@ -347,22 +372,8 @@ func (c *consulAPI) empty(w http.ResponseWriter, r *http.Request, sq *serviceQue
 
 // healthService serves GET /v1/health/service/:service.
 func (c *consulAPI) healthService(w http.ResponseWriter, r *http.Request) {
-	sq, err := c.parseServiceQuery(r, healthSelectors)
-	if err != nil {
-		writeConsulError(w, err)
-		return
-	}
-	if sq.unknown {
-		c.empty(w, r, sq)
-		return
-	}
-	resp, err := c.get(r.Context(), sq)
-	if hiddenByACL(err) {
-		c.hidden(w, r, sq)
-		return
-	}
-	if err != nil {
-		writeConsulError(w, err)
+	sq, resp, ok := c.serve(w, r, healthSelectors)
+	if !ok {
 		return
 	}
 	out := []consulServiceEntry{}
@@ -387,22 +398,8 @@ func (c *consulAPI) healthService(w http.ResponseWriter, r *http.Request) {
 
 // catalogService serves GET /v1/catalog/service/:service.
 func (c *consulAPI) catalogService(w http.ResponseWriter, r *http.Request) {
-	sq, err := c.parseServiceQuery(r, catalogSelectors)
-	if err != nil {
-		writeConsulError(w, err)
-		return
-	}
-	if sq.unknown {
-		c.empty(w, r, sq)
-		return
-	}
-	resp, err := c.get(r.Context(), sq)
-	if hiddenByACL(err) {
-		c.hidden(w, r, sq)
-		return
-	}
-	if err != nil {
-		writeConsulError(w, err)
+	sq, resp, ok := c.serve(w, r, catalogSelectors)
+	if !ok {
 		return
 	}
 	out := []consulCatalogService{}
