@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/roster-registry/roster/internal/freeport"
 	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
@@ -76,24 +76,7 @@ func findRosterd(given string) (string, error) {
 }
 
 // freePorts returns n loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
+func freePorts(n int) ([]int, error) { return freeport.Loopback(n) }
 
 // benchLimitsOff turns off rosterd's per-client limits on a local bench
 // cluster: every bench client comes from 127.0.0.1, one client to the
