@@ -29,7 +29,7 @@ type WriteTxn struct {
 	requestsDropped int
 	requestsAdded   []*RequestResult
 	addedDropped    int
-	requestsByID    map[string]*RequestResult
+	requestsByID    requestIndex
 	// extinct: a service lost its last instance in this transaction.
 	extinct bool
 	// done: committed or aborted, the store's writer lock released.
@@ -50,7 +50,7 @@ func (w *WriteTxn) Abort() {
 	}
 	w.done = true
 	w.txn.Abort()
-	clear(w.requestsByID)
+	w.requestsByID.clear()
 	// A service first seen by this transaction may have no instance now.
 	for _, k := range w.sharedNew {
 		w.s.shared.forget(k[0], k[1])
