@@ -114,7 +114,7 @@ func (w *WriteTxn) put(prev, next *Instance) error {
 			return err
 		}
 	}
-	w.addEvent(Event{Revision: w.index, Instance: next, Prev: prev})
+	w.addEvent(Event{Instance: next, Prev: prev})
 	return nil
 }
 
@@ -145,7 +145,7 @@ func (w *WriteTxn) remove(prev *Instance) error {
 	if err := w.touchService(prev.Namespace, prev.Service, -1); err != nil {
 		return err
 	}
-	w.addEvent(Event{Revision: w.index, Prev: prev})
+	w.addEvent(Event{Prev: prev})
 	return nil
 }
 
