@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -170,49 +171,78 @@ func (r *RequestResult) is(id requestID) bool {
 	return !r.hasHexID() && r.rare.id == id.other
 }
 
-// requestIndex finds request results by id. Hex ids are keyed by their 16
-// bytes, so that the map holds no string for them; other ids, which are
-// rare, have a map of their own.
+// requestIndex finds request results by id. A hex id is keyed by its 16
+// bytes folded to 8 (fold), so that the map holds no string and its slot
+// is 16 bytes, not 24; the result found is checked against the whole id,
+// and an id folding as one already there (two random ids do so once in
+// 2^64; a client could choose such ids) goes to collided, by its whole
+// bytes. Other ids, which are rare, have a map of their own.
 type requestIndex struct {
-	hex   map[[16]byte]*RequestResult
-	other map[string]*RequestResult
+	hex      map[uint64]*RequestResult
+	collided map[[16]byte]*RequestResult
+	other    map[string]*RequestResult
 }
 
 func newRequestIndex(n int) requestIndex {
-	return requestIndex{hex: make(map[[16]byte]*RequestResult, n), other: map[string]*RequestResult{}}
+	return requestIndex{hex: make(map[uint64]*RequestResult, n), collided: map[[16]byte]*RequestResult{}, other: map[string]*RequestResult{}}
+}
+
+// fold folds a hex id's bytes to a map key: both halves count, so ids that
+// share either half (a counter in one, a prefix in the other) still spread.
+func fold(b [16]byte) uint64 {
+	return binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])
 }
 
 func (x requestIndex) get(id requestID) *RequestResult {
-	if id.isHex {
-		return x.hex[id.hex]
+	if !id.isHex {
+		return x.other[id.other]
 	}
-	return x.other[id.other]
+	if r := x.hex[fold(id.hex)]; r != nil && r.hexID == id.hex {
+		return r
+	}
+	return x.collided[id.hex]
 }
 
 // of returns the result stored under r's id, r or another one, or nil.
 func (x requestIndex) of(r *RequestResult) *RequestResult { return x.get(r.key()) }
 
+// put stores r under its id, replacing a result stored under the same id.
 func (x requestIndex) put(r *RequestResult) {
-	if r.hasHexID() {
-		x.hex[r.hexID] = r
-	} else {
+	if !r.hasHexID() {
 		x.other[r.rare.id] = r
+		return
 	}
+	k := fold(r.hexID)
+	if prev := x.hex[k]; prev != nil && prev.hexID != r.hexID {
+		x.collided[r.hexID] = r
+		return
+	}
+	if len(x.collided) > 0 {
+		// It went to collided while another id held k.
+		delete(x.collided, r.hexID)
+	}
+	x.hex[k] = r
 }
 
 // remove forgets whatever result is stored under r's id.
 func (x requestIndex) remove(r *RequestResult) {
-	if r.hasHexID() {
-		delete(x.hex, r.hexID)
-	} else {
+	if !r.hasHexID() {
 		delete(x.other, r.rare.id)
+		return
 	}
+	k := fold(r.hexID)
+	if prev := x.hex[k]; prev != nil && prev.hexID == r.hexID {
+		delete(x.hex, k)
+		return
+	}
+	delete(x.collided, r.hexID)
 }
 
-func (x requestIndex) len() int { return len(x.hex) + len(x.other) }
+func (x requestIndex) len() int { return len(x.hex) + len(x.collided) + len(x.other) }
 
 func (x requestIndex) clear() {
 	clear(x.hex)
+	clear(x.collided)
 	clear(x.other)
 }
 

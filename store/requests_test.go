@@ -451,3 +451,84 @@ func TestRequestResultSize(t *testing.T) {
 		t.Fatalf("RequestResult is %d bytes, want 80", got)
 	}
 }
+
+// TestRequestIndexFoldedCollisions: hex ids whose bytes fold to the same
+// key (a client may choose such ids) are each found, forgotten and
+// remembered again as themselves, in the store as in its index.
+func TestRequestIndexFoldedCollisions(t *testing.T) {
+	// Swapping the halves of an id keeps its fold.
+	a := "00000000000000010000000000000002"
+	b := "00000000000000020000000000000001"
+	c := "00000000000000030000000000000000"
+	ra, _ := parseHexID(a)
+	rb, _ := parseHexID(b)
+	if fold(ra) != fold(rb) {
+		t.Fatal("the ids do not collide")
+	}
+	res := func(id string, index uint64) *RequestResult {
+		r, err := NewRequestResult(id, make([]byte, DigestSize), int64(index), index, index, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	x := newRequestIndex(0)
+	find := func(want ...*RequestResult) {
+		t.Helper()
+		for _, r := range want {
+			if got := x.get(parseRequestID(r.ID())); got != r {
+				t.Fatalf("%s found as %v", r.ID(), got)
+			}
+		}
+		if x.len() != len(want) {
+			t.Fatalf("index holds %d results, want %d", x.len(), len(want))
+		}
+	}
+	a1, b1 := res(a, 1), res(b, 2)
+	x.put(a1)
+	x.put(b1)
+	find(a1, b1)
+	x.remove(a1)
+	find(b1)
+	if got := x.get(parseRequestID(a)); got != nil {
+		t.Fatalf("forgotten %s found as %v", a, got)
+	}
+	// b again, as a restored or replaced result: it takes the free key,
+	// and the old one does not come back once it is forgotten.
+	b2 := res(b, 3)
+	x.put(b2)
+	find(b2)
+	x.remove(b2)
+	find()
+	a2, b3 := res(a, 4), res(b, 5)
+	x.put(a2)
+	x.put(b3)
+	find(a2, b3)
+	x.remove(b3)
+	find(a2)
+	x.remove(a2)
+	find()
+
+	// Through the store: the colliding ids forgotten by the count bound
+	// one by one, each still found until it is.
+	s := New(Options{RequestResults: 2, RequestResultAge: 1000})
+	for i, id := range []string{a, b, c} {
+		w := s.Begin(uint64(i + 1))
+		if err := w.RememberRequest(res(id, uint64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := s.Begin(4)
+	defer w.Abort()
+	for id, want := range map[string]bool{a: false, b: true, c: true} {
+		if r, _ := w.Request(id); (r != nil) != want || (r != nil && r.ID() != id) {
+			t.Fatalf("request %s found as %v, want found %v", id, r, want)
+		}
+	}
+	if r := s.View().Request(a); r != nil {
+		t.Fatalf("forgotten %s found in the view", a)
+	}
+}
