@@ -130,14 +130,25 @@ func compareID(a, b *RequestResult) int {
 	case !ah && !bh:
 		return strings.Compare(a.rare.id, b.rare.id)
 	case ah:
-		var buf [hexIDSize]byte
-		hex.Encode(buf[:], a.hexID[:])
-		return strings.Compare(string(buf[:]), b.rare.id)
+		return compareHexText(a.hexID, b.rare.id)
 	default:
-		var buf [hexIDSize]byte
-		hex.Encode(buf[:], b.hexID[:])
-		return strings.Compare(a.rare.id, string(buf[:]))
+		return -compareHexText(b.hexID, a.rare.id)
 	}
+}
+
+// compareHexText compares the hex text of id with s. The text is on the
+// stack, and the comparisons read it in place: strings.Compare would take
+// a string made on the heap.
+func compareHexText(id [16]byte, s string) int {
+	var buf [hexIDSize]byte
+	hex.Encode(buf[:], id[:])
+	switch {
+	case string(buf[:]) < s:
+		return -1
+	case string(buf[:]) > s:
+		return 1
+	}
+	return 0
 }
 
 // requestID is a request id parsed once for lookups: hex holds its bytes

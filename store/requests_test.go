@@ -532,3 +532,20 @@ func TestRequestIndexFoldedCollisions(t *testing.T) {
 		t.Fatalf("forgotten %s found in the view", a)
 	}
 }
+
+// TestCompareIDAllocatesNothing: a restore sorts up to 100,000 results,
+// and a transaction orders its additions, by id: comparing a hex id held
+// as bytes with another id builds the hex text on the stack only.
+func TestCompareIDAllocatesNothing(t *testing.T) {
+	a, err := NewRequestResult("0123456789abcdef0123456789abcdef", make([]byte, DigestSize), 1, 1, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewRequestResult("0123456789abcdef0123456789abcdeg", make([]byte, DigestSize), 1, 1, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = compareID(a, b), compareID(b, a) }); n != 0 {
+		t.Fatalf("comparing a hex id with another id allocates %v times", n)
+	}
+}
