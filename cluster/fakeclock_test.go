@@ -240,7 +240,7 @@ func (h *leaseHarness) follow() {
 	}
 	for _, r := range revs {
 		for _, ev := range r.Events {
-			h.tbl.change(ev)
+			h.tbl.change(r.Revision, ev)
 		}
 		h.followed = r.Revision
 	}

@@ -91,7 +91,7 @@ func (r *checkRunner) sync(v *store.View, _ uint64) {
 	}
 }
 
-func (r *checkRunner) change(ev *store.Event) {
+func (r *checkRunner) change(_ uint64, ev *store.Event) {
 	if ev.Type() == store.EventPut && ev.Instance.Check() != nil {
 		r.upsert(ev.Instance)
 		return

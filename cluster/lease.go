@@ -344,8 +344,8 @@ func (t *leaseTable) markExpired(l *lease, now time.Time, inst *store.Instance) 
 	t.schedule(l)
 }
 
-// change follows one committed change.
-func (t *leaseTable) change(ev *store.Event) {
+// change follows one committed change, made at revision rev.
+func (t *leaseTable) change(rev uint64, ev *store.Event) {
 	if hook := t.beforeChange.Load(); hook != nil {
 		(*hook)()
 	}
@@ -354,7 +354,7 @@ func (t *leaseTable) change(ev *store.Event) {
 	l := t.leases[ev.Key()]
 	switch ev.Type() {
 	case store.EventDelete:
-		if l != nil && l.regRev <= ev.Revision {
+		if l != nil && l.regRev <= rev {
 			t.drop(l)
 		}
 	case store.EventPut:

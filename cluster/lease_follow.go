@@ -19,7 +19,7 @@ import (
 // restore), sync is called again with a fresh view and must merge it.
 func followInstances(ctx context.Context, s *store.Store,
 	sync func(v *store.View, rev uint64),
-	change func(ev *store.Event),
+	change func(rev uint64, ev *store.Event),
 	done func(rev uint64),
 ) {
 	v := s.View()
@@ -38,7 +38,7 @@ func followInstances(ctx context.Context, s *store.Store,
 		if len(revs) > 0 {
 			for _, r := range revs {
 				for _, ev := range r.Events {
-					change(ev)
+					change(r.Revision, ev)
 				}
 				rev = r.Revision
 			}

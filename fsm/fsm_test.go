@@ -242,7 +242,7 @@ func dump(t *testing.T, f *FSM) string {
 	})
 	_ = f.Store().View().ServiceRevisions(func(ns, s string, rev uint64) { b.WriteString(ns + s + string(rune(rev))) })
 	_ = f.Store().View().Requests(func(r *store.RequestResult) bool {
-		fmt.Fprintf(&b, " request %s %d %d %x %d %q", r.ID, r.Revision, r.Time, r.Digest, r.ErrKind(), r.ErrMessage())
+		fmt.Fprintf(&b, " request %s %d %d %x %d %q", r.ID(), r.Revision, r.Time, r.Digest, r.ErrKind(), r.ErrMessage())
 		return true
 	})
 	return h + b.String()

@@ -210,7 +210,7 @@ func requestIDs(t *testing.T, f *FSM) []string {
 	t.Helper()
 	var ids []string
 	if err := f.Store().View().Requests(func(r *store.RequestResult) bool {
-		ids = append(ids, r.ID)
+		ids = append(ids, r.ID())
 		return true
 	}); err != nil {
 		t.Fatal(err)

@@ -635,7 +635,7 @@ func (w *watcher) events(revs []store.Revision) *preEncoded {
 			if !w.match(e.Key()) {
 				continue
 			}
-			b := w.s.eventWire(e, w.healthyOnly, w.omitPrev)
+			b := w.s.eventWire(r.Revision, e, w.healthyOnly, w.omitPrev)
 			if b == nil {
 				continue
 			}
@@ -676,7 +676,7 @@ func (s *Server) watchPrefix(rev uint64) []byte {
 // watcher does not see e. A healthy-only watcher sees an instance leaving
 // the healthy set as a DELETE and one entering it as a PUT. With omitPrev
 // the event carries no prev_instance.
-func (s *Server) eventWire(e *store.Event, healthyOnly, omitPrev bool) []byte {
+func (s *Server) eventWire(rev uint64, e *store.Event, healthyOnly, omitPrev bool) []byte {
 	asDelete := false
 	if healthyOnly {
 		prevHealthy := e.Prev != nil && e.Prev.Healthy()
@@ -699,12 +699,12 @@ func (s *Server) eventWire(e *store.Event, healthyOnly, omitPrev bool) []byte {
 	if asDelete {
 		return w.deleteWire(func() []byte {
 			return s.encodeEvent(withPrev(&rosterv1.Event{
-				Type: rosterv1.Event_TYPE_DELETE, Revision: e.Revision, Instance: keyOnly(e.Key()),
+				Type: rosterv1.Event_TYPE_DELETE, Revision: rev, Instance: keyOnly(e.Key()),
 			}))
 		})
 	}
 	return w.plainWire(func() []byte {
-		ev := &rosterv1.Event{Revision: e.Revision}
+		ev := &rosterv1.Event{Revision: rev}
 		switch e.Type() {
 		case store.EventPut:
 			ev.Type, ev.Instance = rosterv1.Event_TYPE_PUT, toAPIInstance(e.Instance)

@@ -13,7 +13,7 @@ import (
 func wireTestEvent(rev uint64) *store.Event {
 	k := store.Key{Namespace: "default", Service: "web", ID: "w1"}
 	inst := &store.Instance{Namespace: k.Namespace, Service: k.Service, ID: k.ID, Address: "10.0.0.1", Port: 80, Weight: 100, ModRevision: rev}
-	return &store.Event{Revision: rev, Instance: inst}
+	return &store.Event{Instance: inst}
 }
 
 // TestEventEncodedOnceForAllWatchers: concurrent watchers of one event
@@ -27,7 +27,7 @@ func TestEventEncodedOnceForAllWatchers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i] = s.eventWire(e, false, false)
+			got[i] = s.eventWire(7, e, false, false)
 		}()
 	}
 	wg.Wait()
@@ -36,7 +36,7 @@ func TestEventEncodedOnceForAllWatchers(t *testing.T) {
 			t.Fatalf("watcher %d got its own encoding", i)
 		}
 	}
-	s.eventWire(e, false, false)
+	s.eventWire(7, e, false, false)
 	if n := s.watch.encodings.Load(); n != 1 {
 		t.Fatalf("%d encodings of one event, want 1", n)
 	}

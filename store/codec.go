@@ -85,7 +85,7 @@ func InstanceFromRecord(r *raftcmdv1.Instance) *Instance {
 // RequestResultToRecord converts a request result to its snapshot form.
 func RequestResultToRecord(r *RequestResult) *raftcmdv1.RequestResult {
 	return &raftcmdv1.RequestResult{
-		RequestId:    r.ID,
+		RequestId:    r.ID(),
 		Revision:     r.Revision,
 		Error:        raftcmdv1.RequestResult_Error(r.ErrKind()),
 		ErrorMessage: r.ErrMessage(),
@@ -102,15 +102,15 @@ func RequestResultFromRecord(r *raftcmdv1.RequestResult) (*RequestResult, error)
 		return nil, fmt.Errorf("request result %q: digest is %d bytes, want %d", r.GetRequestId(), len(r.GetDigest()), DigestSize)
 	}
 	res := &RequestResult{
-		ID:       r.GetRequestId(),
 		Revision: r.GetRevision(),
 		Time:     r.GetNowUnixNs(),
 		Index:    r.GetIndex(),
 		Digest:   [DigestSize]byte(r.GetDigest()),
 	}
 	if kind := RequestError(r.GetError()); kind != RequestOK || r.GetErrorMessage() != "" {
-		res.err = &requestErr{kind, r.GetErrorMessage()}
+		res.setErr(kind, r.GetErrorMessage())
 	}
+	res.setID(r.GetRequestId())
 	return res, nil
 }
 

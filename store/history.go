@@ -17,11 +17,12 @@ const (
 
 // Event is one change to one instance at one revision. Events are shared by
 // every reader of the history and never modified.
-// An event is 24 bytes: the history keeps up to 100,000 of them by
+// An event is 16 bytes: the history keeps up to 100,000 of them by
 // default, so its key is read from the instances it holds, not kept again,
-// and its type is whether it holds a new state (Type).
+// its type is whether it holds a new state (Type), and its revision is the
+// Revision that groups it (every event of a transaction has the
+// transaction's), not kept in each event again.
 type Event struct {
-	Revision uint64
 	// Instance is the new state after a put; nil after a delete.
 	Instance *Instance
 	// Prev is the state before the change; nil when the key was new. A

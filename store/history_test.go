@@ -8,17 +8,18 @@ import (
 )
 
 // TestEventSize: the history keeps up to 100,000 events, so an event stays
-// in Go's 24-byte size class (its type is read from what it holds), and a
-// transaction's first event with the list it starts in the 32-byte one.
+// in Go's 16-byte size class (its type is read from what it holds, its
+// revision from the Revision grouping it), and a transaction's first event
+// with the list it starts in the 24-byte one.
 func TestEventSize(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("sizes are pinned for 64-bit platforms")
 	}
-	if got := unsafe.Sizeof(Event{}); got != 24 {
-		t.Fatalf("Event is %d bytes, want 24", got)
+	if got := unsafe.Sizeof(Event{}); got != 16 {
+		t.Fatalf("Event is %d bytes, want 16", got)
 	}
-	if got := unsafe.Sizeof(firstEvent{}); got != 32 {
-		t.Fatalf("firstEvent is %d bytes, want 32", got)
+	if got := unsafe.Sizeof(firstEvent{}); got != 24 {
+		t.Fatalf("firstEvent is %d bytes, want 24", got)
 	}
 	put, del := Event{Instance: &Instance{}, Prev: &Instance{}}, Event{Prev: &Instance{}}
 	if put.Type() != EventPut || del.Type() != EventDelete {
@@ -38,11 +39,11 @@ func TestHistoryGroupsRevisionsAndCompacts(t *testing.T) {
 		t.Fatal(err)
 	}
 	revs, head, _, err := s.History().Since(0, 100)
-	if err != nil || head != 10 || len(revs) != 1 || len(revs[0].Events) != 3 {
+	if err != nil || head != 10 || len(revs) != 1 || revs[0].Revision != 10 || len(revs[0].Events) != 3 {
 		t.Fatalf("since 0: %v head %d err %v", revs, head, err)
 	}
 	for _, e := range revs[0].Events {
-		if e.Revision != 10 || e.Type() != EventPut || e.Prev != nil {
+		if e.Type() != EventPut || e.Prev != nil {
 			t.Fatalf("event %+v", e)
 		}
 	}

@@ -1,10 +1,14 @@
 package store
 
 import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 )
 
 // RequestError is the kind of domain error a remembered request returned.
@@ -22,7 +26,10 @@ const (
 // that a repeat of the request returns it and changes nothing. Once stored
 // it is never modified.
 type RequestResult struct {
-	ID string
+	// hexID is the request id when it is 32 lowercase hex characters, as
+	// clients and servers make them (newRequestID), held as its 16 bytes:
+	// such an id costs no string of its own. Any other id is in rare.id.
+	hexID [16]byte
 	// Revision the first application returned.
 	Revision uint64
 	// Time is the leader's stamp on the first application (unix ns).
@@ -32,19 +39,222 @@ type RequestResult struct {
 	// Digest identifies what the request asked for: the SHA-256 the leader
 	// put in the request's log entry.
 	Digest [DigestSize]byte
-	// err is the first application's domain error, nil when it succeeded:
-	// rare, so it costs a successful result one pointer. A node keeps up
-	// to 100,000 results by default; this one is 80 bytes.
-	err *requestErr
+	// rare holds what few results have: the first application's domain
+	// error, and an id that is not 32 lowercase hex characters. A result
+	// without either costs one pointer for them. A node keeps up to
+	// 100,000 results by default; this one is 80 bytes.
+	rare *requestRare
 }
 
 // DigestSize is the size of a request's digest (SHA-256).
 const DigestSize = 32
 
-// requestErr is a remembered domain error: its kind and its text.
-type requestErr struct {
-	kind RequestError
-	msg  string
+// requestRare is what few request results have: a domain error (its kind
+// and text, when hasErr) and an id not held as hex bytes (when otherID).
+type requestRare struct {
+	id      string
+	otherID bool
+	hasErr  bool
+	kind    RequestError
+	msg     string
+}
+
+// hexIDSize is the length of a request id held as bytes (RequestResult.hexID).
+const hexIDSize = 32
+
+// parseHexID returns the 16 bytes of id when it is 32 lowercase hex
+// characters, and false for any other id. Uppercase hex is another id: it
+// would not come back from the bytes as it was written.
+func parseHexID(id string) (b [16]byte, ok bool) {
+	if len(id) != hexIDSize {
+		return b, false
+	}
+	for i := range b {
+		hi, ok1 := lowerHexDigit(id[2*i])
+		lo, ok2 := lowerHexDigit(id[2*i+1])
+		if !ok1 || !ok2 {
+			return b, false
+		}
+		b[i] = hi<<4 | lo
+	}
+	return b, true
+}
+
+func lowerHexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+// setID sets the result's request id, as bytes when it is 32 lowercase hex
+// characters; only constructors call it, before the result is stored.
+func (r *RequestResult) setID(id string) {
+	if b, ok := parseHexID(id); ok {
+		r.hexID = b
+		if r.rare != nil {
+			r.rare.id, r.rare.otherID = "", false
+		}
+		return
+	}
+	if r.rare == nil {
+		r.rare = &requestRare{}
+	}
+	r.rare.id, r.rare.otherID = id, true
+}
+
+// hasHexID reports whether the result's id is held as bytes (hexID).
+func (r *RequestResult) hasHexID() bool { return r.rare == nil || !r.rare.otherID }
+
+// ID returns the request id. For the usual (hex) id it builds the string:
+// for snapshots, errors and tests, not for every write.
+func (r *RequestResult) ID() string {
+	if !r.hasHexID() {
+		return r.rare.id
+	}
+	return hex.EncodeToString(r.hexID[:])
+}
+
+// compareID compares the ids of a and b as strings, as ordering their ID()
+// would, without building them: lowercase hex digits sort as the values
+// they stand for, so two hex ids compare as their bytes; a hex id and
+// another one compare through the hex text, built on the stack.
+func compareID(a, b *RequestResult) int {
+	ah, bh := a.hasHexID(), b.hasHexID()
+	switch {
+	case ah && bh:
+		return bytes.Compare(a.hexID[:], b.hexID[:])
+	case !ah && !bh:
+		return strings.Compare(a.rare.id, b.rare.id)
+	case ah:
+		return compareHexText(a.hexID, b.rare.id)
+	default:
+		return -compareHexText(b.hexID, a.rare.id)
+	}
+}
+
+// compareHexText compares the hex text of id with s. The text is on the
+// stack, and the comparisons read it in place: strings.Compare would take
+// a string made on the heap.
+func compareHexText(id [16]byte, s string) int {
+	var buf [hexIDSize]byte
+	hex.Encode(buf[:], id[:])
+	switch {
+	case string(buf[:]) < s:
+		return -1
+	case string(buf[:]) > s:
+		return 1
+	}
+	return 0
+}
+
+// requestID is a request id parsed once for lookups: hex holds its bytes
+// when isHex, and other the id otherwise.
+type requestID struct {
+	hex   [16]byte
+	isHex bool
+	other string
+}
+
+func parseRequestID(id string) requestID {
+	if b, ok := parseHexID(id); ok {
+		return requestID{hex: b, isHex: true}
+	}
+	return requestID{other: id}
+}
+
+// key returns r's id as lookups take it.
+func (r *RequestResult) key() requestID {
+	if r.hasHexID() {
+		return requestID{hex: r.hexID, isHex: true}
+	}
+	return requestID{other: r.rare.id}
+}
+
+// is reports whether r's id is id.
+func (r *RequestResult) is(id requestID) bool {
+	if id.isHex {
+		return r.hasHexID() && r.hexID == id.hex
+	}
+	return !r.hasHexID() && r.rare.id == id.other
+}
+
+// requestIndex finds request results by id. A hex id is keyed by its 16
+// bytes folded to 8 (fold), so that the map holds no string and its slot
+// is 16 bytes, not 24; the result found is checked against the whole id,
+// and an id folding as one already there (two random ids do so once in
+// 2^64; a client could choose such ids) goes to collided, by its whole
+// bytes. Other ids, which are rare, have a map of their own.
+type requestIndex struct {
+	hex      map[uint64]*RequestResult
+	collided map[[16]byte]*RequestResult
+	other    map[string]*RequestResult
+}
+
+func newRequestIndex(n int) requestIndex {
+	return requestIndex{hex: make(map[uint64]*RequestResult, n), collided: map[[16]byte]*RequestResult{}, other: map[string]*RequestResult{}}
+}
+
+// fold folds a hex id's bytes to a map key: both halves count, so ids that
+// share either half (a counter in one, a prefix in the other) still spread.
+func fold(b [16]byte) uint64 {
+	return binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])
+}
+
+func (x requestIndex) get(id requestID) *RequestResult {
+	if !id.isHex {
+		return x.other[id.other]
+	}
+	if r := x.hex[fold(id.hex)]; r != nil && r.hexID == id.hex {
+		return r
+	}
+	return x.collided[id.hex]
+}
+
+// of returns the result stored under r's id, r or another one, or nil.
+func (x requestIndex) of(r *RequestResult) *RequestResult { return x.get(r.key()) }
+
+// put stores r under its id, replacing a result stored under the same id.
+func (x requestIndex) put(r *RequestResult) {
+	if !r.hasHexID() {
+		x.other[r.rare.id] = r
+		return
+	}
+	k := fold(r.hexID)
+	if prev := x.hex[k]; prev != nil && prev.hexID != r.hexID {
+		x.collided[r.hexID] = r
+		return
+	}
+	if len(x.collided) > 0 {
+		// It went to collided while another id held k.
+		delete(x.collided, r.hexID)
+	}
+	x.hex[k] = r
+}
+
+// remove forgets whatever result is stored under r's id.
+func (x requestIndex) remove(r *RequestResult) {
+	if !r.hasHexID() {
+		delete(x.other, r.rare.id)
+		return
+	}
+	k := fold(r.hexID)
+	if prev := x.hex[k]; prev != nil && prev.hexID == r.hexID {
+		delete(x.hex, k)
+		return
+	}
+	delete(x.collided, r.hexID)
+}
+
+func (x requestIndex) len() int { return len(x.hex) + len(x.collided) + len(x.other) }
+
+func (x requestIndex) clear() {
+	clear(x.hex)
+	clear(x.collided)
+	clear(x.other)
 }
 
 // NewRequestResult records the outcome (rev, err) of request id, applied at
@@ -55,54 +265,74 @@ func NewRequestResult(id string, digest []byte, now int64, index, rev uint64, er
 	if len(digest) != DigestSize {
 		return nil, fmt.Errorf("request %q: digest is %d bytes, want %d", id, len(digest), DigestSize)
 	}
-	r := &RequestResult{ID: id, Revision: rev, Time: now, Index: index, Digest: [DigestSize]byte(digest)}
+	r := &RequestResult{Revision: rev, Time: now, Index: index, Digest: [DigestSize]byte(digest)}
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrNotFound):
-		r.err = &requestErr{RequestNotFound, err.Error()}
+		r.setErr(RequestNotFound, err.Error())
 	case errors.Is(err, ErrStaleRegistration):
-		r.err = &requestErr{RequestStaleRegistration, err.Error()}
+		r.setErr(RequestStaleRegistration, err.Error())
 	case errors.Is(err, ErrLimitExceeded):
-		r.err = &requestErr{RequestLimitExceeded, err.Error()}
+		r.setErr(RequestLimitExceeded, err.Error())
 	default:
 		return nil, fmt.Errorf("request %q: cannot remember error %w", id, err)
 	}
+	r.setID(id)
 	return r, nil
+}
+
+// setErr sets the first application's domain error; only constructors call
+// it, before the result is stored.
+func (r *RequestResult) setErr(kind RequestError, msg string) {
+	if r.rare == nil {
+		r.rare = &requestRare{}
+	}
+	r.rare.hasErr, r.rare.kind, r.rare.msg = true, kind, msg
+}
+
+// failed returns the rare part when the first application had a domain
+// error, nil when it succeeded.
+func (r *RequestResult) failed() *requestRare {
+	if r.rare == nil || !r.rare.hasErr {
+		return nil
+	}
+	return r.rare
 }
 
 // ErrKind returns the kind of the first application's domain error,
 // RequestOK when it succeeded.
 func (r *RequestResult) ErrKind() RequestError {
-	if r.err == nil {
-		return RequestOK
+	if e := r.failed(); e != nil {
+		return e.kind
 	}
-	return r.err.kind
+	return RequestOK
 }
 
 // ErrMessage returns the text of the first application's domain error, ""
 // when it succeeded.
 func (r *RequestResult) ErrMessage() string {
-	if r.err == nil {
-		return ""
+	if e := r.failed(); e != nil {
+		return e.msg
 	}
-	return r.err.msg
+	return ""
 }
 
 // Err returns the first application's error, nil when it succeeded. It has
 // the same text and wraps the same sentinel.
 func (r *RequestResult) Err() error {
-	if r.err == nil {
+	e := r.failed()
+	if e == nil {
 		return nil
 	}
-	switch r.err.kind {
+	switch e.kind {
 	case RequestNotFound:
-		return &rememberedError{msg: r.err.msg, kind: ErrNotFound}
+		return &rememberedError{msg: e.msg, kind: ErrNotFound}
 	case RequestStaleRegistration:
-		return &rememberedError{msg: r.err.msg, kind: ErrStaleRegistration}
+		return &rememberedError{msg: e.msg, kind: ErrStaleRegistration}
 	case RequestLimitExceeded:
-		return &rememberedError{msg: r.err.msg, kind: ErrLimitExceeded}
+		return &rememberedError{msg: e.msg, kind: ErrLimitExceeded}
 	default:
-		return &rememberedError{msg: r.err.msg, kind: fmt.Errorf("unknown error kind %d", r.err.kind)}
+		return &rememberedError{msg: e.msg, kind: fmt.Errorf("unknown error kind %d", e.kind)}
 	}
 }
 
@@ -142,7 +372,7 @@ func newRequestBounds(opts Options) requestBounds {
 // requestBefore reports whether a comes before b in pruning order: by Raft
 // index, then id.
 func requestBefore(a, b *RequestResult) bool {
-	return a.Index < b.Index || (a.Index == b.Index && a.ID < b.ID)
+	return a.Index < b.Index || (a.Index == b.Index && compareID(a, b) < 0)
 }
 
 func compareRequests(a, b *RequestResult) int {
@@ -196,17 +426,17 @@ func (w *WriteTxn) oldestRequest() (*RequestResult, bool) {
 // map, and returns the order to publish. Only Commit calls it, under
 // writeMu.
 func (w *WriteTxn) commitRequests() []*RequestResult {
-	defer clear(w.requestsByID)
+	defer w.requestsByID.clear()
 	order := w.stored
 	if w.requestsDropped == 0 && len(w.requestsAdded) == 0 {
 		return order
 	}
 	for _, r := range order[:w.requestsDropped] {
-		delete(w.s.requestIDs, r.ID)
+		w.s.requestIDs.remove(r)
 	}
 	added := w.requestsAdded[w.addedDropped:]
 	for _, r := range added {
-		w.s.requestIDs[r.ID] = r
+		w.s.requestIDs.put(r)
 	}
 	// The forgotten results stay in the array, behind the new start, while
 	// a published View may list them; a later append that outgrows the
@@ -230,22 +460,26 @@ func (w *WriteTxn) commitRequests() []*RequestResult {
 // transaction's state holds it: a result this transaction forgot is gone,
 // one it remembered is there.
 func (w *WriteTxn) Request(id string) (*RequestResult, error) {
+	return w.request(parseRequestID(id)), nil
+}
+
+func (w *WriteTxn) request(id requestID) *RequestResult {
 	// requestsByID holds only the additions not forgotten again
 	// (pruneRequests deletes those): the additions are not in one order
 	// once one sorting before a forgotten one was added after it.
-	if r := w.requestsByID[id]; r != nil {
-		return r, nil
+	if r := w.requestsByID.get(id); r != nil {
+		return r
 	}
-	r := w.s.requestIDs[id]
+	r := w.s.requestIDs.get(id)
 	if r == nil {
-		return nil, nil
+		return nil
 	}
 	// Forgotten results are the front of the order: r is one when it does
 	// not come after the last one forgotten.
 	if w.requestsDropped > 0 && !requestBefore(w.stored[w.requestsDropped-1], r) {
-		return nil, nil
+		return nil
 	}
-	return r, nil
+	return r
 }
 
 // PruneRequests forgets the oldest request results: those stamped more than
@@ -267,8 +501,8 @@ func (w *WriteTxn) pruneRequests(cutoff int64) error {
 			break
 		}
 		if added {
-			if w.requestsByID[r.ID] == r {
-				delete(w.requestsByID, r.ID)
+			if w.requestsByID.of(r) == r {
+				w.requestsByID.remove(r)
 			}
 			w.addedDropped++
 		} else {
@@ -282,15 +516,15 @@ func (w *WriteTxn) pruneRequests(cutoff int64) error {
 // unknown (Request returned nil) and, when that passes the count bound,
 // forgets the oldest one.
 func (w *WriteTxn) RememberRequest(r *RequestResult) error {
-	if r.ID == "" {
+	if !r.hasHexID() && r.rare.id == "" {
 		return errors.New("remember request: empty id")
 	}
 	// The caller looked the id up first (Request): an id is remembered
 	// once.
-	if prev, _ := w.Request(r.ID); prev != nil {
-		return fmt.Errorf("remember request %q: already remembered", r.ID)
+	if w.request(r.key()) != nil {
+		return fmt.Errorf("remember request %q: already remembered", r.ID())
 	}
-	w.requestsByID[r.ID] = r
+	w.requestsByID.put(r)
 	// Keep the additions in pruning order: they share the transaction's
 	// index, so by id.
 	i := len(w.requestsAdded)
@@ -306,15 +540,15 @@ func (w *WriteTxn) RememberRequest(r *RequestResult) error {
 
 // requestOrder returns the restored request results in pruning order, and
 // by id; an id restored twice is an error.
-func (r *Restorer) requestOrder() ([]*RequestResult, map[string]*RequestResult, error) {
+func (r *Restorer) requestOrder() ([]*RequestResult, requestIndex, error) {
 	order := slices.Clone(r.requests)
 	slices.SortFunc(order, compareRequests)
-	byID := make(map[string]*RequestResult, len(order))
+	byID := newRequestIndex(len(order))
 	for _, res := range order {
-		if _, dup := byID[res.ID]; dup {
-			return nil, nil, fmt.Errorf("restore: request id %q appears twice", res.ID)
+		if byID.of(res) != nil {
+			return nil, requestIndex{}, fmt.Errorf("restore: request id %q appears twice", res.ID())
 		}
-		byID[res.ID] = res
+		byID.put(res)
 	}
 	return order, byID, nil
 }
@@ -336,8 +570,9 @@ func (v *View) Requests(fn func(*RequestResult) bool) error {
 // such as a retry the leader's limit pre-check would refuse, never for
 // every write.
 func (v *View) Request(id string) *RequestResult {
+	want := parseRequestID(id)
 	for i := len(v.meta.Requests) - 1; i >= 0; i-- {
-		if r := v.meta.Requests[i]; r.ID == id {
+		if r := v.meta.Requests[i]; r.is(want) {
 			return r
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // requestModel is the request table's rules written plainly: results in
@@ -32,7 +33,7 @@ func (m *requestModel) remember(r *RequestResult) {
 }
 
 func (m *requestModel) has(id string) bool {
-	return slices.ContainsFunc(m.rows, func(r *RequestResult) bool { return r.ID == id })
+	return slices.ContainsFunc(m.rows, func(r *RequestResult) bool { return r.ID() == id })
 }
 
 // TestRequestTableFollowsItsRules: the store forgets and remembers request
@@ -97,7 +98,7 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 			if prev != nil {
 				continue
 			}
-			r := &RequestResult{ID: id, Time: now, Index: at, Revision: at}
+			r := withID(&RequestResult{Time: now, Index: at, Revision: at}, id)
 			if err := w.RememberRequest(r); err != nil {
 				t.Fatal(err)
 			}
@@ -135,12 +136,12 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 		if got := s.meta.Load().Requests; !slices.Equal(got, model.rows) {
 			t.Fatalf("step %d: the store's pruning order is %v, the rules say %v", step, ids(got), ids(model.rows))
 		}
-		if len(s.requestIDs) != len(model.rows) {
-			t.Fatalf("step %d: %d results by id, the rules say %d", step, len(s.requestIDs), len(model.rows))
+		if s.requestIDs.len() != len(model.rows) {
+			t.Fatalf("step %d: %d results by id, the rules say %d", step, s.requestIDs.len(), len(model.rows))
 		}
 		for _, r := range model.rows {
-			if s.requestIDs[r.ID] != r {
-				t.Fatalf("step %d: result %s by id is %v", step, r.ID, s.requestIDs[r.ID])
+			if s.requestIDs.of(r) != r {
+				t.Fatalf("step %d: result %s by id is %v", step, r.ID(), s.requestIDs.of(r))
 			}
 		}
 		// A view finds its state's results by id, and their largest stamp.
@@ -148,7 +149,7 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 		for _, id := range []string{fmt.Sprintf("r%03d", rng.Intn(400)), "absent"} {
 			var want *RequestResult
 			for _, r := range model.rows {
-				if r.ID == id {
+				if r.ID() == id {
 					want = r
 				}
 			}
@@ -157,8 +158,8 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 			}
 		}
 		for _, r := range model.rows {
-			if got := v.Request(r.ID); got != r {
-				t.Fatalf("step %d: view finds request %s as %v", step, r.ID, got)
+			if got := v.Request(r.ID()); got != r {
+				t.Fatalf("step %d: view finds request %s as %v", step, r.ID(), got)
 			}
 		}
 		latest, ok := v.LatestRequestTime()
@@ -167,7 +168,7 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 		}
 		for _, r := range model.rows {
 			if r.Time > latest {
-				t.Fatalf("step %d: latest stamp %d, but %s is stamped %d", step, latest, r.ID, r.Time)
+				t.Fatalf("step %d: latest stamp %d, but %s is stamped %d", step, latest, r.ID(), r.Time)
 			}
 		}
 		if ok && !slices.ContainsFunc(model.rows, func(r *RequestResult) bool { return r.Time == latest }) {
@@ -197,7 +198,7 @@ func requestRows(t *testing.T, s *Store) []*RequestResult {
 func ids(rs []*RequestResult) []string {
 	var out []string
 	for _, r := range rs {
-		out = append(out, fmt.Sprintf("%d/%s@%d", r.Index, r.ID, r.Time))
+		out = append(out, fmt.Sprintf("%d/%s@%d", r.Index, r.ID(), r.Time))
 	}
 	return out
 }
@@ -207,11 +208,11 @@ func ids(rs []*RequestResult) []string {
 func TestRestoreRefusesARequestIDTwice(t *testing.T) {
 	s := New(Options{RequestResults: 10, RequestResultAge: 1000})
 	w := s.Begin(1)
-	kept := &RequestResult{ID: "kept", Index: 1, Time: 5}
+	kept := withID(&RequestResult{Index: 1, Time: 5}, "kept")
 	if err := w.RememberRequest(kept); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.RememberRequest(&RequestResult{ID: "kept", Index: 1, Time: 5}); err == nil {
+	if err := w.RememberRequest(withID(&RequestResult{Index: 1, Time: 5}, "kept")); err == nil {
 		t.Fatal("an id remembered twice in one transaction was accepted")
 	}
 	if err := w.Commit(); err != nil {
@@ -219,7 +220,7 @@ func TestRestoreRefusesARequestIDTwice(t *testing.T) {
 	}
 	err := s.Restore(func(r *Restorer) error {
 		for _, id := range []string{"a", "b", "a"} {
-			if err := r.Request(&RequestResult{ID: id, Index: 2, Time: 6}); err != nil {
+			if err := r.Request(withID(&RequestResult{Index: 2, Time: 6}, id)); err != nil {
 				return err
 			}
 		}
@@ -249,7 +250,7 @@ func TestRequestAddedAfterAForgottenOneIsFound(t *testing.T) {
 	if err := w.PruneRequests(1000); err != nil {
 		t.Fatal(err)
 	}
-	b := &RequestResult{ID: "b", Index: 5, Time: 1000}
+	b := withID(&RequestResult{Index: 5, Time: 1000}, "b")
 	if err := w.RememberRequest(b); err != nil {
 		t.Fatal(err)
 	}
@@ -259,14 +260,14 @@ func TestRequestAddedAfterAForgottenOneIsFound(t *testing.T) {
 	if r, _ := w.Request("b"); r != nil {
 		t.Fatalf("forgotten request b found: %+v", r)
 	}
-	a := &RequestResult{ID: "a", Index: 5, Time: 1200}
+	a := withID(&RequestResult{Index: 5, Time: 1200}, "a")
 	if err := w.RememberRequest(a); err != nil {
 		t.Fatal(err)
 	}
 	if r, _ := w.Request("a"); r != a {
 		t.Fatalf("request a, added after the forgotten b, looked up as %v", r)
 	}
-	if err := w.RememberRequest(&RequestResult{ID: "a", Index: 5, Time: 1200}); err == nil {
+	if err := w.RememberRequest(withID(&RequestResult{Index: 5, Time: 1200}, "a")); err == nil {
 		t.Fatal("request a remembered twice")
 	}
 	if err := w.Commit(); err != nil {
@@ -283,25 +284,31 @@ func TestRequestAddedAfterAForgottenOneIsFound(t *testing.T) {
 func TestRequestResultRecordRoundTrip(t *testing.T) {
 	digest := make([]byte, DigestSize)
 	digest[0], digest[DigestSize-1] = 7, 9
-	for _, applied := range []error{nil, ErrNotFound, fmt.Errorf("web/a: %w", ErrStaleRegistration)} {
-		r, err := NewRequestResult("req-1", digest, 5, 6, 7, applied)
-		if err != nil {
-			t.Fatal(err)
-		}
-		back, err := RequestResultFromRecord(RequestResultToRecord(r))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if back.ID != r.ID || back.Revision != r.Revision || back.Time != r.Time || back.Index != r.Index ||
-			back.Digest != r.Digest || back.ErrKind() != r.ErrKind() || back.ErrMessage() != r.ErrMessage() {
-			t.Fatalf("round trip of %+v gave %+v", r, back)
-		}
-		if (applied == nil) != (back.Err() == nil) || (applied != nil && back.Err().Error() != applied.Error()) {
-			t.Fatalf("error %v came back as %v", applied, back.Err())
+	for _, id := range []string{"req-1", "0123456789abcdef0123456789abcdef", "0123456789ABCDEF0123456789abcdef"} {
+		for _, applied := range []error{nil, ErrNotFound, fmt.Errorf("web/a: %w", ErrStaleRegistration)} {
+			r, err := NewRequestResult(id, digest, 5, 6, 7, applied)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := RequestResultToRecord(r)
+			if rec.GetRequestId() != id {
+				t.Fatalf("request %q is recorded as %q", id, rec.GetRequestId())
+			}
+			back, err := RequestResultFromRecord(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if back.ID() != id || back.Revision != r.Revision || back.Time != r.Time || back.Index != r.Index ||
+				back.Digest != r.Digest || back.ErrKind() != r.ErrKind() || back.ErrMessage() != r.ErrMessage() {
+				t.Fatalf("round trip of %+v gave %+v", r, back)
+			}
+			if (applied == nil) != (back.Err() == nil) || (applied != nil && back.Err().Error() != applied.Error()) {
+				t.Fatalf("error %v came back as %v", applied, back.Err())
+			}
 		}
 	}
 	for _, n := range []int{0, 16, 33} {
-		rec := RequestResultToRecord(&RequestResult{ID: "req-2"})
+		rec := RequestResultToRecord(withID(&RequestResult{}, "req-2"))
 		rec.Digest = make([]byte, n)
 		if _, err := RequestResultFromRecord(rec); err == nil {
 			t.Fatalf("a record with a %d-byte digest was restored", n)
@@ -322,7 +329,7 @@ func TestLatestRequestTimeIsTheLargestStamp(t *testing.T) {
 	}
 	for i, stamp := range []int64{500, 700, 300} {
 		w := s.Begin(uint64(i + 1))
-		if err := w.RememberRequest(&RequestResult{ID: fmt.Sprintf("r%d", i), Index: uint64(i + 1), Time: stamp}); err != nil {
+		if err := w.RememberRequest(withID(&RequestResult{Index: uint64(i + 1), Time: stamp}, fmt.Sprintf("r%d", i))); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.Commit(); err != nil {
@@ -331,5 +338,214 @@ func TestLatestRequestTimeIsTheLargestStamp(t *testing.T) {
 	}
 	if latest, ok := s.View().LatestRequestTime(); !ok || latest != 700 {
 		t.Fatalf("latest stamp %d (%v), want 700", latest, ok)
+	}
+}
+
+// withID sets r's request id, as the constructors do.
+func withID(r *RequestResult, id string) *RequestResult {
+	r.setID(id)
+	return r
+}
+
+// mixedRequestIDs are ids that a hex id held as bytes must order, find and
+// give back exactly as their strings: lowercase hex (held as bytes), and
+// ids next to them in string order that are not (uppercase, a character
+// short or long, a non-hex letter, short names).
+var mixedRequestIDs = []string{
+	"0123456789abcdef0123456789abcdef",
+	"0123456789ABCDEF0123456789ABCDEF",
+	"0123456789abcdef0123456789abcde",
+	"0123456789abcdef0123456789abcdef0",
+	"0123456789abcdef0123456789abcdeg",
+	"0123456789abcdef0123456789abcdeF",
+	"00000000000000000000000000000000",
+	"ffffffffffffffffffffffffffffffff",
+	"fffffffffffffffffffffffffffffffe",
+	"ffffffffffffffffffffffffffffffff ",
+	"0", "A", "f", "g", "req-1", "~",
+}
+
+// TestRequestIDsOrderAsStrings: the pruning order (Raft index, then id) is
+// part of the replicated state, so every node must keep it as it always
+// was, by the ids' strings, whichever ids are held as bytes; and an id is
+// given back, and found, exactly as it was written.
+func TestRequestIDsOrderAsStrings(t *testing.T) {
+	results := make([]*RequestResult, len(mixedRequestIDs))
+	for i, id := range mixedRequestIDs {
+		r, err := NewRequestResult(id, make([]byte, DigestSize), 1, 1, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, hex := parseHexID(id); r.hasHexID() != hex || (hex && r.rare != nil) {
+			t.Fatalf("request %q: held as bytes %v, has a rare part %v", id, r.hasHexID(), r.rare != nil)
+		}
+		if r.ID() != id {
+			t.Fatalf("request %q gives back %q", id, r.ID())
+		}
+		results[i] = r
+	}
+	for _, a := range results {
+		for _, b := range results {
+			if got, want := compareID(a, b), strings.Compare(a.ID(), b.ID()); got != want {
+				t.Fatalf("compare %q with %q: %d, strings say %d", a.ID(), b.ID(), got, want)
+			}
+		}
+	}
+
+	// Remembered at one index, they are listed, found and forgotten in
+	// string order.
+	s := New(Options{RequestResults: len(results), RequestResultAge: 1000})
+	w := s.Begin(1)
+	for _, r := range results {
+		if err := w.RememberRequest(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Sorted(slices.Values(mixedRequestIDs))
+	var got []string
+	for _, r := range requestRows(t, s) {
+		got = append(got, r.ID())
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("listed %q, want %q", got, want)
+	}
+	v := s.View()
+	for _, r := range results {
+		if got := v.Request(r.ID()); got != r {
+			t.Fatalf("view finds %q as %v", r.ID(), got)
+		}
+	}
+	if got := v.Request("0123456789abcdef0123456789ABCDEF"); got != nil {
+		t.Fatalf("an uppercase spelling of a hex id finds %q", got.ID())
+	}
+	w = s.Begin(2)
+	if err := w.RememberRequest(withID(&RequestResult{Index: 2, Time: 1}, "x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range want[1:] {
+		if r, _ := w.Request(id); r == nil || r.ID() != id {
+			t.Fatalf("transaction finds %q as %v", id, r)
+		}
+	}
+	if r, _ := w.Request(want[0]); r != nil {
+		t.Fatalf("the first in string order, %q, was not the one forgotten: found %q", want[0], r.ID())
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if s.requestIDs.len() != len(results) {
+		t.Fatalf("%d results by id, want %d", s.requestIDs.len(), len(results))
+	}
+}
+
+// TestRequestResultSize: a node keeps up to 100,000 results, so a result
+// with a hex id and no error stays one 80-byte allocation.
+func TestRequestResultSize(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("sizes are pinned for 64-bit platforms")
+	}
+	if got := unsafe.Sizeof(RequestResult{}); got != 80 {
+		t.Fatalf("RequestResult is %d bytes, want 80", got)
+	}
+}
+
+// TestRequestIndexFoldedCollisions: hex ids whose bytes fold to the same
+// key (a client may choose such ids) are each found, forgotten and
+// remembered again as themselves, in the store as in its index.
+func TestRequestIndexFoldedCollisions(t *testing.T) {
+	// Swapping the halves of an id keeps its fold.
+	a := "00000000000000010000000000000002"
+	b := "00000000000000020000000000000001"
+	c := "00000000000000030000000000000000"
+	ra, _ := parseHexID(a)
+	rb, _ := parseHexID(b)
+	if fold(ra) != fold(rb) {
+		t.Fatal("the ids do not collide")
+	}
+	res := func(id string, index uint64) *RequestResult {
+		r, err := NewRequestResult(id, make([]byte, DigestSize), int64(index), index, index, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	x := newRequestIndex(0)
+	find := func(want ...*RequestResult) {
+		t.Helper()
+		for _, r := range want {
+			if got := x.get(parseRequestID(r.ID())); got != r {
+				t.Fatalf("%s found as %v", r.ID(), got)
+			}
+		}
+		if x.len() != len(want) {
+			t.Fatalf("index holds %d results, want %d", x.len(), len(want))
+		}
+	}
+	a1, b1 := res(a, 1), res(b, 2)
+	x.put(a1)
+	x.put(b1)
+	find(a1, b1)
+	x.remove(a1)
+	find(b1)
+	if got := x.get(parseRequestID(a)); got != nil {
+		t.Fatalf("forgotten %s found as %v", a, got)
+	}
+	// b again, as a restored or replaced result: it takes the free key,
+	// and the old one does not come back once it is forgotten.
+	b2 := res(b, 3)
+	x.put(b2)
+	find(b2)
+	x.remove(b2)
+	find()
+	a2, b3 := res(a, 4), res(b, 5)
+	x.put(a2)
+	x.put(b3)
+	find(a2, b3)
+	x.remove(b3)
+	find(a2)
+	x.remove(a2)
+	find()
+
+	// Through the store: the colliding ids forgotten by the count bound
+	// one by one, each still found until it is.
+	s := New(Options{RequestResults: 2, RequestResultAge: 1000})
+	for i, id := range []string{a, b, c} {
+		w := s.Begin(uint64(i + 1))
+		if err := w.RememberRequest(res(id, uint64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := s.Begin(4)
+	defer w.Abort()
+	for id, want := range map[string]bool{a: false, b: true, c: true} {
+		if r, _ := w.Request(id); (r != nil) != want || (r != nil && r.ID() != id) {
+			t.Fatalf("request %s found as %v, want found %v", id, r, want)
+		}
+	}
+	if r := s.View().Request(a); r != nil {
+		t.Fatalf("forgotten %s found in the view", a)
+	}
+}
+
+// TestCompareIDAllocatesNothing: a restore sorts up to 100,000 results,
+// and a transaction orders its additions, by id: comparing a hex id held
+// as bytes with another id builds the hex text on the stack only.
+func TestCompareIDAllocatesNothing(t *testing.T) {
+	a, err := NewRequestResult("0123456789abcdef0123456789abcdef", make([]byte, DigestSize), 1, 1, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewRequestResult("0123456789abcdef0123456789abcdeg", make([]byte, DigestSize), 1, 1, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = compareID(a, b), compareID(b, a) }); n != 0 {
+		t.Fatalf("comparing a hex id with another id allocates %v times", n)
 	}
 }

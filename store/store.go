@@ -71,8 +71,8 @@ type Store struct {
 	// lock). txnRequests is the writer's map of its own transaction's
 	// additions, reused from one transaction to the next.
 	requests    requestBounds
-	requestIDs  map[string]*RequestResult
-	txnRequests map[string]*RequestResult
+	requestIDs  requestIndex
+	txnRequests requestIndex
 	// shared is what stored instances of each service share (see sharer);
 	// only writers touch it, under writeMu.
 	shared *sharer
@@ -91,7 +91,7 @@ type Store struct {
 // New returns an empty store.
 func New(opts Options) *Store {
 	s := &Store{shared: newSharer(), history: newHistory(opts), requests: newRequestBounds(opts), abandonCh: make(chan struct{}), appliedCh: make(chan struct{}),
-		requestIDs: map[string]*RequestResult{}, txnRequests: map[string]*RequestResult{}}
+		requestIDs: newRequestIndex(0), txnRequests: newRequestIndex(0)}
 	s.db.Store(newDB())
 	s.meta.Store(&metaRow{})
 	return s
@@ -290,7 +290,7 @@ func (r *Restorer) ServiceRevision(namespace, service string, rev uint64) {
 
 // Request inserts one remembered request result.
 func (r *Restorer) Request(res *RequestResult) error {
-	if res.ID == "" {
+	if !res.hasHexID() && res.rare.id == "" {
 		return errors.New("restore: request result without an id")
 	}
 	r.requests = append(r.requests, res)

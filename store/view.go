@@ -300,7 +300,7 @@ func (v *View) Hash() (string, error) {
 	// Remembered request results decide what a repeated write does, so two
 	// nodes that disagree on them could diverge: they are state too.
 	if err := v.Requests(func(r *RequestResult) bool {
-		fmt.Fprintf(h, "%q %d %d %q %d %d %x\n", r.ID, r.Revision, r.ErrKind(), r.ErrMessage(), r.Time, r.Index, r.Digest[:])
+		fmt.Fprintf(h, "%q %d %d %q %d %d %x\n", r.ID(), r.Revision, r.ErrKind(), r.ErrMessage(), r.Time, r.Index, r.Digest[:])
 		return true
 	}); err != nil {
 		return "", err

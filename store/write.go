@@ -29,7 +29,7 @@ type WriteTxn struct {
 	requestsDropped int
 	requestsAdded   []*RequestResult
 	addedDropped    int
-	requestsByID    map[string]*RequestResult
+	requestsByID    requestIndex
 	// extinct: a service lost its last instance in this transaction.
 	extinct bool
 	// done: committed or aborted, the store's writer lock released.
@@ -50,7 +50,7 @@ func (w *WriteTxn) Abort() {
 	}
 	w.done = true
 	w.txn.Abort()
-	clear(w.requestsByID)
+	w.requestsByID.clear()
 	// A service first seen by this transaction may have no instance now.
 	for _, k := range w.sharedNew {
 		w.s.shared.forget(k[0], k[1])
@@ -114,7 +114,7 @@ func (w *WriteTxn) put(prev, next *Instance) error {
 			return err
 		}
 	}
-	w.addEvent(Event{Revision: w.index, Instance: next, Prev: prev})
+	w.addEvent(Event{Instance: next, Prev: prev})
 	return nil
 }
 
@@ -145,7 +145,7 @@ func (w *WriteTxn) remove(prev *Instance) error {
 	if err := w.touchService(prev.Namespace, prev.Service, -1); err != nil {
 		return err
 	}
-	w.addEvent(Event{Revision: w.index, Prev: prev})
+	w.addEvent(Event{Prev: prev})
 	return nil
 }
 
