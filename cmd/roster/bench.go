@@ -287,8 +287,8 @@ func (a *app) bench(ctx context.Context, op string, o benchOptions, cons rosterv
 		go func() {
 			defer wg.Done()
 			stub := stubs[c%len(stubs)]
-			// gRPC fails a call whose deadline has passed before the
-			// context's timer marks it done: compare with the deadline too.
+			// The run is over at its deadline, even before the context's
+			// timer marks it done: no call starts after it.
 			over := func() bool {
 				if runCtx.Err() != nil {
 					return true
@@ -301,14 +301,20 @@ func (a *app) bench(ctx context.Context, op string, o benchOptions, cons rosterv
 				if o.count > 0 && n > o.count {
 					return
 				}
-				cctx, ccancel := context.WithTimeout(runCtx, a.timeout)
+				// A call has --timeout of its own, not what is left of the
+				// run: one still out when the run ends finishes and counts.
+				// Tied to the run's end, its deadline would arrive with the
+				// run's, and a server that answers a little before a
+				// caller's deadline (a write's outcome unknown, say) would
+				// have been counted as failing.
+				cctx, ccancel := context.WithTimeout(ctx, a.timeout)
 				t0 := time.Now()
 				err := call(cctx, stub, n)
 				d := time.Since(t0)
 				ccancel()
 				if err != nil {
-					if over() {
-						return // the run ended mid-call: not an error of the server
+					if ctx.Err() != nil {
+						return // interrupted (Ctrl-C): not an error of the server
 					}
 					failed.Add(1)
 					mu.Lock()

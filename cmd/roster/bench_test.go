@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -44,6 +46,35 @@ func TestBenchCountsCallsAndErrors(t *testing.T) {
 	code, stdout, _ = runCLI(t, ctx, f.addr, "bench", "get", "--count", "20", "--duration", "0", "--clients", "2", "--keys", "3")
 	if code != 0 || !strings.Contains(stdout, "errors Unavailable: 20 (first: no leader)") {
 		t.Fatalf("errors not reported: exit %d\n%s", code, stdout)
+	}
+}
+
+// TestBenchCallsOutliveTheRun: each call of a timed run has --timeout of
+// its own, not what is left of the run. A server answers a little before
+// its caller's deadline (a write's outcome unknown, say): with calls tied
+// to the run's end, the writes still out at its end came back as errors
+// the bench counted.
+func TestBenchCallsOutliveTheRun(t *testing.T) {
+	f := startFake(t)
+	ctx := testContext(t)
+	code, stdout, stderr := runCLI(t, ctx, f.addr, "--timeout", "1m", "bench", "register", "--duration", "300ms", "--clients", "2", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var res benchResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("bad JSON %q: %v", stdout, err)
+	}
+	f.mu.Lock()
+	left := slices.Clone(f.registerLeft)
+	f.mu.Unlock()
+	if res.Ops == 0 || res.Errors != 0 || len(left) == 0 {
+		t.Fatalf("result %+v, %d registers with deadlines", res, len(left))
+	}
+	for _, d := range left {
+		if d < 5*time.Second { // the test's own context ends sooner than --timeout
+			t.Fatalf("a register arrived with its deadline %v away: tied to the 300ms run, not --timeout 1m", d)
+		}
 	}
 }
 

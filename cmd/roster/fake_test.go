@@ -38,6 +38,9 @@ type fakeServer struct {
 	members []*rosterv1.Member
 	// status, when set, is what Status answers.
 	status *rosterv1.StatusResponse
+	// registerLeft is, for each Register, how long its deadline was away
+	// when it arrived (0: none).
+	registerLeft []time.Duration
 }
 
 func startFake(t *testing.T) *fakeServer {
@@ -103,9 +106,14 @@ func (f *fakeServer) setInstance(id string, present bool) {
 	f.instances[id] = present
 }
 
-func (f *fakeServer) Register(_ context.Context, req *rosterv1.RegisterRequest) (*rosterv1.RegisterResponse, error) {
+func (f *fakeServer) Register(ctx context.Context, req *rosterv1.RegisterRequest) (*rosterv1.RegisterResponse, error) {
 	if err := f.record("Register", req); err != nil {
 		return nil, err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		f.mu.Lock()
+		f.registerLeft = append(f.registerLeft, time.Until(d))
+		f.mu.Unlock()
 	}
 	f.setInstance(req.GetInstance().GetId(), true)
 	return &rosterv1.RegisterResponse{Revision: 7}, nil
