@@ -10,7 +10,7 @@ import (
 
 // defaultGCHeadroomMiB is --gc-headroom-mib's default: a node whose live
 // heap is under 128 MiB may grow by 128 MiB between collections. Measured
-// against Go's default (README, Benchmarks): fewer collections, more
+// against Go's default (docs/performance.md, Levers): fewer collections, more
 // registrations per second for the same CPU.
 const defaultGCHeadroomMiB = 128
 
