@@ -23,7 +23,7 @@ const (
 	LogStoreBolt = "bolt"
 	// DefaultLogStore is what a new data dir gets. The WAL measured lower
 	// single-writer latency and higher throughput than bolt in every run
-	// (README, Performance). raft-wal v0.4.0's lost log after a cleared
+	// (docs/performance.md). raft-wal v0.4.0's lost log after a cleared
 	// suffix (hashicorp/raft-wal#31) is fixed in v0.4.1;
 	// TestLogStoresSurviveACrashAfterASuffixIsCleared checks it.
 	DefaultLogStore = LogStoreWAL

@@ -17,7 +17,7 @@ const (
 	// raft (third_party/raft) tells them as soon as the commit index moves
 	// with nothing uncommitted left to carry it. At 2 ms, the setting
 	// before that change, an idle 3-node cluster used about five times the
-	// CPU (README, Performance).
+	// CPU (docs/performance.md).
 	LANCommitTimeout = 50 * time.Millisecond
 )
 

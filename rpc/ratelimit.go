@@ -132,10 +132,14 @@ func (r *rateLimiter) allowN(client string, write bool, n int) error {
 }
 
 // refillTime is how long a bucket filling at r takes to gain missing
-// tokens: at least a millisecond, so a refused call always says to wait.
+// tokens: at least a millisecond, so a refused call always says to wait,
+// and at most a day (a rate set absurdly low would overflow a Duration).
 func refillTime(missing float64, r rate.Limit) time.Duration {
-	d := time.Duration(missing / float64(r) * float64(time.Second))
-	return max(d, time.Millisecond)
+	secs := missing / float64(r)
+	if secs >= (24 * time.Hour).Seconds() {
+		return 24 * time.Hour
+	}
+	return max(time.Duration(secs*float64(time.Second)), time.Millisecond)
 }
 
 // sweep forgets clients idle long enough for their buckets to be full.

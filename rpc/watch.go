@@ -675,7 +675,8 @@ func (s *Server) watchPrefix(rev uint64) []byte {
 // so that every watcher shares one encoding; nil when a healthy-only
 // watcher does not see e. A healthy-only watcher sees an instance leaving
 // the healthy set as a DELETE and one entering it as a PUT. With omitPrev
-// the event carries no prev_instance.
+// the event carries no prev_instance. rev must be e's own revision (its
+// Revision group's): the encoding is memoized by e alone.
 func (s *Server) eventWire(rev uint64, e *store.Event, healthyOnly, omitPrev bool) []byte {
 	asDelete := false
 	if healthyOnly {

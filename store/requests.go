@@ -24,7 +24,10 @@ const (
 
 // RequestResult is the first result of one client request id, remembered so
 // that a repeat of the request returns it and changes nothing. Once stored
-// it is never modified.
+// it is never modified. Make one with NewRequestResult (a restore decodes
+// its own): the id is held in unexported fields, and a result made
+// otherwise has the all-zero hex id, which no check can tell from a
+// client's.
 type RequestResult struct {
 	// hexID is the request id when it is 32 lowercase hex characters, as
 	// clients and servers make them (newRequestID), held as its 16 bytes:

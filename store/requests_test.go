@@ -1,6 +1,8 @@
 package store
 
 import (
+	"cmp"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand"
@@ -25,7 +27,15 @@ func (m *requestModel) prune(cutoff int64) {
 }
 
 func (m *requestModel) remember(r *RequestResult) {
-	i, _ := slices.BinarySearchFunc(m.rows, r, compareRequests)
+	// The plain rule, not the store's comparison: by index, then the ids
+	// as strings, however the store holds them.
+	plain := func(a, b *RequestResult) int {
+		if a.Index != b.Index {
+			return cmp.Compare(a.Index, b.Index)
+		}
+		return strings.Compare(a.ID(), b.ID())
+	}
+	i, _ := slices.BinarySearchFunc(m.rows, r, plain)
 	m.rows = slices.Insert(slices.Clip(m.rows), i, r)
 	if len(m.rows) > m.max {
 		m.prune(math.MinInt64)
@@ -47,6 +57,27 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 	s := New(opts)
 	model := &requestModel{max: 6, age: 40}
 	rng := rand.New(rand.NewSource(1))
+	// The ids: other ids, hex ids (held as bytes), and pairs of hex ids
+	// whose bytes fold to the same map key (one of each pair goes to the
+	// map of collided ids, whichever comes second).
+	var pool []string
+	for k := range 150 {
+		pool = append(pool, fmt.Sprintf("r%03d", k))
+		var a [16]byte
+		binary.LittleEndian.PutUint64(a[:8], rng.Uint64())
+		binary.LittleEndian.PutUint64(a[8:], rng.Uint64())
+		pool = append(pool, fmt.Sprintf("%x", a))
+		if k%2 == 0 {
+			c := rng.Uint64()
+			b := a
+			binary.LittleEndian.PutUint64(b[:8], binary.LittleEndian.Uint64(a[:8])^c)
+			binary.LittleEndian.PutUint64(b[8:], binary.LittleEndian.Uint64(a[8:])^c)
+			if fold(a) != fold(b) {
+				t.Fatal("the crafted pair does not fold alike")
+			}
+			pool = append(pool, fmt.Sprintf("%x", b))
+		}
+	}
 	now := int64(1000)
 	index := uint64(0)
 	forgotten := 0
@@ -82,7 +113,7 @@ func TestRequestTableFollowsItsRules(t *testing.T) {
 				}
 				next.prune(now - next.age)
 			}
-			id := fmt.Sprintf("r%03d", rng.Intn(400))
+			id := pool[rng.Intn(len(pool))]
 			if len(used) > 0 && rng.Intn(3) == 0 {
 				// A retry within the same entry.
 				id = used[rng.Intn(len(used))]

@@ -184,7 +184,7 @@ killed.`,
 	f := cmd.Flags()
 	f.IntVar(&o.clients, "clients", 64, "concurrent callers, each with one call in flight")
 	f.IntVar(&o.conns, "conns", 1, "gRPC connections per address")
-	f.DurationVar(&o.duration, "duration", 10*time.Second, "how long to run (0 with --count: until count)")
+	f.DurationVar(&o.duration, "duration", 10*time.Second, "how long to start calls for (0 with --count: until count); calls still out at the end finish, within --timeout")
 	f.IntVar(&o.count, "count", 0, "stop after this many calls (0: run for --duration)")
 	f.IntVar(&o.keys, "keys", 1000, "distinct instances the calls touch")
 	f.StringVar(&o.service, "service", "bench", "service the benchmark writes and reads")
