@@ -186,17 +186,33 @@ func (n *Node) commit(batch []*proposal, inflight chan struct{}) {
 			fail(ps, mapRaftError(err))
 			return
 		}
-		switch r := f.Response().(type) {
-		case fsm.Result:
-			ps[0].done <- r
-		case fsm.BatchResult:
-			for i, p := range ps {
-				p.done <- r[i]
-			}
-		default:
-			fail(ps, fmt.Errorf("unexpected apply response %T", r))
-		}
+		answer(ps, f.Response())
 	}()
+}
+
+// answer gives each proposal of an applied entry its result. Every
+// proposal gets an answer, whatever the state machine returned: one Result
+// for a batch is the verdict on the whole entry (a batch that did not
+// decode, so none of it was applied), and a response that does not fit
+// the batch fails all of it rather than leave a caller waiting out its
+// deadline or the node panicking.
+func answer(ps []*proposal, resp any) {
+	switch r := resp.(type) {
+	case fsm.Result:
+		for _, p := range ps {
+			p.done <- r
+		}
+	case fsm.BatchResult:
+		if len(r) != len(ps) {
+			fail(ps, fmt.Errorf("the state machine answered %d results for a batch of %d", len(r), len(ps)))
+			return
+		}
+		for i, p := range ps {
+			p.done <- r[i]
+		}
+	default:
+		fail(ps, fmt.Errorf("unexpected apply response %T", r))
+	}
 }
 
 func fail(ps []*proposal, err error) {
