@@ -112,6 +112,10 @@ func (r *RequestResult) setID(id string) {
 // hasHexID reports whether the result's id is held as bytes (hexID).
 func (r *RequestResult) hasHexID() bool { return r.rare == nil || !r.rare.otherID }
 
+// hasEmptyID reports whether the result has no id: an id that is not hex
+// and empty (a hex id is never empty).
+func (r *RequestResult) hasEmptyID() bool { return !r.hasHexID() && r.rare.id == "" }
+
 // ID returns the request id. For the usual (hex) id it builds the string:
 // for snapshots, errors and tests, not for every write.
 func (r *RequestResult) ID() string {
@@ -519,7 +523,7 @@ func (w *WriteTxn) pruneRequests(cutoff int64) error {
 // unknown (Request returned nil) and, when that passes the count bound,
 // forgets the oldest one.
 func (w *WriteTxn) RememberRequest(r *RequestResult) error {
-	if !r.hasHexID() && r.rare.id == "" {
+	if r.hasEmptyID() {
 		return errors.New("remember request: empty id")
 	}
 	// The caller looked the id up first (Request): an id is remembered

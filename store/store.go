@@ -290,7 +290,7 @@ func (r *Restorer) ServiceRevision(namespace, service string, rev uint64) {
 
 // Request inserts one remembered request result.
 func (r *Restorer) Request(res *RequestResult) error {
-	if !res.hasHexID() && res.rare.id == "" {
+	if res.hasEmptyID() {
 		return errors.New("restore: request result without an id")
 	}
 	r.requests = append(r.requests, res)
