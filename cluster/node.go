@@ -505,6 +505,17 @@ func (n *Node) newRaft(rc *raft.Config, logs raft.LogStore, stable raft.StableSt
 	return r, nil
 }
 
+// logCacheEntries is how many of the newest Raft entries the log cache
+// keeps decoded in memory. Every read of the log in steady state is of an
+// entry just appended: the leader's replication sends what it has just
+// stored (about one entry an AppendEntries, even at 256 writers, since a
+// proposal groups the writes waiting for it into one entry), and a
+// follower applies what it has just received. A follower far enough behind
+// to miss the cache reads its entries from the log store, as it would with
+// any size. raft's usual 512 held about 1.6 MB more on each node under a
+// 64-writer load (docs/performance.md, Levers).
+const logCacheEntries = 64
+
 func (n *Node) openStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
 	if n.cfg.InMemory {
 		mem := raft.NewInmemStore()
@@ -541,7 +552,7 @@ func (n *Node) openStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore
 	} else if err := n.refuseWAL(); err != nil {
 		return nil, nil, nil, err
 	}
-	logs, err := raft.NewLogCache(512, disk)
+	logs, err := raft.NewLogCache(logCacheEntries, disk)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("log cache: %w", err)
 	}
