@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -290,16 +291,15 @@ func (c *consulAPI) deregister(w http.ResponseWriter, r *http.Request) {
 // onto Registry.SetMaintenance: maintenance on drains the instance.
 func (c *consulAPI) maintenance(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	var on bool
-	switch q.Get("enable") {
-	case "true":
-		on = true
-	case "false":
-	case "":
+	// Consul reads enable with strconv.ParseBool: 1, t, TRUE, false, ...
+	raw := q.Get("enable")
+	if raw == "" {
 		writeConsulError(w, badRequest("missing value for enable"))
 		return
-	default:
-		writeConsulError(w, badRequest("enable must be true or false, not %q", q.Get("enable")))
+	}
+	on, err := strconv.ParseBool(raw)
+	if err != nil {
+		writeConsulError(w, badRequest("enable must be true or false, not %q", raw))
 		return
 	}
 	ns, id := namespace(r), r.PathValue("id")

@@ -228,3 +228,68 @@ func TestConsulCheckIDsAreTheInstancesChecks(t *testing.T) {
 		t.Fatalf("passing health of a check-less instance: %+v %v", entries, err)
 	}
 }
+
+// TestConsulBooleanParams: passing and enable take what Consul's
+// strconv.ParseBool takes (1, t, T, TRUE, true, True and the false
+// forms), as curl users and other clients send them; anything else is a
+// 400.
+func TestConsulBooleanParams(t *testing.T) {
+	_, cc, url := singleAPI(t)
+	for _, reg := range []*consul.AgentServiceRegistration{
+		{Name: "web", ID: "ok", Address: "10.0.0.1", Port: 80},
+		{Name: "web", ID: "bad", Address: "10.0.0.2", Port: 80, Check: &consul.AgentServiceCheck{TTL: "30s"}},
+	} {
+		if err := cc.Agent().ServiceRegister(reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cc.Agent().FailTTL("service:bad", "down"); err != nil {
+		t.Fatal(err)
+	}
+	count := func(query string) (int, int) {
+		t.Helper()
+		code, body := rawGet(t, url+"/v1/health/service/web?"+query)
+		var entries []json.RawMessage
+		_ = json.Unmarshal([]byte(body), &entries)
+		return code, len(entries)
+	}
+	for q, want := range map[string]int{
+		"passing": 1, "passing=1": 1, "passing=true": 1, "passing=True": 1, "passing=TRUE": 1, "passing=t": 1,
+		"passing=0": 2, "passing=false": 2, "passing=F": 2, "passing=False": 2,
+	} {
+		if code, n := count(q); code != 200 || n != want {
+			t.Errorf("health/service/web?%s: %d with %d entries; want 200 with %d", q, code, n, want)
+		}
+	}
+	if code, _ := count("passing=yes"); code != 400 {
+		t.Errorf("health/service/web?passing=yes: %d; want 400", code)
+	}
+	drained := func() bool {
+		t.Helper()
+		entries, _, err := cc.Health().Service("web", "", false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Service.ID == "ok" {
+				return e.Checks.AggregatedStatus() == consul.HealthMaint
+			}
+		}
+		t.Fatal("instance ok is gone")
+		return false
+	}
+	for _, tc := range []struct {
+		enable string
+		want   bool
+	}{{"1", true}, {"0", false}, {"TRUE", true}, {"F", false}, {"t", true}, {"False", false}} {
+		if code, body := rawPut(t, url+"/v1/agent/service/maintenance/ok?enable="+tc.enable, ""); code != 200 {
+			t.Fatalf("maintenance enable=%s: %d %s; want 200", tc.enable, code, body)
+		}
+		if got := drained(); got != tc.want {
+			t.Fatalf("after enable=%s the instance is in maintenance: %v; want %v", tc.enable, got, tc.want)
+		}
+	}
+	if code, _ := rawPut(t, url+"/v1/agent/service/maintenance/ok?enable=yes", ""); code != 400 {
+		t.Errorf("maintenance enable=yes: %d; want 400", code)
+	}
+}
