@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -143,6 +144,11 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 		id = reg.Name
 	}
 	addr := reg.Address
+	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")); err == nil && ip.Unmap().IsUnspecified() {
+		// 0.0.0.0 or ::, a bind address, names no host to reach the
+		// service on; Consul refuses it in the same words.
+		return nil, badRequest("Invalid service address %q: an unspecified address names no host to reach the service on", addr)
+	}
 	if addr == "" {
 		// Consul uses its agent's address, the host the service runs on;
 		// the caller's address is the nearest Roster knows.
