@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -177,7 +178,10 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 		inst.Weight = uint32(reg.Weights.Passing)
 	}
 	var checks []*consulServiceCheck
-	if reg.Check != nil {
+	// Consul skips a Check with nothing in it (the real client sends
+	// "Check":{} for an AgentServiceCheck left empty); an empty one among
+	// Checks stays an error, as in Consul.
+	if reg.Check != nil && !reflect.ValueOf(*reg.Check).IsZero() {
 		checks = append(checks, reg.Check)
 	}
 	for _, ch := range reg.Checks {

@@ -293,3 +293,25 @@ func TestConsulBooleanParams(t *testing.T) {
 		t.Errorf("maintenance enable=yes: %d; want 400", code)
 	}
 }
+
+// TestConsulEmptyCheckIsNoCheck: a registration whose Check is an empty
+// object (the real client sends "Check":{} for a &AgentServiceCheck{}
+// left unfilled) registers the service without a check, as Consul's
+// ServiceDefinition.CheckTypes skips an empty Check.
+func TestConsulEmptyCheckIsNoCheck(t *testing.T) {
+	_, cc, url := singleAPI(t)
+	if err := cc.Agent().ServiceRegister(&consul.AgentServiceRegistration{
+		Name: "web", ID: "w1", Address: "10.0.0.1", Port: 80, Check: &consul.AgentServiceCheck{},
+	}); err != nil {
+		t.Fatalf("register with an empty Check: %v", err)
+	}
+	entries, _, err := cc.Health().Service("web", "", true, nil)
+	if err != nil || len(entries) != 1 || entries[0].Service.ID != "w1" || len(entries[0].Checks) != 0 {
+		t.Fatalf("health of w1: %+v %v; want one passing entry without checks", entries, err)
+	}
+	// An empty check among Checks is refused, as Consul refuses it.
+	if code, body := rawPut(t, url+"/v1/agent/service/register",
+		`{"Name":"web","ID":"w2","Address":"10.0.0.2","Port":80,"Checks":[{}]}`); code != 400 {
+		t.Fatalf("register with Checks [{}]: %d %s; want 400", code, body)
+	}
+}
