@@ -83,6 +83,34 @@ type consulServiceCheck struct {
 	FailuresBeforeWarning          int
 	FailuresBeforeCritical         int
 	DeregisterCriticalServiceAfter consulDuration
+
+	// Consul's check decoding also takes these snake_case keys (those of
+	// its configuration files); foldSnake folds them into the fields above.
+	ScriptArgsSnake                     []string       `json:"script_args"`
+	DeregisterCriticalServiceAfterSnake consulDuration `json:"deregister_critical_service_after"`
+	DockerContainerIDSnake              string         `json:"docker_container_id"`
+	TLSServerNameSnake                  string         `json:"tls_server_name"`
+	TLSSkipVerifySnake                  bool           `json:"tls_skip_verify"`
+	GRPCUseTLSSnake                     bool           `json:"grpc_use_tls"`
+}
+
+// foldSnake gives the snake_case keys their CamelCase fields' meaning; as
+// in Consul, a CamelCase value given too wins.
+func (ch *consulServiceCheck) foldSnake() {
+	if len(ch.ScriptArgs) == 0 {
+		ch.ScriptArgs = ch.ScriptArgsSnake
+	}
+	if !ch.DeregisterCriticalServiceAfter.set {
+		ch.DeregisterCriticalServiceAfter = ch.DeregisterCriticalServiceAfterSnake
+	}
+	if ch.DockerContainerID == "" {
+		ch.DockerContainerID = ch.DockerContainerIDSnake
+	}
+	if ch.TLSServerName == "" {
+		ch.TLSServerName = ch.TLSServerNameSnake
+	}
+	ch.TLSSkipVerify = ch.TLSSkipVerify || ch.TLSSkipVerifySnake
+	ch.GRPCUseTLS = ch.GRPCUseTLS || ch.GRPCUseTLSSnake
 }
 
 // rawSet reports whether a raw JSON field carries a value.
@@ -210,6 +238,7 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 // applyCheck adds one Consul check to inst: a TTL becomes the lease, an
 // HTTP, TCP or gRPC check the active check. Roster keeps at most one of each.
 func applyCheck(inst *rosterv1.Instance, ch *consulServiceCheck, wantID string) error {
+	ch.foldSnake()
 	switch {
 	case ch.CheckID != "" && ch.CheckID != wantID:
 		return badRequest("CheckID %q is not supported: Roster names an instance's check %q, as Consul does by default", ch.CheckID, wantID)

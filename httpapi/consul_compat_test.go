@@ -11,6 +11,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
 // singleAPI starts a one-node cluster, its HTTP front end and the real
@@ -313,5 +314,49 @@ func TestConsulEmptyCheckIsNoCheck(t *testing.T) {
 	if code, body := rawPut(t, url+"/v1/agent/service/register",
 		`{"Name":"web","ID":"w2","Address":"10.0.0.2","Port":80,"Checks":[{}]}`); code != 400 {
 		t.Fatalf("register with Checks [{}]: %d %s; want 400", code, body)
+	}
+}
+
+// TestConsulCheckSnakeCaseKeys: Consul's check decoding also takes the
+// snake_case keys of its configuration files (deregister_critical_service_after,
+// tls_skip_verify, script_args, ...), which hand-written clients send;
+// they mean what the CamelCase keys mean, not nothing.
+func TestConsulCheckSnakeCaseKeys(t *testing.T) {
+	nd, _, url := singleAPI(t)
+	reg := url + "/v1/agent/service/register"
+	if code, body := rawPut(t, reg, `{"name":"web","id":"w1","address":"10.0.0.1","port":80,`+
+		`"check":{"ttl":"10s","deregister_critical_service_after":"1m"}}`); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	resp, err := nd.Registry().GetService(testcluster.Ctx(t), &rosterv1.GetServiceRequest{Service: "web"})
+	if err != nil || len(resp.Instances) != 1 || resp.Instances[0].DeregisterCriticalAfter.AsDuration() != time.Minute {
+		t.Fatalf("registered %v %v; want deregister_critical_after 1m", resp.GetInstances(), err)
+	}
+	// The CamelCase key wins when both are given, as in Consul.
+	if code, body := rawPut(t, reg, `{"Name":"web","ID":"w2","Address":"10.0.0.2","Port":80,`+
+		`"Checks":[{"TTL":"10s","DeregisterCriticalServiceAfter":"2m","deregister_critical_service_after":"3m"}]}`); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	resp, err = nd.Registry().GetService(testcluster.Ctx(t), &rosterv1.GetServiceRequest{Service: "web"})
+	for _, in := range resp.GetInstances() {
+		if in.Id == "w2" && in.DeregisterCriticalAfter.AsDuration() != 2*time.Minute {
+			t.Fatalf("w2: deregister_critical_after %s; want 2m", in.DeregisterCriticalAfter.AsDuration())
+		}
+	}
+	if err != nil || len(resp.Instances) != 2 {
+		t.Fatalf("registered %v %v", resp.GetInstances(), err)
+	}
+	// What Roster does not support is refused under either spelling.
+	for _, tc := range []struct{ check, want string }{
+		{`{"HTTP":"https://10.0.0.3/","Interval":"10s","tls_skip_verify":true}`, "TLS options"},
+		{`{"HTTP":"https://10.0.0.3/","Interval":"10s","tls_server_name":"x"}`, "TLS options"},
+		{`{"GRPC":"10.0.0.3:80","Interval":"10s","grpc_use_tls":true}`, "TLS options"},
+		{`{"script_args":["/bin/true"],"Interval":"10s"}`, "script"},
+		{`{"docker_container_id":"abc","Shell":"/bin/sh","Interval":"10s"}`, "Docker"},
+	} {
+		code, body := rawPut(t, reg, `{"Name":"web","ID":"w3","Address":"10.0.0.3","Port":80,"Check":`+tc.check+`}`)
+		if code != 400 || !strings.Contains(body, tc.want) {
+			t.Errorf("register with check %s: %d %s; want 400 with %q", tc.check, code, body, tc.want)
+		}
 	}
 }
