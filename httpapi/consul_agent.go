@@ -49,6 +49,9 @@ type consulServiceRegistration struct {
 	Namespace         string
 	Partition         string
 	Locality          json.RawMessage
+
+	// Consul's service decoding takes this snake_case key too.
+	TaggedAddressesSnake map[string]json.RawMessage `json:"tagged_addresses"`
 }
 
 // consulServiceCheck is one check of a registration.
@@ -153,7 +156,7 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 		return nil, badRequest("Proxy and Connect are not supported: Roster has no service mesh")
 	case reg.SocketPath != "":
 		return nil, badRequest("SocketPath is not supported: an instance is an address and a port")
-	case len(reg.TaggedAddresses) > 0:
+	case len(reg.TaggedAddresses) > 0 || len(reg.TaggedAddressesSnake) > 0:
 		return nil, badRequest("TaggedAddresses are not supported: an instance has one address")
 	case rawSet(reg.Ports):
 		return nil, badRequest("Ports are not supported: an instance has one port")

@@ -359,4 +359,9 @@ func TestConsulCheckSnakeCaseKeys(t *testing.T) {
 			t.Errorf("register with check %s: %d %s; want 400 with %q", tc.check, code, body, tc.want)
 		}
 	}
+	// Consul's service decoding takes tagged_addresses for TaggedAddresses.
+	if code, body := rawPut(t, reg, `{"Name":"web","ID":"w3","Address":"10.0.0.3","Port":80,`+
+		`"tagged_addresses":{"wan":{"Address":"1.2.3.4","Port":80}}}`); code != 400 || !strings.Contains(body, "TaggedAddresses") {
+		t.Errorf("register with tagged_addresses: %d %s; want 400 with \"TaggedAddresses\"", code, body)
+	}
 }
