@@ -86,12 +86,11 @@ func (h *handler) send(w dns.ResponseWriter, r *dns.Msg, m *dns.Msg) {
 
 func (h *handler) answer(m *dns.Msg, q dns.Question) {
 	name := dns.CanonicalName(q.Name)
-	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
+	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY || !dns.IsSubDomain(h.domain, name) {
+		// Not a name this server is an authority for: refused, without
+		// the AA bit, which would claim it is (RFC 1035 4.1.1).
 		m.Rcode = dns.RcodeRefused
-		return
-	}
-	if !dns.IsSubDomain(h.domain, name) {
-		m.Rcode = dns.RcodeRefused
+		m.Authoritative = false
 		return
 	}
 	labels := dns.SplitDomainName(strings.TrimSuffix(strings.TrimSuffix(name, h.domain), "."))

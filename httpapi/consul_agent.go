@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -46,6 +49,9 @@ type consulServiceRegistration struct {
 	Namespace         string
 	Partition         string
 	Locality          json.RawMessage
+
+	// Consul's service decoding takes this snake_case key too.
+	TaggedAddressesSnake map[string]json.RawMessage `json:"tagged_addresses"`
 }
 
 // consulServiceCheck is one check of a registration.
@@ -80,6 +86,34 @@ type consulServiceCheck struct {
 	FailuresBeforeWarning          int
 	FailuresBeforeCritical         int
 	DeregisterCriticalServiceAfter consulDuration
+
+	// Consul's check decoding also takes these snake_case keys (those of
+	// its configuration files); foldSnake folds them into the fields above.
+	ScriptArgsSnake                     []string       `json:"script_args"`
+	DeregisterCriticalServiceAfterSnake consulDuration `json:"deregister_critical_service_after"`
+	DockerContainerIDSnake              string         `json:"docker_container_id"`
+	TLSServerNameSnake                  string         `json:"tls_server_name"`
+	TLSSkipVerifySnake                  bool           `json:"tls_skip_verify"`
+	GRPCUseTLSSnake                     bool           `json:"grpc_use_tls"`
+}
+
+// foldSnake gives the snake_case keys their CamelCase fields' meaning; as
+// in Consul, a CamelCase value given too wins.
+func (ch *consulServiceCheck) foldSnake() {
+	if len(ch.ScriptArgs) == 0 {
+		ch.ScriptArgs = ch.ScriptArgsSnake
+	}
+	if !ch.DeregisterCriticalServiceAfter.set {
+		ch.DeregisterCriticalServiceAfter = ch.DeregisterCriticalServiceAfterSnake
+	}
+	if ch.DockerContainerID == "" {
+		ch.DockerContainerID = ch.DockerContainerIDSnake
+	}
+	if ch.TLSServerName == "" {
+		ch.TLSServerName = ch.TLSServerNameSnake
+	}
+	ch.TLSSkipVerify = ch.TLSSkipVerify || ch.TLSSkipVerifySnake
+	ch.GRPCUseTLS = ch.GRPCUseTLS || ch.GRPCUseTLSSnake
 }
 
 // rawSet reports whether a raw JSON field carries a value.
@@ -122,7 +156,7 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 		return nil, badRequest("Proxy and Connect are not supported: Roster has no service mesh")
 	case reg.SocketPath != "":
 		return nil, badRequest("SocketPath is not supported: an instance is an address and a port")
-	case len(reg.TaggedAddresses) > 0:
+	case len(reg.TaggedAddresses) > 0 || len(reg.TaggedAddressesSnake) > 0:
 		return nil, badRequest("TaggedAddresses are not supported: an instance has one address")
 	case rawSet(reg.Ports):
 		return nil, badRequest("Ports are not supported: an instance has one port")
@@ -142,6 +176,11 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 		id = reg.Name
 	}
 	addr := reg.Address
+	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")); err == nil && ip.Unmap().IsUnspecified() {
+		// 0.0.0.0 or ::, a bind address, names no host to reach the
+		// service on; Consul refuses it in the same words.
+		return nil, badRequest("Invalid service address %q: an unspecified address names no host to reach the service on", addr)
+	}
 	if addr == "" {
 		// Consul uses its agent's address, the host the service runs on;
 		// the caller's address is the nearest Roster knows.
@@ -170,7 +209,10 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 		inst.Weight = uint32(reg.Weights.Passing)
 	}
 	var checks []*consulServiceCheck
-	if reg.Check != nil {
+	// Consul skips a Check with nothing in it (the real client sends
+	// "Check":{} for an AgentServiceCheck left empty); an empty one among
+	// Checks stays an error, as in Consul.
+	if reg.Check != nil && !reflect.ValueOf(*reg.Check).IsZero() {
 		checks = append(checks, reg.Check)
 	}
 	for _, ch := range reg.Checks {
@@ -199,6 +241,7 @@ func (c *consulAPI) instance(reg *consulServiceRegistration, r *http.Request) (*
 // applyCheck adds one Consul check to inst: a TTL becomes the lease, an
 // HTTP, TCP or gRPC check the active check. Roster keeps at most one of each.
 func applyCheck(inst *rosterv1.Instance, ch *consulServiceCheck, wantID string) error {
+	ch.foldSnake()
 	switch {
 	case ch.CheckID != "" && ch.CheckID != wantID:
 		return badRequest("CheckID %q is not supported: Roster names an instance's check %q, as Consul does by default", ch.CheckID, wantID)
@@ -290,16 +333,15 @@ func (c *consulAPI) deregister(w http.ResponseWriter, r *http.Request) {
 // onto Registry.SetMaintenance: maintenance on drains the instance.
 func (c *consulAPI) maintenance(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	var on bool
-	switch q.Get("enable") {
-	case "true":
-		on = true
-	case "false":
-	case "":
+	// Consul reads enable with strconv.ParseBool: 1, t, TRUE, false, ...
+	raw := q.Get("enable")
+	if raw == "" {
 		writeConsulError(w, badRequest("missing value for enable"))
 		return
-	default:
-		writeConsulError(w, badRequest("enable must be true or false, not %q", q.Get("enable")))
+	}
+	on, err := strconv.ParseBool(raw)
+	if err != nil {
+		writeConsulError(w, badRequest("enable must be true or false, not %q", raw))
 		return
 	}
 	ns, id := namespace(r), r.PathValue("id")

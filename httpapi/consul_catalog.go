@@ -251,12 +251,12 @@ func (c *consulAPI) parseServiceQuery(r *http.Request, sels filterSelectors) (*s
 	ns := readNamespace(r)
 	sq := &serviceQuery{ns: ns, service: svc, unknown: store.CheckService(svc) != nil || store.CheckNamespace(ns) != nil, opts: opts, tags: q["tag"]}
 	if _, ok := q["passing"]; ok {
-		switch q.Get("passing") {
-		case "", "true", "1":
+		// As Consul reads it: present without a value is true, else
+		// strconv.ParseBool's forms (1, t, TRUE, false, ...).
+		if v := q.Get("passing"); v == "" {
 			sq.passing = true
-		case "false", "0":
-		default:
-			return nil, badRequest("passing must be true or false, not %q", q.Get("passing"))
+		} else if sq.passing, err = strconv.ParseBool(v); err != nil {
+			return nil, badRequest("passing must be true or false, not %q", v)
 		}
 	}
 	if f := q.Get("filter"); f != "" {

@@ -11,6 +11,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/roster-registry/roster/internal/testcluster"
+	rosterv1 "github.com/roster-registry/roster/proto/roster/v1"
 )
 
 // singleAPI starts a one-node cluster, its HTTP front end and the real
@@ -226,5 +227,141 @@ func TestConsulCheckIDsAreTheInstancesChecks(t *testing.T) {
 	}
 	if entries, _, err := cc.Health().Service("bare", "", true, nil); err != nil || len(entries) != 1 {
 		t.Fatalf("passing health of a check-less instance: %+v %v", entries, err)
+	}
+}
+
+// TestConsulBooleanParams: passing and enable take what Consul's
+// strconv.ParseBool takes (1, t, T, TRUE, true, True and the false
+// forms), as curl users and other clients send them; anything else is a
+// 400.
+func TestConsulBooleanParams(t *testing.T) {
+	_, cc, url := singleAPI(t)
+	for _, reg := range []*consul.AgentServiceRegistration{
+		{Name: "web", ID: "ok", Address: "10.0.0.1", Port: 80},
+		{Name: "web", ID: "bad", Address: "10.0.0.2", Port: 80, Check: &consul.AgentServiceCheck{TTL: "30s"}},
+	} {
+		if err := cc.Agent().ServiceRegister(reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cc.Agent().FailTTL("service:bad", "down"); err != nil {
+		t.Fatal(err)
+	}
+	count := func(query string) (int, int) {
+		t.Helper()
+		code, body := rawGet(t, url+"/v1/health/service/web?"+query)
+		var entries []json.RawMessage
+		_ = json.Unmarshal([]byte(body), &entries)
+		return code, len(entries)
+	}
+	for q, want := range map[string]int{
+		"passing": 1, "passing=1": 1, "passing=true": 1, "passing=True": 1, "passing=TRUE": 1, "passing=t": 1,
+		"passing=0": 2, "passing=false": 2, "passing=F": 2, "passing=False": 2,
+	} {
+		if code, n := count(q); code != 200 || n != want {
+			t.Errorf("health/service/web?%s: %d with %d entries; want 200 with %d", q, code, n, want)
+		}
+	}
+	if code, _ := count("passing=yes"); code != 400 {
+		t.Errorf("health/service/web?passing=yes: %d; want 400", code)
+	}
+	drained := func() bool {
+		t.Helper()
+		entries, _, err := cc.Health().Service("web", "", false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Service.ID == "ok" {
+				return e.Checks.AggregatedStatus() == consul.HealthMaint
+			}
+		}
+		t.Fatal("instance ok is gone")
+		return false
+	}
+	for _, tc := range []struct {
+		enable string
+		want   bool
+	}{{"1", true}, {"0", false}, {"TRUE", true}, {"F", false}, {"t", true}, {"False", false}} {
+		if code, body := rawPut(t, url+"/v1/agent/service/maintenance/ok?enable="+tc.enable, ""); code != 200 {
+			t.Fatalf("maintenance enable=%s: %d %s; want 200", tc.enable, code, body)
+		}
+		if got := drained(); got != tc.want {
+			t.Fatalf("after enable=%s the instance is in maintenance: %v; want %v", tc.enable, got, tc.want)
+		}
+	}
+	if code, _ := rawPut(t, url+"/v1/agent/service/maintenance/ok?enable=yes", ""); code != 400 {
+		t.Errorf("maintenance enable=yes: %d; want 400", code)
+	}
+}
+
+// TestConsulEmptyCheckIsNoCheck: a registration whose Check is an empty
+// object (the real client sends "Check":{} for a &AgentServiceCheck{}
+// left unfilled) registers the service without a check, as Consul's
+// ServiceDefinition.CheckTypes skips an empty Check.
+func TestConsulEmptyCheckIsNoCheck(t *testing.T) {
+	_, cc, url := singleAPI(t)
+	if err := cc.Agent().ServiceRegister(&consul.AgentServiceRegistration{
+		Name: "web", ID: "w1", Address: "10.0.0.1", Port: 80, Check: &consul.AgentServiceCheck{},
+	}); err != nil {
+		t.Fatalf("register with an empty Check: %v", err)
+	}
+	entries, _, err := cc.Health().Service("web", "", true, nil)
+	if err != nil || len(entries) != 1 || entries[0].Service.ID != "w1" || len(entries[0].Checks) != 0 {
+		t.Fatalf("health of w1: %+v %v; want one passing entry without checks", entries, err)
+	}
+	// An empty check among Checks is refused, as Consul refuses it.
+	if code, body := rawPut(t, url+"/v1/agent/service/register",
+		`{"Name":"web","ID":"w2","Address":"10.0.0.2","Port":80,"Checks":[{}]}`); code != 400 {
+		t.Fatalf("register with Checks [{}]: %d %s; want 400", code, body)
+	}
+}
+
+// TestConsulCheckSnakeCaseKeys: Consul's check decoding also takes the
+// snake_case keys of its configuration files (deregister_critical_service_after,
+// tls_skip_verify, script_args, ...), which hand-written clients send;
+// they mean what the CamelCase keys mean, not nothing.
+func TestConsulCheckSnakeCaseKeys(t *testing.T) {
+	nd, _, url := singleAPI(t)
+	reg := url + "/v1/agent/service/register"
+	if code, body := rawPut(t, reg, `{"name":"web","id":"w1","address":"10.0.0.1","port":80,`+
+		`"check":{"ttl":"10s","deregister_critical_service_after":"1m"}}`); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	resp, err := nd.Registry().GetService(testcluster.Ctx(t), &rosterv1.GetServiceRequest{Service: "web"})
+	if err != nil || len(resp.Instances) != 1 || resp.Instances[0].DeregisterCriticalAfter.AsDuration() != time.Minute {
+		t.Fatalf("registered %v %v; want deregister_critical_after 1m", resp.GetInstances(), err)
+	}
+	// The CamelCase key wins when both are given, as in Consul.
+	if code, body := rawPut(t, reg, `{"Name":"web","ID":"w2","Address":"10.0.0.2","Port":80,`+
+		`"Checks":[{"TTL":"10s","DeregisterCriticalServiceAfter":"2m","deregister_critical_service_after":"3m"}]}`); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	resp, err = nd.Registry().GetService(testcluster.Ctx(t), &rosterv1.GetServiceRequest{Service: "web"})
+	for _, in := range resp.GetInstances() {
+		if in.Id == "w2" && in.DeregisterCriticalAfter.AsDuration() != 2*time.Minute {
+			t.Fatalf("w2: deregister_critical_after %s; want 2m", in.DeregisterCriticalAfter.AsDuration())
+		}
+	}
+	if err != nil || len(resp.Instances) != 2 {
+		t.Fatalf("registered %v %v", resp.GetInstances(), err)
+	}
+	// What Roster does not support is refused under either spelling.
+	for _, tc := range []struct{ check, want string }{
+		{`{"HTTP":"https://10.0.0.3/","Interval":"10s","tls_skip_verify":true}`, "TLS options"},
+		{`{"HTTP":"https://10.0.0.3/","Interval":"10s","tls_server_name":"x"}`, "TLS options"},
+		{`{"GRPC":"10.0.0.3:80","Interval":"10s","grpc_use_tls":true}`, "TLS options"},
+		{`{"script_args":["/bin/true"],"Interval":"10s"}`, "script"},
+		{`{"docker_container_id":"abc","Shell":"/bin/sh","Interval":"10s"}`, "Docker"},
+	} {
+		code, body := rawPut(t, reg, `{"Name":"web","ID":"w3","Address":"10.0.0.3","Port":80,"Check":`+tc.check+`}`)
+		if code != 400 || !strings.Contains(body, tc.want) {
+			t.Errorf("register with check %s: %d %s; want 400 with %q", tc.check, code, body, tc.want)
+		}
+	}
+	// Consul's service decoding takes tagged_addresses for TaggedAddresses.
+	if code, body := rawPut(t, reg, `{"Name":"web","ID":"w3","Address":"10.0.0.3","Port":80,`+
+		`"tagged_addresses":{"wan":{"Address":"1.2.3.4","Port":80}}}`); code != 400 || !strings.Contains(body, "TaggedAddresses") {
+		t.Errorf("register with tagged_addresses: %d %s; want 400 with \"TaggedAddresses\"", code, body)
 	}
 }

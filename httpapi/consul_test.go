@@ -439,6 +439,10 @@ func TestConsulBadInput(t *testing.T) {
 		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Check":{"TTL":"10s","HTTP":"http://x/"}}`, "one or the other"},
 		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Weights":{"Passing":4294967297}}`, "out of range 1-10000"},
 		{`{"Name":"web","Address":"10.0.0.1","Port":80,"Weights":{"Passing":-1}}`, "out of range 1-10000"},
+		// A bind-any address names no host to reach; Consul refuses it.
+		{`{"Name":"web","Address":"0.0.0.0","Port":80}`, "Invalid service address"},
+		{`{"Name":"web","Address":"::","Port":80}`, "Invalid service address"},
+		{`{"Name":"web","Address":"[::]","Port":80}`, "Invalid service address"},
 	} {
 		code, body := rawPut(t, reg, tc.body)
 		if code != http.StatusBadRequest || !strings.Contains(body, tc.want) {
