@@ -368,7 +368,11 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !unreachable(err) || (ready && policy == retryUnsent) {
+		// A connection seen ready may have carried the call; one that was
+		// not may have become ready in between, so only a failure to
+		// connect proves the call unsent.
+		sent := ready || !neverSent(err)
+		if ctx.Err() != nil || !unreachable(err) || (sent && policy == retryUnsent) {
 			if maybeApplied && unreachable(err) {
 				return outcomeUnknown(err, errs)
 			}
@@ -377,10 +381,6 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 			}
 			return err
 		}
-		// A connection seen ready may have carried the call; one that was
-		// not may have become ready in between, so only a failure to
-		// connect proves the call unsent.
-		sent := ready || !neverSent(err)
 		maybeApplied = maybeApplied || (sent && policy == retryWrite && !notApplied(err))
 		last = err
 		if len(errs) < 2*n {
