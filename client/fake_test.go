@@ -420,6 +420,10 @@ func (f *fakeServer) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchMan
 }
 
 func (f *fakeServer) KeepAlive(stream grpc.BidiStreamingServer[rosterv1.HeartbeatRequest, rosterv1.HeartbeatResponse]) error {
+	// A stream refused as a whole (a token the node does not accept).
+	if err := f.record("KeepAlive stream"); err != nil {
+		return err
+	}
 	reqs := make(chan *rosterv1.HeartbeatRequest)
 	recvErr := make(chan error, 1)
 	go func() {

@@ -509,10 +509,39 @@ func (d *discovery) releaseSession(s *Session) {
 	s.cancel()
 }
 
-// dispatch hands a session's lost leases to their registrations.
+// dispatch hands a session's lost leases to their registrations, and logs
+// its stream's failures: while the stream is down no lease of the session
+// is renewed, and one that expires then is not reported lost (that takes
+// an answer), so a stream that stays down, or is refused (the client's
+// token deleted, say), must not pass in silence.
 func (d *discovery) dispatch(s *Session) {
+	// down is the code of the failure last logged while the stream has
+	// been down; codes.OK while it is up or nothing has been logged.
+	down := codes.OK
+	// broken: the last stream event was a failure.
+	broken := false
 	for ev := range s.Events() {
-		if ev.Kind != LeaseLost {
+		switch ev.Kind {
+		case StreamBroken:
+			// A stream that breaks and is opened again at once (a node
+			// restarting) is routine; one that cannot be opened again,
+			// or is refused, is not. Logged once a failure's code.
+			code := status.Code(ev.Err)
+			if (broken || refusal(ev.Err)) && code != down {
+				d.logger.Warn("keepalive stream down: leases are not renewed until it is back; retrying",
+					"ttl", s.ttl, "endpoint", ev.Endpoint, "error", ev.Err)
+				down = code
+			}
+			broken = true
+			continue
+		case StreamConnected:
+			if down != codes.OK {
+				d.logger.Info("keepalive stream connected again", "ttl", s.ttl, "endpoint", ev.Endpoint)
+			}
+			down, broken = codes.OK, false
+			continue
+		case LeaseLost:
+		default:
 			continue
 		}
 		if h := beforeDispatch.Load(); h != nil {
