@@ -172,7 +172,10 @@ func (s CachedService) Age() time.Duration {
 // While no list is known and every endpoint refuses the client's token
 // (codes.PermissionDenied or codes.Unauthenticated), lookups fail with the
 // refusal; the watch keeps trying, and lookups answer as soon as a node
-// accepts the token (a node may not yet have applied a new one). A lookup
+// accepts the token (a node may not yet have applied a new one). A list
+// known when the refusals start is served on, without an error, as during
+// an outage: CachedService marks it Stale, and Subscription.Err returns
+// the refusal. A lookup
 // whose context ends first returns the context's error as a gRPC status
 // (codes.DeadlineExceeded or codes.Canceled).
 func (c *Client) Instances(ctx context.Context, service string, opts ...DiscoveryOption) ([]*rosterv1.Instance, error) {

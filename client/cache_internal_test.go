@@ -385,3 +385,41 @@ func TestCachePersistedListWaitsOnTheClock(t *testing.T) {
 		t.Fatalf("lookup: revision %d, %d instances, stale %v, %v; want the persisted list at 5, stale", r.s.Revision, len(r.s.Instances), r.s.Stale, r.err)
 	}
 }
+
+// TestCacheKeepsItsListWhenTheTokenIsRefused: a service whose list is
+// known when every endpoint starts refusing the client's token (the token
+// was deleted, say) keeps answering lookups with that list, as during an
+// outage, marked Stale once the cluster has been silent past staleAfter;
+// Subscription.Err reports the refusal meanwhile, and the first list from
+// a node that accepts the token again clears it.
+func TestCacheKeepsItsListWhenTheTokenIsRefused(t *testing.T) {
+	st := newFakeState()
+	st.appendRevisions(1, 1)
+	f := startFake(t, st)
+	clk := newFakeClock()
+	c := newFakeClockClient(t, clk, f.addr)
+	sub, err := c.Subscribe("web", IncludeUnhealthy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if insts, err := c.Instances(testContext(t), "web", IncludeUnhealthy()); err != nil || len(insts) != 1 {
+		t.Fatalf("first lookup: %d instances, %v", len(insts), err)
+	}
+
+	f.setFail("Watch", errTokenNotFound)
+	f.cut <- status.Error(codes.PermissionDenied, "permission denied: ACL token not found: it was deleted while this stream was open")
+	waitFor(t, "the refusal reported", func() bool { return status.Code(sub.Err()) == codes.PermissionDenied })
+	insts, err := c.Instances(testContext(t), "web", IncludeUnhealthy())
+	if err != nil || len(insts) != 1 {
+		t.Fatalf("lookup while every endpoint refuses the token: %d instances, %v; want the last list", len(insts), err)
+	}
+	clk.Advance(staleAfter + time.Second)
+	if s := sub.Service(); !s.Stale || len(s.Instances) != 1 {
+		t.Fatalf("list while refused: stale %v, %d instances; want the last list, stale", s.Stale, len(s.Instances))
+	}
+
+	f.setFail("Watch", nil)
+	st.appendRevisions(2, 2) // a message (a real node sends a bookmark a second)
+	waitFor(t, "the refusal cleared", func() bool { return sub.Err() == nil && !sub.Service().Stale })
+}
