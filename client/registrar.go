@@ -395,20 +395,24 @@ func (r *Registration) leaseLost(cause error) {
 	r.mu.Unlock()
 	log := r.c.discovery.logger.With("instance", r.key.String())
 	log.Warn("instance lease lost; registering again", "error", cause)
-	defer func() {
-		r.mu.Lock()
-		r.retrying = false
-		r.mu.Unlock()
-	}()
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 && r.c.sleepOn(r.ctx, r.c.clk(), reregisterBackoff(attempt)) != nil {
+			// Closed, or the client is: nothing registers it again.
 			return
 		}
 		if done := r.reregister(log); done {
+			if h := afterReregister.Load(); h != nil {
+				(*h)(r)
+			}
 			return
 		}
 	}
 }
+
+// afterReregister, when set by a test, runs after an attempt at
+// registering a lost instance again has ended the attempts, with the
+// registration unlocked.
+var afterReregister atomic.Pointer[func(*Registration)]
 
 // reregisterBackoff is the pause before attempt n (from 1) at registering
 // a lost instance again: 100 ms doubling to 3 s, on the client's clock.
@@ -451,6 +455,9 @@ func (r *Registration) reregister(log hclog.Logger) bool {
 	}
 	r.inflight = nil
 	if err == nil {
+		// Under the lock that records the new lease: a loss of it,
+		// however soon, starts attempts of its own.
+		r.retrying = false
 		r.revision = resp.GetRevision()
 		if r.sess != nil {
 			// A new lease: its loss is reported as the first one's was.

@@ -736,3 +736,46 @@ func TestRegistrationLogsARefusedKeepAlive(t *testing.T) {
 	f.setFail("KeepAlive stream", nil)
 	waitFor(t, "the stream back logged", func() bool { return strings.Contains(out.String(), "keepalive stream connected again") })
 }
+
+// TestRegistrarTakesALossThatComesAsItRestores forces the interleaving
+// where the lease of a re-registration is lost again, and its loss
+// dispatched, just after the re-registration has succeeded and before the
+// attempt's loop has ended: the new loss must be taken up (the session
+// reports a lease lost once), not dropped as one already being retried.
+func TestRegistrarTakesALossThatComesAsItRestores(t *testing.T) {
+	st, f, c, ctx := fakeRegistrar(t)
+	// A TTL this long renews only when the test asks (renewNow).
+	reg, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	hook := func(r *Registration) {
+		if r != reg {
+			return
+		}
+		once.Do(func() {
+			st.remove(r.Key(), "")
+			// What dispatch does with the new lease's loss.
+			r.leaseLost(status.Error(codes.NotFound, "instance not found"))
+		})
+	}
+	afterReregister.Store(&hook)
+	t.Cleanup(func() { afterReregister.Store(nil) })
+
+	st.remove(reg.Key(), "")
+	reg.sess.renewNow()
+	for range 2 {
+		nextRegistrationEvent(t, reg, RegistrationLeaseLost)
+		nextRegistrationEvent(t, reg, RegistrationRestored)
+	}
+	if !st.has(reg.Key()) {
+		t.Fatal("instance lost again not registered again")
+	}
+	if got := f.count("Register"); got != 3 {
+		t.Fatalf("%d Register calls, want 3", got)
+	}
+	if err := reg.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
