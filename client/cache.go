@@ -340,7 +340,7 @@ func (d *discovery) acquire(c *Client, namespace, service string) (*serviceCache
 	e := &serviceCache{
 		users: 1, stop: stop,
 		c: c, key: k, logger: d.logger.With("namespace", namespace, "service", service),
-		grace: DefaultEmptyListGrace, dir: o.cacheDir,
+		grace: DefaultEmptyListGrace, dir: cacheDirFor(o.cacheDir, namespace),
 		all: map[string]*rosterv1.Instance{}, subs: map[*Subscription]struct{}{},
 		live: make(chan struct{}), done: make(chan struct{}), refused: make(chan struct{}),
 	}
@@ -669,6 +669,16 @@ func healthyOf(all []*rosterv1.Instance) []*rosterv1.Instance {
 		}
 	}
 	return out
+}
+
+// cacheDirFor returns the cache dir for a service of namespace: none for a
+// namespace that is a path step ("." or ".."), which would lead out of
+// dir (no cluster accepts it; escaping takes care of every other name).
+func cacheDirFor(dir, namespace string) string {
+	if namespace == "." || namespace == ".." {
+		return ""
+	}
+	return dir
 }
 
 // path returns the file the service is kept in under the cache dir.

@@ -423,3 +423,33 @@ func TestCacheKeepsItsListWhenTheTokenIsRefused(t *testing.T) {
 	st.appendRevisions(2, 2) // a message (a real node sends a bookmark a second)
 	waitFor(t, "the refusal cleared", func() bool { return sub.Err() == nil && !sub.Service().Stale })
 }
+
+// TestCacheDirStaysInItsDirectory: a namespace that is a path step ("..",
+// which no cluster accepts) reads no list from outside the cache dir: the
+// lookup fails with the cluster's refusal of the name instead of serving
+// a file it happens to find there.
+func TestCacheDirStaysInItsDirectory(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "cache")
+	b, err := protojson.Marshal(&rosterv1.GetServiceResponse{Instances: []*rosterv1.Instance{healthyWeb("w1")}, ServiceRevision: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(filepath.Join(parent, "web.json"), b); err != nil {
+		t.Fatal(err)
+	}
+	f := startFake(t, newFakeState())
+	f.setFail("Watch", status.Error(codes.InvalidArgument, `namespace ".." must be a lowercase DNS label`))
+	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithCacheDir(dir), WithCacheIdleTimeout(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for _, ns := range []string{"..", "."} {
+		insts, err := c.Instances(testContext(t), "web", InNamespace(ns))
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("lookup in namespace %q: %d instances, %v; want the cluster's InvalidArgument", ns, len(insts), err)
+		}
+	}
+}
