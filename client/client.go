@@ -373,7 +373,10 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 		// connect proves the call unsent.
 		sent := ready || !neverSent(err)
 		if ctx.Err() != nil || !unreachable(err) || (sent && policy == retryUnsent) {
-			if maybeApplied && unreachable(err) {
+			// An attempt cut short by the caller's context says no more
+			// than one that found no server: an earlier attempt may
+			// have been applied all the same.
+			if maybeApplied && (unreachable(err) || (ctx.Err() != nil && cutShort(err))) {
 				return outcomeUnknown(err, errs)
 			}
 			if ctx.Err() != nil {
@@ -464,6 +467,12 @@ func neverSent(err error) bool {
 // call failed before it was sent.
 func connectionRefused(err error) bool {
 	return status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), "connect: connection refused")
+}
+
+// cutShort reports whether err is a call's end by its context.
+func cutShort(err error) bool {
+	c := status.Code(err)
+	return c == codes.DeadlineExceeded || c == codes.Canceled
 }
 
 // unreachable reports whether err says the server could not be reached or
