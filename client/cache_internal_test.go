@@ -453,3 +453,32 @@ func TestCacheDirStaysInItsDirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheDegradedStartOfAnEmptyClusterResumesOnALeader: a cluster
+// without quorum that has never been written to (revision 0) gives the
+// cache a degraded first list at revision 0. The stream after it must
+// require a leader, as after any degraded start: had it gone on starting
+// from a node's own state, every such stream would end at once, after its
+// reset, and the next open without a pause, for as long as there is no
+// quorum, each reset making the list look fresh.
+func TestCacheDegradedStartOfAnEmptyClusterResumesOnALeader(t *testing.T) {
+	f := startFake(t, newFakeState())
+	f.mu.Lock()
+	f.noLeader, f.resetFirst = true, true
+	f.mu.Unlock()
+	c := newTestClient(t, f.addr)
+	if _, err := c.Instances(testContext(t), "web"); err != nil {
+		t.Fatalf("first lookup without quorum: %v", err)
+	}
+	var leader []bool
+	waitFor(t, "a stream after the degraded first list", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		leader = slices.Clone(f.watchLeader)
+		return len(leader) >= 3
+	})
+	// The refused linearizable start, the degraded one, then the next.
+	if !leader[0] || leader[1] || !leader[2] {
+		t.Fatalf("streams requiring a leader: %v; want the one after the degraded start to require one", leader[:3])
+	}
+}
