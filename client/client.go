@@ -373,10 +373,11 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 		// connect proves the call unsent.
 		sent := ready || !neverSent(err)
 		if ctx.Err() != nil || !unreachable(err) || (sent && policy == retryUnsent) {
-			// An attempt cut short by the caller's context says no more
-			// than one that found no server: an earlier attempt may
-			// have been applied all the same.
-			if maybeApplied && (unreachable(err) || (ctx.Err() != nil && cutShort(err))) {
+			// An attempt cut short (by the caller's deadline, which gRPC
+			// may report a moment before ctx says so) says no more than
+			// one that found no server: an earlier attempt may have been
+			// applied all the same.
+			if maybeApplied && (unreachable(err) || cutShort(err)) {
 				return outcomeUnknown(err, errs)
 			}
 			if ctx.Err() != nil {
@@ -469,7 +470,8 @@ func connectionRefused(err error) bool {
 	return status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), "connect: connection refused")
 }
 
-// cutShort reports whether err is a call's end by its context.
+// cutShort reports whether err is a call's end by its deadline or a
+// cancellation.
 func cutShort(err error) bool {
 	c := status.Code(err)
 	return c == codes.DeadlineExceeded || c == codes.Canceled
