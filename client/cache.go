@@ -172,7 +172,10 @@ func (s CachedService) Age() time.Duration {
 // While no list is known and every endpoint refuses the client's token
 // (codes.PermissionDenied or codes.Unauthenticated), lookups fail with the
 // refusal; the watch keeps trying, and lookups answer as soon as a node
-// accepts the token (a node may not yet have applied a new one). A lookup
+// accepts the token (a node may not yet have applied a new one). A list
+// known when the refusals start is served on, without an error, as during
+// an outage: CachedService marks it Stale, and Subscription.Err returns
+// the refusal. A lookup
 // whose context ends first returns the context's error as a gRPC status
 // (codes.DeadlineExceeded or codes.Canceled).
 func (c *Client) Instances(ctx context.Context, service string, opts ...DiscoveryOption) ([]*rosterv1.Instance, error) {
@@ -337,7 +340,7 @@ func (d *discovery) acquire(c *Client, namespace, service string) (*serviceCache
 	e := &serviceCache{
 		users: 1, stop: stop,
 		c: c, key: k, logger: d.logger.With("namespace", namespace, "service", service),
-		grace: DefaultEmptyListGrace, dir: o.cacheDir,
+		grace: DefaultEmptyListGrace, dir: cacheDirFor(o.cacheDir, namespace),
 		all: map[string]*rosterv1.Instance{}, subs: map[*Subscription]struct{}{},
 		live: make(chan struct{}), done: make(chan struct{}), refused: make(chan struct{}),
 	}
@@ -666,6 +669,16 @@ func healthyOf(all []*rosterv1.Instance) []*rosterv1.Instance {
 		}
 	}
 	return out
+}
+
+// cacheDirFor returns the cache dir for a service of namespace: none for a
+// namespace that is a path step ("." or ".."), which would lead out of
+// dir (no cluster accepts it; escaping takes care of every other name).
+func cacheDirFor(dir, namespace string) string {
+	if namespace == "." || namespace == ".." {
+		return ""
+	}
+	return dir
 }
 
 // path returns the file the service is kept in under the cache dir.

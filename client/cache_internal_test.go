@@ -385,3 +385,100 @@ func TestCachePersistedListWaitsOnTheClock(t *testing.T) {
 		t.Fatalf("lookup: revision %d, %d instances, stale %v, %v; want the persisted list at 5, stale", r.s.Revision, len(r.s.Instances), r.s.Stale, r.err)
 	}
 }
+
+// TestCacheKeepsItsListWhenTheTokenIsRefused: a service whose list is
+// known when every endpoint starts refusing the client's token (the token
+// was deleted, say) keeps answering lookups with that list, as during an
+// outage, marked Stale once the cluster has been silent past staleAfter;
+// Subscription.Err reports the refusal meanwhile, and the first list from
+// a node that accepts the token again clears it.
+func TestCacheKeepsItsListWhenTheTokenIsRefused(t *testing.T) {
+	st := newFakeState()
+	st.appendRevisions(1, 1)
+	f := startFake(t, st)
+	clk := newFakeClock()
+	c := newFakeClockClient(t, clk, f.addr)
+	sub, err := c.Subscribe("web", IncludeUnhealthy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if insts, err := c.Instances(testContext(t), "web", IncludeUnhealthy()); err != nil || len(insts) != 1 {
+		t.Fatalf("first lookup: %d instances, %v", len(insts), err)
+	}
+
+	f.setFail("Watch", errTokenNotFound)
+	f.cut <- status.Error(codes.PermissionDenied, "permission denied: ACL token not found: it was deleted while this stream was open")
+	waitFor(t, "the refusal reported", func() bool { return status.Code(sub.Err()) == codes.PermissionDenied })
+	insts, err := c.Instances(testContext(t), "web", IncludeUnhealthy())
+	if err != nil || len(insts) != 1 {
+		t.Fatalf("lookup while every endpoint refuses the token: %d instances, %v; want the last list", len(insts), err)
+	}
+	clk.Advance(staleAfter + time.Second)
+	if s := sub.Service(); !s.Stale || len(s.Instances) != 1 {
+		t.Fatalf("list while refused: stale %v, %d instances; want the last list, stale", s.Stale, len(s.Instances))
+	}
+
+	f.setFail("Watch", nil)
+	st.appendRevisions(2, 2) // a message (a real node sends a bookmark a second)
+	waitFor(t, "the refusal cleared", func() bool { return sub.Err() == nil && !sub.Service().Stale })
+}
+
+// TestCacheDirStaysInItsDirectory: a namespace that is a path step ("..",
+// which no cluster accepts) reads no list from outside the cache dir: the
+// lookup fails with the cluster's refusal of the name instead of serving
+// a file it happens to find there.
+func TestCacheDirStaysInItsDirectory(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "cache")
+	b, err := protojson.Marshal(&rosterv1.GetServiceResponse{Instances: []*rosterv1.Instance{healthyWeb("w1")}, ServiceRevision: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(filepath.Join(parent, "web.json"), b); err != nil {
+		t.Fatal(err)
+	}
+	f := startFake(t, newFakeState())
+	f.setFail("Watch", status.Error(codes.InvalidArgument, `namespace ".." must be a lowercase DNS label`))
+	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithCacheDir(dir), WithCacheIdleTimeout(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for _, ns := range []string{"..", "."} {
+		insts, err := c.Instances(testContext(t), "web", InNamespace(ns))
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("lookup in namespace %q: %d instances, %v; want the cluster's InvalidArgument", ns, len(insts), err)
+		}
+	}
+}
+
+// TestCacheDegradedStartOfAnEmptyClusterResumesOnALeader: a cluster
+// without quorum that has never been written to (revision 0) gives the
+// cache a degraded first list at revision 0. The stream after it must
+// require a leader, as after any degraded start: had it gone on starting
+// from a node's own state, every such stream would end at once, after its
+// reset, and the next open without a pause, for as long as there is no
+// quorum, each reset making the list look fresh.
+func TestCacheDegradedStartOfAnEmptyClusterResumesOnALeader(t *testing.T) {
+	f := startFake(t, newFakeState())
+	f.mu.Lock()
+	f.noLeader, f.resetFirst = true, true
+	f.mu.Unlock()
+	c := newTestClient(t, f.addr)
+	if _, err := c.Instances(testContext(t), "web"); err != nil {
+		t.Fatalf("first lookup without quorum: %v", err)
+	}
+	var leader []bool
+	waitFor(t, "a stream after the degraded first list", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		leader = slices.Clone(f.watchLeader)
+		return len(leader) >= 3
+	})
+	// The refused linearizable start, the degraded one, then the next.
+	if !leader[0] || leader[1] || !leader[2] {
+		t.Fatalf("streams requiring a leader: %v; want the one after the degraded start to require one", leader[:3])
+	}
+}

@@ -368,8 +368,16 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !unreachable(err) || (ready && policy == retryUnsent) {
-			if maybeApplied && unreachable(err) {
+		// A connection seen ready may have carried the call; one that was
+		// not may have become ready in between, so only a failure to
+		// connect proves the call unsent.
+		sent := ready || !neverSent(err)
+		if ctx.Err() != nil || !unreachable(err) || (sent && policy == retryUnsent) {
+			// An attempt cut short (by the caller's deadline, which gRPC
+			// may report a moment before ctx says so) says no more than
+			// one that found no server: an earlier attempt may have been
+			// applied all the same.
+			if maybeApplied && (unreachable(err) || cutShort(err)) {
 				return outcomeUnknown(err, errs)
 			}
 			if ctx.Err() != nil {
@@ -377,10 +385,6 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 			}
 			return err
 		}
-		// A connection seen ready may have carried the call; one that was
-		// not may have become ready in between, so only a failure to
-		// connect proves the call unsent.
-		sent := ready || !neverSent(err)
 		maybeApplied = maybeApplied || (sent && policy == retryWrite && !notApplied(err))
 		last = err
 		if len(errs) < 2*n {
@@ -464,6 +468,13 @@ func neverSent(err error) bool {
 // call failed before it was sent.
 func connectionRefused(err error) bool {
 	return status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), "connect: connection refused")
+}
+
+// cutShort reports whether err is a call's end by its deadline or a
+// cancellation.
+func cutShort(err error) bool {
+	c := status.Code(err)
+	return c == codes.DeadlineExceeded || c == codes.Canceled
 }
 
 // unreachable reports whether err says the server could not be reached or

@@ -369,3 +369,29 @@ func hasReason(err error, reason string) bool {
 	}
 	return false
 }
+
+// TestWriteCutShortByItsDeadlineAfterAnUnknownOutcome: a write whose first
+// attempt may have been applied (OUTCOME_UNKNOWN) and whose retry is still
+// in flight when the deadline comes fails with DeadlineExceeded that still
+// says OUTCOME_UNKNOWN, as it does when the deadline comes between
+// attempts: callers read the reason, not the text.
+func TestWriteCutShortByItsDeadlineAfterAnUnknownOutcome(t *testing.T) {
+	st := newFakeState()
+	first, second := startFake(t, st), startFake(t, st)
+	unknown, _ := status.New(codes.Unavailable, "leadership lost").
+		WithDetails(&errdetails.ErrorInfo{Reason: reasonOutcomeUnknown, Domain: errorDomain})
+	first.setFail("Register", unknown.Err())
+	second.mu.Lock()
+	second.holdRegister = true
+	second.mu.Unlock()
+	c := newTestClient(t, first.addr, second.addr)
+	ctx, cancel := context.WithTimeout(testContext(t), time.Second)
+	defer cancel()
+	_, err := c.Register(ctx, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{Service: "web", Id: "w1"}})
+	if second.count("Register") == 0 {
+		t.Fatalf("the retry never reached the second server: %v", err)
+	}
+	if status.Code(err) != codes.DeadlineExceeded || !hasReason(err, reasonOutcomeUnknown) {
+		t.Fatalf("register cut short by its deadline after OUTCOME_UNKNOWN = %v, want DeadlineExceeded with OUTCOME_UNKNOWN", err)
+	}
+}

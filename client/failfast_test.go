@@ -114,3 +114,49 @@ func TestAWriteWaitsOutARestartingLoneEndpoint(t *testing.T) {
 		t.Fatalf("register through a restart of the lone endpoint: %v", err)
 	}
 }
+
+// TestASentUnsentOnlyCallIsNotRetried: a call that must not be applied
+// twice (RemoveNode: it carries no request id) is sent on a connection
+// that was not ready when invoke looked (TransientFailure) but became
+// ready before gRPC picked it, and fails with Unavailable after reaching
+// the server. It may have been applied, so it must not go on to the next
+// endpoint.
+func TestASentUnsentOnlyCallIsNotRetried(t *testing.T) {
+	st := newFakeState()
+	first, second := startFake(t, st), startFake(t, st)
+	first.setFail("RemoveNode", status.Error(codes.Unavailable, "error reading from server: EOF"))
+	var once atomic.Bool
+	icpt := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if method == rosterv1.Cluster_RemoveNode_FullMethodName && once.CompareAndSwap(false, true) {
+			for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+				cc.Connect()
+				cc.WaitForStateChange(ctx, s)
+			}
+		}
+		return inv(ctx, method, req, reply, cc, opts...)
+	}
+	// Only the first endpoint's first dial is refused.
+	refuse := refuseFirstDial()
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		if addr == first.addr {
+			return refuse(ctx, addr)
+		}
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}
+	c, err := New(context.Background(), []string{first.addr, second.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithDialOptions(grpc.WithContextDialer(dial), grpc.WithUnaryInterceptor(icpt)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.RemoveNode(testContext(t), &rosterv1.RemoveNodeRequest{NodeId: "n2"})
+	if n := first.count("RemoveNode"); n != 1 {
+		t.Fatalf("first server saw %d RemoveNode calls, want 1 (err %v)", n, err)
+	}
+	if n := second.count("RemoveNode"); n != 0 {
+		t.Fatalf("RemoveNode sent to the first server, which failed it with Unavailable after receiving it, was sent again to the second (%d calls; err %v)", n, err)
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("RemoveNode = %v, want the first server's Unavailable", err)
+	}
+}

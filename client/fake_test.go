@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -160,6 +161,13 @@ type fakeServer struct {
 	// leader that stalls), telling registerHeld of each call it holds.
 	holdRegister bool
 	registerHeld chan struct{}
+	// noLeader makes Watch refuse a stream that requires a leader, or
+	// asks for a linearizable first list, as a node without a leader
+	// does; resetFirst makes a Watch from revision 0 start with a reset
+	// of the state (the history's events), as a real node does.
+	// watchLeader records, for each Watch, whether it required a leader.
+	noLeader, resetFirst bool
+	watchLeader          []bool
 }
 
 func startFake(t *testing.T, state *fakeState) *fakeServer {
@@ -314,6 +322,26 @@ func (f *fakeServer) Watch(req *rosterv1.WatchRequest, stream grpc.ServerStreami
 	f.watchOmitPrev = append(f.watchOmitPrev, req.GetOmitPrevInstance())
 	f.watchProgressIDs = append(f.watchProgressIDs, req.GetProgressId())
 	from := req.GetStartRevision() - min(f.overlap, req.GetStartRevision())
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	leader := len(md.Get(requireLeaderKey)) > 0
+	f.watchLeader = append(f.watchLeader, leader)
+	if f.noLeader && (leader || req.GetStartRead().GetConsistency() == rosterv1.Consistency_CONSISTENCY_LINEARIZABLE) {
+		f.mu.Unlock()
+		return status.Error(codes.Unavailable, "no leader")
+	}
+	if f.resetFirst && req.GetStartRevision() == 0 {
+		batch, _ := f.state.after(0)
+		reset := &rosterv1.WatchResponse{Reset_: true}
+		for _, r := range batch {
+			reset.Events = append(reset.Events, r.GetEvents()...)
+			reset.Revision = r.GetRevision()
+		}
+		from = reset.Revision
+		if err := stream.Send(reset); err != nil {
+			f.mu.Unlock()
+			return err
+		}
+	}
 	f.watchesOpen++
 	f.mu.Unlock()
 	defer func() {
@@ -420,6 +448,10 @@ func (f *fakeServer) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchMan
 }
 
 func (f *fakeServer) KeepAlive(stream grpc.BidiStreamingServer[rosterv1.HeartbeatRequest, rosterv1.HeartbeatResponse]) error {
+	// A stream refused as a whole (a token the node does not accept).
+	if err := f.record("KeepAlive stream"); err != nil {
+		return err
+	}
 	reqs := make(chan *rosterv1.HeartbeatRequest)
 	recvErr := make(chan error, 1)
 	go func() {

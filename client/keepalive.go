@@ -137,7 +137,8 @@ type leaseRef struct {
 }
 
 // KeepAlive starts a Session renewing the leases of instances, whose TTL
-// is ttl. The session runs until ctx ends or Close is called.
+// is ttl. The session runs until ctx ends, Close is called or the client
+// is closed.
 func (c *Client) KeepAlive(ctx context.Context, ttl time.Duration, instances ...InstanceKey) (*Session, error) {
 	if ttl <= 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "keepalive ttl %s: must be positive", ttl)
@@ -162,6 +163,9 @@ func (c *Client) KeepAlive(ctx context.Context, ttl time.Duration, instances ...
 	go func() {
 		defer wg.Done()
 		s.run(ctx)
+		// run also ends when the client is closed: the session ends with
+		// it, its events and Done too.
+		s.cancel()
 	}()
 	go func() {
 		defer wg.Done()

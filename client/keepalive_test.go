@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -242,5 +243,30 @@ func TestKeepAliveStallOnTheClock(t *testing.T) {
 	ev := nextEvent(t, s, StreamBroken)
 	if status.Code(ev.Err) != codes.DeadlineExceeded || !strings.Contains(ev.Err.Error(), "no keepalive answer") {
 		t.Fatalf("stream broken with %v, want DeadlineExceeded: no keepalive answer", ev.Err)
+	}
+}
+
+// TestKeepAliveEndsWhenClientCloses: a session whose context outlives its
+// client ends when the client is closed: Done is closed and Events closes,
+// as after Session.Close, rather than leaving a goroutine behind and Done
+// open for the life of the context.
+func TestKeepAliveEndsWhenClientCloses(t *testing.T) {
+	st := newFakeState()
+	f := startFake(t, st)
+	key := InstanceKey{Service: "web", ID: "w1"}
+	st.put(key)
+	c := newTestClient(t, f.addr)
+	s, err := c.KeepAlive(context.Background(), 150*time.Millisecond, key)
+	if err != nil {
+		t.Fatalf("KeepAlive: %v", err)
+	}
+	nextEvent(t, s, StreamConnected)
+	c.Close()
+	select {
+	case <-s.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("session not done 5s after its client was closed")
+	}
+	for range s.Events() {
 	}
 }

@@ -395,20 +395,24 @@ func (r *Registration) leaseLost(cause error) {
 	r.mu.Unlock()
 	log := r.c.discovery.logger.With("instance", r.key.String())
 	log.Warn("instance lease lost; registering again", "error", cause)
-	defer func() {
-		r.mu.Lock()
-		r.retrying = false
-		r.mu.Unlock()
-	}()
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 && r.c.sleepOn(r.ctx, r.c.clk(), reregisterBackoff(attempt)) != nil {
+			// Closed, or the client is: nothing registers it again.
 			return
 		}
 		if done := r.reregister(log); done {
+			if h := afterReregister.Load(); h != nil {
+				(*h)(r)
+			}
 			return
 		}
 	}
 }
+
+// afterReregister, when set by a test, runs after an attempt at
+// registering a lost instance again has ended the attempts, with the
+// registration unlocked.
+var afterReregister atomic.Pointer[func(*Registration)]
 
 // reregisterBackoff is the pause before attempt n (from 1) at registering
 // a lost instance again: 100 ms doubling to 3 s, on the client's clock.
@@ -451,6 +455,9 @@ func (r *Registration) reregister(log hclog.Logger) bool {
 	}
 	r.inflight = nil
 	if err == nil {
+		// Under the lock that records the new lease: a loss of it,
+		// however soon, starts attempts of its own.
+		r.retrying = false
 		r.revision = resp.GetRevision()
 		if r.sess != nil {
 			// A new lease: its loss is reported as the first one's was.
@@ -509,10 +516,39 @@ func (d *discovery) releaseSession(s *Session) {
 	s.cancel()
 }
 
-// dispatch hands a session's lost leases to their registrations.
+// dispatch hands a session's lost leases to their registrations, and logs
+// its stream's failures: while the stream is down no lease of the session
+// is renewed, and one that expires then is not reported lost (that takes
+// an answer), so a stream that stays down, or is refused (the client's
+// token deleted, say), must not pass in silence.
 func (d *discovery) dispatch(s *Session) {
+	// down is the code of the failure last logged while the stream has
+	// been down; codes.OK while it is up or nothing has been logged.
+	down := codes.OK
+	// broken: the last stream event was a failure.
+	broken := false
 	for ev := range s.Events() {
-		if ev.Kind != LeaseLost {
+		switch ev.Kind {
+		case StreamBroken:
+			// A stream that breaks and is opened again at once (a node
+			// restarting) is routine; one that cannot be opened again,
+			// or is refused, is not. Logged once a failure's code.
+			code := status.Code(ev.Err)
+			if (broken || refusal(ev.Err)) && code != down {
+				d.logger.Warn("keepalive stream down: leases are not renewed until it is back; retrying",
+					"ttl", s.ttl, "endpoint", ev.Endpoint, "error", ev.Err)
+				down = code
+			}
+			broken = true
+			continue
+		case StreamConnected:
+			if down != codes.OK {
+				d.logger.Info("keepalive stream connected again", "ttl", s.ttl, "endpoint", ev.Endpoint)
+			}
+			down, broken = codes.OK, false
+			continue
+		case LeaseLost:
+		default:
 			continue
 		}
 		if h := beforeDispatch.Load(); h != nil {

@@ -683,3 +683,99 @@ func TestRegistrarBacksOffOnTheClock(t *testing.T) {
 		t.Fatalf("%d Register calls, want 4: the first and three attempts", n)
 	}
 }
+
+// syncLog is a log output a test reads while the client writes it.
+type syncLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestRegistrationLogsARefusedKeepAlive: once a registration's keepalive
+// stream is refused (the client's token was deleted, say), its lease is no
+// longer renewed and the instance expires without any lost-lease answer.
+// That must not pass in silence: the registrar logs the refusal, once
+// while it lasts, and logs when the stream is back.
+func TestRegistrationLogsARefusedKeepAlive(t *testing.T) {
+	f := startFake(t, newFakeState())
+	var out syncLog
+	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithLogger(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx := testContext(t)
+	reg, err := c.RegisterInstance(ctx, &rosterv1.Instance{Service: "web", Id: "w1", Address: "10.0.0.1", Port: 80},
+		WithTTL(150*time.Millisecond))
+	if err != nil {
+		t.Fatalf("RegisterInstance: %v", err)
+	}
+	defer reg.Close(ctx)
+	waitFor(t, "renewals", func() bool { return f.count("KeepAlive") >= 1 })
+
+	f.setFail("KeepAlive stream", status.Error(codes.PermissionDenied, "permission denied: ACL token not found"))
+	f.cut <- status.Error(codes.PermissionDenied, "permission denied: ACL token not found: it was deleted while this stream was open")
+	waitFor(t, "three refused streams", func() bool { return f.count("KeepAlive stream") >= 4 })
+	waitFor(t, "the refusal logged", func() bool { return strings.Contains(out.String(), "PermissionDenied") })
+	if n := strings.Count(out.String(), "keepalive stream"); n != 1 {
+		t.Fatalf("%d keepalive log lines during one refusal, want 1:\n%s", n, out.String())
+	}
+
+	f.setFail("KeepAlive stream", nil)
+	waitFor(t, "the stream back logged", func() bool { return strings.Contains(out.String(), "keepalive stream connected again") })
+}
+
+// TestRegistrarTakesALossThatComesAsItRestores forces the interleaving
+// where the lease of a re-registration is lost again, and its loss
+// dispatched, just after the re-registration has succeeded and before the
+// attempt's loop has ended: the new loss must be taken up (the session
+// reports a lease lost once), not dropped as one already being retried.
+func TestRegistrarTakesALossThatComesAsItRestores(t *testing.T) {
+	st, f, c, ctx := fakeRegistrar(t)
+	// A TTL this long renews only when the test asks (renewNow).
+	reg, err := c.RegisterInstance(ctx, testInstance("a"), WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	hook := func(r *Registration) {
+		if r != reg {
+			return
+		}
+		once.Do(func() {
+			st.remove(r.Key(), "")
+			// What dispatch does with the new lease's loss.
+			r.leaseLost(status.Error(codes.NotFound, "instance not found"))
+		})
+	}
+	afterReregister.Store(&hook)
+	t.Cleanup(func() { afterReregister.Store(nil) })
+
+	st.remove(reg.Key(), "")
+	reg.sess.renewNow()
+	for range 2 {
+		nextRegistrationEvent(t, reg, RegistrationLeaseLost)
+		nextRegistrationEvent(t, reg, RegistrationRestored)
+	}
+	if !st.has(reg.Key()) {
+		t.Fatal("instance lost again not registered again")
+	}
+	if got := f.count("Register"); got != 3 {
+		t.Fatalf("%d Register calls, want 3", got)
+	}
+	if err := reg.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -204,7 +204,7 @@ type watchResume struct {
 	startRead *rosterv1.ReadOptions
 	// anyNode lets a stream that has no reset yet start on a node that
 	// knows no leader (a degraded start, see watchHooks); once the watch
-	// has a revision, its streams require a leader again.
+	// has its first list, its streams require a leader again.
 	anyNode bool
 }
 
@@ -242,7 +242,9 @@ func (w *watchResume) stream(ctx context.Context, c *Client, i int, req *rosterv
 		}
 		if anyNode {
 			// The degraded start has its list; from here on only a node
-			// in touch with a leader may confirm it.
+			// in touch with a leader may confirm it, even when the list
+			// is at revision 0 (a cluster never written to).
+			w.anyNode = false
 			return true, false, errDegradedStartDone
 		}
 	}
