@@ -170,12 +170,15 @@ func (s CachedService) Age() time.Duration {
 // cluster is unreachable.
 //
 // While no list is known and every endpoint refuses the client's token
-// (codes.PermissionDenied or codes.Unauthenticated), lookups fail with the
-// refusal; the watch keeps trying, and lookups answer as soon as a node
-// accepts the token (a node may not yet have applied a new one). A list
-// known when the refusals start is served on, without an error, as during
-// an outage: CachedService marks it Stale, and Subscription.Err returns
-// the refusal. A lookup
+// (codes.PermissionDenied or codes.Unauthenticated), or fails the watch
+// with another code than InvalidArgument (Unknown or Unimplemented, say,
+// from a proxy in front of the cluster while it is redeployed), lookups
+// fail with that error; the watch keeps trying, and lookups answer as soon
+// as a node serves it (a node may not yet have applied a new token). A
+// list known when the failures start is served on, without an error, as
+// during an outage: CachedService marks it Stale, and Subscription.Err
+// returns the failure. Only InvalidArgument (an invalid service or
+// namespace name) ends the watch for good. A lookup
 // whose context ends first returns the context's error as a gRPC status
 // (codes.DeadlineExceeded or codes.Canceled).
 func (c *Client) Instances(ctx context.Context, service string, opts ...DiscoveryOption) ([]*rosterv1.Instance, error) {
@@ -219,10 +222,10 @@ func (c *Client) Subscribe(service string, opts ...DiscoveryOption) (*Subscripti
 	s := &Subscription{e: e, all: q.all, changed: make(chan struct{}, 1)}
 	e.mu.Lock()
 	e.subs[s] = struct{}{}
-	// A list is known, or the watch has ended for good or is refused (it
+	// A list is known, or the watch has ended for good or is failing (it
 	// can be before this subscription is added, and then notify did not
 	// reach it).
-	if e.haveData() || e.err != nil || e.refusal != nil {
+	if e.haveData() || e.err != nil || e.failure != nil {
 		s.changed <- struct{}{}
 	}
 	e.mu.Unlock()
@@ -231,25 +234,26 @@ func (c *Client) Subscribe(service string, opts ...DiscoveryOption) (*Subscripti
 
 // Changed receives after the list has changed (and once at the start when
 // a list is already known), and when the service's watch has ended for
-// good, is refused or is accepted again (see Err). Changes that come
+// good, is failing or is served again (see Err). Changes that come
 // quicker than they are read are merged into one.
 func (s *Subscription) Changed() <-chan struct{} { return s.changed }
 
 // Service returns the current list; Revision is zero while none is known.
 func (s *Subscription) Service() CachedService { return s.e.snapshot(s.all) }
 
-// Err returns the error that ended the service's watch, if one did: a
-// failure that retrying cannot fix, such as an invalid service name. While
-// every endpoint refuses the client's token it returns the refusal
-// (codes.PermissionDenied or codes.Unauthenticated); the watch keeps
-// trying, and Err returns nil again once a node accepts the token.
+// Err returns the error that ended the service's watch, if one did: an
+// invalid service or namespace name (codes.InvalidArgument), which
+// retrying cannot fix. While every endpoint refuses the client's token
+// (codes.PermissionDenied or codes.Unauthenticated) or fails the watch
+// otherwise (see Instances) it returns that failure; the watch keeps
+// trying, and Err returns nil again once a node serves it.
 func (s *Subscription) Err() error {
 	s.e.mu.Lock()
 	defer s.e.mu.Unlock()
 	if s.e.err != nil {
 		return s.e.err
 	}
-	return s.e.refusal
+	return s.e.failure
 }
 
 // Close stops the subscription's signals. The cache keeps the service for
@@ -342,7 +346,7 @@ func (d *discovery) acquire(c *Client, namespace, service string) (*serviceCache
 		c: c, key: k, logger: d.logger.With("namespace", namespace, "service", service),
 		grace: DefaultEmptyListGrace, dir: cacheDirFor(o.cacheDir, namespace),
 		all: map[string]*rosterv1.Instance{}, subs: map[*Subscription]struct{}{},
-		live: make(chan struct{}), done: make(chan struct{}), refused: make(chan struct{}),
+		live: make(chan struct{}), done: make(chan struct{}), failed: make(chan struct{}),
 	}
 	if o.graceSet {
 		e.grace = o.grace
@@ -395,13 +399,14 @@ type serviceCache struct {
 	// holds counts the holds begun, so that the timer of one that has
 	// ended does not end the next one (see release).
 	holds uint64
-	// err ended the watch for good.
+	// err ended the watch for good: the cluster found the request invalid.
 	err error
-	// refusal is the refusal of the client's token while every endpoint
-	// refuses it; the watch keeps trying. refused is closed while refusal
-	// is set, so that waiting lookups return it.
-	refusal error
-	refused chan struct{}
+	// failure is what every endpoint answers while the watch keeps trying:
+	// a refusal of the client's token, or an answer a proxy in front of
+	// the cluster may give (watchHooks.failing). failed is closed while
+	// failure is set, so that waiting lookups return it.
+	failure error
+	failed  chan struct{}
 	subs    map[*Subscription]struct{}
 }
 
@@ -409,7 +414,8 @@ func (e *serviceCache) haveData() bool { return e.isLive || e.loaded }
 
 // wait waits for a list: the cluster's, or the one from the cache dir once
 // the service has waited persistedStartWait for the cluster. Without a
-// list, a refusal of the client's token is returned at once.
+// list, a failure of every endpoint (a refusal of the client's token, say)
+// is returned at once.
 func (e *serviceCache) wait(ctx context.Context) error {
 	e.mu.Lock()
 	loaded := e.loaded
@@ -424,7 +430,7 @@ func (e *serviceCache) wait(ctx context.Context) error {
 		defer stop()
 	}
 	e.mu.Lock()
-	refused := e.refused
+	failed := e.failed
 	e.mu.Unlock()
 	for {
 		select {
@@ -439,16 +445,16 @@ func (e *serviceCache) wait(ctx context.Context) error {
 				return nil
 			}
 			return e.err
-		case <-refused:
+		case <-failed:
 			e.mu.Lock()
-			err, have := e.refusal, e.haveData()
-			refused = e.refused
+			err, have := e.failure, e.haveData()
+			failed = e.failed
 			e.mu.Unlock()
 			if err != nil && !have {
 				return err
 			}
 			if err != nil {
-				refused = nil // a list is at hand: wait for live or fallback
+				failed = nil // a list is at hand: wait for live or fallback
 			}
 		case <-ctx.Done():
 			// A gRPC status, as every other call of the client returns.
@@ -457,21 +463,22 @@ func (e *serviceCache) wait(ctx context.Context) error {
 	}
 }
 
-// setRefusal records that every endpoint refuses the client's token (err)
-// or, with nil, that a node has accepted it again; e.mu is held.
-func (e *serviceCache) setRefusal(err error) {
+// setFailure records that every endpoint refuses the client's token or
+// fails the watch otherwise (err), or, with nil, that a node has sent a
+// message again; e.mu is held.
+func (e *serviceCache) setFailure(err error) {
 	switch {
-	case err != nil && e.refusal == nil:
-		e.logger.Warn("service watch refused by every endpoint; retrying", "error", err)
-		close(e.refused)
-	case err == nil && e.refusal != nil:
-		e.logger.Info("service watch accepted again")
-		e.refused = make(chan struct{})
+	case err != nil && e.failure == nil:
+		e.logger.Warn("service watch failed by every endpoint; retrying", "error", err)
+		close(e.failed)
+	case err == nil && e.failure != nil:
+		e.logger.Info("service watch served again")
+		e.failed = make(chan struct{})
 	}
 	if err != nil {
 		err = fmt.Errorf("watch %s/%s: %w", e.key.namespace, e.key.service, err)
 	}
-	e.refusal = err
+	e.failure = err
 	e.notify()
 }
 
@@ -512,11 +519,13 @@ func (e *serviceCache) run(ctx context.Context) {
 		},
 		// A refused token is retried for as long as the client lives: a
 		// node that has not yet applied a new token refuses it, and the
-		// entry must not die of that. Lookups see the refusal meanwhile.
-		refused: func(err error) {
+		// entry must not die of that; nor of what a proxy in front of the
+		// cluster answers while it is redeployed. Lookups see the failure
+		// meanwhile.
+		failing: func(err error) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
-			e.setRefusal(err)
+			e.setFailure(err)
 		},
 	}
 	for resp, err := range e.c.watch(ctx, req, hooks, nil) {
@@ -539,8 +548,8 @@ func (e *serviceCache) apply(resp *rosterv1.WatchResponse) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.syncedAt = e.c.discovery.clock.Now()
-	if e.refusal != nil {
-		e.setRefusal(nil)
+	if e.failure != nil {
+		e.setFailure(nil)
 	}
 	first := !e.isLive
 	if resp.GetReset_() {

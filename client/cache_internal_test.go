@@ -482,3 +482,53 @@ func TestCacheDegradedStartOfAnEmptyClusterResumesOnALeader(t *testing.T) {
 		t.Fatalf("streams requiring a leader: %v; want the one after the degraded start to require one", leader[:3])
 	}
 }
+
+// TestCacheRetriesWhatAProxyAnswers: a proxy or load balancer in front of
+// the cluster can end a watch with a code no Roster node sends for one
+// (grpc-go reads an HTTP 500 as Unknown, a 404 as Unimplemented). The
+// cache keeps its list, says why it is stale, and takes the cluster's
+// messages again once the proxy passes them: the entry must not die of it,
+// leaving its lookups and subscribers with a frozen list for the life of
+// the process.
+func TestCacheRetriesWhatAProxyAnswers(t *testing.T) {
+	for _, proxyErr := range []error{
+		status.Error(codes.Unknown, "unexpected HTTP status code received from server: 500 (Internal Server Error)"),
+		status.Error(codes.Unimplemented, "unexpected HTTP status code received from server: 404 (Not Found)"),
+		status.Error(codes.FailedPrecondition, "upstream not ready"),
+	} {
+		t.Run(status.Code(proxyErr).String(), func(t *testing.T) {
+			st := newFakeState()
+			st.appendRevisions(1, 1)
+			f := startFake(t, st)
+			clk := newFakeClock()
+			c := newFakeClockClient(t, clk, f.addr)
+			sub, err := c.Subscribe("web", IncludeUnhealthy())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			if insts, err := c.Instances(testContext(t), "web", IncludeUnhealthy()); err != nil || len(insts) != 1 {
+				t.Fatalf("first lookup: %d instances, %v", len(insts), err)
+			}
+
+			f.setFail("Watch", proxyErr)
+			f.cut <- proxyErr
+			waitFor(t, "the failure reported", func() bool { return status.Code(sub.Err()) == status.Code(proxyErr) })
+			insts, err := c.Instances(testContext(t), "web", IncludeUnhealthy())
+			if err != nil || len(insts) != 1 {
+				t.Fatalf("lookup while the proxy fails the watch: %d instances, %v; want the last list", len(insts), err)
+			}
+			clk.Advance(staleAfter + time.Second)
+			if s := sub.Service(); !s.Stale || len(s.Instances) != 1 {
+				t.Fatalf("list while the proxy fails the watch: stale %v, %d instances; want the last list, stale", s.Stale, len(s.Instances))
+			}
+
+			f.setFail("Watch", nil)
+			st.appendRevisions(2, 2)
+			waitFor(t, "the cluster's messages again", func() bool {
+				s := sub.Service()
+				return sub.Err() == nil && !s.Stale && s.Revision == 2
+			})
+		})
+	}
+}

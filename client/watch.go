@@ -104,12 +104,18 @@ type watchHooks struct {
 	// start from the freshest list it can reach than from none while the
 	// cluster has no quorum.
 	degrade func(error)
-	// refused: when set, a refusal of the client's token never ends the
-	// watch; it is retried, on the next endpoint, with the usual backoff,
-	// and refused is called with it each time one more stream is refused
-	// once as many in a row as there are endpoints have been. A message
-	// delivered starts the count again.
-	refused func(error)
+	// failing: when set, no answer but InvalidArgument ends the watch. A
+	// refusal of the client's token (a node may not yet have applied a
+	// new token), or a code no Roster node sends a watch for a passing
+	// reason (Unknown, Unimplemented, NotFound, FailedPrecondition... which
+	// a proxy or load balancer in front of the cluster can answer while it
+	// is redeployed) is retried, on the next endpoint, with the usual
+	// backoff, and failing is called with it each time one more stream
+	// fails so once as many in a row as there are endpoints have. A
+	// message delivered starts the count again. A request the cluster
+	// finds invalid stays invalid, and an error of the client's own (not
+	// a gRPC status) is not the cluster's answer: both still end it.
+	failing func(error)
 	// retry: when set, called with each failure the watch goes on from
 	// (OnWatchRetry).
 	retry func(WatchRetry)
@@ -123,7 +129,7 @@ func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, hooks wa
 		w := &watchResume{revision: req.GetStartRevision(), startRead: req.GetStartRead()}
 		failures := 0
 		undelivered := 0 // streams in a row that ended before their first message
-		refusals := 0    // streams refused since the last message delivered
+		refusals := 0    // streams refused (or failing, see watchHooks) since the last message delivered
 		for {
 			if err := streamPause(ctx, c, failures); err != nil {
 				yield(nil, err)
@@ -157,15 +163,15 @@ func (c *Client) watch(ctx context.Context, req *rosterv1.WatchRequest, hooks wa
 				failures, undelivered, refusals = 0, 0, 0
 			}
 			switch {
-			case refusal(err):
+			case refusal(err) || (hooks.failing != nil && retriedByCache(err)):
 				// Not counted as undelivered: a refusal says nothing
 				// about the cluster's quorum.
 				if refusals++; refusals >= len(c.conns) {
-					if hooks.refused == nil {
+					if hooks.failing == nil {
 						yield(nil, err)
 						return
 					}
-					hooks.refused(err)
+					hooks.failing(err)
 				}
 			case !resumable(err):
 				yield(nil, err)
@@ -303,6 +309,14 @@ func resumable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// retriedByCache reports whether err, which ended a watch stream and is
+// not resumable, is one that the discovery cache retries all the same
+// (watchHooks.failing): any gRPC status but InvalidArgument.
+func retriedByCache(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() != codes.InvalidArgument && !resumable(err)
 }
 
 // refusal reports whether err is the cluster refusing the client's token:
