@@ -532,3 +532,33 @@ func TestCacheRetriesWhatAProxyAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestCacheKeepsWatchManyThroughAProxy404: a proxy in front of the cluster
+// answering 404 while it is redeployed (grpc-go reads it as Unimplemented)
+// says nothing of the servers behind it. The endpoint must keep its shared
+// WatchMany stream, as the cache's watch retries the failure, instead of
+// taking the proxy for a server without WatchMany and giving every watch
+// a stream of its own for the life of the client.
+func TestCacheKeepsWatchManyThroughAProxy404(t *testing.T) {
+	st := newFakeState()
+	st.appendRevisions(1, 1)
+	f := startFake(t, st)
+	f.mu.Lock()
+	f.watchMany = true
+	f.mu.Unlock()
+	proxy404 := status.Error(codes.Unimplemented, "unexpected HTTP status code received from server: 404 (Not Found); transport: received unexpected content-type \"text/plain\"")
+	f.setFail("WatchMany", proxy404)
+	c := newTestClient(t, f.addr)
+	sub, err := c.Subscribe("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	waitFor(t, "the proxy's 404 reported", func() bool { return status.Code(sub.Err()) == codes.Unimplemented })
+
+	f.setFail("WatchMany", nil)
+	waitFor(t, "the list", func() bool { return sub.Err() == nil && sub.Service().Revision == 1 })
+	if n := f.count("Watch"); n != 0 {
+		t.Fatalf("%d Watch streams of their own opened after a proxy's 404; want the shared WatchMany stream only", n)
+	}
+}

@@ -383,7 +383,9 @@ func (f *fakeServer) WatchMany(stream grpc.BidiStreamingServer[rosterv1.WatchMan
 	if !on {
 		return status.Error(codes.Unimplemented, "method WatchMany not implemented")
 	}
-	f.record("WatchMany")
+	if err := f.record("WatchMany"); err != nil {
+		return err
+	}
 	var sendMu sync.Mutex
 	send := func(m *rosterv1.WatchManyResponse) error {
 		sendMu.Lock()

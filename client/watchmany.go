@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -160,6 +161,18 @@ func (s *muxStream) send(m *rosterv1.WatchManyRequest) error {
 	return s.stream.Send(m)
 }
 
+// noWatchMany reports whether err is a gRPC server's answer that it has no
+// WatchMany method (a server older than it). An HTTP 404 from a proxy in
+// front of the cluster, which grpc-go also reads as Unimplemented, says
+// nothing of the servers behind it: it is a failure of that stream, which
+// the watch retries (the discovery cache's, until it is served again),
+// and the endpoint keeps its shared stream.
+func noWatchMany(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unimplemented &&
+		!strings.HasPrefix(st.Message(), "unexpected HTTP status code")
+}
+
 // recv reads the stream and hands each message to the watches it names,
 // until the stream fails; then every watch reads the failure.
 func (s *muxStream) recv() {
@@ -171,7 +184,7 @@ func (s *muxStream) recv() {
 			if m.cur == s {
 				m.cur = nil
 			}
-			if status.Code(err) == codes.Unimplemented {
+			if noWatchMany(err) {
 				m.unimplemented = true
 				err = errNoWatchMany
 			}
