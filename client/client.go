@@ -299,7 +299,10 @@ const (
 	// the connection and no attempt reached a server.
 	retryWrite
 	// retryUnsent: a call without a request id that must not apply twice
-	// (RemoveNode, TransferLeadership) moves on only when it was never sent.
+	// (RemoveNode, TransferLeadership, SetSelfPreservation, CreateToken,
+	// DeleteToken, ACLBootstrap, SnapshotRestore) moves on only when it was
+	// never sent, or the node answered that nothing was applied
+	// (NO_LEADER, NOT_LEADER).
 	retryUnsent
 )
 
@@ -372,12 +375,15 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 		// not may have become ready in between, so only a failure to
 		// connect proves the call unsent.
 		sent := ready || !neverSent(err)
-		if ctx.Err() != nil || !unreachable(err) || (sent && policy == retryUnsent) {
+		// This attempt may have been applied: it was sent, and no answer
+		// says it was not.
+		mayHaveApplied := sent && policy == retryWrite && !notApplied(err)
+		if ctx.Err() != nil || !unreachable(err) || (sent && policy == retryUnsent && !notApplied(err)) {
 			// An attempt cut short (by the caller's deadline, which gRPC
 			// may report a moment before ctx says so) says no more than
-			// one that found no server: an earlier attempt may have been
-			// applied all the same.
-			if maybeApplied && (unreachable(err) || cutShort(err)) {
+			// one that found no server: it, or an earlier attempt, may
+			// have been applied all the same.
+			if (maybeApplied || mayHaveApplied) && (unreachable(err) || cutShort(err)) {
 				return outcomeUnknown(err, errs)
 			}
 			if ctx.Err() != nil {
@@ -385,7 +391,7 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, call callFunc) 
 			}
 			return err
 		}
-		maybeApplied = maybeApplied || (sent && policy == retryWrite && !notApplied(err))
+		maybeApplied = maybeApplied || mayHaveApplied
 		last = err
 		if len(errs) < 2*n {
 			errs = append(errs, c.addrs[i]+": "+status.Convert(err).Message())

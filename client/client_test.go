@@ -395,3 +395,25 @@ func TestWriteCutShortByItsDeadlineAfterAnUnknownOutcome(t *testing.T) {
 		t.Fatalf("register cut short by its deadline after OUTCOME_UNKNOWN = %v, want DeadlineExceeded with OUTCOME_UNKNOWN", err)
 	}
 }
+
+// TestALoneWriteCutShortByItsDeadlineSaysOutcomeUnknown: a write whose only
+// attempt reached a server that then never answered (a stalled leader, a
+// black-holed connection) may have been applied: the DeadlineExceeded it
+// fails with says OUTCOME_UNKNOWN, as it would after an earlier attempt
+// had failed that way.
+func TestALoneWriteCutShortByItsDeadlineSaysOutcomeUnknown(t *testing.T) {
+	f := startFake(t, newFakeState())
+	f.mu.Lock()
+	f.holdRegister = true
+	f.mu.Unlock()
+	c := newTestClient(t, f.addr)
+	ctx, cancel := context.WithTimeout(testContext(t), time.Second)
+	defer cancel()
+	_, err := c.Register(ctx, &rosterv1.RegisterRequest{Instance: &rosterv1.Instance{Service: "web", Id: "w1"}})
+	if f.count("Register") != 1 {
+		t.Fatalf("the write reached the server %d times: %v", f.count("Register"), err)
+	}
+	if status.Code(err) != codes.DeadlineExceeded || !hasReason(err, reasonOutcomeUnknown) {
+		t.Fatalf("register held by its server past its deadline = %v, want DeadlineExceeded with OUTCOME_UNKNOWN", err)
+	}
+}

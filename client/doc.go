@@ -27,8 +27,10 @@
 //     a restart of your process, say) within the cluster's memory of ids,
 //     10 minutes; never reuse one for a different request (InvalidArgument,
 //     reason REQUEST_ID_REUSED).
-//   - RemoveNode and TransferLeadership: only when the request was never
-//     sent.
+//   - RemoveNode, TransferLeadership, SetSelfPreservation, CreateToken,
+//     DeleteToken, ACLBootstrap and SnapshotRestore: only when the request
+//     was never sent, or the node answered that nothing was applied
+//     (NO_LEADER, NOT_LEADER).
 //
 // Two long-lived helpers build on that:
 //

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -158,5 +159,22 @@ func TestASentUnsentOnlyCallIsNotRetried(t *testing.T) {
 	}
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("RemoveNode = %v, want the first server's Unavailable", err)
+	}
+}
+
+// TestAnUnsentOnlyCallRefusedAsNotAppliedMovesOn: a call that must not
+// apply twice, answered by a node that says nothing was applied (NO_LEADER:
+// it had no leader to hand the change to), goes on to the next endpoint.
+func TestAnUnsentOnlyCallRefusedAsNotAppliedMovesOn(t *testing.T) {
+	st := newFakeState()
+	first, second := startFake(t, st), startFake(t, st)
+	noLeader, _ := status.New(codes.Unavailable, "no leader").
+		WithDetails(&errdetails.ErrorInfo{Reason: "NO_LEADER", Domain: errorDomain})
+	first.setFail("RemoveNode", noLeader.Err())
+	c := newTestClient(t, first.addr, second.addr)
+	_, err := c.RemoveNode(testContext(t), &rosterv1.RemoveNodeRequest{NodeId: "n2"})
+	if err != nil || first.count("RemoveNode") != 1 || second.count("RemoveNode") != 1 {
+		t.Fatalf("RemoveNode answered NO_LEADER by the first server: %v; calls %d and %d, want it sent on to the second once",
+			err, first.count("RemoveNode"), second.count("RemoveNode"))
 	}
 }
