@@ -522,9 +522,11 @@ func (d *discovery) releaseSession(s *Session) {
 // an answer), so a stream that stays down, or is refused (the client's
 // token deleted, say), must not pass in silence.
 func (d *discovery) dispatch(s *Session) {
-	// down is the code of the failure last logged while the stream has
-	// been down; codes.OK while it is up or nothing has been logged.
-	down := codes.OK
+	// logged holds the codes of the failures logged while the stream has
+	// been down: each is logged once until it is up again, however the
+	// endpoints' answers alternate (a refused token on some, a node down
+	// on another).
+	logged := map[codes.Code]bool{}
 	// broken: the last stream event was a failure.
 	broken := false
 	for ev := range s.Events() {
@@ -534,18 +536,19 @@ func (d *discovery) dispatch(s *Session) {
 			// restarting) is routine; one that cannot be opened again,
 			// or is refused, is not. Logged once a failure's code.
 			code := status.Code(ev.Err)
-			if (broken || refusal(ev.Err)) && code != down {
+			if (broken || refusal(ev.Err)) && !logged[code] {
 				d.logger.Warn("keepalive stream down: leases are not renewed until it is back; retrying",
 					"ttl", s.ttl, "endpoint", ev.Endpoint, "error", ev.Err)
-				down = code
+				logged[code] = true
 			}
 			broken = true
 			continue
 		case StreamConnected:
-			if down != codes.OK {
+			if len(logged) > 0 {
 				d.logger.Info("keepalive stream connected again", "ttl", s.ttl, "endpoint", ev.Endpoint)
 			}
-			down, broken = codes.OK, false
+			clear(logged)
+			broken = false
 			continue
 		case LeaseLost:
 		default:

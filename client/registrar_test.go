@@ -779,3 +779,38 @@ func TestRegistrarTakesALossThatComesAsItRestores(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestKeepAliveDownLogsEachCodeOnce: while the keepalive stream is down and
+// the endpoints fail it differently (one refuses the token, another is
+// not running), each failure's code is logged once, not at every switch
+// between them.
+func TestKeepAliveDownLogsEachCodeOnce(t *testing.T) {
+	f := startFake(t, newFakeState())
+	var out syncLog
+	c, err := New(context.Background(), []string{f.addr, deadAddr(t)}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithLogger(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx := testContext(t)
+	reg, err := c.RegisterInstance(ctx, &rosterv1.Instance{Service: "web", Id: "w1", Address: "10.0.0.1", Port: 80},
+		WithTTL(150*time.Millisecond))
+	if err != nil {
+		t.Fatalf("RegisterInstance: %v", err)
+	}
+	defer reg.Close(ctx)
+	waitFor(t, "renewals", func() bool { return f.count("KeepAlive") >= 1 })
+
+	f.setFail("KeepAlive stream", status.Error(codes.PermissionDenied, "permission denied: ACL token not found"))
+	f.cut <- status.Error(codes.PermissionDenied, "permission denied: ACL token not found: it was deleted while this stream was open")
+	// Each refused stream on the first endpoint comes after a failed one
+	// on the second, which nothing listens on.
+	lines := func() int { return strings.Count(out.String(), "keepalive stream down") }
+	waitFor(t, "both failures logged", func() bool { return lines() >= 2 })
+	more := f.count("KeepAlive stream") + 2
+	waitFor(t, "two more refused streams, in turn with the dead endpoint", func() bool { return f.count("KeepAlive stream") >= more })
+	if n := lines(); n != 2 {
+		t.Fatalf("%d keepalive down lines while two endpoints failed in turn, want 2 (one a code):\n%s", n, out.String())
+	}
+}
