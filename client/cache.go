@@ -176,7 +176,8 @@ func (s CachedService) Age() time.Duration {
 // fail with that error; the watch keeps trying, and lookups answer as soon
 // as a node serves it (a node may not yet have applied a new token). A
 // list known when the failures start is served on, without an error, as
-// during an outage: CachedService marks it Stale, and Subscription.Err
+// during an outage: CachedService marks it Stale once it has heard nothing
+// from the cluster for 3 seconds, and Subscription.Err
 // returns the failure. Only InvalidArgument (an invalid service or
 // namespace name) ends the watch for good. A lookup
 // whose context ends first returns the context's error as a gRPC status
@@ -467,6 +468,9 @@ func (e *serviceCache) wait(ctx context.Context) error {
 // fails the watch otherwise (err), or, with nil, that a node has sent a
 // message again; e.mu is held.
 func (e *serviceCache) setFailure(err error) {
+	// Subscribers hear of a change of what Err says: a failure starting,
+	// ending, or taking another code; not of each retry that fails alike.
+	changed := (err == nil) != (e.failure == nil) || status.Code(err) != status.Code(e.failure)
 	switch {
 	case err != nil && e.failure == nil:
 		e.logger.Warn("service watch failed by every endpoint; retrying", "error", err)
@@ -479,7 +483,9 @@ func (e *serviceCache) setFailure(err error) {
 		err = fmt.Errorf("watch %s/%s: %w", e.key.namespace, e.key.service, err)
 	}
 	e.failure = err
-	e.notify()
+	if changed {
+		e.notify()
+	}
 }
 
 func (e *serviceCache) snapshot(all bool) CachedService {
@@ -681,8 +687,9 @@ func healthyOf(all []*rosterv1.Instance) []*rosterv1.Instance {
 }
 
 // cacheDirFor returns the cache dir for a service of namespace: none for a
-// namespace that is a path step ("." or ".."), which would lead out of
-// dir (no cluster accepts it; escaping takes care of every other name).
+// namespace that is a path step: ".." would lead out of dir, "." to dir
+// itself instead of a namespace's directory in it (no cluster accepts
+// either; escaping takes care of every other name).
 func cacheDirFor(dir, namespace string) string {
 	if namespace == "." || namespace == ".." {
 		return ""

@@ -435,7 +435,14 @@ func TestCacheDirStaysInItsDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What ".." would lead to, and what "." would.
 	if err := writeFileAtomic(filepath.Join(parent, "web.json"), b); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "web.json"), b); err != nil {
 		t.Fatal(err)
 	}
 	f := startFake(t, newFakeState())

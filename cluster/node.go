@@ -512,8 +512,10 @@ func (n *Node) newRaft(rc *raft.Config, logs raft.LogStore, stable raft.StableSt
 // proposal groups the writes waiting for it into one entry), and a
 // follower applies what it has just received. A follower far enough behind
 // to miss the cache reads its entries from the log store, as it would with
-// any size. raft's usual 512 held about 1.6 MB more on each node under a
-// 64-writer load (docs/performance.md, Levers).
+// any size. The 512 it held before cost about 1.6 MB more on each node
+// under a 64-writer load, and a follower stopped for 2 s under 256 writers
+// (so that it missed the cache when it came back) cost the run no
+// throughput with either size (docs/performance.md, Levers).
 const logCacheEntries = 64
 
 func (n *Node) openStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {

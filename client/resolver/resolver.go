@@ -230,8 +230,10 @@ func (r *rosterResolver) run() {
 		}
 		s := r.sub.Service()
 		if err := r.sub.Err(); err != nil && len(s.Instances) == 0 {
-			// The watch cannot work (an invalid service name, say):
-			// calls fail with why instead of waiting.
+			// No list, and the watch cannot work (an invalid service
+			// name) or fails on every endpoint for now (a refused token,
+			// a proxy's error; the cache keeps trying): calls fail with
+			// why instead of waiting.
 			r.cc.ReportError(err)
 			continue
 		}
