@@ -386,44 +386,6 @@ func TestCachePersistedListWaitsOnTheClock(t *testing.T) {
 	}
 }
 
-// TestCacheKeepsItsListWhenTheTokenIsRefused: a service whose list is
-// known when every endpoint starts refusing the client's token (the token
-// was deleted, say) keeps answering lookups with that list, as during an
-// outage, marked Stale once the cluster has been silent past staleAfter;
-// Subscription.Err reports the refusal meanwhile, and the first list from
-// a node that accepts the token again clears it.
-func TestCacheKeepsItsListWhenTheTokenIsRefused(t *testing.T) {
-	st := newFakeState()
-	st.appendRevisions(1, 1)
-	f := startFake(t, st)
-	clk := newFakeClock()
-	c := newFakeClockClient(t, clk, f.addr)
-	sub, err := c.Subscribe("web", IncludeUnhealthy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	if insts, err := c.Instances(testContext(t), "web", IncludeUnhealthy()); err != nil || len(insts) != 1 {
-		t.Fatalf("first lookup: %d instances, %v", len(insts), err)
-	}
-
-	f.setFail("Watch", errTokenNotFound)
-	f.cut <- status.Error(codes.PermissionDenied, "permission denied: ACL token not found: it was deleted while this stream was open")
-	waitFor(t, "the refusal reported", func() bool { return status.Code(sub.Err()) == codes.PermissionDenied })
-	insts, err := c.Instances(testContext(t), "web", IncludeUnhealthy())
-	if err != nil || len(insts) != 1 {
-		t.Fatalf("lookup while every endpoint refuses the token: %d instances, %v; want the last list", len(insts), err)
-	}
-	clk.Advance(staleAfter + time.Second)
-	if s := sub.Service(); !s.Stale || len(s.Instances) != 1 {
-		t.Fatalf("list while refused: stale %v, %d instances; want the last list, stale", s.Stale, len(s.Instances))
-	}
-
-	f.setFail("Watch", nil)
-	st.appendRevisions(2, 2) // a message (a real node sends a bookmark a second)
-	waitFor(t, "the refusal cleared", func() bool { return sub.Err() == nil && !sub.Service().Stale })
-}
-
 // TestCacheDirStaysInItsDirectory: a namespace that is a path step ("..",
 // which no cluster accepts) reads no list from outside the cache dir: the
 // lookup fails with the cluster's refusal of the name instead of serving
@@ -490,20 +452,33 @@ func TestCacheDegradedStartOfAnEmptyClusterResumesOnALeader(t *testing.T) {
 	}
 }
 
-// TestCacheRetriesWhatAProxyAnswers: a proxy or load balancer in front of
-// the cluster can end a watch with a code no Roster node sends for one
-// (grpc-go reads an HTTP 500 as Unknown, a 404 as Unimplemented). The
-// cache keeps its list, says why it is stale, and takes the cluster's
-// messages again once the proxy passes them: the entry must not die of it,
-// leaving its lookups and subscribers with a frozen list for the life of
-// the process.
-func TestCacheRetriesWhatAProxyAnswers(t *testing.T) {
-	for _, proxyErr := range []error{
-		status.Error(codes.Unknown, "unexpected HTTP status code received from server: 500 (Internal Server Error)"),
-		status.Error(codes.Unimplemented, "unexpected HTTP status code received from server: 404 (Not Found)"),
-		status.Error(codes.FailedPrecondition, "upstream not ready"),
+// TestCacheKeepsItsListWhileTheWatchFails: a service whose list is known
+// when every endpoint starts failing its watch keeps answering lookups
+// with that list, as during an outage, marked Stale once the cluster has
+// been silent past staleAfter; Subscription.Err reports the failure
+// meanwhile, and the first message from a node that serves the watch again
+// clears it. The failures: the client's token refused (deleted, say), and
+// what a proxy or load balancer in front of the cluster answers while it
+// is redeployed (grpc-go reads an HTTP 500 as Unknown, a 404 as
+// Unimplemented), which no Roster node sends for a watch. The entry must
+// not die of any of them, leaving its lookups and subscribers with a
+// frozen list for the life of the process.
+func TestCacheKeepsItsListWhileTheWatchFails(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// fail is what each new stream meets, cut what ends the open one.
+		fail, cut error
+	}{
+		{"token refused", errTokenNotFound,
+			status.Error(codes.PermissionDenied, "permission denied: ACL token not found: it was deleted while this stream was open")},
+		{"proxy 500", status.Error(codes.Unknown, "unexpected HTTP status code received from server: 500 (Internal Server Error)"), nil},
+		{"proxy 404", status.Error(codes.Unimplemented, "unexpected HTTP status code received from server: 404 (Not Found)"), nil},
+		{"proxy FailedPrecondition", status.Error(codes.FailedPrecondition, "upstream not ready"), nil},
 	} {
-		t.Run(status.Code(proxyErr).String(), func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.cut == nil {
+				tt.cut = tt.fail
+			}
 			st := newFakeState()
 			st.appendRevisions(1, 1)
 			f := startFake(t, st)
@@ -518,16 +493,16 @@ func TestCacheRetriesWhatAProxyAnswers(t *testing.T) {
 				t.Fatalf("first lookup: %d instances, %v", len(insts), err)
 			}
 
-			f.setFail("Watch", proxyErr)
-			f.cut <- proxyErr
-			waitFor(t, "the failure reported", func() bool { return status.Code(sub.Err()) == status.Code(proxyErr) })
+			f.setFail("Watch", tt.fail)
+			f.cut <- tt.cut
+			waitFor(t, "the failure reported", func() bool { return status.Code(sub.Err()) == status.Code(tt.fail) })
 			insts, err := c.Instances(testContext(t), "web", IncludeUnhealthy())
 			if err != nil || len(insts) != 1 {
-				t.Fatalf("lookup while the proxy fails the watch: %d instances, %v; want the last list", len(insts), err)
+				t.Fatalf("lookup while every endpoint fails the watch: %d instances, %v; want the last list", len(insts), err)
 			}
 			clk.Advance(staleAfter + time.Second)
 			if s := sub.Service(); !s.Stale || len(s.Instances) != 1 {
-				t.Fatalf("list while the proxy fails the watch: stale %v, %d instances; want the last list, stale", s.Stale, len(s.Instances))
+				t.Fatalf("list while every endpoint fails the watch: stale %v, %d instances; want the last list, stale", s.Stale, len(s.Instances))
 			}
 
 			f.setFail("Watch", nil)

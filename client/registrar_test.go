@@ -702,16 +702,14 @@ func (l *syncLog) String() string {
 	return l.buf.String()
 }
 
-// TestRegistrationLogsARefusedKeepAlive: once a registration's keepalive
-// stream is refused (the client's token was deleted, say), its lease is no
-// longer renewed and the instance expires without any lost-lease answer.
-// That must not pass in silence: the registrar logs the refusal, once
-// while it lasts, and logs when the stream is back.
-func TestRegistrationLogsARefusedKeepAlive(t *testing.T) {
-	f := startFake(t, newFakeState())
-	var out syncLog
-	c, err := New(context.Background(), []string{f.addr}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
-		WithLogger(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})))
+// registerRenewed registers an instance with a short TTL through a client
+// of f and the other addrs, which logs to the returned log, and waits
+// until f has renewed its lease.
+func registerRenewed(t *testing.T, f *fakeServer, others ...string) *syncLog {
+	t.Helper()
+	out := &syncLog{}
+	c, err := New(context.Background(), append([]string{f.addr}, others...), WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
+		WithLogger(hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -722,8 +720,19 @@ func TestRegistrationLogsARefusedKeepAlive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RegisterInstance: %v", err)
 	}
-	defer reg.Close(ctx)
+	t.Cleanup(func() { reg.Close(ctx) })
 	waitFor(t, "renewals", func() bool { return f.count("KeepAlive") >= 1 })
+	return out
+}
+
+// TestRegistrationLogsARefusedKeepAlive: once a registration's keepalive
+// stream is refused (the client's token was deleted, say), its lease is no
+// longer renewed and the instance expires without any lost-lease answer.
+// That must not pass in silence: the registrar logs the refusal, once
+// while it lasts, and logs when the stream is back.
+func TestRegistrationLogsARefusedKeepAlive(t *testing.T) {
+	f := startFake(t, newFakeState())
+	out := registerRenewed(t, f)
 
 	f.setFail("KeepAlive stream", status.Error(codes.PermissionDenied, "permission denied: ACL token not found"))
 	f.cut <- status.Error(codes.PermissionDenied, "permission denied: ACL token not found: it was deleted while this stream was open")
@@ -786,21 +795,7 @@ func TestRegistrarTakesALossThatComesAsItRestores(t *testing.T) {
 // between them.
 func TestKeepAliveDownLogsEachCodeOnce(t *testing.T) {
 	f := startFake(t, newFakeState())
-	var out syncLog
-	c, err := New(context.Background(), []string{f.addr, deadAddr(t)}, WithConnectTimeout(time.Second), WithRetryBackoff(time.Millisecond),
-		WithLogger(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ctx := testContext(t)
-	reg, err := c.RegisterInstance(ctx, &rosterv1.Instance{Service: "web", Id: "w1", Address: "10.0.0.1", Port: 80},
-		WithTTL(150*time.Millisecond))
-	if err != nil {
-		t.Fatalf("RegisterInstance: %v", err)
-	}
-	defer reg.Close(ctx)
-	waitFor(t, "renewals", func() bool { return f.count("KeepAlive") >= 1 })
+	out := registerRenewed(t, f, deadAddr(t))
 
 	f.setFail("KeepAlive stream", status.Error(codes.PermissionDenied, "permission denied: ACL token not found"))
 	f.cut <- status.Error(codes.PermissionDenied, "permission denied: ACL token not found: it was deleted while this stream was open")
